@@ -1,0 +1,13 @@
+//! NanoBanana's domain: what an account, an API key and (later) a generation are, the rules
+//! that govern them, and the ports through which the outside world is reached.
+//!
+//! Nothing here performs I/O or knows about HTTP or SQL: adapters implement the traits in
+//! [`ports`], and `nb-http` wires them into the services in [`accounts`] and [`api_keys`].
+
+pub mod accounts;
+pub mod api_keys;
+pub mod error;
+pub mod ports;
+pub mod user;
+
+pub use error::RepositoryError;

@@ -1,0 +1,113 @@
+//! The ports: everything the domain needs from the outside world, as narrow traits.
+//!
+//! Each method's doc says what it MUST return on each outcome; adapters are tested against
+//! those contracts (see `nb-db`'s contract suite).
+
+use async_trait::async_trait;
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use crate::RepositoryError;
+use crate::api_keys::{ApiKeyHash, ApiKeyId, ApiKeyRecord, AuthenticatedApiKey, NewApiKey};
+use crate::user::{EmailAddress, NewUser, Password, PasswordHash, User, UserCredentials, UserId};
+
+/// The current time.
+#[cfg_attr(feature = "mock", mockall::automock)]
+pub trait Clock: Send + Sync + 'static {
+    /// The current UTC time, at microsecond precision (what every database keeps).
+    fn now(&self) -> OffsetDateTime;
+}
+
+/// Fresh ids for new records.
+#[cfg_attr(feature = "mock", mockall::automock)]
+pub trait IdGenerator: Send + Sync + 'static {
+    /// A new id, never returned before. Implementations SHOULD be time-ordered (UUIDv7).
+    fn new_id(&self) -> Uuid;
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the operating system's random number generator is unavailable")]
+pub struct RandomnessUnavailable;
+
+/// Cryptographically secure random bytes.
+#[cfg_attr(feature = "mock", mockall::automock)]
+pub trait RandomSource: Send + Sync + 'static {
+    /// Fills `dest` from a CSPRNG, or MUST return `RandomnessUnavailable` (never weak bytes).
+    fn fill_bytes(&self, dest: &mut [u8]) -> Result<(), RandomnessUnavailable>;
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("password hashing failed")]
+pub struct PasswordHashingError(#[source] pub crate::error::BoxError);
+
+/// Slow, salted password hashing. Implementations MUST NOT block the async executor.
+#[cfg_attr(feature = "mock", mockall::automock)]
+#[async_trait]
+pub trait PasswordHasher: Send + Sync + 'static {
+    async fn hash(&self, password: &Password) -> Result<PasswordHash, PasswordHashingError>;
+
+    /// MUST return `Ok(false)` for a wrong password and for a hash it cannot read.
+    async fn verify(
+        &self,
+        password: &Password,
+        hash: &PasswordHash,
+    ) -> Result<bool, PasswordHashingError>;
+
+    /// Spends as long as `verify` does, for logins with an unknown email, so that response
+    /// times do not reveal which emails are registered.
+    async fn verify_against_dummy(&self, password: &Password);
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum InsertUserError {
+    #[error("a user with this email already exists")]
+    EmailTaken,
+    #[error(transparent)]
+    Repository(#[from] RepositoryError),
+}
+
+/// Where users are kept.
+#[cfg_attr(feature = "mock", mockall::automock)]
+#[async_trait]
+pub trait UserRepository: Send + Sync + 'static {
+    /// MUST return `InsertUserError::EmailTaken` when the (normalised) email is already used,
+    /// and store nothing in that case.
+    async fn insert_user(&self, new_user: &NewUser) -> Result<(), InsertUserError>;
+
+    /// MUST return `Ok(None)` when no user has this email.
+    async fn find_user_by_email(
+        &self,
+        email: &EmailAddress,
+    ) -> Result<Option<UserCredentials>, RepositoryError>;
+
+    /// MUST return `Ok(None)` when no user has this id.
+    async fn find_user_by_id(&self, id: UserId) -> Result<Option<User>, RepositoryError>;
+}
+
+/// Where API keys are kept.
+#[cfg_attr(feature = "mock", mockall::automock)]
+#[async_trait]
+pub trait ApiKeyRepository: Send + Sync + 'static {
+    /// Stores a new key. The owner MUST exist.
+    async fn insert_api_key(&self, new_key: &NewApiKey) -> Result<(), RepositoryError>;
+
+    /// The user's keys, revoked ones included, newest first (by `created_at`, then id).
+    async fn list_api_keys(&self, user_id: UserId) -> Result<Vec<ApiKeyRecord>, RepositoryError>;
+
+    /// Sets `is_active = false` on the key if it belongs to `user_id`. MUST return `Ok(true)`
+    /// when the user owns the key (even if it was already inactive) and `Ok(false)` when no
+    /// key with this id belongs to this user.
+    async fn deactivate_api_key(
+        &self,
+        user_id: UserId,
+        key_id: ApiKeyId,
+    ) -> Result<bool, RepositoryError>;
+
+    /// Finds the active key with this hash and sets its `last_used_at` to `used_at`, in one
+    /// step. MUST return `Ok(None)` for an unknown hash and for an inactive key.
+    async fn authenticate_api_key(
+        &self,
+        key_hash: &ApiKeyHash,
+        used_at: OffsetDateTime,
+    ) -> Result<Option<AuthenticatedApiKey>, RepositoryError>;
+}

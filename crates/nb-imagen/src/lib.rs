@@ -1,0 +1,1 @@
+//! Google image-model client (Gemini `:generateContent`, Imagen `:predict`): arrives with the generation issue.
