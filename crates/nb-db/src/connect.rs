@@ -1,0 +1,308 @@
+//! Choosing a backend from a URL, opening a pool and bringing the schema up to date.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use deadpool::Runtime;
+use diesel::{Connection, RunQueryDsl, SqliteConnection};
+use diesel_async::async_connection_wrapper::AsyncConnectionWrapper;
+use diesel_async::pooled_connection::deadpool::Pool;
+use diesel_async::pooled_connection::{AsyncDieselConnectionManager, ManagerConfig};
+use diesel_async::sync_connection_wrapper::SyncConnectionWrapper;
+use diesel_async::{AsyncConnection, AsyncPgConnection, SimpleAsyncConnection};
+use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
+use futures_util::FutureExt;
+
+const POSTGRES_MIGRATIONS: EmbeddedMigrations = embed_migrations!("../../migrations/postgres");
+const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("../../migrations/sqlite");
+
+/// Serialises migrations when several instances start at once against one PostgreSQL.
+const MIGRATION_LOCK_ID: i64 = 0x6e62_6d69_6772; // "nbmigr"
+
+/// Set on every SQLite connection. WAL lets readers run beside the one writer; the busy
+/// timeout makes a writer wait for the lock instead of failing at once.
+const SQLITE_CONNECTION_PRAGMAS: &str = "PRAGMA foreign_keys = ON; \
+     PRAGMA busy_timeout = 5000; \
+     PRAGMA synchronous = NORMAL;";
+
+type SqliteAsyncConnection = SyncConnectionWrapper<SqliteConnection>;
+
+/// A pool of connections to one of the supported backends. Implements the repository ports.
+#[derive(Clone)]
+pub enum Database {
+    Postgres(Pool<AsyncPgConnection>),
+    Sqlite(Pool<SqliteAsyncConnection>),
+}
+
+impl fmt::Debug for Database {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (backend, status) = match self {
+            Self::Postgres(pool) => ("postgres", pool.status()),
+            Self::Sqlite(pool) => ("sqlite", pool.status()),
+        };
+        f.debug_struct("Database").field("backend", &backend).field("pool", &status).finish()
+    }
+}
+
+/// Where the database is, parsed from `DATABASE_URL`.
+#[derive(Clone, PartialEq, Eq)]
+pub enum DatabaseUrl {
+    /// `postgres://` or `postgresql://`, passed to the driver as given.
+    Postgres(String),
+    /// `sqlite://<path>`: a file path, relative to the working directory unless absolute
+    /// (`sqlite:///var/lib/nb.db`).
+    Sqlite(PathBuf),
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "DATABASE_URL must start with postgres://, postgresql:// or sqlite:// (got {scheme:?})"
+)]
+pub struct UnsupportedDatabaseUrl {
+    scheme: String,
+}
+
+impl DatabaseUrl {
+    pub fn parse(raw: &str) -> Result<Self, UnsupportedDatabaseUrl> {
+        if raw.starts_with("postgres://") || raw.starts_with("postgresql://") {
+            return Ok(Self::Postgres(raw.to_owned()));
+        }
+        if let Some(path) = raw.strip_prefix("sqlite://").filter(|path| !path.is_empty()) {
+            return Ok(Self::Sqlite(PathBuf::from(path)));
+        }
+        let scheme = raw.split_once("://").map_or("", |(scheme, _)| scheme).to_owned();
+        Err(UnsupportedDatabaseUrl { scheme })
+    }
+
+    pub fn backend_name(&self) -> &'static str {
+        match self {
+            Self::Postgres(_) => "postgres",
+            Self::Sqlite(_) => "sqlite",
+        }
+    }
+}
+
+/// Shows the URL with any password replaced, so it can be logged.
+impl fmt::Display for DatabaseUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Postgres(raw) => match url::Url::parse(raw) {
+                Ok(mut parsed) => {
+                    if parsed.password().is_some() {
+                        // Cannot fail for a URL that already has a password.
+                        let _ = parsed.set_password(Some("redacted"));
+                    }
+                    f.write_str(parsed.as_str())
+                }
+                Err(_) => f.write_str("postgres://(unparseable)"),
+            },
+            Self::Sqlite(path) => write!(f, "sqlite://{}", path.display()),
+        }
+    }
+}
+
+impl fmt::Debug for DatabaseUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "DatabaseUrl({self})")
+    }
+}
+
+/// Pool sizing and waiting.
+#[derive(Debug, Clone, Copy)]
+pub struct PoolOptions {
+    pub max_connections: usize,
+    /// How long a request waits for a connection (or for a new one to open) before the
+    /// database counts as unavailable.
+    pub acquire_timeout: Duration,
+}
+
+impl Default for PoolOptions {
+    fn default() -> Self {
+        Self { max_connections: 16, acquire_timeout: Duration::from_secs(5) }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    #[error("cannot create the folder for the SQLite database {path}")]
+    CreateFolder {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot open the database at {url}")]
+    Open {
+        url: String,
+        #[source]
+        source: diesel::ConnectionError,
+    },
+    #[error("cannot apply the database migrations")]
+    Migrate(#[source] Box<dyn std::error::Error + Send + Sync>),
+    #[error("cannot build the connection pool")]
+    Pool(#[source] deadpool::managed::BuildError),
+}
+
+impl Database {
+    /// Opens the database, applies any pending migrations, and returns a pool.
+    pub async fn connect(url: &DatabaseUrl, options: PoolOptions) -> Result<Self, ConnectError> {
+        match url {
+            DatabaseUrl::Postgres(raw) => {
+                migrate_postgres(raw.clone(), url.to_string()).await?;
+                let manager = AsyncDieselConnectionManager::<AsyncPgConnection>::new(raw.clone());
+                Ok(Self::Postgres(build_pool(manager, options)?))
+            }
+            DatabaseUrl::Sqlite(path) => {
+                let path = path.clone();
+                migrate_sqlite(path.clone()).await?;
+                let mut config = ManagerConfig::<SqliteAsyncConnection>::default();
+                config.custom_setup = Box::new(|path| open_sqlite_for_pool(path.to_owned()).boxed());
+                let manager = AsyncDieselConnectionManager::new_with_config(
+                    path.to_string_lossy(),
+                    config,
+                );
+                Ok(Self::Sqlite(build_pool(manager, options)?))
+            }
+        }
+    }
+
+    pub fn backend_name(&self) -> &'static str {
+        match self {
+            Self::Postgres(_) => "postgres",
+            Self::Sqlite(_) => "sqlite",
+        }
+    }
+}
+
+fn build_pool<C>(
+    manager: AsyncDieselConnectionManager<C>,
+    options: PoolOptions,
+) -> Result<Pool<C>, ConnectError>
+where
+    AsyncDieselConnectionManager<C>: deadpool::managed::Manager,
+{
+    Pool::builder(manager)
+        .max_size(options.max_connections)
+        .runtime(Runtime::Tokio1)
+        .wait_timeout(Some(options.acquire_timeout))
+        .create_timeout(Some(options.acquire_timeout))
+        .build()
+        .map_err(ConnectError::Pool)
+}
+
+async fn migrate_postgres(raw_url: String, shown_url: String) -> Result<(), ConnectError> {
+    blocking(move || {
+        let mut connection = <AsyncConnectionWrapper<AsyncPgConnection> as Connection>::establish(&raw_url)
+            .map_err(|source| ConnectError::Open { url: shown_url, source })?;
+        let lock = format!("SELECT pg_advisory_lock({MIGRATION_LOCK_ID})");
+        let unlock = format!("SELECT pg_advisory_unlock({MIGRATION_LOCK_ID})");
+        diesel::sql_query(lock).execute(&mut connection).map_err(migrate_error)?;
+        let applied = connection.run_pending_migrations(POSTGRES_MIGRATIONS).map(|applied| applied.len());
+        diesel::sql_query(unlock).execute(&mut connection).map_err(migrate_error)?;
+        let applied = applied.map_err(ConnectError::Migrate)?;
+        tracing::info!(applied, backend = "postgres", "database migrations are up to date");
+        Ok(())
+    })
+    .await
+}
+
+async fn migrate_sqlite(path: PathBuf) -> Result<(), ConnectError> {
+    blocking(move || {
+        if let Some(folder) = path.parent().filter(|folder| !folder.as_os_str().is_empty()) {
+            std::fs::create_dir_all(folder)
+                .map_err(|source| ConnectError::CreateFolder { path: path.clone(), source })?;
+        }
+        let mut connection = establish_sqlite(&path)?;
+        // WAL is a property of the file: set once here, kept by every later connection.
+        connection.batch_execute_sync("PRAGMA journal_mode = WAL;").map_err(migrate_error)?;
+        let applied = connection
+            .run_pending_migrations(SQLITE_MIGRATIONS)
+            .map_err(ConnectError::Migrate)?
+            .len();
+        tracing::info!(applied, backend = "sqlite", "database migrations are up to date");
+        Ok(())
+    })
+    .await
+}
+
+fn establish_sqlite(path: &Path) -> Result<SqliteConnection, ConnectError> {
+    let shown = format!("sqlite://{}", path.display());
+    let mut connection = SqliteConnection::establish(&path.to_string_lossy())
+        .map_err(|source| ConnectError::Open { url: shown.clone(), source })?;
+    connection.batch_execute_sync(SQLITE_CONNECTION_PRAGMAS).map_err(|error| ConnectError::Open {
+        url: shown,
+        source: diesel::ConnectionError::CouldntSetupConfiguration(error),
+    })?;
+    Ok(connection)
+}
+
+async fn open_sqlite_for_pool(path: String) -> diesel::ConnectionResult<SqliteAsyncConnection> {
+    let mut connection = SqliteAsyncConnection::establish(&path).await?;
+    connection
+        .batch_execute(SQLITE_CONNECTION_PRAGMAS)
+        .await
+        .map_err(diesel::ConnectionError::CouldntSetupConfiguration)?;
+    Ok(connection)
+}
+
+fn migrate_error(error: diesel::result::Error) -> ConnectError {
+    ConnectError::Migrate(Box::new(error))
+}
+
+/// Runs start-up work that blocks (migrations) on tokio's blocking pool.
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, ConnectError> + Send + 'static,
+) -> Result<T, ConnectError> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .unwrap_or_else(|join_error| Err(ConnectError::Migrate(Box::new(join_error))))
+}
+
+/// diesel's `SimpleConnection::batch_execute`, named apart from diesel-async's.
+trait BatchExecuteSync {
+    fn batch_execute_sync(&mut self, sql: &str) -> diesel::QueryResult<()>;
+}
+
+impl<C: diesel::connection::SimpleConnection> BatchExecuteSync for C {
+    fn batch_execute_sync(&mut self, sql: &str) -> diesel::QueryResult<()> {
+        self.batch_execute(sql)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_pick_the_backend() {
+        assert_eq!(
+            DatabaseUrl::parse("postgres://u:p@h/db").unwrap(),
+            DatabaseUrl::Postgres("postgres://u:p@h/db".into())
+        );
+        assert!(matches!(DatabaseUrl::parse("postgresql://h/db"), Ok(DatabaseUrl::Postgres(_))));
+        assert_eq!(
+            DatabaseUrl::parse("sqlite://data/nanobanana.db").unwrap(),
+            DatabaseUrl::Sqlite(PathBuf::from("data/nanobanana.db"))
+        );
+        assert_eq!(
+            DatabaseUrl::parse("sqlite:///var/lib/nb.db").unwrap(),
+            DatabaseUrl::Sqlite(PathBuf::from("/var/lib/nb.db"))
+        );
+    }
+
+    #[test]
+    fn other_schemes_are_refused_with_the_scheme_named() {
+        for raw in ["mysql://h/db", "sqlite://", "data/nb.db", ""] {
+            assert!(DatabaseUrl::parse(raw).is_err(), "{raw:?}");
+        }
+        let error = DatabaseUrl::parse("mysql://h/db").unwrap_err();
+        assert!(error.to_string().contains("\"mysql\""));
+    }
+
+    #[test]
+    fn display_hides_the_password() {
+        let url = DatabaseUrl::parse("postgres://nb:s3cret-pw@db:5432/nb").unwrap();
+        assert_eq!(url.to_string(), "postgres://nb:redacted@db:5432/nb");
+        assert!(!format!("{url:?}").contains("s3cret-pw"));
+    }
+}

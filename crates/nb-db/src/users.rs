@@ -1,0 +1,90 @@
+//! `UserRepository` on both backends.
+
+use async_trait::async_trait;
+use diesel::prelude::*;
+use diesel_async::RunQueryDsl;
+use nb_domain::RepositoryError;
+use nb_domain::ports::{InsertUserError, UserRepository};
+use nb_domain::user::{EmailAddress, NewUser, PasswordHash, User, UserCredentials, UserId};
+use time::PrimitiveDateTime;
+
+use crate::connect::Database;
+use crate::convert::{
+    from_stored_time, is_unique_violation, parse_stored_id, query_error, to_stored_time,
+};
+use crate::schema::users;
+use crate::with_connection;
+
+#[derive(Queryable, Selectable, Insertable)]
+#[diesel(table_name = users)]
+struct UserRow {
+    id: String,
+    email: String,
+    password_hash: String,
+    created_at: PrimitiveDateTime,
+}
+
+impl UserRow {
+    fn into_credentials(self) -> Result<UserCredentials, RepositoryError> {
+        Ok(UserCredentials {
+            user: User {
+                id: UserId(parse_stored_id(&self.id)?),
+                email: EmailAddress::from_trusted(self.email),
+                created_at: from_stored_time(self.created_at),
+            },
+            password_hash: PasswordHash::new(self.password_hash),
+        })
+    }
+}
+
+#[async_trait]
+impl UserRepository for Database {
+    #[tracing::instrument(skip_all, fields(user_id = %new_user.user.id))]
+    async fn insert_user(&self, new_user: &NewUser) -> Result<(), InsertUserError> {
+        let row = UserRow {
+            id: new_user.user.id.to_string(),
+            email: new_user.user.email.as_str().to_owned(),
+            password_hash: new_user.password_hash.as_str().to_owned(),
+            created_at: to_stored_time(new_user.user.created_at),
+        };
+        let inserted = with_connection!(self, |conn| {
+            diesel::insert_into(users::table).values(&row).execute(conn).await
+        })?;
+        match inserted {
+            Ok(_) => Ok(()),
+            Err(error) if is_unique_violation(&error) => Err(InsertUserError::EmailTaken),
+            Err(error) => Err(query_error(error).into()),
+        }
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn find_user_by_email(
+        &self,
+        email: &EmailAddress,
+    ) -> Result<Option<UserCredentials>, RepositoryError> {
+        let found = with_connection!(self, |conn| {
+            users::table
+                .filter(users::email.eq(email.as_str()))
+                .select(UserRow::as_select())
+                .first(conn)
+                .await
+                .optional()
+        })?;
+        found.map_err(query_error)?.map(UserRow::into_credentials).transpose()
+    }
+
+    #[tracing::instrument(skip(self))]
+    async fn find_user_by_id(&self, id: UserId) -> Result<Option<User>, RepositoryError> {
+        let id = id.to_string();
+        let found = with_connection!(self, |conn| {
+            users::table
+                .find(&id)
+                .select(UserRow::as_select())
+                .first(conn)
+                .await
+                .optional()
+        })?;
+        let credentials = found.map_err(query_error)?.map(UserRow::into_credentials).transpose()?;
+        Ok(credentials.map(|credentials| credentials.user))
+    }
+}

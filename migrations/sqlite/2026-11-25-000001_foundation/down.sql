@@ -1,0 +1,3 @@
+DROP TABLE usage_daily;
+DROP TABLE api_keys;
+DROP TABLE users;
