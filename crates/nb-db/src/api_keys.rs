@@ -70,7 +70,10 @@ impl ApiKeyRepository for Database {
             created_at: to_stored_time(record.created_at),
         };
         let inserted = with_connection!(self, |conn| {
-            diesel::insert_into(api_keys::table).values(&row).execute(conn).await
+            diesel::insert_into(api_keys::table)
+                .values(&row)
+                .execute(conn)
+                .await
         })?;
         inserted.map(|_| ()).map_err(query_error)
     }
@@ -86,7 +89,10 @@ impl ApiKeyRepository for Database {
                 .load(conn)
                 .await
         })?;
-        rows.map_err(query_error)?.into_iter().map(ApiKeyRow::into_record).collect()
+        rows.map_err(query_error)?
+            .into_iter()
+            .map(ApiKeyRow::into_record)
+            .collect()
     }
 
     #[tracing::instrument(skip(self))]

@@ -41,7 +41,10 @@ impl fmt::Debug for Database {
             Self::Postgres(pool) => ("postgres", pool.status()),
             Self::Sqlite(pool) => ("sqlite", pool.status()),
         };
-        f.debug_struct("Database").field("backend", &backend).field("pool", &status).finish()
+        f.debug_struct("Database")
+            .field("backend", &backend)
+            .field("pool", &status)
+            .finish()
     }
 }
 
@@ -56,9 +59,7 @@ pub enum DatabaseUrl {
 }
 
 #[derive(Debug, thiserror::Error)]
-#[error(
-    "DATABASE_URL must start with postgres://, postgresql:// or sqlite:// (got {scheme:?})"
-)]
+#[error("DATABASE_URL must start with postgres://, postgresql:// or sqlite:// (got {scheme:?})")]
 pub struct UnsupportedDatabaseUrl {
     scheme: String,
 }
@@ -68,10 +69,16 @@ impl DatabaseUrl {
         if raw.starts_with("postgres://") || raw.starts_with("postgresql://") {
             return Ok(Self::Postgres(raw.to_owned()));
         }
-        if let Some(path) = raw.strip_prefix("sqlite://").filter(|path| !path.is_empty()) {
+        if let Some(path) = raw
+            .strip_prefix("sqlite://")
+            .filter(|path| !path.is_empty())
+        {
             return Ok(Self::Sqlite(PathBuf::from(path)));
         }
-        let scheme = raw.split_once("://").map_or("", |(scheme, _)| scheme).to_owned();
+        let scheme = raw
+            .split_once("://")
+            .map_or("", |(scheme, _)| scheme)
+            .to_owned();
         Err(UnsupportedDatabaseUrl { scheme })
     }
 
@@ -119,7 +126,10 @@ pub struct PoolOptions {
 
 impl Default for PoolOptions {
     fn default() -> Self {
-        Self { max_connections: 16, acquire_timeout: Duration::from_secs(5) }
+        Self {
+            max_connections: 16,
+            acquire_timeout: Duration::from_secs(5),
+        }
     }
 }
 
@@ -156,11 +166,10 @@ impl Database {
                 let path = path.clone();
                 migrate_sqlite(path.clone()).await?;
                 let mut config = ManagerConfig::<SqliteAsyncConnection>::default();
-                config.custom_setup = Box::new(|path| open_sqlite_for_pool(path.to_owned()).boxed());
-                let manager = AsyncDieselConnectionManager::new_with_config(
-                    path.to_string_lossy(),
-                    config,
-                );
+                config.custom_setup =
+                    Box::new(|path| open_sqlite_for_pool(path.to_owned()).boxed());
+                let manager =
+                    AsyncDieselConnectionManager::new_with_config(path.to_string_lossy(), config);
                 Ok(Self::Sqlite(build_pool(manager, options)?))
             }
         }
@@ -192,15 +201,29 @@ where
 
 async fn migrate_postgres(raw_url: String, shown_url: String) -> Result<(), ConnectError> {
     blocking(move || {
-        let mut connection = <AsyncConnectionWrapper<AsyncPgConnection> as Connection>::establish(&raw_url)
-            .map_err(|source| ConnectError::Open { url: shown_url, source })?;
+        let mut connection =
+            <AsyncConnectionWrapper<AsyncPgConnection> as Connection>::establish(&raw_url)
+                .map_err(|source| ConnectError::Open {
+                    url: shown_url,
+                    source,
+                })?;
         let lock = format!("SELECT pg_advisory_lock({MIGRATION_LOCK_ID})");
         let unlock = format!("SELECT pg_advisory_unlock({MIGRATION_LOCK_ID})");
-        diesel::sql_query(lock).execute(&mut connection).map_err(migrate_error)?;
-        let applied = connection.run_pending_migrations(POSTGRES_MIGRATIONS).map(|applied| applied.len());
-        diesel::sql_query(unlock).execute(&mut connection).map_err(migrate_error)?;
+        diesel::sql_query(lock)
+            .execute(&mut connection)
+            .map_err(migrate_error)?;
+        let applied = connection
+            .run_pending_migrations(POSTGRES_MIGRATIONS)
+            .map(|applied| applied.len());
+        diesel::sql_query(unlock)
+            .execute(&mut connection)
+            .map_err(migrate_error)?;
         let applied = applied.map_err(ConnectError::Migrate)?;
-        tracing::info!(applied, backend = "postgres", "database migrations are up to date");
+        tracing::info!(
+            applied,
+            backend = "postgres",
+            "database migrations are up to date"
+        );
         Ok(())
     })
     .await
@@ -208,18 +231,29 @@ async fn migrate_postgres(raw_url: String, shown_url: String) -> Result<(), Conn
 
 async fn migrate_sqlite(path: PathBuf) -> Result<(), ConnectError> {
     blocking(move || {
-        if let Some(folder) = path.parent().filter(|folder| !folder.as_os_str().is_empty()) {
-            std::fs::create_dir_all(folder)
-                .map_err(|source| ConnectError::CreateFolder { path: path.clone(), source })?;
+        if let Some(folder) = path
+            .parent()
+            .filter(|folder| !folder.as_os_str().is_empty())
+        {
+            std::fs::create_dir_all(folder).map_err(|source| ConnectError::CreateFolder {
+                path: path.clone(),
+                source,
+            })?;
         }
         let mut connection = establish_sqlite(&path)?;
         // WAL is a property of the file: set once here, kept by every later connection.
-        connection.batch_execute_sync("PRAGMA journal_mode = WAL;").map_err(migrate_error)?;
+        connection
+            .batch_execute_sync("PRAGMA journal_mode = WAL;")
+            .map_err(migrate_error)?;
         let applied = connection
             .run_pending_migrations(SQLITE_MIGRATIONS)
             .map_err(ConnectError::Migrate)?
             .len();
-        tracing::info!(applied, backend = "sqlite", "database migrations are up to date");
+        tracing::info!(
+            applied,
+            backend = "sqlite",
+            "database migrations are up to date"
+        );
         Ok(())
     })
     .await
@@ -227,12 +261,19 @@ async fn migrate_sqlite(path: PathBuf) -> Result<(), ConnectError> {
 
 fn establish_sqlite(path: &Path) -> Result<SqliteConnection, ConnectError> {
     let shown = format!("sqlite://{}", path.display());
-    let mut connection = SqliteConnection::establish(&path.to_string_lossy())
-        .map_err(|source| ConnectError::Open { url: shown.clone(), source })?;
-    connection.batch_execute_sync(SQLITE_CONNECTION_PRAGMAS).map_err(|error| ConnectError::Open {
-        url: shown,
-        source: diesel::ConnectionError::CouldntSetupConfiguration(error),
-    })?;
+    let mut connection =
+        SqliteConnection::establish(&path.to_string_lossy()).map_err(|source| {
+            ConnectError::Open {
+                url: shown.clone(),
+                source,
+            }
+        })?;
+    connection
+        .batch_execute_sync(SQLITE_CONNECTION_PRAGMAS)
+        .map_err(|error| ConnectError::Open {
+            url: shown,
+            source: diesel::ConnectionError::CouldntSetupConfiguration(error),
+        })?;
     Ok(connection)
 }
 
@@ -279,7 +320,10 @@ mod tests {
             DatabaseUrl::parse("postgres://u:p@h/db").unwrap(),
             DatabaseUrl::Postgres("postgres://u:p@h/db".into())
         );
-        assert!(matches!(DatabaseUrl::parse("postgresql://h/db"), Ok(DatabaseUrl::Postgres(_))));
+        assert!(matches!(
+            DatabaseUrl::parse("postgresql://h/db"),
+            Ok(DatabaseUrl::Postgres(_))
+        ));
         assert_eq!(
             DatabaseUrl::parse("sqlite://data/nanobanana.db").unwrap(),
             DatabaseUrl::Sqlite(PathBuf::from("data/nanobanana.db"))

@@ -20,7 +20,9 @@ pub(crate) fn parse_stored_id(stored: &str) -> Result<Uuid, RepositoryError> {
     Uuid::parse_str(stored).map_err(RepositoryError::unexpected)
 }
 
-pub(crate) fn pool_error(error: diesel_async::pooled_connection::deadpool::PoolError) -> RepositoryError {
+pub(crate) fn pool_error(
+    error: diesel_async::pooled_connection::deadpool::PoolError,
+) -> RepositoryError {
     RepositoryError::Unavailable(Box::new(error))
 }
 
@@ -33,5 +35,8 @@ pub(crate) fn query_error(error: DieselError) -> RepositoryError {
 }
 
 pub(crate) fn is_unique_violation(error: &DieselError) -> bool {
-    matches!(error, DieselError::DatabaseError(DatabaseErrorKind::UniqueViolation, _))
+    matches!(
+        error,
+        DieselError::DatabaseError(DatabaseErrorKind::UniqueViolation, _)
+    )
 }

@@ -26,7 +26,10 @@ enum Cleanup {
 
 /// Small pools and short waits: a test that cannot get a connection in 10 s is broken.
 pub fn test_pool_options() -> PoolOptions {
-    PoolOptions { max_connections: 8, acquire_timeout: Duration::from_secs(10) }
+    PoolOptions {
+        max_connections: 8,
+        acquire_timeout: Duration::from_secs(10),
+    }
 }
 
 impl TestDatabase {
@@ -54,7 +57,11 @@ impl TestDatabase {
         let database = Database::connect(&url, test_pool_options())
             .await
             .expect("cannot open the test database");
-        Self { url, database, cleanup: Cleanup::Postgres { admin_url, name } }
+        Self {
+            url,
+            database,
+            cleanup: Cleanup::Postgres { admin_url, name },
+        }
     }
 
     /// A fresh SQLite database file in its own temporary folder.
@@ -64,18 +71,27 @@ impl TestDatabase {
         let database = Database::connect(&url, test_pool_options())
             .await
             .expect("cannot open the test database");
-        Self { url, database, cleanup: Cleanup::Sqlite(folder) }
+        Self {
+            url,
+            database,
+            cleanup: Cleanup::Sqlite(folder),
+        }
     }
 }
 
 impl Drop for TestDatabase {
     fn drop(&mut self) {
-        let Cleanup::Postgres { admin_url, name } = &self.cleanup else { return };
+        let Cleanup::Postgres { admin_url, name } = &self.cleanup else {
+            return;
+        };
         let (admin_url, name) = (admin_url.clone(), name.clone());
         // Drop runs inside the test's runtime, which cannot be blocked on: use a thread with
         // its own. Failing to drop a test database is not worth failing the test for.
         let dropped = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().ok()?;
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .ok()?;
             runtime.block_on(async {
                 let mut admin = AsyncPgConnection::establish(&admin_url).await.ok()?;
                 diesel::sql_query(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))

@@ -48,7 +48,10 @@ impl UserRepository for Database {
             created_at: to_stored_time(new_user.user.created_at),
         };
         let inserted = with_connection!(self, |conn| {
-            diesel::insert_into(users::table).values(&row).execute(conn).await
+            diesel::insert_into(users::table)
+                .values(&row)
+                .execute(conn)
+                .await
         })?;
         match inserted {
             Ok(_) => Ok(()),
@@ -70,7 +73,10 @@ impl UserRepository for Database {
                 .await
                 .optional()
         })?;
-        found.map_err(query_error)?.map(UserRow::into_credentials).transpose()
+        found
+            .map_err(query_error)?
+            .map(UserRow::into_credentials)
+            .transpose()
     }
 
     #[tracing::instrument(skip(self))]
@@ -84,7 +90,10 @@ impl UserRepository for Database {
                 .await
                 .optional()
         })?;
-        let credentials = found.map_err(query_error)?.map(UserRow::into_credentials).transpose()?;
+        let credentials = found
+            .map_err(query_error)?
+            .map(UserRow::into_credentials)
+            .transpose()?;
         Ok(credentials.map(|credentials| credentials.user))
     }
 }

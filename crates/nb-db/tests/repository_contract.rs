@@ -1,0 +1,217 @@
+//! The repository ports' contracts, run against PostgreSQL and SQLite alike.
+
+use nb_db::Database;
+use nb_db::testing::TestDatabase;
+use nb_domain::api_keys::{ApiKeyHash, ApiKeyId, ApiKeyRecord, NewApiKey};
+use nb_domain::ports::{ApiKeyRepository, InsertUserError, UserRepository};
+use nb_domain::user::{EmailAddress, NewUser, PasswordHash, User, UserId};
+use time::macros::datetime;
+use time::{Duration, OffsetDateTime};
+use uuid::Uuid;
+
+const T0: OffsetDateTime = datetime!(2026-11-25 10:00:00.123456 UTC);
+
+fn new_user(email: &str) -> NewUser {
+    NewUser {
+        user: User {
+            id: UserId(Uuid::now_v7()),
+            email: EmailAddress::parse(email).unwrap(),
+            created_at: T0,
+        },
+        password_hash: PasswordHash::new("$2b$04$hash".into()),
+    }
+}
+
+fn new_key(user_id: UserId, created_at: OffsetDateTime, hash: &str) -> NewApiKey {
+    NewApiKey {
+        record: ApiKeyRecord {
+            id: ApiKeyId(Uuid::now_v7()),
+            user_id,
+            name: Some("laptop".into()),
+            prefix: "nb_live_abcd".into(),
+            is_active: true,
+            last_used_at: None,
+            created_at,
+        },
+        key_hash: ApiKeyHash::from_stored(hash.into()),
+    }
+}
+
+async fn registered(db: &Database, email: &str) -> UserId {
+    let user = new_user(email);
+    db.insert_user(&user).await.unwrap();
+    user.user.id
+}
+
+async fn users_round_trip_with_every_field(db: Database) {
+    let user = new_user("ada@example.com");
+    db.insert_user(&user).await.unwrap();
+
+    let by_email = db
+        .find_user_by_email(&user.user.email)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(by_email.user, user.user);
+    assert_eq!(by_email.password_hash, user.password_hash);
+    let by_id = db.find_user_by_id(user.user.id).await.unwrap().unwrap();
+    assert_eq!(by_id, user.user);
+}
+
+async fn a_taken_email_is_reported_and_nothing_is_stored(db: Database) {
+    let first = new_user("ada@example.com");
+    db.insert_user(&first).await.unwrap();
+    let second = new_user("ada@example.com");
+    let result = db.insert_user(&second).await;
+    assert!(
+        matches!(result, Err(InsertUserError::EmailTaken)),
+        "{result:?}"
+    );
+    assert_eq!(db.find_user_by_id(second.user.id).await.unwrap(), None);
+}
+
+async fn unknown_users_are_none(db: Database) {
+    let email = EmailAddress::parse("nobody@example.com").unwrap();
+    assert!(db.find_user_by_email(&email).await.unwrap().is_none());
+    assert!(
+        db.find_user_by_id(UserId(Uuid::now_v7()))
+            .await
+            .unwrap()
+            .is_none()
+    );
+}
+
+async fn keys_are_listed_newest_first_and_only_for_their_owner(db: Database) {
+    let ada = registered(&db, "ada@example.com").await;
+    let bob = registered(&db, "bob@example.com").await;
+    let older = new_key(ada, T0, "hash-older");
+    let newer = new_key(ada, T0 + Duration::minutes(1), "hash-newer");
+    let bobs = new_key(bob, T0, "hash-bob");
+    for key in [&older, &newer, &bobs] {
+        db.insert_api_key(key).await.unwrap();
+    }
+
+    let listed = db.list_api_keys(ada).await.unwrap();
+    assert_eq!(listed, vec![newer.record.clone(), older.record.clone()]);
+    assert_eq!(
+        db.list_api_keys(UserId(Uuid::now_v7())).await.unwrap(),
+        vec![]
+    );
+}
+
+async fn deactivating_is_owner_only_and_repeatable(db: Database) {
+    let ada = registered(&db, "ada@example.com").await;
+    let bob = registered(&db, "bob@example.com").await;
+    let key = new_key(ada, T0, "hash-ada");
+    db.insert_api_key(&key).await.unwrap();
+
+    assert!(!db.deactivate_api_key(bob, key.record.id).await.unwrap());
+    assert!(db.list_api_keys(ada).await.unwrap()[0].is_active);
+    assert!(
+        !db.deactivate_api_key(ada, ApiKeyId(Uuid::now_v7()))
+            .await
+            .unwrap()
+    );
+
+    assert!(db.deactivate_api_key(ada, key.record.id).await.unwrap());
+    assert!(db.deactivate_api_key(ada, key.record.id).await.unwrap());
+    assert!(!db.list_api_keys(ada).await.unwrap()[0].is_active);
+}
+
+async fn authenticating_finds_active_keys_and_stamps_last_use(db: Database) {
+    let ada = registered(&db, "ada@example.com").await;
+    let key = new_key(ada, T0, "hash-ada");
+    db.insert_api_key(&key).await.unwrap();
+    let used_at = T0 + Duration::hours(2);
+
+    let found = db
+        .authenticate_api_key(&key.key_hash, used_at)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((found.key_id, found.user_id), (key.record.id, ada));
+    assert_eq!(
+        db.list_api_keys(ada).await.unwrap()[0].last_used_at,
+        Some(used_at)
+    );
+
+    let unknown = ApiKeyHash::from_stored("no-such-hash".into());
+    assert_eq!(
+        db.authenticate_api_key(&unknown, used_at).await.unwrap(),
+        None
+    );
+
+    db.deactivate_api_key(ada, key.record.id).await.unwrap();
+    let later = used_at + Duration::hours(1);
+    assert_eq!(
+        db.authenticate_api_key(&key.key_hash, later).await.unwrap(),
+        None
+    );
+    assert_eq!(
+        db.list_api_keys(ada).await.unwrap()[0].last_used_at,
+        Some(used_at)
+    );
+}
+
+async fn key_hashes_are_unique(db: Database) {
+    let ada = registered(&db, "ada@example.com").await;
+    db.insert_api_key(&new_key(ada, T0, "same-hash"))
+        .await
+        .unwrap();
+    assert!(
+        db.insert_api_key(&new_key(ada, T0, "same-hash"))
+            .await
+            .is_err()
+    );
+}
+
+async fn reconnecting_to_a_migrated_database_keeps_its_data(test_db: TestDatabase) {
+    let ada = registered(&test_db.database, "ada@example.com").await;
+    let reopened = Database::connect(&test_db.url, nb_db::testing::test_pool_options())
+        .await
+        .unwrap();
+    assert!(reopened.find_user_by_id(ada).await.unwrap().is_some());
+}
+
+macro_rules! contract {
+    ($($name:ident),* $(,)?) => {
+        mod postgres {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() {
+                let test_db = super::TestDatabase::postgres().await;
+                super::$name(test_db.database.clone()).await;
+            })*
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn reconnecting_to_a_migrated_database_keeps_its_data() {
+                super::reconnecting_to_a_migrated_database_keeps_its_data(
+                    super::TestDatabase::postgres().await,
+                )
+                .await;
+            }
+        }
+        mod sqlite {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() {
+                let test_db = super::TestDatabase::sqlite().await;
+                super::$name(test_db.database.clone()).await;
+            })*
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn reconnecting_to_a_migrated_database_keeps_its_data() {
+                super::reconnecting_to_a_migrated_database_keeps_its_data(
+                    super::TestDatabase::sqlite().await,
+                )
+                .await;
+            }
+        }
+    };
+}
+
+contract!(
+    users_round_trip_with_every_field,
+    a_taken_email_is_reported_and_nothing_is_stored,
+    unknown_users_are_none,
+    keys_are_listed_newest_first_and_only_for_their_owner,
+    deactivating_is_owner_only_and_repeatable,
+    authenticating_finds_active_keys_and_stamps_last_use,
+    key_hashes_are_unique,
+);
