@@ -1,0 +1,223 @@
+//! The one place where errors become HTTP responses.
+//!
+//! Every error body is `{"error": {"code", "message", "field"?}}`. Domain errors are mapped
+//! here and nowhere else; an unexpected error becomes an opaque 500 whose cause chain is
+//! logged, never sent.
+
+use std::fmt;
+
+use actix_web::http::StatusCode;
+use actix_web::http::header::{self, HeaderValue};
+use actix_web::{HttpResponse, ResponseError};
+use nb_domain::RepositoryError;
+use nb_domain::accounts::{FindUserError, LoginError, RegisterError};
+use nb_domain::api_keys::{AuthenticateKeyError, CreateKeyError, RevokeKeyError};
+use nb_domain::error::BoxError;
+use nb_domain::ports::PasswordHashingError;
+use serde::Serialize;
+
+/// An error as the client will see it, plus the cause for the log.
+pub struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+    field: Option<String>,
+    cause: Option<BoxError>,
+}
+
+#[derive(Serialize)]
+struct ErrorBody<'a> {
+    error: ErrorDetail<'a>,
+}
+
+#[derive(Serialize)]
+struct ErrorDetail<'a> {
+    code: &'a str,
+    message: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    field: Option<&'a str>,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Self { status, code, message: message.into(), field: None, cause: None }
+    }
+
+    /// 422 for a request field that is present but not acceptable.
+    pub fn invalid_field(field: &str, message: impl Into<String>) -> Self {
+        let mut error = Self::new(StatusCode::UNPROCESSABLE_ENTITY, "validation_failed", message);
+        error.field = Some(field.to_owned());
+        error
+    }
+
+    pub fn unauthorized(code: &'static str, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNAUTHORIZED, code, message)
+    }
+
+    pub fn not_found(code: &'static str, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, code, message)
+    }
+
+    pub fn with_field(mut self, field: Option<String>) -> Self {
+        self.field = field;
+        self
+    }
+
+    /// A 500 whose cause is logged and whose body says nothing more.
+    pub fn internal(cause: impl Into<BoxError>) -> Self {
+        let mut error = Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal_error",
+            "Something went wrong on our side; please try again.",
+        );
+        error.cause = Some(cause.into());
+        error
+    }
+
+    pub fn code(&self) -> &'static str {
+        self.code
+    }
+}
+
+impl fmt::Debug for ApiError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ApiError")
+            .field("status", &self.status.as_u16())
+            .field("code", &self.code)
+            .field("message", &self.message)
+            .finish_non_exhaustive()
+    }
+}
+
+impl fmt::Display for ApiError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}: {}", self.status.as_u16(), self.code, self.message)
+    }
+}
+
+/// Writes an error and all its sources on one line: `outer: inner: innermost`.
+fn cause_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut chain = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        chain.push_str(": ");
+        chain.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    chain
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        self.status
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        if self.status.is_server_error() {
+            let cause = self.cause.as_deref().map(|cause| cause_chain(cause));
+            tracing::error!(code = self.code, cause = cause.as_deref(), "request failed");
+        }
+        let mut response = HttpResponse::build(self.status);
+        if self.status == StatusCode::UNAUTHORIZED {
+            response.insert_header((header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer")));
+        }
+        response.json(ErrorBody {
+            error: ErrorDetail {
+                code: self.code,
+                message: &self.message,
+                field: self.field.as_deref(),
+            },
+        })
+    }
+}
+
+impl From<RepositoryError> for ApiError {
+    fn from(error: RepositoryError) -> Self {
+        match error {
+            RepositoryError::Unavailable(_) => {
+                let mut api_error = Self::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "database_unavailable",
+                    "The database is unavailable; please try again shortly.",
+                );
+                api_error.cause = Some(Box::new(error));
+                api_error
+            }
+            RepositoryError::Unexpected(_) => Self::internal(error),
+        }
+    }
+}
+
+impl From<PasswordHashingError> for ApiError {
+    fn from(error: PasswordHashingError) -> Self {
+        Self::internal(error)
+    }
+}
+
+impl From<RegisterError> for ApiError {
+    fn from(error: RegisterError) -> Self {
+        match error {
+            RegisterError::EmailTaken => Self::new(
+                StatusCode::CONFLICT,
+                "email_taken",
+                "An account with this email already exists.",
+            )
+            .with_field(Some("email".into())),
+            RegisterError::Hashing(error) => error.into(),
+            RegisterError::Repository(error) => error.into(),
+        }
+    }
+}
+
+impl From<LoginError> for ApiError {
+    fn from(error: LoginError) -> Self {
+        match error {
+            LoginError::InvalidCredentials => {
+                Self::unauthorized("invalid_credentials", "Invalid email or password.")
+            }
+            LoginError::Hashing(error) => error.into(),
+            LoginError::Repository(error) => error.into(),
+        }
+    }
+}
+
+impl From<FindUserError> for ApiError {
+    /// Only reached for the caller's own account: a token for a user that no longer exists.
+    fn from(error: FindUserError) -> Self {
+        match error {
+            FindUserError::NotFound => {
+                Self::unauthorized("invalid_token", "The access token is invalid or has expired.")
+            }
+            FindUserError::Repository(error) => error.into(),
+        }
+    }
+}
+
+impl From<CreateKeyError> for ApiError {
+    fn from(error: CreateKeyError) -> Self {
+        match error {
+            CreateKeyError::Randomness(error) => Self::internal(error),
+            CreateKeyError::Repository(error) => error.into(),
+        }
+    }
+}
+
+impl From<RevokeKeyError> for ApiError {
+    fn from(error: RevokeKeyError) -> Self {
+        match error {
+            RevokeKeyError::NotFound => Self::not_found("key_not_found", "No such API key."),
+            RevokeKeyError::Repository(error) => error.into(),
+        }
+    }
+}
+
+impl From<AuthenticateKeyError> for ApiError {
+    fn from(error: AuthenticateKeyError) -> Self {
+        match error {
+            AuthenticateKeyError::InvalidKey => {
+                Self::unauthorized("invalid_api_key", "The API key is invalid or has been revoked.")
+            }
+            AuthenticateKeyError::Repository(error) => error.into(),
+        }
+    }
+}

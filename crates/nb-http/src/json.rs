@@ -1,0 +1,98 @@
+//! Request bodies: JSON only, bounded in size, and every failure a clear JSON error.
+
+use actix_web::dev::Payload;
+use actix_web::error::JsonPayloadError;
+use actix_web::http::StatusCode;
+use actix_web::http::header::{CONTENT_LENGTH, TRANSFER_ENCODING};
+use actix_web::{FromRequest, HttpRequest, web};
+use futures_util::future::LocalBoxFuture;
+use serde::de::DeserializeOwned;
+
+use crate::error::ApiError;
+
+/// The largest request body accepted.
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+
+pub fn json_config() -> web::JsonConfig {
+    web::JsonConfig::default().limit(MAX_BODY_BYTES).error_handler(|error, _req| json_error(error).into())
+}
+
+pub fn json_error(error: JsonPayloadError) -> ApiError {
+    match error {
+        JsonPayloadError::ContentType => ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "Send the body as JSON with `Content-Type: application/json`.",
+        ),
+        JsonPayloadError::Overflow { limit } | JsonPayloadError::OverflowKnownLength { limit, .. } => {
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload_too_large",
+                format!("The request body is larger than the limit of {limit} bytes."),
+            )
+        }
+        JsonPayloadError::Deserialize(error) if error.is_data() => {
+            let message = error.to_string();
+            let field = field_named_in(&message);
+            ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "validation_failed",
+                format!("The request body does not have the expected fields: {message}."),
+            )
+            .with_field(field)
+        }
+        JsonPayloadError::Deserialize(error) => ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "malformed_json",
+            format!("The request body is not valid JSON: {error}."),
+        ),
+        _ => ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            "The request body could not be read.",
+        ),
+    }
+}
+
+/// serde names the field in "missing field `x`" and "unknown field `x`" messages.
+fn field_named_in(message: &str) -> Option<String> {
+    let rest = message.split_once("field `")?.1;
+    Some(rest.split_once('`')?.0.to_owned())
+}
+
+/// A JSON body that may be left out entirely (no body at all); a body that is present must be
+/// valid JSON of the right shape, with the JSON content type.
+#[derive(Debug)]
+pub struct OptionalJson<T>(pub Option<T>);
+
+impl<T: DeserializeOwned + 'static> FromRequest for OptionalJson<T> {
+    type Error = actix_web::Error;
+    type Future = LocalBoxFuture<'static, Result<Self, Self::Error>>;
+
+    fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
+        let headers = req.headers();
+        let no_body = match headers.get(CONTENT_LENGTH) {
+            Some(length) => length.as_bytes() == b"0",
+            None => !headers.contains_key(TRANSFER_ENCODING),
+        };
+        if no_body {
+            return Box::pin(async { Ok(Self(None)) });
+        }
+        let body = web::Json::<T>::from_request(req, payload);
+        Box::pin(async move { Ok(Self(Some(body.await?.into_inner()))) })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn serde_field_names_are_found() {
+        assert_eq!(
+            field_named_in("missing field `email` at line 1 column 2").as_deref(),
+            Some("email")
+        );
+        assert_eq!(field_named_in("invalid type: integer `5`, expected a string"), None);
+    }
+}

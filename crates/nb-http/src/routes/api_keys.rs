@@ -1,0 +1,97 @@
+//! `/v1/keys`: create, list and revoke the signed-in user's API keys.
+
+use actix_web::{HttpResponse, web};
+use nb_domain::api_keys::{ApiKeyId, ApiKeyName, ApiKeyRecord};
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use crate::auth::SignedInUser;
+use crate::error::ApiError;
+use crate::json::OptionalJson;
+use crate::state::AppState;
+
+#[derive(Deserialize, Default)]
+pub(crate) struct CreateKeyRequest {
+    #[serde(default)]
+    name: Option<String>,
+}
+
+/// The only response that ever carries a full key.
+#[derive(Serialize)]
+pub(crate) struct CreatedKeyResponse {
+    id: Uuid,
+    key: String,
+    name: Option<String>,
+    prefix: String,
+    #[serde(with = "time::serde::rfc3339")]
+    created_at: OffsetDateTime,
+}
+
+#[derive(Serialize)]
+pub(crate) struct KeyResponse {
+    id: Uuid,
+    name: Option<String>,
+    prefix: String,
+    is_active: bool,
+    #[serde(with = "time::serde::rfc3339::option")]
+    last_used_at: Option<OffsetDateTime>,
+    #[serde(with = "time::serde::rfc3339")]
+    created_at: OffsetDateTime,
+}
+
+impl From<ApiKeyRecord> for KeyResponse {
+    fn from(record: ApiKeyRecord) -> Self {
+        Self {
+            id: record.id.0,
+            name: record.name,
+            prefix: record.prefix,
+            is_active: record.is_active,
+            last_used_at: record.last_used_at,
+            created_at: record.created_at,
+        }
+    }
+}
+
+#[derive(Serialize)]
+pub(crate) struct KeyListResponse {
+    keys: Vec<KeyResponse>,
+}
+
+pub(crate) async fn create(
+    state: web::Data<AppState>,
+    SignedInUser(user): SignedInUser,
+    body: OptionalJson<CreateKeyRequest>,
+) -> Result<HttpResponse, ApiError> {
+    let request = body.0.unwrap_or_default();
+    let name = ApiKeyName::parse(request.name.as_deref())
+        .map_err(|error| ApiError::invalid_field("name", error.to_string()))?;
+    let created = state.api_keys.create(user.id, name).await?;
+    Ok(HttpResponse::Created().json(CreatedKeyResponse {
+        id: created.record.id.0,
+        key: created.secret.expose_secret().to_owned(),
+        name: created.record.name,
+        prefix: created.record.prefix,
+        created_at: created.record.created_at,
+    }))
+}
+
+pub(crate) async fn list(
+    state: web::Data<AppState>,
+    SignedInUser(user): SignedInUser,
+) -> Result<web::Json<KeyListResponse>, ApiError> {
+    let keys = state.api_keys.list(user.id).await?;
+    Ok(web::Json(KeyListResponse { keys: keys.into_iter().map(KeyResponse::from).collect() }))
+}
+
+pub(crate) async fn revoke(
+    state: web::Data<AppState>,
+    SignedInUser(user): SignedInUser,
+    key_id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    // A malformed id names no key of this user: the same 404 as any other unknown id.
+    let key_id = Uuid::parse_str(&key_id)
+        .map_err(|_| ApiError::not_found("key_not_found", "No such API key."))?;
+    state.api_keys.revoke(user.id, ApiKeyId(key_id)).await?;
+    Ok(HttpResponse::NoContent().finish())
+}

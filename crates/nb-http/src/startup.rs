@@ -1,0 +1,183 @@
+//! Building the application: a function a test can call as well as `main`.
+
+use std::net::TcpListener;
+use std::path::Path;
+use std::sync::Arc;
+
+use actix_web::dev::Server;
+use actix_web::{App, HttpServer, web};
+use nb_db::{ConnectError, Database};
+use nb_domain::accounts::AccountService;
+use nb_domain::api_keys::ApiKeyService;
+use nb_domain::ports::{Clock, IdGenerator, RandomSource};
+use tracing_actix_web::TracingLogger;
+
+use crate::auth::AccessTokens;
+use crate::config::{Config, ConfigError, JwtSecret};
+use crate::json::json_config;
+use crate::routes;
+use crate::state::AppState;
+use crate::system::{BcryptPasswordHasher, OsRandom, SystemClock, UuidV7Ids};
+
+const JWT_SECRET_FILE: &str = "jwt_secret";
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Database(#[from] ConnectError),
+    #[error("cannot read or create the JWT secret file {path}")]
+    JwtSecretFile {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot listen on {address}")]
+    Bind {
+        address: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// A bound, ready-to-run server.
+pub struct Application {
+    port: u16,
+    server: Server,
+}
+
+impl Application {
+    /// Connects to the database (running migrations), wires the services and binds the port.
+    pub async fn build(config: Config) -> Result<Self, StartupError> {
+        tracing::info!(database = %config.database_url, "opening the database");
+        let database = Database::connect(&config.database_url, config.database_pool).await?;
+        Self::build_with_database(config, database)
+    }
+
+    /// As [`Application::build`], on a database that is already open and migrated.
+    pub fn build_with_database(config: Config, database: Database) -> Result<Self, StartupError> {
+        let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+        let ids: Arc<dyn IdGenerator> = Arc::new(UuidV7Ids);
+        let random: Arc<dyn RandomSource> = Arc::new(OsRandom);
+        let database = Arc::new(database);
+        let jwt_secret = match &config.jwt_secret {
+            Some(secret) => secret.clone(),
+            None => load_or_create_jwt_secret(&config.data_dir, random.as_ref())?,
+        };
+        let state = AppState {
+            accounts: AccountService::new(
+                database.clone(),
+                Arc::new(BcryptPasswordHasher::new(config.bcrypt_cost)),
+                clock.clone(),
+                ids.clone(),
+            ),
+            api_keys: ApiKeyService::new(database, random, clock.clone(), ids),
+            access_tokens: AccessTokens::new(&jwt_secret, config.access_token_ttl, clock),
+        };
+
+        let listener = TcpListener::bind(&config.listen).map_err(|source| StartupError::Bind {
+            address: config.listen.clone(),
+            source,
+        })?;
+        let port = listener.local_addr().map_err(|source| StartupError::Bind {
+            address: config.listen.clone(),
+            source,
+        })?;
+        let state = web::Data::new(state);
+        let mut server = HttpServer::new(move || {
+            App::new()
+                .wrap(TracingLogger::default())
+                .app_data(state.clone())
+                .app_data(json_config())
+                .configure(routes::configure)
+                .default_service(web::to(routes::not_found))
+        });
+        if let Some(workers) = config.workers {
+            server = server.workers(workers);
+        }
+        let server = server
+            .listen(listener)
+            .map_err(|source| StartupError::Bind { address: config.listen.clone(), source })?
+            .run();
+        Ok(Self { port: port.port(), server })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Serves until the process is asked to stop (SIGINT/SIGTERM).
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        self.server.await
+    }
+}
+
+impl std::fmt::Debug for Application {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Application").field("port", &self.port).finish_non_exhaustive()
+    }
+}
+
+/// Without `JWT_SECRET`, a random secret is generated on first start and kept in the data
+/// folder (mode 0600), so tokens survive restarts without a hard-coded default.
+fn load_or_create_jwt_secret(
+    data_dir: &Path,
+    random: &dyn RandomSource,
+) -> Result<JwtSecret, StartupError> {
+    let path = data_dir.join(JWT_SECRET_FILE);
+    let file_error =
+        |source| StartupError::JwtSecretFile { path: path.display().to_string(), source };
+    match std::fs::read_to_string(&path) {
+        Ok(stored) => return Ok(JwtSecret::new(stored.trim().as_bytes().to_vec())?),
+        Err(error) if error.kind() != std::io::ErrorKind::NotFound => return Err(file_error(error)),
+        Err(_) => {}
+    }
+    std::fs::create_dir_all(data_dir).map_err(file_error)?;
+    let mut bytes = [0u8; 32];
+    random.fill_bytes(&mut bytes).map_err(|error| file_error(std::io::Error::other(error)))?;
+    let encoded = hex::encode(bytes);
+    write_private_file(&path, encoded.as_bytes()).map_err(file_error)?;
+    tracing::info!(path = %path.display(), "generated a JWT secret (set JWT_SECRET to choose one)");
+    Ok(JwtSecret::new(encoded.into_bytes())?)
+}
+
+fn write_private_file(path: &Path, contents: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    options.open(path)?.write_all(contents)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_generated_jwt_secret_is_kept_and_reused() {
+        let folder = tempfile::tempdir().unwrap();
+        let first = load_or_create_jwt_secret(folder.path(), &OsRandom).unwrap();
+        let second = load_or_create_jwt_secret(folder.path(), &OsRandom).unwrap();
+        assert_eq!(first.expose_secret(), second.expose_secret());
+        assert_eq!(first.expose_secret().len(), 64);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(folder.path().join(JWT_SECRET_FILE))
+                .unwrap()
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+    }
+
+    #[test]
+    fn secrets_differ_between_data_folders() {
+        let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let first = load_or_create_jwt_secret(a.path(), &OsRandom).unwrap();
+        let second = load_or_create_jwt_secret(b.path(), &OsRandom).unwrap();
+        assert_ne!(first.expose_secret(), second.expose_secret());
+    }
+}

@@ -1,0 +1,143 @@
+//! The real clock, id generator, randomness and password hasher behind the domain's ports.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use nb_domain::ports::{
+    Clock, IdGenerator, PasswordHasher, PasswordHashingError, RandomSource, RandomnessUnavailable,
+};
+use nb_domain::user::{Password, PasswordHash};
+use sha2::{Digest, Sha256};
+use time::OffsetDateTime;
+use tokio::sync::OnceCell;
+use uuid::Uuid;
+
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> OffsetDateTime {
+        let now = OffsetDateTime::now_utc();
+        // Databases keep microseconds: cut here so values read back equal values written.
+        now.replace_nanosecond(now.nanosecond() / 1_000 * 1_000).unwrap_or(now)
+    }
+}
+
+/// Time-ordered UUIDv7 ids.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct UuidV7Ids;
+
+impl IdGenerator for UuidV7Ids {
+    fn new_id(&self) -> Uuid {
+        Uuid::now_v7()
+    }
+}
+
+/// The operating system's CSPRNG.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct OsRandom;
+
+impl RandomSource for OsRandom {
+    fn fill_bytes(&self, dest: &mut [u8]) -> Result<(), RandomnessUnavailable> {
+        getrandom::fill(dest).map_err(|_| RandomnessUnavailable)
+    }
+}
+
+/// bcrypt on tokio's blocking pool.
+///
+/// bcrypt reads at most 72 bytes of its input, and passwords may be 128 characters (up to 512
+/// bytes), so the password is first reduced to the base64 of its SHA-256 (44 bytes): every
+/// character counts and no input is silently truncated.
+#[derive(Debug, Clone)]
+pub struct BcryptPasswordHasher {
+    cost: u32,
+    dummy_hash: Arc<OnceCell<String>>,
+}
+
+impl BcryptPasswordHasher {
+    pub fn new(cost: u32) -> Self {
+        Self { cost, dummy_hash: Arc::new(OnceCell::new()) }
+    }
+}
+
+fn prehash(password: &Password) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(Sha256::digest(password.expose_secret()))
+}
+
+async fn on_blocking_pool<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, bcrypt::BcryptError> + Send + 'static,
+) -> Result<T, PasswordHashingError> {
+    match tokio::task::spawn_blocking(work).await {
+        Ok(result) => result.map_err(|error| PasswordHashingError(Box::new(error))),
+        Err(join_error) => Err(PasswordHashingError(Box::new(join_error))),
+    }
+}
+
+#[async_trait]
+impl PasswordHasher for BcryptPasswordHasher {
+    async fn hash(&self, password: &Password) -> Result<PasswordHash, PasswordHashingError> {
+        let (input, cost) = (prehash(password), self.cost);
+        let encoded = on_blocking_pool(move || bcrypt::hash(input, cost)).await?;
+        Ok(PasswordHash::new(encoded))
+    }
+
+    async fn verify(
+        &self,
+        password: &Password,
+        hash: &PasswordHash,
+    ) -> Result<bool, PasswordHashingError> {
+        let (input, hash) = (prehash(password), hash.as_str().to_owned());
+        // An unreadable stored hash is a failed check, not a crash.
+        on_blocking_pool(move || Ok(bcrypt::verify(input, &hash).unwrap_or(false))).await
+    }
+
+    async fn verify_against_dummy(&self, password: &Password) {
+        let cost = self.cost;
+        let dummy = self
+            .dummy_hash
+            .get_or_try_init(|| on_blocking_pool(move || bcrypt::hash("nanobanana-dummy", cost)))
+            .await;
+        if let Ok(dummy) = dummy {
+            let _ = self.verify(password, &PasswordHash::new(dummy.clone())).await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn hashes_verify_and_differ_per_password() {
+        let hasher = BcryptPasswordHasher::new(4);
+        let password = Password::parse_new("correct horse battery".into()).unwrap();
+        let hash = hasher.hash(&password).await.unwrap();
+        assert!(hash.as_str().starts_with("$2b$04$"));
+        assert!(hasher.verify(&password, &hash).await.unwrap());
+        let wrong = Password::attempt("correct horse battery!".into());
+        assert!(!hasher.verify(&wrong, &hash).await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn characters_past_bcrypts_72_bytes_still_count() {
+        let hasher = BcryptPasswordHasher::new(4);
+        let long = "a".repeat(100);
+        let hash = hasher.hash(&Password::parse_new(long.clone()).unwrap()).await.unwrap();
+        let same_first_72 = format!("{}b", "a".repeat(99));
+        assert!(!hasher.verify(&Password::attempt(same_first_72), &hash).await.unwrap());
+        assert!(hasher.verify(&Password::attempt(long), &hash).await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn an_unreadable_hash_is_a_failed_check() {
+        let hasher = BcryptPasswordHasher::new(4);
+        let garbage = PasswordHash::new("not a bcrypt hash".into());
+        assert!(!hasher.verify(&Password::attempt("whatever1".into()), &garbage).await.unwrap());
+    }
+
+    #[test]
+    fn the_clock_keeps_microseconds() {
+        assert_eq!(SystemClock.now().nanosecond() % 1_000, 0);
+    }
+}
