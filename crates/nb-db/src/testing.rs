@@ -79,6 +79,21 @@ impl TestDatabase {
     }
 }
 
+impl TestDatabase {
+    /// Every stored `(key_hash, prefix)` pair: for tests that check what is kept of a key.
+    pub async fn stored_key_hashes_and_prefixes(&self) -> Vec<(String, String)> {
+        use crate::schema::api_keys;
+        use diesel::QueryDsl as _;
+        let rows = crate::with_connection!(&self.database, |conn| {
+            api_keys::table
+                .select((api_keys::key_hash, api_keys::prefix))
+                .load::<(String, String)>(conn)
+                .await
+        });
+        rows.expect("no connection").expect("cannot read api_keys")
+    }
+}
+
 impl Drop for TestDatabase {
     fn drop(&mut self) {
         let Cleanup::Postgres { admin_url, name } = &self.cleanup else {

@@ -57,25 +57,7 @@ impl Application {
 
     /// As [`Application::build`], on a database that is already open and migrated.
     pub fn build_with_database(config: Config, database: Database) -> Result<Self, StartupError> {
-        let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-        let ids: Arc<dyn IdGenerator> = Arc::new(UuidV7Ids);
-        let random: Arc<dyn RandomSource> = Arc::new(OsRandom);
-        let database = Arc::new(database);
-        let jwt_secret = match &config.jwt_secret {
-            Some(secret) => secret.clone(),
-            None => load_or_create_jwt_secret(&config.data_dir, random.as_ref())?,
-        };
-        let state = AppState {
-            accounts: AccountService::new(
-                database.clone(),
-                Arc::new(BcryptPasswordHasher::new(config.bcrypt_cost)),
-                clock.clone(),
-                ids.clone(),
-            ),
-            api_keys: ApiKeyService::new(database, random, clock.clone(), ids),
-            access_tokens: AccessTokens::new(&jwt_secret, config.access_token_ttl, clock),
-        };
-
+        let state = build_state(&config, database)?;
         let listener = TcpListener::bind(&config.listen).map_err(|source| StartupError::Bind {
             address: config.listen.clone(),
             source,
@@ -84,14 +66,8 @@ impl Application {
             address: config.listen.clone(),
             source,
         })?;
-        let state = web::Data::new(state);
         let mut server = HttpServer::new(move || {
-            App::new()
-                .wrap(TracingLogger::default())
-                .app_data(state.clone())
-                .app_data(json_config())
-                .configure(routes::configure)
-                .default_service(web::to(routes::not_found))
+            App::new().wrap(TracingLogger::default()).configure(configure_app(state.clone()))
         });
         if let Some(workers) = config.workers {
             server = server.workers(workers);
@@ -110,6 +86,38 @@ impl Application {
     /// Serves until the process is asked to stop (SIGINT/SIGTERM).
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         self.server.await
+    }
+}
+
+/// Wires the adapters to the domain services.
+pub fn build_state(config: &Config, database: Database) -> Result<web::Data<AppState>, StartupError> {
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let ids: Arc<dyn IdGenerator> = Arc::new(UuidV7Ids);
+    let random: Arc<dyn RandomSource> = Arc::new(OsRandom);
+    let database = Arc::new(database);
+    let jwt_secret = match &config.jwt_secret {
+        Some(secret) => secret.clone(),
+        None => load_or_create_jwt_secret(&config.data_dir, random.as_ref())?,
+    };
+    Ok(web::Data::new(AppState {
+        accounts: AccountService::new(
+            database.clone(),
+            Arc::new(BcryptPasswordHasher::new(config.bcrypt_cost)),
+            clock.clone(),
+            ids.clone(),
+        ),
+        api_keys: ApiKeyService::new(database, random, clock.clone(), ids),
+        access_tokens: AccessTokens::new(&jwt_secret, config.access_token_ttl, clock),
+    }))
+}
+
+/// Everything an `App` serves: state, body limits, routes and the JSON 404.
+pub fn configure_app(state: web::Data<AppState>) -> impl FnOnce(&mut web::ServiceConfig) {
+    move |cfg| {
+        cfg.app_data(state)
+            .app_data(json_config())
+            .configure(routes::configure)
+            .default_service(web::to(routes::not_found));
     }
 }
 

@@ -1,0 +1,165 @@
+//! A real server on a real socket, against a fresh database, for each test.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use actix_web::{App, HttpResponse, HttpServer, web};
+use nb_db::testing::TestDatabase;
+use nb_http::auth::ApiKeyCaller;
+use nb_http::config::{Config, JwtSecret, LogFormat};
+use nb_http::startup::{build_state, configure_app};
+use reqwest::header::{AUTHORIZATION, CONTENT_TYPE};
+use serde_json::{Value, json};
+
+pub const TEST_JWT_SECRET: &str = "test-secret-that-is-at-least-32-bytes-long";
+pub const PASSWORD: &str = "correct horse battery staple";
+
+#[derive(Debug, Clone, Copy)]
+pub enum Backend {
+    Postgres,
+    Sqlite,
+}
+
+pub struct TestApp {
+    pub address: String,
+    pub client: reqwest::Client,
+    pub db: TestDatabase,
+    _data_dir: tempfile::TempDir,
+}
+
+pub fn test_config(data_dir: PathBuf, db: &TestDatabase) -> Config {
+    Config {
+        listen: "127.0.0.1:0".into(),
+        database_url: db.url.clone(),
+        database_pool: nb_db::testing::test_pool_options(),
+        jwt_secret: Some(JwtSecret::new(TEST_JWT_SECRET.as_bytes().to_vec()).unwrap()),
+        access_token_ttl: Duration::from_secs(3600),
+        bcrypt_cost: 4,
+        data_dir,
+        workers: Some(2),
+        log_format: LogFormat::Text,
+    }
+}
+
+/// Answers which key called: the API-key extractor's probe, until a generation route exists.
+async fn api_key_probe(ApiKeyCaller(caller): ApiKeyCaller) -> HttpResponse {
+    HttpResponse::Ok()
+        .json(json!({"key_id": caller.key_id.0.to_string(), "user_id": caller.user_id.0.to_string()}))
+}
+
+pub const API_KEY_PROBE: &str = "/test/api-key-caller";
+
+impl TestApp {
+    pub async fn spawn(backend: Backend) -> Self {
+        let db = match backend {
+            Backend::Postgres => TestDatabase::postgres().await,
+            Backend::Sqlite => TestDatabase::sqlite().await,
+        };
+        let data_dir = tempfile::tempdir().unwrap();
+        let config = test_config(data_dir.path().to_owned(), &db);
+        let state = build_state(&config, db.database.clone()).unwrap();
+        let server = HttpServer::new(move || {
+            App::new()
+                .wrap(tracing_actix_web::TracingLogger::default())
+                .route(API_KEY_PROBE, web::get().to(api_key_probe))
+                .configure(configure_app(state.clone()))
+        })
+        .workers(2)
+        .bind("127.0.0.1:0")
+        .unwrap();
+        let port = server.addrs()[0].port();
+        tokio::spawn(server.run());
+        Self {
+            address: format!("http://127.0.0.1:{port}"),
+            client: reqwest::Client::new(),
+            db,
+            _data_dir: data_dir,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.address)
+    }
+
+    pub async fn post_json(&self, path: &str, body: &Value) -> reqwest::Response {
+        self.client.post(self.url(path)).json(body).send().await.unwrap()
+    }
+
+    pub async fn register(&self, email: &str, password: &str) -> reqwest::Response {
+        self.post_json("/v1/auth/register", &json!({"email": email, "password": password})).await
+    }
+
+    pub async fn login(&self, email: &str, password: &str) -> reqwest::Response {
+        self.post_json("/v1/auth/login", &json!({"email": email, "password": password})).await
+    }
+
+    /// Registers `email` and returns its access token.
+    pub async fn signed_up(&self, email: &str) -> String {
+        let response = self.register(email, PASSWORD).await;
+        assert_eq!(response.status(), 201);
+        response.json::<Value>().await.unwrap()["access_token"].as_str().unwrap().to_owned()
+    }
+
+    pub async fn get_with(&self, path: &str, token: &str) -> reqwest::Response {
+        self.client.get(self.url(path)).bearer_auth(token).send().await.unwrap()
+    }
+
+    pub async fn delete_with(&self, path: &str, token: &str) -> reqwest::Response {
+        self.client.delete(self.url(path)).bearer_auth(token).send().await.unwrap()
+    }
+
+    pub async fn create_key(&self, token: &str, body: Option<Value>) -> reqwest::Response {
+        let request = self.client.post(self.url("/v1/keys")).header(AUTHORIZATION, format!("Bearer {token}"));
+        let request = match body {
+            Some(body) => request.header(CONTENT_TYPE, "application/json").body(body.to_string()),
+            None => request,
+        };
+        request.send().await.unwrap()
+    }
+
+    /// Creates a key and returns `(id, full key)`.
+    pub async fn created_key(&self, token: &str) -> (String, String) {
+        let response = self.create_key(token, Some(json!({"name": "test"}))).await;
+        assert_eq!(response.status(), 201);
+        let body: Value = response.json().await.unwrap();
+        (body["id"].as_str().unwrap().to_owned(), body["key"].as_str().unwrap().to_owned())
+    }
+
+    pub async fn list_keys(&self, token: &str) -> Vec<Value> {
+        let response = self.get_with("/v1/keys", token).await;
+        assert_eq!(response.status(), 200);
+        let body: Value = response.json().await.unwrap();
+        body["keys"].as_array().unwrap().clone()
+    }
+}
+
+/// Asserts the JSON error shape and returns the body.
+pub async fn assert_error(response: reqwest::Response, status: u16, code: &str) -> Value {
+    assert_eq!(response.status(), status, "unexpected status");
+    let content_type = response.headers()[CONTENT_TYPE].to_str().unwrap().to_owned();
+    assert!(content_type.starts_with("application/json"), "{content_type}");
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error"]["code"], code, "{body}");
+    assert!(body["error"]["message"].as_str().is_some_and(|m| !m.is_empty()), "{body}");
+    body
+}
+
+/// Runs each named async test function once per backend, as `postgres::name` and
+/// `sqlite::name`.
+#[macro_export]
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod postgres {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() {
+                super::$name($crate::helpers::TestApp::spawn($crate::helpers::Backend::Postgres).await).await;
+            })*
+        }
+        mod sqlite {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() {
+                super::$name($crate::helpers::TestApp::spawn($crate::helpers::Backend::Sqlite).await).await;
+            })*
+        }
+    };
+}
