@@ -1,5 +1,7 @@
 //! The repository ports' contracts, run against PostgreSQL and SQLite alike.
 
+#![allow(clippy::unwrap_used)] // Tests fail loudly by design.
+
 use nb_db::Database;
 use nb_db::testing::TestDatabase;
 use nb_domain::api_keys::{ApiKeyHash, ApiKeyId, ApiKeyRecord, NewApiKey};

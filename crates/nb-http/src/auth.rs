@@ -40,7 +40,9 @@ pub struct IssuedAccessToken {
 
 impl fmt::Debug for IssuedAccessToken {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("IssuedAccessToken").field("expires_in", &self.expires_in).finish()
+        f.debug_struct("IssuedAccessToken")
+            .field("expires_in", &self.expires_in)
+            .finish()
     }
 }
 
@@ -56,7 +58,9 @@ pub struct AccessTokens {
 
 impl fmt::Debug for AccessTokens {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("AccessTokens").field("ttl", &self.ttl).finish_non_exhaustive()
+        f.debug_struct("AccessTokens")
+            .field("ttl", &self.ttl)
+            .finish_non_exhaustive()
     }
 }
 
@@ -83,24 +87,31 @@ impl AccessTokens {
         };
         let token = jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
             .map_err(ApiError::internal)?;
-        Ok(IssuedAccessToken { token, expires_in: self.ttl.as_secs() })
+        Ok(IssuedAccessToken {
+            token,
+            expires_in: self.ttl.as_secs(),
+        })
     }
 
     /// The user a valid, unexpired token was issued to.
     pub fn verify(&self, token: &str) -> Option<UserId> {
-        let data = jsonwebtoken::decode::<AccessTokenClaims>(token, &self.decoding, &self.validation)
-            .ok()?;
+        let data =
+            jsonwebtoken::decode::<AccessTokenClaims>(token, &self.decoding, &self.validation)
+                .ok()?;
         Uuid::parse_str(&data.claims.sub).ok().map(UserId)
     }
 }
 
 fn bearer_token(req: &HttpRequest) -> Result<String, ApiError> {
-    BearerAuth::extract(req).into_inner().map(|auth| auth.token().to_owned()).map_err(|_| {
-        ApiError::unauthorized(
-            "missing_credentials",
-            "Send your credentials in an `Authorization: Bearer <token>` header.",
-        )
-    })
+    BearerAuth::extract(req)
+        .into_inner()
+        .map(|auth| auth.token().to_owned())
+        .map_err(|_| {
+            ApiError::unauthorized(
+                "missing_credentials",
+                "Send your credentials in an `Authorization: Bearer <token>` header.",
+            )
+        })
 }
 
 fn app_state(req: &HttpRequest) -> Result<web::Data<AppState>, ApiError> {
@@ -128,7 +139,10 @@ impl FromRequest for SignedInUser {
                 ));
             }
             let user_id = state.access_tokens.verify(&token).ok_or_else(|| {
-                ApiError::unauthorized("invalid_token", "The access token is invalid or has expired.")
+                ApiError::unauthorized(
+                    "invalid_token",
+                    "The access token is invalid or has expired.",
+                )
             })?;
             Ok(Self(state.accounts.find_user(user_id).await?))
         })

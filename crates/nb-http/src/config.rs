@@ -94,7 +94,9 @@ impl Config {
             })?,
             None => DatabaseUrl::Sqlite(data_dir.join("nanobanana.db")),
         };
-        let jwt_secret = var("JWT_SECRET").map(|raw| JwtSecret::new(raw.into_bytes())).transpose()?;
+        let jwt_secret = var("JWT_SECRET")
+            .map(|raw| JwtSecret::new(raw.into_bytes()))
+            .transpose()?;
         let bcrypt_cost = parse_var(&var, "NB_BCRYPT_COST", DEFAULT_BCRYPT_COST)?;
         if !(4..=31).contains(&bcrypt_cost) {
             return Err(invalid("NB_BCRYPT_COST", "must be between 4 and 31"));
@@ -109,12 +111,17 @@ impl Config {
             "NB_DB_ACQUIRE_TIMEOUT_SECONDS",
             defaults.acquire_timeout.as_secs(),
         )?);
-        let ttl_seconds: u64 =
-            parse_var(&var, "NB_ACCESS_TOKEN_TTL_SECONDS", DEFAULT_ACCESS_TOKEN_TTL_SECONDS)?;
+        let ttl_seconds: u64 = parse_var(
+            &var,
+            "NB_ACCESS_TOKEN_TTL_SECONDS",
+            DEFAULT_ACCESS_TOKEN_TTL_SECONDS,
+        )?;
         if ttl_seconds == 0 {
             return Err(invalid("NB_ACCESS_TOKEN_TTL_SECONDS", "must be at least 1"));
         }
-        let workers = var("NB_WORKERS").map(|raw| parse_value("NB_WORKERS", &raw)).transpose()?;
+        let workers = var("NB_WORKERS")
+            .map(|raw| parse_value("NB_WORKERS", &raw))
+            .transpose()?;
         if workers == Some(0) {
             return Err(invalid("NB_WORKERS", "must be at least 1"));
         }
@@ -126,7 +133,10 @@ impl Config {
         Ok(Self {
             listen: var("NB_LISTEN").unwrap_or_else(|| DEFAULT_LISTEN.into()),
             database_url,
-            database_pool: PoolOptions { max_connections, acquire_timeout },
+            database_pool: PoolOptions {
+                max_connections,
+                acquire_timeout,
+            },
             jwt_secret,
             access_token_ttl: Duration::from_secs(ttl_seconds),
             bcrypt_cost,
@@ -138,13 +148,17 @@ impl Config {
 }
 
 fn invalid(name: &'static str, reason: &str) -> ConfigError {
-    ConfigError::Invalid { name, reason: reason.into() }
+    ConfigError::Invalid {
+        name,
+        reason: reason.into(),
+    }
 }
 
 fn parse_value<T: FromStr>(name: &'static str, raw: &str) -> Result<T, ConfigError> {
-    raw.trim()
-        .parse()
-        .map_err(|_| ConfigError::Invalid { name, reason: format!("{raw:?} is not a valid number") })
+    raw.trim().parse().map_err(|_| ConfigError::Invalid {
+        name,
+        reason: format!("{raw:?} is not a valid number"),
+    })
 }
 
 fn parse_var<T: FromStr>(
@@ -161,8 +175,10 @@ mod tests {
     use std::collections::HashMap;
 
     fn config(vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
-        let vars: HashMap<String, String> =
-            vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let vars: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         Config::from_lookup(|name| vars.get(name).cloned())
     }
 
@@ -170,7 +186,10 @@ mod tests {
     fn defaults_are_the_embedded_setup() {
         let config = config(&[]).unwrap();
         assert_eq!(config.listen, "127.0.0.1:8000");
-        assert_eq!(config.database_url, DatabaseUrl::Sqlite("data/nanobanana.db".into()));
+        assert_eq!(
+            config.database_url,
+            DatabaseUrl::Sqlite("data/nanobanana.db".into())
+        );
         assert_eq!(config.bcrypt_cost, 12);
         assert!(config.jwt_secret.is_none());
         assert_eq!(config.access_token_ttl, Duration::from_secs(86_400));
@@ -180,7 +199,10 @@ mod tests {
     #[test]
     fn the_sqlite_default_follows_the_data_dir() {
         let config = config(&[("NB_DATA_DIR", "/var/lib/nb")]).unwrap();
-        assert_eq!(config.database_url, DatabaseUrl::Sqlite("/var/lib/nb/nanobanana.db".into()));
+        assert_eq!(
+            config.database_url,
+            DatabaseUrl::Sqlite("/var/lib/nb/nanobanana.db".into())
+        );
     }
 
     #[test]

@@ -40,12 +40,22 @@ struct ErrorDetail<'a> {
 
 impl ApiError {
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        Self { status, code, message: message.into(), field: None, cause: None }
+        Self {
+            status,
+            code,
+            message: message.into(),
+            field: None,
+            cause: None,
+        }
     }
 
     /// 422 for a request field that is present but not acceptable.
     pub fn invalid_field(field: &str, message: impl Into<String>) -> Self {
-        let mut error = Self::new(StatusCode::UNPROCESSABLE_ENTITY, "validation_failed", message);
+        let mut error = Self::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "validation_failed",
+            message,
+        );
         error.field = Some(field.to_owned());
         error
     }
@@ -91,7 +101,13 @@ impl fmt::Debug for ApiError {
 
 impl fmt::Display for ApiError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} {}: {}", self.status.as_u16(), self.code, self.message)
+        write!(
+            f,
+            "{} {}: {}",
+            self.status.as_u16(),
+            self.code,
+            self.message
+        )
     }
 }
 
@@ -185,9 +201,10 @@ impl From<FindUserError> for ApiError {
     /// Only reached for the caller's own account: a token for a user that no longer exists.
     fn from(error: FindUserError) -> Self {
         match error {
-            FindUserError::NotFound => {
-                Self::unauthorized("invalid_token", "The access token is invalid or has expired.")
-            }
+            FindUserError::NotFound => Self::unauthorized(
+                "invalid_token",
+                "The access token is invalid or has expired.",
+            ),
             FindUserError::Repository(error) => error.into(),
         }
     }
@@ -214,9 +231,10 @@ impl From<RevokeKeyError> for ApiError {
 impl From<AuthenticateKeyError> for ApiError {
     fn from(error: AuthenticateKeyError) -> Self {
         match error {
-            AuthenticateKeyError::InvalidKey => {
-                Self::unauthorized("invalid_api_key", "The API key is invalid or has been revoked.")
-            }
+            AuthenticateKeyError::InvalidKey => Self::unauthorized(
+                "invalid_api_key",
+                "The API key is invalid or has been revoked.",
+            ),
             AuthenticateKeyError::Repository(error) => error.into(),
         }
     }

@@ -14,7 +14,9 @@ use crate::error::ApiError;
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
 
 pub fn json_config() -> web::JsonConfig {
-    web::JsonConfig::default().limit(MAX_BODY_BYTES).error_handler(|error, _req| json_error(error).into())
+    web::JsonConfig::default()
+        .limit(MAX_BODY_BYTES)
+        .error_handler(|error, _req| json_error(error).into())
 }
 
 pub fn json_error(error: JsonPayloadError) -> ApiError {
@@ -24,13 +26,12 @@ pub fn json_error(error: JsonPayloadError) -> ApiError {
             "unsupported_media_type",
             "Send the body as JSON with `Content-Type: application/json`.",
         ),
-        JsonPayloadError::Overflow { limit } | JsonPayloadError::OverflowKnownLength { limit, .. } => {
-            ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "payload_too_large",
-                format!("The request body is larger than the limit of {limit} bytes."),
-            )
-        }
+        JsonPayloadError::Overflow { limit }
+        | JsonPayloadError::OverflowKnownLength { limit, .. } => ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            format!("The request body is larger than the limit of {limit} bytes."),
+        ),
         JsonPayloadError::Deserialize(error) if error.is_data() => {
             let message = error.to_string();
             let field = field_named_in(&message);
@@ -93,6 +94,9 @@ mod tests {
             field_named_in("missing field `email` at line 1 column 2").as_deref(),
             Some("email")
         );
-        assert_eq!(field_named_in("invalid type: integer `5`, expected a string"), None);
+        assert_eq!(
+            field_named_in("invalid type: integer `5`, expected a string"),
+            None
+        );
     }
 }

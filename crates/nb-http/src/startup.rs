@@ -5,6 +5,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use actix_web::dev::Server;
+use actix_web::middleware::from_fn;
 use actix_web::{App, HttpServer, web};
 use nb_db::{ConnectError, Database};
 use nb_domain::accounts::AccountService;
@@ -12,6 +13,7 @@ use nb_domain::api_keys::ApiKeyService;
 use nb_domain::ports::{Clock, IdGenerator, RandomSource};
 use tracing_actix_web::TracingLogger;
 
+use crate::access_log::log_request;
 use crate::auth::AccessTokens;
 use crate::config::{Config, ConfigError, JwtSecret};
 use crate::json::json_config;
@@ -67,16 +69,25 @@ impl Application {
             source,
         })?;
         let mut server = HttpServer::new(move || {
-            App::new().wrap(TracingLogger::default()).configure(configure_app(state.clone()))
+            App::new()
+                .wrap(from_fn(log_request))
+                .wrap(TracingLogger::default())
+                .configure(configure_app(state.clone()))
         });
         if let Some(workers) = config.workers {
             server = server.workers(workers);
         }
         let server = server
             .listen(listener)
-            .map_err(|source| StartupError::Bind { address: config.listen.clone(), source })?
+            .map_err(|source| StartupError::Bind {
+                address: config.listen.clone(),
+                source,
+            })?
             .run();
-        Ok(Self { port: port.port(), server })
+        Ok(Self {
+            port: port.port(),
+            server,
+        })
     }
 
     pub fn port(&self) -> u16 {
@@ -90,7 +101,10 @@ impl Application {
 }
 
 /// Wires the adapters to the domain services.
-pub fn build_state(config: &Config, database: Database) -> Result<web::Data<AppState>, StartupError> {
+pub fn build_state(
+    config: &Config,
+    database: Database,
+) -> Result<web::Data<AppState>, StartupError> {
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let ids: Arc<dyn IdGenerator> = Arc::new(UuidV7Ids);
     let random: Arc<dyn RandomSource> = Arc::new(OsRandom);
@@ -123,7 +137,9 @@ pub fn configure_app(state: web::Data<AppState>) -> impl FnOnce(&mut web::Servic
 
 impl std::fmt::Debug for Application {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Application").field("port", &self.port).finish_non_exhaustive()
+        f.debug_struct("Application")
+            .field("port", &self.port)
+            .finish_non_exhaustive()
     }
 }
 
@@ -134,16 +150,22 @@ fn load_or_create_jwt_secret(
     random: &dyn RandomSource,
 ) -> Result<JwtSecret, StartupError> {
     let path = data_dir.join(JWT_SECRET_FILE);
-    let file_error =
-        |source| StartupError::JwtSecretFile { path: path.display().to_string(), source };
+    let file_error = |source| StartupError::JwtSecretFile {
+        path: path.display().to_string(),
+        source,
+    };
     match std::fs::read_to_string(&path) {
         Ok(stored) => return Ok(JwtSecret::new(stored.trim().as_bytes().to_vec())?),
-        Err(error) if error.kind() != std::io::ErrorKind::NotFound => return Err(file_error(error)),
+        Err(error) if error.kind() != std::io::ErrorKind::NotFound => {
+            return Err(file_error(error));
+        }
         Err(_) => {}
     }
     std::fs::create_dir_all(data_dir).map_err(file_error)?;
     let mut bytes = [0u8; 32];
-    random.fill_bytes(&mut bytes).map_err(|error| file_error(std::io::Error::other(error)))?;
+    random
+        .fill_bytes(&mut bytes)
+        .map_err(|error| file_error(std::io::Error::other(error)))?;
     let encoded = hex::encode(bytes);
     write_private_file(&path, encoded.as_bytes()).map_err(file_error)?;
     tracing::info!(path = %path.display(), "generated a JWT secret (set JWT_SECRET to choose one)");

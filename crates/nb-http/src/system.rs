@@ -19,7 +19,8 @@ impl Clock for SystemClock {
     fn now(&self) -> OffsetDateTime {
         let now = OffsetDateTime::now_utc();
         // Databases keep microseconds: cut here so values read back equal values written.
-        now.replace_nanosecond(now.nanosecond() / 1_000 * 1_000).unwrap_or(now)
+        now.replace_nanosecond(now.nanosecond() / 1_000 * 1_000)
+            .unwrap_or(now)
     }
 }
 
@@ -56,7 +57,10 @@ pub struct BcryptPasswordHasher {
 
 impl BcryptPasswordHasher {
     pub fn new(cost: u32) -> Self {
-        Self { cost, dummy_hash: Arc::new(OnceCell::new()) }
+        Self {
+            cost,
+            dummy_hash: Arc::new(OnceCell::new()),
+        }
     }
 }
 
@@ -99,7 +103,9 @@ impl PasswordHasher for BcryptPasswordHasher {
             .get_or_try_init(|| on_blocking_pool(move || bcrypt::hash("nanobanana-dummy", cost)))
             .await;
         if let Ok(dummy) = dummy {
-            let _ = self.verify(password, &PasswordHash::new(dummy.clone())).await;
+            let _ = self
+                .verify(password, &PasswordHash::new(dummy.clone()))
+                .await;
         }
     }
 }
@@ -123,17 +129,35 @@ mod tests {
     async fn characters_past_bcrypts_72_bytes_still_count() {
         let hasher = BcryptPasswordHasher::new(4);
         let long = "a".repeat(100);
-        let hash = hasher.hash(&Password::parse_new(long.clone()).unwrap()).await.unwrap();
+        let hash = hasher
+            .hash(&Password::parse_new(long.clone()).unwrap())
+            .await
+            .unwrap();
         let same_first_72 = format!("{}b", "a".repeat(99));
-        assert!(!hasher.verify(&Password::attempt(same_first_72), &hash).await.unwrap());
-        assert!(hasher.verify(&Password::attempt(long), &hash).await.unwrap());
+        assert!(
+            !hasher
+                .verify(&Password::attempt(same_first_72), &hash)
+                .await
+                .unwrap()
+        );
+        assert!(
+            hasher
+                .verify(&Password::attempt(long), &hash)
+                .await
+                .unwrap()
+        );
     }
 
     #[tokio::test]
     async fn an_unreadable_hash_is_a_failed_check() {
         let hasher = BcryptPasswordHasher::new(4);
         let garbage = PasswordHash::new("not a bcrypt hash".into());
-        assert!(!hasher.verify(&Password::attempt("whatever1".into()), &garbage).await.unwrap());
+        assert!(
+            !hasher
+                .verify(&Password::attempt("whatever1".into()), &garbage)
+                .await
+                .unwrap()
+        );
     }
 
     #[test]

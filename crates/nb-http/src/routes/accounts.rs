@@ -32,7 +32,11 @@ pub(crate) struct UserResponse {
 
 impl From<User> for UserResponse {
     fn from(user: User) -> Self {
-        Self { id: user.id.0, email: user.email.as_str().to_owned(), created_at: user.created_at }
+        Self {
+            id: user.id.0,
+            email: user.email.as_str().to_owned(),
+            created_at: user.created_at,
+        }
     }
 }
 
@@ -45,7 +49,11 @@ pub(crate) struct AccessTokenResponse {
 
 impl From<IssuedAccessToken> for AccessTokenResponse {
     fn from(issued: IssuedAccessToken) -> Self {
-        Self { access_token: issued.token, token_type: "bearer", expires_in: issued.expires_in }
+        Self {
+            access_token: issued.token,
+            token_type: "bearer",
+            expires_in: issued.expires_in,
+        }
     }
 }
 
@@ -67,7 +75,10 @@ pub(crate) async fn register(
         .map_err(|error| ApiError::invalid_field("password", error.to_string()))?;
     let user = state.accounts.register(email, password).await?;
     let token = state.access_tokens.issue(user.id)?;
-    Ok(HttpResponse::Created().json(RegisterResponse { user: user.into(), token: token.into() }))
+    Ok(HttpResponse::Created().json(RegisterResponse {
+        user: user.into(),
+        token: token.into(),
+    }))
 }
 
 pub(crate) async fn login(
@@ -75,7 +86,10 @@ pub(crate) async fn login(
     body: web::Json<LoginRequest>,
 ) -> Result<web::Json<AccessTokenResponse>, ApiError> {
     let LoginRequest { email, password } = body.into_inner();
-    let user = state.accounts.login(&email, Password::attempt(password)).await?;
+    let user = state
+        .accounts
+        .login(&email, Password::attempt(password))
+        .await?;
     Ok(web::Json(state.access_tokens.issue(user.id)?.into()))
 }
 

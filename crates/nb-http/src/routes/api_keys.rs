@@ -81,7 +81,9 @@ pub(crate) async fn list(
     SignedInUser(user): SignedInUser,
 ) -> Result<web::Json<KeyListResponse>, ApiError> {
     let keys = state.api_keys.list(user.id).await?;
-    Ok(web::Json(KeyListResponse { keys: keys.into_iter().map(KeyResponse::from).collect() }))
+    Ok(web::Json(KeyListResponse {
+        keys: keys.into_iter().map(KeyResponse::from).collect(),
+    }))
 }
 
 pub(crate) async fn revoke(

@@ -47,5 +47,8 @@ async fn method_not_allowed(req: HttpRequest) -> Result<HttpResponse, ApiError> 
 }
 
 pub async fn not_found(req: HttpRequest) -> Result<HttpResponse, ApiError> {
-    Err(ApiError::not_found("not_found", format!("There is nothing at {}.", req.path())))
+    Err(ApiError::not_found(
+        "not_found",
+        format!("There is nothing at {}.", req.path()),
+    ))
 }

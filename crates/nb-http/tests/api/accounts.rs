@@ -7,7 +7,12 @@ use crate::helpers::{PASSWORD, TEST_JWT_SECRET, TestApp, assert_error};
 use crate::on_both_backends;
 
 fn sign(claims: &Value, secret: &[u8]) -> String {
-    jsonwebtoken::encode(&Header::default(), claims, &EncodingKey::from_secret(secret)).unwrap()
+    jsonwebtoken::encode(
+        &Header::default(),
+        claims,
+        &EncodingKey::from_secret(secret),
+    )
+    .unwrap()
 }
 
 fn now() -> i64 {
@@ -26,19 +31,34 @@ async fn register_returns_the_user_and_a_working_token(app: TestApp) {
     assert!(body.get("password").is_none() && body["user"].get("password_hash").is_none());
 
     let token = body["access_token"].as_str().unwrap();
-    let me: Value = app.get_with("/v1/auth/me", token).await.json().await.unwrap();
+    let me: Value = app
+        .get_with("/v1/auth/me", token)
+        .await
+        .json()
+        .await
+        .unwrap();
     assert_eq!(me, body["user"]);
 }
 
 async fn registering_an_email_twice_is_a_conflict_whatever_its_case(app: TestApp) {
     app.signed_up("ada@example.com").await;
-    let body = assert_error(app.register("ADA@example.com ", PASSWORD).await, 409, "email_taken").await;
+    let body = assert_error(
+        app.register("ADA@example.com ", PASSWORD).await,
+        409,
+        "email_taken",
+    )
+    .await;
     assert_eq!(body["error"]["field"], "email");
 }
 
 async fn invalid_emails_are_422_naming_the_field(app: TestApp) {
     for email in ["", "not-an-email", "a@", "@example.com", "a b@example.com"] {
-        let body = assert_error(app.register(email, PASSWORD).await, 422, "validation_failed").await;
+        let body = assert_error(
+            app.register(email, PASSWORD).await,
+            422,
+            "validation_failed",
+        )
+        .await;
         assert_eq!(body["error"]["field"], "email", "{email:?}");
     }
 }
@@ -46,11 +66,24 @@ async fn invalid_emails_are_422_naming_the_field(app: TestApp) {
 async fn passwords_must_be_8_to_128_characters(app: TestApp) {
     for (index, password) in ["1234567".to_owned(), "é".repeat(129)].iter().enumerate() {
         let email = format!("short{index}@example.com");
-        let body = assert_error(app.register(&email, password).await, 422, "validation_failed").await;
+        let body = assert_error(
+            app.register(&email, password).await,
+            422,
+            "validation_failed",
+        )
+        .await;
         assert_eq!(body["error"]["field"], "password");
     }
-    assert_eq!(app.register("eight@example.com", "12345678").await.status(), 201);
-    assert_eq!(app.register("long@example.com", &"é".repeat(128)).await.status(), 201);
+    assert_eq!(
+        app.register("eight@example.com", "12345678").await.status(),
+        201
+    );
+    assert_eq!(
+        app.register("long@example.com", &"é".repeat(128))
+            .await
+            .status(),
+        201
+    );
 }
 
 async fn login_returns_a_token_for_the_right_password(app: TestApp) {
@@ -60,16 +93,26 @@ async fn login_returns_a_token_for_the_right_password(app: TestApp) {
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["token_type"], "bearer");
     assert_eq!(body["expires_in"], 3600);
-    let me = app.get_with("/v1/auth/me", body["access_token"].as_str().unwrap()).await;
+    let me = app
+        .get_with("/v1/auth/me", body["access_token"].as_str().unwrap())
+        .await;
     assert_eq!(me.status(), 200);
 }
 
 async fn wrong_password_and_unknown_email_get_the_same_401(app: TestApp) {
     app.signed_up("ada@example.com").await;
-    let wrong_password =
-        assert_error(app.login("ada@example.com", "not the password").await, 401, "invalid_credentials").await;
-    let unknown_email =
-        assert_error(app.login("bob@example.com", PASSWORD).await, 401, "invalid_credentials").await;
+    let wrong_password = assert_error(
+        app.login("ada@example.com", "not the password").await,
+        401,
+        "invalid_credentials",
+    )
+    .await;
+    let unknown_email = assert_error(
+        app.login("bob@example.com", PASSWORD).await,
+        401,
+        "invalid_credentials",
+    )
+    .await;
     let malformed_email =
         assert_error(app.login("bob", PASSWORD).await, 401, "invalid_credentials").await;
     assert_eq!(wrong_password, unknown_email);
@@ -80,18 +123,35 @@ async fn me_without_a_token_is_401_with_a_bearer_challenge(app: TestApp) {
     let response = app.client.get(app.url("/v1/auth/me")).send().await.unwrap();
     assert_eq!(response.headers()["www-authenticate"], "Bearer");
     assert_error(response, 401, "missing_credentials").await;
-    let basic = app.client.get(app.url("/v1/auth/me")).basic_auth("ada", Some("pw")).send().await.unwrap();
+    let basic = app
+        .client
+        .get(app.url("/v1/auth/me"))
+        .basic_auth("ada", Some("pw"))
+        .send()
+        .await
+        .unwrap();
     assert_error(basic, 401, "missing_credentials").await;
 }
 
 async fn invalid_expired_and_tampered_tokens_are_401(app: TestApp) {
     let token = app.signed_up("ada@example.com").await;
-    let me: Value = app.get_with("/v1/auth/me", &token).await.json().await.unwrap();
+    let me: Value = app
+        .get_with("/v1/auth/me", &token)
+        .await
+        .json()
+        .await
+        .unwrap();
     let sub = me["id"].as_str().unwrap();
     let secret = TEST_JWT_SECRET.as_bytes();
 
-    let expired = sign(&json!({"sub": sub, "iat": now() - 7200, "exp": now() - 3600}), secret);
-    let foreign_secret = sign(&json!({"sub": sub, "iat": now(), "exp": now() + 3600}), b"another-secret-of-at-least-32-bytes!!");
+    let expired = sign(
+        &json!({"sub": sub, "iat": now() - 7200, "exp": now() - 3600}),
+        secret,
+    );
+    let foreign_secret = sign(
+        &json!({"sub": sub, "iat": now(), "exp": now() + 3600}),
+        b"another-secret-of-at-least-32-bytes!!",
+    );
     let no_expiry = sign(&json!({"sub": sub, "iat": now()}), secret);
     let unknown_user = sign(
         &json!({"sub": uuid::Uuid::now_v7().to_string(), "iat": now(), "exp": now() + 3600}),
@@ -101,7 +161,8 @@ async fn invalid_expired_and_tampered_tokens_are_401(app: TestApp) {
     let mut parts: Vec<&str> = token.split('.').collect();
     use base64::Engine as _;
     let forged_payload = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(
-        json!({"sub": uuid::Uuid::now_v7().to_string(), "iat": now(), "exp": now() + 3600}).to_string(),
+        json!({"sub": uuid::Uuid::now_v7().to_string(), "iat": now(), "exp": now() + 3600})
+            .to_string(),
     );
     parts[1] = &forged_payload;
     let tampered = parts.join(".");

@@ -9,12 +9,16 @@ use crate::on_both_backends;
 fn is_key_format(key: &str) -> bool {
     key.len() == 40
         && key.starts_with("nb_live_")
-        && key[8..].bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+        && key[8..]
+            .bytes()
+            .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
 }
 
 async fn test_create_key_success(app: TestApp) {
     let token = app.signed_up("ada@example.com").await;
-    let response = app.create_key(&token, Some(json!({"name": "  laptop  "}))).await;
+    let response = app
+        .create_key(&token, Some(json!({"name": "  laptop  "})))
+        .await;
     assert_eq!(response.status(), 201);
     let body: Value = response.json().await.unwrap();
     let key = body["key"].as_str().unwrap();
@@ -35,17 +39,29 @@ async fn a_key_can_be_created_without_a_body_or_name(app: TestApp) {
     let token = app.signed_up("ada@example.com").await;
     let no_body: Value = app.create_key(&token, None).await.json().await.unwrap();
     assert_eq!(no_body["name"], Value::Null);
-    let empty_object: Value = app.create_key(&token, Some(json!({}))).await.json().await.unwrap();
+    let empty_object: Value = app
+        .create_key(&token, Some(json!({})))
+        .await
+        .json()
+        .await
+        .unwrap();
     assert_eq!(empty_object["name"], Value::Null);
     assert_eq!(app.list_keys(&token).await.len(), 2);
 }
 
 async fn bad_key_names_are_422_and_store_nothing(app: TestApp) {
     let token = app.signed_up("ada@example.com").await;
-    let long = app.create_key(&token, Some(json!({"name": "x".repeat(101)}))).await;
+    let long = app
+        .create_key(&token, Some(json!({"name": "x".repeat(101)})))
+        .await;
     let body = assert_error(long, 422, "validation_failed").await;
     assert_eq!(body["error"]["field"], "name");
-    assert_error(app.create_key(&token, Some(json!({"name": 5}))).await, 422, "validation_failed").await;
+    assert_error(
+        app.create_key(&token, Some(json!({"name": 5}))).await,
+        422,
+        "validation_failed",
+    )
+    .await;
     assert!(app.list_keys(&token).await.is_empty());
 }
 
@@ -53,7 +69,12 @@ async fn test_create_key_unauthorized(app: TestApp) {
     let response = app.client.post(app.url("/v1/keys")).send().await.unwrap();
     assert_eq!(response.headers()["www-authenticate"], "Bearer");
     assert_error(response, 401, "missing_credentials").await;
-    assert_error(app.create_key("not-a-token", None).await, 401, "invalid_token").await;
+    assert_error(
+        app.create_key("not-a-token", None).await,
+        401,
+        "invalid_token",
+    )
+    .await;
     assert!(app.db.stored_key_hashes_and_prefixes().await.is_empty());
 }
 
@@ -72,9 +93,24 @@ async fn test_list_keys_returns_prefix_not_full_key(app: TestApp) {
     let body: Value = serde_json::from_str(&text).unwrap();
     let listed = &body["keys"][0];
     assert_eq!(listed["prefix"], &key[..12]);
-    let mut fields: Vec<&str> = listed.as_object().unwrap().keys().map(String::as_str).collect();
+    let mut fields: Vec<&str> = listed
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
     fields.sort_unstable();
-    assert_eq!(fields, ["created_at", "id", "is_active", "last_used_at", "name", "prefix"]);
+    assert_eq!(
+        fields,
+        [
+            "created_at",
+            "id",
+            "is_active",
+            "last_used_at",
+            "name",
+            "prefix"
+        ]
+    );
 }
 
 async fn keys_are_listed_newest_first_and_only_to_their_owner(app: TestApp) {
@@ -83,9 +119,19 @@ async fn keys_are_listed_newest_first_and_only_to_their_owner(app: TestApp) {
     let (first, _) = app.created_key(&ada).await;
     let (second, _) = app.created_key(&ada).await;
     let (bobs, _) = app.created_key(&bob).await;
-    let ids: Vec<Value> = app.list_keys(&ada).await.iter().map(|key| key["id"].clone()).collect();
+    let ids: Vec<Value> = app
+        .list_keys(&ada)
+        .await
+        .iter()
+        .map(|key| key["id"].clone())
+        .collect();
     assert_eq!(ids, [json!(second), json!(first)]);
-    let bob_ids: Vec<Value> = app.list_keys(&bob).await.iter().map(|key| key["id"].clone()).collect();
+    let bob_ids: Vec<Value> = app
+        .list_keys(&bob)
+        .await
+        .iter()
+        .map(|key| key["id"].clone())
+        .collect();
     assert_eq!(bob_ids, [json!(bobs)]);
 }
 
@@ -97,21 +143,36 @@ async fn test_delete_key_success(app: TestApp) {
     assert!(response.text().await.unwrap().is_empty());
     assert_eq!(app.list_keys(&token).await[0]["is_active"], false);
     // Revoking again is still a success.
-    assert_eq!(app.delete_with(&format!("/v1/keys/{id}"), &token).await.status(), 204);
+    assert_eq!(
+        app.delete_with(&format!("/v1/keys/{id}"), &token)
+            .await
+            .status(),
+        204
+    );
 }
 
 async fn test_delete_key_not_owner(app: TestApp) {
     let ada = app.signed_up("ada@example.com").await;
     let bob = app.signed_up("bob@example.com").await;
     let (adas_key, _) = app.created_key(&ada).await;
-    assert_error(app.delete_with(&format!("/v1/keys/{adas_key}"), &bob).await, 404, "key_not_found").await;
+    assert_error(
+        app.delete_with(&format!("/v1/keys/{adas_key}"), &bob).await,
+        404,
+        "key_not_found",
+    )
+    .await;
     assert_eq!(app.list_keys(&ada).await[0]["is_active"], true);
 }
 
 async fn unknown_and_malformed_key_ids_are_404(app: TestApp) {
     let token = app.signed_up("ada@example.com").await;
     let unknown = format!("/v1/keys/{}", uuid::Uuid::now_v7());
-    assert_error(app.delete_with(&unknown, &token).await, 404, "key_not_found").await;
+    assert_error(
+        app.delete_with(&unknown, &token).await,
+        404,
+        "key_not_found",
+    )
+    .await;
     for malformed in ["not-a-uuid", "1", "%27%3B--"] {
         let path = format!("/v1/keys/{malformed}");
         assert_error(app.delete_with(&path, &token).await, 404, "key_not_found").await;
@@ -151,13 +212,21 @@ async fn the_full_key_never_appears_in_a_later_response(app: TestApp) {
     for response in later.drain(..) {
         let headers = format!("{:?}", response.headers());
         let text = response.text().await.unwrap();
-        assert!(!text.contains(&key) && !headers.contains(&key), "leaked in {text}");
+        assert!(
+            !text.contains(&key) && !headers.contains(&key),
+            "leaked in {text}"
+        );
     }
 }
 
 async fn an_active_key_authenticates_and_stamps_last_used(app: TestApp) {
     let token = app.signed_up("ada@example.com").await;
-    let me: Value = app.get_with("/v1/auth/me", &token).await.json().await.unwrap();
+    let me: Value = app
+        .get_with("/v1/auth/me", &token)
+        .await
+        .json()
+        .await
+        .unwrap();
     let (id, key) = app.created_key(&token).await;
     let response = app.get_with(API_KEY_PROBE, &key).await;
     assert_eq!(response.status(), 200);
@@ -171,7 +240,12 @@ async fn revoked_unknown_and_malformed_keys_are_401(app: TestApp) {
     let (id, key) = app.created_key(&token).await;
     app.delete_with(&format!("/v1/keys/{id}"), &token).await;
     let unknown = format!("nb_live_{}", "0".repeat(32));
-    for bad in [key.as_str(), unknown.as_str(), "nb_live_short", "nb_live_ZZZZ"] {
+    for bad in [
+        key.as_str(),
+        unknown.as_str(),
+        "nb_live_short",
+        "nb_live_ZZZZ",
+    ] {
         let response = app.get_with(API_KEY_PROBE, bad).await;
         assert_eq!(response.headers()["www-authenticate"], "Bearer");
         assert_error(response, 401, "invalid_api_key").await;
@@ -182,7 +256,12 @@ async fn revoked_unknown_and_malformed_keys_are_401(app: TestApp) {
 
 async fn an_access_token_is_not_an_api_key(app: TestApp) {
     let token = app.signed_up("ada@example.com").await;
-    assert_error(app.get_with(API_KEY_PROBE, &token).await, 401, "wrong_credential_type").await;
+    assert_error(
+        app.get_with(API_KEY_PROBE, &token).await,
+        401,
+        "wrong_credential_type",
+    )
+    .await;
 }
 
 on_both_backends!(

@@ -43,8 +43,9 @@ pub fn test_config(data_dir: PathBuf, db: &TestDatabase) -> Config {
 
 /// Answers which key called: the API-key extractor's probe, until a generation route exists.
 async fn api_key_probe(ApiKeyCaller(caller): ApiKeyCaller) -> HttpResponse {
-    HttpResponse::Ok()
-        .json(json!({"key_id": caller.key_id.0.to_string(), "user_id": caller.user_id.0.to_string()}))
+    HttpResponse::Ok().json(
+        json!({"key_id": caller.key_id.0.to_string(), "user_id": caller.user_id.0.to_string()}),
+    )
 }
 
 pub const API_KEY_PROBE: &str = "/test/api-key-caller";
@@ -60,6 +61,9 @@ impl TestApp {
         let state = build_state(&config, db.database.clone()).unwrap();
         let server = HttpServer::new(move || {
             App::new()
+                .wrap(actix_web::middleware::from_fn(
+                    nb_http::access_log::log_request,
+                ))
                 .wrap(tracing_actix_web::TracingLogger::default())
                 .route(API_KEY_PROBE, web::get().to(api_key_probe))
                 .configure(configure_app(state.clone()))
@@ -82,36 +86,67 @@ impl TestApp {
     }
 
     pub async fn post_json(&self, path: &str, body: &Value) -> reqwest::Response {
-        self.client.post(self.url(path)).json(body).send().await.unwrap()
+        self.client
+            .post(self.url(path))
+            .json(body)
+            .send()
+            .await
+            .unwrap()
     }
 
     pub async fn register(&self, email: &str, password: &str) -> reqwest::Response {
-        self.post_json("/v1/auth/register", &json!({"email": email, "password": password})).await
+        self.post_json(
+            "/v1/auth/register",
+            &json!({"email": email, "password": password}),
+        )
+        .await
     }
 
     pub async fn login(&self, email: &str, password: &str) -> reqwest::Response {
-        self.post_json("/v1/auth/login", &json!({"email": email, "password": password})).await
+        self.post_json(
+            "/v1/auth/login",
+            &json!({"email": email, "password": password}),
+        )
+        .await
     }
 
     /// Registers `email` and returns its access token.
     pub async fn signed_up(&self, email: &str) -> String {
         let response = self.register(email, PASSWORD).await;
         assert_eq!(response.status(), 201);
-        response.json::<Value>().await.unwrap()["access_token"].as_str().unwrap().to_owned()
+        response.json::<Value>().await.unwrap()["access_token"]
+            .as_str()
+            .unwrap()
+            .to_owned()
     }
 
     pub async fn get_with(&self, path: &str, token: &str) -> reqwest::Response {
-        self.client.get(self.url(path)).bearer_auth(token).send().await.unwrap()
+        self.client
+            .get(self.url(path))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap()
     }
 
     pub async fn delete_with(&self, path: &str, token: &str) -> reqwest::Response {
-        self.client.delete(self.url(path)).bearer_auth(token).send().await.unwrap()
+        self.client
+            .delete(self.url(path))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap()
     }
 
     pub async fn create_key(&self, token: &str, body: Option<Value>) -> reqwest::Response {
-        let request = self.client.post(self.url("/v1/keys")).header(AUTHORIZATION, format!("Bearer {token}"));
+        let request = self
+            .client
+            .post(self.url("/v1/keys"))
+            .header(AUTHORIZATION, format!("Bearer {token}"));
         let request = match body {
-            Some(body) => request.header(CONTENT_TYPE, "application/json").body(body.to_string()),
+            Some(body) => request
+                .header(CONTENT_TYPE, "application/json")
+                .body(body.to_string()),
             None => request,
         };
         request.send().await.unwrap()
@@ -122,7 +157,10 @@ impl TestApp {
         let response = self.create_key(token, Some(json!({"name": "test"}))).await;
         assert_eq!(response.status(), 201);
         let body: Value = response.json().await.unwrap();
-        (body["id"].as_str().unwrap().to_owned(), body["key"].as_str().unwrap().to_owned())
+        (
+            body["id"].as_str().unwrap().to_owned(),
+            body["key"].as_str().unwrap().to_owned(),
+        )
     }
 
     pub async fn list_keys(&self, token: &str) -> Vec<Value> {
@@ -136,11 +174,22 @@ impl TestApp {
 /// Asserts the JSON error shape and returns the body.
 pub async fn assert_error(response: reqwest::Response, status: u16, code: &str) -> Value {
     assert_eq!(response.status(), status, "unexpected status");
-    let content_type = response.headers()[CONTENT_TYPE].to_str().unwrap().to_owned();
-    assert!(content_type.starts_with("application/json"), "{content_type}");
+    let content_type = response.headers()[CONTENT_TYPE]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        content_type.starts_with("application/json"),
+        "{content_type}"
+    );
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["error"]["code"], code, "{body}");
-    assert!(body["error"]["message"].as_str().is_some_and(|m| !m.is_empty()), "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| !m.is_empty()),
+        "{body}"
+    );
     body
 }
 

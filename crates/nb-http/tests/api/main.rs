@@ -1,5 +1,7 @@
 //! End-to-end tests of the HTTP API: real sockets, real databases (PostgreSQL and SQLite).
 
+#![allow(clippy::unwrap_used)] // Tests fail loudly by design.
+
 mod accounts;
 mod api_keys;
 mod errors;

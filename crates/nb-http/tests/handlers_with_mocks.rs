@@ -1,0 +1,169 @@
+//! Handler behaviour on failures a real database will not produce on demand: the ports are
+//! mockall mocks, the app is the real one (in-process, `actix_web::test`).
+
+#![allow(clippy::unwrap_used)] // Tests fail loudly by design.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::http::StatusCode;
+use actix_web::{App, test, web};
+use nb_domain::RepositoryError;
+use nb_domain::accounts::AccountService;
+use nb_domain::api_keys::ApiKeyService;
+use nb_domain::ports::{
+    MockApiKeyRepository, MockPasswordHasher, MockRandomSource, MockUserRepository,
+    RandomnessUnavailable,
+};
+use nb_domain::user::{EmailAddress, PasswordHash, User, UserId};
+use nb_http::auth::AccessTokens;
+use nb_http::config::JwtSecret;
+use nb_http::startup::configure_app;
+use nb_http::state::AppState;
+use nb_http::system::{SystemClock, UuidV7Ids};
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+const USER: Uuid = Uuid::from_u128(99);
+const SECRET_CAUSE: &str = "connection to 10.0.0.7 refused: password authentication failed";
+
+struct Mocks {
+    users: MockUserRepository,
+    keys: MockApiKeyRepository,
+    random: MockRandomSource,
+}
+
+impl Mocks {
+    fn new() -> Self {
+        let mut users = MockUserRepository::new();
+        users.expect_find_user_by_id().returning(|id| {
+            Ok(Some(User {
+                id,
+                email: EmailAddress::parse("ada@example.com").unwrap(),
+                created_at: time::OffsetDateTime::UNIX_EPOCH,
+            }))
+        });
+        Self {
+            users,
+            keys: MockApiKeyRepository::new(),
+            random: MockRandomSource::new(),
+        }
+    }
+
+    fn into_state(self) -> (web::Data<AppState>, String) {
+        let mut hasher = MockPasswordHasher::new();
+        hasher
+            .expect_hash()
+            .returning(|_| Ok(PasswordHash::new("$2b$04$x".into())));
+        let secret = JwtSecret::new(vec![7; 32]).unwrap();
+        let tokens = AccessTokens::new(&secret, Duration::from_secs(60), Arc::new(SystemClock));
+        let token = tokens.issue(UserId(USER)).unwrap().token;
+        let state = AppState {
+            accounts: AccountService::new(
+                Arc::new(self.users),
+                Arc::new(hasher),
+                Arc::new(SystemClock),
+                Arc::new(UuidV7Ids),
+            ),
+            api_keys: ApiKeyService::new(
+                Arc::new(self.keys),
+                Arc::new(self.random),
+                Arc::new(SystemClock),
+                Arc::new(UuidV7Ids),
+            ),
+            access_tokens: tokens,
+        };
+        (web::Data::new(state), token)
+    }
+}
+
+async fn call(state: web::Data<AppState>, request: test::TestRequest) -> (StatusCode, Value) {
+    let app = test::init_service(App::new().configure(configure_app(state))).await;
+    let response = test::call_service(&app, request.to_request()).await;
+    let status = response.status();
+    let body: Value = test::read_body_json(response).await;
+    (status, body)
+}
+
+fn unavailable() -> RepositoryError {
+    RepositoryError::Unavailable(SECRET_CAUSE.into())
+}
+
+#[actix_web::test]
+async fn an_unreachable_database_is_503_database_unavailable() {
+    let mut mocks = Mocks::new();
+    mocks
+        .users
+        .expect_insert_user()
+        .returning(|_| Err(unavailable().into()));
+    let (state, _) = mocks.into_state();
+    let request = test::TestRequest::post()
+        .uri("/v1/auth/register")
+        .set_json(json!({"email": "ada@example.com", "password": "long enough"}));
+    let (status, body) = call(state, request).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(body["error"]["code"], "database_unavailable");
+    assert!(!body.to_string().contains("10.0.0.7"));
+}
+
+#[actix_web::test]
+async fn an_unexpected_database_error_is_an_opaque_500() {
+    let mut mocks = Mocks::new();
+    mocks
+        .keys
+        .expect_list_api_keys()
+        .returning(|_| Err(RepositoryError::Unexpected(SECRET_CAUSE.into())));
+    let (state, token) = mocks.into_state();
+    let request = test::TestRequest::get()
+        .uri("/v1/keys")
+        .insert_header(("authorization", format!("Bearer {token}")));
+    let (status, body) = call(state, request).await;
+    assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
+    assert_eq!(body["error"]["code"], "internal_error");
+    assert!(!body.to_string().contains("password authentication"));
+}
+
+#[actix_web::test]
+async fn no_randomness_means_no_key_and_an_opaque_500() {
+    let mut mocks = Mocks::new();
+    mocks
+        .random
+        .expect_fill_bytes()
+        .returning(|_| Err(RandomnessUnavailable));
+    mocks.keys.expect_insert_api_key().never();
+    let (state, token) = mocks.into_state();
+    let request = test::TestRequest::post()
+        .uri("/v1/keys")
+        .insert_header(("authorization", format!("Bearer {token}")));
+    let (status, body) = call(state, request).await;
+    assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
+    assert_eq!(body["error"]["code"], "internal_error");
+}
+
+#[actix_web::test]
+async fn api_key_checks_on_an_unreachable_database_are_503_not_401() {
+    let mut mocks = Mocks::new();
+    mocks
+        .keys
+        .expect_authenticate_api_key()
+        .returning(|_, _| Err(unavailable()));
+    let (state, _) = mocks.into_state();
+    let app = test::init_service(
+        App::new()
+            .route(
+                "/probe",
+                web::get().to(|_: nb_http::auth::ApiKeyCaller| async { "ok" }),
+            )
+            .configure(configure_app(state)),
+    )
+    .await;
+    let request = test::TestRequest::get()
+        .uri("/probe")
+        .insert_header((
+            "authorization",
+            format!("Bearer nb_live_{}", "a".repeat(32)),
+        ))
+        .to_request();
+    let response = test::call_service(&app, request).await;
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+}

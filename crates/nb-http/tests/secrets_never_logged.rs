@@ -1,0 +1,113 @@
+//! No password, access token or full API key appears in the logs, at the most verbose level
+//! of every crate (ours, actix, diesel, tokio-postgres through the `log` bridge), during the
+//! whole account-and-key flow, on both backends.
+//!
+//! This file is its own test binary because it installs the process-wide log subscriber.
+
+#![allow(clippy::unwrap_used)] // Tests fail loudly by design.
+
+use std::io::Write;
+use std::sync::{Arc, Mutex, OnceLock};
+
+use tracing_subscriber::fmt::MakeWriter;
+
+#[path = "api/helpers.rs"]
+#[allow(dead_code)]
+mod helpers;
+
+use helpers::{API_KEY_PROBE, Backend, PASSWORD, TEST_JWT_SECRET, TestApp};
+
+#[derive(Clone, Default)]
+struct CapturedLogs(Arc<Mutex<Vec<u8>>>);
+
+impl Write for CapturedLogs {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> MakeWriter<'a> for CapturedLogs {
+    type Writer = Self;
+
+    fn make_writer(&'a self) -> Self::Writer {
+        self.clone()
+    }
+}
+
+impl CapturedLogs {
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+}
+
+fn capture_everything() -> &'static CapturedLogs {
+    static LOGS: OnceLock<CapturedLogs> = OnceLock::new();
+    LOGS.get_or_init(|| {
+        let logs = CapturedLogs::default();
+        tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::TRACE)
+            .with_writer(logs.clone())
+            .with_ansi(false)
+            .init();
+        logs
+    })
+}
+
+async fn run_flow_and_check_logs(backend: Backend) {
+    let logs = capture_everything();
+    let app = TestApp::spawn(backend).await;
+    let email = format!("{backend:?}@example.com").to_lowercase();
+
+    let register = app.register(&email, PASSWORD).await;
+    assert_eq!(register.status(), 201);
+    let login: serde_json::Value = app.login(&email, PASSWORD).await.json().await.unwrap();
+    let token = login["access_token"].as_str().unwrap().to_owned();
+    assert_eq!(app.login(&email, "a wrong password").await.status(), 401);
+    assert_eq!(app.get_with("/v1/auth/me", &token).await.status(), 200);
+    let (key_id, key) = app.created_key(&token).await;
+    assert_eq!(app.get_with(API_KEY_PROBE, &key).await.status(), 200);
+    assert_eq!(app.get_with("/v1/keys", &token).await.status(), 200);
+    assert_eq!(
+        app.delete_with(&format!("/v1/keys/{key_id}"), &token)
+            .await
+            .status(),
+        204
+    );
+    assert_eq!(app.get_with(API_KEY_PROBE, &key).await.status(), 401);
+    assert_eq!(app.get_with(API_KEY_PROBE, &token).await.status(), 401);
+    assert_eq!(app.get_with("/v1/auth/me", &key).await.status(), 401);
+
+    let text = logs.text();
+    // The capture is live: the flow's requests and queries were logged.
+    assert!(text.contains("/v1/keys"), "no request was logged");
+    assert!(
+        text.contains("TRACE") || text.contains("DEBUG"),
+        "verbose levels were not captured"
+    );
+    for (what, secret) in [
+        ("password", PASSWORD),
+        ("wrong password", "a wrong password"),
+        ("access token", token.as_str()),
+        ("access token signature", token.rsplit('.').next().unwrap()),
+        ("API key", key.as_str()),
+        ("API key's secret part", &key[12..]),
+        ("JWT secret", TEST_JWT_SECRET),
+    ] {
+        assert!(!text.contains(secret), "the {what} appears in the logs");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_secret_is_logged_on_postgres() {
+    run_flow_and_check_logs(Backend::Postgres).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_secret_is_logged_on_sqlite() {
+    run_flow_and_check_logs(Backend::Sqlite).await;
+}
