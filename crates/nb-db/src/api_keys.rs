@@ -16,12 +16,12 @@ use crate::with_connection;
 
 #[derive(Insertable)]
 #[diesel(table_name = api_keys)]
-struct NewApiKeyRow<'a> {
+struct NewApiKeyRow {
     id: String,
     user_id: String,
-    name: Option<&'a str>,
-    key_hash: &'a str,
-    prefix: &'a str,
+    name: Option<String>,
+    key_hash: String,
+    prefix: String,
     is_active: bool,
     last_used_at: Option<PrimitiveDateTime>,
     created_at: PrimitiveDateTime,
@@ -62,9 +62,9 @@ impl ApiKeyRepository for Database {
         let row = NewApiKeyRow {
             id: record.id.to_string(),
             user_id: record.user_id.to_string(),
-            name: record.name.as_deref(),
-            key_hash: new_key.key_hash.as_str(),
-            prefix: &record.prefix,
+            name: record.name.clone(),
+            key_hash: new_key.key_hash.as_str().to_owned(),
+            prefix: record.prefix.clone(),
             is_active: record.is_active,
             last_used_at: record.last_used_at.map(to_stored_time),
             created_at: to_stored_time(record.created_at),
@@ -124,10 +124,11 @@ impl ApiKeyRepository for Database {
         used_at: OffsetDateTime,
     ) -> Result<Option<AuthenticatedApiKey>, RepositoryError> {
         let used_at = to_stored_time(used_at);
+        let key_hash = key_hash.as_str().to_owned();
         let found = with_connection!(self, |conn| {
             diesel::update(
                 api_keys::table
-                    .filter(api_keys::key_hash.eq(key_hash.as_str()))
+                    .filter(api_keys::key_hash.eq(&key_hash))
                     .filter(api_keys::is_active.eq(true)),
             )
             .set(api_keys::last_used_at.eq(Some(used_at)))

@@ -29,20 +29,33 @@ const SQLITE_CONNECTION_PRAGMAS: &str = "PRAGMA foreign_keys = ON; \
 type SqliteAsyncConnection = SyncConnectionWrapper<SqliteConnection>;
 
 /// A pool of connections to one of the supported backends. Implements the repository ports.
+///
+/// Every repository call runs as its own task on the multi-threaded runtime that opened the
+/// database (see `with_connection!`), so a caller that gives up half-way (a client that
+/// disconnects, a request whose other extractor failed) never cancels a statement or a
+/// transaction in the middle: it finishes, and the caller just stops waiting. This also keeps
+/// diesel-async's SQLite wrapper, which must not be dropped mid-call on a single-threaded
+/// runtime such as an actix worker's (it panics), off those runtimes.
 #[derive(Clone)]
-pub enum Database {
+pub struct Database {
+    pub(crate) pool: ConnectionPool,
+    pub(crate) runtime: tokio::runtime::Handle,
+}
+
+#[derive(Clone)]
+pub(crate) enum ConnectionPool {
     Postgres(Pool<AsyncPgConnection>),
     Sqlite(Pool<SqliteAsyncConnection>),
 }
 
 impl fmt::Debug for Database {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let (backend, status) = match self {
-            Self::Postgres(pool) => ("postgres", pool.status()),
-            Self::Sqlite(pool) => ("sqlite", pool.status()),
+        let status = match &self.pool {
+            ConnectionPool::Postgres(pool) => pool.status(),
+            ConnectionPool::Sqlite(pool) => pool.status(),
         };
         f.debug_struct("Database")
-            .field("backend", &backend)
+            .field("backend", &self.backend_name())
             .field("pool", &status)
             .finish()
     }
@@ -151,16 +164,22 @@ pub enum ConnectError {
     Migrate(#[source] Box<dyn std::error::Error + Send + Sync>),
     #[error("cannot build the connection pool")]
     Pool(#[source] deadpool::managed::BuildError),
+    #[error("the database must be opened from a multi-threaded tokio runtime")]
+    NotMultiThreaded,
 }
 
 impl Database {
     /// Opens the database, applies any pending migrations, and returns a pool.
     pub async fn connect(url: &DatabaseUrl, options: PoolOptions) -> Result<Self, ConnectError> {
-        match url {
+        let runtime = tokio::runtime::Handle::current();
+        if runtime.runtime_flavor() != tokio::runtime::RuntimeFlavor::MultiThread {
+            return Err(ConnectError::NotMultiThreaded);
+        }
+        let pool = match url {
             DatabaseUrl::Postgres(raw) => {
                 migrate_postgres(raw.clone(), url.to_string()).await?;
                 let manager = AsyncDieselConnectionManager::<AsyncPgConnection>::new(raw.clone());
-                Ok(Self::Postgres(build_pool(manager, options)?))
+                ConnectionPool::Postgres(build_pool(manager, options)?)
             }
             DatabaseUrl::Sqlite(path) => {
                 let path = path.clone();
@@ -170,15 +189,16 @@ impl Database {
                     Box::new(|path| open_sqlite_for_pool(path.to_owned()).boxed());
                 let manager =
                     AsyncDieselConnectionManager::new_with_config(path.to_string_lossy(), config);
-                Ok(Self::Sqlite(build_pool(manager, options)?))
+                ConnectionPool::Sqlite(build_pool(manager, options)?)
             }
-        }
+        };
+        Ok(Self { pool, runtime })
     }
 
     pub fn backend_name(&self) -> &'static str {
-        match self {
-            Self::Postgres(_) => "postgres",
-            Self::Sqlite(_) => "sqlite",
+        match self.pool {
+            ConnectionPool::Postgres(_) => "postgres",
+            ConnectionPool::Sqlite(_) => "sqlite",
         }
     }
 }

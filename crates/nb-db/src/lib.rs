@@ -16,27 +16,28 @@ mod users;
 
 pub use connect::{ConnectError, Database, DatabaseUrl, PoolOptions, UnsupportedDatabaseUrl};
 
-/// Checks a connection out of the pool and runs `$body` with it as `$conn`, compiled once per
-/// backend. Evaluates to `Result<body's value, RepositoryError>`, where only a pool failure
-/// (database unreachable, pool exhausted) is an error.
+/// Runs `$body` with a pooled connection bound to `$conn`, compiled once per backend, as a
+/// task of its own on the database's multi-threaded runtime (see [`Database`]). `$body` may
+/// `.await` and must own what it uses (`async move`). Evaluates to
+/// `Result<body's value, RepositoryError>`, where only a pool failure (database unreachable,
+/// pool exhausted) or a crashed task is an error.
 macro_rules! with_connection {
-    ($db:expr, |$conn:ident| $body:expr) => {
-        match $db {
-            $crate::connect::Database::Postgres(pool) => match pool.get().await {
-                Ok(mut pooled) => {
-                    let $conn = &mut *pooled;
-                    Ok($body)
-                }
-                Err(error) => Err($crate::convert::pool_error(error)),
-            },
-            $crate::connect::Database::Sqlite(pool) => match pool.get().await {
-                Ok(mut pooled) => {
-                    let $conn = &mut *pooled;
-                    Ok($body)
-                }
-                Err(error) => Err($crate::convert::pool_error(error)),
-            },
-        }
-    };
+    ($db:expr, |$conn:ident| $body:expr) => {{
+        let database: &$crate::connect::Database = $db;
+        let task = match database.pool.clone() {
+            $crate::connect::ConnectionPool::Postgres(pool) => database.runtime.spawn(async move {
+                let mut pooled = pool.get().await.map_err($crate::convert::pool_error)?;
+                let $conn = &mut *pooled;
+                Ok::<_, nb_domain::RepositoryError>($body)
+            }),
+            $crate::connect::ConnectionPool::Sqlite(pool) => database.runtime.spawn(async move {
+                let mut pooled = pool.get().await.map_err($crate::convert::pool_error)?;
+                let $conn = &mut *pooled;
+                Ok::<_, nb_domain::RepositoryError>($body)
+            }),
+        };
+        task.await
+            .unwrap_or_else(|crashed| Err(nb_domain::RepositoryError::unexpected(crashed)))
+    }};
 }
 pub(crate) use with_connection;

@@ -65,9 +65,10 @@ impl UserRepository for Database {
         &self,
         email: &EmailAddress,
     ) -> Result<Option<UserCredentials>, RepositoryError> {
+        let email = email.as_str().to_owned();
         let found = with_connection!(self, |conn| {
             users::table
-                .filter(users::email.eq(email.as_str()))
+                .filter(users::email.eq(&email))
                 .select(UserRow::as_select())
                 .first(conn)
                 .await

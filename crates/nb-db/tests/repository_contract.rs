@@ -217,3 +217,50 @@ contract!(
     authenticating_finds_active_keys_and_stamps_last_use,
     key_hashes_are_unique,
 );
+
+/// An actix worker runs requests on a single-threaded runtime and drops a request's future
+/// when the client goes away or another extractor fails. Dropping a repository call there,
+/// mid-statement, must neither panic nor break the pool.
+fn abandoning_calls_midway_on_a_single_threaded_runtime_is_safe(
+    open: fn() -> std::pin::Pin<Box<dyn std::future::Future<Output = TestDatabase>>>,
+) {
+    let main = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let test_db = main.block_on(open());
+    let db = test_db.database.clone();
+    let worker = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    worker.block_on(async {
+        let ada = registered(&db, "ada@example.com").await;
+        for attempt in 0..200u32 {
+            let key = new_key(ada, T0, &format!("hash-{attempt}"));
+            let insert = db.insert_api_key(&key);
+            let _ = tokio::time::timeout(std::time::Duration::from_micros(50), insert).await;
+            let list = db.list_api_keys(ada);
+            let _ = tokio::time::timeout(std::time::Duration::from_micros(50), list).await;
+        }
+        // Abandoned calls still ran to completion, and the pool still serves.
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        assert_eq!(db.list_api_keys(ada).await.unwrap().len(), 200);
+    });
+    drop(test_db);
+}
+
+#[test]
+fn abandoning_calls_midway_is_safe_on_postgres() {
+    abandoning_calls_midway_on_a_single_threaded_runtime_is_safe(|| {
+        Box::pin(TestDatabase::postgres())
+    });
+}
+
+#[test]
+fn abandoning_calls_midway_is_safe_on_sqlite() {
+    abandoning_calls_midway_on_a_single_threaded_runtime_is_safe(|| {
+        Box::pin(TestDatabase::sqlite())
+    });
+}
