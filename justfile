@@ -1,0 +1,19 @@
+# NanoBanana's everyday commands. `just` is optional: each recipe is one plain command.
+
+default: run
+
+# The server on the embedded default: SQLite and local disk under ./data, no other service.
+run:
+    cargo run --release --bin nanobanana
+
+# Every test, with a throwaway PostgreSQL started (and stopped) by the script.
+test *ARGS:
+    ./scripts/test.sh {{ARGS}}
+
+# What CI runs: fmt, clippy, then every test.
+ci:
+    bash .ci/run
+
+# PostgreSQL and the app in containers (needs Docker; JWT_SECRET must be set).
+dev:
+    docker compose up --build
