@@ -2,11 +2,12 @@
 //! that govern them, and the ports through which the outside world is reached.
 //!
 //! Nothing here performs I/O or knows about HTTP or SQL: adapters implement the traits in
-//! [`ports`], and `nb-http` wires them into the services in [`accounts`] and [`api_keys`].
+//! [`ports`], and `nb-http` wires them into the services in [`accounts`], [`api_keys`] and [`generation`].
 
 pub mod accounts;
 pub mod api_keys;
 pub mod error;
+pub mod generation;
 pub mod ports;
 pub mod user;
 

@@ -4,11 +4,15 @@
 //! those contracts (see `nb-db`'s contract suite).
 
 use async_trait::async_trait;
-use time::OffsetDateTime;
+use time::{Date, OffsetDateTime};
 use uuid::Uuid;
 
 use crate::RepositoryError;
 use crate::api_keys::{ApiKeyHash, ApiKeyId, ApiKeyRecord, AuthenticatedApiKey, NewApiKey};
+use crate::generation::{
+    GeneratedImage, GenerationRecord, ImageRequest, ObjectKey, ProviderError, StorageError,
+    StoredImage,
+};
 use crate::user::{EmailAddress, NewUser, Password, PasswordHash, User, UserCredentials, UserId};
 
 /// The current time.
@@ -110,4 +114,54 @@ pub trait ApiKeyRepository: Send + Sync + 'static {
         key_hash: &ApiKeyHash,
         used_at: OffsetDateTime,
     ) -> Result<Option<AuthenticatedApiKey>, RepositoryError>;
+}
+
+/// The image model upstream.
+#[cfg_attr(feature = "mock", mockall::automock)]
+#[async_trait]
+pub trait ImageProvider: Send + Sync + 'static {
+    /// One image for the request. MUST return `ProviderError::NotConfigured` without any
+    /// network call when it has no credentials, `ContentRejected` when the provider answered
+    /// but gave no image, and never a partial or unverified image (see `GeneratedImage`).
+    async fn generate(&self, request: &ImageRequest) -> Result<GeneratedImage, ProviderError>;
+}
+
+/// Where images are kept.
+#[cfg_attr(feature = "mock", mockall::automock)]
+#[async_trait]
+pub trait ObjectStorage: Send + Sync + 'static {
+    /// Stores the image under `key` with its own content type and returns a URL where it can
+    /// be fetched. A failed put MUST leave no partial object visible under `key`.
+    async fn put(
+        &self,
+        key: &ObjectKey,
+        image: &GeneratedImage,
+    ) -> Result<StoredImage, StorageError>;
+}
+
+/// One day of one key's usage.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DailyUsage {
+    pub api_key_id: ApiKeyId,
+    pub day: Date,
+    pub count: u64,
+}
+
+/// Generation history and usage counts.
+#[cfg_attr(feature = "mock", mockall::automock)]
+#[async_trait]
+pub trait GenerationRepository: Send + Sync + 'static {
+    /// Inserts the succeeded generation and adds one to its key's usage for the UTC day of
+    /// `created_at`, in one transaction: both or neither.
+    async fn record_success(&self, generation: &GenerationRecord) -> Result<(), RepositoryError>;
+
+    /// Inserts the failed generation. Usage MUST NOT change.
+    async fn record_failure(&self, generation: &GenerationRecord) -> Result<(), RepositoryError>;
+
+    /// Usage of all the user's keys from `since` (inclusive), newest day first, then by key.
+    async fn daily_usage(
+        &self,
+        user_id: UserId,
+        since: Date,
+    ) -> Result<Vec<DailyUsage>, RepositoryError>;
 }
