@@ -9,6 +9,7 @@
 mod api_keys;
 mod connect;
 mod convert;
+mod generations;
 mod schema;
 #[cfg(feature = "testing")]
 pub mod testing;

@@ -32,4 +32,25 @@ diesel::table! {
 
 diesel::joinable!(api_keys -> users (user_id));
 diesel::joinable!(usage_daily -> api_keys (api_key_id));
-diesel::allow_tables_to_appear_in_same_query!(users, api_keys, usage_daily);
+diesel::joinable!(generations -> api_keys (api_key_id));
+diesel::allow_tables_to_appear_in_same_query!(users, api_keys, usage_daily, generations);
+
+diesel::table! {
+    generations (id) {
+        id -> Text,
+        user_id -> Text,
+        api_key_id -> Text,
+        prompt -> Text,
+        size -> Text,
+        style -> Text,
+        model -> Text,
+        status -> Text,
+        error_code -> Nullable<Text>,
+        object_key -> Nullable<Text>,
+        url -> Nullable<Text>,
+        mime_type -> Nullable<Text>,
+        byte_size -> Nullable<BigInt>,
+        latency_ms -> BigInt,
+        created_at -> Timestamp,
+    }
+}

@@ -4,11 +4,15 @@
 
 use nb_db::Database;
 use nb_db::testing::TestDatabase;
+use nb_domain::api_keys::AuthenticatedApiKey;
 use nb_domain::api_keys::{ApiKeyHash, ApiKeyId, ApiKeyRecord, NewApiKey};
-use nb_domain::ports::{ApiKeyRepository, InsertUserError, UserRepository};
+use nb_domain::generation::{
+    AllowedModels, GenerationId, GenerationRecord, GenerationStatus, ImageSize, ImageStyle, Prompt,
+};
+use nb_domain::ports::{ApiKeyRepository, GenerationRepository, InsertUserError, UserRepository};
 use nb_domain::user::{EmailAddress, NewUser, PasswordHash, User, UserId};
 use time::macros::datetime;
-use time::{Duration, OffsetDateTime};
+use time::{Date, Duration, OffsetDateTime};
 use uuid::Uuid;
 
 const T0: OffsetDateTime = datetime!(2026-11-25 10:00:00.123456 UTC);
@@ -175,6 +179,99 @@ async fn reconnecting_to_a_migrated_database_keeps_its_data(test_db: TestDatabas
     assert!(reopened.find_user_by_id(ada).await.unwrap().is_some());
 }
 
+fn generation(
+    caller: AuthenticatedApiKey,
+    status: GenerationStatus,
+    at: OffsetDateTime,
+) -> GenerationRecord {
+    let models = AllowedModels::new(["gemini-3.1-flash-image".to_owned()]).unwrap();
+    GenerationRecord {
+        id: GenerationId(Uuid::now_v7()),
+        caller,
+        prompt: Prompt::parse("a banana".into()).unwrap(),
+        size: ImageSize::Square,
+        style: ImageStyle::Natural,
+        model: models.default_model().clone(),
+        status,
+        error_code: (status == GenerationStatus::Failed).then(|| "content_rejected".into()),
+        object_key: None,
+        url: None,
+        mime_type: Some("image/png"),
+        byte_size: Some(2048),
+        latency: std::time::Duration::from_millis(812),
+        created_at: at,
+    }
+}
+
+async fn caller_with_key(db: &Database, email: &str) -> AuthenticatedApiKey {
+    let user_id = registered(db, email).await;
+    let key = new_key(user_id, T0, &format!("hash-{email}"));
+    db.insert_api_key(&key).await.unwrap();
+    AuthenticatedApiKey {
+        key_id: key.record.id,
+        user_id,
+    }
+}
+
+async fn successes_are_counted_per_key_per_utc_day_and_failures_are_not(db: Database) {
+    let ada = caller_with_key(&db, "ada@example.com").await;
+    let bob = caller_with_key(&db, "bob@example.com").await;
+    let next_day = T0 + Duration::days(1);
+    for record in [
+        generation(ada, GenerationStatus::Succeeded, T0),
+        generation(ada, GenerationStatus::Succeeded, T0 + Duration::hours(1)),
+        generation(ada, GenerationStatus::Succeeded, next_day),
+        generation(bob, GenerationStatus::Succeeded, T0),
+    ] {
+        db.record_success(&record).await.unwrap();
+    }
+    db.record_failure(&generation(ada, GenerationStatus::Failed, T0))
+        .await
+        .unwrap();
+
+    let usage = db.daily_usage(ada.user_id, T0.date()).await.unwrap();
+    let counts: Vec<(Date, u64)> = usage.iter().map(|day| (day.day, day.count)).collect();
+    assert_eq!(counts, [(next_day.date(), 1), (T0.date(), 2)]);
+    assert!(usage.iter().all(|day| day.api_key_id == ada.key_id));
+    let only_today = db.daily_usage(ada.user_id, next_day.date()).await.unwrap();
+    assert_eq!(only_today.len(), 1);
+    assert_eq!(
+        db.daily_usage(bob.user_id, T0.date()).await.unwrap()[0].count,
+        1
+    );
+}
+
+async fn a_failed_success_write_leaves_neither_row_nor_count(db: Database) {
+    let ada = caller_with_key(&db, "ada@example.com").await;
+    let record = generation(ada, GenerationStatus::Succeeded, T0);
+    db.record_success(&record).await.unwrap();
+    // The same id again: the usage increment runs first, then the insert fails, and the
+    // transaction must take the increment back.
+    assert!(db.record_success(&record).await.is_err());
+    assert_eq!(
+        db.daily_usage(ada.user_id, T0.date()).await.unwrap()[0].count,
+        1
+    );
+}
+
+async fn concurrent_successes_are_all_counted(db: Database) {
+    let ada = caller_with_key(&db, "ada@example.com").await;
+    let writes = (0..200).map(|_| {
+        let db = db.clone();
+        tokio::spawn(async move {
+            db.record_success(&generation(ada, GenerationStatus::Succeeded, T0))
+                .await
+        })
+    });
+    for write in writes.collect::<Vec<_>>() {
+        write.await.unwrap().unwrap();
+    }
+    assert_eq!(
+        db.daily_usage(ada.user_id, T0.date()).await.unwrap()[0].count,
+        200
+    );
+}
+
 macro_rules! contract {
     ($($name:ident),* $(,)?) => {
         mod postgres {
@@ -216,6 +313,9 @@ contract!(
     deactivating_is_owner_only_and_repeatable,
     authenticating_finds_active_keys_and_stamps_last_use,
     key_hashes_are_unique,
+    successes_are_counted_per_key_per_utc_day_and_failures_are_not,
+    a_failed_success_write_leaves_neither_row_nor_count,
+    concurrent_successes_are_all_counted,
 );
 
 /// An actix worker runs requests on a single-threaded runtime and drops a request's future
