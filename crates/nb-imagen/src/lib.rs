@@ -1,1 +1,18 @@
-//! Google image-model client (Gemini `:generateContent`, Imagen `:predict`): arrives with the generation issue.
+//! The Google image-model client: implements the domain's `ImageProvider` port over Google's
+//! Generative Language REST API.
+//!
+//! Models named `imagen-*` go to `models/{model}:predict`; every other model (the Gemini
+//! "Nano Banana" family) to `models/{model}:generateContent`. Request bodies match what the
+//! official SDKs send field for field (Google rejects unknown fields); responses are parsed
+//! leniently (camelCase or snake_case, any base64 flavour). Failures are retried with
+//! exponential backoff and jitter on 429/500/503/504 and connection errors, honouring
+//! Google's `RetryInfo.retryDelay`, within a per-attempt timeout and an overall deadline.
+
+mod client;
+mod response;
+mod wire;
+
+pub use client::{
+    ClientBuildError, DEFAULT_BASE_URL, GeminiImageClient, GeminiSettings, GoogleApiKey,
+    UnconfiguredImageProvider,
+};

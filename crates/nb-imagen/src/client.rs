@@ -1,0 +1,314 @@
+//! The HTTP client: one pooled `reqwest::Client`, retries, timeouts and error mapping.
+
+use std::fmt;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use nb_domain::generation::{GeneratedImage, ImageRequest, ProviderError};
+use nb_domain::ports::ImageProvider;
+use reqwest::StatusCode;
+use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderValue};
+use tokio::time::Instant;
+
+use crate::response::{ErrorEnvelope, parse_generate_content, parse_predict};
+use crate::wire::{GenerateContentRequest, IMAGEN_ASPECT_RATIOS, PredictRequest};
+
+pub const DEFAULT_BASE_URL: &str = "https://generativelanguage.googleapis.com";
+pub const API_VERSION: &str = "v1beta";
+/// Answers larger than this are refused: a 4K PNG in base64 is about 30 MB.
+const MAX_RESPONSE_BYTES: usize = 64 * 1024 * 1024;
+
+/// Google's API key. `Debug` never shows it.
+#[derive(Clone)]
+pub struct GoogleApiKey(String);
+
+impl GoogleApiKey {
+    pub fn new(key: String) -> Self {
+        Self(key)
+    }
+}
+
+impl fmt::Debug for GoogleApiKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("GoogleApiKey([redacted])")
+    }
+}
+
+/// How to reach Google and how patient to be.
+#[derive(Debug, Clone)]
+pub struct GeminiSettings {
+    pub api_key: GoogleApiKey,
+    /// `GOOGLE_GEMINI_BASE_URL`, without the version.
+    pub base_url: String,
+    /// One HTTP attempt, from sending to the last byte of the answer.
+    pub attempt_timeout: Duration,
+    /// Everything, retries and waits included.
+    pub deadline: Duration,
+    /// Retries after the first attempt.
+    pub max_retries: u32,
+    /// The first backoff; each retry doubles it, with full jitter.
+    pub initial_backoff: Duration,
+}
+
+impl GeminiSettings {
+    pub fn new(api_key: GoogleApiKey) -> Self {
+        Self {
+            api_key,
+            base_url: DEFAULT_BASE_URL.into(),
+            attempt_timeout: Duration::from_secs(60),
+            deadline: Duration::from_secs(120),
+            max_retries: 2,
+            initial_backoff: Duration::from_millis(500),
+        }
+    }
+}
+
+/// Used when `GOOGLE_API_KEY` is not set: every request is `NotConfigured`, with no network
+/// call.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct UnconfiguredImageProvider;
+
+#[async_trait]
+impl ImageProvider for UnconfiguredImageProvider {
+    async fn generate(&self, _: &ImageRequest) -> Result<GeneratedImage, ProviderError> {
+        Err(ProviderError::NotConfigured)
+    }
+}
+
+/// Talks to Google's Generative Language API.
+#[derive(Clone)]
+pub struct GeminiImageClient {
+    http: reqwest::Client,
+    settings: GeminiSettings,
+}
+
+impl fmt::Debug for GeminiImageClient {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("GeminiImageClient")
+            .field("settings", &self.settings)
+            .finish()
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientBuildError {
+    #[error("GOOGLE_API_KEY contains characters that cannot be sent in an HTTP header")]
+    InvalidApiKey,
+    #[error("cannot build the HTTP client")]
+    Http(#[source] reqwest::Error),
+}
+
+/// One attempt's outcome.
+enum Attempt {
+    Done(Result<GeneratedImage, ProviderError>),
+    /// Worth trying again, after `retry_after` if the provider said so.
+    Retry {
+        error: ProviderError,
+        retry_after: Option<Duration>,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Method {
+    GenerateContent,
+    Predict,
+}
+
+impl GeminiImageClient {
+    pub fn new(settings: GeminiSettings) -> Result<Self, ClientBuildError> {
+        let mut key = HeaderValue::from_str(&settings.api_key.0)
+            .map_err(|_| ClientBuildError::InvalidApiKey)?;
+        key.set_sensitive(true);
+        let mut headers = HeaderMap::new();
+        headers.insert("x-goog-api-key", key);
+        let http = reqwest::Client::builder()
+            .default_headers(headers)
+            .user_agent(concat!("nanobanana/", env!("CARGO_PKG_VERSION")))
+            .connect_timeout(Duration::from_secs(10))
+            .pool_idle_timeout(Duration::from_secs(90))
+            .build()
+            .map_err(ClientBuildError::Http)?;
+        Ok(Self { http, settings })
+    }
+
+    fn endpoint(&self, model: &str, method: Method) -> String {
+        let verb = match method {
+            Method::GenerateContent => "generateContent",
+            Method::Predict => "predict",
+        };
+        format!(
+            "{}/{API_VERSION}/models/{model}:{verb}",
+            self.settings.base_url.trim_end_matches('/')
+        )
+    }
+
+    fn backoff(&self, retry: u32) -> Duration {
+        let ceiling = self
+            .settings
+            .initial_backoff
+            .saturating_mul(2u32.saturating_pow(retry));
+        // Full jitter: anywhere between half and all of the ceiling.
+        ceiling.mul_f64(0.5 + fastrand::f64() / 2.0)
+    }
+
+    async fn attempt(&self, url: &str, body: &[u8], method: Method, model: &str) -> Attempt {
+        let sent = self
+            .http
+            .post(url)
+            .header(CONTENT_TYPE, "application/json")
+            .body(body.to_vec())
+            .send()
+            .await;
+        let response = match sent {
+            Ok(response) => response,
+            Err(error) if error.is_timeout() => return Attempt::Done(Err(ProviderError::Timeout)),
+            Err(error) => {
+                tracing::warn!(error = %error.without_url(), "the provider could not be reached");
+                return Attempt::Retry {
+                    error: ProviderError::Upstream("the provider could not be reached".into()),
+                    retry_after: None,
+                };
+            }
+        };
+        let status = response.status();
+        let body = match read_capped(response).await {
+            Ok(body) => body,
+            Err(error) => return Attempt::Done(Err(error)),
+        };
+        if status.is_success() {
+            return Attempt::Done(match method {
+                Method::GenerateContent => parse_generate_content(&body),
+                Method::Predict => parse_predict(&body),
+            });
+        }
+        let envelope = ErrorEnvelope::parse(&body);
+        tracing::warn!(
+            status = status.as_u16(),
+            google_status = envelope.status.as_deref(),
+            google_message = envelope.message.as_deref(),
+            "the provider answered with an error"
+        );
+        match status {
+            StatusCode::BAD_REQUEST if envelope.has_reason("API_KEY_INVALID") => {
+                Attempt::Done(Err(credentials_rejected()))
+            }
+            // Imagen refuses a prompt its safety filter blocks with a 400.
+            StatusCode::BAD_REQUEST if method == Method::Predict => {
+                let reason = envelope
+                    .message
+                    .unwrap_or_else(|| "the prompt was refused".into());
+                Attempt::Done(Err(ProviderError::ContentRejected { reason }))
+            }
+            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => {
+                Attempt::Done(Err(credentials_rejected()))
+            }
+            StatusCode::NOT_FOUND => Attempt::Done(Err(ProviderError::ModelNotFound {
+                model: model.to_owned(),
+            })),
+            StatusCode::TOO_MANY_REQUESTS => Attempt::Retry {
+                error: ProviderError::RateLimited {
+                    retry_after: envelope.retry_delay,
+                },
+                retry_after: envelope.retry_delay,
+            },
+            StatusCode::INTERNAL_SERVER_ERROR | StatusCode::SERVICE_UNAVAILABLE => Attempt::Retry {
+                error: ProviderError::Upstream(format!("the provider answered {status}")),
+                retry_after: None,
+            },
+            StatusCode::GATEWAY_TIMEOUT => Attempt::Retry {
+                error: ProviderError::Timeout,
+                retry_after: None,
+            },
+            _ => Attempt::Done(Err(ProviderError::Upstream(format!(
+                "the provider refused the request ({status})"
+            )))),
+        }
+    }
+}
+
+fn credentials_rejected() -> ProviderError {
+    tracing::error!(
+        "Google rejected GOOGLE_API_KEY: check the key and that the API is enabled for it"
+    );
+    ProviderError::CredentialsRejected
+}
+
+async fn read_capped(mut response: reqwest::Response) -> Result<Vec<u8>, ProviderError> {
+    let truncated = || ProviderError::Upstream("the provider's answer was cut short".into());
+    let mut body = Vec::with_capacity(
+        response
+            .content_length()
+            .map_or(16 * 1024, |n| n as usize)
+            .min(MAX_RESPONSE_BYTES),
+    );
+    while let Some(chunk) = response.chunk().await.map_err(|error| {
+        if error.is_timeout() {
+            ProviderError::Timeout
+        } else {
+            truncated()
+        }
+    })? {
+        if body.len() + chunk.len() > MAX_RESPONSE_BYTES {
+            return Err(ProviderError::Upstream(
+                "the provider's answer is too large".into(),
+            ));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
+#[async_trait]
+impl ImageProvider for GeminiImageClient {
+    #[tracing::instrument(skip_all, fields(model = %request.model))]
+    async fn generate(&self, request: &ImageRequest) -> Result<GeneratedImage, ProviderError> {
+        let model = request.model.as_str();
+        let (method, body) = if model.starts_with("imagen-") {
+            if !IMAGEN_ASPECT_RATIOS.contains(&request.aspect_ratio) {
+                return Err(ProviderError::Unsupported(format!(
+                    "{model} does not offer the aspect ratio {}; pick another size",
+                    request.aspect_ratio
+                )));
+            }
+            (
+                Method::Predict,
+                serde_json::to_vec(&PredictRequest::new(&request.text, request.aspect_ratio)),
+            )
+        } else {
+            (
+                Method::GenerateContent,
+                serde_json::to_vec(&GenerateContentRequest::new(
+                    &request.text,
+                    request.aspect_ratio,
+                )),
+            )
+        };
+        let body = body.map_err(|error| ProviderError::Upstream(error.to_string()))?;
+        let url = self.endpoint(model, method);
+        let deadline = Instant::now() + self.settings.deadline;
+
+        let mut retries = 0;
+        loop {
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            let attempt_timeout = self.settings.attempt_timeout.min(remaining);
+            let attempt =
+                tokio::time::timeout(attempt_timeout, self.attempt(&url, &body, method, model))
+                    .await
+                    .unwrap_or(Attempt::Done(Err(ProviderError::Timeout)));
+            let (error, retry_after) = match attempt {
+                Attempt::Done(result) => return result,
+                Attempt::Retry { error, retry_after } => (error, retry_after),
+            };
+            if retries >= self.settings.max_retries {
+                return Err(error);
+            }
+            let wait = retry_after.unwrap_or_else(|| self.backoff(retries));
+            if Instant::now() + wait >= deadline {
+                return Err(error);
+            }
+            retries += 1;
+            tracing::warn!(retry = retries, wait_ms = wait.as_millis() as u64, error = %error, "retrying the provider");
+            tokio::time::sleep(wait).await;
+        }
+    }
+}
