@@ -1,0 +1,24 @@
+use async_trait::async_trait;
+use base64::Engine as _;
+use nb_domain::generation::{GeneratedImage, ObjectKey, StorageError, StoredImage};
+use nb_domain::ports::ObjectStorage;
+
+/// Stores nothing: the URL is `data:<mime>;base64,<image>`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct InlineStorage;
+
+#[async_trait]
+impl ObjectStorage for InlineStorage {
+    async fn put(
+        &self,
+        _: &ObjectKey,
+        image: &GeneratedImage,
+    ) -> Result<StoredImage, StorageError> {
+        let encoded = base64::engine::general_purpose::STANDARD.encode(image.bytes());
+        let url = format!("data:{};base64,{encoded}", image.format().mime_type());
+        Ok(StoredImage {
+            url,
+            url_is_lasting: false,
+        })
+    }
+}

@@ -1,0 +1,98 @@
+use std::path::{Component, Path, PathBuf};
+
+use async_trait::async_trait;
+use nb_domain::generation::{GeneratedImage, ObjectKey, StorageError, StoredImage};
+use nb_domain::ports::ObjectStorage;
+
+/// Files under a root folder (the data folder): key `images/2026/11/25/gen_….png` is the file
+/// `<root>/images/2026/11/25/gen_….png`, served at `<public base URL>/images/2026/…`.
+#[derive(Debug, Clone)]
+pub struct LocalStorage {
+    root: PathBuf,
+    public_base_url: String,
+}
+
+impl LocalStorage {
+    pub fn new(root: impl Into<PathBuf>, public_base_url: &str) -> Self {
+        Self {
+            root: root.into(),
+            public_base_url: public_base_url.trim_end_matches('/').to_owned(),
+        }
+    }
+
+    /// The file behind a key, refusing anything that could leave the root.
+    pub fn path_of(&self, key: &str) -> Option<PathBuf> {
+        let plain_segments = key.split('/').all(|segment| {
+            !segment.is_empty() && segment != "." && segment != ".." && !segment.contains('\\')
+        });
+        let relative = Path::new(key);
+        let plain = relative
+            .components()
+            .all(|part| matches!(part, Component::Normal(_)));
+        (plain && plain_segments).then(|| self.root.join(relative))
+    }
+}
+
+fn storage_error(error: std::io::Error) -> StorageError {
+    StorageError(Box::new(error))
+}
+
+#[async_trait]
+impl ObjectStorage for LocalStorage {
+    #[tracing::instrument(skip_all, fields(key = key.as_str()))]
+    async fn put(
+        &self,
+        key: &ObjectKey,
+        image: &GeneratedImage,
+    ) -> Result<StoredImage, StorageError> {
+        let path = self
+            .path_of(key.as_str())
+            .ok_or_else(|| StorageError(format!("unsafe object key {:?}", key.as_str()).into()))?;
+        let bytes = image.bytes().clone();
+        // Write a temporary file beside the target and rename it into place, so a reader never
+        // sees a half-written image and a failed write leaves nothing under the key.
+        tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+            let folder = path
+                .parent()
+                .ok_or_else(|| std::io::Error::other("no parent folder"))?;
+            std::fs::create_dir_all(folder)?;
+            let temporary = folder.join(format!(".{}.partial", uuid::Uuid::new_v4().simple()));
+            let written = std::fs::write(&temporary, &bytes)
+                .and_then(|()| std::fs::rename(&temporary, &path));
+            if written.is_err() {
+                let _ = std::fs::remove_file(&temporary);
+            }
+            written
+        })
+        .await
+        .map_err(|crashed| StorageError(Box::new(crashed)))?
+        .map_err(storage_error)?;
+        Ok(StoredImage {
+            url: format!("{}/{}", self.public_base_url, key.as_str()),
+            url_is_lasting: true,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_cannot_leave_the_root() {
+        let storage = LocalStorage::new("/data", "http://x");
+        assert_eq!(
+            storage.path_of("images/a.png"),
+            Some(PathBuf::from("/data/images/a.png"))
+        );
+        for bad in [
+            "",
+            "../etc/passwd",
+            "images/../../x",
+            "/etc/passwd",
+            "images/./a.png",
+        ] {
+            assert_eq!(storage.path_of(bad), None, "{bad}");
+        }
+    }
+}

@@ -1,0 +1,147 @@
+use std::fmt;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use nb_domain::generation::{GeneratedImage, ObjectKey, StorageError, StoredImage};
+use nb_domain::ports::ObjectStorage;
+use s3::creds::Credentials;
+use s3::{Bucket, Region};
+
+/// S3's ceiling for presigned URLs.
+pub const MAX_PRESIGN_EXPIRY: Duration = Duration::from_secs(7 * 24 * 60 * 60);
+
+/// An S3 secret access key. `Debug` never shows it.
+#[derive(Clone)]
+pub struct S3Secret(String);
+
+impl S3Secret {
+    pub fn new(secret: String) -> Self {
+        Self(secret)
+    }
+}
+
+impl fmt::Debug for S3Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("S3Secret([redacted])")
+    }
+}
+
+/// R2 (`account_id`) or any S3-compatible endpoint (`endpoint`, which wins when both are set).
+#[derive(Debug, Clone)]
+pub struct S3Settings {
+    pub account_id: Option<String>,
+    pub endpoint: Option<String>,
+    /// Signing region: `auto` for R2.
+    pub region: String,
+    pub access_key: String,
+    pub secret_key: S3Secret,
+    pub bucket: String,
+    /// Base of public URLs (an R2 custom domain or `https://pub-….r2.dev`); without one,
+    /// presigned GET URLs are handed out.
+    pub public_url: Option<String>,
+    pub presign_expiry: Duration,
+    pub request_timeout: Duration,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum S3ConfigError {
+    #[error("set R2_ACCOUNT_ID (Cloudflare R2) or R2_ENDPOINT (any S3-compatible store)")]
+    NoEndpoint,
+    #[error("the presigned URL expiry must be between 1 second and 7 days")]
+    PresignExpiry,
+    #[error("invalid S3 settings")]
+    Invalid(#[source] s3::error::S3Error),
+}
+
+#[derive(Clone)]
+pub struct S3Storage {
+    bucket: Box<Bucket>,
+    public_url: Option<String>,
+    presign_expiry_seconds: u32,
+}
+
+impl fmt::Debug for S3Storage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("S3Storage")
+            .field("bucket", &self.bucket.name())
+            .field("public_url", &self.public_url)
+            .finish_non_exhaustive()
+    }
+}
+
+impl S3Storage {
+    pub fn new(settings: S3Settings) -> Result<Self, S3ConfigError> {
+        let region = match (settings.endpoint, settings.account_id) {
+            (Some(endpoint), _) => Region::Custom {
+                region: settings.region,
+                endpoint: endpoint.trim_end_matches('/').to_owned(),
+            },
+            (None, Some(account_id)) => Region::R2 { account_id },
+            (None, None) => return Err(S3ConfigError::NoEndpoint),
+        };
+        let expiry = settings.presign_expiry.as_secs();
+        if expiry == 0 || settings.presign_expiry > MAX_PRESIGN_EXPIRY {
+            return Err(S3ConfigError::PresignExpiry);
+        }
+        let credentials = Credentials::new(
+            Some(&settings.access_key),
+            Some(&settings.secret_key.0),
+            None,
+            None,
+            None,
+        )
+        .map_err(|error| S3ConfigError::Invalid(error.into()))?;
+        let mut bucket = Bucket::new(&settings.bucket, region, credentials)
+            .map_err(S3ConfigError::Invalid)?
+            .with_path_style();
+        bucket.set_request_timeout(Some(settings.request_timeout));
+        Ok(Self {
+            bucket,
+            public_url: settings
+                .public_url
+                .map(|url| url.trim_end_matches('/').to_owned()),
+            presign_expiry_seconds: u32::try_from(expiry).unwrap_or(u32::MAX),
+        })
+    }
+}
+
+#[async_trait]
+impl ObjectStorage for S3Storage {
+    #[tracing::instrument(skip_all, fields(key = key.as_str(), bucket = self.bucket.name()))]
+    async fn put(
+        &self,
+        key: &ObjectKey,
+        image: &GeneratedImage,
+    ) -> Result<StoredImage, StorageError> {
+        let stored = self
+            .bucket
+            .put_object_with_content_type(key.as_str(), image.bytes(), image.format().mime_type())
+            .await;
+        match stored {
+            Ok(response) if (200..300).contains(&response.status_code()) => {}
+            Ok(response) => {
+                return Err(StorageError(
+                    format!("the store answered {}", response.status_code()).into(),
+                ));
+            }
+            Err(error) => return Err(StorageError(Box::new(error))),
+        }
+        match &self.public_url {
+            Some(base) => Ok(StoredImage {
+                url: format!("{base}/{}", key.as_str()),
+                url_is_lasting: true,
+            }),
+            None => {
+                let url = self
+                    .bucket
+                    .presign_get(key.as_str(), self.presign_expiry_seconds, None)
+                    .await
+                    .map_err(|error| StorageError(Box::new(error)))?;
+                Ok(StoredImage {
+                    url,
+                    url_is_lasting: false,
+                })
+            }
+        }
+    }
+}

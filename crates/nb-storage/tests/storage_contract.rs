@@ -1,0 +1,245 @@
+//! The `ObjectStorage` contract, run against every adapter: S3 against a real S3 protocol
+//! server (s3s-fs, with SigV4 signature checking) on loopback, local disk, and inline.
+
+#![allow(clippy::unwrap_used)] // Tests fail loudly by design.
+
+use std::time::Duration;
+
+use base64::Engine as _;
+use bytes::Bytes;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto::Builder as ConnectionBuilder;
+use nb_domain::generation::{GeneratedImage, GenerationId, ImageFormat, ObjectKey};
+use nb_domain::ports::ObjectStorage;
+use nb_storage::{InlineStorage, LocalStorage, S3Secret, S3Settings, S3Storage};
+use s3s::auth::SimpleAuth;
+use s3s::service::S3ServiceBuilder;
+
+const ACCESS_KEY: &str = "nb-test-access";
+const SECRET_KEY: &str = "nb-test-secret-key-0123456789";
+const BUCKET: &str = "images-bucket";
+
+fn png(size: usize) -> GeneratedImage {
+    let mut bytes = b"\x89PNG\r\n\x1a\n".to_vec();
+    bytes.extend((0..size).map(|i| (i % 251) as u8));
+    GeneratedImage::from_bytes(Bytes::from(bytes)).unwrap()
+}
+
+fn jpeg() -> GeneratedImage {
+    GeneratedImage::from_bytes(Bytes::from_static(&[0xFF, 0xD8, 0xFF, 0xE0, 1, 2, 3])).unwrap()
+}
+
+fn key_for(image: &GeneratedImage) -> ObjectKey {
+    ObjectKey::for_generation(
+        GenerationId(uuid::Uuid::now_v7()),
+        time::OffsetDateTime::now_utc(),
+        image.format(),
+    )
+}
+
+/// A real S3 server over a temporary folder, checking every request's SigV4 signature.
+struct S3TestServer {
+    endpoint: String,
+    folder: tempfile::TempDir,
+}
+
+impl S3TestServer {
+    async fn start() -> Self {
+        let folder = tempfile::tempdir().unwrap();
+        std::fs::create_dir(folder.path().join(BUCKET)).unwrap();
+        let filesystem = s3s_fs::FileSystem::new(folder.path()).unwrap();
+        let mut builder = S3ServiceBuilder::new(filesystem);
+        builder.set_auth(SimpleAuth::from_single(ACCESS_KEY, SECRET_KEY));
+        let service = builder.build();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let endpoint = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move {
+            loop {
+                let Ok((socket, _)) = listener.accept().await else {
+                    continue;
+                };
+                let service = service.clone();
+                tokio::spawn(async move {
+                    let connection = ConnectionBuilder::new(TokioExecutor::new());
+                    let _ = connection
+                        .serve_connection(TokioIo::new(socket), service)
+                        .await;
+                });
+            }
+        });
+        Self { endpoint, folder }
+    }
+
+    fn settings(&self, secret: &str, public_url: Option<&str>) -> S3Settings {
+        S3Settings {
+            account_id: None,
+            endpoint: Some(self.endpoint.clone()),
+            region: "auto".into(),
+            access_key: ACCESS_KEY.into(),
+            secret_key: S3Secret::new(secret.into()),
+            bucket: BUCKET.into(),
+            public_url: public_url.map(str::to_owned),
+            presign_expiry: Duration::from_secs(600),
+            request_timeout: Duration::from_secs(10),
+        }
+    }
+
+    fn stored_bytes(&self, key: &ObjectKey) -> Vec<u8> {
+        std::fs::read(self.folder.path().join(BUCKET).join(key.as_str())).unwrap()
+    }
+}
+
+async fn fetch(url: &str) -> (Vec<u8>, String) {
+    let response = reqwest::get(url).await.unwrap();
+    assert_eq!(response.status(), 200, "GET {url}");
+    let content_type = response.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    (response.bytes().await.unwrap().to_vec(), content_type)
+}
+
+/// What every adapter must do: store the bytes as given, under the key, with the image's own
+/// content type, and answer with a URL that gives them back.
+async fn stores_and_serves_the_exact_bytes(
+    storage: &dyn ObjectStorage,
+    read_back: impl AsyncFn(&ObjectKey, &str) -> (Vec<u8>, String),
+) {
+    for image in [png(1_500_000), jpeg()] {
+        let key = key_for(&image);
+        let stored = storage.put(&key, &image).await.unwrap();
+        let (bytes, content_type) = read_back(&key, &stored.url).await;
+        assert_eq!(bytes, image.bytes().as_ref());
+        assert_eq!(content_type, image.format().mime_type());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s3_with_presigned_urls() {
+    let server = S3TestServer::start().await;
+    let storage = S3Storage::new(server.settings(SECRET_KEY, None)).unwrap();
+    stores_and_serves_the_exact_bytes(&storage, async |_, url: &str| {
+        assert!(
+            url.contains("X-Amz-Signature=") && url.contains("X-Amz-Expires=600"),
+            "{url}"
+        );
+        fetch(url).await
+    })
+    .await;
+    let stored = storage.put(&key_for(&jpeg()), &jpeg()).await.unwrap();
+    assert!(!stored.url_is_lasting);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s3_with_a_public_url() {
+    let server = S3TestServer::start().await;
+    let storage =
+        S3Storage::new(server.settings(SECRET_KEY, Some("https://img.example.com/"))).unwrap();
+    stores_and_serves_the_exact_bytes(&storage, async |key: &ObjectKey, url: &str| {
+        assert_eq!(url, format!("https://img.example.com/{}", key.as_str()));
+        // The public domain is a CDN in front of the bucket: read what the bucket holds.
+        let mime = if key.as_str().ends_with(".png") {
+            "image/png"
+        } else {
+            "image/jpeg"
+        };
+        (server.stored_bytes(key), mime.to_owned())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s3_with_a_wrong_secret_fails_and_stores_nothing() {
+    let server = S3TestServer::start().await;
+    let storage = S3Storage::new(server.settings("not-the-secret", None)).unwrap();
+    let key = key_for(&jpeg());
+    assert!(storage.put(&key, &jpeg()).await.is_err());
+    assert!(
+        !server
+            .folder
+            .path()
+            .join(BUCKET)
+            .join(key.as_str())
+            .exists()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s3_secrets_never_show_in_debug_output() {
+    let server = S3TestServer::start().await;
+    let settings = server.settings(SECRET_KEY, None);
+    assert!(!format!("{settings:?}").contains(SECRET_KEY));
+    assert!(!format!("{:?}", S3Storage::new(settings).unwrap()).contains(SECRET_KEY));
+}
+
+#[test]
+fn s3_needs_an_endpoint_and_a_sane_expiry() {
+    let mut settings = S3Settings {
+        account_id: None,
+        endpoint: None,
+        region: "auto".into(),
+        access_key: "a".into(),
+        secret_key: S3Secret::new("b".into()),
+        bucket: "c".into(),
+        public_url: None,
+        presign_expiry: Duration::from_secs(3600),
+        request_timeout: Duration::from_secs(10),
+    };
+    assert!(S3Storage::new(settings.clone()).is_err());
+    settings.account_id = Some("0123456789abcdef".into());
+    assert!(S3Storage::new(settings.clone()).is_ok());
+    settings.presign_expiry = Duration::from_secs(8 * 24 * 3600);
+    assert!(S3Storage::new(settings).is_err());
+}
+
+#[tokio::test]
+async fn local_disk() {
+    let folder = tempfile::tempdir().unwrap();
+    let storage = LocalStorage::new(folder.path(), "http://127.0.0.1:8000/");
+    let root = folder.path().to_owned();
+    stores_and_serves_the_exact_bytes(&storage, async |key: &ObjectKey, url: &str| {
+        assert_eq!(url, format!("http://127.0.0.1:8000/{}", key.as_str()));
+        assert!(key.as_str().starts_with("images/"));
+        let mime = match ImageFormat::sniff(&std::fs::read(root.join(key.as_str())).unwrap()) {
+            Some(format) => format.mime_type().to_owned(),
+            None => "unknown".into(),
+        };
+        (std::fs::read(root.join(key.as_str())).unwrap(), mime)
+    })
+    .await;
+    // No temporary files are left beside the images.
+    let day_folder = folder
+        .path()
+        .join(key_for(&jpeg()).as_str())
+        .parent()
+        .unwrap()
+        .to_owned();
+    let leftovers = std::fs::read_dir(day_folder).unwrap().filter(|entry| {
+        entry
+            .as_ref()
+            .unwrap()
+            .file_name()
+            .to_string_lossy()
+            .ends_with(".partial")
+    });
+    assert_eq!(leftovers.count(), 0);
+}
+
+#[tokio::test]
+async fn inline_data_urls() {
+    stores_and_serves_the_exact_bytes(&InlineStorage, async |_, url: &str| {
+        let (header, data) = url.split_once(',').unwrap();
+        let mime = header
+            .strip_prefix("data:")
+            .unwrap()
+            .strip_suffix(";base64")
+            .unwrap();
+        (
+            base64::engine::general_purpose::STANDARD
+                .decode(data)
+                .unwrap(),
+            mime.to_owned(),
+        )
+    })
+    .await;
+}
