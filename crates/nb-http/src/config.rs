@@ -7,11 +7,19 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use nb_db::{DatabaseUrl, PoolOptions};
+use nb_domain::generation::AllowedModels;
+use nb_imagen::GoogleApiKey;
+use nb_storage::{MAX_PRESIGN_EXPIRY, S3Secret, S3Settings};
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8000";
 pub const DEFAULT_DATA_DIR: &str = "data";
 pub const DEFAULT_BCRYPT_COST: u32 = 12;
 pub const DEFAULT_ACCESS_TOKEN_TTL_SECONDS: u64 = 24 * 60 * 60;
+pub const DEFAULT_IMAGE_MODELS: &str = "gemini-3.1-flash-image";
+pub const DEFAULT_UPSTREAM_ATTEMPT_TIMEOUT_SECONDS: u64 = 60;
+pub const DEFAULT_UPSTREAM_DEADLINE_SECONDS: u64 = 120;
+pub const DEFAULT_UPSTREAM_MAX_RETRIES: u32 = 2;
+pub const DEFAULT_PRESIGN_EXPIRY_SECONDS: u64 = 3600;
 /// HS256 keys shorter than the hash output weaken it (RFC 7518 §3.2).
 pub const MIN_JWT_SECRET_BYTES: usize = 32;
 
@@ -36,6 +44,38 @@ pub struct Config {
     pub workers: Option<usize>,
     /// `NB_LOG_FORMAT`: `text` (default) or `json`.
     pub log_format: LogFormat,
+    /// `GOOGLE_API_KEY`: without it, generation answers 503.
+    pub google_api_key: Option<GoogleApiKey>,
+    /// `GOOGLE_GEMINI_BASE_URL`.
+    pub google_base_url: String,
+    /// `NB_IMAGE_MODELS`: comma-separated; the first is the default.
+    pub image_models: AllowedModels,
+    /// `NB_UPSTREAM_ATTEMPT_TIMEOUT_SECONDS`, `NB_UPSTREAM_DEADLINE_SECONDS`,
+    /// `NB_UPSTREAM_MAX_RETRIES`.
+    pub upstream: UpstreamLimits,
+    /// `NB_STORAGE` and the `R2_*` variables.
+    pub storage: StorageConfig,
+    /// `NB_PUBLIC_BASE_URL`: the base of local image URLs; by default `http://` and the
+    /// address the server is bound to.
+    pub public_base_url: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct UpstreamLimits {
+    pub attempt_timeout: Duration,
+    pub deadline: Duration,
+    pub max_retries: u32,
+}
+
+/// Where images are kept.
+#[derive(Debug, Clone)]
+pub enum StorageConfig {
+    /// Files under `NB_DATA_DIR/images`, served by this server at `/images/…`.
+    Local,
+    /// Cloudflare R2 or any S3-compatible store.
+    S3(S3Settings),
+    /// `data:` URLs; nothing is stored.
+    Inline,
 }
 
 /// The key access tokens are signed with. Never printed.
@@ -130,7 +170,48 @@ impl Config {
             Some("json") => LogFormat::Json,
             Some(_) => return Err(invalid("NB_LOG_FORMAT", "must be text or json")),
         };
+        let image_models = AllowedModels::new(
+            var("NB_IMAGE_MODELS")
+                .unwrap_or_else(|| DEFAULT_IMAGE_MODELS.into())
+                .split(',')
+                .map(str::to_owned),
+        )
+        .ok_or_else(|| invalid("NB_IMAGE_MODELS", "must name at least one model"))?;
+        let upstream = UpstreamLimits {
+            attempt_timeout: Duration::from_secs(parse_var(
+                &var,
+                "NB_UPSTREAM_ATTEMPT_TIMEOUT_SECONDS",
+                DEFAULT_UPSTREAM_ATTEMPT_TIMEOUT_SECONDS,
+            )?),
+            deadline: Duration::from_secs(parse_var(
+                &var,
+                "NB_UPSTREAM_DEADLINE_SECONDS",
+                DEFAULT_UPSTREAM_DEADLINE_SECONDS,
+            )?),
+            max_retries: parse_var(
+                &var,
+                "NB_UPSTREAM_MAX_RETRIES",
+                DEFAULT_UPSTREAM_MAX_RETRIES,
+            )?,
+        };
+        if upstream.attempt_timeout.is_zero() || upstream.deadline.is_zero() {
+            return Err(invalid(
+                "NB_UPSTREAM_DEADLINE_SECONDS",
+                "timeouts must be at least 1 second",
+            ));
+        }
         Ok(Self {
+            google_api_key: var("GOOGLE_API_KEY")
+                .map(|key| GoogleApiKey::new(key.trim().to_owned())),
+            google_base_url: var("GOOGLE_GEMINI_BASE_URL").map_or_else(
+                || nb_imagen::DEFAULT_BASE_URL.to_owned(),
+                |url| url.trim().to_owned(),
+            ),
+            image_models,
+            upstream,
+            storage: storage_config(&var)?,
+            public_base_url: var("NB_PUBLIC_BASE_URL")
+                .map(|url| url.trim().trim_end_matches('/').to_owned()),
             listen: var("NB_LISTEN").unwrap_or_else(|| DEFAULT_LISTEN.into()),
             database_url,
             database_pool: PoolOptions {
@@ -144,6 +225,62 @@ impl Config {
             workers,
             log_format,
         })
+    }
+}
+
+fn storage_config(var: &impl Fn(&str) -> Option<String>) -> Result<StorageConfig, ConfigError> {
+    let choice = var("NB_STORAGE").map(|choice| choice.trim().to_ascii_lowercase());
+    let choice = choice.as_deref().unwrap_or(if var("R2_BUCKET").is_some() {
+        "r2"
+    } else {
+        "local"
+    });
+    match choice {
+        "local" => Ok(StorageConfig::Local),
+        "inline" => Ok(StorageConfig::Inline),
+        "r2" | "s3" => {
+            let required = |name: &'static str| {
+                var(name)
+                    .map(|value| value.trim().to_owned())
+                    .ok_or_else(|| {
+                        invalid(
+                            name,
+                            "is required when images are stored in R2/S3 (NB_STORAGE=r2)",
+                        )
+                    })
+            };
+            let account_id = var("R2_ACCOUNT_ID").map(|id| id.trim().to_owned());
+            let endpoint = var("R2_ENDPOINT").map(|url| url.trim().to_owned());
+            if account_id.is_none() && endpoint.is_none() {
+                return Err(invalid(
+                    "R2_ACCOUNT_ID",
+                    "or R2_ENDPOINT is required for R2/S3 storage",
+                ));
+            }
+            let presign_expiry = Duration::from_secs(parse_var(
+                var,
+                "R2_PRESIGN_EXPIRY_SECONDS",
+                DEFAULT_PRESIGN_EXPIRY_SECONDS,
+            )?);
+            if presign_expiry.is_zero() || presign_expiry > MAX_PRESIGN_EXPIRY {
+                return Err(invalid(
+                    "R2_PRESIGN_EXPIRY_SECONDS",
+                    "must be between 1 and 604800 (7 days)",
+                ));
+            }
+            Ok(StorageConfig::S3(S3Settings {
+                account_id,
+                endpoint,
+                region: var("R2_REGION").unwrap_or_else(|| "auto".into()),
+                access_key: required("R2_ACCESS_KEY")?,
+                secret_key: S3Secret::new(required("R2_SECRET_KEY")?),
+                bucket: required("R2_BUCKET")?,
+                public_url: var("R2_PUBLIC_URL").map(|url| url.trim().to_owned()),
+                presign_expiry,
+                request_timeout: Duration::from_secs(30),
+            }))
+        }
+        _ => Err(invalid("NB_STORAGE", "must be local, r2, s3 or inline")),
     }
 }
 
@@ -218,6 +355,53 @@ mod tests {
         let long = "x".repeat(40);
         let config = config(&[("JWT_SECRET", &long)]).unwrap();
         assert!(!format!("{config:?}").contains(&long));
+    }
+
+    #[test]
+    fn storage_is_local_unless_r2_is_configured() {
+        assert!(matches!(config(&[]).unwrap().storage, StorageConfig::Local));
+        assert!(matches!(
+            config(&[("NB_STORAGE", "inline")]).unwrap().storage,
+            StorageConfig::Inline
+        ));
+        let r2 = [
+            ("R2_ACCOUNT_ID", "abc"),
+            ("R2_ACCESS_KEY", "ak"),
+            ("R2_SECRET_KEY", "very-secret-r2-key"),
+            ("R2_BUCKET", "images"),
+        ];
+        let config_r2 = config(&r2).unwrap();
+        assert!(matches!(config_r2.storage, StorageConfig::S3(_)));
+        assert!(!format!("{config_r2:?}").contains("very-secret-r2-key"));
+        let error = config(&[("NB_STORAGE", "r2"), ("R2_ACCOUNT_ID", "abc")]).unwrap_err();
+        assert!(error.to_string().contains("R2_ACCESS_KEY"), "{error}");
+        assert!(config(&[("NB_STORAGE", "ftp")]).is_err());
+        let long_expiry = [r2.as_slice(), &[("R2_PRESIGN_EXPIRY_SECONDS", "604801")]].concat();
+        assert!(config(&long_expiry).is_err());
+    }
+
+    #[test]
+    fn models_default_to_the_current_nano_banana() {
+        let models = config(&[]).unwrap().image_models;
+        assert_eq!(models.default_model().as_str(), "gemini-3.1-flash-image");
+        let chosen = config(&[(
+            "NB_IMAGE_MODELS",
+            "gemini-3-pro-image, imagen-4.0-generate-001",
+        )])
+        .unwrap();
+        assert_eq!(
+            chosen.image_models.default_model().as_str(),
+            "gemini-3-pro-image"
+        );
+        assert!(config(&[("NB_IMAGE_MODELS", " , ")]).is_err());
+    }
+
+    #[test]
+    fn the_google_key_is_optional_and_never_printed() {
+        assert!(config(&[]).unwrap().google_api_key.is_none());
+        let config = config(&[("GOOGLE_API_KEY", "AIza-very-secret")]).unwrap();
+        assert!(config.google_api_key.is_some());
+        assert!(!format!("{config:?}").contains("AIza-very-secret"));
     }
 
     #[test]

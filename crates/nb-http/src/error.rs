@@ -13,6 +13,7 @@ use nb_domain::RepositoryError;
 use nb_domain::accounts::{FindUserError, LoginError, RegisterError};
 use nb_domain::api_keys::{AuthenticateKeyError, CreateKeyError, RevokeKeyError};
 use nb_domain::error::BoxError;
+use nb_domain::generation::{GenerateError, ProviderError};
 use nb_domain::ports::PasswordHashingError;
 use serde::Serialize;
 
@@ -22,6 +23,7 @@ pub struct ApiError {
     code: &'static str,
     message: String,
     field: Option<String>,
+    retry_after: Option<u64>,
     cause: Option<BoxError>,
 }
 
@@ -45,6 +47,7 @@ impl ApiError {
             code,
             message: message.into(),
             field: None,
+            retry_after: None,
             cause: None,
         }
     }
@@ -73,15 +76,25 @@ impl ApiError {
         self
     }
 
+    /// Adds `Retry-After: <seconds>`.
+    pub fn with_retry_after(mut self, seconds: u64) -> Self {
+        self.retry_after = Some(seconds);
+        self
+    }
+
+    fn with_cause(mut self, cause: impl Into<BoxError>) -> Self {
+        self.cause = Some(cause.into());
+        self
+    }
+
     /// A 500 whose cause is logged and whose body says nothing more.
     pub fn internal(cause: impl Into<BoxError>) -> Self {
-        let mut error = Self::new(
+        Self::new(
             StatusCode::INTERNAL_SERVER_ERROR,
             "internal_error",
             "Something went wrong on our side; please try again.",
-        );
-        error.cause = Some(cause.into());
-        error
+        )
+        .with_cause(cause)
     }
 
     pub fn code(&self) -> &'static str {
@@ -132,10 +145,15 @@ impl ResponseError for ApiError {
         if self.status.is_server_error() {
             let cause = self.cause.as_deref().map(|cause| cause_chain(cause));
             tracing::error!(code = self.code, cause = cause.as_deref(), "request failed");
+        } else if let Some(cause) = self.cause.as_deref() {
+            tracing::warn!(code = self.code, cause = %cause_chain(cause), "request failed");
         }
         let mut response = HttpResponse::build(self.status);
         if self.status == StatusCode::UNAUTHORIZED {
             response.insert_header((header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer")));
+        }
+        if let Some(seconds) = self.retry_after {
+            response.insert_header((header::RETRY_AFTER, seconds));
         }
         response.json(ErrorBody {
             error: ErrorDetail {
@@ -150,15 +168,13 @@ impl ResponseError for ApiError {
 impl From<RepositoryError> for ApiError {
     fn from(error: RepositoryError) -> Self {
         match error {
-            RepositoryError::Unavailable(_) => {
-                let mut api_error = Self::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "database_unavailable",
-                    "The database is unavailable; please try again shortly.",
-                );
-                api_error.cause = Some(Box::new(error));
-                api_error
-            }
+            RepositoryError::Unavailable(_) => Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "database_unavailable",
+                "The database is unavailable; please try again shortly.",
+            )
+            .with_retry_after(1)
+            .with_cause(error),
             RepositoryError::Unexpected(_) => Self::internal(error),
         }
     }
@@ -236,6 +252,80 @@ impl From<AuthenticateKeyError> for ApiError {
                 "The API key is invalid or has been revoked.",
             ),
             AuthenticateKeyError::Repository(error) => error.into(),
+        }
+    }
+}
+
+/// When the provider gives no wait time, how long clients are asked to wait.
+const DEFAULT_RETRY_AFTER_SECONDS: u64 = 30;
+
+impl From<GenerateError> for ApiError {
+    fn from(error: GenerateError) -> Self {
+        match error {
+            GenerateError::Provider(error) => error.into(),
+            GenerateError::Storage(error) => Self::new(
+                StatusCode::BAD_GATEWAY,
+                "storage_failed",
+                "The image was generated but could not be stored; please try again.",
+            )
+            .with_cause(error),
+            GenerateError::Repository(error) => error.into(),
+        }
+    }
+}
+
+impl From<ProviderError> for ApiError {
+    fn from(error: ProviderError) -> Self {
+        match error {
+            ProviderError::NotConfigured => Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "generation_not_configured",
+                "Image generation is not configured on this server: the operator must set \
+                 GOOGLE_API_KEY.",
+            ),
+            ProviderError::Unsupported(message) => Self::invalid_field("size", message),
+            ProviderError::ContentRejected { reason } => Self::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "content_rejected",
+                format!("The image provider returned no image: {reason}."),
+            ),
+            ProviderError::RateLimited { retry_after } => Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "upstream_rate_limited",
+                "The image provider is busy; please retry after the time in Retry-After.",
+            )
+            .with_retry_after(
+                retry_after.map_or(DEFAULT_RETRY_AFTER_SECONDS, |wait| {
+                    wait.as_secs() + u64::from(wait.subsec_nanos() > 0)
+                }),
+            ),
+            ProviderError::ModelNotFound { model } => Self::new(
+                StatusCode::BAD_GATEWAY,
+                "model_unavailable",
+                format!(
+                    "The image provider does not offer the model {model} (it may have been \
+                     retired); the operator should update NB_IMAGE_MODELS."
+                ),
+            ),
+            ProviderError::CredentialsRejected => Self::new(
+                StatusCode::BAD_GATEWAY,
+                "upstream_auth_failed",
+                "The image provider rejected this server's credentials; the operator must fix \
+                 GOOGLE_API_KEY.",
+            ),
+            ProviderError::Timeout => Self::new(
+                StatusCode::GATEWAY_TIMEOUT,
+                "upstream_timeout",
+                "The image provider did not answer in time; please try again.",
+            ),
+            ProviderError::Upstream(detail) => {
+                tracing::warn!(detail = %detail, "upstream failure");
+                Self::new(
+                    StatusCode::BAD_GATEWAY,
+                    "upstream_failed",
+                    "The image provider failed; please try again.",
+                )
+            }
         }
     }
 }

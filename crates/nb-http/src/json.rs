@@ -19,6 +19,18 @@ pub fn json_config() -> web::JsonConfig {
         .error_handler(|error, _req| json_error(error).into())
 }
 
+/// Query strings that do not parse are 422s, like bodies.
+pub fn query_config() -> web::QueryConfig {
+    web::QueryConfig::default().error_handler(|error, _req| {
+        ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "validation_failed",
+            format!("The query string is invalid: {error}."),
+        )
+        .into()
+    })
+}
+
 pub fn json_error(error: JsonPayloadError) -> ApiError {
     match error {
         JsonPayloadError::ContentType => ApiError::new(
@@ -55,6 +67,42 @@ pub fn json_error(error: JsonPayloadError) -> ApiError {
     }
 }
 
+/// A JSON body deserialized into `T`, with the failing field named in the 422 (by
+/// `serde_path_to_error`, which tracks where in the document deserialization stopped).
+#[derive(Debug)]
+pub struct JsonBody<T>(pub T);
+
+impl<T: DeserializeOwned + 'static> FromRequest for JsonBody<T> {
+    type Error = actix_web::Error;
+    type Future = LocalBoxFuture<'static, Result<Self, Self::Error>>;
+
+    fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
+        let document = web::Json::<serde_json::Value>::from_request(req, payload);
+        Box::pin(async move { Ok(Self(typed(document.await?.into_inner())?)) })
+    }
+}
+
+fn typed<T: DeserializeOwned>(document: serde_json::Value) -> Result<T, ApiError> {
+    serde_path_to_error::deserialize(document).map_err(|error| {
+        let path = error.path().to_string();
+        let message = error.inner().to_string();
+        let field = if path == "." {
+            field_named_in(&message)
+        } else {
+            Some(path)
+        };
+        ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "validation_failed",
+            match &field {
+                Some(field) => format!("The field `{field}` is invalid: {message}."),
+                None => format!("The request body does not have the expected shape: {message}."),
+            },
+        )
+        .with_field(field)
+    })
+}
+
 /// serde names the field in "missing field `x`" and "unknown field `x`" messages.
 fn field_named_in(message: &str) -> Option<String> {
     let rest = message.split_once("field `")?.1;
@@ -79,8 +127,8 @@ impl<T: DeserializeOwned + 'static> FromRequest for OptionalJson<T> {
         if no_body {
             return Box::pin(async { Ok(Self(None)) });
         }
-        let body = web::Json::<T>::from_request(req, payload);
-        Box::pin(async move { Ok(Self(Some(body.await?.into_inner()))) })
+        let body = JsonBody::<T>::from_request(req, payload);
+        Box::pin(async move { Ok(Self(Some(body.await?.0))) })
     }
 }
 

@@ -1,6 +1,6 @@
 //! Building the application: a function a test can call as well as `main`.
 
-use std::net::TcpListener;
+use std::net::{SocketAddr, TcpListener};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -10,13 +10,16 @@ use actix_web::{App, HttpServer, web};
 use nb_db::{ConnectError, Database};
 use nb_domain::accounts::AccountService;
 use nb_domain::api_keys::ApiKeyService;
-use nb_domain::ports::{Clock, IdGenerator, RandomSource};
+use nb_domain::generation::GenerationService;
+use nb_domain::ports::{Clock, IdGenerator, ImageProvider, ObjectStorage, RandomSource};
+use nb_imagen::{GeminiImageClient, GeminiSettings, UnconfiguredImageProvider};
+use nb_storage::{InlineStorage, LocalStorage, S3Storage};
 use tracing_actix_web::TracingLogger;
 
 use crate::access_log::log_request;
 use crate::auth::AccessTokens;
-use crate::config::{Config, ConfigError, JwtSecret};
-use crate::json::json_config;
+use crate::config::{Config, ConfigError, JwtSecret, StorageConfig};
+use crate::json::{json_config, query_config};
 use crate::routes;
 use crate::state::AppState;
 use crate::system::{BcryptPasswordHasher, OsRandom, SystemClock, UuidV7Ids};
@@ -35,6 +38,10 @@ pub enum StartupError {
         #[source]
         source: std::io::Error,
     },
+    #[error("cannot set up the image provider")]
+    ImageProvider(#[source] nb_imagen::ClientBuildError),
+    #[error("cannot set up image storage")]
+    Storage(#[source] nb_storage::S3ConfigError),
     #[error("cannot listen on {address}")]
     Bind {
         address: String,
@@ -59,15 +66,12 @@ impl Application {
 
     /// As [`Application::build`], on a database that is already open and migrated.
     pub fn build_with_database(config: Config, database: Database) -> Result<Self, StartupError> {
-        let state = build_state(&config, database)?;
-        let listener = TcpListener::bind(&config.listen).map_err(|source| StartupError::Bind {
+        let listener = bind(&config.listen)?;
+        let address = listener.local_addr().map_err(|source| StartupError::Bind {
             address: config.listen.clone(),
             source,
         })?;
-        let port = listener.local_addr().map_err(|source| StartupError::Bind {
-            address: config.listen.clone(),
-            source,
-        })?;
+        let state = build_state(&config, database, address)?;
         let mut server = HttpServer::new(move || {
             App::new()
                 .wrap(from_fn(log_request))
@@ -85,7 +89,7 @@ impl Application {
             })?
             .run();
         Ok(Self {
-            port: port.port(),
+            port: address.port(),
             server,
         })
     }
@@ -100,10 +104,19 @@ impl Application {
     }
 }
 
-/// Wires the adapters to the domain services.
+pub fn bind(address: &str) -> Result<TcpListener, StartupError> {
+    TcpListener::bind(address).map_err(|source| StartupError::Bind {
+        address: address.to_owned(),
+        source,
+    })
+}
+
+/// Wires the adapters to the domain services. `bound_to` is the server's real address, the
+/// default base of local image URLs.
 pub fn build_state(
     config: &Config,
     database: Database,
+    bound_to: SocketAddr,
 ) -> Result<web::Data<AppState>, StartupError> {
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let ids: Arc<dyn IdGenerator> = Arc::new(UuidV7Ids);
@@ -113,6 +126,35 @@ pub fn build_state(
         Some(secret) => secret.clone(),
         None => load_or_create_jwt_secret(&config.data_dir, random.as_ref())?,
     };
+    let provider: Arc<dyn ImageProvider> = match &config.google_api_key {
+        Some(key) => {
+            let mut settings = GeminiSettings::new(key.clone());
+            settings.base_url.clone_from(&config.google_base_url);
+            settings.attempt_timeout = config.upstream.attempt_timeout;
+            settings.deadline = config.upstream.deadline;
+            settings.max_retries = config.upstream.max_retries;
+            Arc::new(GeminiImageClient::new(settings).map_err(StartupError::ImageProvider)?)
+        }
+        None => {
+            tracing::warn!("GOOGLE_API_KEY is not set: POST /v1/generate will answer 503");
+            Arc::new(UnconfiguredImageProvider)
+        }
+    };
+    let public_base_url = config
+        .public_base_url
+        .clone()
+        .unwrap_or_else(|| format!("http://{bound_to}"));
+    let (storage, local_images): (Arc<dyn ObjectStorage>, _) = match &config.storage {
+        StorageConfig::Local => {
+            let local = LocalStorage::new(&config.data_dir, &public_base_url);
+            (Arc::new(local.clone()), Some(local))
+        }
+        StorageConfig::S3(settings) => (
+            Arc::new(S3Storage::new(settings.clone()).map_err(StartupError::Storage)?),
+            None,
+        ),
+        StorageConfig::Inline => (Arc::new(InlineStorage), None),
+    };
     Ok(web::Data::new(AppState {
         accounts: AccountService::new(
             database.clone(),
@@ -120,16 +162,20 @@ pub fn build_state(
             clock.clone(),
             ids.clone(),
         ),
-        api_keys: ApiKeyService::new(database, random, clock.clone(), ids),
+        api_keys: ApiKeyService::new(database.clone(), random, clock.clone(), ids.clone()),
+        generations: GenerationService::new(provider, storage, database, clock.clone(), ids),
         access_tokens: AccessTokens::new(&jwt_secret, config.access_token_ttl, clock),
+        image_models: config.image_models.clone(),
+        local_images,
     }))
 }
 
-/// Everything an `App` serves: state, body limits, routes and the JSON 404.
+/// Everything an `App` serves: state, body limits, routes, local images and the JSON 404.
 pub fn configure_app(state: web::Data<AppState>) -> impl FnOnce(&mut web::ServiceConfig) {
     move |cfg| {
         cfg.app_data(state)
             .app_data(json_config())
+            .app_data(query_config())
             .configure(routes::configure)
             .default_service(web::to(routes::not_found));
     }

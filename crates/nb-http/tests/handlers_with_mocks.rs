@@ -8,12 +8,17 @@ use std::time::Duration;
 
 use actix_web::http::StatusCode;
 use actix_web::{App, test, web};
+use bytes::Bytes;
 use nb_domain::RepositoryError;
 use nb_domain::accounts::AccountService;
 use nb_domain::api_keys::ApiKeyService;
+use nb_domain::api_keys::{ApiKeyId, AuthenticatedApiKey};
+use nb_domain::generation::{
+    AllowedModels, GeneratedImage, GenerationService, StorageError, StoredImage,
+};
 use nb_domain::ports::{
-    MockApiKeyRepository, MockPasswordHasher, MockRandomSource, MockUserRepository,
-    RandomnessUnavailable,
+    MockApiKeyRepository, MockGenerationRepository, MockImageProvider, MockObjectStorage,
+    MockPasswordHasher, MockRandomSource, MockUserRepository, RandomnessUnavailable,
 };
 use nb_domain::user::{EmailAddress, PasswordHash, User, UserId};
 use nb_http::auth::AccessTokens;
@@ -31,6 +36,9 @@ struct Mocks {
     users: MockUserRepository,
     keys: MockApiKeyRepository,
     random: MockRandomSource,
+    provider: MockImageProvider,
+    storage: MockObjectStorage,
+    generations: MockGenerationRepository,
 }
 
 impl Mocks {
@@ -43,10 +51,24 @@ impl Mocks {
                 created_at: time::OffsetDateTime::UNIX_EPOCH,
             }))
         });
+        let mut keys = MockApiKeyRepository::new();
+        keys.expect_authenticate_api_key().returning(|_, _| {
+            Ok(Some(AuthenticatedApiKey {
+                key_id: ApiKeyId(Uuid::from_u128(5)),
+                user_id: UserId(USER),
+            }))
+        });
+        let mut provider = MockImageProvider::new();
+        provider.expect_generate().returning(|_| {
+            Ok(GeneratedImage::from_bytes(Bytes::from_static(b"\x89PNG\r\n\x1a\nimage")).unwrap())
+        });
         Self {
             users,
-            keys: MockApiKeyRepository::new(),
+            keys,
             random: MockRandomSource::new(),
+            provider,
+            storage: MockObjectStorage::new(),
+            generations: MockGenerationRepository::new(),
         }
     }
 
@@ -71,7 +93,16 @@ impl Mocks {
                 Arc::new(SystemClock),
                 Arc::new(UuidV7Ids),
             ),
+            generations: GenerationService::new(
+                Arc::new(self.provider),
+                Arc::new(self.storage),
+                Arc::new(self.generations),
+                Arc::new(SystemClock),
+                Arc::new(UuidV7Ids),
+            ),
             access_tokens: tokens,
+            image_models: AllowedModels::new(["gemini-3.1-flash-image".to_owned()]).unwrap(),
+            local_images: None,
         };
         (web::Data::new(state), token)
     }
@@ -140,9 +171,60 @@ async fn no_randomness_means_no_key_and_an_opaque_500() {
     assert_eq!(body["error"]["code"], "internal_error");
 }
 
+fn generate_request() -> test::TestRequest {
+    test::TestRequest::post()
+        .uri("/v1/generate")
+        .insert_header((
+            "authorization",
+            format!("Bearer nb_live_{}", "a".repeat(32)),
+        ))
+        .set_json(json!({"prompt": "a banana"}))
+}
+
+#[actix_web::test]
+async fn a_storage_failure_is_502_and_recorded_as_failed() {
+    let mut mocks = Mocks::new();
+    mocks
+        .storage
+        .expect_put()
+        .returning(|_, _| Err(StorageError(SECRET_CAUSE.into())));
+    mocks
+        .generations
+        .expect_record_failure()
+        .withf(|record| record.error_code.as_deref() == Some("storage_failed"))
+        .times(1)
+        .returning(|_| Ok(()));
+    mocks.generations.expect_record_success().never();
+    let (state, _) = mocks.into_state();
+    let (status, body) = call(state, generate_request()).await;
+    assert_eq!(status, StatusCode::BAD_GATEWAY);
+    assert_eq!(body["error"]["code"], "storage_failed");
+    assert!(!body.to_string().contains("10.0.0.7"));
+}
+
+#[actix_web::test]
+async fn a_database_outage_while_recording_is_503() {
+    let mut mocks = Mocks::new();
+    mocks.storage.expect_put().returning(|_, _| {
+        Ok(StoredImage {
+            url: "http://x/images/a.png".into(),
+            url_is_lasting: true,
+        })
+    });
+    mocks
+        .generations
+        .expect_record_success()
+        .returning(|_| Err(unavailable()));
+    let (state, _) = mocks.into_state();
+    let (status, body) = call(state, generate_request()).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(body["error"]["code"], "database_unavailable");
+}
+
 #[actix_web::test]
 async fn api_key_checks_on_an_unreachable_database_are_503_not_401() {
     let mut mocks = Mocks::new();
+    mocks.keys = MockApiKeyRepository::new();
     mocks
         .keys
         .expect_authenticate_api_key()

@@ -8,6 +8,8 @@
 mod inline;
 mod local;
 mod s3;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 pub use inline::InlineStorage;
 pub use local::LocalStorage;

@@ -20,10 +20,11 @@ impl LocalStorage {
         }
     }
 
-    /// The file behind a key, refusing anything that could leave the root.
+    /// The file behind a key, refusing anything that could leave the root or name a hidden
+    /// (or still partial) file.
     pub fn path_of(&self, key: &str) -> Option<PathBuf> {
         let plain_segments = key.split('/').all(|segment| {
-            !segment.is_empty() && segment != "." && segment != ".." && !segment.contains('\\')
+            !segment.is_empty() && !segment.starts_with('.') && !segment.contains('\\')
         });
         let relative = Path::new(key);
         let plain = relative
@@ -91,6 +92,9 @@ mod tests {
             "images/../../x",
             "/etc/passwd",
             "images/./a.png",
+            "a//b",
+            "a\\b",
+            "images/.x.partial",
         ] {
             assert_eq!(storage.path_of(bad), None, "{bad}");
         }

@@ -7,13 +7,9 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use bytes::Bytes;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto::Builder as ConnectionBuilder;
 use nb_domain::generation::{GeneratedImage, GenerationId, ImageFormat, ObjectKey};
 use nb_domain::ports::ObjectStorage;
 use nb_storage::{InlineStorage, LocalStorage, S3Secret, S3Settings, S3Storage};
-use s3s::auth::SimpleAuth;
-use s3s::service::S3ServiceBuilder;
 
 const ACCESS_KEY: &str = "nb-test-access";
 const SECRET_KEY: &str = "nb-test-secret-key-0123456789";
@@ -37,37 +33,19 @@ fn key_for(image: &GeneratedImage) -> ObjectKey {
     )
 }
 
-/// A real S3 server over a temporary folder, checking every request's SigV4 signature.
 struct S3TestServer {
     endpoint: String,
-    folder: tempfile::TempDir,
+    server: nb_storage::testing::S3TestServer,
 }
 
 impl S3TestServer {
     async fn start() -> Self {
-        let folder = tempfile::tempdir().unwrap();
-        std::fs::create_dir(folder.path().join(BUCKET)).unwrap();
-        let filesystem = s3s_fs::FileSystem::new(folder.path()).unwrap();
-        let mut builder = S3ServiceBuilder::new(filesystem);
-        builder.set_auth(SimpleAuth::from_single(ACCESS_KEY, SECRET_KEY));
-        let service = builder.build();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let endpoint = format!("http://{}", listener.local_addr().unwrap());
-        tokio::spawn(async move {
-            loop {
-                let Ok((socket, _)) = listener.accept().await else {
-                    continue;
-                };
-                let service = service.clone();
-                tokio::spawn(async move {
-                    let connection = ConnectionBuilder::new(TokioExecutor::new());
-                    let _ = connection
-                        .serve_connection(TokioIo::new(socket), service)
-                        .await;
-                });
-            }
-        });
-        Self { endpoint, folder }
+        let server =
+            nb_storage::testing::S3TestServer::start(ACCESS_KEY, SECRET_KEY, &[BUCKET]).await;
+        Self {
+            endpoint: server.endpoint.clone(),
+            server,
+        }
     }
 
     fn settings(&self, secret: &str, public_url: Option<&str>) -> S3Settings {
@@ -85,7 +63,7 @@ impl S3TestServer {
     }
 
     fn stored_bytes(&self, key: &ObjectKey) -> Vec<u8> {
-        std::fs::read(self.folder.path().join(BUCKET).join(key.as_str())).unwrap()
+        std::fs::read(self.server.root().join(BUCKET).join(key.as_str())).unwrap()
     }
 }
 
@@ -156,8 +134,8 @@ async fn s3_with_a_wrong_secret_fails_and_stores_nothing() {
     assert!(storage.put(&key, &jpeg()).await.is_err());
     assert!(
         !server
-            .folder
-            .path()
+            .server
+            .root()
             .join(BUCKET)
             .join(key.as_str())
             .exists()

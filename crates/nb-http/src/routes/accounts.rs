@@ -8,6 +8,7 @@ use uuid::Uuid;
 
 use crate::auth::{IssuedAccessToken, SignedInUser};
 use crate::error::ApiError;
+use crate::json::JsonBody;
 use crate::state::AppState;
 
 #[derive(Deserialize)]
@@ -66,9 +67,9 @@ pub(crate) struct RegisterResponse {
 
 pub(crate) async fn register(
     state: web::Data<AppState>,
-    body: web::Json<RegisterRequest>,
+    body: JsonBody<RegisterRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    let RegisterRequest { email, password } = body.into_inner();
+    let RegisterRequest { email, password } = body.0;
     let email = EmailAddress::parse(&email)
         .map_err(|error| ApiError::invalid_field("email", error.to_string()))?;
     let password = Password::parse_new(password)
@@ -83,9 +84,9 @@ pub(crate) async fn register(
 
 pub(crate) async fn login(
     state: web::Data<AppState>,
-    body: web::Json<LoginRequest>,
+    body: JsonBody<LoginRequest>,
 ) -> Result<web::Json<AccessTokenResponse>, ApiError> {
-    let LoginRequest { email, password } = body.into_inner();
+    let LoginRequest { email, password } = body.0;
     let user = state
         .accounts
         .login(&email, Password::attempt(password))

@@ -3,6 +3,8 @@
 
 mod accounts;
 mod api_keys;
+mod generations;
+mod images;
 
 use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, web};
@@ -34,6 +36,22 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .service(
         web::resource("/v1/keys/{key_id}")
             .route(web::delete().to(api_keys::revoke))
+            .default_service(web::to(method_not_allowed)),
+    )
+    .service(
+        web::resource("/v1/generate")
+            .route(web::post().to(generations::generate))
+            .default_service(web::to(method_not_allowed)),
+    )
+    .service(
+        web::resource("/images/{tail:.+}")
+            .route(web::get().to(images::serve))
+            .route(web::head().to(images::serve))
+            .default_service(web::to(method_not_allowed)),
+    )
+    .service(
+        web::resource("/v1/usage")
+            .route(web::get().to(generations::usage))
             .default_service(web::to(method_not_allowed)),
     );
 }

@@ -1,18 +1,39 @@
 //! A real server on a real socket, against a fresh database, for each test.
 
 use std::path::PathBuf;
+
 use std::time::Duration;
 
 use actix_web::{App, HttpResponse, HttpServer, web};
+use base64::Engine as _;
 use nb_db::testing::TestDatabase;
+use nb_domain::generation::AllowedModels;
 use nb_http::auth::ApiKeyCaller;
-use nb_http::config::{Config, JwtSecret, LogFormat};
-use nb_http::startup::{build_state, configure_app};
+use nb_http::config::{Config, JwtSecret, LogFormat, StorageConfig, UpstreamLimits};
+use nb_http::startup::{bind, build_state, configure_app};
+use nb_imagen::GoogleApiKey;
 use reqwest::header::{AUTHORIZATION, CONTENT_TYPE};
 use serde_json::{Value, json};
+use wiremock::matchers::{method, path_regex};
+use wiremock::{Mock, MockServer, ResponseTemplate};
 
 pub const TEST_JWT_SECRET: &str = "test-secret-that-is-at-least-32-bytes-long";
 pub const PASSWORD: &str = "correct horse battery staple";
+pub const GOOGLE_KEY: &str = "AIzaSy-test-google-api-key-000";
+pub const MODEL: &str = "gemini-3.1-flash-image";
+/// The 2x2 PNG of the captured Gemini response (`shared/reference/wire`).
+pub const PNG_BASE64: &str = "iVBORw0KGgoAAAANSUhEUgAAAAIAAAACCAIAAAD91JpzAAAAEElEQVR4nGP4f4IBiBggFAA1zgcdmk6h0gAAAABJRU5ErkJggg==";
+
+pub fn png_bytes() -> Vec<u8> {
+    base64::engine::general_purpose::STANDARD
+        .decode(PNG_BASE64)
+        .unwrap()
+}
+
+/// Gemini's answer with one image, as captured from the API.
+pub fn gemini_image_answer() -> Value {
+    json!({"candidates": [{"content": {"role": "model", "parts": [{"inlineData": {"mimeType": "image/png", "data": PNG_BASE64}}]}, "finishReason": "STOP", "index": 0}], "modelVersion": MODEL})
+}
 
 #[derive(Debug, Clone, Copy)]
 pub enum Backend {
@@ -24,11 +45,24 @@ pub struct TestApp {
     pub address: String,
     pub client: reqwest::Client,
     pub db: TestDatabase,
-    _data_dir: tempfile::TempDir,
+    /// A local fake of Google's API; by default every `:generateContent` gets an image.
+    pub google: MockServer,
+    pub data_dir: tempfile::TempDir,
 }
 
-pub fn test_config(data_dir: PathBuf, db: &TestDatabase) -> Config {
+pub fn test_config(data_dir: PathBuf, db: &TestDatabase, google: &MockServer) -> Config {
     Config {
+        google_api_key: Some(GoogleApiKey::new(GOOGLE_KEY.into())),
+        google_base_url: google.uri(),
+        image_models: AllowedModels::new([MODEL.to_owned(), "gemini-3-pro-image".to_owned()])
+            .unwrap(),
+        upstream: UpstreamLimits {
+            attempt_timeout: Duration::from_secs(10),
+            deadline: Duration::from_secs(20),
+            max_retries: 2,
+        },
+        storage: StorageConfig::Local,
+        public_base_url: None,
         listen: "127.0.0.1:0".into(),
         database_url: db.url.clone(),
         database_pool: nb_db::testing::test_pool_options(),
@@ -52,13 +86,28 @@ pub const API_KEY_PROBE: &str = "/test/api-key-caller";
 
 impl TestApp {
     pub async fn spawn(backend: Backend) -> Self {
+        Self::spawn_with(backend, |_| {}).await
+    }
+
+    /// A server whose configuration `adjust` may change first.
+    pub async fn spawn_with(backend: Backend, adjust: impl FnOnce(&mut Config)) -> Self {
         let db = match backend {
             Backend::Postgres => TestDatabase::postgres().await,
             Backend::Sqlite => TestDatabase::sqlite().await,
         };
+        let google = MockServer::start().await;
+        Mock::given(method("POST"))
+            .and(path_regex(r"^/v1beta/models/[^/]+:generateContent$"))
+            .respond_with(ResponseTemplate::new(200).set_body_json(gemini_image_answer()))
+            .with_priority(u8::MAX)
+            .mount(&google)
+            .await;
         let data_dir = tempfile::tempdir().unwrap();
-        let config = test_config(data_dir.path().to_owned(), &db);
-        let state = build_state(&config, db.database.clone()).unwrap();
+        let mut config = test_config(data_dir.path().to_owned(), &db, &google);
+        adjust(&mut config);
+        let listener = bind("127.0.0.1:0").unwrap();
+        let address = listener.local_addr().unwrap();
+        let state = build_state(&config, db.database.clone(), address).unwrap();
         let server = HttpServer::new(move || {
             App::new()
                 .wrap(actix_web::middleware::from_fn(
@@ -69,16 +118,47 @@ impl TestApp {
                 .configure(configure_app(state.clone()))
         })
         .workers(2)
-        .bind("127.0.0.1:0")
+        .listen(listener)
         .unwrap();
-        let port = server.addrs()[0].port();
         tokio::spawn(server.run());
         Self {
-            address: format!("http://127.0.0.1:{port}"),
+            address: format!("http://{address}"),
             client: reqwest::Client::new(),
             db,
-            _data_dir: data_dir,
+            google,
+            data_dir,
         }
+    }
+
+    /// `POST /v1/generate` with `key` and `body`.
+    pub async fn generate(&self, key: &str, body: &Value) -> reqwest::Response {
+        self.client
+            .post(self.url("/v1/generate"))
+            .bearer_auth(key)
+            .json(body)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// A registered user's access token and one of their API keys.
+    pub async fn user_with_key(&self, email: &str) -> (String, String) {
+        let token = self.signed_up(email).await;
+        let (_, key) = self.created_key(&token).await;
+        (token, key)
+    }
+
+    /// The user's counted usage: `(api_key_id, day, count)` rows.
+    pub async fn usage(&self, token: &str) -> Vec<Value> {
+        let response = self.get_with("/v1/usage", token).await;
+        assert_eq!(response.status(), 200);
+        let body: Value = response.json().await.unwrap();
+        body["usage"].as_array().unwrap().clone()
+    }
+
+    /// How many requests the fake Google received.
+    pub async fn google_requests(&self) -> usize {
+        self.google.received_requests().await.unwrap().len()
     }
 
     pub fn url(&self, path: &str) -> String {

@@ -5,4 +5,5 @@
 mod accounts;
 mod api_keys;
 mod errors;
+mod generate;
 mod helpers;

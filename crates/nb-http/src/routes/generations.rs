@@ -1,0 +1,135 @@
+//! `POST /v1/generate` (API key) and `GET /v1/usage` (access token).
+
+use actix_web::{HttpResponse, web};
+use nb_domain::generation::{GenerationRequest, ImageSize, ImageStyle, Prompt};
+use serde::{Deserialize, Serialize};
+use time::{Date, OffsetDateTime};
+use uuid::Uuid;
+
+use crate::auth::{ApiKeyCaller, SignedInUser};
+use crate::error::ApiError;
+use crate::json::JsonBody;
+use crate::state::AppState;
+
+const DEFAULT_SIZE: &str = "1024x1024";
+const DEFAULT_STYLE: &str = "natural";
+const DEFAULT_USAGE_DAYS: u16 = 30;
+const MAX_USAGE_DAYS: u16 = 366;
+
+#[derive(Deserialize)]
+pub(crate) struct GenerateRequest {
+    prompt: Option<String>,
+    size: Option<String>,
+    style: Option<String>,
+    model: Option<String>,
+}
+
+#[derive(Serialize)]
+pub(crate) struct GenerateResponse {
+    id: String,
+    url: String,
+    prompt: String,
+    size: &'static str,
+    style: &'static str,
+    model: String,
+    mime_type: &'static str,
+    #[serde(with = "time::serde::rfc3339")]
+    created_at: OffsetDateTime,
+}
+
+pub(crate) async fn generate(
+    state: web::Data<AppState>,
+    ApiKeyCaller(caller): ApiKeyCaller,
+    body: JsonBody<GenerateRequest>,
+) -> Result<HttpResponse, ApiError> {
+    let body = body.0;
+    let prompt = body
+        .prompt
+        .ok_or_else(|| ApiError::invalid_field("prompt", "prompt is required"))
+        .and_then(|raw| {
+            Prompt::parse(raw).map_err(|error| ApiError::invalid_field("prompt", error.to_string()))
+        })?;
+    let size = ImageSize::parse(body.size.as_deref().unwrap_or(DEFAULT_SIZE))
+        .map_err(|error| ApiError::invalid_field("size", error.to_string()))?;
+    let style = ImageStyle::parse(body.style.as_deref().unwrap_or(DEFAULT_STYLE))
+        .map_err(|error| ApiError::invalid_field("style", error.to_string()))?;
+    let model = state
+        .image_models
+        .choose(body.model.as_deref())
+        .map_err(|error| ApiError::invalid_field("model", error.to_string()))?;
+    let generation = state
+        .generations
+        .generate(
+            caller,
+            GenerationRequest {
+                prompt,
+                size,
+                style,
+                model,
+            },
+        )
+        .await?;
+    Ok(HttpResponse::Ok().json(GenerateResponse {
+        id: generation.id.to_string(),
+        url: generation.url,
+        prompt: generation.prompt.as_str().to_owned(),
+        size: generation.size.as_str(),
+        style: generation.style.as_str(),
+        model: generation.model.as_str().to_owned(),
+        mime_type: generation.mime_type,
+        created_at: generation.created_at,
+    }))
+}
+
+#[derive(Deserialize)]
+pub(crate) struct UsageQuery {
+    days: Option<u16>,
+}
+
+#[derive(Serialize)]
+pub(crate) struct UsageDay {
+    api_key_id: Uuid,
+    day: String,
+    count: u64,
+}
+
+#[derive(Serialize)]
+pub(crate) struct UsageResponse {
+    usage: Vec<UsageDay>,
+}
+
+fn iso_date(day: Date) -> String {
+    format!(
+        "{:04}-{:02}-{:02}",
+        day.year(),
+        u8::from(day.month()),
+        day.day()
+    )
+}
+
+/// Generations counted per key per UTC day over the last `days` days (default 30, at most
+/// 366), newest day first.
+pub(crate) async fn usage(
+    state: web::Data<AppState>,
+    SignedInUser(user): SignedInUser,
+    query: web::Query<UsageQuery>,
+) -> Result<web::Json<UsageResponse>, ApiError> {
+    let days = query.days.unwrap_or(DEFAULT_USAGE_DAYS);
+    if !(1..=MAX_USAGE_DAYS).contains(&days) {
+        return Err(ApiError::invalid_field(
+            "days",
+            format!("days must be between 1 and {MAX_USAGE_DAYS}"),
+        ));
+    }
+    let usage = state.generations.daily_usage(user.id, days).await?;
+    Ok(web::Json(UsageResponse {
+        usage: usage
+            .into_iter()
+            .map(|day| UsageDay {
+                api_key_id: day.api_key_id.0,
+                day: iso_date(day.day),
+                count: day.count,
+            })
+            .collect(),
+    }))
+}
