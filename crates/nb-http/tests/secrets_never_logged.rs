@@ -15,7 +15,13 @@ use tracing_subscriber::fmt::MakeWriter;
 #[allow(dead_code)]
 mod helpers;
 
-use helpers::{API_KEY_PROBE, Backend, PASSWORD, TEST_JWT_SECRET, TestApp};
+use helpers::{
+    API_KEY_PROBE, Backend, GOOGLE_KEY, PASSWORD, S3_ACCESS_KEY, S3_BUCKET, S3_SECRET_KEY,
+    TEST_JWT_SECRET, TestApp, s3_settings,
+};
+use serde_json::json;
+use wiremock::matchers::body_string_contains;
+use wiremock::{Mock, ResponseTemplate};
 
 #[derive(Clone, Default)]
 struct CapturedLogs(Arc<Mutex<Vec<u8>>>);
@@ -60,7 +66,20 @@ fn capture_everything() -> &'static CapturedLogs {
 
 async fn run_flow_and_check_logs(backend: Backend) {
     let logs = capture_everything();
-    let app = TestApp::spawn(backend).await;
+    let s3 =
+        nb_storage::testing::S3TestServer::start(S3_ACCESS_KEY, S3_SECRET_KEY, &[S3_BUCKET]).await;
+    let settings = s3_settings(&s3);
+    let app = TestApp::spawn_with(backend, |config| {
+        config.storage = nb_http::config::StorageConfig::S3(settings);
+    })
+    .await;
+    // Google refuses one prompt with an error, so the error paths log too.
+    Mock::given(body_string_contains("refuse me"))
+        .respond_with(ResponseTemplate::new(403).set_body_json(
+            json!({"error": {"code": 403, "status": "PERMISSION_DENIED", "message": "denied"}}),
+        ))
+        .mount(&app.google)
+        .await;
     let email = format!("{backend:?}@example.com").to_lowercase();
 
     let register = app.register(&email, PASSWORD).await;
@@ -71,6 +90,25 @@ async fn run_flow_and_check_logs(backend: Backend) {
     assert_eq!(app.get_with("/v1/auth/me", &token).await.status(), 200);
     let (key_id, key) = app.created_key(&token).await;
     assert_eq!(app.get_with(API_KEY_PROBE, &key).await.status(), 200);
+    let generated = app.generate(&key, &json!({"prompt": "a banana"})).await;
+    assert_eq!(generated.status(), 200);
+    let generated: serde_json::Value = generated.json().await.unwrap();
+    assert_eq!(
+        app.client
+            .get(generated["url"].as_str().unwrap())
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    assert_eq!(
+        app.generate(&key, &json!({"prompt": "refuse me"}))
+            .await
+            .status(),
+        502
+    );
+    assert_eq!(app.get_with("/v1/usage", &token).await.status(), 200);
     assert_eq!(app.get_with("/v1/keys", &token).await.status(), 200);
     assert_eq!(
         app.delete_with(&format!("/v1/keys/{key_id}"), &token)
@@ -86,6 +124,14 @@ async fn run_flow_and_check_logs(backend: Backend) {
     // The capture is live: the flow's requests and queries were logged.
     assert!(text.contains("/v1/keys"), "no request was logged");
     assert!(
+        text.contains("generation succeeded"),
+        "the generation was not logged"
+    );
+    assert!(
+        text.contains("upstream_credentials_rejected"),
+        "the upstream failure was not logged"
+    );
+    assert!(
         text.contains("TRACE") || text.contains("DEBUG"),
         "verbose levels were not captured"
     );
@@ -97,6 +143,8 @@ async fn run_flow_and_check_logs(backend: Backend) {
         ("API key", key.as_str()),
         ("API key's secret part", &key[12..]),
         ("JWT secret", TEST_JWT_SECRET),
+        ("Google API key", GOOGLE_KEY),
+        ("R2/S3 secret key", S3_SECRET_KEY),
     ] {
         assert!(!text.contains(secret), "the {what} appears in the logs");
     }

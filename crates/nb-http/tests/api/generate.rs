@@ -515,3 +515,50 @@ configured_on_both_backends!(
     },
     inline_storage_answers_a_data_url => |config| config.storage = nb_http::config::StorageConfig::Inline,
 );
+
+async fn generation_with_s3_storage(backend: Backend) {
+    use crate::helpers::{S3_ACCESS_KEY, S3_BUCKET, S3_SECRET_KEY, s3_settings};
+    let s3 =
+        nb_storage::testing::S3TestServer::start(S3_ACCESS_KEY, S3_SECRET_KEY, &[S3_BUCKET]).await;
+    let settings = s3_settings(&s3);
+    let app = TestApp::spawn_with(backend, |config| {
+        config.storage = nb_http::config::StorageConfig::S3(settings);
+    })
+    .await;
+    let (_, key) = app.user_with_key("ada@example.com").await;
+    let body: Value = app
+        .generate(&key, &json!({"prompt": "a banana"}))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let url = body["url"].as_str().unwrap();
+    let id = body["id"].as_str().unwrap();
+    assert!(
+        url.starts_with(&s3.endpoint) && url.contains("X-Amz-Signature="),
+        "{url}"
+    );
+    let image = app.client.get(url).send().await.unwrap();
+    assert_eq!(image.status(), 200);
+    assert_eq!(image.headers()["content-type"], "image/png");
+    assert_eq!(image.bytes().await.unwrap().as_ref(), png_bytes());
+    // The object key is images/<yyyy>/<mm>/<dd>/gen_<uuid>.png in the bucket.
+    let today = time::OffsetDateTime::now_utc().date();
+    let object = s3.root().join(S3_BUCKET).join(format!(
+        "images/{:04}/{:02}/{:02}/{id}.png",
+        today.year(),
+        u8::from(today.month()),
+        today.day()
+    ));
+    assert_eq!(std::fs::read(object).unwrap(), png_bytes());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn generation_with_s3_storage_on_postgres() {
+    generation_with_s3_storage(Backend::Postgres).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn generation_with_s3_storage_on_sqlite() {
+    generation_with_s3_storage(Backend::Sqlite).await;
+}

@@ -292,3 +292,22 @@ macro_rules! on_both_backends {
         }
     };
 }
+
+pub const S3_ACCESS_KEY: &str = "nb-test-r2-access";
+pub const S3_SECRET_KEY: &str = "nb-test-r2-secret-0123456789abcdef";
+pub const S3_BUCKET: &str = "nanobanana-images";
+
+/// Settings for an S3 test server (a real, SigV4-checking S3 protocol server on loopback).
+pub fn s3_settings(server: &nb_storage::testing::S3TestServer) -> nb_storage::S3Settings {
+    nb_storage::S3Settings {
+        account_id: None,
+        endpoint: Some(server.endpoint.clone()),
+        region: "auto".into(),
+        access_key: S3_ACCESS_KEY.into(),
+        secret_key: nb_storage::S3Secret::new(S3_SECRET_KEY.into()),
+        bucket: S3_BUCKET.into(),
+        public_url: None,
+        presign_expiry: Duration::from_secs(900),
+        request_timeout: Duration::from_secs(10),
+    }
+}
