@@ -10,6 +10,11 @@ run:
 test *ARGS:
     ./scripts/test.sh {{ARGS}}
 
+# The real binary end to end: register, log in, create a key, generate (fake Google), fetch
+# the image, with local disk and with S3.
+e2e:
+    ./scripts/e2e.sh
+
 # What CI runs: fmt, clippy, then every test.
 ci:
     bash .ci/run

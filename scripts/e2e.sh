@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# The seed's manual flow against the real binary, with a fake Google, local disk and S3.
+# Uses TEST_DATABASE_URL (PostgreSQL) for the S3 run when it is set; scripts/test.sh sets it.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+cargo build --locked --quiet --bin nanobanana
+cargo build --locked --quiet -p nb-storage --features testing --example s3-test-server
+target_dir=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
+python3 scripts/e2e.py "$target_dir/debug/nanobanana" "$target_dir/debug/examples/s3-test-server"
