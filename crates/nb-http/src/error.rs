@@ -125,7 +125,7 @@ impl fmt::Display for ApiError {
 }
 
 /// Writes an error and all its sources on one line: `outer: inner: innermost`.
-fn cause_chain(error: &(dyn std::error::Error + 'static)) -> String {
+pub fn cause_chain(error: &(dyn std::error::Error + 'static)) -> String {
     let mut chain = error.to_string();
     let mut source = error.source();
     while let Some(cause) = source {

@@ -3,6 +3,7 @@
 use std::process::ExitCode;
 
 use nb_http::config::Config;
+use nb_http::error::cause_chain;
 use nb_http::startup::Application;
 use nb_http::telemetry::init_tracing;
 
@@ -20,7 +21,7 @@ async fn main() -> ExitCode {
     let application = match Application::build(config).await {
         Ok(application) => application,
         Err(error) => {
-            tracing::error!(error = %error_chain(&error), "cannot start");
+            tracing::error!(error = %cause_chain(&error), "cannot start");
             return ExitCode::FAILURE;
         }
     };
@@ -28,19 +29,8 @@ async fn main() -> ExitCode {
     match application.run_until_stopped().await {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            tracing::error!(error = %error_chain(&error), "server failed");
+            tracing::error!(error = %cause_chain(&error), "server failed");
             ExitCode::FAILURE
         }
     }
-}
-
-fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut chain = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        chain.push_str(": ");
-        chain.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    chain
 }
