@@ -14,8 +14,10 @@ use diesel_async::{AsyncConnection, AsyncPgConnection, SimpleAsyncConnection};
 use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
 use futures_util::FutureExt;
 
-const POSTGRES_MIGRATIONS: EmbeddedMigrations = embed_migrations!("../../migrations/postgres");
-const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("../../migrations/sqlite");
+pub(crate) const POSTGRES_MIGRATIONS: EmbeddedMigrations =
+    embed_migrations!("../../migrations/postgres");
+pub(crate) const SQLITE_MIGRATIONS: EmbeddedMigrations =
+    embed_migrations!("../../migrations/sqlite");
 
 /// Serialises migrations when several instances start at once against one PostgreSQL.
 const MIGRATION_LOCK_ID: i64 = 0x6e62_6d69_6772; // "nbmigr"

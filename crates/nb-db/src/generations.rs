@@ -15,6 +15,7 @@ use nb_domain::generation::GenerationRecord;
 use nb_domain::ports::{DailyUsage, GenerationRepository};
 use nb_domain::user::UserId;
 use time::{Date, PrimitiveDateTime, UtcOffset};
+use tracing::Instrument;
 
 use crate::connect::{ConnectionPool, Database};
 use crate::convert::{parse_stored_id, pool_error, query_error, to_stored_time};
@@ -88,40 +89,47 @@ impl GenerationRepository for Database {
     async fn record_success(&self, generation: &GenerationRecord) -> Result<(), RepositoryError> {
         let row = GenerationRow::from(generation);
         let day: Date = generation.created_at.to_offset(UtcOffset::UTC).date();
+        let span = tracing::Span::current();
         let task = match self.pool.clone() {
-            ConnectionPool::Postgres(pool) => self.runtime.spawn(async move {
-                let mut conn = pool.get().await.map_err(pool_error)?;
-                let written = conn
-                    .transaction::<_, diesel::result::Error, _>(async |conn| {
-                        increment_usage!(&row.api_key_id, day).execute(conn).await?;
-                        diesel::insert_into(generations::table)
-                            .values(&row)
-                            .execute(conn)
-                            .await?;
-                        Ok(())
-                    })
-                    .await;
-                written.map_err(query_error)
-            }),
-            ConnectionPool::Sqlite(pool) => self.runtime.spawn(async move {
-                let mut conn = pool.get().await.map_err(pool_error)?;
-                let written = conn
-                    .spawn_blocking(move |conn| {
-                        conn.immediate_transaction(|conn| {
-                            diesel::RunQueryDsl::execute(
-                                increment_usage!(&row.api_key_id, day),
-                                conn,
-                            )?;
-                            diesel::RunQueryDsl::execute(
-                                diesel::insert_into(generations::table).values(&row),
-                                conn,
-                            )?;
+            ConnectionPool::Postgres(pool) => self.runtime.spawn(
+                async move {
+                    let mut conn = pool.get().await.map_err(pool_error)?;
+                    let written = conn
+                        .transaction::<_, diesel::result::Error, _>(async |conn| {
+                            increment_usage!(&row.api_key_id, day).execute(conn).await?;
+                            diesel::insert_into(generations::table)
+                                .values(&row)
+                                .execute(conn)
+                                .await?;
                             Ok(())
                         })
-                    })
-                    .await;
-                written.map_err(query_error)
-            }),
+                        .await;
+                    written.map_err(query_error)
+                }
+                .instrument(span.clone()),
+            ),
+            ConnectionPool::Sqlite(pool) => self.runtime.spawn(
+                async move {
+                    let mut conn = pool.get().await.map_err(pool_error)?;
+                    let written = conn
+                        .spawn_blocking(move |conn| {
+                            conn.immediate_transaction(|conn| {
+                                diesel::RunQueryDsl::execute(
+                                    increment_usage!(&row.api_key_id, day),
+                                    conn,
+                                )?;
+                                diesel::RunQueryDsl::execute(
+                                    diesel::insert_into(generations::table).values(&row),
+                                    conn,
+                                )?;
+                                Ok(())
+                            })
+                        })
+                        .await;
+                    written.map_err(query_error)
+                }
+                .instrument(span),
+            ),
         };
         task.await
             .unwrap_or_else(|crashed| Err(RepositoryError::unexpected(crashed)))

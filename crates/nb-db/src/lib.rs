@@ -10,6 +10,7 @@ mod api_keys;
 mod connect;
 mod convert;
 mod generations;
+mod readiness;
 mod schema;
 #[cfg(feature = "testing")]
 pub mod testing;
@@ -25,17 +26,29 @@ pub use connect::{ConnectError, Database, DatabaseUrl, PoolOptions, UnsupportedD
 macro_rules! with_connection {
     ($db:expr, |$conn:ident| $body:expr) => {{
         let database: &$crate::connect::Database = $db;
+        // The task keeps the caller's span, so its log lines carry the request id.
+        let span = tracing::Span::current();
         let task = match database.pool.clone() {
-            $crate::connect::ConnectionPool::Postgres(pool) => database.runtime.spawn(async move {
-                let mut pooled = pool.get().await.map_err($crate::convert::pool_error)?;
-                let $conn = &mut *pooled;
-                Ok::<_, nb_domain::RepositoryError>($body)
-            }),
-            $crate::connect::ConnectionPool::Sqlite(pool) => database.runtime.spawn(async move {
-                let mut pooled = pool.get().await.map_err($crate::convert::pool_error)?;
-                let $conn = &mut *pooled;
-                Ok::<_, nb_domain::RepositoryError>($body)
-            }),
+            $crate::connect::ConnectionPool::Postgres(pool) => {
+                database.runtime.spawn(tracing::Instrument::instrument(
+                    async move {
+                        let mut pooled = pool.get().await.map_err($crate::convert::pool_error)?;
+                        let $conn = &mut *pooled;
+                        Ok::<_, nb_domain::RepositoryError>($body)
+                    },
+                    span,
+                ))
+            }
+            $crate::connect::ConnectionPool::Sqlite(pool) => {
+                database.runtime.spawn(tracing::Instrument::instrument(
+                    async move {
+                        let mut pooled = pool.get().await.map_err($crate::convert::pool_error)?;
+                        let $conn = &mut *pooled;
+                        Ok::<_, nb_domain::RepositoryError>($body)
+                    },
+                    span,
+                ))
+            }
         };
         task.await
             .unwrap_or_else(|crashed| Err(nb_domain::RepositoryError::unexpected(crashed)))

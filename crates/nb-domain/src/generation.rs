@@ -318,6 +318,9 @@ pub enum ProviderError {
     /// Refused by the provider's safety system, or answered without an image.
     #[error("the provider returned no image: {reason}")]
     ContentRejected { reason: String },
+    /// Too many generations are already waiting for the provider on this instance.
+    #[error("too many generations are in flight")]
+    Busy { retry_after: Duration },
     /// The provider's quota is exhausted, after retries.
     #[error("the provider is rate limiting us")]
     RateLimited { retry_after: Option<Duration> },
@@ -342,6 +345,7 @@ impl ProviderError {
             Self::NotConfigured => "not_configured",
             Self::Unsupported(_) => "unsupported_request",
             Self::ContentRejected { .. } => "content_rejected",
+            Self::Busy { .. } => "upstream_busy",
             Self::RateLimited { .. } => "upstream_rate_limited",
             Self::ModelNotFound { .. } => "model_not_found",
             Self::CredentialsRejected => "upstream_credentials_rejected",

@@ -165,3 +165,20 @@ pub trait GenerationRepository: Send + Sync + 'static {
         since: Date,
     ) -> Result<Vec<DailyUsage>, RepositoryError>;
 }
+
+/// Why the service cannot take traffic.
+#[derive(Debug, thiserror::Error)]
+pub enum NotReady {
+    #[error("the database cannot be reached")]
+    DatabaseUnreachable(#[source] crate::error::BoxError),
+    #[error("the database schema is not up to date (pending migrations: {0})")]
+    MigrationsPending(String),
+}
+
+/// What `/readyz` asks.
+#[cfg_attr(feature = "mock", mockall::automock)]
+#[async_trait]
+pub trait ReadinessCheck: Send + Sync + 'static {
+    /// MUST return `Ok` only when the database answers and every migration is applied.
+    async fn check_ready(&self) -> Result<(), NotReady>;
+}

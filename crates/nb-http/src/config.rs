@@ -58,6 +58,72 @@ pub struct Config {
     /// `NB_PUBLIC_BASE_URL`: the base of local image URLs; by default `http://` and the
     /// address the server is bound to.
     pub public_base_url: Option<String>,
+    /// Abuse limits and timeouts.
+    pub limits: Limits,
+    /// `NB_METRICS_TOKEN`: when set, `GET /metrics` requires `Authorization: Bearer <token>`.
+    pub metrics_token: Option<MetricsToken>,
+}
+
+/// Request sizes, rates, timeouts and the shutdown grace period.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// `NB_MAX_BODY_BYTES`: larger bodies are 413.
+    pub max_body_bytes: usize,
+    /// `NB_CLIENT_REQUEST_TIMEOUT_SECONDS`: a client must send its request head within this.
+    pub client_request_timeout: Duration,
+    /// `NB_KEEP_ALIVE_SECONDS`: idle keep-alive connections are closed after this.
+    pub keep_alive: Duration,
+    /// `NB_AUTH_ATTEMPTS_PER_MINUTE_PER_IP`: registrations and logins per client IP.
+    pub auth_attempts_per_minute_per_ip: u32,
+    /// `NB_AUTH_ATTEMPTS_PER_MINUTE_PER_EMAIL`: registrations and logins per email.
+    pub auth_attempts_per_minute_per_email: u32,
+    /// `NB_GENERATIONS_PER_MINUTE_PER_KEY`.
+    pub generations_per_minute_per_key: u32,
+    /// `NB_UPSTREAM_CONCURRENCY`: calls to Google in flight at once, per instance.
+    pub upstream_concurrency: usize,
+    /// `NB_UPSTREAM_QUEUE_TIMEOUT_SECONDS`: how long a generation waits for a free slot.
+    pub upstream_queue_timeout: Duration,
+    /// `NB_TRUST_FORWARDED_FOR`: take the client IP from `X-Forwarded-For` (behind a proxy).
+    pub trust_forwarded_for: bool,
+    /// `NB_SHUTDOWN_GRACE_SECONDS`: how long in-flight requests may finish after SIGTERM.
+    pub shutdown_grace: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_body_bytes: 64 * 1024,
+            client_request_timeout: Duration::from_secs(10),
+            keep_alive: Duration::from_secs(75),
+            auth_attempts_per_minute_per_ip: 30,
+            auth_attempts_per_minute_per_email: 10,
+            generations_per_minute_per_key: 60,
+            upstream_concurrency: 64,
+            upstream_queue_timeout: Duration::from_secs(30),
+            trust_forwarded_for: false,
+            shutdown_grace: Duration::from_secs(30),
+        }
+    }
+}
+
+/// The bearer token that protects `/metrics`. Never printed.
+#[derive(Clone)]
+pub struct MetricsToken(String);
+
+impl MetricsToken {
+    pub fn new(token: String) -> Self {
+        Self(token)
+    }
+
+    pub fn expose_secret(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for MetricsToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("MetricsToken([redacted])")
+    }
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -200,7 +266,11 @@ impl Config {
                 "timeouts must be at least 1 second",
             ));
         }
+        let limits = limits_config(&var)?;
         Ok(Self {
+            limits,
+            metrics_token: var("NB_METRICS_TOKEN")
+                .map(|token| MetricsToken::new(token.trim().to_owned())),
             google_api_key: var("GOOGLE_API_KEY")
                 .map(|key| GoogleApiKey::new(key.trim().to_owned())),
             google_base_url: var("GOOGLE_GEMINI_BASE_URL").map_or_else(
@@ -226,6 +296,60 @@ impl Config {
             log_format,
         })
     }
+}
+
+fn limits_config(var: &impl Fn(&str) -> Option<String>) -> Result<Limits, ConfigError> {
+    let defaults = Limits::default();
+    let seconds = |name: &'static str, default: Duration| -> Result<Duration, ConfigError> {
+        let value = parse_var(var, name, default.as_secs())?;
+        if value == 0 {
+            return Err(invalid(name, "must be at least 1"));
+        }
+        Ok(Duration::from_secs(value))
+    };
+    let positive = |name: &'static str, default: u32| -> Result<u32, ConfigError> {
+        let value = parse_var(var, name, default)?;
+        if value == 0 {
+            return Err(invalid(name, "must be at least 1"));
+        }
+        Ok(value)
+    };
+    let max_body_bytes = parse_var(var, "NB_MAX_BODY_BYTES", defaults.max_body_bytes)?;
+    if max_body_bytes < 1024 {
+        return Err(invalid("NB_MAX_BODY_BYTES", "must be at least 1024"));
+    }
+    let trust_forwarded_for = match var("NB_TRUST_FORWARDED_FOR").as_deref().map(str::trim) {
+        None | Some("false" | "0") => false,
+        Some("true" | "1") => true,
+        Some(_) => return Err(invalid("NB_TRUST_FORWARDED_FOR", "must be true or false")),
+    };
+    Ok(Limits {
+        max_body_bytes,
+        client_request_timeout: seconds(
+            "NB_CLIENT_REQUEST_TIMEOUT_SECONDS",
+            defaults.client_request_timeout,
+        )?,
+        keep_alive: seconds("NB_KEEP_ALIVE_SECONDS", defaults.keep_alive)?,
+        auth_attempts_per_minute_per_ip: positive(
+            "NB_AUTH_ATTEMPTS_PER_MINUTE_PER_IP",
+            defaults.auth_attempts_per_minute_per_ip,
+        )?,
+        auth_attempts_per_minute_per_email: positive(
+            "NB_AUTH_ATTEMPTS_PER_MINUTE_PER_EMAIL",
+            defaults.auth_attempts_per_minute_per_email,
+        )?,
+        generations_per_minute_per_key: positive(
+            "NB_GENERATIONS_PER_MINUTE_PER_KEY",
+            defaults.generations_per_minute_per_key,
+        )?,
+        upstream_concurrency: positive("NB_UPSTREAM_CONCURRENCY", 64)? as usize,
+        upstream_queue_timeout: seconds(
+            "NB_UPSTREAM_QUEUE_TIMEOUT_SECONDS",
+            defaults.upstream_queue_timeout,
+        )?,
+        trust_forwarded_for,
+        shutdown_grace: seconds("NB_SHUTDOWN_GRACE_SECONDS", defaults.shutdown_grace)?,
+    })
 }
 
 fn storage_config(var: &impl Fn(&str) -> Option<String>) -> Result<StorageConfig, ConfigError> {
@@ -402,6 +526,27 @@ mod tests {
         let config = config(&[("GOOGLE_API_KEY", "AIza-very-secret")]).unwrap();
         assert!(config.google_api_key.is_some());
         assert!(!format!("{config:?}").contains("AIza-very-secret"));
+    }
+
+    #[test]
+    fn limits_have_defaults_and_are_checked() {
+        let limits = config(&[]).unwrap().limits;
+        assert_eq!(limits.max_body_bytes, 65_536);
+        assert_eq!(limits.generations_per_minute_per_key, 60);
+        assert!(!limits.trust_forwarded_for);
+        let custom = config(&[
+            ("NB_GENERATIONS_PER_MINUTE_PER_KEY", "5"),
+            ("NB_TRUST_FORWARDED_FOR", "true"),
+        ])
+        .unwrap()
+        .limits;
+        assert_eq!(custom.generations_per_minute_per_key, 5);
+        assert!(custom.trust_forwarded_for);
+        assert!(config(&[("NB_GENERATIONS_PER_MINUTE_PER_KEY", "0")]).is_err());
+        assert!(config(&[("NB_MAX_BODY_BYTES", "10")]).is_err());
+        assert!(config(&[("NB_SHUTDOWN_GRACE_SECONDS", "0")]).is_err());
+        let token = config(&[("NB_METRICS_TOKEN", "metrics-secret")]).unwrap();
+        assert!(!format!("{token:?}").contains("metrics-secret"));
     }
 
     #[test]

@@ -289,6 +289,13 @@ impl From<ProviderError> for ApiError {
                 "content_rejected",
                 format!("The image provider returned no image: {reason}."),
             ),
+            ProviderError::Busy { retry_after } => Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "upstream_busy",
+                "Too many images are being generated right now; please retry after the time in \
+                 Retry-After.",
+            )
+            .with_retry_after(retry_after.as_secs().max(1)),
             ProviderError::RateLimited { retry_after } => Self::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "upstream_rate_limited",

@@ -10,12 +10,10 @@ use serde::de::DeserializeOwned;
 
 use crate::error::ApiError;
 
-/// The largest request body accepted.
-pub const MAX_BODY_BYTES: usize = 64 * 1024;
-
-pub fn json_config() -> web::JsonConfig {
+/// JSON bodies up to `max_body_bytes`, every failure a JSON error.
+pub fn json_config(max_body_bytes: usize) -> web::JsonConfig {
     web::JsonConfig::default()
-        .limit(MAX_BODY_BYTES)
+        .limit(max_body_bytes)
         .error_handler(|error, _req| json_error(error).into())
 }
 

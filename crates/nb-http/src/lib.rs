@@ -1,11 +1,13 @@
 //! NanoBanana's HTTP face: an actix-web app that parses requests, calls the domain services
 //! and maps their results to JSON. Wiring of adapters to ports happens in [`startup`].
 
-pub mod access_log;
 pub mod auth;
 pub mod config;
 pub mod error;
 pub mod json;
+pub mod metrics;
+pub mod rate_limit;
+pub mod request_context;
 pub mod routes;
 pub mod startup;
 pub mod state;

@@ -12,14 +12,16 @@ use nb_domain::accounts::AccountService;
 use nb_domain::api_keys::ApiKeyService;
 use nb_domain::generation::GenerationService;
 use nb_domain::ports::{Clock, IdGenerator, ImageProvider, ObjectStorage, RandomSource};
-use nb_imagen::{GeminiImageClient, GeminiSettings, UnconfiguredImageProvider};
+use nb_imagen::{
+    ConcurrencyLimitedProvider, GeminiImageClient, GeminiSettings, UnconfiguredImageProvider,
+};
 use nb_storage::{InlineStorage, LocalStorage, S3Storage};
-use tracing_actix_web::TracingLogger;
 
-use crate::access_log::log_request;
 use crate::auth::AccessTokens;
 use crate::config::{Config, ConfigError, JwtSecret, StorageConfig};
 use crate::json::{json_config, query_config};
+use crate::rate_limit::RateLimits;
+use crate::request_context::request_context;
 use crate::routes;
 use crate::state::AppState;
 use crate::system::{BcryptPasswordHasher, OsRandom, SystemClock, UuidV7Ids};
@@ -74,8 +76,7 @@ impl Application {
         let state = build_state(&config, database, address)?;
         let mut server = HttpServer::new(move || {
             App::new()
-                .wrap(from_fn(log_request))
-                .wrap(TracingLogger::default())
+                .wrap(from_fn(request_context))
                 .configure(configure_app(state.clone()))
         });
         if let Some(workers) = config.workers {
@@ -133,7 +134,12 @@ pub fn build_state(
             settings.attempt_timeout = config.upstream.attempt_timeout;
             settings.deadline = config.upstream.deadline;
             settings.max_retries = config.upstream.max_retries;
-            Arc::new(GeminiImageClient::new(settings).map_err(StartupError::ImageProvider)?)
+            let client = GeminiImageClient::new(settings).map_err(StartupError::ImageProvider)?;
+            Arc::new(ConcurrencyLimitedProvider::new(
+                client,
+                config.limits.upstream_concurrency,
+                config.limits.upstream_queue_timeout,
+            ))
         }
         None => {
             tracing::warn!("GOOGLE_API_KEY is not set: POST /v1/generate will answer 503");
@@ -155,7 +161,13 @@ pub fn build_state(
         ),
         StorageConfig::Inline => (Arc::new(InlineStorage), None),
     };
+    let rate_limits = RateLimits::new(&config.limits);
+    rate_limits.spawn_cleanup();
     Ok(web::Data::new(AppState {
+        readiness: database.clone(),
+        limits: config.limits,
+        rate_limits,
+        metrics_token: config.metrics_token.clone(),
         accounts: AccountService::new(
             database.clone(),
             Arc::new(BcryptPasswordHasher::new(config.bcrypt_cost)),
@@ -173,8 +185,9 @@ pub fn build_state(
 /// Everything an `App` serves: state, body limits, routes, local images and the JSON 404.
 pub fn configure_app(state: web::Data<AppState>) -> impl FnOnce(&mut web::ServiceConfig) {
     move |cfg| {
+        let max_body_bytes = state.limits.max_body_bytes;
         cfg.app_data(state)
-            .app_data(json_config())
+            .app_data(json_config(max_body_bytes))
             .app_data(query_config())
             .configure(routes::configure)
             .default_service(web::to(routes::not_found));

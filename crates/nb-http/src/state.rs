@@ -3,11 +3,16 @@
 use nb_domain::accounts::AccountService;
 use nb_domain::api_keys::ApiKeyService;
 use nb_domain::generation::{AllowedModels, GenerationService};
+use std::sync::Arc;
+
+use nb_domain::ports::ReadinessCheck;
 use nb_storage::LocalStorage;
 
 use crate::auth::AccessTokens;
+use crate::config::{Limits, MetricsToken};
+use crate::rate_limit::RateLimits;
 
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct AppState {
     pub accounts: AccountService,
     pub api_keys: ApiKeyService,
@@ -16,4 +21,16 @@ pub struct AppState {
     pub image_models: AllowedModels,
     /// The storage served at `/images` when images are kept on local disk.
     pub local_images: Option<LocalStorage>,
+    pub readiness: Arc<dyn ReadinessCheck>,
+    pub limits: Limits,
+    pub rate_limits: RateLimits,
+    pub metrics_token: Option<MetricsToken>,
+}
+
+impl std::fmt::Debug for AppState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppState")
+            .field("limits", &self.limits)
+            .finish_non_exhaustive()
+    }
 }

@@ -18,11 +18,13 @@ use nb_domain::generation::{
 };
 use nb_domain::ports::{
     MockApiKeyRepository, MockGenerationRepository, MockImageProvider, MockObjectStorage,
-    MockPasswordHasher, MockRandomSource, MockUserRepository, RandomnessUnavailable,
+    MockPasswordHasher, MockRandomSource, MockReadinessCheck, MockUserRepository, NotReady,
+    RandomnessUnavailable,
 };
 use nb_domain::user::{EmailAddress, PasswordHash, User, UserId};
 use nb_http::auth::AccessTokens;
-use nb_http::config::JwtSecret;
+use nb_http::config::{JwtSecret, Limits};
+use nb_http::rate_limit::RateLimits;
 use nb_http::startup::configure_app;
 use nb_http::state::AppState;
 use nb_http::system::{SystemClock, UuidV7Ids};
@@ -39,6 +41,7 @@ struct Mocks {
     provider: MockImageProvider,
     storage: MockObjectStorage,
     generations: MockGenerationRepository,
+    readiness: MockReadinessCheck,
 }
 
 impl Mocks {
@@ -69,6 +72,7 @@ impl Mocks {
             provider,
             storage: MockObjectStorage::new(),
             generations: MockGenerationRepository::new(),
+            readiness: MockReadinessCheck::new(),
         }
     }
 
@@ -103,6 +107,10 @@ impl Mocks {
             access_tokens: tokens,
             image_models: AllowedModels::new(["gemini-3.1-flash-image".to_owned()]).unwrap(),
             local_images: None,
+            readiness: Arc::new(self.readiness),
+            limits: Limits::default(),
+            rate_limits: RateLimits::new(&Limits::default()),
+            metrics_token: None,
         };
         (web::Data::new(state), token)
     }
@@ -248,4 +256,32 @@ async fn api_key_checks_on_an_unreachable_database_are_503_not_401() {
         .to_request();
     let response = test::call_service(&app, request).await;
     assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+}
+
+#[actix_web::test]
+async fn readiness_reports_which_check_failed() {
+    for (problem, database, migrations) in [
+        (
+            NotReady::DatabaseUnreachable(SECRET_CAUSE.into()),
+            "unreachable",
+            "unknown",
+        ),
+        (
+            NotReady::MigrationsPending("20261125000002".into()),
+            "ok",
+            "pending",
+        ),
+    ] {
+        let mut mocks = Mocks::new();
+        let problem = std::sync::Mutex::new(Some(problem));
+        mocks
+            .readiness
+            .expect_check_ready()
+            .returning(move || Err(problem.lock().unwrap().take().unwrap()));
+        let (state, _) = mocks.into_state();
+        let (status, body) = call(state, test::TestRequest::get().uri("/readyz")).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(body["checks"]["database"], database);
+        assert_eq!(body["checks"]["migrations"], migrations);
+    }
 }

@@ -307,6 +307,7 @@ impl ImageProvider for GeminiImageClient {
                 return Err(error);
             }
             retries += 1;
+            metrics::counter!("upstream_retries_total", "model" => model.to_owned()).increment(1);
             tracing::warn!(retry = retries, wait_ms = wait.as_millis() as u64, error = %error, "retrying the provider");
             tokio::time::sleep(wait).await;
         }

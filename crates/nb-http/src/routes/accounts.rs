@@ -1,6 +1,6 @@
 //! `/v1/auth/*`: registration, login, and the signed-in user.
 
-use actix_web::{HttpResponse, web};
+use actix_web::{HttpRequest, HttpResponse, web};
 use nb_domain::user::{EmailAddress, Password, User};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
@@ -67,9 +67,13 @@ pub(crate) struct RegisterResponse {
 
 pub(crate) async fn register(
     state: web::Data<AppState>,
+    request: HttpRequest,
     body: JsonBody<RegisterRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let RegisterRequest { email, password } = body.0;
+    state
+        .rate_limits
+        .check_auth_attempt(state.rate_limits.client_ip(&request), &email)?;
     let email = EmailAddress::parse(&email)
         .map_err(|error| ApiError::invalid_field("email", error.to_string()))?;
     let password = Password::parse_new(password)
@@ -84,9 +88,13 @@ pub(crate) async fn register(
 
 pub(crate) async fn login(
     state: web::Data<AppState>,
+    request: HttpRequest,
     body: JsonBody<LoginRequest>,
 ) -> Result<web::Json<AccessTokenResponse>, ApiError> {
     let LoginRequest { email, password } = body.0;
+    state
+        .rate_limits
+        .check_auth_attempt(state.rate_limits.client_ip(&request), &email)?;
     let user = state
         .accounts
         .login(&email, Password::attempt(password))

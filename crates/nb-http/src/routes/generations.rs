@@ -1,6 +1,7 @@
 //! `POST /v1/generate` (API key) and `GET /v1/usage` (access token).
 
-use actix_web::{HttpResponse, web};
+use actix_web::{HttpResponse, ResponseError, web};
+use nb_domain::api_keys::AuthenticatedApiKey;
 use nb_domain::generation::{GenerationRequest, ImageSize, ImageStyle, Prompt};
 use serde::{Deserialize, Serialize};
 use time::{Date, OffsetDateTime};
@@ -37,12 +38,33 @@ pub(crate) struct GenerateResponse {
     created_at: OffsetDateTime,
 }
 
+/// Rate limited per key; every answer after the key is known carries the `x-ratelimit-*`
+/// headers.
 pub(crate) async fn generate(
     state: web::Data<AppState>,
     ApiKeyCaller(caller): ApiKeyCaller,
-    body: JsonBody<GenerateRequest>,
+    body: Result<JsonBody<GenerateRequest>, actix_web::Error>,
+) -> HttpResponse {
+    let quota = state.rate_limits.check_generation(caller.key_id);
+    let mut response = if !quota.allowed {
+        quota.refusal().error_response()
+    } else {
+        match body {
+            Ok(JsonBody(body)) => run_generation(&state, caller, body)
+                .await
+                .unwrap_or_else(|error| error.error_response()),
+            Err(body_error) => body_error.error_response(),
+        }
+    };
+    quota.add_headers(response.headers_mut());
+    response
+}
+
+async fn run_generation(
+    state: &AppState,
+    caller: AuthenticatedApiKey,
+    body: GenerateRequest,
 ) -> Result<HttpResponse, ApiError> {
-    let body = body.0;
     let prompt = body
         .prompt
         .ok_or_else(|| ApiError::invalid_field("prompt", "prompt is required"))

@@ -5,6 +5,7 @@ mod accounts;
 mod api_keys;
 mod generations;
 mod images;
+mod ops;
 
 use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, web};
@@ -47,6 +48,21 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         web::resource("/images/{tail:.+}")
             .route(web::get().to(images::serve))
             .route(web::head().to(images::serve))
+            .default_service(web::to(method_not_allowed)),
+    )
+    .service(
+        web::resource("/healthz")
+            .route(web::get().to(ops::healthz))
+            .default_service(web::to(method_not_allowed)),
+    )
+    .service(
+        web::resource("/readyz")
+            .route(web::get().to(ops::readyz))
+            .default_service(web::to(method_not_allowed)),
+    )
+    .service(
+        web::resource("/metrics")
+            .route(web::get().to(ops::metrics))
             .default_service(web::to(method_not_allowed)),
     )
     .service(

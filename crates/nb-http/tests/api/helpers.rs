@@ -9,7 +9,7 @@ use base64::Engine as _;
 use nb_db::testing::TestDatabase;
 use nb_domain::generation::AllowedModels;
 use nb_http::auth::ApiKeyCaller;
-use nb_http::config::{Config, JwtSecret, LogFormat, StorageConfig, UpstreamLimits};
+use nb_http::config::{Config, JwtSecret, Limits, LogFormat, StorageConfig, UpstreamLimits};
 use nb_http::startup::{bind, build_state, configure_app};
 use nb_imagen::GoogleApiKey;
 use reqwest::header::{AUTHORIZATION, CONTENT_TYPE};
@@ -63,6 +63,13 @@ pub fn test_config(data_dir: PathBuf, db: &TestDatabase, google: &MockServer) ->
         },
         storage: StorageConfig::Local,
         public_base_url: None,
+        limits: Limits {
+            auth_attempts_per_minute_per_ip: 1000,
+            auth_attempts_per_minute_per_email: 1000,
+            generations_per_minute_per_key: 1000,
+            ..Limits::default()
+        },
+        metrics_token: None,
         listen: "127.0.0.1:0".into(),
         database_url: db.url.clone(),
         database_pool: nb_db::testing::test_pool_options(),
@@ -111,9 +118,8 @@ impl TestApp {
         let server = HttpServer::new(move || {
             App::new()
                 .wrap(actix_web::middleware::from_fn(
-                    nb_http::access_log::log_request,
+                    nb_http::request_context::request_context,
                 ))
-                .wrap(tracing_actix_web::TracingLogger::default())
                 .route(API_KEY_PROBE, web::get().to(api_key_probe))
                 .configure(configure_app(state.clone()))
         })

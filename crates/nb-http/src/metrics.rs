@@ -1,0 +1,55 @@
+//! Prometheus metrics: one process-wide recorder (the `metrics` facade, rendered by
+//! `metrics-exporter-prometheus`), exposed at `GET /metrics`.
+//!
+//! | metric | labels |
+//! | --- | --- |
+//! | `http_requests_total` | method, route (the pattern, e.g. `/v1/keys/{key_id}`), status |
+//! | `http_request_duration_seconds` (histogram) | method, route |
+//! | `generations_total` | model, outcome (`succeeded` or the error code) |
+//! | `usage_counted_total` | — |
+//! | `upstream_request_duration_seconds` (histogram) | model, outcome |
+//! | `upstream_retries_total` | model |
+//! | `rate_limited_total` | limit |
+
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+/// Latency buckets from 1 ms to 2 min: gateway overhead at the bottom, image models at the top.
+const SECONDS_BUCKETS: &[f64] = &[
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0,
+    120.0,
+];
+
+/// The recorder, installed on first use.
+pub fn handle() -> &'static PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE.get_or_init(|| {
+        let builder = PrometheusBuilder::new()
+            .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), SECONDS_BUCKETS)
+            .unwrap_or_else(|_| PrometheusBuilder::new());
+        match builder.install_recorder() {
+            Ok(handle) => handle,
+            // Another recorder is already installed (possible only in tests): render an empty one.
+            Err(_) => PrometheusBuilder::new().build_recorder().handle(),
+        }
+    })
+}
+
+pub fn record_request(method: &str, route: &str, status: u16, elapsed: Duration) {
+    let labels = [("method", method.to_owned()), ("route", route.to_owned())];
+    metrics::counter!("http_requests_total", "method" => method.to_owned(), "route" => route.to_owned(), "status" => status.to_string()).increment(1);
+    metrics::histogram!("http_request_duration_seconds", &labels).record(elapsed.as_secs_f64());
+}
+
+pub fn record_generation(model: &str, outcome: &str) {
+    metrics::counter!("generations_total", "model" => model.to_owned(), "outcome" => outcome.to_owned()).increment(1);
+    if outcome == "succeeded" {
+        metrics::counter!("usage_counted_total").increment(1);
+    }
+}
+
+pub fn record_rate_limited(limit: &'static str) {
+    metrics::counter!("rate_limited_total", "limit" => limit).increment(1);
+}

@@ -1,0 +1,125 @@
+//! A cap on concurrent calls to the provider, so that a burst cannot exhaust the Google quota
+//! (or this instance's sockets): requests over the cap wait in line for a bounded time, then
+//! get `ProviderError::Busy`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use nb_domain::generation::{GeneratedImage, ImageRequest, ProviderError};
+use nb_domain::ports::ImageProvider;
+use tokio::sync::Semaphore;
+
+#[derive(Debug, Clone)]
+pub struct ConcurrencyLimitedProvider<P> {
+    inner: P,
+    slots: Arc<Semaphore>,
+    queue_timeout: Duration,
+}
+
+impl<P> ConcurrencyLimitedProvider<P> {
+    pub fn new(inner: P, max_in_flight: usize, queue_timeout: Duration) -> Self {
+        Self {
+            inner,
+            slots: Arc::new(Semaphore::new(max_in_flight)),
+            queue_timeout,
+        }
+    }
+}
+
+#[async_trait]
+impl<P: ImageProvider> ImageProvider for ConcurrencyLimitedProvider<P> {
+    async fn generate(&self, request: &ImageRequest) -> Result<GeneratedImage, ProviderError> {
+        let slot = tokio::time::timeout(self.queue_timeout, self.slots.acquire()).await;
+        let Ok(Ok(_slot)) = slot else {
+            metrics::counter!("upstream_queue_timeouts_total").increment(1);
+            return Err(ProviderError::Busy {
+                retry_after: self.queue_timeout,
+            });
+        };
+        self.inner.generate(request).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+    use nb_domain::generation::AllowedModels;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// Answers after the test releases it, counting calls in flight.
+    struct Gate {
+        in_flight: AtomicUsize,
+        release: tokio::sync::Notify,
+    }
+
+    #[derive(Clone)]
+    struct GatedProvider(Arc<Gate>);
+
+    #[async_trait]
+    impl ImageProvider for GatedProvider {
+        async fn generate(&self, _: &ImageRequest) -> Result<GeneratedImage, ProviderError> {
+            let gate = &self.0;
+            let released = gate.release.notified();
+            gate.in_flight.fetch_add(1, Ordering::SeqCst);
+            released.await;
+            gate.in_flight.fetch_sub(1, Ordering::SeqCst);
+            Ok(GeneratedImage::from_bytes(Bytes::from_static(b"\x89PNG\r\n\x1a\n")).unwrap())
+        }
+    }
+
+    fn request() -> ImageRequest {
+        let model = AllowedModels::new(["m".to_owned()])
+            .unwrap()
+            .default_model()
+            .clone();
+        ImageRequest {
+            model,
+            text: "x".into(),
+            aspect_ratio: "1:1",
+        }
+    }
+
+    #[tokio::test]
+    async fn calls_over_the_cap_wait_then_are_busy() {
+        let gate = Arc::new(Gate {
+            in_flight: AtomicUsize::new(0),
+            release: tokio::sync::Notify::new(),
+        });
+        let limited = Arc::new(ConcurrencyLimitedProvider::new(
+            GatedProvider(gate.clone()),
+            2,
+            Duration::from_millis(50),
+        ));
+        let first = tokio::spawn({
+            let limited = limited.clone();
+            async move { limited.generate(&request()).await }
+        });
+        let second = tokio::spawn({
+            let limited = limited.clone();
+            async move { limited.generate(&request()).await }
+        });
+        while gate.in_flight.load(Ordering::SeqCst) < 2 {
+            tokio::task::yield_now().await;
+        }
+        let third = limited.generate(&request()).await;
+        assert!(
+            matches!(third, Err(ProviderError::Busy { .. })),
+            "{third:?}"
+        );
+        assert_eq!(gate.in_flight.load(Ordering::SeqCst), 2);
+        gate.release.notify_waiters();
+        assert!(first.await.unwrap().is_ok() && second.await.unwrap().is_ok());
+        // A slot is free again.
+        let fourth = tokio::spawn({
+            let limited = limited.clone();
+            async move { limited.generate(&request()).await }
+        });
+        while gate.in_flight.load(Ordering::SeqCst) < 1 {
+            tokio::task::yield_now().await;
+        }
+        gate.release.notify_waiters();
+        assert!(fourth.await.unwrap().is_ok());
+    }
+}
