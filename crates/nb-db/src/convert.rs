@@ -26,11 +26,35 @@ pub(crate) fn pool_error(
     RepositoryError::Unavailable(Box::new(error))
 }
 
+/// Server messages that mean "the database is going away or busy", not "this query is wrong":
+/// PostgreSQL shutting down or restarting (SQLSTATE class 57, which diesel does not expose),
+/// and SQLite's busy timeout running out.
+const UNAVAILABLE_MESSAGES: [&str; 5] = [
+    "terminating connection",
+    "the database system is shutting down",
+    "the database system is starting up",
+    "connection closed",
+    "database is locked",
+];
+
+/// A failed statement: `Unavailable` when the database could not be reached or is going
+/// away (callers answer 503 and the pool replaces the connection), `Unexpected` otherwise.
 pub(crate) fn query_error(error: DieselError) -> RepositoryError {
-    match error {
-        DieselError::DatabaseError(DatabaseErrorKind::ClosedConnection, _)
-        | DieselError::BrokenTransactionManager => RepositoryError::Unavailable(Box::new(error)),
-        other => RepositoryError::Unexpected(Box::new(other)),
+    let unavailable = match &error {
+        DieselError::DatabaseError(
+            DatabaseErrorKind::ClosedConnection | DatabaseErrorKind::UnableToSendCommand,
+            _,
+        )
+        | DieselError::BrokenTransactionManager => true,
+        DieselError::DatabaseError(DatabaseErrorKind::Unknown, info) => UNAVAILABLE_MESSAGES
+            .iter()
+            .any(|message| info.message().contains(message)),
+        _ => false,
+    };
+    if unavailable {
+        RepositoryError::Unavailable(Box::new(error))
+    } else {
+        RepositoryError::Unexpected(Box::new(error))
     }
 }
 

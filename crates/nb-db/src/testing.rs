@@ -43,6 +43,14 @@ impl TestDatabase {
             "TEST_DATABASE_URL is not set: run the tests with scripts/test.sh, which starts a \
              throwaway PostgreSQL, or point it at a server where databases may be created",
         );
+        Self::postgres_on(admin_url).await
+    }
+
+    /// A fresh database on the server at `admin_url`.
+    ///
+    /// # Panics
+    /// When the server cannot be reached.
+    pub async fn postgres_on(admin_url: String) -> Self {
         let name = format!("nb_test_{}", uuid::Uuid::new_v4().simple());
         let mut admin = AsyncPgConnection::establish(&admin_url)
             .await
@@ -116,5 +124,167 @@ impl Drop for TestDatabase {
             })
         });
         let _ = dropped.join();
+    }
+}
+
+/// A PostgreSQL cluster of its own, for tests that stop and restart the database. Built with
+/// the machine's `initdb` and `pg_ctl` (as the `postgres` user when running as root, since
+/// `initdb` refuses root), in a temporary folder, on a free loopback port.
+#[derive(Debug)]
+pub struct EphemeralPostgres {
+    pub url: String,
+    pg_ctl: std::path::PathBuf,
+    folder: tempfile::TempDir,
+    port: u16,
+}
+
+fn postgres_binaries() -> std::path::PathBuf {
+    let mut candidates: Vec<std::path::PathBuf> = std::env::var_os("PATH")
+        .map(|path| std::env::split_paths(&path).collect())
+        .unwrap_or_default();
+    if let Ok(versions) = std::fs::read_dir("/usr/lib/postgresql") {
+        candidates.extend(versions.flatten().map(|version| version.path().join("bin")));
+    }
+    candidates
+        .into_iter()
+        .find(|folder| folder.join("initdb").exists() && folder.join("pg_ctl").exists())
+        .expect("initdb and pg_ctl not found: run the tests with scripts/test.sh")
+}
+
+fn running_as_root() -> bool {
+    std::process::Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|output| String::from_utf8_lossy(&output.stdout).trim() == "0")
+}
+
+/// Runs a PostgreSQL tool, as the `postgres` user when we are root.
+fn run_postgres_tool(tool: &std::path::Path, args: &[&str]) -> std::process::Output {
+    let mut command = if running_as_root() {
+        let mut command = std::process::Command::new("runuser");
+        command.args(["-u", "postgres", "--"]).arg(tool);
+        command
+    } else {
+        std::process::Command::new(tool)
+    };
+    command
+        .args(args)
+        .output()
+        .expect("cannot run a PostgreSQL tool")
+}
+
+impl EphemeralPostgres {
+    /// # Panics
+    /// When the cluster cannot be created or started.
+    pub fn start() -> Self {
+        let binaries = postgres_binaries();
+        let folder = tempfile::Builder::new()
+            .prefix("nb-pg-")
+            .tempdir()
+            .expect("no temporary folder");
+        if running_as_root() {
+            let chowned = std::process::Command::new("chown")
+                .args(["-R", "postgres"])
+                .arg(folder.path())
+                .status()
+                .expect("cannot run chown");
+            assert!(
+                chowned.success(),
+                "cannot give the cluster folder to postgres"
+            );
+        }
+        let data = folder.path().join("data");
+        let data = data.to_str().expect("a UTF-8 path");
+        let initdb = run_postgres_tool(
+            &binaries.join("initdb"),
+            &[
+                "-D",
+                data,
+                "-U",
+                "postgres",
+                "-A",
+                "trust",
+                "-E",
+                "UTF8",
+                "--no-sync",
+            ],
+        );
+        assert!(
+            initdb.status.success(),
+            "initdb failed: {}",
+            String::from_utf8_lossy(&initdb.stderr)
+        );
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|listener| listener.local_addr())
+            .expect("no free port")
+            .port();
+        let cluster = Self {
+            url: format!("postgres://postgres@127.0.0.1:{port}/postgres"),
+            pg_ctl: binaries.join("pg_ctl"),
+            folder,
+            port,
+        };
+        cluster.start_again();
+        cluster
+    }
+
+    fn data_dir(&self) -> String {
+        self.folder
+            .path()
+            .join("data")
+            .to_string_lossy()
+            .into_owned()
+    }
+
+    /// Stops the server, dropping every connection (`pg_ctl stop -m fast`).
+    pub fn stop(&self) {
+        let stopped = run_postgres_tool(
+            &self.pg_ctl,
+            &["-D", &self.data_dir(), "-m", "fast", "-w", "stop"],
+        );
+        assert!(
+            stopped.status.success(),
+            "pg_ctl stop failed: {}",
+            String::from_utf8_lossy(&stopped.stderr)
+        );
+    }
+
+    /// Starts the server (again) on the same port.
+    pub fn start_again(&self) {
+        let options = format!(
+            "-c listen_addresses=127.0.0.1 -p {} -k {} -c fsync=off -c synchronous_commit=off",
+            self.port,
+            self.folder.path().display()
+        );
+        let log = self.folder.path().join("server.log");
+        let started = run_postgres_tool(
+            &self.pg_ctl,
+            &[
+                "-D",
+                &self.data_dir(),
+                "-l",
+                &log.to_string_lossy(),
+                "-o",
+                &options,
+                "-w",
+                "-t",
+                "60",
+                "start",
+            ],
+        );
+        assert!(
+            started.status.success(),
+            "pg_ctl start failed: {}",
+            String::from_utf8_lossy(&started.stderr)
+        );
+    }
+}
+
+impl Drop for EphemeralPostgres {
+    fn drop(&mut self) {
+        let _ = run_postgres_tool(
+            &self.pg_ctl,
+            &["-D", &self.data_dir(), "-m", "immediate", "stop"],
+        );
     }
 }

@@ -53,3 +53,19 @@ pub fn record_generation(model: &str, outcome: &str) {
 pub fn record_rate_limited(limit: &'static str) {
     metrics::counter!("rate_limited_total", "limit" => limit).increment(1);
 }
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn recorded_metrics_are_rendered() {
+        let handle = super::handle();
+        super::record_generation("m", "succeeded");
+        super::record_request("GET", "/x", 200, std::time::Duration::from_millis(3));
+        let text = handle.render();
+        assert!(
+            text.contains(r#"generations_total{model="m",outcome="succeeded"} 1"#),
+            "{text}"
+        );
+        assert!(text.contains("usage_counted_total 1"), "{text}");
+    }
+}

@@ -74,21 +74,11 @@ impl Application {
             source,
         })?;
         let state = build_state(&config, database, address)?;
-        let mut server = HttpServer::new(move || {
-            App::new()
-                .wrap(from_fn(request_context))
-                .configure(configure_app(state.clone()))
-        });
-        if let Some(workers) = config.workers {
-            server = server.workers(workers);
-        }
-        let server = server
-            .listen(listener)
-            .map_err(|source| StartupError::Bind {
+        let server =
+            serve(listener, state, &config, |_| {}).map_err(|source| StartupError::Bind {
                 address: config.listen.clone(),
                 source,
-            })?
-            .run();
+            })?;
         Ok(Self {
             port: address.port(),
             server,
@@ -103,6 +93,30 @@ impl Application {
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         self.server.await
     }
+}
+
+/// Runs the app on `listener` with the configured timeouts, worker count and shutdown grace;
+/// `extra_routes` lets tests mount routes of their own beside the app's.
+pub fn serve(
+    listener: TcpListener,
+    state: web::Data<AppState>,
+    config: &Config,
+    extra_routes: impl Fn(&mut web::ServiceConfig) + Clone + Send + 'static,
+) -> std::io::Result<Server> {
+    let limits = config.limits;
+    let mut server = HttpServer::new(move || {
+        App::new()
+            .wrap(from_fn(request_context))
+            .configure(extra_routes.clone())
+            .configure(configure_app(state.clone()))
+    })
+    .client_request_timeout(limits.client_request_timeout)
+    .keep_alive(limits.keep_alive)
+    .shutdown_timeout(limits.shutdown_grace.as_secs());
+    if let Some(workers) = config.workers {
+        server = server.workers(workers);
+    }
+    Ok(server.listen(listener)?.run())
 }
 
 pub fn bind(address: &str) -> Result<TcpListener, StartupError> {
@@ -161,6 +175,8 @@ pub fn build_state(
         ),
         StorageConfig::Inline => (Arc::new(InlineStorage), None),
     };
+    // Install the metrics recorder before the first request records anything.
+    crate::metrics::handle();
     let rate_limits = RateLimits::new(&config.limits);
     rate_limits.spawn_cleanup();
     Ok(web::Data::new(AppState {

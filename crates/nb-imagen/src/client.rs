@@ -291,10 +291,21 @@ impl ImageProvider for GeminiImageClient {
         loop {
             let remaining = deadline.saturating_duration_since(Instant::now());
             let attempt_timeout = self.settings.attempt_timeout.min(remaining);
+            let started = Instant::now();
             let attempt =
                 tokio::time::timeout(attempt_timeout, self.attempt(&url, &body, method, model))
                     .await
                     .unwrap_or(Attempt::Done(Err(ProviderError::Timeout)));
+            let outcome = match &attempt {
+                Attempt::Done(Ok(_)) => "ok",
+                Attempt::Done(Err(error)) | Attempt::Retry { error, .. } => error.code(),
+            };
+            metrics::histogram!(
+                "upstream_request_duration_seconds",
+                "model" => model.to_owned(),
+                "outcome" => outcome
+            )
+            .record(started.elapsed().as_secs_f64());
             let (error, retry_after) = match attempt {
                 Attempt::Done(result) => return result,
                 Attempt::Retry { error, retry_after } => (error, retry_after),

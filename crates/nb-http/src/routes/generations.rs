@@ -79,18 +79,22 @@ async fn run_generation(
         .image_models
         .choose(body.model.as_deref())
         .map_err(|error| ApiError::invalid_field("model", error.to_string()))?;
-    let generation = state
-        .generations
-        .generate(
-            caller,
-            GenerationRequest {
-                prompt,
-                size,
-                style,
-                model,
-            },
-        )
-        .await?;
+    let model_name = model.as_str().to_owned();
+    let request = GenerationRequest {
+        prompt,
+        size,
+        style,
+        model,
+    };
+    let generation = match state.generations.generate(caller, request).await {
+        Ok(generation) => generation,
+        Err(error) => {
+            let error = ApiError::from(error);
+            crate::metrics::record_generation(&model_name, error.code());
+            return Err(error);
+        }
+    };
+    crate::metrics::record_generation(&model_name, "succeeded");
     Ok(HttpResponse::Ok().json(GenerateResponse {
         id: generation.id.to_string(),
         url: generation.url,

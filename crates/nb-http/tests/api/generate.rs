@@ -487,27 +487,7 @@ on_both_backends!(
     local_images_cannot_be_listed_or_escaped,
 );
 
-/// Tests that need a configuration of their own, on both backends.
-macro_rules! configured_on_both_backends {
-    ($($name:ident => $adjust:expr),* $(,)?) => {
-        mod configured {
-            $(mod $name {
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn postgres() {
-                    let app = crate::helpers::TestApp::spawn_with(super::super::Backend::Postgres, $adjust).await;
-                    super::super::$name(app).await;
-                }
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn sqlite() {
-                    let app = crate::helpers::TestApp::spawn_with(super::super::Backend::Sqlite, $adjust).await;
-                    super::super::$name(app).await;
-                }
-            })*
-        }
-    };
-}
-
-configured_on_both_backends!(
+crate::configured_on_both_backends!(
     without_a_google_key_generation_is_503_before_any_upstream_call => |config| config.google_api_key = None,
     an_unreachable_upstream_is_502 => |config| config.google_base_url = "http://127.0.0.1:9".into(),
     an_upstream_timeout_is_504 => |config| {

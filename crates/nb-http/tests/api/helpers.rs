@@ -4,13 +4,13 @@ use std::path::PathBuf;
 
 use std::time::Duration;
 
-use actix_web::{App, HttpResponse, HttpServer, web};
+use actix_web::{HttpResponse, web};
 use base64::Engine as _;
 use nb_db::testing::TestDatabase;
 use nb_domain::generation::AllowedModels;
 use nb_http::auth::ApiKeyCaller;
 use nb_http::config::{Config, JwtSecret, Limits, LogFormat, StorageConfig, UpstreamLimits};
-use nb_http::startup::{bind, build_state, configure_app};
+use nb_http::startup::{bind, build_state, serve};
 use nb_imagen::GoogleApiKey;
 use reqwest::header::{AUTHORIZATION, CONTENT_TYPE};
 use serde_json::{Value, json};
@@ -102,6 +102,11 @@ impl TestApp {
             Backend::Postgres => TestDatabase::postgres().await,
             Backend::Sqlite => TestDatabase::sqlite().await,
         };
+        Self::spawn_on(db, adjust).await
+    }
+
+    /// A server on a database the test made.
+    pub async fn spawn_on(db: TestDatabase, adjust: impl FnOnce(&mut Config)) -> Self {
         let google = MockServer::start().await;
         Mock::given(method("POST"))
             .and(path_regex(r"^/v1beta/models/[^/]+:generateContent$"))
@@ -115,18 +120,11 @@ impl TestApp {
         let listener = bind("127.0.0.1:0").unwrap();
         let address = listener.local_addr().unwrap();
         let state = build_state(&config, db.database.clone(), address).unwrap();
-        let server = HttpServer::new(move || {
-            App::new()
-                .wrap(actix_web::middleware::from_fn(
-                    nb_http::request_context::request_context,
-                ))
-                .route(API_KEY_PROBE, web::get().to(api_key_probe))
-                .configure(configure_app(state.clone()))
+        let server = serve(listener, state, &config, |routes| {
+            routes.route(API_KEY_PROBE, web::get().to(api_key_probe));
         })
-        .workers(2)
-        .listen(listener)
         .unwrap();
-        tokio::spawn(server.run());
+        tokio::spawn(server);
         Self {
             address: format!("http://{address}"),
             client: reqwest::Client::new(),
@@ -316,4 +314,30 @@ pub fn s3_settings(server: &nb_storage::testing::S3TestServer) -> nb_storage::S3
         presign_expiry: Duration::from_secs(900),
         request_timeout: Duration::from_secs(10),
     }
+}
+
+/// Runs each named async test function once per backend, on a server whose configuration the
+/// given closure adjusts first: `configured::<name>::postgres` and `configured::<name>::sqlite`.
+#[macro_export]
+macro_rules! configured_on_both_backends {
+    ($($name:ident => $adjust:expr),* $(,)?) => {
+        mod configured {
+            $(mod $name {
+                #[allow(unused_imports)]
+                use super::super::*;
+
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn postgres() {
+                    let app = $crate::helpers::TestApp::spawn_with($crate::helpers::Backend::Postgres, $adjust).await;
+                    super::super::$name(app).await;
+                }
+
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn sqlite() {
+                    let app = $crate::helpers::TestApp::spawn_with($crate::helpers::Backend::Sqlite, $adjust).await;
+                    super::super::$name(app).await;
+                }
+            })*
+        }
+    };
 }

@@ -7,3 +7,4 @@ mod api_keys;
 mod errors;
 mod generate;
 mod helpers;
+mod operations;

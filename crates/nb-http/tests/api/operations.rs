@@ -1,0 +1,355 @@
+//! What operators rely on: request ids, health, metrics, abuse limits, timeouts, and riding
+//! out a database outage.
+
+use std::io::{Read, Write};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use wiremock::matchers::{method, path};
+use wiremock::{Mock, ResponseTemplate};
+
+use crate::helpers::{TestApp, assert_error, gemini_image_answer};
+use crate::on_both_backends;
+
+async fn every_response_carries_a_request_id(app: TestApp) {
+    let chosen = app
+        .client
+        .get(app.url("/healthz"))
+        .header("x-request-id", "client-id_1.2:3")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(chosen.headers()["x-request-id"], "client-id_1.2:3");
+    let insane = app
+        .client
+        .get(app.url("/healthz"))
+        .header("x-request-id", "<b>hi</b>")
+        .send()
+        .await
+        .unwrap();
+    let replaced = insane.headers()["x-request-id"].to_str().unwrap();
+    assert!(uuid::Uuid::parse_str(replaced).is_ok(), "{replaced}");
+    for response in [
+        app.client.get(app.url("/nowhere")).send().await.unwrap(),
+        app.client.get(app.url("/v1/keys")).send().await.unwrap(),
+        app.post_json(
+            "/v1/auth/login",
+            &json!({"email": "a@b.co", "password": "x"}),
+        )
+        .await,
+    ] {
+        let id = response.headers()["x-request-id"].to_str().unwrap();
+        assert!(uuid::Uuid::parse_str(id).is_ok(), "{id}");
+    }
+}
+
+async fn health_and_readiness_are_ok(app: TestApp) {
+    let health = app.client.get(app.url("/healthz")).send().await.unwrap();
+    assert_eq!(health.status(), 200);
+    let ready = app.client.get(app.url("/readyz")).send().await.unwrap();
+    assert_eq!(ready.status(), 200);
+    let body: Value = ready.json().await.unwrap();
+    assert_eq!(
+        body["checks"],
+        json!({"database": "ok", "migrations": "ok"})
+    );
+}
+
+async fn metrics_count_requests_generations_and_usage(app: TestApp) {
+    let (_, key) = app.user_with_key("ada@example.com").await;
+    assert_eq!(
+        app.generate(&key, &json!({"prompt": "a banana"}))
+            .await
+            .status(),
+        200
+    );
+    let response = app.client.get(app.url("/metrics")).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert!(
+        response.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/plain")
+    );
+    let text = response.text().await.unwrap();
+    for expected in [
+        r#"http_requests_total{method="POST",route="/v1/keys",status="201"}"#,
+        r#"http_request_duration_seconds_bucket{method="POST",route="/v1/generate","#,
+        r#"generations_total{model="gemini-3.1-flash-image",outcome="succeeded"}"#,
+        "usage_counted_total",
+        r#"upstream_request_duration_seconds_bucket{model="gemini-3.1-flash-image",outcome="ok","#,
+    ] {
+        assert!(text.contains(expected), "missing {expected} in:\n{text}");
+    }
+    // Route patterns, never raw paths: ids do not become labels.
+    assert!(!text.contains("/v1/keys/0"), "a raw path became a label");
+}
+
+async fn metrics_need_the_token_when_one_is_set(app: TestApp) {
+    let anonymous = app.client.get(app.url("/metrics")).send().await.unwrap();
+    assert_error(anonymous, 401, "invalid_metrics_token").await;
+    let wrong = app
+        .client
+        .get(app.url("/metrics"))
+        .bearer_auth("nope")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(wrong.status(), 401);
+    let right = app
+        .client
+        .get(app.url("/metrics"))
+        .bearer_auth("scrape-me-please")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(right.status(), 200);
+}
+
+async fn bodies_over_the_configured_limit_are_413(app: TestApp) {
+    let (_, key) = app.user_with_key("ada@example.com").await;
+    let response = app
+        .generate(&key, &json!({"prompt": "x".repeat(3000)}))
+        .await;
+    assert_error(response, 413, "payload_too_large").await;
+    assert_eq!(app.google_requests().await, 0);
+}
+
+async fn slow_clients_are_cut_off(app: TestApp) {
+    let address = app.address.trim_start_matches("http://").to_owned();
+    let outcome = tokio::task::spawn_blocking(move || {
+        let mut stream = std::net::TcpStream::connect(address).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(3)))
+            .unwrap();
+        // Half a request head, then silence.
+        stream
+            .write_all(b"POST /v1/auth/login HTTP/1.1\r\nHost: x\r\n")
+            .unwrap();
+        let mut answer = Vec::new();
+        let read = stream.read_to_end(&mut answer);
+        (read.is_ok(), String::from_utf8_lossy(&answer).into_owned())
+    })
+    .await
+    .unwrap();
+    // The server closed the connection (with a 408) before our 3 s read timeout.
+    assert!(outcome.0, "the server kept the connection open");
+    assert!(
+        outcome.1.is_empty() || outcome.1.starts_with("HTTP/1.1 408"),
+        "{}",
+        outcome.1
+    );
+}
+
+async fn logins_are_limited_per_ip(app: TestApp) {
+    for attempt in 0..3 {
+        let response = app
+            .login(&format!("user{attempt}@example.com"), "whatever1")
+            .await;
+        assert_eq!(response.status(), 401);
+    }
+    let response = app.login("user9@example.com", "whatever1").await;
+    let wait: u64 = response.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(wait >= 1);
+    assert_error(response, 429, "too_many_attempts").await;
+    // Registration shares the limit.
+    assert_eq!(
+        app.register("new@example.com", "long enough")
+            .await
+            .status(),
+        429
+    );
+}
+
+async fn logins_are_limited_per_email_across_ips(app: TestApp) {
+    app.signed_up("ada@example.com").await; // attempt 1 for this email
+    for hop in 2..=3 {
+        let response = app
+            .client
+            .post(app.url("/v1/auth/login"))
+            .header("x-forwarded-for", format!("198.51.100.{hop}"))
+            .json(&json!({"email": "ADA@example.com", "password": "wrong password"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 401);
+    }
+    let fourth = app
+        .client
+        .post(app.url("/v1/auth/login"))
+        .header("x-forwarded-for", "198.51.100.99")
+        .json(&json!({"email": "ada@example.com", "password": crate::helpers::PASSWORD}))
+        .send()
+        .await
+        .unwrap();
+    assert_error(fourth, 429, "too_many_attempts").await;
+}
+
+async fn generations_are_limited_per_key_with_headers_on_every_answer(app: TestApp) {
+    let (token, key) = app.user_with_key("ada@example.com").await;
+    let first = app.generate(&key, &json!({"prompt": "x"})).await;
+    assert_eq!(first.status(), 200);
+    assert_eq!(first.headers()["x-ratelimit-limit"], "2");
+    assert_eq!(first.headers()["x-ratelimit-remaining"], "1");
+    assert!(
+        first.headers()["x-ratelimit-reset"]
+            .to_str()
+            .unwrap()
+            .parse::<u64>()
+            .unwrap()
+            <= 60
+    );
+    let invalid = app.generate(&key, &json!({"prompt": ""})).await;
+    assert_eq!(invalid.headers()["x-ratelimit-remaining"], "0");
+    assert_error(invalid, 422, "validation_failed").await;
+    let limited = app.generate(&key, &json!({"prompt": "x"})).await;
+    assert_eq!(limited.headers()["x-ratelimit-remaining"], "0");
+    assert!(
+        limited.headers()["retry-after"]
+            .to_str()
+            .unwrap()
+            .parse::<u64>()
+            .unwrap()
+            >= 1
+    );
+    assert_error(limited, 429, "rate_limited").await;
+    // Another key of the same user has its own allowance.
+    let (_, other) = app.created_key(&token).await;
+    assert_eq!(
+        app.generate(&other, &json!({"prompt": "x"})).await.status(),
+        200
+    );
+    assert_eq!(app.google_requests().await, 2);
+}
+
+async fn generations_over_the_upstream_cap_queue_then_get_503(app: TestApp) {
+    let (_, key) = app.user_with_key("ada@example.com").await;
+    Mock::given(method("POST"))
+        .and(path(
+            "/v1beta/models/gemini-3.1-flash-image:generateContent",
+        ))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_json(gemini_image_answer())
+                .set_delay(Duration::from_secs(3)),
+        )
+        .mount(&app.google)
+        .await;
+    let app = std::sync::Arc::new(app);
+    let first = tokio::spawn({
+        let (app, key) = (app.clone(), key.clone());
+        async move {
+            app.generate(&key, &json!({"prompt": "first"}))
+                .await
+                .status()
+        }
+    });
+    while app.google_requests().await == 0 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let second = app.generate(&key, &json!({"prompt": "second"})).await;
+    assert_eq!(second.headers()["retry-after"], "1");
+    assert_error(second, 503, "upstream_busy").await;
+    assert_eq!(first.await.unwrap(), 200);
+}
+
+on_both_backends!(
+    every_response_carries_a_request_id,
+    health_and_readiness_are_ok,
+    metrics_count_requests_generations_and_usage,
+);
+
+crate::configured_on_both_backends!(
+    metrics_need_the_token_when_one_is_set => |config| {
+        config.metrics_token = Some(nb_http::config::MetricsToken::new("scrape-me-please".into()));
+    },
+    bodies_over_the_configured_limit_are_413 => |config| config.limits.max_body_bytes = 2048,
+    slow_clients_are_cut_off => |config| config.limits.client_request_timeout = Duration::from_secs(1),
+    logins_are_limited_per_ip => |config| config.limits.auth_attempts_per_minute_per_ip = 3,
+    logins_are_limited_per_email_across_ips => |config| {
+        config.limits.auth_attempts_per_minute_per_email = 3;
+        config.limits.trust_forwarded_for = true;
+    },
+    generations_are_limited_per_key_with_headers_on_every_answer => |config| {
+        config.limits.generations_per_minute_per_key = 2;
+    },
+    generations_over_the_upstream_cap_queue_then_get_503 => |config| {
+        config.limits.upstream_concurrency = 1;
+        config.limits.upstream_queue_timeout = Duration::from_millis(500);
+    },
+);
+
+/// Stops the database under a running server, then starts it again: requests get 503
+/// `database_unavailable` (never 500), `/readyz` says which check failed, and the service
+/// recovers by itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_outage_is_503_and_the_service_recovers() {
+    let cluster = std::sync::Arc::new(
+        tokio::task::spawn_blocking(nb_db::testing::EphemeralPostgres::start)
+            .await
+            .unwrap(),
+    );
+    let db = nb_db::testing::TestDatabase::postgres_on(cluster.url.clone()).await;
+    let app = TestApp::spawn_on(db, |config| {
+        config.database_pool.acquire_timeout = Duration::from_secs(2);
+    })
+    .await;
+    let token = app.signed_up("ada@example.com").await;
+    assert_eq!(app.get_with("/v1/keys", &token).await.status(), 200);
+
+    let stopping = cluster.clone();
+    tokio::task::spawn_blocking(move || stopping.stop())
+        .await
+        .unwrap();
+    for _ in 0..3 {
+        assert_error(
+            app.get_with("/v1/keys", &token).await,
+            503,
+            "database_unavailable",
+        )
+        .await;
+    }
+    let ready = app.client.get(app.url("/readyz")).send().await.unwrap();
+    assert_eq!(ready.status(), 503);
+    let body: Value = ready.json().await.unwrap();
+    assert_eq!(body["checks"]["database"], "unreachable");
+    assert_eq!(
+        app.client
+            .get(app.url("/healthz"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+
+    let starting = cluster.clone();
+    tokio::task::spawn_blocking(move || starting.start_again())
+        .await
+        .unwrap();
+    let mut recovered = false;
+    for _ in 0..100 {
+        if app.get_with("/v1/keys", &token).await.status() == 200 {
+            recovered = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        recovered,
+        "the service did not recover after the database came back"
+    );
+    assert_eq!(
+        app.client
+            .get(app.url("/readyz"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+}
