@@ -90,8 +90,18 @@ async fn run_flow_and_check_logs(backend: Backend) {
     assert_eq!(app.get_with("/v1/auth/me", &token).await.status(), 200);
     let (key_id, key) = app.created_key(&token).await;
     assert_eq!(app.get_with(API_KEY_PROBE, &key).await.status(), 200);
-    let generated = app.generate(&key, &json!({"prompt": "a banana"})).await;
+    let request_id = format!("trace-{}", uuid::Uuid::new_v4().simple());
+    let generated = app
+        .client
+        .post(app.url("/v1/generate"))
+        .bearer_auth(&key)
+        .header("x-request-id", &request_id)
+        .json(&json!({"prompt": "a banana"}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(generated.status(), 200);
+    assert_eq!(generated.headers()["x-request-id"], request_id.as_str());
     let generated: serde_json::Value = generated.json().await.unwrap();
     assert_eq!(
         app.client
@@ -121,6 +131,23 @@ async fn run_flow_and_check_logs(backend: Backend) {
     assert_eq!(app.get_with("/v1/auth/me", &key).await.status(), 401);
 
     let text = logs.text();
+    // Every line written while serving that request carries its id: the access line, the
+    // domain's, the storage adapter's (its HTTP client's lines inside the `put` span) and, on
+    // PostgreSQL, the driver's inside the database task (spawned tasks keep the span).
+    let tagged: Vec<&str> = text
+        .lines()
+        .filter(|line| line.contains(&request_id))
+        .collect();
+    let mut expected = vec!["request completed", "generation succeeded", "put{"];
+    if matches!(backend, Backend::Postgres) {
+        expected.push("record_success");
+    }
+    for expected in expected {
+        assert!(
+            tagged.iter().any(|line| line.contains(expected)),
+            "no {expected} line carries the request id"
+        );
+    }
     // The capture is live: the flow's requests and queries were logged.
     assert!(text.contains("/v1/keys"), "no request was logged");
     assert!(

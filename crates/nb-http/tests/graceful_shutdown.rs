@@ -1,0 +1,136 @@
+//! SIGTERM on the real binary: it stops accepting connections, lets the in-flight generation
+//! finish (and be recorded), then exits 0.
+
+#![allow(clippy::unwrap_used)] // Tests fail loudly by design.
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use nb_db::{Database, DatabaseUrl, PoolOptions};
+use nb_domain::ports::GenerationRepository;
+use nb_domain::user::UserId;
+use serde_json::{Value, json};
+use wiremock::matchers::method;
+use wiremock::{Mock, MockServer, ResponseTemplate};
+
+const PNG_BASE64: &str = "iVBORw0KGgoAAAANSUhEUgAAAAIAAAACCAIAAAD91JpzAAAAEElEQVR4nGP4f4IBiBggFAA1zgcdmk6h0gAAAABJRU5ErkJggg==";
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_lets_an_in_flight_generation_finish_and_be_recorded() {
+    let google = MockServer::start().await;
+    let answer = json!({"candidates": [{"content": {"parts": [{"inlineData": {"mimeType": "image/png", "data": PNG_BASE64}}]}, "finishReason": "STOP"}]});
+    Mock::given(method("POST"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_json(answer)
+                .set_delay(Duration::from_secs(2)),
+        )
+        .mount(&google)
+        .await;
+    let folder = tempfile::tempdir().unwrap();
+    let database_path = folder.path().join("nb.db");
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let mut server = Command::new(env!("CARGO_BIN_EXE_nanobanana"))
+        .env("NB_LISTEN", format!("127.0.0.1:{port}"))
+        .env("NB_DATA_DIR", folder.path())
+        .env(
+            "DATABASE_URL",
+            format!("sqlite://{}", database_path.display()),
+        )
+        .env("GOOGLE_API_KEY", "test-google-key")
+        .env("GOOGLE_GEMINI_BASE_URL", google.uri())
+        .env("NB_BCRYPT_COST", "4")
+        .env("NB_SHUTDOWN_GRACE_SECONDS", "20")
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let client = reqwest::Client::new();
+    let mut ready = false;
+    for _ in 0..200 {
+        if client.get(format!("{base}/healthz")).send().await.is_ok() {
+            ready = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(ready, "the server did not start");
+
+    let registered: Value = client
+        .post(format!("{base}/v1/auth/register"))
+        .json(&json!({"email": "ada@example.com", "password": "long enough"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let token = registered["access_token"].as_str().unwrap().to_owned();
+    let user_id = uuid::Uuid::parse_str(registered["user"]["id"].as_str().unwrap()).unwrap();
+    let created: Value = client
+        .post(format!("{base}/v1/keys"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let key = created["key"].as_str().unwrap().to_owned();
+
+    let in_flight = tokio::spawn({
+        let (client, base) = (client.clone(), base.clone());
+        async move {
+            client
+                .post(format!("{base}/v1/generate"))
+                .bearer_auth(key)
+                .json(&json!({"prompt": "x"}))
+                .send()
+                .await
+        }
+    });
+    while google.received_requests().await.unwrap().is_empty() {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let signalled = Command::new("kill")
+        .args(["-TERM", &server.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(signalled.success());
+
+    // New connections are refused while the generation is still running.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_err(),
+        "still accepting after SIGTERM"
+    );
+
+    let response = in_flight.await.unwrap().unwrap();
+    assert_eq!(response.status(), 200);
+    let exit = tokio::task::spawn_blocking(move || server.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(exit.success(), "exit status {exit:?}");
+
+    let database = Database::connect(&DatabaseUrl::Sqlite(database_path), PoolOptions::default())
+        .await
+        .unwrap();
+    let today = time::OffsetDateTime::now_utc().date();
+    let usage = database.daily_usage(UserId(user_id), today).await.unwrap();
+    assert_eq!(usage.len(), 1);
+    assert_eq!(
+        usage[0].count, 1,
+        "the in-flight generation was not recorded"
+    );
+}
