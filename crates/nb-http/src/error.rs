@@ -27,15 +27,20 @@ pub struct ApiError {
     cause: Option<BoxError>,
 }
 
-#[derive(Serialize)]
-struct ErrorBody<'a> {
+/// Every error answer.
+#[derive(Serialize, utoipa::ToSchema)]
+pub(crate) struct ErrorBody<'a> {
     error: ErrorDetail<'a>,
 }
 
-#[derive(Serialize)]
-struct ErrorDetail<'a> {
+#[derive(Serialize, utoipa::ToSchema)]
+pub(crate) struct ErrorDetail<'a> {
+    /// Stable, snake_case: what to match on.
+    #[schema(example = "validation_failed")]
     code: &'a str,
+    /// A sentence for people.
     message: &'a str,
+    /// The request field at fault, for validation errors.
     #[serde(skip_serializing_if = "Option::is_none")]
     field: Option<&'a str>,
 }

@@ -205,6 +205,8 @@ pub fn configure_app(state: web::Data<AppState>) -> impl FnOnce(&mut web::Servic
         cfg.app_data(state)
             .app_data(json_config(max_body_bytes))
             .app_data(query_config())
+            .service(routes::openapi::docs())
+            .route("/docs", web::get().to(routes::openapi::docs_redirect))
             .configure(routes::configure)
             .default_service(web::to(routes::not_found));
     }

@@ -4,26 +4,27 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use nb_domain::user::{EmailAddress, Password, User};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
+use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::auth::{IssuedAccessToken, SignedInUser};
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorBody};
 use crate::json::JsonBody;
 use crate::state::AppState;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 pub(crate) struct RegisterRequest {
     email: String,
     password: String,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 pub(crate) struct LoginRequest {
     email: String,
     password: String,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub(crate) struct UserResponse {
     id: Uuid,
     email: String,
@@ -41,7 +42,7 @@ impl From<User> for UserResponse {
     }
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub(crate) struct AccessTokenResponse {
     access_token: String,
     token_type: &'static str,
@@ -58,13 +59,23 @@ impl From<IssuedAccessToken> for AccessTokenResponse {
     }
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub(crate) struct RegisterResponse {
     user: UserResponse,
     #[serde(flatten)]
     token: AccessTokenResponse,
 }
 
+/// Create an account and get an access token.
+#[utoipa::path(post, path = "/v1/auth/register", tag = "accounts", request_body = RegisterRequest,
+    responses(
+        (status = 201, description = "Registered", body = RegisterResponse),
+        (status = 409, description = "The email is taken", body = ErrorBody),
+        (status = 413, description = "Body too large", body = ErrorBody),
+        (status = 415, description = "Not JSON", body = ErrorBody),
+        (status = 422, description = "Invalid email or password", body = ErrorBody),
+        (status = 429, description = "Too many attempts", body = ErrorBody),
+    ))]
 pub(crate) async fn register(
     state: web::Data<AppState>,
     request: HttpRequest,
@@ -86,6 +97,14 @@ pub(crate) async fn register(
     }))
 }
 
+/// Exchange an email and password for an access token.
+#[utoipa::path(post, path = "/v1/auth/login", tag = "accounts", request_body = LoginRequest,
+    responses(
+        (status = 200, description = "Logged in", body = AccessTokenResponse),
+        (status = 401, description = "Wrong email or password", body = ErrorBody),
+        (status = 422, description = "Malformed body", body = ErrorBody),
+        (status = 429, description = "Too many attempts", body = ErrorBody),
+    ))]
 pub(crate) async fn login(
     state: web::Data<AppState>,
     request: HttpRequest,
@@ -102,6 +121,12 @@ pub(crate) async fn login(
     Ok(web::Json(state.access_tokens.issue(user.id)?.into()))
 }
 
+/// The signed-in user.
+#[utoipa::path(get, path = "/v1/auth/me", tag = "accounts", security(("access_token" = [])),
+    responses(
+        (status = 200, description = "The user", body = UserResponse),
+        (status = 401, description = "Missing, invalid or expired access token", body = ErrorBody),
+    ))]
 pub(crate) async fn me(SignedInUser(user): SignedInUser) -> web::Json<UserResponse> {
     web::Json(user.into())
 }

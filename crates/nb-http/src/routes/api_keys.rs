@@ -4,21 +4,22 @@ use actix_web::{HttpResponse, web};
 use nb_domain::api_keys::{ApiKeyId, ApiKeyName, ApiKeyRecord};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
+use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::auth::SignedInUser;
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorBody};
 use crate::json::OptionalJson;
 use crate::state::AppState;
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, ToSchema)]
 pub(crate) struct CreateKeyRequest {
     #[serde(default)]
     name: Option<String>,
 }
 
 /// The only response that ever carries a full key.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub(crate) struct CreatedKeyResponse {
     id: Uuid,
     key: String,
@@ -28,7 +29,7 @@ pub(crate) struct CreatedKeyResponse {
     created_at: OffsetDateTime,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub(crate) struct KeyResponse {
     id: Uuid,
     name: Option<String>,
@@ -53,11 +54,19 @@ impl From<ApiKeyRecord> for KeyResponse {
     }
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub(crate) struct KeyListResponse {
     keys: Vec<KeyResponse>,
 }
 
+/// Create an API key. The full key is in this answer and nowhere else, ever.
+#[utoipa::path(post, path = "/v1/keys", tag = "keys", security(("access_token" = [])),
+    request_body(content = Option<CreateKeyRequest>, description = "Optional: the body may be left out"),
+    responses(
+        (status = 201, description = "Created", body = CreatedKeyResponse),
+        (status = 401, description = "Missing, invalid or expired access token", body = ErrorBody),
+        (status = 422, description = "Invalid name", body = ErrorBody),
+    ))]
 pub(crate) async fn create(
     state: web::Data<AppState>,
     SignedInUser(user): SignedInUser,
@@ -76,6 +85,12 @@ pub(crate) async fn create(
     }))
 }
 
+/// The caller's keys, newest first, revoked ones included; never the key itself.
+#[utoipa::path(get, path = "/v1/keys", tag = "keys", security(("access_token" = [])),
+    responses(
+        (status = 200, description = "The keys", body = KeyListResponse),
+        (status = 401, description = "Missing, invalid or expired access token", body = ErrorBody),
+    ))]
 pub(crate) async fn list(
     state: web::Data<AppState>,
     SignedInUser(user): SignedInUser,
@@ -86,6 +101,14 @@ pub(crate) async fn list(
     }))
 }
 
+/// Revoke one of the caller's keys (repeatable).
+#[utoipa::path(delete, path = "/v1/keys/{key_id}", tag = "keys", security(("access_token" = [])),
+    params(("key_id" = Uuid, Path, description = "The key's id")),
+    responses(
+        (status = 204, description = "Revoked"),
+        (status = 401, description = "Missing, invalid or expired access token", body = ErrorBody),
+        (status = 404, description = "No such key of this user", body = ErrorBody),
+    ))]
 pub(crate) async fn revoke(
     state: web::Data<AppState>,
     SignedInUser(user): SignedInUser,

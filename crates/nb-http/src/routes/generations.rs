@@ -5,10 +5,11 @@ use nb_domain::api_keys::AuthenticatedApiKey;
 use nb_domain::generation::{GenerationRequest, ImageSize, ImageStyle, Prompt};
 use serde::{Deserialize, Serialize};
 use time::{Date, OffsetDateTime};
+use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use crate::auth::{ApiKeyCaller, SignedInUser};
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorBody};
 use crate::json::JsonBody;
 use crate::state::AppState;
 
@@ -17,7 +18,7 @@ const DEFAULT_STYLE: &str = "natural";
 const DEFAULT_USAGE_DAYS: u16 = 30;
 const MAX_USAGE_DAYS: u16 = 366;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 pub(crate) struct GenerateRequest {
     prompt: Option<String>,
     size: Option<String>,
@@ -25,7 +26,7 @@ pub(crate) struct GenerateRequest {
     model: Option<String>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub(crate) struct GenerateResponse {
     id: String,
     url: String,
@@ -40,6 +41,19 @@ pub(crate) struct GenerateResponse {
 
 /// Rate limited per key; every answer after the key is known carries the `x-ratelimit-*`
 /// headers.
+#[utoipa::path(post, path = "/v1/generate", tag = "generation", security(("api_key" = [])),
+    request_body = GenerateRequest,
+    responses(
+        (status = 200, description = "The image's URL", body = GenerateResponse,
+            headers(("x-ratelimit-limit" = u32), ("x-ratelimit-remaining" = u32), ("x-ratelimit-reset" = u64))),
+        (status = 401, description = "Missing, invalid or revoked API key", body = ErrorBody),
+        (status = 413, description = "Body too large", body = ErrorBody),
+        (status = 422, description = "Invalid field, or the provider returned no image (`content_rejected`)", body = ErrorBody),
+        (status = 429, description = "Over this key's rate limit", body = ErrorBody),
+        (status = 502, description = "The provider or the storage failed", body = ErrorBody),
+        (status = 503, description = "Not configured, provider busy or rate limited, or database unavailable", body = ErrorBody),
+        (status = 504, description = "The provider did not answer in time", body = ErrorBody),
+    ))]
 pub(crate) async fn generate(
     state: web::Data<AppState>,
     ApiKeyCaller(caller): ApiKeyCaller,
@@ -107,19 +121,19 @@ async fn run_generation(
     }))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
 pub(crate) struct UsageQuery {
     days: Option<u16>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub(crate) struct UsageDay {
     api_key_id: Uuid,
     day: String,
     count: u64,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub(crate) struct UsageResponse {
     usage: Vec<UsageDay>,
 }
@@ -135,6 +149,13 @@ fn iso_date(day: Date) -> String {
 
 /// Generations counted per key per UTC day over the last `days` days (default 30, at most
 /// 366), newest day first.
+#[utoipa::path(get, path = "/v1/usage", tag = "generation", security(("access_token" = [])),
+    params(UsageQuery),
+    responses(
+        (status = 200, description = "Counts per key per UTC day, newest first", body = UsageResponse),
+        (status = 401, description = "Missing, invalid or expired access token", body = ErrorBody),
+        (status = 422, description = "`days` out of range", body = ErrorBody),
+    ))]
 pub(crate) async fn usage(
     state: web::Data<AppState>,
     SignedInUser(user): SignedInUser,

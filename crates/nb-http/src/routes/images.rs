@@ -7,13 +7,20 @@ use actix_files::NamedFile;
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::{HttpRequest, HttpResponse, web};
 
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorBody};
 use crate::state::AppState;
 
 fn no_such_image() -> ApiError {
     ApiError::not_found("not_found", "There is no such image.")
 }
 
+/// A stored image (local storage only), cacheable for a year.
+#[utoipa::path(method(get, head), path = "/images/{tail}", tag = "generation",
+    params(("tail" = String, Path, description = "`<yyyy>/<mm>/<dd>/gen_<uuid>.<png|jpg|webp>`")),
+    responses(
+        (status = 200, description = "The image", content_type = "image/*", body = Vec<u8>),
+        (status = 404, description = "No such image", body = ErrorBody),
+    ))]
 pub(crate) async fn serve(
     state: web::Data<AppState>,
     request: HttpRequest,

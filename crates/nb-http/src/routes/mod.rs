@@ -1,10 +1,14 @@
 //! The HTTP routes. Handlers parse the request into domain values, call one service, and
 //! shape the answer; errors go through `ApiError`.
+//!
+//! Every route is declared once, in the table below, which both registers it and lists it in
+//! [`ROUTES`]; a test checks that each listed route is in the OpenAPI document.
 
 mod accounts;
 mod api_keys;
 mod generations;
 mod images;
+pub mod openapi;
 mod ops;
 
 use actix_web::http::StatusCode;
@@ -12,64 +16,35 @@ use actix_web::{HttpRequest, HttpResponse, web};
 
 use crate::error::ApiError;
 
-pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.service(
-        web::resource("/v1/auth/register")
-            .route(web::post().to(accounts::register))
-            .default_service(web::to(method_not_allowed)),
-    )
-    .service(
-        web::resource("/v1/auth/login")
-            .route(web::post().to(accounts::login))
-            .default_service(web::to(method_not_allowed)),
-    )
-    .service(
-        web::resource("/v1/auth/me")
-            .route(web::get().to(accounts::me))
-            .default_service(web::to(method_not_allowed)),
-    )
-    .service(
-        web::resource("/v1/keys")
-            .route(web::get().to(api_keys::list))
-            .route(web::post().to(api_keys::create))
-            .default_service(web::to(method_not_allowed)),
-    )
-    .service(
-        web::resource("/v1/keys/{key_id}")
-            .route(web::delete().to(api_keys::revoke))
-            .default_service(web::to(method_not_allowed)),
-    )
-    .service(
-        web::resource("/v1/generate")
-            .route(web::post().to(generations::generate))
-            .default_service(web::to(method_not_allowed)),
-    )
-    .service(
-        web::resource("/images/{tail:.+}")
-            .route(web::get().to(images::serve))
-            .route(web::head().to(images::serve))
-            .default_service(web::to(method_not_allowed)),
-    )
-    .service(
-        web::resource("/healthz")
-            .route(web::get().to(ops::healthz))
-            .default_service(web::to(method_not_allowed)),
-    )
-    .service(
-        web::resource("/readyz")
-            .route(web::get().to(ops::readyz))
-            .default_service(web::to(method_not_allowed)),
-    )
-    .service(
-        web::resource("/metrics")
-            .route(web::get().to(ops::metrics))
-            .default_service(web::to(method_not_allowed)),
-    )
-    .service(
-        web::resource("/v1/usage")
-            .route(web::get().to(generations::usage))
-            .default_service(web::to(method_not_allowed)),
-    );
+macro_rules! routes {
+    ($($path:literal => { $($method:ident => $handler:path),+ $(,)? }),* $(,)?) => {
+        /// `(path pattern, method)` of every registered route.
+        pub const ROUTES: &[(&str, &str)] = &[$($(($path, stringify!($method))),+),*];
+
+        /// Registers every route of the table, each path answering 405 for other methods.
+        pub fn configure(cfg: &mut web::ServiceConfig) {
+            $(cfg.service(
+                web::resource($path)
+                    $(.route(web::$method().to($handler)))+
+                    .default_service(web::to(method_not_allowed)),
+            );)*
+        }
+    };
+}
+
+routes! {
+    "/v1/auth/register" => { post => accounts::register },
+    "/v1/auth/login" => { post => accounts::login },
+    "/v1/auth/me" => { get => accounts::me },
+    "/v1/keys" => { get => api_keys::list, post => api_keys::create },
+    "/v1/keys/{key_id}" => { delete => api_keys::revoke },
+    "/v1/generate" => { post => generations::generate },
+    "/v1/usage" => { get => generations::usage },
+    "/images/{tail:.+}" => { get => images::serve, head => images::serve },
+    "/healthz" => { get => ops::healthz },
+    "/readyz" => { get => ops::readyz },
+    "/metrics" => { get => ops::metrics },
+    "/openapi.json" => { get => openapi::document_json },
 }
 
 async fn method_not_allowed(req: HttpRequest) -> Result<HttpResponse, ApiError> {

@@ -5,34 +5,78 @@ use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, web};
 use actix_web_httpauth::extractors::bearer::BearerAuth;
 use nb_domain::ports::NotReady;
-use serde_json::json;
+use serde::Serialize;
+use utoipa::ToSchema;
 
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorBody};
 use crate::state::AppState;
 
+#[derive(Serialize, ToSchema)]
+pub(crate) struct HealthBody {
+    #[schema(example = "ok")]
+    status: &'static str,
+}
+
+#[derive(Serialize, ToSchema)]
+pub(crate) struct ReadinessBody {
+    /// `ready` or `not_ready`.
+    status: &'static str,
+    checks: ReadinessChecks,
+    /// Why not, when not ready.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    message: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub(crate) struct ReadinessChecks {
+    /// `ok` or `unreachable`.
+    database: &'static str,
+    /// `ok`, `pending` or `unknown`.
+    migrations: &'static str,
+}
+
 /// The process is up and serving.
+#[utoipa::path(get, path = "/healthz", tag = "operations",
+    responses((status = 200, description = "Alive", body = HealthBody)))]
 pub(crate) async fn healthz() -> HttpResponse {
-    HttpResponse::Ok().json(json!({"status": "ok"}))
+    HttpResponse::Ok().json(HealthBody { status: "ok" })
 }
 
 /// The database answers and its schema is current; 503 naming the failed check otherwise.
+#[utoipa::path(get, path = "/readyz", tag = "operations",
+    responses(
+        (status = 200, description = "Ready", body = ReadinessBody),
+        (status = 503, description = "Not ready; `checks` says which check failed", body = ReadinessBody),
+    ))]
 pub(crate) async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     match state.readiness.check_ready().await {
-        Ok(()) => HttpResponse::Ok()
-            .json(json!({"status": "ready", "checks": {"database": "ok", "migrations": "ok"}})),
+        Ok(()) => HttpResponse::Ok().json(ReadinessBody {
+            status: "ready",
+            checks: ReadinessChecks {
+                database: "ok",
+                migrations: "ok",
+            },
+            message: None,
+        }),
         Err(problem) => {
             tracing::warn!(problem = %problem, "not ready");
             let checks = match problem {
-                NotReady::DatabaseUnreachable(_) => {
-                    json!({"database": "unreachable", "migrations": "unknown"})
-                }
-                NotReady::MigrationsPending(_) => {
-                    json!({"database": "ok", "migrations": "pending"})
-                }
+                NotReady::DatabaseUnreachable(_) => ReadinessChecks {
+                    database: "unreachable",
+                    migrations: "unknown",
+                },
+                NotReady::MigrationsPending(_) => ReadinessChecks {
+                    database: "ok",
+                    migrations: "pending",
+                },
             };
             HttpResponse::ServiceUnavailable()
                 .insert_header(("retry-after", "5"))
-                .json(json!({"status": "not_ready", "checks": checks, "message": problem.to_string()}))
+                .json(ReadinessBody {
+                    status: "not_ready",
+                    checks,
+                    message: Some(problem.to_string()),
+                })
         }
     }
 }
@@ -48,6 +92,11 @@ fn same_secret(presented: &[u8], expected: &[u8]) -> bool {
 }
 
 /// Prometheus text format, behind `NB_METRICS_TOKEN` when it is set.
+#[utoipa::path(get, path = "/metrics", tag = "operations", security((), ("metrics_token" = [])),
+    responses(
+        (status = 200, description = "Prometheus text exposition format", content_type = "text/plain", body = String),
+        (status = 401, description = "NB_METRICS_TOKEN is set and was not sent", body = ErrorBody),
+    ))]
 pub(crate) async fn metrics(
     state: web::Data<AppState>,
     request: HttpRequest,

@@ -7,4 +7,5 @@ mod api_keys;
 mod errors;
 mod generate;
 mod helpers;
+mod openapi;
 mod operations;

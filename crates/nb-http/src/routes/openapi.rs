@@ -1,0 +1,103 @@
+//! The OpenAPI 3.1 document, generated from the handlers' `#[utoipa::path]` annotations and
+//! the request and response types, served at `/openapi.json`; Swagger UI at `/docs`, with its
+//! assets compiled into the binary (it renders offline).
+
+use std::sync::OnceLock;
+
+use actix_web::HttpResponse;
+use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+
+use super::{accounts, api_keys, generations, images, ops};
+
+#[derive(Debug, OpenApi)]
+#[openapi(
+    info(
+        title = "NanoBanana",
+        description = "Self-hostable image generation: accounts, API keys, and one endpoint that turns a prompt into an image.",
+    ),
+    paths(
+        accounts::register,
+        accounts::login,
+        accounts::me,
+        api_keys::create,
+        api_keys::list,
+        api_keys::revoke,
+        generations::generate,
+        generations::usage,
+        images::serve,
+        ops::healthz,
+        ops::readyz,
+        ops::metrics,
+        document_json,
+    ),
+    modifiers(&SecuritySchemes),
+    tags(
+        (name = "accounts", description = "Registration, login and the signed-in user (access tokens)"),
+        (name = "keys", description = "API keys (access tokens)"),
+        (name = "generation", description = "Images and usage (API keys)"),
+        (name = "operations", description = "Health, readiness, metrics and this document"),
+    )
+)]
+pub struct ApiDoc;
+
+struct SecuritySchemes;
+
+impl Modify for SecuritySchemes {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        let bearer = |format: &str, description: &str| {
+            let mut scheme = Http::new(HttpAuthScheme::Bearer);
+            scheme.bearer_format = Some(format.to_owned());
+            scheme.description = Some(description.to_owned());
+            SecurityScheme::Http(scheme)
+        };
+        components.add_security_scheme(
+            "access_token",
+            bearer(
+                "JWT",
+                "An access token from /v1/auth/register or /v1/auth/login.",
+            ),
+        );
+        components.add_security_scheme(
+            "api_key",
+            bearer("nb_live_<32 hex>", "An API key from POST /v1/keys."),
+        );
+        components.add_security_scheme(
+            "metrics_token",
+            bearer("opaque", "NB_METRICS_TOKEN, when the operator sets one."),
+        );
+    }
+}
+
+/// The document, rendered once.
+pub fn document() -> &'static str {
+    static DOCUMENT: OnceLock<String> = OnceLock::new();
+    DOCUMENT.get_or_init(|| {
+        ApiDoc::openapi()
+            .to_json()
+            .unwrap_or_else(|_| "{}".to_owned())
+    })
+}
+
+/// This API's OpenAPI 3.1 description.
+#[utoipa::path(get, path = "/openapi.json", tag = "operations",
+    responses((status = 200, description = "The OpenAPI document", content_type = "application/json", body = Object)))]
+pub(crate) async fn document_json() -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("application/json")
+        .body(document())
+}
+
+/// `/docs` → `/docs/`.
+pub async fn docs_redirect() -> HttpResponse {
+    HttpResponse::PermanentRedirect()
+        .insert_header(("location", "/docs/"))
+        .finish()
+}
+
+/// Swagger UI at `/docs/`, reading `/openapi.json`.
+pub fn docs() -> utoipa_swagger_ui::SwaggerUi {
+    utoipa_swagger_ui::SwaggerUi::new("/docs/{_:.*}")
+        .config(utoipa_swagger_ui::Config::from("/openapi.json"))
+}

@@ -1,0 +1,261 @@
+//! The OpenAPI document: it lists every registered route, the docs page renders from the
+//! app's own assets, and real answers of the API validate against their documented schemas.
+
+use nb_http::routes::ROUTES;
+use serde_json::{Value, json};
+
+use crate::helpers::{PASSWORD, TestApp};
+use crate::on_both_backends;
+
+async fn document(app: &TestApp) -> Value {
+    let response = app
+        .client
+        .get(app.url("/openapi.json"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    response.json().await.unwrap()
+}
+
+/// `{tail:.+}` (actix) is `{tail}` in OpenAPI.
+fn openapi_path(actix_path: &str) -> String {
+    let mut path = String::new();
+    let mut in_pattern = false;
+    for c in actix_path.chars() {
+        match c {
+            ':' if path.ends_with(|c: char| c.is_alphanumeric() || c == '_')
+                && path.contains('{') =>
+            {
+                in_pattern = true
+            }
+            '}' => {
+                in_pattern = false;
+                path.push(c);
+            }
+            _ if in_pattern => {}
+            _ => path.push(c),
+        }
+    }
+    path
+}
+
+async fn every_registered_route_is_documented(app: TestApp) {
+    let doc = document(&app).await;
+    assert_eq!(doc["openapi"].as_str().map(|v| &v[..3]), Some("3.1"));
+    for (path, method) in ROUTES {
+        let path = openapi_path(path);
+        assert!(
+            doc["paths"][&path][method].is_object(),
+            "{method} {path} is not in the OpenAPI document"
+        );
+    }
+    let schemes = &doc["components"]["securitySchemes"];
+    assert_eq!(schemes["access_token"]["scheme"], "bearer");
+    assert_eq!(schemes["api_key"]["scheme"], "bearer");
+    assert_eq!(
+        doc["paths"]["/v1/generate"]["post"]["security"],
+        json!([{"api_key": []}])
+    );
+    assert_eq!(
+        doc["paths"]["/v1/keys"]["get"]["security"],
+        json!([{"access_token": []}])
+    );
+    assert!(doc["components"]["schemas"]["ErrorBody"].is_object());
+}
+
+async fn the_docs_page_renders_from_the_apps_own_assets(app: TestApp) {
+    let page = app.client.get(app.url("/docs/")).send().await.unwrap();
+    assert_eq!(page.status(), 200);
+    let html = page.text().await.unwrap();
+    assert!(
+        !html.contains("://cdn") && !html.contains("unpkg.com"),
+        "the page loads assets from a CDN"
+    );
+    for asset in [
+        "swagger-ui-bundle.js",
+        "swagger-ui.css",
+        "swagger-initializer.js",
+    ] {
+        let response = app
+            .client
+            .get(app.url(&format!("/docs/{asset}")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200, "{asset}");
+        let text = response.text().await.unwrap();
+        assert!(text.len() > 100, "{asset} is empty");
+        if asset == "swagger-initializer.js" {
+            assert!(
+                text.contains("/openapi.json"),
+                "the page does not read /openapi.json"
+            );
+        }
+    }
+    let bare = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let redirect = bare.get(app.url("/docs")).send().await.unwrap();
+    assert!(redirect.status().is_redirection());
+    assert_eq!(redirect.headers()["location"], "/docs/");
+}
+
+/// Validates `body` against the schema documented for this path, method and status.
+fn assert_documented(doc: &Value, path: &str, method: &str, status: u16, body: &Value) {
+    let response = &doc["paths"][path][method]["responses"][status.to_string()];
+    assert!(
+        response.is_object(),
+        "{method} {path} answered an undocumented {status}"
+    );
+    let schema = &response["content"]["application/json"]["schema"];
+    assert!(
+        schema.is_object(),
+        "{method} {path} {status} has no JSON schema"
+    );
+    let mut root = schema.clone();
+    root["components"] = doc["components"].clone();
+    let validator = jsonschema::draft202012::new(&root).unwrap();
+    if let Err(error) = validator.validate(body) {
+        panic!("{method} {path} {status}: {error}\nbody: {body}");
+    }
+}
+
+async fn real_answers_match_their_documented_schemas(app: TestApp) {
+    let doc = document(&app).await;
+    let mut checked = 0;
+    let mut check = async |path: &str, method: &str, response: reqwest::Response| -> Value {
+        let status = response.status().as_u16();
+        let body: Value = response.json().await.unwrap();
+        assert_documented(&doc, path, method, status, &body);
+        checked += 1;
+        body
+    };
+    let registered = check(
+        "/v1/auth/register",
+        "post",
+        app.register("ada@example.com", PASSWORD).await,
+    )
+    .await;
+    let token = registered["access_token"].as_str().unwrap().to_owned();
+    check(
+        "/v1/auth/register",
+        "post",
+        app.register("ada@example.com", PASSWORD).await,
+    )
+    .await;
+    check(
+        "/v1/auth/register",
+        "post",
+        app.register("not-an-email", PASSWORD).await,
+    )
+    .await;
+    check(
+        "/v1/auth/login",
+        "post",
+        app.login("ada@example.com", PASSWORD).await,
+    )
+    .await;
+    check(
+        "/v1/auth/login",
+        "post",
+        app.login("ada@example.com", "wrong password").await,
+    )
+    .await;
+    check(
+        "/v1/auth/me",
+        "get",
+        app.get_with("/v1/auth/me", &token).await,
+    )
+    .await;
+    check(
+        "/v1/auth/me",
+        "get",
+        app.get_with("/v1/auth/me", "nope").await,
+    )
+    .await;
+    let created = check(
+        "/v1/keys",
+        "post",
+        app.create_key(&token, Some(json!({"name": "docs"}))).await,
+    )
+    .await;
+    let key = created["key"].as_str().unwrap().to_owned();
+    check(
+        "/v1/keys",
+        "post",
+        app.create_key(&token, Some(json!({"name": "x".repeat(101)})))
+            .await,
+    )
+    .await;
+    check("/v1/keys", "get", app.get_with("/v1/keys", &token).await).await;
+    check(
+        "/v1/generate",
+        "post",
+        app.generate(&key, &json!({"prompt": "a banana"})).await,
+    )
+    .await;
+    check(
+        "/v1/generate",
+        "post",
+        app.generate(&key, &json!({"prompt": "x", "size": "1x1"}))
+            .await,
+    )
+    .await;
+    check(
+        "/v1/generate",
+        "post",
+        app.generate("nb_live_nope", &json!({"prompt": "x"})).await,
+    )
+    .await;
+    check("/v1/usage", "get", app.get_with("/v1/usage", &token).await).await;
+    check(
+        "/v1/usage",
+        "get",
+        app.get_with("/v1/usage?days=0", &token).await,
+    )
+    .await;
+    let unknown = format!("/v1/keys/{}", uuid::Uuid::now_v7());
+    check(
+        "/v1/keys/{key_id}",
+        "delete",
+        app.delete_with(&unknown, &token).await,
+    )
+    .await;
+    check(
+        "/healthz",
+        "get",
+        app.client.get(app.url("/healthz")).send().await.unwrap(),
+    )
+    .await;
+    check(
+        "/readyz",
+        "get",
+        app.client.get(app.url("/readyz")).send().await.unwrap(),
+    )
+    .await;
+    check(
+        "/images/{tail}",
+        "get",
+        app.client
+            .get(app.url("/images/2026/01/01/none.png"))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(checked, 19);
+}
+
+on_both_backends!(
+    every_registered_route_is_documented,
+    the_docs_page_renders_from_the_apps_own_assets,
+    real_answers_match_their_documented_schemas,
+);
+
+#[test]
+fn actix_patterns_become_openapi_paths() {
+    assert_eq!(openapi_path("/images/{tail:.+}"), "/images/{tail}");
+    assert_eq!(openapi_path("/v1/keys/{key_id}"), "/v1/keys/{key_id}");
+}
