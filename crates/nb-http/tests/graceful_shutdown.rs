@@ -65,6 +65,18 @@ async fn sigterm_lets_an_in_flight_generation_finish_and_be_recorded() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert!(ready, "the server did not start");
+    let healthcheck = || {
+        Command::new(env!("CARGO_BIN_EXE_nanobanana"))
+            .arg("healthcheck")
+            .env("NB_LISTEN", format!("0.0.0.0:{port}"))
+            .status()
+            .unwrap()
+            .success()
+    };
+    assert!(
+        healthcheck(),
+        "`nanobanana healthcheck` failed against a running server"
+    );
 
     let registered: Value = client
         .post(format!("{base}/v1/auth/register"))
@@ -122,6 +134,10 @@ async fn sigterm_lets_an_in_flight_generation_finish_and_be_recorded() {
         .unwrap()
         .unwrap();
     assert!(exit.success(), "exit status {exit:?}");
+    assert!(
+        !healthcheck(),
+        "`nanobanana healthcheck` passed with no server"
+    );
 
     let database = Database::connect(&DatabaseUrl::Sqlite(database_path), PoolOptions::default())
         .await
