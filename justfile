@@ -19,6 +19,6 @@ e2e:
 ci:
     bash .ci/run
 
-# PostgreSQL and the app in containers (needs Docker; JWT_SECRET must be set).
+# PostgreSQL, MinIO and the app in containers (needs Docker; JWT_SECRET must be set).
 dev:
     docker compose up --build
