@@ -150,3 +150,61 @@ async fn sigterm_lets_an_in_flight_generation_finish_and_be_recorded() {
         "the in-flight generation was not recorded"
     );
 }
+
+/// `NB_LOG_FORMAT=json`: every line the binary writes is one JSON object, and a request's line
+/// carries its id.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_logs_are_one_object_per_line_with_the_request_id() {
+    let folder = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut server = Command::new(env!("CARGO_BIN_EXE_nanobanana"))
+        .env("NB_LISTEN", format!("127.0.0.1:{port}"))
+        .env("NB_DATA_DIR", folder.path())
+        .env("NB_LOG_FORMAT", "json")
+        .env("RUST_LOG", "info")
+        .env_remove("GOOGLE_API_KEY")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let client = reqwest::Client::new();
+    let mut answered = false;
+    for _ in 0..200 {
+        let sent = client
+            .get(format!("http://127.0.0.1:{port}/healthz"))
+            .header("x-request-id", "json-log-check-1")
+            .send()
+            .await;
+        if sent.is_ok() {
+            answered = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(answered, "the server did not start");
+    Command::new("kill")
+        .args(["-TERM", &server.id().to_string()])
+        .status()
+        .unwrap();
+    let output = tokio::task::spawn_blocking(move || {
+        let mut text = String::new();
+        std::io::Read::read_to_string(server.stdout.as_mut().unwrap(), &mut text).unwrap();
+        server.wait().unwrap();
+        text
+    })
+    .await
+    .unwrap();
+    let lines: Vec<Value> = output
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|_| panic!("not JSON: {line}")))
+        .collect();
+    assert!(lines.len() >= 3, "{output}");
+    let request_line = lines
+        .iter()
+        .find(|line| line["fields"]["message"] == "request completed")
+        .expect("no request line");
+    assert_eq!(
+        request_line["span"]["request_id"], "json-log-check-1",
+        "{request_line}"
+    );
+}
