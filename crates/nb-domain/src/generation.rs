@@ -6,7 +6,7 @@
 
 use std::fmt;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use time::OffsetDateTime;
@@ -432,6 +432,16 @@ pub struct GenerationRequest {
     pub model: ImageModel,
 }
 
+/// Where a generation's time went, for the `Server-Timing` header and the overhead metric.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct GenerationTimings {
+    /// The provider's call, retries and waits included.
+    pub upstream: Duration,
+    pub storage: Duration,
+    /// Recording the generation and its usage.
+    pub database: Duration,
+}
+
 /// A finished generation, as returned to the client.
 #[derive(Debug, Clone)]
 pub struct Generation {
@@ -443,6 +453,7 @@ pub struct Generation {
     pub model: ImageModel,
     pub mime_type: &'static str,
     pub created_at: OffsetDateTime,
+    pub timings: GenerationTimings,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -526,7 +537,13 @@ impl GenerationService {
             created_at: started_at,
         };
 
-        let image = match self.provider.generate(&image_request).await {
+        let upstream_started = Instant::now();
+        let provided = self.provider.generate(&image_request).await;
+        let mut timings = GenerationTimings {
+            upstream: upstream_started.elapsed(),
+            ..GenerationTimings::default()
+        };
+        let image = match provided {
             Ok(image) => image,
             // Nothing was attempted: not worth a history row.
             Err(ProviderError::NotConfigured) => return Err(ProviderError::NotConfigured.into()),
@@ -537,7 +554,10 @@ impl GenerationService {
             }
         };
         let key = ObjectKey::for_generation(id, started_at, image.format());
-        let stored = match self.storage.put(&key, &image).await {
+        let storage_started = Instant::now();
+        let put = self.storage.put(&key, &image).await;
+        timings.storage = storage_started.elapsed();
+        let stored = match put {
             Ok(stored) => stored,
             Err(error) => {
                 return Err(self
@@ -552,7 +572,9 @@ impl GenerationService {
         record.mime_type = Some(image.format().mime_type());
         record.byte_size = Some(image.bytes().len() as u64);
         record.latency = self.elapsed_since(started_at);
+        let database_started = Instant::now();
         self.generations.record_success(&record).await?;
+        timings.database = database_started.elapsed();
         tracing::info!(
             latency_ms = record.latency.as_millis() as u64,
             "generation succeeded"
@@ -566,6 +588,7 @@ impl GenerationService {
             model: record.model,
             mime_type: image.format().mime_type(),
             created_at: started_at,
+            timings,
         })
     }
 

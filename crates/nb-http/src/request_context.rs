@@ -8,14 +8,18 @@
 
 use std::time::Instant;
 
-use actix_web::Error;
 use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::middleware::Next;
+use actix_web::{Error, HttpMessage};
 use tracing::Instrument;
 
 pub const REQUEST_ID_HEADER: HeaderName = HeaderName::from_static("x-request-id");
+
+/// When the server started on this request, for `Server-Timing: total`.
+#[derive(Debug, Clone, Copy)]
+pub struct RequestStarted(pub Instant);
 const MAX_REQUEST_ID_LENGTH: usize = 128;
 
 /// The client's id when it is safe to log and echo, else a new one.
@@ -37,6 +41,7 @@ pub async fn request_context(
     next: Next<impl MessageBody>,
 ) -> Result<ServiceResponse<impl MessageBody>, Error> {
     let started = Instant::now();
+    request.extensions_mut().insert(RequestStarted(started));
     let id = request_id(request.headers().get(&REQUEST_ID_HEADER));
     let method = request.method().clone();
     let span =

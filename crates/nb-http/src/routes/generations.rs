@@ -1,6 +1,8 @@
 //! `POST /v1/generate` (API key) and `GET /v1/usage` (access token).
 
-use actix_web::{HttpResponse, ResponseError, web};
+use std::time::Duration;
+
+use actix_web::{HttpMessage, HttpRequest, HttpResponse, ResponseError, web};
 use nb_domain::api_keys::AuthenticatedApiKey;
 use nb_domain::generation::{GenerationRequest, ImageSize, ImageStyle, Prompt};
 use serde::{Deserialize, Serialize};
@@ -11,6 +13,7 @@ use uuid::Uuid;
 use crate::auth::{ApiKeyCaller, SignedInUser};
 use crate::error::{ApiError, ErrorBody};
 use crate::json::JsonBody;
+use crate::request_context::RequestStarted;
 use crate::state::AppState;
 
 const DEFAULT_SIZE: &str = "1024x1024";
@@ -55,6 +58,7 @@ pub(crate) struct GenerateResponse {
         (status = 504, description = "The provider did not answer in time", body = ErrorBody),
     ))]
 pub(crate) async fn generate(
+    request: HttpRequest,
     state: web::Data<AppState>,
     ApiKeyCaller(caller): ApiKeyCaller,
     body: Result<JsonBody<GenerateRequest>, actix_web::Error>,
@@ -64,7 +68,7 @@ pub(crate) async fn generate(
         quota.refusal().error_response()
     } else {
         match body {
-            Ok(JsonBody(body)) => run_generation(&state, caller, body)
+            Ok(JsonBody(body)) => run_generation(&request, &state, caller, body)
                 .await
                 .unwrap_or_else(|error| error.error_response()),
             Err(body_error) => body_error.error_response(),
@@ -75,6 +79,7 @@ pub(crate) async fn generate(
 }
 
 async fn run_generation(
+    request: &HttpRequest,
     state: &AppState,
     caller: AuthenticatedApiKey,
     body: GenerateRequest,
@@ -94,13 +99,13 @@ async fn run_generation(
         .choose(body.model.as_deref())
         .map_err(|error| ApiError::invalid_field("model", error.to_string()))?;
     let model_name = model.as_str().to_owned();
-    let request = GenerationRequest {
+    let wanted = GenerationRequest {
         prompt,
         size,
         style,
         model,
     };
-    let generation = match state.generations.generate(caller, request).await {
+    let generation = match state.generations.generate(caller, wanted).await {
         Ok(generation) => generation,
         Err(error) => {
             let error = ApiError::from(error);
@@ -109,16 +114,33 @@ async fn run_generation(
         }
     };
     crate::metrics::record_generation(&model_name, "succeeded");
-    Ok(HttpResponse::Ok().json(GenerateResponse {
-        id: generation.id.to_string(),
-        url: generation.url,
-        prompt: generation.prompt.as_str().to_owned(),
-        size: generation.size.as_str(),
-        style: generation.style.as_str(),
-        model: generation.model.as_str().to_owned(),
-        mime_type: generation.mime_type,
-        created_at: generation.created_at,
-    }))
+    let started = request
+        .extensions()
+        .get::<RequestStarted>()
+        .map(|started| started.0);
+    let total = started.map_or(Duration::ZERO, |started| started.elapsed());
+    let timings = generation.timings;
+    crate::metrics::record_gateway_overhead(total.saturating_sub(timings.upstream));
+    let milliseconds = |duration: Duration| duration.as_secs_f64() * 1e3;
+    let server_timing = format!(
+        "upstream;dur={:.1}, storage;dur={:.1}, db;dur={:.1}, total;dur={:.1}",
+        milliseconds(timings.upstream),
+        milliseconds(timings.storage),
+        milliseconds(timings.database),
+        milliseconds(total),
+    );
+    Ok(HttpResponse::Ok()
+        .insert_header(("server-timing", server_timing))
+        .json(GenerateResponse {
+            id: generation.id.to_string(),
+            url: generation.url,
+            prompt: generation.prompt.as_str().to_owned(),
+            size: generation.size.as_str(),
+            style: generation.style.as_str(),
+            model: generation.model.as_str().to_owned(),
+            mime_type: generation.mime_type,
+            created_at: generation.created_at,
+        }))
 }
 
 #[derive(Deserialize, IntoParams)]

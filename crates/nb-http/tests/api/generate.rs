@@ -48,6 +48,25 @@ async fn test_generate_success(app: TestApp) {
         .generate(&key, &json!({"prompt": "a banana on the moon"}))
         .await;
     assert_eq!(response.status(), 200);
+    // Server-Timing: upstream;dur=…, storage;dur=…, db;dur=…, total;dur=… (milliseconds).
+    let timing = response.headers()["server-timing"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let durations: Vec<(String, f64)> = timing
+        .split(", ")
+        .map(|entry| {
+            let (name, duration) = entry.split_once(";dur=").unwrap();
+            (name.to_owned(), duration.parse().unwrap())
+        })
+        .collect();
+    let names: Vec<&str> = durations.iter().map(|(name, _)| name.as_str()).collect();
+    assert_eq!(names, ["upstream", "storage", "db", "total"], "{timing}");
+    let parts: f64 = durations[..3].iter().map(|(_, ms)| ms).sum();
+    assert!(
+        durations[3].1 + 0.2 >= parts,
+        "total is less than its parts: {timing}"
+    );
     let body: Value = response.json().await.unwrap();
     let id = body["id"].as_str().unwrap();
     assert!(

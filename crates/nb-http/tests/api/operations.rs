@@ -77,6 +77,7 @@ async fn metrics_count_requests_generations_and_usage(app: TestApp) {
         r#"http_request_duration_seconds_bucket{method="POST",route="/v1/generate","#,
         r#"generations_total{model="gemini-3.1-flash-image",outcome="succeeded"}"#,
         "usage_counted_total",
+        "gateway_overhead_seconds_bucket{le=\"0.001\"}",
         r#"upstream_request_duration_seconds_bucket{model="gemini-3.1-flash-image",outcome="ok","#,
     ] {
         assert!(text.contains(expected), "missing {expected} in:\n{text}");
