@@ -15,6 +15,10 @@ test *ARGS:
 e2e:
     ./scripts/e2e.sh
 
+# The benchmark (bench/run.sh): `just bench`, `just bench --peer`, `just bench --quick`.
+bench *ARGS:
+    ./bench/run.sh {{ARGS}}
+
 # What CI runs: fmt, clippy, then every test.
 ci:
     bash .ci/run

@@ -110,6 +110,8 @@ pub fn serve(
             .configure(extra_routes.clone())
             .configure(configure_app(state.clone()))
     })
+    // Room for bursts of thousands of new connections (the kernel caps it at somaxconn).
+    .backlog(8192)
     .client_request_timeout(limits.client_request_timeout)
     .keep_alive(limits.keep_alive)
     .shutdown_timeout(limits.shutdown_grace.as_secs());

@@ -1,0 +1,374 @@
+#!/usr/bin/env python3
+"""NanoBanana's benchmark: the scenarios of issue 5, against the release binary, on one machine.
+
+Started by bench/run.sh, which builds the binaries, installs oha and starts a durable throwaway
+PostgreSQL (TEST_DATABASE_URL). This script starts the fake Google and the server(s), checks one
+generation end to end, runs each scenario with oha, and measures, per scenario: requests/s,
+p50/p99/max latency, errors, the server's peak RSS (VmHWM, reset before each scenario) and CPU
+time per response (utime+stime from /proc), the gateway overhead p50/p99 (from the server's
+`gateway_overhead_seconds` histogram: the upper bound of the bucket holding the quantile), and it
+asserts that the succeeded generations written to the database equal oha's count of 200s.
+
+Usage: bench.py NANOBANANA FAKE_GOOGLE [--peer] [--quick]
+Only the Python standard library is used.
+"""
+
+import datetime
+import json
+import os
+import platform
+import re
+import secrets
+import socket
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.parse
+import urllib.request
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PEER_SOURCE = os.path.join(ROOT, "..", "shared", "peers", "fastapi-ref")
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+PASSWORD = "bench password 1"
+PROMPT = json.dumps({"prompt": "a banana on the moon"})
+
+
+def log(message):
+    print(f"[bench] {message}", file=sys.stderr, flush=True)
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def http(method, url, body=None, token=None, expect=None):
+    headers = {"Content-Type": "application/json"} if body is not None else {}
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(url, data=data, headers=headers, method=method)
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:
+            status, payload = response.status, response.read()
+    except urllib.error.HTTPError as error:
+        status, payload = error.code, error.read()
+    if expect is not None and status != expect:
+        raise SystemExit(f"{method} {url}: expected {expect}, got {status}: {payload[:300]!r}")
+    return status, payload
+
+
+def wait_for(url, process, name):
+    for _ in range(600):
+        if process.poll() is not None:
+            raise SystemExit(f"{name} exited early")
+        try:
+            urllib.request.urlopen(url, timeout=1).read()
+            return
+        except Exception:
+            time.sleep(0.1)
+    raise SystemExit(f"{name} did not come up")
+
+
+def create_database(admin_url, name):
+    subprocess.run(["psql", admin_url, "-qc", f"CREATE DATABASE {name}"], check=True)
+    parsed = urllib.parse.urlparse(admin_url)
+    return urllib.parse.urlunparse(parsed._replace(path=f"/{name}"))
+
+
+class Server:
+    """One server under test: ours or the peer."""
+
+    def __init__(self, name, command, env, port, count_succeeded, cwd=None):
+        self.name, self.port = name, port
+        self.base = f"http://127.0.0.1:{port}"
+        self.count_succeeded = count_succeeded
+        self.log = open(os.path.join(tempfile.gettempdir(), f"nb-bench-{name}.log"), "w")
+        self.process = subprocess.Popen(command, env=env, cwd=cwd, stdout=self.log, stderr=subprocess.STDOUT,
+                                        start_new_session=True)
+        wait_for(f"{self.base}/healthz", self.process, name)
+        self.pids = self.all_pids()
+
+    def all_pids(self):
+        """The server and its children (uvicorn's workers)."""
+        pids = [self.process.pid]
+        children = subprocess.run(["pgrep", "-P", str(self.process.pid)], capture_output=True, text=True)
+        pids += [int(pid) for pid in children.stdout.split()]
+        return pids
+
+    def cpu_seconds(self):
+        total = 0
+        for pid in self.pids:
+            with open(f"/proc/{pid}/stat") as stat:
+                fields = stat.read().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])  # utime, stime
+        return total / CLK_TCK
+
+    def reset_peak_rss(self):
+        for pid in self.pids:
+            with open(f"/proc/{pid}/clear_refs", "w") as clear:
+                clear.write("5")
+
+    def peak_rss_mib(self):
+        total = 0
+        for pid in self.pids:
+            with open(f"/proc/{pid}/status") as status:
+                total += int(re.search(r"VmHWM:\s+(\d+) kB", status.read()).group(1))
+        return total / 1024
+
+    def overhead_buckets(self):
+        if self.name.startswith("peer"):
+            return None
+        _, text = http("GET", f"{self.base}/metrics", expect=200)
+        buckets = {}
+        for line in text.decode().splitlines():
+            match = re.match(r'gateway_overhead_seconds_bucket\{le="([^"]+)"\} (\d+)', line)
+            if match:
+                buckets[float(match.group(1))] = int(match.group(2))
+        return buckets
+
+    def stop(self):
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+
+
+def quantile_upper_bound(before, after, q):
+    """The upper bound of the histogram bucket holding quantile q of the observations between
+    the two snapshots."""
+    if not before or not after:
+        return None
+    bounds = sorted(after)
+    counts = [after[b] - before.get(b, 0) for b in bounds]
+    total = counts[-1] if counts else 0
+    if total == 0:
+        return None
+    for bound, cumulative in zip(bounds, counts):
+        if cumulative >= q * total:
+            return bound
+    return float("inf")
+
+
+def user_and_key(server):
+    email = f"bench-{secrets.token_hex(4)}@example.com"
+    _, body = http("POST", f"{server.base}/v1/auth/register", {"email": email, "password": PASSWORD})
+    if server.name.startswith("peer"):
+        _, body = http("POST", f"{server.base}/v1/auth/login", {"email": email, "password": PASSWORD}, expect=200)
+    token = json.loads(body)["access_token"]
+    _, body = http("POST", f"{server.base}/v1/keys", {"name": "bench"}, token=token, expect=201)
+    return json.loads(body)["key"]
+
+
+def control_fake(fake, latency_ms, image_bytes):
+    http("POST", f"{fake}/control", {"latency_ms": latency_ms, "image_bytes": image_bytes}, expect=204)
+
+
+def check_one_generation(server, key, fake, image_bytes):
+    control_fake(fake, 0, image_bytes)
+    _, body = http("POST", f"{server.base}/v1/generate", {"prompt": "check"}, token=key, expect=200)
+    url = json.loads(body)["url"]
+    with urllib.request.urlopen(url, timeout=30) as response:
+        image = response.read()
+    if not image.startswith(b"\x89PNG") or abs(len(image) - image_bytes) > 512:
+        raise SystemExit(f"{server.name}: the stored image is not the provider's ({len(image)} bytes)")
+    log(f"{server.name}: one generation end to end OK ({len(image)} bytes at {url[:60]}…)")
+
+
+def oha(url, connections, key=None, duration=None, requests=None, rate=None):
+    command = ["oha", "--no-tui", "--output-format", "json", "-c", str(connections)]
+    command += ["-z", duration, "-w"] if duration else ["-n", str(requests)]
+    if rate:
+        command += ["-q", str(rate)]
+    if key:
+        command += ["-m", "POST", "-H", f"Authorization: Bearer {key}", "-H", "Content-Type: application/json",
+                    "-d", PROMPT]
+    output = subprocess.run(command + [url], capture_output=True, text=True, check=True)
+    return json.loads(output.stdout)
+
+
+def run_scenario(server, name, path, key, connections, duration=None, requests=None, rate=None):
+    generates = path == "/v1/generate"
+    succeeded_before = server.count_succeeded() if generates else 0
+    buckets_before = server.overhead_buckets() if generates else None
+    server.reset_peak_rss()
+    cpu_before = server.cpu_seconds()
+    report = oha(f"{server.base}{path}", connections, key if generates else None, duration, requests, rate)
+    cpu = server.cpu_seconds() - cpu_before
+    peak = server.peak_rss_mib()
+    statuses = {int(code): count for code, count in report["statusCodeDistribution"].items()}
+    ok = statuses.get(200, 0)
+    errors = sum(report["errorDistribution"].values()) + sum(n for code, n in statuses.items() if code != 200)
+    result = {
+        "server": server.name, "scenario": name, "connections": connections,
+        "requests_per_s": report["summary"]["requestsPerSec"],
+        "p50_ms": report["latencyPercentiles"]["p50"] * 1e3 if report["latencyPercentiles"]["p50"] else None,
+        "p99_ms": report["latencyPercentiles"]["p99"] * 1e3 if report["latencyPercentiles"]["p99"] else None,
+        "max_ms": (report["summary"]["slowest"] or 0) * 1e3,
+        "ok": ok, "errors": errors, "statuses": statuses, "error_kinds": report["errorDistribution"],
+        "peak_rss_mib": peak, "cpu_ms_per_response": cpu * 1e3 / max(ok + errors, 1),
+    }
+    if generates:
+        buckets_after = server.overhead_buckets()
+        result["overhead_p50_ms"] = (lambda v: v * 1e3 if v is not None else None)(
+            quantile_upper_bound(buckets_before, buckets_after, 0.50))
+        result["overhead_p99_ms"] = (lambda v: v * 1e3 if v is not None else None)(
+            quantile_upper_bound(buckets_before, buckets_after, 0.99))
+        recorded = server.count_succeeded() - succeeded_before
+        result["recorded"] = recorded
+        result["usage_exact"] = recorded == ok
+        if recorded != ok:
+            log(f"!! {server.name} {name}: {recorded} generations recorded, oha counted {ok} 200s")
+    log(f"{server.name} {name}: {result['requests_per_s']:.0f} req/s, p99 {result['p99_ms']:.1f} ms, "
+        f"errors {errors}, RSS {peak:.0f} MiB, CPU {result['cpu_ms_per_response']:.3f} ms/response")
+    return result
+
+
+def scenarios(server, key, fake, quick):
+    seconds = "5s" if quick else "10s"
+    results = []
+    control_fake(fake, 0, 2048)
+    oha(f"{server.base}/v1/generate", 64, key, duration="2s")  # warm-up
+    s1 = run_scenario(server, "S1 hot path", "/v1/generate", key, 64, duration=seconds)
+    results.append(s1)
+    half = max(int(s1["requests_per_s"] / 2), 1)
+    results.append(run_scenario(server, f"S1 at half rate ({half}/s)", "/v1/generate", key, 64, duration=seconds,
+                                rate=half))
+    control_fake(fake, 0, 1_500_000)
+    results.append(run_scenario(server, "S2 1.5 MB images", "/v1/generate", key, 64, duration=seconds))
+    control_fake(fake, 2000, 2048)
+    in_flight = 2000 if quick else 10_000
+    results.append(run_scenario(server, "S3 2 s upstream", "/v1/generate", key, in_flight, requests=in_flight))
+    control_fake(fake, 0, 2048)
+    results.append(run_scenario(server, "S4 /healthz floor", "/healthz", None, 64, duration=seconds))
+    return results
+
+
+def our_server(binary, database_url, fake, data_dir, name):
+    port = free_port()
+    env = dict(os.environ, NB_LISTEN=f"127.0.0.1:{port}", DATABASE_URL=database_url, NB_DATA_DIR=data_dir,
+               GOOGLE_API_KEY="bench-key", GOOGLE_GEMINI_BASE_URL=fake, NB_BCRYPT_COST="4",
+               NB_GENERATIONS_PER_MINUTE_PER_KEY="4000000000", NB_AUTH_ATTEMPTS_PER_MINUTE_PER_IP="1000",
+               NB_UPSTREAM_CONCURRENCY="20000", NB_UPSTREAM_QUEUE_TIMEOUT_SECONDS="60",
+               NB_DB_POOL_SIZE="32", RUST_LOG="warn", JWT_SECRET=secrets.token_hex(32))
+    if database_url.startswith("sqlite"):
+        path = database_url[len("sqlite://"):]
+
+        def count():
+            with sqlite3.connect(path) as db:
+                return db.execute("select count(*) from generations where status = 'succeeded'").fetchone()[0]
+    else:
+        def count():
+            out = subprocess.run(["psql", database_url, "-tAc",
+                                  "select count(*) from generations where status = 'succeeded'"],
+                                 capture_output=True, text=True, check=True)
+            return int(out.stdout.strip())
+    return Server(name, [binary], env, port, count)
+
+
+def peer_server(database_url, fake, data_dir):
+    workdir = os.path.join(tempfile.gettempdir(), "nb-bench-peer")
+    if not os.path.exists(os.path.join(workdir, ".venv", "bin", "uvicorn")):
+        subprocess.run(["rm", "-rf", workdir])
+        subprocess.run(["cp", "-r", PEER_SOURCE, workdir], check=True)
+        log("setting up the peer (pip install)…")
+        subprocess.run(["bash", "setup.sh"], cwd=workdir, check=True)
+    port = free_port()
+    env = dict(os.environ, DATABASE_URL=database_url, JWT_SECRET=secrets.token_hex(32),
+               GOOGLE_API_KEY="bench-key", GOOGLE_GEMINI_BASE_URL=fake, NB_STORAGE="local",
+               NB_DATA_DIR=data_dir, NB_PUBLIC_BASE_URL=f"http://127.0.0.1:{port}", PORT=str(port))
+
+    def count():
+        out = subprocess.run(["psql", database_url, "-tAc", "select count(*) from generations"],
+                             capture_output=True, text=True, check=True)
+        return int(out.stdout.strip())
+    return Server("peer (FastAPI)", ["bash", "run.sh"], env, port, count, cwd=workdir)
+
+
+def table(results):
+    header = ("| server | scenario | conns | req/s | p50 ms | p99 ms | max ms | errors | peak RSS MiB "
+              "| CPU ms/resp | overhead p50/p99 ms | usage exact |")
+    lines = [header, "|" + "---|" * 12]
+    for r in results:
+        overhead = "" if "overhead_p99_ms" not in r else \
+            f"{r['overhead_p50_ms'] or 0:.2f} / {r['overhead_p99_ms'] or 0:.2f}"
+        exact = "" if "usage_exact" not in r else ("yes" if r["usage_exact"] else f"NO ({r['recorded']} vs {r['ok']})")
+        lines.append(f"| {r['server']} | {r['scenario']} | {r['connections']} | {r['requests_per_s']:.0f} "
+                     f"| {r['p50_ms'] or 0:.2f} | {r['p99_ms'] or 0:.2f} | {r['max_ms']:.1f} | {r['errors']} "
+                     f"| {r['peak_rss_mib']:.0f} | {r['cpu_ms_per_response']:.3f} | {overhead} | {exact} |")
+    return "\n".join(lines)
+
+
+def main():
+    binary, fake_binary = sys.argv[1], sys.argv[2]
+    with_peer, quick = "--peer" in sys.argv, "--quick" in sys.argv
+    admin = os.environ["TEST_DATABASE_URL"]
+    work = tempfile.mkdtemp(prefix="nb-bench-")
+    fake_port = free_port()
+    fake = f"http://127.0.0.1:{fake_port}"
+    fake_process = subprocess.Popen([fake_binary, f"127.0.0.1:{fake_port}"], stdout=subprocess.DEVNULL,
+                                    stderr=subprocess.DEVNULL)
+    results, servers = [], []
+    try:
+        time.sleep(0.5)
+        runs = [("nanobanana (PostgreSQL)", create_database(admin, "bench_ours"))]
+        runs.append(("nanobanana (SQLite)", f"sqlite://{work}/bench.db"))
+        for name, database in runs:
+            server = our_server(binary, database, fake, os.path.join(work, name.split()[1][1:-1]), name)
+            servers.append(server)
+            key = user_and_key(server)
+            check_one_generation(server, key, fake, 2048)
+            if "SQLite" in name:
+                control_fake(fake, 0, 2048)
+                oha(f"{server.base}/v1/generate", 64, key, duration="2s")
+                results.append(run_scenario(server, "S1 hot path", "/v1/generate", key, 64,
+                                            duration="5s" if quick else "10s"))
+            else:
+                results += scenarios(server, key, fake, quick)
+            server.stop()
+        if with_peer:
+            server = peer_server(create_database(admin, "bench_peer").replace("postgres://", "postgresql+asyncpg://"),
+                                 fake, os.path.join(work, "peer"))
+            servers.append(server)
+            key = user_and_key(server)
+            results += scenarios(server, key, fake, quick)
+            server.stop()
+    finally:
+        for server in servers:
+            if server.process.poll() is None:
+                server.stop()
+        fake_process.terminate()
+
+    report = [f"# Benchmark {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC",
+              "", f"Machine: {platform.machine()}, {os.cpu_count()} CPUs, {platform.platform()}.",
+              "Load generator (oha), PostgreSQL (durable: fsync on), fake Google and server on the same machine.",
+              "", table(results), ""]
+    by = {(r["server"], r["scenario"].split(" ")[0] + (" half" if "half" in r["scenario"] else "")): r for r in results}
+    ours = by.get(("nanobanana (PostgreSQL)", "S1"))
+    floor = by.get(("nanobanana (PostgreSQL)", "S4"))
+    if ours and floor:
+        report.append(f"S1/S4 (share of the HTTP floor a full generation keeps): "
+                      f"{ours['requests_per_s'] / floor['requests_per_s']:.2f}")
+    peer = by.get(("peer (FastAPI)", "S1"))
+    if ours and peer:
+        report.append(f"S1 ours/peer: throughput x{ours['requests_per_s'] / peer['requests_per_s']:.1f}, "
+                      f"p99 1/{peer['p99_ms'] / ours['p99_ms']:.1f}, "
+                      f"CPU per response 1/{peer['cpu_ms_per_response'] / ours['cpu_ms_per_response']:.1f}")
+    text = "\n".join(report) + "\n"
+    print(text)
+    os.makedirs(os.path.join(ROOT, "bench", "results"), exist_ok=True)
+    stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d-%H%M")
+    with open(os.path.join(ROOT, "bench", "results", f"{stamp}.md"), "w") as out:
+        out.write(text)
+    with open(os.path.join(ROOT, "bench", "results", f"{stamp}.json"), "w") as out:
+        json.dump(results, out, indent=1)
+    if not all(r.get("usage_exact", True) for r in results):
+        raise SystemExit("usage was not counted exactly")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# `just bench`: builds the release binaries, installs the load generator (oha, from crates.io)
+# if missing, starts a durable throwaway PostgreSQL, and runs bench/bench.py. Arguments:
+# --peer (also run the FastAPI peer through the same scenarios), --quick (shorter runs).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if ! command -v oha >/dev/null; then
+  echo "[bench] installing oha 1.16.0 (once)" >&2
+  cargo install oha --version 1.16.0 --locked --quiet
+fi
+cargo build --release --locked --quiet -p nb-http --bin nanobanana --example fake-google
+
+# 10,000 connections in, as many out to the fake, and the load generator's own.
+ulimit -n "$(ulimit -Hn)"
+if [ "$(id -u)" -eq 0 ]; then
+  sysctl -qw net.core.somaxconn=16384 net.ipv4.tcp_max_syn_backlog=16384 2>/dev/null || true
+fi
+
+unset TEST_DATABASE_URL
+source scripts/pg.sh
+PG_DURABLE=1 start_throwaway_postgres
+python3 bench/bench.py target/release/nanobanana target/release/examples/fake-google "$@"
