@@ -118,24 +118,19 @@ impl ApiKeyRepository for Database {
     }
 
     #[tracing::instrument(skip_all)]
-    async fn authenticate_api_key(
+    async fn find_active_api_key(
         &self,
         key_hash: &ApiKeyHash,
-        used_at: OffsetDateTime,
     ) -> Result<Option<AuthenticatedApiKey>, RepositoryError> {
-        let used_at = to_stored_time(used_at);
         let key_hash = key_hash.as_str().to_owned();
         let found = with_connection!(self, |conn| {
-            diesel::update(
-                api_keys::table
-                    .filter(api_keys::key_hash.eq(&key_hash))
-                    .filter(api_keys::is_active.eq(true)),
-            )
-            .set(api_keys::last_used_at.eq(Some(used_at)))
-            .returning((api_keys::id, api_keys::user_id))
-            .get_result::<(String, String)>(conn)
-            .await
-            .optional()
+            api_keys::table
+                .filter(api_keys::key_hash.eq(&key_hash))
+                .filter(api_keys::is_active.eq(true))
+                .select((api_keys::id, api_keys::user_id))
+                .first::<(String, String)>(conn)
+                .await
+                .optional()
         })?;
         found
             .map_err(query_error)?
@@ -146,5 +141,36 @@ impl ApiKeyRepository for Database {
                 })
             })
             .transpose()
+    }
+
+    #[tracing::instrument(skip_all, fields(keys = uses.len()))]
+    async fn record_key_uses(
+        &self,
+        uses: &[(ApiKeyId, OffsetDateTime)],
+    ) -> Result<(), RepositoryError> {
+        let uses: Vec<(String, PrimitiveDateTime)> = uses
+            .iter()
+            .map(|(id, at)| (id.to_string(), to_stored_time(*at)))
+            .collect();
+        let written = with_connection!(self, |conn| {
+            let mut written = Ok(0);
+            for (key_id, used_at) in &uses {
+                written = diesel::update(
+                    api_keys::table.filter(api_keys::id.eq(key_id)).filter(
+                        api_keys::last_used_at
+                            .is_null()
+                            .or(api_keys::last_used_at.lt(*used_at)),
+                    ),
+                )
+                .set(api_keys::last_used_at.eq(Some(*used_at)))
+                .execute(conn)
+                .await;
+                if written.is_err() {
+                    break;
+                }
+            }
+            written
+        })?;
+        written.map(|_| ()).map_err(query_error)
     }
 }

@@ -124,39 +124,43 @@ async fn deactivating_is_owner_only_and_repeatable(db: Database) {
     assert!(!db.list_api_keys(ada).await.unwrap()[0].is_active);
 }
 
-async fn authenticating_finds_active_keys_and_stamps_last_use(db: Database) {
+async fn active_keys_are_found_by_hash_and_inactive_ones_are_not(db: Database) {
     let ada = registered(&db, "ada@example.com").await;
     let key = new_key(ada, T0, "hash-ada");
     db.insert_api_key(&key).await.unwrap();
-    let used_at = T0 + Duration::hours(2);
 
     let found = db
-        .authenticate_api_key(&key.key_hash, used_at)
+        .find_active_api_key(&key.key_hash)
         .await
         .unwrap()
         .unwrap();
     assert_eq!((found.key_id, found.user_id), (key.record.id, ada));
-    assert_eq!(
-        db.list_api_keys(ada).await.unwrap()[0].last_used_at,
-        Some(used_at)
-    );
-
     let unknown = ApiKeyHash::from_stored("no-such-hash".into());
-    assert_eq!(
-        db.authenticate_api_key(&unknown, used_at).await.unwrap(),
-        None
-    );
+    assert_eq!(db.find_active_api_key(&unknown).await.unwrap(), None);
 
     db.deactivate_api_key(ada, key.record.id).await.unwrap();
-    let later = used_at + Duration::hours(1);
-    assert_eq!(
-        db.authenticate_api_key(&key.key_hash, later).await.unwrap(),
-        None
-    );
-    assert_eq!(
-        db.list_api_keys(ada).await.unwrap()[0].last_used_at,
-        Some(used_at)
-    );
+    assert_eq!(db.find_active_api_key(&key.key_hash).await.unwrap(), None);
+}
+
+async fn key_uses_only_move_last_used_forward(db: Database) {
+    let ada = registered(&db, "ada@example.com").await;
+    let first = new_key(ada, T0, "hash-first");
+    let second = new_key(ada, T0, "hash-second");
+    db.insert_api_key(&first).await.unwrap();
+    db.insert_api_key(&second).await.unwrap();
+    let (early, late) = (T0 + Duration::hours(1), T0 + Duration::hours(2));
+
+    db.record_key_uses(&[(first.record.id, late), (second.record.id, early)])
+        .await
+        .unwrap();
+    db.record_key_uses(&[(first.record.id, early)])
+        .await
+        .unwrap();
+    let listed = db.list_api_keys(ada).await.unwrap();
+    let last_used = |id| listed.iter().find(|key| key.id == id).unwrap().last_used_at;
+    assert_eq!(last_used(first.record.id), Some(late));
+    assert_eq!(last_used(second.record.id), Some(early));
+    db.record_key_uses(&[]).await.unwrap();
 }
 
 async fn key_hashes_are_unique(db: Database) {
@@ -311,7 +315,8 @@ contract!(
     unknown_users_are_none,
     keys_are_listed_newest_first_and_only_for_their_owner,
     deactivating_is_owner_only_and_repeatable,
-    authenticating_finds_active_keys_and_stamps_last_use,
+    active_keys_are_found_by_hash_and_inactive_ones_are_not,
+    key_uses_only_move_last_used_forward,
     key_hashes_are_unique,
     successes_are_counted_per_key_per_utc_day_and_failures_are_not,
     a_failed_success_write_leaves_neither_row_nor_count,

@@ -5,8 +5,10 @@
 //! Only its SHA-256 is stored, with a short display prefix; the full key exists in memory
 //! once, when it is created, and is handed to the caller that single time.
 
+use std::collections::HashMap;
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
@@ -183,19 +185,54 @@ pub enum AuthenticateKeyError {
     Repository(#[from] RepositoryError),
 }
 
+/// How long a verified key is trusted without asking the database again. Revoking a key
+/// takes effect at once on the instance that revoked it, and within this time on the others.
+pub const DEFAULT_KEY_CACHE_TTL: Duration = Duration::from_secs(30);
+/// `last_used_at` is written at most this often per key; uses in between are kept in memory
+/// and written by [`ApiKeyService::flush_key_uses`] (periodically and at shutdown).
+pub const LAST_USED_WRITE_INTERVAL: Duration = Duration::from_secs(60);
+
+#[derive(Debug, Clone, Copy)]
+struct VerifiedKey {
+    key: AuthenticatedApiKey,
+    verified_at: OffsetDateTime,
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+struct KeyUses {
+    last_written: Option<OffsetDateTime>,
+    pending: Option<OffsetDateTime>,
+}
+
 /// Issues, lists, revokes and checks API keys.
+///
+/// Checking a key is on every generation's path, so verified keys are kept in memory for
+/// `cache_ttl` and `last_used_at` writes are coalesced: the first use of a key writes at once,
+/// later uses within [`LAST_USED_WRITE_INTERVAL`] only remember the latest time.
 #[derive(Clone)]
 pub struct ApiKeyService {
     keys: Arc<dyn ApiKeyRepository>,
     random: Arc<dyn RandomSource>,
     clock: Arc<dyn Clock>,
     ids: Arc<dyn IdGenerator>,
+    cache_ttl: Duration,
+    verified: Arc<Mutex<HashMap<ApiKeyHash, VerifiedKey>>>,
+    uses: Arc<Mutex<HashMap<ApiKeyId, KeyUses>>>,
 }
 
 impl fmt::Debug for ApiKeyService {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ApiKeyService").finish_non_exhaustive()
+        f.debug_struct("ApiKeyService")
+            .field("cache_ttl", &self.cache_ttl)
+            .finish_non_exhaustive()
     }
+}
+
+/// A poisoned lock only means another thread panicked while holding it; the maps stay usable.
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 impl ApiKeyService {
@@ -205,11 +242,25 @@ impl ApiKeyService {
         clock: Arc<dyn Clock>,
         ids: Arc<dyn IdGenerator>,
     ) -> Self {
+        Self::with_cache_ttl(keys, random, clock, ids, DEFAULT_KEY_CACHE_TTL)
+    }
+
+    /// As [`ApiKeyService::new`], trusting verified keys for `cache_ttl` (zero: never).
+    pub fn with_cache_ttl(
+        keys: Arc<dyn ApiKeyRepository>,
+        random: Arc<dyn RandomSource>,
+        clock: Arc<dyn Clock>,
+        ids: Arc<dyn IdGenerator>,
+        cache_ttl: Duration,
+    ) -> Self {
         Self {
             keys,
             random,
             clock,
             ids,
+            cache_ttl,
+            verified: Arc::default(),
+            uses: Arc::default(),
         }
     }
 
@@ -245,27 +296,116 @@ impl ApiKeyService {
         self.keys.list_api_keys(user_id).await
     }
 
-    /// Deactivates one of the user's keys. Revoking an already revoked key succeeds again.
+    /// Deactivates one of the user's keys, and forgets it on this instance at once. Revoking an
+    /// already revoked key succeeds again.
     #[tracing::instrument(skip(self))]
     pub async fn revoke(&self, user_id: UserId, key_id: ApiKeyId) -> Result<(), RevokeKeyError> {
-        if self.keys.deactivate_api_key(user_id, key_id).await? {
-            Ok(())
-        } else {
-            Err(RevokeKeyError::NotFound)
+        if !self.keys.deactivate_api_key(user_id, key_id).await? {
+            return Err(RevokeKeyError::NotFound);
         }
+        lock(&self.verified).retain(|_, verified| verified.key.key_id != key_id);
+        Ok(())
     }
 
-    /// Checks a presented key (as sent, unparsed) and stamps its `last_used_at`.
+    /// Checks a presented key (as sent, unparsed) and notes its use.
     pub async fn authenticate(
         &self,
         presented: &str,
     ) -> Result<AuthenticatedApiKey, AuthenticateKeyError> {
         let secret =
             ApiKeySecret::parse(presented).map_err(|_| AuthenticateKeyError::InvalidKey)?;
-        self.keys
-            .authenticate_api_key(&secret.hash(), self.clock.now())
-            .await?
-            .ok_or(AuthenticateKeyError::InvalidKey)
+        let hash = secret.hash();
+        let now = self.clock.now();
+        let cached = lock(&self.verified)
+            .get(&hash)
+            .filter(|verified| now - verified.verified_at < self.cache_ttl)
+            .map(|verified| verified.key);
+        let key = match cached {
+            Some(key) => key,
+            None => {
+                let key = self
+                    .keys
+                    .find_active_api_key(&hash)
+                    .await?
+                    .ok_or(AuthenticateKeyError::InvalidKey)?;
+                if !self.cache_ttl.is_zero() {
+                    lock(&self.verified).insert(
+                        hash,
+                        VerifiedKey {
+                            key,
+                            verified_at: now,
+                        },
+                    );
+                }
+                key
+            }
+        };
+        self.note_use(key.key_id, now).await;
+        Ok(key)
+    }
+
+    async fn note_use(&self, key_id: ApiKeyId, at: OffsetDateTime) {
+        let write_now = {
+            let mut uses = lock(&self.uses);
+            let entry = uses.entry(key_id).or_default();
+            if entry
+                .last_written
+                .is_none_or(|written| at - written >= LAST_USED_WRITE_INTERVAL)
+            {
+                entry.last_written = Some(at);
+                entry.pending = None;
+                true
+            } else {
+                entry.pending = Some(at);
+                false
+            }
+        };
+        if write_now {
+            // The key is valid whatever happens here: a failed stamp is retried by the next flush.
+            if let Err(error) = self.keys.record_key_uses(&[(key_id, at)]).await {
+                tracing::warn!(%error, key_id = %key_id, "could not record a key's last use");
+                lock(&self.uses)
+                    .entry(key_id)
+                    .or_default()
+                    .pending
+                    .get_or_insert(at);
+            }
+        }
+    }
+
+    /// Writes every remembered `last_used_at` and forgets expired verifications. Called every
+    /// minute and at shutdown, so no last use is lost.
+    pub async fn flush_key_uses(&self) -> Result<(), RepositoryError> {
+        let now = self.clock.now();
+        lock(&self.verified).retain(|_, verified| now - verified.verified_at < self.cache_ttl);
+        let pending: Vec<(ApiKeyId, OffsetDateTime)> = {
+            let mut uses = lock(&self.uses);
+            uses.retain(|_, entry| {
+                entry.pending.is_some()
+                    || entry
+                        .last_written
+                        .is_some_and(|written| now - written < LAST_USED_WRITE_INTERVAL)
+            });
+            uses.iter_mut()
+                .filter_map(|(key_id, entry)| {
+                    let at = entry.pending.take()?;
+                    entry.last_written = Some(at);
+                    Some((*key_id, at))
+                })
+                .collect()
+        };
+        if pending.is_empty() {
+            return Ok(());
+        }
+        let written = self.keys.record_key_uses(&pending).await;
+        if written.is_err() {
+            // Keep them for the next flush.
+            let mut uses = lock(&self.uses);
+            for (key_id, at) in &pending {
+                uses.entry(*key_id).or_default().pending.get_or_insert(*at);
+            }
+        }
+        written
     }
 }
 
@@ -274,6 +414,7 @@ mod tests {
     use super::*;
     use crate::ports::{MockApiKeyRepository, MockClock, MockIdGenerator, MockRandomSource};
     use mockall::predicate::eq;
+    use std::sync::Mutex;
     use time::macros::datetime;
 
     const NOW: OffsetDateTime = datetime!(2026-11-25 12:00:00 UTC);
@@ -431,7 +572,7 @@ mod tests {
     #[tokio::test]
     async fn malformed_keys_are_refused_without_a_lookup() {
         let mut keys = MockApiKeyRepository::new();
-        keys.expect_authenticate_api_key().never();
+        keys.expect_find_active_api_key().never();
         let result = service(keys)
             .authenticate("eyJhbGciOiJIUzI1NiJ9.e30.sig")
             .await;
@@ -439,30 +580,137 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn authenticate_looks_up_the_hash_and_stamps_the_time() {
-        let presented = format!("nb_live_{}", "5".repeat(32));
-        let expected_hash = ApiKeySecret::parse(&presented).unwrap().hash();
+    async fn unknown_or_revoked_keys_are_invalid() {
         let mut keys = MockApiKeyRepository::new();
-        keys.expect_authenticate_api_key()
-            .with(eq(expected_hash), eq(NOW))
-            .returning(|_, _| {
+        keys.expect_find_active_api_key().returning(|_| Ok(None));
+        keys.expect_record_key_uses().never();
+        let result = service(keys)
+            .authenticate(&format!("nb_live_{}", "5".repeat(32)))
+            .await;
+        assert!(matches!(result, Err(AuthenticateKeyError::InvalidKey)));
+    }
+
+    /// A clock the test moves by hand.
+    #[derive(Clone)]
+    struct ManualClock(Arc<Mutex<OffsetDateTime>>);
+
+    impl ManualClock {
+        fn advance(&self, by: Duration) {
+            *self.0.lock().unwrap() += by;
+        }
+    }
+
+    impl Clock for ManualClock {
+        fn now(&self) -> OffsetDateTime {
+            *self.0.lock().unwrap()
+        }
+    }
+
+    type Uses = Arc<Mutex<Vec<(ApiKeyId, OffsetDateTime)>>>;
+
+    /// A service over a repository that knows one key, counting lookups and recording uses.
+    fn caching_service() -> (ApiKeyService, ManualClock, Arc<Mutex<u32>>, Uses, String) {
+        let presented = format!("nb_live_{}", "7".repeat(32));
+        let hash = ApiKeySecret::parse(&presented).unwrap().hash();
+        let lookups = Arc::new(Mutex::new(0));
+        let uses: Uses = Arc::default();
+        let mut keys = MockApiKeyRepository::new();
+        let counted = lookups.clone();
+        keys.expect_find_active_api_key()
+            .withf(move |h| *h == hash)
+            .returning(move |_| {
+                *counted.lock().unwrap() += 1;
                 Ok(Some(AuthenticatedApiKey {
                     key_id: ApiKeyId(KEY_ID),
                     user_id: USER,
                 }))
             });
-        let authenticated = service(keys).authenticate(&presented).await.unwrap();
-        assert_eq!(authenticated.user_id, USER);
+        let recorded = uses.clone();
+        keys.expect_record_key_uses().returning(move |batch| {
+            recorded.lock().unwrap().extend_from_slice(batch);
+            Ok(())
+        });
+        keys.expect_deactivate_api_key().returning(|_, _| Ok(true));
+        let clock = ManualClock(Arc::new(Mutex::new(NOW)));
+        let service = ApiKeyService::with_cache_ttl(
+            Arc::new(keys),
+            Arc::new(MockRandomSource::new()),
+            Arc::new(clock.clone()),
+            Arc::new(MockIdGenerator::new()),
+            Duration::from_secs(30),
+        );
+        (service, clock, lookups, uses, presented)
     }
 
     #[tokio::test]
-    async fn unknown_or_revoked_keys_are_invalid() {
-        let mut keys = MockApiKeyRepository::new();
-        keys.expect_authenticate_api_key()
-            .returning(|_, _| Ok(None));
-        let result = service(keys)
-            .authenticate(&format!("nb_live_{}", "5".repeat(32)))
-            .await;
-        assert!(matches!(result, Err(AuthenticateKeyError::InvalidKey)));
+    async fn verified_keys_are_trusted_until_the_ttl_runs_out() {
+        let (service, clock, lookups, _, key) = caching_service();
+        service.authenticate(&key).await.unwrap();
+        clock.advance(Duration::from_secs(29));
+        service.authenticate(&key).await.unwrap();
+        assert_eq!(
+            *lookups.lock().unwrap(),
+            1,
+            "the second check went to the database"
+        );
+        clock.advance(Duration::from_secs(2));
+        service.authenticate(&key).await.unwrap();
+        assert_eq!(
+            *lookups.lock().unwrap(),
+            2,
+            "an expired verification was trusted"
+        );
+    }
+
+    #[tokio::test]
+    async fn revoking_forgets_the_key_at_once() {
+        let (service, _, lookups, _, key) = caching_service();
+        service.authenticate(&key).await.unwrap();
+        service.revoke(USER, ApiKeyId(KEY_ID)).await.unwrap();
+        service.authenticate(&key).await.unwrap();
+        assert_eq!(
+            *lookups.lock().unwrap(),
+            2,
+            "a revoked key was still trusted from memory"
+        );
+    }
+
+    #[tokio::test]
+    async fn last_use_is_written_at_most_once_a_minute_and_flushed() {
+        let (service, clock, _, uses, key) = caching_service();
+        service.authenticate(&key).await.unwrap();
+        assert_eq!(
+            *uses.lock().unwrap(),
+            [(ApiKeyId(KEY_ID), NOW)],
+            "the first use is written at once"
+        );
+        clock.advance(Duration::from_secs(10));
+        service.authenticate(&key).await.unwrap();
+        clock.advance(Duration::from_secs(10));
+        service.authenticate(&key).await.unwrap();
+        assert_eq!(
+            uses.lock().unwrap().len(),
+            1,
+            "uses within a minute were written"
+        );
+        service.flush_key_uses().await.unwrap();
+        let latest = NOW + Duration::from_secs(20);
+        assert_eq!(
+            uses.lock().unwrap().last(),
+            Some(&(ApiKeyId(KEY_ID), latest))
+        );
+        service.flush_key_uses().await.unwrap();
+        assert_eq!(
+            uses.lock().unwrap().len(),
+            2,
+            "a flush with nothing new wrote again"
+        );
+        clock.advance(Duration::from_secs(61));
+        service.authenticate(&key).await.unwrap();
+        assert_eq!(
+            uses.lock().unwrap().len(),
+            3,
+            "a use a minute later was not written"
+        );
     }
 }

@@ -107,13 +107,18 @@ pub trait ApiKeyRepository: Send + Sync + 'static {
         key_id: ApiKeyId,
     ) -> Result<bool, RepositoryError>;
 
-    /// Finds the active key with this hash and sets its `last_used_at` to `used_at`, in one
-    /// step. MUST return `Ok(None)` for an unknown hash and for an inactive key.
-    async fn authenticate_api_key(
+    /// The active key with this hash. MUST return `Ok(None)` for an unknown hash and for an
+    /// inactive key.
+    async fn find_active_api_key(
         &self,
         key_hash: &ApiKeyHash,
-        used_at: OffsetDateTime,
     ) -> Result<Option<AuthenticatedApiKey>, RepositoryError>;
+
+    /// Sets each key's `last_used_at` to the given time, unless it already holds a later one.
+    async fn record_key_uses(
+        &self,
+        uses: &[(ApiKeyId, OffsetDateTime)],
+    ) -> Result<(), RepositoryError>;
 }
 
 /// The image model upstream.

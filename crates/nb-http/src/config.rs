@@ -87,6 +87,8 @@ pub struct Limits {
     pub trust_forwarded_for: bool,
     /// `NB_SHUTDOWN_GRACE_SECONDS`: how long in-flight requests may finish after SIGTERM.
     pub shutdown_grace: Duration,
+    /// `NB_KEY_CACHE_TTL_SECONDS`: how long a verified API key is trusted from memory (0: never).
+    pub key_cache_ttl: Duration,
 }
 
 impl Default for Limits {
@@ -102,6 +104,7 @@ impl Default for Limits {
             upstream_queue_timeout: Duration::from_secs(30),
             trust_forwarded_for: false,
             shutdown_grace: Duration::from_secs(30),
+            key_cache_ttl: nb_domain::api_keys::DEFAULT_KEY_CACHE_TTL,
         }
     }
 }
@@ -349,6 +352,11 @@ fn limits_config(var: &impl Fn(&str) -> Option<String>) -> Result<Limits, Config
         )?,
         trust_forwarded_for,
         shutdown_grace: seconds("NB_SHUTDOWN_GRACE_SECONDS", defaults.shutdown_grace)?,
+        key_cache_ttl: Duration::from_secs(parse_var(
+            var,
+            "NB_KEY_CACHE_TTL_SECONDS",
+            defaults.key_cache_ttl.as_secs(),
+        )?),
     })
 }
 

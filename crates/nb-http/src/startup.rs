@@ -9,7 +9,7 @@ use actix_web::middleware::from_fn;
 use actix_web::{App, HttpServer, web};
 use nb_db::{ConnectError, Database};
 use nb_domain::accounts::AccountService;
-use nb_domain::api_keys::ApiKeyService;
+use nb_domain::api_keys::{ApiKeyService, LAST_USED_WRITE_INTERVAL};
 use nb_domain::generation::GenerationService;
 use nb_domain::ports::{Clock, IdGenerator, ImageProvider, ObjectStorage, RandomSource};
 use nb_imagen::{
@@ -56,6 +56,7 @@ pub enum StartupError {
 pub struct Application {
     port: u16,
     server: Server,
+    state: web::Data<AppState>,
 }
 
 impl Application {
@@ -74,14 +75,16 @@ impl Application {
             source,
         })?;
         let state = build_state(&config, database, address)?;
-        let server =
-            serve(listener, state, &config, |_| {}).map_err(|source| StartupError::Bind {
+        let server = serve(listener, state.clone(), &config, |_| {}).map_err(|source| {
+            StartupError::Bind {
                 address: config.listen.clone(),
                 source,
-            })?;
+            }
+        })?;
         Ok(Self {
             port: address.port(),
             server,
+            state,
         })
     }
 
@@ -89,9 +92,30 @@ impl Application {
         self.port
     }
 
-    /// Serves until the process is asked to stop (SIGINT/SIGTERM).
+    /// Serves until the process is asked to stop (SIGINT/SIGTERM), then writes what is still
+    /// only in memory (the keys' last uses).
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
-        self.server.await
+        let served = self.server.await;
+        if let Err(error) = self.state.api_keys.flush_key_uses().await {
+            tracing::error!(%error, "could not write the keys' last uses at shutdown");
+        }
+        served
+    }
+}
+
+/// Writes coalesced `last_used_at` values every minute.
+fn spawn_key_use_flusher(api_keys: &ApiKeyService) {
+    let api_keys = api_keys.clone();
+    if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+        runtime.spawn(async move {
+            let mut every_minute = tokio::time::interval(LAST_USED_WRITE_INTERVAL);
+            loop {
+                every_minute.tick().await;
+                if let Err(error) = api_keys.flush_key_uses().await {
+                    tracing::warn!(%error, "could not write the keys' last uses");
+                }
+            }
+        });
     }
 }
 
@@ -177,6 +201,14 @@ pub fn build_state(
         ),
         StorageConfig::Inline => (Arc::new(InlineStorage), None),
     };
+    let api_keys = ApiKeyService::with_cache_ttl(
+        database.clone(),
+        random,
+        clock.clone(),
+        ids.clone(),
+        config.limits.key_cache_ttl,
+    );
+    spawn_key_use_flusher(&api_keys);
     // Install the metrics recorder before the first request records anything.
     crate::metrics::handle();
     let rate_limits = RateLimits::new(&config.limits);
@@ -192,7 +224,7 @@ pub fn build_state(
             clock.clone(),
             ids.clone(),
         ),
-        api_keys: ApiKeyService::new(database.clone(), random, clock.clone(), ids.clone()),
+        api_keys: api_keys.clone(),
         generations: GenerationService::new(provider, storage, database, clock.clone(), ids),
         access_tokens: AccessTokens::new(&jwt_secret, config.access_token_ttl, clock),
         image_models: config.image_models.clone(),

@@ -7,7 +7,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use nb_db::{Database, DatabaseUrl, PoolOptions};
-use nb_domain::ports::GenerationRepository;
+use nb_domain::ports::{ApiKeyRepository, GenerationRepository};
 use nb_domain::user::UserId;
 use serde_json::{Value, json};
 use wiremock::matchers::method;
@@ -99,6 +99,7 @@ async fn sigterm_lets_an_in_flight_generation_finish_and_be_recorded() {
         .await
         .unwrap();
     let key = created["key"].as_str().unwrap().to_owned();
+    let key_again = key.clone();
 
     let in_flight = tokio::spawn({
         let (client, base) = (client.clone(), base.clone());
@@ -114,6 +115,17 @@ async fn sigterm_lets_an_in_flight_generation_finish_and_be_recorded() {
     while google.received_requests().await.unwrap().is_empty() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    // A second use of the key within the minute: its `last_used_at` is only in memory until
+    // the shutdown flush writes it.
+    let second_use = time::OffsetDateTime::now_utc();
+    let refused = client
+        .post(format!("{base}/v1/generate"))
+        .bearer_auth(&key_again)
+        .json(&json!({"prompt": ""}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 422);
     let signalled = Command::new("kill")
         .args(["-TERM", &server.id().to_string()])
         .status()
@@ -148,6 +160,12 @@ async fn sigterm_lets_an_in_flight_generation_finish_and_be_recorded() {
     assert_eq!(
         usage[0].count, 1,
         "the in-flight generation was not recorded"
+    );
+    let keys = database.list_api_keys(UserId(user_id)).await.unwrap();
+    let last_used = keys[0].last_used_at.unwrap();
+    assert!(
+        last_used >= second_use - time::Duration::milliseconds(1),
+        "the last use was lost at shutdown: {last_used} < {second_use}"
     );
 }
 

@@ -55,7 +55,8 @@ impl Mocks {
             }))
         });
         let mut keys = MockApiKeyRepository::new();
-        keys.expect_authenticate_api_key().returning(|_, _| {
+        keys.expect_record_key_uses().returning(|_| Ok(()));
+        keys.expect_find_active_api_key().returning(|_| {
             Ok(Some(AuthenticatedApiKey {
                 key_id: ApiKeyId(Uuid::from_u128(5)),
                 user_id: UserId(USER),
@@ -235,8 +236,8 @@ async fn api_key_checks_on_an_unreachable_database_are_503_not_401() {
     mocks.keys = MockApiKeyRepository::new();
     mocks
         .keys
-        .expect_authenticate_api_key()
-        .returning(|_, _| Err(unavailable()));
+        .expect_find_active_api_key()
+        .returning(|_| Err(unavailable()));
     let (state, _) = mocks.into_state();
     let app = test::init_service(
         App::new()
