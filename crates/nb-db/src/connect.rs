@@ -14,6 +14,8 @@ use diesel_async::{AsyncConnection, AsyncPgConnection, SimpleAsyncConnection};
 use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
 use futures_util::FutureExt;
 
+use crate::success_writer::SuccessWriter;
+
 pub(crate) const POSTGRES_MIGRATIONS: EmbeddedMigrations =
     embed_migrations!("../../migrations/postgres");
 pub(crate) const SQLITE_MIGRATIONS: EmbeddedMigrations =
@@ -42,6 +44,7 @@ type SqliteAsyncConnection = SyncConnectionWrapper<SqliteConnection>;
 pub struct Database {
     pub(crate) pool: ConnectionPool,
     pub(crate) runtime: tokio::runtime::Handle,
+    pub(crate) success_writer: SuccessWriter,
 }
 
 #[derive(Clone)]
@@ -194,7 +197,12 @@ impl Database {
                 ConnectionPool::Sqlite(build_pool(manager, options)?)
             }
         };
-        Ok(Self { pool, runtime })
+        let success_writer = SuccessWriter::start(pool.clone(), &runtime);
+        Ok(Self {
+            pool,
+            runtime,
+            success_writer,
+        })
     }
 
     pub fn backend_name(&self) -> &'static str {

@@ -1,9 +1,11 @@
 //! `GenerationRepository` on both backends.
 //!
 //! Recording a success is the one multi-statement write: the history row and the usage
-//! increment commit together. On SQLite the transaction starts with `BEGIN IMMEDIATE`, which
-//! takes the write lock up front (waiting up to the busy timeout) instead of failing with
-//! `SQLITE_BUSY` when two deferred transactions both try to upgrade.
+//! increment commit together. Successes are committed in batches by one writer task (see
+//! `success_writer`), so that concurrent generations share a transaction and its fsync. On
+//! SQLite the transaction starts with `BEGIN IMMEDIATE`, which takes the write lock up front
+//! (waiting up to the busy timeout) instead of failing with `SQLITE_BUSY` when two deferred
+//! transactions both try to upgrade.
 
 use async_trait::async_trait;
 use diesel::prelude::*;
@@ -14,8 +16,7 @@ use nb_domain::api_keys::ApiKeyId;
 use nb_domain::generation::GenerationRecord;
 use nb_domain::ports::{DailyUsage, GenerationRepository};
 use nb_domain::user::UserId;
-use time::{Date, PrimitiveDateTime, UtcOffset};
-use tracing::Instrument;
+use time::{Date, PrimitiveDateTime};
 
 use crate::connect::{ConnectionPool, Database};
 use crate::convert::{parse_stored_id, pool_error, query_error, to_stored_time};
@@ -24,7 +25,7 @@ use crate::with_connection;
 
 #[derive(Insertable, Clone)]
 #[diesel(table_name = generations)]
-struct GenerationRow {
+pub(crate) struct GenerationRow {
     id: String,
     user_id: String,
     api_key_id: String,
@@ -67,15 +68,15 @@ impl From<&GenerationRecord> for GenerationRow {
     }
 }
 
-/// `INSERT … ON CONFLICT (api_key_id, day) DO UPDATE SET count = count + 1`: one atomic
+/// `INSERT … ON CONFLICT (api_key_id, day) DO UPDATE SET count = count + n`: one atomic
 /// statement on both backends, so concurrent increments never lose a count.
 macro_rules! increment_usage {
-    ($key_id:expr, $day:expr) => {
+    ($key_id:expr, $day:expr, $count:expr) => {
         diesel::insert_into(usage_daily::table)
             .values((
                 usage_daily::api_key_id.eq($key_id),
                 usage_daily::day.eq($day),
-                usage_daily::count.eq(1_i64),
+                usage_daily::count.eq($count),
             ))
             .on_conflict((usage_daily::api_key_id, usage_daily::day))
             .do_update()
@@ -83,56 +84,73 @@ macro_rules! increment_usage {
     };
 }
 
+/// The usage increments of a batch of successes: one `(key, UTC day, count)` per key and day.
+fn usage_increments(rows: &[GenerationRow]) -> Vec<(String, Date, i64)> {
+    let mut increments: Vec<(String, Date, i64)> = Vec::new();
+    for row in rows {
+        let day = row.created_at.date();
+        match increments
+            .iter_mut()
+            .find(|(key, d, _)| *key == row.api_key_id && *d == day)
+        {
+            Some(increment) => increment.2 += 1,
+            None => increments.push((row.api_key_id.clone(), day, 1)),
+        }
+    }
+    increments
+}
+
+/// Writes succeeded generations and their usage in one transaction: all or none.
+pub(crate) async fn write_successes(
+    pool: &ConnectionPool,
+    rows: Vec<GenerationRow>,
+) -> Result<(), RepositoryError> {
+    let increments = usage_increments(&rows);
+    match pool {
+        ConnectionPool::Postgres(pool) => {
+            let mut conn = pool.get().await.map_err(pool_error)?;
+            conn.transaction::<_, diesel::result::Error, _>(async |conn| {
+                for (key_id, day, count) in &increments {
+                    increment_usage!(key_id, *day, *count).execute(conn).await?;
+                }
+                diesel::insert_into(generations::table)
+                    .values(&rows)
+                    .execute(conn)
+                    .await?;
+                Ok(())
+            })
+            .await
+            .map_err(query_error)
+        }
+        ConnectionPool::Sqlite(pool) => {
+            let mut conn = pool.get().await.map_err(pool_error)?;
+            conn.spawn_blocking(move |conn| {
+                conn.immediate_transaction(|conn| {
+                    for (key_id, day, count) in &increments {
+                        diesel::RunQueryDsl::execute(increment_usage!(key_id, *day, *count), conn)?;
+                    }
+                    diesel::RunQueryDsl::execute(
+                        diesel::insert_into(generations::table).values(&rows),
+                        conn,
+                    )?;
+                    Ok(())
+                })
+            })
+            .await
+            .map_err(query_error)
+        }
+    }
+}
+
 #[async_trait]
 impl GenerationRepository for Database {
+    /// Handed to the success writer (see `success_writer`), which commits it with the other
+    /// successes waiting at that moment; returns once it is committed.
     #[tracing::instrument(skip_all, fields(generation_id = %generation.id))]
     async fn record_success(&self, generation: &GenerationRecord) -> Result<(), RepositoryError> {
-        let row = GenerationRow::from(generation);
-        let day: Date = generation.created_at.to_offset(UtcOffset::UTC).date();
-        let span = tracing::Span::current();
-        let task = match self.pool.clone() {
-            ConnectionPool::Postgres(pool) => self.runtime.spawn(
-                async move {
-                    let mut conn = pool.get().await.map_err(pool_error)?;
-                    let written = conn
-                        .transaction::<_, diesel::result::Error, _>(async |conn| {
-                            increment_usage!(&row.api_key_id, day).execute(conn).await?;
-                            diesel::insert_into(generations::table)
-                                .values(&row)
-                                .execute(conn)
-                                .await?;
-                            Ok(())
-                        })
-                        .await;
-                    written.map_err(query_error)
-                }
-                .instrument(span.clone()),
-            ),
-            ConnectionPool::Sqlite(pool) => self.runtime.spawn(
-                async move {
-                    let mut conn = pool.get().await.map_err(pool_error)?;
-                    let written = conn
-                        .spawn_blocking(move |conn| {
-                            conn.immediate_transaction(|conn| {
-                                diesel::RunQueryDsl::execute(
-                                    increment_usage!(&row.api_key_id, day),
-                                    conn,
-                                )?;
-                                diesel::RunQueryDsl::execute(
-                                    diesel::insert_into(generations::table).values(&row),
-                                    conn,
-                                )?;
-                                Ok(())
-                            })
-                        })
-                        .await;
-                    written.map_err(query_error)
-                }
-                .instrument(span),
-            ),
-        };
-        task.await
-            .unwrap_or_else(|crashed| Err(RepositoryError::unexpected(crashed)))
+        self.success_writer
+            .write(GenerationRow::from(generation))
+            .await
     }
 
     #[tracing::instrument(skip_all, fields(generation_id = %generation.id))]

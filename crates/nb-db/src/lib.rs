@@ -12,6 +12,7 @@ mod convert;
 mod generations;
 mod readiness;
 mod schema;
+mod success_writer;
 #[cfg(feature = "testing")]
 pub mod testing;
 mod users;

@@ -258,6 +258,33 @@ async fn a_failed_success_write_leaves_neither_row_nor_count(db: Database) {
     );
 }
 
+async fn one_bad_success_among_concurrent_ones_fails_alone(db: Database) {
+    let ada = caller_with_key(&db, "ada@example.com").await;
+    let first = generation(ada, GenerationStatus::Succeeded, T0);
+    db.record_success(&first).await.unwrap();
+    let writes: Vec<_> = (0..50)
+        .map(|i| {
+            let db = db.clone();
+            // The 25th repeats an id that is already stored.
+            let record = if i == 25 {
+                first.clone()
+            } else {
+                generation(ada, GenerationStatus::Succeeded, T0)
+            };
+            tokio::spawn(async move { db.record_success(&record).await })
+        })
+        .collect();
+    let mut failed = 0;
+    for write in writes {
+        failed += usize::from(write.await.unwrap().is_err());
+    }
+    assert_eq!(failed, 1);
+    assert_eq!(
+        db.daily_usage(ada.user_id, T0.date()).await.unwrap()[0].count,
+        50
+    );
+}
+
 async fn concurrent_successes_are_all_counted(db: Database) {
     let ada = caller_with_key(&db, "ada@example.com").await;
     let writes = (0..200).map(|_| {
@@ -321,6 +348,7 @@ contract!(
     successes_are_counted_per_key_per_utc_day_and_failures_are_not,
     a_failed_success_write_leaves_neither_row_nor_count,
     concurrent_successes_are_all_counted,
+    one_bad_success_among_concurrent_ones_fails_alone,
 );
 
 /// An actix worker runs requests on a single-threaded runtime and drops a request's future
