@@ -270,7 +270,8 @@ def our_server(binary, database_url, fake, data_dir, name):
     return Server(name, [binary], env, port, count)
 
 
-def peer_server(database_url, fake, data_dir):
+def peer_server(plain_database_url, fake, data_dir):
+    database_url = plain_database_url.replace("postgres://", "postgresql+asyncpg://")
     workdir = os.path.join(tempfile.gettempdir(), "nb-bench-peer")
     if not os.path.exists(os.path.join(workdir, ".venv", "bin", "uvicorn")):
         subprocess.run(["rm", "-rf", workdir])
@@ -283,7 +284,7 @@ def peer_server(database_url, fake, data_dir):
                NB_DATA_DIR=data_dir, NB_PUBLIC_BASE_URL=f"http://127.0.0.1:{port}", PORT=str(port))
 
     def count():
-        out = subprocess.run(["psql", database_url, "-tAc", "select count(*) from generations"],
+        out = subprocess.run(["psql", plain_database_url, "-tAc", "select count(*) from generations"],
                              capture_output=True, text=True, check=True)
         return int(out.stdout.strip())
     return Server("peer (FastAPI)", ["bash", "run.sh"], env, port, count, cwd=workdir)
@@ -331,8 +332,7 @@ def main():
                 results += scenarios(server, key, fake, quick)
             server.stop()
         if with_peer:
-            server = peer_server(create_database(admin, "bench_peer").replace("postgres://", "postgresql+asyncpg://"),
-                                 fake, os.path.join(work, "peer"))
+            server = peer_server(create_database(admin, "bench_peer"), fake, os.path.join(work, "peer"))
             servers.append(server)
             key = user_and_key(server)
             results += scenarios(server, key, fake, quick)
