@@ -295,8 +295,12 @@ def table(results):
               "| CPU ms/resp | overhead p50/p99 ms | usage exact |")
     lines = [header, "|" + "---|" * 12]
     for r in results:
-        overhead = "" if "overhead_p99_ms" not in r else \
-            f"{r['overhead_p50_ms'] or 0:.2f} / {r['overhead_p99_ms'] or 0:.2f}"
+        if "overhead_p99_ms" not in r:
+            overhead = ""
+        elif r["overhead_p99_ms"] is None:
+            overhead = "n/a"
+        else:
+            overhead = f"{r['overhead_p50_ms']:.2f} / {r['overhead_p99_ms']:.2f}"
         exact = "" if "usage_exact" not in r else ("yes" if r["usage_exact"] else f"NO ({r['recorded']} vs {r['ok']})")
         lines.append(f"| {r['server']} | {r['scenario']} | {r['connections']} | {r['requests_per_s']:.0f} "
                      f"| {r['p50_ms'] or 0:.2f} | {r['p99_ms'] or 0:.2f} | {r['max_ms']:.1f} | {r['errors']} "

@@ -12,7 +12,8 @@ fi
 cargo build --release --locked --quiet -p nb-http --bin nanobanana --example fake-google
 
 # 10,000 connections in, as many out to the fake, and the load generator's own.
-ulimit -n "$(ulimit -Hn)"
+# (root may raise the hard limit; everyone else gets theirs).
+ulimit -n 200000 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 if [ "$(id -u)" -eq 0 ]; then
   sysctl -qw net.core.somaxconn=16384 net.ipv4.tcp_max_syn_backlog=16384 2>/dev/null || true
 fi
