@@ -254,7 +254,9 @@ def our_server(binary, database_url, fake, data_dir, name):
                GOOGLE_API_KEY="bench-key", GOOGLE_GEMINI_BASE_URL=fake, NB_BCRYPT_COST="4",
                NB_GENERATIONS_PER_MINUTE_PER_KEY="4000000000", NB_AUTH_ATTEMPTS_PER_MINUTE_PER_IP="1000",
                NB_UPSTREAM_CONCURRENCY="20000", NB_UPSTREAM_QUEUE_TIMEOUT_SECONDS="60",
-               NB_DB_POOL_SIZE="32", RUST_LOG="warn", JWT_SECRET=secrets.token_hex(32))
+               NB_DB_POOL_SIZE="32", RUST_LOG="warn", JWT_SECRET=secrets.token_hex(32),
+               # The fake speaks h2c: one multiplexed connection, as HTTPS to Google negotiates.
+               GOOGLE_GEMINI_HTTP2_PRIOR_KNOWLEDGE="true")
     if database_url.startswith("sqlite"):
         path = database_url[len("sqlite://"):]
 

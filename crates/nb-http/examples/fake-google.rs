@@ -135,7 +135,8 @@ async fn main() -> std::io::Result<()> {
     })
     .backlog(16_384)
     .max_connections(100_000)
-    .bind(address)?
+    // HTTP/1.1 and h2c (HTTP/2 with prior knowledge) on the same port.
+    .bind_auto_h2c(address)?
     .run()
     .await
 }

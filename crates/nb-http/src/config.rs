@@ -48,6 +48,8 @@ pub struct Config {
     pub google_api_key: Option<GoogleApiKey>,
     /// `GOOGLE_GEMINI_BASE_URL`.
     pub google_base_url: String,
+    /// `GOOGLE_GEMINI_HTTP2_PRIOR_KNOWLEDGE`: HTTP/2 without TLS negotiation (h2c endpoints).
+    pub google_http2_prior_knowledge: bool,
     /// `NB_IMAGE_MODELS`: comma-separated; the first is the default.
     pub image_models: AllowedModels,
     /// `NB_UPSTREAM_ATTEMPT_TIMEOUT_SECONDS`, `NB_UPSTREAM_DEADLINE_SECONDS`,
@@ -282,6 +284,7 @@ impl Config {
             ),
             image_models,
             upstream,
+            google_http2_prior_knowledge: flag(&var, "GOOGLE_GEMINI_HTTP2_PRIOR_KNOWLEDGE")?,
             storage: storage_config(&var)?,
             public_base_url: var("NB_PUBLIC_BASE_URL")
                 .map(|url| url.trim().trim_end_matches('/').to_owned()),
@@ -321,11 +324,7 @@ fn limits_config(var: &impl Fn(&str) -> Option<String>) -> Result<Limits, Config
     if max_body_bytes < 1024 {
         return Err(invalid("NB_MAX_BODY_BYTES", "must be at least 1024"));
     }
-    let trust_forwarded_for = match var("NB_TRUST_FORWARDED_FOR").as_deref().map(str::trim) {
-        None | Some("false" | "0") => false,
-        Some("true" | "1") => true,
-        Some(_) => return Err(invalid("NB_TRUST_FORWARDED_FOR", "must be true or false")),
-    };
+    let trust_forwarded_for = flag(var, "NB_TRUST_FORWARDED_FOR")?;
     Ok(Limits {
         max_body_bytes,
         client_request_timeout: seconds(
@@ -358,6 +357,14 @@ fn limits_config(var: &impl Fn(&str) -> Option<String>) -> Result<Limits, Config
             defaults.key_cache_ttl.as_secs(),
         )?),
     })
+}
+
+fn flag(var: &impl Fn(&str) -> Option<String>, name: &'static str) -> Result<bool, ConfigError> {
+    match var(name).as_deref().map(str::trim) {
+        None | Some("false" | "0") => Ok(false),
+        Some("true" | "1") => Ok(true),
+        Some(_) => Err(invalid(name, "must be true or false")),
+    }
 }
 
 fn storage_config(var: &impl Fn(&str) -> Option<String>) -> Result<StorageConfig, ConfigError> {

@@ -174,6 +174,7 @@ pub fn build_state(
             settings.attempt_timeout = config.upstream.attempt_timeout;
             settings.deadline = config.upstream.deadline;
             settings.max_retries = config.upstream.max_retries;
+            settings.http2_prior_knowledge = config.google_http2_prior_knowledge;
             let client = GeminiImageClient::new(settings).map_err(StartupError::ImageProvider)?;
             Arc::new(ConcurrencyLimitedProvider::new(
                 client,

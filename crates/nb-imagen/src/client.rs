@@ -48,6 +48,10 @@ pub struct GeminiSettings {
     pub max_retries: u32,
     /// The first backoff; each retry doubles it, with full jitter.
     pub initial_backoff: Duration,
+    /// Speak HTTP/2 from the first byte on `http://` base URLs (h2c proxies and fakes). Over
+    /// HTTPS, HTTP/2 is negotiated anyway (Google offers it), multiplexing calls on a few
+    /// connections.
+    pub http2_prior_knowledge: bool,
 }
 
 impl GeminiSettings {
@@ -59,6 +63,7 @@ impl GeminiSettings {
             deadline: Duration::from_secs(120),
             max_retries: 2,
             initial_backoff: Duration::from_millis(500),
+            http2_prior_knowledge: false,
         }
     }
 }
@@ -121,7 +126,11 @@ impl GeminiImageClient {
         key.set_sensitive(true);
         let mut headers = HeaderMap::new();
         headers.insert("x-goog-api-key", key);
-        let http = reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder();
+        if settings.http2_prior_knowledge {
+            builder = builder.http2_prior_knowledge();
+        }
+        let http = builder
             .default_headers(headers)
             .user_agent(concat!("nanobanana/", env!("CARGO_PKG_VERSION")))
             .connect_timeout(Duration::from_secs(10))

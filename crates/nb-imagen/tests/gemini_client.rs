@@ -490,6 +490,32 @@ async fn a_slow_attempt_times_out() {
 }
 
 #[tokio::test]
+async fn prior_knowledge_speaks_http2_from_the_first_byte() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let first_bytes = tokio::spawn(async move {
+        use tokio::io::AsyncReadExt;
+        let (mut socket, _) = listener.accept().await.unwrap();
+        let mut preface = [0u8; 24];
+        socket.read_exact(&mut preface).await.unwrap();
+        preface
+    });
+    let mut settings = GeminiSettings::new(GoogleApiKey::new(KEY.into()));
+    settings.base_url = format!("http://{address}");
+    settings.http2_prior_knowledge = true;
+    settings.attempt_timeout = Duration::from_millis(500);
+    settings.max_retries = 0;
+    let client = GeminiImageClient::new(settings).unwrap();
+    let _ = client
+        .generate(&request("gemini-3.1-flash-image", "1:1"))
+        .await;
+    assert_eq!(
+        &first_bytes.await.unwrap(),
+        b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+    );
+}
+
+#[tokio::test]
 async fn the_key_never_appears_in_debug_output() {
     let server = MockServer::start().await;
     let shown = format!("{:?}", client(&server));

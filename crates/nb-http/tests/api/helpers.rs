@@ -54,6 +54,7 @@ pub fn test_config(data_dir: PathBuf, db: &TestDatabase, google: &MockServer) ->
     Config {
         google_api_key: Some(GoogleApiKey::new(GOOGLE_KEY.into())),
         google_base_url: google.uri(),
+        google_http2_prior_knowledge: false,
         image_models: AllowedModels::new([MODEL.to_owned(), "gemini-3-pro-image".to_owned()])
             .unwrap(),
         upstream: UpstreamLimits {
