@@ -182,7 +182,16 @@ impl GeminiImageClient {
         let status = response.status();
         let body = match read_capped(response).await {
             Ok(body) => body,
-            Err(error) => return Attempt::Done(Err(error)),
+            // The connection broke mid-answer: a transport failure like a refused connection.
+            Err(BodyError::CutShort) => {
+                tracing::warn!("the provider's answer was cut short");
+                let error = ProviderError::Upstream("the provider's answer was cut short".into());
+                return Attempt::Retry {
+                    error,
+                    retry_after: None,
+                };
+            }
+            Err(BodyError::Final(error)) => return Attempt::Done(Err(error)),
         };
         if status.is_success() {
             return Attempt::Done(match method {
@@ -242,29 +251,36 @@ fn credentials_rejected() -> ProviderError {
     ProviderError::CredentialsRejected
 }
 
-async fn read_capped(mut response: reqwest::Response) -> Result<Vec<u8>, ProviderError> {
-    let truncated = || ProviderError::Upstream("the provider's answer was cut short".into());
+/// Why an answer's body could not be read whole.
+enum BodyError {
+    /// The connection broke mid-answer: worth another attempt.
+    CutShort,
+    /// Final: too large, or no answer in time.
+    Final(ProviderError),
+}
+
+async fn read_capped(mut response: reqwest::Response) -> Result<Vec<u8>, BodyError> {
     let mut body = Vec::with_capacity(
         response
             .content_length()
             .map_or(16 * 1024, |n| n as usize)
             .min(MAX_RESPONSE_BYTES),
     );
-    while let Some(chunk) = response.chunk().await.map_err(|error| {
-        if error.is_timeout() {
-            ProviderError::Timeout
-        } else {
-            truncated()
-        }
-    })? {
+    loop {
+        let chunk = match response.chunk().await {
+            Ok(Some(chunk)) => chunk,
+            Ok(None) => return Ok(body),
+            Err(error) if error.is_timeout() => {
+                return Err(BodyError::Final(ProviderError::Timeout));
+            }
+            Err(_) => return Err(BodyError::CutShort),
+        };
         if body.len() + chunk.len() > MAX_RESPONSE_BYTES {
-            return Err(ProviderError::Upstream(
-                "the provider's answer is too large".into(),
-            ));
+            let too_large = ProviderError::Upstream("the provider's answer is too large".into());
+            return Err(BodyError::Final(too_large));
         }
         body.extend_from_slice(&chunk);
     }
-    Ok(body)
 }
 
 #[async_trait]

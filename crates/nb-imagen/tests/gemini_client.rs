@@ -490,6 +490,42 @@ async fn a_slow_attempt_times_out() {
 }
 
 #[tokio::test]
+async fn an_answer_cut_short_by_the_connection_is_retried() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let answer = image_answer("image/png", &b64(PNG)).to_string();
+    tokio::spawn(async move {
+        for attempt in 0..2 {
+            let (mut socket, _) = listener.accept().await.unwrap();
+            let mut request = vec![0u8; 64 * 1024];
+            let _ = socket.read(&mut request).await.unwrap();
+            let head = format!(
+                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+                answer.len()
+            );
+            socket.write_all(head.as_bytes()).await.unwrap();
+            // The first answer breaks off half-way; the second is whole.
+            let sent = if attempt == 0 {
+                &answer[..answer.len() / 2]
+            } else {
+                &answer[..]
+            };
+            socket.write_all(sent.as_bytes()).await.unwrap();
+        }
+    });
+    let mut settings = GeminiSettings::new(GoogleApiKey::new(KEY.into()));
+    settings.base_url = format!("http://{address}");
+    settings.initial_backoff = Duration::from_millis(5);
+    let image = GeminiImageClient::new(settings)
+        .unwrap()
+        .generate(&request("gemini-3.1-flash-image", "1:1"))
+        .await
+        .unwrap();
+    assert_eq!(image.bytes().as_ref(), PNG);
+}
+
+#[tokio::test]
 async fn prior_knowledge_speaks_http2_from_the_first_byte() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap();
