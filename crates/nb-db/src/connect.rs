@@ -99,13 +99,6 @@ impl DatabaseUrl {
             .to_owned();
         Err(UnsupportedDatabaseUrl { scheme })
     }
-
-    pub fn backend_name(&self) -> &'static str {
-        match self {
-            Self::Postgres(_) => "postgres",
-            Self::Sqlite(_) => "sqlite",
-        }
-    }
 }
 
 /// Shows the URL with any password replaced, so it can be logged.
