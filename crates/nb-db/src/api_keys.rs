@@ -9,10 +9,10 @@ use nb_domain::ports::ApiKeyRepository;
 use nb_domain::user::UserId;
 use time::{OffsetDateTime, PrimitiveDateTime};
 
-use crate::connect::Database;
 use crate::convert::{from_stored_time, parse_stored_id, query_error, to_stored_time};
+use crate::pool::Database;
+use crate::pool::with_connection;
 use crate::schema::api_keys;
-use crate::with_connection;
 
 #[derive(Insertable)]
 #[diesel(table_name = api_keys)]

@@ -9,12 +9,11 @@ use diesel::{Connection, RunQueryDsl, SqliteConnection};
 use diesel_async::async_connection_wrapper::AsyncConnectionWrapper;
 use diesel_async::pooled_connection::deadpool::Pool;
 use diesel_async::pooled_connection::{AsyncDieselConnectionManager, ManagerConfig};
-use diesel_async::sync_connection_wrapper::SyncConnectionWrapper;
 use diesel_async::{AsyncConnection, AsyncPgConnection, SimpleAsyncConnection};
 use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
 use futures_util::FutureExt;
 
-use crate::success_writer::SuccessWriter;
+use crate::pool::{ConnectionPool, Database, SqliteAsyncConnection};
 
 pub(crate) const POSTGRES_MIGRATIONS: EmbeddedMigrations =
     embed_migrations!("../../migrations/postgres");
@@ -29,42 +28,6 @@ const MIGRATION_LOCK_ID: i64 = 0x6e62_6d69_6772; // "nbmigr"
 const SQLITE_CONNECTION_PRAGMAS: &str = "PRAGMA foreign_keys = ON; \
      PRAGMA busy_timeout = 5000; \
      PRAGMA synchronous = NORMAL;";
-
-type SqliteAsyncConnection = SyncConnectionWrapper<SqliteConnection>;
-
-/// A pool of connections to one of the supported backends. Implements the repository ports.
-///
-/// Every repository call runs as its own task on the multi-threaded runtime that opened the
-/// database (see `with_connection!`), so a caller that gives up half-way (a client that
-/// disconnects, a request whose other extractor failed) never cancels a statement or a
-/// transaction in the middle: it finishes, and the caller just stops waiting. This also keeps
-/// diesel-async's SQLite wrapper, which must not be dropped mid-call on a single-threaded
-/// runtime such as an actix worker's (it panics), off those runtimes.
-#[derive(Clone)]
-pub struct Database {
-    pub(crate) pool: ConnectionPool,
-    pub(crate) runtime: tokio::runtime::Handle,
-    pub(crate) success_writer: SuccessWriter,
-}
-
-#[derive(Clone)]
-pub(crate) enum ConnectionPool {
-    Postgres(Pool<AsyncPgConnection>),
-    Sqlite(Pool<SqliteAsyncConnection>),
-}
-
-impl fmt::Debug for Database {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let status = match &self.pool {
-            ConnectionPool::Postgres(pool) => pool.status(),
-            ConnectionPool::Sqlite(pool) => pool.status(),
-        };
-        f.debug_struct("Database")
-            .field("backend", &self.backend_name())
-            .field("pool", &status)
-            .finish()
-    }
-}
 
 /// Where the database is, parsed from `DATABASE_URL`.
 #[derive(Clone, PartialEq, Eq)]
@@ -190,19 +153,7 @@ impl Database {
                 ConnectionPool::Sqlite(build_pool(manager, options)?)
             }
         };
-        let success_writer = SuccessWriter::start(pool.clone(), &runtime);
-        Ok(Self {
-            pool,
-            runtime,
-            success_writer,
-        })
-    }
-
-    pub fn backend_name(&self) -> &'static str {
-        match self.pool {
-            ConnectionPool::Postgres(_) => "postgres",
-            ConnectionPool::Sqlite(_) => "sqlite",
-        }
+        Ok(Self { pool, runtime })
     }
 }
 

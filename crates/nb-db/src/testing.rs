@@ -92,7 +92,7 @@ impl TestDatabase {
     pub async fn stored_key_hashes_and_prefixes(&self) -> Vec<(String, String)> {
         use crate::schema::api_keys;
         use diesel::QueryDsl as _;
-        let rows = crate::with_connection!(&self.database, |conn| {
+        let rows = crate::pool::with_connection!(&self.database, |conn| {
             api_keys::table
                 .select((api_keys::key_hash, api_keys::prefix))
                 .load::<(String, String)>(conn)

@@ -8,12 +8,12 @@ use nb_domain::ports::{InsertUserError, UserRepository};
 use nb_domain::user::{EmailAddress, NewUser, PasswordHash, User, UserCredentials, UserId};
 use time::PrimitiveDateTime;
 
-use crate::connect::Database;
 use crate::convert::{
     from_stored_time, is_unique_violation, parse_stored_id, query_error, to_stored_time,
 };
+use crate::pool::Database;
+use crate::pool::with_connection;
 use crate::schema::users;
-use crate::with_connection;
 
 #[derive(Queryable, Selectable, Insertable)]
 #[diesel(table_name = users)]

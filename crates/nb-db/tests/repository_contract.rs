@@ -2,12 +2,13 @@
 
 #![allow(clippy::unwrap_used)] // Tests fail loudly by design.
 
-use nb_db::Database;
 use nb_db::testing::TestDatabase;
+use nb_db::{Database, GenerationStore};
 use nb_domain::api_keys::AuthenticatedApiKey;
 use nb_domain::api_keys::{ApiKeyHash, ApiKeyId, ApiKeyRecord, NewApiKey};
 use nb_domain::generation::{
-    AllowedModels, GenerationId, GenerationRecord, GenerationStatus, ImageSize, ImageStyle, Prompt,
+    AllowedModels, GenerationId, GenerationOutcome, GenerationRecord, ImageFormat, ImageSize,
+    ImageStyle, ObjectKey, Prompt,
 };
 use nb_domain::ports::{ApiKeyRepository, GenerationRepository, InsertUserError, UserRepository};
 use nb_domain::user::{EmailAddress, NewUser, PasswordHash, User, UserId};
@@ -185,8 +186,8 @@ async fn reconnecting_to_a_migrated_database_keeps_its_data(test_db: TestDatabas
 
 fn generation(
     caller: AuthenticatedApiKey,
-    status: GenerationStatus,
     at: OffsetDateTime,
+    outcome: GenerationOutcome,
 ) -> GenerationRecord {
     let models = AllowedModels::new(["gemini-3.1-flash-image".to_owned()]).unwrap();
     GenerationRecord {
@@ -196,15 +197,27 @@ fn generation(
         size: ImageSize::Square,
         style: ImageStyle::Natural,
         model: models.default_model().clone(),
-        status,
-        error_code: (status == GenerationStatus::Failed).then(|| "content_rejected".into()),
-        object_key: None,
-        url: None,
-        mime_type: Some("image/png"),
-        byte_size: Some(2048),
         latency: std::time::Duration::from_millis(812),
         created_at: at,
+        outcome,
     }
+}
+
+fn succeeded(caller: AuthenticatedApiKey, at: OffsetDateTime) -> GenerationRecord {
+    let outcome = GenerationOutcome::Succeeded {
+        object_key: ObjectKey::from_stored("images/2026/11/25/gen_x.png".into()),
+        url: None,
+        format: ImageFormat::Png,
+        bytes: 2048,
+    };
+    generation(caller, at, outcome)
+}
+
+fn failed(caller: AuthenticatedApiKey, at: OffsetDateTime) -> GenerationRecord {
+    let outcome = GenerationOutcome::Failed {
+        code: "content_rejected",
+    };
+    generation(caller, at, outcome)
 }
 
 async fn caller_with_key(db: &Database, email: &str) -> AuthenticatedApiKey {
@@ -220,18 +233,17 @@ async fn caller_with_key(db: &Database, email: &str) -> AuthenticatedApiKey {
 async fn successes_are_counted_per_key_per_utc_day_and_failures_are_not(db: Database) {
     let ada = caller_with_key(&db, "ada@example.com").await;
     let bob = caller_with_key(&db, "bob@example.com").await;
+    let db = GenerationStore::start(&db);
     let next_day = T0 + Duration::days(1);
     for record in [
-        generation(ada, GenerationStatus::Succeeded, T0),
-        generation(ada, GenerationStatus::Succeeded, T0 + Duration::hours(1)),
-        generation(ada, GenerationStatus::Succeeded, next_day),
-        generation(bob, GenerationStatus::Succeeded, T0),
+        succeeded(ada, T0),
+        succeeded(ada, T0 + Duration::hours(1)),
+        succeeded(ada, next_day),
+        succeeded(bob, T0),
+        failed(ada, T0),
     ] {
-        db.record_success(&record).await.unwrap();
+        db.record(&record).await.unwrap();
     }
-    db.record_failure(&generation(ada, GenerationStatus::Failed, T0))
-        .await
-        .unwrap();
 
     let usage = db.daily_usage(ada.user_id, T0.date()).await.unwrap();
     let counts: Vec<(Date, u64)> = usage.iter().map(|day| (day.day, day.count)).collect();
@@ -247,11 +259,12 @@ async fn successes_are_counted_per_key_per_utc_day_and_failures_are_not(db: Data
 
 async fn a_failed_success_write_leaves_neither_row_nor_count(db: Database) {
     let ada = caller_with_key(&db, "ada@example.com").await;
-    let record = generation(ada, GenerationStatus::Succeeded, T0);
-    db.record_success(&record).await.unwrap();
+    let db = GenerationStore::start(&db);
+    let record = succeeded(ada, T0);
+    db.record(&record).await.unwrap();
     // The same id again: the usage increment runs first, then the insert fails, and the
     // transaction must take the increment back.
-    assert!(db.record_success(&record).await.is_err());
+    assert!(db.record(&record).await.is_err());
     assert_eq!(
         db.daily_usage(ada.user_id, T0.date()).await.unwrap()[0].count,
         1
@@ -260,8 +273,9 @@ async fn a_failed_success_write_leaves_neither_row_nor_count(db: Database) {
 
 async fn one_bad_success_among_concurrent_ones_fails_alone(db: Database) {
     let ada = caller_with_key(&db, "ada@example.com").await;
-    let first = generation(ada, GenerationStatus::Succeeded, T0);
-    db.record_success(&first).await.unwrap();
+    let db = GenerationStore::start(&db);
+    let first = succeeded(ada, T0);
+    db.record(&first).await.unwrap();
     let writes: Vec<_> = (0..50)
         .map(|i| {
             let db = db.clone();
@@ -269,9 +283,9 @@ async fn one_bad_success_among_concurrent_ones_fails_alone(db: Database) {
             let record = if i == 25 {
                 first.clone()
             } else {
-                generation(ada, GenerationStatus::Succeeded, T0)
+                succeeded(ada, T0)
             };
-            tokio::spawn(async move { db.record_success(&record).await })
+            tokio::spawn(async move { db.record(&record).await })
         })
         .collect();
     let mut failed = 0;
@@ -287,12 +301,10 @@ async fn one_bad_success_among_concurrent_ones_fails_alone(db: Database) {
 
 async fn concurrent_successes_are_all_counted(db: Database) {
     let ada = caller_with_key(&db, "ada@example.com").await;
+    let db = GenerationStore::start(&db);
     let writes = (0..200).map(|_| {
         let db = db.clone();
-        tokio::spawn(async move {
-            db.record_success(&generation(ada, GenerationStatus::Succeeded, T0))
-                .await
-        })
+        tokio::spawn(async move { db.record(&succeeded(ada, T0)).await })
     });
     for write in writes.collect::<Vec<_>>() {
         write.await.unwrap().unwrap();
@@ -377,9 +389,15 @@ fn abandoning_calls_midway_on_a_single_threaded_runtime_is_safe(
             let list = db.list_api_keys(ada);
             let _ = tokio::time::timeout(std::time::Duration::from_micros(50), list).await;
         }
-        // Abandoned calls still ran to completion, and the pool still serves.
-        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-        assert_eq!(db.list_api_keys(ada).await.unwrap().len(), 200);
+        // Abandoned calls still run to completion, and the pool still serves: wait (with a
+        // bound) for the last of them to land.
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+        let mut stored = db.list_api_keys(ada).await.unwrap().len();
+        while stored < 200 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            stored = db.list_api_keys(ada).await.unwrap().len();
+        }
+        assert_eq!(stored, 200);
     });
     drop(test_db);
 }

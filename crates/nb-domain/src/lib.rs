@@ -1,14 +1,17 @@
-//! NanoBanana's domain: what an account, an API key and (later) a generation are, the rules
+//! NanoBanana's domain: what an account, an API key, a generation and usage are, the rules
 //! that govern them, and the ports through which the outside world is reached.
 //!
 //! Nothing here performs I/O or knows about HTTP or SQL: adapters implement the traits in
-//! [`ports`], and `nb-http` wires them into the services in [`accounts`], [`api_keys`] and [`generation`].
+//! [`ports`], and `nb-http` wires them into the services in [`accounts`], [`api_keys`] and
+//! [`generation`].
 
 pub mod accounts;
 pub mod api_keys;
 pub mod error;
 pub mod generation;
 pub mod ports;
+pub mod text;
+pub mod usage;
 pub mod user;
 
 pub use error::RepositoryError;

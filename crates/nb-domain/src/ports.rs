@@ -10,9 +10,10 @@ use uuid::Uuid;
 use crate::RepositoryError;
 use crate::api_keys::{ApiKeyHash, ApiKeyId, ApiKeyRecord, AuthenticatedApiKey, NewApiKey};
 use crate::generation::{
-    GeneratedImage, GenerationRecord, ImageRequest, ObjectKey, ProviderError, StorageError,
-    StoredImage,
+    FetchedImage, GeneratedImage, GenerationRecord, ImageRequest, ObjectKey, ProviderError,
+    StorageError, StoredImage,
 };
+use crate::usage::DailyUsage;
 use crate::user::{EmailAddress, NewUser, Password, PasswordHash, User, UserCredentials, UserId};
 
 /// The current time.
@@ -126,8 +127,10 @@ pub trait ApiKeyRepository: Send + Sync + 'static {
 #[async_trait]
 pub trait ImageProvider: Send + Sync + 'static {
     /// One image for the request. MUST return `ProviderError::NotConfigured` without any
-    /// network call when it has no credentials, `ContentRejected` when the provider answered
-    /// but gave no image, and never a partial or unverified image (see `GeneratedImage`).
+    /// network call when it has no credentials, `Unsupported` (naming the request field)
+    /// without any network call when the model cannot serve the request, `ContentRejected`
+    /// when the provider answered but gave no image, and never a partial or unverified image
+    /// (see `GeneratedImage`).
     async fn generate(&self, request: &ImageRequest) -> Result<GeneratedImage, ProviderError>;
 }
 
@@ -142,26 +145,21 @@ pub trait ObjectStorage: Send + Sync + 'static {
         key: &ObjectKey,
         image: &GeneratedImage,
     ) -> Result<StoredImage, StorageError>;
-}
 
-/// One day of one key's usage.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DailyUsage {
-    pub api_key_id: ApiKeyId,
-    pub day: Date,
-    pub count: u64,
+    /// The image stored under `key`, with the content type stored with it. MUST return
+    /// `Ok(None)` when nothing is stored under `key` (and always, for storage that keeps
+    /// nothing).
+    async fn fetch(&self, key: &ObjectKey) -> Result<Option<FetchedImage>, StorageError>;
 }
 
 /// Generation history and usage counts.
 #[cfg_attr(feature = "mock", mockall::automock)]
 #[async_trait]
 pub trait GenerationRepository: Send + Sync + 'static {
-    /// Inserts the succeeded generation and adds one to its key's usage for the UTC day of
-    /// `created_at`, in one transaction: both or neither.
-    async fn record_success(&self, generation: &GenerationRecord) -> Result<(), RepositoryError>;
-
-    /// Inserts the failed generation. Usage MUST NOT change.
-    async fn record_failure(&self, generation: &GenerationRecord) -> Result<(), RepositoryError>;
+    /// Inserts the generation. A succeeded one also adds one to its key's usage for the UTC
+    /// day of `created_at`, in the same transaction: both or neither. A failed one MUST NOT
+    /// change usage.
+    async fn record(&self, generation: &GenerationRecord) -> Result<(), RepositoryError>;
 
     /// Usage of all the user's keys from `since` (inclusive), newest day first, then by key.
     async fn daily_usage(
@@ -178,12 +176,16 @@ pub enum NotReady {
     DatabaseUnreachable(#[source] crate::error::BoxError),
     #[error("the database schema is not up to date (pending migrations: {0})")]
     MigrationsPending(String),
+    /// The migrations this build expects cannot be listed: readiness cannot be proven.
+    #[error("the expected migrations cannot be listed")]
+    MigrationsUnknown(#[source] crate::error::BoxError),
 }
 
 /// What `/readyz` asks.
 #[cfg_attr(feature = "mock", mockall::automock)]
 #[async_trait]
 pub trait ReadinessCheck: Send + Sync + 'static {
-    /// MUST return `Ok` only when the database answers and every migration is applied.
+    /// MUST return `Ok` only when the database answers and every migration is applied; when
+    /// either cannot be established, it MUST fail (closed), never pass by default.
     async fn check_ready(&self) -> Result<(), NotReady>;
 }

@@ -26,10 +26,17 @@ pub struct EmailAddress(String);
 #[error("email must be a valid address such as name@example.com")]
 pub struct InvalidEmail;
 
+/// The one normal form of an email as typed: trimmed and lower-cased. Two spellings of an
+/// address are the same account exactly when their normal forms are equal.
+pub fn normalise_email(raw: &str) -> String {
+    raw.trim().to_lowercase()
+}
+
 impl EmailAddress {
-    /// Trims and lower-cases `raw`, then checks it against RFC 5322's address syntax.
+    /// Normalises `raw` (see [`normalise_email`]), then checks it against RFC 5322's address
+    /// syntax.
     pub fn parse(raw: &str) -> Result<Self, InvalidEmail> {
-        let normalised = raw.trim().to_lowercase();
+        let normalised = normalise_email(raw);
         // A domain without a dot (`a@localhost`) is legal syntax but never a deliverable
         // address for a public service, so it is refused with the rest.
         let has_dotted_domain = normalised

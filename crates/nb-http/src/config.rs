@@ -265,10 +265,16 @@ impl Config {
                 DEFAULT_UPSTREAM_MAX_RETRIES,
             )?,
         };
-        if upstream.attempt_timeout.is_zero() || upstream.deadline.is_zero() {
+        if upstream.attempt_timeout.is_zero() {
+            return Err(invalid(
+                "NB_UPSTREAM_ATTEMPT_TIMEOUT_SECONDS",
+                "must be at least 1",
+            ));
+        }
+        if upstream.deadline.is_zero() {
             return Err(invalid(
                 "NB_UPSTREAM_DEADLINE_SECONDS",
-                "timeouts must be at least 1 second",
+                "must be at least 1",
             ));
         }
         let limits = limits_config(&var)?;
@@ -278,17 +284,18 @@ impl Config {
                 .map(|token| MetricsToken::new(token.trim().to_owned())),
             google_api_key: var("GOOGLE_API_KEY")
                 .map(|key| GoogleApiKey::new(key.trim().to_owned())),
-            google_base_url: var("GOOGLE_GEMINI_BASE_URL").map_or_else(
-                || nb_imagen::DEFAULT_BASE_URL.to_owned(),
-                |url| url.trim().to_owned(),
-            ),
+            google_base_url: match var("GOOGLE_GEMINI_BASE_URL") {
+                Some(url) => http_url("GOOGLE_GEMINI_BASE_URL", &url)?,
+                None => nb_imagen::DEFAULT_BASE_URL.to_owned(),
+            },
             image_models,
             upstream,
             google_http2_prior_knowledge: flag(&var, "GOOGLE_GEMINI_HTTP2_PRIOR_KNOWLEDGE")?,
             storage: storage_config(&var)?,
             public_base_url: var("NB_PUBLIC_BASE_URL")
-                .map(|url| url.trim().trim_end_matches('/').to_owned()),
-            listen: var("NB_LISTEN").unwrap_or_else(|| DEFAULT_LISTEN.into()),
+                .map(|url| http_url("NB_PUBLIC_BASE_URL", &url))
+                .transpose()?,
+            listen: listen_address(var("NB_LISTEN"))?,
             database_url,
             database_pool: PoolOptions {
                 max_connections,
@@ -344,7 +351,11 @@ fn limits_config(var: &impl Fn(&str) -> Option<String>) -> Result<Limits, Config
             "NB_GENERATIONS_PER_MINUTE_PER_KEY",
             defaults.generations_per_minute_per_key,
         )?,
-        upstream_concurrency: positive("NB_UPSTREAM_CONCURRENCY", 64)? as usize,
+        upstream_concurrency: positive_usize(
+            var,
+            "NB_UPSTREAM_CONCURRENCY",
+            defaults.upstream_concurrency,
+        )?,
         upstream_queue_timeout: seconds(
             "NB_UPSTREAM_QUEUE_TIMEOUT_SECONDS",
             defaults.upstream_queue_timeout,
@@ -357,6 +368,65 @@ fn limits_config(var: &impl Fn(&str) -> Option<String>) -> Result<Limits, Config
             defaults.key_cache_ttl.as_secs(),
         )?),
     })
+}
+
+fn positive_usize(
+    var: &impl Fn(&str) -> Option<String>,
+    name: &'static str,
+    default: usize,
+) -> Result<usize, ConfigError> {
+    let value = parse_var(var, name, default)?;
+    if value == 0 {
+        return Err(invalid(name, "must be at least 1"));
+    }
+    Ok(value)
+}
+
+/// `host:port` (`127.0.0.1:8000`, `[::]:8000`, `localhost:8000`): checked now, so a typo
+/// stops the server with a clear message instead of failing at bind time.
+fn listen_address(raw: Option<String>) -> Result<String, ConfigError> {
+    let Some(raw) = raw else {
+        return Ok(DEFAULT_LISTEN.to_owned());
+    };
+    let raw = raw.trim();
+    if raw.parse::<std::net::SocketAddr>().is_ok() {
+        return Ok(raw.to_owned());
+    }
+    let valid_host_and_port = raw.rsplit_once(':').is_some_and(|(host, port)| {
+        let host_ok = !host.is_empty()
+            && host
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-'));
+        host_ok && port.parse::<u16>().is_ok()
+    });
+    if valid_host_and_port {
+        Ok(raw.to_owned())
+    } else {
+        Err(invalid(
+            "NB_LISTEN",
+            "must be host:port, such as 127.0.0.1:8000 or [::]:8000",
+        ))
+    }
+}
+
+/// An absolute `http://` or `https://` URL with a host and no query or fragment, returned
+/// without a trailing slash.
+fn http_url(name: &'static str, raw: &str) -> Result<String, ConfigError> {
+    let trimmed = raw.trim().trim_end_matches('/');
+    let parsed = url::Url::parse(trimmed)
+        .map_err(|error| invalid(name, &format!("{trimmed:?} is not a URL ({error})")))?;
+    let acceptable = matches!(parsed.scheme(), "http" | "https")
+        && parsed.host().is_some()
+        && parsed.query().is_none()
+        && parsed.fragment().is_none();
+    if acceptable {
+        Ok(trimmed.to_owned())
+    } else {
+        Err(invalid(
+            name,
+            "must be an http:// or https:// URL with a host and no query",
+        ))
+    }
 }
 
 fn flag(var: &impl Fn(&str) -> Option<String>, name: &'static str) -> Result<bool, ConfigError> {
@@ -562,6 +632,69 @@ mod tests {
         assert!(config(&[("NB_SHUTDOWN_GRACE_SECONDS", "0")]).is_err());
         let token = config(&[("NB_METRICS_TOKEN", "metrics-secret")]).unwrap();
         assert!(!format!("{token:?}").contains("metrics-secret"));
+    }
+
+    #[test]
+    fn addresses_and_urls_are_checked_at_start_up() {
+        for good in ["0.0.0.0:8000", "[::]:8000", "localhost:9000"] {
+            assert_eq!(config(&[("NB_LISTEN", good)]).unwrap().listen, good);
+        }
+        for bad in ["8000", "0.0.0.0", "0.0.0.0:http", "host:99999", ":8000"] {
+            let error = config(&[("NB_LISTEN", bad)]).unwrap_err();
+            assert!(error.to_string().contains("NB_LISTEN"), "{bad}: {error}");
+        }
+        let config_with = |name, value| config(&[(name, value)]);
+        assert_eq!(
+            config_with("NB_PUBLIC_BASE_URL", "https://img.example.com/")
+                .unwrap()
+                .public_base_url
+                .as_deref(),
+            Some("https://img.example.com")
+        );
+        for name in ["NB_PUBLIC_BASE_URL", "GOOGLE_GEMINI_BASE_URL"] {
+            for bad in [
+                "img.example.com",
+                "ftp://x.example.com",
+                "https://x.io/?a=b",
+                "http://",
+            ] {
+                let error = config_with(name, bad).unwrap_err();
+                assert!(error.to_string().contains(name), "{bad}: {error}");
+            }
+        }
+        assert_eq!(
+            config_with("GOOGLE_GEMINI_BASE_URL", "http://127.0.0.1:9000/")
+                .unwrap()
+                .google_base_url,
+            "http://127.0.0.1:9000"
+        );
+    }
+
+    #[test]
+    fn a_zero_timeout_is_reported_under_its_own_name() {
+        for name in [
+            "NB_UPSTREAM_ATTEMPT_TIMEOUT_SECONDS",
+            "NB_UPSTREAM_DEADLINE_SECONDS",
+        ] {
+            let error = config(&[(name, "0")]).unwrap_err();
+            assert!(error.to_string().starts_with(name), "{error}");
+        }
+    }
+
+    #[test]
+    fn the_upstream_cap_defaults_from_the_limits_table() {
+        assert_eq!(
+            config(&[]).unwrap().limits.upstream_concurrency,
+            Limits::default().upstream_concurrency
+        );
+        assert_eq!(
+            config(&[("NB_UPSTREAM_CONCURRENCY", "3")])
+                .unwrap()
+                .limits
+                .upstream_concurrency,
+            3
+        );
+        assert!(config(&[("NB_UPSTREAM_CONCURRENCY", "0")]).is_err());
     }
 
     #[test]

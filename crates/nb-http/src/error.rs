@@ -13,7 +13,7 @@ use nb_domain::RepositoryError;
 use nb_domain::accounts::{FindUserError, LoginError, RegisterError};
 use nb_domain::api_keys::{AuthenticateKeyError, CreateKeyError, RevokeKeyError};
 use nb_domain::error::BoxError;
-use nb_domain::generation::{GenerateError, ProviderError};
+use nb_domain::generation::{GenerateError, InvalidGenerationRequest, ProviderError};
 use nb_domain::ports::PasswordHashingError;
 use serde::Serialize;
 
@@ -261,6 +261,12 @@ impl From<AuthenticateKeyError> for ApiError {
     }
 }
 
+impl From<InvalidGenerationRequest> for ApiError {
+    fn from(error: InvalidGenerationRequest) -> Self {
+        Self::invalid_field(error.field(), error.to_string())
+    }
+}
+
 /// When the provider gives no wait time, how long clients are asked to wait.
 const DEFAULT_RETRY_AFTER_SECONDS: u64 = 30;
 
@@ -288,7 +294,7 @@ impl From<ProviderError> for ApiError {
                 "Image generation is not configured on this server: the operator must set \
                  GOOGLE_API_KEY.",
             ),
-            ProviderError::Unsupported(message) => Self::invalid_field("size", message),
+            ProviderError::Unsupported { field, message } => Self::invalid_field(field, message),
             ProviderError::ContentRejected { reason } => Self::new(
                 StatusCode::UNPROCESSABLE_ENTITY,
                 "content_rejected",

@@ -2,6 +2,7 @@
 //! and maps their results to JSON. Wiring of adapters to ports happens in [`startup`].
 
 pub mod auth;
+pub mod background;
 pub mod config;
 pub mod error;
 pub mod json;

@@ -50,9 +50,24 @@ pub fn handle() -> &'static PrometheusHandle {
     })
 }
 
+/// The methods that become labels as they are; any other (clients may send any token) is
+/// `other`, so `/metrics` stays bounded whatever clients send.
+const KNOWN_METHODS: [&str; 9] = [
+    "GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "CONNECT", "TRACE",
+];
+
+fn method_label(method: &str) -> &'static str {
+    KNOWN_METHODS
+        .into_iter()
+        .find(|known| *known == method)
+        .unwrap_or("other")
+}
+
+/// `route` is the matched pattern (bounded by the route table), or `unmatched`.
 pub fn record_request(method: &str, route: &str, status: u16, elapsed: Duration) {
+    let method = method_label(method);
     let labels = [("method", method.to_owned()), ("route", route.to_owned())];
-    metrics::counter!("http_requests_total", "method" => method.to_owned(), "route" => route.to_owned(), "status" => status.to_string()).increment(1);
+    metrics::counter!("http_requests_total", "method" => method, "route" => route.to_owned(), "status" => status.to_string()).increment(1);
     metrics::histogram!("http_request_duration_seconds", &labels).record(elapsed.as_secs_f64());
 }
 
@@ -74,16 +89,51 @@ pub fn record_rate_limited(limit: &'static str) {
 
 #[cfg(test)]
 mod tests {
+    use metrics_exporter_prometheus::PrometheusBuilder;
+
+    /// Records into a recorder of its own, never the process-wide one other tests fill.
+    fn rendered(record: impl FnOnce()) -> String {
+        let recorder = PrometheusBuilder::new().build_recorder();
+        let handle = recorder.handle();
+        metrics::with_local_recorder(&recorder, record);
+        handle.render()
+    }
+
     #[test]
     fn recorded_metrics_are_rendered() {
-        let handle = super::handle();
-        super::record_generation("m", "succeeded");
-        super::record_request("GET", "/x", 200, std::time::Duration::from_millis(3));
-        let text = handle.render();
+        let text = rendered(|| {
+            super::record_generation("m", "succeeded");
+            super::record_generation("m", "content_rejected");
+            super::record_request("GET", "/x", 200, std::time::Duration::from_millis(3));
+        });
         assert!(
             text.contains(r#"generations_total{model="m",outcome="succeeded"} 1"#),
             "{text}"
         );
+        assert!(
+            text.contains(r#"generations_total{model="m",outcome="content_rejected"} 1"#),
+            "{text}"
+        );
         assert!(text.contains("usage_counted_total 1"), "{text}");
+        assert!(
+            text.contains(r#"http_requests_total{method="GET",route="/x",status="200"} 1"#),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn unknown_methods_share_one_label() {
+        let text = rendered(|| {
+            for method in ["FROBNICATE", "AAAAAAAAAAAAAAAAAAAA", "get"] {
+                super::record_request(method, "unmatched", 405, std::time::Duration::ZERO);
+            }
+        });
+        assert!(
+            text.contains(
+                r#"http_requests_total{method="other",route="unmatched",status="405"} 3"#
+            ),
+            "{text}"
+        );
+        assert!(!text.contains("FROBNICATE"), "{text}");
     }
 }

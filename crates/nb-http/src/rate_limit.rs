@@ -106,20 +106,12 @@ impl RateLimits {
         }
     }
 
-    /// Forgets idle entries every minute, so memory stays bounded by recent clients.
-    pub fn spawn_cleanup(&self) {
-        let limits = self.clone();
-        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            runtime.spawn(async move {
-                let mut every_minute = tokio::time::interval(Duration::from_secs(60));
-                loop {
-                    every_minute.tick().await;
-                    limits.auth_by_ip.retain_recent();
-                    limits.auth_by_email.retain_recent();
-                    limits.generations_by_key.retain_recent();
-                }
-            });
-        }
+    /// Forgets entries whose allowance is back to full, so memory is bounded by recent
+    /// clients. Called every minute (see `background`).
+    pub fn forget_idle(&self) {
+        self.auth_by_ip.retain_recent();
+        self.auth_by_email.retain_recent();
+        self.generations_by_key.retain_recent();
     }
 
     /// The client's address: the peer, or the first `X-Forwarded-For` hop when the operator
@@ -144,7 +136,9 @@ impl RateLimits {
     pub fn check_auth_attempt(&self, ip: Option<IpAddr>, email: &str) -> Result<(), ApiError> {
         let now = DefaultClock::default().now();
         let by_ip = ip.map_or(Ok(()), |ip| self.auth_by_ip.check_key(&ip));
-        let by_email = self.auth_by_email.check_key(&email.trim().to_lowercase());
+        let by_email = self
+            .auth_by_email
+            .check_key(&nb_domain::user::normalise_email(email));
         let wait = [by_ip.err(), by_email.err()]
             .into_iter()
             .flatten()

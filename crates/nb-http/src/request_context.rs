@@ -1,5 +1,9 @@
 //! The outermost layer of every request: its id, its span, its log line and its metrics.
 //!
+//! `HEAD` is served as `GET` without the body (RFC 9110 §9.3.2), for every route: the request
+//! is routed as a `GET` and the HTTP layer, which remembers the request was a `HEAD`, sends
+//! the head of the answer only.
+//!
 //! The id is the client's `x-request-id` when it is sane (1–128 characters of letters, digits
 //! and `._:-`), else a fresh UUIDv7; it is sent back on every response, and every log line
 //! written while serving the request carries it (the request's span is entered around the
@@ -10,6 +14,7 @@ use std::time::Instant;
 
 use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::http::Method;
 use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::middleware::Next;
 use actix_web::{Error, HttpMessage};
@@ -36,14 +41,22 @@ pub fn request_id(offered: Option<&HeaderValue>) -> String {
     }
 }
 
+/// The method the client sent, when routing used another (`HEAD` routed as `GET`).
+#[derive(Debug, Clone)]
+pub struct SentMethod(pub Method);
+
 pub async fn request_context(
-    request: ServiceRequest,
+    mut request: ServiceRequest,
     next: Next<impl MessageBody>,
 ) -> Result<ServiceResponse<impl MessageBody>, Error> {
     let started = Instant::now();
     request.extensions_mut().insert(RequestStarted(started));
     let id = request_id(request.headers().get(&REQUEST_ID_HEADER));
     let method = request.method().clone();
+    if method == Method::HEAD {
+        request.extensions_mut().insert(SentMethod(Method::HEAD));
+        request.head_mut().method = Method::GET;
+    }
     let span =
         tracing::info_span!("request", request_id = %id, method = %method, path = request.path());
     let mut response = next.call(request).instrument(span.clone()).await?;

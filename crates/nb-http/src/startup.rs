@@ -7,17 +7,16 @@ use std::sync::Arc;
 use actix_web::dev::Server;
 use actix_web::middleware::from_fn;
 use actix_web::{App, HttpServer, web};
-use nb_db::{ConnectError, Database};
+use nb_db::{ConnectError, Database, GenerationStore};
 use nb_domain::accounts::AccountService;
-use nb_domain::api_keys::{ApiKeyService, LAST_USED_WRITE_INTERVAL};
-use nb_domain::generation::GenerationService;
+use nb_domain::api_keys::{ApiKeyService, CachingApiKeyRepository};
+use nb_domain::generation::{ConcurrencyLimitedProvider, GenerationPorts, GenerationService};
 use nb_domain::ports::{Clock, IdGenerator, ImageProvider, ObjectStorage, RandomSource};
-use nb_imagen::{
-    ConcurrencyLimitedProvider, GeminiImageClient, GeminiSettings, UnconfiguredImageProvider,
-};
+use nb_imagen::{GeminiImageClient, GeminiSettings, UnconfiguredImageProvider};
 use nb_storage::{InlineStorage, LocalStorage, S3Storage};
 
 use crate::auth::AccessTokens;
+use crate::background::Maintenance;
 use crate::config::{Config, ConfigError, JwtSecret, StorageConfig};
 use crate::json::{json_config, query_config};
 use crate::rate_limit::RateLimits;
@@ -56,7 +55,7 @@ pub enum StartupError {
 pub struct Application {
     port: u16,
     server: Server,
-    state: web::Data<AppState>,
+    maintenance: Maintenance,
 }
 
 impl Application {
@@ -74,17 +73,16 @@ impl Application {
             address: config.listen.clone(),
             source,
         })?;
-        let state = build_state(&config, database, address)?;
-        let server = serve(listener, state.clone(), &config, |_| {}).map_err(|source| {
-            StartupError::Bind {
+        let Wired { state, maintenance } = build_state(&config, database, address)?;
+        let server =
+            serve(listener, state, &config, |_| {}).map_err(|source| StartupError::Bind {
                 address: config.listen.clone(),
                 source,
-            }
-        })?;
+            })?;
         Ok(Self {
             port: address.port(),
             server,
-            state,
+            maintenance,
         })
     }
 
@@ -95,27 +93,10 @@ impl Application {
     /// Serves until the process is asked to stop (SIGINT/SIGTERM), then writes what is still
     /// only in memory (the keys' last uses).
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        self.maintenance.spawn();
         let served = self.server.await;
-        if let Err(error) = self.state.api_keys.flush_key_uses().await {
-            tracing::error!(%error, "could not write the keys' last uses at shutdown");
-        }
+        self.maintenance.at_shutdown().await;
         served
-    }
-}
-
-/// Writes coalesced `last_used_at` values every minute.
-fn spawn_key_use_flusher(api_keys: &ApiKeyService) {
-    let api_keys = api_keys.clone();
-    if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-        runtime.spawn(async move {
-            let mut every_minute = tokio::time::interval(LAST_USED_WRITE_INTERVAL);
-            loop {
-                every_minute.tick().await;
-                if let Err(error) = api_keys.flush_key_uses().await {
-                    tracing::warn!(%error, "could not write the keys' last uses");
-                }
-            }
-        });
     }
 }
 
@@ -152,13 +133,20 @@ pub fn bind(address: &str) -> Result<TcpListener, StartupError> {
     })
 }
 
+/// The application's state and the background work that keeps it.
+#[derive(Debug)]
+pub struct Wired {
+    pub state: web::Data<AppState>,
+    pub maintenance: Maintenance,
+}
+
 /// Wires the adapters to the domain services. `bound_to` is the server's real address, the
 /// default base of local image URLs.
 pub fn build_state(
     config: &Config,
     database: Database,
     bound_to: SocketAddr,
-) -> Result<web::Data<AppState>, StartupError> {
+) -> Result<Wired, StartupError> {
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let ids: Arc<dyn IdGenerator> = Arc::new(UuidV7Ids);
     let random: Arc<dyn RandomSource> = Arc::new(OsRandom);
@@ -191,33 +179,39 @@ pub fn build_state(
         .public_base_url
         .clone()
         .unwrap_or_else(|| format!("http://{bound_to}"));
-    let (storage, local_images): (Arc<dyn ObjectStorage>, _) = match &config.storage {
-        StorageConfig::Local => {
-            let local = LocalStorage::new(&config.data_dir, &public_base_url);
-            (Arc::new(local.clone()), Some(local))
-        }
+    let (storage, served_images): (Arc<dyn ObjectStorage>, bool) = match &config.storage {
+        StorageConfig::Local => (
+            Arc::new(LocalStorage::new(&config.data_dir, &public_base_url)),
+            true,
+        ),
         StorageConfig::S3(settings) => (
             Arc::new(S3Storage::new(settings.clone()).map_err(StartupError::Storage)?),
-            None,
+            false,
         ),
-        StorageConfig::Inline => (Arc::new(InlineStorage), None),
+        StorageConfig::Inline => (Arc::new(InlineStorage), false),
     };
-    let api_keys = ApiKeyService::with_cache_ttl(
+    let key_cache = Arc::new(CachingApiKeyRepository::new(
         database.clone(),
-        random,
         clock.clone(),
-        ids.clone(),
         config.limits.key_cache_ttl,
-    );
-    spawn_key_use_flusher(&api_keys);
+    ));
     // Install the metrics recorder before the first request records anything.
     crate::metrics::handle();
     let rate_limits = RateLimits::new(&config.limits);
-    rate_limits.spawn_cleanup();
-    Ok(web::Data::new(AppState {
+    let generations = GenerationService::new(
+        GenerationPorts {
+            provider,
+            storage: storage.clone(),
+            generations: Arc::new(GenerationStore::start(&database)),
+            clock: clock.clone(),
+            ids: ids.clone(),
+        },
+        config.image_models.clone(),
+    );
+    let state = web::Data::new(AppState {
         readiness: database.clone(),
         limits: config.limits,
-        rate_limits,
+        rate_limits: rate_limits.clone(),
         metrics_token: config.metrics_token.clone(),
         accounts: AccountService::new(
             database.clone(),
@@ -225,12 +219,15 @@ pub fn build_state(
             clock.clone(),
             ids.clone(),
         ),
-        api_keys: api_keys.clone(),
-        generations: GenerationService::new(provider, storage, database, clock.clone(), ids),
+        api_keys: ApiKeyService::new(key_cache.clone(), random, clock.clone(), ids),
+        generations,
         access_tokens: AccessTokens::new(&jwt_secret, config.access_token_ttl, clock),
-        image_models: config.image_models.clone(),
-        local_images,
-    }))
+        served_images: served_images.then_some(storage),
+    });
+    Ok(Wired {
+        state,
+        maintenance: Maintenance::new(key_cache, rate_limits),
+    })
 }
 
 /// Everything an `App` serves: state, body limits, routes, local images and the JSON 404.

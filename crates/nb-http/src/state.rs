@@ -1,12 +1,11 @@
 //! What every handler can reach: the domain services, wired to their adapters.
 
-use nb_domain::accounts::AccountService;
-use nb_domain::api_keys::ApiKeyService;
-use nb_domain::generation::{AllowedModels, GenerationService};
 use std::sync::Arc;
 
-use nb_domain::ports::ReadinessCheck;
-use nb_storage::LocalStorage;
+use nb_domain::accounts::AccountService;
+use nb_domain::api_keys::ApiKeyService;
+use nb_domain::generation::GenerationService;
+use nb_domain::ports::{ObjectStorage, ReadinessCheck};
 
 use crate::auth::AccessTokens;
 use crate::config::{Limits, MetricsToken};
@@ -18,9 +17,9 @@ pub struct AppState {
     pub api_keys: ApiKeyService,
     pub generations: GenerationService,
     pub access_tokens: AccessTokens,
-    pub image_models: AllowedModels,
-    /// The storage served at `/images` when images are kept on local disk.
-    pub local_images: Option<LocalStorage>,
+    /// The storage whose images this server serves at `/images/…` (local disk); `None` when
+    /// images live elsewhere (R2/S3 URLs, inline `data:` URLs).
+    pub served_images: Option<Arc<dyn ObjectStorage>>,
     pub readiness: Arc<dyn ReadinessCheck>,
     pub limits: Limits,
     pub rate_limits: RateLimits,

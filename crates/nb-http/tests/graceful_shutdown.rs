@@ -6,7 +6,7 @@
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use nb_db::{Database, DatabaseUrl, PoolOptions};
+use nb_db::{Database, DatabaseUrl, GenerationStore, PoolOptions};
 use nb_domain::ports::{ApiKeyRepository, GenerationRepository};
 use nb_domain::user::UserId;
 use serde_json::{Value, json};
@@ -163,7 +163,10 @@ async fn sigterm_lets_an_in_flight_generation_finish_and_be_recorded() {
         .await
         .unwrap();
     let today = time::OffsetDateTime::now_utc().date();
-    let usage = database.daily_usage(UserId(user_id), today).await.unwrap();
+    let usage = GenerationStore::start(&database)
+        .daily_usage(UserId(user_id), today)
+        .await
+        .unwrap();
     assert_eq!(usage.len(), 1);
     assert_eq!(
         usage[0].count, 1,

@@ -14,7 +14,8 @@ use nb_domain::accounts::AccountService;
 use nb_domain::api_keys::ApiKeyService;
 use nb_domain::api_keys::{ApiKeyId, AuthenticatedApiKey};
 use nb_domain::generation::{
-    AllowedModels, GeneratedImage, GenerationService, StorageError, StoredImage,
+    AllowedModels, GeneratedImage, GenerationOutcome, GenerationPorts, GenerationService,
+    StorageError, StoredImage,
 };
 use nb_domain::ports::{
     MockApiKeyRepository, MockGenerationRepository, MockImageProvider, MockObjectStorage,
@@ -99,15 +100,17 @@ impl Mocks {
                 Arc::new(UuidV7Ids),
             ),
             generations: GenerationService::new(
-                Arc::new(self.provider),
-                Arc::new(self.storage),
-                Arc::new(self.generations),
-                Arc::new(SystemClock),
-                Arc::new(UuidV7Ids),
+                GenerationPorts {
+                    provider: Arc::new(self.provider),
+                    storage: Arc::new(self.storage),
+                    generations: Arc::new(self.generations),
+                    clock: Arc::new(SystemClock),
+                    ids: Arc::new(UuidV7Ids),
+                },
+                AllowedModels::new(["gemini-3.1-flash-image".to_owned()]).unwrap(),
             ),
             access_tokens: tokens,
-            image_models: AllowedModels::new(["gemini-3.1-flash-image".to_owned()]).unwrap(),
-            local_images: None,
+            served_images: None,
             readiness: Arc::new(self.readiness),
             limits: Limits::default(),
             rate_limits: RateLimits::new(&Limits::default()),
@@ -199,11 +202,15 @@ async fn a_storage_failure_is_502_and_recorded_as_failed() {
         .returning(|_, _| Err(StorageError(SECRET_CAUSE.into())));
     mocks
         .generations
-        .expect_record_failure()
-        .withf(|record| record.error_code.as_deref() == Some("storage_failed"))
+        .expect_record()
+        .withf(|record| {
+            record.outcome
+                == GenerationOutcome::Failed {
+                    code: "storage_failed",
+                }
+        })
         .times(1)
         .returning(|_| Ok(()));
-    mocks.generations.expect_record_success().never();
     let (state, _) = mocks.into_state();
     let (status, body) = call(state, generate_request()).await;
     assert_eq!(status, StatusCode::BAD_GATEWAY);
@@ -222,7 +229,7 @@ async fn a_database_outage_while_recording_is_503() {
     });
     mocks
         .generations
-        .expect_record_success()
+        .expect_record()
         .returning(|_| Err(unavailable()));
     let (state, _) = mocks.into_state();
     let (status, body) = call(state, generate_request()).await;

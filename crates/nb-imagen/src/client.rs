@@ -211,10 +211,12 @@ impl GeminiImageClient {
                 Attempt::Done(Err(credentials_rejected()))
             }
             // Imagen refuses a prompt its safety filter blocks with a 400.
+            // Google's own message stays in the log: only its status reaches the client.
             StatusCode::BAD_REQUEST if method == Method::Predict => {
-                let reason = envelope
-                    .message
-                    .unwrap_or_else(|| "the prompt was refused".into());
+                let reason = format!(
+                    "the provider refused the prompt ({})",
+                    envelope.status.as_deref().unwrap_or("INVALID_ARGUMENT")
+                );
                 Attempt::Done(Err(ProviderError::ContentRejected { reason }))
             }
             StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => {
@@ -288,12 +290,15 @@ impl ImageProvider for GeminiImageClient {
     #[tracing::instrument(skip_all, fields(model = %request.model))]
     async fn generate(&self, request: &ImageRequest) -> Result<GeneratedImage, ProviderError> {
         let model = request.model.as_str();
-        let (method, body) = if model.starts_with("imagen-") {
+        let (method, body) = if request.model.is_imagen() {
             if !IMAGEN_ASPECT_RATIOS.contains(&request.aspect_ratio) {
-                return Err(ProviderError::Unsupported(format!(
-                    "{model} does not offer the aspect ratio {}; pick another size",
-                    request.aspect_ratio
-                )));
+                return Err(ProviderError::Unsupported {
+                    field: "size",
+                    message: format!(
+                        "{model} does not offer the aspect ratio {}; pick another size",
+                        request.aspect_ratio
+                    ),
+                });
             }
             (
                 Method::Predict,

@@ -9,7 +9,6 @@
 //! Google's `RetryInfo.retryDelay`, within a per-attempt timeout and an overall deadline.
 
 mod client;
-mod limited;
 mod response;
 mod wire;
 
@@ -17,4 +16,3 @@ pub use client::{
     ClientBuildError, DEFAULT_BASE_URL, GeminiImageClient, GeminiSettings, GoogleApiKey,
     UnconfiguredImageProvider,
 };
-pub use limited::ConcurrencyLimitedProvider;

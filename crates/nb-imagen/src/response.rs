@@ -1,5 +1,11 @@
-//! Reading Google's answers: images, refusals and error envelopes, leniently.
+//! Reading Google's answers: images, refusals and error envelopes.
+//!
+//! The answers are parsed into typed structs that borrow from the body where they can (the
+//! base64 image, which is most of it, is never copied before decoding). Google answers in
+//! camelCase; proxies and older SDK recordings use snake_case, so every field takes both.
+//! Unknown fields are ignored.
 
+use std::borrow::Cow;
 use std::time::Duration;
 
 use base64::Engine as _;
@@ -7,50 +13,128 @@ use base64::alphabet;
 use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
 use bytes::Bytes;
 use nb_domain::generation::{GeneratedImage, ProviderError};
-use serde_json::Value;
+use serde::Deserialize;
 
 /// The longest piece of a model's text answer quoted back as the reason for no image.
 const MAX_QUOTED_TEXT_CHARS: usize = 300;
 
-/// `field(object, "inlineData")` also finds `inline_data`: the API answers in camelCase, but
-/// proxies and older SDK recordings use snake_case.
-fn field<'a>(object: &'a Value, camel_case: &str) -> Option<&'a Value> {
-    object
-        .get(camel_case)
-        .or_else(|| object.get(snake_case(camel_case).as_str()))
+/// A `:generateContent` answer.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct GenerateContentResponse<'a> {
+    #[serde(default, borrow)]
+    candidates: Option<Vec<Candidate<'a>>>,
+    #[serde(default, borrow, alias = "prompt_feedback")]
+    prompt_feedback: Option<PromptFeedback<'a>>,
 }
 
-fn snake_case(camel_case: &str) -> String {
-    let mut snake = String::with_capacity(camel_case.len() + 4);
-    for c in camel_case.chars() {
-        if c.is_ascii_uppercase() {
-            snake.push('_');
-            snake.push(c.to_ascii_lowercase());
-        } else {
-            snake.push(c);
-        }
-    }
-    snake
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Candidate<'a> {
+    #[serde(default, borrow)]
+    content: Option<Content<'a>>,
+    #[serde(default, borrow, alias = "finish_reason")]
+    finish_reason: Option<Cow<'a, str>>,
+    #[serde(default, borrow, alias = "finish_message")]
+    finish_message: Option<Cow<'a, str>>,
 }
 
-fn text_field<'a>(object: &'a Value, camel_case: &str) -> Option<&'a str> {
-    field(object, camel_case).and_then(Value::as_str)
+#[derive(Deserialize)]
+struct Content<'a> {
+    #[serde(default, borrow)]
+    parts: Option<Vec<Part<'a>>>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Part<'a> {
+    #[serde(default, borrow)]
+    text: Option<Cow<'a, str>>,
+    #[serde(default, borrow, alias = "inline_data")]
+    inline_data: Option<InlineData<'a>>,
+    #[serde(default)]
+    thought: Option<bool>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct InlineData<'a> {
+    #[serde(default, borrow, alias = "mime_type")]
+    mime_type: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    data: Option<Cow<'a, str>>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct PromptFeedback<'a> {
+    #[serde(default, borrow, alias = "block_reason")]
+    block_reason: Option<Cow<'a, str>>,
+    #[serde(default, borrow, alias = "block_reason_message")]
+    block_reason_message: Option<Cow<'a, str>>,
+}
+
+/// A `:predict` (Imagen) answer.
+#[derive(Deserialize)]
+struct PredictResponse<'a> {
+    #[serde(default, borrow)]
+    predictions: Option<Vec<Prediction<'a>>>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Prediction<'a> {
+    #[serde(default, borrow, alias = "bytes_base64_encoded")]
+    bytes_base64_encoded: Option<Cow<'a, str>>,
+    #[serde(default, borrow, alias = "rai_filtered_reason")]
+    rai_filtered_reason: Option<Cow<'a, str>>,
+}
+
+/// Google's error envelope: `{"error": {"code", "message", "status", "details"}}`.
+#[derive(Deserialize)]
+struct ErrorResponse {
+    error: Option<ErrorBody>,
+}
+
+#[derive(Deserialize)]
+struct ErrorBody {
+    #[serde(default)]
+    message: Option<String>,
+    #[serde(default)]
+    status: Option<String>,
+    #[serde(default)]
+    details: Option<Vec<ErrorDetail>>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ErrorDetail {
+    #[serde(default)]
+    reason: Option<String>,
+    #[serde(default, alias = "retry_delay")]
+    retry_delay: Option<String>,
 }
 
 /// Standard or URL-safe alphabet, padded or not, with any line breaks.
 pub(crate) fn decode_base64(encoded: &str) -> Option<Vec<u8>> {
     let config =
         GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent);
-    let compact: String = encoded
-        .chars()
-        .filter(|c| !c.is_ascii_whitespace())
-        .collect();
-    let alphabet = if compact.contains(['-', '_']) {
+    let alphabet = if encoded.contains(['-', '_']) {
         &alphabet::URL_SAFE
     } else {
         &alphabet::STANDARD
     };
-    GeneralPurpose::new(alphabet, config).decode(compact).ok()
+    let engine = GeneralPurpose::new(alphabet, config);
+    // Only a wrapped encoding pays for a compacted copy.
+    if encoded.bytes().any(|b| b.is_ascii_whitespace()) {
+        let compact: String = encoded
+            .chars()
+            .filter(|c| !c.is_ascii_whitespace())
+            .collect();
+        engine.decode(compact).ok()
+    } else {
+        engine.decode(encoded).ok()
+    }
 }
 
 fn image_from_base64(encoded: &str) -> Result<GeneratedImage, ProviderError> {
@@ -60,9 +144,10 @@ fn image_from_base64(encoded: &str) -> Result<GeneratedImage, ProviderError> {
         .map_err(|not_an_image| ProviderError::Upstream(not_an_image.to_string()))
 }
 
-fn parse_json(body: &[u8]) -> Result<Value, ProviderError> {
-    serde_json::from_slice(body)
-        .map_err(|_| ProviderError::Upstream("the provider's answer is not valid JSON".into()))
+fn parse_json<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, ProviderError> {
+    serde_json::from_slice(body).map_err(|_| {
+        ProviderError::Upstream("the provider's answer is not the JSON we expect".into())
+    })
 }
 
 fn quote(text: &str) -> String {
@@ -76,38 +161,41 @@ fn quote(text: &str) -> String {
 /// A `:generateContent` answer with HTTP 200: the first non-thought image part, or why
 /// there is none.
 pub(crate) fn parse_generate_content(body: &[u8]) -> Result<GeneratedImage, ProviderError> {
-    let answer = parse_json(body)?;
-    let candidates = field(&answer, "candidates").and_then(Value::as_array);
+    let answer: GenerateContentResponse<'_> = parse_json(body)?;
     let mut finish_reasons = Vec::new();
     let mut texts = Vec::new();
-    for candidate in candidates.into_iter().flatten() {
-        let parts = field(candidate, "content")
-            .and_then(|c| field(c, "parts"))
-            .and_then(Value::as_array);
+    for candidate in answer.candidates.iter().flatten() {
+        let parts = candidate
+            .content
+            .as_ref()
+            .and_then(|content| content.parts.as_ref());
         for part in parts.into_iter().flatten() {
-            if field(part, "thought").and_then(Value::as_bool) == Some(true) {
+            if part.thought == Some(true) {
                 continue;
             }
-            if let Some(inline) = field(part, "inlineData") {
-                let is_image =
-                    text_field(inline, "mimeType").is_none_or(|m| m.starts_with("image/"));
-                if let (true, Some(data)) = (is_image, text_field(inline, "data")) {
+            if let Some(inline) = &part.inline_data {
+                let is_image = inline
+                    .mime_type
+                    .as_deref()
+                    .is_none_or(|mime| mime.starts_with("image/"));
+                if let (true, Some(data)) = (is_image, inline.data.as_deref()) {
                     return image_from_base64(data);
                 }
             }
-            if let Some(text) = text_field(part, "text") {
+            if let Some(text) = part.text.as_deref() {
                 texts.push(text);
             }
         }
-        if let Some(reason) = text_field(candidate, "finishReason") {
-            let message = text_field(candidate, "finishMessage");
-            finish_reasons.push((reason, message));
+        if let Some(reason) = candidate.finish_reason.as_deref() {
+            finish_reasons.push((reason, candidate.finish_message.as_deref()));
         }
     }
-    let reason = if let Some(feedback) = field(&answer, "promptFeedback")
-        && let Some(block) = text_field(feedback, "blockReason")
-    {
-        match text_field(feedback, "blockReasonMessage") {
+    let blocked = answer
+        .prompt_feedback
+        .as_ref()
+        .and_then(|feedback| Some((feedback.block_reason.as_deref()?, feedback)));
+    let reason = if let Some((block, feedback)) = blocked {
+        match feedback.block_reason_message.as_deref() {
             Some(message) => format!("the prompt was blocked ({block}): {}", quote(message)),
             None => format!("the prompt was blocked ({block})"),
         }
@@ -131,14 +219,13 @@ pub(crate) fn parse_generate_content(body: &[u8]) -> Result<GeneratedImage, Prov
 
 /// A `:predict` (Imagen) answer with HTTP 200.
 pub(crate) fn parse_predict(body: &[u8]) -> Result<GeneratedImage, ProviderError> {
-    let answer = parse_json(body)?;
-    let predictions = field(&answer, "predictions").and_then(Value::as_array);
+    let answer: PredictResponse<'_> = parse_json(body)?;
     let mut filtered = Vec::new();
-    for prediction in predictions.into_iter().flatten() {
-        if let Some(data) = text_field(prediction, "bytesBase64Encoded") {
+    for prediction in answer.predictions.iter().flatten() {
+        if let Some(data) = prediction.bytes_base64_encoded.as_deref() {
             return image_from_base64(data);
         }
-        if let Some(reason) = text_field(prediction, "raiFilteredReason") {
+        if let Some(reason) = prediction.rai_filtered_reason.as_deref() {
             filtered.push(quote(reason));
         }
     }
@@ -150,7 +237,7 @@ pub(crate) fn parse_predict(body: &[u8]) -> Result<GeneratedImage, ProviderError
     Err(ProviderError::ContentRejected { reason })
 }
 
-/// What Google's error envelope says: `{"error": {"code", "message", "status", "details"}}`.
+/// What Google's error envelope says, for the log and for the choice of answer.
 #[derive(Debug, Default)]
 pub(crate) struct ErrorEnvelope {
     pub status: Option<String>,
@@ -162,24 +249,20 @@ pub(crate) struct ErrorEnvelope {
 impl ErrorEnvelope {
     /// Never fails: a proxy's HTML page or a truncated body gives an empty envelope.
     pub fn parse(body: &[u8]) -> Self {
-        let Ok(answer) = serde_json::from_slice::<Value>(body) else {
+        let Ok(ErrorResponse { error: Some(error) }) = serde_json::from_slice(body) else {
             return Self::default();
         };
-        let Some(error) = answer.get("error") else {
-            return Self::default();
-        };
-        let details = error.get("details").and_then(Value::as_array);
         let mut envelope = Self {
-            status: text_field(error, "status").map(str::to_owned),
-            message: text_field(error, "message").map(str::to_owned),
+            status: error.status,
+            message: error.message,
             ..Self::default()
         };
-        for detail in details.into_iter().flatten() {
-            if let Some(reason) = text_field(detail, "reason") {
-                envelope.reasons.push(reason.to_owned());
+        for detail in error.details.into_iter().flatten() {
+            if let Some(reason) = detail.reason {
+                envelope.reasons.push(reason);
             }
-            if let Some(delay) = text_field(detail, "retryDelay") {
-                envelope.retry_delay = parse_retry_delay(delay);
+            if let Some(delay) = detail.retry_delay.as_deref().and_then(parse_retry_delay) {
+                envelope.retry_delay = Some(delay);
             }
         }
         envelope
@@ -199,6 +282,8 @@ pub(crate) fn parse_retry_delay(raw: &str) -> Option<Duration> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const PNG_BASE64: &str = "iVBORw0KGgoAAAANSUhEUgAAAAIAAAACCAIAAAD91JpzAAAAEElEQVR4nGP4f4IBiBggFAA1zgcdmk6h0gAAAABJRU5ErkJggg==";
 
     #[test]
     fn retry_delays_are_protobuf_durations() {
@@ -225,8 +310,57 @@ mod tests {
     }
 
     #[test]
-    fn snake_case_names_are_derived() {
-        assert_eq!(snake_case("inlineData"), "inline_data");
-        assert_eq!(snake_case("bytesBase64Encoded"), "bytes_base64_encoded");
+    fn snake_case_answers_are_read_like_camel_case_ones() {
+        let snake = format!(
+            r#"{{"candidates": [{{"content": {{"parts": [{{"inline_data": {{"mime_type": "image/png", "data": "{PNG_BASE64}"}}}}]}}, "finish_reason": "STOP"}}]}}"#
+        );
+        assert!(parse_generate_content(snake.as_bytes()).is_ok());
+        let blocked =
+            br#"{"prompt_feedback": {"block_reason": "SAFETY", "block_reason_message": "no"}}"#;
+        let Err(ProviderError::ContentRejected { reason }) = parse_generate_content(blocked) else {
+            panic!("a blocked prompt gave an image")
+        };
+        assert_eq!(reason, "the prompt was blocked (SAFETY): no");
+    }
+
+    #[test]
+    fn an_escaped_image_string_is_still_read() {
+        // JSON may escape `/` as `\/`: the string cannot be borrowed, and must still decode.
+        let escaped = PNG_BASE64.replace('/', "\\/");
+        let body = format!(
+            r#"{{"candidates": [{{"content": {{"parts": [{{"inlineData": {{"data": "{escaped}"}}}}]}}}}]}}"#
+        );
+        let image = parse_generate_content(body.as_bytes()).unwrap();
+        let expected = base64::engine::general_purpose::STANDARD
+            .decode(PNG_BASE64)
+            .unwrap();
+        assert_eq!(image.bytes().as_ref(), expected);
+    }
+
+    #[test]
+    fn answers_of_the_wrong_shape_are_upstream_failures() {
+        for body in [&b"<html>"[..], br#"{"candidates": "many"}"#, b"[1, 2]"] {
+            assert!(
+                matches!(
+                    parse_generate_content(body),
+                    Err(ProviderError::Upstream(_))
+                ),
+                "{}",
+                String::from_utf8_lossy(body)
+            );
+        }
+    }
+
+    #[test]
+    fn error_envelopes_give_status_reasons_and_retry_delay() {
+        let body =
+            br#"{"error": {"code": 429, "status": "RESOURCE_EXHAUSTED", "message": "slow down",
+            "details": [{"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": "7s"},
+                        {"reason": "RATE_LIMIT_EXCEEDED"}]}}"#;
+        let envelope = ErrorEnvelope::parse(body);
+        assert_eq!(envelope.status.as_deref(), Some("RESOURCE_EXHAUSTED"));
+        assert_eq!(envelope.retry_delay, Some(Duration::from_secs(7)));
+        assert!(envelope.has_reason("RATE_LIMIT_EXCEEDED"));
+        assert!(ErrorEnvelope::parse(b"<html>oops</html>").status.is_none());
     }
 }

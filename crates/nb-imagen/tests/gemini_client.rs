@@ -132,7 +132,10 @@ async fn imagen_refuses_aspect_ratios_it_lacks_without_a_call() {
         .generate(&request("imagen-4.0-generate-001", "3:2"))
         .await;
     assert!(
-        matches!(result, Err(ProviderError::Unsupported(_))),
+        matches!(
+            result,
+            Err(ProviderError::Unsupported { field: "size", .. })
+        ),
         "{result:?}"
     );
     assert!(server.received_requests().await.unwrap().is_empty());
@@ -250,10 +253,13 @@ async fn imagen_blocked_prompts_400_are_rejections_not_retried() {
     let result = client(&server)
         .generate(&request("imagen-4.0-generate-001", "1:1"))
         .await;
-    assert!(
-        matches!(result, Err(ProviderError::ContentRejected { .. })),
-        "{result:?}"
-    );
+    match result {
+        // Google's own message (see `google_error`) stays in the log.
+        Err(ProviderError::ContentRejected { reason }) => {
+            assert_eq!(reason, "the provider refused the prompt (INVALID_ARGUMENT)");
+        }
+        other => panic!("{other:?}"),
+    }
 }
 
 #[tokio::test]
@@ -453,12 +459,23 @@ async fn data_that_is_not_an_image_is_an_upstream_failure() {
 
 #[tokio::test]
 async fn an_unreachable_provider_is_retried_then_an_upstream_failure() {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    // A provider that accepts each connection and closes it before answering: every attempt
+    // fails to get an answer, and each is counted.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap();
-    drop(listener);
+    let attempts = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = attempts.clone();
+    tokio::spawn(async move {
+        loop {
+            let (socket, _) = listener.accept().await.unwrap();
+            counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            drop(socket);
+        }
+    });
     let mut settings = GeminiSettings::new(GoogleApiKey::new(KEY.into()));
     settings.base_url = format!("http://{address}");
     settings.initial_backoff = Duration::from_millis(5);
+    settings.max_retries = 2;
     let result = GeminiImageClient::new(settings)
         .unwrap()
         .generate(&request("gemini-3.1-flash-image", "1:1"))
@@ -466,6 +483,11 @@ async fn an_unreachable_provider_is_retried_then_an_upstream_failure() {
     assert!(
         matches!(result, Err(ProviderError::Upstream(_))),
         "{result:?}"
+    );
+    assert_eq!(
+        attempts.load(std::sync::atomic::Ordering::SeqCst),
+        3,
+        "one attempt and two retries"
     );
 }
 

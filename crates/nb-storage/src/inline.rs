@@ -1,6 +1,6 @@
 use async_trait::async_trait;
 use base64::Engine as _;
-use nb_domain::generation::{GeneratedImage, ObjectKey, StorageError, StoredImage};
+use nb_domain::generation::{FetchedImage, GeneratedImage, ObjectKey, StorageError, StoredImage};
 use nb_domain::ports::ObjectStorage;
 
 /// Stores nothing: the URL is `data:<mime>;base64,<image>`.
@@ -20,5 +20,10 @@ impl ObjectStorage for InlineStorage {
             url,
             url_is_lasting: false,
         })
+    }
+
+    /// Nothing is ever stored.
+    async fn fetch(&self, _: &ObjectKey) -> Result<Option<FetchedImage>, StorageError> {
+        Ok(None)
     }
 }

@@ -1,8 +1,12 @@
 use std::path::{Component, Path, PathBuf};
 
 use async_trait::async_trait;
-use nb_domain::generation::{GeneratedImage, ObjectKey, StorageError, StoredImage};
+use bytes::Bytes;
+use nb_domain::generation::{
+    FetchedImage, GeneratedImage, ImageFormat, ObjectKey, StorageError, StoredImage,
+};
 use nb_domain::ports::ObjectStorage;
+use time::OffsetDateTime;
 
 /// Files under a root folder (the data folder): key `images/2026/11/25/gen_….png` is the file
 /// `<root>/images/2026/11/25/gen_….png`, served at `<public base URL>/images/2026/…`.
@@ -22,7 +26,7 @@ impl LocalStorage {
 
     /// The file behind a key, refusing anything that could leave the root or name a hidden
     /// (or still partial) file.
-    pub fn path_of(&self, key: &str) -> Option<PathBuf> {
+    fn path_of(&self, key: &str) -> Option<PathBuf> {
         let plain_segments = key.split('/').all(|segment| {
             !segment.is_empty() && !segment.starts_with('.') && !segment.contains('\\')
         });
@@ -72,6 +76,42 @@ impl ObjectStorage for LocalStorage {
             url: format!("{}/{}", self.public_base_url, key.as_str()),
             url_is_lasting: true,
         })
+    }
+
+    /// Reads the file whole. The content type is that of the bytes themselves: a file that
+    /// is not a PNG, JPEG or WebP image is not served, whatever its name.
+    #[tracing::instrument(skip_all, fields(key = key.as_str()))]
+    async fn fetch(&self, key: &ObjectKey) -> Result<Option<FetchedImage>, StorageError> {
+        let Some(path) = self.path_of(key.as_str()) else {
+            return Ok(None);
+        };
+        let read = tokio::task::spawn_blocking(move || -> std::io::Result<_> {
+            let file = std::fs::File::open(&path)?;
+            let metadata = file.metadata()?;
+            if !metadata.is_file() {
+                return Err(std::io::ErrorKind::NotFound.into());
+            }
+            let modified = metadata.modified()?;
+            let mut bytes = Vec::with_capacity(metadata.len().try_into().unwrap_or(0));
+            std::io::Read::read_to_end(&mut &file, &mut bytes)?;
+            Ok((bytes, modified))
+        })
+        .await
+        .map_err(|crashed| StorageError(Box::new(crashed)))?;
+        let (bytes, modified) = match read {
+            Ok(read) => read,
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(error) => return Err(storage_error(error)),
+        };
+        let Some(format) = ImageFormat::sniff(&bytes) else {
+            tracing::warn!("a file under the images folder is not an image: not served");
+            return Ok(None);
+        };
+        Ok(Some(FetchedImage {
+            bytes: Bytes::from(bytes),
+            content_type: format.mime_type().to_owned(),
+            last_modified: OffsetDateTime::from(modified),
+        }))
     }
 }
 

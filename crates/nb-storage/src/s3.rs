@@ -2,10 +2,12 @@ use std::fmt;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use nb_domain::generation::{GeneratedImage, ObjectKey, StorageError, StoredImage};
+use nb_domain::generation::{FetchedImage, GeneratedImage, ObjectKey, StorageError, StoredImage};
 use nb_domain::ports::ObjectStorage;
 use s3::creds::Credentials;
+use s3::error::S3Error;
 use s3::{Bucket, Region};
+use time::OffsetDateTime;
 
 /// S3's ceiling for presigned URLs.
 pub const MAX_PRESIGN_EXPIRY: Duration = Duration::from_secs(7 * 24 * 60 * 60);
@@ -143,5 +145,38 @@ impl ObjectStorage for S3Storage {
                 })
             }
         }
+    }
+
+    #[tracing::instrument(skip_all, fields(key = key.as_str(), bucket = self.bucket.name()))]
+    async fn fetch(&self, key: &ObjectKey) -> Result<Option<FetchedImage>, StorageError> {
+        let response = match self.bucket.get_object(key.as_str()).await {
+            Ok(response) if response.status_code() == 404 => return Ok(None),
+            Ok(response) if (200..300).contains(&response.status_code()) => response,
+            Ok(response) => {
+                return Err(StorageError(
+                    format!("the store answered {}", response.status_code()).into(),
+                ));
+            }
+            Err(S3Error::HttpFailWithBody(404, _)) => return Ok(None),
+            Err(error) => return Err(StorageError(Box::new(error))),
+        };
+        let headers = response.headers();
+        let header = |name: &str| {
+            headers
+                .iter()
+                .find(|(key, _)| key.eq_ignore_ascii_case(name))
+                .map(|(_, value)| value.clone())
+        };
+        let last_modified = header("last-modified")
+            .and_then(|date| {
+                OffsetDateTime::parse(&date, &time::format_description::well_known::Rfc2822).ok()
+            })
+            .unwrap_or(OffsetDateTime::UNIX_EPOCH);
+        Ok(Some(FetchedImage {
+            content_type: header("content-type")
+                .unwrap_or_else(|| "application/octet-stream".to_owned()),
+            last_modified,
+            bytes: response.bytes().clone(),
+        }))
     }
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use bytes::Bytes;
-use nb_domain::generation::{GeneratedImage, GenerationId, ImageFormat, ObjectKey};
+use nb_domain::generation::{GeneratedImage, GenerationId, ObjectKey};
 use nb_domain::ports::ObjectStorage;
 use nb_storage::{InlineStorage, LocalStorage, S3Secret, S3Settings, S3Storage};
 
@@ -77,19 +77,43 @@ async fn fetch(url: &str) -> (Vec<u8>, String) {
     (response.bytes().await.unwrap().to_vec(), content_type)
 }
 
+/// Test images with the content type their bytes really are, written out by hand (never
+/// derived by the code under test).
+fn images_and_their_types() -> [(GeneratedImage, &'static str); 2] {
+    [(png(1_500_000), "image/png"), (jpeg(), "image/jpeg")]
+}
+
 /// What every adapter must do: store the bytes as given, under the key, with the image's own
-/// content type, and answer with a URL that gives them back.
+/// content type, and answer with a URL that gives them back; `fetch` gives back the same
+/// bytes and the content type the adapter really keeps.
 async fn stores_and_serves_the_exact_bytes(
     storage: &dyn ObjectStorage,
     read_back: impl AsyncFn(&ObjectKey, &str) -> (Vec<u8>, String),
 ) {
-    for image in [png(1_500_000), jpeg()] {
+    for (image, content_type) in images_and_their_types() {
         let key = key_for(&image);
         let stored = storage.put(&key, &image).await.unwrap();
-        let (bytes, content_type) = read_back(&key, &stored.url).await;
+        let (bytes, served_type) = read_back(&key, &stored.url).await;
         assert_eq!(bytes, image.bytes().as_ref());
-        assert_eq!(content_type, image.format().mime_type());
+        assert_eq!(served_type, content_type);
     }
+}
+
+/// `fetch` on adapters that keep what they store.
+async fn fetch_gives_back_what_was_put(storage: &dyn ObjectStorage) {
+    for (image, content_type) in images_and_their_types() {
+        let key = key_for(&image);
+        storage.put(&key, &image).await.unwrap();
+        let fetched = storage
+            .fetch(&key)
+            .await
+            .unwrap()
+            .expect("stored image not found");
+        assert_eq!(fetched.bytes, image.bytes());
+        assert_eq!(fetched.content_type, content_type);
+    }
+    let never_stored = key_for(&jpeg());
+    assert_eq!(storage.fetch(&never_stored).await.unwrap(), None);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -106,6 +130,7 @@ async fn s3_with_presigned_urls() {
     .await;
     let stored = storage.put(&key_for(&jpeg()), &jpeg()).await.unwrap();
     assert!(!stored.url_is_lasting);
+    fetch_gives_back_what_was_put(&storage).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -113,15 +138,14 @@ async fn s3_with_a_public_url() {
     let server = S3TestServer::start().await;
     let storage =
         S3Storage::new(server.settings(SECRET_KEY, Some("https://img.example.com/"))).unwrap();
+    let reader = S3Storage::new(server.settings(SECRET_KEY, None)).unwrap();
     stores_and_serves_the_exact_bytes(&storage, async |key: &ObjectKey, url: &str| {
         assert_eq!(url, format!("https://img.example.com/{}", key.as_str()));
-        // The public domain is a CDN in front of the bucket: read what the bucket holds.
-        let mime = if key.as_str().ends_with(".png") {
-            "image/png"
-        } else {
-            "image/jpeg"
-        };
-        (server.stored_bytes(key), mime.to_owned())
+        // The public domain is a CDN in front of the bucket: read what the bucket holds, and
+        // the content type it keeps (what the CDN would serve).
+        let object = reader.fetch(key).await.unwrap().unwrap();
+        assert_eq!(object.bytes, server.stored_bytes(key));
+        (server.stored_bytes(key), object.content_type)
     })
     .await;
 }
@@ -178,13 +202,16 @@ async fn local_disk() {
     stores_and_serves_the_exact_bytes(&storage, async |key: &ObjectKey, url: &str| {
         assert_eq!(url, format!("http://127.0.0.1:8000/{}", key.as_str()));
         assert!(key.as_str().starts_with("images/"));
-        let mime = match ImageFormat::sniff(&std::fs::read(root.join(key.as_str())).unwrap()) {
-            Some(format) => format.mime_type().to_owned(),
-            None => "unknown".into(),
-        };
-        (std::fs::read(root.join(key.as_str())).unwrap(), mime)
+        // The server serves local images through `fetch`: its content type is what is served.
+        let fetched = storage.fetch(key).await.unwrap().unwrap();
+        assert_eq!(
+            fetched.bytes,
+            std::fs::read(root.join(key.as_str())).unwrap()
+        );
+        (fetched.bytes.to_vec(), fetched.content_type)
     })
     .await;
+    fetch_gives_back_what_was_put(&storage).await;
     // No temporary files are left beside the images.
     let day_folder = folder
         .path()
@@ -204,6 +231,18 @@ async fn local_disk() {
 }
 
 #[tokio::test]
+async fn local_disk_serves_only_real_images() {
+    let folder = tempfile::tempdir().unwrap();
+    let storage = LocalStorage::new(folder.path(), "http://127.0.0.1:8000/");
+    // A planted HTML file under an image's name is not an image, and is not served.
+    let key = key_for(&jpeg());
+    let path = folder.path().join(key.as_str());
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(&path, "<html><script>alert(1)</script></html>").unwrap();
+    assert_eq!(storage.fetch(&key).await.unwrap(), None);
+}
+
+#[tokio::test]
 async fn inline_data_urls() {
     stores_and_serves_the_exact_bytes(&InlineStorage, async |_, url: &str| {
         let (header, data) = url.split_once(',').unwrap();
@@ -220,4 +259,5 @@ async fn inline_data_urls() {
         )
     })
     .await;
+    assert_eq!(InlineStorage.fetch(&key_for(&jpeg())).await.unwrap(), None);
 }

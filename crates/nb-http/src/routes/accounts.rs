@@ -102,6 +102,8 @@ pub(crate) async fn register(
     responses(
         (status = 200, description = "Logged in", body = AccessTokenResponse),
         (status = 401, description = "Wrong email or password", body = ErrorBody),
+        (status = 413, description = "Body too large", body = ErrorBody),
+        (status = 415, description = "The body is not `application/json`", body = ErrorBody),
         (status = 422, description = "Malformed body", body = ErrorBody),
         (status = 429, description = "Too many attempts", body = ErrorBody),
     ))]

@@ -4,7 +4,8 @@ use std::time::Duration;
 
 use actix_web::{HttpMessage, HttpRequest, HttpResponse, ResponseError, web};
 use nb_domain::api_keys::AuthenticatedApiKey;
-use nb_domain::generation::{GenerationRequest, ImageSize, ImageStyle, Prompt};
+use nb_domain::generation::{GenerationRequest, RawGenerationRequest};
+use nb_domain::usage::UsageDays;
 use serde::{Deserialize, Serialize};
 use time::{Date, OffsetDateTime};
 use utoipa::{IntoParams, ToSchema};
@@ -15,11 +16,6 @@ use crate::error::{ApiError, ErrorBody};
 use crate::json::JsonBody;
 use crate::request_context::RequestStarted;
 use crate::state::AppState;
-
-const DEFAULT_SIZE: &str = "1024x1024";
-const DEFAULT_STYLE: &str = "natural";
-const DEFAULT_USAGE_DAYS: u16 = 30;
-const MAX_USAGE_DAYS: u16 = 366;
 
 #[derive(Deserialize, ToSchema)]
 pub(crate) struct GenerateRequest {
@@ -51,6 +47,7 @@ pub(crate) struct GenerateResponse {
             headers(("x-ratelimit-limit" = u32), ("x-ratelimit-remaining" = u32), ("x-ratelimit-reset" = u64))),
         (status = 401, description = "Missing, invalid or revoked API key", body = ErrorBody),
         (status = 413, description = "Body too large", body = ErrorBody),
+        (status = 415, description = "The body is not `application/json`", body = ErrorBody),
         (status = 422, description = "Invalid field, or the provider returned no image (`content_rejected`)", body = ErrorBody),
         (status = 429, description = "Over this key's rate limit", body = ErrorBody),
         (status = 502, description = "The provider or the storage failed", body = ErrorBody),
@@ -84,27 +81,14 @@ async fn run_generation(
     caller: AuthenticatedApiKey,
     body: GenerateRequest,
 ) -> Result<HttpResponse, ApiError> {
-    let prompt = body
-        .prompt
-        .ok_or_else(|| ApiError::invalid_field("prompt", "prompt is required"))
-        .and_then(|raw| {
-            Prompt::parse(raw).map_err(|error| ApiError::invalid_field("prompt", error.to_string()))
-        })?;
-    let size = ImageSize::parse(body.size.as_deref().unwrap_or(DEFAULT_SIZE))
-        .map_err(|error| ApiError::invalid_field("size", error.to_string()))?;
-    let style = ImageStyle::parse(body.style.as_deref().unwrap_or(DEFAULT_STYLE))
-        .map_err(|error| ApiError::invalid_field("style", error.to_string()))?;
-    let model = state
-        .image_models
-        .choose(body.model.as_deref())
-        .map_err(|error| ApiError::invalid_field("model", error.to_string()))?;
-    let model_name = model.as_str().to_owned();
-    let wanted = GenerationRequest {
-        prompt,
-        size,
-        style,
-        model,
+    let raw = RawGenerationRequest {
+        prompt: body.prompt,
+        size: body.size,
+        style: body.style,
+        model: body.model,
     };
+    let wanted = GenerationRequest::parse(raw, state.generations.models())?;
+    let model_name = wanted.model.as_str().to_owned();
     let generation = match state.generations.generate(caller, wanted).await {
         Ok(generation) => generation,
         Err(error) => {
@@ -138,13 +122,16 @@ async fn run_generation(
             size: generation.size.as_str(),
             style: generation.style.as_str(),
             model: generation.model.as_str().to_owned(),
-            mime_type: generation.mime_type,
+            mime_type: generation.format.mime_type(),
             created_at: generation.created_at,
         }))
 }
 
 #[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub(crate) struct UsageQuery {
+    /// UTC days to cover, today included (default 30).
+    #[param(value_type = u16, required = false, minimum = 1, maximum = 366)]
     days: Option<u16>,
 }
 
@@ -183,13 +170,8 @@ pub(crate) async fn usage(
     SignedInUser(user): SignedInUser,
     query: web::Query<UsageQuery>,
 ) -> Result<web::Json<UsageResponse>, ApiError> {
-    let days = query.days.unwrap_or(DEFAULT_USAGE_DAYS);
-    if !(1..=MAX_USAGE_DAYS).contains(&days) {
-        return Err(ApiError::invalid_field(
-            "days",
-            format!("days must be between 1 and {MAX_USAGE_DAYS}"),
-        ));
-    }
+    let days = UsageDays::parse(query.days)
+        .map_err(|error| ApiError::invalid_field("days", error.to_string()))?;
     let usage = state.generations.daily_usage(user.id, days).await?;
     Ok(web::Json(UsageResponse {
         usage: usage

@@ -1,11 +1,14 @@
-//! `GET /images/…`: images kept on local disk, with their own content type (from the
-//! extension the storage gave them), ETag and Last-Modified, long cache lifetimes (a
-//! generated image never changes), and a JSON 404 for anything else: no directory listings,
-//! no hidden or partial files, no way out of the images folder.
+//! `GET /images/…`: images kept on local disk, read through the storage port. Only paths of
+//! the exact shape images are stored under (`<yyyy>/<mm>/<dd>/gen_<uuid>.<png|jpg|webp>`) name
+//! anything; everything else is a JSON 404. The content type is that of the bytes; a
+//! generated image never changes, so answers are cacheable for a year and carry an ETag
+//! (from the file's size and modification time) that conditional requests are checked
+//! against.
 
-use actix_files::NamedFile;
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::{HttpRequest, HttpResponse, web};
+use nb_domain::generation::{FetchedImage, ObjectKey};
+use time::format_description::well_known::Rfc2822;
 
 use crate::error::{ApiError, ErrorBody};
 use crate::state::AppState;
@@ -14,11 +17,41 @@ fn no_such_image() -> ApiError {
     ApiError::not_found("not_found", "There is no such image.")
 }
 
+/// A strong validator that changes whenever the stored object could have.
+fn entity_tag(image: &FetchedImage) -> String {
+    format!(
+        "\"{:x}-{:x}\"",
+        image.bytes.len(),
+        image.last_modified.unix_timestamp_nanos()
+    )
+}
+
+/// HTTP-date (RFC 9110 §5.6.7), always in GMT.
+fn http_date(image: &FetchedImage) -> Option<String> {
+    let formatted = image.last_modified.format(&Rfc2822).ok()?;
+    Some(formatted.replace("+0000", "GMT"))
+}
+
+fn matches_a_tag(request: &HttpRequest, tag: &str) -> bool {
+    request
+        .headers()
+        .get_all(header::IF_NONE_MATCH)
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|list| list.split(','))
+        .map(|candidate| candidate.trim().trim_start_matches("W/"))
+        .any(|candidate| candidate == "*" || candidate == tag)
+}
+
 /// A stored image (local storage only), cacheable for a year.
 #[utoipa::path(method(get, head), path = "/images/{tail}", tag = "generation",
     params(("tail" = String, Path, description = "`<yyyy>/<mm>/<dd>/gen_<uuid>.<png|jpg|webp>`")),
     responses(
-        (status = 200, description = "The image", content_type = "image/*", body = Vec<u8>),
+        (status = 200, description = "The image", content(
+            (crate::routes::openapi::Binary = "image/png"),
+            (crate::routes::openapi::Binary = "image/jpeg"),
+            (crate::routes::openapi::Binary = "image/webp"),
+        )),
+        (status = 304, description = "Not modified (`If-None-Match` matched the ETag)"),
         (status = 404, description = "No such image", body = ErrorBody),
     ))]
 pub(crate) async fn serve(
@@ -26,31 +59,37 @@ pub(crate) async fn serve(
     request: HttpRequest,
     tail: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    let storage = state.local_images.as_ref().ok_or_else(no_such_image)?;
-    let path = storage
-        .path_of(&format!("images/{tail}"))
+    let storage = state.served_images.as_ref().ok_or_else(no_such_image)?;
+    let (key, _) = ObjectKey::parse_image_path(&tail).ok_or_else(no_such_image)?;
+    let image = storage
+        .fetch(&key)
+        .await
+        .map_err(ApiError::internal)?
         .ok_or_else(no_such_image)?;
-    let is_file = tokio::fs::metadata(&path)
-        .await
-        .is_ok_and(|metadata| metadata.is_file());
-    if !is_file {
-        return Err(no_such_image());
+    let tag = entity_tag(&image);
+    let not_modified = matches_a_tag(&request, &tag);
+    let mut response = if not_modified {
+        HttpResponse::NotModified()
+    } else {
+        HttpResponse::Ok()
+    };
+    response
+        .insert_header((header::ETAG, tag))
+        .insert_header((
+            header::CACHE_CONTROL,
+            HeaderValue::from_static("public, max-age=31536000, immutable"),
+        ))
+        .insert_header((
+            header::X_CONTENT_TYPE_OPTIONS,
+            HeaderValue::from_static("nosniff"),
+        ));
+    if let Some(date) = http_date(&image) {
+        response.insert_header((header::LAST_MODIFIED, date));
     }
-    let file = NamedFile::open_async(&path)
-        .await
-        .map_err(|_| no_such_image())?;
-    let mut response = file
-        .use_etag(true)
-        .use_last_modified(true)
-        .into_response(&request);
-    let headers = response.headers_mut();
-    headers.insert(
-        header::CACHE_CONTROL,
-        HeaderValue::from_static("public, max-age=31536000, immutable"),
-    );
-    headers.insert(
-        header::X_CONTENT_TYPE_OPTIONS,
-        HeaderValue::from_static("nosniff"),
-    );
-    Ok(response)
+    if not_modified {
+        return Ok(response.finish());
+    }
+    Ok(response
+        .content_type(image.content_type.as_str())
+        .body(image.bytes))
 }

@@ -2,7 +2,8 @@
 //! shape the answer; errors go through `ApiError`.
 //!
 //! Every route is declared once, in the table below, which both registers it and lists it in
-//! [`ROUTES`]; a test checks that each listed route is in the OpenAPI document.
+//! [`ROUTES`]; a test checks that each listed route is in the OpenAPI document. `HEAD` is
+//! answered for every `GET` route (see `request_context`).
 
 mod accounts;
 mod api_keys;
@@ -12,9 +13,10 @@ pub mod openapi;
 mod ops;
 
 use actix_web::http::StatusCode;
-use actix_web::{HttpRequest, HttpResponse, web};
+use actix_web::{HttpMessage, HttpRequest, HttpResponse, web};
 
 use crate::error::ApiError;
+use crate::request_context::SentMethod;
 
 macro_rules! routes {
     ($($path:literal => { $($method:ident => $handler:path),+ $(,)? }),* $(,)?) => {
@@ -40,7 +42,7 @@ routes! {
     "/v1/keys/{key_id}" => { delete => api_keys::revoke },
     "/v1/generate" => { post => generations::generate },
     "/v1/usage" => { get => generations::usage },
-    "/images/{tail:.+}" => { get => images::serve, head => images::serve },
+    "/images/{tail:.+}" => { get => images::serve },
     "/healthz" => { get => ops::healthz },
     "/readyz" => { get => ops::readyz },
     "/metrics" => { get => ops::metrics },
@@ -48,10 +50,14 @@ routes! {
 }
 
 async fn method_not_allowed(req: HttpRequest) -> Result<HttpResponse, ApiError> {
+    let method = req
+        .extensions()
+        .get::<SentMethod>()
+        .map_or_else(|| req.method().clone(), |sent| sent.0.clone());
     Err(ApiError::new(
         StatusCode::METHOD_NOT_ALLOWED,
         "method_not_allowed",
-        format!("{} is not supported on {}.", req.method(), req.path()),
+        format!("{method} is not supported on {}.", req.path()),
     ))
 }
 

@@ -70,6 +70,11 @@ impl Modify for SecuritySchemes {
     }
 }
 
+/// Raw bytes: how binary bodies (images) are documented.
+#[derive(Debug, utoipa::ToSchema)]
+#[schema(value_type = String, format = Binary)]
+pub struct Binary(#[allow(dead_code)] Vec<u8>);
+
 /// The document, rendered once.
 pub fn document() -> &'static str {
     static DOCUMENT: OnceLock<String> = OnceLock::new();

@@ -69,6 +69,10 @@ pub(crate) async fn readyz(state: web::Data<AppState>) -> HttpResponse {
                     database: "ok",
                     migrations: "pending",
                 },
+                NotReady::MigrationsUnknown(_) => ReadinessChecks {
+                    database: "ok",
+                    migrations: "unknown",
+                },
             };
             HttpResponse::ServiceUnavailable()
                 .insert_header(("retry-after", "5"))
@@ -81,14 +85,11 @@ pub(crate) async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     }
 }
 
-/// Constant-time comparison, so the token cannot be guessed byte by byte from timings.
+/// Constant-time comparison (`subtle`), so the token cannot be guessed byte by byte from
+/// timings.
 fn same_secret(presented: &[u8], expected: &[u8]) -> bool {
-    presented.len() == expected.len()
-        && presented
-            .iter()
-            .zip(expected)
-            .fold(0u8, |diff, (a, b)| diff | (a ^ b))
-            == 0
+    use subtle::ConstantTimeEq;
+    presented.ct_eq(expected).into()
 }
 
 /// Prometheus text format, behind `NB_METRICS_TOKEN` when it is set.

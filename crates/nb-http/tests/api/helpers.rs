@@ -21,7 +21,7 @@ pub const TEST_JWT_SECRET: &str = "test-secret-that-is-at-least-32-bytes-long";
 pub const PASSWORD: &str = "correct horse battery staple";
 pub const GOOGLE_KEY: &str = "AIzaSy-test-google-api-key-000";
 pub const MODEL: &str = "gemini-3.1-flash-image";
-/// The 2x2 PNG of the captured Gemini response (`shared/reference/wire`).
+/// The 2x2 PNG of the captured Gemini response (`crates/nb-imagen/tests/wire`).
 pub const PNG_BASE64: &str = "iVBORw0KGgoAAAANSUhEUgAAAAIAAAACCAIAAAD91JpzAAAAEElEQVR4nGP4f4IBiBggFAA1zgcdmk6h0gAAAABJRU5ErkJggg==";
 
 pub fn png_bytes() -> Vec<u8> {
@@ -83,7 +83,7 @@ pub fn test_config(data_dir: PathBuf, db: &TestDatabase, google: &MockServer) ->
     }
 }
 
-/// Answers which key called: the API-key extractor's probe, until a generation route exists.
+/// Answers which key called: a probe of the API-key extractor alone.
 async fn api_key_probe(ApiKeyCaller(caller): ApiKeyCaller) -> HttpResponse {
     HttpResponse::Ok().json(
         json!({"key_id": caller.key_id.0.to_string(), "user_id": caller.user_id.0.to_string()}),
@@ -120,8 +120,9 @@ impl TestApp {
         adjust(&mut config);
         let listener = bind("127.0.0.1:0").unwrap();
         let address = listener.local_addr().unwrap();
-        let state = build_state(&config, db.database.clone(), address).unwrap();
-        let server = serve(listener, state, &config, |routes| {
+        let wired = build_state(&config, db.database.clone(), address).unwrap();
+        wired.maintenance.spawn();
+        let server = serve(listener, wired.state, &config, |routes| {
             routes.route(API_KEY_PROBE, web::get().to(api_key_probe));
         })
         .unwrap();

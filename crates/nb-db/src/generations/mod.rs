@@ -1,4 +1,4 @@
-//! `GenerationRepository` on both backends.
+//! `GenerationRepository` on both backends: [`GenerationStore`].
 //!
 //! Recording a success is the one multi-statement write: the history row and the usage
 //! increment commit together. Successes are committed in batches by one writer task (see
@@ -7,21 +7,52 @@
 //! (waiting up to the busy timeout) instead of failing with `SQLITE_BUSY` when two deferred
 //! transactions both try to upgrade.
 
+mod success_writer;
+
 use async_trait::async_trait;
 use diesel::prelude::*;
 use diesel::upsert::excluded;
 use diesel_async::{AsyncConnection, RunQueryDsl};
 use nb_domain::RepositoryError;
 use nb_domain::api_keys::ApiKeyId;
-use nb_domain::generation::GenerationRecord;
-use nb_domain::ports::{DailyUsage, GenerationRepository};
+use nb_domain::generation::{GenerationOutcome, GenerationRecord};
+use nb_domain::ports::GenerationRepository;
+use nb_domain::usage::DailyUsage;
 use nb_domain::user::UserId;
 use time::{Date, PrimitiveDateTime};
 
-use crate::connect::{ConnectionPool, Database};
+use self::success_writer::SuccessWriter;
 use crate::convert::{parse_stored_id, pool_error, query_error, to_stored_time};
+use crate::pool::with_connection;
+use crate::pool::{ConnectionPool, Database};
 use crate::schema::{api_keys, generations, usage_daily};
-use crate::with_connection;
+
+/// The generation history and usage counts of one database, with the writer task that
+/// commits successes in batches.
+#[derive(Clone)]
+pub struct GenerationStore {
+    database: Database,
+    success_writer: SuccessWriter,
+}
+
+impl std::fmt::Debug for GenerationStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GenerationStore")
+            .field("database", &self.database)
+            .finish_non_exhaustive()
+    }
+}
+
+impl GenerationStore {
+    /// Starts the success writer on the database's runtime; it stops when the last clone of
+    /// this store is dropped.
+    pub fn start(database: &Database) -> Self {
+        Self {
+            database: database.clone(),
+            success_writer: SuccessWriter::start(database.pool.clone(), &database.runtime),
+        }
+    }
+}
 
 #[derive(Insertable, Clone)]
 #[diesel(table_name = generations)]
@@ -45,7 +76,7 @@ pub(crate) struct GenerationRow {
 
 impl From<&GenerationRecord> for GenerationRow {
     fn from(record: &GenerationRecord) -> Self {
-        Self {
+        let mut row = Self {
             id: record.id.to_string(),
             user_id: record.caller.user_id.to_string(),
             api_key_id: record.caller.key_id.to_string(),
@@ -53,18 +84,30 @@ impl From<&GenerationRecord> for GenerationRow {
             size: record.size.as_str().to_owned(),
             style: record.style.as_str().to_owned(),
             model: record.model.as_str().to_owned(),
-            status: record.status.as_str().to_owned(),
-            error_code: record.error_code.clone(),
-            object_key: record
-                .object_key
-                .as_ref()
-                .map(|key| key.as_str().to_owned()),
-            url: record.url.clone(),
-            mime_type: record.mime_type.map(str::to_owned),
-            byte_size: record.byte_size.and_then(|size| i64::try_from(size).ok()),
+            status: record.outcome.status().to_owned(),
+            error_code: None,
+            object_key: None,
+            url: None,
+            mime_type: None,
+            byte_size: None,
             latency_ms: i64::try_from(record.latency.as_millis()).unwrap_or(i64::MAX),
             created_at: to_stored_time(record.created_at),
+        };
+        match &record.outcome {
+            GenerationOutcome::Succeeded {
+                object_key,
+                url,
+                format,
+                bytes,
+            } => {
+                row.object_key = Some(object_key.as_str().to_owned());
+                row.url.clone_from(url);
+                row.mime_type = Some(format.mime_type().to_owned());
+                row.byte_size = Some(i64::try_from(*bytes).unwrap_or(i64::MAX));
+            }
+            GenerationOutcome::Failed { code } => row.error_code = Some((*code).to_owned()),
         }
+        row
     }
 }
 
@@ -143,20 +186,16 @@ pub(crate) async fn write_successes(
 }
 
 #[async_trait]
-impl GenerationRepository for Database {
-    /// Handed to the success writer (see `success_writer`), which commits it with the other
-    /// successes waiting at that moment; returns once it is committed.
-    #[tracing::instrument(skip_all, fields(generation_id = %generation.id))]
-    async fn record_success(&self, generation: &GenerationRecord) -> Result<(), RepositoryError> {
-        self.success_writer
-            .write(GenerationRow::from(generation))
-            .await
-    }
-
-    #[tracing::instrument(skip_all, fields(generation_id = %generation.id))]
-    async fn record_failure(&self, generation: &GenerationRecord) -> Result<(), RepositoryError> {
+impl GenerationRepository for GenerationStore {
+    /// A success is handed to the success writer (see `success_writer`), which commits it
+    /// with the other successes waiting at that moment; this returns once it is committed.
+    #[tracing::instrument(skip_all, fields(generation_id = %generation.id, status = generation.outcome.status()))]
+    async fn record(&self, generation: &GenerationRecord) -> Result<(), RepositoryError> {
         let row = GenerationRow::from(generation);
-        let inserted = with_connection!(self, |conn| {
+        if let GenerationOutcome::Succeeded { .. } = generation.outcome {
+            return self.success_writer.write(row).await;
+        }
+        let inserted = with_connection!(&self.database, |conn| {
             diesel::insert_into(generations::table)
                 .values(&row)
                 .execute(conn)
@@ -172,7 +211,7 @@ impl GenerationRepository for Database {
         since: Date,
     ) -> Result<Vec<DailyUsage>, RepositoryError> {
         let user_id = user_id.to_string();
-        let rows = with_connection!(self, |conn| {
+        let rows = with_connection!(&self.database, |conn| {
             usage_daily::table
                 .inner_join(api_keys::table)
                 .filter(api_keys::user_id.eq(&user_id))

@@ -10,8 +10,8 @@
 use nb_domain::RepositoryError;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::connect::ConnectionPool;
-use crate::generations::{GenerationRow, write_successes};
+use super::{GenerationRow, write_successes};
+use crate::pool::ConnectionPool;
 
 const MAX_BATCH: usize = 512;
 

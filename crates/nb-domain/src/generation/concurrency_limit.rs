@@ -1,13 +1,13 @@
-//! A cap on concurrent calls to the provider, so that a burst cannot exhaust the Google quota
-//! (or this instance's sockets): requests over the cap wait in line for a bounded time, then
-//! get `ProviderError::Busy`.
+//! A cap on concurrent calls to any [`ImageProvider`], so that a burst cannot exhaust the
+//! provider's quota (or this instance's sockets): requests over the cap wait in line for a
+//! bounded time, then get `ProviderError::Busy` without reaching the provider.
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::{GeneratedImage, ImageRequest, ProviderError};
+use crate::ports::ImageProvider;
 use async_trait::async_trait;
-use nb_domain::generation::{GeneratedImage, ImageRequest, ProviderError};
-use nb_domain::ports::ImageProvider;
 use tokio::sync::Semaphore;
 
 #[derive(Debug, Clone)]
@@ -44,8 +44,8 @@ impl<P: ImageProvider> ImageProvider for ConcurrencyLimitedProvider<P> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::generation::AllowedModels;
     use bytes::Bytes;
-    use nb_domain::generation::AllowedModels;
     use std::sync::atomic::{AtomicUsize, Ordering};
 
     /// Answers after the test releases it, counting calls in flight.

@@ -1,0 +1,83 @@
+//! How a generation can fail: at the provider, at the storage, or at the database.
+
+use std::time::Duration;
+
+use crate::RepositoryError;
+use crate::error::BoxError;
+
+/// Why the provider gave no image. Each maps to one HTTP answer in `nb-http`.
+#[derive(Debug, thiserror::Error)]
+pub enum ProviderError {
+    /// No upstream key is configured: nothing was sent.
+    #[error("image generation is not configured")]
+    NotConfigured,
+    /// The request cannot be served by this model (e.g. an aspect ratio it lacks); `field`
+    /// names the request field at fault. Nothing was sent.
+    #[error("{message}")]
+    Unsupported {
+        field: &'static str,
+        message: String,
+    },
+    /// Refused by the provider's safety system, or answered without an image.
+    #[error("the provider returned no image: {reason}")]
+    ContentRejected { reason: String },
+    /// Too many generations are already waiting for the provider on this instance. Nothing
+    /// was sent.
+    #[error("too many generations are in flight")]
+    Busy { retry_after: Duration },
+    /// The provider's quota is exhausted, after retries.
+    #[error("the provider is rate limiting us")]
+    RateLimited { retry_after: Option<Duration> },
+    /// The provider says this model does not exist (retired or misspelt).
+    #[error("the provider does not know the model {model}")]
+    ModelNotFound { model: String },
+    /// The provider rejected our credentials: an operator error.
+    #[error("the provider rejected our credentials")]
+    CredentialsRejected,
+    /// No answer in time.
+    #[error("the provider did not answer in time")]
+    Timeout,
+    /// 5xx after retries, unreachable, or an answer that cannot be understood.
+    #[error("the provider failed: {0}")]
+    Upstream(String),
+}
+
+impl ProviderError {
+    /// The `error_code` recorded with a failed generation.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::NotConfigured => "not_configured",
+            Self::Unsupported { .. } => "unsupported_request",
+            Self::ContentRejected { .. } => "content_rejected",
+            Self::Busy { .. } => "upstream_busy",
+            Self::RateLimited { .. } => "upstream_rate_limited",
+            Self::ModelNotFound { .. } => "model_not_found",
+            Self::CredentialsRejected => "upstream_credentials_rejected",
+            Self::Timeout => "upstream_timeout",
+            Self::Upstream(_) => "upstream_failed",
+        }
+    }
+
+    /// Whether the provider was never asked: nothing was spent and there is nothing worth a
+    /// history row. Load shedding must stay cheap, so it writes nothing.
+    pub fn nothing_was_attempted(&self) -> bool {
+        matches!(
+            self,
+            Self::NotConfigured | Self::Unsupported { .. } | Self::Busy { .. }
+        )
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("the image could not be stored")]
+pub struct StorageError(#[source] pub BoxError);
+
+#[derive(Debug, thiserror::Error)]
+pub enum GenerateError {
+    #[error(transparent)]
+    Provider(#[from] ProviderError),
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    #[error(transparent)]
+    Repository(#[from] RepositoryError),
+}

@@ -1,0 +1,19 @@
+//! Image generation: what a request may ask for ([`model`]), how it can fail ([`error`]), the
+//! service that runs one ([`service`]), and a cap on calls in flight to the provider
+//! ([`concurrency_limit`]).
+
+mod concurrency_limit;
+mod error;
+mod model;
+mod service;
+
+pub use concurrency_limit::ConcurrencyLimitedProvider;
+pub use error::{GenerateError, ProviderError, StorageError};
+pub use model::{
+    ACCEPTED_SIZES, AllowedModels, FetchedImage, GeneratedImage, Generation, GenerationId,
+    GenerationOutcome, GenerationRecord, GenerationRequest, GenerationTimings, ImageFormat,
+    ImageModel, ImageRequest, ImageSize, ImageStyle, InvalidGenerationRequest, InvalidPrompt,
+    InvalidSize, InvalidStyle, MAX_PROMPT_CHARS, NotAnImage, ObjectKey, Prompt,
+    RawGenerationRequest, StoredImage, UnknownModel,
+};
+pub use service::{GenerationPorts, GenerationService};

@@ -1,0 +1,499 @@
+//! The service that runs one generation: provider, then storage, then one transaction for
+//! history and usage.
+//!
+//! A generation that returns an image is stored, recorded as `succeeded` and counted as usage
+//! in one transaction. One that returns no image is recorded as `failed` and never counted;
+//! one the provider was never asked for (not configured, unsupported, shed under load) is not
+//! recorded at all.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use time::OffsetDateTime;
+
+use super::error::GenerateError;
+use super::model::{
+    AllowedModels, Generation, GenerationId, GenerationOutcome, GenerationRecord,
+    GenerationRequest, GenerationTimings, ImageRequest, ObjectKey,
+};
+use crate::RepositoryError;
+use crate::api_keys::AuthenticatedApiKey;
+use crate::ports::{Clock, GenerationRepository, IdGenerator, ImageProvider, ObjectStorage};
+use crate::usage::{DailyUsage, UsageDays};
+use crate::user::UserId;
+
+/// The ports a [`GenerationService`] works through.
+#[derive(Clone)]
+#[allow(missing_debug_implementations)] // Trait objects without Debug.
+pub struct GenerationPorts {
+    pub provider: Arc<dyn ImageProvider>,
+    pub storage: Arc<dyn ObjectStorage>,
+    pub generations: Arc<dyn GenerationRepository>,
+    pub clock: Arc<dyn Clock>,
+    pub ids: Arc<dyn IdGenerator>,
+}
+
+/// Runs generations and reports usage.
+#[derive(Clone)]
+pub struct GenerationService {
+    ports: GenerationPorts,
+    models: AllowedModels,
+}
+
+impl fmt::Debug for GenerationService {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("GenerationService")
+            .field("models", &self.models)
+            .finish_non_exhaustive()
+    }
+}
+
+impl GenerationService {
+    pub fn new(ports: GenerationPorts, models: AllowedModels) -> Self {
+        Self { ports, models }
+    }
+
+    /// The models clients may ask for; the first is the default.
+    pub fn models(&self) -> &AllowedModels {
+        &self.models
+    }
+
+    #[tracing::instrument(
+        skip_all,
+        fields(generation_id, key_id = %caller.key_id, model = %request.model, size = request.size.as_str())
+    )]
+    pub async fn generate(
+        &self,
+        caller: AuthenticatedApiKey,
+        request: GenerationRequest,
+    ) -> Result<Generation, GenerateError> {
+        let ports = &self.ports;
+        let id = GenerationId(ports.ids.new_id());
+        tracing::Span::current().record("generation_id", tracing::field::display(id));
+        let started_at = ports.clock.now();
+        let image_request = ImageRequest {
+            model: request.model.clone(),
+            text: format!(
+                "{}\n\n{}",
+                request.prompt.as_str(),
+                request.style.instruction()
+            ),
+            aspect_ratio: request.size.aspect_ratio(),
+        };
+        let record = |outcome| GenerationRecord {
+            id,
+            caller,
+            prompt: request.prompt.clone(),
+            size: request.size,
+            style: request.style,
+            model: request.model.clone(),
+            latency: self.elapsed_since(started_at),
+            created_at: started_at,
+            outcome,
+        };
+
+        let provided = ports.provider.generate(&image_request).await;
+        let mut timings = GenerationTimings {
+            upstream: self.elapsed_since(started_at),
+            ..GenerationTimings::default()
+        };
+        let image = match provided {
+            Ok(image) => image,
+            Err(error) if error.nothing_was_attempted() => return Err(error.into()),
+            Err(error) => {
+                let code = error.code();
+                return Err(self
+                    .record_failure(record(GenerationOutcome::Failed { code }), error.into())
+                    .await);
+            }
+        };
+        let key = ObjectKey::for_generation(id, started_at, image.format());
+        let storage_started = ports.clock.now();
+        let put = ports.storage.put(&key, &image).await;
+        timings.storage = self.elapsed_since(storage_started);
+        let stored = match put {
+            Ok(stored) => stored,
+            Err(error) => {
+                let failed = record(GenerationOutcome::Failed {
+                    code: "storage_failed",
+                });
+                return Err(self.record_failure(failed, error.into()).await);
+            }
+        };
+
+        let succeeded = record(GenerationOutcome::Succeeded {
+            object_key: key,
+            url: stored.url_is_lasting.then(|| stored.url.clone()),
+            format: image.format(),
+            bytes: image.bytes().len() as u64,
+        });
+        let database_started = ports.clock.now();
+        ports.generations.record(&succeeded).await?;
+        timings.database = self.elapsed_since(database_started);
+        tracing::info!(
+            latency_ms = succeeded.latency.as_millis() as u64,
+            "generation succeeded"
+        );
+        Ok(Generation {
+            id,
+            url: stored.url,
+            prompt: succeeded.prompt,
+            size: succeeded.size,
+            style: succeeded.style,
+            model: succeeded.model,
+            format: image.format(),
+            created_at: started_at,
+            timings,
+        })
+    }
+
+    /// Records the failure (best effort: the caller's error matters more) and returns `error`.
+    async fn record_failure(
+        &self,
+        failed: GenerationRecord,
+        error: GenerateError,
+    ) -> GenerateError {
+        tracing::warn!(error_code = failed.outcome_code(), error = %error, "generation failed");
+        if let Err(db_error) = self.ports.generations.record(&failed).await {
+            tracing::error!(error = %db_error, "could not record a failed generation");
+        }
+        error
+    }
+
+    /// Usage of the user's keys over the last `days` UTC days (today included).
+    pub async fn daily_usage(
+        &self,
+        user_id: UserId,
+        days: UsageDays,
+    ) -> Result<Vec<DailyUsage>, RepositoryError> {
+        let since = days.first_day(self.ports.clock.now());
+        self.ports.generations.daily_usage(user_id, since).await
+    }
+
+    fn elapsed_since(&self, started_at: OffsetDateTime) -> Duration {
+        (self.ports.clock.now() - started_at)
+            .try_into()
+            .unwrap_or(Duration::ZERO)
+    }
+}
+
+impl GenerationRecord {
+    fn outcome_code(&self) -> &'static str {
+        match &self.outcome {
+            GenerationOutcome::Succeeded { .. } => "succeeded",
+            GenerationOutcome::Failed { code } => code,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api_keys::ApiKeyId;
+    use crate::generation::{
+        GeneratedImage, ImageFormat, ImageSize, ImageStyle, Prompt, ProviderError, StorageError,
+        StoredImage,
+    };
+    use crate::ports::{
+        MockClock, MockGenerationRepository, MockIdGenerator, MockImageProvider, MockObjectStorage,
+    };
+    use bytes::Bytes;
+    use std::sync::Mutex;
+    use time::macros::datetime;
+    use uuid::Uuid;
+
+    const NOW: OffsetDateTime = datetime!(2026-11-25 12:00:00 UTC);
+    const GEN: Uuid = Uuid::from_u128(0xabc);
+    const PNG: &[u8] = b"\x89PNG\r\n\x1a\n rest of a png";
+    const CALLER: AuthenticatedApiKey = AuthenticatedApiKey {
+        key_id: ApiKeyId(Uuid::from_u128(1)),
+        user_id: UserId(Uuid::from_u128(2)),
+    };
+
+    fn models() -> AllowedModels {
+        AllowedModels::new(["gemini-3.1-flash-image".to_owned()]).unwrap()
+    }
+
+    fn request() -> GenerationRequest {
+        GenerationRequest {
+            prompt: Prompt::parse("a banana".into()).unwrap(),
+            size: ImageSize::Landscape16x9,
+            style: ImageStyle::Artistic,
+            model: models().default_model().clone(),
+        }
+    }
+
+    /// A clock that moves by `step` on every reading, so durations are exact.
+    fn ticking_clock(step: time::Duration) -> MockClock {
+        let now = Mutex::new(NOW);
+        let mut clock = MockClock::new();
+        clock.expect_now().returning(move || {
+            let mut now = now.lock().unwrap();
+            let reading = *now;
+            *now += step;
+            reading
+        });
+        clock
+    }
+
+    fn service_with_clock(
+        provider: MockImageProvider,
+        storage: MockObjectStorage,
+        generations: MockGenerationRepository,
+        clock: MockClock,
+    ) -> GenerationService {
+        let mut ids = MockIdGenerator::new();
+        ids.expect_new_id().return_const(GEN);
+        GenerationService::new(
+            GenerationPorts {
+                provider: Arc::new(provider),
+                storage: Arc::new(storage),
+                generations: Arc::new(generations),
+                clock: Arc::new(clock),
+                ids: Arc::new(ids),
+            },
+            models(),
+        )
+    }
+
+    fn service(
+        provider: MockImageProvider,
+        storage: MockObjectStorage,
+        generations: MockGenerationRepository,
+    ) -> GenerationService {
+        let mut clock = MockClock::new();
+        clock.expect_now().return_const(NOW);
+        service_with_clock(provider, storage, generations, clock)
+    }
+
+    fn provider_returning_png() -> MockImageProvider {
+        let mut provider = MockImageProvider::new();
+        provider
+            .expect_generate()
+            .withf(|request| {
+                request.aspect_ratio == "16:9"
+                    && request.model.as_str() == "gemini-3.1-flash-image"
+                    && request.text.starts_with("a banana\n\n")
+                    && request.text.ends_with(ImageStyle::Artistic.instruction())
+            })
+            .times(1)
+            .returning(|_| Ok(GeneratedImage::from_bytes(Bytes::from_static(PNG)).unwrap()));
+        provider
+    }
+
+    fn failing_provider(error: fn() -> ProviderError) -> MockImageProvider {
+        let mut provider = MockImageProvider::new();
+        provider.expect_generate().returning(move |_| Err(error()));
+        provider
+    }
+
+    fn lasting_storage() -> MockObjectStorage {
+        let mut storage = MockObjectStorage::new();
+        storage.expect_put().returning(|key, _| {
+            Ok(StoredImage {
+                url: format!("https://cdn/{}", key.as_str()),
+                url_is_lasting: true,
+            })
+        });
+        storage
+    }
+
+    fn failed_with(code: &'static str) -> impl Fn(&GenerationRecord) -> bool {
+        move |record| record.outcome == GenerationOutcome::Failed { code }
+    }
+
+    #[tokio::test]
+    async fn success_stores_the_image_and_records_it_with_usage() {
+        let mut storage = MockObjectStorage::new();
+        storage
+            .expect_put()
+            .withf(|key, image| {
+                key.as_str() == format!("images/2026/11/25/gen_{GEN}.png")
+                    && image.bytes().as_ref() == PNG
+            })
+            .times(1)
+            .returning(|key, _| {
+                Ok(StoredImage {
+                    url: format!("https://cdn/{}", key.as_str()),
+                    url_is_lasting: true,
+                })
+            });
+        let mut generations = MockGenerationRepository::new();
+        generations
+            .expect_record()
+            .withf(|record| {
+                record.id == GenerationId(GEN)
+                    && record.caller == CALLER
+                    && record.outcome
+                        == GenerationOutcome::Succeeded {
+                            object_key: ObjectKey::from_stored(format!(
+                                "images/2026/11/25/gen_{GEN}.png"
+                            )),
+                            url: Some(format!("https://cdn/images/2026/11/25/gen_{GEN}.png")),
+                            format: ImageFormat::Png,
+                            bytes: PNG.len() as u64,
+                        }
+            })
+            .times(1)
+            .returning(|_| Ok(()));
+
+        let generation = service(provider_returning_png(), storage, generations)
+            .generate(CALLER, request())
+            .await
+            .unwrap();
+        assert_eq!(generation.id.to_string(), format!("gen_{GEN}"));
+        assert_eq!(
+            generation.url,
+            format!("https://cdn/images/2026/11/25/gen_{GEN}.png")
+        );
+        assert_eq!(generation.format, ImageFormat::Png);
+        assert_eq!(generation.created_at, NOW);
+    }
+
+    #[tokio::test]
+    async fn timings_and_latency_come_from_the_clock() {
+        let mut generations = MockGenerationRepository::new();
+        // Readings: start 0, after upstream 1, storage start 2, after storage 3, latency 4,
+        // database start 5, after database 6 (one second apart).
+        generations
+            .expect_record()
+            .withf(|record| record.latency == Duration::from_secs(4))
+            .times(1)
+            .returning(|_| Ok(()));
+        let generation = service_with_clock(
+            provider_returning_png(),
+            lasting_storage(),
+            generations,
+            ticking_clock(time::Duration::SECOND),
+        )
+        .generate(CALLER, request())
+        .await
+        .unwrap();
+        assert_eq!(
+            generation.timings,
+            GenerationTimings {
+                upstream: Duration::from_secs(1),
+                storage: Duration::from_secs(1),
+                database: Duration::from_secs(1),
+            }
+        );
+    }
+
+    #[tokio::test]
+    async fn expiring_urls_are_returned_but_not_recorded() {
+        let mut storage = MockObjectStorage::new();
+        storage.expect_put().returning(|_, _| {
+            Ok(StoredImage {
+                url: "https://signed?X-Amz-Expires=60".into(),
+                url_is_lasting: false,
+            })
+        });
+        let mut generations = MockGenerationRepository::new();
+        generations
+            .expect_record()
+            .withf(|record| {
+                matches!(
+                    &record.outcome,
+                    GenerationOutcome::Succeeded { url: None, .. }
+                )
+            })
+            .times(1)
+            .returning(|_| Ok(()));
+        let generation = service(provider_returning_png(), storage, generations)
+            .generate(CALLER, request())
+            .await
+            .unwrap();
+        assert_eq!(generation.url, "https://signed?X-Amz-Expires=60");
+    }
+
+    #[tokio::test]
+    async fn a_rejected_prompt_is_recorded_as_failed_and_not_counted() {
+        let mut storage = MockObjectStorage::new();
+        storage.expect_put().never();
+        let mut generations = MockGenerationRepository::new();
+        generations
+            .expect_record()
+            .withf(failed_with("content_rejected"))
+            .times(1)
+            .returning(|_| Ok(()));
+        let provider = failing_provider(|| ProviderError::ContentRejected {
+            reason: "SAFETY".into(),
+        });
+        let result = service(provider, storage, generations)
+            .generate(CALLER, request())
+            .await;
+        assert!(matches!(
+            result,
+            Err(GenerateError::Provider(
+                ProviderError::ContentRejected { .. }
+            ))
+        ));
+    }
+
+    #[tokio::test]
+    async fn requests_the_provider_never_saw_write_nothing() {
+        let errors: [fn() -> ProviderError; 3] = [
+            || ProviderError::NotConfigured,
+            || ProviderError::Busy {
+                retry_after: Duration::from_secs(30),
+            },
+            || ProviderError::Unsupported {
+                field: "size",
+                message: "no 3:2".into(),
+            },
+        ];
+        for error in errors {
+            let mut generations = MockGenerationRepository::new();
+            generations.expect_record().never();
+            let mut storage = MockObjectStorage::new();
+            storage.expect_put().never();
+            let expected = error().code();
+            let result = service(failing_provider(error), storage, generations)
+                .generate(CALLER, request())
+                .await;
+            assert!(
+                matches!(&result, Err(GenerateError::Provider(e)) if e.code() == expected),
+                "{result:?}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn a_storage_failure_is_recorded_as_failed() {
+        let mut storage = MockObjectStorage::new();
+        storage
+            .expect_put()
+            .returning(|_, _| Err(StorageError("bucket gone".into())));
+        let mut generations = MockGenerationRepository::new();
+        generations
+            .expect_record()
+            .withf(failed_with("storage_failed"))
+            .times(1)
+            .returning(|_| Ok(()));
+        let result = service(provider_returning_png(), storage, generations)
+            .generate(CALLER, request())
+            .await;
+        assert!(matches!(result, Err(GenerateError::Storage(_))));
+    }
+
+    #[tokio::test]
+    async fn usage_covers_the_last_days_including_today() {
+        let mut generations = MockGenerationRepository::new();
+        generations
+            .expect_daily_usage()
+            .withf(|user, since| {
+                *user == CALLER.user_id && *since == time::macros::date!(2026 - 11 - 23)
+            })
+            .times(1)
+            .returning(|_, _| Ok(Vec::new()));
+        service(
+            MockImageProvider::new(),
+            MockObjectStorage::new(),
+            generations,
+        )
+        .daily_usage(CALLER.user_id, UsageDays::parse(Some(3)).unwrap())
+        .await
+        .unwrap();
+    }
+}

@@ -1,0 +1,77 @@
+//! Work the server does on its own, apart from requests: every minute it writes the keys'
+//! coalesced `last_used_at` and forgets idle rate-limit entries; at shutdown it writes what
+//! is still only in memory.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use nb_domain::api_keys::{CachingApiKeyRepository, LAST_USED_WRITE_INTERVAL};
+
+use crate::rate_limit::RateLimits;
+
+/// How often idle rate-limit entries are forgotten.
+const RATE_LIMIT_CLEANUP_INTERVAL: Duration = Duration::from_secs(60);
+
+#[derive(Clone)]
+pub struct Maintenance {
+    key_cache: Arc<CachingApiKeyRepository>,
+    rate_limits: RateLimits,
+}
+
+impl std::fmt::Debug for Maintenance {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Maintenance").finish_non_exhaustive()
+    }
+}
+
+impl Maintenance {
+    pub fn new(key_cache: Arc<CachingApiKeyRepository>, rate_limits: RateLimits) -> Self {
+        Self {
+            key_cache,
+            rate_limits,
+        }
+    }
+
+    /// Starts the periodic jobs on the current tokio runtime (none outside one).
+    pub fn spawn(&self) {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let key_cache = self.key_cache.clone();
+        runtime.spawn(every(LAST_USED_WRITE_INTERVAL, move || {
+            let key_cache = key_cache.clone();
+            async move {
+                if let Err(error) = key_cache.flush_key_uses().await {
+                    tracing::warn!(%error, "could not write the keys' last uses");
+                }
+            }
+        }));
+        let rate_limits = self.rate_limits.clone();
+        runtime.spawn(every(RATE_LIMIT_CLEANUP_INTERVAL, move || {
+            let rate_limits = rate_limits.clone();
+            async move { rate_limits.forget_idle() }
+        }));
+    }
+
+    /// Writes what is still only in memory. Called once the server has stopped serving.
+    pub async fn at_shutdown(&self) {
+        if let Err(error) = self.key_cache.flush_key_uses().await {
+            tracing::error!(%error, "could not write the keys' last uses at shutdown");
+        }
+    }
+}
+
+async fn every<F, Fut>(interval: Duration, job: F)
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = ()>,
+{
+    let mut ticks = tokio::time::interval(interval);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // The first tick is immediate: skip it, there is nothing to do yet.
+    ticks.tick().await;
+    loop {
+        ticks.tick().await;
+        job().await;
+    }
+}
