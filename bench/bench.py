@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""NanoBanana's benchmark: the scenarios of issue 5, against the release binary, on one machine.
+"""NanoBanana's benchmark: its scenarios (see the README), against the release binary, on one machine.
 
 Started by bench/run.sh, which builds the binaries, installs oha and starts a durable throwaway
 PostgreSQL (TEST_DATABASE_URL). This script starts the fake Google and the server(s), checks one

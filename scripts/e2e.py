@@ -1,15 +1,18 @@
 #!/usr/bin/env python3
-"""The seed's manual flow, against the real `nanobanana` binary.
+"""The main flow against the real `nanobanana` binary.
 
 Starts a local fake of Google's `:generateContent` endpoint (in this process), and for each
 setup below the real server (and, for S3, a real S3 protocol server that checks SigV4):
 register, log in, create a key, generate with it, fetch the returned URL and compare the bytes
 with the ones the fake provider returned. The server logs at TRACE, and the log is searched for
-every secret of the flow.
+every secret of the flow. On the first setup, a client generated from the server's own
+OpenAPI document runs the flow too (scripts/openapi_client_flow.py), when NB_TEST_PYTHON names
+a Python with openapi-python-client (scripts/test.sh sets it up).
 
 Setups: SQLite + local disk; PostgreSQL (when TEST_DATABASE_URL is set) or SQLite + S3.
 Usage: scripts/e2e.py <nanobanana binary> <s3-test-server binary>
-Only the Python standard library is used.
+Only the Python standard library is used here. Exits non-zero when any setup fails; the
+databases and folders it made are removed at the end.
 """
 
 import base64
@@ -17,12 +20,14 @@ import json
 import os
 import re
 import secrets
+import shutil
 import socket
 import subprocess
 import sys
 import tempfile
 import threading
 import time
+import traceback
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -106,7 +111,17 @@ def wait_until_listening(port, process, log_path):
     raise AssertionError("the server did not start listening in 60 s")
 
 
-def run_flow(name, server_binary, env_extra, workdir, google_url):
+def run_generated_client_flow(base):
+    python = os.environ.get("NB_TEST_PYTHON")
+    if not python:
+        print("e2e: NB_TEST_PYTHON is not set: the generated-client flow is skipped "
+              "(scripts/test.sh sets it)")
+        return
+    script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "openapi_client_flow.py")
+    subprocess.run([python, script, base, base64.b64encode(PNG).decode()], check=True, timeout=300)
+
+
+def run_flow(name, server_binary, env_extra, workdir, google_url, with_generated_client=False):
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     log_path = os.path.join(workdir, f"{name}.log")
@@ -133,6 +148,8 @@ def run_flow(name, server_binary, env_extra, workdir, google_url):
         call("POST", f"{base}/v1/generate", {"prompt": "x"}, token=token, expect=401)
         print(f"e2e {name}: registered, logged in, created a key, generated {generated['id']}, "
               f"fetched {len(image)} identical bytes from {generated['url'][:60]}…")
+        if with_generated_client:
+            run_generated_client_flow(base)
     finally:
         server.terminate()
         server.wait(timeout=30)
@@ -151,33 +168,58 @@ def main():
     google = ThreadingHTTPServer(("127.0.0.1", 0), FakeGoogle)
     threading.Thread(target=google.serve_forever, daemon=True).start()
     google_url = f"http://127.0.0.1:{google.server_address[1]}"
+    admin = os.environ.get("TEST_DATABASE_URL")
+    databases = []
 
-    run_flow("local", server_binary, {"DATABASE_URL": f"sqlite://{workdir}/local.db"}, workdir, google_url)
+    def local_flow():
+        run_flow("local", server_binary, {"DATABASE_URL": f"sqlite://{workdir}/local.db"}, workdir,
+                 google_url, with_generated_client=True)
 
-    s3_port = free_port()
-    s3 = subprocess.Popen([s3_binary, f"127.0.0.1:{s3_port}", S3_ACCESS, S3_SECRET, BUCKET],
-                          stdout=subprocess.PIPE, text=True)
+    def s3_flow():
+        s3_port = free_port()
+        s3 = subprocess.Popen([s3_binary, f"127.0.0.1:{s3_port}", S3_ACCESS, S3_SECRET, BUCKET],
+                              stdout=subprocess.PIPE, text=True)
+        try:
+            endpoint = s3.stdout.readline().split()[0]
+            database = f"sqlite://{workdir}/s3.db"
+            if admin:
+                name = "nb_e2e_" + secrets.token_hex(6)
+                subprocess.run(["psql", admin, "-qc", f"CREATE DATABASE {name}"], check=True)
+                databases.append(name)
+                parsed = urllib.parse.urlparse(admin)
+                database = urllib.parse.urlunparse(parsed._replace(path=f"/{name}"))
+            run_flow("s3", server_binary, {
+                "DATABASE_URL": database, "NB_STORAGE": "r2", "R2_ENDPOINT": endpoint,
+                "R2_ACCESS_KEY": S3_ACCESS, "R2_SECRET_KEY": S3_SECRET, "R2_BUCKET": BUCKET,
+            }, workdir, google_url)
+        finally:
+            s3.terminate()
+            s3.wait(timeout=30)
+
+    def what_google_received():
+        assert FakeGoogle.requests, "Google was never called"
+        assert all(path.endswith(":generateContent") for path, _ in FakeGoogle.requests)
+        sent = FakeGoogle.requests[0][1]
+        expected = {"responseModalities": ["IMAGE"], "imageConfig": {"aspectRatio": "16:9"}}
+        assert sent["generationConfig"] == expected, sent
+
+    passed, failed = [], []
     try:
-        endpoint = s3.stdout.readline().split()[0]
-        database = f"sqlite://{workdir}/s3.db"
-        admin = os.environ.get("TEST_DATABASE_URL")
-        if admin:
-            name = "nb_e2e_" + secrets.token_hex(6)
-            subprocess.run(["psql", admin, "-qc", f"CREATE DATABASE {name}"], check=True)
-            parsed = urllib.parse.urlparse(admin)
-            database = urllib.parse.urlunparse(parsed._replace(path=f"/{name}"))
-        run_flow("s3", server_binary, {
-            "DATABASE_URL": database, "NB_STORAGE": "r2", "R2_ENDPOINT": endpoint,
-            "R2_ACCESS_KEY": S3_ACCESS, "R2_SECRET_KEY": S3_SECRET, "R2_BUCKET": BUCKET,
-        }, workdir, google_url)
+        for check in [local_flow, s3_flow, what_google_received]:
+            try:
+                check()
+                passed.append(check.__name__)
+            except Exception:  # noqa: BLE001 - every failure is reported, then counted
+                traceback.print_exc()
+                failed.append(check.__name__)
     finally:
-        s3.terminate()
-        s3.wait(timeout=30)
-    google.shutdown()
-    assert all(path.endswith(":generateContent") for path, _ in FakeGoogle.requests)
-    sent = FakeGoogle.requests[0][1]
-    assert sent["generationConfig"] == {"responseModalities": ["IMAGE"], "imageConfig": {"aspectRatio": "16:9"}}, sent
-    print("e2e: 2 passed, 0 failed")
+        google.shutdown()
+        for name in databases:
+            subprocess.run(["psql", admin, "-qc", f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"],
+                           check=False)
+        shutil.rmtree(workdir, ignore_errors=True)
+    print(f"e2e: {len(passed)} passed, {len(failed)} failed" + (f" ({', '.join(failed)})" if failed else ""))
+    sys.exit(1 if failed else 0)
 
 
 if __name__ == "__main__":

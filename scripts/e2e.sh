@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The seed's manual flow against the real binary, with a fake Google, local disk and S3.
+# The main flow against the real binary, with a fake Google, local disk and S3.
 # Uses TEST_DATABASE_URL (PostgreSQL) for the S3 run when it is set; scripts/test.sh sets it.
 set -euo pipefail
 cd "$(dirname "$0")/.."

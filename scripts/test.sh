@@ -4,12 +4,26 @@
 # PostgreSQL: uses TEST_DATABASE_URL when it is set; otherwise installs the server if it is
 # missing (Debian's package), starts a throwaway cluster on a free loopback port in a temp
 # folder, and stops and deletes it on exit. Each test creates its own database on it.
-# SQLite needs nothing: it is compiled in. With no arguments it then runs scripts/e2e.sh, the
-# end-to-end flow against the real binary; arguments go to `cargo test` and skip that step.
+# SQLite needs nothing: it is compiled in. Python test tools (scripts/test-requirements.txt)
+# are installed into target/test-venv from PyPI. With no arguments it then runs
+# scripts/e2e.sh, the end-to-end flow against the real binary; arguments go to `cargo test`
+# and skip that step.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 source scripts/pg.sh
+
+# A virtualenv of the Python tools the tests drive the server with.
+setup_python_tools() {
+  local venv=target/test-venv
+  if [ ! -x "$venv/bin/python" ]; then
+    python3 -m venv "$venv"
+  fi
+  "$venv/bin/pip" install --quiet --disable-pip-version-check -r scripts/test-requirements.txt
+  NB_TEST_PYTHON="$PWD/$venv/bin/python"
+  export NB_TEST_PYTHON
+}
+setup_python_tools
 
 if [ -z "${TEST_DATABASE_URL:-}" ]; then
   start_throwaway_postgres

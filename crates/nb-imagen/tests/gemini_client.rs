@@ -1,6 +1,6 @@
-//! The client against a local fake of Google's API (wiremock), for every shape in
-//! UPSTREAMS.md. Request bodies are compared with the ones the official SDKs sent
-//! (`tests/wire/`, copied from `shared/reference/wire`).
+//! The client against a local fake of Google's API (wiremock), for every documented answer
+//! and failure shape. Request bodies are compared with the ones the official SDKs sent
+//! (`tests/wire/`).
 
 #![allow(clippy::unwrap_used)] // Tests fail loudly by design.
 

@@ -43,7 +43,7 @@ fn matches_a_tag(request: &HttpRequest, tag: &str) -> bool {
 }
 
 /// A stored image (local storage only), cacheable for a year.
-#[utoipa::path(method(get, head), path = "/images/{tail}", tag = "generation",
+#[utoipa::path(get, path = "/images/{tail}", tag = "generation",
     params(("tail" = String, Path, description = "`<yyyy>/<mm>/<dd>/gen_<uuid>.<png|jpg|webp>`")),
     responses(
         (status = 200, description = "The image", content(

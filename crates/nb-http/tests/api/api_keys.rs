@@ -1,4 +1,4 @@
-//! `/v1/keys` and the API-key extractor. Includes the seed's acceptance cases by name.
+//! `/v1/keys` and the API-key extractor, with the acceptance cases of the key routes by name.
 
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};

@@ -1,5 +1,5 @@
 //! `POST /v1/generate`, `GET /v1/usage` and `GET /images/…`, against a fake of Google's API.
-//! Includes the seed's acceptance cases by name.
+//! Includes the acceptance cases of the generation route by name.
 
 use std::time::Duration;
 
@@ -486,7 +486,84 @@ async fn local_images_cannot_be_listed_or_escaped(app: TestApp) {
     }
 }
 
+/// Only the exact path shape images are stored under is served; answers carry validators a
+/// cache can use, and HEAD gives the head of the answer alone.
+async fn local_images_are_served_by_their_exact_path_with_validators(app: TestApp) {
+    let (_, key) = app.user_with_key("ada@example.com").await;
+    let body: Value = app
+        .generate(&key, &json!({"prompt": "x"}))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let url = body["url"].as_str().unwrap().to_owned();
+    let relative = url.split_once("/images/").unwrap().1;
+    let file = app.data_dir.path().join("images").join(relative);
+
+    let image = app.client.get(&url).send().await.unwrap();
+    assert_eq!(image.status(), 200);
+    assert_eq!(image.headers()["content-type"], "image/png");
+    assert_eq!(image.headers()["x-content-type-options"], "nosniff");
+    // The tag is the file's size and modification time (never its inode).
+    let metadata = std::fs::metadata(&file).unwrap();
+    let modified = time::OffsetDateTime::from(metadata.modified().unwrap());
+    let tag = format!(
+        "\"{:x}-{:x}\"",
+        metadata.len(),
+        modified.unix_timestamp_nanos()
+    );
+    assert_eq!(image.headers()["etag"], tag.as_str());
+    assert!(image.headers().contains_key("last-modified"));
+    assert_eq!(image.bytes().await.unwrap().as_ref(), png_bytes());
+
+    let revalidated = app
+        .client
+        .get(&url)
+        .header("if-none-match", &tag)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(revalidated.status(), 304);
+    assert!(revalidated.bytes().await.unwrap().is_empty());
+
+    let head = app.client.head(&url).send().await.unwrap();
+    assert_eq!(head.status(), 200);
+    assert_eq!(head.headers()["content-type"], "image/png");
+    assert_eq!(
+        head.headers()["content-length"],
+        png_bytes().len().to_string().as_str()
+    );
+    assert!(head.bytes().await.unwrap().is_empty());
+
+    // A file planted beside the images, or under an image's name, is not served.
+    let folder = file.parent().unwrap();
+    std::fs::write(folder.join("evil.html"), "<script>alert(1)</script>").unwrap();
+    let evil_url = url.replace(
+        &format!("{}.png", body["id"].as_str().unwrap()),
+        "evil.html",
+    );
+    assert_error(
+        app.client.get(&evil_url).send().await.unwrap(),
+        404,
+        "not_found",
+    )
+    .await;
+    let planted = url.replace(
+        body["id"].as_str().unwrap(),
+        &format!("gen_{}", uuid::Uuid::now_v7()),
+    );
+    let planted_file = folder.join(planted.rsplit('/').next().unwrap());
+    std::fs::write(&planted_file, "<html>not an image</html>").unwrap();
+    assert_error(
+        app.client.get(&planted).send().await.unwrap(),
+        404,
+        "not_found",
+    )
+    .await;
+}
+
 on_both_backends!(
+    local_images_are_served_by_their_exact_path_with_validators,
     test_generate_success,
     the_provider_gets_the_sdk_request_with_size_style_and_model,
     test_generate_invalid_api_key,

@@ -43,6 +43,9 @@ pub enum Backend {
 
 pub struct TestApp {
     pub address: String,
+    /// Unique to this app: routes and labels with it in their name are this test's alone,
+    /// though every test in the process shares one metrics recorder.
+    pub app_id: String,
     pub client: reqwest::Client,
     pub db: TestDatabase,
     /// A local fake of Google's API; by default every `:generateContent` gets an image.
@@ -122,13 +125,18 @@ impl TestApp {
         let address = listener.local_addr().unwrap();
         let wired = build_state(&config, db.database.clone(), address).unwrap();
         wired.maintenance.spawn();
-        let server = serve(listener, wired.state, &config, |routes| {
-            routes.route(API_KEY_PROBE, web::get().to(api_key_probe));
+        let app_id = uuid::Uuid::new_v4().simple().to_string();
+        let echo_route = format!("/test/{app_id}/echo/{{n}}");
+        let server = serve(listener, wired.state, &config, move |routes| {
+            routes
+                .route(API_KEY_PROBE, web::get().to(api_key_probe))
+                .route(&echo_route, web::get().to(HttpResponse::NoContent));
         })
         .unwrap();
         tokio::spawn(server);
         Self {
             address: format!("http://{address}"),
+            app_id,
             client: reqwest::Client::new(),
             db,
             google,

@@ -64,6 +64,49 @@ async fn every_registered_route_is_documented(app: TestApp) {
     assert!(doc["components"]["schemas"]["ErrorBody"].is_object());
 }
 
+/// What client generators trip on: every JSON route documents the 415 it answers, query
+/// parameters are in the query and optional when they are, binary bodies are binary, and
+/// operation ids are unique (generators name functions after them).
+async fn the_document_describes_what_generators_need(app: TestApp) {
+    let doc = document(&app).await;
+    for (path, method) in [
+        ("/v1/generate", "post"),
+        ("/v1/auth/login", "post"),
+        ("/v1/auth/register", "post"),
+    ] {
+        assert!(
+            doc["paths"][path][method]["responses"]["415"].is_object(),
+            "{method} {path} does not document its 415"
+        );
+    }
+    let days = &doc["paths"]["/v1/usage"]["get"]["parameters"][0];
+    assert_eq!(days["name"], "days");
+    assert_eq!(days["in"], "query");
+    assert_eq!(days["required"], false);
+    assert_eq!(days["schema"]["type"], "integer");
+    let image = &doc["paths"]["/images/{tail}"]["get"]["responses"]["200"]["content"];
+    for mime in ["image/png", "image/jpeg", "image/webp"] {
+        let schema = &image[mime]["schema"];
+        let schema = match schema["$ref"].as_str() {
+            Some(reference) => &doc["components"]["schemas"][reference.rsplit('/').next().unwrap()],
+            None => schema,
+        };
+        assert_eq!(schema["type"], "string", "{mime}: {schema}");
+        assert_eq!(schema["format"], "binary", "{mime}: {schema}");
+    }
+    let mut ids: Vec<&str> = doc["paths"]
+        .as_object()
+        .unwrap()
+        .values()
+        .flat_map(|operations| operations.as_object().unwrap().values())
+        .filter_map(|operation| operation["operationId"].as_str())
+        .collect();
+    let count = ids.len();
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!(ids.len(), count, "operation ids repeat: {ids:?}");
+}
+
 async fn the_docs_page_renders_from_the_apps_own_assets(app: TestApp) {
     let page = app.client.get(app.url("/docs/")).send().await.unwrap();
     assert_eq!(page.status(), 200);
@@ -249,6 +292,7 @@ async fn real_answers_match_their_documented_schemas(app: TestApp) {
 }
 
 on_both_backends!(
+    the_document_describes_what_generators_need,
     every_registered_route_is_documented,
     the_docs_page_renders_from_the_apps_own_assets,
     real_answers_match_their_documented_schemas,

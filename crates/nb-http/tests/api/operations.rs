@@ -55,14 +55,22 @@ async fn health_and_readiness_are_ok(app: TestApp) {
     );
 }
 
+/// Every test in this process shares one metrics recorder, so this test counts only series
+/// whose labels are its own: a route and a model named after this app alone.
 async fn metrics_count_requests_generations_and_usage(app: TestApp) {
     let (_, key) = app.user_with_key("ada@example.com").await;
-    assert_eq!(
-        app.generate(&key, &json!({"prompt": "a banana"}))
-            .await
-            .status(),
-        200
-    );
+    let generated = app.generate(&key, &json!({"prompt": "a banana"})).await;
+    assert_eq!(generated.status(), 200);
+    // This app's only model, unique to it (see its configuration below).
+    let model = generated.json::<Value>().await.unwrap()["model"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(model.starts_with("gemini-metrics-"), "{model}");
+    for n in [1, 2] {
+        let echo = app.url(&format!("/test/{}/echo/{n}", app.app_id));
+        assert_eq!(app.client.get(echo).send().await.unwrap().status(), 204);
+    }
     let response = app.client.get(app.url("/metrics")).send().await.unwrap();
     assert_eq!(response.status(), 200);
     assert!(
@@ -72,18 +80,55 @@ async fn metrics_count_requests_generations_and_usage(app: TestApp) {
             .starts_with("text/plain")
     );
     let text = response.text().await.unwrap();
+    let route = format!("/test/{}/echo/{{n}}", app.app_id);
     for expected in [
-        r#"http_requests_total{method="POST",route="/v1/keys",status="201"}"#,
-        r#"http_request_duration_seconds_bucket{method="POST",route="/v1/generate","#,
-        r#"generations_total{model="gemini-3.1-flash-image",outcome="succeeded"}"#,
-        "usage_counted_total",
-        "gateway_overhead_seconds_bucket{le=\"0.001\"}",
-        r#"upstream_request_duration_seconds_bucket{model="gemini-3.1-flash-image",outcome="ok","#,
+        // Route patterns, never raw paths: both requests are one series.
+        format!(r#"http_requests_total{{method="GET",route="{route}",status="204"}} 2"#),
+        format!(r#"http_request_duration_seconds_count{{method="GET",route="{route}"}} 2"#),
+        format!(r#"generations_total{{model="{model}",outcome="succeeded"}} 1"#),
+        format!(r#"upstream_request_duration_seconds_count{{model="{model}",outcome="ok"}} 1"#),
+        "usage_counted_total".to_owned(),
+        "gateway_overhead_seconds_bucket{le=\"0.001\"}".to_owned(),
     ] {
-        assert!(text.contains(expected), "missing {expected} in:\n{text}");
+        assert!(text.contains(&expected), "missing {expected} in:\n{text}");
     }
-    // Route patterns, never raw paths: ids do not become labels.
-    assert!(!text.contains("/v1/keys/0"), "a raw path became a label");
+    let raw_path = format!("/test/{}/echo/1", app.app_id);
+    assert!(!text.contains(&raw_path), "a raw path became a label");
+}
+
+/// HEAD is GET without the body, on every GET route (load balancers and link checkers use
+/// it); a route without GET still answers 405 naming HEAD.
+async fn head_is_answered_on_every_get_route(app: TestApp) {
+    for path in ["/healthz", "/readyz", "/openapi.json", "/docs/", "/metrics"] {
+        let get = app.client.get(app.url(path)).send().await.unwrap();
+        let head = app.client.head(app.url(path)).send().await.unwrap();
+        assert_eq!(head.status(), 200, "HEAD {path}");
+        assert_eq!(
+            head.headers().get("content-type"),
+            get.headers().get("content-type"),
+            "HEAD {path}"
+        );
+        assert!(
+            head.bytes().await.unwrap().is_empty(),
+            "HEAD {path} sent a body"
+        );
+    }
+    let token = app.signed_up("ada@example.com").await;
+    let keys = app
+        .client
+        .head(app.url("/v1/keys"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(keys.status(), 200);
+    let post_only = app
+        .client
+        .head(app.url("/v1/auth/login"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(post_only.status(), 405);
 }
 
 async fn metrics_need_the_token_when_one_is_set(app: TestApp) {
@@ -159,6 +204,30 @@ async fn idle_connections_are_closed(app: TestApp) {
     assert!(
         closed,
         "a connection that never sent a request was kept open"
+    );
+}
+
+async fn idle_keep_alive_connections_are_closed(app: TestApp) {
+    let address = app.address.trim_start_matches("http://").to_owned();
+    let outcome = tokio::task::spawn_blocking(move || {
+        let mut stream = std::net::TcpStream::connect(address).unwrap();
+        // Longer than the configured 1 s keep-alive, far shorter than the 75 s default.
+        stream
+            .set_read_timeout(Some(Duration::from_secs(4)))
+            .unwrap();
+        stream
+            .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            .unwrap();
+        let mut answer = Vec::new();
+        let read = stream.read_to_end(&mut answer);
+        (read.is_ok(), String::from_utf8_lossy(&answer).into_owned())
+    })
+    .await
+    .unwrap();
+    assert!(outcome.1.starts_with("HTTP/1.1 200"), "{}", outcome.1);
+    assert!(
+        outcome.0,
+        "an idle keep-alive connection was kept open past NB_KEEP_ALIVE_SECONDS"
     );
 }
 
@@ -281,7 +350,7 @@ async fn generations_over_the_upstream_cap_queue_then_get_503(app: TestApp) {
 on_both_backends!(
     every_response_carries_a_request_id,
     health_and_readiness_are_ok,
-    metrics_count_requests_generations_and_usage,
+    head_is_answered_on_every_get_route,
 );
 
 crate::configured_on_both_backends!(
@@ -291,6 +360,11 @@ crate::configured_on_both_backends!(
     bodies_over_the_configured_limit_are_413 => |config| config.limits.max_body_bytes = 2048,
     slow_clients_are_cut_off => |config| config.limits.client_request_timeout = Duration::from_secs(1),
     idle_connections_are_closed => |config| config.limits.client_request_timeout = Duration::from_secs(1),
+    idle_keep_alive_connections_are_closed => |config| config.limits.keep_alive = Duration::from_secs(1),
+    metrics_count_requests_generations_and_usage => |config| {
+        let unique = format!("gemini-metrics-{}", uuid::Uuid::new_v4().simple());
+        config.image_models = nb_domain::generation::AllowedModels::new([unique]).unwrap();
+    },
     logins_are_limited_per_ip => |config| config.limits.auth_attempts_per_minute_per_ip = 3,
     logins_are_limited_per_email_across_ips => |config| {
         config.limits.auth_attempts_per_minute_per_email = 3;
