@@ -299,6 +299,19 @@ mod tests {
         storage
     }
 
+    /// A repository that expects exactly one record, matching `matches`.
+    fn expecting_one_record(
+        matches: impl Fn(&GenerationRecord) -> bool + Send + 'static,
+    ) -> MockGenerationRepository {
+        let mut generations = MockGenerationRepository::new();
+        generations
+            .expect_record()
+            .withf(matches)
+            .times(1)
+            .returning(|_| Ok(()));
+        generations
+    }
+
     fn failed_with(code: &'static str) -> impl Fn(&GenerationRecord) -> bool {
         move |record| record.outcome == GenerationOutcome::Failed { code }
     }
@@ -319,24 +332,19 @@ mod tests {
                     url_is_lasting: true,
                 })
             });
-        let mut generations = MockGenerationRepository::new();
-        generations
-            .expect_record()
-            .withf(|record| {
-                record.id == GenerationId(GEN)
-                    && record.caller == CALLER
-                    && record.outcome
-                        == GenerationOutcome::Succeeded {
-                            object_key: ObjectKey::from_stored(format!(
-                                "images/2026/11/25/gen_{GEN}.png"
-                            )),
-                            url: Some(format!("https://cdn/images/2026/11/25/gen_{GEN}.png")),
-                            format: ImageFormat::Png,
-                            bytes: PNG.len() as u64,
-                        }
-            })
-            .times(1)
-            .returning(|_| Ok(()));
+        let generations = expecting_one_record(|record| {
+            record.id == GenerationId(GEN)
+                && record.caller == CALLER
+                && record.outcome
+                    == GenerationOutcome::Succeeded {
+                        object_key: ObjectKey::from_stored(format!(
+                            "images/2026/11/25/gen_{GEN}.png"
+                        )),
+                        url: Some(format!("https://cdn/images/2026/11/25/gen_{GEN}.png")),
+                        format: ImageFormat::Png,
+                        bytes: PNG.len() as u64,
+                    }
+        });
 
         let generation = service(provider_returning_png(), storage, generations)
             .generate(CALLER, request())
@@ -353,14 +361,9 @@ mod tests {
 
     #[tokio::test]
     async fn timings_and_latency_come_from_the_clock() {
-        let mut generations = MockGenerationRepository::new();
         // Readings: start 0, after upstream 1, storage start 2, after storage 3, latency 4,
         // database start 5, after database 6 (one second apart).
-        generations
-            .expect_record()
-            .withf(|record| record.latency == Duration::from_secs(4))
-            .times(1)
-            .returning(|_| Ok(()));
+        let generations = expecting_one_record(|record| record.latency == Duration::from_secs(4));
         let generation = service_with_clock(
             provider_returning_png(),
             lasting_storage(),
@@ -389,17 +392,12 @@ mod tests {
                 url_is_lasting: false,
             })
         });
-        let mut generations = MockGenerationRepository::new();
-        generations
-            .expect_record()
-            .withf(|record| {
-                matches!(
-                    &record.outcome,
-                    GenerationOutcome::Succeeded { url: None, .. }
-                )
-            })
-            .times(1)
-            .returning(|_| Ok(()));
+        let generations = expecting_one_record(|record| {
+            matches!(
+                &record.outcome,
+                GenerationOutcome::Succeeded { url: None, .. }
+            )
+        });
         let generation = service(provider_returning_png(), storage, generations)
             .generate(CALLER, request())
             .await
@@ -411,12 +409,7 @@ mod tests {
     async fn a_rejected_prompt_is_recorded_as_failed_and_not_counted() {
         let mut storage = MockObjectStorage::new();
         storage.expect_put().never();
-        let mut generations = MockGenerationRepository::new();
-        generations
-            .expect_record()
-            .withf(failed_with("content_rejected"))
-            .times(1)
-            .returning(|_| Ok(()));
+        let generations = expecting_one_record(failed_with("content_rejected"));
         let provider = failing_provider(|| ProviderError::ContentRejected {
             reason: "SAFETY".into(),
         });
@@ -465,12 +458,7 @@ mod tests {
         storage
             .expect_put()
             .returning(|_, _| Err(StorageError("bucket gone".into())));
-        let mut generations = MockGenerationRepository::new();
-        generations
-            .expect_record()
-            .withf(failed_with("storage_failed"))
-            .times(1)
-            .returning(|_| Ok(()));
+        let generations = expecting_one_record(failed_with("storage_failed"));
         let result = service(provider_returning_png(), storage, generations)
             .generate(CALLER, request())
             .await;

@@ -429,12 +429,7 @@ async fn rejected_credentials_are_502(app: TestApp) {
 
 async fn inline_storage_answers_a_data_url(app: TestApp) {
     let (_, key) = app.user_with_key("ada@example.com").await;
-    let body: Value = app
-        .generate(&key, &json!({"prompt": "x"}))
-        .await
-        .json()
-        .await
-        .unwrap();
+    let body = app.generated(&key, &json!({"prompt": "x"})).await;
     let url = body["url"].as_str().unwrap();
     assert_eq!(
         url,
@@ -463,12 +458,7 @@ async fn two_hundred_concurrent_generations_are_all_counted(app: TestApp) {
 
 async fn local_images_cannot_be_listed_or_escaped(app: TestApp) {
     let (_, key) = app.user_with_key("ada@example.com").await;
-    let body: Value = app
-        .generate(&key, &json!({"prompt": "x"}))
-        .await
-        .json()
-        .await
-        .unwrap();
+    let body = app.generated(&key, &json!({"prompt": "x"})).await;
     let url = body["url"].as_str().unwrap();
     let folder = &url[..url.rfind('/').unwrap() + 1];
     std::fs::write(app.data_dir.path().join("secret.txt"), "not an image").unwrap();
@@ -490,12 +480,7 @@ async fn local_images_cannot_be_listed_or_escaped(app: TestApp) {
 /// cache can use, and HEAD gives the head of the answer alone.
 async fn local_images_are_served_by_their_exact_path_with_validators(app: TestApp) {
     let (_, key) = app.user_with_key("ada@example.com").await;
-    let body: Value = app
-        .generate(&key, &json!({"prompt": "x"}))
-        .await
-        .json()
-        .await
-        .unwrap();
+    let body = app.generated(&key, &json!({"prompt": "x"})).await;
     let url = body["url"].as_str().unwrap().to_owned();
     let relative = url.split_once("/images/").unwrap().1;
     let file = app.data_dir.path().join("images").join(relative);
@@ -602,12 +587,7 @@ async fn generation_with_s3_storage(backend: Backend) {
     })
     .await;
     let (_, key) = app.user_with_key("ada@example.com").await;
-    let body: Value = app
-        .generate(&key, &json!({"prompt": "a banana"}))
-        .await
-        .json()
-        .await
-        .unwrap();
+    let body = app.generated(&key, &json!({"prompt": "a banana"})).await;
     let url = body["url"].as_str().unwrap();
     let id = body["id"].as_str().unwrap();
     assert!(

@@ -155,6 +155,34 @@ impl TestApp {
             .unwrap()
     }
 
+    /// `POST /v1/generate`, which must succeed: its JSON body.
+    pub async fn generated(&self, key: &str, body: &Value) -> Value {
+        let response = self.generate(key, body).await;
+        assert_eq!(response.status(), 200, "generation failed");
+        response.json().await.unwrap()
+    }
+
+    /// Sends `bytes` on a raw connection and reads until the server closes it or
+    /// `read_timeout` passes: whether the server closed it, and what it answered.
+    pub async fn raw_exchange(
+        &self,
+        bytes: &'static [u8],
+        read_timeout: Duration,
+    ) -> (bool, String) {
+        use std::io::{Read, Write};
+        let address = self.address.trim_start_matches("http://").to_owned();
+        tokio::task::spawn_blocking(move || {
+            let mut stream = std::net::TcpStream::connect(address).unwrap();
+            stream.set_read_timeout(Some(read_timeout)).unwrap();
+            stream.write_all(bytes).unwrap();
+            let mut answer = Vec::new();
+            let read = stream.read_to_end(&mut answer);
+            (read.is_ok(), String::from_utf8_lossy(&answer).into_owned())
+        })
+        .await
+        .unwrap()
+    }
+
     /// A registered user's access token and one of their API keys.
     pub async fn user_with_key(&self, email: &str) -> (String, String) {
         let token = self.signed_up(email).await;

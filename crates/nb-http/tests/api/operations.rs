@@ -1,7 +1,6 @@
 //! What operators rely on: request ids, health, metrics, abuse limits, timeouts, and riding
 //! out a database outage.
 
-use std::io::{Read, Write};
 use std::time::Duration;
 
 use serde_json::{Value, json};
@@ -162,22 +161,13 @@ async fn bodies_over_the_configured_limit_are_413(app: TestApp) {
 }
 
 async fn slow_clients_are_cut_off(app: TestApp) {
-    let address = app.address.trim_start_matches("http://").to_owned();
-    let outcome = tokio::task::spawn_blocking(move || {
-        let mut stream = std::net::TcpStream::connect(address).unwrap();
-        stream
-            .set_read_timeout(Some(Duration::from_secs(3)))
-            .unwrap();
-        // Half a request head, then silence.
-        stream
-            .write_all(b"POST /v1/auth/login HTTP/1.1\r\nHost: x\r\n")
-            .unwrap();
-        let mut answer = Vec::new();
-        let read = stream.read_to_end(&mut answer);
-        (read.is_ok(), String::from_utf8_lossy(&answer).into_owned())
-    })
-    .await
-    .unwrap();
+    // Half a request head, then silence.
+    let outcome = app
+        .raw_exchange(
+            b"POST /v1/auth/login HTTP/1.1\r\nHost: x\r\n",
+            Duration::from_secs(3),
+        )
+        .await;
     // The server closed the connection (with a 408) before our 3 s read timeout
     // (actix's own default is 5 s).
     assert!(outcome.0, "the server kept the connection open");
@@ -189,18 +179,8 @@ async fn slow_clients_are_cut_off(app: TestApp) {
 }
 
 async fn idle_connections_are_closed(app: TestApp) {
-    let address = app.address.trim_start_matches("http://").to_owned();
-    let closed = tokio::task::spawn_blocking(move || {
-        let mut stream = std::net::TcpStream::connect(address).unwrap();
-        // Shorter than actix's own 5 s default, so only the configured 1 s passes.
-        stream
-            .set_read_timeout(Some(Duration::from_secs(3)))
-            .unwrap();
-        let mut answer = Vec::new();
-        stream.read_to_end(&mut answer).is_ok()
-    })
-    .await
-    .unwrap();
+    // Shorter than actix's own 5 s default, so only the configured 1 s passes.
+    let (closed, _) = app.raw_exchange(b"", Duration::from_secs(3)).await;
     assert!(
         closed,
         "a connection that never sent a request was kept open"
@@ -208,22 +188,13 @@ async fn idle_connections_are_closed(app: TestApp) {
 }
 
 async fn idle_keep_alive_connections_are_closed(app: TestApp) {
-    let address = app.address.trim_start_matches("http://").to_owned();
-    let outcome = tokio::task::spawn_blocking(move || {
-        let mut stream = std::net::TcpStream::connect(address).unwrap();
-        // Longer than the configured 1 s keep-alive, far shorter than the 75 s default.
-        stream
-            .set_read_timeout(Some(Duration::from_secs(4)))
-            .unwrap();
-        stream
-            .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
-            .unwrap();
-        let mut answer = Vec::new();
-        let read = stream.read_to_end(&mut answer);
-        (read.is_ok(), String::from_utf8_lossy(&answer).into_owned())
-    })
-    .await
-    .unwrap();
+    // Longer than the configured 1 s keep-alive, far shorter than the 75 s default.
+    let outcome = app
+        .raw_exchange(
+            b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n",
+            Duration::from_secs(4),
+        )
+        .await;
     assert!(outcome.1.starts_with("HTTP/1.1 200"), "{}", outcome.1);
     assert!(
         outcome.0,
