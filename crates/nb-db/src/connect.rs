@@ -205,15 +205,10 @@ async fn migrate_postgres(raw_url: String, shown_url: String) -> Result<(), Conn
 
 async fn migrate_sqlite(path: PathBuf) -> Result<(), ConnectError> {
     blocking(move || {
-        if let Some(folder) = path
-            .parent()
-            .filter(|folder| !folder.as_os_str().is_empty())
-        {
-            std::fs::create_dir_all(folder).map_err(|source| ConnectError::CreateFolder {
-                path: path.clone(),
-                source,
-            })?;
-        }
+        create_private_database_file(&path).map_err(|source| ConnectError::CreateFolder {
+            path: path.clone(),
+            source,
+        })?;
         let mut connection = establish_sqlite(&path)?;
         // WAL is a property of the file: set once here, kept by every later connection.
         connection
@@ -231,6 +226,32 @@ async fn migrate_sqlite(path: PathBuf) -> Result<(), ConnectError> {
         Ok(())
     })
     .await
+}
+
+/// The database holds password hashes and every user's data: a new file is created readable
+/// by this user alone (0600), in a new folder only this user can enter (0700). SQLite gives
+/// its `-wal` and `-shm` files the database file's mode. Existing files and folders keep
+/// theirs.
+fn create_private_database_file(path: &Path) -> std::io::Result<()> {
+    if let Some(folder) = path
+        .parent()
+        .filter(|folder| !folder.as_os_str().is_empty())
+    {
+        let mut builder = std::fs::DirBuilder::new();
+        builder.recursive(true);
+        #[cfg(unix)]
+        std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+        builder.create(folder)?;
+    }
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    match options.open(path) {
+        Ok(_) => Ok(()),
+        Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(error) => Err(error),
+    }
 }
 
 fn establish_sqlite(path: &Path) -> Result<SqliteConnection, ConnectError> {
@@ -315,6 +336,27 @@ mod tests {
         }
         let error = DatabaseUrl::parse("mysql://h/db").unwrap_err();
         assert!(error.to_string().contains("\"mysql\""));
+    }
+
+    #[cfg(unix)]
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn a_new_sqlite_database_is_private_to_its_user() {
+        use std::os::unix::fs::PermissionsExt;
+        let root = tempfile::tempdir().unwrap();
+        let folder = root.path().join("data");
+        let path = folder.join("nanobanana.db");
+        let database =
+            Database::connect(&DatabaseUrl::Sqlite(path.clone()), PoolOptions::default())
+                .await
+                .unwrap();
+        let mode = |path: &Path| std::fs::metadata(path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&folder), 0o700);
+        assert_eq!(mode(&path), 0o600);
+        let wal = folder.join("nanobanana.db-wal");
+        if wal.exists() {
+            assert_eq!(mode(&wal), 0o600);
+        }
+        drop(database);
     }
 
     #[test]

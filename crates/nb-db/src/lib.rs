@@ -13,6 +13,7 @@ mod generations;
 mod pool;
 mod readiness;
 mod schema;
+mod sessions;
 #[cfg(feature = "testing")]
 pub mod testing;
 mod users;

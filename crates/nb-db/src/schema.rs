@@ -30,10 +30,20 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    sessions (id) {
+        id -> Text,
+        user_id -> Text,
+        created_at -> Timestamp,
+        expires_at -> Timestamp,
+    }
+}
+
 diesel::joinable!(api_keys -> users (user_id));
+diesel::joinable!(sessions -> users (user_id));
 diesel::joinable!(usage_daily -> api_keys (api_key_id));
 diesel::joinable!(generations -> api_keys (api_key_id));
-diesel::allow_tables_to_appear_in_same_query!(users, api_keys, usage_daily, generations);
+diesel::allow_tables_to_appear_in_same_query!(users, api_keys, usage_daily, generations, sessions);
 
 diesel::table! {
     generations (id) {

@@ -2,7 +2,7 @@
 
 use async_trait::async_trait;
 use diesel::prelude::*;
-use diesel_async::RunQueryDsl;
+use diesel_async::{AsyncConnection, RunQueryDsl};
 use nb_domain::RepositoryError;
 use nb_domain::ports::{InsertUserError, UserRepository};
 use nb_domain::user::{EmailAddress, NewUser, PasswordHash, User, UserCredentials, UserId};
@@ -13,7 +13,7 @@ use crate::convert::{
 };
 use crate::pool::Database;
 use crate::pool::with_connection;
-use crate::schema::users;
+use crate::schema::{sessions, users};
 
 #[derive(Queryable, Selectable, Insertable)]
 #[diesel(table_name = users)]
@@ -78,6 +78,49 @@ impl UserRepository for Database {
             .map_err(query_error)?
             .map(UserRow::into_credentials)
             .transpose()
+    }
+
+    #[tracing::instrument(skip(self))]
+    async fn find_credentials_by_id(
+        &self,
+        id: UserId,
+    ) -> Result<Option<UserCredentials>, RepositoryError> {
+        let id = id.to_string();
+        let found = with_connection!(self, |conn| {
+            users::table
+                .find(&id)
+                .select(UserRow::as_select())
+                .first(conn)
+                .await
+                .optional()
+        })?;
+        found
+            .map_err(query_error)?
+            .map(UserRow::into_credentials)
+            .transpose()
+    }
+
+    #[tracing::instrument(skip_all, fields(user_id = %id))]
+    async fn replace_password(
+        &self,
+        id: UserId,
+        password_hash: &PasswordHash,
+    ) -> Result<bool, RepositoryError> {
+        let (id, hash) = (id.to_string(), password_hash.as_str().to_owned());
+        let replaced = with_connection!(self, |conn| {
+            conn.transaction::<_, diesel::result::Error, _>(async |conn| {
+                let updated = diesel::update(users::table.find(&id))
+                    .set(users::password_hash.eq(&hash))
+                    .execute(conn)
+                    .await?;
+                diesel::delete(sessions::table.filter(sessions::user_id.eq(&id)))
+                    .execute(conn)
+                    .await?;
+                Ok(updated > 0)
+            })
+            .await
+        })?;
+        replaced.map_err(query_error)
     }
 
     #[tracing::instrument(skip(self))]

@@ -10,12 +10,18 @@ use nb_domain::generation::{
     AllowedModels, GenerationId, GenerationOutcome, GenerationRecord, ImageFormat, ImageSize,
     ImageStyle, ObjectKey, Prompt,
 };
-use nb_domain::ports::{ApiKeyRepository, GenerationRepository, InsertUserError, UserRepository};
-use nb_domain::user::{EmailAddress, NewUser, PasswordHash, User, UserId};
+use nb_domain::pagination::PageRequest;
+use nb_domain::ports::{
+    ApiKeyRepository, GenerationRepository, InsertKeyError, InsertUserError, SessionRepository,
+    UserRepository,
+};
+use nb_domain::user::{EmailAddress, NewUser, PasswordHash, Session, SessionId, User, UserId};
 use time::macros::datetime;
 use time::{Date, Duration, OffsetDateTime};
 use uuid::Uuid;
 
+/// Room for every key these tests make, unless a test is about the cap.
+const MAX_ACTIVE: u32 = 1_000;
 const T0: OffsetDateTime = datetime!(2026-11-25 10:00:00.123456 UTC);
 
 fn new_user(email: &str) -> NewUser {
@@ -41,6 +47,20 @@ fn new_key(user_id: UserId, created_at: OffsetDateTime, hash: &str) -> NewApiKey
             created_at,
         },
         key_hash: ApiKeyHash::from_stored(hash.into()),
+    }
+}
+
+/// Every key of the user, page after page.
+async fn all_keys(db: &Database, user_id: UserId) -> Vec<ApiKeyRecord> {
+    let mut keys = Vec::new();
+    let mut page = PageRequest::first(100);
+    loop {
+        let read = db.list_api_keys(user_id, page).await.unwrap();
+        keys.extend(read.items);
+        match read.next {
+            Some(next) => page.after = Some(next),
+            None => return keys,
+        }
     }
 }
 
@@ -88,6 +108,94 @@ async fn unknown_users_are_none(db: Database) {
     );
 }
 
+fn session(user_id: UserId, expires_at: OffsetDateTime) -> Session {
+    Session {
+        id: SessionId(Uuid::now_v7()),
+        user_id,
+        created_at: T0,
+        expires_at,
+    }
+}
+
+async fn sessions_name_their_user_until_they_end_or_expire(db: Database) {
+    let ada = registered(&db, "ada@example.com").await;
+    let bob = registered(&db, "bob@example.com").await;
+    let live = session(ada, T0 + Duration::hours(1));
+    let other = session(ada, T0 + Duration::hours(1));
+    for s in [&live, &other] {
+        db.insert_session(s).await.unwrap();
+    }
+    let found = db
+        .find_session_user(ada, live.id, T0)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(found.id, ada);
+    assert_eq!(found.email.as_str(), "ada@example.com");
+    // Not someone else's, not past its expiry, not an unknown one.
+    assert_eq!(db.find_session_user(bob, live.id, T0).await.unwrap(), None);
+    let after_expiry = T0 + Duration::hours(1);
+    assert_eq!(
+        db.find_session_user(ada, live.id, after_expiry)
+            .await
+            .unwrap(),
+        None
+    );
+    let unknown = SessionId(Uuid::now_v7());
+    assert_eq!(db.find_session_user(ada, unknown, T0).await.unwrap(), None);
+    // Ending one leaves the other; bob cannot end ada's.
+    db.delete_session(bob, other.id).await.unwrap();
+    assert!(
+        db.find_session_user(ada, other.id, T0)
+            .await
+            .unwrap()
+            .is_some()
+    );
+    db.delete_session(ada, live.id).await.unwrap();
+    assert_eq!(db.find_session_user(ada, live.id, T0).await.unwrap(), None);
+    assert!(
+        db.find_session_user(ada, other.id, T0)
+            .await
+            .unwrap()
+            .is_some()
+    );
+    assert_eq!(db.delete_expired_sessions(after_expiry).await.unwrap(), 1);
+    assert_eq!(db.delete_expired_sessions(after_expiry).await.unwrap(), 0);
+}
+
+async fn a_new_password_ends_every_session(db: Database) {
+    let ada = registered(&db, "ada@example.com").await;
+    let bob = registered(&db, "bob@example.com").await;
+    let (first, second, bobs) = (
+        session(ada, T0 + Duration::hours(1)),
+        session(ada, T0 + Duration::hours(1)),
+        session(bob, T0 + Duration::hours(1)),
+    );
+    for s in [&first, &second, &bobs] {
+        db.insert_session(s).await.unwrap();
+    }
+    let new_hash = PasswordHash::new("$2b$04$new".into());
+    assert!(db.replace_password(ada, &new_hash).await.unwrap());
+    assert_eq!(db.find_session_user(ada, first.id, T0).await.unwrap(), None);
+    assert_eq!(
+        db.find_session_user(ada, second.id, T0).await.unwrap(),
+        None
+    );
+    assert!(
+        db.find_session_user(bob, bobs.id, T0)
+            .await
+            .unwrap()
+            .is_some()
+    );
+    let stored = db.find_credentials_by_id(ada).await.unwrap().unwrap();
+    assert_eq!(stored.password_hash, new_hash);
+    assert!(
+        !db.replace_password(UserId(Uuid::now_v7()), &new_hash)
+            .await
+            .unwrap()
+    );
+}
+
 async fn keys_are_listed_newest_first_and_only_for_their_owner(db: Database) {
     let ada = registered(&db, "ada@example.com").await;
     let bob = registered(&db, "bob@example.com").await;
@@ -95,25 +203,22 @@ async fn keys_are_listed_newest_first_and_only_for_their_owner(db: Database) {
     let newer = new_key(ada, T0 + Duration::minutes(1), "hash-newer");
     let bobs = new_key(bob, T0, "hash-bob");
     for key in [&older, &newer, &bobs] {
-        db.insert_api_key(key).await.unwrap();
+        db.insert_api_key(key, MAX_ACTIVE).await.unwrap();
     }
 
-    let listed = db.list_api_keys(ada).await.unwrap();
+    let listed = all_keys(&db, ada).await;
     assert_eq!(listed, vec![newer.record.clone(), older.record.clone()]);
-    assert_eq!(
-        db.list_api_keys(UserId(Uuid::now_v7())).await.unwrap(),
-        vec![]
-    );
+    assert_eq!(all_keys(&db, UserId(Uuid::now_v7())).await, vec![]);
 }
 
 async fn deactivating_is_owner_only_and_repeatable(db: Database) {
     let ada = registered(&db, "ada@example.com").await;
     let bob = registered(&db, "bob@example.com").await;
     let key = new_key(ada, T0, "hash-ada");
-    db.insert_api_key(&key).await.unwrap();
+    db.insert_api_key(&key, MAX_ACTIVE).await.unwrap();
 
     assert!(!db.deactivate_api_key(bob, key.record.id).await.unwrap());
-    assert!(db.list_api_keys(ada).await.unwrap()[0].is_active);
+    assert!(all_keys(&db, ada).await[0].is_active);
     assert!(
         !db.deactivate_api_key(ada, ApiKeyId(Uuid::now_v7()))
             .await
@@ -122,13 +227,13 @@ async fn deactivating_is_owner_only_and_repeatable(db: Database) {
 
     assert!(db.deactivate_api_key(ada, key.record.id).await.unwrap());
     assert!(db.deactivate_api_key(ada, key.record.id).await.unwrap());
-    assert!(!db.list_api_keys(ada).await.unwrap()[0].is_active);
+    assert!(!all_keys(&db, ada).await[0].is_active);
 }
 
 async fn active_keys_are_found_by_hash_and_inactive_ones_are_not(db: Database) {
     let ada = registered(&db, "ada@example.com").await;
     let key = new_key(ada, T0, "hash-ada");
-    db.insert_api_key(&key).await.unwrap();
+    db.insert_api_key(&key, MAX_ACTIVE).await.unwrap();
 
     let found = db
         .find_active_api_key(&key.key_hash)
@@ -147,8 +252,8 @@ async fn key_uses_only_move_last_used_forward(db: Database) {
     let ada = registered(&db, "ada@example.com").await;
     let first = new_key(ada, T0, "hash-first");
     let second = new_key(ada, T0, "hash-second");
-    db.insert_api_key(&first).await.unwrap();
-    db.insert_api_key(&second).await.unwrap();
+    db.insert_api_key(&first, MAX_ACTIVE).await.unwrap();
+    db.insert_api_key(&second, MAX_ACTIVE).await.unwrap();
     let (early, late) = (T0 + Duration::hours(1), T0 + Duration::hours(2));
 
     db.record_key_uses(&[(first.record.id, late), (second.record.id, early)])
@@ -157,20 +262,90 @@ async fn key_uses_only_move_last_used_forward(db: Database) {
     db.record_key_uses(&[(first.record.id, early)])
         .await
         .unwrap();
-    let listed = db.list_api_keys(ada).await.unwrap();
+    let listed = all_keys(&db, ada).await;
     let last_used = |id| listed.iter().find(|key| key.id == id).unwrap().last_used_at;
     assert_eq!(last_used(first.record.id), Some(late));
     assert_eq!(last_used(second.record.id), Some(early));
     db.record_key_uses(&[]).await.unwrap();
 }
 
+async fn pages_follow_each_other_and_stay_put_while_keys_are_added(db: Database) {
+    let ada = registered(&db, "ada@example.com").await;
+    // Five keys with one creation time (ties are ordered by id) and two later ones.
+    let mut made = Vec::new();
+    for n in 0..7 {
+        let at = if n < 5 { T0 } else { T0 + Duration::minutes(n) };
+        let key = new_key(ada, at, &format!("hash-{n}"));
+        db.insert_api_key(&key, MAX_ACTIVE).await.unwrap();
+        made.push(key.record);
+    }
+    made.sort_by_key(|key| std::cmp::Reverse((key.created_at, key.id.0)));
+    let first = db.list_api_keys(ada, PageRequest::first(3)).await.unwrap();
+    assert_eq!(first.items, made[..3]);
+    // A newer key arrives between two page reads: the next page does not shift.
+    let newest = new_key(ada, T0 + Duration::hours(1), "hash-newest");
+    db.insert_api_key(&newest, MAX_ACTIVE).await.unwrap();
+    let second = db
+        .list_api_keys(
+            ada,
+            PageRequest {
+                limit: 3,
+                after: first.next,
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(second.items, made[3..6]);
+    let third = db
+        .list_api_keys(
+            ada,
+            PageRequest {
+                limit: 3,
+                after: second.next,
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(third.items, made[6..]);
+    assert_eq!(third.next, None);
+}
+
+async fn the_active_key_cap_holds_under_concurrency(db: Database) {
+    let ada = registered(&db, "ada@example.com").await;
+    let attempts: Vec<_> = (0..20)
+        .map(|n| {
+            let db = db.clone();
+            tokio::spawn(async move {
+                db.insert_api_key(&new_key(ada, T0, &format!("hash-{n}")), 5)
+                    .await
+            })
+        })
+        .collect();
+    let mut created = 0;
+    for attempt in attempts {
+        match attempt.await.unwrap() {
+            Ok(()) => created += 1,
+            Err(InsertKeyError::TooManyActiveKeys { max_active: 5 }) => {}
+            Err(other) => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(created, 5);
+    assert_eq!(all_keys(&db, ada).await.len(), 5);
+    // A revoked key frees its place.
+    let revoked = all_keys(&db, ada).await[0].id;
+    db.deactivate_api_key(ada, revoked).await.unwrap();
+    db.insert_api_key(&new_key(ada, T0, "hash-after"), 5)
+        .await
+        .unwrap();
+}
+
 async fn key_hashes_are_unique(db: Database) {
     let ada = registered(&db, "ada@example.com").await;
-    db.insert_api_key(&new_key(ada, T0, "same-hash"))
+    db.insert_api_key(&new_key(ada, T0, "same-hash"), MAX_ACTIVE)
         .await
         .unwrap();
     assert!(
-        db.insert_api_key(&new_key(ada, T0, "same-hash"))
+        db.insert_api_key(&new_key(ada, T0, "same-hash"), MAX_ACTIVE)
             .await
             .is_err()
     );
@@ -223,7 +398,7 @@ fn failed(caller: AuthenticatedApiKey, at: OffsetDateTime) -> GenerationRecord {
 async fn caller_with_key(db: &Database, email: &str) -> AuthenticatedApiKey {
     let user_id = registered(db, email).await;
     let key = new_key(user_id, T0, &format!("hash-{email}"));
-    db.insert_api_key(&key).await.unwrap();
+    db.insert_api_key(&key, MAX_ACTIVE).await.unwrap();
     AuthenticatedApiKey {
         key_id: key.record.id,
         user_id,
@@ -350,6 +525,8 @@ macro_rules! contract {
 
 contract!(
     users_round_trip_with_every_field,
+    sessions_name_their_user_until_they_end_or_expire,
+    a_new_password_ends_every_session,
     a_taken_email_is_reported_and_nothing_is_stored,
     unknown_users_are_none,
     keys_are_listed_newest_first_and_only_for_their_owner,
@@ -357,6 +534,8 @@ contract!(
     active_keys_are_found_by_hash_and_inactive_ones_are_not,
     key_uses_only_move_last_used_forward,
     key_hashes_are_unique,
+    pages_follow_each_other_and_stay_put_while_keys_are_added,
+    the_active_key_cap_holds_under_concurrency,
     successes_are_counted_per_key_per_utc_day_and_failures_are_not,
     a_failed_success_write_leaves_neither_row_nor_count,
     concurrent_successes_are_all_counted,
@@ -384,18 +563,18 @@ fn abandoning_calls_midway_on_a_single_threaded_runtime_is_safe(
         let ada = registered(&db, "ada@example.com").await;
         for attempt in 0..200u32 {
             let key = new_key(ada, T0, &format!("hash-{attempt}"));
-            let insert = db.insert_api_key(&key);
+            let insert = db.insert_api_key(&key, MAX_ACTIVE);
             let _ = tokio::time::timeout(std::time::Duration::from_micros(50), insert).await;
-            let list = db.list_api_keys(ada);
+            let list = db.list_api_keys(ada, PageRequest::first(10));
             let _ = tokio::time::timeout(std::time::Duration::from_micros(50), list).await;
         }
         // Abandoned calls still run to completion, and the pool still serves: wait (with a
         // bound) for the last of them to land.
         let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
-        let mut stored = db.list_api_keys(ada).await.unwrap().len();
+        let mut stored = all_keys(&db, ada).await.len();
         while stored < 200 && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-            stored = db.list_api_keys(ada).await.unwrap().len();
+            stored = all_keys(&db, ada).await.len();
         }
         assert_eq!(stored, 200);
     });

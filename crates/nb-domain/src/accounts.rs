@@ -1,13 +1,15 @@
-//! Accounts: registration, login and looking a user up.
+//! Accounts: registration, login, sessions (what access tokens stand for), password changes.
 
 use std::fmt;
 use std::sync::Arc;
+use std::time::Duration;
 
 use crate::RepositoryError;
 use crate::ports::{
-    Clock, IdGenerator, InsertUserError, PasswordHasher, PasswordHashingError, UserRepository,
+    Clock, IdGenerator, InsertUserError, PasswordHasher, PasswordHashingError, SessionRepository,
+    UserRepository,
 };
-use crate::user::{EmailAddress, NewUser, Password, User, UserId};
+use crate::user::{EmailAddress, NewUser, Password, Session, SessionId, User, UserId};
 
 #[derive(Debug, thiserror::Error)]
 pub enum RegisterError {
@@ -32,40 +34,138 @@ pub enum LoginError {
 
 #[derive(Debug, thiserror::Error)]
 pub enum FindUserError {
-    #[error("no such user")]
+    /// No such user, or no such live session of theirs.
+    #[error("no such user or session")]
     NotFound,
     #[error(transparent)]
     Repository(#[from] RepositoryError),
 }
 
-/// Registers users and checks their passwords.
+#[derive(Debug, thiserror::Error)]
+pub enum ChangePasswordError {
+    /// The current password given is not the user's.
+    #[error("the current password is wrong")]
+    WrongPassword,
+    /// The account went away meanwhile.
+    #[error("no such user")]
+    NotFound,
+    #[error(transparent)]
+    Hashing(#[from] PasswordHashingError),
+    #[error(transparent)]
+    Repository(#[from] RepositoryError),
+}
+
+/// The ports an [`AccountService`] works through.
+#[derive(Clone)]
+#[allow(missing_debug_implementations)] // Trait objects without Debug.
+pub struct AccountPorts {
+    pub users: Arc<dyn UserRepository>,
+    pub sessions: Arc<dyn SessionRepository>,
+    pub hasher: Arc<dyn PasswordHasher>,
+    pub clock: Arc<dyn Clock>,
+    pub ids: Arc<dyn IdGenerator>,
+}
+
+/// Registers users, checks their passwords, and keeps their sessions.
 #[derive(Clone)]
 pub struct AccountService {
     users: Arc<dyn UserRepository>,
+    sessions: Arc<dyn SessionRepository>,
     hasher: Arc<dyn PasswordHasher>,
     clock: Arc<dyn Clock>,
     ids: Arc<dyn IdGenerator>,
+    session_ttl: Duration,
 }
 
 impl fmt::Debug for AccountService {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("AccountService").finish_non_exhaustive()
+        f.debug_struct("AccountService")
+            .field("session_ttl", &self.session_ttl)
+            .finish_non_exhaustive()
     }
 }
 
 impl AccountService {
-    pub fn new(
-        users: Arc<dyn UserRepository>,
-        hasher: Arc<dyn PasswordHasher>,
-        clock: Arc<dyn Clock>,
-        ids: Arc<dyn IdGenerator>,
-    ) -> Self {
+    /// Sessions last `session_ttl` (the access tokens' lifetime).
+    pub fn new(ports: AccountPorts, session_ttl: Duration) -> Self {
         Self {
-            users,
-            hasher,
-            clock,
-            ids,
+            users: ports.users,
+            sessions: ports.sessions,
+            hasher: ports.hasher,
+            clock: ports.clock,
+            ids: ports.ids,
+            session_ttl,
         }
+    }
+
+    /// A new session for the user, starting now.
+    pub async fn start_session(&self, user_id: UserId) -> Result<Session, RepositoryError> {
+        let created_at = self.clock.now();
+        let session = Session {
+            id: SessionId(self.ids.new_id()),
+            user_id,
+            created_at,
+            expires_at: created_at + self.session_ttl,
+        };
+        self.sessions.insert_session(&session).await?;
+        Ok(session)
+    }
+
+    /// The user of a live session: an access token's owner, as long as the session has not
+    /// ended (logout, password change) or expired.
+    pub async fn signed_in_user(
+        &self,
+        user_id: UserId,
+        session_id: SessionId,
+    ) -> Result<User, FindUserError> {
+        self.sessions
+            .find_session_user(user_id, session_id, self.clock.now())
+            .await?
+            .ok_or(FindUserError::NotFound)
+    }
+
+    /// Ends one session: its access token stops working at once.
+    pub async fn end_session(
+        &self,
+        user_id: UserId,
+        session_id: SessionId,
+    ) -> Result<(), RepositoryError> {
+        self.sessions.delete_session(user_id, session_id).await
+    }
+
+    /// Forgets sessions that have expired.
+    pub async fn forget_expired_sessions(&self) -> Result<u64, RepositoryError> {
+        self.sessions
+            .delete_expired_sessions(self.clock.now())
+            .await
+    }
+
+    /// Checks the current password, stores the new one, and ends every session of the user
+    /// (every access token issued so far); returns a new session to carry on with.
+    #[tracing::instrument(skip_all, fields(user_id = %user_id))]
+    pub async fn change_password(
+        &self,
+        user_id: UserId,
+        current: Password,
+        new: Password,
+    ) -> Result<Session, ChangePasswordError> {
+        let credentials = self
+            .users
+            .find_credentials_by_id(user_id)
+            .await?
+            .ok_or(ChangePasswordError::NotFound)?;
+        if !self
+            .hasher
+            .verify(&current, &credentials.password_hash)
+            .await?
+        {
+            return Err(ChangePasswordError::WrongPassword);
+        }
+        let new_hash = self.hasher.hash(&new).await?;
+        if !self.users.replace_password(user_id, &new_hash).await? {
+            return Err(ChangePasswordError::NotFound);
+        }
+        Ok(self.start_session(user_id).await?)
     }
 
     #[tracing::instrument(skip_all, fields(user_id))]
@@ -93,12 +193,17 @@ impl AccountService {
         }
     }
 
-    /// Checks an email (as typed) and password. A malformed email is just a failed login.
+    /// Checks an email and password. A malformed email (`None`) is just a failed login, at
+    /// the same cost as any other.
     #[tracing::instrument(skip_all)]
-    pub async fn login(&self, email: &str, password: Password) -> Result<User, LoginError> {
-        let credentials = match EmailAddress::parse(email) {
-            Ok(email) => self.users.find_user_by_email(&email).await?,
-            Err(_) => None,
+    pub async fn login(
+        &self,
+        email: Option<EmailAddress>,
+        password: Password,
+    ) -> Result<User, LoginError> {
+        let credentials = match email {
+            Some(email) => self.users.find_user_by_email(&email).await?,
+            None => None,
         };
         let Some(credentials) = credentials else {
             self.hasher.verify_against_dummy(&password).await;
@@ -114,19 +219,14 @@ impl AccountService {
             Err(LoginError::InvalidCredentials)
         }
     }
-
-    pub async fn find_user(&self, id: UserId) -> Result<User, FindUserError> {
-        self.users
-            .find_user_by_id(id)
-            .await?
-            .ok_or(FindUserError::NotFound)
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ports::{MockClock, MockIdGenerator, MockPasswordHasher, MockUserRepository};
+    use crate::ports::{
+        MockClock, MockIdGenerator, MockPasswordHasher, MockSessionRepository, MockUserRepository,
+    };
     use crate::user::{PasswordHash, UserCredentials};
     use time::OffsetDateTime;
     use time::macros::datetime;
@@ -135,17 +235,29 @@ mod tests {
     const NOW: OffsetDateTime = datetime!(2026-11-25 12:00:00 UTC);
     const USER_ID: Uuid = Uuid::from_u128(42);
 
-    fn service(users: MockUserRepository, hasher: MockPasswordHasher) -> AccountService {
+    const TTL: Duration = Duration::from_secs(3600);
+
+    fn service_with_sessions(
+        users: MockUserRepository,
+        sessions: MockSessionRepository,
+        hasher: MockPasswordHasher,
+    ) -> AccountService {
         let mut clock = MockClock::new();
         clock.expect_now().return_const(NOW);
         let mut ids = MockIdGenerator::new();
         ids.expect_new_id().return_const(USER_ID);
-        AccountService::new(
-            Arc::new(users),
-            Arc::new(hasher),
-            Arc::new(clock),
-            Arc::new(ids),
-        )
+        let ports = AccountPorts {
+            users: Arc::new(users),
+            sessions: Arc::new(sessions),
+            hasher: Arc::new(hasher),
+            clock: Arc::new(clock),
+            ids: Arc::new(ids),
+        };
+        AccountService::new(ports, TTL)
+    }
+
+    fn service(users: MockUserRepository, hasher: MockPasswordHasher) -> AccountService {
+        service_with_sessions(users, MockSessionRepository::new(), hasher)
     }
 
     fn hasher_that_accepts(correct: &'static str) -> MockPasswordHasher {
@@ -220,7 +332,7 @@ mod tests {
             .returning(|_| Ok(Some(stored_user())));
         let user = service(users, hasher_that_accepts("right password"))
             .login(
-                " ADA@example.com",
+                EmailAddress::parse(" ADA@example.com").ok(),
                 Password::attempt("right password".into()),
             )
             .await
@@ -236,7 +348,7 @@ mod tests {
             .returning(|_| Ok(Some(stored_user())));
         let result = service(users, hasher_that_accepts("right password"))
             .login(
-                "ada@example.com",
+                EmailAddress::parse("ada@example.com").ok(),
                 Password::attempt("wrong password".into()),
             )
             .await;
@@ -253,7 +365,10 @@ mod tests {
             .times(1)
             .return_const(());
         let result = service(users, hasher)
-            .login("nobody@example.com", Password::attempt("whatever1".into()))
+            .login(
+                EmailAddress::parse("nobody@example.com").ok(),
+                Password::attempt("whatever1".into()),
+            )
             .await;
         assert!(matches!(result, Err(LoginError::InvalidCredentials)));
     }
@@ -268,18 +383,80 @@ mod tests {
             .times(1)
             .return_const(());
         let result = service(users, hasher)
-            .login("not an email", Password::attempt("x".into()))
+            .login(None, Password::attempt("x".into()))
             .await;
         assert!(matches!(result, Err(LoginError::InvalidCredentials)));
     }
 
     #[tokio::test]
-    async fn find_user_reports_missing_users() {
-        let mut users = MockUserRepository::new();
-        users.expect_find_user_by_id().returning(|_| Ok(None));
-        let result = service(users, MockPasswordHasher::new())
-            .find_user(UserId(USER_ID))
-            .await;
+    async fn an_ended_or_unknown_session_is_no_user() {
+        let mut sessions = MockSessionRepository::new();
+        sessions
+            .expect_find_session_user()
+            .withf(|_, _, now| *now == NOW)
+            .returning(|_, _, _| Ok(None));
+        let result = service_with_sessions(
+            MockUserRepository::new(),
+            sessions,
+            MockPasswordHasher::new(),
+        )
+        .signed_in_user(UserId(USER_ID), SessionId(Uuid::from_u128(9)))
+        .await;
         assert!(matches!(result, Err(FindUserError::NotFound)));
+    }
+
+    #[tokio::test]
+    async fn sessions_last_the_token_lifetime() {
+        let mut sessions = MockSessionRepository::new();
+        sessions
+            .expect_insert_session()
+            .withf(|session| session.created_at == NOW && session.expires_at == NOW + TTL)
+            .times(1)
+            .returning(|_| Ok(()));
+        service_with_sessions(
+            MockUserRepository::new(),
+            sessions,
+            MockPasswordHasher::new(),
+        )
+        .start_session(UserId(USER_ID))
+        .await
+        .unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_password_change_needs_the_current_password_and_ends_every_session() {
+        let mut users = MockUserRepository::new();
+        users
+            .expect_find_credentials_by_id()
+            .returning(|_| Ok(Some(stored_user())));
+        users
+            .expect_replace_password()
+            .withf(|_, hash| hash.as_str() == "hashed:new password!")
+            .times(1)
+            .returning(|_, _| Ok(true));
+        let mut sessions = MockSessionRepository::new();
+        sessions
+            .expect_insert_session()
+            .times(1)
+            .returning(|_| Ok(()));
+        let accounts =
+            service_with_sessions(users, sessions, hasher_that_accepts("right password"));
+        let wrong = accounts
+            .change_password(
+                UserId(USER_ID),
+                Password::attempt("wrong password".into()),
+                Password::parse_new("new password!".into()).unwrap(),
+            )
+            .await;
+        assert!(matches!(wrong, Err(ChangePasswordError::WrongPassword)));
+        let session = accounts
+            .change_password(
+                UserId(USER_ID),
+                Password::attempt("right password".into()),
+                Password::parse_new("new password!".into()).unwrap(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(session.user_id, UserId(USER_ID));
     }
 }

@@ -13,8 +13,12 @@ use crate::generation::{
     FetchedImage, GeneratedImage, GenerationRecord, ImageRequest, ObjectKey, ProviderError,
     StorageError, StoredImage,
 };
+use crate::pagination::{Page, PageRequest};
 use crate::usage::DailyUsage;
-use crate::user::{EmailAddress, NewUser, Password, PasswordHash, User, UserCredentials, UserId};
+use crate::user::{
+    EmailAddress, NewUser, Password, PasswordHash, Session, SessionId, User, UserCredentials,
+    UserId,
+};
 
 /// The current time.
 #[cfg_attr(feature = "mock", mockall::automock)]
@@ -87,17 +91,78 @@ pub trait UserRepository: Send + Sync + 'static {
 
     /// MUST return `Ok(None)` when no user has this id.
     async fn find_user_by_id(&self, id: UserId) -> Result<Option<User>, RepositoryError>;
+
+    /// The user's credentials, for checking a password they already hold.
+    async fn find_credentials_by_id(
+        &self,
+        id: UserId,
+    ) -> Result<Option<UserCredentials>, RepositoryError>;
+
+    /// Replaces the user's password hash and ends every one of their sessions, in one
+    /// transaction. MUST return `Ok(false)` when no user has this id.
+    async fn replace_password(
+        &self,
+        id: UserId,
+        password_hash: &PasswordHash,
+    ) -> Result<bool, RepositoryError>;
+}
+
+/// Where signed-in sessions are kept.
+#[cfg_attr(feature = "mock", mockall::automock)]
+#[async_trait]
+pub trait SessionRepository: Send + Sync + 'static {
+    /// Stores a new session. Its user MUST exist.
+    async fn insert_session(&self, session: &Session) -> Result<(), RepositoryError>;
+
+    /// The user of a session that exists, belongs to `user_id` and has not expired at `now`.
+    /// MUST return `Ok(None)` otherwise.
+    async fn find_session_user(
+        &self,
+        user_id: UserId,
+        session_id: SessionId,
+        now: OffsetDateTime,
+    ) -> Result<Option<User>, RepositoryError>;
+
+    /// Ends one session of the user (nothing when it is not theirs or already ended).
+    async fn delete_session(
+        &self,
+        user_id: UserId,
+        session_id: SessionId,
+    ) -> Result<(), RepositoryError>;
+
+    /// Removes sessions that expired before `now`; returns how many.
+    async fn delete_expired_sessions(&self, now: OffsetDateTime) -> Result<u64, RepositoryError>;
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum InsertKeyError {
+    /// The owner already has the most active keys allowed.
+    #[error("the account already has {max_active} active keys")]
+    TooManyActiveKeys { max_active: u32 },
+    #[error(transparent)]
+    Repository(#[from] RepositoryError),
 }
 
 /// Where API keys are kept.
 #[cfg_attr(feature = "mock", mockall::automock)]
 #[async_trait]
 pub trait ApiKeyRepository: Send + Sync + 'static {
-    /// Stores a new key. The owner MUST exist.
-    async fn insert_api_key(&self, new_key: &NewApiKey) -> Result<(), RepositoryError>;
+    /// Stores a new key, unless its owner (who MUST exist) already has `max_active` active
+    /// keys: then it MUST store nothing and return `TooManyActiveKeys`. The count and the
+    /// insert are one atomic step, so concurrent creations cannot pass the cap.
+    async fn insert_api_key(
+        &self,
+        new_key: &NewApiKey,
+        max_active: u32,
+    ) -> Result<(), InsertKeyError>;
 
-    /// The user's keys, revoked ones included, newest first (by `created_at`, then id).
-    async fn list_api_keys(&self, user_id: UserId) -> Result<Vec<ApiKeyRecord>, RepositoryError>;
+    /// One page of the user's keys, revoked ones included, newest first (by `created_at`,
+    /// then id).
+    async fn list_api_keys(
+        &self,
+        user_id: UserId,
+        page: PageRequest,
+    ) -> Result<Page<ApiKeyRecord>, RepositoryError>;
 
     /// Sets `is_active = false` on the key if it belongs to `user_id`. MUST return `Ok(true)`
     /// when the user owns the key (even if it was already inactive) and `Ok(false)` when no

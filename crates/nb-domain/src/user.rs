@@ -5,6 +5,8 @@ use std::fmt;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
+use crate::text::has_hidden_characters;
+
 /// A user's id.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct UserId(pub Uuid);
@@ -15,10 +17,11 @@ impl fmt::Display for UserId {
     }
 }
 
-/// The longest address SMTP can carry (RFC 5321 path limit less the brackets).
+/// The longest address SMTP can carry (RFC 5321 path limit less the brackets), in bytes.
 const MAX_EMAIL_LENGTH: usize = 254;
 
-/// A syntactically valid, normalised (trimmed, lower-case) email address.
+/// A syntactically valid email address in its one normal form (see [`EmailAddress::parse`]):
+/// two spellings of an address are one account exactly when their normal forms are equal.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct EmailAddress(String);
 
@@ -26,24 +29,28 @@ pub struct EmailAddress(String);
 #[error("email must be a valid address such as name@example.com")]
 pub struct InvalidEmail;
 
-/// The one normal form of an email as typed: trimmed and lower-cased. Two spellings of an
-/// address are the same account exactly when their normal forms are equal.
-pub fn normalise_email(raw: &str) -> String {
-    raw.trim().to_lowercase()
-}
-
 impl EmailAddress {
-    /// Normalises `raw` (see [`normalise_email`]), then checks it against RFC 5322's address
-    /// syntax.
+    /// Trims `raw`, refuses control and invisible characters (zero-width, bidirectional),
+    /// normalises it to Unicode NFKC, lower-cases the local part, writes the domain in its
+    /// ASCII (IDNA) form, and checks the result: at most 254 bytes, RFC 5322 syntax, a dotted
+    /// domain. Anything too long to be an address is refused before any of that work.
     pub fn parse(raw: &str) -> Result<Self, InvalidEmail> {
-        let normalised = normalise_email(raw);
+        use unicode_normalization::UnicodeNormalization;
+        let trimmed = raw.trim();
+        // NFKC can expand a character into several; four times the limit is ample room.
+        if trimmed.len() > 4 * MAX_EMAIL_LENGTH || has_hidden_characters(trimmed) {
+            return Err(InvalidEmail);
+        }
+        let composed: String = trimmed.nfkc().collect();
+        let (local, domain) = composed.rsplit_once('@').ok_or(InvalidEmail)?;
+        let domain = idna::domain_to_ascii(domain).map_err(|_| InvalidEmail)?;
+        let normalised = format!("{}@{domain}", local.to_lowercase());
         // A domain without a dot (`a@localhost`) is legal syntax but never a deliverable
         // address for a public service, so it is refused with the rest.
-        let has_dotted_domain = normalised
-            .rsplit_once('@')
-            .is_some_and(|(_, domain)| domain.contains('.') && !domain.ends_with('.'));
+        let has_dotted_domain = domain.contains('.') && !domain.ends_with('.');
         if normalised.len() > MAX_EMAIL_LENGTH
             || !has_dotted_domain
+            || has_hidden_characters(&normalised)
             || !email_address::EmailAddress::is_valid(&normalised)
         {
             return Err(InvalidEmail);
@@ -134,6 +141,25 @@ pub struct User {
     pub created_at: OffsetDateTime,
 }
 
+/// A signed-in session: what an access token stands for. Ending it (logout, a password
+/// change) ends the token, before its expiry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct SessionId(pub Uuid);
+
+impl fmt::Display for SessionId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Session {
+    pub id: SessionId,
+    pub user_id: UserId,
+    pub created_at: OffsetDateTime,
+    pub expires_at: OffsetDateTime,
+}
+
 /// A user with the hash their password is checked against.
 #[derive(Debug, Clone)]
 pub struct UserCredentials {
@@ -156,6 +182,40 @@ mod tests {
     fn email_is_trimmed_and_lower_cased() {
         let email = EmailAddress::parse("  Ada.Lovelace@Example.COM ").unwrap();
         assert_eq!(email.as_str(), "ada.lovelace@example.com");
+    }
+
+    #[test]
+    fn invisible_characters_are_refused_and_unicode_is_normalised() {
+        for hidden in [
+            "\u{200b}alice@example.com",
+            "ali\u{200d}ce@example.com",
+            "alice@exam\u{202e}ple.com",
+            "alice\u{feff}@example.com",
+        ] {
+            assert_eq!(EmailAddress::parse(hidden), Err(InvalidEmail), "{hidden:?}");
+        }
+        // Fullwidth letters are NFKC-equal to ASCII ones: one account.
+        assert_eq!(
+            EmailAddress::parse("ａｌｉｃｅ@example.com")
+                .unwrap()
+                .as_str(),
+            "alice@example.com"
+        );
+        // Internationalised domains compare in their ASCII form, whatever their case.
+        let idn = EmailAddress::parse("bob@BÜCHER.example").unwrap();
+        assert_eq!(idn.as_str(), "bob@xn--bcher-kva.example");
+        assert_eq!(
+            EmailAddress::parse("bob@xn--bcher-kva.example").unwrap(),
+            idn
+        );
+    }
+
+    #[test]
+    fn very_long_input_is_refused_at_once() {
+        assert_eq!(
+            EmailAddress::parse(&format!("{}@example.com", "a".repeat(65_000))),
+            Err(InvalidEmail)
+        );
     }
 
     #[test]

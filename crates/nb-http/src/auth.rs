@@ -2,19 +2,23 @@
 //!
 //! Each kind of route accepts only its own kind of credential: an API key sent to an account
 //! route, or an access token sent to a generation route, is a 401 that says which to use.
+//!
+//! `Authorization` is read as RFC 9110 §11 says: the scheme `Bearer` in any case, one or
+//! more spaces, then a token68. (actix-web-httpauth's extractor accepts only `Bearer` spelt
+//! exactly so, which refuses the `bearer` our own login answer names as `token_type`.)
 
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
 use actix_web::dev::Payload;
+use actix_web::http::header::AUTHORIZATION;
 use actix_web::{FromRequest, HttpRequest, web};
-use actix_web_httpauth::extractors::bearer::BearerAuth;
 use futures_util::future::LocalBoxFuture;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use nb_domain::api_keys::{API_KEY_PREFIX, AuthenticatedApiKey};
 use nb_domain::ports::Clock;
-use nb_domain::user::{User, UserId};
+use nb_domain::user::{Session, SessionId, User, UserId};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -22,13 +26,17 @@ use crate::config::JwtSecret;
 use crate::error::ApiError;
 use crate::state::AppState;
 
-/// Clock skew tolerated when checking `exp`.
-const EXPIRY_LEEWAY_SECONDS: u64 = 5;
+/// Clock skew tolerated when checking `exp`, `nbf` and `iat`.
+const LEEWAY_SECONDS: u64 = 5;
 
 #[derive(Debug, Serialize, Deserialize)]
 pub struct AccessTokenClaims {
+    /// The user.
     pub sub: String,
+    /// The session the token stands for: ending it ends the token.
+    pub sid: String,
     pub iat: i64,
+    pub nbf: i64,
     pub exp: i64,
 }
 
@@ -67,8 +75,9 @@ impl fmt::Debug for AccessTokens {
 impl AccessTokens {
     pub fn new(secret: &JwtSecret, ttl: Duration, clock: Arc<dyn Clock>) -> Self {
         let mut validation = Validation::new(Algorithm::HS256);
-        validation.set_required_spec_claims(&["exp", "iat", "sub"]);
-        validation.leeway = EXPIRY_LEEWAY_SECONDS;
+        validation.set_required_spec_claims(&["exp", "iat", "nbf", "sub"]);
+        validation.validate_nbf = true;
+        validation.leeway = LEEWAY_SECONDS;
         Self {
             encoding: EncodingKey::from_secret(secret.expose_secret()),
             decoding: DecodingKey::from_secret(secret.expose_secret()),
@@ -78,40 +87,76 @@ impl AccessTokens {
         }
     }
 
-    pub fn issue(&self, user_id: UserId) -> Result<IssuedAccessToken, ApiError> {
+    /// A token for a session, valid until the session expires.
+    pub fn issue(&self, session: &Session) -> Result<IssuedAccessToken, ApiError> {
         let issued_at = self.clock.now().unix_timestamp();
+        let expires_at = session.expires_at.unix_timestamp();
         let claims = AccessTokenClaims {
-            sub: user_id.to_string(),
+            sub: session.user_id.to_string(),
+            sid: session.id.to_string(),
             iat: issued_at,
-            exp: issued_at.saturating_add_unsigned(self.ttl.as_secs()),
+            nbf: issued_at,
+            exp: expires_at,
         };
         let token = jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
             .map_err(ApiError::internal)?;
         Ok(IssuedAccessToken {
             token,
-            expires_in: self.ttl.as_secs(),
+            expires_in: u64::try_from(expires_at - issued_at).unwrap_or(0),
         })
     }
 
-    /// The user a valid, unexpired token was issued to.
-    pub fn verify(&self, token: &str) -> Option<UserId> {
+    /// The user and session of a token that is well signed, not expired, already valid
+    /// (`nbf`) and not issued in the future (`iat`), each within the leeway.
+    pub fn verify(&self, token: &str) -> Option<(UserId, SessionId)> {
         let data =
             jsonwebtoken::decode::<AccessTokenClaims>(token, &self.decoding, &self.validation)
                 .ok()?;
-        Uuid::parse_str(&data.claims.sub).ok().map(UserId)
+        let now = self.clock.now().unix_timestamp();
+        if data.claims.iat > now.saturating_add_unsigned(LEEWAY_SECONDS) {
+            return None;
+        }
+        let user = Uuid::parse_str(&data.claims.sub).ok().map(UserId)?;
+        let session = Uuid::parse_str(&data.claims.sid).ok().map(SessionId)?;
+        Some((user, session))
+    }
+
+    /// How long tokens (and their sessions) last.
+    pub fn ttl(&self) -> Duration {
+        self.ttl
     }
 }
 
-fn bearer_token(req: &HttpRequest) -> Result<String, ApiError> {
-    BearerAuth::extract(req)
-        .into_inner()
-        .map(|auth| auth.token().to_owned())
-        .map_err(|_| {
-            ApiError::unauthorized(
-                "missing_credentials",
-                "Send your credentials in an `Authorization: Bearer <token>` header.",
-            )
-        })
+fn missing_credentials() -> ApiError {
+    ApiError::unauthorized(
+        "missing_credentials",
+        "Send your credentials in an `Authorization: Bearer <token>` header.",
+    )
+}
+
+/// `Authorization: Bearer <token68>`, the scheme in any case, one or more spaces before the
+/// token.
+pub fn bearer_token(req: &HttpRequest) -> Result<String, ApiError> {
+    let value = req
+        .headers()
+        .get(AUTHORIZATION)
+        .and_then(|value| value.to_str().ok())
+        .ok_or_else(missing_credentials)?;
+    let (scheme, rest) = value.split_once(' ').ok_or_else(missing_credentials)?;
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        return Err(missing_credentials());
+    }
+    let token = rest.trim_matches(' ');
+    let body = token.trim_end_matches('=');
+    let is_token68 = !body.is_empty()
+        && body.bytes().all(|b| {
+            b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'+' | b'/')
+        });
+    if is_token68 {
+        Ok(token.to_owned())
+    } else {
+        Err(missing_credentials())
+    }
 }
 
 fn app_state(req: &HttpRequest) -> Result<web::Data<AppState>, ApiError> {
@@ -120,11 +165,19 @@ fn app_state(req: &HttpRequest) -> Result<web::Data<AppState>, ApiError> {
         .ok_or_else(|| ApiError::internal("AppState is not registered on the app"))
 }
 
-/// The signed-in user of an account route, from `Authorization: Bearer <access token>`.
+/// The signed-in user of an account route, from `Authorization: Bearer <access token>`, as
+/// long as the token's session lives.
 #[derive(Debug, Clone)]
 pub struct SignedInUser(pub User);
 
-impl FromRequest for SignedInUser {
+/// The signed-in user and the session their token stands for (for logout).
+#[derive(Debug, Clone)]
+pub struct SignedInSession {
+    pub user: User,
+    pub session: SessionId,
+}
+
+impl FromRequest for SignedInSession {
     type Error = ApiError;
     type Future = LocalBoxFuture<'static, Result<Self, ApiError>>;
 
@@ -138,14 +191,25 @@ impl FromRequest for SignedInUser {
                     "This route takes an access token from /v1/auth/login, not an API key.",
                 ));
             }
-            let user_id = state.access_tokens.verify(&token).ok_or_else(|| {
+            let (user_id, session) = state.access_tokens.verify(&token).ok_or_else(|| {
                 ApiError::unauthorized(
                     "invalid_token",
                     "The access token is invalid or has expired.",
                 )
             })?;
-            Ok(Self(state.accounts.find_user(user_id).await?))
+            let user = state.accounts.signed_in_user(user_id, session).await?;
+            Ok(Self { user, session })
         })
+    }
+}
+
+impl FromRequest for SignedInUser {
+    type Error = ApiError;
+    type Future = LocalBoxFuture<'static, Result<Self, ApiError>>;
+
+    fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
+        let signed_in = SignedInSession::from_request(req, payload);
+        Box::pin(async move { Ok(Self(signed_in.await?.user)) })
     }
 }
 

@@ -1,21 +1,25 @@
 //! Work the server does on its own, apart from requests: every minute it writes the keys'
-//! coalesced `last_used_at` and forgets idle rate-limit entries; at shutdown it writes what
-//! is still only in memory.
+//! coalesced `last_used_at` and forgets idle rate-limit entries, every hour it removes
+//! expired sessions; at shutdown it writes what is still only in memory.
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use nb_domain::accounts::AccountService;
 use nb_domain::api_keys::{CachingApiKeyRepository, LAST_USED_WRITE_INTERVAL};
 
-use crate::rate_limit::RateLimits;
+use crate::rate_limit::MemoryRateLimiter;
 
 /// How often idle rate-limit entries are forgotten.
 const RATE_LIMIT_CLEANUP_INTERVAL: Duration = Duration::from_secs(60);
+/// How often expired sessions are removed.
+const SESSION_CLEANUP_INTERVAL: Duration = Duration::from_secs(60 * 60);
 
 #[derive(Clone)]
 pub struct Maintenance {
     key_cache: Arc<CachingApiKeyRepository>,
-    rate_limits: RateLimits,
+    rate_limiter: Arc<MemoryRateLimiter>,
+    accounts: AccountService,
 }
 
 impl std::fmt::Debug for Maintenance {
@@ -25,10 +29,15 @@ impl std::fmt::Debug for Maintenance {
 }
 
 impl Maintenance {
-    pub fn new(key_cache: Arc<CachingApiKeyRepository>, rate_limits: RateLimits) -> Self {
+    pub fn new(
+        key_cache: Arc<CachingApiKeyRepository>,
+        rate_limiter: Arc<MemoryRateLimiter>,
+        accounts: AccountService,
+    ) -> Self {
         Self {
             key_cache,
-            rate_limits,
+            rate_limiter,
+            accounts,
         }
     }
 
@@ -46,10 +55,20 @@ impl Maintenance {
                 }
             }
         }));
-        let rate_limits = self.rate_limits.clone();
+        let rate_limiter = self.rate_limiter.clone();
         runtime.spawn(every(RATE_LIMIT_CLEANUP_INTERVAL, move || {
-            let rate_limits = rate_limits.clone();
-            async move { rate_limits.forget_idle() }
+            let rate_limiter = rate_limiter.clone();
+            async move { rate_limiter.forget_idle() }
+        }));
+        let accounts = self.accounts.clone();
+        runtime.spawn(every(SESSION_CLEANUP_INTERVAL, move || {
+            let accounts = accounts.clone();
+            async move {
+                match accounts.forget_expired_sessions().await {
+                    Ok(removed) => tracing::debug!(removed, "expired sessions removed"),
+                    Err(error) => tracing::warn!(%error, "could not remove expired sessions"),
+                }
+            }
         }));
     }
 

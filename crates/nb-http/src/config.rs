@@ -64,6 +64,9 @@ pub struct Config {
     pub limits: Limits,
     /// `NB_METRICS_TOKEN`: when set, `GET /metrics` requires `Authorization: Bearer <token>`.
     pub metrics_token: Option<MetricsToken>,
+    /// `NB_CORS_ORIGINS`: origins whose pages may call the API from a browser (none by
+    /// default: the API is for servers and tools, not for other sites' pages).
+    pub cors_origins: Vec<String>,
 }
 
 /// Request sizes, rates, timeouts and the shutdown grace period.
@@ -75,18 +78,28 @@ pub struct Limits {
     pub client_request_timeout: Duration,
     /// `NB_KEEP_ALIVE_SECONDS`: idle keep-alive connections are closed after this.
     pub keep_alive: Duration,
-    /// `NB_AUTH_ATTEMPTS_PER_MINUTE_PER_IP`: registrations and logins per client IP.
+    /// `NB_CLIENT_BODY_TIMEOUT_SECONDS`: the longest wait for the next piece of a request's
+    /// body (like nginx's `client_body_timeout`).
+    pub client_body_timeout: Duration,
+    /// `NB_AUTH_ATTEMPTS_PER_MINUTE_PER_IP`: registrations and logins per client network.
     pub auth_attempts_per_minute_per_ip: u32,
-    /// `NB_AUTH_ATTEMPTS_PER_MINUTE_PER_EMAIL`: registrations and logins per email.
+    /// `NB_AUTH_ATTEMPTS_PER_MINUTE_PER_EMAIL_AND_IP`: for one email from one network.
+    pub auth_attempts_per_minute_per_email_and_ip: u32,
+    /// `NB_AUTH_ATTEMPTS_PER_MINUTE_PER_EMAIL`: for one email from anywhere (a ceiling).
     pub auth_attempts_per_minute_per_email: u32,
     /// `NB_GENERATIONS_PER_MINUTE_PER_KEY`.
     pub generations_per_minute_per_key: u32,
+    /// `NB_GENERATIONS_PER_MINUTE_PER_ACCOUNT`: over all of an account's keys.
+    pub generations_per_minute_per_account: u32,
+    /// `NB_MAX_ACTIVE_KEYS_PER_ACCOUNT`.
+    pub max_active_keys_per_account: u32,
     /// `NB_UPSTREAM_CONCURRENCY`: calls to Google in flight at once, per instance.
     pub upstream_concurrency: usize,
     /// `NB_UPSTREAM_QUEUE_TIMEOUT_SECONDS`: how long a generation waits for a free slot.
     pub upstream_queue_timeout: Duration,
-    /// `NB_TRUST_FORWARDED_FOR`: take the client IP from `X-Forwarded-For` (behind a proxy).
-    pub trust_forwarded_for: bool,
+    /// `NB_TRUST_FORWARDED_FOR` and `NB_TRUSTED_PROXY_HOPS`: how many proxies in front of
+    /// the server append to `X-Forwarded-For` (0: take the TCP peer).
+    pub trusted_proxy_hops: usize,
     /// `NB_SHUTDOWN_GRACE_SECONDS`: how long in-flight requests may finish after SIGTERM.
     pub shutdown_grace: Duration,
     /// `NB_KEY_CACHE_TTL_SECONDS`: how long a verified API key is trusted from memory (0: never).
@@ -99,12 +112,16 @@ impl Default for Limits {
             max_body_bytes: 64 * 1024,
             client_request_timeout: Duration::from_secs(10),
             keep_alive: Duration::from_secs(75),
+            client_body_timeout: Duration::from_secs(10),
             auth_attempts_per_minute_per_ip: 30,
-            auth_attempts_per_minute_per_email: 10,
+            auth_attempts_per_minute_per_email_and_ip: 10,
+            auth_attempts_per_minute_per_email: 100,
             generations_per_minute_per_key: 60,
+            generations_per_minute_per_account: 120,
+            max_active_keys_per_account: 20,
             upstream_concurrency: 64,
             upstream_queue_timeout: Duration::from_secs(30),
-            trust_forwarded_for: false,
+            trusted_proxy_hops: 0,
             shutdown_grace: Duration::from_secs(30),
             key_cache_ttl: nb_domain::api_keys::DEFAULT_KEY_CACHE_TTL,
         }
@@ -278,7 +295,12 @@ impl Config {
             ));
         }
         let limits = limits_config(&var)?;
+        let cors_origins = var("NB_CORS_ORIGINS")
+            .map(|list| cors_origins(&list))
+            .transpose()?
+            .unwrap_or_default();
         Ok(Self {
+            cors_origins,
             limits,
             metrics_token: var("NB_METRICS_TOKEN")
                 .map(|token| MetricsToken::new(token.trim().to_owned())),
@@ -331,7 +353,11 @@ fn limits_config(var: &impl Fn(&str) -> Option<String>) -> Result<Limits, Config
     if max_body_bytes < 1024 {
         return Err(invalid("NB_MAX_BODY_BYTES", "must be at least 1024"));
     }
-    let trust_forwarded_for = flag(var, "NB_TRUST_FORWARDED_FOR")?;
+    let trusted_proxy_hops = if flag(var, "NB_TRUST_FORWARDED_FOR")? {
+        positive_usize(var, "NB_TRUSTED_PROXY_HOPS", 1)?
+    } else {
+        0
+    };
     Ok(Limits {
         max_body_bytes,
         client_request_timeout: seconds(
@@ -339,9 +365,17 @@ fn limits_config(var: &impl Fn(&str) -> Option<String>) -> Result<Limits, Config
             defaults.client_request_timeout,
         )?,
         keep_alive: seconds("NB_KEEP_ALIVE_SECONDS", defaults.keep_alive)?,
+        client_body_timeout: seconds(
+            "NB_CLIENT_BODY_TIMEOUT_SECONDS",
+            defaults.client_body_timeout,
+        )?,
         auth_attempts_per_minute_per_ip: positive(
             "NB_AUTH_ATTEMPTS_PER_MINUTE_PER_IP",
             defaults.auth_attempts_per_minute_per_ip,
+        )?,
+        auth_attempts_per_minute_per_email_and_ip: positive(
+            "NB_AUTH_ATTEMPTS_PER_MINUTE_PER_EMAIL_AND_IP",
+            defaults.auth_attempts_per_minute_per_email_and_ip,
         )?,
         auth_attempts_per_minute_per_email: positive(
             "NB_AUTH_ATTEMPTS_PER_MINUTE_PER_EMAIL",
@@ -350,6 +384,14 @@ fn limits_config(var: &impl Fn(&str) -> Option<String>) -> Result<Limits, Config
         generations_per_minute_per_key: positive(
             "NB_GENERATIONS_PER_MINUTE_PER_KEY",
             defaults.generations_per_minute_per_key,
+        )?,
+        generations_per_minute_per_account: positive(
+            "NB_GENERATIONS_PER_MINUTE_PER_ACCOUNT",
+            defaults.generations_per_minute_per_account,
+        )?,
+        max_active_keys_per_account: positive(
+            "NB_MAX_ACTIVE_KEYS_PER_ACCOUNT",
+            defaults.max_active_keys_per_account,
         )?,
         upstream_concurrency: positive_usize(
             var,
@@ -360,7 +402,7 @@ fn limits_config(var: &impl Fn(&str) -> Option<String>) -> Result<Limits, Config
             "NB_UPSTREAM_QUEUE_TIMEOUT_SECONDS",
             defaults.upstream_queue_timeout,
         )?,
-        trust_forwarded_for,
+        trusted_proxy_hops,
         shutdown_grace: seconds("NB_SHUTDOWN_GRACE_SECONDS", defaults.shutdown_grace)?,
         key_cache_ttl: Duration::from_secs(parse_var(
             var,
@@ -407,6 +449,33 @@ fn listen_address(raw: Option<String>) -> Result<String, ConfigError> {
             "must be host:port, such as 127.0.0.1:8000 or [::]:8000",
         ))
     }
+}
+
+/// `https://app.example.com,http://localhost:5173`: each an origin (scheme, host and an
+/// optional port, nothing more); `*` is refused, every origin must be named.
+fn cors_origins(list: &str) -> Result<Vec<String>, ConfigError> {
+    list.split(',')
+        .map(str::trim)
+        .filter(|origin| !origin.is_empty())
+        .map(|origin| {
+            let parsed = url::Url::parse(origin).ok();
+            let is_origin = parsed.as_ref().is_some_and(|url| {
+                matches!(url.scheme(), "http" | "https")
+                    && url.host().is_some()
+                    && url.path() == "/"
+                    && url.query().is_none()
+                    && !origin.ends_with('/')
+            });
+            if is_origin {
+                Ok(origin.to_owned())
+            } else {
+                Err(invalid(
+                    "NB_CORS_ORIGINS",
+                    &format!("{origin:?} is not an origin such as https://app.example.com"),
+                ))
+            }
+        })
+        .collect()
 }
 
 /// An absolute `http://` or `https://` URL with a host and no query or fragment, returned
@@ -618,7 +687,7 @@ mod tests {
         let limits = config(&[]).unwrap().limits;
         assert_eq!(limits.max_body_bytes, 65_536);
         assert_eq!(limits.generations_per_minute_per_key, 60);
-        assert!(!limits.trust_forwarded_for);
+        assert_eq!(limits.trusted_proxy_hops, 0);
         let custom = config(&[
             ("NB_GENERATIONS_PER_MINUTE_PER_KEY", "5"),
             ("NB_TRUST_FORWARDED_FOR", "true"),
@@ -626,7 +695,14 @@ mod tests {
         .unwrap()
         .limits;
         assert_eq!(custom.generations_per_minute_per_key, 5);
-        assert!(custom.trust_forwarded_for);
+        assert_eq!(custom.trusted_proxy_hops, 1);
+        let two_proxies = config(&[
+            ("NB_TRUST_FORWARDED_FOR", "true"),
+            ("NB_TRUSTED_PROXY_HOPS", "2"),
+        ])
+        .unwrap()
+        .limits;
+        assert_eq!(two_proxies.trusted_proxy_hops, 2);
         assert!(config(&[("NB_GENERATIONS_PER_MINUTE_PER_KEY", "0")]).is_err());
         assert!(config(&[("NB_MAX_BODY_BYTES", "10")]).is_err());
         assert!(config(&[("NB_SHUTDOWN_GRACE_SECONDS", "0")]).is_err());
@@ -668,6 +744,27 @@ mod tests {
                 .google_base_url,
             "http://127.0.0.1:9000"
         );
+    }
+
+    #[test]
+    fn cors_origins_must_be_named_origins() {
+        assert!(config(&[]).unwrap().cors_origins.is_empty());
+        let two = config(&[(
+            "NB_CORS_ORIGINS",
+            "https://app.example.com, http://localhost:5173",
+        )]);
+        assert_eq!(
+            two.unwrap().cors_origins,
+            ["https://app.example.com", "http://localhost:5173"]
+        );
+        for bad in [
+            "*",
+            "app.example.com",
+            "https://app.example.com/path",
+            "https://a.io/",
+        ] {
+            assert!(config(&[("NB_CORS_ORIGINS", bad)]).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -10,7 +10,7 @@ use actix_web::http::StatusCode;
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::{HttpResponse, ResponseError};
 use nb_domain::RepositoryError;
-use nb_domain::accounts::{FindUserError, LoginError, RegisterError};
+use nb_domain::accounts::{ChangePasswordError, FindUserError, LoginError, RegisterError};
 use nb_domain::api_keys::{AuthenticateKeyError, CreateKeyError, RevokeKeyError};
 use nb_domain::error::BoxError;
 use nb_domain::generation::{GenerateError, InvalidGenerationRequest, ProviderError};
@@ -154,6 +154,10 @@ impl ResponseError for ApiError {
             tracing::warn!(code = self.code, cause = %cause_chain(cause), "request failed");
         }
         let mut response = HttpResponse::build(self.status);
+        // After a body that stopped arriving, the connection cannot be reused.
+        if self.status == StatusCode::REQUEST_TIMEOUT {
+            response.force_close();
+        }
         if self.status == StatusCode::UNAUTHORIZED {
             response.insert_header((header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer")));
         }
@@ -219,7 +223,7 @@ impl From<LoginError> for ApiError {
 }
 
 impl From<FindUserError> for ApiError {
-    /// Only reached for the caller's own account: a token for a user that no longer exists.
+    /// Only reached for the caller's own account: a token whose user or session is gone.
     fn from(error: FindUserError) -> Self {
         match error {
             FindUserError::NotFound => Self::unauthorized(
@@ -231,9 +235,36 @@ impl From<FindUserError> for ApiError {
     }
 }
 
+impl From<ChangePasswordError> for ApiError {
+    fn from(error: ChangePasswordError) -> Self {
+        match error {
+            ChangePasswordError::WrongPassword => Self::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "wrong_password",
+                "The current password is not right.",
+            )
+            .with_field(Some("current_password".into())),
+            ChangePasswordError::NotFound => Self::unauthorized(
+                "invalid_token",
+                "The access token is invalid or has expired.",
+            ),
+            ChangePasswordError::Hashing(error) => error.into(),
+            ChangePasswordError::Repository(error) => error.into(),
+        }
+    }
+}
+
 impl From<CreateKeyError> for ApiError {
     fn from(error: CreateKeyError) -> Self {
         match error {
+            CreateKeyError::TooManyActiveKeys { max_active } => Self::new(
+                StatusCode::CONFLICT,
+                "key_limit_reached",
+                format!(
+                    "An account may hold {max_active} active keys; revoke one before creating \
+                     another."
+                ),
+            ),
             CreateKeyError::Randomness(error) => Self::internal(error),
             CreateKeyError::Repository(error) => error.into(),
         }

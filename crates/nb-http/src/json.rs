@@ -52,6 +52,9 @@ pub fn json_error(error: JsonPayloadError) -> ApiError {
             )
             .with_field(field)
         }
+        JsonPayloadError::Payload(error) if crate::body_timeout::is_body_timeout(&error) => {
+            body_timed_out()
+        }
         JsonPayloadError::Deserialize(error) => ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
             "malformed_json",
@@ -63,6 +66,15 @@ pub fn json_error(error: JsonPayloadError) -> ApiError {
             "The request body could not be read.",
         ),
     }
+}
+
+/// 408: the client stopped sending its body (see `body_timeout`).
+pub fn body_timed_out() -> ApiError {
+    ApiError::new(
+        StatusCode::REQUEST_TIMEOUT,
+        "body_timeout",
+        "The request body stopped arriving; send it whole, without long pauses.",
+    )
 }
 
 /// A JSON body deserialized into `T`, with the failing field named in the 422 (by
@@ -80,10 +92,19 @@ impl<T: DeserializeOwned + 'static> FromRequest for JsonBody<T> {
     }
 }
 
+/// A body must be a JSON object: serde would also read a struct from an array of its field
+/// values (`["a banana", null]`), which no client means to send.
 fn typed<T: DeserializeOwned>(document: serde_json::Value) -> Result<T, ApiError> {
+    if !document.is_object() {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "validation_failed",
+            "The request body must be a JSON object.",
+        ));
+    }
     serde_path_to_error::deserialize(document).map_err(|error| {
         let path = error.path().to_string();
-        let message = error.inner().to_string();
+        let message = without_type_names(&error.inner().to_string());
         let field = if path == "." {
             field_named_in(&message)
         } else {
@@ -99,6 +120,20 @@ fn typed<T: DeserializeOwned>(document: serde_json::Value) -> Result<T, ApiError
         )
         .with_field(field)
     })
+}
+
+/// serde's messages name our types (`expected struct KeyLimits`): clients see what they
+/// should have sent instead.
+fn without_type_names(message: &str) -> String {
+    match message.split_once("expected struct ") {
+        Some((before, after)) => {
+            let rest = after.split_once(' ').map_or("", |(_, rest)| rest);
+            format!("{before}expected a JSON object {rest}")
+                .trim_end()
+                .to_owned()
+        }
+        None => message.to_owned(),
+    }
 }
 
 /// serde names the field in "missing field `x`" and "unknown field `x`" messages.
@@ -133,6 +168,22 @@ impl<T: DeserializeOwned + 'static> FromRequest for OptionalJson<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn type_names_never_reach_clients() {
+        assert_eq!(
+            without_type_names("invalid type: integer `5`, expected struct KeyLimits at line 1"),
+            "invalid type: integer `5`, expected a JSON object at line 1"
+        );
+        assert_eq!(
+            without_type_names("invalid type: null, expected struct GenerateRequest"),
+            "invalid type: null, expected a JSON object"
+        );
+        assert_eq!(
+            without_type_names("missing field `prompt`"),
+            "missing field `prompt`"
+        );
+    }
 
     #[test]
     fn serde_field_names_are_found() {

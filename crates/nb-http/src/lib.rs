@@ -3,6 +3,7 @@
 
 pub mod auth;
 pub mod background;
+pub mod body_timeout;
 pub mod config;
 pub mod error;
 pub mod json;
@@ -10,6 +11,7 @@ pub mod metrics;
 pub mod rate_limit;
 pub mod request_context;
 pub mod routes;
+pub mod security_headers;
 pub mod startup;
 pub mod state;
 pub mod system;

@@ -13,12 +13,18 @@
 use std::time::Instant;
 
 use actix_web::body::MessageBody;
-use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::dev::{Payload, ServiceRequest, ServiceResponse};
 use actix_web::http::Method;
 use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::middleware::Next;
 use actix_web::{Error, HttpMessage};
 use tracing::Instrument;
+
+use crate::body_timeout::TimedBody;
+
+type BoxedPayloadStream = std::pin::Pin<
+    Box<dyn futures_util::Stream<Item = Result<bytes::Bytes, actix_web::error::PayloadError>>>,
+>;
 
 pub const REQUEST_ID_HEADER: HeaderName = HeaderName::from_static("x-request-id");
 
@@ -56,6 +62,13 @@ pub async fn request_context(
     if method == Method::HEAD {
         request.extensions_mut().insert(SentMethod(Method::HEAD));
         request.head_mut().method = Method::GET;
+    }
+    let body_gap = request
+        .app_data::<actix_web::web::Data<crate::state::AppState>>()
+        .map(|state| state.limits.client_body_timeout);
+    if let Some(gap) = body_gap {
+        let body = TimedBody::new(request.take_payload(), gap);
+        request.set_payload(Payload::from(Box::pin(body) as BoxedPayloadStream));
     }
     let span =
         tracing::info_span!("request", request_id = %id, method = %method, path = request.path());

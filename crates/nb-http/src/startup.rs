@@ -4,14 +4,17 @@ use std::net::{SocketAddr, TcpListener};
 use std::path::Path;
 use std::sync::Arc;
 
+use actix_cors::Cors;
 use actix_web::dev::Server;
-use actix_web::middleware::from_fn;
+use actix_web::http::header::{self, HeaderName};
+use actix_web::middleware::{Condition, from_fn};
 use actix_web::{App, HttpServer, web};
 use nb_db::{ConnectError, Database, GenerationStore};
-use nb_domain::accounts::AccountService;
-use nb_domain::api_keys::{ApiKeyService, CachingApiKeyRepository};
+use nb_domain::accounts::{AccountPorts, AccountService};
+use nb_domain::api_keys::{ApiKeyPorts, ApiKeyService, CachingApiKeyRepository, KeyPolicy};
 use nb_domain::generation::{ConcurrencyLimitedProvider, GenerationPorts, GenerationService};
 use nb_domain::ports::{Clock, IdGenerator, ImageProvider, ObjectStorage, RandomSource};
+use nb_domain::rate_limit::{PerMinute, Throttle};
 use nb_imagen::{GeminiImageClient, GeminiSettings, UnconfiguredImageProvider};
 use nb_storage::{InlineStorage, LocalStorage, S3Storage};
 
@@ -19,9 +22,10 @@ use crate::auth::AccessTokens;
 use crate::background::Maintenance;
 use crate::config::{Config, ConfigError, JwtSecret, StorageConfig};
 use crate::json::{json_config, query_config};
-use crate::rate_limit::RateLimits;
+use crate::rate_limit::{ClientAddressSource, MemoryRateLimiter};
 use crate::request_context::request_context;
 use crate::routes;
+use crate::security_headers::security_headers;
 use crate::state::AppState;
 use crate::system::{BcryptPasswordHasher, OsRandom, SystemClock, UuidV7Ids};
 
@@ -39,6 +43,8 @@ pub enum StartupError {
         #[source]
         source: std::io::Error,
     },
+    #[error("cannot prepare password hashing")]
+    PasswordHashing(#[source] bcrypt::BcryptError),
     #[error("cannot set up the image provider")]
     ImageProvider(#[source] nb_imagen::ClientBuildError),
     #[error("cannot set up image storage")]
@@ -109,8 +115,14 @@ pub fn serve(
     extra_routes: impl Fn(&mut web::ServiceConfig) + Clone + Send + 'static,
 ) -> std::io::Result<Server> {
     let limits = config.limits;
+    let cors_origins = config.cors_origins.clone();
     let mut server = HttpServer::new(move || {
         App::new()
+            .wrap(Condition::new(
+                !cors_origins.is_empty(),
+                cors(&cors_origins),
+            ))
+            .wrap(from_fn(security_headers))
             .wrap(from_fn(request_context))
             .configure(extra_routes.clone())
             .configure(configure_app(state.clone()))
@@ -124,6 +136,32 @@ pub fn serve(
         server = server.workers(workers);
     }
     Ok(server.listen(listener)?.run())
+}
+
+/// Cross-origin requests from the configured origins only (`NB_CORS_ORIGINS`): the API's
+/// methods and headers, with the headers clients read exposed.
+fn cors(origins: &[String]) -> Cors {
+    let mut cors = Cors::default()
+        .allowed_methods(["GET", "POST", "PATCH", "DELETE"])
+        .allowed_headers([
+            header::AUTHORIZATION,
+            header::CONTENT_TYPE,
+            HeaderName::from_static("idempotency-key"),
+            HeaderName::from_static("x-request-id"),
+        ])
+        .expose_headers([
+            header::RETRY_AFTER,
+            HeaderName::from_static("x-request-id"),
+            HeaderName::from_static("x-ratelimit-limit"),
+            HeaderName::from_static("x-ratelimit-remaining"),
+            HeaderName::from_static("x-ratelimit-reset"),
+            HeaderName::from_static("server-timing"),
+        ])
+        .max_age(600);
+    for origin in origins {
+        cors = cors.allowed_origin(origin);
+    }
+    cors
 }
 
 pub fn bind(address: &str) -> Result<TcpListener, StartupError> {
@@ -190,6 +228,9 @@ pub fn build_state(
         ),
         StorageConfig::Inline => (Arc::new(InlineStorage), false),
     };
+    let hasher = Arc::new(
+        BcryptPasswordHasher::new(config.bcrypt_cost).map_err(StartupError::PasswordHashing)?,
+    );
     let key_cache = Arc::new(CachingApiKeyRepository::new(
         database.clone(),
         clock.clone(),
@@ -197,7 +238,8 @@ pub fn build_state(
     ));
     // Install the metrics recorder before the first request records anything.
     crate::metrics::handle();
-    let rate_limits = RateLimits::new(&config.limits);
+    let rate_limiter = Arc::new(MemoryRateLimiter::default());
+    let throttle = Throttle::new(rate_limiter.clone(), rate_limits(&config.limits));
     let generations = GenerationService::new(
         GenerationPorts {
             provider,
@@ -211,23 +253,52 @@ pub fn build_state(
     let state = web::Data::new(AppState {
         readiness: database.clone(),
         limits: config.limits,
-        rate_limits: rate_limits.clone(),
+        throttle,
+        client_addresses: ClientAddressSource {
+            trusted_proxy_hops: config.limits.trusted_proxy_hops,
+        },
         metrics_token: config.metrics_token.clone(),
         accounts: AccountService::new(
-            database.clone(),
-            Arc::new(BcryptPasswordHasher::new(config.bcrypt_cost)),
-            clock.clone(),
-            ids.clone(),
+            AccountPorts {
+                users: database.clone(),
+                sessions: database.clone(),
+                hasher,
+                clock: clock.clone(),
+                ids: ids.clone(),
+            },
+            config.access_token_ttl,
         ),
-        api_keys: ApiKeyService::new(key_cache.clone(), random, clock.clone(), ids),
+        api_keys: ApiKeyService::new(
+            ApiKeyPorts {
+                keys: key_cache.clone(),
+                random,
+                clock: clock.clone(),
+                ids,
+            },
+            KeyPolicy {
+                max_active_per_account: config.limits.max_active_keys_per_account,
+            },
+        ),
         generations,
         access_tokens: AccessTokens::new(&jwt_secret, config.access_token_ttl, clock),
         served_images: served_images.then_some(storage),
     });
     Ok(Wired {
+        maintenance: Maintenance::new(key_cache, rate_limiter, state.accounts.clone()),
         state,
-        maintenance: Maintenance::new(key_cache, rate_limits),
     })
+}
+
+/// The configured allowances (each at least 1: the configuration checks them).
+fn rate_limits(limits: &crate::config::Limits) -> nb_domain::rate_limit::Limits {
+    let per_minute = |n: u32| PerMinute::new(n).unwrap_or(PerMinute(std::num::NonZeroU32::MIN));
+    nb_domain::rate_limit::Limits {
+        auth_per_address: per_minute(limits.auth_attempts_per_minute_per_ip),
+        auth_per_email_and_address: per_minute(limits.auth_attempts_per_minute_per_email_and_ip),
+        auth_per_email: per_minute(limits.auth_attempts_per_minute_per_email),
+        generations_per_key: per_minute(limits.generations_per_minute_per_key),
+        generations_per_account: per_minute(limits.generations_per_minute_per_account),
+    }
 }
 
 /// Everything an `App` serves: state, body limits, routes, local images and the JSON 404.
@@ -270,7 +341,7 @@ fn load_or_create_jwt_secret(
         }
         Err(_) => {}
     }
-    std::fs::create_dir_all(data_dir).map_err(file_error)?;
+    create_private_dir(data_dir).map_err(file_error)?;
     let mut bytes = [0u8; 32];
     random
         .fill_bytes(&mut bytes)
@@ -279,6 +350,16 @@ fn load_or_create_jwt_secret(
     write_private_file(&path, encoded.as_bytes()).map_err(file_error)?;
     tracing::info!(path = %path.display(), "generated a JWT secret (set JWT_SECRET to choose one)");
     Ok(JwtSecret::new(encoded.into_bytes())?)
+}
+
+/// The data folder holds the database, the JWT secret and the images: a new one is entered
+/// by this user alone (0700); an existing one keeps its mode.
+fn create_private_dir(path: &Path) -> std::io::Result<()> {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder.create(path)
 }
 
 fn write_private_file(path: &Path, contents: &[u8]) -> std::io::Result<()> {
@@ -310,6 +391,17 @@ mod tests {
                 .mode();
             assert_eq!(mode & 0o777, 0o600);
         }
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_new_data_folder_is_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let root = tempfile::tempdir().unwrap();
+        let data = root.path().join("data");
+        load_or_create_jwt_secret(&data, &OsRandom).unwrap();
+        let mode = std::fs::metadata(&data).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o700);
     }
 
     #[test]

@@ -6,10 +6,11 @@ use nb_domain::accounts::AccountService;
 use nb_domain::api_keys::ApiKeyService;
 use nb_domain::generation::GenerationService;
 use nb_domain::ports::{ObjectStorage, ReadinessCheck};
+use nb_domain::rate_limit::Throttle;
 
 use crate::auth::AccessTokens;
 use crate::config::{Limits, MetricsToken};
-use crate::rate_limit::RateLimits;
+use crate::rate_limit::ClientAddressSource;
 
 #[derive(Clone)]
 pub struct AppState {
@@ -22,7 +23,8 @@ pub struct AppState {
     pub served_images: Option<Arc<dyn ObjectStorage>>,
     pub readiness: Arc<dyn ReadinessCheck>,
     pub limits: Limits,
-    pub rate_limits: RateLimits,
+    pub throttle: Throttle,
+    pub client_addresses: ClientAddressSource,
     pub metrics_token: Option<MetricsToken>,
 }
 

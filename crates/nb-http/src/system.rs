@@ -9,7 +9,6 @@ use nb_domain::ports::{
 use nb_domain::user::{Password, PasswordHash};
 use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
-use tokio::sync::OnceCell;
 use uuid::Uuid;
 
 #[derive(Debug, Clone, Copy, Default)]
@@ -52,15 +51,18 @@ impl RandomSource for OsRandom {
 #[derive(Debug, Clone)]
 pub struct BcryptPasswordHasher {
     cost: u32,
-    dummy_hash: Arc<OnceCell<String>>,
+    /// What logins with an unknown email are checked against, made once at start-up so that
+    /// the first such login costs what every other does.
+    dummy_hash: Arc<String>,
 }
 
 impl BcryptPasswordHasher {
-    pub fn new(cost: u32) -> Self {
-        Self {
+    /// Hashes the dummy password at once (one bcrypt, before the server serves anything).
+    pub fn new(cost: u32) -> Result<Self, bcrypt::BcryptError> {
+        Ok(Self {
             cost,
-            dummy_hash: Arc::new(OnceCell::new()),
-        }
+            dummy_hash: Arc::new(bcrypt::hash("nanobanana-dummy", cost)?),
+        })
     }
 }
 
@@ -97,16 +99,8 @@ impl PasswordHasher for BcryptPasswordHasher {
     }
 
     async fn verify_against_dummy(&self, password: &Password) {
-        let cost = self.cost;
-        let dummy = self
-            .dummy_hash
-            .get_or_try_init(|| on_blocking_pool(move || bcrypt::hash("nanobanana-dummy", cost)))
-            .await;
-        if let Ok(dummy) = dummy {
-            let _ = self
-                .verify(password, &PasswordHash::new(dummy.clone()))
-                .await;
-        }
+        let dummy = PasswordHash::new(self.dummy_hash.as_str().to_owned());
+        let _ = self.verify(password, &dummy).await;
     }
 }
 
@@ -116,7 +110,7 @@ mod tests {
 
     #[tokio::test]
     async fn hashes_verify_and_differ_per_password() {
-        let hasher = BcryptPasswordHasher::new(4);
+        let hasher = BcryptPasswordHasher::new(4).unwrap();
         let password = Password::parse_new("correct horse battery".into()).unwrap();
         let hash = hasher.hash(&password).await.unwrap();
         assert!(hash.as_str().starts_with("$2b$04$"));
@@ -127,7 +121,7 @@ mod tests {
 
     #[tokio::test]
     async fn characters_past_bcrypts_72_bytes_still_count() {
-        let hasher = BcryptPasswordHasher::new(4);
+        let hasher = BcryptPasswordHasher::new(4).unwrap();
         let long = "a".repeat(100);
         let hash = hasher
             .hash(&Password::parse_new(long.clone()).unwrap())
@@ -150,13 +144,23 @@ mod tests {
 
     #[tokio::test]
     async fn an_unreadable_hash_is_a_failed_check() {
-        let hasher = BcryptPasswordHasher::new(4);
+        let hasher = BcryptPasswordHasher::new(4).unwrap();
         let garbage = PasswordHash::new("not a bcrypt hash".into());
         assert!(
             !hasher
                 .verify(&Password::attempt("whatever1".into()), &garbage)
                 .await
                 .unwrap()
+        );
+    }
+
+    #[test]
+    fn the_dummy_hash_is_made_at_start_up_with_the_configured_cost() {
+        let hasher = BcryptPasswordHasher::new(5).unwrap();
+        assert!(
+            hasher.dummy_hash.starts_with("$2b$05$"),
+            "{}",
+            hasher.dummy_hash
         );
     }
 

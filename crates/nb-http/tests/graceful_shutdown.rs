@@ -172,8 +172,14 @@ async fn sigterm_lets_an_in_flight_generation_finish_and_be_recorded() {
         usage[0].count, 1,
         "the in-flight generation was not recorded"
     );
-    let keys = database.list_api_keys(UserId(user_id)).await.unwrap();
-    let last_used = keys[0].last_used_at.unwrap();
+    let keys = database
+        .list_api_keys(
+            UserId(user_id),
+            nb_domain::pagination::PageRequest::first(1),
+        )
+        .await
+        .unwrap();
+    let last_used = keys.items[0].last_used_at.unwrap();
     assert!(
         last_used >= second_use - time::Duration::milliseconds(1),
         "the last use was lost at shutdown: {last_used} < {second_use}"

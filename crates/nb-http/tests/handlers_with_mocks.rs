@@ -10,22 +10,22 @@ use actix_web::http::StatusCode;
 use actix_web::{App, test, web};
 use bytes::Bytes;
 use nb_domain::RepositoryError;
-use nb_domain::accounts::AccountService;
-use nb_domain::api_keys::ApiKeyService;
-use nb_domain::api_keys::{ApiKeyId, AuthenticatedApiKey};
+use nb_domain::accounts::{AccountPorts, AccountService};
+use nb_domain::api_keys::{ApiKeyId, ApiKeyPorts, ApiKeyService, AuthenticatedApiKey, KeyPolicy};
 use nb_domain::generation::{
     AllowedModels, GeneratedImage, GenerationOutcome, GenerationPorts, GenerationService,
     StorageError, StoredImage,
 };
 use nb_domain::ports::{
     MockApiKeyRepository, MockGenerationRepository, MockImageProvider, MockObjectStorage,
-    MockPasswordHasher, MockRandomSource, MockReadinessCheck, MockUserRepository, NotReady,
-    RandomnessUnavailable,
+    MockPasswordHasher, MockRandomSource, MockReadinessCheck, MockSessionRepository,
+    MockUserRepository, NotReady, RandomnessUnavailable,
 };
-use nb_domain::user::{EmailAddress, PasswordHash, User, UserId};
+use nb_domain::rate_limit::{Limits as RateLimits, PerMinute, Throttle};
+use nb_domain::user::{EmailAddress, PasswordHash, Session, SessionId, User, UserId};
 use nb_http::auth::AccessTokens;
 use nb_http::config::{JwtSecret, Limits};
-use nb_http::rate_limit::RateLimits;
+use nb_http::rate_limit::{ClientAddressSource, MemoryRateLimiter};
 use nb_http::startup::configure_app;
 use nb_http::state::AppState;
 use nb_http::system::{SystemClock, UuidV7Ids};
@@ -37,6 +37,7 @@ const SECRET_CAUSE: &str = "connection to 10.0.0.7 refused: password authenticat
 
 struct Mocks {
     users: MockUserRepository,
+    sessions: MockSessionRepository,
     keys: MockApiKeyRepository,
     random: MockRandomSource,
     provider: MockImageProvider,
@@ -47,8 +48,8 @@ struct Mocks {
 
 impl Mocks {
     fn new() -> Self {
-        let mut users = MockUserRepository::new();
-        users.expect_find_user_by_id().returning(|id| {
+        let mut sessions = MockSessionRepository::new();
+        sessions.expect_find_session_user().returning(|id, _, _| {
             Ok(Some(User {
                 id,
                 email: EmailAddress::parse("ada@example.com").unwrap(),
@@ -68,7 +69,8 @@ impl Mocks {
             Ok(GeneratedImage::from_bytes(Bytes::from_static(b"\x89PNG\r\n\x1a\nimage")).unwrap())
         });
         Self {
-            users,
+            users: MockUserRepository::new(),
+            sessions,
             keys,
             random: MockRandomSource::new(),
             provider,
@@ -85,19 +87,44 @@ impl Mocks {
             .returning(|_| Ok(PasswordHash::new("$2b$04$x".into())));
         let secret = JwtSecret::new(vec![7; 32]).unwrap();
         let tokens = AccessTokens::new(&secret, Duration::from_secs(60), Arc::new(SystemClock));
-        let token = tokens.issue(UserId(USER)).unwrap().token;
+        let now = time::OffsetDateTime::now_utc();
+        let session = Session {
+            id: SessionId(Uuid::now_v7()),
+            user_id: UserId(USER),
+            created_at: now,
+            expires_at: now + Duration::from_secs(60),
+        };
+        let token = tokens.issue(&session).unwrap().token;
+        let per_minute = |n| PerMinute::new(n).unwrap();
+        let throttle = Throttle::new(
+            Arc::new(MemoryRateLimiter::default()),
+            RateLimits {
+                auth_per_address: per_minute(100),
+                auth_per_email_and_address: per_minute(100),
+                auth_per_email: per_minute(100),
+                generations_per_key: per_minute(100),
+                generations_per_account: per_minute(100),
+            },
+        );
         let state = AppState {
             accounts: AccountService::new(
-                Arc::new(self.users),
-                Arc::new(hasher),
-                Arc::new(SystemClock),
-                Arc::new(UuidV7Ids),
+                AccountPorts {
+                    users: Arc::new(self.users),
+                    sessions: Arc::new(self.sessions),
+                    hasher: Arc::new(hasher),
+                    clock: Arc::new(SystemClock),
+                    ids: Arc::new(UuidV7Ids),
+                },
+                Duration::from_secs(60),
             ),
             api_keys: ApiKeyService::new(
-                Arc::new(self.keys),
-                Arc::new(self.random),
-                Arc::new(SystemClock),
-                Arc::new(UuidV7Ids),
+                ApiKeyPorts {
+                    keys: Arc::new(self.keys),
+                    random: Arc::new(self.random),
+                    clock: Arc::new(SystemClock),
+                    ids: Arc::new(UuidV7Ids),
+                },
+                KeyPolicy::default(),
             ),
             generations: GenerationService::new(
                 GenerationPorts {
@@ -113,7 +140,10 @@ impl Mocks {
             served_images: None,
             readiness: Arc::new(self.readiness),
             limits: Limits::default(),
-            rate_limits: RateLimits::new(&Limits::default()),
+            throttle,
+            client_addresses: ClientAddressSource {
+                trusted_proxy_hops: 0,
+            },
             metrics_token: None,
         };
         (web::Data::new(state), token)
@@ -155,7 +185,7 @@ async fn an_unexpected_database_error_is_an_opaque_500() {
     mocks
         .keys
         .expect_list_api_keys()
-        .returning(|_| Err(RepositoryError::Unexpected(SECRET_CAUSE.into())));
+        .returning(|_, _| Err(RepositoryError::Unexpected(SECRET_CAUSE.into())));
     let (state, token) = mocks.into_state();
     let request = test::TestRequest::get()
         .uri("/v1/keys")

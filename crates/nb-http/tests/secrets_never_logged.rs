@@ -23,6 +23,8 @@ use serde_json::json;
 use wiremock::matchers::body_string_contains;
 use wiremock::{Mock, ResponseTemplate};
 
+const NEW_PASSWORD: &str = "a changed password of mine";
+
 #[derive(Clone, Default)]
 struct CapturedLogs(Arc<Mutex<Vec<u8>>>);
 
@@ -138,6 +140,25 @@ async fn run_flow_and_check_logs(backend: Backend) {
     assert_eq!(app.get_with(API_KEY_PROBE, &key).await.status(), 401);
     assert_eq!(app.get_with(API_KEY_PROBE, &token).await.status(), 401);
     assert_eq!(app.get_with("/v1/auth/me", &key).await.status(), 401);
+    // A password change (with a wrong, then the right current password) and a logout.
+    let change = |current: &'static str| {
+        app.client
+            .post(app.url("/v1/auth/password"))
+            .bearer_auth(&token)
+            .json(&json!({"current_password": current, "new_password": NEW_PASSWORD}))
+            .send()
+    };
+    assert_eq!(change("a wrong password").await.unwrap().status(), 422);
+    let changed: serde_json::Value = change(PASSWORD).await.unwrap().json().await.unwrap();
+    let new_token = changed["access_token"].as_str().unwrap().to_owned();
+    let logout = app
+        .client
+        .post(app.url("/v1/auth/logout"))
+        .bearer_auth(&new_token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(logout.status(), 204);
 
     let text = logs.text();
     // Every line written while serving that request carries its id: the access line, the
@@ -180,7 +201,9 @@ async fn run_flow_and_check_logs(backend: Backend) {
     for (what, secret) in [
         ("password", PASSWORD),
         ("wrong password", "a wrong password"),
+        ("new password", NEW_PASSWORD),
         ("access token", token.as_str()),
+        ("new access token", new_token.as_str()),
         ("access token signature", token.rsplit('.').next().unwrap()),
         ("API key", key.as_str()),
         ("API key's secret part", &key[12..]),

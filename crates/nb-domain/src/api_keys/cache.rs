@@ -24,7 +24,8 @@ use time::OffsetDateTime;
 
 use super::model::{ApiKeyHash, ApiKeyId, ApiKeyRecord, AuthenticatedApiKey, NewApiKey};
 use crate::RepositoryError;
-use crate::ports::{ApiKeyRepository, Clock};
+use crate::pagination::{Page, PageRequest};
+use crate::ports::{ApiKeyRepository, Clock, InsertKeyError};
 use crate::user::UserId;
 
 /// How long a verified key is trusted without asking the database again.
@@ -177,12 +178,20 @@ impl CachingApiKeyRepository {
 
 #[async_trait]
 impl ApiKeyRepository for CachingApiKeyRepository {
-    async fn insert_api_key(&self, new_key: &NewApiKey) -> Result<(), RepositoryError> {
-        self.inner.insert_api_key(new_key).await
+    async fn insert_api_key(
+        &self,
+        new_key: &NewApiKey,
+        max_active: u32,
+    ) -> Result<(), InsertKeyError> {
+        self.inner.insert_api_key(new_key, max_active).await
     }
 
-    async fn list_api_keys(&self, user_id: UserId) -> Result<Vec<ApiKeyRecord>, RepositoryError> {
-        self.inner.list_api_keys(user_id).await
+    async fn list_api_keys(
+        &self,
+        user_id: UserId,
+        page: PageRequest,
+    ) -> Result<Page<ApiKeyRecord>, RepositoryError> {
+        self.inner.list_api_keys(user_id, page).await
     }
 
     async fn deactivate_api_key(

@@ -5,6 +5,9 @@ use crate::ports::RandomnessUnavailable;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CreateKeyError {
+    /// The account already has the most active keys allowed: revoke one first.
+    #[error("the account already has {max_active} active keys")]
+    TooManyActiveKeys { max_active: u32 },
     #[error(transparent)]
     Randomness(#[from] RandomnessUnavailable),
     #[error(transparent)]

@@ -14,4 +14,4 @@ pub use model::{
     AuthenticatedApiKey, CreatedApiKey, DISPLAY_PREFIX_LENGTH, InvalidApiKeyName,
     MAX_KEY_NAME_CHARS, MalformedApiKey, NewApiKey,
 };
-pub use service::ApiKeyService;
+pub use service::{ApiKeyPorts, ApiKeyService, KeyPolicy};

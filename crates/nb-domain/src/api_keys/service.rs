@@ -11,8 +11,34 @@ use super::model::{
     CreatedApiKey, NewApiKey,
 };
 use crate::RepositoryError;
-use crate::ports::{ApiKeyRepository, Clock, IdGenerator, RandomSource};
+use crate::pagination::{Page, PageRequest};
+use crate::ports::{ApiKeyRepository, Clock, IdGenerator, InsertKeyError, RandomSource};
 use crate::user::UserId;
+
+/// The ports an [`ApiKeyService`] works through.
+#[derive(Clone)]
+#[allow(missing_debug_implementations)] // Trait objects without Debug.
+pub struct ApiKeyPorts {
+    pub keys: Arc<dyn ApiKeyRepository>,
+    pub random: Arc<dyn RandomSource>,
+    pub clock: Arc<dyn Clock>,
+    pub ids: Arc<dyn IdGenerator>,
+}
+
+/// The deployment's rules for keys.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KeyPolicy {
+    /// How many unrevoked keys one account may hold.
+    pub max_active_per_account: u32,
+}
+
+impl Default for KeyPolicy {
+    fn default() -> Self {
+        Self {
+            max_active_per_account: 20,
+        }
+    }
+}
 
 #[derive(Clone)]
 pub struct ApiKeyService {
@@ -20,26 +46,25 @@ pub struct ApiKeyService {
     random: Arc<dyn RandomSource>,
     clock: Arc<dyn Clock>,
     ids: Arc<dyn IdGenerator>,
+    policy: KeyPolicy,
 }
 
 impl fmt::Debug for ApiKeyService {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ApiKeyService").finish_non_exhaustive()
+        f.debug_struct("ApiKeyService")
+            .field("policy", &self.policy)
+            .finish_non_exhaustive()
     }
 }
 
 impl ApiKeyService {
-    pub fn new(
-        keys: Arc<dyn ApiKeyRepository>,
-        random: Arc<dyn RandomSource>,
-        clock: Arc<dyn Clock>,
-        ids: Arc<dyn IdGenerator>,
-    ) -> Self {
+    pub fn new(ports: ApiKeyPorts, policy: KeyPolicy) -> Self {
         Self {
-            keys,
-            random,
-            clock,
-            ids,
+            keys: ports.keys,
+            random: ports.random,
+            clock: ports.clock,
+            ids: ports.ids,
+            policy,
         }
     }
 
@@ -66,13 +91,23 @@ impl ApiKeyService {
             record: record.clone(),
             key_hash: secret.hash(),
         };
-        self.keys.insert_api_key(&new_key).await?;
-        Ok(CreatedApiKey { record, secret })
+        let max_active = self.policy.max_active_per_account;
+        match self.keys.insert_api_key(&new_key, max_active).await {
+            Ok(()) => Ok(CreatedApiKey { record, secret }),
+            Err(InsertKeyError::TooManyActiveKeys { max_active }) => {
+                Err(CreateKeyError::TooManyActiveKeys { max_active })
+            }
+            Err(InsertKeyError::Repository(error)) => Err(error.into()),
+        }
     }
 
-    /// The user's keys, revoked ones included, newest first.
-    pub async fn list(&self, user_id: UserId) -> Result<Vec<ApiKeyRecord>, RepositoryError> {
-        self.keys.list_api_keys(user_id).await
+    /// One page of the user's keys, revoked ones included, newest first.
+    pub async fn list(
+        &self,
+        user_id: UserId,
+        page: PageRequest,
+    ) -> Result<Page<ApiKeyRecord>, RepositoryError> {
+        self.keys.list_api_keys(user_id, page).await
     }
 
     /// Deactivates one of the user's keys. Revoking an already revoked key succeeds again.
@@ -129,12 +164,13 @@ mod tests {
         clock.expect_now().return_const(NOW);
         let mut ids = MockIdGenerator::new();
         ids.expect_new_id().return_const(KEY_ID);
-        ApiKeyService::new(
-            Arc::new(keys),
-            Arc::new(random),
-            Arc::new(clock),
-            Arc::new(ids),
-        )
+        let ports = ApiKeyPorts {
+            keys: Arc::new(keys),
+            random: Arc::new(random),
+            clock: Arc::new(clock),
+            ids: Arc::new(ids),
+        };
+        ApiKeyService::new(ports, KeyPolicy::default())
     }
 
     fn service(keys: MockApiKeyRepository) -> ApiKeyService {
@@ -152,7 +188,7 @@ mod tests {
     async fn create_stores_the_hash_and_prefix_and_returns_the_key_once() {
         let mut keys = MockApiKeyRepository::new();
         keys.expect_insert_api_key()
-            .withf(|new_key| {
+            .withf(|new_key, max_active| {
                 let expected = ApiKeySecret::parse("nb_live_303132333435363738393a3b3c3d3e3f")
                     .map(|secret| secret.hash());
                 // 0x30.. are the bytes the mock hands out; the hex of 0x3a is "3a".
@@ -162,9 +198,10 @@ mod tests {
                     && new_key.record.created_at == NOW
                     && new_key.record.is_active
                     && expected.is_ok_and(|hash| hash == new_key.key_hash)
+                    && *max_active == KeyPolicy::default().max_active_per_account
             })
             .times(1)
-            .returning(|_| Ok(()));
+            .returning(|_, _| Ok(()));
         let created = service(keys)
             .create(USER, ApiKeyName::parse(Some("laptop")).unwrap())
             .await
@@ -189,6 +226,18 @@ mod tests {
             .create(USER, ApiKeyName::default())
             .await;
         assert!(matches!(result, Err(CreateKeyError::Randomness(_))));
+    }
+
+    #[tokio::test]
+    async fn a_full_account_gets_no_new_key() {
+        let mut keys = MockApiKeyRepository::new();
+        keys.expect_insert_api_key()
+            .returning(|_, max_active| Err(InsertKeyError::TooManyActiveKeys { max_active }));
+        let result = service(keys).create(USER, ApiKeyName::default()).await;
+        assert!(matches!(
+            result,
+            Err(CreateKeyError::TooManyActiveKeys { max_active: 20 })
+        ));
     }
 
     #[tokio::test]

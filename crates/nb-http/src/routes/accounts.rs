@@ -1,5 +1,6 @@
 //! `/v1/auth/*`: registration, login, and the signed-in user.
 
+use actix_web::http::header::{self, HeaderName, HeaderValue};
 use actix_web::{HttpRequest, HttpResponse, web};
 use nb_domain::user::{EmailAddress, Password, User};
 use serde::{Deserialize, Serialize};
@@ -7,7 +8,7 @@ use time::OffsetDateTime;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use crate::auth::{IssuedAccessToken, SignedInUser};
+use crate::auth::{IssuedAccessToken, SignedInSession, SignedInUser};
 use crate::error::{ApiError, ErrorBody};
 use crate::json::JsonBody;
 use crate::state::AppState;
@@ -82,19 +83,26 @@ pub(crate) async fn register(
     body: JsonBody<RegisterRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let RegisterRequest { email, password } = body.0;
+    let email = EmailAddress::parse(&email);
     state
-        .rate_limits
-        .check_auth_attempt(state.rate_limits.client_ip(&request), &email)?;
-    let email = EmailAddress::parse(&email)
-        .map_err(|error| ApiError::invalid_field("email", error.to_string()))?;
+        .throttle
+        .auth_attempt(
+            state.client_addresses.client_address(&request),
+            email.as_ref().ok(),
+        )
+        .await?;
+    let email = email.map_err(|error| ApiError::invalid_field("email", error.to_string()))?;
     let password = Password::parse_new(password)
         .map_err(|error| ApiError::invalid_field("password", error.to_string()))?;
     let user = state.accounts.register(email, password).await?;
-    let token = state.access_tokens.issue(user.id)?;
-    Ok(HttpResponse::Created().json(RegisterResponse {
-        user: user.into(),
-        token: token.into(),
-    }))
+    let session = state.accounts.start_session(user.id).await?;
+    let token = state.access_tokens.issue(&session)?;
+    Ok(HttpResponse::Created()
+        .insert_header(NO_STORE)
+        .json(RegisterResponse {
+            user: user.into(),
+            token: token.into(),
+        }))
 }
 
 /// Exchange an email and password for an access token.
@@ -111,16 +119,92 @@ pub(crate) async fn login(
     state: web::Data<AppState>,
     request: HttpRequest,
     body: JsonBody<LoginRequest>,
-) -> Result<web::Json<AccessTokenResponse>, ApiError> {
+) -> Result<HttpResponse, ApiError> {
     let LoginRequest { email, password } = body.0;
+    let email = EmailAddress::parse(&email);
     state
-        .rate_limits
-        .check_auth_attempt(state.rate_limits.client_ip(&request), &email)?;
+        .throttle
+        .auth_attempt(
+            state.client_addresses.client_address(&request),
+            email.as_ref().ok(),
+        )
+        .await?;
     let user = state
         .accounts
-        .login(&email, Password::attempt(password))
+        .login(email.ok(), Password::attempt(password))
         .await?;
-    Ok(web::Json(state.access_tokens.issue(user.id)?.into()))
+    let session = state.accounts.start_session(user.id).await?;
+    let token: AccessTokenResponse = state.access_tokens.issue(&session)?.into();
+    Ok(HttpResponse::Ok().insert_header(NO_STORE).json(token))
+}
+
+/// Answers that carry a secret (an access token, a full key) must not be kept by caches or
+/// browsers (RFC 6749 §5.1).
+pub(crate) const NO_STORE: (HeaderName, HeaderValue) =
+    (header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+
+/// End this session: the access token that was sent stops working at once. Other sessions
+/// of the account (other devices) go on.
+#[utoipa::path(post, path = "/v1/auth/logout", tag = "accounts", security(("access_token" = [])),
+    responses(
+        (status = 204, description = "Logged out"),
+        (status = 401, description = "Missing, invalid or expired access token", body = ErrorBody),
+    ))]
+pub(crate) async fn logout(
+    state: web::Data<AppState>,
+    signed_in: SignedInSession,
+) -> Result<HttpResponse, ApiError> {
+    state
+        .accounts
+        .end_session(signed_in.user.id, signed_in.session)
+        .await?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+#[derive(Deserialize, ToSchema)]
+pub(crate) struct ChangePasswordRequest {
+    current_password: String,
+    new_password: String,
+}
+
+/// Change the password. Every session of the account ends (every access token issued so far
+/// stops working); the answer carries a new token to carry on with.
+#[utoipa::path(post, path = "/v1/auth/password", tag = "accounts", security(("access_token" = [])),
+    request_body = ChangePasswordRequest,
+    responses(
+        (status = 200, description = "Changed; a new access token", body = AccessTokenResponse),
+        (status = 401, description = "Missing, invalid or expired access token", body = ErrorBody),
+        (status = 413, description = "Body too large", body = ErrorBody),
+        (status = 415, description = "The body is not `application/json`", body = ErrorBody),
+        (status = 422, description = "Wrong current password (`wrong_password`) or an invalid new one", body = ErrorBody),
+        (status = 429, description = "Too many attempts", body = ErrorBody),
+    ))]
+pub(crate) async fn change_password(
+    state: web::Data<AppState>,
+    request: HttpRequest,
+    SignedInUser(user): SignedInUser,
+    body: JsonBody<ChangePasswordRequest>,
+) -> Result<HttpResponse, ApiError> {
+    let ChangePasswordRequest {
+        current_password,
+        new_password,
+    } = body.0;
+    // Guessing the current password with a stolen token is limited like logins.
+    state
+        .throttle
+        .auth_attempt(
+            state.client_addresses.client_address(&request),
+            Some(&user.email),
+        )
+        .await?;
+    let new_password = Password::parse_new(new_password)
+        .map_err(|error| ApiError::invalid_field("new_password", error.to_string()))?;
+    let session = state
+        .accounts
+        .change_password(user.id, Password::attempt(current_password), new_password)
+        .await?;
+    let token: AccessTokenResponse = state.access_tokens.issue(&session)?.into();
+    Ok(HttpResponse::Ok().insert_header(NO_STORE).json(token))
 }
 
 /// The signed-in user.

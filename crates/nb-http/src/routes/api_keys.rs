@@ -2,9 +2,10 @@
 
 use actix_web::{HttpResponse, web};
 use nb_domain::api_keys::{ApiKeyId, ApiKeyName, ApiKeyRecord};
+use nb_domain::pagination::PageRequest;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
-use utoipa::ToSchema;
+use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use crate::auth::SignedInUser;
@@ -57,6 +58,26 @@ impl From<ApiKeyRecord> for KeyResponse {
 #[derive(Serialize, ToSchema)]
 pub(crate) struct KeyListResponse {
     keys: Vec<KeyResponse>,
+    /// Pass as `cursor` for the next page; `null` on the last page.
+    next_cursor: Option<String>,
+}
+
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct PageQuery {
+    /// Items per page (default 20).
+    #[param(value_type = u16, required = false, minimum = 1, maximum = 100)]
+    limit: Option<u16>,
+    /// `next_cursor` of the previous page.
+    #[param(value_type = String, required = false)]
+    cursor: Option<String>,
+}
+
+impl PageQuery {
+    pub(crate) fn page(&self) -> Result<PageRequest, ApiError> {
+        PageRequest::parse(self.limit, self.cursor.as_deref())
+            .map_err(|error| ApiError::invalid_field(error.field(), error.to_string()))
+    }
 }
 
 /// Create an API key. The full key is in this answer and nowhere else, ever.
@@ -65,6 +86,9 @@ pub(crate) struct KeyListResponse {
     responses(
         (status = 201, description = "Created", body = CreatedKeyResponse),
         (status = 401, description = "Missing, invalid or expired access token", body = ErrorBody),
+        (status = 409, description = "The account already has the most active keys allowed (`key_limit_reached`)", body = ErrorBody),
+        (status = 413, description = "Body too large", body = ErrorBody),
+        (status = 415, description = "The body is not `application/json`", body = ErrorBody),
         (status = 422, description = "Invalid name", body = ErrorBody),
     ))]
 pub(crate) async fn create(
@@ -85,19 +109,24 @@ pub(crate) async fn create(
     }))
 }
 
-/// The caller's keys, newest first, revoked ones included; never the key itself.
+/// The caller's keys, newest first, revoked ones included; never the key itself. Paginated
+/// with a cursor: pages do not shift when keys are created between two reads.
 #[utoipa::path(get, path = "/v1/keys", tag = "keys", security(("access_token" = [])),
+    params(PageQuery),
     responses(
-        (status = 200, description = "The keys", body = KeyListResponse),
+        (status = 200, description = "One page of keys", body = KeyListResponse),
         (status = 401, description = "Missing, invalid or expired access token", body = ErrorBody),
+        (status = 422, description = "Invalid `limit` or `cursor`", body = ErrorBody),
     ))]
 pub(crate) async fn list(
     state: web::Data<AppState>,
     SignedInUser(user): SignedInUser,
+    query: web::Query<PageQuery>,
 ) -> Result<web::Json<KeyListResponse>, ApiError> {
-    let keys = state.api_keys.list(user.id).await?;
+    let page = state.api_keys.list(user.id, query.page()?).await?;
     Ok(web::Json(KeyListResponse {
-        keys: keys.into_iter().map(KeyResponse::from).collect(),
+        keys: page.items.into_iter().map(KeyResponse::from).collect(),
+        next_cursor: page.next.map(|cursor| cursor.encode()),
     }))
 }
 

@@ -5,6 +5,7 @@ use std::time::Duration;
 use actix_web::{HttpMessage, HttpRequest, HttpResponse, ResponseError, web};
 use nb_domain::api_keys::AuthenticatedApiKey;
 use nb_domain::generation::{GenerationRequest, RawGenerationRequest};
+use nb_domain::rate_limit::ThrottleError;
 use nb_domain::usage::UsageDays;
 use serde::{Deserialize, Serialize};
 use time::{Date, OffsetDateTime};
@@ -14,6 +15,7 @@ use uuid::Uuid;
 use crate::auth::{ApiKeyCaller, SignedInUser};
 use crate::error::{ApiError, ErrorBody};
 use crate::json::JsonBody;
+use crate::rate_limit::add_rate_limit_headers;
 use crate::request_context::RequestStarted;
 use crate::state::AppState;
 
@@ -38,8 +40,8 @@ pub(crate) struct GenerateResponse {
     created_at: OffsetDateTime,
 }
 
-/// Rate limited per key; every answer after the key is known carries the `x-ratelimit-*`
-/// headers.
+/// Rate limited per key and per account; every answer after the key is known carries the
+/// key's `x-ratelimit-*` headers.
 #[utoipa::path(post, path = "/v1/generate", tag = "generation", security(("api_key" = [])),
     request_body = GenerateRequest,
     responses(
@@ -60,18 +62,21 @@ pub(crate) async fn generate(
     ApiKeyCaller(caller): ApiKeyCaller,
     body: Result<JsonBody<GenerateRequest>, actix_web::Error>,
 ) -> HttpResponse {
-    let quota = state.rate_limits.check_generation(caller.key_id);
-    let mut response = if !quota.allowed {
-        quota.refusal().error_response()
-    } else {
-        match body {
-            Ok(JsonBody(body)) => run_generation(&request, &state, caller, body)
-                .await
-                .unwrap_or_else(|error| error.error_response()),
-            Err(body_error) => body_error.error_response(),
-        }
+    let standing = state.throttle.generation(&caller).await;
+    let key_standing = match &standing {
+        Ok(decision) | Err(ThrottleError::Limited { decision, .. }) => Some(*decision),
+        Err(ThrottleError::Repository(_)) => None,
     };
-    quota.add_headers(response.headers_mut());
+    let mut response = match (standing, body) {
+        (Err(refused), _) => ApiError::from(refused).error_response(),
+        (Ok(_), Err(body_error)) => body_error.error_response(),
+        (Ok(_), Ok(JsonBody(body))) => run_generation(&request, &state, caller, body)
+            .await
+            .unwrap_or_else(|error| error.error_response()),
+    };
+    if let Some(decision) = key_standing {
+        add_rate_limit_headers(response.headers_mut(), &decision);
+    }
     response
 }
 

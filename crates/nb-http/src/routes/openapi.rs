@@ -20,6 +20,8 @@ use super::{accounts, api_keys, generations, images, ops};
         accounts::register,
         accounts::login,
         accounts::me,
+        accounts::logout,
+        accounts::change_password,
         api_keys::create,
         api_keys::list,
         api_keys::revoke,

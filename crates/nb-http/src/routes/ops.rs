@@ -1,9 +1,7 @@
 //! Operator routes: liveness, readiness and Prometheus metrics.
 
-use actix_web::FromRequest;
 use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, web};
-use actix_web_httpauth::extractors::bearer::BearerAuth;
 use nb_domain::ports::NotReady;
 use serde::Serialize;
 use utoipa::ToSchema;
@@ -103,10 +101,7 @@ pub(crate) async fn metrics(
     request: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
     if let Some(token) = &state.metrics_token {
-        let presented = BearerAuth::extract(&request)
-            .await
-            .map(|auth| auth.token().to_owned())
-            .unwrap_or_default();
+        let presented = crate::auth::bearer_token(&request).unwrap_or_default();
         if !same_secret(presented.as_bytes(), token.expose_secret().as_bytes()) {
             return Err(ApiError::unauthorized(
                 "invalid_metrics_token",

@@ -195,7 +195,232 @@ async fn an_api_key_is_not_an_access_token(app: TestApp) {
     }
 }
 
+/// The claims of a token this server issued.
+fn claims_of(token: &str) -> Value {
+    use base64::Engine as _;
+    let payload = token.split('.').nth(1).unwrap();
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload)
+        .unwrap();
+    serde_json::from_slice(&bytes).unwrap()
+}
+
+async fn tokens_not_yet_valid_or_issued_in_the_future_are_401(app: TestApp) {
+    let token = app.signed_up("ada@example.com").await;
+    let issued = claims_of(&token);
+    let (sub, sid) = (issued["sub"].clone(), issued["sid"].clone());
+    let secret = TEST_JWT_SECRET.as_bytes();
+    let with = |iat: i64, nbf: i64| {
+        sign(
+            &json!({"sub": sub, "sid": sid, "iat": iat, "nbf": nbf, "exp": now() + 3600}),
+            secret,
+        )
+    };
+    // The same claims, well within the leeway, are fine: the refusals below are for the times.
+    assert_eq!(
+        app.get_with("/v1/auth/me", &with(now() - 1, now() - 1))
+            .await
+            .status(),
+        200
+    );
+    for (what, bad) in [
+        (
+            "not valid before an hour from now",
+            with(now(), now() + 3600),
+        ),
+        ("issued an hour from now", with(now() + 3600, now())),
+    ] {
+        let response = app.get_with("/v1/auth/me", &bad).await;
+        assert_eq!(response.status(), 401, "a token {what} was accepted");
+    }
+    let other_session = sign(
+        &json!({"sub": sub, "sid": uuid::Uuid::now_v7().to_string(), "iat": now(), "nbf": now(), "exp": now() + 3600}),
+        secret,
+    );
+    assert_error(
+        app.get_with("/v1/auth/me", &other_session).await,
+        401,
+        "invalid_token",
+    )
+    .await;
+}
+
+async fn logout_ends_that_token_only(app: TestApp) {
+    let laptop = app.signed_up("ada@example.com").await;
+    let phone: Value = app
+        .login("ada@example.com", PASSWORD)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let phone = phone["access_token"].as_str().unwrap().to_owned();
+    let logout = |token: String| {
+        app.client
+            .post(app.url("/v1/auth/logout"))
+            .bearer_auth(token)
+            .send()
+    };
+    assert_eq!(logout(laptop.clone()).await.unwrap().status(), 204);
+    assert_error(
+        app.get_with("/v1/auth/me", &laptop).await,
+        401,
+        "invalid_token",
+    )
+    .await;
+    assert_eq!(app.get_with("/v1/auth/me", &phone).await.status(), 200);
+    // A second logout with the ended token is refused like any dead token.
+    assert_eq!(logout(laptop).await.unwrap().status(), 401);
+}
+
+async fn a_password_change_ends_every_session(app: TestApp) {
+    let laptop = app.signed_up("ada@example.com").await;
+    let phone: Value = app
+        .login("ada@example.com", PASSWORD)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let phone = phone["access_token"].as_str().unwrap().to_owned();
+    let change = |current: &str, new: &str| {
+        app.client
+            .post(app.url("/v1/auth/password"))
+            .bearer_auth(&laptop)
+            .json(&json!({"current_password": current, "new_password": new}))
+            .send()
+    };
+    let wrong = change("not my password", "a brand new password")
+        .await
+        .unwrap();
+    let body = assert_error(wrong, 422, "wrong_password").await;
+    assert_eq!(body["error"]["field"], "current_password");
+    let short = change(PASSWORD, "short").await.unwrap();
+    assert_error(short, 422, "validation_failed").await;
+    assert_eq!(app.get_with("/v1/auth/me", &phone).await.status(), 200);
+
+    let changed = change(PASSWORD, "a brand new password").await.unwrap();
+    assert_eq!(changed.status(), 200);
+    assert_eq!(changed.headers()["cache-control"], "no-store");
+    let fresh: Value = changed.json().await.unwrap();
+    let fresh = fresh["access_token"].as_str().unwrap();
+    for ended in [&laptop, &phone] {
+        assert_error(
+            app.get_with("/v1/auth/me", ended).await,
+            401,
+            "invalid_token",
+        )
+        .await;
+    }
+    assert_eq!(app.get_with("/v1/auth/me", fresh).await.status(), 200);
+    assert_eq!(app.login("ada@example.com", PASSWORD).await.status(), 401);
+    assert_eq!(
+        app.login("ada@example.com", "a brand new password")
+            .await
+            .status(),
+        200
+    );
+}
+
+async fn the_bearer_scheme_is_case_insensitive(app: TestApp) {
+    let token = app.signed_up("ada@example.com").await;
+    for header in [
+        format!("bearer {token}"),
+        format!("BEARER {token}"),
+        format!("Bearer  {token}"),
+    ] {
+        let response = app
+            .client
+            .get(app.url("/v1/auth/me"))
+            .header("authorization", &header)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200, "{header:?} was refused");
+    }
+    for header in [
+        format!("Basic {token}"),
+        "Bearer".to_owned(),
+        format!("Bearer {token} x"),
+    ] {
+        let response = app
+            .client
+            .get(app.url("/v1/auth/me"))
+            .header("authorization", &header)
+            .send()
+            .await
+            .unwrap();
+        assert_error(response, 401, "missing_credentials").await;
+    }
+}
+
+async fn emails_with_invisible_characters_are_refused_and_one_address_is_one_account(app: TestApp) {
+    app.signed_up("alice@example.com").await;
+    for hidden in ["\u{200b}alice@example.com", "ali\u{202e}ce@example.com"] {
+        let body = assert_error(
+            app.register(hidden, PASSWORD).await,
+            422,
+            "validation_failed",
+        )
+        .await;
+        assert_eq!(body["error"]["field"], "email");
+    }
+    // Fullwidth letters are the same address: the same account.
+    assert_error(
+        app.register("ａｌｉｃｅ@example.com", PASSWORD).await,
+        409,
+        "email_taken",
+    )
+    .await;
+    // An internationalised domain is one account in Unicode or in its ASCII form.
+    let registered: Value = app
+        .register("Bob@BÜCHER.example", PASSWORD)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(registered["user"]["email"], "bob@xn--bcher-kva.example");
+    assert_eq!(
+        app.login("bob@xn--bcher-kva.example", PASSWORD)
+            .await
+            .status(),
+        200
+    );
+}
+
+async fn answers_that_carry_secrets_are_never_cached(app: TestApp) {
+    let registered = app.register("ada@example.com", PASSWORD).await;
+    assert_eq!(registered.headers()["cache-control"], "no-store");
+    let token = registered.json::<Value>().await.unwrap()["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let logged_in = app.login("ada@example.com", PASSWORD).await;
+    assert_eq!(logged_in.headers()["cache-control"], "no-store");
+    let created = app.create_key(&token, Some(json!({"name": "x"}))).await;
+    assert_eq!(created.status(), 201);
+    assert_eq!(created.headers()["cache-control"], "no-store");
+    for path in ["/v1/auth/me", "/v1/keys", "/v1/usage"] {
+        let response = app.get_with(path, &token).await;
+        assert_eq!(response.headers()["cache-control"], "no-store", "{path}");
+        assert_eq!(
+            response.headers()["x-content-type-options"],
+            "nosniff",
+            "{path}"
+        );
+        assert_eq!(
+            response.headers()["content-security-policy"],
+            "default-src 'none'; frame-ancestors 'none'",
+            "{path}"
+        );
+    }
+}
+
 on_both_backends!(
+    tokens_not_yet_valid_or_issued_in_the_future_are_401,
+    logout_ends_that_token_only,
+    a_password_change_ends_every_session,
+    the_bearer_scheme_is_case_insensitive,
+    emails_with_invisible_characters_are_refused_and_one_address_is_one_account,
+    answers_that_carry_secrets_are_never_cached,
     register_returns_the_user_and_a_working_token,
     registering_an_email_twice_is_a_conflict_whatever_its_case,
     invalid_emails_are_422_naming_the_field,

@@ -62,7 +62,82 @@ async fn bad_key_names_are_422_and_store_nothing(app: TestApp) {
         "validation_failed",
     )
     .await;
+    for hidden in ["\u{202e}gpj.exe", "zero\u{200b}width", "tab\tbed"] {
+        let response = app.create_key(&token, Some(json!({"name": hidden}))).await;
+        let body = assert_error(response, 422, "validation_failed").await;
+        assert_eq!(body["error"]["field"], "name", "{hidden:?}");
+    }
     assert!(app.list_keys(&token).await.is_empty());
+}
+
+async fn keys_are_listed_a_page_at_a_time(app: TestApp) {
+    let token = app.signed_up("ada@example.com").await;
+    let mut made = Vec::new();
+    for _ in 0..5 {
+        made.push(app.created_key(&token).await.0);
+    }
+    made.reverse(); // newest first
+    let page = |query: String| {
+        let (app, token) = (&app, &token);
+        async move {
+            let response = app.get_with(&format!("/v1/keys?{query}"), token).await;
+            assert_eq!(response.status(), 200);
+            response.json::<Value>().await.unwrap()
+        }
+    };
+    let ids = |body: &Value| -> Vec<String> {
+        body["keys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|key| key["id"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let first = page("limit=2".into()).await;
+    assert_eq!(ids(&first), made[..2]);
+    // A key made between two reads does not shift the next page.
+    app.created_key(&token).await;
+    let cursor = first["next_cursor"].as_str().unwrap();
+    let second = page(format!("limit=2&cursor={cursor}")).await;
+    assert_eq!(ids(&second), made[2..4]);
+    let cursor = second["next_cursor"].as_str().unwrap();
+    let third = page(format!("limit=2&cursor={cursor}")).await;
+    assert_eq!(ids(&third), made[4..]);
+    assert_eq!(third["next_cursor"], Value::Null);
+    for (query, field) in [
+        ("limit=0", "limit"),
+        ("limit=101", "limit"),
+        ("cursor=nope", "cursor"),
+    ] {
+        let body = assert_error(
+            app.get_with(&format!("/v1/keys?{query}"), &token).await,
+            422,
+            "validation_failed",
+        )
+        .await;
+        assert_eq!(body["error"]["field"], field, "{query}");
+    }
+}
+
+async fn an_account_holds_a_bounded_number_of_active_keys(app: TestApp) {
+    let token = app.signed_up("ada@example.com").await;
+    let (first, _) = app.created_key(&token).await;
+    app.created_key(&token).await;
+    let refused = app.create_key(&token, Some(json!({"name": "third"}))).await;
+    assert_error(refused, 409, "key_limit_reached").await;
+    assert_eq!(app.list_keys(&token).await.len(), 2);
+    assert_eq!(
+        app.delete_with(&format!("/v1/keys/{first}"), &token)
+            .await
+            .status(),
+        204
+    );
+    assert_eq!(
+        app.create_key(&token, Some(json!({"name": "third"})))
+            .await
+            .status(),
+        201
+    );
 }
 
 async fn test_create_key_unauthorized(app: TestApp) {
@@ -81,7 +156,7 @@ async fn test_create_key_unauthorized(app: TestApp) {
 async fn test_list_keys_empty(app: TestApp) {
     let token = app.signed_up("ada@example.com").await;
     let body: Value = app.get_with("/v1/keys", &token).await.json().await.unwrap();
-    assert_eq!(body, json!({"keys": []}));
+    assert_eq!(body, json!({"keys": [], "next_cursor": null}));
 }
 
 async fn test_list_keys_returns_prefix_not_full_key(app: TestApp) {
@@ -264,7 +339,14 @@ async fn an_access_token_is_not_an_api_key(app: TestApp) {
     .await;
 }
 
+crate::configured_on_both_backends!(
+    an_account_holds_a_bounded_number_of_active_keys => |config| {
+        config.limits.max_active_keys_per_account = 2;
+    },
+);
+
 on_both_backends!(
+    keys_are_listed_a_page_at_a_time,
     test_create_key_success,
     a_key_can_be_created_without_a_body_or_name,
     bad_key_names_are_422_and_store_nothing,

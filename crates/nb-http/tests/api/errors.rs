@@ -36,6 +36,29 @@ async fn a_field_of_the_wrong_type_is_422(app: TestApp) {
     assert_error(response, 422, "validation_failed").await;
 }
 
+async fn a_body_must_be_a_json_object(app: TestApp) {
+    let (_, key) = app.user_with_key("ada@example.com").await;
+    for body in [
+        json!(["a banana", null, null, null]),
+        json!("a banana"),
+        json!(5),
+    ] {
+        let response = app.generate(&key, &body).await;
+        let error = assert_error(response, 422, "validation_failed").await;
+        let message = error["error"]["message"].as_str().unwrap();
+        assert!(!message.contains("GenerateRequest"), "{message}");
+    }
+    let nested = app
+        .post_json(
+            "/v1/auth/login",
+            &json!({"email": {"a": 1}, "password": "x"}),
+        )
+        .await;
+    let error = assert_error(nested, 422, "validation_failed").await;
+    assert!(!error.to_string().contains("LoginRequest"), "{error}");
+    assert_eq!(app.google_requests().await, 0);
+}
+
 async fn a_body_that_is_not_json_is_415(app: TestApp) {
     for content_type in [
         None,
@@ -87,6 +110,7 @@ async fn wrong_methods_are_json_405s(app: TestApp) {
 }
 
 on_both_backends!(
+    a_body_must_be_a_json_object,
     malformed_json_is_422,
     a_missing_field_is_422_naming_it,
     a_field_of_the_wrong_type_is_422,

@@ -184,6 +184,8 @@ async fn test_generate_missing_prompt(app: TestApp) {
         json!({}),
         json!({"prompt": null}),
         json!({"prompt": "   "}),
+        json!({"prompt": "\u{0}\u{0}\u{0}"}),
+        json!({"prompt": "\u{200b}\u{200b} \u{feff}"}),
         json!({"prompt": "x".repeat(10_001)}),
         json!({"prompt": 5}),
     ] {

@@ -69,11 +69,14 @@ pub fn test_config(data_dir: PathBuf, db: &TestDatabase, google: &MockServer) ->
         public_base_url: None,
         limits: Limits {
             auth_attempts_per_minute_per_ip: 1000,
+            auth_attempts_per_minute_per_email_and_ip: 1000,
             auth_attempts_per_minute_per_email: 1000,
             generations_per_minute_per_key: 1000,
+            generations_per_minute_per_account: 1000,
             ..Limits::default()
         },
         metrics_token: None,
+        cors_origins: Vec::new(),
         listen: "127.0.0.1:0".into(),
         database_url: db.url.clone(),
         database_pool: nb_db::testing::test_pool_options(),
@@ -285,10 +288,12 @@ impl TestApp {
         )
     }
 
+    /// The first page of the user's keys (room for all a test makes).
     pub async fn list_keys(&self, token: &str) -> Vec<Value> {
-        let response = self.get_with("/v1/keys", token).await;
+        let response = self.get_with("/v1/keys?limit=100", token).await;
         assert_eq!(response.status(), 200);
         let body: Value = response.json().await.unwrap();
+        assert_eq!(body["next_cursor"], Value::Null);
         body["keys"].as_array().unwrap().clone()
     }
 }

@@ -226,28 +226,100 @@ async fn logins_are_limited_per_ip(app: TestApp) {
     );
 }
 
-async fn logins_are_limited_per_email_across_ips(app: TestApp) {
-    app.signed_up("ada@example.com").await; // attempt 1 for this email
-    for hop in 2..=3 {
-        let response = app
-            .client
-            .post(app.url("/v1/auth/login"))
-            .header("x-forwarded-for", format!("198.51.100.{hop}"))
-            .json(&json!({"email": "ADA@example.com", "password": "wrong password"}))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(response.status(), 401);
-    }
-    let fourth = app
-        .client
+/// A login from `address` (through the one trusted proxy, which appends it).
+async fn login_from(app: &TestApp, address: &str, email: &str, password: &str) -> u16 {
+    app.client
         .post(app.url("/v1/auth/login"))
-        .header("x-forwarded-for", "198.51.100.99")
-        .json(&json!({"email": "ada@example.com", "password": crate::helpers::PASSWORD}))
+        .header("x-forwarded-for", format!("203.0.113.250, {address}"))
+        .json(&json!({"email": email, "password": password}))
         .send()
         .await
-        .unwrap();
-    assert_error(fourth, 429, "too_many_attempts").await;
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+/// Wrong passwords from one network spend that network's allowance for the email, not the
+/// owner's: the owner, elsewhere, still logs in.
+async fn an_attacker_elsewhere_cannot_lock_the_owner_out(app: TestApp) {
+    app.signed_up("ada@example.com").await;
+    let mut statuses = Vec::new();
+    for _ in 0..8 {
+        statuses.push(login_from(&app, "198.51.100.66", "ada@example.com", "guess").await);
+    }
+    assert_eq!(statuses, [401, 401, 401, 429, 429, 429, 429, 429]);
+    for _ in 0..3 {
+        assert_eq!(
+            login_from(
+                &app,
+                "192.0.2.10",
+                "ADA@example.com",
+                crate::helpers::PASSWORD
+            )
+            .await,
+            200
+        );
+    }
+}
+
+/// Across many networks, one email still has a ceiling.
+async fn one_email_has_a_ceiling_across_networks(app: TestApp) {
+    let statuses: Vec<u16> =
+        futures_util::future::join_all(
+            (1..=6).map(|n| {
+                let app = &app;
+                async move {
+                    login_from(app, &format!("198.51.100.{n}"), "ada@example.com", "guess").await
+                }
+            }),
+        )
+        .await;
+    assert_eq!(
+        statuses.iter().filter(|status| **status == 429).count(),
+        2,
+        "{statuses:?}"
+    );
+}
+
+/// Behind one proxy, the address is the right-most `X-Forwarded-For` entry: what the client
+/// writes to the left changes nothing. IPv6 clients are counted per /64.
+async fn the_client_address_is_what_the_trusted_proxy_saw(app: TestApp) {
+    let login = |forwarded: String| {
+        let app = &app;
+        async move {
+            app.client
+                .post(app.url("/v1/auth/login"))
+                .header("x-forwarded-for", forwarded)
+                .json(&json!({"email": "someone@example.com", "password": "x"}))
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
+    };
+    let mut spoofed = Vec::new();
+    for n in 0..3 {
+        spoofed.push(login(format!("10.9.9.{n}, 198.51.100.7")).await);
+    }
+    assert_eq!(
+        spoofed,
+        [401, 401, 429],
+        "a spoofed left-hand entry escaped the limit"
+    );
+    let mut v6 = Vec::new();
+    for host in [
+        "2001:db8:aa:1::1",
+        "2001:db8:aa:1:ffff::2",
+        "2001:db8:aa:1::3",
+    ] {
+        v6.push(login(host.to_owned()).await);
+    }
+    assert_eq!(
+        v6,
+        [401, 401, 429],
+        "addresses of one /64 were counted apart"
+    );
 }
 
 async fn generations_are_limited_per_key_with_headers_on_every_answer(app: TestApp) {
@@ -278,13 +350,142 @@ async fn generations_are_limited_per_key_with_headers_on_every_answer(app: TestA
             >= 1
     );
     assert_error(limited, 429, "rate_limited").await;
-    // Another key of the same user has its own allowance.
+    // Another key of the same user has its own allowance...
     let (_, other) = app.created_key(&token).await;
     assert_eq!(
         app.generate(&other, &json!({"prompt": "x"})).await.status(),
         200
     );
+    // ...within the account's: three generation requests a minute over all its keys.
+    let (_, third) = app.created_key(&token).await;
+    let over = app.generate(&third, &json!({"prompt": "x"})).await;
+    assert_eq!(over.headers()["x-ratelimit-limit"], "2");
+    let body = assert_error(over, 429, "rate_limited").await;
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("account")
+    );
     assert_eq!(app.google_requests().await, 2);
+}
+
+/// A body that stops arriving is cut off: 408, and the connection is closed.
+async fn a_body_that_stops_arriving_is_cut_off(app: TestApp) {
+    let (closed, answer) = app
+        .raw_exchange(
+            b"POST /v1/auth/login HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{",
+            Duration::from_secs(5),
+        )
+        .await;
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("body_timeout"), "{answer}");
+    assert!(closed, "the connection was kept open");
+}
+
+/// Whatever methods and paths clients send, `/metrics` keeps a bounded set of labels.
+async fn metrics_stay_bounded_whatever_clients_send(app: TestApp) {
+    let before = app
+        .client
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for n in 0..50 {
+        let method = format!("X{}{}", "Q".repeat(200), n);
+        let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+        let path = format!("/random/{}/{n}", "p".repeat(200));
+        app.client
+            .request(method, app.url(&path))
+            .send()
+            .await
+            .unwrap();
+    }
+    let after = app
+        .client
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        !after.contains("QQQQ") && !after.contains("pppp"),
+        "client input became a label"
+    );
+    assert!(
+        after.len() < before.len() + 4_000,
+        "metrics grew by {} bytes",
+        after.len() - before.len()
+    );
+}
+
+/// The API docs page may run its own scripts, and nothing else; no page may frame it.
+async fn the_docs_page_has_a_content_security_policy(app: TestApp) {
+    let page = app.client.get(app.url("/docs/")).send().await.unwrap();
+    let policy = page.headers()["content-security-policy"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(policy.contains("script-src 'self'"), "{policy}");
+    assert!(policy.contains("frame-ancestors 'none'"), "{policy}");
+    assert!(!policy.contains("unsafe-eval"), "{policy}");
+    assert_eq!(page.headers()["x-frame-options"], "DENY");
+    assert_eq!(page.headers()["x-content-type-options"], "nosniff");
+}
+
+async fn cross_origin_calls_need_an_allowed_origin(app: TestApp) {
+    let preflight = |origin: &'static str| {
+        app.client
+            .request(reqwest::Method::OPTIONS, app.url("/v1/generate"))
+            .header("origin", origin)
+            .header("access-control-request-method", "POST")
+            .header(
+                "access-control-request-headers",
+                "authorization, content-type",
+            )
+            .send()
+    };
+    let allowed = preflight("https://app.example.com").await.unwrap();
+    assert!(allowed.status().is_success(), "{}", allowed.status());
+    assert_eq!(
+        allowed.headers()["access-control-allow-origin"],
+        "https://app.example.com"
+    );
+    let other = preflight("https://evil.example").await.unwrap();
+    assert!(!other.headers().contains_key("access-control-allow-origin"));
+    let answer = app
+        .client
+        .get(app.url("/healthz"))
+        .header("origin", "https://app.example.com")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        answer.headers()["access-control-allow-origin"],
+        "https://app.example.com"
+    );
+}
+
+async fn without_allowed_origins_there_is_no_cors(app: TestApp) {
+    let preflight = app
+        .client
+        .request(reqwest::Method::OPTIONS, app.url("/v1/generate"))
+        .header("origin", "https://app.example.com")
+        .header("access-control-request-method", "POST")
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        !preflight
+            .headers()
+            .contains_key("access-control-allow-origin")
+    );
+    assert_error(preflight, 405, "method_not_allowed").await;
 }
 
 async fn generations_over_the_upstream_cap_queue_then_get_503(app: TestApp) {
@@ -322,6 +523,9 @@ on_both_backends!(
     every_response_carries_a_request_id,
     health_and_readiness_are_ok,
     head_is_answered_on_every_get_route,
+    metrics_stay_bounded_whatever_clients_send,
+    the_docs_page_has_a_content_security_policy,
+    without_allowed_origins_there_is_no_cors,
 );
 
 crate::configured_on_both_backends!(
@@ -337,12 +541,28 @@ crate::configured_on_both_backends!(
         config.image_models = nb_domain::generation::AllowedModels::new([unique]).unwrap();
     },
     logins_are_limited_per_ip => |config| config.limits.auth_attempts_per_minute_per_ip = 3,
-    logins_are_limited_per_email_across_ips => |config| {
-        config.limits.auth_attempts_per_minute_per_email = 3;
-        config.limits.trust_forwarded_for = true;
+    an_attacker_elsewhere_cannot_lock_the_owner_out => |config| {
+        config.limits.auth_attempts_per_minute_per_email_and_ip = 3;
+        config.limits.auth_attempts_per_minute_per_email = 10;
+        config.limits.trusted_proxy_hops = 1;
+    },
+    one_email_has_a_ceiling_across_networks => |config| {
+        config.limits.auth_attempts_per_minute_per_email = 4;
+        config.limits.trusted_proxy_hops = 1;
+    },
+    the_client_address_is_what_the_trusted_proxy_saw => |config| {
+        config.limits.auth_attempts_per_minute_per_ip = 2;
+        config.limits.trusted_proxy_hops = 1;
     },
     generations_are_limited_per_key_with_headers_on_every_answer => |config| {
         config.limits.generations_per_minute_per_key = 2;
+        config.limits.generations_per_minute_per_account = 3;
+    },
+    a_body_that_stops_arriving_is_cut_off => |config| {
+        config.limits.client_body_timeout = Duration::from_secs(1);
+    },
+    cross_origin_calls_need_an_allowed_origin => |config| {
+        config.cors_origins = vec!["https://app.example.com".into()];
     },
     generations_over_the_upstream_cap_queue_then_get_503 => |config| {
         config.limits.upstream_concurrency = 1;
