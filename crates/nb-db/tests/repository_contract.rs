@@ -369,7 +369,7 @@ fn generation(
         id: GenerationId(Uuid::now_v7()),
         caller,
         prompt: Prompt::parse("a banana".into()).unwrap(),
-        size: ImageSize::Square,
+        size: Some(ImageSize::Square),
         style: ImageStyle::Natural,
         model: models.default_model().clone(),
         latency: std::time::Duration::from_millis(812),

@@ -7,6 +7,7 @@
 
 pub mod accounts;
 pub mod api_keys;
+pub mod encoding;
 pub mod error;
 pub mod generation;
 pub mod pagination;

@@ -7,9 +7,11 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use nb_db::{DatabaseUrl, PoolOptions};
-use nb_domain::generation::AllowedModels;
+use nb_domain::generation::{AllowedModels, InputImageLimits};
 use nb_imagen::GoogleApiKey;
 use nb_storage::{MAX_PRESIGN_EXPIRY, S3Secret, S3Settings};
+
+use crate::openai::OpenAiModelMap;
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8000";
 pub const DEFAULT_DATA_DIR: &str = "data";
@@ -52,6 +54,11 @@ pub struct Config {
     pub google_http2_prior_knowledge: bool,
     /// `NB_IMAGE_MODELS`: comma-separated; the first is the default.
     pub image_models: AllowedModels,
+    /// `NB_OPENAI_MODEL_MAP`: OpenAI model names mapped to ours (`name=model,…`).
+    pub openai_model_map: OpenAiModelMap,
+    /// `NB_MAX_INPUT_IMAGES`, `NB_MAX_INPUT_IMAGE_BYTES`, `NB_MAX_INPUT_IMAGES_TOTAL_BYTES`:
+    /// what clients may send to edit.
+    pub input_images: InputImageLimits,
     /// `NB_UPSTREAM_ATTEMPT_TIMEOUT_SECONDS`, `NB_UPSTREAM_DEADLINE_SECONDS`,
     /// `NB_UPSTREAM_MAX_RETRIES`.
     pub upstream: UpstreamLimits,
@@ -295,12 +302,20 @@ impl Config {
             ));
         }
         let limits = limits_config(&var)?;
+        let openai_model_map = match var("NB_OPENAI_MODEL_MAP") {
+            Some(raw) => OpenAiModelMap::parse(&raw, &image_models)
+                .map_err(|error| invalid("NB_OPENAI_MODEL_MAP", &error.to_string()))?,
+            None => OpenAiModelMap::empty(),
+        };
+        let input_images = input_image_limits(&var)?;
         let cors_origins = var("NB_CORS_ORIGINS")
             .map(|list| cors_origins(&list))
             .transpose()?
             .unwrap_or_default();
         Ok(Self {
             cors_origins,
+            openai_model_map,
+            input_images,
             limits,
             metrics_token: var("NB_METRICS_TOKEN")
                 .map(|token| MetricsToken::new(token.trim().to_owned())),
@@ -410,6 +425,28 @@ fn limits_config(var: &impl Fn(&str) -> Option<String>) -> Result<Limits, Config
             defaults.key_cache_ttl.as_secs(),
         )?),
     })
+}
+
+fn input_image_limits(
+    var: &impl Fn(&str) -> Option<String>,
+) -> Result<InputImageLimits, ConfigError> {
+    let defaults = InputImageLimits::default();
+    let limits = InputImageLimits {
+        max_images: positive_usize(var, "NB_MAX_INPUT_IMAGES", defaults.max_images)?,
+        max_image_bytes: positive_usize(var, "NB_MAX_INPUT_IMAGE_BYTES", defaults.max_image_bytes)?,
+        max_total_bytes: positive_usize(
+            var,
+            "NB_MAX_INPUT_IMAGES_TOTAL_BYTES",
+            defaults.max_total_bytes,
+        )?,
+    };
+    if limits.max_total_bytes < limits.max_image_bytes {
+        return Err(invalid(
+            "NB_MAX_INPUT_IMAGES_TOTAL_BYTES",
+            "must be at least NB_MAX_INPUT_IMAGE_BYTES",
+        ));
+    }
+    Ok(limits)
 }
 
 fn positive_usize(
@@ -744,6 +781,37 @@ mod tests {
                 .google_base_url,
             "http://127.0.0.1:9000"
         );
+    }
+
+    #[test]
+    fn input_image_limits_have_defaults_and_are_checked() {
+        assert_eq!(
+            config(&[]).unwrap().input_images,
+            InputImageLimits::default()
+        );
+        let custom = config(&[
+            ("NB_MAX_INPUT_IMAGES", "2"),
+            ("NB_MAX_INPUT_IMAGE_BYTES", "1000"),
+        ]);
+        assert_eq!(custom.unwrap().input_images.max_images, 2);
+        assert!(config(&[("NB_MAX_INPUT_IMAGES", "0")]).is_err());
+        assert!(config(&[("NB_MAX_INPUT_IMAGES_TOTAL_BYTES", "10")]).is_err());
+    }
+
+    #[test]
+    fn the_openai_model_map_names_allowed_models() {
+        let mapped = config(&[
+            ("NB_IMAGE_MODELS", "gemini-a,gemini-b"),
+            ("NB_OPENAI_MODEL_MAP", "gpt-image-1=gemini-b"),
+        ])
+        .unwrap();
+        let model = mapped
+            .openai_model_map
+            .resolve(Some("gpt-image-1"), &mapped.image_models)
+            .unwrap();
+        assert_eq!(model.as_str(), "gemini-b");
+        let error = config(&[("NB_OPENAI_MODEL_MAP", "gpt-image-1=nope")]).unwrap_err();
+        assert!(error.to_string().contains("NB_OPENAI_MODEL_MAP"), "{error}");
     }
 
     #[test]

@@ -13,7 +13,9 @@ use nb_domain::RepositoryError;
 use nb_domain::accounts::{ChangePasswordError, FindUserError, LoginError, RegisterError};
 use nb_domain::api_keys::{AuthenticateKeyError, CreateKeyError, RevokeKeyError};
 use nb_domain::error::BoxError;
-use nb_domain::generation::{GenerateError, InvalidGenerationRequest, ProviderError};
+use nb_domain::generation::{
+    GenerateError, InvalidGenerationRequest, InvalidImageCount, InvalidInputImages, ProviderError,
+};
 use nb_domain::ports::PasswordHashingError;
 use serde::Serialize;
 
@@ -104,6 +106,33 @@ impl ApiError {
 
     pub fn code(&self) -> &'static str {
         self.code
+    }
+
+    pub fn status(&self) -> StatusCode {
+        self.status
+    }
+
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
+    pub fn field(&self) -> Option<&str> {
+        self.field.as_deref()
+    }
+
+    /// The same answer without its cause (which is logged here, as rendering would).
+    pub fn public_copy(&self) -> Self {
+        if let Some(cause) = self.cause.as_deref() {
+            tracing::warn!(code = self.code, cause = %cause_chain(cause), "request failed");
+        }
+        Self {
+            status: self.status,
+            code: self.code,
+            message: self.message.clone(),
+            field: self.field.clone(),
+            retry_after: self.retry_after,
+            cause: None,
+        }
     }
 }
 
@@ -295,6 +324,27 @@ impl From<AuthenticateKeyError> for ApiError {
 impl From<InvalidGenerationRequest> for ApiError {
     fn from(error: InvalidGenerationRequest) -> Self {
         Self::invalid_field(error.field(), error.to_string())
+    }
+}
+
+impl From<InvalidInputImages> for ApiError {
+    fn from(error: InvalidInputImages) -> Self {
+        if error.is_too_large() {
+            Self::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload_too_large",
+                format!("{error}."),
+            )
+            .with_field(Some(error.field().into()))
+        } else {
+            Self::invalid_field(error.field(), format!("{error}."))
+        }
+    }
+}
+
+impl From<InvalidImageCount> for ApiError {
+    fn from(error: InvalidImageCount) -> Self {
+        Self::invalid_field("n", error.to_string())
     }
 }
 

@@ -9,13 +9,10 @@ use futures_util::future::LocalBoxFuture;
 use serde::de::DeserializeOwned;
 
 use crate::error::ApiError;
+use crate::state::AppState;
 
-/// JSON bodies up to `max_body_bytes`, every failure a JSON error.
-pub fn json_config(max_body_bytes: usize) -> web::JsonConfig {
-    web::JsonConfig::default()
-        .limit(max_body_bytes)
-        .error_handler(|error, _req| json_error(error).into())
-}
+/// The body limit when no application state says otherwise.
+const DEFAULT_MAX_BODY_BYTES: usize = 64 * 1024;
 
 /// Query strings that do not parse are 422s, like bodies.
 pub fn query_config() -> web::QueryConfig {
@@ -77,8 +74,23 @@ pub fn body_timed_out() -> ApiError {
     )
 }
 
-/// A JSON body deserialized into `T`, with the failing field named in the 422 (by
-/// `serde_path_to_error`, which tracks where in the document deserialization stopped).
+/// Reads a JSON body of at most `limit` bytes (with the JSON content type) into a document.
+fn read_document(
+    req: &HttpRequest,
+    payload: &mut Payload,
+    limit: usize,
+) -> LocalBoxFuture<'static, Result<serde_json::Value, ApiError>> {
+    let body = web::JsonBody::<serde_json::Value>::new(req, payload, None, true).limit(limit);
+    Box::pin(async move { body.await.map_err(json_error) })
+}
+
+fn state(req: &HttpRequest) -> Option<&web::Data<AppState>> {
+    req.app_data::<web::Data<AppState>>()
+}
+
+/// A JSON body (at most `NB_MAX_BODY_BYTES`) deserialized into `T`, with the failing field
+/// named in the 422 (by `serde_path_to_error`, which tracks where in the document
+/// deserialization stopped).
 #[derive(Debug)]
 pub struct JsonBody<T>(pub T);
 
@@ -87,8 +99,27 @@ impl<T: DeserializeOwned + 'static> FromRequest for JsonBody<T> {
     type Future = LocalBoxFuture<'static, Result<Self, Self::Error>>;
 
     fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
-        let document = web::Json::<serde_json::Value>::from_request(req, payload);
-        Box::pin(async move { Ok(Self(typed(document.await?.into_inner())?)) })
+        let limit = state(req).map_or(DEFAULT_MAX_BODY_BYTES, |state| state.limits.max_body_bytes);
+        let document = read_document(req, payload, limit);
+        Box::pin(async move { Ok(Self(typed(document.await?)?)) })
+    }
+}
+
+/// A JSON body that may carry input images in base64: `NB_MAX_BODY_BYTES` plus room for the
+/// images' total limit once encoded (a third more).
+#[derive(Debug)]
+pub struct JsonBodyWithImages<T>(pub T);
+
+impl<T: DeserializeOwned + 'static> FromRequest for JsonBodyWithImages<T> {
+    type Error = actix_web::Error;
+    type Future = LocalBoxFuture<'static, Result<Self, Self::Error>>;
+
+    fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
+        let limit = state(req).map_or(DEFAULT_MAX_BODY_BYTES, |state| {
+            state.limits.max_body_bytes + state.input_images.max_total_bytes.div_ceil(3) * 4
+        });
+        let document = read_document(req, payload, limit);
+        Box::pin(async move { Ok(Self(typed(document.await?)?)) })
     }
 }
 

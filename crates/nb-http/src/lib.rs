@@ -8,6 +8,7 @@ pub mod config;
 pub mod error;
 pub mod json;
 pub mod metrics;
+pub mod openai;
 pub mod rate_limit;
 pub mod request_context;
 pub mod routes;

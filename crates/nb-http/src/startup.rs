@@ -21,7 +21,7 @@ use nb_storage::{InlineStorage, LocalStorage, S3Storage};
 use crate::auth::AccessTokens;
 use crate::background::Maintenance;
 use crate::config::{Config, ConfigError, JwtSecret, StorageConfig};
-use crate::json::{json_config, query_config};
+use crate::json::query_config;
 use crate::rate_limit::{ClientAddressSource, MemoryRateLimiter};
 use crate::request_context::request_context;
 use crate::routes;
@@ -253,6 +253,8 @@ pub fn build_state(
     let state = web::Data::new(AppState {
         readiness: database.clone(),
         limits: config.limits,
+        input_images: config.input_images,
+        openai_models: config.openai_model_map.clone(),
         throttle,
         client_addresses: ClientAddressSource {
             trusted_proxy_hops: config.limits.trusted_proxy_hops,
@@ -301,12 +303,11 @@ fn rate_limits(limits: &crate::config::Limits) -> nb_domain::rate_limit::Limits 
     }
 }
 
-/// Everything an `App` serves: state, body limits, routes, local images and the JSON 404.
+/// Everything an `App` serves: state (which body extractors read their limits from),
+/// routes, local images and the JSON 404.
 pub fn configure_app(state: web::Data<AppState>) -> impl FnOnce(&mut web::ServiceConfig) {
     move |cfg| {
-        let max_body_bytes = state.limits.max_body_bytes;
         cfg.app_data(state)
-            .app_data(json_config(max_body_bytes))
             .app_data(query_config())
             .service(routes::openapi::docs())
             .route("/docs", web::get().to(routes::openapi::docs_redirect))

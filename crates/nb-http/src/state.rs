@@ -4,12 +4,13 @@ use std::sync::Arc;
 
 use nb_domain::accounts::AccountService;
 use nb_domain::api_keys::ApiKeyService;
-use nb_domain::generation::GenerationService;
+use nb_domain::generation::{GenerationService, InputImageLimits};
 use nb_domain::ports::{ObjectStorage, ReadinessCheck};
 use nb_domain::rate_limit::Throttle;
 
 use crate::auth::AccessTokens;
 use crate::config::{Limits, MetricsToken};
+use crate::openai::OpenAiModelMap;
 use crate::rate_limit::ClientAddressSource;
 
 #[derive(Clone)]
@@ -23,6 +24,10 @@ pub struct AppState {
     pub served_images: Option<Arc<dyn ObjectStorage>>,
     pub readiness: Arc<dyn ReadinessCheck>,
     pub limits: Limits,
+    /// What clients may send to edit.
+    pub input_images: InputImageLimits,
+    /// OpenAI model names and the models they mean.
+    pub openai_models: OpenAiModelMap,
     pub throttle: Throttle,
     pub client_addresses: ClientAddressSource,
     pub metrics_token: Option<MetricsToken>,

@@ -140,6 +140,8 @@ impl Mocks {
             served_images: None,
             readiness: Arc::new(self.readiness),
             limits: Limits::default(),
+            input_images: nb_domain::generation::InputImageLimits::default(),
+            openai_models: nb_http::openai::OpenAiModelMap::empty(),
             throttle,
             client_addresses: ClientAddressSource {
                 trusted_proxy_hops: 0,

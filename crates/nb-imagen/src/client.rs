@@ -291,13 +291,21 @@ impl ImageProvider for GeminiImageClient {
     async fn generate(&self, request: &ImageRequest) -> Result<GeneratedImage, ProviderError> {
         let model = request.model.as_str();
         let (method, body) = if request.model.is_imagen() {
-            if !IMAGEN_ASPECT_RATIOS.contains(&request.aspect_ratio) {
+            if let Some(ratio) = request
+                .aspect_ratio
+                .filter(|ratio| !IMAGEN_ASPECT_RATIOS.contains(ratio))
+            {
                 return Err(ProviderError::Unsupported {
                     field: "size",
                     message: format!(
-                        "{model} does not offer the aspect ratio {}; pick another size",
-                        request.aspect_ratio
+                        "{model} does not offer the aspect ratio {ratio}; pick another size"
                     ),
+                });
+            }
+            if !request.images.is_empty() {
+                return Err(ProviderError::Unsupported {
+                    field: "model",
+                    message: format!("{model} cannot edit images; pick a Gemini model"),
                 });
             }
             (
@@ -310,6 +318,7 @@ impl ImageProvider for GeminiImageClient {
                 serde_json::to_vec(&GenerateContentRequest::new(
                     &request.text,
                     request.aspect_ratio,
+                    &request.images,
                 )),
             )
         };

@@ -8,10 +8,8 @@
 use std::borrow::Cow;
 use std::time::Duration;
 
-use base64::Engine as _;
-use base64::alphabet;
-use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
 use bytes::Bytes;
+use nb_domain::encoding::decode_base64_lenient;
 use nb_domain::generation::{GeneratedImage, ProviderError};
 use serde::Deserialize;
 
@@ -115,30 +113,8 @@ struct ErrorDetail {
     retry_delay: Option<String>,
 }
 
-/// Standard or URL-safe alphabet, padded or not, with any line breaks.
-pub(crate) fn decode_base64(encoded: &str) -> Option<Vec<u8>> {
-    let config =
-        GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent);
-    let alphabet = if encoded.contains(['-', '_']) {
-        &alphabet::URL_SAFE
-    } else {
-        &alphabet::STANDARD
-    };
-    let engine = GeneralPurpose::new(alphabet, config);
-    // Only a wrapped encoding pays for a compacted copy.
-    if encoded.bytes().any(|b| b.is_ascii_whitespace()) {
-        let compact: String = encoded
-            .chars()
-            .filter(|c| !c.is_ascii_whitespace())
-            .collect();
-        engine.decode(compact).ok()
-    } else {
-        engine.decode(encoded).ok()
-    }
-}
-
 fn image_from_base64(encoded: &str) -> Result<GeneratedImage, ProviderError> {
-    let bytes = decode_base64(encoded)
+    let bytes = decode_base64_lenient(encoded)
         .ok_or_else(|| ProviderError::Upstream("the image data is not valid base64".into()))?;
     GeneratedImage::from_bytes(Bytes::from(bytes))
         .map_err(|not_an_image| ProviderError::Upstream(not_an_image.to_string()))
@@ -282,6 +258,7 @@ pub(crate) fn parse_retry_delay(raw: &str) -> Option<Duration> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use base64::Engine as _;
 
     const PNG_BASE64: &str = "iVBORw0KGgoAAAANSUhEUgAAAAIAAAACCAIAAAD91JpzAAAAEElEQVR4nGP4f4IBiBggFAA1zgcdmk6h0gAAAABJRU5ErkJggg==";
 
@@ -294,19 +271,6 @@ mod tests {
         );
         assert_eq!(parse_retry_delay("soon"), None);
         assert_eq!(parse_retry_delay("-1s"), None);
-    }
-
-    #[test]
-    fn base64_is_decoded_leniently() {
-        let png = b"\x89PNG\r\n\x1a\nabc";
-        let standard = base64::engine::general_purpose::STANDARD.encode(png);
-        let url_safe = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode([0xfb, 0xff, 0xfe]);
-        assert_eq!(decode_base64(&standard).unwrap(), png);
-        assert_eq!(decode_base64(standard.trim_end_matches('=')).unwrap(), png);
-        let wrapped = format!("{}\n{}", &standard[..8], &standard[8..]);
-        assert_eq!(decode_base64(&wrapped).unwrap(), png);
-        assert_eq!(decode_base64(&url_safe).unwrap(), [0xfb, 0xff, 0xfe]);
-        assert!(decode_base64("not base64!").is_none());
     }
 
     #[test]

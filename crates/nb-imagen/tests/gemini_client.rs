@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use base64::Engine as _;
-use nb_domain::generation::{AllowedModels, ImageFormat, ImageRequest, ProviderError};
+use nb_domain::generation::{AllowedModels, ImageFormat, ImageRequest, InputImage, ProviderError};
 use nb_domain::ports::ImageProvider;
 use nb_imagen::{GeminiImageClient, GeminiSettings, GoogleApiKey};
 use serde_json::{Value, json};
@@ -44,7 +44,8 @@ fn request(model: &str, aspect_ratio: &'static str) -> ImageRequest {
     ImageRequest {
         model,
         text: "a banana".into(),
-        aspect_ratio,
+        aspect_ratio: Some(aspect_ratio),
+        images: Vec::new(),
     }
 }
 
@@ -103,6 +104,70 @@ async fn generate_content_sends_the_sdk_body_path_and_key_and_reads_the_image() 
             .decode(data)
             .unwrap()
     );
+}
+
+/// Images to edit go after the text, in order, byte for byte, as the SDK sends them.
+#[tokio::test]
+async fn input_images_go_after_the_text_as_the_sdk_sends_them() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path(GEMINI_PATH))
+        .and(body_json(wire(
+            "gemini_generate_content_request_with_images.json",
+        )))
+        .respond_with(
+            ResponseTemplate::new(200).set_body_json(wire("gemini_generate_content_response.json")),
+        )
+        .expect(1)
+        .mount(&server)
+        .await;
+    // The bytes the SDK was given for the captured request.
+    let first = b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR first";
+    let second = b"\xff\xd8\xff\xe0\x00\x10JFIF second?";
+    let images = [&first[..], &second[..]]
+        .map(|bytes| InputImage::from_bytes(bytes::Bytes::copy_from_slice(bytes)).unwrap());
+    let mut edit = request("gemini-3.1-flash-image", "3:2");
+    edit.text = "put the banana on the table".into();
+    edit.images = images.to_vec();
+    assert!(client(&server).generate(&edit).await.is_ok());
+}
+
+#[tokio::test]
+async fn an_automatic_size_sends_no_image_config() {
+    let server = MockServer::start().await;
+    let mut expected = wire("gemini_generate_content_request.json");
+    expected["generationConfig"]
+        .as_object_mut()
+        .unwrap()
+        .remove("imageConfig");
+    Mock::given(method("POST"))
+        .and(path(GEMINI_PATH))
+        .and(body_json(expected))
+        .respond_with(
+            ResponseTemplate::new(200).set_body_json(wire("gemini_generate_content_response.json")),
+        )
+        .expect(1)
+        .mount(&server)
+        .await;
+    let mut auto = request("gemini-3.1-flash-image", "1:1");
+    auto.aspect_ratio = None;
+    assert!(client(&server).generate(&auto).await.is_ok());
+}
+
+#[tokio::test]
+async fn imagen_cannot_edit_and_is_not_called() {
+    let server = MockServer::start().await;
+    let mut edit = request("imagen-4.0-generate-001", "1:1");
+    edit.images = vec![InputImage::from_bytes(bytes::Bytes::from_static(PNG)).unwrap()];
+    let result = client(&server).generate(&edit).await;
+    assert!(
+        matches!(
+            result,
+            Err(ProviderError::Unsupported { field: "model", .. })
+        ),
+        "{result:?}"
+    );
+    assert!(server.received_requests().await.unwrap().is_empty());
 }
 
 #[tokio::test]

@@ -15,7 +15,7 @@ use diesel::upsert::excluded;
 use diesel_async::{AsyncConnection, RunQueryDsl};
 use nb_domain::RepositoryError;
 use nb_domain::api_keys::ApiKeyId;
-use nb_domain::generation::{GenerationOutcome, GenerationRecord};
+use nb_domain::generation::{GenerationOutcome, GenerationRecord, size_label};
 use nb_domain::ports::GenerationRepository;
 use nb_domain::usage::DailyUsage;
 use nb_domain::user::UserId;
@@ -81,7 +81,7 @@ impl From<&GenerationRecord> for GenerationRow {
             user_id: record.caller.user_id.to_string(),
             api_key_id: record.caller.key_id.to_string(),
             prompt: record.prompt.as_str().to_owned(),
-            size: record.size.as_str().to_owned(),
+            size: size_label(record.size).to_owned(),
             style: record.style.as_str().to_owned(),
             model: record.model.as_str().to_owned(),
             status: record.outcome.status().to_owned(),

@@ -77,7 +77,8 @@ mod tests {
         ImageRequest {
             model,
             text: "x".into(),
-            aspect_ratio: "1:1",
+            aspect_ratio: Some("1:1"),
+            images: Vec::new(),
         }
     }
 

@@ -11,9 +11,11 @@ pub use concurrency_limit::ConcurrencyLimitedProvider;
 pub use error::{GenerateError, ProviderError, StorageError};
 pub use model::{
     ACCEPTED_SIZES, AllowedModels, FetchedImage, GeneratedImage, Generation, GenerationId,
-    GenerationOutcome, GenerationRecord, GenerationRequest, GenerationTimings, ImageFormat,
-    ImageModel, ImageRequest, ImageSize, ImageStyle, InvalidGenerationRequest, InvalidPrompt,
-    InvalidSize, InvalidStyle, MAX_PROMPT_CHARS, NotAnImage, ObjectKey, Prompt,
-    RawGenerationRequest, StoredImage, UnknownModel,
+    GenerationOutcome, GenerationRecord, GenerationRequest, GenerationTimings, ImageCount,
+    ImageFormat, ImageModel, ImageRequest, ImageSize, ImageStyle, InputImage, InputImageLimits,
+    InputImages, InvalidGenerationRequest, InvalidImageCount, InvalidInputImages, InvalidPrompt,
+    InvalidSize, InvalidStyle, MASK_INSTRUCTION, MAX_IMAGES_PER_REQUEST, MAX_PROMPT_CHARS,
+    NotAnImage, ObjectKey, Prompt, RawGenerationRequest, StoredImage, UnknownModel,
+    image_dimensions, size_label,
 };
 pub use service::{GenerationPorts, GenerationService};

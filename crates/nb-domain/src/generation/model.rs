@@ -62,7 +62,7 @@ pub enum ImageSize {
 }
 
 pub const ACCEPTED_SIZES: &str =
-    "1024x1024, 1792x1024, 1024x1792, 1536x1024, 1024x1536, 1024x768, 768x1024";
+    "auto, 1024x1024, 1792x1024, 1024x1792, 1536x1024, 1024x1536, 1024x768, 768x1024";
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("size must be one of {ACCEPTED_SIZES}")]
@@ -84,6 +84,15 @@ impl ImageSize {
             .into_iter()
             .find(|size| size.as_str() == raw)
             .ok_or(InvalidSize)
+    }
+
+    /// `auto` (`Ok(None)`: the model chooses; with input images it keeps theirs) or a size.
+    pub fn parse_or_auto(raw: &str) -> Result<Option<Self>, InvalidSize> {
+        if raw == "auto" {
+            Ok(None)
+        } else {
+            Self::parse(raw).map(Some)
+        }
     }
 
     pub fn as_str(self) -> &'static str {
@@ -315,6 +324,65 @@ impl ImageFormat {
     }
 }
 
+/// The pixel size written in an image's header, when it can be read: PNG's IHDR, JPEG's
+/// first start-of-frame, WebP's VP8/VP8L/VP8X header.
+pub fn image_dimensions(bytes: &[u8]) -> Option<(u32, u32)> {
+    match ImageFormat::sniff(bytes)? {
+        ImageFormat::Png => {
+            let be = |at: usize| Some(u32::from_be_bytes(bytes.get(at..at + 4)?.try_into().ok()?));
+            (bytes.get(12..16)? == b"IHDR").then_some(())?;
+            Some((be(16)?, be(20)?))
+        }
+        ImageFormat::Jpeg => jpeg_dimensions(bytes),
+        ImageFormat::Webp => webp_dimensions(bytes),
+    }
+}
+
+fn jpeg_dimensions(bytes: &[u8]) -> Option<(u32, u32)> {
+    let mut at = 2;
+    loop {
+        while *bytes.get(at)? != 0xFF {
+            at += 1;
+        }
+        while *bytes.get(at)? == 0xFF {
+            at += 1;
+        }
+        let marker = *bytes.get(at)?;
+        at += 1;
+        if matches!(marker, 0xD8 | 0x01 | 0xD0..=0xD7) {
+            continue;
+        }
+        let length = usize::from(u16::from_be_bytes([*bytes.get(at)?, *bytes.get(at + 1)?]));
+        // Start of frame: every SOFn but DHT (C4), JPG (C8) and DAC (CC).
+        if matches!(marker, 0xC0..=0xCF) && !matches!(marker, 0xC4 | 0xC8 | 0xCC) {
+            let height = u16::from_be_bytes([*bytes.get(at + 3)?, *bytes.get(at + 4)?]);
+            let width = u16::from_be_bytes([*bytes.get(at + 5)?, *bytes.get(at + 6)?]);
+            return Some((u32::from(width), u32::from(height)));
+        }
+        at += length;
+    }
+}
+
+fn webp_dimensions(bytes: &[u8]) -> Option<(u32, u32)> {
+    let le24 = |at: usize| -> Option<u32> {
+        let b = bytes.get(at..at + 3)?;
+        Some(u32::from(b[0]) | u32::from(b[1]) << 8 | u32::from(b[2]) << 16)
+    };
+    match bytes.get(12..16)? {
+        b"VP8 " => {
+            let w = u16::from_le_bytes([*bytes.get(26)?, *bytes.get(27)?]) & 0x3FFF;
+            let h = u16::from_le_bytes([*bytes.get(28)?, *bytes.get(29)?]) & 0x3FFF;
+            Some((u32::from(w), u32::from(h)))
+        }
+        b"VP8L" => {
+            let bits = u32::from_le_bytes(bytes.get(21..25)?.try_into().ok()?);
+            Some(((bits & 0x3FFF) + 1, ((bits >> 14) & 0x3FFF) + 1))
+        }
+        b"VP8X" => Some((le24(24)? + 1, le24(27)? + 1)),
+        _ => None,
+    }
+}
+
 /// Image bytes whose format has been checked.
 #[derive(Clone, PartialEq, Eq)]
 pub struct GeneratedImage {
@@ -350,13 +418,156 @@ impl fmt::Debug for GeneratedImage {
     }
 }
 
+/// An image a client sent to be edited or combined: a PNG, JPEG or WebP by its bytes,
+/// whatever it was called or declared to be. (The same check as a generated image's.)
+pub type InputImage = GeneratedImage;
+
+/// How much clients may send to edit: the deployment's limits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InputImageLimits {
+    /// Images in one request (the mask not included).
+    pub max_images: usize,
+    /// Bytes of any one image (or mask).
+    pub max_image_bytes: usize,
+    /// Bytes of all images and the mask together.
+    pub max_total_bytes: usize,
+}
+
+impl Default for InputImageLimits {
+    /// Google takes at most 20 MB of request, and base64 adds a third: 14 MiB of images.
+    fn default() -> Self {
+        Self {
+            max_images: 16,
+            max_image_bytes: 10 * 1024 * 1024,
+            max_total_bytes: 14 * 1024 * 1024,
+        }
+    }
+}
+
+/// Why the images sent cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum InvalidInputImages {
+    #[error("image {index} is not a PNG, JPEG or WebP image")]
+    NotAnImage { index: usize },
+    #[error("the mask is not a PNG, JPEG or WebP image")]
+    MaskNotAnImage,
+    #[error("at most {max} images may be sent")]
+    TooMany { max: usize },
+    #[error("image {index} is larger than {max} bytes")]
+    ImageTooLarge { index: usize, max: usize },
+    #[error("the images together are larger than {max} bytes")]
+    TotalTooLarge { max: usize },
+}
+
+impl InvalidInputImages {
+    /// Whether the refusal is about size (413) rather than content (400/422).
+    pub fn is_too_large(&self) -> bool {
+        matches!(
+            self,
+            Self::ImageTooLarge { .. } | Self::TotalTooLarge { .. }
+        )
+    }
+
+    pub fn field(&self) -> &'static str {
+        match self {
+            Self::MaskNotAnImage => "mask",
+            _ => "image",
+        }
+    }
+}
+
+/// Checked input images (and an optional mask), in the order sent.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct InputImages {
+    images: Vec<InputImage>,
+    mask: Option<InputImage>,
+}
+
+impl InputImages {
+    pub fn none() -> Self {
+        Self::default()
+    }
+
+    pub fn parse(
+        images: Vec<Bytes>,
+        mask: Option<Bytes>,
+        limits: InputImageLimits,
+    ) -> Result<Self, InvalidInputImages> {
+        if images.len() > limits.max_images {
+            return Err(InvalidInputImages::TooMany {
+                max: limits.max_images,
+            });
+        }
+        let mut total = 0usize;
+        let mut checked = Vec::with_capacity(images.len());
+        for (index, bytes) in images.into_iter().enumerate() {
+            if bytes.len() > limits.max_image_bytes {
+                return Err(InvalidInputImages::ImageTooLarge {
+                    index,
+                    max: limits.max_image_bytes,
+                });
+            }
+            total += bytes.len();
+            checked.push(
+                InputImage::from_bytes(bytes)
+                    .map_err(|_| InvalidInputImages::NotAnImage { index })?,
+            );
+        }
+        let mask = match mask {
+            Some(bytes) if bytes.len() > limits.max_image_bytes => {
+                return Err(InvalidInputImages::ImageTooLarge {
+                    index: checked.len(),
+                    max: limits.max_image_bytes,
+                });
+            }
+            Some(bytes) => {
+                total += bytes.len();
+                Some(
+                    InputImage::from_bytes(bytes)
+                        .map_err(|_| InvalidInputImages::MaskNotAnImage)?,
+                )
+            }
+            None => None,
+        };
+        if total > limits.max_total_bytes {
+            return Err(InvalidInputImages::TotalTooLarge {
+                max: limits.max_total_bytes,
+            });
+        }
+        Ok(Self {
+            images: checked,
+            mask,
+        })
+    }
+
+    pub fn images(&self) -> &[InputImage] {
+        &self.images
+    }
+
+    pub fn mask(&self) -> Option<&InputImage> {
+        self.mask.as_ref()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.images.is_empty() && self.mask.is_none()
+    }
+}
+
+/// The sentence that tells the model what the mask (sent after the images) means, the way
+/// OpenAI's edits define it.
+pub const MASK_INSTRUCTION: &str = "The last image is a mask for the first one: change only \
+     the areas where the mask is transparent, and keep everything else exactly as it is.";
+
 /// What the provider is asked for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ImageRequest {
     pub model: ImageModel,
-    /// The prompt with the style instruction appended.
+    /// The prompt with the style (and mask) instructions appended.
     pub text: String,
-    pub aspect_ratio: &'static str,
+    /// `None`: the model's own choice (for edits, the input's).
+    pub aspect_ratio: Option<&'static str>,
+    /// Sent after the text, in order, byte for byte (the mask last).
+    pub images: Vec<InputImage>,
 }
 
 /// Where a stored image lives. Keys look like `images/2026/11/25/gen_<uuid>.png`.
@@ -462,7 +673,8 @@ pub struct GenerationRecord {
     pub id: GenerationId,
     pub caller: AuthenticatedApiKey,
     pub prompt: Prompt,
-    pub size: ImageSize,
+    /// `None`: `auto`.
+    pub size: Option<ImageSize>,
     pub style: ImageStyle,
     pub model: ImageModel,
     pub latency: Duration,
@@ -470,13 +682,41 @@ pub struct GenerationRecord {
     pub outcome: GenerationOutcome,
 }
 
+/// The size's label as stored and shown: `auto` or `WxH`.
+pub fn size_label(size: Option<ImageSize>) -> &'static str {
+    size.map_or("auto", ImageSize::as_str)
+}
+
 /// A parsed generation request.
 #[derive(Debug, Clone)]
 pub struct GenerationRequest {
     pub prompt: Prompt,
-    pub size: ImageSize,
+    /// `None`: `auto`.
+    pub size: Option<ImageSize>,
     pub style: ImageStyle,
     pub model: ImageModel,
+    /// Images to edit or combine, and a mask; none for a plain generation.
+    pub inputs: InputImages,
+}
+
+impl GenerationRequest {
+    /// What the provider is asked for: the prompt, the style's sentence (and the mask's, when
+    /// there is one), the aspect ratio, then the images and the mask.
+    pub fn image_request(&self) -> ImageRequest {
+        let mut text = format!("{}\n\n{}", self.prompt.as_str(), self.style.instruction());
+        let mut images = self.inputs.images().to_vec();
+        if let Some(mask) = self.inputs.mask() {
+            text.push_str("\n\n");
+            text.push_str(MASK_INSTRUCTION);
+            images.push(mask.clone());
+        }
+        ImageRequest {
+            model: self.model.clone(),
+            text,
+            aspect_ratio: self.size.map(ImageSize::aspect_ratio),
+            images,
+        }
+    }
 }
 
 /// A generation request's fields as a client sent them, before any check.
@@ -486,6 +726,32 @@ pub struct RawGenerationRequest {
     pub size: Option<String>,
     pub style: Option<String>,
     pub model: Option<String>,
+}
+
+/// How many images one request asks for: 1 to 4, each its own provider call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ImageCount(u8);
+
+pub const MAX_IMAGES_PER_REQUEST: u8 = 4;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("n must be between 1 and {MAX_IMAGES_PER_REQUEST}")]
+pub struct InvalidImageCount;
+
+impl ImageCount {
+    pub const ONE: Self = Self(1);
+
+    pub fn new(n: i64) -> Result<Self, InvalidImageCount> {
+        u8::try_from(n)
+            .ok()
+            .filter(|n| (1..=MAX_IMAGES_PER_REQUEST).contains(n))
+            .map(Self)
+            .ok_or(InvalidImageCount)
+    }
+
+    pub fn get(self) -> usize {
+        usize::from(self.0)
+    }
 }
 
 /// Which field of a generation request is at fault.
@@ -499,6 +765,8 @@ pub enum InvalidGenerationRequest {
     Style(#[from] InvalidStyle),
     #[error(transparent)]
     Model(#[from] UnknownModel),
+    #[error("{model} cannot edit images: pick a Gemini model")]
+    ModelCannotEdit { model: String },
 }
 
 impl InvalidGenerationRequest {
@@ -508,33 +776,52 @@ impl InvalidGenerationRequest {
             Self::Prompt(_) => "prompt",
             Self::Size(_) => "size",
             Self::Style(_) => "style",
-            Self::Model(_) => "model",
+            Self::Model(_) | Self::ModelCannotEdit { .. } => "model",
         }
     }
 }
 
 impl GenerationRequest {
     /// Checks every field; an absent size or style takes its default (`1024x1024`,
-    /// `natural`), an absent model the deployment's default.
+    /// `natural`), an absent model the deployment's default. Imagen models cannot take
+    /// input images.
     pub fn parse(
         raw: RawGenerationRequest,
         models: &AllowedModels,
+        inputs: InputImages,
     ) -> Result<Self, InvalidGenerationRequest> {
         let prompt = Prompt::parse(raw.prompt.ok_or(InvalidPrompt::Missing)?)?;
         let size = raw
             .size
             .as_deref()
-            .map_or(Ok(ImageSize::default()), ImageSize::parse)?;
+            .map_or(Ok(Some(ImageSize::default())), ImageSize::parse_or_auto)?;
         let style = raw
             .style
             .as_deref()
             .map_or(Ok(ImageStyle::default()), ImageStyle::parse)?;
         let model = models.choose(raw.model.as_deref())?;
+        Self::with_checked_fields(prompt, size, style, model, inputs)
+    }
+
+    /// A request from fields already parsed (another API's mapping of its own fields).
+    pub fn with_checked_fields(
+        prompt: Prompt,
+        size: Option<ImageSize>,
+        style: ImageStyle,
+        model: ImageModel,
+        inputs: InputImages,
+    ) -> Result<Self, InvalidGenerationRequest> {
+        if model.is_imagen() && !inputs.is_empty() {
+            return Err(InvalidGenerationRequest::ModelCannotEdit {
+                model: model.as_str().to_owned(),
+            });
+        }
         Ok(Self {
             prompt,
             size,
             style,
             model,
+            inputs,
         })
     }
 }
@@ -555,10 +842,14 @@ pub struct Generation {
     pub id: GenerationId,
     pub url: String,
     pub prompt: Prompt,
-    pub size: ImageSize,
+    /// What the provider was sent: the prompt with the style's sentence.
+    pub sent_text: String,
+    pub size: Option<ImageSize>,
     pub style: ImageStyle,
     pub model: ImageModel,
-    pub format: ImageFormat,
+    pub image: GeneratedImage,
+    /// Read from the image's header, when it can be.
+    pub dimensions: Option<(u32, u32)>,
     pub created_at: OffsetDateTime,
     pub timings: GenerationTimings,
 }
@@ -628,9 +919,10 @@ mod tests {
                 ..RawGenerationRequest::default()
             },
             &models,
+            InputImages::none(),
         )
         .unwrap();
-        assert_eq!(parsed.size, ImageSize::Square);
+        assert_eq!(parsed.size, Some(ImageSize::Square));
         assert_eq!(parsed.style, ImageStyle::Natural);
         assert_eq!(parsed.model.as_str(), "m1");
         let fields = [
@@ -662,9 +954,114 @@ mod tests {
         ];
         for (raw, field) in fields {
             assert_eq!(
-                GenerationRequest::parse(raw, &models).unwrap_err().field(),
+                GenerationRequest::parse(raw, &models, InputImages::none())
+                    .unwrap_err()
+                    .field(),
                 field
             );
+        }
+    }
+
+    fn png_of(width: u32, height: u32) -> Vec<u8> {
+        let mut png = b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR".to_vec();
+        png.extend(width.to_be_bytes());
+        png.extend(height.to_be_bytes());
+        png.extend([8, 2, 0, 0, 0]);
+        png
+    }
+
+    #[test]
+    fn dimensions_are_read_from_image_headers() {
+        assert_eq!(image_dimensions(&png_of(1264, 848)), Some((1264, 848)));
+        // A baseline JPEG: SOI, an APP0 segment, then SOF0 with height 600, width 800.
+        let mut jpeg = vec![0xFF, 0xD8, 0xFF, 0xE0, 0x00, 0x04, 0, 0];
+        jpeg.extend([0xFF, 0xC0, 0x00, 0x11, 8, 0x02, 0x58, 0x03, 0x20, 3]);
+        assert_eq!(image_dimensions(&jpeg), Some((800, 600)));
+        // A lossless WebP (VP8L): 14-bit width and height less one.
+        let mut webp = b"RIFF\0\0\0\0WEBPVP8L\0\0\0\0\x2f".to_vec();
+        let bits: u32 = (640 - 1) | ((480 - 1) << 14);
+        webp.extend(bits.to_le_bytes());
+        assert_eq!(image_dimensions(&webp), Some((640, 480)));
+        assert_eq!(image_dimensions(b"\x89PNG\r\n\x1a\n short"), None);
+        assert_eq!(image_dimensions(&[0xFF, 0xD8, 0xFF]), None);
+    }
+
+    #[test]
+    fn input_images_are_checked_by_their_bytes_and_limits() {
+        let limits = InputImageLimits {
+            max_images: 2,
+            max_image_bytes: 100,
+            max_total_bytes: 150,
+        };
+        let png = || Bytes::from(png_of(1, 1));
+        let inputs = InputImages::parse(vec![png(), png()], Some(png()), limits).unwrap();
+        assert_eq!(inputs.images().len(), 2);
+        assert!(inputs.mask().is_some());
+        let html = Bytes::from_static(b"<html>");
+        for (images, mask, expected) in [
+            (
+                vec![png(), html.clone()],
+                None,
+                InvalidInputImages::NotAnImage { index: 1 },
+            ),
+            (vec![png()], Some(html), InvalidInputImages::MaskNotAnImage),
+            (
+                vec![png(), png(), png()],
+                None,
+                InvalidInputImages::TooMany { max: 2 },
+            ),
+            (
+                vec![Bytes::from(vec![0x89; 101])],
+                None,
+                InvalidInputImages::ImageTooLarge { index: 0, max: 100 },
+            ),
+        ] {
+            assert_eq!(InputImages::parse(images, mask, limits), Err(expected));
+        }
+        let mut big = png_of(1, 1);
+        big.resize(80, 0);
+        let two_big = vec![Bytes::from(big.clone()), Bytes::from(big)];
+        let too_much = InputImages::parse(two_big, None, limits).unwrap_err();
+        assert_eq!(too_much, InvalidInputImages::TotalTooLarge { max: 150 });
+        assert!(too_much.is_too_large());
+    }
+
+    #[test]
+    fn the_provider_gets_the_text_then_the_images_then_the_mask() {
+        let models = AllowedModels::new(["gemini-x".to_owned(), "imagen-4".to_owned()]).unwrap();
+        let image = Bytes::from(png_of(2, 2));
+        let mask = Bytes::from(png_of(2, 2));
+        let inputs = InputImages::parse(
+            vec![image.clone()],
+            Some(mask.clone()),
+            InputImageLimits::default(),
+        )
+        .unwrap();
+        let raw = RawGenerationRequest {
+            prompt: Some("a hat".into()),
+            size: Some("auto".into()),
+            ..RawGenerationRequest::default()
+        };
+        let request = GenerationRequest::parse(raw.clone(), &models, inputs.clone()).unwrap();
+        let sent = request.image_request();
+        assert_eq!(sent.aspect_ratio, None);
+        assert!(sent.text.starts_with("a hat\n\n"));
+        assert!(sent.text.ends_with(MASK_INSTRUCTION));
+        let sent_bytes: Vec<&[u8]> = sent.images.iter().map(|i| i.bytes().as_ref()).collect();
+        assert_eq!(sent_bytes, [image.as_ref(), mask.as_ref()]);
+        let imagen = RawGenerationRequest {
+            model: Some("imagen-4".into()),
+            ..raw
+        };
+        let refused = GenerationRequest::parse(imagen, &models, inputs).unwrap_err();
+        assert_eq!(refused.field(), "model");
+    }
+
+    #[test]
+    fn image_counts_are_one_to_four() {
+        assert_eq!(ImageCount::new(3).unwrap().get(), 3);
+        for bad in [0, 5, -1, 1_000_000_000_000] {
+            assert!(ImageCount::new(bad).is_err(), "{bad}");
         }
     }
 

@@ -15,7 +15,7 @@ use time::OffsetDateTime;
 use super::error::GenerateError;
 use super::model::{
     AllowedModels, Generation, GenerationId, GenerationOutcome, GenerationRecord,
-    GenerationRequest, GenerationTimings, ImageRequest, ObjectKey,
+    GenerationRequest, GenerationTimings, ImageCount, ObjectKey, image_dimensions, size_label,
 };
 use crate::RepositoryError;
 use crate::api_keys::AuthenticatedApiKey;
@@ -59,9 +59,39 @@ impl GenerationService {
         &self.models
     }
 
+    /// `count` images for one request, each its own provider call, all at once; each is
+    /// stored, recorded and counted on its own. Returns the images made (fewer than `count`
+    /// when some failed: those that succeeded are counted and must reach the client), or the
+    /// first failure when none was made.
+    pub async fn generate_images(
+        &self,
+        caller: AuthenticatedApiKey,
+        request: &GenerationRequest,
+        count: ImageCount,
+    ) -> Result<Vec<Generation>, GenerateError> {
+        let results = futures_util::future::join_all(
+            (0..count.get()).map(|_| self.generate(caller, request.clone())),
+        )
+        .await;
+        let mut made = Vec::with_capacity(results.len());
+        let mut first_failure = None;
+        for result in results {
+            match result {
+                Ok(generation) => made.push(generation),
+                Err(error) => {
+                    first_failure.get_or_insert(error);
+                }
+            }
+        }
+        match first_failure {
+            Some(error) if made.is_empty() => Err(error),
+            _ => Ok(made),
+        }
+    }
+
     #[tracing::instrument(
         skip_all,
-        fields(generation_id, key_id = %caller.key_id, model = %request.model, size = request.size.as_str())
+        fields(generation_id, key_id = %caller.key_id, model = %request.model, size = size_label(request.size), inputs = request.inputs.images().len())
     )]
     pub async fn generate(
         &self,
@@ -72,15 +102,7 @@ impl GenerationService {
         let id = GenerationId(ports.ids.new_id());
         tracing::Span::current().record("generation_id", tracing::field::display(id));
         let started_at = ports.clock.now();
-        let image_request = ImageRequest {
-            model: request.model.clone(),
-            text: format!(
-                "{}\n\n{}",
-                request.prompt.as_str(),
-                request.style.instruction()
-            ),
-            aspect_ratio: request.size.aspect_ratio(),
-        };
+        let image_request = request.image_request();
         let record = |outcome| GenerationRecord {
             id,
             caller,
@@ -139,10 +161,12 @@ impl GenerationService {
             id,
             url: stored.url,
             prompt: succeeded.prompt,
+            sent_text: image_request.text,
             size: succeeded.size,
             style: succeeded.style,
             model: succeeded.model,
-            format: image.format(),
+            dimensions: image_dimensions(image.bytes()),
+            image,
             created_at: started_at,
             timings,
         })
@@ -192,8 +216,8 @@ mod tests {
     use super::*;
     use crate::api_keys::ApiKeyId;
     use crate::generation::{
-        GeneratedImage, ImageFormat, ImageSize, ImageStyle, Prompt, ProviderError, StorageError,
-        StoredImage,
+        GeneratedImage, ImageFormat, ImageSize, ImageStyle, InputImages, Prompt, ProviderError,
+        StorageError, StoredImage,
     };
     use crate::ports::{
         MockClock, MockGenerationRepository, MockIdGenerator, MockImageProvider, MockObjectStorage,
@@ -218,9 +242,10 @@ mod tests {
     fn request() -> GenerationRequest {
         GenerationRequest {
             prompt: Prompt::parse("a banana".into()).unwrap(),
-            size: ImageSize::Landscape16x9,
+            size: Some(ImageSize::Landscape16x9),
             style: ImageStyle::Artistic,
             model: models().default_model().clone(),
+            inputs: InputImages::none(),
         }
     }
 
@@ -272,7 +297,7 @@ mod tests {
         provider
             .expect_generate()
             .withf(|request| {
-                request.aspect_ratio == "16:9"
+                request.aspect_ratio == Some("16:9")
                     && request.model.as_str() == "gemini-3.1-flash-image"
                     && request.text.starts_with("a banana\n\n")
                     && request.text.ends_with(ImageStyle::Artistic.instruction())
@@ -355,8 +380,57 @@ mod tests {
             generation.url,
             format!("https://cdn/images/2026/11/25/gen_{GEN}.png")
         );
-        assert_eq!(generation.format, ImageFormat::Png);
+        assert_eq!(generation.image.format(), ImageFormat::Png);
+        assert_eq!(generation.image.bytes().as_ref(), PNG);
         assert_eq!(generation.created_at, NOW);
+    }
+
+    #[tokio::test]
+    async fn n_images_are_n_calls_each_recorded_and_partial_success_is_kept() {
+        let calls = std::sync::atomic::AtomicUsize::new(0);
+        let mut provider = MockImageProvider::new();
+        provider.expect_generate().times(3).returning(move |_| {
+            // The second call is refused; the others give an image.
+            if calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 1 {
+                Err(ProviderError::ContentRejected {
+                    reason: "SAFETY".into(),
+                })
+            } else {
+                Ok(GeneratedImage::from_bytes(Bytes::from_static(PNG)).unwrap())
+            }
+        });
+        let mut generations = MockGenerationRepository::new();
+        let recorded = Arc::new(Mutex::new(Vec::new()));
+        let seen = recorded.clone();
+        generations
+            .expect_record()
+            .times(3)
+            .returning(move |record| {
+                seen.lock().unwrap().push(record.outcome.status());
+                Ok(())
+            });
+        let made = service(provider, lasting_storage(), generations)
+            .generate_images(CALLER, &request(), ImageCount::new(3).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(made.len(), 2);
+        let mut statuses = recorded.lock().unwrap().clone();
+        statuses.sort_unstable();
+        assert_eq!(statuses, ["failed", "succeeded", "succeeded"]);
+    }
+
+    #[tokio::test]
+    async fn when_no_image_is_made_the_failure_is_the_answer() {
+        let mut generations = MockGenerationRepository::new();
+        generations.expect_record().times(2).returning(|_| Ok(()));
+        let provider = failing_provider(|| ProviderError::Timeout);
+        let result = service(provider, MockObjectStorage::new(), generations)
+            .generate_images(CALLER, &request(), ImageCount::new(2).unwrap())
+            .await;
+        assert!(matches!(
+            result,
+            Err(GenerateError::Provider(ProviderError::Timeout))
+        ));
     }
 
     #[tokio::test]

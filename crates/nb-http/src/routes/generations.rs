@@ -3,8 +3,13 @@
 use std::time::Duration;
 
 use actix_web::{HttpMessage, HttpRequest, HttpResponse, ResponseError, web};
+use bytes::Bytes;
 use nb_domain::api_keys::AuthenticatedApiKey;
-use nb_domain::generation::{GenerationRequest, RawGenerationRequest};
+use nb_domain::encoding::decode_data_url_or_base64;
+use nb_domain::generation::{
+    GenerateError, Generation, GenerationRequest, InputImageLimits, InputImages,
+    RawGenerationRequest, size_label,
+};
 use nb_domain::rate_limit::ThrottleError;
 use nb_domain::usage::UsageDays;
 use serde::{Deserialize, Serialize};
@@ -14,7 +19,7 @@ use uuid::Uuid;
 
 use crate::auth::{ApiKeyCaller, SignedInUser};
 use crate::error::{ApiError, ErrorBody};
-use crate::json::JsonBody;
+use crate::json::JsonBodyWithImages;
 use crate::rate_limit::add_rate_limit_headers;
 use crate::request_context::RequestStarted;
 use crate::state::AppState;
@@ -22,9 +27,14 @@ use crate::state::AppState;
 #[derive(Deserialize, ToSchema)]
 pub(crate) struct GenerateRequest {
     prompt: Option<String>,
+    /// `auto` or `WxH` (see the README); `1024x1024` when left out.
     size: Option<String>,
     style: Option<String>,
     model: Option<String>,
+    /// Images to edit or combine, in order: base64 or `data:image/…;base64,…` URLs.
+    images: Option<Vec<String>>,
+    /// A mask for the first image (transparent where it may change), base64 or a data URL.
+    mask: Option<String>,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -48,10 +58,10 @@ pub(crate) struct GenerateResponse {
         (status = 200, description = "The image's URL", body = GenerateResponse,
             headers(("x-ratelimit-limit" = u32), ("x-ratelimit-remaining" = u32), ("x-ratelimit-reset" = u64))),
         (status = 401, description = "Missing, invalid or revoked API key", body = ErrorBody),
-        (status = 413, description = "Body too large", body = ErrorBody),
+        (status = 413, description = "Body too large, or an input image over its limit", body = ErrorBody),
         (status = 415, description = "The body is not `application/json`", body = ErrorBody),
         (status = 422, description = "Invalid field, or the provider returned no image (`content_rejected`)", body = ErrorBody),
-        (status = 429, description = "Over this key's rate limit", body = ErrorBody),
+        (status = 429, description = "Over this key's or this account's rate limit", body = ErrorBody),
         (status = 502, description = "The provider or the storage failed", body = ErrorBody),
         (status = 503, description = "Not configured, provider busy or rate limited, or database unavailable", body = ErrorBody),
         (status = 504, description = "The provider did not answer in time", body = ErrorBody),
@@ -60,24 +70,66 @@ pub(crate) async fn generate(
     request: HttpRequest,
     state: web::Data<AppState>,
     ApiKeyCaller(caller): ApiKeyCaller,
-    body: Result<JsonBody<GenerateRequest>, actix_web::Error>,
+    body: Result<JsonBodyWithImages<GenerateRequest>, actix_web::Error>,
+) -> HttpResponse {
+    throttled(&state, caller, |error| error.error_response(), async {
+        let JsonBodyWithImages(body) = body.map_err(|error| {
+            error.as_error::<ApiError>().map_or_else(
+                || ApiError::internal(error.to_string()),
+                ApiError::public_copy,
+            )
+        })?;
+        run_generation(&request, &state, caller, body).await
+    })
+    .await
+}
+
+/// Runs `work` when the caller is within its rate limits; either way the answer carries the
+/// key's `x-ratelimit-*` headers, and errors are rendered by `render` (each API its own way).
+pub(crate) async fn throttled(
+    state: &AppState,
+    caller: AuthenticatedApiKey,
+    render: impl Fn(ApiError) -> HttpResponse,
+    work: impl Future<Output = Result<HttpResponse, ApiError>>,
 ) -> HttpResponse {
     let standing = state.throttle.generation(&caller).await;
     let key_standing = match &standing {
         Ok(decision) | Err(ThrottleError::Limited { decision, .. }) => Some(*decision),
         Err(ThrottleError::Repository(_)) => None,
     };
-    let mut response = match (standing, body) {
-        (Err(refused), _) => ApiError::from(refused).error_response(),
-        (Ok(_), Err(body_error)) => body_error.error_response(),
-        (Ok(_), Ok(JsonBody(body))) => run_generation(&request, &state, caller, body)
-            .await
-            .unwrap_or_else(|error| error.error_response()),
+    let mut response = match standing {
+        Err(refused) => render(ApiError::from(refused)),
+        Ok(_) => work.await.unwrap_or_else(render),
     };
     if let Some(decision) = key_standing {
         add_rate_limit_headers(response.headers_mut(), &decision);
     }
     response
+}
+
+/// Decodes images sent as base64 or data URLs, and checks them.
+fn decoded_images(
+    images: Option<Vec<String>>,
+    mask: Option<String>,
+    limits: InputImageLimits,
+) -> Result<InputImages, ApiError> {
+    let decode = |field: &'static str, text: &str| {
+        decode_data_url_or_base64(text)
+            .map(Bytes::from)
+            .ok_or_else(|| {
+                ApiError::invalid_field(field, format!("{field} must be base64 or a data: URL"))
+            })
+    };
+    let images = images
+        .unwrap_or_default()
+        .iter()
+        .map(|text| decode("images", text))
+        .collect::<Result<Vec<_>, _>>()?;
+    let mask = mask
+        .as_deref()
+        .map(|text| decode("mask", text))
+        .transpose()?;
+    Ok(InputImages::parse(images, mask, limits)?)
 }
 
 async fn run_generation(
@@ -86,23 +138,59 @@ async fn run_generation(
     caller: AuthenticatedApiKey,
     body: GenerateRequest,
 ) -> Result<HttpResponse, ApiError> {
+    let inputs = decoded_images(body.images, body.mask, state.input_images)?;
     let raw = RawGenerationRequest {
         prompt: body.prompt,
         size: body.size,
         style: body.style,
         model: body.model,
     };
-    let wanted = GenerationRequest::parse(raw, state.generations.models())?;
-    let model_name = wanted.model.as_str().to_owned();
-    let generation = match state.generations.generate(caller, wanted).await {
-        Ok(generation) => generation,
+    let wanted = GenerationRequest::parse(raw, state.generations.models(), inputs)?;
+    let result = state.generations.generate(caller, wanted.clone()).await;
+    let generation = record_outcomes(&wanted, result.map(|generation| vec![generation]))?
+        .pop()
+        .ok_or_else(|| ApiError::internal("a generation succeeded without an image"))?;
+    Ok(HttpResponse::Ok()
+        .insert_header(server_timing(request, &generation))
+        .json(GenerateResponse {
+            id: generation.id.to_string(),
+            url: generation.url,
+            prompt: generation.prompt.as_str().to_owned(),
+            size: size_label(generation.size),
+            style: generation.style.as_str(),
+            model: generation.model.as_str().to_owned(),
+            mime_type: generation.image.format().mime_type(),
+            created_at: generation.created_at,
+        }))
+}
+
+/// Counts each image made (and a failure) in the metrics; the error as an `ApiError`.
+pub(crate) fn record_outcomes(
+    request: &GenerationRequest,
+    result: Result<Vec<Generation>, GenerateError>,
+) -> Result<Vec<Generation>, ApiError> {
+    let model = request.model.as_str();
+    match result {
+        Ok(generations) => {
+            for _ in &generations {
+                crate::metrics::record_generation(model, "succeeded");
+            }
+            Ok(generations)
+        }
         Err(error) => {
             let error = ApiError::from(error);
-            crate::metrics::record_generation(&model_name, error.code());
-            return Err(error);
+            crate::metrics::record_generation(model, error.code());
+            Err(error)
         }
-    };
-    crate::metrics::record_generation(&model_name, "succeeded");
+    }
+}
+
+/// `Server-Timing` of a generation (milliseconds; `total` from the request's arrival), and
+/// the gateway overhead metric.
+pub(crate) fn server_timing(
+    request: &HttpRequest,
+    generation: &Generation,
+) -> (&'static str, String) {
     let started = request
         .extensions()
         .get::<RequestStarted>()
@@ -111,25 +199,14 @@ async fn run_generation(
     let timings = generation.timings;
     crate::metrics::record_gateway_overhead(total.saturating_sub(timings.upstream));
     let milliseconds = |duration: Duration| duration.as_secs_f64() * 1e3;
-    let server_timing = format!(
+    let value = format!(
         "upstream;dur={:.1}, storage;dur={:.1}, db;dur={:.1}, total;dur={:.1}",
         milliseconds(timings.upstream),
         milliseconds(timings.storage),
         milliseconds(timings.database),
         milliseconds(total),
     );
-    Ok(HttpResponse::Ok()
-        .insert_header(("server-timing", server_timing))
-        .json(GenerateResponse {
-            id: generation.id.to_string(),
-            url: generation.url,
-            prompt: generation.prompt.as_str().to_owned(),
-            size: generation.size.as_str(),
-            style: generation.style.as_str(),
-            model: generation.model.as_str().to_owned(),
-            mime_type: generation.format.mime_type(),
-            created_at: generation.created_at,
-        }))
+    ("server-timing", value)
 }
 
 #[derive(Deserialize, IntoParams)]

@@ -7,7 +7,7 @@
 
 mod accounts;
 mod api_keys;
-mod generations;
+pub(crate) mod generations;
 mod images;
 pub mod openapi;
 mod ops;
@@ -43,6 +43,10 @@ routes! {
     "/v1/keys" => { get => api_keys::list, post => api_keys::create },
     "/v1/keys/{key_id}" => { delete => api_keys::revoke },
     "/v1/generate" => { post => generations::generate },
+    "/v1/images/generations" => { post => crate::openai::generations },
+    "/v1/images/edits" => { post => crate::openai::edits },
+    "/v1/models" => { get => crate::openai::list_models },
+    "/v1/models/{model}" => { get => crate::openai::get_model },
     "/v1/usage" => { get => generations::usage },
     "/images/{tail:.+}" => { get => images::serve },
     "/healthz" => { get => ops::healthz },

@@ -26,6 +26,10 @@ use super::{accounts, api_keys, generations, images, ops};
         api_keys::list,
         api_keys::revoke,
         generations::generate,
+        crate::openai::generations,
+        crate::openai::edits,
+        crate::openai::list_models,
+        crate::openai::get_model,
         generations::usage,
         images::serve,
         ops::healthz,
@@ -38,6 +42,7 @@ use super::{accounts, api_keys, generations, images, ops};
         (name = "accounts", description = "Registration, login and the signed-in user (access tokens)"),
         (name = "keys", description = "API keys (access tokens)"),
         (name = "generation", description = "Images and usage (API keys)"),
+        (name = "openai", description = "OpenAI-compatible images and models (API keys): point an OpenAI SDK's base_url at /v1"),
         (name = "operations", description = "Health, readiness, metrics and this document"),
     )
 )]

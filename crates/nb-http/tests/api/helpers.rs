@@ -60,6 +60,8 @@ pub fn test_config(data_dir: PathBuf, db: &TestDatabase, google: &MockServer) ->
         google_http2_prior_knowledge: false,
         image_models: AllowedModels::new([MODEL.to_owned(), "gemini-3-pro-image".to_owned()])
             .unwrap(),
+        openai_model_map: nb_http::openai::OpenAiModelMap::empty(),
+        input_images: nb_domain::generation::InputImageLimits::default(),
         upstream: UpstreamLimits {
             attempt_timeout: Duration::from_secs(10),
             deadline: Duration::from_secs(20),

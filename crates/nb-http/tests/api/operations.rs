@@ -152,10 +152,19 @@ async fn metrics_need_the_token_when_one_is_set(app: TestApp) {
 }
 
 async fn bodies_over_the_configured_limit_are_413(app: TestApp) {
-    let (_, key) = app.user_with_key("ada@example.com").await;
     let response = app
-        .generate(&key, &json!({"prompt": "x".repeat(3000)}))
+        .post_json(
+            "/v1/auth/login",
+            &json!({"email": "ada@example.com", "password": "x".repeat(3000)}),
+        )
         .await;
+    assert_error(response, 413, "payload_too_large").await;
+    // A generation may carry images: its body may be larger by the images' allowance (once
+    // encoded), and no more.
+    let (_, key) = app.user_with_key("ada@example.com").await;
+    let allowed = nb_domain::generation::InputImageLimits::default().max_total_bytes;
+    let over = "x".repeat(2048 + allowed.div_ceil(3) * 4 + 1);
+    let response = app.generate(&key, &json!({"prompt": over})).await;
     assert_error(response, 413, "payload_too_large").await;
     assert_eq!(app.google_requests().await, 0);
 }

@@ -1,0 +1,528 @@
+//! The OpenAI-compatible surface: `POST /v1/images/generations`, `POST /v1/images/edits`,
+//! `GET /v1/models` and `GET /v1/models/{model}`, in OpenAI's request, response and error
+//! shapes, so the official SDKs (and everything built on them) work by changing `base_url`
+//! and the key. The same services as the native routes do the work: same keys, limits,
+//! storage, history and usage.
+//!
+//! What each OpenAI field does here is in the README ("Use it from the OpenAI SDKs").
+
+pub mod error;
+mod models;
+mod multipart;
+
+use actix_web::{HttpRequest, HttpResponse, ResponseError, web};
+use base64::Engine as _;
+use nb_domain::generation::{
+    Generation, GenerationRequest, ImageCount, ImageFormat, ImageSize, ImageStyle, InputImages,
+    Prompt, image_dimensions,
+};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+pub use self::error::OpenAiError;
+use self::error::OpenAiErrorBody;
+pub use self::models::{InvalidModelMap, OpenAiModelMap};
+use self::multipart::{EditForm, read_edit_form};
+use crate::auth::ApiKeyCaller;
+use crate::error::ApiError;
+use crate::json::JsonBody;
+use crate::routes::generations::{record_outcomes, server_timing, throttled};
+use crate::state::AppState;
+
+/// The sizes OpenAI's SDKs offer; each becomes the nearest aspect ratio.
+pub const OPENAI_SIZES: [&str; 7] = [
+    "256x256",
+    "512x512",
+    "1024x1024",
+    "1536x1024",
+    "1024x1536",
+    "1792x1024",
+    "1024x1792",
+];
+
+/// `POST /v1/images/generations`, as the SDKs send it. Every field the current SDKs send is
+/// accepted; those this server does not use are ignored (see the README).
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[allow(dead_code)] // Fields marked "Ignored" are accepted and read by nothing.
+pub(crate) struct ImageGenerationRequest {
+    /// Required.
+    prompt: Option<String>,
+    /// Any of `NB_IMAGE_MODELS`, or an OpenAI name (`gpt-image-1`, `dall-e-3`: the default
+    /// model unless `NB_OPENAI_MODEL_MAP` says otherwise).
+    model: Option<String>,
+    /// 1 to 4 images, each its own generation.
+    n: Option<i64>,
+    /// `auto` (default) or one of OpenAI's sizes: the nearest aspect ratio.
+    size: Option<String>,
+    /// `url` (default) or `b64_json`.
+    response_format: Option<String>,
+    /// `vivid` (an artistic illustration) or `natural` (photorealistic, the default).
+    style: Option<String>,
+    /// `false` or left out: streaming is not offered.
+    stream: Option<bool>,
+    /// `png`, `jpeg` or `webp` are accepted (the image is whatever the model made: the
+    /// answer's `output_format` says which); `gif` and `svg` cannot be made.
+    output_format: Option<String>,
+    /// Ignored.
+    quality: Option<String>,
+    /// Ignored.
+    output_compression: Option<i64>,
+    /// Ignored (the models draw opaque images).
+    background: Option<String>,
+    /// Ignored.
+    moderation: Option<String>,
+    /// Ignored (never sent to Google).
+    user: Option<String>,
+    /// Ignored (never sent to Google).
+    safety_identifier: Option<String>,
+    /// Ignored (only meaningful with streaming).
+    partial_images: Option<i64>,
+    /// Ignored.
+    complexity: Option<String>,
+    /// Ignored (GIF output is not offered).
+    frame_count: Option<i64>,
+    /// Ignored.
+    frame_duration_ms: Option<i64>,
+    /// Ignored.
+    input_fidelity: Option<String>,
+    /// Ignored (SVG output is not offered).
+    #[schema(value_type = Option<Object>)]
+    svg: Option<serde_json::Value>,
+}
+
+impl ImageGenerationRequest {
+    /// The same fields from an edit's form, where every value is text.
+    fn from_form(fields: &std::collections::HashMap<String, String>) -> Result<Self, ApiError> {
+        let text = |name: &str| fields.get(name).cloned();
+        let number = |name: &'static str| {
+            fields
+                .get(name)
+                .map(|raw| {
+                    raw.trim().parse::<i64>().map_err(|_| {
+                        ApiError::invalid_field(name, format!("{name} must be an integer"))
+                    })
+                })
+                .transpose()
+        };
+        let stream = match fields.get("stream").map(|raw| raw.trim()) {
+            None | Some("false" | "False" | "0" | "") => None,
+            Some("true" | "True" | "1") => Some(true),
+            Some(_) => {
+                return Err(ApiError::invalid_field(
+                    "stream",
+                    "stream must be true or false",
+                ));
+            }
+        };
+        Ok(Self {
+            prompt: text("prompt"),
+            model: text("model"),
+            n: number("n")?,
+            size: text("size"),
+            response_format: text("response_format"),
+            style: text("style"),
+            stream,
+            output_format: text("output_format"),
+            quality: text("quality"),
+            output_compression: number("output_compression")?,
+            background: text("background"),
+            moderation: text("moderation"),
+            user: text("user"),
+            safety_identifier: text("safety_identifier"),
+            partial_images: number("partial_images")?,
+            complexity: text("complexity"),
+            frame_count: number("frame_count")?,
+            frame_duration_ms: number("frame_duration_ms")?,
+            input_fidelity: text("input_fidelity"),
+            svg: None,
+        })
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ResponseFormat {
+    Url,
+    Base64Json,
+}
+
+/// What an OpenAI request asks of the domain.
+struct Wanted {
+    request: GenerationRequest,
+    count: ImageCount,
+    format: ResponseFormat,
+}
+
+/// `auto` (or none): the model's choice; an OpenAI size: the nearest aspect ratio.
+fn openai_size(raw: Option<&str>) -> Result<Option<ImageSize>, ApiError> {
+    let Some(raw) = raw.filter(|raw| *raw != "auto") else {
+        return Ok(None);
+    };
+    let dimensions = OPENAI_SIZES
+        .contains(&raw)
+        .then(|| raw.split_once('x'))
+        .flatten()
+        .and_then(|(w, h)| Some((w.parse().ok()?, h.parse().ok()?)));
+    match dimensions {
+        Some((width, height)) => Ok(Some(ImageSize::nearest(width, height))),
+        None => Err(ApiError::invalid_field(
+            "size",
+            format!("size must be auto or one of {}", OPENAI_SIZES.join(", ")),
+        )),
+    }
+}
+
+fn checked(
+    options: ImageGenerationRequest,
+    inputs: InputImages,
+    state: &AppState,
+) -> Result<Wanted, ApiError> {
+    if options.stream == Some(true) {
+        return Err(ApiError::invalid_field(
+            "stream",
+            "streaming is not offered: leave stream out or false",
+        ));
+    }
+    match options.output_format.as_deref() {
+        None | Some("png" | "jpeg" | "webp") => {}
+        Some(_) => {
+            return Err(ApiError::invalid_field(
+                "output_format",
+                "output_format must be png, jpeg or webp (the models make one of these)",
+            ));
+        }
+    }
+    let format = match options.response_format.as_deref() {
+        None | Some("url") => ResponseFormat::Url,
+        Some("b64_json") => ResponseFormat::Base64Json,
+        Some(_) => {
+            return Err(ApiError::invalid_field(
+                "response_format",
+                "response_format must be url or b64_json",
+            ));
+        }
+    };
+    let style = match options.style.as_deref() {
+        None | Some("natural") => ImageStyle::Natural,
+        Some("vivid") => ImageStyle::Artistic,
+        Some(_) => {
+            return Err(ApiError::invalid_field(
+                "style",
+                "style must be vivid or natural",
+            ));
+        }
+    };
+    let count = ImageCount::new(options.n.unwrap_or(1))?;
+    let prompt = options
+        .prompt
+        .ok_or_else(|| ApiError::invalid_field("prompt", "prompt is required"))
+        .and_then(|raw| {
+            Prompt::parse(raw).map_err(|error| ApiError::invalid_field("prompt", error.to_string()))
+        })?;
+    let model = state
+        .openai_models
+        .resolve(options.model.as_deref(), state.generations.models())
+        .map_err(|error| ApiError::invalid_field("model", error.to_string()))?;
+    let size = openai_size(options.size.as_deref())?;
+    let request = GenerationRequest::with_checked_fields(prompt, size, style, model, inputs)?;
+    Ok(Wanted {
+        request,
+        count,
+        format,
+    })
+}
+
+/// One image of an answer: `url` or `b64_json`, and the text the model was given.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct ImageData {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    url: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    b64_json: Option<String>,
+    revised_prompt: String,
+}
+
+/// OpenAI's `ImagesResponse`.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct ImagesResponse {
+    /// Unix seconds.
+    created: i64,
+    data: Vec<ImageData>,
+    /// The first image's pixel size, `WxH`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    size: Option<String>,
+    /// `png`, `jpeg` or `webp`: what the first image is.
+    output_format: &'static str,
+}
+
+fn output_format(format: ImageFormat) -> &'static str {
+    match format {
+        ImageFormat::Png => "png",
+        ImageFormat::Jpeg => "jpeg",
+        ImageFormat::Webp => "webp",
+    }
+}
+
+async fn run(
+    request: &HttpRequest,
+    state: &AppState,
+    caller: nb_domain::api_keys::AuthenticatedApiKey,
+    wanted: Wanted,
+) -> Result<HttpResponse, ApiError> {
+    let result = state
+        .generations
+        .generate_images(caller, &wanted.request, wanted.count)
+        .await;
+    let generations = record_outcomes(&wanted.request, result)?;
+    let first = generations
+        .first()
+        .ok_or_else(|| ApiError::internal("a generation succeeded without an image"))?;
+    let timing = server_timing(request, first);
+    let body = ImagesResponse {
+        created: first.created_at.unix_timestamp(),
+        size: image_dimensions(first.image.bytes()).map(|(w, h)| format!("{w}x{h}")),
+        output_format: output_format(first.image.format()),
+        data: generations
+            .into_iter()
+            .map(|generation| image_data(generation, wanted.format))
+            .collect(),
+    };
+    Ok(HttpResponse::Ok().insert_header(timing).json(body))
+}
+
+fn image_data(generation: Generation, format: ResponseFormat) -> ImageData {
+    let (url, b64_json) = match format {
+        ResponseFormat::Url => (Some(generation.url), None),
+        ResponseFormat::Base64Json => (
+            None,
+            Some(base64::engine::general_purpose::STANDARD.encode(generation.image.bytes())),
+        ),
+    };
+    ImageData {
+        url,
+        b64_json,
+        revised_prompt: generation.sent_text,
+    }
+}
+
+fn render(error: ApiError) -> HttpResponse {
+    OpenAiError(error).error_response()
+}
+
+/// Create images from a prompt (OpenAI's `images.generate`).
+#[utoipa::path(post, path = "/v1/images/generations", tag = "openai", security(("api_key" = [])),
+    request_body = ImageGenerationRequest,
+    responses(
+        (status = 200, description = "The images (fewer than `n` when some failed)", body = ImagesResponse),
+        (status = 400, description = "A parameter is invalid (`param` names it), or the prompt was refused (`content_policy_violation`)", body = OpenAiErrorBody),
+        (status = 401, description = "Missing, invalid or revoked API key", body = OpenAiErrorBody),
+        (status = 413, description = "Body too large", body = OpenAiErrorBody),
+        (status = 415, description = "The body is not `application/json`", body = OpenAiErrorBody),
+        (status = 429, description = "Over a rate limit", body = OpenAiErrorBody),
+        (status = 502, description = "The provider or the storage failed", body = OpenAiErrorBody),
+        (status = 503, description = "Not configured, provider busy, or database unavailable", body = OpenAiErrorBody),
+        (status = 504, description = "The provider did not answer in time", body = OpenAiErrorBody),
+    ))]
+pub(crate) async fn generations(
+    request: HttpRequest,
+    state: web::Data<AppState>,
+    caller: Result<ApiKeyCaller, ApiError>,
+    body: Result<JsonBody<ImageGenerationRequest>, actix_web::Error>,
+) -> HttpResponse {
+    let caller = match caller {
+        Ok(ApiKeyCaller(caller)) => caller,
+        Err(error) => return render(error),
+    };
+    throttled(&state, caller, render, async {
+        let JsonBody(options) = body.map_err(|error| OpenAiError::from(error).0)?;
+        let wanted = checked(options, InputImages::none(), &state)?;
+        run(&request, &state, caller, wanted).await
+    })
+    .await
+}
+
+/// Edit or combine images (OpenAI's `images.edit`): `multipart/form-data` with one `image`
+/// part or several `image[]` parts (PNG, JPEG or WebP by their bytes), an optional `mask`,
+/// and the same fields as a generation.
+#[utoipa::path(post, path = "/v1/images/edits", tag = "openai", security(("api_key" = [])),
+    request_body(content_type = "multipart/form-data", content = ImageGenerationRequest,
+        description = "The fields of a generation as form fields, plus `image` (or `image[]`, repeated) and `mask` files"),
+    responses(
+        (status = 200, description = "The images", body = ImagesResponse),
+        (status = 400, description = "A parameter or image is invalid (`param` names it), the form is malformed, or the request was refused (`content_policy_violation`)", body = OpenAiErrorBody),
+        (status = 401, description = "Missing, invalid or revoked API key", body = OpenAiErrorBody),
+        (status = 413, description = "An image, or all of them, over the limit", body = OpenAiErrorBody),
+        (status = 415, description = "Not `multipart/form-data`", body = OpenAiErrorBody),
+        (status = 429, description = "Over a rate limit", body = OpenAiErrorBody),
+        (status = 502, description = "The provider or the storage failed", body = OpenAiErrorBody),
+        (status = 503, description = "Not configured, provider busy, or database unavailable", body = OpenAiErrorBody),
+        (status = 504, description = "The provider did not answer in time", body = OpenAiErrorBody),
+    ))]
+pub(crate) async fn edits(
+    request: HttpRequest,
+    state: web::Data<AppState>,
+    caller: Result<ApiKeyCaller, ApiError>,
+    payload: web::Payload,
+) -> HttpResponse {
+    let caller = match caller {
+        Ok(ApiKeyCaller(caller)) => caller,
+        Err(error) => return render(error),
+    };
+    throttled(&state, caller, render, async {
+        let payload = payload.into_inner();
+        let EditForm {
+            fields,
+            images,
+            mask,
+        } = read_edit_form(&request, payload, state.input_images).await?;
+        if images.is_empty() {
+            return Err(ApiError::invalid_field(
+                "image",
+                "send at least one image (`image`, or `image[]` for several)",
+            ));
+        }
+        let options = ImageGenerationRequest::from_form(&fields)?;
+        let inputs = InputImages::parse(images, mask, state.input_images)?;
+        let wanted = checked(options, inputs, &state)?;
+        run(&request, &state, caller, wanted).await
+    })
+    .await
+}
+
+/// OpenAI's `Model`.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct ModelObject {
+    id: String,
+    object: &'static str,
+    /// Not known for Google's models: 0.
+    created: i64,
+    owned_by: &'static str,
+}
+
+#[derive(Serialize, ToSchema)]
+pub(crate) struct ModelList {
+    object: &'static str,
+    data: Vec<ModelObject>,
+}
+
+fn model_object(id: &str) -> ModelObject {
+    ModelObject {
+        id: id.to_owned(),
+        object: "model",
+        created: 0,
+        owned_by: "google",
+    }
+}
+
+/// The models clients may ask for (`NB_IMAGE_MODELS`), the default first.
+#[utoipa::path(get, path = "/v1/models", tag = "openai", security(("api_key" = [])),
+    responses(
+        (status = 200, description = "The models", body = ModelList),
+        (status = 401, description = "Missing, invalid or revoked API key", body = OpenAiErrorBody),
+    ))]
+pub(crate) async fn list_models(
+    state: web::Data<AppState>,
+    caller: Result<ApiKeyCaller, ApiError>,
+) -> HttpResponse {
+    if let Err(error) = caller {
+        return render(error);
+    }
+    HttpResponse::Ok().json(ModelList {
+        object: "list",
+        data: state
+            .generations
+            .models()
+            .iter()
+            .map(|model| model_object(model.as_str()))
+            .collect(),
+    })
+}
+
+/// One model: one of `NB_IMAGE_MODELS`, or an OpenAI name this server answers to.
+#[utoipa::path(get, path = "/v1/models/{model}", tag = "openai", security(("api_key" = [])),
+    params(("model" = String, Path, description = "A model id")),
+    responses(
+        (status = 200, description = "The model", body = ModelObject),
+        (status = 401, description = "Missing, invalid or revoked API key", body = OpenAiErrorBody),
+        (status = 404, description = "No such model (`model_not_found`)", body = OpenAiErrorBody),
+    ))]
+pub(crate) async fn get_model(
+    state: web::Data<AppState>,
+    caller: Result<ApiKeyCaller, ApiError>,
+    model: web::Path<String>,
+) -> HttpResponse {
+    if let Err(error) = caller {
+        return render(error);
+    }
+    let known = state
+        .openai_models
+        .resolve(Some(model.as_str()), state.generations.models())
+        .is_ok();
+    if known {
+        HttpResponse::Ok().json(model_object(&model))
+    } else {
+        render(
+            ApiError::not_found(
+                "model_not_found",
+                format!(
+                    "The model {:?} does not exist on this server.",
+                    model.as_str()
+                ),
+            )
+            .with_field(Some("model".into())),
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn openai_sizes_become_the_nearest_aspect_ratio() {
+        let cases = [
+            (None, None),
+            (Some("auto"), None),
+            (Some("256x256"), Some(ImageSize::Square)),
+            (Some("512x512"), Some(ImageSize::Square)),
+            (Some("1024x1024"), Some(ImageSize::Square)),
+            (Some("1536x1024"), Some(ImageSize::Landscape3x2)),
+            (Some("1024x1536"), Some(ImageSize::Portrait2x3)),
+            (Some("1792x1024"), Some(ImageSize::Landscape16x9)),
+            (Some("1024x1792"), Some(ImageSize::Portrait9x16)),
+        ];
+        for (raw, expected) in cases {
+            assert_eq!(openai_size(raw).unwrap(), expected, "{raw:?}");
+        }
+        for bad in ["1024x768", "big", "0x0", ""] {
+            assert_eq!(
+                openai_size(Some(bad)).unwrap_err().field(),
+                Some("size"),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn form_fields_are_read_as_their_types() {
+        let fields = [
+            ("prompt", "x"),
+            ("n", "3"),
+            ("stream", "false"),
+            ("size", "auto"),
+        ]
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .into_iter()
+        .collect();
+        let options = ImageGenerationRequest::from_form(&fields).unwrap();
+        assert_eq!(options.n, Some(3));
+        assert_eq!(options.stream, None);
+        let bad = [("n", "three")]
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .into_iter()
+            .collect();
+        assert_eq!(
+            ImageGenerationRequest::from_form(&bad).unwrap_err().field(),
+            Some("n")
+        );
+    }
+}
