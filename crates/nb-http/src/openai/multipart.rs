@@ -4,8 +4,10 @@
 //! per-image limit, and the whole body within the images' total limit plus room for the text,
 //! so a client can make the server hold no more than that, whatever it sends.
 
+use std::cell::Cell;
 use std::collections::HashMap;
 use std::pin::Pin;
+use std::rc::Rc;
 use std::task::{Context, Poll};
 
 use actix_multipart::{Field, Multipart, MultipartError};
@@ -15,7 +17,7 @@ use actix_web::error::PayloadError;
 use actix_web::http::StatusCode;
 use actix_web::http::header::CONTENT_LENGTH;
 use bytes::{Bytes, BytesMut};
-use futures_util::{Stream, StreamExt};
+use futures_util::Stream;
 use nb_domain::generation::InputImageLimits;
 
 use crate::error::ApiError;
@@ -46,10 +48,11 @@ fn malformed(message: impl Into<String>) -> ApiError {
     ApiError::new(StatusCode::BAD_REQUEST, "malformed_multipart", message)
 }
 
-/// The body, failing once more than `limit` bytes have come.
+/// The body, failing once more than `limit` bytes have come, and telling when it has ended.
 struct Capped {
     inner: Payload,
     remaining: usize,
+    ended: Rc<Cell<bool>>,
 }
 
 impl Stream for Capped {
@@ -64,9 +67,43 @@ impl Stream for Capped {
                 }
                 None => Poll::Ready(Some(Err(PayloadError::Overflow))),
             },
+            Poll::Ready(None) => {
+                self.ended.set(true);
+                Poll::Ready(None)
+            }
             other => other,
         }
     }
+}
+
+/// The next item of a multipart stream. actix-multipart can wait for ever on a body that
+/// ends inside a boundary (it asks for more data after the end, and nothing will wake it):
+/// once the body has ended, waiting means the form is incomplete.
+async fn next_or_incomplete<S>(
+    stream: &mut S,
+    ended: &Cell<bool>,
+) -> Option<Result<S::Ok, MultipartError>>
+where
+    S: Stream<Item = Result<<S as TryStreamAlias>::Ok, MultipartError>> + TryStreamAlias + Unpin,
+{
+    std::future::poll_fn(|cx| match Pin::new(&mut *stream).poll_next(cx) {
+        Poll::Pending if ended.get() => Poll::Ready(Some(Err(MultipartError::Incomplete))),
+        other => other,
+    })
+    .await
+}
+
+/// Names a stream's success type, for [`next_or_incomplete`].
+trait TryStreamAlias {
+    type Ok;
+}
+
+impl TryStreamAlias for Multipart {
+    type Ok = Field;
+}
+
+impl TryStreamAlias for Field {
+    type Ok = Bytes;
 }
 
 fn multipart_error(error: MultipartError, body_limit: usize) -> ApiError {
@@ -94,12 +131,13 @@ fn multipart_error(error: MultipartError, body_limit: usize) -> ApiError {
 
 async fn read_part(
     field: &mut Field,
+    ended: &Cell<bool>,
     limit: usize,
     body_limit: usize,
     over: impl Fn() -> ApiError,
 ) -> Result<Bytes, ApiError> {
     let mut bytes = BytesMut::new();
-    while let Some(chunk) = field.next().await {
+    while let Some(chunk) = next_or_incomplete(field, ended).await {
         let chunk = chunk.map_err(|error| multipart_error(error, body_limit))?;
         if bytes.len() + chunk.len() > limit {
             return Err(over());
@@ -107,6 +145,13 @@ async fn read_part(
         bytes.extend_from_slice(&chunk);
     }
     Ok(bytes.freeze())
+}
+
+/// Reads and drops what is left of a form (the body's bound still applies).
+async fn drain(multipart: &mut Multipart, ended: &Cell<bool>) {
+    while let Some(Ok(mut field)) = next_or_incomplete(multipart, ended).await {
+        while let Some(Ok(_)) = next_or_incomplete(&mut field, ended).await {}
+    }
 }
 
 /// Reads the whole form, within the limits.
@@ -126,18 +171,24 @@ pub async fn read_edit_form(
             "The request body is larger than the limit of {body_limit} bytes."
         )));
     }
+    let ended = Rc::new(Cell::new(false));
     let capped = Capped {
         inner: payload,
         remaining: body_limit,
+        ended: ended.clone(),
     };
     let mut multipart = Multipart::new(request.headers(), capped);
     let mut form = EditForm::default();
     let mut parts = 0;
     let mut image_bytes = 0usize;
-    while let Some(field) = multipart.next().await {
+    while let Some(field) = next_or_incomplete(&mut multipart, &ended).await {
         let mut field = field.map_err(|error| multipart_error(error, body_limit))?;
         parts += 1;
         if parts > MAX_PARTS {
+            // Read the rest (within the body's bound) so that the client, still sending,
+            // gets the answer rather than a reset connection.
+            drop(field);
+            drain(&mut multipart, &ended).await;
             return Err(malformed(format!(
                 "A form may have at most {MAX_PARTS} parts."
             )));
@@ -146,6 +197,8 @@ pub async fn read_edit_form(
         match name.as_str() {
             "image" | "image[]" | "mask" => {
                 if name != "mask" && form.images.len() >= limits.max_images {
+                    drop(field);
+                    drain(&mut multipart, &ended).await;
                     return Err(ApiError::new(
                         StatusCode::BAD_REQUEST,
                         "validation_failed",
@@ -154,7 +207,7 @@ pub async fn read_edit_form(
                     .with_field(Some("image".into())));
                 }
                 let max_image = limits.max_image_bytes;
-                let bytes = read_part(&mut field, max_image, body_limit, || {
+                let bytes = read_part(&mut field, &ended, max_image, body_limit, || {
                     too_large(format!("Each image may be at most {max_image} bytes."))
                 })
                 .await?;
@@ -172,7 +225,7 @@ pub async fn read_edit_form(
                 }
             }
             _ => {
-                let bytes = read_part(&mut field, MAX_TEXT_FIELD_BYTES, body_limit, || {
+                let bytes = read_part(&mut field, &ended, MAX_TEXT_FIELD_BYTES, body_limit, || {
                     malformed(format!(
                         "The field `{name}` is longer than {MAX_TEXT_FIELD_BYTES} bytes."
                     ))

@@ -7,5 +7,6 @@ mod api_keys;
 mod errors;
 mod generate;
 mod helpers;
+mod openai;
 mod openapi;
 mod operations;

@@ -1,0 +1,632 @@
+//! The OpenAI-compatible routes over real sockets, in the wire shapes the official SDKs send
+//! (captured from openai-python: JSON for generations; multipart with `image` for one file and
+//! `image[]` for several, for edits). The SDKs themselves drive the real binary in
+//! `scripts/openai_sdk_check.py`.
+
+use base64::Engine as _;
+use reqwest::header::CONTENT_TYPE;
+use serde_json::{Value, json};
+use wiremock::matchers::{method, path_regex};
+use wiremock::{Mock, ResponseTemplate};
+
+use crate::helpers::{MODEL, TestApp, png_bytes};
+use crate::on_both_backends;
+
+const BOUNDARY: &str = "a2b4594656e4fd4a57cad39a8acb9ac8";
+
+/// A part of a form: a text field, or a file.
+enum Part<'a> {
+    Text(&'a str, &'a str),
+    File(&'a str, &'a str, &'a [u8]),
+}
+
+fn form(parts: &[Part<'_>]) -> Vec<u8> {
+    let mut body = Vec::new();
+    for part in parts {
+        body.extend_from_slice(format!("--{BOUNDARY}\r\n").as_bytes());
+        match part {
+            Part::Text(name, value) => {
+                body.extend_from_slice(
+                    format!("Content-Disposition: form-data; name=\"{name}\"\r\n\r\n{value}\r\n")
+                        .as_bytes(),
+                );
+            }
+            Part::File(name, filename, bytes) => {
+                body.extend_from_slice(
+                    format!(
+                        "Content-Disposition: form-data; name=\"{name}\"; filename=\"{filename}\"\r\nContent-Type: image/png\r\n\r\n"
+                    )
+                    .as_bytes(),
+                );
+                body.extend_from_slice(bytes);
+                body.extend_from_slice(b"\r\n");
+            }
+        }
+    }
+    body.extend_from_slice(format!("--{BOUNDARY}--\r\n").as_bytes());
+    body
+}
+
+impl TestApp {
+    async fn openai_generate(&self, key: &str, body: &Value) -> reqwest::Response {
+        self.client
+            .post(self.url("/v1/images/generations"))
+            .bearer_auth(key)
+            .json(body)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    async fn openai_edit(&self, key: &str, body: Vec<u8>) -> reqwest::Response {
+        self.client
+            .post(self.url("/v1/images/edits"))
+            .bearer_auth(key)
+            .header(
+                CONTENT_TYPE,
+                format!("multipart/form-data; boundary={BOUNDARY}"),
+            )
+            .body(body)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// The JSON bodies Google received, in order.
+    async fn google_bodies(&self) -> Vec<Value> {
+        self.google
+            .received_requests()
+            .await
+            .unwrap()
+            .iter()
+            .map(|request| serde_json::from_slice(&request.body).unwrap())
+            .collect()
+    }
+}
+
+/// Asserts OpenAI's error envelope and returns its `error`.
+async fn openai_error(response: reqwest::Response, status: u16, code: &str) -> Value {
+    assert_eq!(response.status(), status, "unexpected status");
+    let body: Value = response.json().await.unwrap();
+    let error = body["error"].clone();
+    assert_eq!(error["code"], code, "{body}");
+    for field in ["message", "type", "param", "code"] {
+        assert!(error.get(field).is_some(), "no {field} in {body}");
+    }
+    assert!(error["message"].as_str().is_some_and(|m| !m.is_empty()));
+    error
+}
+
+fn b64(bytes: &[u8]) -> String {
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+/// A second image, a JPEG, so the order of parts shows.
+const JPEG: &[u8] = &[
+    0xFF, 0xD8, 0xFF, 0xE0, 0, 0x10, b'J', b'F', b'I', b'F', 0, 1,
+];
+
+async fn generations_answer_urls_by_default(app: TestApp) {
+    let (_, key) = app.user_with_key("ada@example.com").await;
+    let response = app
+        .openai_generate(&key, &json!({"prompt": "a banana", "model": "gpt-image-1"}))
+        .await;
+    assert_eq!(response.status(), 200);
+    let body: Value = response.json().await.unwrap();
+    assert!(body["created"].as_i64().unwrap() > 1_700_000_000);
+    assert_eq!(body["output_format"], "png");
+    assert_eq!(body["size"], "2x2", "the PNG's own pixel size");
+    let data = body["data"].as_array().unwrap();
+    assert_eq!(data.len(), 1);
+    assert!(data[0].get("b64_json").is_none());
+    assert!(
+        data[0]["revised_prompt"]
+            .as_str()
+            .unwrap()
+            .starts_with("a banana\n\n")
+    );
+    let image = app
+        .client
+        .get(data[0]["url"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(image.bytes().await.unwrap().as_ref(), png_bytes());
+    // An OpenAI model name means the default model; no size means the model's own choice.
+    let sent = &app.google_bodies().await[0];
+    assert!(
+        sent["generationConfig"].get("imageConfig").is_none(),
+        "{sent}"
+    );
+    let paths = app.google.received_requests().await.unwrap();
+    assert!(paths[0].url.path().contains(MODEL));
+}
+
+async fn b64_json_answers_carry_the_bytes(app: TestApp) {
+    let (_, key) = app.user_with_key("ada@example.com").await;
+    let body: Value = app
+        .openai_generate(&key, &json!({"prompt": "x", "response_format": "b64_json"}))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let data = &body["data"][0];
+    assert!(data.get("url").is_none());
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(data["b64_json"].as_str().unwrap())
+        .unwrap();
+    assert_eq!(bytes, png_bytes());
+}
+
+async fn n_images_are_n_generations_counted_as_n(app: TestApp) {
+    let (token, key) = app.user_with_key("ada@example.com").await;
+    let body: Value = app
+        .openai_generate(&key, &json!({"prompt": "x", "n": 3}))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(body["data"].as_array().unwrap().len(), 3);
+    let urls: std::collections::HashSet<&str> = body["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|image| image["url"].as_str().unwrap())
+        .collect();
+    assert_eq!(urls.len(), 3, "three images, three objects");
+    assert_eq!(app.google_requests().await, 3);
+    assert_eq!(app.usage(&token).await[0]["count"], 3);
+    for n in [0, 5] {
+        let error = openai_error(
+            app.openai_generate(&key, &json!({"prompt": "x", "n": n}))
+                .await,
+            400,
+            "validation_failed",
+        )
+        .await;
+        assert_eq!(error["param"], "n");
+    }
+}
+
+async fn every_size_becomes_its_aspect_ratio(app: TestApp) {
+    let (_, key) = app.user_with_key("ada@example.com").await;
+    let sizes = [
+        ("256x256", "1:1"),
+        ("512x512", "1:1"),
+        ("1024x1024", "1:1"),
+        ("1536x1024", "3:2"),
+        ("1024x1536", "2:3"),
+        ("1792x1024", "16:9"),
+        ("1024x1792", "9:16"),
+    ];
+    for (size, _) in sizes {
+        let response = app
+            .openai_generate(&key, &json!({"prompt": "x", "size": size}))
+            .await;
+        assert_eq!(response.status(), 200, "{size}");
+    }
+    let ratios: Vec<String> = app
+        .google_bodies()
+        .await
+        .iter()
+        .map(|body| {
+            body["generationConfig"]["imageConfig"]["aspectRatio"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    let expected: Vec<&str> = sizes.iter().map(|(_, ratio)| *ratio).collect();
+    assert_eq!(ratios, expected);
+    let error = openai_error(
+        app.openai_generate(&key, &json!({"prompt": "x", "size": "1024x768"}))
+            .await,
+        400,
+        "validation_failed",
+    )
+    .await;
+    assert_eq!(error["param"], "size");
+}
+
+async fn every_sdk_field_is_accepted(app: TestApp) {
+    let (_, key) = app.user_with_key("ada@example.com").await;
+    let everything = json!({
+        "prompt": "x", "model": "dall-e-3", "n": 1, "size": "auto", "quality": "hd",
+        "response_format": "url", "style": "vivid", "output_format": "webp",
+        "output_compression": 80, "background": "transparent", "moderation": "low",
+        "user": "user-42", "safety_identifier": "s-1", "stream": false, "partial_images": 2,
+        "complexity": "high", "frame_count": 4, "frame_duration_ms": 100,
+        "input_fidelity": "high", "svg": {"model": "x"}, "some_future_field": [1, 2]
+    });
+    let response = app.openai_generate(&key, &everything).await;
+    assert_eq!(response.status(), 200);
+    // `vivid` is our artistic style.
+    let sent = &app.google_bodies().await[0];
+    let text = sent["contents"][0]["parts"][0]["text"].as_str().unwrap();
+    assert!(text.contains("artistic illustration"), "{text}");
+}
+
+async fn errors_come_in_openais_envelope(app: TestApp) {
+    let (_, key) = app.user_with_key("ada@example.com").await;
+    let cases = [
+        (json!({}), "prompt"),
+        (json!({"prompt": "x", "stream": true}), "stream"),
+        (
+            json!({"prompt": "x", "output_format": "gif"}),
+            "output_format",
+        ),
+        (
+            json!({"prompt": "x", "response_format": "html"}),
+            "response_format",
+        ),
+        (json!({"prompt": "x", "model": "stable-diffusion"}), "model"),
+        (json!({"prompt": "x", "n": "three"}), "n"),
+    ];
+    for (body, param) in cases {
+        let error = openai_error(
+            app.openai_generate(&key, &body).await,
+            400,
+            "validation_failed",
+        )
+        .await;
+        assert_eq!(error["param"], param, "{body}");
+        assert_eq!(error["type"], "invalid_request_error");
+    }
+    let bad_key = app
+        .openai_generate(
+            "nb_live_00000000000000000000000000000000",
+            &json!({"prompt": "x"}),
+        )
+        .await;
+    assert_eq!(bad_key.headers()["x-should-retry"], "false");
+    openai_error(bad_key, 401, "invalid_api_key").await;
+    let no_key = app
+        .client
+        .post(app.url("/v1/images/generations"))
+        .json(&json!({"prompt": "x"}))
+        .send()
+        .await
+        .unwrap();
+    openai_error(no_key, 401, "missing_credentials").await;
+    assert_eq!(app.google_requests().await, 0);
+}
+
+async fn a_refused_prompt_is_a_content_policy_violation(app: TestApp) {
+    let (_, key) = app.user_with_key("ada@example.com").await;
+    Mock::given(method("POST"))
+        .and(path_regex(":generateContent$"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_json(json!({"promptFeedback": {"blockReason": "SAFETY"}})),
+        )
+        .mount(&app.google)
+        .await;
+    let error = openai_error(
+        app.openai_generate(&key, &json!({"prompt": "x"})).await,
+        400,
+        "content_policy_violation",
+    )
+    .await;
+    assert_eq!(error["type"], "invalid_request_error");
+}
+
+async fn edits_send_the_images_in_order_after_the_text(app: TestApp) {
+    let (_, key) = app.user_with_key("ada@example.com").await;
+    let png = png_bytes();
+    let one = app
+        .openai_edit(
+            &key,
+            form(&[
+                Part::Text("prompt", "add a hat"),
+                Part::Text("n", "1"),
+                Part::Text("size", "1024x1024"),
+                Part::File("image", "a.png", &png),
+            ]),
+        )
+        .await;
+    assert_eq!(one.status(), 200);
+    let two = app
+        .openai_edit(
+            &key,
+            form(&[
+                Part::Text("prompt", "combine them"),
+                Part::Text("input_fidelity", "high"),
+                Part::File("image[]", "a.png", &png),
+                Part::File("image[]", "b.jpg", JPEG),
+            ]),
+        )
+        .await;
+    assert_eq!(two.status(), 200);
+    let body: Value = two.json().await.unwrap();
+    assert_eq!(body["data"].as_array().unwrap().len(), 1);
+    let sent = app.google_bodies().await;
+    let url_safe = |bytes: &[u8]| base64::engine::general_purpose::URL_SAFE.encode(bytes);
+    let parts = |body: &Value| body["contents"][0]["parts"].as_array().unwrap().clone();
+    let first = parts(&sent[0]);
+    assert_eq!(first.len(), 2);
+    assert!(first[0]["text"].as_str().unwrap().starts_with("add a hat"));
+    assert_eq!(
+        first[1]["inlineData"],
+        json!({"data": url_safe(&png), "mime_type": "image/png"})
+    );
+    let second = parts(&sent[1]);
+    assert_eq!(second.len(), 3);
+    assert_eq!(second[1]["inlineData"]["data"], url_safe(&png));
+    assert_eq!(
+        second[2]["inlineData"],
+        json!({"data": url_safe(JPEG), "mime_type": "image/jpeg"})
+    );
+    // No size: the model keeps the input's aspect ratio.
+    assert!(sent[1]["generationConfig"].get("imageConfig").is_none());
+}
+
+async fn a_mask_is_described_to_the_model_and_sent_last(app: TestApp) {
+    let (_, key) = app.user_with_key("ada@example.com").await;
+    let png = png_bytes();
+    let mut mask = png.clone();
+    mask.extend_from_slice(b"mask");
+    let response = app
+        .openai_edit(
+            &key,
+            form(&[
+                Part::Text("prompt", "a hat"),
+                Part::File("image", "a.png", &png),
+                Part::File("mask", "m.png", &mask),
+            ]),
+        )
+        .await;
+    assert_eq!(response.status(), 200);
+    let sent = &app.google_bodies().await[0];
+    let parts = sent["contents"][0]["parts"].as_array().unwrap();
+    assert_eq!(parts.len(), 3);
+    assert!(parts[0]["text"].as_str().unwrap().contains("mask"));
+    let url_safe = base64::engine::general_purpose::URL_SAFE.encode(&mask);
+    assert_eq!(parts[2]["inlineData"]["data"], url_safe);
+}
+
+async fn edits_check_images_by_their_bytes(app: TestApp) {
+    let (_, key) = app.user_with_key("ada@example.com").await;
+    let html = app
+        .openai_edit(
+            &key,
+            form(&[
+                Part::Text("prompt", "x"),
+                Part::File("image", "a.png", b"<html>not an image</html>"),
+            ]),
+        )
+        .await;
+    assert_eq!(
+        openai_error(html, 400, "validation_failed").await["param"],
+        "image"
+    );
+    let none = app
+        .openai_edit(&key, form(&[Part::Text("prompt", "x")]))
+        .await;
+    assert_eq!(
+        openai_error(none, 400, "validation_failed").await["param"],
+        "image"
+    );
+    let png = png_bytes();
+    let imagen = app
+        .openai_edit(
+            &key,
+            form(&[
+                Part::Text("prompt", "x"),
+                Part::Text("model", "imagen-4.0-generate-001"),
+                Part::File("image", "a.png", &png),
+            ]),
+        )
+        .await;
+    assert_eq!(
+        openai_error(imagen, 400, "validation_failed").await["param"],
+        "model"
+    );
+    assert_eq!(app.google_requests().await, 0);
+}
+
+async fn malformed_forms_are_clear_4xx(app: TestApp) {
+    let (_, key) = app.user_with_key("ada@example.com").await;
+    let png = png_bytes();
+    let whole = form(&[
+        Part::Text("prompt", "x"),
+        Part::File("image", "a.png", &png),
+    ]);
+    let truncated = whole[..whole.len() - 30].to_vec();
+    openai_error(
+        app.openai_edit(&key, truncated).await,
+        400,
+        "malformed_multipart",
+    )
+    .await;
+    let no_boundary = app
+        .client
+        .post(app.url("/v1/images/edits"))
+        .bearer_auth(&key)
+        .header(CONTENT_TYPE, "multipart/form-data")
+        .body(whole.clone())
+        .send()
+        .await
+        .unwrap();
+    assert!(no_boundary.status().is_client_error());
+    let json = app
+        .client
+        .post(app.url("/v1/images/edits"))
+        .bearer_auth(&key)
+        .json(&json!({"prompt": "x"}))
+        .send()
+        .await
+        .unwrap();
+    openai_error(json, 415, "unsupported_media_type").await;
+    let many: Vec<Part<'_>> = (0..10_000).map(|_| Part::Text("user", "u")).collect();
+    openai_error(
+        app.openai_edit(&key, form(&many)).await,
+        400,
+        "malformed_multipart",
+    )
+    .await;
+    assert_eq!(app.google_requests().await, 0);
+}
+
+async fn images_over_the_limits_are_413(app: TestApp) {
+    let (_, key) = app.user_with_key("ada@example.com").await;
+    // Small limits (see the configuration below): 4 KiB an image, 6 KiB in all.
+    let mut big = png_bytes();
+    big.resize(5 * 1024, 0);
+    let one_too_big = app
+        .openai_edit(
+            &key,
+            form(&[
+                Part::Text("prompt", "x"),
+                Part::File("image", "a.png", &big),
+            ]),
+        )
+        .await;
+    openai_error(one_too_big, 413, "payload_too_large").await;
+    let mut three_k = png_bytes();
+    three_k.resize(3 * 1024, 0);
+    let together = app
+        .openai_edit(
+            &key,
+            form(&[
+                Part::Text("prompt", "x"),
+                Part::File("image[]", "a.png", &three_k),
+                Part::File("image[]", "b.png", &three_k),
+                Part::File("image[]", "c.png", &three_k),
+            ]),
+        )
+        .await;
+    openai_error(together, 413, "payload_too_large").await;
+    // A 100 MB body is refused from its declared length, without being read.
+    let huge = app
+        .client
+        .post(app.url("/v1/images/edits"))
+        .bearer_auth(&key)
+        .header(
+            CONTENT_TYPE,
+            format!("multipart/form-data; boundary={BOUNDARY}"),
+        )
+        .header("content-length", (100 * 1024 * 1024).to_string())
+        .body(vec![0u8; 1024])
+        .send()
+        .await;
+    match huge {
+        Ok(response) => assert_eq!(response.status(), 413),
+        // The server may close the connection once it has answered.
+        Err(error) => assert!(error.is_request() || error.is_body(), "{error}"),
+    }
+    // Streamed without a declared length, it is cut off once over the bound.
+    let chunks = (0..400).map(|_| Ok::<_, std::io::Error>(vec![b'x'; 64 * 1024]));
+    let streamed = app
+        .client
+        .post(app.url("/v1/images/edits"))
+        .bearer_auth(&key)
+        .header(
+            CONTENT_TYPE,
+            format!("multipart/form-data; boundary={BOUNDARY}"),
+        )
+        .body(reqwest::Body::wrap_stream(futures_util::stream::iter(
+            chunks,
+        )))
+        .send()
+        .await;
+    if let Ok(response) = streamed {
+        assert!(response.status().is_client_error(), "{}", response.status());
+    }
+    // The native route has the same limits, for images in base64.
+    let native = app
+        .generate(&key, &json!({"prompt": "x", "images": [b64(&big)]}))
+        .await;
+    assert_eq!(native.status(), 413);
+    assert_eq!(app.google_requests().await, 0);
+}
+
+async fn the_native_route_edits_too(app: TestApp) {
+    let (_, key) = app.user_with_key("ada@example.com").await;
+    let png = png_bytes();
+    let response = app
+        .generate(
+            &key,
+            &json!({
+                "prompt": "combine",
+                "size": "auto",
+                "images": [format!("data:image/png;base64,{}", b64(&png)), b64(JPEG)]
+            }),
+        )
+        .await;
+    assert_eq!(response.status(), 200);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["size"], "auto");
+    let sent = &app.google_bodies().await[0];
+    let parts = sent["contents"][0]["parts"].as_array().unwrap();
+    assert_eq!(parts.len(), 3);
+    assert_eq!(parts[2]["inlineData"]["mime_type"], "image/jpeg");
+    let not_base64 = app
+        .generate(&key, &json!({"prompt": "x", "images": ["%%%"]}))
+        .await;
+    let error = crate::helpers::assert_error(not_base64, 422, "validation_failed").await;
+    assert_eq!(error["error"]["field"], "images");
+}
+
+async fn models_are_listed_in_openais_shape(app: TestApp) {
+    let (_, key) = app.user_with_key("ada@example.com").await;
+    let list: Value = app.get_with("/v1/models", &key).await.json().await.unwrap();
+    assert_eq!(list["object"], "list");
+    let ids: Vec<&str> = list["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|model| model["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, [MODEL, "gemini-3-pro-image"]);
+    assert_eq!(list["data"][0]["object"], "model");
+    let one: Value = app
+        .get_with(&format!("/v1/models/{MODEL}"), &key)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(one["id"], MODEL);
+    assert_eq!(
+        app.get_with("/v1/models/gpt-image-1", &key).await.status(),
+        200
+    );
+    openai_error(
+        app.get_with("/v1/models/nope", &key).await,
+        404,
+        "model_not_found",
+    )
+    .await;
+    let unknown_key = format!("nb_live_{}", "0".repeat(32));
+    openai_error(
+        app.get_with("/v1/models", &unknown_key).await,
+        401,
+        "invalid_api_key",
+    )
+    .await;
+}
+
+on_both_backends!(
+    generations_answer_urls_by_default,
+    b64_json_answers_carry_the_bytes,
+    n_images_are_n_generations_counted_as_n,
+    every_size_becomes_its_aspect_ratio,
+    every_sdk_field_is_accepted,
+    errors_come_in_openais_envelope,
+    a_refused_prompt_is_a_content_policy_violation,
+    edits_send_the_images_in_order_after_the_text,
+    a_mask_is_described_to_the_model_and_sent_last,
+    edits_check_images_by_their_bytes,
+    malformed_forms_are_clear_4xx,
+    the_native_route_edits_too,
+    models_are_listed_in_openais_shape,
+);
+
+crate::configured_on_both_backends!(
+    images_over_the_limits_are_413 => |config| {
+        config.input_images = nb_domain::generation::InputImageLimits {
+            max_images: 16,
+            max_image_bytes: 4 * 1024,
+            max_total_bytes: 6 * 1024,
+        };
+    },
+);
