@@ -1,53 +1,110 @@
 //! `ApiKeyRepository` on both backends.
 
+use std::num::NonZeroU32;
+
 use async_trait::async_trait;
 use diesel::prelude::*;
-use diesel_async::{AsyncConnection, RunQueryDsl};
+use diesel_async::RunQueryDsl;
 use nb_domain::RepositoryError;
-use nb_domain::api_keys::{ApiKeyHash, ApiKeyId, ApiKeyRecord, AuthenticatedApiKey, NewApiKey};
+use nb_domain::api_keys::{
+    ApiKeyHash, ApiKeyId, ApiKeyRecord, AuthenticatedApiKey, KeyAccess, KeyChanges, KeyLimits,
+    NewApiKey,
+};
 use nb_domain::pagination::{Cursor, Page, PageRequest};
 use nb_domain::ports::{ApiKeyRepository, InsertKeyError};
+use nb_domain::quota::{PeriodLimits, QuotaScope};
 use nb_domain::user::UserId;
 use time::{OffsetDateTime, PrimitiveDateTime};
 
-use crate::convert::{from_stored_time, parse_stored_id, pool_error, query_error, to_stored_time};
-use crate::pool::{ConnectionPool, Database, with_connection};
+use crate::convert::{
+    from_limit, from_stored_time, parse_stored_id, query_error, to_limit, to_stored_time,
+};
+use crate::pool::{Database, with_connection, with_transaction};
+use crate::quota::set_counters_from_usage;
 use crate::schema::{api_keys, users};
+
+/// Every column but the hash, which never leaves the database once written.
+#[derive(Queryable, Selectable, Insertable)]
+#[diesel(table_name = api_keys)]
+pub(crate) struct ApiKeyRow {
+    id: String,
+    user_id: String,
+    name: Option<String>,
+    prefix: String,
+    is_active: bool,
+    last_used_at: Option<PrimitiveDateTime>,
+    created_at: PrimitiveDateTime,
+    expires_at: Option<PrimitiveDateTime>,
+    per_minute: Option<i32>,
+    per_day: Option<i64>,
+    per_month: Option<i64>,
+    rolled_from: Option<String>,
+}
+
+/// What an owner may change on a key (`None` is written as NULL: it removes a setting).
+#[derive(AsChangeset)]
+#[diesel(table_name = api_keys, treat_none_as_null = true)]
+struct KeySettingsChangeset<'a> {
+    name: Option<&'a str>,
+    expires_at: Option<PrimitiveDateTime>,
+    per_minute: Option<i32>,
+    per_day: Option<i64>,
+    per_month: Option<i64>,
+}
 
 #[derive(Insertable)]
 #[diesel(table_name = api_keys)]
 struct NewApiKeyRow {
-    id: String,
-    user_id: String,
-    name: Option<String>,
+    #[diesel(embed)]
+    key: ApiKeyRow,
     key_hash: String,
-    prefix: String,
-    is_active: bool,
-    last_used_at: Option<PrimitiveDateTime>,
-    created_at: PrimitiveDateTime,
-}
-
-/// Every column but the hash, which never leaves the database once written.
-#[derive(Queryable, Selectable)]
-#[diesel(table_name = api_keys)]
-struct ApiKeyRow {
-    id: String,
-    user_id: String,
-    name: Option<String>,
-    prefix: String,
-    is_active: bool,
-    last_used_at: Option<PrimitiveDateTime>,
-    created_at: PrimitiveDateTime,
 }
 
 impl ApiKeyRow {
-    fn into_record(self) -> Result<ApiKeyRecord, RepositoryError> {
+    fn from_record(record: &ApiKeyRecord) -> Self {
+        Self {
+            id: record.id.to_string(),
+            user_id: record.user_id.to_string(),
+            name: record.name.clone(),
+            prefix: record.prefix.clone(),
+            is_active: record.is_active,
+            last_used_at: record.last_used_at.map(to_stored_time),
+            created_at: to_stored_time(record.created_at),
+            expires_at: record.expires_at.map(to_stored_time),
+            per_minute: record
+                .limits
+                .per_minute
+                .map(|n| i32::try_from(n.get()).unwrap_or(i32::MAX)),
+            per_day: from_limit(record.limits.quotas.per_day),
+            per_month: from_limit(record.limits.quotas.per_month),
+            rolled_from: record.rolled_from.map(|id| id.to_string()),
+        }
+    }
+
+    pub(crate) fn into_record(self) -> Result<ApiKeyRecord, RepositoryError> {
         Ok(ApiKeyRecord {
             id: ApiKeyId(parse_stored_id(&self.id)?),
             user_id: UserId(parse_stored_id(&self.user_id)?),
             name: self.name,
             prefix: self.prefix,
             is_active: self.is_active,
+            expires_at: self.expires_at.map(from_stored_time),
+            limits: KeyLimits {
+                per_minute: self
+                    .per_minute
+                    .and_then(|n| u32::try_from(n).ok())
+                    .and_then(NonZeroU32::new),
+                quotas: PeriodLimits {
+                    per_day: to_limit(self.per_day),
+                    per_month: to_limit(self.per_month),
+                },
+            },
+            rolled_from: self
+                .rolled_from
+                .as_deref()
+                .map(parse_stored_id)
+                .transpose()?
+                .map(ApiKeyId),
             last_used_at: self.last_used_at.map(from_stored_time),
             created_at: from_stored_time(self.created_at),
         })
@@ -60,98 +117,51 @@ enum InsertOutcome {
     Full,
 }
 
-/// Counts the owner's active keys and inserts the new one if there is room, in the caller's
-/// transaction (which has locked the owner first).
-macro_rules! insert_if_room {
-    ($conn:expr, $row:expr, $max_active:expr, $run:ident) => {{
-        let active: i64 = $run!(
+/// The owner's usable keys (unrevoked, unexpired at `now`), in the caller's transaction.
+macro_rules! usable_keys {
+    ($conn:expr, $run:ident, $user_id:expr, $now:expr) => {{
+        let counted: i64 = $run!(
             api_keys::table
-                .filter(api_keys::user_id.eq(&$row.user_id))
+                .filter(api_keys::user_id.eq($user_id))
                 .filter(api_keys::is_active.eq(true))
+                .filter(
+                    api_keys::expires_at
+                        .is_null()
+                        .or(api_keys::expires_at.gt($now)),
+                )
                 .count(),
             get_result,
             $conn
         )?;
-        if active >= i64::from($max_active) {
-            Ok(InsertOutcome::Full)
-        } else {
-            $run!(
-                diesel::insert_into(api_keys::table).values(&$row),
-                execute,
-                $conn
-            )?;
-            Ok(InsertOutcome::Inserted)
-        }
+        counted
     }};
-}
-
-macro_rules! run_async {
-    ($query:expr, $method:ident, $conn:expr) => {
-        $query.$method($conn).await
-    };
-}
-
-macro_rules! run_sync {
-    ($query:expr, $method:ident, $conn:expr) => {
-        diesel::RunQueryDsl::$method($query, $conn)
-    };
 }
 
 #[async_trait]
 impl ApiKeyRepository for Database {
-    /// On PostgreSQL the owner's row is locked (`FOR UPDATE`) for the count and the insert;
-    /// on SQLite the transaction takes the write lock up front (`BEGIN IMMEDIATE`). Either
-    /// way, concurrent creations for one account run one after the other.
+    /// The owner's row is locked first (`FOR UPDATE` on PostgreSQL; SQLite's transaction
+    /// holds the write lock from its start), so concurrent creations for one account count
+    /// one after the other.
     #[tracing::instrument(skip_all, fields(key_id = %new_key.record.id))]
     async fn insert_api_key(
         &self,
         new_key: &NewApiKey,
         max_active: u32,
     ) -> Result<(), InsertKeyError> {
-        let record = &new_key.record;
         let row = NewApiKeyRow {
-            id: record.id.to_string(),
-            user_id: record.user_id.to_string(),
-            name: record.name.clone(),
+            key: ApiKeyRow::from_record(&new_key.record),
             key_hash: new_key.key_hash.as_str().to_owned(),
-            prefix: record.prefix.clone(),
-            is_active: record.is_active,
-            last_used_at: record.last_used_at.map(to_stored_time),
-            created_at: to_stored_time(record.created_at),
         };
-        let pool = self.pool.clone();
-        let outcome = self
-            .runtime
-            .spawn(async move {
-                match pool {
-                    ConnectionPool::Postgres(pool) => {
-                        let mut conn = pool.get().await.map_err(pool_error)?;
-                        conn.transaction::<_, diesel::result::Error, _>(async |conn| {
-                            users::table
-                                .find(&row.user_id)
-                                .select(users::id)
-                                .for_update()
-                                .first::<String>(conn)
-                                .await?;
-                            insert_if_room!(conn, row, max_active, run_async)
-                        })
-                        .await
-                        .map_err(query_error)
-                    }
-                    ConnectionPool::Sqlite(pool) => {
-                        let mut conn = pool.get().await.map_err(pool_error)?;
-                        conn.spawn_blocking(move |conn| {
-                            conn.immediate_transaction(|conn| {
-                                insert_if_room!(conn, row, max_active, run_sync)
-                            })
-                        })
-                        .await
-                        .map_err(query_error)
-                    }
-                }
-            })
-            .await
-            .unwrap_or_else(|crashed| Err(RepositoryError::unexpected(crashed)))?;
+        let owner = Some(new_key.record.user_id);
+        let outcome = with_transaction!(self, lock_user: owner, |conn, run| {
+            let active = usable_keys!(conn, run, &row.key.user_id, row.key.created_at);
+            if active >= i64::from(max_active) {
+                Ok(InsertOutcome::Full)
+            } else {
+                run!(diesel::insert_into(api_keys::table).values(&row), execute, conn)?;
+                Ok(InsertOutcome::Inserted)
+            }
+        })?;
         match outcome {
             InsertOutcome::Inserted => Ok(()),
             InsertOutcome::Full => Err(InsertKeyError::TooManyActiveKeys { max_active }),
@@ -196,6 +206,150 @@ impl ApiKeyRepository for Database {
     }
 
     #[tracing::instrument(skip(self))]
+    async fn find_api_key(
+        &self,
+        user_id: UserId,
+        key_id: ApiKeyId,
+    ) -> Result<Option<ApiKeyRecord>, RepositoryError> {
+        let (user_id, key_id) = (user_id.to_string(), key_id.to_string());
+        let found = with_connection!(self, |conn| {
+            api_keys::table
+                .filter(api_keys::id.eq(&key_id))
+                .filter(api_keys::user_id.eq(&user_id))
+                .select(ApiKeyRow::as_select())
+                .first(conn)
+                .await
+                .optional()
+        })?;
+        found
+            .map_err(query_error)?
+            .map(ApiKeyRow::into_record)
+            .transpose()
+    }
+
+    #[tracing::instrument(skip(self, changes))]
+    async fn update_api_key(
+        &self,
+        user_id: UserId,
+        key_id: ApiKeyId,
+        changes: &KeyChanges,
+        at: OffsetDateTime,
+    ) -> Result<Option<ApiKeyRecord>, RepositoryError> {
+        let (user_id, key_id) = (user_id.to_string(), key_id.to_string());
+        let changes = changes.clone();
+        // Under the account's lock: concurrent changes, reservations and rolls of its keys
+        // are applied one after another, each on what the one before left.
+        let updated = with_transaction!(self, lock_user: Some(&user_id), |conn, run| {
+            let found: Option<ApiKeyRow> = run!(
+                api_keys::table
+                    .filter(api_keys::id.eq(&key_id))
+                    .filter(api_keys::user_id.eq(&user_id))
+                    .select(ApiKeyRow::as_select()),
+                first,
+                conn
+            )
+            .optional()?;
+            let Some(mut row) = found else {
+                return Ok(None);
+            };
+            if let Some(name) = &changes.name {
+                row.name = name.as_deref().map(str::to_owned);
+            }
+            if let Some(expires_at) = changes.expires_at {
+                row.expires_at = expires_at.map(to_stored_time);
+            }
+            if !changes.limits.is_empty() {
+                let current = KeyLimits {
+                    per_minute: row
+                        .per_minute
+                        .and_then(|n| u32::try_from(n).ok())
+                        .and_then(NonZeroU32::new),
+                    quotas: PeriodLimits {
+                        per_day: to_limit(row.per_day),
+                        per_month: to_limit(row.per_month),
+                    },
+                };
+                let limits = changes.limits.apply(current);
+                row.per_minute = limits
+                    .per_minute
+                    .map(|n| i32::try_from(n.get()).unwrap_or(i32::MAX));
+                row.per_day = from_limit(limits.quotas.per_day);
+                row.per_month = from_limit(limits.quotas.per_month);
+            }
+            let settings = KeySettingsChangeset {
+                name: row.name.as_deref(),
+                expires_at: row.expires_at,
+                per_minute: row.per_minute,
+                per_day: row.per_day,
+                per_month: row.per_month,
+            };
+            run!(
+                diesel::update(api_keys::table.find(&key_id)).set(&settings),
+                execute,
+                conn
+            )?;
+            if changes.limits.touches_quotas() {
+                set_counters_from_usage!(conn, run, QuotaScope::Key, &key_id, at);
+            }
+            Ok(Some(row))
+        })?;
+        updated.map(ApiKeyRow::into_record).transpose()
+    }
+
+    #[tracing::instrument(skip(self, new_key), fields(new_key = %new_key.record.id))]
+    async fn roll_api_key(
+        &self,
+        user_id: UserId,
+        old: ApiKeyId,
+        new_key: &NewApiKey,
+        old_expires_at: OffsetDateTime,
+    ) -> Result<bool, RepositoryError> {
+        let (user_id, old) = (user_id.to_string(), old.to_string());
+        let old_expires_at = to_stored_time(old_expires_at);
+        let row = NewApiKeyRow {
+            key: ApiKeyRow::from_record(&new_key.record),
+            key_hash: new_key.key_hash.as_str().to_owned(),
+        };
+        with_transaction!(self, |conn, run| {
+            // The old key expires at the grace's end, or sooner when it already would.
+            let shortened = run!(
+                diesel::update(
+                    api_keys::table
+                        .filter(api_keys::id.eq(&old))
+                        .filter(api_keys::user_id.eq(&user_id))
+                        .filter(api_keys::is_active.eq(true))
+                        .filter(
+                            api_keys::expires_at
+                                .is_null()
+                                .or(api_keys::expires_at.gt(old_expires_at)),
+                        ),
+                )
+                .set(api_keys::expires_at.eq(Some(old_expires_at))),
+                execute,
+                conn
+            )?;
+            let exists: i64 = run!(
+                api_keys::table
+                    .filter(api_keys::id.eq(&old))
+                    .filter(api_keys::user_id.eq(&user_id))
+                    .filter(api_keys::is_active.eq(true))
+                    .count(),
+                get_result,
+                conn
+            )?;
+            if shortened == 0 && exists == 0 {
+                return Ok(false);
+            }
+            run!(
+                diesel::insert_into(api_keys::table).values(&row),
+                execute,
+                conn
+            )?;
+            Ok(true)
+        })
+    }
+
+    #[tracing::instrument(skip(self))]
     async fn deactivate_api_key(
         &self,
         user_id: UserId,
@@ -221,26 +375,41 @@ impl ApiKeyRepository for Database {
     async fn find_active_api_key(
         &self,
         key_hash: &ApiKeyHash,
-    ) -> Result<Option<AuthenticatedApiKey>, RepositoryError> {
+    ) -> Result<Option<KeyAccess>, RepositoryError> {
         let key_hash = key_hash.as_str().to_owned();
         let found = with_connection!(self, |conn| {
             api_keys::table
+                .inner_join(users::table)
                 .filter(api_keys::key_hash.eq(&key_hash))
                 .filter(api_keys::is_active.eq(true))
-                .select((api_keys::id, api_keys::user_id))
-                .first::<(String, String)>(conn)
+                .select((
+                    ApiKeyRow::as_select(),
+                    users::per_day,
+                    users::per_month,
+                    users::disabled,
+                ))
+                .first::<(ApiKeyRow, Option<i64>, Option<i64>, bool)>(conn)
                 .await
                 .optional()
         })?;
-        found
-            .map_err(query_error)?
-            .map(|(key_id, user_id)| {
-                Ok(AuthenticatedApiKey {
-                    key_id: ApiKeyId(parse_stored_id(&key_id)?),
-                    user_id: UserId(parse_stored_id(&user_id)?),
-                })
-            })
-            .transpose()
+        let Some((row, account_day, account_month, disabled)) = found.map_err(query_error)? else {
+            return Ok(None);
+        };
+        let record = row.into_record()?;
+        let account_limits = PeriodLimits {
+            per_day: to_limit(account_day),
+            per_month: to_limit(account_month),
+        };
+        Ok(Some(KeyAccess {
+            key: AuthenticatedApiKey {
+                key_id: record.id,
+                user_id: record.user_id,
+                per_minute: record.limits.per_minute,
+                quota_applies: !record.limits.quotas.is_empty() || !account_limits.is_empty(),
+            },
+            expires_at: record.expires_at,
+            account_disabled: disabled,
+        }))
     }
 
     #[tracing::instrument(skip_all, fields(keys = uses.len()))]

@@ -3,6 +3,7 @@
 
 use diesel::result::{DatabaseErrorKind, Error as DieselError};
 use nb_domain::RepositoryError;
+use nb_domain::quota::QuotaLimit;
 use time::{OffsetDateTime, PrimitiveDateTime, UtcOffset};
 use uuid::Uuid;
 
@@ -14,6 +15,17 @@ pub(crate) fn to_stored_time(at: OffsetDateTime) -> PrimitiveDateTime {
 
 pub(crate) fn from_stored_time(stored: PrimitiveDateTime) -> OffsetDateTime {
     stored.assume_utc()
+}
+
+/// A stored limit (`NULL`: none). A stored value that is not positive means none.
+pub(crate) fn to_limit(stored: Option<i64>) -> Option<QuotaLimit> {
+    stored
+        .and_then(|n| u64::try_from(n).ok())
+        .and_then(QuotaLimit::new)
+}
+
+pub(crate) fn from_limit(limit: Option<QuotaLimit>) -> Option<i64> {
+    limit.map(|n| i64::try_from(n.get()).unwrap_or(i64::MAX))
 }
 
 pub(crate) fn parse_stored_id(stored: &str) -> Result<Uuid, RepositoryError> {

@@ -6,11 +6,13 @@
 //! SQLite runs through diesel-async's `SyncConnectionWrapper`, which moves every call onto
 //! tokio's blocking pool, so the async executor never waits on the SQLite library.
 
+mod admin;
 mod api_keys;
 mod connect;
 mod convert;
 mod generations;
 mod pool;
+mod quota;
 mod readiness;
 mod schema;
 mod sessions;

@@ -88,3 +88,96 @@ macro_rules! with_connection {
     }};
 }
 pub(crate) use with_connection;
+
+/// Runs one statement, awaited (PostgreSQL through diesel-async).
+macro_rules! run_async {
+    ($query:expr, $method:ident, $conn:expr) => {
+        diesel_async::RunQueryDsl::$method($query, $conn).await
+    };
+}
+pub(crate) use run_async;
+
+/// Runs one statement, blocking (SQLite, already on the blocking pool).
+macro_rules! run_sync {
+    ($query:expr, $method:ident, $conn:expr) => {
+        diesel::RunQueryDsl::$method($query, $conn)
+    };
+}
+pub(crate) use run_sync;
+
+/// Runs `$body` in one transaction, compiled once per backend, as a task of its own (like
+/// [`with_connection!`]). On SQLite the transaction begins `IMMEDIATE`, taking the write lock
+/// at once, so transactions that read then write never deadlock on an upgrade, and run one
+/// at a time. On PostgreSQL, `lock_user: id` first locks that user's row (`FOR UPDATE`), so
+/// what is counted per account is counted one transaction at a time. Inside `$body`, each
+/// statement is run with `$run!(query, method, $conn)` (`execute`, `load`, `get_result`,
+/// `first`…), which awaits on PostgreSQL and blocks on SQLite. `$body` must evaluate to
+/// `Result<T, diesel::result::Error>`; the whole evaluates to `Result<T, RepositoryError>`.
+macro_rules! with_transaction {
+    ($db:expr, |$conn:ident, $run:ident| $body:block) => {
+        $crate::pool::with_transaction!($db, lock_user: None::<String>, |$conn, $run| $body)
+    };
+    ($db:expr, lock_user: $user:expr, |$conn:ident, $run:ident| $body:block) => {{
+        let database: &$crate::pool::Database = $db;
+        let span = tracing::Span::current();
+        let pool = database.pool.clone();
+        let lock_user: Option<String> = $user.map(|user| user.to_string());
+        let task = database.runtime.spawn(tracing::Instrument::instrument(
+            async move {
+                match pool {
+                    $crate::pool::ConnectionPool::Postgres(pool) => {
+                        let mut pooled =
+                            pool.get().await.map_err($crate::convert::pool_error)?;
+                        diesel_async::AsyncConnection::transaction::<_, diesel::result::Error, _>(
+                            &mut *pooled,
+                            async |$conn| {
+                                use $crate::pool::run_async as $run;
+                                if let Some(user) = &lock_user {
+                                    $crate::pool::lock_user($conn, user).await?;
+                                }
+                                $body
+                            },
+                        )
+                        .await
+                        .map_err($crate::convert::query_error)
+                    }
+                    $crate::pool::ConnectionPool::Sqlite(pool) => {
+                        let _ = &lock_user;
+                        let mut pooled =
+                            pool.get().await.map_err($crate::convert::pool_error)?;
+                        pooled
+                            .spawn_blocking(move |conn| {
+                                conn.immediate_transaction(|$conn| {
+                                    use $crate::pool::run_sync as $run;
+                                    $body
+                                })
+                            })
+                            .await
+                            .map_err($crate::convert::query_error)
+                    }
+                }
+            },
+            span,
+        ));
+        task.await
+            .unwrap_or_else(|crashed| Err(nb_domain::RepositoryError::unexpected(crashed)))
+    }};
+}
+pub(crate) use with_transaction;
+
+/// `SELECT … FOR UPDATE` on a user's row (PostgreSQL).
+pub(crate) async fn lock_user(
+    conn: &mut AsyncPgConnection,
+    user_id: &str,
+) -> Result<(), diesel::result::Error> {
+    use diesel::prelude::*;
+    use diesel_async::RunQueryDsl;
+    crate::schema::users::table
+        .find(user_id)
+        .select(crate::schema::users::id)
+        .for_update()
+        .first::<String>(conn)
+        .await
+        .optional()
+        .map(|_| ())
+}

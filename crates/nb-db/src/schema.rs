@@ -6,6 +6,9 @@ diesel::table! {
         email -> Text,
         password_hash -> Text,
         created_at -> Timestamp,
+        per_day -> Nullable<BigInt>,
+        per_month -> Nullable<BigInt>,
+        disabled -> Bool,
     }
 }
 
@@ -18,6 +21,33 @@ diesel::table! {
         prefix -> Text,
         is_active -> Bool,
         last_used_at -> Nullable<Timestamp>,
+        created_at -> Timestamp,
+        expires_at -> Nullable<Timestamp>,
+        per_minute -> Nullable<Integer>,
+        per_day -> Nullable<BigInt>,
+        per_month -> Nullable<BigInt>,
+        rolled_from -> Nullable<Text>,
+    }
+}
+
+diesel::table! {
+    quota_counters (subject_kind, subject_id, period, starts_on) {
+        subject_kind -> Text,
+        subject_id -> Text,
+        period -> Text,
+        starts_on -> Date,
+        count -> BigInt,
+    }
+}
+
+diesel::table! {
+    audit_log (id) {
+        id -> Text,
+        actor_id -> Text,
+        action -> Text,
+        target_id -> Text,
+        before -> Text,
+        after -> Text,
         created_at -> Timestamp,
     }
 }
@@ -43,7 +73,15 @@ diesel::joinable!(api_keys -> users (user_id));
 diesel::joinable!(sessions -> users (user_id));
 diesel::joinable!(usage_daily -> api_keys (api_key_id));
 diesel::joinable!(generations -> api_keys (api_key_id));
-diesel::allow_tables_to_appear_in_same_query!(users, api_keys, usage_daily, generations, sessions);
+diesel::allow_tables_to_appear_in_same_query!(
+    users,
+    api_keys,
+    usage_daily,
+    generations,
+    sessions,
+    quota_counters,
+    audit_log,
+);
 
 diesel::table! {
     generations (id) {

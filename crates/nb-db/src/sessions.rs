@@ -5,12 +5,13 @@ use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
 use nb_domain::RepositoryError;
 use nb_domain::ports::SessionRepository;
-use nb_domain::user::{EmailAddress, Session, SessionId, User, UserId};
+use nb_domain::user::{Session, SessionId, User, UserId};
 use time::{OffsetDateTime, PrimitiveDateTime};
 
-use crate::convert::{from_stored_time, parse_stored_id, query_error, to_stored_time};
+use crate::convert::{query_error, to_stored_time};
 use crate::pool::{Database, with_connection};
 use crate::schema::{sessions, users};
+use crate::users::UserRow;
 
 #[derive(Insertable)]
 #[diesel(table_name = sessions)]
@@ -58,20 +59,14 @@ impl SessionRepository for Database {
                 .filter(sessions::id.eq(&session_id))
                 .filter(sessions::user_id.eq(&user_id))
                 .filter(sessions::expires_at.gt(now))
-                .select((users::id, users::email, users::created_at))
-                .first::<(String, String, PrimitiveDateTime)>(conn)
+                .select(UserRow::as_select())
+                .first::<UserRow>(conn)
                 .await
                 .optional()
         })?;
         found
             .map_err(query_error)?
-            .map(|(id, email, created_at)| {
-                Ok(User {
-                    id: UserId(parse_stored_id(&id)?),
-                    email: EmailAddress::from_trusted(email),
-                    created_at: from_stored_time(created_at),
-                })
-            })
+            .map(UserRow::into_user)
             .transpose()
     }
 

@@ -8,8 +8,11 @@ use nb_domain::ports::{InsertUserError, UserRepository};
 use nb_domain::user::{EmailAddress, NewUser, PasswordHash, User, UserCredentials, UserId};
 use time::PrimitiveDateTime;
 
+use nb_domain::quota::PeriodLimits;
+
 use crate::convert::{
-    from_stored_time, is_unique_violation, parse_stored_id, query_error, to_stored_time,
+    from_limit, from_stored_time, is_unique_violation, parse_stored_id, query_error, to_limit,
+    to_stored_time,
 };
 use crate::pool::Database;
 use crate::pool::with_connection;
@@ -17,23 +20,47 @@ use crate::schema::{sessions, users};
 
 #[derive(Queryable, Selectable, Insertable)]
 #[diesel(table_name = users)]
-struct UserRow {
+pub(crate) struct UserRow {
     id: String,
     email: String,
     password_hash: String,
     created_at: PrimitiveDateTime,
+    per_day: Option<i64>,
+    per_month: Option<i64>,
+    disabled: bool,
 }
 
 impl UserRow {
     fn into_credentials(self) -> Result<UserCredentials, RepositoryError> {
+        let password_hash = PasswordHash::new(self.password_hash.clone());
         Ok(UserCredentials {
-            user: User {
-                id: UserId(parse_stored_id(&self.id)?),
-                email: EmailAddress::from_trusted(self.email),
-                created_at: from_stored_time(self.created_at),
-            },
-            password_hash: PasswordHash::new(self.password_hash),
+            user: self.into_user()?,
+            password_hash,
         })
+    }
+
+    pub(crate) fn into_user(self) -> Result<User, RepositoryError> {
+        Ok(User {
+            id: UserId(parse_stored_id(&self.id)?),
+            email: EmailAddress::from_trusted(self.email),
+            created_at: from_stored_time(self.created_at),
+            disabled: self.disabled,
+        })
+    }
+
+    pub(crate) fn id(&self) -> &str {
+        &self.id
+    }
+
+    pub(crate) fn disabled(&self) -> bool {
+        self.disabled
+    }
+
+    pub(crate) fn limits(&self) -> PeriodLimits {
+        PeriodLimits {
+            per_day: to_limit(self.per_day),
+            per_month: to_limit(self.per_month),
+        }
     }
 }
 
@@ -46,6 +73,9 @@ impl UserRepository for Database {
             email: new_user.user.email.as_str().to_owned(),
             password_hash: new_user.password_hash.as_str().to_owned(),
             created_at: to_stored_time(new_user.user.created_at),
+            per_day: from_limit(new_user.limits.per_day),
+            per_month: from_limit(new_user.limits.per_month),
+            disabled: new_user.user.disabled,
         };
         let inserted = with_connection!(self, |conn| {
             diesel::insert_into(users::table)
@@ -134,10 +164,9 @@ impl UserRepository for Database {
                 .await
                 .optional()
         })?;
-        let credentials = found
+        found
             .map_err(query_error)?
-            .map(UserRow::into_credentials)
-            .transpose()?;
-        Ok(credentials.map(|credentials| credentials.user))
+            .map(UserRow::into_user)
+            .transpose()
     }
 }

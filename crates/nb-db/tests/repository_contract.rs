@@ -5,15 +5,24 @@
 use nb_db::testing::TestDatabase;
 use nb_db::{Database, GenerationStore};
 use nb_domain::api_keys::AuthenticatedApiKey;
-use nb_domain::api_keys::{ApiKeyHash, ApiKeyId, ApiKeyRecord, NewApiKey};
+use std::num::NonZeroU32;
+
+use nb_domain::admin::{ACCOUNT_UPDATE, AccountChanges, AccountSettings, AuditEntry};
+use nb_domain::api_keys::{
+    ApiKeyHash, ApiKeyId, ApiKeyName, ApiKeyRecord, KeyChanges, KeyLimits, KeyUsage, LimitChanges,
+    NewApiKey,
+};
 use nb_domain::generation::{
     AllowedModels, GenerationId, GenerationOutcome, GenerationRecord, ImageFormat, ImageSize,
     ImageStyle, ObjectKey, Prompt,
 };
 use nb_domain::pagination::PageRequest;
 use nb_domain::ports::{
-    ApiKeyRepository, GenerationRepository, InsertKeyError, InsertUserError, SessionRepository,
-    UserRepository,
+    AdminRepository, ApiKeyRepository, GenerationRepository, InsertKeyError, InsertUserError,
+    QuotaRepository, SessionRepository, UserRepository,
+};
+use nb_domain::quota::{
+    PeriodLimits, QuotaLimit, QuotaPeriod, QuotaScope, QuotaStanding, ReserveError, Reserved,
 };
 use nb_domain::user::{EmailAddress, NewUser, PasswordHash, Session, SessionId, User, UserId};
 use time::macros::datetime;
@@ -30,8 +39,10 @@ fn new_user(email: &str) -> NewUser {
             id: UserId(Uuid::now_v7()),
             email: EmailAddress::parse(email).unwrap(),
             created_at: T0,
+            disabled: false,
         },
         password_hash: PasswordHash::new("$2b$04$hash".into()),
+        limits: PeriodLimits::default(),
     }
 }
 
@@ -43,6 +54,9 @@ fn new_key(user_id: UserId, created_at: OffsetDateTime, hash: &str) -> NewApiKey
             name: Some("laptop".into()),
             prefix: "nb_live_abcd".into(),
             is_active: true,
+            expires_at: None,
+            limits: KeyLimits::default(),
+            rolled_from: None,
             last_used_at: None,
             created_at,
         },
@@ -240,7 +254,10 @@ async fn active_keys_are_found_by_hash_and_inactive_ones_are_not(db: Database) {
         .await
         .unwrap()
         .unwrap();
-    assert_eq!((found.key_id, found.user_id), (key.record.id, ada));
+    assert_eq!((found.key.key_id, found.key.user_id), (key.record.id, ada));
+    assert_eq!(found.expires_at, None);
+    assert!(!found.account_disabled);
+    assert!(!found.key.quota_applies);
     let unknown = ApiKeyHash::from_stored("no-such-hash".into());
     assert_eq!(db.find_active_api_key(&unknown).await.unwrap(), None);
 
@@ -399,10 +416,7 @@ async fn caller_with_key(db: &Database, email: &str) -> AuthenticatedApiKey {
     let user_id = registered(db, email).await;
     let key = new_key(user_id, T0, &format!("hash-{email}"));
     db.insert_api_key(&key, MAX_ACTIVE).await.unwrap();
-    AuthenticatedApiKey {
-        key_id: key.record.id,
-        user_id,
-    }
+    AuthenticatedApiKey::unlimited(key.record.id, user_id)
 }
 
 async fn successes_are_counted_per_key_per_utc_day_and_failures_are_not(db: Database) {
@@ -490,6 +504,446 @@ async fn concurrent_successes_are_all_counted(db: Database) {
     );
 }
 
+// Spend control: quotas, key changes, rolling, and the operator's changes.
+
+fn limit(n: u64) -> Option<QuotaLimit> {
+    QuotaLimit::new(n)
+}
+
+/// A key of `user_id` with day and month quotas.
+async fn key_with_quotas(
+    db: &Database,
+    user_id: UserId,
+    hash: &str,
+    per_day: Option<u64>,
+    per_month: Option<u64>,
+) -> AuthenticatedApiKey {
+    let mut key = new_key(user_id, T0, hash);
+    key.record.limits.quotas = PeriodLimits {
+        per_day: per_day.and_then(limit),
+        per_month: per_month.and_then(limit),
+    };
+    db.insert_api_key(&key, MAX_ACTIVE).await.unwrap();
+    AuthenticatedApiKey {
+        quota_applies: true,
+        ..AuthenticatedApiKey::unlimited(key.record.id, user_id)
+    }
+}
+
+fn refused_by(result: Result<Reserved, ReserveError>) -> QuotaStanding {
+    match result {
+        Err(ReserveError::Exceeded(standing)) => standing,
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+}
+
+async fn reservations_never_pass_a_quota_under_concurrency(db: Database) {
+    let ada = registered(&db, "ada@example.com").await;
+    let caller = key_with_quotas(&db, ada, "hash-ada", Some(10), None).await;
+    let attempts = (0..50).map(|_| {
+        let db = db.clone();
+        tokio::spawn(async move { db.reserve(&caller, 1, T0).await })
+    });
+    let mut granted = Vec::new();
+    for attempt in futures_util::future::join_all(attempts).await {
+        match attempt.unwrap() {
+            Ok(reserved) => granted.push(reserved),
+            Err(ReserveError::Exceeded(standing)) => {
+                assert_eq!(
+                    (standing.scope, standing.period),
+                    (QuotaScope::Key, QuotaPeriod::Day)
+                );
+                assert_eq!((standing.limit, standing.used), (10, 10));
+            }
+            Err(other) => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(granted.len(), 10);
+    let mut left: Vec<u64> = granted
+        .iter()
+        .map(|reserved| reserved.tightest.unwrap().remaining())
+        .collect();
+    left.sort_unstable();
+    assert_eq!(left, (0..10).collect::<Vec<_>>());
+    // What is given back can be spent again, once.
+    db.release(&granted[0].reservation, 1).await.unwrap();
+    let again = db.reserve(&caller, 1, T0).await.unwrap();
+    assert_eq!(again.tightest.unwrap().remaining(), 0);
+    refused_by(db.reserve(&caller, 1, T0).await);
+    // Several images at once are all or nothing.
+    let bob = registered(&db, "bob@example.com").await;
+    let bobs = key_with_quotas(&db, bob, "hash-bob", Some(3), None).await;
+    db.reserve(&bobs, 2, T0).await.unwrap();
+    let standing = refused_by(db.reserve(&bobs, 2, T0).await);
+    assert_eq!(standing.remaining(), 1);
+    db.reserve(&bobs, 1, T0).await.unwrap();
+}
+
+async fn quotas_start_afresh_at_utc_midnight_and_on_the_first(db: Database) {
+    let ada = registered(&db, "ada@example.com").await;
+    let caller = key_with_quotas(&db, ada, "hash-ada", Some(2), Some(3)).await;
+    let last_second = datetime!(2026-11-30 23:59:59.999 UTC);
+    db.reserve(&caller, 2, last_second).await.unwrap();
+    let day = refused_by(db.reserve(&caller, 1, last_second).await);
+    assert_eq!(day.period, QuotaPeriod::Day);
+    assert_eq!(day.resets_at, datetime!(2026-12-01 00:00 UTC));
+    assert_eq!(day.seconds_to_reset(), 1);
+
+    // A new day and a new month: both counters start from zero.
+    let midnight = datetime!(2026-12-01 00:00 UTC);
+    let first = db.reserve(&caller, 1, midnight).await.unwrap();
+    let tightest = first.tightest.unwrap();
+    assert_eq!(
+        (tightest.period, tightest.remaining()),
+        (QuotaPeriod::Day, 1)
+    );
+    let next_day = datetime!(2026-12-02 08:00 UTC);
+    db.reserve(&caller, 2, next_day).await.unwrap();
+    let month = refused_by(db.reserve(&caller, 1, next_day).await);
+    assert_eq!(
+        (month.period, month.used, month.limit),
+        (QuotaPeriod::Month, 3, 3)
+    );
+    assert_eq!(month.resets_at, datetime!(2027-01-01 00:00 UTC));
+    // A release counts in the periods the reservation was made in, not in today's.
+    db.release(&first.reservation, 1).await.unwrap();
+    let third_day = datetime!(2026-12-03 08:00 UTC);
+    db.reserve(&caller, 1, third_day).await.unwrap();
+    let month = refused_by(db.reserve(&caller, 1, third_day).await);
+    assert_eq!(month.period, QuotaPeriod::Month);
+}
+
+async fn an_accounts_quota_counts_all_its_keys(db: Database) {
+    let mut user = new_user("ada@example.com");
+    user.limits.per_day = limit(3);
+    db.insert_user(&user).await.unwrap();
+    let ada = user.user.id;
+    let laptop = key_with_quotas(&db, ada, "hash-laptop", None, None).await;
+    let server = key_with_quotas(&db, ada, "hash-server", Some(10), None).await;
+    db.reserve(&laptop, 2, T0).await.unwrap();
+    let reserved = db.reserve(&server, 1, T0).await.unwrap();
+    let tightest = reserved.tightest.unwrap();
+    assert_eq!(
+        (tightest.scope, tightest.remaining()),
+        (QuotaScope::Account, 0)
+    );
+    let refused = refused_by(db.reserve(&laptop, 1, T0).await);
+    assert_eq!(refused.scope, QuotaScope::Account);
+    // Another account is not touched.
+    let bob = registered(&db, "bob@example.com").await;
+    let bobs = key_with_quotas(&db, bob, "hash-bob", Some(1), None).await;
+    db.reserve(&bobs, 1, T0).await.unwrap();
+}
+
+async fn reservations_read_the_key_and_account_as_they_are(db: Database) {
+    let ada = registered(&db, "ada@example.com").await;
+    let mut key = new_key(ada, T0, "hash-ada");
+    key.record.expires_at = Some(T0 + Duration::hours(1));
+    db.insert_api_key(&key, MAX_ACTIVE).await.unwrap();
+    let caller = AuthenticatedApiKey::unlimited(key.record.id, ada);
+    // No quota: granted, with nothing to report.
+    assert_eq!(db.reserve(&caller, 1, T0).await.unwrap().tightest, None);
+    let expired = db.reserve(&caller, 1, T0 + Duration::hours(1)).await;
+    assert!(
+        matches!(expired, Err(ReserveError::KeyExpired)),
+        "{expired:?}"
+    );
+
+    let other = key_with_quotas(&db, ada, "hash-other", Some(5), None).await;
+    let root = registered(&db, "root@example.com").await;
+    let disable = AccountChanges {
+        disabled: Some(true),
+        ..AccountChanges::default()
+    };
+    db.update_account(ada, &disable, &audit_entry(root, ada))
+        .await
+        .unwrap()
+        .unwrap();
+    let disabled = db.reserve(&other, 1, T0).await;
+    assert!(
+        matches!(disabled, Err(ReserveError::AccountDisabled)),
+        "{disabled:?}"
+    );
+    db.deactivate_api_key(ada, other.key_id).await.unwrap();
+    let revoked = db.reserve(&other, 1, T0).await;
+    assert!(
+        matches!(revoked, Err(ReserveError::KeyRevoked)),
+        "{revoked:?}"
+    );
+}
+
+async fn a_new_quota_counts_what_was_already_made(db: Database) {
+    let ada = registered(&db, "ada@example.com").await;
+    let key = new_key(ada, T0, "hash-ada");
+    db.insert_api_key(&key, MAX_ACTIVE).await.unwrap();
+    let caller = AuthenticatedApiKey::unlimited(key.record.id, ada);
+    let store = GenerationStore::start(&db);
+    for record in [
+        succeeded(caller, T0),
+        succeeded(caller, T0),
+        failed(caller, T0),
+    ] {
+        store.record(&record).await.unwrap();
+    }
+    store
+        .record(&succeeded(caller, T0 - Duration::days(1)))
+        .await
+        .unwrap();
+    let usage = store.key_usage(&[key.record.id], T0).await.unwrap();
+    let made = KeyUsage {
+        today: 2,
+        this_month: 3,
+    };
+    assert_eq!(usage, vec![(key.record.id, made)]);
+
+    let changes = KeyChanges {
+        name: Some(ApiKeyName::parse(Some("server")).unwrap()),
+        expires_at: Some(Some(T0 + Duration::days(30))),
+        limits: LimitChanges {
+            per_minute: Some(NonZeroU32::new(7)),
+            per_day: Some(limit(3)),
+            per_month: None,
+        },
+    };
+    let updated = db
+        .update_api_key(ada, key.record.id, &changes, T0)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(updated.name.as_deref(), Some("server"));
+    assert_eq!(updated.expires_at, Some(T0 + Duration::days(30)));
+    assert_eq!(updated.limits.per_minute, NonZeroU32::new(7));
+    assert_eq!(updated.limits.quotas.per_day, limit(3));
+    assert_eq!(
+        db.find_api_key(ada, key.record.id).await.unwrap(),
+        Some(updated)
+    );
+    // Two made today, so one is left.
+    let caller = AuthenticatedApiKey {
+        quota_applies: true,
+        ..caller
+    };
+    db.reserve(&caller, 1, T0).await.unwrap();
+    refused_by(db.reserve(&caller, 1, T0).await);
+
+    // Left out keeps; null removes.
+    let clear = KeyChanges {
+        expires_at: Some(None),
+        limits: LimitChanges {
+            per_day: Some(None),
+            ..LimitChanges::default()
+        },
+        ..KeyChanges::default()
+    };
+    let cleared = db
+        .update_api_key(ada, key.record.id, &clear, T0)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(cleared.name.as_deref(), Some("server"));
+    assert_eq!(cleared.expires_at, None);
+    assert_eq!(cleared.limits.per_minute, NonZeroU32::new(7));
+    assert_eq!(cleared.limits.quotas.per_day, None);
+    // As stored, not only as answered.
+    assert_eq!(
+        db.find_api_key(ada, key.record.id).await.unwrap(),
+        Some(cleared)
+    );
+    // Only the settings: a revocation made meanwhile stays.
+    db.deactivate_api_key(ada, key.record.id).await.unwrap();
+    let renamed = KeyChanges {
+        name: Some(ApiKeyName::parse(Some("after")).unwrap()),
+        ..KeyChanges::default()
+    };
+    let after = db
+        .update_api_key(ada, key.record.id, &renamed, T0)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(!after.is_active);
+    assert!(
+        !db.find_api_key(ada, key.record.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .is_active
+    );
+    // Not someone else's.
+    let bob = registered(&db, "bob@example.com").await;
+    assert_eq!(
+        db.update_api_key(bob, key.record.id, &clear, T0)
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(db.find_api_key(bob, key.record.id).await.unwrap(), None);
+}
+
+async fn rolling_stores_the_successor_and_ends_the_old_key(db: Database) {
+    let ada = registered(&db, "ada@example.com").await;
+    let mut old = new_key(ada, T0, "hash-old");
+    old.record.expires_at = Some(T0 + Duration::hours(1));
+    db.insert_api_key(&old, MAX_ACTIVE).await.unwrap();
+    let mut successor = new_key(ada, T0 + Duration::minutes(1), "hash-new");
+    successor.record.rolled_from = Some(old.record.id);
+
+    // Not bob's to roll: nothing stored.
+    let bob = registered(&db, "bob@example.com").await;
+    assert!(
+        !db.roll_api_key(bob, old.record.id, &successor, T0)
+            .await
+            .unwrap()
+    );
+    assert_eq!(all_keys(&db, ada).await.len(), 1);
+
+    // A later end than the key already has does not extend it.
+    let later = T0 + Duration::days(1);
+    assert!(
+        db.roll_api_key(ada, old.record.id, &successor, later)
+            .await
+            .unwrap()
+    );
+    let keys = all_keys(&db, ada).await;
+    assert_eq!(keys.len(), 2);
+    assert_eq!(keys[0].id, successor.record.id);
+    assert_eq!(keys[0].rolled_from, Some(old.record.id));
+    assert_eq!(keys[1].expires_at, Some(T0 + Duration::hours(1)));
+    let found = db
+        .find_active_api_key(&successor.key_hash)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(found.key.key_id, successor.record.id);
+
+    // An earlier one ends it sooner; a revoked key cannot be rolled.
+    let mut third = new_key(ada, T0 + Duration::minutes(2), "hash-third");
+    third.record.rolled_from = Some(successor.record.id);
+    assert!(
+        db.roll_api_key(ada, successor.record.id, &third, T0)
+            .await
+            .unwrap()
+    );
+    let found = db
+        .find_active_api_key(&successor.key_hash)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(found.expires_at, Some(T0));
+    db.deactivate_api_key(ada, third.record.id).await.unwrap();
+    let mut fourth = new_key(ada, T0, "hash-fourth");
+    fourth.record.rolled_from = Some(third.record.id);
+    assert!(
+        !db.roll_api_key(ada, third.record.id, &fourth, T0)
+            .await
+            .unwrap()
+    );
+    assert_eq!(all_keys(&db, ada).await.len(), 3);
+}
+
+fn audit_entry(actor: UserId, target: UserId) -> AuditEntry {
+    AuditEntry {
+        id: Uuid::now_v7(),
+        actor,
+        action: ACCOUNT_UPDATE.to_owned(),
+        target,
+        before: AccountSettings::default(),
+        after: AccountSettings::default(),
+        at: T0,
+    }
+}
+
+async fn account_changes_are_audited_with_before_and_after(db: Database) {
+    let root = registered(&db, "root@example.com").await;
+    let ada = caller_with_key(&db, "ada@example.com").await;
+    let store = GenerationStore::start(&db);
+    store.record(&succeeded(ada, T0)).await.unwrap();
+
+    let changes = AccountChanges {
+        per_day: Some(limit(5)),
+        per_month: Some(limit(50)),
+        disabled: Some(true),
+    };
+    let (before, after) = db
+        .update_account(ada.user_id, &changes, &audit_entry(root, ada.user_id))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(before, AccountSettings::default());
+    let expected = AccountSettings {
+        limits: PeriodLimits {
+            per_day: limit(5),
+            per_month: limit(50),
+        },
+        disabled: true,
+    };
+    assert_eq!(after, expected);
+    let enable = AccountChanges {
+        disabled: Some(false),
+        ..AccountChanges::default()
+    };
+    let mut second = audit_entry(root, ada.user_id);
+    second.at = T0 + Duration::minutes(1);
+    db.update_account(ada.user_id, &enable, &second)
+        .await
+        .unwrap()
+        .unwrap();
+    // An unknown account: nothing changed, nothing audited.
+    let nobody = UserId(Uuid::now_v7());
+    assert_eq!(
+        db.update_account(nobody, &enable, &audit_entry(root, nobody))
+            .await
+            .unwrap(),
+        None
+    );
+
+    let audit = db.list_audit(PageRequest::first(10)).await.unwrap();
+    assert_eq!(audit.items.len(), 2);
+    let newest = &audit.items[0];
+    assert_eq!((newest.actor, newest.target), (root, ada.user_id));
+    assert_eq!(newest.action, ACCOUNT_UPDATE);
+    assert_eq!(newest.before, expected);
+    assert_eq!(
+        newest.after,
+        AccountSettings {
+            disabled: false,
+            ..expected
+        }
+    );
+    assert_eq!(audit.items[1].before, AccountSettings::default());
+    assert_eq!(audit.items[1].after, expected);
+    let first_only = db.list_audit(PageRequest::first(1)).await.unwrap();
+    let rest = db
+        .list_audit(PageRequest {
+            after: first_only.next,
+            ..PageRequest::first(10)
+        })
+        .await
+        .unwrap();
+    assert_eq!(rest.items, audit.items[1..]);
+
+    let accounts = db.list_accounts(PageRequest::first(10), T0).await.unwrap();
+    let listed: Vec<_> = accounts
+        .items
+        .iter()
+        .map(|overview| overview.user.email.as_str())
+        .collect();
+    assert_eq!(listed.len(), 2);
+    let ada_overview = accounts
+        .items
+        .iter()
+        .find(|overview| overview.user.id == ada.user_id)
+        .unwrap();
+    assert_eq!(ada_overview.settings.limits, expected.limits);
+    assert!(!ada_overview.settings.disabled);
+    assert_eq!(
+        ada_overview.usage,
+        KeyUsage {
+            today: 1,
+            this_month: 1
+        }
+    );
+}
+
 macro_rules! contract {
     ($($name:ident),* $(,)?) => {
         mod postgres {
@@ -540,6 +994,13 @@ contract!(
     a_failed_success_write_leaves_neither_row_nor_count,
     concurrent_successes_are_all_counted,
     one_bad_success_among_concurrent_ones_fails_alone,
+    reservations_never_pass_a_quota_under_concurrency,
+    quotas_start_afresh_at_utc_midnight_and_on_the_first,
+    an_accounts_quota_counts_all_its_keys,
+    reservations_read_the_key_and_account_as_they_are,
+    a_new_quota_counts_what_was_already_made,
+    rolling_stores_the_successor_and_ends_the_old_key,
+    account_changes_are_audited_with_before_and_after,
 );
 
 /// An actix worker runs requests on a single-threaded runtime and drops a request's future

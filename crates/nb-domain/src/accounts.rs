@@ -9,6 +9,7 @@ use crate::ports::{
     Clock, IdGenerator, InsertUserError, PasswordHasher, PasswordHashingError, SessionRepository,
     UserRepository,
 };
+use crate::quota::PeriodLimits;
 use crate::user::{EmailAddress, NewUser, Password, Session, SessionId, User, UserId};
 
 #[derive(Debug, thiserror::Error)]
@@ -26,6 +27,9 @@ pub enum LoginError {
     /// Unknown email or wrong password: one case, so the two cannot be told apart.
     #[error("invalid email or password")]
     InvalidCredentials,
+    /// The right password, for an account an operator disabled.
+    #[error("the account is disabled")]
+    AccountDisabled,
     #[error(transparent)]
     Hashing(#[from] PasswordHashingError),
     #[error(transparent)]
@@ -37,6 +41,9 @@ pub enum FindUserError {
     /// No such user, or no such live session of theirs.
     #[error("no such user or session")]
     NotFound,
+    /// The account was disabled by an operator.
+    #[error("the account is disabled")]
+    Disabled,
     #[error(transparent)]
     Repository(#[from] RepositoryError),
 }
@@ -75,6 +82,7 @@ pub struct AccountService {
     clock: Arc<dyn Clock>,
     ids: Arc<dyn IdGenerator>,
     session_ttl: Duration,
+    new_account_limits: PeriodLimits,
 }
 
 impl fmt::Debug for AccountService {
@@ -95,7 +103,14 @@ impl AccountService {
             clock: ports.clock,
             ids: ports.ids,
             session_ttl,
+            new_account_limits: PeriodLimits::default(),
         }
+    }
+
+    /// New accounts get these quotas (the deployment's defaults).
+    pub fn with_new_account_limits(mut self, limits: PeriodLimits) -> Self {
+        self.new_account_limits = limits;
+        self
     }
 
     /// A new session for the user, starting now.
@@ -118,10 +133,15 @@ impl AccountService {
         user_id: UserId,
         session_id: SessionId,
     ) -> Result<User, FindUserError> {
-        self.sessions
+        let user = self
+            .sessions
             .find_session_user(user_id, session_id, self.clock.now())
             .await?
-            .ok_or(FindUserError::NotFound)
+            .ok_or(FindUserError::NotFound)?;
+        if user.disabled {
+            return Err(FindUserError::Disabled);
+        }
+        Ok(user)
     }
 
     /// Ends one session: its access token stops working at once.
@@ -180,11 +200,13 @@ impl AccountService {
             id: UserId(self.ids.new_id()),
             email,
             created_at: self.clock.now(),
+            disabled: false,
         };
         tracing::Span::current().record("user_id", tracing::field::display(user.id));
         let new_user = NewUser {
             user: user.clone(),
             password_hash,
+            limits: self.new_account_limits,
         };
         match self.users.insert_user(&new_user).await {
             Ok(()) => Ok(user),
@@ -209,15 +231,17 @@ impl AccountService {
             self.hasher.verify_against_dummy(&password).await;
             return Err(LoginError::InvalidCredentials);
         };
-        if self
+        if !self
             .hasher
             .verify(&password, &credentials.password_hash)
             .await?
         {
-            Ok(credentials.user)
-        } else {
-            Err(LoginError::InvalidCredentials)
+            return Err(LoginError::InvalidCredentials);
         }
+        if credentials.user.disabled {
+            return Err(LoginError::AccountDisabled);
+        }
+        Ok(credentials.user)
     }
 }
 
@@ -280,6 +304,7 @@ mod tests {
                 id: UserId(USER_ID),
                 email: EmailAddress::parse("ada@example.com").unwrap(),
                 created_at: NOW,
+                disabled: false,
             },
             password_hash: PasswordHash::new("hashed:right password".into()),
         }

@@ -6,12 +6,14 @@
 //! [`generation`].
 
 pub mod accounts;
+pub mod admin;
 pub mod api_keys;
 pub mod encoding;
 pub mod error;
 pub mod generation;
 pub mod pagination;
 pub mod ports;
+pub mod quota;
 pub mod rate_limit;
 pub mod text;
 pub mod usage;

@@ -8,12 +8,17 @@ use time::{Date, OffsetDateTime};
 use uuid::Uuid;
 
 use crate::RepositoryError;
-use crate::api_keys::{ApiKeyHash, ApiKeyId, ApiKeyRecord, AuthenticatedApiKey, NewApiKey};
+use crate::admin::{AccountChanges, AccountOverview, AccountSettings, AuditEntry};
+use crate::api_keys::{
+    ApiKeyHash, ApiKeyId, ApiKeyRecord, AuthenticatedApiKey, KeyAccess, KeyChanges, KeyUsage,
+    NewApiKey,
+};
 use crate::generation::{
     FetchedImage, GeneratedImage, GenerationRecord, ImageRequest, ObjectKey, ProviderError,
     StorageError, StoredImage,
 };
 use crate::pagination::{Page, PageRequest};
+use crate::quota::{Reservation, ReserveError, Reserved};
 use crate::usage::DailyUsage;
 use crate::user::{
     EmailAddress, NewUser, Password, PasswordHash, Session, SessionId, User, UserCredentials,
@@ -25,6 +30,13 @@ use crate::user::{
 pub trait Clock: Send + Sync + 'static {
     /// The current UTC time, at microsecond precision (what every database keeps).
     fn now(&self) -> OffsetDateTime;
+}
+
+/// `at` cut to whole microseconds, the precision every database keeps: a time stored and
+/// read back equals the time shown when it was written.
+pub fn to_microseconds(at: OffsetDateTime) -> OffsetDateTime {
+    at.replace_nanosecond(at.nanosecond() / 1_000 * 1_000)
+        .unwrap_or(at)
 }
 
 /// Fresh ids for new records.
@@ -147,9 +159,10 @@ pub enum InsertKeyError {
 #[cfg_attr(feature = "mock", mockall::automock)]
 #[async_trait]
 pub trait ApiKeyRepository: Send + Sync + 'static {
-    /// Stores a new key, unless its owner (who MUST exist) already has `max_active` active
-    /// keys: then it MUST store nothing and return `TooManyActiveKeys`. The count and the
-    /// insert are one atomic step, so concurrent creations cannot pass the cap.
+    /// Stores a new key, unless its owner (who MUST exist) already has `max_active` usable
+    /// keys (not revoked, not expired at the new key's `created_at`): then it MUST store
+    /// nothing and return `TooManyActiveKeys`. The count and the insert are one atomic step,
+    /// so concurrent creations cannot pass the cap.
     async fn insert_api_key(
         &self,
         new_key: &NewApiKey,
@@ -164,6 +177,37 @@ pub trait ApiKeyRepository: Send + Sync + 'static {
         page: PageRequest,
     ) -> Result<Page<ApiKeyRecord>, RepositoryError>;
 
+    /// One of the user's keys. MUST return `Ok(None)` when no key with this id is theirs.
+    async fn find_api_key(
+        &self,
+        user_id: UserId,
+        key_id: ApiKeyId,
+    ) -> Result<Option<ApiKeyRecord>, RepositoryError>;
+
+    /// Applies `changes` to one of the user's keys and returns it as it now is, or `Ok(None)`
+    /// when no key with this id is theirs. When the quotas change, the key's quota counters
+    /// for the periods holding `at` MUST be set from its recorded usage, in the same
+    /// transaction.
+    async fn update_api_key(
+        &self,
+        user_id: UserId,
+        key_id: ApiKeyId,
+        changes: &KeyChanges,
+        at: OffsetDateTime,
+    ) -> Result<Option<ApiKeyRecord>, RepositoryError>;
+
+    /// Stores `new_key` (which names `old` in `rolled_from`) and makes the user's unrevoked
+    /// key `old` expire at `old_expires_at` (or sooner, when it already would), in one
+    /// transaction. MUST store nothing and return `Ok(false)` when `old` is not an unrevoked
+    /// key of the user.
+    async fn roll_api_key(
+        &self,
+        user_id: UserId,
+        old: ApiKeyId,
+        new_key: &NewApiKey,
+        old_expires_at: OffsetDateTime,
+    ) -> Result<bool, RepositoryError>;
+
     /// Sets `is_active = false` on the key if it belongs to `user_id`. MUST return `Ok(true)`
     /// when the user owns the key (even if it was already inactive) and `Ok(false)` when no
     /// key with this id belongs to this user.
@@ -173,18 +217,75 @@ pub trait ApiKeyRepository: Send + Sync + 'static {
         key_id: ApiKeyId,
     ) -> Result<bool, RepositoryError>;
 
-    /// The active key with this hash. MUST return `Ok(None)` for an unknown hash and for an
-    /// inactive key.
+    /// The unrevoked key with this hash, expired or not, with its account's state. MUST
+    /// return `Ok(None)` for an unknown hash and for a revoked key.
     async fn find_active_api_key(
         &self,
         key_hash: &ApiKeyHash,
-    ) -> Result<Option<AuthenticatedApiKey>, RepositoryError>;
+    ) -> Result<Option<KeyAccess>, RepositoryError>;
 
     /// Sets each key's `last_used_at` to the given time, unless it already holds a later one.
     async fn record_key_uses(
         &self,
         uses: &[(ApiKeyId, OffsetDateTime)],
     ) -> Result<(), RepositoryError>;
+}
+
+/// Caches of verified keys must forget what changed: a key (rolled, limits changed) or a
+/// whole account (disabled, limits changed).
+#[cfg_attr(feature = "mock", mockall::automock)]
+#[async_trait]
+pub trait KeyInvalidation: Send + Sync + 'static {
+    async fn key_changed(&self, key_id: ApiKeyId);
+    async fn account_changed(&self, user_id: UserId);
+}
+
+/// Accounts as the operator manages them, and the audit of what operators do.
+#[cfg_attr(feature = "mock", mockall::automock)]
+#[async_trait]
+pub trait AdminRepository: Send + Sync + 'static {
+    /// One page of accounts, oldest first (by `created_at`, then id), with their settings and
+    /// what all their keys made on the UTC day and in the calendar month holding `at`.
+    async fn list_accounts(
+        &self,
+        page: PageRequest,
+        at: OffsetDateTime,
+    ) -> Result<Page<AccountOverview>, RepositoryError>;
+
+    /// Applies `changes` and writes `entry` (with the settings before and after filled in)
+    /// to the audit, in one transaction; when the quotas change, the account's counters for
+    /// the periods holding `entry.at` are set from its recorded usage. Returns the settings
+    /// before and after, or `Ok(None)` (writing nothing) when no account has this id.
+    async fn update_account(
+        &self,
+        user_id: UserId,
+        changes: &AccountChanges,
+        entry: &AuditEntry,
+    ) -> Result<Option<(AccountSettings, AccountSettings)>, RepositoryError>;
+
+    /// One page of the audit, newest first.
+    async fn list_audit(&self, page: PageRequest) -> Result<Page<AuditEntry>, RepositoryError>;
+}
+
+/// Day and month quota counters.
+#[cfg_attr(feature = "mock", mockall::automock)]
+#[async_trait]
+pub trait QuotaRepository: Send + Sync + 'static {
+    /// Reserves `images` for the caller at `at` against every day and month quota of its key
+    /// and its account, reading the key's and the account's state and limits as they are
+    /// now (not as a cache last saw them): all counters or none, each with a conditional
+    /// update (never a read then a write), so concurrent reservations, on one instance or
+    /// many, cannot pass a limit. MUST return `Exceeded` with the quota that refused,
+    /// `KeyRevoked`, `KeyExpired` or `AccountDisabled` (reserving nothing) when so.
+    async fn reserve(
+        &self,
+        caller: &AuthenticatedApiKey,
+        images: u64,
+        at: OffsetDateTime,
+    ) -> Result<Reserved, ReserveError>;
+
+    /// Gives back `images` of a reservation (images not made), in the periods it counted in.
+    async fn release(&self, reservation: &Reservation, images: u64) -> Result<(), RepositoryError>;
 }
 
 /// The image model upstream.
@@ -232,6 +333,14 @@ pub trait GenerationRepository: Send + Sync + 'static {
         user_id: UserId,
         since: Date,
     ) -> Result<Vec<DailyUsage>, RepositoryError>;
+
+    /// What each key made on the UTC day and in the calendar month holding `at`; keys that
+    /// made nothing are left out.
+    async fn key_usage(
+        &self,
+        keys: &[ApiKeyId],
+        at: OffsetDateTime,
+    ) -> Result<Vec<(ApiKeyId, KeyUsage)>, RepositoryError>;
 }
 
 /// Why the service cannot take traffic.

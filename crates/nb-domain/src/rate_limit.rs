@@ -263,11 +263,15 @@ impl Throttle {
         caller: &AuthenticatedApiKey,
     ) -> Result<RateDecision, ThrottleError> {
         let limits = self.limits;
+        // A key's own allowance can only tighten the deployment's.
+        let per_key = caller.per_minute.map_or(limits.generations_per_key, |own| {
+            PerMinute(own.min(limits.generations_per_key.0))
+        });
         let by_key = self
             .count(
                 LimitedAction::GenerationsByKey,
                 LimitSubject::key(caller.key_id),
-                limits.generations_per_key,
+                per_key,
             )
             .await?;
         self.count(
@@ -451,13 +455,23 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_keys_own_allowance_tightens_the_deployments() {
+        let throttle = throttle(Arc::new(CountingLimiter::default()));
+        let user_id = UserId(Uuid::from_u128(1));
+        let mut key = AuthenticatedApiKey::unlimited(ApiKeyId(Uuid::from_u128(9)), user_id);
+        key.per_minute = std::num::NonZeroU32::new(1);
+        assert_eq!(throttle.generation(&key).await.unwrap().limit, 1);
+        assert!(throttle.generation(&key).await.is_err());
+        let mut generous = AuthenticatedApiKey::unlimited(ApiKeyId(Uuid::from_u128(10)), user_id);
+        generous.per_minute = std::num::NonZeroU32::new(1_000);
+        assert_eq!(throttle.generation(&generous).await.unwrap().limit, 2);
+    }
+
+    #[tokio::test]
     async fn more_keys_do_not_mean_more_generations() {
         let throttle = throttle(Arc::new(CountingLimiter::default()));
         let user_id = UserId(Uuid::from_u128(1));
-        let key = |n| AuthenticatedApiKey {
-            key_id: ApiKeyId(Uuid::from_u128(n)),
-            user_id,
-        };
+        let key = |n| AuthenticatedApiKey::unlimited(ApiKeyId(Uuid::from_u128(n)), user_id);
         let mut allowed = 0;
         for n in 10..15 {
             for _ in 0..2 {

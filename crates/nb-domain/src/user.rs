@@ -139,6 +139,8 @@ pub struct User {
     pub id: UserId,
     pub email: EmailAddress,
     pub created_at: OffsetDateTime,
+    /// Set by an operator: the account's tokens and keys are refused.
+    pub disabled: bool,
 }
 
 /// A signed-in session: what an access token stands for. Ending it (logout, a password
@@ -172,6 +174,8 @@ pub struct UserCredentials {
 pub struct NewUser {
     pub user: User,
     pub password_hash: PasswordHash,
+    /// The account's quotas (the deployment's defaults for new accounts).
+    pub limits: crate::quota::PeriodLimits,
 }
 
 #[cfg(test)]

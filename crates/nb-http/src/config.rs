@@ -7,7 +7,10 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use nb_db::{DatabaseUrl, PoolOptions};
+use nb_domain::admin::AdminEmails;
 use nb_domain::generation::{AllowedModels, InputImageLimits};
+use nb_domain::quota::{PeriodLimits, QuotaLimit};
+use nb_domain::user::EmailAddress;
 use nb_imagen::GoogleApiKey;
 use nb_storage::{MAX_PRESIGN_EXPIRY, S3Secret, S3Settings};
 
@@ -74,6 +77,13 @@ pub struct Config {
     /// `NB_CORS_ORIGINS`: origins whose pages may call the API from a browser (none by
     /// default: the API is for servers and tools, not for other sites' pages).
     pub cors_origins: Vec<String>,
+    /// `NB_ADMIN_EMAILS`: the accounts that may use `/v1/admin/…`.
+    pub admin_emails: AdminEmails,
+    /// `NB_DEFAULT_ACCOUNT_PER_DAY`, `NB_DEFAULT_ACCOUNT_PER_MONTH`: quotas of new accounts.
+    pub default_account_quotas: PeriodLimits,
+    /// `NB_DEFAULT_KEY_PER_DAY`, `NB_DEFAULT_KEY_PER_MONTH`: quotas of new keys created
+    /// without their own.
+    pub default_key_quotas: PeriodLimits,
 }
 
 /// Request sizes, rates, timeouts and the shutdown grace period.
@@ -308,12 +318,29 @@ impl Config {
             None => OpenAiModelMap::empty(),
         };
         let input_images = input_image_limits(&var)?;
+        let admin_emails = var("NB_ADMIN_EMAILS")
+            .map(|list| admin_emails(&list))
+            .transpose()?
+            .unwrap_or_default();
+        let quotas =
+            |day: &'static str, month: &'static str| -> Result<PeriodLimits, ConfigError> {
+                Ok(PeriodLimits {
+                    per_day: optional_limit(&var, day)?,
+                    per_month: optional_limit(&var, month)?,
+                })
+            };
+        let default_account_quotas =
+            quotas("NB_DEFAULT_ACCOUNT_PER_DAY", "NB_DEFAULT_ACCOUNT_PER_MONTH")?;
+        let default_key_quotas = quotas("NB_DEFAULT_KEY_PER_DAY", "NB_DEFAULT_KEY_PER_MONTH")?;
         let cors_origins = var("NB_CORS_ORIGINS")
             .map(|list| cors_origins(&list))
             .transpose()?
             .unwrap_or_default();
         Ok(Self {
             cors_origins,
+            admin_emails,
+            default_account_quotas,
+            default_key_quotas,
             openai_model_map,
             input_images,
             limits,
@@ -425,6 +452,36 @@ fn limits_config(var: &impl Fn(&str) -> Option<String>) -> Result<Limits, Config
             defaults.key_cache_ttl.as_secs(),
         )?),
     })
+}
+
+/// `admin@example.com,ops@example.com`, each a valid address (normalised like every email).
+fn admin_emails(list: &str) -> Result<AdminEmails, ConfigError> {
+    list.split(',')
+        .map(str::trim)
+        .filter(|email| !email.is_empty())
+        .map(|email| {
+            EmailAddress::parse(email).map_err(|_| {
+                invalid(
+                    "NB_ADMIN_EMAILS",
+                    &format!("{email:?} is not an email address"),
+                )
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()
+        .map(AdminEmails::new)
+}
+
+/// A positive quota, or none when unset.
+fn optional_limit(
+    var: &impl Fn(&str) -> Option<String>,
+    name: &'static str,
+) -> Result<Option<QuotaLimit>, ConfigError> {
+    var(name)
+        .map(|raw| {
+            let value: u64 = parse_value(name, &raw)?;
+            QuotaLimit::new(value).ok_or_else(|| invalid(name, "must be at least 1"))
+        })
+        .transpose()
 }
 
 fn input_image_limits(
@@ -812,6 +869,32 @@ mod tests {
         assert_eq!(model.as_str(), "gemini-b");
         let error = config(&[("NB_OPENAI_MODEL_MAP", "gpt-image-1=nope")]).unwrap_err();
         assert!(error.to_string().contains("NB_OPENAI_MODEL_MAP"), "{error}");
+    }
+
+    #[test]
+    fn admins_and_default_quotas_are_read() {
+        let config = config(&[
+            ("NB_ADMIN_EMAILS", "Root@Example.com, ops@example.com"),
+            ("NB_DEFAULT_KEY_PER_DAY", "100"),
+            ("NB_DEFAULT_ACCOUNT_PER_MONTH", "5000"),
+        ])
+        .unwrap();
+        assert!(
+            config
+                .admin_emails
+                .includes(&EmailAddress::parse("root@example.com").unwrap())
+        );
+        assert_eq!(
+            config.default_key_quotas.per_day.map(QuotaLimit::get),
+            Some(100)
+        );
+        assert_eq!(config.default_key_quotas.per_month, None);
+        assert_eq!(
+            config.default_account_quotas.per_month.map(QuotaLimit::get),
+            Some(5000)
+        );
+        assert!(self::config(&[("NB_ADMIN_EMAILS", "not an email")]).is_err());
+        assert!(self::config(&[("NB_DEFAULT_KEY_PER_DAY", "0")]).is_err());
     }
 
     #[test]

@@ -11,12 +11,16 @@ use actix_web::http::header::{self, HeaderValue};
 use actix_web::{HttpResponse, ResponseError};
 use nb_domain::RepositoryError;
 use nb_domain::accounts::{ChangePasswordError, FindUserError, LoginError, RegisterError};
-use nb_domain::api_keys::{AuthenticateKeyError, CreateKeyError, RevokeKeyError};
+use nb_domain::admin::AdminError;
+use nb_domain::api_keys::{
+    AuthenticateKeyError, CreateKeyError, FindKeyError, RevokeKeyError, UpdateKeyError,
+};
 use nb_domain::error::BoxError;
 use nb_domain::generation::{
     GenerateError, InvalidGenerationRequest, InvalidImageCount, InvalidInputImages, ProviderError,
 };
 use nb_domain::ports::PasswordHashingError;
+use nb_domain::quota::{QuotaStanding, ReserveError};
 use serde::Serialize;
 
 /// An error as the client will see it, plus the cause for the log.
@@ -26,6 +30,8 @@ pub struct ApiError {
     message: String,
     field: Option<String>,
     retry_after: Option<u64>,
+    /// The quota that refused (its headers go on the answer).
+    quota: Option<Box<QuotaStanding>>,
     cause: Option<BoxError>,
 }
 
@@ -55,6 +61,7 @@ impl ApiError {
             message: message.into(),
             field: None,
             retry_after: None,
+            quota: None,
             cause: None,
         }
     }
@@ -86,6 +93,11 @@ impl ApiError {
     /// Adds `Retry-After: <seconds>`.
     pub fn with_retry_after(mut self, seconds: u64) -> Self {
         self.retry_after = Some(seconds);
+        self
+    }
+
+    fn with_quota(mut self, standing: QuotaStanding) -> Self {
+        self.quota = Some(Box::new(standing));
         self
     }
 
@@ -131,6 +143,7 @@ impl ApiError {
             message: self.message.clone(),
             field: self.field.clone(),
             retry_after: self.retry_after,
+            quota: self.quota.clone(),
             cause: None,
         }
     }
@@ -193,13 +206,15 @@ impl ResponseError for ApiError {
         if let Some(seconds) = self.retry_after {
             response.insert_header((header::RETRY_AFTER, seconds));
         }
-        response.json(ErrorBody {
+        let mut response = response.json(ErrorBody {
             error: ErrorDetail {
                 code: self.code,
                 message: &self.message,
                 field: self.field.as_deref(),
             },
-        })
+        });
+        crate::quota_headers::insert(response.headers_mut(), self.quota.as_deref());
+        response
     }
 }
 
@@ -245,6 +260,7 @@ impl From<LoginError> for ApiError {
             LoginError::InvalidCredentials => {
                 Self::unauthorized("invalid_credentials", "Invalid email or password.")
             }
+            LoginError::AccountDisabled => account_disabled(),
             LoginError::Hashing(error) => error.into(),
             LoginError::Repository(error) => error.into(),
         }
@@ -259,6 +275,7 @@ impl From<FindUserError> for ApiError {
                 "invalid_token",
                 "The access token is invalid or has expired.",
             ),
+            FindUserError::Disabled => account_disabled(),
             FindUserError::Repository(error) => error.into(),
         }
     }
@@ -294,8 +311,105 @@ impl From<CreateKeyError> for ApiError {
                      another."
                 ),
             ),
+            CreateKeyError::ExpiryInThePast => {
+                Self::invalid_field("expires_at", "expires_at must be in the future")
+            }
             CreateKeyError::Randomness(error) => Self::internal(error),
             CreateKeyError::Repository(error) => error.into(),
+        }
+    }
+}
+
+fn invalid_api_key() -> ApiError {
+    ApiError::unauthorized(
+        "invalid_api_key",
+        "The API key is invalid or has been revoked.",
+    )
+}
+
+fn key_expired() -> ApiError {
+    ApiError::unauthorized(
+        "key_expired",
+        "The API key has expired (it was rolled or set to expire); use its successor.",
+    )
+}
+
+fn account_disabled() -> ApiError {
+    ApiError::new(
+        StatusCode::FORBIDDEN,
+        "account_disabled",
+        "This account has been disabled by the operator.",
+    )
+}
+
+fn no_such_key() -> ApiError {
+    ApiError::not_found("key_not_found", "No such API key.")
+}
+
+impl From<FindKeyError> for ApiError {
+    fn from(error: FindKeyError) -> Self {
+        match error {
+            FindKeyError::NotFound => no_such_key(),
+            FindKeyError::Randomness(error) => Self::internal(error),
+            FindKeyError::Repository(error) => error.into(),
+        }
+    }
+}
+
+impl From<UpdateKeyError> for ApiError {
+    fn from(error: UpdateKeyError) -> Self {
+        match error {
+            UpdateKeyError::NotFound => no_such_key(),
+            UpdateKeyError::ExpiryInThePast => {
+                Self::invalid_field("expires_at", "expires_at must be in the future")
+            }
+            UpdateKeyError::Repository(error) => error.into(),
+        }
+    }
+}
+
+impl From<AdminError> for ApiError {
+    fn from(error: AdminError) -> Self {
+        match error {
+            AdminError::NotAdmin => Self::new(
+                StatusCode::FORBIDDEN,
+                "admin_only",
+                "Only the operator's admin accounts may do this.",
+            ),
+            AdminError::NotFound => Self::not_found("user_not_found", "No such account."),
+            AdminError::DisablingSelf => {
+                Self::invalid_field("disabled", "An admin cannot disable their own account.")
+            }
+            AdminError::Repository(error) => error.into(),
+        }
+    }
+}
+
+impl From<ReserveError> for ApiError {
+    fn from(error: ReserveError) -> Self {
+        match error {
+            ReserveError::Exceeded(standing) => Self::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "quota_exceeded",
+                format!(
+                    "This {} may make {} images a {} and has {} left; the quota resets \
+                         at {} (see Retry-After).",
+                    standing.scope.as_str(),
+                    standing.limit,
+                    standing.period.as_str(),
+                    standing.remaining(),
+                    standing
+                        .resets_at
+                        .format(&time::format_description::well_known::Rfc3339)
+                        .unwrap_or_default(),
+                ),
+            )
+            .with_retry_after(standing.seconds_to_reset())
+            .with_quota(standing),
+            ReserveError::KeyRevoked => invalid_api_key(),
+            ReserveError::KeyExpired => key_expired(),
+            ReserveError::AccountDisabled => account_disabled(),
+            ReserveError::Repository(error) => error.into(),
         }
     }
 }
@@ -303,7 +417,7 @@ impl From<CreateKeyError> for ApiError {
 impl From<RevokeKeyError> for ApiError {
     fn from(error: RevokeKeyError) -> Self {
         match error {
-            RevokeKeyError::NotFound => Self::not_found("key_not_found", "No such API key."),
+            RevokeKeyError::NotFound => no_such_key(),
             RevokeKeyError::Repository(error) => error.into(),
         }
     }
@@ -312,10 +426,9 @@ impl From<RevokeKeyError> for ApiError {
 impl From<AuthenticateKeyError> for ApiError {
     fn from(error: AuthenticateKeyError) -> Self {
         match error {
-            AuthenticateKeyError::InvalidKey => Self::unauthorized(
-                "invalid_api_key",
-                "The API key is invalid or has been revoked.",
-            ),
+            AuthenticateKeyError::InvalidKey => invalid_api_key(),
+            AuthenticateKeyError::Expired => key_expired(),
+            AuthenticateKeyError::AccountDisabled => account_disabled(),
             AuthenticateKeyError::Repository(error) => error.into(),
         }
     }
@@ -354,6 +467,7 @@ const DEFAULT_RETRY_AFTER_SECONDS: u64 = 30;
 impl From<GenerateError> for ApiError {
     fn from(error: GenerateError) -> Self {
         match error {
+            GenerateError::Quota(error) => error.into(),
             GenerateError::Provider(error) => error.into(),
             GenerateError::Storage(error) => Self::new(
                 StatusCode::BAD_GATEWAY,

@@ -9,6 +9,7 @@ pub mod error;
 pub mod json;
 pub mod metrics;
 pub mod openai;
+pub mod quota_headers;
 pub mod rate_limit;
 pub mod request_context;
 pub mod routes;

@@ -11,6 +11,7 @@ use actix_web::middleware::{Condition, from_fn};
 use actix_web::{App, HttpServer, web};
 use nb_db::{ConnectError, Database, GenerationStore};
 use nb_domain::accounts::{AccountPorts, AccountService};
+use nb_domain::admin::{AdminPorts, AdminService};
 use nb_domain::api_keys::{ApiKeyPorts, ApiKeyService, CachingApiKeyRepository, KeyPolicy};
 use nb_domain::generation::{ConcurrencyLimitedProvider, GenerationPorts, GenerationService};
 use nb_domain::ports::{Clock, IdGenerator, ImageProvider, ObjectStorage, RandomSource};
@@ -157,6 +158,7 @@ fn cors(origins: &[String]) -> Cors {
             HeaderName::from_static("x-ratelimit-reset"),
             HeaderName::from_static("server-timing"),
         ])
+        .expose_headers(crate::quota_headers::ALL)
         .max_age(600);
     for origin in origins {
         cors = cors.allowed_origin(origin);
@@ -185,7 +187,16 @@ pub fn build_state(
     database: Database,
     bound_to: SocketAddr,
 ) -> Result<Wired, StartupError> {
-    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    build_state_with_clock(config, database, bound_to, Arc::new(SystemClock))
+}
+
+/// As [`build_state`], telling time by `clock` (tests move it across a UTC midnight).
+pub fn build_state_with_clock(
+    config: &Config,
+    database: Database,
+    bound_to: SocketAddr,
+    clock: Arc<dyn Clock>,
+) -> Result<Wired, StartupError> {
     let ids: Arc<dyn IdGenerator> = Arc::new(UuidV7Ids);
     let random: Arc<dyn RandomSource> = Arc::new(OsRandom);
     let database = Arc::new(database);
@@ -240,11 +251,13 @@ pub fn build_state(
     crate::metrics::handle();
     let rate_limiter = Arc::new(MemoryRateLimiter::default());
     let throttle = Throttle::new(rate_limiter.clone(), rate_limits(&config.limits));
+    let generation_store = Arc::new(GenerationStore::start(&database));
     let generations = GenerationService::new(
         GenerationPorts {
             provider,
             storage: storage.clone(),
-            generations: Arc::new(GenerationStore::start(&database)),
+            generations: generation_store.clone(),
+            quotas: database.clone(),
             clock: clock.clone(),
             ids: ids.clone(),
         },
@@ -269,17 +282,31 @@ pub fn build_state(
                 ids: ids.clone(),
             },
             config.access_token_ttl,
-        ),
+        )
+        .with_new_account_limits(config.default_account_quotas),
         api_keys: ApiKeyService::new(
             ApiKeyPorts {
                 keys: key_cache.clone(),
+                usage: generation_store,
                 random,
                 clock: clock.clone(),
-                ids,
+                ids: ids.clone(),
             },
             KeyPolicy {
                 max_active_per_account: config.limits.max_active_keys_per_account,
+                default_quotas: config.default_key_quotas,
             },
+        ),
+        admin: AdminService::new(
+            AdminPorts {
+                accounts: database.clone(),
+                users: database.clone(),
+                keys: key_cache.clone(),
+                invalidation: key_cache.clone(),
+                clock: clock.clone(),
+                ids,
+            },
+            config.admin_emails.clone(),
         ),
         generations,
         access_tokens: AccessTokens::new(&jwt_secret, config.access_token_ttl, clock),

@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use nb_domain::accounts::AccountService;
+use nb_domain::admin::AdminService;
 use nb_domain::api_keys::ApiKeyService;
 use nb_domain::generation::{GenerationService, InputImageLimits};
 use nb_domain::ports::{ObjectStorage, ReadinessCheck};
@@ -17,6 +18,7 @@ use crate::rate_limit::ClientAddressSource;
 pub struct AppState {
     pub accounts: AccountService,
     pub api_keys: ApiKeyService,
+    pub admin: AdminService,
     pub generations: GenerationService,
     pub access_tokens: AccessTokens,
     /// The storage whose images this server serves at `/images/…` (local disk); `None` when

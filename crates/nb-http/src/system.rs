@@ -5,6 +5,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use nb_domain::ports::{
     Clock, IdGenerator, PasswordHasher, PasswordHashingError, RandomSource, RandomnessUnavailable,
+    to_microseconds,
 };
 use nb_domain::user::{Password, PasswordHash};
 use sha2::{Digest, Sha256};
@@ -16,10 +17,8 @@ pub struct SystemClock;
 
 impl Clock for SystemClock {
     fn now(&self) -> OffsetDateTime {
-        let now = OffsetDateTime::now_utc();
         // Databases keep microseconds: cut here so values read back equal values written.
-        now.replace_nanosecond(now.nanosecond() / 1_000 * 1_000)
-            .unwrap_or(now)
+        to_microseconds(OffsetDateTime::now_utc())
     }
 }
 

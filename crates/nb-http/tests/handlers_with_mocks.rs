@@ -11,15 +11,19 @@ use actix_web::{App, test, web};
 use bytes::Bytes;
 use nb_domain::RepositoryError;
 use nb_domain::accounts::{AccountPorts, AccountService};
-use nb_domain::api_keys::{ApiKeyId, ApiKeyPorts, ApiKeyService, AuthenticatedApiKey, KeyPolicy};
+use nb_domain::admin::{AdminEmails, AdminPorts, AdminService};
+use nb_domain::api_keys::{
+    ApiKeyId, ApiKeyPorts, ApiKeyService, AuthenticatedApiKey, KeyAccess, KeyPolicy,
+};
 use nb_domain::generation::{
     AllowedModels, GeneratedImage, GenerationOutcome, GenerationPorts, GenerationService,
     StorageError, StoredImage,
 };
 use nb_domain::ports::{
-    MockApiKeyRepository, MockGenerationRepository, MockImageProvider, MockObjectStorage,
-    MockPasswordHasher, MockRandomSource, MockReadinessCheck, MockSessionRepository,
-    MockUserRepository, NotReady, RandomnessUnavailable,
+    MockAdminRepository, MockApiKeyRepository, MockGenerationRepository, MockImageProvider,
+    MockKeyInvalidation, MockObjectStorage, MockPasswordHasher, MockQuotaRepository,
+    MockRandomSource, MockReadinessCheck, MockSessionRepository, MockUserRepository, NotReady,
+    RandomnessUnavailable,
 };
 use nb_domain::rate_limit::{Limits as RateLimits, PerMinute, Throttle};
 use nb_domain::user::{EmailAddress, PasswordHash, Session, SessionId, User, UserId};
@@ -44,6 +48,9 @@ struct Mocks {
     storage: MockObjectStorage,
     generations: MockGenerationRepository,
     readiness: MockReadinessCheck,
+    usage: MockGenerationRepository,
+    quotas: MockQuotaRepository,
+    admin: MockAdminRepository,
 }
 
 impl Mocks {
@@ -54,14 +61,16 @@ impl Mocks {
                 id,
                 email: EmailAddress::parse("ada@example.com").unwrap(),
                 created_at: time::OffsetDateTime::UNIX_EPOCH,
+                disabled: false,
             }))
         });
         let mut keys = MockApiKeyRepository::new();
         keys.expect_record_key_uses().returning(|_| Ok(()));
         keys.expect_find_active_api_key().returning(|_| {
-            Ok(Some(AuthenticatedApiKey {
-                key_id: ApiKeyId(Uuid::from_u128(5)),
-                user_id: UserId(USER),
+            Ok(Some(KeyAccess {
+                key: AuthenticatedApiKey::unlimited(ApiKeyId(Uuid::from_u128(5)), UserId(USER)),
+                expires_at: None,
+                account_disabled: false,
             }))
         });
         let mut provider = MockImageProvider::new();
@@ -77,6 +86,9 @@ impl Mocks {
             storage: MockObjectStorage::new(),
             generations: MockGenerationRepository::new(),
             readiness: MockReadinessCheck::new(),
+            usage: MockGenerationRepository::new(),
+            quotas: MockQuotaRepository::new(),
+            admin: MockAdminRepository::new(),
         }
     }
 
@@ -106,10 +118,12 @@ impl Mocks {
                 generations_per_account: per_minute(100),
             },
         );
+        let keys = Arc::new(self.keys);
+        let users = Arc::new(self.users);
         let state = AppState {
             accounts: AccountService::new(
                 AccountPorts {
-                    users: Arc::new(self.users),
+                    users: users.clone(),
                     sessions: Arc::new(self.sessions),
                     hasher: Arc::new(hasher),
                     clock: Arc::new(SystemClock),
@@ -119,18 +133,31 @@ impl Mocks {
             ),
             api_keys: ApiKeyService::new(
                 ApiKeyPorts {
-                    keys: Arc::new(self.keys),
+                    keys: keys.clone(),
+                    usage: Arc::new(self.usage),
                     random: Arc::new(self.random),
                     clock: Arc::new(SystemClock),
                     ids: Arc::new(UuidV7Ids),
                 },
                 KeyPolicy::default(),
             ),
+            admin: AdminService::new(
+                AdminPorts {
+                    accounts: Arc::new(self.admin),
+                    users,
+                    keys,
+                    invalidation: Arc::new(MockKeyInvalidation::new()),
+                    clock: Arc::new(SystemClock),
+                    ids: Arc::new(UuidV7Ids),
+                },
+                AdminEmails::default(),
+            ),
             generations: GenerationService::new(
                 GenerationPorts {
                     provider: Arc::new(self.provider),
                     storage: Arc::new(self.storage),
                     generations: Arc::new(self.generations),
+                    quotas: Arc::new(self.quotas),
                     clock: Arc::new(SystemClock),
                     ids: Arc::new(UuidV7Ids),
                 },

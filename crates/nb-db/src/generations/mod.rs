@@ -14,12 +14,13 @@ use diesel::prelude::*;
 use diesel::upsert::excluded;
 use diesel_async::{AsyncConnection, RunQueryDsl};
 use nb_domain::RepositoryError;
-use nb_domain::api_keys::ApiKeyId;
+use nb_domain::api_keys::{ApiKeyId, KeyUsage};
 use nb_domain::generation::{GenerationOutcome, GenerationRecord, size_label};
 use nb_domain::ports::GenerationRepository;
+use nb_domain::quota::QuotaPeriod;
 use nb_domain::usage::DailyUsage;
 use nb_domain::user::UserId;
-use time::{Date, PrimitiveDateTime};
+use time::{Date, OffsetDateTime, PrimitiveDateTime};
 
 use self::success_writer::SuccessWriter;
 use crate::convert::{parse_stored_id, pool_error, query_error, to_stored_time};
@@ -235,5 +236,39 @@ impl GenerationRepository for GenerationStore {
                 })
             })
             .collect()
+    }
+
+    #[tracing::instrument(skip_all, fields(keys = keys.len()))]
+    async fn key_usage(
+        &self,
+        keys: &[ApiKeyId],
+        at: OffsetDateTime,
+    ) -> Result<Vec<(ApiKeyId, KeyUsage)>, RepositoryError> {
+        let today = QuotaPeriod::Day.starts_on(at);
+        let month = QuotaPeriod::Month.starts_on(at);
+        let ids: Vec<String> = keys.iter().map(ToString::to_string).collect();
+        let rows = with_connection!(&self.database, |conn| {
+            usage_daily::table
+                .filter(usage_daily::api_key_id.eq_any(&ids))
+                .filter(usage_daily::day.ge(month))
+                .select((
+                    usage_daily::api_key_id,
+                    usage_daily::day,
+                    usage_daily::count,
+                ))
+                .load::<(String, Date, i64)>(conn)
+                .await
+        })?;
+        let mut usage: std::collections::HashMap<ApiKeyId, KeyUsage> = Default::default();
+        for (key_id, day, count) in rows.map_err(query_error)? {
+            let key_id = ApiKeyId(parse_stored_id(&key_id)?);
+            let count = u64::try_from(count).map_err(RepositoryError::unexpected)?;
+            let entry = usage.entry(key_id).or_default();
+            entry.this_month += count;
+            if day == today {
+                entry.today += count;
+            }
+        }
+        Ok(usage.into_iter().collect())
     }
 }

@@ -22,10 +22,10 @@ use std::time::Duration;
 use async_trait::async_trait;
 use time::OffsetDateTime;
 
-use super::model::{ApiKeyHash, ApiKeyId, ApiKeyRecord, AuthenticatedApiKey, NewApiKey};
+use super::model::{ApiKeyHash, ApiKeyId, ApiKeyRecord, KeyAccess, KeyChanges, NewApiKey};
 use crate::RepositoryError;
 use crate::pagination::{Page, PageRequest};
-use crate::ports::{ApiKeyRepository, Clock, InsertKeyError};
+use crate::ports::{ApiKeyRepository, Clock, InsertKeyError, KeyInvalidation};
 use crate::user::UserId;
 
 /// How long a verified key is trusted without asking the database again.
@@ -37,7 +37,7 @@ pub const MAX_CACHED_KEYS: usize = 100_000;
 
 #[derive(Debug, Clone, Copy)]
 struct VerifiedKey {
-    key: AuthenticatedApiKey,
+    access: KeyAccess,
     verified_at: OffsetDateTime,
 }
 
@@ -82,14 +82,19 @@ impl CachingApiKeyRepository {
 
     /// Forgets what is cached of one key, so its next check asks the repository.
     pub fn evict(&self, key_id: ApiKeyId) {
-        lock(&self.verified).retain(|_, verified| verified.key.key_id != key_id);
+        lock(&self.verified).retain(|_, verified| verified.access.key.key_id != key_id);
+    }
+
+    /// Forgets every key of an account (disabled, or its limits changed).
+    pub fn evict_user(&self, user_id: UserId) {
+        lock(&self.verified).retain(|_, verified| verified.access.key.user_id != user_id);
     }
 
     fn is_fresh(&self, verified: &VerifiedKey, now: OffsetDateTime) -> bool {
         now - verified.verified_at < self.ttl
     }
 
-    fn remember(&self, hash: ApiKeyHash, key: AuthenticatedApiKey, now: OffsetDateTime) {
+    fn remember(&self, hash: ApiKeyHash, access: KeyAccess, now: OffsetDateTime) {
         if self.ttl.is_zero() {
             return;
         }
@@ -103,7 +108,7 @@ impl CachingApiKeyRepository {
         verified.insert(
             hash,
             VerifiedKey {
-                key,
+                access,
                 verified_at: now,
             },
         );
@@ -176,6 +181,18 @@ impl CachingApiKeyRepository {
     }
 }
 
+/// On this instance, a change is seen at once.
+#[async_trait]
+impl KeyInvalidation for CachingApiKeyRepository {
+    async fn key_changed(&self, key_id: ApiKeyId) {
+        self.evict(key_id);
+    }
+
+    async fn account_changed(&self, user_id: UserId) {
+        self.evict_user(user_id);
+    }
+}
+
 #[async_trait]
 impl ApiKeyRepository for CachingApiKeyRepository {
     async fn insert_api_key(
@@ -194,6 +211,44 @@ impl ApiKeyRepository for CachingApiKeyRepository {
         self.inner.list_api_keys(user_id, page).await
     }
 
+    async fn find_api_key(
+        &self,
+        user_id: UserId,
+        key_id: ApiKeyId,
+    ) -> Result<Option<ApiKeyRecord>, RepositoryError> {
+        self.inner.find_api_key(user_id, key_id).await
+    }
+
+    async fn update_api_key(
+        &self,
+        user_id: UserId,
+        key_id: ApiKeyId,
+        changes: &KeyChanges,
+        at: OffsetDateTime,
+    ) -> Result<Option<ApiKeyRecord>, RepositoryError> {
+        let updated = self
+            .inner
+            .update_api_key(user_id, key_id, changes, at)
+            .await?;
+        self.evict(key_id);
+        Ok(updated)
+    }
+
+    async fn roll_api_key(
+        &self,
+        user_id: UserId,
+        old: ApiKeyId,
+        new_key: &NewApiKey,
+        old_expires_at: OffsetDateTime,
+    ) -> Result<bool, RepositoryError> {
+        let rolled = self
+            .inner
+            .roll_api_key(user_id, old, new_key, old_expires_at)
+            .await?;
+        self.evict(old);
+        Ok(rolled)
+    }
+
     async fn deactivate_api_key(
         &self,
         user_id: UserId,
@@ -209,18 +264,18 @@ impl ApiKeyRepository for CachingApiKeyRepository {
     async fn find_active_api_key(
         &self,
         key_hash: &ApiKeyHash,
-    ) -> Result<Option<AuthenticatedApiKey>, RepositoryError> {
+    ) -> Result<Option<KeyAccess>, RepositoryError> {
         let now = self.clock.now();
         let cached = lock(&self.verified)
             .get(key_hash)
             .filter(|verified| self.is_fresh(verified, now))
-            .map(|verified| verified.key);
-        if let Some(key) = cached {
-            return Ok(Some(key));
+            .map(|verified| verified.access);
+        if let Some(access) = cached {
+            return Ok(Some(access));
         }
         let found = self.inner.find_active_api_key(key_hash).await?;
-        if let Some(key) = found {
-            self.remember(key_hash.clone(), key, now);
+        if let Some(access) = found {
+            self.remember(key_hash.clone(), access, now);
         }
         Ok(found)
     }
@@ -244,7 +299,7 @@ impl ApiKeyRepository for CachingApiKeyRepository {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api_keys::ApiKeySecret;
+    use crate::api_keys::{ApiKeySecret, AuthenticatedApiKey};
     use crate::ports::MockApiKeyRepository;
     use time::macros::datetime;
     use uuid::Uuid;
@@ -252,9 +307,10 @@ mod tests {
     const NOW: OffsetDateTime = datetime!(2026-11-25 12:00:00 UTC);
     const KEY_ID: ApiKeyId = ApiKeyId(Uuid::from_u128(1));
     const USER: UserId = UserId(Uuid::from_u128(7));
-    const CALLER: AuthenticatedApiKey = AuthenticatedApiKey {
-        key_id: KEY_ID,
-        user_id: USER,
+    const ACCESS: KeyAccess = KeyAccess {
+        key: AuthenticatedApiKey::unlimited(KEY_ID, USER),
+        expires_at: None,
+        account_disabled: false,
     };
 
     /// A clock the test moves by hand.
@@ -297,7 +353,7 @@ mod tests {
             .withf(move |h| *h == known)
             .returning(move |_| {
                 *counted.lock().unwrap() += 1;
-                Ok(Some(CALLER))
+                Ok(Some(ACCESS))
             });
         let recorded = uses.clone();
         keys.expect_record_key_uses().returning(move |batch| {
@@ -321,7 +377,7 @@ mod tests {
         let f = fixture(Duration::from_secs(30));
         assert_eq!(
             f.cache.find_active_api_key(&f.hash).await.unwrap(),
-            Some(CALLER)
+            Some(ACCESS)
         );
         f.clock.advance(Duration::from_secs(29));
         f.cache.find_active_api_key(&f.hash).await.unwrap();
@@ -358,6 +414,22 @@ mod tests {
             2,
             "a revoked key was still trusted from memory"
         );
+    }
+
+    #[tokio::test]
+    async fn an_evicted_account_has_its_keys_checked_again() {
+        let f = fixture(Duration::from_secs(30));
+        f.cache.find_active_api_key(&f.hash).await.unwrap();
+        f.cache.evict_user(UserId(Uuid::from_u128(999)));
+        f.cache.find_active_api_key(&f.hash).await.unwrap();
+        assert_eq!(
+            *f.lookups.lock().unwrap(),
+            1,
+            "another account's eviction evicted this key"
+        );
+        f.cache.evict_user(USER);
+        f.cache.find_active_api_key(&f.hash).await.unwrap();
+        assert_eq!(*f.lookups.lock().unwrap(), 2);
     }
 
     #[tokio::test]

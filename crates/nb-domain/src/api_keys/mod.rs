@@ -8,10 +8,13 @@ mod model;
 mod service;
 
 pub use cache::{CachingApiKeyRepository, DEFAULT_KEY_CACHE_TTL, LAST_USED_WRITE_INTERVAL};
-pub use error::{AuthenticateKeyError, CreateKeyError, RevokeKeyError};
+pub use error::{
+    AuthenticateKeyError, CreateKeyError, FindKeyError, RevokeKeyError, UpdateKeyError,
+};
 pub use model::{
     API_KEY_LENGTH, API_KEY_PREFIX, ApiKeyHash, ApiKeyId, ApiKeyName, ApiKeyRecord, ApiKeySecret,
-    AuthenticatedApiKey, CreatedApiKey, DISPLAY_PREFIX_LENGTH, InvalidApiKeyName,
+    ApiKeyView, AuthenticatedApiKey, CreatedApiKey, DISPLAY_PREFIX_LENGTH, InvalidApiKeyName,
+    InvalidKeyLimits, KeyAccess, KeyChanges, KeyLimits, KeySettings, KeyUsage, LimitChanges,
     MAX_KEY_NAME_CHARS, MalformedApiKey, NewApiKey,
 };
-pub use service::{ApiKeyPorts, ApiKeyService, KeyPolicy};
+pub use service::{ApiKeyPorts, ApiKeyService, DEFAULT_ROLL_GRACE, KeyPolicy};

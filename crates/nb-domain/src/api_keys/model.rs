@@ -5,11 +5,13 @@
 //! once, when it is created, and is handed to the caller that single time.
 
 use std::fmt;
+use std::num::{NonZeroU32, NonZeroU64};
 
 use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
+use crate::quota::PeriodLimits;
 use crate::text::has_hidden_characters;
 use crate::user::UserId;
 
@@ -121,6 +123,18 @@ impl ApiKeyName {
     pub fn into_inner(self) -> Option<String> {
         self.0
     }
+
+    /// A name read back from storage, where it was stored already checked.
+    pub fn from_stored(name: Option<String>) -> Self {
+        Self(name)
+    }
+}
+
+/// A key's own limits: a per-minute allowance (on top of the server's) and quotas.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct KeyLimits {
+    pub per_minute: Option<NonZeroU32>,
+    pub quotas: PeriodLimits,
 }
 
 /// A stored key as its owner sees it: never the key itself, never its hash.
@@ -130,9 +144,159 @@ pub struct ApiKeyRecord {
     pub user_id: UserId,
     pub name: Option<String>,
     pub prefix: String,
+    /// False once revoked.
     pub is_active: bool,
+    /// After this instant the key is refused (`key_expired`).
+    pub expires_at: Option<OffsetDateTime>,
+    pub limits: KeyLimits,
+    /// The key this one replaced, when it was made by rolling another.
+    pub rolled_from: Option<ApiKeyId>,
     pub last_used_at: Option<OffsetDateTime>,
     pub created_at: OffsetDateTime,
+}
+
+impl ApiKeyRecord {
+    pub fn is_expired_at(&self, now: OffsetDateTime) -> bool {
+        self.expires_at.is_some_and(|expires_at| expires_at <= now)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum InvalidKeyLimits {
+    #[error("limits.{0} must be a positive whole number")]
+    NotPositive(&'static str),
+    #[error("limits.per_minute must be at most {}", u32::MAX)]
+    PerMinuteTooLarge,
+}
+
+impl InvalidKeyLimits {
+    /// The request field at fault (`limits.per_day`, …).
+    pub fn field(&self) -> String {
+        match self {
+            Self::NotPositive(name) => format!("limits.{name}"),
+            Self::PerMinuteTooLarge => "limits.per_minute".to_owned(),
+        }
+    }
+}
+
+impl KeyLimits {
+    /// Limits as a client sent them: each absent, or a positive number.
+    pub fn parse(
+        per_minute: Option<i64>,
+        per_day: Option<i64>,
+        per_month: Option<i64>,
+    ) -> Result<Self, InvalidKeyLimits> {
+        let positive = |name: &'static str, value: Option<i64>| {
+            value
+                .map(|n| {
+                    u64::try_from(n)
+                        .ok()
+                        .and_then(NonZeroU64::new)
+                        .ok_or(InvalidKeyLimits::NotPositive(name))
+                })
+                .transpose()
+        };
+        let per_minute = positive("per_minute", per_minute)?
+            .map(|n| {
+                u32::try_from(n.get())
+                    .ok()
+                    .and_then(NonZeroU32::new)
+                    .ok_or(InvalidKeyLimits::PerMinuteTooLarge)
+            })
+            .transpose()?;
+        Ok(Self {
+            per_minute,
+            quotas: PeriodLimits {
+                per_day: positive("per_day", per_day)?,
+                per_month: positive("per_month", per_month)?,
+            },
+        })
+    }
+}
+
+/// A new key's settings.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct KeySettings {
+    pub name: ApiKeyName,
+    pub expires_at: Option<OffsetDateTime>,
+    pub limits: KeyLimits,
+}
+
+/// Changes to a key: each `None` leaves its setting as it is (`expires_at: Some(None)`
+/// removes the expiry).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct KeyChanges {
+    pub name: Option<ApiKeyName>,
+    pub expires_at: Option<Option<OffsetDateTime>>,
+    pub limits: LimitChanges,
+}
+
+/// Changes to a key's limits: `None` keeps a limit, `Some(None)` removes it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LimitChanges {
+    pub per_minute: Option<Option<NonZeroU32>>,
+    pub per_day: Option<Option<NonZeroU64>>,
+    pub per_month: Option<Option<NonZeroU64>>,
+}
+
+impl LimitChanges {
+    pub fn is_empty(&self) -> bool {
+        *self == Self::default()
+    }
+
+    /// Whether a day or month quota changes (its counters must then be re-read).
+    pub fn touches_quotas(&self) -> bool {
+        self.per_day.is_some() || self.per_month.is_some()
+    }
+
+    pub fn apply(&self, limits: KeyLimits) -> KeyLimits {
+        KeyLimits {
+            per_minute: self.per_minute.unwrap_or(limits.per_minute),
+            quotas: PeriodLimits {
+                per_day: self.per_day.unwrap_or(limits.quotas.per_day),
+                per_month: self.per_month.unwrap_or(limits.quotas.per_month),
+            },
+        }
+    }
+
+    /// Changes as a client sent them: a value sets, `null` removes, absent keeps.
+    pub fn parse(
+        per_minute: Option<Option<i64>>,
+        per_day: Option<Option<i64>>,
+        per_month: Option<Option<i64>>,
+    ) -> Result<Self, InvalidKeyLimits> {
+        // Each present value is checked as a limit would be.
+        let one = |value: Option<Option<i64>>, at: usize| -> Result<_, InvalidKeyLimits> {
+            match value {
+                None => Ok(None),
+                Some(None) => Ok(Some(None)),
+                Some(Some(n)) => {
+                    let mut raw = [None, None, None];
+                    raw[at] = Some(n);
+                    Ok(Some(Some(KeyLimits::parse(raw[0], raw[1], raw[2])?)))
+                }
+            }
+        };
+        Ok(Self {
+            per_minute: one(per_minute, 0)?.map(|set| set.and_then(|l| l.per_minute)),
+            per_day: one(per_day, 1)?.map(|set| set.and_then(|l| l.quotas.per_day)),
+            per_month: one(per_month, 2)?.map(|set| set.and_then(|l| l.quotas.per_month)),
+        })
+    }
+}
+
+/// A key as its owner sees it: the record and what it has made.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiKeyView {
+    pub record: ApiKeyRecord,
+    pub usage: KeyUsage,
+}
+
+/// Images a key has made (successes) today and this month, UTC.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct KeyUsage {
+    pub today: u64,
+    pub this_month: u64,
 }
 
 /// What creating a key asks a repository to store.
@@ -154,6 +318,32 @@ pub struct CreatedApiKey {
 pub struct AuthenticatedApiKey {
     pub key_id: ApiKeyId,
     pub user_id: UserId,
+    /// The key's own per-minute allowance, when it has one.
+    pub per_minute: Option<NonZeroU32>,
+    /// Whether a day or month quota applies (the key's or its account's): then each
+    /// generation reserves its images first.
+    pub quota_applies: bool,
+}
+
+impl AuthenticatedApiKey {
+    /// A caller with no limits of its own.
+    pub const fn unlimited(key_id: ApiKeyId, user_id: UserId) -> Self {
+        Self {
+            key_id,
+            user_id,
+            per_minute: None,
+            quota_applies: false,
+        }
+    }
+}
+
+/// What a lookup by hash finds of an unrevoked key: the caller it would be, and what decides
+/// whether it may be used now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KeyAccess {
+    pub key: AuthenticatedApiKey,
+    pub expires_at: Option<OffsetDateTime>,
+    pub account_disabled: bool,
 }
 
 #[cfg(test)]
@@ -218,5 +408,24 @@ mod tests {
         assert!(ApiKeyName::parse(Some("bad\nname")).is_err());
         assert!(ApiKeyName::parse(Some("\u{202e}gpj.exe")).is_err());
         assert!(ApiKeyName::parse(Some("zero\u{200b}width")).is_err());
+    }
+
+    #[test]
+    fn limits_are_positive_and_name_the_field_at_fault() {
+        let limits = KeyLimits::parse(Some(5), None, Some(1_000)).unwrap();
+        assert_eq!(limits.per_minute.map(NonZeroU32::get), Some(5));
+        assert_eq!(limits.quotas.per_day, None);
+        assert_eq!(limits.quotas.per_month.map(NonZeroU64::get), Some(1_000));
+        for (raw, field) in [
+            ((Some(0), None, None), "limits.per_minute"),
+            ((None, Some(-1), None), "limits.per_day"),
+            ((None, None, Some(0)), "limits.per_month"),
+            ((Some(i64::MAX), None, None), "limits.per_minute"),
+        ] {
+            assert_eq!(
+                KeyLimits::parse(raw.0, raw.1, raw.2).unwrap_err().field(),
+                field
+            );
+        }
     }
 }

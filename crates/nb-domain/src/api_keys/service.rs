@@ -5,14 +5,25 @@
 use std::fmt;
 use std::sync::Arc;
 
-use super::error::{AuthenticateKeyError, CreateKeyError, RevokeKeyError};
+use std::collections::HashMap;
+use std::time::Duration;
+
+use time::OffsetDateTime;
+
+use super::error::{
+    AuthenticateKeyError, CreateKeyError, FindKeyError, RevokeKeyError, UpdateKeyError,
+};
 use super::model::{
-    API_KEY_RANDOM_BYTES, ApiKeyId, ApiKeyName, ApiKeyRecord, ApiKeySecret, AuthenticatedApiKey,
-    CreatedApiKey, NewApiKey,
+    API_KEY_RANDOM_BYTES, ApiKeyId, ApiKeyRecord, ApiKeySecret, ApiKeyView, AuthenticatedApiKey,
+    CreatedApiKey, KeyChanges, KeySettings, NewApiKey,
 };
 use crate::RepositoryError;
 use crate::pagination::{Page, PageRequest};
-use crate::ports::{ApiKeyRepository, Clock, IdGenerator, InsertKeyError, RandomSource};
+use crate::ports::{
+    ApiKeyRepository, Clock, GenerationRepository, IdGenerator, InsertKeyError, RandomSource,
+    to_microseconds,
+};
+use crate::quota::PeriodLimits;
 use crate::user::UserId;
 
 /// The ports an [`ApiKeyService`] works through.
@@ -20,6 +31,8 @@ use crate::user::UserId;
 #[allow(missing_debug_implementations)] // Trait objects without Debug.
 pub struct ApiKeyPorts {
     pub keys: Arc<dyn ApiKeyRepository>,
+    /// Where usage is counted (for the keys' `usage`).
+    pub usage: Arc<dyn GenerationRepository>,
     pub random: Arc<dyn RandomSource>,
     pub clock: Arc<dyn Clock>,
     pub ids: Arc<dyn IdGenerator>,
@@ -28,21 +41,28 @@ pub struct ApiKeyPorts {
 /// The deployment's rules for keys.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct KeyPolicy {
-    /// How many unrevoked keys one account may hold.
+    /// How many usable keys (not revoked, not expired) one account may hold.
     pub max_active_per_account: u32,
+    /// Quotas a new key gets when it is created without its own.
+    pub default_quotas: PeriodLimits,
 }
 
 impl Default for KeyPolicy {
     fn default() -> Self {
         Self {
             max_active_per_account: 20,
+            default_quotas: PeriodLimits::default(),
         }
     }
 }
 
+/// How long a rolled key keeps working by default: a day to deploy its successor.
+pub const DEFAULT_ROLL_GRACE: Duration = Duration::from_secs(24 * 60 * 60);
+
 #[derive(Clone)]
 pub struct ApiKeyService {
     keys: Arc<dyn ApiKeyRepository>,
+    usage: Arc<dyn GenerationRepository>,
     random: Arc<dyn RandomSource>,
     clock: Arc<dyn Clock>,
     ids: Arc<dyn IdGenerator>,
@@ -61,6 +81,7 @@ impl ApiKeyService {
     pub fn new(ports: ApiKeyPorts, policy: KeyPolicy) -> Self {
         Self {
             keys: ports.keys,
+            usage: ports.usage,
             random: ports.random,
             clock: ports.clock,
             ids: ports.ids,
@@ -68,32 +89,60 @@ impl ApiKeyService {
         }
     }
 
-    #[tracing::instrument(skip(self, name), fields(key_id))]
-    pub async fn create(
+    /// A fresh key with its secret; not stored yet.
+    fn new_key(
         &self,
         user_id: UserId,
-        name: ApiKeyName,
-    ) -> Result<CreatedApiKey, CreateKeyError> {
+        settings: KeySettings,
+        rolled_from: Option<ApiKeyId>,
+    ) -> Result<(NewApiKey, ApiKeySecret), crate::ports::RandomnessUnavailable> {
         let mut bytes = [0u8; API_KEY_RANDOM_BYTES];
         self.random.fill_bytes(&mut bytes)?;
         let secret = ApiKeySecret::from_random_bytes(&bytes);
         let record = ApiKeyRecord {
             id: ApiKeyId(self.ids.new_id()),
             user_id,
-            name: name.into_inner(),
+            name: settings.name.into_inner(),
             prefix: secret.display_prefix().to_owned(),
             is_active: true,
+            expires_at: settings.expires_at.map(to_microseconds),
+            limits: settings.limits,
+            rolled_from,
             last_used_at: None,
             created_at: self.clock.now(),
         };
-        tracing::Span::current().record("key_id", tracing::field::display(record.id));
         let new_key = NewApiKey {
-            record: record.clone(),
+            record,
             key_hash: secret.hash(),
         };
+        Ok((new_key, secret))
+    }
+
+    /// Creates a key. Quotas left out take the deployment's defaults for new keys.
+    #[tracing::instrument(skip(self, settings), fields(key_id))]
+    pub async fn create(
+        &self,
+        user_id: UserId,
+        mut settings: KeySettings,
+    ) -> Result<CreatedApiKey, CreateKeyError> {
+        if settings
+            .expires_at
+            .is_some_and(|expires_at| expires_at <= self.clock.now())
+        {
+            return Err(CreateKeyError::ExpiryInThePast);
+        }
+        let quotas = &mut settings.limits.quotas;
+        let defaults = self.policy.default_quotas;
+        quotas.per_day = quotas.per_day.or(defaults.per_day);
+        quotas.per_month = quotas.per_month.or(defaults.per_month);
+        let (new_key, secret) = self.new_key(user_id, settings, None)?;
+        tracing::Span::current().record("key_id", tracing::field::display(new_key.record.id));
         let max_active = self.policy.max_active_per_account;
         match self.keys.insert_api_key(&new_key, max_active).await {
-            Ok(()) => Ok(CreatedApiKey { record, secret }),
+            Ok(()) => Ok(CreatedApiKey {
+                record: new_key.record,
+                secret,
+            }),
             Err(InsertKeyError::TooManyActiveKeys { max_active }) => {
                 Err(CreateKeyError::TooManyActiveKeys { max_active })
             }
@@ -101,13 +150,112 @@ impl ApiKeyService {
         }
     }
 
+    /// The records with what each has made today and this month.
+    async fn with_usage(
+        &self,
+        records: Vec<ApiKeyRecord>,
+    ) -> Result<Vec<ApiKeyView>, RepositoryError> {
+        let ids: Vec<ApiKeyId> = records.iter().map(|record| record.id).collect();
+        let usage: HashMap<ApiKeyId, _> = if ids.is_empty() {
+            HashMap::new()
+        } else {
+            self.usage
+                .key_usage(&ids, self.clock.now())
+                .await?
+                .into_iter()
+                .collect()
+        };
+        Ok(records
+            .into_iter()
+            .map(|record| ApiKeyView {
+                usage: usage.get(&record.id).copied().unwrap_or_default(),
+                record,
+            })
+            .collect())
+    }
+
     /// One page of the user's keys, revoked ones included, newest first.
     pub async fn list(
         &self,
         user_id: UserId,
         page: PageRequest,
-    ) -> Result<Page<ApiKeyRecord>, RepositoryError> {
-        self.keys.list_api_keys(user_id, page).await
+    ) -> Result<Page<ApiKeyView>, RepositoryError> {
+        let page = self.keys.list_api_keys(user_id, page).await?;
+        Ok(Page {
+            items: self.with_usage(page.items).await?,
+            next: page.next,
+        })
+    }
+
+    /// One of the user's keys.
+    pub async fn get(&self, user_id: UserId, key_id: ApiKeyId) -> Result<ApiKeyView, FindKeyError> {
+        let record = self
+            .keys
+            .find_api_key(user_id, key_id)
+            .await?
+            .ok_or(FindKeyError::NotFound)?;
+        let mut views = self.with_usage(vec![record]).await?;
+        views.pop().ok_or(FindKeyError::NotFound)
+    }
+
+    /// Renames a key, changes or removes its expiry, or changes its limits. A new expiry
+    /// must be in the future.
+    #[tracing::instrument(skip(self, changes))]
+    pub async fn update(
+        &self,
+        user_id: UserId,
+        key_id: ApiKeyId,
+        mut changes: KeyChanges,
+    ) -> Result<ApiKeyView, UpdateKeyError> {
+        let now = self.clock.now();
+        changes.expires_at = changes.expires_at.map(|at| at.map(to_microseconds));
+        if let Some(Some(expires_at)) = changes.expires_at
+            && expires_at <= now
+        {
+            return Err(UpdateKeyError::ExpiryInThePast);
+        }
+        let record = self
+            .keys
+            .update_api_key(user_id, key_id, &changes, now)
+            .await?
+            .ok_or(UpdateKeyError::NotFound)?;
+        let mut views = self.with_usage(vec![record]).await?;
+        views.pop().ok_or(UpdateKeyError::NotFound)
+    }
+
+    /// A new key with the old one's name and limits, shown once; the old key keeps working
+    /// for `grace` (zero: it stops at once), then expires.
+    #[tracing::instrument(skip(self))]
+    pub async fn roll(
+        &self,
+        user_id: UserId,
+        key_id: ApiKeyId,
+        grace: Duration,
+    ) -> Result<CreatedApiKey, FindKeyError> {
+        let old = self
+            .keys
+            .find_api_key(user_id, key_id)
+            .await?
+            .filter(|old| old.is_active)
+            .ok_or(FindKeyError::NotFound)?;
+        let settings = KeySettings {
+            name: super::model::ApiKeyName::from_stored(old.name.clone()),
+            expires_at: None,
+            limits: old.limits,
+        };
+        let (new_key, secret) = self.new_key(user_id, settings, Some(old.id))?;
+        let old_expires_at: OffsetDateTime = new_key.record.created_at + grace;
+        if !self
+            .keys
+            .roll_api_key(user_id, old.id, &new_key, old_expires_at)
+            .await?
+        {
+            return Err(FindKeyError::NotFound);
+        }
+        Ok(CreatedApiKey {
+            record: new_key.record,
+            secret,
+        })
     }
 
     /// Deactivates one of the user's keys. Revoking an already revoked key succeeds again.
@@ -120,18 +268,29 @@ impl ApiKeyService {
         }
     }
 
-    /// Checks a presented key (as sent, unparsed) and notes its use.
+    /// Checks a presented key (as sent, unparsed) and notes its use: refused when it is
+    /// unknown or revoked, past its expiry, or its account is disabled.
     pub async fn authenticate(
         &self,
         presented: &str,
     ) -> Result<AuthenticatedApiKey, AuthenticateKeyError> {
         let secret =
             ApiKeySecret::parse(presented).map_err(|_| AuthenticateKeyError::InvalidKey)?;
-        let key = self
+        let access = self
             .keys
             .find_active_api_key(&secret.hash())
             .await?
             .ok_or(AuthenticateKeyError::InvalidKey)?;
+        if access
+            .expires_at
+            .is_some_and(|expires_at| expires_at <= self.clock.now())
+        {
+            return Err(AuthenticateKeyError::Expired);
+        }
+        if access.account_disabled {
+            return Err(AuthenticateKeyError::AccountDisabled);
+        }
+        let key = access.key;
         // The key is valid whatever happens here: a failed stamp only loses a `last_used_at`.
         if let Err(error) = self
             .keys
@@ -147,6 +306,7 @@ impl ApiKeyService {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::api_keys::{ApiKeyName, KeyAccess};
     use crate::ports::{
         MockApiKeyRepository, MockClock, MockIdGenerator, MockRandomSource, RandomnessUnavailable,
     };
@@ -166,6 +326,7 @@ mod tests {
         ids.expect_new_id().return_const(KEY_ID);
         let ports = ApiKeyPorts {
             keys: Arc::new(keys),
+            usage: Arc::new(crate::ports::MockGenerationRepository::new()),
             random: Arc::new(random),
             clock: Arc::new(clock),
             ids: Arc::new(ids),
@@ -203,7 +364,13 @@ mod tests {
             .times(1)
             .returning(|_, _| Ok(()));
         let created = service(keys)
-            .create(USER, ApiKeyName::parse(Some("laptop")).unwrap())
+            .create(
+                USER,
+                KeySettings {
+                    name: ApiKeyName::parse(Some("laptop")).unwrap(),
+                    ..KeySettings::default()
+                },
+            )
             .await
             .unwrap();
         assert_eq!(
@@ -223,7 +390,7 @@ mod tests {
         let mut keys = MockApiKeyRepository::new();
         keys.expect_insert_api_key().never();
         let result = service_with(keys, random)
-            .create(USER, ApiKeyName::default())
+            .create(USER, KeySettings::default())
             .await;
         assert!(matches!(result, Err(CreateKeyError::Randomness(_))));
     }
@@ -233,7 +400,7 @@ mod tests {
         let mut keys = MockApiKeyRepository::new();
         keys.expect_insert_api_key()
             .returning(|_, max_active| Err(InsertKeyError::TooManyActiveKeys { max_active }));
-        let result = service(keys).create(USER, ApiKeyName::default()).await;
+        let result = service(keys).create(USER, KeySettings::default()).await;
         assert!(matches!(
             result,
             Err(CreateKeyError::TooManyActiveKeys { max_active: 20 })
@@ -284,14 +451,16 @@ mod tests {
     async fn a_valid_key_is_the_caller_and_its_use_is_noted() {
         let presented = format!("nb_live_{}", "6".repeat(32));
         let hash = ApiKeySecret::parse(&presented).unwrap().hash();
-        let caller = AuthenticatedApiKey {
-            key_id: ApiKeyId(KEY_ID),
-            user_id: USER,
+        let caller = AuthenticatedApiKey::unlimited(ApiKeyId(KEY_ID), USER);
+        let access = KeyAccess {
+            key: caller,
+            expires_at: None,
+            account_disabled: false,
         };
         let mut keys = MockApiKeyRepository::new();
         keys.expect_find_active_api_key()
             .with(eq(hash))
-            .returning(move |_| Ok(Some(caller)));
+            .returning(move |_| Ok(Some(access)));
         keys.expect_record_key_uses()
             .withf(|uses| uses == [(ApiKeyId(KEY_ID), NOW)])
             .times(1)

@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use crate::RepositoryError;
 use crate::error::BoxError;
+use crate::quota::ReserveError;
 
 /// Why the provider gave no image. Each maps to one HTTP answer in `nb-http`.
 #[derive(Debug, thiserror::Error)]
@@ -74,6 +75,9 @@ pub struct StorageError(#[source] pub BoxError);
 
 #[derive(Debug, thiserror::Error)]
 pub enum GenerateError {
+    /// Refused before any work: over a quota, or the key or account stopped being usable.
+    #[error(transparent)]
+    Quota(#[from] ReserveError),
     #[error(transparent)]
     Provider(#[from] ProviderError),
     #[error(transparent)]

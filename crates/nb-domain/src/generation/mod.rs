@@ -18,4 +18,4 @@ pub use model::{
     NotAnImage, ObjectKey, Prompt, RawGenerationRequest, StoredImage, UnknownModel,
     image_dimensions, size_label,
 };
-pub use service::{GenerationPorts, GenerationService};
+pub use service::{GenerationBatch, GenerationPorts, GenerationService};

@@ -19,7 +19,10 @@ use super::model::{
 };
 use crate::RepositoryError;
 use crate::api_keys::AuthenticatedApiKey;
-use crate::ports::{Clock, GenerationRepository, IdGenerator, ImageProvider, ObjectStorage};
+use crate::ports::{
+    Clock, GenerationRepository, IdGenerator, ImageProvider, ObjectStorage, QuotaRepository,
+};
+use crate::quota::{QuotaStanding, ReserveError};
 use crate::usage::{DailyUsage, UsageDays};
 use crate::user::UserId;
 
@@ -30,8 +33,16 @@ pub struct GenerationPorts {
     pub provider: Arc<dyn ImageProvider>,
     pub storage: Arc<dyn ObjectStorage>,
     pub generations: Arc<dyn GenerationRepository>,
+    pub quotas: Arc<dyn QuotaRepository>,
     pub clock: Arc<dyn Clock>,
     pub ids: Arc<dyn IdGenerator>,
+}
+
+/// What a request for images came to, and where the tightest quota stands after it.
+#[derive(Debug)]
+pub struct GenerationBatch {
+    pub result: Result<Vec<Generation>, GenerateError>,
+    pub quota: Option<QuotaStanding>,
 }
 
 /// Runs generations and reports usage.
@@ -60,15 +71,39 @@ impl GenerationService {
     }
 
     /// `count` images for one request, each its own provider call, all at once; each is
-    /// stored, recorded and counted on its own. Returns the images made (fewer than `count`
-    /// when some failed: those that succeeded are counted and must reach the client), or the
-    /// first failure when none was made.
+    /// stored, recorded and counted on its own. When a day or month quota applies, the
+    /// images are reserved first (refused when over) and those not made are given back.
+    /// The result holds the images made (fewer than `count` when some failed: those that
+    /// succeeded are counted and must reach the client), or the first failure when none was.
     pub async fn generate_images(
         &self,
         caller: AuthenticatedApiKey,
         request: &GenerationRequest,
         count: ImageCount,
-    ) -> Result<Vec<Generation>, GenerateError> {
+    ) -> GenerationBatch {
+        let images = count.get() as u64;
+        let reserved = if caller.quota_applies {
+            match self
+                .ports
+                .quotas
+                .reserve(&caller, images, self.ports.clock.now())
+                .await
+            {
+                Ok(reserved) => Some(reserved),
+                Err(error) => {
+                    let quota = match &error {
+                        ReserveError::Exceeded(standing) => Some(*standing),
+                        _ => None,
+                    };
+                    return GenerationBatch {
+                        result: Err(error.into()),
+                        quota,
+                    };
+                }
+            }
+        } else {
+            None
+        };
         let results = futures_util::future::join_all(
             (0..count.get()).map(|_| self.generate(caller, request.clone())),
         )
@@ -83,17 +118,39 @@ impl GenerationService {
                 }
             }
         }
-        match first_failure {
+        let unmade = images - made.len() as u64;
+        let mut quota = reserved.as_ref().and_then(|reserved| reserved.tightest);
+        if let Some(reserved) = &reserved
+            && unmade > 0
+        {
+            match self
+                .ports
+                .quotas
+                .release(&reserved.reservation, unmade)
+                .await
+            {
+                Ok(()) => {
+                    if let Some(standing) = &mut quota {
+                        standing.used = standing.used.saturating_sub(unmade);
+                    }
+                }
+                Err(error) => {
+                    tracing::error!(%error, unmade, "could not give back reserved quota");
+                }
+            }
+        }
+        let result = match first_failure {
             Some(error) if made.is_empty() => Err(error),
             _ => Ok(made),
-        }
+        };
+        GenerationBatch { result, quota }
     }
 
     #[tracing::instrument(
         skip_all,
         fields(generation_id, key_id = %caller.key_id, model = %request.model, size = size_label(request.size), inputs = request.inputs.images().len())
     )]
-    pub async fn generate(
+    async fn generate(
         &self,
         caller: AuthenticatedApiKey,
         request: GenerationRequest,
@@ -230,10 +287,8 @@ mod tests {
     const NOW: OffsetDateTime = datetime!(2026-11-25 12:00:00 UTC);
     const GEN: Uuid = Uuid::from_u128(0xabc);
     const PNG: &[u8] = b"\x89PNG\r\n\x1a\n rest of a png";
-    const CALLER: AuthenticatedApiKey = AuthenticatedApiKey {
-        key_id: ApiKeyId(Uuid::from_u128(1)),
-        user_id: UserId(Uuid::from_u128(2)),
-    };
+    const CALLER: AuthenticatedApiKey =
+        AuthenticatedApiKey::unlimited(ApiKeyId(Uuid::from_u128(1)), UserId(Uuid::from_u128(2)));
 
     fn models() -> AllowedModels {
         AllowedModels::new(["gemini-3.1-flash-image".to_owned()]).unwrap()
@@ -275,6 +330,7 @@ mod tests {
                 provider: Arc::new(provider),
                 storage: Arc::new(storage),
                 generations: Arc::new(generations),
+                quotas: Arc::new(crate::ports::MockQuotaRepository::new()),
                 clock: Arc::new(clock),
                 ids: Arc::new(ids),
             },
@@ -412,6 +468,7 @@ mod tests {
         let made = service(provider, lasting_storage(), generations)
             .generate_images(CALLER, &request(), ImageCount::new(3).unwrap())
             .await
+            .result
             .unwrap();
         assert_eq!(made.len(), 2);
         let mut statuses = recorded.lock().unwrap().clone();
@@ -426,11 +483,130 @@ mod tests {
         let provider = failing_provider(|| ProviderError::Timeout);
         let result = service(provider, MockObjectStorage::new(), generations)
             .generate_images(CALLER, &request(), ImageCount::new(2).unwrap())
-            .await;
+            .await
+            .result;
         assert!(matches!(
             result,
             Err(GenerateError::Provider(ProviderError::Timeout))
         ));
+    }
+
+    fn quota_caller() -> AuthenticatedApiKey {
+        AuthenticatedApiKey {
+            quota_applies: true,
+            ..CALLER
+        }
+    }
+
+    fn standing(used: u64) -> QuotaStanding {
+        QuotaStanding {
+            scope: crate::quota::QuotaScope::Key,
+            period: crate::quota::QuotaPeriod::Day,
+            limit: 10,
+            used,
+            resets_at: datetime!(2026-11-26 00:00 UTC),
+            checked_at: datetime!(2026-11-25 12:00 UTC),
+        }
+    }
+
+    fn service_with_quotas(
+        provider: MockImageProvider,
+        generations: MockGenerationRepository,
+        quotas: crate::ports::MockQuotaRepository,
+    ) -> GenerationService {
+        let mut clock = MockClock::new();
+        clock.expect_now().return_const(NOW);
+        let mut ids = MockIdGenerator::new();
+        ids.expect_new_id().return_const(GEN);
+        GenerationService::new(
+            GenerationPorts {
+                provider: Arc::new(provider),
+                storage: Arc::new(lasting_storage()),
+                generations: Arc::new(generations),
+                quotas: Arc::new(quotas),
+                clock: Arc::new(clock),
+                ids: Arc::new(ids),
+            },
+            models(),
+        )
+    }
+
+    #[tokio::test]
+    async fn images_are_reserved_first_and_those_not_made_are_given_back() {
+        let calls = std::sync::atomic::AtomicUsize::new(0);
+        let mut provider = MockImageProvider::new();
+        provider.expect_generate().times(3).returning(move |_| {
+            if calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 0 {
+                Err(ProviderError::Timeout)
+            } else {
+                Ok(GeneratedImage::from_bytes(Bytes::from_static(PNG)).unwrap())
+            }
+        });
+        let mut generations = MockGenerationRepository::new();
+        generations.expect_record().times(3).returning(|_| Ok(()));
+        let mut quotas = crate::ports::MockQuotaRepository::new();
+        quotas
+            .expect_reserve()
+            .withf(|caller, images, at| {
+                caller.key_id == CALLER.key_id && *images == 3 && *at == NOW
+            })
+            .times(1)
+            .returning(|caller, images, at| {
+                Ok(crate::quota::Reserved {
+                    reservation: crate::quota::Reservation {
+                        key_id: caller.key_id,
+                        user_id: caller.user_id,
+                        images,
+                        at,
+                        counted: Vec::new(),
+                    },
+                    tightest: Some(standing(8)),
+                })
+            });
+        quotas
+            .expect_release()
+            .withf(|reservation, images| reservation.images == 3 && *images == 1)
+            .times(1)
+            .returning(|_, _| Ok(()));
+        let batch = service_with_quotas(provider, generations, quotas)
+            .generate_images(quota_caller(), &request(), ImageCount::new(3).unwrap())
+            .await;
+        assert_eq!(batch.result.unwrap().len(), 2);
+        assert_eq!(batch.quota.map(|quota| quota.remaining()), Some(3));
+    }
+
+    #[tokio::test]
+    async fn over_a_quota_nothing_is_attempted() {
+        let mut provider = MockImageProvider::new();
+        provider.expect_generate().never();
+        let mut generations = MockGenerationRepository::new();
+        generations.expect_record().never();
+        let mut quotas = crate::ports::MockQuotaRepository::new();
+        quotas
+            .expect_reserve()
+            .returning(|_, _, _| Err(ReserveError::Exceeded(standing(10))));
+        quotas.expect_release().never();
+        let batch = service_with_quotas(provider, generations, quotas)
+            .generate_images(quota_caller(), &request(), ImageCount::ONE)
+            .await;
+        assert!(matches!(
+            batch.result,
+            Err(GenerateError::Quota(ReserveError::Exceeded(_)))
+        ));
+        assert_eq!(batch.quota.map(|quota| quota.remaining()), Some(0));
+    }
+
+    #[tokio::test]
+    async fn without_a_quota_nothing_is_reserved() {
+        let mut quotas = crate::ports::MockQuotaRepository::new();
+        quotas.expect_reserve().never();
+        let mut generations = MockGenerationRepository::new();
+        generations.expect_record().returning(|_| Ok(()));
+        let batch = service_with_quotas(provider_returning_png(), generations, quotas)
+            .generate_images(CALLER, &request(), ImageCount::ONE)
+            .await;
+        assert!(batch.result.is_ok());
+        assert_eq!(batch.quota, None);
     }
 
     #[tokio::test]

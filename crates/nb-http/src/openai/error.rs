@@ -7,8 +7,8 @@
 //!   `param`, as OpenAI answers it;
 //! - a prompt or image the model refused (`content_rejected`) is a 400 with code
 //!   `content_policy_violation`;
-//! - `type` is `invalid_request_error` for 4xx, `requests` for rate limits, `server_error`
-//!   for 5xx; `code` is always our snake_case code (or OpenAI's name for the same thing);
+//! - `type` is `invalid_request_error` for 4xx, `requests` for rate limits,
+//!   `insufficient_quota` for a spent day or month quota, `server_error` for 5xx; `code` is always our snake_case code (or OpenAI's name for the same thing);
 //! - answers a retry cannot fix carry `x-should-retry: false`, which the SDKs honour.
 
 use actix_web::http::StatusCode;
@@ -60,7 +60,8 @@ pub(crate) struct OpenAiErrorBody {
 pub(crate) struct OpenAiErrorDetail {
     /// A sentence for people.
     message: String,
-    /// `invalid_request_error`, `requests` (rate limits) or `server_error`.
+    /// `invalid_request_error`, `requests` (rate limits), `insufficient_quota` (a spent day
+    /// or month quota) or `server_error`.
     #[serde(rename = "type")]
     kind: &'static str,
     /// The request parameter at fault, when one is.
@@ -88,7 +89,10 @@ impl OpenAiError {
             && status != StatusCode::REQUEST_TIMEOUT
             || matches!(
                 code,
-                "model_unavailable" | "upstream_auth_failed" | "generation_not_configured"
+                "model_unavailable"
+                    | "upstream_auth_failed"
+                    | "generation_not_configured"
+                    | "quota_exceeded"
             )
     }
 }
@@ -103,7 +107,10 @@ impl ResponseError for OpenAiError {
         // status change here.
         let native = self.0.error_response();
         let (status, code) = self.status_and_code();
-        let kind = if status == StatusCode::TOO_MANY_REQUESTS {
+        let kind = if code == "quota_exceeded" {
+            // OpenAI's type for a spent budget: clients tell it from a rate limit by it.
+            "insufficient_quota"
+        } else if status == StatusCode::TOO_MANY_REQUESTS {
             "requests"
         } else if status.is_server_error() {
             "server_error"

@@ -26,6 +26,7 @@ use self::multipart::{EditForm, read_edit_form};
 use crate::auth::ApiKeyCaller;
 use crate::error::ApiError;
 use crate::json::JsonBody;
+use crate::quota_headers;
 use crate::routes::generations::{record_outcomes, server_timing, throttled};
 use crate::state::AppState;
 
@@ -268,14 +269,28 @@ async fn run(
     caller: nb_domain::api_keys::AuthenticatedApiKey,
     wanted: Wanted,
 ) -> Result<HttpResponse, ApiError> {
-    let result = state
+    let batch = state
         .generations
         .generate_images(caller, &wanted.request, wanted.count)
         .await;
-    let generations = record_outcomes(&wanted.request, result)?;
-    let first = generations
-        .first()
-        .ok_or_else(|| ApiError::internal("a generation succeeded without an image"))?;
+    let mut response = match record_outcomes(&wanted.request, batch.result) {
+        Ok(generations) => answer(request, generations, wanted.format),
+        Err(error) => render(error),
+    };
+    quota_headers::insert(response.headers_mut(), batch.quota.as_ref());
+    Ok(response)
+}
+
+fn answer(
+    request: &HttpRequest,
+    generations: Vec<Generation>,
+    format: ResponseFormat,
+) -> HttpResponse {
+    let Some(first) = generations.first() else {
+        return render(ApiError::internal(
+            "a generation succeeded without an image",
+        ));
+    };
     let timing = server_timing(request, first);
     let body = ImagesResponse {
         created: first.created_at.unix_timestamp(),
@@ -283,10 +298,10 @@ async fn run(
         output_format: output_format(first.image.format()),
         data: generations
             .into_iter()
-            .map(|generation| image_data(generation, wanted.format))
+            .map(|generation| image_data(generation, format))
             .collect(),
     };
-    Ok(HttpResponse::Ok().insert_header(timing).json(body))
+    HttpResponse::Ok().insert_header(timing).json(body)
 }
 
 fn image_data(generation: Generation, format: ResponseFormat) -> ImageData {
@@ -314,10 +329,11 @@ fn render(error: ApiError) -> HttpResponse {
     responses(
         (status = 200, description = "The images (fewer than `n` when some failed)", body = ImagesResponse),
         (status = 400, description = "A parameter is invalid (`param` names it), or the prompt was refused (`content_policy_violation`)", body = OpenAiErrorBody),
-        (status = 401, description = "Missing, invalid or revoked API key", body = OpenAiErrorBody),
+        (status = 401, description = "Missing, invalid or revoked API key, or an expired one (`key_expired`)", body = OpenAiErrorBody),
+        (status = 403, description = "The account is disabled (`account_disabled`)", body = OpenAiErrorBody),
         (status = 413, description = "Body too large", body = OpenAiErrorBody),
         (status = 415, description = "The body is not `application/json`", body = OpenAiErrorBody),
-        (status = 429, description = "Over a rate limit", body = OpenAiErrorBody),
+        (status = 429, description = "Over a per-minute rate limit (type `requests`), or a day or month quota (type `insufficient_quota`, code `quota_exceeded`, `Retry-After` to its reset)", body = OpenAiErrorBody),
         (status = 502, description = "The provider or the storage failed", body = OpenAiErrorBody),
         (status = 503, description = "Not configured, provider busy, or database unavailable", body = OpenAiErrorBody),
         (status = 504, description = "The provider did not answer in time", body = OpenAiErrorBody),
@@ -349,10 +365,11 @@ pub(crate) async fn generations(
     responses(
         (status = 200, description = "The images", body = ImagesResponse),
         (status = 400, description = "A parameter or image is invalid (`param` names it), the form is malformed, or the request was refused (`content_policy_violation`)", body = OpenAiErrorBody),
-        (status = 401, description = "Missing, invalid or revoked API key", body = OpenAiErrorBody),
+        (status = 401, description = "Missing, invalid or revoked API key, or an expired one (`key_expired`)", body = OpenAiErrorBody),
+        (status = 403, description = "The account is disabled (`account_disabled`)", body = OpenAiErrorBody),
         (status = 413, description = "An image, or all of them, over the limit", body = OpenAiErrorBody),
         (status = 415, description = "Not `multipart/form-data`", body = OpenAiErrorBody),
-        (status = 429, description = "Over a rate limit", body = OpenAiErrorBody),
+        (status = 429, description = "Over a per-minute rate limit (type `requests`), or a day or month quota (type `insufficient_quota`, code `quota_exceeded`, `Retry-After` to its reset)", body = OpenAiErrorBody),
         (status = 502, description = "The provider or the storage failed", body = OpenAiErrorBody),
         (status = 503, description = "Not configured, provider busy, or database unavailable", body = OpenAiErrorBody),
         (status = 504, description = "The provider did not answer in time", body = OpenAiErrorBody),
@@ -417,7 +434,8 @@ fn model_object(id: &str) -> ModelObject {
 #[utoipa::path(get, path = "/v1/models", tag = "openai", security(("api_key" = [])),
     responses(
         (status = 200, description = "The models", body = ModelList),
-        (status = 401, description = "Missing, invalid or revoked API key", body = OpenAiErrorBody),
+        (status = 401, description = "Missing, invalid or revoked API key, or an expired one (`key_expired`)", body = OpenAiErrorBody),
+        (status = 403, description = "The account is disabled (`account_disabled`)", body = OpenAiErrorBody),
     ))]
 pub(crate) async fn list_models(
     state: web::Data<AppState>,
@@ -442,7 +460,8 @@ pub(crate) async fn list_models(
     params(("model" = String, Path, description = "A model id")),
     responses(
         (status = 200, description = "The model", body = ModelObject),
-        (status = 401, description = "Missing, invalid or revoked API key", body = OpenAiErrorBody),
+        (status = 401, description = "Missing, invalid or revoked API key, or an expired one (`key_expired`)", body = OpenAiErrorBody),
+        (status = 403, description = "The account is disabled (`account_disabled`)", body = OpenAiErrorBody),
         (status = 404, description = "No such model (`model_not_found`)", body = OpenAiErrorBody),
     ))]
 pub(crate) async fn get_model(

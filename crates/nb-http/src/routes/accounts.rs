@@ -110,6 +110,7 @@ pub(crate) async fn register(
     responses(
         (status = 200, description = "Logged in", body = AccessTokenResponse),
         (status = 401, description = "Wrong email or password", body = ErrorBody),
+        (status = 403, description = "The right password, for an account the operator disabled (`account_disabled`)", body = ErrorBody),
         (status = 413, description = "Body too large", body = ErrorBody),
         (status = 415, description = "The body is not `application/json`", body = ErrorBody),
         (status = 422, description = "Malformed body", body = ErrorBody),
@@ -149,6 +150,7 @@ pub(crate) const NO_STORE: (HeaderName, HeaderValue) =
     responses(
         (status = 204, description = "Logged out"),
         (status = 401, description = "Missing, invalid or expired access token", body = ErrorBody),
+        (status = 403, description = "The account is disabled (`account_disabled`)", body = ErrorBody),
     ))]
 pub(crate) async fn logout(
     state: web::Data<AppState>,
@@ -174,6 +176,7 @@ pub(crate) struct ChangePasswordRequest {
     responses(
         (status = 200, description = "Changed; a new access token", body = AccessTokenResponse),
         (status = 401, description = "Missing, invalid or expired access token", body = ErrorBody),
+        (status = 403, description = "The account is disabled (`account_disabled`)", body = ErrorBody),
         (status = 413, description = "Body too large", body = ErrorBody),
         (status = 415, description = "The body is not `application/json`", body = ErrorBody),
         (status = 422, description = "Wrong current password (`wrong_password`) or an invalid new one", body = ErrorBody),
@@ -212,6 +215,7 @@ pub(crate) async fn change_password(
     responses(
         (status = 200, description = "The user", body = UserResponse),
         (status = 401, description = "Missing, invalid or expired access token", body = ErrorBody),
+        (status = 403, description = "The account is disabled (`account_disabled`)", body = ErrorBody),
     ))]
 pub(crate) async fn me(SignedInUser(user): SignedInUser) -> web::Json<UserResponse> {
     web::Json(user.into())

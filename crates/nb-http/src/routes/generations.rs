@@ -7,7 +7,7 @@ use bytes::Bytes;
 use nb_domain::api_keys::AuthenticatedApiKey;
 use nb_domain::encoding::decode_data_url_or_base64;
 use nb_domain::generation::{
-    GenerateError, Generation, GenerationRequest, InputImageLimits, InputImages,
+    GenerateError, Generation, GenerationRequest, ImageCount, InputImageLimits, InputImages,
     RawGenerationRequest, size_label,
 };
 use nb_domain::rate_limit::ThrottleError;
@@ -20,6 +20,7 @@ use uuid::Uuid;
 use crate::auth::{ApiKeyCaller, SignedInUser};
 use crate::error::{ApiError, ErrorBody};
 use crate::json::JsonBodyWithImages;
+use crate::quota_headers;
 use crate::rate_limit::add_rate_limit_headers;
 use crate::request_context::RequestStarted;
 use crate::state::AppState;
@@ -57,11 +58,12 @@ pub(crate) struct GenerateResponse {
     responses(
         (status = 200, description = "The image's URL", body = GenerateResponse,
             headers(("x-ratelimit-limit" = u32), ("x-ratelimit-remaining" = u32), ("x-ratelimit-reset" = u64))),
-        (status = 401, description = "Missing, invalid or revoked API key", body = ErrorBody),
+        (status = 401, description = "Missing, invalid or revoked API key, or an expired one (`key_expired`)", body = ErrorBody),
+        (status = 403, description = "The account is disabled (`account_disabled`)", body = ErrorBody),
         (status = 413, description = "Body too large, or an input image over its limit", body = ErrorBody),
         (status = 415, description = "The body is not `application/json`", body = ErrorBody),
         (status = 422, description = "Invalid field, or the provider returned no image (`content_rejected`)", body = ErrorBody),
-        (status = 429, description = "Over this key's or this account's rate limit", body = ErrorBody),
+        (status = 429, description = "Over a per-minute rate limit (`rate_limited`), or a day or month quota (`quota_exceeded`, `Retry-After` to its reset)", body = ErrorBody),
         (status = 502, description = "The provider or the storage failed", body = ErrorBody),
         (status = 503, description = "Not configured, provider busy or rate limited, or database unavailable", body = ErrorBody),
         (status = 504, description = "The provider did not answer in time", body = ErrorBody),
@@ -146,22 +148,30 @@ async fn run_generation(
         model: body.model,
     };
     let wanted = GenerationRequest::parse(raw, state.generations.models(), inputs)?;
-    let result = state.generations.generate(caller, wanted.clone()).await;
-    let generation = record_outcomes(&wanted, result.map(|generation| vec![generation]))?
-        .pop()
-        .ok_or_else(|| ApiError::internal("a generation succeeded without an image"))?;
-    Ok(HttpResponse::Ok()
-        .insert_header(server_timing(request, &generation))
-        .json(GenerateResponse {
-            id: generation.id.to_string(),
-            url: generation.url,
-            prompt: generation.prompt.as_str().to_owned(),
-            size: size_label(generation.size),
-            style: generation.style.as_str(),
-            model: generation.model.as_str().to_owned(),
-            mime_type: generation.image.format().mime_type(),
-            created_at: generation.created_at,
-        }))
+    let batch = state
+        .generations
+        .generate_images(caller, &wanted, ImageCount::ONE)
+        .await;
+    let mut response = match record_outcomes(&wanted, batch.result) {
+        Ok(mut generations) => match generations.pop() {
+            Some(generation) => HttpResponse::Ok()
+                .insert_header(server_timing(request, &generation))
+                .json(GenerateResponse {
+                    id: generation.id.to_string(),
+                    url: generation.url,
+                    prompt: generation.prompt.as_str().to_owned(),
+                    size: size_label(generation.size),
+                    style: generation.style.as_str(),
+                    model: generation.model.as_str().to_owned(),
+                    mime_type: generation.image.format().mime_type(),
+                    created_at: generation.created_at,
+                }),
+            None => ApiError::internal("a generation succeeded without an image").error_response(),
+        },
+        Err(error) => error.error_response(),
+    };
+    quota_headers::insert(response.headers_mut(), batch.quota.as_ref());
+    Ok(response)
 }
 
 /// Counts each image made (and a failure) in the metrics; the error as an `ApiError`.
@@ -245,6 +255,7 @@ fn iso_date(day: Date) -> String {
     responses(
         (status = 200, description = "Counts per key per UTC day, newest first", body = UsageResponse),
         (status = 401, description = "Missing, invalid or expired access token", body = ErrorBody),
+        (status = 403, description = "The account is disabled (`account_disabled`)", body = ErrorBody),
         (status = 422, description = "`days` out of range", body = ErrorBody),
     ))]
 pub(crate) async fn usage(

@@ -6,6 +6,7 @@
 //! answered for every `GET` route (see `request_context`).
 
 mod accounts;
+mod admin;
 mod api_keys;
 pub(crate) mod generations;
 mod images;
@@ -41,13 +42,18 @@ routes! {
     "/v1/auth/logout" => { post => accounts::logout },
     "/v1/auth/password" => { post => accounts::change_password },
     "/v1/keys" => { get => api_keys::list, post => api_keys::create },
-    "/v1/keys/{key_id}" => { delete => api_keys::revoke },
+    "/v1/keys/{key_id}" => { get => api_keys::get, patch => api_keys::update, delete => api_keys::revoke },
+    "/v1/keys/{key_id}/roll" => { post => api_keys::roll },
     "/v1/generate" => { post => generations::generate },
     "/v1/images/generations" => { post => crate::openai::generations },
     "/v1/images/edits" => { post => crate::openai::edits },
     "/v1/models" => { get => crate::openai::list_models },
     "/v1/models/{model}" => { get => crate::openai::get_model },
     "/v1/usage" => { get => generations::usage },
+    "/v1/admin/users" => { get => admin::list_users },
+    "/v1/admin/users/{user_id}" => { patch => admin::update_user },
+    "/v1/admin/users/{user_id}/keys" => { get => admin::list_user_keys },
+    "/v1/admin/audit" => { get => admin::audit },
     "/images/{tail:.+}" => { get => images::serve },
     "/healthz" => { get => ops::healthz },
     "/readyz" => { get => ops::readyz },

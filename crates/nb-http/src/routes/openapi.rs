@@ -8,7 +8,7 @@ use actix_web::HttpResponse;
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{accounts, api_keys, generations, images, ops};
+use super::{accounts, admin, api_keys, generations, images, ops};
 
 #[derive(Debug, OpenApi)]
 #[openapi(
@@ -24,6 +24,9 @@ use super::{accounts, api_keys, generations, images, ops};
         accounts::change_password,
         api_keys::create,
         api_keys::list,
+        api_keys::get,
+        api_keys::update,
+        api_keys::roll,
         api_keys::revoke,
         generations::generate,
         crate::openai::generations,
@@ -31,6 +34,10 @@ use super::{accounts, api_keys, generations, images, ops};
         crate::openai::list_models,
         crate::openai::get_model,
         generations::usage,
+        admin::list_users,
+        admin::update_user,
+        admin::list_user_keys,
+        admin::audit,
         images::serve,
         ops::healthz,
         ops::readyz,
@@ -43,6 +50,7 @@ use super::{accounts, api_keys, generations, images, ops};
         (name = "keys", description = "API keys (access tokens)"),
         (name = "generation", description = "Images and usage (API keys)"),
         (name = "openai", description = "OpenAI-compatible images and models (API keys): point an OpenAI SDK's base_url at /v1"),
+        (name = "admin", description = "The operator's view (access tokens of the accounts in NB_ADMIN_EMAILS)"),
         (name = "operations", description = "Health, readiness, metrics and this document"),
     )
 )]

@@ -179,11 +179,15 @@ async fn test_list_keys_returns_prefix_not_full_key(app: TestApp) {
         fields,
         [
             "created_at",
+            "expires_at",
             "id",
             "is_active",
             "last_used_at",
+            "limits",
             "name",
-            "prefix"
+            "prefix",
+            "rolled_from",
+            "usage"
         ]
     );
 }

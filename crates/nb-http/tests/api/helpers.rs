@@ -1,6 +1,7 @@
 //! A real server on a real socket, against a fresh database, for each test.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use std::time::Duration;
 
@@ -8,9 +9,10 @@ use actix_web::{HttpResponse, web};
 use base64::Engine as _;
 use nb_db::testing::TestDatabase;
 use nb_domain::generation::AllowedModels;
+use nb_domain::ports::Clock;
 use nb_http::auth::ApiKeyCaller;
 use nb_http::config::{Config, JwtSecret, Limits, LogFormat, StorageConfig, UpstreamLimits};
-use nb_http::startup::{bind, build_state, serve};
+use nb_http::startup::{bind, build_state_with_clock, serve};
 use nb_imagen::GoogleApiKey;
 use reqwest::header::{AUTHORIZATION, CONTENT_TYPE};
 use serde_json::{Value, json};
@@ -20,6 +22,8 @@ use wiremock::{Mock, MockServer, ResponseTemplate};
 pub const TEST_JWT_SECRET: &str = "test-secret-that-is-at-least-32-bytes-long";
 pub const PASSWORD: &str = "correct horse battery staple";
 pub const GOOGLE_KEY: &str = "AIzaSy-test-google-api-key-000";
+/// The test server's one admin account (`NB_ADMIN_EMAILS`).
+pub const ADMIN_EMAIL: &str = "root@example.com";
 pub const MODEL: &str = "gemini-3.1-flash-image";
 /// The 2x2 PNG of the captured Gemini response (`crates/nb-imagen/tests/wire`).
 pub const PNG_BASE64: &str = "iVBORw0KGgoAAAANSUhEUgAAAAIAAAACCAIAAAD91JpzAAAAEElEQVR4nGP4f4IBiBggFAA1zgcdmk6h0gAAAABJRU5ErkJggg==";
@@ -51,6 +55,31 @@ pub struct TestApp {
     /// A local fake of Google's API; by default every `:generateContent` gets an image.
     pub google: MockServer,
     pub data_dir: tempfile::TempDir,
+    /// The server's clock: the system's, moved by what the test adds.
+    pub clock: Arc<ShiftedClock>,
+}
+
+/// The system clock plus an offset a test can move (to cross a UTC midnight without
+/// waiting for one). Access tokens are checked against the system clock as well, so a test
+/// that moves it uses API keys from then on.
+#[derive(Debug, Default)]
+pub struct ShiftedClock {
+    offset: std::sync::Mutex<time::Duration>,
+}
+
+impl ShiftedClock {
+    /// Moves the clock to `at` from now on.
+    pub fn set(&self, at: time::OffsetDateTime) {
+        *self.offset.lock().unwrap() = at - time::OffsetDateTime::now_utc();
+    }
+}
+
+impl Clock for ShiftedClock {
+    fn now(&self) -> time::OffsetDateTime {
+        nb_domain::ports::to_microseconds(
+            time::OffsetDateTime::now_utc() + *self.offset.lock().unwrap(),
+        )
+    }
 }
 
 pub fn test_config(data_dir: PathBuf, db: &TestDatabase, google: &MockServer) -> Config {
@@ -79,6 +108,11 @@ pub fn test_config(data_dir: PathBuf, db: &TestDatabase, google: &MockServer) ->
         },
         metrics_token: None,
         cors_origins: Vec::new(),
+        admin_emails: nb_domain::admin::AdminEmails::new(vec![
+            nb_domain::user::EmailAddress::parse(ADMIN_EMAIL).unwrap(),
+        ]),
+        default_account_quotas: nb_domain::quota::PeriodLimits::default(),
+        default_key_quotas: nb_domain::quota::PeriodLimits::default(),
         listen: "127.0.0.1:0".into(),
         database_url: db.url.clone(),
         database_pool: nb_db::testing::test_pool_options(),
@@ -128,7 +162,9 @@ impl TestApp {
         adjust(&mut config);
         let listener = bind("127.0.0.1:0").unwrap();
         let address = listener.local_addr().unwrap();
-        let wired = build_state(&config, db.database.clone(), address).unwrap();
+        let clock = Arc::new(ShiftedClock::default());
+        let wired =
+            build_state_with_clock(&config, db.database.clone(), address, clock.clone()).unwrap();
         wired.maintenance.spawn();
         let app_id = uuid::Uuid::new_v4().simple().to_string();
         let echo_route = format!("/test/{app_id}/echo/{{n}}");
@@ -146,6 +182,7 @@ impl TestApp {
             db,
             google,
             data_dir,
+            clock,
         }
     }
 

@@ -10,3 +10,4 @@ mod helpers;
 mod openai;
 mod openapi;
 mod operations;
+mod spend_control;

@@ -1,0 +1,362 @@
+//! The operator's view: admin accounts (named by `NB_ADMIN_EMAILS`) list accounts with their
+//! usage, set an account's quotas, disable it, and read the audit of every such change.
+
+use std::fmt;
+use std::sync::Arc;
+
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use crate::RepositoryError;
+use crate::api_keys::{ApiKeyRecord, KeyUsage};
+use crate::pagination::{Page, PageRequest};
+use crate::ports::{
+    AdminRepository, ApiKeyRepository, Clock, IdGenerator, KeyInvalidation, UserRepository,
+};
+use crate::quota::{PeriodLimits, QuotaLimit};
+use crate::user::{EmailAddress, User, UserId};
+
+/// The accounts that may use the admin routes.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AdminEmails(Vec<EmailAddress>);
+
+impl AdminEmails {
+    pub fn new(emails: Vec<EmailAddress>) -> Self {
+        Self(emails)
+    }
+
+    pub fn includes(&self, email: &EmailAddress) -> bool {
+        self.0.contains(email)
+    }
+}
+
+/// What an operator sets on an account.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct AccountSettings {
+    /// Day and month quotas over all the account's keys.
+    pub limits: PeriodLimits,
+    /// A disabled account's tokens and keys are refused (403 `account_disabled`).
+    pub disabled: bool,
+}
+
+/// Changes to an account: `None` leaves a setting as it is; `Some(None)` removes a quota.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct AccountChanges {
+    pub per_day: Option<Option<QuotaLimit>>,
+    pub per_month: Option<Option<QuotaLimit>>,
+    pub disabled: Option<bool>,
+}
+
+impl AccountChanges {
+    /// Whether a quota changes (the account's counters must then be re-read).
+    pub fn touches_quotas(&self) -> bool {
+        self.per_day.is_some() || self.per_month.is_some()
+    }
+
+    pub fn apply(&self, before: AccountSettings) -> AccountSettings {
+        AccountSettings {
+            limits: PeriodLimits {
+                per_day: self.per_day.unwrap_or(before.limits.per_day),
+                per_month: self.per_month.unwrap_or(before.limits.per_month),
+            },
+            disabled: self.disabled.unwrap_or(before.disabled),
+        }
+    }
+}
+
+/// An account as the operator sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccountOverview {
+    pub user: User,
+    pub settings: AccountSettings,
+    /// Images made by all its keys today and this month (UTC).
+    pub usage: KeyUsage,
+}
+
+/// One operator action.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditEntry {
+    pub id: Uuid,
+    pub actor: UserId,
+    /// What was done: `account.update`.
+    pub action: String,
+    pub target: UserId,
+    pub before: AccountSettings,
+    pub after: AccountSettings,
+    pub at: OffsetDateTime,
+}
+
+pub const ACCOUNT_UPDATE: &str = "account.update";
+
+#[derive(Debug, thiserror::Error)]
+pub enum AdminError {
+    /// The caller is not an admin.
+    #[error("only admins may do this")]
+    NotAdmin,
+    #[error("no such account")]
+    NotFound,
+    /// An admin may not disable their own account (nobody could enable it again).
+    #[error("admins cannot disable their own account")]
+    DisablingSelf,
+    #[error(transparent)]
+    Repository(#[from] RepositoryError),
+}
+
+/// The ports an [`AdminService`] works through.
+#[derive(Clone)]
+#[allow(missing_debug_implementations)] // Trait objects without Debug.
+pub struct AdminPorts {
+    pub accounts: Arc<dyn AdminRepository>,
+    pub users: Arc<dyn UserRepository>,
+    pub keys: Arc<dyn ApiKeyRepository>,
+    pub invalidation: Arc<dyn KeyInvalidation>,
+    pub clock: Arc<dyn Clock>,
+    pub ids: Arc<dyn IdGenerator>,
+}
+
+#[derive(Clone)]
+pub struct AdminService {
+    ports: AdminPorts,
+    admins: AdminEmails,
+}
+
+impl fmt::Debug for AdminService {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AdminService")
+            .field("admins", &self.admins)
+            .finish_non_exhaustive()
+    }
+}
+
+impl AdminService {
+    pub fn new(ports: AdminPorts, admins: AdminEmails) -> Self {
+        Self { ports, admins }
+    }
+
+    pub fn is_admin(&self, user: &User) -> bool {
+        self.admins.includes(&user.email)
+    }
+
+    /// Refuses anyone not named by `NB_ADMIN_EMAILS` (before anything else is looked at).
+    pub fn require_admin(&self, actor: &User) -> Result<(), AdminError> {
+        if self.is_admin(actor) {
+            Ok(())
+        } else {
+            Err(AdminError::NotAdmin)
+        }
+    }
+
+    /// Accounts, oldest first, with their settings and usage.
+    pub async fn accounts(
+        &self,
+        actor: &User,
+        page: PageRequest,
+    ) -> Result<Page<AccountOverview>, AdminError> {
+        self.require_admin(actor)?;
+        Ok(self
+            .ports
+            .accounts
+            .list_accounts(page, self.ports.clock.now())
+            .await?)
+    }
+
+    /// Sets an account's quotas or disables it; recorded in the audit with the settings
+    /// before and after. The account's keys are forgotten by caches at once (on this
+    /// instance; elsewhere within the cache's lifetime).
+    #[tracing::instrument(skip(self, actor), fields(actor = %actor.id))]
+    pub async fn update_account(
+        &self,
+        actor: &User,
+        user_id: UserId,
+        changes: AccountChanges,
+    ) -> Result<AccountSettings, AdminError> {
+        self.require_admin(actor)?;
+        if actor.id == user_id && changes.disabled == Some(true) {
+            return Err(AdminError::DisablingSelf);
+        }
+        let entry = AuditEntry {
+            id: self.ports.ids.new_id(),
+            actor: actor.id,
+            action: ACCOUNT_UPDATE.to_owned(),
+            target: user_id,
+            before: AccountSettings::default(),
+            after: AccountSettings::default(),
+            at: self.ports.clock.now(),
+        };
+        let (_, after) = self
+            .ports
+            .accounts
+            .update_account(user_id, &changes, &entry)
+            .await?
+            .ok_or(AdminError::NotFound)?;
+        self.ports.invalidation.account_changed(user_id).await;
+        Ok(after)
+    }
+
+    /// An account's keys (prefixes, never hashes), newest first.
+    pub async fn account_keys(
+        &self,
+        actor: &User,
+        user_id: UserId,
+        page: PageRequest,
+    ) -> Result<Page<ApiKeyRecord>, AdminError> {
+        self.require_admin(actor)?;
+        if self.ports.users.find_user_by_id(user_id).await?.is_none() {
+            return Err(AdminError::NotFound);
+        }
+        Ok(self.ports.keys.list_api_keys(user_id, page).await?)
+    }
+
+    /// The audit, newest first.
+    pub async fn audit(
+        &self,
+        actor: &User,
+        page: PageRequest,
+    ) -> Result<Page<AuditEntry>, AdminError> {
+        self.require_admin(actor)?;
+        Ok(self.ports.accounts.list_audit(page).await?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ports::{
+        MockAdminRepository, MockApiKeyRepository, MockClock, MockIdGenerator, MockKeyInvalidation,
+        MockUserRepository,
+    };
+    use time::macros::datetime;
+
+    const NOW: OffsetDateTime = datetime!(2026-11-25 12:00 UTC);
+
+    fn user(email: &str) -> User {
+        User {
+            id: UserId(Uuid::now_v7()),
+            email: EmailAddress::parse(email).unwrap(),
+            created_at: NOW,
+            disabled: false,
+        }
+    }
+
+    fn service(accounts: MockAdminRepository, invalidation: MockKeyInvalidation) -> AdminService {
+        let mut clock = MockClock::new();
+        clock.expect_now().return_const(NOW);
+        let mut ids = MockIdGenerator::new();
+        ids.expect_new_id().return_const(Uuid::from_u128(7));
+        AdminService::new(
+            AdminPorts {
+                accounts: Arc::new(accounts),
+                users: Arc::new(MockUserRepository::new()),
+                keys: Arc::new(MockApiKeyRepository::new()),
+                invalidation: Arc::new(invalidation),
+                clock: Arc::new(clock),
+                ids: Arc::new(ids),
+            },
+            AdminEmails::new(vec![EmailAddress::parse("root@example.com").unwrap()]),
+        )
+    }
+
+    #[tokio::test]
+    async fn only_admins_get_through() {
+        let mut accounts = MockAdminRepository::new();
+        accounts.expect_list_accounts().never();
+        accounts.expect_update_account().never();
+        accounts.expect_list_audit().never();
+        let admin = service(accounts, MockKeyInvalidation::new());
+        let mallory = user("mallory@example.com");
+        let page = PageRequest::first(10);
+        assert!(matches!(
+            admin.accounts(&mallory, page).await,
+            Err(AdminError::NotAdmin)
+        ));
+        assert!(matches!(
+            admin.audit(&mallory, page).await,
+            Err(AdminError::NotAdmin)
+        ));
+        let changes = AccountChanges {
+            disabled: Some(true),
+            ..AccountChanges::default()
+        };
+        let disabled = admin.update_account(&mallory, mallory.id, changes).await;
+        assert!(matches!(disabled, Err(AdminError::NotAdmin)));
+    }
+
+    #[tokio::test]
+    async fn a_change_is_audited_and_the_accounts_keys_are_forgotten() {
+        let root = user("root@example.com");
+        let target = UserId(Uuid::from_u128(42));
+        let mut accounts = MockAdminRepository::new();
+        let actor = root.id;
+        accounts
+            .expect_update_account()
+            .withf(move |user_id, changes, entry| {
+                *user_id == target
+                    && changes.disabled == Some(true)
+                    && entry.actor == actor
+                    && entry.action == ACCOUNT_UPDATE
+                    && entry.at == NOW
+            })
+            .times(1)
+            .returning(|_, _, _| {
+                let after = AccountSettings {
+                    disabled: true,
+                    ..AccountSettings::default()
+                };
+                Ok(Some((AccountSettings::default(), after)))
+            });
+        let mut invalidation = MockKeyInvalidation::new();
+        invalidation
+            .expect_account_changed()
+            .withf(move |user_id| *user_id == target)
+            .times(1)
+            .return_const(());
+        let changes = AccountChanges {
+            disabled: Some(true),
+            ..AccountChanges::default()
+        };
+        let after = service(accounts, invalidation)
+            .update_account(&root, target, changes)
+            .await
+            .unwrap();
+        assert!(after.disabled);
+    }
+
+    #[tokio::test]
+    async fn an_admin_cannot_disable_their_own_account() {
+        let root = user("root@example.com");
+        let mut accounts = MockAdminRepository::new();
+        accounts.expect_update_account().never();
+        let changes = AccountChanges {
+            disabled: Some(true),
+            ..AccountChanges::default()
+        };
+        let refused = service(accounts, MockKeyInvalidation::new())
+            .update_account(&root, root.id, changes)
+            .await;
+        assert!(matches!(refused, Err(AdminError::DisablingSelf)));
+    }
+
+    #[test]
+    fn changes_keep_what_they_leave_out_and_remove_what_they_clear() {
+        let limit = |n| QuotaLimit::new(n);
+        let before = AccountSettings {
+            limits: PeriodLimits {
+                per_day: limit(5),
+                per_month: limit(100),
+            },
+            disabled: true,
+        };
+        let changes = AccountChanges {
+            per_day: Some(None),
+            per_month: None,
+            disabled: Some(false),
+        };
+        assert!(changes.touches_quotas());
+        let after = changes.apply(before);
+        assert_eq!(after.limits.per_day, None);
+        assert_eq!(after.limits.per_month, limit(100));
+        assert!(!after.disabled);
+        assert!(!AccountChanges::default().touches_quotas());
+        assert_eq!(AccountChanges::default().apply(before), before);
+    }
+}

@@ -1,0 +1,10 @@
+DROP TABLE audit_log;
+DROP TABLE quota_counters;
+ALTER TABLE users DROP COLUMN disabled;
+ALTER TABLE users DROP COLUMN per_month;
+ALTER TABLE users DROP COLUMN per_day;
+ALTER TABLE api_keys DROP COLUMN rolled_from;
+ALTER TABLE api_keys DROP COLUMN per_month;
+ALTER TABLE api_keys DROP COLUMN per_day;
+ALTER TABLE api_keys DROP COLUMN per_minute;
+ALTER TABLE api_keys DROP COLUMN expires_at;
