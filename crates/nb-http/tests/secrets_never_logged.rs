@@ -121,6 +121,79 @@ async fn run_flow_and_check_logs(backend: Backend) {
         502
     );
     assert_eq!(app.get_with("/v1/usage", &token).await.status(), 200);
+    // A key with limits, changed, used, and rolled: the new key is in the answer only.
+    let limited: serde_json::Value = app
+        .create_key(
+            &token,
+            Some(json!({"name": "ci", "limits": {"per_day": 5}})),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    let limited_key = limited["key"].as_str().unwrap().to_owned();
+    let limited_path = format!("/v1/keys/{}", limited["id"].as_str().unwrap());
+    let patched = app
+        .client
+        .patch(app.url(&limited_path))
+        .bearer_auth(&token)
+        .json(&json!({"limits": {"per_day": 4}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(patched.status(), 200);
+    assert_eq!(
+        app.generate(&limited_key, &json!({"prompt": "a pear"}))
+            .await
+            .status(),
+        200
+    );
+    let rolled: serde_json::Value = app
+        .client
+        .post(app.url(&format!("{limited_path}/roll")))
+        .bearer_auth(&token)
+        .json(&json!({"grace_seconds": 0}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let rolled_key = rolled["key"].as_str().unwrap().to_owned();
+    assert_eq!(
+        app.generate(&rolled_key, &json!({"prompt": "a fig"}))
+            .await
+            .status(),
+        200
+    );
+    assert_eq!(
+        app.generate(&limited_key, &json!({"prompt": "a fig"}))
+            .await
+            .status(),
+        401
+    );
+    // The operator lists the accounts and their keys, and caps this one.
+    let admin = app.signed_up(helpers::ADMIN_EMAIL).await;
+    assert_eq!(app.get_with("/v1/admin/users", &admin).await.status(), 200);
+    let me: serde_json::Value = app
+        .get_with("/v1/auth/me", &token)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let user_id = me["id"].as_str().unwrap();
+    let keys_path = format!("/v1/admin/users/{user_id}/keys");
+    assert_eq!(app.get_with(&keys_path, &admin).await.status(), 200);
+    let capped = app
+        .client
+        .patch(app.url(&format!("/v1/admin/users/{user_id}")))
+        .bearer_auth(&admin)
+        .json(&json!({"limits": {"per_month": 100}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(capped.status(), 200);
+    assert_eq!(app.get_with("/v1/admin/audit", &admin).await.status(), 200);
     let listing_id = format!("trace-{}", uuid::Uuid::new_v4().simple());
     let listing = app
         .client
@@ -207,6 +280,10 @@ async fn run_flow_and_check_logs(backend: Backend) {
         ("access token signature", token.rsplit('.').next().unwrap()),
         ("API key", key.as_str()),
         ("API key's secret part", &key[12..]),
+        ("limited API key", limited_key.as_str()),
+        ("rolled API key", rolled_key.as_str()),
+        ("rolled API key's secret part", &rolled_key[12..]),
+        ("admin's access token", admin.as_str()),
         ("JWT secret", TEST_JWT_SECRET),
         ("Google API key", GOOGLE_KEY),
         ("R2/S3 secret key", S3_SECRET_KEY),

@@ -288,7 +288,113 @@ async fn real_answers_match_their_documented_schemas(app: TestApp) {
             .unwrap(),
     )
     .await;
-    assert_eq!(checked, 19);
+    // Spend control: a key's own routes, quotas, and the operator's routes.
+    let limited = check(
+        "/v1/keys",
+        "post",
+        app.create_key(
+            &token,
+            Some(json!({"name": "limited", "limits": {"per_day": 1}})),
+        )
+        .await,
+    )
+    .await;
+    let limited_key = limited["key"].as_str().unwrap().to_owned();
+    let limited_path = format!("/v1/keys/{}", limited["id"].as_str().unwrap());
+    check(
+        "/v1/keys/{key_id}",
+        "get",
+        app.get_with(&limited_path, &token).await,
+    )
+    .await;
+    check(
+        "/v1/keys/{key_id}",
+        "get",
+        app.get_with(&unknown, &token).await,
+    )
+    .await;
+    for change in [
+        json!({"name": "renamed"}),
+        json!({"limits": {"per_day": 0}}),
+    ] {
+        let response = app
+            .client
+            .patch(app.url(&limited_path))
+            .bearer_auth(&token)
+            .json(&change)
+            .send()
+            .await
+            .unwrap();
+        check("/v1/keys/{key_id}", "patch", response).await;
+    }
+    check(
+        "/v1/generate",
+        "post",
+        app.generate(&limited_key, &json!({"prompt": "a banana"}))
+            .await,
+    )
+    .await;
+    check(
+        "/v1/generate",
+        "post",
+        app.generate(&limited_key, &json!({"prompt": "a banana"}))
+            .await,
+    )
+    .await;
+    let roll = |grace: i64| {
+        app.client
+            .post(app.url(&format!("{limited_path}/roll")))
+            .bearer_auth(&token)
+            .json(&json!({"grace_seconds": grace}))
+            .send()
+    };
+    check("/v1/keys/{key_id}/roll", "post", roll(-1).await.unwrap()).await;
+    check("/v1/keys/{key_id}/roll", "post", roll(0).await.unwrap()).await;
+    check(
+        "/v1/generate",
+        "post",
+        app.generate(&limited_key, &json!({"prompt": "a banana"}))
+            .await,
+    )
+    .await;
+    check(
+        "/v1/admin/users",
+        "get",
+        app.get_with("/v1/admin/users", &token).await,
+    )
+    .await;
+    let admin = app.signed_up(crate::helpers::ADMIN_EMAIL).await;
+    let users = check(
+        "/v1/admin/users",
+        "get",
+        app.get_with("/v1/admin/users", &admin).await,
+    )
+    .await;
+    let ada_id = users["users"][1]["id"].as_str().unwrap().to_owned();
+    let account = format!("/v1/admin/users/{ada_id}");
+    let response = app
+        .client
+        .patch(app.url(&account))
+        .bearer_auth(&admin)
+        .json(&json!({"limits": {"per_month": 10}, "disabled": true}))
+        .send()
+        .await
+        .unwrap();
+    check("/v1/admin/users/{user_id}", "patch", response).await;
+    check("/v1/keys", "get", app.get_with("/v1/keys", &token).await).await;
+    check(
+        "/v1/admin/users/{user_id}/keys",
+        "get",
+        app.get_with(&format!("{account}/keys"), &admin).await,
+    )
+    .await;
+    check(
+        "/v1/admin/audit",
+        "get",
+        app.get_with("/v1/admin/audit", &admin).await,
+    )
+    .await;
+    assert_eq!(checked, 35);
 }
 
 on_both_backends!(

@@ -1,0 +1,223 @@
+//! Two processes of the real binary on one PostgreSQL, as behind a load balancer: a day quota
+//! hit from both at once holds exactly, and an account disabled through one is refused by
+//! the other (its tokens at once, its cached keys within the key cache's lifetime).
+
+#![allow(clippy::unwrap_used)] // Tests fail loudly by design.
+
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use nb_db::DatabaseUrl;
+use nb_db::testing::TestDatabase;
+use serde_json::{Value, json};
+use wiremock::matchers::method;
+use wiremock::{Mock, MockServer, ResponseTemplate};
+
+const PNG_BASE64: &str = "iVBORw0KGgoAAAANSUhEUgAAAAIAAAACCAIAAAD91JpzAAAAEElEQVR4nGP4f4IBiBggFAA1zgcdmk6h0gAAAABJRU5ErkJggg==";
+const ADMIN: &str = "root@example.com";
+const PASSWORD: &str = "correct horse battery staple";
+const KEY_CACHE_TTL_SECONDS: u64 = 1;
+
+/// A running `nanobanana`, killed when dropped.
+struct Instance {
+    base: String,
+    process: Child,
+    _data_dir: tempfile::TempDir,
+}
+
+impl Drop for Instance {
+    fn drop(&mut self) {
+        let _ = self.process.kill();
+        let _ = self.process.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+async fn start(database_url: &str, google: &MockServer, client: &reqwest::Client) -> Instance {
+    let data_dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let process = Command::new(env!("CARGO_BIN_EXE_nanobanana"))
+        .env("NB_LISTEN", format!("127.0.0.1:{port}"))
+        .env("NB_DATA_DIR", data_dir.path())
+        .env("DATABASE_URL", database_url)
+        .env(
+            "JWT_SECRET",
+            "a shared secret of at least 32 bytes, for both",
+        )
+        .env("GOOGLE_API_KEY", "test-google-key")
+        .env("GOOGLE_GEMINI_BASE_URL", google.uri())
+        .env("NB_ADMIN_EMAILS", ADMIN)
+        .env("NB_BCRYPT_COST", "4")
+        .env(
+            "NB_KEY_CACHE_TTL_SECONDS",
+            KEY_CACHE_TTL_SECONDS.to_string(),
+        )
+        .env("NB_GENERATIONS_PER_MINUTE_PER_KEY", "1000")
+        .env("NB_GENERATIONS_PER_MINUTE_PER_ACCOUNT", "1000")
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let base = format!("http://127.0.0.1:{port}");
+    for _ in 0..200 {
+        if client.get(format!("{base}/readyz")).send().await.is_ok() {
+            return Instance {
+                base,
+                process,
+                _data_dir: data_dir,
+            };
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("the server did not start");
+}
+
+async fn signed_up(client: &reqwest::Client, instance: &Instance, email: &str) -> String {
+    let response = client
+        .post(format!("{}/v1/auth/register", instance.base))
+        .json(&json!({"email": email, "password": PASSWORD}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201);
+    let body: Value = response.json().await.unwrap();
+    body["access_token"].as_str().unwrap().to_owned()
+}
+
+async fn created_key(
+    client: &reqwest::Client,
+    instance: &Instance,
+    token: &str,
+    body: Value,
+) -> String {
+    let response = client
+        .post(format!("{}/v1/keys", instance.base))
+        .bearer_auth(token)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201);
+    let body: Value = response.json().await.unwrap();
+    body["key"].as_str().unwrap().to_owned()
+}
+
+async fn generate(client: &reqwest::Client, instance: &Instance, key: &str) -> reqwest::Response {
+    client
+        .post(format!("{}/v1/generate", instance.base))
+        .bearer_auth(key)
+        .json(&json!({"prompt": "a banana"}))
+        .send()
+        .await
+        .unwrap()
+}
+
+async fn code(response: reqwest::Response) -> (u16, String) {
+    let status = response.status().as_u16();
+    let body: Value = response.json().await.unwrap();
+    (
+        status,
+        body["error"]["code"].as_str().unwrap_or("").to_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quotas_and_disabling_hold_across_two_instances_on_one_postgresql() {
+    let database = TestDatabase::postgres().await;
+    let DatabaseUrl::Postgres(url) = &database.url else {
+        unreachable!("a PostgreSQL test database");
+    };
+    let google = MockServer::start().await;
+    let answer = json!({"candidates": [{"content": {"parts": [{"inlineData": {"mimeType": "image/png", "data": PNG_BASE64}}]}, "finishReason": "STOP"}]});
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(answer))
+        .mount(&google)
+        .await;
+    let client = reqwest::Client::new();
+    let first = start(url, &google, &client).await;
+    let second = start(url, &google, &client).await;
+
+    let ada = signed_up(&client, &first, "ada@example.com").await;
+    let limited = created_key(&client, &first, &ada, json!({"limits": {"per_day": 10}})).await;
+    // 50 requests at once, alternating between the instances.
+    let requests = (0..50).map(|n| {
+        let instance = if n % 2 == 0 { &first } else { &second };
+        let (client, key) = (client.clone(), limited.clone());
+        async move { code(generate(&client, instance, &key).await).await }
+    });
+    let answers = futures_util::future::join_all(requests).await;
+    let succeeded = answers.iter().filter(|(status, _)| *status == 200).count();
+    let refused = answers
+        .iter()
+        .filter(|answer| *answer == &(429, "quota_exceeded".to_owned()))
+        .count();
+    assert_eq!((succeeded, refused), (10, 40), "{answers:?}");
+    assert_eq!(google.received_requests().await.unwrap().len(), 10);
+
+    // Disabled through the first instance; the second has both keys in its cache.
+    let unlimited = created_key(&client, &first, &ada, json!({})).await;
+    assert_eq!(generate(&client, &second, &unlimited).await.status(), 200);
+    let admin = signed_up(&client, &second, ADMIN).await;
+    let users: Value = client
+        .get(format!("{}/v1/admin/users", first.base))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let ada_entry = users["users"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|user| user["email"] == "ada@example.com")
+        .unwrap();
+    assert_eq!(ada_entry["usage"]["today"], 11);
+    let disabled = client
+        .patch(format!(
+            "{}/v1/admin/users/{}",
+            first.base,
+            ada_entry["id"].as_str().unwrap()
+        ))
+        .bearer_auth(&admin)
+        .json(&json!({"disabled": true}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(disabled.status(), 200);
+    // Tokens are checked against the database on every request: refused at once.
+    let me = client
+        .get(format!("{}/v1/auth/me", second.base))
+        .bearer_auth(&ada)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(code(me).await, (403, "account_disabled".to_owned()));
+    // A key with a quota reserves in the database on every generation: refused at once.
+    let answer = code(generate(&client, &second, &limited).await).await;
+    assert_eq!(answer, (403, "account_disabled".to_owned()));
+    // Any other key within the key cache's lifetime.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(KEY_CACHE_TTL_SECONDS + 4);
+    loop {
+        let answer = code(generate(&client, &second, &unlimited).await).await;
+        if answer == (403, "account_disabled".to_owned()) {
+            break;
+        }
+        assert_eq!(answer.0, 200);
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "still served past the key cache's lifetime"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    drop((first, second));
+}
