@@ -66,14 +66,20 @@ async fn start(database_url: &str, google: &MockServer, client: &reqwest::Client
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let base = format!("http://127.0.0.1:{port}");
+    // Owned before the first wait: a failed start still kills and reaps it.
+    let instance = Instance {
+        base: format!("http://127.0.0.1:{port}"),
+        process,
+        _data_dir: data_dir,
+    };
     for _ in 0..200 {
-        if client.get(format!("{base}/readyz")).send().await.is_ok() {
-            return Instance {
-                base,
-                process,
-                _data_dir: data_dir,
-            };
+        if client
+            .get(format!("{}/readyz", instance.base))
+            .send()
+            .await
+            .is_ok()
+        {
+            return instance;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
