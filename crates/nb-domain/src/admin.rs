@@ -28,6 +28,10 @@ impl AdminEmails {
     pub fn includes(&self, email: &EmailAddress) -> bool {
         self.0.contains(email)
     }
+
+    pub fn iter(&self) -> impl Iterator<Item = &EmailAddress> {
+        self.0.iter()
+    }
 }
 
 /// What an operator sets on an account.

@@ -11,10 +11,12 @@ use actix_web::middleware::{Condition, from_fn};
 use actix_web::{App, HttpServer, web};
 use nb_db::{ConnectError, Database, GenerationStore};
 use nb_domain::accounts::{AccountPorts, AccountService};
-use nb_domain::admin::{AdminPorts, AdminService};
+use nb_domain::admin::{AdminEmails, AdminPorts, AdminService};
 use nb_domain::api_keys::{ApiKeyPorts, ApiKeyService, CachingApiKeyRepository, KeyPolicy};
 use nb_domain::generation::{ConcurrencyLimitedProvider, GenerationPorts, GenerationService};
-use nb_domain::ports::{Clock, IdGenerator, ImageProvider, ObjectStorage, RandomSource};
+use nb_domain::ports::{
+    Clock, IdGenerator, ImageProvider, ObjectStorage, RandomSource, UserRepository,
+};
 use nb_domain::rate_limit::{PerMinute, Throttle};
 use nb_imagen::{GeminiImageClient, GeminiSettings, UnconfiguredImageProvider};
 use nb_storage::{InlineStorage, LocalStorage, S3Storage};
@@ -70,6 +72,7 @@ impl Application {
     pub async fn build(config: Config) -> Result<Self, StartupError> {
         tracing::info!(database = %config.database_url, "opening the database");
         let database = Database::connect(&config.database_url, config.database_pool).await?;
+        warn_of_unregistered_admins(&database, &config.admin_emails).await;
         Self::build_with_database(config, database)
     }
 
@@ -104,6 +107,20 @@ impl Application {
         let served = self.server.await;
         self.maintenance.at_shutdown().await;
         served
+    }
+}
+
+/// Without email verification, an admin email nobody registered yet goes to whoever
+/// registers it first: say so at every start until the operator has.
+async fn warn_of_unregistered_admins(database: &Database, admins: &AdminEmails) {
+    for email in admins.iter() {
+        if let Ok(None) = database.find_user_by_email(email).await {
+            tracing::warn!(
+                %email,
+                "NB_ADMIN_EMAILS names an email with no account: register it now, before \
+                 anyone else does"
+            );
+        }
     }
 }
 

@@ -820,3 +820,64 @@ on_both_backends!(
     a_disabled_account_is_refused_and_audited,
     an_accounts_quota_counts_every_key,
 );
+
+async fn new_keys_and_accounts_get_the_server_defaults(app: TestApp) {
+    let admin = app.admin().await;
+    let ada = app.signed_up("ada@example.com").await;
+    let ada_id = app.user_id(&ada).await;
+    let defaulted = app.key_with(&ada, json!({})).await;
+    assert_eq!(
+        defaulted["limits"],
+        json!({"per_minute": null, "per_day": 2, "per_month": 20})
+    );
+    let own = app.key_with(&ada, json!({"limits": {"per_day": 1}})).await;
+    assert_eq!(
+        own["limits"],
+        json!({"per_minute": null, "per_day": 1, "per_month": 20})
+    );
+    let users: Value = app
+        .get_with("/v1/admin/users", &admin)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let ada_entry = users["users"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|user| user["id"] == ada_id.as_str())
+        .unwrap();
+    assert_eq!(
+        ada_entry["limits"],
+        json!({"per_day": 3, "per_month": null})
+    );
+    // The account's 3 a day over both keys: 2 on one, 1 on the other, then none.
+    let (first, second) = (
+        defaulted["key"].as_str().unwrap(),
+        own["key"].as_str().unwrap(),
+    );
+    assert_eq!(app.prompt(first).await.status(), 200);
+    assert_eq!(app.prompt(first).await.status(), 200);
+    let key_refused = app.prompt(first).await;
+    assert_eq!(
+        header(&key_refused, "x-quota-scope").as_deref(),
+        Some("key")
+    );
+    assert_error(key_refused, 429, "quota_exceeded").await;
+    assert_eq!(app.prompt(second).await.status(), 200);
+    let over = app.prompt(second).await;
+    assert_error(over, 429, "quota_exceeded").await;
+}
+
+crate::configured_on_both_backends!(
+    new_keys_and_accounts_get_the_server_defaults => |config: &mut nb_http::config::Config| {
+        config.default_key_quotas = nb_domain::quota::PeriodLimits {
+            per_day: nb_domain::quota::QuotaLimit::new(2),
+            per_month: nb_domain::quota::QuotaLimit::new(20),
+        };
+        config.default_account_quotas = nb_domain::quota::PeriodLimits {
+            per_day: nb_domain::quota::QuotaLimit::new(3),
+            per_month: None,
+        };
+    },
+);
