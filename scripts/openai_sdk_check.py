@@ -31,6 +31,7 @@ import urllib.parse
 import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+import httpx
 import openai
 
 GOOGLE_KEY = "AIzaSy-sdk-" + secrets.token_hex(8)
@@ -277,8 +278,36 @@ def check_node_sdk(server):
     print("openai sdk: the Node SDK generated and edited with two images")
 
 
+def check_quotas(server):
+    """A day quota counts each of n images; over it the SDK raises at once, without retrying
+    (its default is two retries), and an expired key is an AuthenticationError."""
+    key = http("POST", f"{server.base}/v1/keys", {"name": "quota", "limits": {"per_day": 3}},
+               token=server.token)["key"]
+    sent = []
+    counting = httpx.Client(event_hooks={"request": [lambda request: sent.append(request.url)]})
+    client = openai.OpenAI(base_url=f"{server.base}/v1", api_key=key, http_client=counting)
+    start = mark()
+    made = client.images.generate(prompt="a quota", n=2)
+    assert len(made.data) == 2
+    error = raises(openai.RateLimitError, lambda: client.images.generate(prompt="a quota", n=2),
+                   code="quota_exceeded")
+    assert error.body["type"] == "insufficient_quota", error.body
+    assert int(error.response.headers["retry-after"]) > 0
+    assert error.response.headers["x-quota-remaining"] == "1"
+    assert len(sent) == 2, f"the SDK sent {len(sent)} requests: it retried a spent quota"
+    one = client.images.generate(prompt="a quota", n=1)
+    assert len(one.data) == 1
+    assert len(received_since(start)) == 3, "Google was called past the quota"
+    created = http("POST", f"{server.base}/v1/keys", {"name": "rolled"}, token=server.token)
+    http("POST", f"{server.base}/v1/keys/{created['id']}/roll", {"grace_seconds": 0},
+         token=server.token)
+    expired = openai.OpenAI(base_url=f"{server.base}/v1", api_key=created["key"], max_retries=0)
+    raises(openai.AuthenticationError, lambda: expired.images.generate(prompt="x"),
+           code="key_expired")
+
+
 CHECKS = [check_generations, check_sizes, check_every_parameter, check_errors, check_edits,
-          check_models, check_node_sdk]
+          check_models, check_quotas, check_node_sdk]
 
 
 def main():
