@@ -8,7 +8,7 @@ use diesel_async::RunQueryDsl;
 use nb_domain::RepositoryError;
 use nb_domain::api_keys::{
     ApiKeyHash, ApiKeyId, ApiKeyRecord, AuthenticatedApiKey, KeyAccess, KeyChanges, KeyLimits,
-    NewApiKey,
+    KeyMode, NewApiKey,
 };
 use nb_domain::pagination::{Cursor, Page, PageRequest};
 use nb_domain::ports::{ApiKeyRepository, InsertKeyError};
@@ -39,6 +39,7 @@ pub(crate) struct ApiKeyRow {
     per_day: Option<i64>,
     per_month: Option<i64>,
     rolled_from: Option<String>,
+    mode: String,
 }
 
 /// What an owner may change on a key (`None` is written as NULL: it removes a setting).
@@ -78,6 +79,7 @@ impl ApiKeyRow {
             per_day: from_limit(record.limits.quotas.per_day),
             per_month: from_limit(record.limits.quotas.per_month),
             rolled_from: record.rolled_from.map(|id| id.to_string()),
+            mode: record.mode.as_str().to_owned(),
         }
     }
 
@@ -87,6 +89,7 @@ impl ApiKeyRow {
             user_id: UserId(parse_stored_id(&self.user_id)?),
             name: self.name,
             prefix: self.prefix,
+            mode: KeyMode::parse(&self.mode).map_err(RepositoryError::unexpected)?,
             is_active: self.is_active,
             expires_at: self.expires_at.map(from_stored_time),
             limits: KeyLimits {
@@ -405,7 +408,10 @@ impl ApiKeyRepository for Database {
                 key_id: record.id,
                 user_id: record.user_id,
                 per_minute: record.limits.per_minute,
-                quota_applies: !record.limits.quotas.is_empty() || !account_limits.is_empty(),
+                // A test key's images count only against its own quotas, never its account's.
+                quota_applies: !record.limits.quotas.is_empty()
+                    || (record.mode == KeyMode::Live && !account_limits.is_empty()),
+                mode: record.mode,
             },
             expires_at: record.expires_at,
             account_disabled: disabled,

@@ -12,7 +12,7 @@ use async_trait::async_trait;
 use diesel::prelude::*;
 use diesel::upsert::excluded;
 use nb_domain::RepositoryError;
-use nb_domain::api_keys::AuthenticatedApiKey;
+use nb_domain::api_keys::{AuthenticatedApiKey, KeyMode};
 use nb_domain::ports::QuotaRepository;
 use nb_domain::quota::{
     QuotaPeriod, QuotaScope, QuotaStanding, Reservation, ReserveError, Reserved, longest_refusal,
@@ -105,6 +105,7 @@ type KeyState = (
     Option<PrimitiveDateTime>,
     Option<i64>,
     Option<i64>,
+    String,
     bool,
     Option<i64>,
     Option<i64>,
@@ -154,6 +155,7 @@ impl QuotaRepository for Database {
                         api_keys::expires_at,
                         api_keys::per_day,
                         api_keys::per_month,
+                        api_keys::mode,
                         users::disabled,
                         users::per_day,
                         users::per_month,
@@ -162,8 +164,16 @@ impl QuotaRepository for Database {
                 conn
             )
             .optional()?;
-            let Some((active, expires_at, key_day, key_month, disabled, account_day, account_month)) =
-                state
+            let Some((
+                active,
+                expires_at,
+                key_day,
+                key_month,
+                mode,
+                disabled,
+                account_day,
+                account_month,
+            )) = state
             else {
                 return Ok(Err(ReserveError::KeyRevoked));
             };
@@ -176,6 +186,12 @@ impl QuotaRepository for Database {
             if disabled {
                 return Ok(Err(ReserveError::AccountDisabled));
             }
+            // A test key's images never count against its account's (live) quotas.
+            let (account_day, account_month) = if mode == KeyMode::Test.as_str() {
+                (None, None)
+            } else {
+                (account_day, account_month)
+            };
             let counters: Vec<Counter> = [
                 (QuotaScope::Key, QuotaPeriod::Day, key_day),
                 (QuotaScope::Key, QuotaPeriod::Month, key_month),

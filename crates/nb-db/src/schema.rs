@@ -27,6 +27,7 @@ diesel::table! {
         per_day -> Nullable<BigInt>,
         per_month -> Nullable<BigInt>,
         rolled_from -> Nullable<Text>,
+        mode -> Text,
     }
 }
 
@@ -73,6 +74,7 @@ diesel::joinable!(api_keys -> users (user_id));
 diesel::joinable!(sessions -> users (user_id));
 diesel::joinable!(usage_daily -> api_keys (api_key_id));
 diesel::joinable!(generations -> api_keys (api_key_id));
+diesel::joinable!(idempotency_keys -> api_keys (api_key_id));
 diesel::allow_tables_to_appear_in_same_query!(
     users,
     api_keys,
@@ -81,6 +83,7 @@ diesel::allow_tables_to_appear_in_same_query!(
     sessions,
     quota_counters,
     audit_log,
+    idempotency_keys,
 );
 
 diesel::table! {
@@ -100,5 +103,22 @@ diesel::table! {
         byte_size -> Nullable<BigInt>,
         latency_ms -> BigInt,
         created_at -> Timestamp,
+        mode -> Text,
+        deleted_at -> Nullable<Timestamp>,
+    }
+}
+
+diesel::table! {
+    idempotency_keys (api_key_id, key) {
+        api_key_id -> Text,
+        key -> Text,
+        fingerprint -> Text,
+        state -> Text,
+        status -> Nullable<Integer>,
+        content_type -> Nullable<Text>,
+        body -> Nullable<Binary>,
+        created_at -> Timestamp,
+        locked_until -> Timestamp,
+        expires_at -> Timestamp,
     }
 }

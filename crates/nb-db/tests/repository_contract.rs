@@ -9,8 +9,8 @@ use std::num::NonZeroU32;
 
 use nb_domain::admin::{ACCOUNT_UPDATE, AccountChanges, AccountSettings, AuditEntry};
 use nb_domain::api_keys::{
-    ApiKeyHash, ApiKeyId, ApiKeyName, ApiKeyRecord, KeyChanges, KeyLimits, KeyUsage, LimitChanges,
-    NewApiKey,
+    ApiKeyHash, ApiKeyId, ApiKeyName, ApiKeyRecord, KeyChanges, KeyLimits, KeyMode, KeyUsage,
+    LimitChanges, NewApiKey,
 };
 use nb_domain::generation::{
     AllowedModels, GenerationId, GenerationOutcome, GenerationRecord, ImageFormat, ImageSize,
@@ -53,6 +53,7 @@ fn new_key(user_id: UserId, created_at: OffsetDateTime, hash: &str) -> NewApiKey
             user_id,
             name: Some("laptop".into()),
             prefix: "nb_live_abcd".into(),
+            mode: KeyMode::Live,
             is_active: true,
             expires_at: None,
             limits: KeyLimits::default(),

@@ -14,8 +14,8 @@ use crate::api_keys::{
     NewApiKey,
 };
 use crate::generation::{
-    FetchedImage, GeneratedImage, GenerationRecord, ImageRequest, ObjectKey, ProviderError,
-    StorageError, StoredImage,
+    FetchedImage, GeneratedImage, GenerationId, GenerationRecord, HistoryFilter, ImageRequest,
+    ListedObject, ObjectKey, ProviderError, StorageError, StoredGeneration, StoredImage,
 };
 use crate::pagination::{Page, PageRequest};
 use crate::quota::{Reservation, ReserveError, Reserved};
@@ -316,6 +316,18 @@ pub trait ObjectStorage: Send + Sync + 'static {
     /// `Ok(None)` when nothing is stored under `key` (and always, for storage that keeps
     /// nothing).
     async fn fetch(&self, key: &ObjectKey) -> Result<Option<FetchedImage>, StorageError>;
+
+    /// A URL where the image under `key` can be fetched now (a presigned one is made
+    /// afresh), or `Ok(None)` for storage that keeps nothing. Nothing is read.
+    async fn url(&self, key: &ObjectKey) -> Result<Option<String>, StorageError>;
+
+    /// Removes the image under `key`. MUST succeed when nothing is stored there (deleting
+    /// is repeatable).
+    async fn delete(&self, key: &ObjectKey) -> Result<(), StorageError>;
+
+    /// Every object whose key starts with `prefix` (for the orphan sweep); empty for storage
+    /// that keeps nothing.
+    async fn list(&self, prefix: &str) -> Result<Vec<ListedObject>, StorageError>;
 }
 
 /// Generation history and usage counts.
@@ -341,6 +353,43 @@ pub trait GenerationRepository: Send + Sync + 'static {
         keys: &[ApiKeyId],
         at: OffsetDateTime,
     ) -> Result<Vec<(ApiKeyId, KeyUsage)>, RepositoryError>;
+}
+
+/// The record of generations, as their owners read and delete it.
+#[cfg_attr(feature = "mock", mockall::automock)]
+#[async_trait]
+pub trait HistoryRepository: Send + Sync + 'static {
+    /// One page of the user's generations matching `filter`, newest first (by `created_at`,
+    /// then id): a page does not shift when newer generations arrive.
+    async fn list_generations(
+        &self,
+        user_id: UserId,
+        filter: &HistoryFilter,
+        page: PageRequest,
+    ) -> Result<Page<StoredGeneration>, RepositoryError>;
+
+    /// One of the user's generations. MUST return `Ok(None)` when no generation with this id
+    /// is theirs.
+    async fn find_generation(
+        &self,
+        user_id: UserId,
+        id: GenerationId,
+    ) -> Result<Option<StoredGeneration>, RepositoryError>;
+
+    /// Marks one of the user's generations deleted at `at` (its URL forgotten; its usage
+    /// stays). MUST return `Ok(false)` when it is not theirs; repeatable.
+    async fn mark_generation_deleted(
+        &self,
+        user_id: UserId,
+        id: GenerationId,
+        at: OffsetDateTime,
+    ) -> Result<bool, RepositoryError>;
+
+    /// Which of `keys` a generation row names (deleted or not).
+    async fn named_object_keys(
+        &self,
+        keys: &[ObjectKey],
+    ) -> Result<Vec<ObjectKey>, RepositoryError>;
 }
 
 /// Why the service cannot take traffic.

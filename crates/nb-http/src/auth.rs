@@ -16,7 +16,7 @@ use actix_web::http::header::AUTHORIZATION;
 use actix_web::{FromRequest, HttpRequest, web};
 use futures_util::future::LocalBoxFuture;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
-use nb_domain::api_keys::{API_KEY_PREFIX, AuthenticatedApiKey};
+use nb_domain::api_keys::{AuthenticatedApiKey, KeyMode};
 use nb_domain::ports::Clock;
 use nb_domain::user::{Session, SessionId, User, UserId};
 use serde::{Deserialize, Serialize};
@@ -185,22 +185,27 @@ impl FromRequest for SignedInSession {
         let credentials = bearer_token(req).and_then(|token| Ok((token, app_state(req)?)));
         Box::pin(async move {
             let (token, state) = credentials?;
-            if token.starts_with(API_KEY_PREFIX) {
+            if KeyMode::of_credential(&token).is_some() {
                 return Err(ApiError::unauthorized(
                     "wrong_credential_type",
                     "This route takes an access token from /v1/auth/login, not an API key.",
                 ));
             }
-            let (user_id, session) = state.access_tokens.verify(&token).ok_or_else(|| {
-                ApiError::unauthorized(
-                    "invalid_token",
-                    "The access token is invalid or has expired.",
-                )
-            })?;
-            let user = state.accounts.signed_in_user(user_id, session).await?;
-            Ok(Self { user, session })
+            signed_in(&state, &token).await
         })
     }
+}
+
+/// The session and user of an access token.
+async fn signed_in(state: &AppState, token: &str) -> Result<SignedInSession, ApiError> {
+    let (user_id, session) = state.access_tokens.verify(token).ok_or_else(|| {
+        ApiError::unauthorized(
+            "invalid_token",
+            "The access token is invalid or has expired.",
+        )
+    })?;
+    let user = state.accounts.signed_in_user(user_id, session).await?;
+    Ok(SignedInSession { user, session })
 }
 
 impl FromRequest for SignedInUser {
@@ -213,7 +218,8 @@ impl FromRequest for SignedInUser {
     }
 }
 
-/// The API key of a generation route, from `Authorization: Bearer nb_live_…`.
+/// The API key of a generation route, from `Authorization: Bearer nb_live_…` (or
+/// `nb_test_…`).
 #[derive(Debug, Clone, Copy)]
 pub struct ApiKeyCaller(pub AuthenticatedApiKey);
 
@@ -225,13 +231,47 @@ impl FromRequest for ApiKeyCaller {
         let credentials = bearer_token(req).and_then(|token| Ok((token, app_state(req)?)));
         Box::pin(async move {
             let (token, state) = credentials?;
-            if !token.starts_with(API_KEY_PREFIX) {
+            if KeyMode::of_credential(&token).is_none() {
                 return Err(ApiError::unauthorized(
                     "wrong_credential_type",
-                    "This route takes an API key (nb_live_…), not an access token.",
+                    "This route takes an API key (nb_live_… or nb_test_…), not an access token.",
                 ));
             }
             Ok(Self(state.api_keys.authenticate(&token).await?))
+        })
+    }
+}
+
+/// Routes that take either credential (history): an access token stands for the whole
+/// account, an API key for that key alone.
+#[derive(Debug, Clone)]
+pub enum Caller {
+    Account(User),
+    Key(AuthenticatedApiKey),
+}
+
+impl Caller {
+    pub fn user_id(&self) -> UserId {
+        match self {
+            Self::Account(user) => user.id,
+            Self::Key(key) => key.user_id,
+        }
+    }
+}
+
+impl FromRequest for Caller {
+    type Error = ApiError;
+    type Future = LocalBoxFuture<'static, Result<Self, ApiError>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        let credentials = bearer_token(req).and_then(|token| Ok((token, app_state(req)?)));
+        Box::pin(async move {
+            let (token, state) = credentials?;
+            if KeyMode::of_credential(&token).is_some() {
+                Ok(Self::Key(state.api_keys.authenticate(&token).await?))
+            } else {
+                Ok(Self::Account(signed_in(&state, &token).await?.user))
+            }
         })
     }
 }

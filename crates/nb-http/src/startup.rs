@@ -18,7 +18,7 @@ use nb_domain::ports::{
     Clock, IdGenerator, ImageProvider, ObjectStorage, RandomSource, UserRepository,
 };
 use nb_domain::rate_limit::{PerMinute, Throttle};
-use nb_imagen::{GeminiImageClient, GeminiSettings, UnconfiguredImageProvider};
+use nb_imagen::{GeminiImageClient, GeminiSettings, TestModeImages, UnconfiguredImageProvider};
 use nb_storage::{InlineStorage, LocalStorage, S3Storage};
 
 use crate::auth::AccessTokens;
@@ -237,7 +237,9 @@ pub fn build_state_with_clock(
             ))
         }
         None => {
-            tracing::warn!("GOOGLE_API_KEY is not set: POST /v1/generate will answer 503");
+            tracing::warn!(
+                "GOOGLE_API_KEY is not set: generation with live keys will answer 503 (test keys work)"
+            );
             Arc::new(UnconfiguredImageProvider)
         }
     };
@@ -272,6 +274,7 @@ pub fn build_state_with_clock(
     let generations = GenerationService::new(
         GenerationPorts {
             provider,
+            test_provider: Arc::new(TestModeImages),
             storage: storage.clone(),
             generations: generation_store.clone(),
             quotas: database.clone(),

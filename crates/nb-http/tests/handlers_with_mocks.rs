@@ -155,6 +155,7 @@ impl Mocks {
             generations: GenerationService::new(
                 GenerationPorts {
                     provider: Arc::new(self.provider),
+                    test_provider: Arc::new(nb_imagen::TestModeImages),
                     storage: Arc::new(self.storage),
                     generations: Arc::new(self.generations),
                     quotas: Arc::new(self.quotas),

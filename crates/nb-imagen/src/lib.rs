@@ -7,10 +7,15 @@
 //! leniently (camelCase or snake_case, any base64 flavour). Failures are retried with
 //! exponential backoff and jitter on 429/500/503/504 and connection errors, honouring
 //! Google's `RetryInfo.retryDelay`, within a per-attempt timeout and an overall deadline.
+//!
+//! Test-mode keys get [`TestModeImages`] instead: deterministic images made locally.
 
 mod client;
 mod response;
+mod test_mode;
 mod wire;
+
+pub use test_mode::{MAGIC_MARKERS, TestModeImages};
 
 pub use client::{
     ClientBuildError, DEFAULT_BASE_URL, GeminiImageClient, GeminiSettings, GoogleApiKey,

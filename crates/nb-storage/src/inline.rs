@@ -1,6 +1,8 @@
 use async_trait::async_trait;
 use base64::Engine as _;
-use nb_domain::generation::{FetchedImage, GeneratedImage, ObjectKey, StorageError, StoredImage};
+use nb_domain::generation::{
+    FetchedImage, GeneratedImage, ListedObject, ObjectKey, StorageError, StoredImage,
+};
 use nb_domain::ports::ObjectStorage;
 
 /// Stores nothing: the URL is `data:<mime>;base64,<image>`.
@@ -25,5 +27,18 @@ impl ObjectStorage for InlineStorage {
     /// Nothing is ever stored.
     async fn fetch(&self, _: &ObjectKey) -> Result<Option<FetchedImage>, StorageError> {
         Ok(None)
+    }
+
+    /// The image was in its answer, and nowhere since.
+    async fn url(&self, _: &ObjectKey) -> Result<Option<String>, StorageError> {
+        Ok(None)
+    }
+
+    async fn delete(&self, _: &ObjectKey) -> Result<(), StorageError> {
+        Ok(())
+    }
+
+    async fn list(&self, _: &str) -> Result<Vec<ListedObject>, StorageError> {
+        Ok(Vec::new())
     }
 }

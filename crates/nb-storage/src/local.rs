@@ -3,7 +3,7 @@ use std::path::{Component, Path, PathBuf};
 use async_trait::async_trait;
 use bytes::Bytes;
 use nb_domain::generation::{
-    FetchedImage, GeneratedImage, ImageFormat, ObjectKey, StorageError, StoredImage,
+    FetchedImage, GeneratedImage, ImageFormat, ListedObject, ObjectKey, StorageError, StoredImage,
 };
 use nb_domain::ports::ObjectStorage;
 use time::OffsetDateTime;
@@ -35,6 +35,12 @@ impl LocalStorage {
             .components()
             .all(|part| matches!(part, Component::Normal(_)));
         (plain && plain_segments).then(|| self.root.join(relative))
+    }
+}
+
+impl LocalStorage {
+    fn url_of(&self, key: &ObjectKey) -> String {
+        format!("{}/{}", self.public_base_url, key.as_str())
     }
 }
 
@@ -73,7 +79,7 @@ impl ObjectStorage for LocalStorage {
         .map_err(|crashed| StorageError(Box::new(crashed)))?
         .map_err(storage_error)?;
         Ok(StoredImage {
-            url: format!("{}/{}", self.public_base_url, key.as_str()),
+            url: self.url_of(key),
             url_is_lasting: true,
         })
     }
@@ -112,6 +118,62 @@ impl ObjectStorage for LocalStorage {
             content_type: format.mime_type().to_owned(),
             last_modified: OffsetDateTime::from(modified),
         }))
+    }
+
+    async fn url(&self, key: &ObjectKey) -> Result<Option<String>, StorageError> {
+        Ok(Some(self.url_of(key)))
+    }
+
+    #[tracing::instrument(skip_all, fields(key = key.as_str()))]
+    async fn delete(&self, key: &ObjectKey) -> Result<(), StorageError> {
+        let path = self
+            .path_of(key.as_str())
+            .ok_or_else(|| StorageError(format!("unsafe object key {:?}", key.as_str()).into()))?;
+        let removed = tokio::task::spawn_blocking(move || std::fs::remove_file(path))
+            .await
+            .map_err(|crashed| StorageError(Box::new(crashed)))?;
+        match removed {
+            Ok(()) => Ok(()),
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(error) => Err(storage_error(error)),
+        }
+    }
+
+    /// The files under the prefix's folder (a prefix ends with `/`: `images/2026/11/25/`),
+    /// partial writes left out.
+    #[tracing::instrument(skip_all, fields(prefix))]
+    async fn list(&self, prefix: &str) -> Result<Vec<ListedObject>, StorageError> {
+        let folder_key = prefix.trim_end_matches('/');
+        let Some(folder) = self.path_of(folder_key) else {
+            return Ok(Vec::new());
+        };
+        let folder_key = folder_key.to_owned();
+        let listed = tokio::task::spawn_blocking(move || -> std::io::Result<Vec<ListedObject>> {
+            let entries = match std::fs::read_dir(&folder) {
+                Ok(entries) => entries,
+                Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+                    return Ok(Vec::new());
+                }
+                Err(error) => return Err(error),
+            };
+            let mut listed = Vec::new();
+            for entry in entries {
+                let entry = entry?;
+                let name = entry.file_name().to_string_lossy().into_owned();
+                let metadata = entry.metadata()?;
+                if name.starts_with('.') || !metadata.is_file() {
+                    continue;
+                }
+                listed.push(ListedObject {
+                    key: ObjectKey::from_stored(format!("{folder_key}/{name}")),
+                    last_modified: OffsetDateTime::from(metadata.modified()?),
+                });
+            }
+            Ok(listed)
+        })
+        .await
+        .map_err(|crashed| StorageError(Box::new(crashed)))?;
+        listed.map_err(storage_error)
     }
 }
 

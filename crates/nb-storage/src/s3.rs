@@ -2,7 +2,9 @@ use std::fmt;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use nb_domain::generation::{FetchedImage, GeneratedImage, ObjectKey, StorageError, StoredImage};
+use nb_domain::generation::{
+    FetchedImage, GeneratedImage, ListedObject, ObjectKey, StorageError, StoredImage,
+};
 use nb_domain::ports::ObjectStorage;
 use s3::creds::Credentials;
 use s3::error::S3Error;
@@ -107,6 +109,25 @@ impl S3Storage {
     }
 }
 
+impl S3Storage {
+    /// The public URL, or a presigned GET URL made now (a local computation: no request).
+    async fn url_of(&self, key: &ObjectKey) -> Result<String, StorageError> {
+        match &self.public_url {
+            Some(base) => Ok(format!("{base}/{}", key.as_str())),
+            None => self
+                .bucket
+                .presign_get(key.as_str(), self.presign_expiry_seconds, None)
+                .await
+                .map_err(|error| StorageError(Box::new(error))),
+        }
+    }
+}
+
+/// An answer of the store outside 2xx, as an error.
+fn unexpected_status(status: u16) -> StorageError {
+    StorageError(format!("the store answered {status}").into())
+}
+
 #[async_trait]
 impl ObjectStorage for S3Storage {
     #[tracing::instrument(skip_all, fields(key = key.as_str(), bucket = self.bucket.name()))]
@@ -121,30 +142,13 @@ impl ObjectStorage for S3Storage {
             .await;
         match stored {
             Ok(response) if (200..300).contains(&response.status_code()) => {}
-            Ok(response) => {
-                return Err(StorageError(
-                    format!("the store answered {}", response.status_code()).into(),
-                ));
-            }
+            Ok(response) => return Err(unexpected_status(response.status_code())),
             Err(error) => return Err(StorageError(Box::new(error))),
         }
-        match &self.public_url {
-            Some(base) => Ok(StoredImage {
-                url: format!("{base}/{}", key.as_str()),
-                url_is_lasting: true,
-            }),
-            None => {
-                let url = self
-                    .bucket
-                    .presign_get(key.as_str(), self.presign_expiry_seconds, None)
-                    .await
-                    .map_err(|error| StorageError(Box::new(error)))?;
-                Ok(StoredImage {
-                    url,
-                    url_is_lasting: false,
-                })
-            }
-        }
+        Ok(StoredImage {
+            url: self.url_of(key).await?,
+            url_is_lasting: self.public_url.is_some(),
+        })
     }
 
     #[tracing::instrument(skip_all, fields(key = key.as_str(), bucket = self.bucket.name()))]
@@ -152,11 +156,7 @@ impl ObjectStorage for S3Storage {
         let response = match self.bucket.get_object(key.as_str()).await {
             Ok(response) if response.status_code() == 404 => return Ok(None),
             Ok(response) if (200..300).contains(&response.status_code()) => response,
-            Ok(response) => {
-                return Err(StorageError(
-                    format!("the store answered {}", response.status_code()).into(),
-                ));
-            }
+            Ok(response) => return Err(unexpected_status(response.status_code())),
             Err(S3Error::HttpFailWithBody(404, _)) => return Ok(None),
             Err(error) => return Err(StorageError(Box::new(error))),
         };
@@ -178,5 +178,45 @@ impl ObjectStorage for S3Storage {
             last_modified,
             bytes: response.bytes().clone(),
         }))
+    }
+
+    async fn url(&self, key: &ObjectKey) -> Result<Option<String>, StorageError> {
+        self.url_of(key).await.map(Some)
+    }
+
+    /// S3 answers 204 whether or not the object existed.
+    #[tracing::instrument(skip_all, fields(key = key.as_str(), bucket = self.bucket.name()))]
+    async fn delete(&self, key: &ObjectKey) -> Result<(), StorageError> {
+        match self.bucket.delete_object(key.as_str()).await {
+            Ok(response) if (200..300).contains(&response.status_code()) => Ok(()),
+            Ok(response) if response.status_code() == 404 => Ok(()),
+            Ok(response) => Err(unexpected_status(response.status_code())),
+            Err(S3Error::HttpFailWithBody(404, _)) => Ok(()),
+            Err(error) => Err(StorageError(Box::new(error))),
+        }
+    }
+
+    #[tracing::instrument(skip_all, fields(prefix, bucket = self.bucket.name()))]
+    async fn list(&self, prefix: &str) -> Result<Vec<ListedObject>, StorageError> {
+        let pages = self
+            .bucket
+            .list(prefix.to_owned(), None)
+            .await
+            .map_err(|error| StorageError(Box::new(error)))?;
+        pages
+            .into_iter()
+            .flat_map(|page| page.contents)
+            .map(|object| {
+                let last_modified = OffsetDateTime::parse(
+                    &object.last_modified,
+                    &time::format_description::well_known::Rfc3339,
+                )
+                .map_err(|error| StorageError(Box::new(error)))?;
+                Ok(ListedObject {
+                    key: ObjectKey::from_stored(object.key),
+                    last_modified,
+                })
+            })
+            .collect()
     }
 }

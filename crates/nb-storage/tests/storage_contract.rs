@@ -116,6 +116,49 @@ async fn fetch_gives_back_what_was_put(storage: &dyn ObjectStorage) {
     assert_eq!(storage.fetch(&never_stored).await.unwrap(), None);
 }
 
+/// `list`, `url` and `delete` on adapters that keep what they store: what is listed is what
+/// was put under the prefix (no other day's), a deleted image is gone (and deleting again
+/// is fine), and the URL of a stored image serves it.
+async fn listing_and_deleting(storage: &dyn ObjectStorage, serves: bool) {
+    let today = time::OffsetDateTime::now_utc();
+    let image = png(64);
+    let key = key_for(&image);
+    let yesterday = ObjectKey::for_generation(
+        GenerationId(uuid::Uuid::now_v7()),
+        today - Duration::from_secs(86_400),
+        image.format(),
+    );
+    storage.put(&key, &image).await.unwrap();
+    storage.put(&yesterday, &image).await.unwrap();
+    let prefix = nb_domain::generation::day_prefix(today.date());
+    let listed = storage.list(&prefix).await.unwrap();
+    let listed_keys: Vec<&ObjectKey> = listed.iter().map(|object| &object.key).collect();
+    assert!(listed_keys.contains(&&key), "{listed_keys:?}");
+    assert!(!listed_keys.contains(&&yesterday), "{listed_keys:?}");
+    let ours = listed.iter().find(|object| object.key == key).unwrap();
+    assert!((ours.last_modified - today).abs() < time::Duration::minutes(5));
+    assert_eq!(
+        storage.list("images/1999/01/01/").await.unwrap(),
+        Vec::new()
+    );
+    if serves {
+        let url = storage.url(&key).await.unwrap().unwrap();
+        assert_eq!(fetch(&url).await.0, image.bytes().to_vec());
+    }
+    storage.delete(&key).await.unwrap();
+    assert_eq!(storage.fetch(&key).await.unwrap(), None);
+    storage.delete(&key).await.unwrap();
+    let after: Vec<ObjectKey> = storage
+        .list(&prefix)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|object| object.key)
+        .collect();
+    assert!(!after.contains(&key));
+    assert!(storage.fetch(&yesterday).await.unwrap().is_some());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn s3_with_presigned_urls() {
     let server = S3TestServer::start().await;
@@ -131,6 +174,7 @@ async fn s3_with_presigned_urls() {
     let stored = storage.put(&key_for(&jpeg()), &jpeg()).await.unwrap();
     assert!(!stored.url_is_lasting);
     fetch_gives_back_what_was_put(&storage).await;
+    listing_and_deleting(&storage, true).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -212,6 +256,13 @@ async fn local_disk() {
     })
     .await;
     fetch_gives_back_what_was_put(&storage).await;
+    // Served by the app itself at its URL (not running here): the URL is checked above.
+    listing_and_deleting(&storage, false).await;
+    let key = key_for(&jpeg());
+    assert_eq!(
+        storage.url(&key).await.unwrap(),
+        Some(format!("http://127.0.0.1:8000/{}", key.as_str()))
+    );
     // No temporary files are left beside the images.
     let day_folder = folder
         .path()
@@ -260,4 +311,13 @@ async fn inline_data_urls() {
     })
     .await;
     assert_eq!(InlineStorage.fetch(&key_for(&jpeg())).await.unwrap(), None);
+}
+
+#[tokio::test]
+async fn inline_keeps_nothing_to_list_locate_or_delete() {
+    let key = key_for(&jpeg());
+    InlineStorage.put(&key, &jpeg()).await.unwrap();
+    assert_eq!(InlineStorage.url(&key).await.unwrap(), None);
+    assert_eq!(InlineStorage.list("images/").await.unwrap(), Vec::new());
+    InlineStorage.delete(&key).await.unwrap();
 }

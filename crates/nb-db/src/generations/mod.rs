@@ -73,6 +73,7 @@ pub(crate) struct GenerationRow {
     byte_size: Option<i64>,
     latency_ms: i64,
     created_at: PrimitiveDateTime,
+    mode: String,
 }
 
 impl From<&GenerationRecord> for GenerationRow {
@@ -93,6 +94,7 @@ impl From<&GenerationRecord> for GenerationRow {
             byte_size: None,
             latency_ms: i64::try_from(record.latency.as_millis()).unwrap_or(i64::MAX),
             created_at: to_stored_time(record.created_at),
+            mode: record.caller.mode.as_str().to_owned(),
         };
         match &record.outcome {
             GenerationOutcome::Succeeded {

@@ -14,7 +14,7 @@ pub use error::{
 pub use model::{
     API_KEY_LENGTH, API_KEY_PREFIX, ApiKeyHash, ApiKeyId, ApiKeyName, ApiKeyRecord, ApiKeySecret,
     ApiKeyView, AuthenticatedApiKey, CreatedApiKey, DISPLAY_PREFIX_LENGTH, InvalidApiKeyName,
-    InvalidKeyLimits, KeyAccess, KeyChanges, KeyLimits, KeySettings, KeyUsage, LimitChanges,
-    MAX_KEY_NAME_CHARS, MalformedApiKey, NewApiKey,
+    InvalidKeyLimits, InvalidKeyMode, KeyAccess, KeyChanges, KeyLimits, KeyMode, KeySettings,
+    KeyUsage, LimitChanges, MAX_KEY_NAME_CHARS, MalformedApiKey, NewApiKey, TEST_API_KEY_PREFIX,
 };
 pub use service::{ApiKeyPorts, ApiKeyService, DEFAULT_ROLL_GRACE, KeyPolicy};

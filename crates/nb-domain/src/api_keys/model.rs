@@ -1,8 +1,9 @@
 //! What an API key is: how it looks, what is stored of it, and who it says is calling.
 //!
-//! A key is `nb_live_` followed by 32 lowercase hex characters (128 bits from the OS CSPRNG).
-//! Only its SHA-256 is stored, with a short display prefix; the full key exists in memory
-//! once, when it is created, and is handed to the caller that single time.
+//! A key is `nb_live_` (or `nb_test_` for a test-mode key) followed by 32 lowercase hex
+//! characters (128 bits from the OS CSPRNG). Only its SHA-256 is stored, with a short display
+//! prefix; the full key exists in memory once, when it is created, and is handed to the
+//! caller that single time.
 
 use std::fmt;
 use std::num::{NonZeroU32, NonZeroU64};
@@ -16,9 +17,56 @@ use crate::text::has_hidden_characters;
 use crate::user::UserId;
 
 pub const API_KEY_PREFIX: &str = "nb_live_";
+pub const TEST_API_KEY_PREFIX: &str = "nb_test_";
 pub(crate) const API_KEY_RANDOM_BYTES: usize = 16;
-/// `nb_live_` + 32 hex characters.
+/// `nb_live_` (or `nb_test_`) + 32 hex characters.
 pub const API_KEY_LENGTH: usize = API_KEY_PREFIX.len() + 2 * API_KEY_RANDOM_BYTES;
+
+/// What a key's generations do: `Live` ones call the image model (and cost money); `Test`
+/// ones make a deterministic image locally, never count against live quotas, and let client
+/// developers exercise every answer for free.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum KeyMode {
+    #[default]
+    Live,
+    Test,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("mode must be \"live\" or \"test\"")]
+pub struct InvalidKeyMode;
+
+impl KeyMode {
+    pub fn parse(raw: &str) -> Result<Self, InvalidKeyMode> {
+        match raw {
+            "live" => Ok(Self::Live),
+            "test" => Ok(Self::Test),
+            _ => Err(InvalidKeyMode),
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Live => "live",
+            Self::Test => "test",
+        }
+    }
+
+    /// How its keys begin.
+    pub fn prefix(self) -> &'static str {
+        match self {
+            Self::Live => API_KEY_PREFIX,
+            Self::Test => TEST_API_KEY_PREFIX,
+        }
+    }
+
+    /// The mode of a presented credential, by its prefix (`None`: not an API key).
+    pub fn of_credential(raw: &str) -> Option<Self> {
+        [Self::Live, Self::Test]
+            .into_iter()
+            .find(|mode| raw.starts_with(mode.prefix()))
+    }
+}
 /// How much of a key is kept for display: `nb_live_` and 4 hex characters.
 pub const DISPLAY_PREFIX_LENGTH: usize = 12;
 pub const MAX_KEY_NAME_CHARS: usize = 100;
@@ -42,13 +90,14 @@ pub struct ApiKeySecret(String);
 pub struct MalformedApiKey;
 
 impl ApiKeySecret {
-    pub(crate) fn from_random_bytes(bytes: &[u8; API_KEY_RANDOM_BYTES]) -> Self {
-        Self(format!("{API_KEY_PREFIX}{}", hex::encode(bytes)))
+    pub(crate) fn from_random_bytes(mode: KeyMode, bytes: &[u8; API_KEY_RANDOM_BYTES]) -> Self {
+        Self(format!("{}{}", mode.prefix(), hex::encode(bytes)))
     }
 
-    /// Accepts exactly `nb_live_` followed by 32 lowercase hex characters.
+    /// Accepts exactly `nb_live_` or `nb_test_` followed by 32 lowercase hex characters.
     pub fn parse(raw: &str) -> Result<Self, MalformedApiKey> {
-        let random_part = raw.strip_prefix(API_KEY_PREFIX).ok_or(MalformedApiKey)?;
+        let mode = KeyMode::of_credential(raw).ok_or(MalformedApiKey)?;
+        let random_part = &raw[mode.prefix().len()..];
         let well_formed = random_part.len() == 2 * API_KEY_RANDOM_BYTES
             && random_part
                 .bytes()
@@ -58,6 +107,10 @@ impl ApiKeySecret {
         } else {
             Err(MalformedApiKey)
         }
+    }
+
+    pub fn mode(&self) -> KeyMode {
+        KeyMode::of_credential(&self.0).unwrap_or_default()
     }
 
     pub fn hash(&self) -> ApiKeyHash {
@@ -144,6 +197,7 @@ pub struct ApiKeyRecord {
     pub user_id: UserId,
     pub name: Option<String>,
     pub prefix: String,
+    pub mode: KeyMode,
     /// False once revoked.
     pub is_active: bool,
     /// After this instant the key is refused (`key_expired`).
@@ -218,6 +272,7 @@ impl KeyLimits {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct KeySettings {
     pub name: ApiKeyName,
+    pub mode: KeyMode,
     pub expires_at: Option<OffsetDateTime>,
     pub limits: KeyLimits,
 }
@@ -321,8 +376,9 @@ pub struct AuthenticatedApiKey {
     /// The key's own per-minute allowance, when it has one.
     pub per_minute: Option<NonZeroU32>,
     /// Whether a day or month quota applies (the key's or its account's): then each
-    /// generation reserves its images first.
+    /// generation reserves its images first. Never for a test key.
     pub quota_applies: bool,
+    pub mode: KeyMode,
 }
 
 impl AuthenticatedApiKey {
@@ -333,6 +389,7 @@ impl AuthenticatedApiKey {
             user_id,
             per_minute: None,
             quota_applies: false,
+            mode: KeyMode::Live,
         }
     }
 }
@@ -352,7 +409,7 @@ mod tests {
 
     #[test]
     fn key_format_is_prefix_and_32_lowercase_hex() {
-        let secret = ApiKeySecret::from_random_bytes(&[0xab; 16]);
+        let secret = ApiKeySecret::from_random_bytes(KeyMode::Live, &[0xab; 16]);
         assert_eq!(
             secret.expose_secret(),
             format!("nb_live_{}", "ab".repeat(16))
@@ -364,11 +421,14 @@ mod tests {
     #[test]
     fn parse_accepts_only_well_formed_keys() {
         let good = format!("nb_live_{}", "0123456789abcdef".repeat(2));
-        assert!(ApiKeySecret::parse(&good).is_ok());
+        assert_eq!(ApiKeySecret::parse(&good).unwrap().mode(), KeyMode::Live);
+        let test = format!("nb_test_{}", "0123456789abcdef".repeat(2));
+        assert_eq!(ApiKeySecret::parse(&test).unwrap().mode(), KeyMode::Test);
         for bad in [
             String::new(),
             "nb_live_".into(),
-            format!("nb_test_{}", "a".repeat(32)),
+            format!("nb_prod_{}", "a".repeat(32)),
+            format!("nb_test_{}", "a".repeat(31)),
             format!("nb_live_{}", "A".repeat(32)),
             format!("nb_live_{}", "g".repeat(32)),
             format!("nb_live_{}", "a".repeat(31)),
@@ -390,9 +450,9 @@ mod tests {
 
     #[test]
     fn debug_shows_only_the_display_prefix() {
-        let secret = ApiKeySecret::from_random_bytes(&[0xcd; 16]);
+        let secret = ApiKeySecret::from_random_bytes(KeyMode::Test, &[0xcd; 16]);
         let shown = format!("{secret:?}");
-        assert!(shown.contains("nb_live_cdcd"));
+        assert!(shown.contains("nb_test_cdcd"));
         assert!(!shown.contains(secret.expose_secret()));
     }
 

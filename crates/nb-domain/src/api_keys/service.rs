@@ -15,7 +15,7 @@ use super::error::{
 };
 use super::model::{
     API_KEY_RANDOM_BYTES, ApiKeyId, ApiKeyRecord, ApiKeySecret, ApiKeyView, AuthenticatedApiKey,
-    CreatedApiKey, KeyChanges, KeySettings, NewApiKey,
+    CreatedApiKey, KeyChanges, KeyMode, KeySettings, NewApiKey,
 };
 use crate::RepositoryError;
 use crate::pagination::{Page, PageRequest};
@@ -98,12 +98,13 @@ impl ApiKeyService {
     ) -> Result<(NewApiKey, ApiKeySecret), crate::ports::RandomnessUnavailable> {
         let mut bytes = [0u8; API_KEY_RANDOM_BYTES];
         self.random.fill_bytes(&mut bytes)?;
-        let secret = ApiKeySecret::from_random_bytes(&bytes);
+        let secret = ApiKeySecret::from_random_bytes(settings.mode, &bytes);
         let record = ApiKeyRecord {
             id: ApiKeyId(self.ids.new_id()),
             user_id,
             name: settings.name.into_inner(),
             prefix: secret.display_prefix().to_owned(),
+            mode: settings.mode,
             is_active: true,
             expires_at: settings.expires_at.map(to_microseconds),
             limits: settings.limits,
@@ -118,7 +119,8 @@ impl ApiKeyService {
         Ok((new_key, secret))
     }
 
-    /// Creates a key. Quotas left out take the deployment's defaults for new keys.
+    /// Creates a key. A live key's quotas left out take the deployment's defaults for new
+    /// keys (a test key's quotas count only its own test images, so it gets none unasked).
     #[tracing::instrument(skip(self, settings), fields(key_id))]
     pub async fn create(
         &self,
@@ -131,10 +133,12 @@ impl ApiKeyService {
         {
             return Err(CreateKeyError::ExpiryInThePast);
         }
-        let quotas = &mut settings.limits.quotas;
-        let defaults = self.policy.default_quotas;
-        quotas.per_day = quotas.per_day.or(defaults.per_day);
-        quotas.per_month = quotas.per_month.or(defaults.per_month);
+        if settings.mode == KeyMode::Live {
+            let quotas = &mut settings.limits.quotas;
+            let defaults = self.policy.default_quotas;
+            quotas.per_day = quotas.per_day.or(defaults.per_day);
+            quotas.per_month = quotas.per_month.or(defaults.per_month);
+        }
         let (new_key, secret) = self.new_key(user_id, settings, None)?;
         tracing::Span::current().record("key_id", tracing::field::display(new_key.record.id));
         let max_active = self.policy.max_active_per_account;
@@ -240,6 +244,7 @@ impl ApiKeyService {
             .ok_or(FindKeyError::NotFound)?;
         let settings = KeySettings {
             name: super::model::ApiKeyName::from_stored(old.name.clone()),
+            mode: old.mode,
             expires_at: None,
             limits: old.limits,
         };

@@ -18,7 +18,7 @@ use super::model::{
     GenerationRequest, GenerationTimings, ImageCount, ObjectKey, image_dimensions, size_label,
 };
 use crate::RepositoryError;
-use crate::api_keys::AuthenticatedApiKey;
+use crate::api_keys::{AuthenticatedApiKey, KeyMode};
 use crate::ports::{
     Clock, GenerationRepository, IdGenerator, ImageProvider, ObjectStorage, QuotaRepository,
 };
@@ -30,7 +30,10 @@ use crate::user::UserId;
 #[derive(Clone)]
 #[allow(missing_debug_implementations)] // Trait objects without Debug.
 pub struct GenerationPorts {
+    /// The image model, for live keys.
     pub provider: Arc<dyn ImageProvider>,
+    /// Deterministic local images, for test keys: never the network.
+    pub test_provider: Arc<dyn ImageProvider>,
     pub storage: Arc<dyn ObjectStorage>,
     pub generations: Arc<dyn GenerationRepository>,
     pub quotas: Arc<dyn QuotaRepository>,
@@ -172,7 +175,11 @@ impl GenerationService {
             outcome,
         };
 
-        let provided = ports.provider.generate(&image_request).await;
+        let provider = match caller.mode {
+            KeyMode::Live => &ports.provider,
+            KeyMode::Test => &ports.test_provider,
+        };
+        let provided = provider.generate(&image_request).await;
         let mut timings = GenerationTimings {
             upstream: self.elapsed_since(started_at),
             ..GenerationTimings::default()
@@ -208,7 +215,15 @@ impl GenerationService {
             bytes: image.bytes().len() as u64,
         });
         let database_started = ports.clock.now();
-        ports.generations.record(&succeeded).await?;
+        if let Err(error) = ports.generations.record(&succeeded).await {
+            // No row will name the image: remove it now (the orphan sweep would later).
+            if let GenerationOutcome::Succeeded { object_key, .. } = &succeeded.outcome
+                && let Err(delete_error) = ports.storage.delete(object_key).await
+            {
+                tracing::warn!(error = %delete_error, "could not remove an unrecorded image");
+            }
+            return Err(error.into());
+        }
         timings.database = self.elapsed_since(database_started);
         tracing::info!(
             latency_ms = succeeded.latency.as_millis() as u64,
@@ -328,6 +343,8 @@ mod tests {
         GenerationService::new(
             GenerationPorts {
                 provider: Arc::new(provider),
+                // Any call to it fails the test: live keys never get test images.
+                test_provider: Arc::new(MockImageProvider::new()),
                 storage: Arc::new(storage),
                 generations: Arc::new(generations),
                 quotas: Arc::new(crate::ports::MockQuotaRepository::new()),
@@ -521,6 +538,7 @@ mod tests {
         GenerationService::new(
             GenerationPorts {
                 provider: Arc::new(provider),
+                test_provider: Arc::new(MockImageProvider::new()),
                 storage: Arc::new(lasting_storage()),
                 generations: Arc::new(generations),
                 quotas: Arc::new(quotas),
@@ -529,6 +547,44 @@ mod tests {
             },
             models(),
         )
+    }
+
+    #[tokio::test]
+    async fn a_test_key_gets_the_test_provider_and_never_the_live_one() {
+        let mut live = MockImageProvider::new();
+        live.expect_generate().never();
+        let mut quotas = crate::ports::MockQuotaRepository::new();
+        quotas.expect_reserve().never();
+        let mut generations = MockGenerationRepository::new();
+        generations
+            .expect_record()
+            .withf(|record| record.caller.mode == KeyMode::Test)
+            .times(1)
+            .returning(|_| Ok(()));
+        let mut clock = MockClock::new();
+        clock.expect_now().return_const(NOW);
+        let mut ids = MockIdGenerator::new();
+        ids.expect_new_id().return_const(GEN);
+        let service = GenerationService::new(
+            GenerationPorts {
+                provider: Arc::new(live),
+                test_provider: Arc::new(provider_returning_png()),
+                storage: Arc::new(lasting_storage()),
+                generations: Arc::new(generations),
+                quotas: Arc::new(quotas),
+                clock: Arc::new(clock),
+                ids: Arc::new(ids),
+            },
+            models(),
+        );
+        let caller = AuthenticatedApiKey {
+            mode: KeyMode::Test,
+            ..CALLER
+        };
+        let batch = service
+            .generate_images(caller, &request(), ImageCount::ONE)
+            .await;
+        assert_eq!(batch.result.unwrap().len(), 1);
     }
 
     #[tokio::test]
@@ -713,6 +769,25 @@ mod tests {
             .generate(CALLER, request())
             .await;
         assert!(matches!(result, Err(GenerateError::Storage(_))));
+    }
+
+    #[tokio::test]
+    async fn an_image_whose_row_cannot_be_written_is_removed() {
+        let mut storage = lasting_storage();
+        storage
+            .expect_delete()
+            .withf(|key| key.as_str().ends_with(".png"))
+            .times(1)
+            .returning(|_| Ok(()));
+        let mut generations = MockGenerationRepository::new();
+        generations
+            .expect_record()
+            .times(1)
+            .returning(|_| Err(RepositoryError::Unavailable("gone".into())));
+        let result = service(provider_returning_png(), storage, generations)
+            .generate(CALLER, request())
+            .await;
+        assert!(matches!(result, Err(GenerateError::Repository(_))));
     }
 
     #[tokio::test]

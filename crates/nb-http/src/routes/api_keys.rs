@@ -5,7 +5,7 @@ use std::time::Duration;
 use actix_web::{HttpResponse, web};
 use nb_domain::api_keys::{
     ApiKeyId, ApiKeyName, ApiKeyRecord, ApiKeyView, CreatedApiKey, DEFAULT_ROLL_GRACE, KeyChanges,
-    KeyLimits, KeySettings, KeyUsage, LimitChanges,
+    KeyLimits, KeyMode, KeySettings, KeyUsage, LimitChanges,
 };
 use nb_domain::pagination::PageRequest;
 use serde::{Deserialize, Deserializer, Serialize};
@@ -42,6 +42,10 @@ impl LimitsRequest {
 pub(crate) struct CreateKeyRequest {
     #[serde(default)]
     name: Option<String>,
+    /// `live` (default: `nb_live_…`, calls the model) or `test` (`nb_test_…`: deterministic
+    /// local images, free).
+    #[serde(default)]
+    mode: Option<String>,
     /// RFC 3339, in the future.
     #[serde(default, with = "time::serde::rfc3339::option")]
     expires_at: Option<OffsetDateTime>,
@@ -138,6 +142,8 @@ pub(crate) struct KeyResponse {
     id: Uuid,
     name: Option<String>,
     prefix: String,
+    /// `live` or `test`.
+    mode: &'static str,
     /// False once revoked.
     is_active: bool,
     #[serde(with = "time::serde::rfc3339::option")]
@@ -159,6 +165,7 @@ impl From<ApiKeyView> for KeyResponse {
             id: record.id.0,
             name: record.name,
             prefix: record.prefix,
+            mode: record.mode.as_str(),
             is_active: record.is_active,
             expires_at: record.expires_at,
             limits: record.limits.into(),
@@ -252,8 +259,14 @@ pub(crate) async fn create(
     body: OptionalJson<CreateKeyRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let request = body.0.unwrap_or_default();
+    let mode = match request.mode.as_deref() {
+        None => KeyMode::Live,
+        Some(raw) => KeyMode::parse(raw)
+            .map_err(|error| ApiError::invalid_field("mode", error.to_string()))?,
+    };
     let settings = KeySettings {
         name: name(request.name.as_deref())?,
+        mode,
         expires_at: request.expires_at,
         limits: request
             .limits

@@ -1,0 +1,482 @@
+//! The record of every generation: listed newest first with filters, read one at a time,
+//! and deleted by their owner (the image goes; the row stays as history, marked deleted).
+//! Also the sweep that removes stored images no generation row names (their row was never
+//! written because the database failed at the last step).
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use time::{Date, OffsetDateTime};
+use uuid::Uuid;
+
+use super::error::StorageError;
+use super::model::{GenerationId, ObjectKey};
+use crate::RepositoryError;
+use crate::api_keys::{ApiKeyId, KeyMode};
+use crate::pagination::{Page, PageRequest};
+use crate::ports::{Clock, HistoryRepository, ObjectStorage};
+use crate::user::UserId;
+
+/// Where a generation stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum GenerationStatus {
+    Succeeded,
+    Failed,
+    /// Its owner deleted it: the image is gone.
+    Deleted,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("status must be succeeded, failed or deleted")]
+pub struct InvalidGenerationStatus;
+
+impl GenerationStatus {
+    pub fn parse(raw: &str) -> Result<Self, InvalidGenerationStatus> {
+        match raw {
+            "succeeded" => Ok(Self::Succeeded),
+            "failed" => Ok(Self::Failed),
+            "deleted" => Ok(Self::Deleted),
+            _ => Err(InvalidGenerationStatus),
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Succeeded => "succeeded",
+            Self::Failed => "failed",
+            Self::Deleted => "deleted",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("not a generation id")]
+pub struct InvalidGenerationId;
+
+impl GenerationId {
+    /// `gen_<uuid>`, as answers show it.
+    pub fn parse(raw: &str) -> Result<Self, InvalidGenerationId> {
+        raw.strip_prefix("gen_")
+            .and_then(|uuid| Uuid::parse_str(uuid).ok())
+            .map(Self)
+            .ok_or(InvalidGenerationId)
+    }
+}
+
+/// A generation as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredGeneration {
+    pub id: GenerationId,
+    pub user_id: UserId,
+    pub key_id: ApiKeyId,
+    pub mode: KeyMode,
+    pub prompt: String,
+    /// `auto` or `WxH`.
+    pub size: String,
+    pub style: String,
+    pub model: String,
+    pub status: GenerationStatus,
+    pub error_code: Option<String>,
+    pub object_key: Option<ObjectKey>,
+    /// The URL recorded when it was lasting (public or local); `None` for presigned URLs.
+    pub url: Option<String>,
+    pub mime_type: Option<String>,
+    pub bytes: Option<u64>,
+    pub latency: Duration,
+    pub created_at: OffsetDateTime,
+    pub deleted_at: Option<OffsetDateTime>,
+}
+
+/// A generation as its owner sees it: with a URL that works now, when it has an image.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GenerationView {
+    pub generation: StoredGeneration,
+    pub url: Option<String>,
+}
+
+/// Whose generations: an account's, or one key's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HistoryScope {
+    pub user_id: UserId,
+    /// Set when the caller is an API key: it sees only its own.
+    pub key_id: Option<ApiKeyId>,
+}
+
+/// Which generations to list (each `None`: all).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct HistoryFilter {
+    pub key_id: Option<ApiKeyId>,
+    pub status: Option<GenerationStatus>,
+    pub mode: Option<KeyMode>,
+    /// Created at or after.
+    pub from: Option<OffsetDateTime>,
+    /// Created before.
+    pub to: Option<OffsetDateTime>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum HistoryError {
+    #[error("no such generation")]
+    NotFound,
+    #[error("the image could not be deleted from storage")]
+    Storage(#[from] StorageError),
+    #[error(transparent)]
+    Repository(#[from] RepositoryError),
+}
+
+/// What one sweep found and removed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct SweepReport {
+    pub examined: usize,
+    pub removed: usize,
+}
+
+/// Stored objects younger than this are left alone by the sweep: their generation row may
+/// still be on its way.
+pub const ORPHAN_GRACE: Duration = Duration::from_secs(15 * 60);
+
+/// How many days back (today included) each sweep looks: images are stored under their UTC
+/// day, and a sweep runs every hour, so two days cover every image stored since the last.
+pub const SWEPT_DAYS: i64 = 2;
+
+/// The ports a [`HistoryService`] works through.
+#[derive(Clone)]
+#[allow(missing_debug_implementations)] // Trait objects without Debug.
+pub struct HistoryPorts {
+    pub generations: Arc<dyn HistoryRepository>,
+    pub storage: Arc<dyn ObjectStorage>,
+    pub clock: Arc<dyn Clock>,
+}
+
+#[derive(Clone)]
+pub struct HistoryService {
+    ports: HistoryPorts,
+}
+
+impl fmt::Debug for HistoryService {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HistoryService").finish_non_exhaustive()
+    }
+}
+
+impl HistoryService {
+    pub fn new(ports: HistoryPorts) -> Self {
+        Self { ports }
+    }
+
+    /// One page of the scope's generations, newest first. A key sees only its own, whatever
+    /// `filter.key_id` asks.
+    pub async fn list(
+        &self,
+        scope: HistoryScope,
+        mut filter: HistoryFilter,
+        page: PageRequest,
+    ) -> Result<Page<GenerationView>, HistoryError> {
+        if let Some(key_id) = scope.key_id {
+            if filter.key_id.is_some_and(|asked| asked != key_id) {
+                return Ok(Page {
+                    items: Vec::new(),
+                    next: None,
+                });
+            }
+            filter.key_id = Some(key_id);
+        }
+        let page = self
+            .ports
+            .generations
+            .list_generations(scope.user_id, &filter, page)
+            .await?;
+        let mut items = Vec::with_capacity(page.items.len());
+        for generation in page.items {
+            items.push(self.view(generation).await?);
+        }
+        Ok(Page {
+            items,
+            next: page.next,
+        })
+    }
+
+    pub async fn get(
+        &self,
+        scope: HistoryScope,
+        id: GenerationId,
+    ) -> Result<GenerationView, HistoryError> {
+        let generation = self.find(scope, id).await?;
+        self.view(generation).await
+    }
+
+    /// Deletes the image (from storage first, so a failure leaves the row as it was and the
+    /// delete can be retried) and marks the generation deleted. Repeatable.
+    #[tracing::instrument(skip(self, scope), fields(generation_id = %id))]
+    pub async fn delete(
+        &self,
+        scope: HistoryScope,
+        id: GenerationId,
+    ) -> Result<GenerationView, HistoryError> {
+        let mut generation = self.find(scope, id).await?;
+        if generation.status != GenerationStatus::Deleted {
+            if let Some(key) = &generation.object_key {
+                self.ports.storage.delete(key).await?;
+            }
+            let at = self.ports.clock.now();
+            self.ports
+                .generations
+                .mark_generation_deleted(scope.user_id, id, at)
+                .await?;
+            generation.status = GenerationStatus::Deleted;
+            generation.deleted_at = Some(at);
+            generation.url = None;
+            tracing::info!("generation deleted");
+        }
+        self.view(generation).await
+    }
+
+    async fn find(
+        &self,
+        scope: HistoryScope,
+        id: GenerationId,
+    ) -> Result<StoredGeneration, HistoryError> {
+        self.ports
+            .generations
+            .find_generation(scope.user_id, id)
+            .await?
+            .filter(|generation| scope.key_id.is_none_or(|key| generation.key_id == key))
+            .ok_or(HistoryError::NotFound)
+    }
+
+    /// The generation with a URL that works now: the recorded one, or a fresh one from the
+    /// storage (a new presigned URL); none once deleted or when it has no image.
+    async fn view(&self, generation: StoredGeneration) -> Result<GenerationView, HistoryError> {
+        let url = match (&generation.status, &generation.object_key, &generation.url) {
+            (GenerationStatus::Succeeded, _, Some(url)) => Some(url.clone()),
+            (GenerationStatus::Succeeded, Some(key), None) => self.ports.storage.url(key).await?,
+            _ => None,
+        };
+        Ok(GenerationView { generation, url })
+    }
+
+    /// Removes stored images of the last [`SWEPT_DAYS`] UTC days that no generation names
+    /// and that are older than [`ORPHAN_GRACE`].
+    pub async fn sweep_orphans(&self) -> Result<SweepReport, HistoryError> {
+        let now = self.ports.clock.now();
+        let today = now.date();
+        let mut report = SweepReport::default();
+        for back in 0..SWEPT_DAYS {
+            let day = today - time::Duration::days(back);
+            let listed = self.ports.storage.list(&day_prefix(day)).await?;
+            let settled: Vec<ObjectKey> = listed
+                .into_iter()
+                .filter(|object| now - object.last_modified >= ORPHAN_GRACE)
+                .map(|object| object.key)
+                .collect();
+            report.examined += settled.len();
+            if settled.is_empty() {
+                continue;
+            }
+            let named = self.ports.generations.named_object_keys(&settled).await?;
+            for key in settled.iter().filter(|key| !named.contains(key)) {
+                self.ports.storage.delete(key).await?;
+                report.removed += 1;
+                tracing::warn!(
+                    object_key = key.as_str(),
+                    "removed an image no generation names"
+                );
+            }
+        }
+        Ok(report)
+    }
+}
+
+/// Where the images of a UTC day are stored: `images/2026/11/25/`.
+pub fn day_prefix(day: Date) -> String {
+    format!(
+        "images/{:04}/{:02}/{:02}/",
+        day.year(),
+        u8::from(day.month()),
+        day.day()
+    )
+}
+
+/// An object a storage holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListedObject {
+    pub key: ObjectKey,
+    pub last_modified: OffsetDateTime,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ports::{MockClock, MockHistoryRepository, MockObjectStorage};
+    use time::macros::{date, datetime};
+
+    const NOW: OffsetDateTime = datetime!(2026-11-25 12:00 UTC);
+    const ADA: UserId = UserId(Uuid::from_u128(1));
+    const ADAS_KEY: ApiKeyId = ApiKeyId(Uuid::from_u128(2));
+    const OTHER_KEY: ApiKeyId = ApiKeyId(Uuid::from_u128(3));
+    const GEN: GenerationId = GenerationId(Uuid::from_u128(9));
+
+    fn stored(key_id: ApiKeyId) -> StoredGeneration {
+        StoredGeneration {
+            id: GEN,
+            user_id: ADA,
+            key_id,
+            mode: KeyMode::Live,
+            prompt: "a banana".into(),
+            size: "1024x1024".into(),
+            style: "natural".into(),
+            model: "gemini-3.1-flash-image".into(),
+            status: GenerationStatus::Succeeded,
+            error_code: None,
+            object_key: Some(ObjectKey::from_stored("images/2026/11/25/gen_x.png".into())),
+            url: None,
+            mime_type: Some("image/png".into()),
+            bytes: Some(10),
+            latency: Duration::from_millis(5),
+            created_at: NOW,
+            deleted_at: None,
+        }
+    }
+
+    fn service(generations: MockHistoryRepository, storage: MockObjectStorage) -> HistoryService {
+        let mut clock = MockClock::new();
+        clock.expect_now().return_const(NOW);
+        HistoryService::new(HistoryPorts {
+            generations: Arc::new(generations),
+            storage: Arc::new(storage),
+            clock: Arc::new(clock),
+        })
+    }
+
+    #[tokio::test]
+    async fn a_key_sees_only_its_own_generations() {
+        let mut generations = MockHistoryRepository::new();
+        generations
+            .expect_find_generation()
+            .returning(|_, _| Ok(Some(stored(OTHER_KEY))));
+        let mut storage = MockObjectStorage::new();
+        storage.expect_delete().never();
+        let key_scope = HistoryScope {
+            user_id: ADA,
+            key_id: Some(ADAS_KEY),
+        };
+        let service = service(generations, storage);
+        assert!(matches!(
+            service.get(key_scope, GEN).await,
+            Err(HistoryError::NotFound)
+        ));
+        assert!(matches!(
+            service.delete(key_scope, GEN).await,
+            Err(HistoryError::NotFound)
+        ));
+        // Asking a key's history for another key's: nothing, without a query.
+        let filter = HistoryFilter {
+            key_id: Some(OTHER_KEY),
+            ..HistoryFilter::default()
+        };
+        let page = service
+            .list(key_scope, filter, PageRequest::first(10))
+            .await
+            .unwrap();
+        assert!(page.items.is_empty());
+    }
+
+    #[tokio::test]
+    async fn presigned_urls_are_made_afresh_and_deleted_images_have_none() {
+        let mut generations = MockHistoryRepository::new();
+        generations
+            .expect_find_generation()
+            .returning(|_, _| Ok(Some(stored(ADAS_KEY))));
+        generations
+            .expect_mark_generation_deleted()
+            .withf(|user, id, at| *user == ADA && *id == GEN && *at == NOW)
+            .times(1)
+            .returning(|_, _, _| Ok(true));
+        let mut storage = MockObjectStorage::new();
+        storage
+            .expect_url()
+            .returning(|_| Ok(Some("https://bucket/presigned".into())));
+        storage.expect_delete().times(1).returning(|_| Ok(()));
+        let account = HistoryScope {
+            user_id: ADA,
+            key_id: None,
+        };
+        let service = service(generations, storage);
+        let view = service.get(account, GEN).await.unwrap();
+        assert_eq!(view.url.as_deref(), Some("https://bucket/presigned"));
+        let deleted = service.delete(account, GEN).await.unwrap();
+        assert_eq!(deleted.generation.status, GenerationStatus::Deleted);
+        assert_eq!(deleted.url, None);
+    }
+
+    #[tokio::test]
+    async fn a_storage_failure_leaves_the_generation_as_it_was() {
+        let mut generations = MockHistoryRepository::new();
+        generations
+            .expect_find_generation()
+            .returning(|_, _| Ok(Some(stored(ADAS_KEY))));
+        generations.expect_mark_generation_deleted().never();
+        let mut storage = MockObjectStorage::new();
+        storage
+            .expect_delete()
+            .returning(|_| Err(StorageError("bucket unreachable".into())));
+        let account = HistoryScope {
+            user_id: ADA,
+            key_id: None,
+        };
+        let result = service(generations, storage).delete(account, GEN).await;
+        assert!(matches!(result, Err(HistoryError::Storage(_))));
+    }
+
+    #[tokio::test]
+    async fn the_sweep_removes_only_settled_images_no_generation_names() {
+        let named = ObjectKey::from_stored("images/2026/11/25/gen_named.png".into());
+        let orphan = ObjectKey::from_stored("images/2026/11/25/gen_orphan.png".into());
+        let fresh = ObjectKey::from_stored("images/2026/11/25/gen_fresh.png".into());
+        let mut storage = MockObjectStorage::new();
+        let listed = vec![
+            ListedObject {
+                key: named.clone(),
+                last_modified: NOW - Duration::from_secs(3600),
+            },
+            ListedObject {
+                key: orphan.clone(),
+                last_modified: NOW - Duration::from_secs(3600),
+            },
+            ListedObject {
+                key: fresh.clone(),
+                last_modified: NOW - Duration::from_secs(60),
+            },
+        ];
+        storage
+            .expect_list()
+            .withf(|prefix| prefix == "images/2026/11/25/")
+            .returning(move |_| Ok(listed.clone()));
+        storage
+            .expect_list()
+            .withf(|prefix| prefix == "images/2026/11/24/")
+            .returning(|_| Ok(Vec::new()));
+        let removed = orphan.clone();
+        storage
+            .expect_delete()
+            .withf(move |key| *key == removed)
+            .times(1)
+            .returning(|_| Ok(()));
+        let mut generations = MockHistoryRepository::new();
+        let kept = named.clone();
+        generations
+            .expect_named_object_keys()
+            .withf(move |keys| keys.len() == 2 && !keys.contains(&fresh))
+            .returning(move |_| Ok(vec![kept.clone()]));
+        let report = service(generations, storage).sweep_orphans().await.unwrap();
+        assert_eq!(
+            report,
+            SweepReport {
+                examined: 2,
+                removed: 1
+            }
+        );
+        assert_eq!(day_prefix(date!(2026 - 01 - 05)), "images/2026/01/05/");
+    }
+}
