@@ -184,6 +184,7 @@ async fn test_list_keys_returns_prefix_not_full_key(app: TestApp) {
             "is_active",
             "last_used_at",
             "limits",
+            "mode",
             "name",
             "prefix",
             "rolled_from",
