@@ -24,6 +24,7 @@ use nb_domain::ports::{
 use nb_domain::quota::{
     PeriodLimits, QuotaLimit, QuotaPeriod, QuotaScope, QuotaStanding, ReserveError, Reserved,
 };
+use nb_domain::usage::UsageFact;
 use nb_domain::user::{EmailAddress, NewUser, PasswordHash, Session, SessionId, User, UserId};
 use time::macros::datetime;
 use time::{Date, Duration, OffsetDateTime};
@@ -420,6 +421,16 @@ async fn caller_with_key(db: &Database, email: &str) -> AuthenticatedApiKey {
     AuthenticatedApiKey::unlimited(key.record.id, user_id)
 }
 
+/// The user's usage per key and day from `since`, newest day first.
+async fn daily_usage(db: &GenerationStore, user: UserId, since: Date) -> Vec<UsageFact> {
+    let mut facts = db
+        .usage_facts(user, since, since + Duration::days(365), false)
+        .await
+        .unwrap();
+    facts.sort_by(|a, b| b.day.cmp(&a.day).then(a.api_key_id.0.cmp(&b.api_key_id.0)));
+    facts
+}
+
 async fn successes_are_counted_per_key_per_utc_day_and_failures_are_not(db: Database) {
     let ada = caller_with_key(&db, "ada@example.com").await;
     let bob = caller_with_key(&db, "bob@example.com").await;
@@ -435,16 +446,13 @@ async fn successes_are_counted_per_key_per_utc_day_and_failures_are_not(db: Data
         db.record(&record).await.unwrap();
     }
 
-    let usage = db.daily_usage(ada.user_id, T0.date()).await.unwrap();
+    let usage = daily_usage(&db, ada.user_id, T0.date()).await;
     let counts: Vec<(Date, u64)> = usage.iter().map(|day| (day.day, day.count)).collect();
     assert_eq!(counts, [(next_day.date(), 1), (T0.date(), 2)]);
     assert!(usage.iter().all(|day| day.api_key_id == ada.key_id));
-    let only_today = db.daily_usage(ada.user_id, next_day.date()).await.unwrap();
+    let only_today = daily_usage(&db, ada.user_id, next_day.date()).await;
     assert_eq!(only_today.len(), 1);
-    assert_eq!(
-        db.daily_usage(bob.user_id, T0.date()).await.unwrap()[0].count,
-        1
-    );
+    assert_eq!(daily_usage(&db, bob.user_id, T0.date()).await[0].count, 1);
 }
 
 async fn a_failed_success_write_leaves_neither_row_nor_count(db: Database) {
@@ -455,10 +463,7 @@ async fn a_failed_success_write_leaves_neither_row_nor_count(db: Database) {
     // The same id again: the usage increment runs first, then the insert fails, and the
     // transaction must take the increment back.
     assert!(db.record(&record).await.is_err());
-    assert_eq!(
-        db.daily_usage(ada.user_id, T0.date()).await.unwrap()[0].count,
-        1
-    );
+    assert_eq!(daily_usage(&db, ada.user_id, T0.date()).await[0].count, 1);
 }
 
 async fn one_bad_success_among_concurrent_ones_fails_alone(db: Database) {
@@ -483,10 +488,7 @@ async fn one_bad_success_among_concurrent_ones_fails_alone(db: Database) {
         failed += usize::from(write.await.unwrap().is_err());
     }
     assert_eq!(failed, 1);
-    assert_eq!(
-        db.daily_usage(ada.user_id, T0.date()).await.unwrap()[0].count,
-        50
-    );
+    assert_eq!(daily_usage(&db, ada.user_id, T0.date()).await[0].count, 50);
 }
 
 async fn concurrent_successes_are_all_counted(db: Database) {
@@ -499,10 +501,7 @@ async fn concurrent_successes_are_all_counted(db: Database) {
     for write in writes.collect::<Vec<_>>() {
         write.await.unwrap().unwrap();
     }
-    assert_eq!(
-        db.daily_usage(ada.user_id, T0.date()).await.unwrap()[0].count,
-        200
-    );
+    assert_eq!(daily_usage(&db, ada.user_id, T0.date()).await[0].count, 200);
 }
 
 // Spend control: quotas, key changes, rolling, and the operator's changes.

@@ -19,7 +19,7 @@ use crate::generation::{
 };
 use crate::pagination::{Page, PageRequest};
 use crate::quota::{Reservation, ReserveError, Reserved};
-use crate::usage::DailyUsage;
+use crate::usage::UsageFact;
 use crate::user::{
     EmailAddress, NewUser, Password, PasswordHash, Session, SessionId, User, UserCredentials,
     UserId,
@@ -339,12 +339,16 @@ pub trait GenerationRepository: Send + Sync + 'static {
     /// change usage.
     async fn record(&self, generation: &GenerationRecord) -> Result<(), RepositoryError>;
 
-    /// Usage of all the user's keys from `since` (inclusive), newest day first, then by key.
-    async fn daily_usage(
+    /// What each of the user's keys made on each UTC day from `from` to `to` (both
+    /// included), successes only, deleted ones still counted; split by model too when
+    /// `by_model`. Days and keys that made nothing are left out.
+    async fn usage_facts(
         &self,
         user_id: UserId,
-        since: Date,
-    ) -> Result<Vec<DailyUsage>, RepositoryError>;
+        from: Date,
+        to: Date,
+        by_model: bool,
+    ) -> Result<Vec<UsageFact>, RepositoryError>;
 
     /// What each key made on the UTC day and in the calendar month holding `at`; keys that
     /// made nothing are left out.

@@ -1,15 +1,162 @@
-//! Usage: how many images each key made on each UTC day.
+//! Usage: how many images were made, by UTC day, key, model and mode, over a range of days.
 
 use time::{Date, OffsetDateTime, UtcOffset};
 
-use crate::api_keys::ApiKeyId;
+use crate::api_keys::{ApiKeyId, KeyMode};
 
-/// One day of one key's usage.
+/// Images one key made on one UTC day (with one model, when the model is asked for).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DailyUsage {
-    pub api_key_id: ApiKeyId,
+pub struct UsageFact {
     pub day: Date,
+    pub api_key_id: ApiKeyId,
+    pub mode: KeyMode,
+    /// Set when the facts were read by model.
+    pub model: Option<String>,
     pub count: u64,
+}
+
+/// What usage can be grouped by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum UsageDimension {
+    Day,
+    Key,
+    Model,
+    Mode,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum InvalidUsageQuery {
+    #[error("group_by takes day, key, model and mode, separated by commas")]
+    GroupBy,
+    #[error("from must be a day (YYYY-MM-DD) no later than to")]
+    From,
+    #[error("to must be a day (YYYY-MM-DD)")]
+    To,
+    #[error("days must be between 1 and {MAX_USAGE_DAYS}")]
+    Days,
+    #[error("a range is at most {MAX_USAGE_DAYS} days")]
+    TooLong,
+}
+
+impl InvalidUsageQuery {
+    pub fn field(&self) -> &'static str {
+        match self {
+            Self::GroupBy => "group_by",
+            Self::From | Self::TooLong => "from",
+            Self::To => "to",
+            Self::Days => "days",
+        }
+    }
+}
+
+/// A usage report's question: which UTC days (both ends included), grouped how.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UsageQuery {
+    pub from: Date,
+    pub to: Date,
+    /// In the order asked; by day and key when not asked.
+    pub group_by: Vec<UsageDimension>,
+}
+
+impl UsageQuery {
+    /// `from`/`to` (days, inclusive) or the last `days` days (default 30) ending today;
+    /// `group_by` a comma-separated list of `day`, `key`, `model`, `mode`.
+    pub fn parse(
+        days: Option<u16>,
+        from: Option<&str>,
+        to: Option<&str>,
+        group_by: Option<&str>,
+        now: OffsetDateTime,
+    ) -> Result<Self, InvalidUsageQuery> {
+        let today = now.to_offset(UtcOffset::UTC).date();
+        let day = |raw: &str, error| {
+            Date::parse(
+                raw,
+                time::macros::format_description!("[year]-[month]-[day]"),
+            )
+            .map_err(|_| error)
+        };
+        let to = to
+            .map(|raw| day(raw, InvalidUsageQuery::To))
+            .transpose()?
+            .unwrap_or(today);
+        let from = match from {
+            Some(raw) => day(raw, InvalidUsageQuery::From)?,
+            None => {
+                let days = UsageDays::parse(days).map_err(|_| InvalidUsageQuery::Days)?;
+                to - time::Duration::days(i64::from(days.0) - 1)
+            }
+        };
+        if from > to {
+            return Err(InvalidUsageQuery::From);
+        }
+        if (to - from).whole_days() >= i64::from(MAX_USAGE_DAYS) {
+            return Err(InvalidUsageQuery::TooLong);
+        }
+        let group_by = match group_by {
+            None => vec![UsageDimension::Day, UsageDimension::Key],
+            Some(raw) => {
+                let mut dimensions = Vec::new();
+                for name in raw.split(',').map(str::trim) {
+                    let dimension = match name {
+                        "day" => UsageDimension::Day,
+                        "key" => UsageDimension::Key,
+                        "model" => UsageDimension::Model,
+                        "mode" => UsageDimension::Mode,
+                        _ => return Err(InvalidUsageQuery::GroupBy),
+                    };
+                    if !dimensions.contains(&dimension) {
+                        dimensions.push(dimension);
+                    }
+                }
+                dimensions
+            }
+        };
+        Ok(Self { from, to, group_by })
+    }
+
+    pub fn by(&self, dimension: UsageDimension) -> bool {
+        self.group_by.contains(&dimension)
+    }
+}
+
+/// One line of a report: the count for one combination of the dimensions grouped by (the
+/// others `None`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UsageRow {
+    pub day: Option<Date>,
+    pub api_key_id: Option<ApiKeyId>,
+    pub model: Option<String>,
+    pub mode: Option<KeyMode>,
+    pub count: u64,
+}
+
+/// Sums facts by the query's dimensions: newest day first, then by key, model and mode.
+pub fn group_usage(facts: Vec<UsageFact>, query: &UsageQuery) -> Vec<UsageRow> {
+    let mut rows: std::collections::BTreeMap<_, u64> = std::collections::BTreeMap::new();
+    for fact in facts {
+        let key = (
+            query
+                .by(UsageDimension::Day)
+                .then_some(std::cmp::Reverse(fact.day)),
+            query.by(UsageDimension::Key).then_some(fact.api_key_id.0),
+            query
+                .by(UsageDimension::Model)
+                .then(|| fact.model.clone())
+                .flatten(),
+            query.by(UsageDimension::Mode).then_some(fact.mode.as_str()),
+        );
+        *rows.entry(key).or_default() += fact.count;
+    }
+    rows.into_iter()
+        .map(|((day, key, model, mode), count)| UsageRow {
+            day: day.map(|day| day.0),
+            api_key_id: key.map(ApiKeyId),
+            model,
+            mode: mode.and_then(|mode| KeyMode::parse(mode).ok()),
+            count,
+        })
+        .collect()
 }
 
 pub const DEFAULT_USAGE_DAYS: u16 = 30;
@@ -58,6 +205,90 @@ mod tests {
         assert_eq!(
             UsageDays::parse(Some(366)).unwrap().first_day(now),
             date!(2025 - 02 - 28)
+        );
+    }
+
+    const NOW: OffsetDateTime = datetime!(2026-11-28 10:00 UTC);
+
+    #[test]
+    fn ranges_are_days_both_ends_included_and_bounded() {
+        let default = UsageQuery::parse(None, None, None, None, NOW).unwrap();
+        assert_eq!(
+            (default.from, default.to),
+            (date!(2026 - 10 - 30), date!(2026 - 11 - 28))
+        );
+        assert_eq!(default.group_by, [UsageDimension::Day, UsageDimension::Key]);
+        let week = UsageQuery::parse(Some(7), None, None, None, NOW).unwrap();
+        assert_eq!(week.from, date!(2026 - 11 - 22));
+        let explicit =
+            UsageQuery::parse(None, Some("2026-11-01"), Some("2026-11-15"), None, NOW).unwrap();
+        assert_eq!(
+            (explicit.from, explicit.to),
+            (date!(2026 - 11 - 01), date!(2026 - 11 - 15))
+        );
+        for (from, to, field) in [
+            (Some("2026-11-16"), Some("2026-11-15"), "from"),
+            (Some("2026/11/01"), None, "from"),
+            (None, Some("yesterday"), "to"),
+            (Some("2025-01-01"), Some("2026-11-15"), "from"),
+        ] {
+            let error = UsageQuery::parse(None, from, to, None, NOW).unwrap_err();
+            assert_eq!(error.field(), field, "{from:?} {to:?}");
+        }
+        assert_eq!(
+            UsageQuery::parse(Some(0), None, None, None, NOW).unwrap_err(),
+            InvalidUsageQuery::Days
+        );
+    }
+
+    #[test]
+    fn facts_are_summed_by_the_dimensions_asked() {
+        let key = |n| ApiKeyId(uuid::Uuid::from_u128(n));
+        let fact = |day, n, mode, model: &str, count| UsageFact {
+            day,
+            api_key_id: key(n),
+            mode,
+            model: Some(model.to_owned()),
+            count,
+        };
+        let facts = vec![
+            fact(date!(2026 - 11 - 27), 1, KeyMode::Live, "flash", 2),
+            fact(date!(2026 - 11 - 28), 1, KeyMode::Live, "pro", 3),
+            fact(date!(2026 - 11 - 28), 2, KeyMode::Test, "flash", 5),
+        ];
+        let by = |group_by: &str| {
+            let query = UsageQuery::parse(None, None, None, Some(group_by), NOW).unwrap();
+            group_usage(facts.clone(), &query)
+        };
+        let by_model = by("model");
+        assert_eq!(
+            by_model
+                .iter()
+                .map(|row| (row.model.as_deref(), row.count))
+                .collect::<Vec<_>>(),
+            [(Some("flash"), 7), (Some("pro"), 3)]
+        );
+        assert!(
+            by_model
+                .iter()
+                .all(|row| row.day.is_none() && row.api_key_id.is_none())
+        );
+        let by_day_and_mode = by("day, mode");
+        assert_eq!(
+            by_day_and_mode
+                .iter()
+                .map(|row| (row.day.unwrap(), row.mode.unwrap(), row.count))
+                .collect::<Vec<_>>(),
+            [
+                (date!(2026 - 11 - 28), KeyMode::Live, 3),
+                (date!(2026 - 11 - 28), KeyMode::Test, 5),
+                (date!(2026 - 11 - 27), KeyMode::Live, 2),
+            ]
+        );
+        assert_eq!(by("key").len(), 2);
+        assert_eq!(
+            UsageQuery::parse(None, None, None, Some("day,colour"), NOW).unwrap_err(),
+            InvalidUsageQuery::GroupBy
         );
     }
 }

@@ -17,7 +17,8 @@ use nb_domain::api_keys::{
 };
 use nb_domain::error::BoxError;
 use nb_domain::generation::{
-    GenerateError, InvalidGenerationRequest, InvalidImageCount, InvalidInputImages, ProviderError,
+    GenerateError, HistoryError, InvalidGenerationRequest, InvalidImageCount, InvalidInputImages,
+    ProviderError,
 };
 use nb_domain::ports::PasswordHashingError;
 use nb_domain::quota::{QuotaStanding, ReserveError};
@@ -463,6 +464,23 @@ impl From<InvalidImageCount> for ApiError {
 
 /// When the provider gives no wait time, how long clients are asked to wait.
 const DEFAULT_RETRY_AFTER_SECONDS: u64 = 30;
+
+impl From<HistoryError> for ApiError {
+    fn from(error: HistoryError) -> Self {
+        match error {
+            HistoryError::NotFound => {
+                Self::not_found("generation_not_found", "No such generation.")
+            }
+            HistoryError::Storage(error) => Self::new(
+                StatusCode::BAD_GATEWAY,
+                "storage_failed",
+                "The image storage failed; nothing was changed, please try again.",
+            )
+            .with_cause(error),
+            HistoryError::Repository(error) => error.into(),
+        }
+    }
+}
 
 impl From<GenerateError> for ApiError {
     fn from(error: GenerateError) -> Self {

@@ -13,7 +13,9 @@ use nb_db::{ConnectError, Database, GenerationStore};
 use nb_domain::accounts::{AccountPorts, AccountService};
 use nb_domain::admin::{AdminEmails, AdminPorts, AdminService};
 use nb_domain::api_keys::{ApiKeyPorts, ApiKeyService, CachingApiKeyRepository, KeyPolicy};
-use nb_domain::generation::{ConcurrencyLimitedProvider, GenerationPorts, GenerationService};
+use nb_domain::generation::{
+    ConcurrencyLimitedProvider, GenerationPorts, GenerationService, HistoryPorts, HistoryService,
+};
 use nb_domain::ports::{
     Clock, IdGenerator, ImageProvider, ObjectStorage, RandomSource, UserRepository,
 };
@@ -307,7 +309,7 @@ pub fn build_state_with_clock(
         api_keys: ApiKeyService::new(
             ApiKeyPorts {
                 keys: key_cache.clone(),
-                usage: generation_store,
+                usage: generation_store.clone(),
                 random,
                 clock: clock.clone(),
                 ids: ids.clone(),
@@ -329,6 +331,11 @@ pub fn build_state_with_clock(
             config.admin_emails.clone(),
         ),
         generations,
+        history: HistoryService::new(HistoryPorts {
+            generations: generation_store.clone(),
+            storage: storage.clone(),
+            clock: clock.clone(),
+        }),
         access_tokens: AccessTokens::new(&jwt_secret, config.access_token_ttl, clock),
         served_images: served_images.then_some(storage),
     });

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use nb_domain::accounts::AccountService;
 use nb_domain::admin::AdminService;
 use nb_domain::api_keys::ApiKeyService;
-use nb_domain::generation::{GenerationService, InputImageLimits};
+use nb_domain::generation::{GenerationService, HistoryService, InputImageLimits};
 use nb_domain::ports::{ObjectStorage, ReadinessCheck};
 use nb_domain::rate_limit::Throttle;
 
@@ -20,6 +20,7 @@ pub struct AppState {
     pub api_keys: ApiKeyService,
     pub admin: AdminService,
     pub generations: GenerationService,
+    pub history: HistoryService,
     pub access_tokens: AccessTokens,
     /// The storage whose images this server serves at `/images/…` (local disk); `None` when
     /// images live elsewhere (R2/S3 URLs, inline `data:` URLs).

@@ -164,7 +164,7 @@ async fn sigterm_lets_an_in_flight_generation_finish_and_be_recorded() {
         .unwrap();
     let today = time::OffsetDateTime::now_utc().date();
     let usage = GenerationStore::start(&database)
-        .daily_usage(UserId(user_id), today)
+        .usage_facts(UserId(user_id), today, today, false)
         .await
         .unwrap();
     assert_eq!(usage.len(), 1);

@@ -17,13 +17,13 @@ use nb_domain::api_keys::{
 };
 use nb_domain::generation::{
     AllowedModels, GeneratedImage, GenerationOutcome, GenerationPorts, GenerationService,
-    StorageError, StoredImage,
+    HistoryPorts, HistoryService, StorageError, StoredImage,
 };
 use nb_domain::ports::{
-    MockAdminRepository, MockApiKeyRepository, MockGenerationRepository, MockImageProvider,
-    MockKeyInvalidation, MockObjectStorage, MockPasswordHasher, MockQuotaRepository,
-    MockRandomSource, MockReadinessCheck, MockSessionRepository, MockUserRepository, NotReady,
-    RandomnessUnavailable,
+    MockAdminRepository, MockApiKeyRepository, MockGenerationRepository, MockHistoryRepository,
+    MockImageProvider, MockKeyInvalidation, MockObjectStorage, MockPasswordHasher,
+    MockQuotaRepository, MockRandomSource, MockReadinessCheck, MockSessionRepository,
+    MockUserRepository, NotReady, RandomnessUnavailable,
 };
 use nb_domain::rate_limit::{Limits as RateLimits, PerMinute, Throttle};
 use nb_domain::user::{EmailAddress, PasswordHash, Session, SessionId, User, UserId};
@@ -164,6 +164,11 @@ impl Mocks {
                 },
                 AllowedModels::new(["gemini-3.1-flash-image".to_owned()]).unwrap(),
             ),
+            history: HistoryService::new(HistoryPorts {
+                generations: Arc::new(MockHistoryRepository::new()),
+                storage: Arc::new(MockObjectStorage::new()),
+                clock: Arc::new(SystemClock),
+            }),
             access_tokens: tokens,
             served_images: None,
             readiness: Arc::new(self.readiness),
@@ -291,6 +296,8 @@ async fn a_database_outage_while_recording_is_503() {
         .generations
         .expect_record()
         .returning(|_| Err(unavailable()));
+    // The image no row points at is removed again.
+    mocks.storage.expect_delete().times(1).returning(|_| Ok(()));
     let (state, _) = mocks.into_state();
     let (status, body) = call(state, generate_request()).await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);

@@ -7,6 +7,7 @@
 //! (waiting up to the busy timeout) instead of failing with `SQLITE_BUSY` when two deferred
 //! transactions both try to upgrade.
 
+mod history;
 mod success_writer;
 
 use async_trait::async_trait;
@@ -14,11 +15,11 @@ use diesel::prelude::*;
 use diesel::upsert::excluded;
 use diesel_async::{AsyncConnection, RunQueryDsl};
 use nb_domain::RepositoryError;
-use nb_domain::api_keys::{ApiKeyId, KeyUsage};
+use nb_domain::api_keys::{ApiKeyId, KeyMode, KeyUsage};
 use nb_domain::generation::{GenerationOutcome, GenerationRecord, size_label};
 use nb_domain::ports::GenerationRepository;
 use nb_domain::quota::QuotaPeriod;
-use nb_domain::usage::DailyUsage;
+use nb_domain::usage::UsageFact;
 use nb_domain::user::UserId;
 use time::{Date, OffsetDateTime, PrimitiveDateTime};
 
@@ -130,6 +131,69 @@ macro_rules! increment_usage {
     };
 }
 
+/// One line of usage by model, counted from the history.
+#[derive(QueryableByName)]
+struct ModelUsageRow {
+    #[diesel(sql_type = diesel::sql_types::Date)]
+    day: Date,
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    api_key_id: String,
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    mode: String,
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    model: String,
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    count: i64,
+}
+
+impl GenerationStore {
+    /// Successes per UTC day, key, mode and model, counted from the generations themselves
+    /// (`usage_daily` has no model). `date()` reads a timestamp's day on both backends.
+    async fn usage_by_model(
+        &self,
+        user_id: String,
+        from: Date,
+        to: Date,
+    ) -> Result<Vec<(Date, String, String, Option<String>, i64)>, RepositoryError> {
+        let (start, end) = (
+            PrimitiveDateTime::new(from, time::Time::MIDNIGHT),
+            PrimitiveDateTime::new(to.next_day().unwrap_or(to), time::Time::MIDNIGHT),
+        );
+        let placeholders: [&str; 3] = match self.database.pool.backend_name() {
+            "postgres" => ["$1", "$2", "$3"],
+            _ => ["?", "?", "?"],
+        };
+        let sql = format!(
+            "SELECT date(created_at) AS day, api_key_id, mode, model, COUNT(*) AS count \
+             FROM generations WHERE user_id = {} AND status = 'succeeded' \
+             AND created_at >= {} AND created_at < {} \
+             GROUP BY date(created_at), api_key_id, mode, model",
+            placeholders[0], placeholders[1], placeholders[2]
+        );
+        let rows = with_connection!(&self.database, |conn| {
+            diesel::sql_query(&sql)
+                .bind::<diesel::sql_types::Text, _>(&user_id)
+                .bind::<diesel::sql_types::Timestamp, _>(start)
+                .bind::<diesel::sql_types::Timestamp, _>(end)
+                .load::<ModelUsageRow>(conn)
+                .await
+        })?;
+        Ok(rows
+            .map_err(query_error)?
+            .into_iter()
+            .map(|row| {
+                (
+                    row.day,
+                    row.api_key_id,
+                    row.mode,
+                    Some(row.model),
+                    row.count,
+                )
+            })
+            .collect())
+    }
+}
+
 /// The usage increments of a batch of successes: one `(key, UTC day, count)` per key and day.
 fn usage_increments(rows: &[GenerationRow]) -> Vec<(String, Date, i64)> {
     let mut increments: Vec<(String, Date, i64)> = Vec::new();
@@ -208,32 +272,43 @@ impl GenerationRepository for GenerationStore {
     }
 
     #[tracing::instrument(skip(self))]
-    async fn daily_usage(
+    async fn usage_facts(
         &self,
         user_id: UserId,
-        since: Date,
-    ) -> Result<Vec<DailyUsage>, RepositoryError> {
+        from: Date,
+        to: Date,
+        by_model: bool,
+    ) -> Result<Vec<UsageFact>, RepositoryError> {
         let user_id = user_id.to_string();
-        let rows = with_connection!(&self.database, |conn| {
-            usage_daily::table
-                .inner_join(api_keys::table)
-                .filter(api_keys::user_id.eq(&user_id))
-                .filter(usage_daily::day.ge(since))
-                .order((usage_daily::day.desc(), usage_daily::api_key_id.asc()))
-                .select((
-                    usage_daily::api_key_id,
-                    usage_daily::day,
-                    usage_daily::count,
-                ))
-                .load::<(String, Date, i64)>(conn)
-                .await
-        })?;
-        rows.map_err(query_error)?
-            .into_iter()
-            .map(|(key_id, day, count)| {
-                Ok(DailyUsage {
-                    api_key_id: ApiKeyId(parse_stored_id(&key_id)?),
+        let rows: Vec<(Date, String, String, Option<String>, i64)> = if by_model {
+            self.usage_by_model(user_id, from, to).await?
+        } else {
+            let rows = with_connection!(&self.database, |conn| {
+                usage_daily::table
+                    .inner_join(api_keys::table)
+                    .filter(api_keys::user_id.eq(&user_id))
+                    .filter(usage_daily::day.between(from, to))
+                    .select((
+                        usage_daily::day,
+                        usage_daily::api_key_id,
+                        api_keys::mode,
+                        usage_daily::count,
+                    ))
+                    .load::<(Date, String, String, i64)>(conn)
+                    .await
+            })?;
+            rows.map_err(query_error)?
+                .into_iter()
+                .map(|(day, key, mode, count)| (day, key, mode, None, count))
+                .collect()
+        };
+        rows.into_iter()
+            .map(|(day, key_id, mode, model, count)| {
+                Ok(UsageFact {
                     day,
+                    api_key_id: ApiKeyId(parse_stored_id(&key_id)?),
+                    mode: KeyMode::parse(&mode).map_err(RepositoryError::unexpected)?,
+                    model,
                     count: u64::try_from(count).map_err(RepositoryError::unexpected)?,
                 })
             })

@@ -23,7 +23,7 @@ use crate::ports::{
     Clock, GenerationRepository, IdGenerator, ImageProvider, ObjectStorage, QuotaRepository,
 };
 use crate::quota::{QuotaStanding, ReserveError};
-use crate::usage::{DailyUsage, UsageDays};
+use crate::usage::{UsageDimension, UsageQuery, UsageRow, group_usage};
 use crate::user::UserId;
 
 /// The ports a [`GenerationService`] works through.
@@ -257,14 +257,28 @@ impl GenerationService {
         error
     }
 
-    /// Usage of the user's keys over the last `days` UTC days (today included).
-    pub async fn daily_usage(
+    /// The user's usage over the query's days, grouped as it asks.
+    pub async fn usage(
         &self,
         user_id: UserId,
-        days: UsageDays,
-    ) -> Result<Vec<DailyUsage>, RepositoryError> {
-        let since = days.first_day(self.ports.clock.now());
-        self.ports.generations.daily_usage(user_id, since).await
+        query: &UsageQuery,
+    ) -> Result<Vec<UsageRow>, RepositoryError> {
+        let facts = self
+            .ports
+            .generations
+            .usage_facts(
+                user_id,
+                query.from,
+                query.to,
+                query.by(UsageDimension::Model),
+            )
+            .await?;
+        Ok(group_usage(facts, query))
+    }
+
+    /// The clock's reading (for parsing a usage query relative to today).
+    pub fn now(&self) -> OffsetDateTime {
+        self.ports.clock.now()
     }
 
     fn elapsed_since(&self, started_at: OffsetDateTime) -> Duration {
@@ -791,22 +805,31 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn usage_covers_the_last_days_including_today() {
+    async fn usage_reads_by_model_only_when_grouped_by_model() {
         let mut generations = MockGenerationRepository::new();
         generations
-            .expect_daily_usage()
-            .withf(|user, since| {
-                *user == CALLER.user_id && *since == time::macros::date!(2026 - 11 - 23)
+            .expect_usage_facts()
+            .withf(|user, from, to, by_model| {
+                *user == CALLER.user_id
+                    && *from == time::macros::date!(2026 - 11 - 23)
+                    && *to == time::macros::date!(2026 - 11 - 25)
+                    && *by_model
             })
             .times(1)
-            .returning(|_, _| Ok(Vec::new()));
-        service(
+            .returning(|_, _, _, _| Ok(Vec::new()));
+        generations
+            .expect_usage_facts()
+            .withf(|_, _, _, by_model| !*by_model)
+            .times(1)
+            .returning(|_, _, _, _| Ok(Vec::new()));
+        let service = service(
             MockImageProvider::new(),
             MockObjectStorage::new(),
             generations,
-        )
-        .daily_usage(CALLER.user_id, UsageDays::parse(Some(3)).unwrap())
-        .await
-        .unwrap();
+        );
+        let by_model = UsageQuery::parse(Some(3), None, None, Some("model"), NOW).unwrap();
+        service.usage(CALLER.user_id, &by_model).await.unwrap();
+        let by_day = UsageQuery::parse(Some(3), None, None, None, NOW).unwrap();
+        service.usage(CALLER.user_id, &by_day).await.unwrap();
     }
 }

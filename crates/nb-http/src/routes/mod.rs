@@ -9,6 +9,7 @@ mod accounts;
 mod admin;
 mod api_keys;
 pub(crate) mod generations;
+mod history;
 mod images;
 pub mod openapi;
 mod ops;
@@ -49,6 +50,8 @@ routes! {
     "/v1/images/edits" => { post => crate::openai::edits },
     "/v1/models" => { get => crate::openai::list_models },
     "/v1/models/{model}" => { get => crate::openai::get_model },
+    "/v1/generations" => { get => history::list },
+    "/v1/generations/{generation_id}" => { get => history::get, delete => history::delete },
     "/v1/usage" => { get => generations::usage },
     "/v1/admin/users" => { get => admin::list_users },
     "/v1/admin/users/{user_id}" => { patch => admin::update_user },

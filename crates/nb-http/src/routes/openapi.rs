@@ -8,7 +8,7 @@ use actix_web::HttpResponse;
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{accounts, admin, api_keys, generations, images, ops};
+use super::{accounts, admin, api_keys, generations, history, images, ops};
 
 #[derive(Debug, OpenApi)]
 #[openapi(
@@ -33,6 +33,9 @@ use super::{accounts, admin, api_keys, generations, images, ops};
         crate::openai::edits,
         crate::openai::list_models,
         crate::openai::get_model,
+        history::list,
+        history::get,
+        history::delete,
         generations::usage,
         admin::list_users,
         admin::update_user,
