@@ -11,6 +11,7 @@ mod api_keys;
 mod connect;
 mod convert;
 mod generations;
+mod idempotency;
 mod pool;
 mod quota;
 mod readiness;

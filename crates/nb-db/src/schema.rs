@@ -114,6 +114,7 @@ diesel::table! {
         key -> Text,
         fingerprint -> Text,
         state -> Text,
+        lease -> Text,
         status -> Nullable<Integer>,
         content_type -> Nullable<Text>,
         body -> Nullable<Binary>,

@@ -30,6 +30,10 @@ use time::macros::datetime;
 use time::{Date, Duration, OffsetDateTime};
 use uuid::Uuid;
 
+#[path = "repository_contract/records.rs"]
+mod records;
+use records::*;
+
 /// Room for every key these tests make, unless a test is about the cap.
 const MAX_ACTIVE: u32 = 1_000;
 const T0: OffsetDateTime = datetime!(2026-11-25 10:00:00.123456 UTC);
@@ -1001,6 +1005,13 @@ contract!(
     a_new_quota_counts_what_was_already_made,
     rolling_stores_the_successor_and_ends_the_old_key,
     account_changes_are_audited_with_before_and_after,
+    an_idempotency_entry_is_claimed_once_then_replayed,
+    a_released_or_lapsed_idempotency_entry_is_claimed_afresh,
+    expired_idempotency_entries_are_deleted,
+    one_of_many_concurrent_idempotency_claims_wins,
+    history_lists_a_users_generations_newest_first_with_filters,
+    a_deleted_generation_stays_as_a_record_without_its_url,
+    usage_is_read_by_model_over_a_range_of_days,
 );
 
 /// An actix worker runs requests on a single-threaded runtime and drops a request's future

@@ -11,6 +11,7 @@ pub mod api_keys;
 pub mod encoding;
 pub mod error;
 pub mod generation;
+pub mod idempotency;
 pub mod pagination;
 pub mod ports;
 pub mod quota;

@@ -10,12 +10,14 @@ CREATE INDEX generations_by_object ON generations (object_key);
 
 -- One row per (API key, Idempotency-Key): 'running' while the first request works (until
 -- locked_until, after which another may take over), then 'done' with the answer to replay,
--- until expires_at.
+-- until expires_at. `lease` names the request holding a 'running' row: only it may
+-- complete or release it.
 CREATE TABLE idempotency_keys (
     api_key_id   TEXT NOT NULL REFERENCES api_keys (id) ON DELETE CASCADE,
     key          TEXT NOT NULL,
     fingerprint  TEXT NOT NULL,
     state        TEXT NOT NULL CHECK (state IN ('running', 'done')),
+    lease        TEXT NOT NULL,
     status       INTEGER,
     content_type TEXT,
     body         BYTEA,
