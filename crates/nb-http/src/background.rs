@@ -1,25 +1,32 @@
 //! Work the server does on its own, apart from requests: every minute it writes the keys'
-//! coalesced `last_used_at` and forgets idle rate-limit entries, every hour it removes
-//! expired sessions; at shutdown it writes what is still only in memory.
+//! coalesced `last_used_at` and forgets idle rate-limit entries; every hour it removes
+//! expired sessions and expired idempotency entries, and sweeps stored images that no
+//! generation names (left by a crash between storing and recording); at shutdown it writes
+//! what is still only in memory.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use nb_domain::accounts::AccountService;
 use nb_domain::api_keys::{CachingApiKeyRepository, LAST_USED_WRITE_INTERVAL};
+use nb_domain::generation::HistoryService;
+use nb_domain::idempotency::IdempotencyService;
 
 use crate::rate_limit::MemoryRateLimiter;
 
 /// How often idle rate-limit entries are forgotten.
 const RATE_LIMIT_CLEANUP_INTERVAL: Duration = Duration::from_secs(60);
-/// How often expired sessions are removed.
-const SESSION_CLEANUP_INTERVAL: Duration = Duration::from_secs(60 * 60);
+/// How often expired sessions and idempotency entries are removed, and orphaned images
+/// swept.
+const HOURLY: Duration = Duration::from_secs(60 * 60);
 
 #[derive(Clone)]
 pub struct Maintenance {
     key_cache: Arc<CachingApiKeyRepository>,
     rate_limiter: Arc<MemoryRateLimiter>,
     accounts: AccountService,
+    history: HistoryService,
+    idempotency: IdempotencyService,
 }
 
 impl std::fmt::Debug for Maintenance {
@@ -33,11 +40,15 @@ impl Maintenance {
         key_cache: Arc<CachingApiKeyRepository>,
         rate_limiter: Arc<MemoryRateLimiter>,
         accounts: AccountService,
+        history: HistoryService,
+        idempotency: IdempotencyService,
     ) -> Self {
         Self {
             key_cache,
             rate_limiter,
             accounts,
+            history,
+            idempotency,
         }
     }
 
@@ -61,12 +72,38 @@ impl Maintenance {
             async move { rate_limiter.forget_idle() }
         }));
         let accounts = self.accounts.clone();
-        runtime.spawn(every(SESSION_CLEANUP_INTERVAL, move || {
+        runtime.spawn(every(HOURLY, move || {
             let accounts = accounts.clone();
             async move {
                 match accounts.forget_expired_sessions().await {
                     Ok(removed) => tracing::debug!(removed, "expired sessions removed"),
                     Err(error) => tracing::warn!(%error, "could not remove expired sessions"),
+                }
+            }
+        }));
+        let idempotency = self.idempotency.clone();
+        runtime.spawn(every(HOURLY, move || {
+            let idempotency = idempotency.clone();
+            async move {
+                match idempotency.delete_expired().await {
+                    Ok(removed) => tracing::debug!(removed, "expired idempotency entries removed"),
+                    Err(error) => {
+                        tracing::warn!(%error, "could not remove expired idempotency entries");
+                    }
+                }
+            }
+        }));
+        let history = self.history.clone();
+        runtime.spawn(every(HOURLY, move || {
+            let history = history.clone();
+            async move {
+                match history.sweep_orphans().await {
+                    Ok(report) => tracing::debug!(
+                        examined = report.examined,
+                        removed = report.removed,
+                        "orphaned images swept"
+                    ),
+                    Err(error) => tracing::warn!(%error, "could not sweep orphaned images"),
                 }
             }
         }));

@@ -121,6 +121,9 @@ pub struct Limits {
     pub shutdown_grace: Duration,
     /// `NB_KEY_CACHE_TTL_SECONDS`: how long a verified API key is trusted from memory (0: never).
     pub key_cache_ttl: Duration,
+    /// `NB_IDEMPOTENCY_TTL_HOURS` (1–720): how long an answer is kept for its
+    /// `Idempotency-Key`.
+    pub idempotency_ttl: Duration,
 }
 
 impl Default for Limits {
@@ -141,6 +144,7 @@ impl Default for Limits {
             trusted_proxy_hops: 0,
             shutdown_grace: Duration::from_secs(30),
             key_cache_ttl: nb_domain::api_keys::DEFAULT_KEY_CACHE_TTL,
+            idempotency_ttl: Duration::from_secs(24 * 60 * 60),
         }
     }
 }
@@ -395,6 +399,17 @@ fn limits_config(var: &impl Fn(&str) -> Option<String>) -> Result<Limits, Config
     if max_body_bytes < 1024 {
         return Err(invalid("NB_MAX_BODY_BYTES", "must be at least 1024"));
     }
+    let idempotency_ttl_hours = parse_var(
+        var,
+        "NB_IDEMPOTENCY_TTL_HOURS",
+        defaults.idempotency_ttl.as_secs() / 3600,
+    )?;
+    if !(1..=720).contains(&idempotency_ttl_hours) {
+        return Err(invalid(
+            "NB_IDEMPOTENCY_TTL_HOURS",
+            "must be from 1 to 720 (30 days)",
+        ));
+    }
     let trusted_proxy_hops = if flag(var, "NB_TRUST_FORWARDED_FOR")? {
         positive_usize(var, "NB_TRUSTED_PROXY_HOPS", 1)?
     } else {
@@ -451,6 +466,7 @@ fn limits_config(var: &impl Fn(&str) -> Option<String>) -> Result<Limits, Config
             "NB_KEY_CACHE_TTL_SECONDS",
             defaults.key_cache_ttl.as_secs(),
         )?),
+        idempotency_ttl: Duration::from_secs(idempotency_ttl_hours * 3600),
     })
 }
 

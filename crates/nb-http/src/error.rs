@@ -215,9 +215,15 @@ impl ResponseError for ApiError {
             },
         });
         crate::quota_headers::insert(response.headers_mut(), self.quota.as_deref());
+        response.extensions_mut().insert(ErrorCode(self.code));
         response
     }
 }
+
+/// The `code` of an error answer, on the response's extensions: what decides, after it was
+/// rendered, whether the answer is kept for an `Idempotency-Key`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ErrorCode(pub &'static str);
 
 impl From<RepositoryError> for ApiError {
     fn from(error: RepositoryError) -> Self {

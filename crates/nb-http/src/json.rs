@@ -6,6 +6,7 @@ use actix_web::http::StatusCode;
 use actix_web::http::header::{CONTENT_LENGTH, TRANSFER_ENCODING};
 use actix_web::{FromRequest, HttpRequest, web};
 use futures_util::future::LocalBoxFuture;
+use nb_domain::idempotency::RequestFingerprint;
 use serde::de::DeserializeOwned;
 
 use crate::error::ApiError;
@@ -105,12 +106,55 @@ impl<T: DeserializeOwned + 'static> FromRequest for JsonBody<T> {
     }
 }
 
-/// A JSON body that may carry input images in base64: `NB_MAX_BODY_BYTES` plus room for the
-/// images' total limit once encoded (a third more).
-#[derive(Debug)]
-pub struct JsonBodyWithImages<T>(pub T);
+/// A generating request's JSON body (at most `limit` bytes), with the request's fingerprint
+/// when it carries an `Idempotency-Key` (computed from the document, so key order and
+/// whitespace do not matter).
+fn fingerprinted<T: DeserializeOwned + 'static>(
+    req: &HttpRequest,
+    payload: &mut Payload,
+    limit: usize,
+) -> LocalBoxFuture<'static, Result<(T, Option<RequestFingerprint>), actix_web::Error>> {
+    let document = read_document(req, payload, limit);
+    let wants_fingerprint = crate::idempotency::carries_key(req);
+    let (method, path) = (req.method().clone(), req.path().to_owned());
+    Box::pin(async move {
+        let document = document.await?;
+        let fingerprint = wants_fingerprint
+            .then(|| crate::idempotency::json_fingerprint(method.as_str(), &path, &document));
+        Ok((typed(document)?, fingerprint))
+    })
+}
 
-impl<T: DeserializeOwned + 'static> FromRequest for JsonBodyWithImages<T> {
+/// A generating request's JSON body (at most `NB_MAX_BODY_BYTES`), see [`fingerprinted`].
+#[derive(Debug)]
+pub struct GenerationJson<T> {
+    pub body: T,
+    pub fingerprint: Option<RequestFingerprint>,
+}
+
+impl<T: DeserializeOwned + 'static> FromRequest for GenerationJson<T> {
+    type Error = actix_web::Error;
+    type Future = LocalBoxFuture<'static, Result<Self, Self::Error>>;
+
+    fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
+        let limit = state(req).map_or(DEFAULT_MAX_BODY_BYTES, |state| state.limits.max_body_bytes);
+        let read = fingerprinted(req, payload, limit);
+        Box::pin(async move {
+            let (body, fingerprint) = read.await?;
+            Ok(Self { body, fingerprint })
+        })
+    }
+}
+
+/// A generating request's JSON body that may carry input images in base64:
+/// `NB_MAX_BODY_BYTES` plus room for the images' total limit once encoded (a third more).
+#[derive(Debug)]
+pub struct GenerationJsonWithImages<T> {
+    pub body: T,
+    pub fingerprint: Option<RequestFingerprint>,
+}
+
+impl<T: DeserializeOwned + 'static> FromRequest for GenerationJsonWithImages<T> {
     type Error = actix_web::Error;
     type Future = LocalBoxFuture<'static, Result<Self, Self::Error>>;
 
@@ -118,8 +162,11 @@ impl<T: DeserializeOwned + 'static> FromRequest for JsonBodyWithImages<T> {
         let limit = state(req).map_or(DEFAULT_MAX_BODY_BYTES, |state| {
             state.limits.max_body_bytes + state.input_images.max_total_bytes.div_ceil(3) * 4
         });
-        let document = read_document(req, payload, limit);
-        Box::pin(async move { Ok(Self(typed(document.await?)?)) })
+        let read = fingerprinted(req, payload, limit);
+        Box::pin(async move {
+            let (body, fingerprint) = read.await?;
+            Ok(Self { body, fingerprint })
+        })
     }
 }
 

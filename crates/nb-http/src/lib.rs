@@ -6,6 +6,7 @@ pub mod background;
 pub mod body_timeout;
 pub mod config;
 pub mod error;
+pub mod idempotency;
 pub mod json;
 pub mod metrics;
 pub mod openai;

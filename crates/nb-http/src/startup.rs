@@ -3,6 +3,7 @@
 use std::net::{SocketAddr, TcpListener};
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
 use actix_cors::Cors;
 use actix_web::dev::Server;
@@ -16,6 +17,7 @@ use nb_domain::api_keys::{ApiKeyPorts, ApiKeyService, CachingApiKeyRepository, K
 use nb_domain::generation::{
     ConcurrencyLimitedProvider, GenerationPorts, GenerationService, HistoryPorts, HistoryService,
 };
+use nb_domain::idempotency::{IdempotencyPolicy, IdempotencyPorts, IdempotencyService};
 use nb_domain::ports::{
     Clock, IdGenerator, ImageProvider, ObjectStorage, RandomSource, UserRepository,
 };
@@ -326,9 +328,24 @@ pub fn build_state_with_clock(
                 keys: key_cache.clone(),
                 invalidation: key_cache.clone(),
                 clock: clock.clone(),
-                ids,
+                ids: ids.clone(),
             },
             config.admin_emails.clone(),
+        ),
+        idempotency: IdempotencyService::new(
+            IdempotencyPorts {
+                entries: database.clone(),
+                clock: clock.clone(),
+                ids,
+            },
+            IdempotencyPolicy {
+                keep_for: config.limits.idempotency_ttl,
+                // A claim outlives the longest a request can take: the wait for an upstream
+                // slot, the upstream deadline, and room for storage and the database.
+                lease: config.limits.upstream_queue_timeout
+                    + config.upstream.deadline
+                    + Duration::from_secs(60),
+            },
         ),
         generations,
         history: HistoryService::new(HistoryPorts {
@@ -340,7 +357,13 @@ pub fn build_state_with_clock(
         served_images: served_images.then_some(storage),
     });
     Ok(Wired {
-        maintenance: Maintenance::new(key_cache, rate_limiter, state.accounts.clone()),
+        maintenance: Maintenance::new(
+            key_cache,
+            rate_limiter,
+            state.accounts.clone(),
+            state.history.clone(),
+            state.idempotency.clone(),
+        ),
         state,
     })
 }

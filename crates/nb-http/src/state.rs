@@ -6,6 +6,7 @@ use nb_domain::accounts::AccountService;
 use nb_domain::admin::AdminService;
 use nb_domain::api_keys::ApiKeyService;
 use nb_domain::generation::{GenerationService, HistoryService, InputImageLimits};
+use nb_domain::idempotency::IdempotencyService;
 use nb_domain::ports::{ObjectStorage, ReadinessCheck};
 use nb_domain::rate_limit::Throttle;
 
@@ -21,6 +22,7 @@ pub struct AppState {
     pub admin: AdminService,
     pub generations: GenerationService,
     pub history: HistoryService,
+    pub idempotency: IdempotencyService,
     pub access_tokens: AccessTokens,
     /// The storage whose images this server serves at `/images/…` (local disk); `None` when
     /// images live elsewhere (R2/S3 URLs, inline `data:` URLs).

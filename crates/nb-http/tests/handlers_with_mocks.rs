@@ -19,11 +19,12 @@ use nb_domain::generation::{
     AllowedModels, GeneratedImage, GenerationOutcome, GenerationPorts, GenerationService,
     HistoryPorts, HistoryService, StorageError, StoredImage,
 };
+use nb_domain::idempotency::{IdempotencyPolicy, IdempotencyPorts, IdempotencyService};
 use nb_domain::ports::{
     MockAdminRepository, MockApiKeyRepository, MockGenerationRepository, MockHistoryRepository,
-    MockImageProvider, MockKeyInvalidation, MockObjectStorage, MockPasswordHasher,
-    MockQuotaRepository, MockRandomSource, MockReadinessCheck, MockSessionRepository,
-    MockUserRepository, NotReady, RandomnessUnavailable,
+    MockIdempotencyRepository, MockImageProvider, MockKeyInvalidation, MockObjectStorage,
+    MockPasswordHasher, MockQuotaRepository, MockRandomSource, MockReadinessCheck,
+    MockSessionRepository, MockUserRepository, NotReady, RandomnessUnavailable,
 };
 use nb_domain::rate_limit::{Limits as RateLimits, PerMinute, Throttle};
 use nb_domain::user::{EmailAddress, PasswordHash, Session, SessionId, User, UserId};
@@ -169,6 +170,17 @@ impl Mocks {
                 storage: Arc::new(MockObjectStorage::new()),
                 clock: Arc::new(SystemClock),
             }),
+            idempotency: IdempotencyService::new(
+                IdempotencyPorts {
+                    entries: Arc::new(MockIdempotencyRepository::new()),
+                    clock: Arc::new(SystemClock),
+                    ids: Arc::new(UuidV7Ids),
+                },
+                IdempotencyPolicy {
+                    keep_for: Duration::from_secs(60),
+                    lease: Duration::from_secs(60),
+                },
+            ),
             access_tokens: tokens,
             served_images: None,
             readiness: Arc::new(self.readiness),

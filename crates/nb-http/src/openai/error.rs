@@ -129,14 +129,18 @@ impl ResponseError for OpenAiError {
         if status == StatusCode::REQUEST_TIMEOUT {
             response.force_close();
         }
-        response.json(OpenAiErrorBody {
+        let mut response = response.json(OpenAiErrorBody {
             error: OpenAiErrorDetail {
                 message: self.0.message().to_owned(),
                 kind,
                 param: self.0.field().map(str::to_owned),
                 code,
             },
-        })
+        });
+        response
+            .extensions_mut()
+            .insert(crate::error::ErrorCode(self.0.code()));
+        response
     }
 }
 

@@ -25,7 +25,8 @@ pub use self::models::{InvalidModelMap, OpenAiModelMap};
 use self::multipart::{EditForm, read_edit_form};
 use crate::auth::ApiKeyCaller;
 use crate::error::ApiError;
-use crate::json::JsonBody;
+use crate::idempotency::{self, idempotent};
+use crate::json::GenerationJson;
 use crate::quota_headers;
 use crate::routes::generations::{record_outcomes, server_timing, throttled};
 use crate::state::AppState;
@@ -342,16 +343,21 @@ pub(crate) async fn generations(
     request: HttpRequest,
     state: web::Data<AppState>,
     caller: Result<ApiKeyCaller, ApiError>,
-    body: Result<JsonBody<ImageGenerationRequest>, actix_web::Error>,
+    body: Result<GenerationJson<ImageGenerationRequest>, actix_web::Error>,
 ) -> HttpResponse {
     let caller = match caller {
         Ok(ApiKeyCaller(caller)) => caller,
         Err(error) => return render(error),
     };
     throttled(&state, caller, render, async {
-        let JsonBody(options) = body.map_err(|error| OpenAiError::from(error).0)?;
+        let GenerationJson {
+            body: options,
+            fingerprint,
+        } = body.map_err(|error| OpenAiError::from(error).0)?;
+        let idempotency_key = idempotency::key_of(&request)?;
         let wanted = checked(options, InputImages::none(), &state)?;
-        run(&request, &state, caller, wanted).await
+        let work = run(&request, &state, caller, wanted);
+        idempotent(&state, &caller, idempotency_key, fingerprint, render, work).await
     })
     .await
 }
@@ -397,10 +403,15 @@ pub(crate) async fn edits(
                 "send at least one image (`image`, or `image[]` for several)",
             ));
         }
+        let idempotency_key = idempotency::key_of(&request)?;
+        let fingerprint = idempotency_key
+            .is_some()
+            .then(|| idempotency::form_fingerprint(&request, &fields, &images, mask.as_ref()));
         let options = ImageGenerationRequest::from_form(&fields)?;
         let inputs = InputImages::parse(images, mask, state.input_images)?;
         let wanted = checked(options, inputs, &state)?;
-        run(&request, &state, caller, wanted).await
+        let work = run(&request, &state, caller, wanted);
+        idempotent(&state, &caller, idempotency_key, fingerprint, render, work).await
     })
     .await
 }

@@ -20,7 +20,8 @@ use uuid::Uuid;
 
 use crate::auth::{ApiKeyCaller, SignedInUser};
 use crate::error::{ApiError, ErrorBody};
-use crate::json::JsonBodyWithImages;
+use crate::idempotency::{self, idempotent};
+use crate::json::GenerationJsonWithImages;
 use crate::quota_headers;
 use crate::rate_limit::add_rate_limit_headers;
 use crate::request_context::RequestStarted;
@@ -73,16 +74,20 @@ pub(crate) async fn generate(
     request: HttpRequest,
     state: web::Data<AppState>,
     ApiKeyCaller(caller): ApiKeyCaller,
-    body: Result<JsonBodyWithImages<GenerateRequest>, actix_web::Error>,
+    body: Result<GenerationJsonWithImages<GenerateRequest>, actix_web::Error>,
 ) -> HttpResponse {
-    throttled(&state, caller, |error| error.error_response(), async {
-        let JsonBodyWithImages(body) = body.map_err(|error| {
+    let render = |error: ApiError| error.error_response();
+    throttled(&state, caller, render, async {
+        let GenerationJsonWithImages { body, fingerprint } = body.map_err(|error| {
             error.as_error::<ApiError>().map_or_else(
                 || ApiError::internal(error.to_string()),
                 ApiError::public_copy,
             )
         })?;
-        run_generation(&request, &state, caller, body).await
+        let idempotency_key = idempotency::key_of(&request)?;
+        let wanted = checked(body, &state)?;
+        let work = run_generation(&request, &state, caller, wanted);
+        idempotent(&state, &caller, idempotency_key, fingerprint, render, work).await
     })
     .await
 }
@@ -135,12 +140,9 @@ fn decoded_images(
     Ok(InputImages::parse(images, mask, limits)?)
 }
 
-async fn run_generation(
-    request: &HttpRequest,
-    state: &AppState,
-    caller: AuthenticatedApiKey,
-    body: GenerateRequest,
-) -> Result<HttpResponse, ApiError> {
+/// The request, checked: everything a client can get wrong is refused here, before any
+/// work (and before an `Idempotency-Key` is claimed).
+fn checked(body: GenerateRequest, state: &AppState) -> Result<GenerationRequest, ApiError> {
     let inputs = decoded_images(body.images, body.mask, state.input_images)?;
     let raw = RawGenerationRequest {
         prompt: body.prompt,
@@ -148,7 +150,19 @@ async fn run_generation(
         style: body.style,
         model: body.model,
     };
-    let wanted = GenerationRequest::parse(raw, state.generations.models(), inputs)?;
+    Ok(GenerationRequest::parse(
+        raw,
+        state.generations.models(),
+        inputs,
+    )?)
+}
+
+async fn run_generation(
+    request: &HttpRequest,
+    state: &AppState,
+    caller: AuthenticatedApiKey,
+    wanted: GenerationRequest,
+) -> Result<HttpResponse, ApiError> {
     let batch = state
         .generations
         .generate_images(caller, &wanted, ImageCount::ONE)

@@ -57,6 +57,8 @@ pub struct TestApp {
     pub data_dir: tempfile::TempDir,
     /// The server's clock: the system's, moved by what the test adds.
     pub clock: Arc<ShiftedClock>,
+    /// The server's history service, for the jobs it runs on its own (the orphan sweep).
+    pub history: nb_domain::generation::HistoryService,
 }
 
 /// The system clock plus an offset a test can move (to cross a UTC midnight without
@@ -166,6 +168,7 @@ impl TestApp {
         let wired =
             build_state_with_clock(&config, db.database.clone(), address, clock.clone()).unwrap();
         wired.maintenance.spawn();
+        let history = wired.state.history.clone();
         let app_id = uuid::Uuid::new_v4().simple().to_string();
         let echo_route = format!("/test/{app_id}/echo/{{n}}");
         let server = serve(listener, wired.state, &config, move |routes| {
@@ -183,6 +186,7 @@ impl TestApp {
             google,
             data_dir,
             clock,
+            history,
         }
     }
 

@@ -10,4 +10,5 @@ mod helpers;
 mod openai;
 mod openapi;
 mod operations;
+mod records;
 mod spend_control;
