@@ -100,6 +100,63 @@ impl TestDatabase {
         });
         rows.expect("no connection").expect("cannot read api_keys")
     }
+
+    /// Every value of every column of every table, as text (`table.column=value`), binary
+    /// columns with their printable bytes as they are: for tests that check what is kept.
+    pub async fn every_stored_value(&self) -> Vec<String> {
+        #[derive(diesel::QueryableByName)]
+        struct Column {
+            #[diesel(sql_type = diesel::sql_types::Text)]
+            table_name: String,
+            #[diesel(sql_type = diesel::sql_types::Text)]
+            column_name: String,
+            #[diesel(sql_type = diesel::sql_types::Text)]
+            data_type: String,
+        }
+        #[derive(diesel::QueryableByName)]
+        struct Value {
+            #[diesel(sql_type = diesel::sql_types::Nullable<diesel::sql_types::Text>)]
+            value: Option<String>,
+        }
+        let postgres = matches!(self.database.pool, crate::pool::ConnectionPool::Postgres(_));
+        let columns_sql = if postgres {
+            "SELECT table_name::text AS table_name, column_name::text AS column_name, \
+             data_type::text AS data_type FROM information_schema.columns \
+             WHERE table_schema = 'public'"
+        } else {
+            "SELECT m.name AS table_name, p.name AS column_name, p.type AS data_type \
+             FROM sqlite_master m, pragma_table_info(m.name) p \
+             WHERE m.type = 'table' AND m.name NOT LIKE 'sqlite_%'"
+        };
+        let columns = crate::pool::with_connection!(&self.database, |conn| {
+            diesel::sql_query(columns_sql).load::<Column>(conn).await
+        });
+        let columns = columns
+            .expect("no connection")
+            .expect("cannot list columns");
+        let mut values = Vec::new();
+        for column in columns {
+            let expression = match (postgres, column.data_type.as_str()) {
+                (true, "bytea") => format!("encode(\"{}\", 'escape')", column.column_name),
+                (true, _) => format!("\"{}\"::text", column.column_name),
+                (false, _) => format!("CAST(\"{}\" AS TEXT)", column.column_name),
+            };
+            let sql = format!(
+                "SELECT {expression} AS value FROM \"{}\"",
+                column.table_name
+            );
+            let rows = crate::pool::with_connection!(&self.database, |conn| {
+                diesel::sql_query(sql).load::<Value>(conn).await
+            });
+            let rows = rows.expect("no connection").expect("cannot read a column");
+            values.extend(
+                rows.into_iter()
+                    .filter_map(|row| row.value)
+                    .map(|value| format!("{}.{}={value}", column.table_name, column.column_name)),
+            );
+        }
+        values
+    }
 }
 
 impl Drop for TestDatabase {

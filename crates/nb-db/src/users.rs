@@ -4,19 +4,24 @@ use async_trait::async_trait;
 use diesel::prelude::*;
 use diesel_async::{AsyncConnection, RunQueryDsl};
 use nb_domain::RepositoryError;
-use nb_domain::ports::{InsertUserError, UserRepository};
+use nb_domain::generation::ObjectKey;
+use nb_domain::ports::{ErasedAccount, InsertUserError, UserRepository};
 use nb_domain::user::{EmailAddress, NewUser, PasswordHash, User, UserCredentials, UserId};
-use time::PrimitiveDateTime;
+use time::{OffsetDateTime, PrimitiveDateTime};
 
-use nb_domain::quota::PeriodLimits;
+use nb_domain::quota::{PeriodLimits, QuotaScope};
 
 use crate::convert::{
     from_limit, from_stored_time, is_unique_violation, parse_stored_id, query_error, to_limit,
     to_stored_time,
 };
 use crate::pool::Database;
-use crate::pool::with_connection;
-use crate::schema::{sessions, users};
+use crate::pool::{with_connection, with_transaction};
+use crate::schema::{api_keys, generations, idempotency_keys, quota_counters, sessions, users};
+
+/// What an erased account's password hash becomes: not a bcrypt hash, so no password
+/// verifies against it.
+const ERASED_PASSWORD_HASH: &str = "!erased";
 
 #[derive(Queryable, Selectable, Insertable)]
 #[diesel(table_name = users)]
@@ -151,6 +156,107 @@ impl UserRepository for Database {
             .await
         })?;
         replaced.map_err(query_error)
+    }
+
+    #[tracing::instrument(skip(self))]
+    async fn erase_user(
+        &self,
+        id: UserId,
+        at: OffsetDateTime,
+    ) -> Result<Option<ErasedAccount>, RepositoryError> {
+        let user_id = id.to_string();
+        let tombstone_email = format!("deleted-{user_id}@deleted.invalid");
+        let at = to_stored_time(at);
+        let erased = with_transaction!(self, lock_user: Some(&user_id), |conn, run| {
+            let tombstoned = run!(
+                diesel::update(users::table.find(&user_id)).set((
+                    users::email.eq(&tombstone_email),
+                    // Not a hash any password can match.
+                    users::password_hash.eq(ERASED_PASSWORD_HASH),
+                    users::disabled.eq(true),
+                    users::per_day.eq(None::<i64>),
+                    users::per_month.eq(None::<i64>),
+                )),
+                execute,
+                conn
+            )?;
+            if tombstoned == 0 {
+                return Ok(None);
+            }
+            let key_ids: Vec<String> = run!(
+                api_keys::table
+                    .filter(api_keys::user_id.eq(&user_id))
+                    .select(api_keys::id),
+                load,
+                conn
+            )?;
+            let active_keys: i64 = run!(
+                api_keys::table
+                    .filter(api_keys::user_id.eq(&user_id))
+                    .filter(api_keys::is_active.eq(true))
+                    .count(),
+                get_result,
+                conn
+            )?;
+            run!(
+                diesel::update(api_keys::table.filter(api_keys::user_id.eq(&user_id))).set((
+                    api_keys::is_active.eq(false),
+                    api_keys::name.eq(None::<String>),
+                    api_keys::expires_at.eq(Some(at)),
+                )),
+                execute,
+                conn
+            )?;
+            let object_keys: Vec<String> = run!(
+                generations::table
+                    .filter(generations::user_id.eq(&user_id))
+                    .filter(generations::deleted_at.is_null())
+                    .filter(generations::object_key.is_not_null())
+                    .select(generations::object_key.assume_not_null()),
+                load,
+                conn
+            )?;
+            run!(
+                diesel::delete(generations::table.filter(generations::user_id.eq(&user_id))),
+                execute,
+                conn
+            )?;
+            run!(
+                diesel::delete(sessions::table.filter(sessions::user_id.eq(&user_id))),
+                execute,
+                conn
+            )?;
+            run!(
+                diesel::delete(
+                    idempotency_keys::table.filter(idempotency_keys::api_key_id.eq_any(&key_ids))
+                ),
+                execute,
+                conn
+            )?;
+            run!(
+                diesel::delete(
+                    quota_counters::table
+                        .filter(quota_counters::subject_kind.eq(QuotaScope::Key.as_str()))
+                        .filter(quota_counters::subject_id.eq_any(&key_ids)),
+                ),
+                execute,
+                conn
+            )?;
+            run!(
+                diesel::delete(
+                    quota_counters::table
+                        .filter(quota_counters::subject_kind.eq(QuotaScope::Account.as_str()))
+                        .filter(quota_counters::subject_id.eq(&user_id)),
+                ),
+                execute,
+                conn
+            )?;
+            Ok(Some(ErasedAccount {
+                keys_revoked: usize::try_from(active_keys).unwrap_or(usize::MAX),
+                object_keys: object_keys.into_iter().map(ObjectKey::from_stored).collect(),
+            }))
+        })?;
+        Ok(erased)
     }
 
     #[tracing::instrument(skip(self))]

@@ -9,6 +9,7 @@ pub mod accounts;
 pub mod admin;
 pub mod api_keys;
 pub mod encoding;
+pub mod erasure;
 pub mod error;
 pub mod generation;
 pub mod idempotency;

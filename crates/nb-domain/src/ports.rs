@@ -118,6 +118,25 @@ pub trait UserRepository: Send + Sync + 'static {
         id: UserId,
         password_hash: &PasswordHash,
     ) -> Result<bool, RepositoryError>;
+
+    /// Erases the account in one transaction (see `erasure`): the user row becomes a
+    /// tombstone (another email, an unusable password hash, disabled), every key is revoked
+    /// and loses its name, and the sessions, generation records, quota counters and
+    /// idempotency entries of the account are deleted; usage counts and the audit log stay.
+    /// Returns the object keys of the images its generations stored (for the caller to
+    /// delete), or MUST return `Ok(None)` when no user has this id.
+    async fn erase_user(
+        &self,
+        id: UserId,
+        at: OffsetDateTime,
+    ) -> Result<Option<ErasedAccount>, RepositoryError>;
+}
+
+/// What [`UserRepository::erase_user`] removed, and what is left for the caller to delete.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ErasedAccount {
+    pub keys_revoked: usize,
+    pub object_keys: Vec<ObjectKey>,
 }
 
 /// Where signed-in sessions are kept.

@@ -15,6 +15,7 @@ use nb_domain::admin::AdminError;
 use nb_domain::api_keys::{
     AuthenticateKeyError, CreateKeyError, FindKeyError, RevokeKeyError, UpdateKeyError,
 };
+use nb_domain::erasure::EraseAccountError;
 use nb_domain::error::BoxError;
 use nb_domain::generation::{
     GenerateError, HistoryError, InvalidGenerationRequest, InvalidImageCount, InvalidInputImages,
@@ -303,6 +304,25 @@ impl From<ChangePasswordError> for ApiError {
             ),
             ChangePasswordError::Hashing(error) => error.into(),
             ChangePasswordError::Repository(error) => error.into(),
+        }
+    }
+}
+
+impl From<EraseAccountError> for ApiError {
+    fn from(error: EraseAccountError) -> Self {
+        match error {
+            EraseAccountError::WrongPassword => Self::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "wrong_password",
+                "The password is not right.",
+            )
+            .with_field(Some("password".into())),
+            EraseAccountError::NotFound => Self::unauthorized(
+                "invalid_token",
+                "The access token is invalid or has expired.",
+            ),
+            EraseAccountError::Hashing(error) => error.into(),
+            EraseAccountError::Repository(error) => error.into(),
         }
     }
 }

@@ -14,6 +14,7 @@ use nb_db::{ConnectError, Database, GenerationStore};
 use nb_domain::accounts::{AccountPorts, AccountService};
 use nb_domain::admin::{AdminEmails, AdminPorts, AdminService};
 use nb_domain::api_keys::{ApiKeyPorts, ApiKeyService, CachingApiKeyRepository, KeyPolicy};
+use nb_domain::erasure::{AccountErasure, ErasurePorts};
 use nb_domain::generation::{
     ConcurrencyLimitedProvider, GenerationPorts, GenerationService, HistoryPorts, HistoryService,
 };
@@ -301,13 +302,20 @@ pub fn build_state_with_clock(
             AccountPorts {
                 users: database.clone(),
                 sessions: database.clone(),
-                hasher,
+                hasher: hasher.clone(),
                 clock: clock.clone(),
                 ids: ids.clone(),
             },
             config.access_token_ttl,
         )
         .with_new_account_limits(config.default_account_quotas),
+        erasure: AccountErasure::new(ErasurePorts {
+            users: database.clone(),
+            hasher: hasher.clone(),
+            storage: storage.clone(),
+            invalidation: key_cache.clone(),
+            clock: clock.clone(),
+        }),
         api_keys: ApiKeyService::new(
             ApiKeyPorts {
                 keys: key_cache.clone(),

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use nb_domain::accounts::AccountService;
 use nb_domain::admin::AdminService;
 use nb_domain::api_keys::ApiKeyService;
+use nb_domain::erasure::AccountErasure;
 use nb_domain::generation::{GenerationService, HistoryService, InputImageLimits};
 use nb_domain::idempotency::IdempotencyService;
 use nb_domain::ports::{ObjectStorage, ReadinessCheck};
@@ -18,6 +19,7 @@ use crate::rate_limit::ClientAddressSource;
 #[derive(Clone)]
 pub struct AppState {
     pub accounts: AccountService,
+    pub erasure: AccountErasure,
     pub api_keys: ApiKeyService,
     pub admin: AdminService,
     pub generations: GenerationService,

@@ -15,6 +15,7 @@ use nb_domain::admin::{AdminEmails, AdminPorts, AdminService};
 use nb_domain::api_keys::{
     ApiKeyId, ApiKeyPorts, ApiKeyService, AuthenticatedApiKey, KeyAccess, KeyPolicy,
 };
+use nb_domain::erasure::{AccountErasure, ErasurePorts};
 use nb_domain::generation::{
     AllowedModels, GeneratedImage, GenerationOutcome, GenerationPorts, GenerationService,
     HistoryPorts, HistoryService, StorageError, StoredImage,
@@ -132,6 +133,13 @@ impl Mocks {
                 },
                 Duration::from_secs(60),
             ),
+            erasure: AccountErasure::new(ErasurePorts {
+                users: users.clone(),
+                hasher: Arc::new(MockPasswordHasher::new()),
+                storage: Arc::new(MockObjectStorage::new()),
+                invalidation: Arc::new(MockKeyInvalidation::new()),
+                clock: Arc::new(SystemClock),
+            }),
             api_keys: ApiKeyService::new(
                 ApiKeyPorts {
                     keys: keys.clone(),

@@ -220,3 +220,45 @@ pub(crate) async fn change_password(
 pub(crate) async fn me(SignedInUser(user): SignedInUser) -> web::Json<UserResponse> {
     web::Json(user.into())
 }
+
+#[derive(Deserialize, ToSchema)]
+pub(crate) struct DeleteAccountRequest {
+    /// The account's password, once more.
+    password: String,
+}
+
+/// Delete the account, for good. Its keys stop working at once; its sessions, generation
+/// records (prompts) and stored images are deleted and its email is freed. The anonymous
+/// daily usage counts and the operators' audit log are kept (see the README).
+#[utoipa::path(delete, path = "/v1/auth/me", tag = "accounts", security(("access_token" = [])),
+    operation_id = "delete_account",
+    request_body = DeleteAccountRequest,
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 401, description = "Missing, invalid or expired access token", body = ErrorBody),
+        (status = 403, description = "The account is disabled (`account_disabled`)", body = ErrorBody),
+        (status = 413, description = "Body too large", body = ErrorBody),
+        (status = 415, description = "The body is not `application/json`", body = ErrorBody),
+        (status = 422, description = "Wrong password (`wrong_password`)", body = ErrorBody),
+        (status = 429, description = "Too many attempts", body = ErrorBody),
+    ))]
+pub(crate) async fn delete_account(
+    state: web::Data<AppState>,
+    request: HttpRequest,
+    SignedInUser(user): SignedInUser,
+    body: JsonBody<DeleteAccountRequest>,
+) -> Result<HttpResponse, ApiError> {
+    // Guessing the password with a stolen token is limited like logins.
+    state
+        .throttle
+        .auth_attempt(
+            state.client_addresses.client_address(&request),
+            Some(&user.email),
+        )
+        .await?;
+    state
+        .erasure
+        .erase(user.id, Password::attempt(body.0.password))
+        .await?;
+    Ok(HttpResponse::NoContent().finish())
+}

@@ -39,7 +39,7 @@ macro_rules! routes {
 routes! {
     "/v1/auth/register" => { post => accounts::register },
     "/v1/auth/login" => { post => accounts::login },
-    "/v1/auth/me" => { get => accounts::me },
+    "/v1/auth/me" => { get => accounts::me, delete => accounts::delete_account },
     "/v1/auth/logout" => { post => accounts::logout },
     "/v1/auth/password" => { post => accounts::change_password },
     "/v1/keys" => { get => api_keys::list, post => api_keys::create },

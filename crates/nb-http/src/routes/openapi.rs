@@ -22,6 +22,7 @@ use super::{accounts, admin, api_keys, generations, history, images, ops};
         accounts::me,
         accounts::logout,
         accounts::change_password,
+        accounts::delete_account,
         api_keys::create,
         api_keys::list,
         api_keys::get,

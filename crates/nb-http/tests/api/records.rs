@@ -10,7 +10,7 @@ use wiremock::matchers::{method, path_regex};
 use wiremock::{Mock, ResponseTemplate};
 
 use crate::helpers::{
-    Backend, MODEL, S3_ACCESS_KEY, S3_BUCKET, S3_SECRET_KEY, TestApp, assert_error,
+    Backend, MODEL, PASSWORD, S3_ACCESS_KEY, S3_BUCKET, S3_SECRET_KEY, TestApp, assert_error,
     gemini_image_answer, png_bytes, s3_settings,
 };
 
@@ -671,6 +671,124 @@ async fn s3_deletion_and_sweep_on_sqlite() {
     s3_deletion_and_sweep(Backend::Sqlite).await;
 }
 
+// ---- Deleting an account ----
+
+async fn deleting_an_account_leaves_nothing_that_identifies_it(app: TestApp) {
+    let token = app.signed_up("ada@example.com").await;
+    let response = app
+        .create_key(&token, Some(json!({"name": "Ada's laptop key"})))
+        .await;
+    let key: Value = response.json().await.unwrap();
+    let key = key["key"].as_str().unwrap().to_owned();
+    let (_, test_key) = key_of_mode(&app, &token, "test").await;
+    let made = generate_once(
+        &app,
+        &key,
+        "erase-1",
+        r#"{"prompt": "a secret banana recipe"}"#,
+    )
+    .await;
+    assert_eq!(made.status, 200);
+    let image_url = made.body["url"].as_str().unwrap().to_owned();
+    app.generated(&test_key, &json!({"prompt": "a secret cherry"}))
+        .await;
+    let second_session = app.login("ada@example.com", PASSWORD).await;
+    let second_token: Value = second_session.json().await.unwrap();
+    let second_token = second_token["access_token"].as_str().unwrap().to_owned();
+    // Someone else, untouched.
+    let (bobs_token, bobs_key) = app.user_with_key("bob@example.com").await;
+    app.generated(&bobs_key, &json!({"prompt": "bob's banana"}))
+        .await;
+
+    let delete = |password: &'static str| {
+        app.client
+            .delete(app.url("/v1/auth/me"))
+            .bearer_auth(&token)
+            .json(&json!({ "password": password }))
+            .send()
+    };
+    let wrong = assert_error(
+        delete("not the password").await.unwrap(),
+        422,
+        "wrong_password",
+    )
+    .await;
+    assert_eq!(wrong["error"]["field"], "password");
+    assert_eq!(
+        app.generate(&key, &json!({"prompt": "still here"}))
+            .await
+            .status(),
+        200
+    );
+
+    assert_eq!(delete(PASSWORD).await.unwrap().status(), 204);
+    // Its keys, tokens and password stop working at once; its images are gone.
+    for credential in [&key, &test_key] {
+        assert_error(
+            app.generate(credential, &json!({"prompt": "a banana"}))
+                .await,
+            401,
+            "invalid_api_key",
+        )
+        .await;
+    }
+    for access_token in [&token, &second_token] {
+        assert_eq!(
+            app.get_with("/v1/auth/me", access_token).await.status(),
+            401
+        );
+    }
+    assert_error(
+        app.login("ada@example.com", PASSWORD).await,
+        401,
+        "invalid_credentials",
+    )
+    .await;
+    assert_eq!(
+        app.client.get(&image_url).send().await.unwrap().status(),
+        404
+    );
+
+    // Nothing stored names her, her keys or her prompts; the anonymous counts stay.
+    let stored = app.db.every_stored_value().await;
+    for secret in [
+        "ada@example.com",
+        "secret banana",
+        "secret cherry",
+        "Ada's laptop",
+        "erase-1",
+    ] {
+        let found: Vec<&String> = stored
+            .iter()
+            .filter(|value| value.contains(secret))
+            .collect();
+        assert!(found.is_empty(), "{secret} is still stored: {found:?}");
+    }
+    assert!(
+        stored
+            .iter()
+            .any(|value| value.starts_with("usage_daily.count="))
+    );
+    assert!(stored.iter().any(|value| value.contains("bob's banana")));
+    assert_eq!(app.usage(&bobs_token).await[0]["count"], 1);
+    // The email is free again.
+    assert_eq!(
+        app.register("ada@example.com", PASSWORD).await.status(),
+        201
+    );
+    // Without a password, or without a token: refused.
+    assert_eq!(
+        app.client
+            .delete(app.url("/v1/auth/me"))
+            .json(&json!({"password": PASSWORD}))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        401
+    );
+}
+
 // ---- Usage ----
 
 async fn usage_is_reported_by_the_dimensions_asked_for(app: TestApp) {
@@ -757,6 +875,7 @@ crate::on_both_backends!(
     deleting_a_generation_removes_its_image_and_keeps_the_record,
     orphaned_local_images_are_swept,
     usage_is_reported_by_the_dimensions_asked_for,
+    deleting_an_account_leaves_nothing_that_identifies_it,
 );
 
 crate::configured_on_both_backends!(
