@@ -169,7 +169,7 @@ fn cors(origins: &[String]) -> Cors {
         .allowed_headers([
             header::AUTHORIZATION,
             header::CONTENT_TYPE,
-            HeaderName::from_static("idempotency-key"),
+            crate::idempotency::IDEMPOTENCY_KEY,
             HeaderName::from_static("x-request-id"),
         ])
         .expose_headers([
@@ -179,6 +179,7 @@ fn cors(origins: &[String]) -> Cors {
             HeaderName::from_static("x-ratelimit-remaining"),
             HeaderName::from_static("x-ratelimit-reset"),
             HeaderName::from_static("server-timing"),
+            crate::idempotency::IDEMPOTENT_REPLAYED,
         ])
         .expose_headers(crate::quota_headers::ALL)
         .max_age(600);

@@ -232,6 +232,38 @@ async fn run_flow_and_check_logs(backend: Backend) {
         .await
         .unwrap();
     assert_eq!(logout.status(), 204);
+    // A test key's idempotent generation, then the account's deletion (with a wrong, then
+    // the right password).
+    let last: serde_json::Value = app.login(&email, NEW_PASSWORD).await.json().await.unwrap();
+    let last_token = last["access_token"].as_str().unwrap().to_owned();
+    let created: serde_json::Value = app
+        .create_key(&last_token, Some(json!({"name": "ci", "mode": "test"})))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let test_key = created["key"].as_str().unwrap().to_owned();
+    for _ in 0..2 {
+        let response = app
+            .client
+            .post(app.url("/v1/generate"))
+            .bearer_auth(&test_key)
+            .header("Idempotency-Key", "secrets-1")
+            .json(&json!({"prompt": "a banana"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+    }
+    let erase = |password: &'static str| {
+        app.client
+            .delete(app.url("/v1/auth/me"))
+            .bearer_auth(&last_token)
+            .json(&json!({ "password": password }))
+            .send()
+    };
+    assert_eq!(erase("a wrong password").await.unwrap().status(), 422);
+    assert_eq!(erase(NEW_PASSWORD).await.unwrap().status(), 204);
 
     let text = logs.text();
     // Every line written while serving that request carries its id: the access line, the
@@ -277,6 +309,9 @@ async fn run_flow_and_check_logs(backend: Backend) {
         ("new password", NEW_PASSWORD),
         ("access token", token.as_str()),
         ("new access token", new_token.as_str()),
+        ("last access token", last_token.as_str()),
+        ("test API key", test_key.as_str()),
+        ("test API key's secret part", &test_key[12..]),
         ("access token signature", token.rsplit('.').next().unwrap()),
         ("API key", key.as_str()),
         ("API key's secret part", &key[12..]),

@@ -327,9 +327,11 @@ fn render(error: ApiError) -> HttpResponse {
 /// Create images from a prompt (OpenAI's `images.generate`).
 #[utoipa::path(post, path = "/v1/images/generations", tag = "openai", security(("api_key" = [])),
     request_body = ImageGenerationRequest,
+    params(("Idempotency-Key" = Option<String>, Header, description = "1–255 printable ASCII characters, scoped to the API key: a repeat of the same request gets the first answer again (`Idempotent-Replayed: true`) without a new image or a new count; see the README for what is kept")),
     responses(
         (status = 200, description = "The images (fewer than `n` when some failed)", body = ImagesResponse),
-        (status = 400, description = "A parameter is invalid (`param` names it), or the prompt was refused (`content_policy_violation`)", body = OpenAiErrorBody),
+        (status = 400, description = "A parameter is invalid (`param` names it), the prompt was refused (`content_policy_violation`), or the `Idempotency-Key` is malformed or was used for another request (`idempotency_key_reused`)", body = OpenAiErrorBody),
+        (status = 409, description = "A request with this `Idempotency-Key` is still running (`idempotency_in_progress`); the SDKs retry it", body = OpenAiErrorBody),
         (status = 401, description = "Missing, invalid or revoked API key, or an expired one (`key_expired`)", body = OpenAiErrorBody),
         (status = 403, description = "The account is disabled (`account_disabled`)", body = OpenAiErrorBody),
         (status = 413, description = "Body too large", body = OpenAiErrorBody),
@@ -368,9 +370,11 @@ pub(crate) async fn generations(
 #[utoipa::path(post, path = "/v1/images/edits", tag = "openai", security(("api_key" = [])),
     request_body(content_type = "multipart/form-data", content = ImageGenerationRequest,
         description = "The fields of a generation as form fields, plus `image` (or `image[]`, repeated) and `mask` files"),
+    params(("Idempotency-Key" = Option<String>, Header, description = "1–255 printable ASCII characters, scoped to the API key: a repeat of the same request gets the first answer again (`Idempotent-Replayed: true`) without a new image or a new count; see the README for what is kept")),
     responses(
         (status = 200, description = "The images", body = ImagesResponse),
-        (status = 400, description = "A parameter or image is invalid (`param` names it), the form is malformed, or the request was refused (`content_policy_violation`)", body = OpenAiErrorBody),
+        (status = 400, description = "A parameter or image is invalid (`param` names it), the form is malformed, the request was refused (`content_policy_violation`), or the `Idempotency-Key` is malformed or was used for another request (`idempotency_key_reused`)", body = OpenAiErrorBody),
+        (status = 409, description = "A request with this `Idempotency-Key` is still running (`idempotency_in_progress`); the SDKs retry it", body = OpenAiErrorBody),
         (status = 401, description = "Missing, invalid or revoked API key, or an expired one (`key_expired`)", body = OpenAiErrorBody),
         (status = 403, description = "The account is disabled (`account_disabled`)", body = OpenAiErrorBody),
         (status = 413, description = "An image, or all of them, over the limit", body = OpenAiErrorBody),

@@ -57,14 +57,17 @@ pub(crate) struct GenerateResponse {
 /// key's `x-ratelimit-*` headers.
 #[utoipa::path(post, path = "/v1/generate", tag = "generation", security(("api_key" = [])),
     request_body = GenerateRequest,
+    params(("Idempotency-Key" = Option<String>, Header, description = "1–255 printable ASCII characters, scoped to the API key: a repeat of the same request gets the first answer again (`Idempotent-Replayed: true`) without a new image or a new count; see the README for what is kept")),
     responses(
         (status = 200, description = "The image's URL", body = GenerateResponse,
             headers(("x-ratelimit-limit" = u32), ("x-ratelimit-remaining" = u32), ("x-ratelimit-reset" = u64))),
+        (status = 400, description = "A malformed `Idempotency-Key` (`invalid_idempotency_key`)", body = ErrorBody),
         (status = 401, description = "Missing, invalid or revoked API key, or an expired one (`key_expired`)", body = ErrorBody),
         (status = 403, description = "The account is disabled (`account_disabled`)", body = ErrorBody),
+        (status = 409, description = "A request with this `Idempotency-Key` is still running (`idempotency_in_progress`); retry after `Retry-After`", body = ErrorBody),
         (status = 413, description = "Body too large, or an input image over its limit", body = ErrorBody),
         (status = 415, description = "The body is not `application/json`", body = ErrorBody),
-        (status = 422, description = "Invalid field, or the provider returned no image (`content_rejected`)", body = ErrorBody),
+        (status = 422, description = "Invalid field, the provider returned no image (`content_rejected`), or the `Idempotency-Key` was used for another request (`idempotency_key_reused`)", body = ErrorBody),
         (status = 429, description = "Over a per-minute rate limit (`rate_limited`), or a day or month quota (`quota_exceeded`, `Retry-After` to its reset)", body = ErrorBody),
         (status = 502, description = "The provider or the storage failed", body = ErrorBody),
         (status = 503, description = "Not configured, provider busy or rate limited, or database unavailable", body = ErrorBody),

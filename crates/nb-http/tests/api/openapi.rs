@@ -259,6 +259,63 @@ async fn real_answers_match_their_documented_schemas(app: TestApp) {
         app.get_with("/v1/usage?days=0", &token).await,
     )
     .await;
+    check(
+        "/v1/usage",
+        "get",
+        app.get_with("/v1/usage?group_by=model,mode", &token).await,
+    )
+    .await;
+    let idempotent = |idempotency_key: &'static str, prompt: &'static str| {
+        app.client
+            .post(app.url("/v1/generate"))
+            .bearer_auth(&key)
+            .header("Idempotency-Key", idempotency_key)
+            .json(&json!({ "prompt": prompt }))
+            .send()
+    };
+    for (idempotency_key, prompt) in [("k-1", "a"), ("k-1", "a"), ("k-1", "b"), ("", "a")] {
+        check(
+            "/v1/generate",
+            "post",
+            idempotent(idempotency_key, prompt).await.unwrap(),
+        )
+        .await;
+    }
+    let history = check(
+        "/v1/generations",
+        "get",
+        app.get_with("/v1/generations?limit=1", &token).await,
+    )
+    .await;
+    check(
+        "/v1/generations",
+        "get",
+        app.get_with("/v1/generations?status=nope", &key).await,
+    )
+    .await;
+    let generation = format!(
+        "/v1/generations/{}",
+        history["generations"][0]["id"].as_str().unwrap()
+    );
+    check(
+        "/v1/generations/{generation_id}",
+        "get",
+        app.get_with(&generation, &key).await,
+    )
+    .await;
+    assert_eq!(app.delete_with(&generation, &key).await.status(), 204);
+    check(
+        "/v1/generations/{generation_id}",
+        "get",
+        app.get_with(&generation, &token).await,
+    )
+    .await;
+    check(
+        "/v1/generations/{generation_id}",
+        "delete",
+        app.delete_with("/v1/generations/gen_nope", &token).await,
+    )
+    .await;
     let unknown = format!("/v1/keys/{}", uuid::Uuid::now_v7());
     check(
         "/v1/keys/{key_id}",
@@ -394,7 +451,7 @@ async fn real_answers_match_their_documented_schemas(app: TestApp) {
         app.get_with("/v1/admin/audit", &admin).await,
     )
     .await;
-    assert_eq!(checked, 35);
+    assert_eq!(checked, 45);
 }
 
 on_both_backends!(
