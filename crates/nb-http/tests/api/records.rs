@@ -318,6 +318,39 @@ async fn concurrent_repeats_make_one_upstream_call(app: TestApp) {
     assert_eq!(app.usage(&token).await[0]["count"], 1);
 }
 
+async fn a_request_whose_client_gave_up_finishes_and_is_replayed(app: TestApp) {
+    Mock::given(method("POST"))
+        .and(path_regex(r":generateContent$"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_json(gemini_image_answer())
+                .set_delay(Duration::from_millis(1_000)),
+        )
+        .with_priority(1)
+        .mount(&app.google)
+        .await;
+    let (token, key) = app.user_with_key("ada@example.com").await;
+    let impatient = reqwest::Client::builder()
+        .timeout(Duration::from_millis(200))
+        .build()
+        .unwrap();
+    let sent = impatient
+        .post(app.url("/v1/generate"))
+        .bearer_auth(&key)
+        .header("Idempotency-Key", "impatient")
+        .json(&json!({"prompt": "a banana"}))
+        .send()
+        .await;
+    assert!(sent.unwrap_err().is_timeout());
+    // The client is gone; the image is still made, recorded and kept for the retry.
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    let retried = generate_once(&app, &key, "impatient", r#"{"prompt": "a banana"}"#).await;
+    assert_eq!(retried.status, 200);
+    assert!(retried.replayed, "the retry made a second image");
+    assert_eq!(app.google_requests().await, 1);
+    assert_eq!(app.usage(&token).await[0]["count"], 1);
+}
+
 async fn kept_answers_expire(app: TestApp) {
     let (_, key) = app.user_with_key("ada@example.com").await;
     let body = r#"{"prompt": "a banana"}"#;
@@ -870,6 +903,7 @@ crate::on_both_backends!(
     refused_and_failed_requests_are_not_kept_but_rejections_are,
     concurrent_repeats_make_one_upstream_call,
     kept_answers_expire,
+    a_request_whose_client_gave_up_finishes_and_is_replayed,
     the_openai_routes_replay_too,
     history_pages_and_scopes,
     deleting_a_generation_removes_its_image_and_keeps_the_record,
