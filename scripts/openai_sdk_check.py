@@ -7,7 +7,8 @@ then the server on SQLite and, when TEST_DATABASE_URL is set, on a fresh Postgre
 and checks through the SDK: generations as URLs and as base64 (the bytes the fake returned),
 n=3 counted as 3, every size's aspect ratio as Google received it, every SDK parameter
 accepted, each error raised as the SDK's own exception class, edits with one and with two
-images (Google receives them in order, byte for byte), a mask, and models.list/retrieve.
+images (Google receives them in order, byte for byte), a mask, models.list/retrieve, and the
+SDK's own retries with an Idempotency-Key ending in one image.
 
 Usage: openai_sdk_check.py <nanobanana binary>
 Needs the packages of scripts/test-requirements.txt (run by scripts/e2e.sh with
@@ -58,6 +59,8 @@ class FakeGoogle(BaseHTTPRequestHandler):
         prompt = body["contents"][0]["parts"][0]["text"]
         if "refuse me" in prompt:
             return self.answer(200, {"promptFeedback": {"blockReason": "SAFETY"}})
+        if "slow me" in prompt:
+            time.sleep(1.0)
         if "break me" in prompt:
             return self.answer(500, {"error": {"code": 500, "status": "INTERNAL", "message": "boom"}})
         image = base64.b64encode(PNG).decode()
@@ -306,8 +309,33 @@ def check_quotas(server):
            code="key_expired")
 
 
+def check_retries(server):
+    """The SDK's own retries with an Idempotency-Key: an attempt that times out, then its
+    repeats (a 409 while the first still runs, which the SDK retries after Retry-After), end
+    in one image, one Google call and one count."""
+    key = server.new_key()
+    sent = []
+    counting = httpx.Client(event_hooks={"request": [lambda request: sent.append(
+        request.headers.get("idempotency-key"))]})
+    client = openai.OpenAI(base_url=f"{server.base}/v1", api_key=key, http_client=counting,
+                           timeout=0.3, max_retries=4)
+    before, start = server.usage(), mark()
+    order = "order-" + secrets.token_hex(4)
+    response = client.images.with_raw_response.generate(
+        prompt="slow me, a banana", extra_headers={"Idempotency-Key": order})
+    image = response.parse()
+    assert len(image.data) == 1 and image.data[0].url, image
+    assert response.headers.get("idempotent-replayed") == "true", dict(response.headers)
+    assert len(sent) >= 2 and set(sent) == {order}, sent
+    assert len(received_since(start)) == 1, "the retries reached Google"
+    assert server.usage() == before + 1
+    # The same key for another request is the SDK's BadRequestError, not retried.
+    raises(openai.BadRequestError, lambda: client.images.generate(
+        prompt="another", extra_headers={"Idempotency-Key": order}), code="idempotency_key_reused")
+
+
 CHECKS = [check_generations, check_sizes, check_every_parameter, check_errors, check_edits,
-          check_models, check_quotas, check_node_sdk]
+          check_models, check_quotas, check_retries, check_node_sdk]
 
 
 def main():

@@ -390,7 +390,7 @@ async fn the_openai_routes_replay_too(app: TestApp) {
             .json(&body);
         async move { Response::read(request.send().await.unwrap()).await }
     };
-    // What the official SDKs send: a key per call, repeated on their retries.
+    // A key of the shape SDK-generated keys have (Stainless clients: `stainless-…-retry-<uuid>`).
     let sdk_key = "stainless-python-retry-0b9d4c1e-7f52-4c6f-9f0e-1d2c3b4a5e6f";
     let first = generate(sdk_key, json!({"prompt": "a banana", "n": 2})).await;
     assert_eq!(first.status, 200);
