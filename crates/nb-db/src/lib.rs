@@ -12,6 +12,7 @@ mod connect;
 mod convert;
 mod generations;
 mod idempotency;
+mod key_changes;
 mod pool;
 mod quota;
 mod readiness;
@@ -23,4 +24,5 @@ mod users;
 
 pub use connect::{ConnectError, DatabaseUrl, PoolOptions, UnsupportedDatabaseUrl};
 pub use generations::GenerationStore;
+pub use key_changes::{CHANNEL as KEY_CHANGES_CHANNEL, listen_for_key_changes};
 pub use pool::Database;

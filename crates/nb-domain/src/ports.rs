@@ -260,6 +260,44 @@ pub trait KeyInvalidation: Send + Sync + 'static {
     async fn account_changed(&self, user_id: UserId);
 }
 
+/// A change to API keys that every instance's key cache must hear of.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyChange {
+    /// One key was revoked, updated or rolled.
+    Key(ApiKeyId),
+    /// An account was disabled, its limits changed, or it was erased: all its keys.
+    Account(UserId),
+}
+
+impl KeyChange {
+    /// `key:<uuid>` or `account:<uuid>`.
+    pub fn encode(&self) -> String {
+        match self {
+            Self::Key(key_id) => format!("key:{}", key_id.0),
+            Self::Account(user_id) => format!("account:{}", user_id.0),
+        }
+    }
+
+    pub fn decode(text: &str) -> Option<Self> {
+        let (kind, id) = text.split_once(':')?;
+        let id = Uuid::parse_str(id).ok()?;
+        match kind {
+            "key" => Some(Self::Key(ApiKeyId(id))),
+            "account" => Some(Self::Account(UserId(id))),
+            _ => None,
+        }
+    }
+}
+
+/// Tells the other instances of a [`KeyChange`] (PostgreSQL `NOTIFY`). Best effort: a
+/// failure is logged by the adapter, and the key cache's TTL bounds what a lost
+/// announcement costs.
+#[cfg_attr(feature = "mock", mockall::automock)]
+#[async_trait]
+pub trait KeyChangeBroadcast: Send + Sync + 'static {
+    async fn announce(&self, change: KeyChange);
+}
+
 /// Accounts as the operator manages them, and the audit of what operators do.
 #[cfg_attr(feature = "mock", mockall::automock)]
 #[async_trait]

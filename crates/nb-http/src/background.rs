@@ -1,12 +1,14 @@
 //! Work the server does on its own, apart from requests: every minute it writes the keys'
 //! coalesced `last_used_at` and forgets idle rate-limit entries; every hour it removes
 //! expired sessions and expired idempotency entries, and sweeps stored images that no
-//! generation names (left by a crash between storing and recording); at shutdown it writes
+//! generation names (left by a crash between storing and recording); all along, on
+//! PostgreSQL, it listens for key changes announced by other instances; at shutdown it writes
 //! what is still only in memory.
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use nb_db::DatabaseUrl;
 use nb_domain::accounts::AccountService;
 use nb_domain::api_keys::{CachingApiKeyRepository, LAST_USED_WRITE_INTERVAL};
 use nb_domain::generation::HistoryService;
@@ -27,6 +29,7 @@ pub struct Maintenance {
     accounts: AccountService,
     history: HistoryService,
     idempotency: IdempotencyService,
+    key_changes_from: DatabaseUrl,
 }
 
 impl std::fmt::Debug for Maintenance {
@@ -42,6 +45,7 @@ impl Maintenance {
         accounts: AccountService,
         history: HistoryService,
         idempotency: IdempotencyService,
+        key_changes_from: DatabaseUrl,
     ) -> Self {
         Self {
             key_cache,
@@ -49,6 +53,7 @@ impl Maintenance {
             accounts,
             history,
             idempotency,
+            key_changes_from,
         }
     }
 
@@ -57,6 +62,11 @@ impl Maintenance {
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return;
         };
+        let key_cache = self.key_cache.clone();
+        runtime.spawn(nb_db::listen_for_key_changes(
+            self.key_changes_from.clone(),
+            move |change| key_cache.apply(change),
+        ));
         let key_cache = self.key_cache.clone();
         runtime.spawn(every(LAST_USED_WRITE_INTERVAL, move || {
             let key_cache = key_cache.clone();

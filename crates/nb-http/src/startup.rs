@@ -267,11 +267,11 @@ pub fn build_state_with_clock(
     let hasher = Arc::new(
         BcryptPasswordHasher::new(config.bcrypt_cost).map_err(StartupError::PasswordHashing)?,
     );
-    let key_cache = Arc::new(CachingApiKeyRepository::new(
-        database.clone(),
-        clock.clone(),
-        config.limits.key_cache_ttl,
-    ));
+    // Changes are announced to the other instances (PostgreSQL NOTIFY; nothing on SQLite).
+    let key_cache = Arc::new(
+        CachingApiKeyRepository::new(database.clone(), clock.clone(), config.limits.key_cache_ttl)
+            .with_peers(database.clone()),
+    );
     // Install the metrics recorder before the first request records anything.
     crate::metrics::handle();
     let rate_limiter = Arc::new(MemoryRateLimiter::default());
@@ -372,6 +372,7 @@ pub fn build_state_with_clock(
             state.accounts.clone(),
             state.history.clone(),
             state.idempotency.clone(),
+            config.database_url.clone(),
         ),
         state,
     })

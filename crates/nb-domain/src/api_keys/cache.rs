@@ -2,8 +2,10 @@
 //! keys are trusted from memory for a while, and `last_used_at` writes are coalesced.
 //!
 //! - `find_active_api_key` answers from memory for `ttl` after the repository last said the
-//!   key was active. Revoking a key through this decorator forgets it at once; other
-//!   instances forget it within `ttl` (or sooner, when told through [`evict`]).
+//!   key was active. A change made through this decorator (revoking, updating, rolling a
+//!   key, or an account change it is told of) forgets the key at once here and is announced
+//!   to the other instances (a [`KeyChangeBroadcast`], when there are peers), which
+//!   [`apply`] it; a lost announcement is bounded by `ttl`.
 //! - `record_key_uses` writes a key's first use at once, then at most once every
 //!   [`LAST_USED_WRITE_INTERVAL`]; uses in between only remember the latest time, written by
 //!   [`flush_key_uses`] (which the server calls every minute and at shutdown).
@@ -11,7 +13,7 @@
 //! Both maps are bounded: at most [`MAX_CACHED_KEYS`] entries each, expired ones dropped
 //! first; past that, keys are simply not cached.
 //!
-//! [`evict`]: CachingApiKeyRepository::evict
+//! [`apply`]: CachingApiKeyRepository::apply
 //! [`flush_key_uses`]: CachingApiKeyRepository::flush_key_uses
 
 use std::collections::HashMap;
@@ -25,7 +27,9 @@ use time::OffsetDateTime;
 use super::model::{ApiKeyHash, ApiKeyId, ApiKeyRecord, KeyAccess, KeyChanges, NewApiKey};
 use crate::RepositoryError;
 use crate::pagination::{Page, PageRequest};
-use crate::ports::{ApiKeyRepository, Clock, InsertKeyError, KeyInvalidation};
+use crate::ports::{
+    ApiKeyRepository, Clock, InsertKeyError, KeyChange, KeyChangeBroadcast, KeyInvalidation,
+};
 use crate::user::UserId;
 
 /// How long a verified key is trusted without asking the database again.
@@ -53,6 +57,7 @@ pub struct CachingApiKeyRepository {
     ttl: Duration,
     verified: Mutex<HashMap<ApiKeyHash, VerifiedKey>>,
     uses: Mutex<HashMap<ApiKeyId, KeyUses>>,
+    peers: Option<Arc<dyn KeyChangeBroadcast>>,
 }
 
 impl fmt::Debug for CachingApiKeyRepository {
@@ -77,6 +82,31 @@ impl CachingApiKeyRepository {
             ttl,
             verified: Mutex::default(),
             uses: Mutex::default(),
+            peers: None,
+        }
+    }
+
+    /// Announces every change to the other instances through `peers`.
+    pub fn with_peers(mut self, peers: Arc<dyn KeyChangeBroadcast>) -> Self {
+        self.peers = Some(peers);
+        self
+    }
+
+    /// A change another instance announced (or `None`: announcements may have been lost):
+    /// forgets what it concerns (everything, for `None`), without announcing it again.
+    pub fn apply(&self, change: Option<KeyChange>) {
+        match change {
+            Some(KeyChange::Key(key_id)) => self.evict(key_id),
+            Some(KeyChange::Account(user_id)) => self.evict_user(user_id),
+            None => lock(&self.verified).clear(),
+        }
+    }
+
+    /// A change made here: forgotten at once, and announced.
+    async fn changed(&self, change: KeyChange) {
+        self.apply(Some(change));
+        if let Some(peers) = &self.peers {
+            peers.announce(change).await;
         }
     }
 
@@ -185,11 +215,11 @@ impl CachingApiKeyRepository {
 #[async_trait]
 impl KeyInvalidation for CachingApiKeyRepository {
     async fn key_changed(&self, key_id: ApiKeyId) {
-        self.evict(key_id);
+        self.changed(KeyChange::Key(key_id)).await;
     }
 
     async fn account_changed(&self, user_id: UserId) {
-        self.evict_user(user_id);
+        self.changed(KeyChange::Account(user_id)).await;
     }
 }
 
@@ -230,7 +260,7 @@ impl ApiKeyRepository for CachingApiKeyRepository {
             .inner
             .update_api_key(user_id, key_id, changes, at)
             .await?;
-        self.evict(key_id);
+        self.changed(KeyChange::Key(key_id)).await;
         Ok(updated)
     }
 
@@ -245,7 +275,7 @@ impl ApiKeyRepository for CachingApiKeyRepository {
             .inner
             .roll_api_key(user_id, old, new_key, old_expires_at)
             .await?;
-        self.evict(old);
+        self.changed(KeyChange::Key(old)).await;
         Ok(rolled)
     }
 
@@ -256,7 +286,7 @@ impl ApiKeyRepository for CachingApiKeyRepository {
     ) -> Result<bool, RepositoryError> {
         let found = self.inner.deactivate_api_key(user_id, key_id).await?;
         if found {
-            self.evict(key_id);
+            self.changed(KeyChange::Key(key_id)).await;
         }
         Ok(found)
     }
@@ -430,6 +460,39 @@ mod tests {
         f.cache.evict_user(USER);
         f.cache.find_active_api_key(&f.hash).await.unwrap();
         assert_eq!(*f.lookups.lock().unwrap(), 2);
+    }
+
+    #[tokio::test]
+    async fn changes_are_announced_and_announcements_are_applied_without_echo() {
+        let mut peers = crate::ports::MockKeyChangeBroadcast::new();
+        peers
+            .expect_announce()
+            .withf(|change| *change == KeyChange::Key(KEY_ID))
+            .times(1)
+            .returning(|_| ());
+        peers
+            .expect_announce()
+            .withf(|change| *change == KeyChange::Account(USER))
+            .times(1)
+            .returning(|_| ());
+        let mut f = fixture(Duration::from_secs(30));
+        f.cache = f.cache.with_peers(Arc::new(peers));
+        f.cache.find_active_api_key(&f.hash).await.unwrap();
+        assert!(f.cache.deactivate_api_key(USER, KEY_ID).await.unwrap());
+        f.cache.account_changed(USER).await;
+        // What other instances announce is applied here and not announced again (the mock
+        // would see a third call).
+        f.cache.find_active_api_key(&f.hash).await.unwrap();
+        f.cache.apply(Some(KeyChange::Key(KEY_ID)));
+        f.cache.find_active_api_key(&f.hash).await.unwrap();
+        f.cache.apply(None);
+        f.cache.find_active_api_key(&f.hash).await.unwrap();
+        assert_eq!(*f.lookups.lock().unwrap(), 4);
+        assert_eq!(
+            KeyChange::decode(&KeyChange::Account(USER).encode()),
+            Some(KeyChange::Account(USER))
+        );
+        assert_eq!(KeyChange::decode("key:nope"), None);
     }
 
     #[tokio::test]
