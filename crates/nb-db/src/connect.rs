@@ -9,6 +9,8 @@ use diesel::{Connection, RunQueryDsl, SqliteConnection};
 use diesel_async::async_connection_wrapper::AsyncConnectionWrapper;
 use diesel_async::pooled_connection::deadpool::Pool;
 use diesel_async::pooled_connection::{AsyncDieselConnectionManager, ManagerConfig};
+
+use crate::postgres_tls::{InvalidTlsSettings, PostgresTarget};
 use diesel_async::{AsyncConnection, AsyncPgConnection, SimpleAsyncConnection};
 use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
 use futures_util::FutureExt;
@@ -127,6 +129,8 @@ pub enum ConnectError {
     Pool(#[source] deadpool::managed::BuildError),
     #[error("the database must be opened from a multi-threaded tokio runtime")]
     NotMultiThreaded,
+    #[error("invalid TLS settings in DATABASE_URL: {0}")]
+    Tls(#[source] InvalidTlsSettings),
 }
 
 impl Database {
@@ -138,8 +142,15 @@ impl Database {
         }
         let pool = match url {
             DatabaseUrl::Postgres(raw) => {
-                migrate_postgres(raw.clone(), url.to_string()).await?;
-                let manager = AsyncDieselConnectionManager::<AsyncPgConnection>::new(raw.clone());
+                let target = PostgresTarget::from_url(raw).map_err(ConnectError::Tls)?;
+                tracing::info!(sslmode = ?target.mode(), "connecting to PostgreSQL");
+                migrate_postgres(target.clone(), url.to_string()).await?;
+                let mut config = ManagerConfig::<AsyncPgConnection>::default();
+                config.custom_setup = Box::new(move |_url| {
+                    let target = target.clone();
+                    async move { target.connect().await }.boxed()
+                });
+                let manager = AsyncDieselConnectionManager::new_with_config(raw.clone(), config);
                 ConnectionPool::Postgres(build_pool(manager, options)?)
             }
             DatabaseUrl::Sqlite(path) => {
@@ -173,14 +184,16 @@ where
         .map_err(ConnectError::Pool)
 }
 
-async fn migrate_postgres(raw_url: String, shown_url: String) -> Result<(), ConnectError> {
+async fn migrate_postgres(target: PostgresTarget, shown_url: String) -> Result<(), ConnectError> {
+    let connection = target
+        .connect()
+        .await
+        .map_err(|source| ConnectError::Open {
+            url: shown_url,
+            source,
+        })?;
     blocking(move || {
-        let mut connection =
-            <AsyncConnectionWrapper<AsyncPgConnection> as Connection>::establish(&raw_url)
-                .map_err(|source| ConnectError::Open {
-                    url: shown_url,
-                    source,
-                })?;
+        let mut connection = AsyncConnectionWrapper::<AsyncPgConnection>::from(connection);
         let lock = format!("SELECT pg_advisory_lock({MIGRATION_LOCK_ID})");
         let unlock = format!("SELECT pg_advisory_unlock({MIGRATION_LOCK_ID})");
         diesel::sql_query(lock)

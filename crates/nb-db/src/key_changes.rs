@@ -8,12 +8,13 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use diesel::sql_types::Text;
-use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
+use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use futures_util::StreamExt;
 use nb_domain::ports::{KeyChange, KeyChangeBroadcast};
 
 use crate::DatabaseUrl;
 use crate::pool::{ConnectionPool, Database, with_connection};
+use crate::postgres_tls::PostgresTarget;
 
 /// The notification channel.
 pub const CHANNEL: &str = "nb_key_changes";
@@ -54,8 +55,15 @@ pub async fn listen_for_key_changes(url: DatabaseUrl, on_change: impl Fn(Option<
     let DatabaseUrl::Postgres(raw) = url else {
         return;
     };
+    let target = match PostgresTarget::from_url(&raw) {
+        Ok(target) => target,
+        Err(error) => {
+            tracing::error!(%error, "the key-change listener cannot connect");
+            return;
+        }
+    };
     loop {
-        match AsyncPgConnection::establish(&raw).await {
+        match target.connect().await {
             Ok(mut connection) => {
                 if let Err(error) = listen_on(&mut connection, &on_change).await {
                     tracing::warn!(%error, "lost the key-change listener's connection");

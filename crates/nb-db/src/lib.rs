@@ -14,6 +14,7 @@ mod generations;
 mod idempotency;
 mod key_changes;
 mod pool;
+mod postgres_tls;
 mod quota;
 mod readiness;
 mod schema;
@@ -26,3 +27,4 @@ pub use connect::{ConnectError, DatabaseUrl, PoolOptions, UnsupportedDatabaseUrl
 pub use generations::GenerationStore;
 pub use key_changes::{CHANNEL as KEY_CHANGES_CHANNEL, listen_for_key_changes};
 pub use pool::Database;
+pub use postgres_tls::{InvalidTlsSettings, SslMode};

@@ -234,6 +234,10 @@ impl EphemeralPostgres {
     /// # Panics
     /// When the cluster cannot be created or started.
     pub fn start() -> Self {
+        Self::start_configured(None)
+    }
+
+    fn start_configured(tls: Option<(&str, &str)>) -> Self {
         let binaries = postgres_binaries();
         let folder = tempfile::Builder::new()
             .prefix("nb-pg-")
@@ -281,8 +285,44 @@ impl EphemeralPostgres {
             folder,
             port,
         };
+        if let Some((certificate_pem, key_pem)) = tls {
+            cluster.enable_tls(certificate_pem, key_pem);
+        }
         cluster.start_again();
         cluster
+    }
+
+    /// A cluster that also accepts TLS (`ssl = on`) with this certificate and private key
+    /// (PEM); plain connections are accepted too.
+    ///
+    /// # Panics
+    /// When the cluster cannot be created or started.
+    pub fn start_with_tls(certificate_pem: &str, key_pem: &str) -> Self {
+        Self::start_configured(Some((certificate_pem, key_pem)))
+    }
+
+    fn enable_tls(&self, certificate_pem: &str, key_pem: &str) {
+        let data = self.folder.path().join("data");
+        let (certificate, key) = (data.join("server.crt"), data.join("server.key"));
+        std::fs::write(&certificate, certificate_pem).expect("cannot write the certificate");
+        std::fs::write(&key, key_pem).expect("cannot write the key");
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600))
+            .expect("cannot protect the key");
+        if running_as_root() {
+            let chowned = std::process::Command::new("chown")
+                .arg("postgres")
+                .arg(&certificate)
+                .arg(&key)
+                .status()
+                .expect("cannot run chown");
+            assert!(chowned.success(), "cannot give the key to postgres");
+        }
+        let mut conf = std::fs::OpenOptions::new()
+            .append(true)
+            .open(data.join("postgresql.conf"))
+            .expect("cannot open postgresql.conf");
+        std::io::Write::write_all(&mut conf, b"\nssl = on\n").expect("cannot enable ssl");
     }
 
     fn data_dir(&self) -> String {
@@ -344,4 +384,26 @@ impl Drop for EphemeralPostgres {
             &["-D", &self.data_dir(), "-m", "immediate", "stop"],
         );
     }
+}
+
+/// Whether the database's connections are encrypted (PostgreSQL's `pg_stat_ssl`; never on
+/// SQLite).
+pub async fn connection_is_encrypted(database: &Database) -> bool {
+    #[derive(diesel::QueryableByName)]
+    struct Ssl {
+        #[diesel(sql_type = diesel::sql_types::Bool)]
+        ssl: bool,
+    }
+    if !matches!(database.pool, crate::pool::ConnectionPool::Postgres(_)) {
+        return false;
+    }
+    let found = crate::pool::with_connection!(database, |conn| {
+        diesel::sql_query("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()")
+            .get_result::<Ssl>(conn)
+            .await
+    });
+    found
+        .expect("no connection")
+        .expect("cannot read pg_stat_ssl")
+        .ssl
 }
