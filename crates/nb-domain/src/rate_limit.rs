@@ -159,6 +159,10 @@ pub trait RateLimiter: Send + Sync + 'static {
         key: &RateLimitKey,
         rate: PerMinute,
     ) -> Result<RateDecision, RepositoryError>;
+
+    /// Forgets subjects whose allowance is back to full (memory or rows stay bounded by
+    /// recent clients); how many. Called every minute.
+    async fn forget_idle(&self) -> Result<u64, RepositoryError>;
 }
 
 /// The deployment's allowances.
@@ -332,6 +336,10 @@ mod tests {
                 reset_after: Duration::from_secs(60),
                 retry_after: Duration::from_secs(if ok { 0 } else { 6 }),
             })
+        }
+
+        async fn forget_idle(&self) -> Result<u64, RepositoryError> {
+            Ok(0)
         }
     }
 

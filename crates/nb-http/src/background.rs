@@ -13,8 +13,7 @@ use nb_domain::accounts::AccountService;
 use nb_domain::api_keys::{CachingApiKeyRepository, LAST_USED_WRITE_INTERVAL};
 use nb_domain::generation::HistoryService;
 use nb_domain::idempotency::IdempotencyService;
-
-use crate::rate_limit::MemoryRateLimiter;
+use nb_domain::rate_limit::RateLimiter;
 
 /// How often idle rate-limit entries are forgotten.
 const RATE_LIMIT_CLEANUP_INTERVAL: Duration = Duration::from_secs(60);
@@ -25,7 +24,7 @@ const HOURLY: Duration = Duration::from_secs(60 * 60);
 #[derive(Clone)]
 pub struct Maintenance {
     key_cache: Arc<CachingApiKeyRepository>,
-    rate_limiter: Arc<MemoryRateLimiter>,
+    rate_limiter: Arc<dyn RateLimiter>,
     accounts: AccountService,
     history: HistoryService,
     idempotency: IdempotencyService,
@@ -41,7 +40,7 @@ impl std::fmt::Debug for Maintenance {
 impl Maintenance {
     pub fn new(
         key_cache: Arc<CachingApiKeyRepository>,
-        rate_limiter: Arc<MemoryRateLimiter>,
+        rate_limiter: Arc<dyn RateLimiter>,
         accounts: AccountService,
         history: HistoryService,
         idempotency: IdempotencyService,
@@ -79,7 +78,11 @@ impl Maintenance {
         let rate_limiter = self.rate_limiter.clone();
         runtime.spawn(every(RATE_LIMIT_CLEANUP_INTERVAL, move || {
             let rate_limiter = rate_limiter.clone();
-            async move { rate_limiter.forget_idle() }
+            async move {
+                if let Err(error) = rate_limiter.forget_idle().await {
+                    tracing::warn!(%error, "could not forget idle rate-limit subjects");
+                }
+            }
         }));
         let accounts = self.accounts.clone();
         runtime.spawn(every(HOURLY, move || {

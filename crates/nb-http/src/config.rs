@@ -124,6 +124,18 @@ pub struct Limits {
     /// `NB_IDEMPOTENCY_TTL_HOURS` (1–720): how long an answer is kept for its
     /// `Idempotency-Key`.
     pub idempotency_ttl: Duration,
+    /// `NB_RATE_LIMITS`: where per-minute limits are counted.
+    pub rate_limits: RateLimitStore,
+}
+
+/// Where per-minute limits are counted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RateLimitStore {
+    /// `shared` (the default): in the database when it is PostgreSQL, so they hold across
+    /// instances; in memory with SQLite (one instance).
+    Shared,
+    /// `memory`: per instance, whatever the database.
+    Memory,
 }
 
 impl Default for Limits {
@@ -145,6 +157,7 @@ impl Default for Limits {
             shutdown_grace: Duration::from_secs(30),
             key_cache_ttl: nb_domain::api_keys::DEFAULT_KEY_CACHE_TTL,
             idempotency_ttl: Duration::from_secs(24 * 60 * 60),
+            rate_limits: RateLimitStore::Shared,
         }
     }
 }
@@ -467,6 +480,11 @@ fn limits_config(var: &impl Fn(&str) -> Option<String>) -> Result<Limits, Config
             defaults.key_cache_ttl.as_secs(),
         )?),
         idempotency_ttl: Duration::from_secs(idempotency_ttl_hours * 3600),
+        rate_limits: match var("NB_RATE_LIMITS").as_deref() {
+            None | Some("shared") => RateLimitStore::Shared,
+            Some("memory") => RateLimitStore::Memory,
+            Some(_) => return Err(invalid("NB_RATE_LIMITS", "must be shared or memory")),
+        },
     })
 }
 

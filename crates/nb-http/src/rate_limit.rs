@@ -1,5 +1,5 @@
 //! Rate limits on the HTTP side: the in-memory [`RateLimiter`] (one instance's counts, with
-//! `governor`'s GCRA), the client's address as limits see it, and the `x-ratelimit-*`
+//! `governor`'s GCRA: SQLite, or `NB_RATE_LIMITS=memory`), the client's address as limits see it, and the `x-ratelimit-*`
 //! headers and 429s.
 
 use std::collections::HashMap;
@@ -69,8 +69,8 @@ impl MemoryRateLimiter {
     }
 
     /// Forgets subjects whose allowance is back to full, so memory is bounded by recent
-    /// clients. Called every minute (see `background`).
-    pub fn forget_idle(&self) {
+    /// clients.
+    fn forget_idle_subjects(&self) {
         let counters: Vec<_> = self
             .counters
             .lock()
@@ -136,6 +136,12 @@ impl RateLimiter for MemoryRateLimiter {
                 retry_after: not_until.wait_time_from(DefaultClock::default().now()),
             },
         })
+    }
+
+    async fn forget_idle(&self) -> Result<u64, RepositoryError> {
+        let before = self.subjects();
+        self.forget_idle_subjects();
+        Ok(before.saturating_sub(self.subjects()) as u64)
     }
 }
 

@@ -22,13 +22,13 @@ use nb_domain::idempotency::{IdempotencyPolicy, IdempotencyPorts, IdempotencySer
 use nb_domain::ports::{
     Clock, IdGenerator, ImageProvider, ObjectStorage, RandomSource, UserRepository,
 };
-use nb_domain::rate_limit::{PerMinute, Throttle};
+use nb_domain::rate_limit::{PerMinute, RateLimiter, Throttle};
 use nb_imagen::{GeminiImageClient, GeminiSettings, TestModeImages, UnconfiguredImageProvider};
 use nb_storage::{InlineStorage, LocalStorage, S3Storage};
 
 use crate::auth::AccessTokens;
 use crate::background::Maintenance;
-use crate::config::{Config, ConfigError, JwtSecret, StorageConfig};
+use crate::config::{Config, ConfigError, JwtSecret, RateLimitStore, StorageConfig};
 use crate::json::query_config;
 use crate::rate_limit::{ClientAddressSource, MemoryRateLimiter};
 use crate::request_context::request_context;
@@ -274,7 +274,13 @@ pub fn build_state_with_clock(
     );
     // Install the metrics recorder before the first request records anything.
     crate::metrics::handle();
-    let rate_limiter = Arc::new(MemoryRateLimiter::default());
+    // Per-minute limits: shared by every instance in PostgreSQL, unless the operator keeps
+    // them per instance; with SQLite (one instance) in memory.
+    let rate_limiter: Arc<dyn RateLimiter> =
+        match (config.limits.rate_limits, database.shared_rate_limiter()) {
+            (RateLimitStore::Shared, Some(shared)) => Arc::new(shared),
+            _ => Arc::new(MemoryRateLimiter::default()),
+        };
     let throttle = Throttle::new(rate_limiter.clone(), rate_limits(&config.limits));
     let generation_store = Arc::new(GenerationStore::start(&database));
     let generations = GenerationService::new(

@@ -192,6 +192,23 @@ async fn quotas_revocation_and_disabling_hold_across_two_instances_on_one_postgr
     assert_eq!((succeeded, refused), (10, 40), "{answers:?}");
     assert_eq!(google.received_requests().await.unwrap().len(), 10);
 
+    // A per-minute limit of 30, hit by 100 requests spread over both instances: counted
+    // in PostgreSQL, so exactly 30 pass.
+    let per_minute =
+        created_key(&client, &first, &ada, json!({"limits": {"per_minute": 30}})).await;
+    let requests = (0..100).map(|n| {
+        let instance = if n % 2 == 0 { &first } else { &second };
+        let (client, key) = (client.clone(), per_minute.clone());
+        async move { code(generate(&client, instance, &key).await).await }
+    });
+    let answers = futures_util::future::join_all(requests).await;
+    let succeeded = answers.iter().filter(|(status, _)| *status == 200).count();
+    let rate_limited = answers
+        .iter()
+        .filter(|answer| *answer == &(429, "rate_limited".to_owned()))
+        .count();
+    assert_eq!((succeeded, rate_limited), (30, 70), "{answers:?}");
+
     // Disabled through the first instance; the second has both keys in its cache.
     let unlimited = created_key(&client, &first, &ada, json!({})).await;
     assert_eq!(generate(&client, &second, &unlimited).await.status(), 200);
@@ -243,7 +260,7 @@ async fn quotas_revocation_and_disabling_hold_across_two_instances_on_one_postgr
         .iter()
         .find(|user| user["email"] == "ada@example.com")
         .unwrap();
-    assert_eq!(ada_entry["usage"]["today"], 12);
+    assert_eq!(ada_entry["usage"]["today"], 42);
     let disabled_at = tokio::time::Instant::now();
     let disabled = client
         .patch(format!(
