@@ -98,6 +98,9 @@ pub struct PoolOptions {
     /// How long a request waits for a connection (or for a new one to open) before the
     /// database counts as unavailable.
     pub acquire_timeout: Duration,
+    /// How long a request waits for a database call's statements, once connected, before
+    /// the database counts as unavailable (a database that hangs without closing anything).
+    pub statement_timeout: Duration,
 }
 
 impl Default for PoolOptions {
@@ -105,6 +108,7 @@ impl Default for PoolOptions {
         Self {
             max_connections: 16,
             acquire_timeout: Duration::from_secs(5),
+            statement_timeout: Duration::from_secs(5),
         }
     }
 }
@@ -164,7 +168,11 @@ impl Database {
                 ConnectionPool::Sqlite(build_pool(manager, options)?)
             }
         };
-        Ok(Self { pool, runtime })
+        Ok(Self {
+            pool,
+            runtime,
+            call_timeout: options.acquire_timeout + options.statement_timeout,
+        })
     }
 }
 

@@ -21,6 +21,30 @@ pub(crate) type SqliteAsyncConnection = SyncConnectionWrapper<SqliteConnection>;
 pub struct Database {
     pub(crate) pool: ConnectionPool,
     pub(crate) runtime: tokio::runtime::Handle,
+    /// The longest a caller waits for one repository call (a connection, then its
+    /// statements): past it the database counts as unavailable, even when it hangs without
+    /// a word. The call itself goes on, so nothing is left half-written.
+    pub(crate) call_timeout: std::time::Duration,
+}
+
+/// A repository call that took longer than the database's call timeout.
+#[derive(Debug, thiserror::Error)]
+#[error("the database did not answer within {0:?}")]
+pub(crate) struct CallTimedOut(pub(crate) std::time::Duration);
+
+/// Waits for a repository call's task, at most `database.call_timeout`.
+pub(crate) async fn bounded<T>(
+    database: &Database,
+    task: tokio::task::JoinHandle<Result<T, nb_domain::RepositoryError>>,
+) -> Result<T, nb_domain::RepositoryError> {
+    match tokio::time::timeout(database.call_timeout, task).await {
+        Ok(joined) => {
+            joined.unwrap_or_else(|crashed| Err(nb_domain::RepositoryError::unexpected(crashed)))
+        }
+        Err(_) => Err(nb_domain::RepositoryError::Unavailable(Box::new(
+            CallTimedOut(database.call_timeout),
+        ))),
+    }
 }
 
 #[derive(Clone)]
@@ -83,8 +107,7 @@ macro_rules! with_connection {
                 ))
             }
         };
-        task.await
-            .unwrap_or_else(|crashed| Err(nb_domain::RepositoryError::unexpected(crashed)))
+        $crate::pool::bounded(database, task).await
     }};
 }
 pub(crate) use with_connection;
@@ -159,8 +182,7 @@ macro_rules! with_transaction {
             },
             span,
         ));
-        task.await
-            .unwrap_or_else(|crashed| Err(nb_domain::RepositoryError::unexpected(crashed)))
+        $crate::pool::bounded(database, task).await
     }};
 }
 pub(crate) use with_transaction;

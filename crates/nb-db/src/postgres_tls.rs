@@ -99,6 +99,20 @@ impl PostgresTarget {
             SslMode::Prefer => "prefer",
             SslMode::Require | SslMode::VerifyCa | SslMode::VerifyFull => "require",
         };
+        // A dead network path is noticed by the kernel, unless the URL says otherwise: a
+        // connection attempt gives up after 5 s, and an open connection whose data goes
+        // unacknowledged for 15 s, or that stays silent to keepalives, is closed.
+        for (name, value) in [
+            ("connect_timeout", "5"),
+            ("keepalives_idle", "10"),
+            ("keepalives_interval", "5"),
+            ("keepalives_retries", "3"),
+            ("tcp_user_timeout", "15"),
+        ] {
+            if !kept.iter().any(|(kept_name, _)| kept_name == name) {
+                kept.push((name.to_owned(), value.to_owned()));
+            }
+        }
         url.query_pairs_mut()
             .clear()
             .extend_pairs(kept)
@@ -343,15 +357,20 @@ mod tests {
         assert_eq!(target.mode(), SslMode::Require);
         assert_eq!(
             target.driver_url,
-            "postgres://u:p@db.example.com:5432/app?application_name=nb&sslmode=require"
+            "postgres://u:p@db.example.com:5432/app?application_name=nb&connect_timeout=5\
+             &keepalives_idle=10&keepalives_interval=5&keepalives_retries=3\
+             &tcp_user_timeout=15&sslmode=require"
         );
-        let plain = PostgresTarget::from_url("postgres://u@localhost/app").unwrap();
+        let plain =
+            PostgresTarget::from_url("postgres://u@localhost/app?connect_timeout=30").unwrap();
         assert_eq!(plain.mode(), SslMode::Prefer);
-        assert!(plain.driver_url.ends_with("?sslmode=prefer"));
+        assert!(plain.driver_url.contains("connect_timeout=30&"));
+        assert!(!plain.driver_url.contains("connect_timeout=5"));
+        assert!(plain.driver_url.ends_with("&sslmode=prefer"));
         let full = PostgresTarget::from_url("postgres://u@db.example.com/app?sslmode=verify-full")
             .unwrap();
         assert_eq!(full.mode(), SslMode::VerifyFull);
-        assert!(full.driver_url.ends_with("?sslmode=require"));
+        assert!(full.driver_url.ends_with("&sslmode=require"));
         let disabled = PostgresTarget::from_url("postgres://u@h/app?sslmode=disable").unwrap();
         assert!(disabled.tls.is_none());
     }

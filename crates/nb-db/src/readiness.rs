@@ -13,6 +13,9 @@ use crate::connect::{POSTGRES_MIGRATIONS, SQLITE_MIGRATIONS};
 use crate::pool::with_connection;
 use crate::pool::{ConnectionPool, Database};
 
+/// The longest `/readyz` waits for the database.
+pub const READINESS_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
 #[derive(QueryableByName)]
 struct AppliedMigration {
     #[diesel(sql_type = Text)]
@@ -61,13 +64,23 @@ fn compare_migrations(embedded: ListedMigrations, applied: &[String]) -> Result<
 #[async_trait]
 impl ReadinessCheck for Database {
     async fn check_ready(&self) -> Result<(), NotReady> {
-        let applied = with_connection!(self, |conn| {
-            diesel::sql_query("SELECT version FROM __diesel_schema_migrations")
-                .load::<AppliedMigration>(conn)
-                .await
-        })
-        .map_err(|error| NotReady::DatabaseUnreachable(Box::new(error)))?
-        .map_err(|error| NotReady::DatabaseUnreachable(Box::new(error)))?;
+        let read = async {
+            with_connection!(self, |conn| {
+                diesel::sql_query("SELECT version FROM __diesel_schema_migrations")
+                    .load::<AppliedMigration>(conn)
+                    .await
+            })
+        };
+        // A load balancer asks often and must hear "not ready" quickly, hung database or not.
+        let applied = tokio::time::timeout(READINESS_TIMEOUT, read)
+            .await
+            .map_err(|_| {
+                NotReady::DatabaseUnreachable(Box::new(crate::pool::CallTimedOut(
+                    READINESS_TIMEOUT,
+                )))
+            })?
+            .map_err(|error| NotReady::DatabaseUnreachable(Box::new(error)))?
+            .map_err(|error| NotReady::DatabaseUnreachable(Box::new(error)))?;
         let applied: Vec<String> = applied.into_iter().map(|row| row.version).collect();
         compare_migrations(embedded_versions(&self.pool), &applied)
     }

@@ -29,6 +29,7 @@ pub fn test_pool_options() -> PoolOptions {
     PoolOptions {
         max_connections: 8,
         acquire_timeout: Duration::from_secs(10),
+        statement_timeout: Duration::from_secs(20),
     }
 }
 

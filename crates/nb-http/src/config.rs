@@ -273,6 +273,17 @@ impl Config {
             "NB_DB_ACQUIRE_TIMEOUT_SECONDS",
             defaults.acquire_timeout.as_secs(),
         )?);
+        let statement_timeout = Duration::from_secs(parse_var(
+            &var,
+            "NB_DB_STATEMENT_TIMEOUT_SECONDS",
+            defaults.statement_timeout.as_secs(),
+        )?);
+        if statement_timeout.is_zero() {
+            return Err(invalid(
+                "NB_DB_STATEMENT_TIMEOUT_SECONDS",
+                "must be at least 1",
+            ));
+        }
         let ttl_seconds: u64 = parse_var(
             &var,
             "NB_ACCESS_TOKEN_TTL_SECONDS",
@@ -381,6 +392,7 @@ impl Config {
             database_pool: PoolOptions {
                 max_connections,
                 acquire_timeout,
+                statement_timeout,
             },
             jwt_secret,
             access_token_ttl: Duration::from_secs(ttl_seconds),

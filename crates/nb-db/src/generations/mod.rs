@@ -51,7 +51,11 @@ impl GenerationStore {
     pub fn start(database: &Database) -> Self {
         Self {
             database: database.clone(),
-            success_writer: SuccessWriter::start(database.pool.clone(), &database.runtime),
+            success_writer: SuccessWriter::start(
+                database.pool.clone(),
+                &database.runtime,
+                database.call_timeout,
+            ),
         }
     }
 }

@@ -4,16 +4,26 @@
 //! commit costs a disk flush. Instead of one transaction per generation, one writer task takes
 //! every success waiting at that moment (up to `MAX_BATCH`), writes them in one transaction,
 //! and then answers each caller: the flush is shared, and a caller still returns only once its
-//! own row is committed. A batch that fails is retried one success at a time, so one bad row
-//! cannot fail the others.
+//! own row is committed. A batch that fails on a bad row is retried one success at a time,
+//! so one bad row cannot fail the others; a batch that fails because the database is
+//! unavailable fails as a whole (its rows would fail one by one too).
+//!
+//! Bounded everywhere: at most `MAX_WAITING` successes wait (past that, a write is refused at
+//! once as the database being unavailable), a caller waits at most the database's call
+//! timeout, and a success whose caller stopped waiting before its batch began is not written
+//! (the client was told it failed; its image is deleted).
+
+use std::time::Duration;
 
 use nb_domain::RepositoryError;
 use tokio::sync::{mpsc, oneshot};
 
 use super::{GenerationRow, write_successes};
-use crate::pool::ConnectionPool;
+use crate::pool::{CallTimedOut, ConnectionPool};
 
 const MAX_BATCH: usize = 512;
+/// The most successes waiting for the writer.
+const MAX_WAITING: usize = 4 * MAX_BATCH;
 
 struct Job {
     row: GenerationRow,
@@ -22,18 +32,43 @@ struct Job {
 
 #[derive(Clone)]
 pub(crate) struct SuccessWriter {
-    jobs: mpsc::UnboundedSender<Job>,
+    jobs: mpsc::Sender<Job>,
+    call_timeout: Duration,
+}
+
+/// Writes `rows` in one transaction, giving up (as unavailable) after `call_timeout`.
+async fn write_within(
+    pool: &ConnectionPool,
+    rows: Vec<GenerationRow>,
+    call_timeout: Duration,
+) -> Result<(), RepositoryError> {
+    tokio::time::timeout(call_timeout, write_successes(pool, rows))
+        .await
+        .unwrap_or_else(|_| {
+            Err(RepositoryError::Unavailable(Box::new(CallTimedOut(
+                call_timeout,
+            ))))
+        })
 }
 
 impl SuccessWriter {
     /// Starts the writer task on `runtime`; it ends when every `SuccessWriter` is dropped.
-    pub(crate) fn start(pool: ConnectionPool, runtime: &tokio::runtime::Handle) -> Self {
-        let (jobs, mut waiting) = mpsc::unbounded_channel::<Job>();
+    pub(crate) fn start(
+        pool: ConnectionPool,
+        runtime: &tokio::runtime::Handle,
+        call_timeout: Duration,
+    ) -> Self {
+        let (jobs, mut waiting) = mpsc::channel::<Job>(MAX_WAITING);
         runtime.spawn(async move {
             let mut batch = Vec::with_capacity(MAX_BATCH);
             while waiting.recv_many(&mut batch, MAX_BATCH).await > 0 {
+                // Nobody waits for these any more: their clients were answered with an error.
+                batch.retain(|job| !job.done.is_closed());
+                if batch.is_empty() {
+                    continue;
+                }
                 let rows = batch.iter().map(|job| job.row.clone()).collect();
-                match write_successes(&pool, rows).await {
+                match write_within(&pool, rows, call_timeout).await {
                     Ok(()) => {
                         for job in batch.drain(..) {
                             let _ = job.done.send(Ok(()));
@@ -42,16 +77,24 @@ impl SuccessWriter {
                     Err(error) if batch.len() == 1 => {
                         let _ = batch.remove(0).done.send(Err(error));
                     }
+                    Err(RepositoryError::Unavailable(cause)) => {
+                        let reason = cause.to_string();
+                        for job in batch.drain(..) {
+                            let _ = job
+                                .done
+                                .send(Err(RepositoryError::Unavailable(reason.clone().into())));
+                        }
+                    }
                     Err(_) => {
                         for job in batch.drain(..) {
-                            let written = write_successes(&pool, vec![job.row]).await;
+                            let written = write_within(&pool, vec![job.row], call_timeout).await;
                             let _ = job.done.send(written);
                         }
                     }
                 }
             }
         });
-        Self { jobs }
+        Self { jobs, call_timeout }
     }
 
     /// Returns once the row and its usage are committed (or failed). A caller that stops
@@ -59,12 +102,25 @@ impl SuccessWriter {
     pub(crate) async fn write(&self, row: GenerationRow) -> Result<(), RepositoryError> {
         let (done, written) = oneshot::channel();
         self.jobs
-            .send(Job { row, done })
-            .map_err(|_| RepositoryError::unexpected("the success writer has stopped"))?;
-        written.await.unwrap_or_else(|_| {
-            Err(RepositoryError::unexpected(
-                "the success writer has stopped",
-            ))
-        })
+            .try_send(Job { row, done })
+            .map_err(|error| match error {
+                mpsc::error::TrySendError::Full(_) => RepositoryError::Unavailable(
+                    "too many generations are waiting to be recorded".into(),
+                ),
+                mpsc::error::TrySendError::Closed(_) => {
+                    RepositoryError::unexpected("the success writer has stopped")
+                }
+            })?;
+        // As long as any repository call: a caller that gives up is not written (see above).
+        match tokio::time::timeout(self.call_timeout, written).await {
+            Ok(answer) => answer.unwrap_or_else(|_| {
+                Err(RepositoryError::unexpected(
+                    "the success writer has stopped",
+                ))
+            }),
+            Err(_) => Err(RepositoryError::Unavailable(Box::new(CallTimedOut(
+                self.call_timeout,
+            )))),
+        }
     }
 }

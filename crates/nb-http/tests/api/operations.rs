@@ -649,3 +649,154 @@ async fn a_database_outage_is_503_and_the_service_recovers() {
         200
     );
 }
+
+/// A TCP proxy the test controls: while frozen, it holds every byte either way (connections
+/// stay open, nothing answers), as a database host that hangs.
+struct FreezableProxy {
+    address: std::net::SocketAddr,
+    frozen: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl FreezableProxy {
+    async fn start(upstream: std::net::SocketAddr) -> Self {
+        use std::sync::atomic::AtomicBool;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let frozen = std::sync::Arc::new(AtomicBool::new(false));
+        let gate = frozen.clone();
+        tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let gate = gate.clone();
+                tokio::spawn(async move {
+                    let Ok(server) = tokio::net::TcpStream::connect(upstream).await else {
+                        return;
+                    };
+                    let (client_read, client_write) = client.into_split();
+                    let (server_read, server_write) = server.into_split();
+                    tokio::spawn(Self::pump(client_read, server_write, gate.clone()));
+                    tokio::spawn(Self::pump(server_read, client_write, gate));
+                });
+            }
+        });
+        Self { address, frozen }
+    }
+
+    async fn pump(
+        mut from: tokio::net::tcp::OwnedReadHalf,
+        mut to: tokio::net::tcp::OwnedWriteHalf,
+        frozen: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    ) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut buffer = vec![0u8; 64 * 1024];
+        loop {
+            let Ok(read) = from.read(&mut buffer).await else {
+                return;
+            };
+            if read == 0 {
+                return;
+            }
+            while frozen.load(std::sync::atomic::Ordering::SeqCst) {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            if to.write_all(&buffer[..read]).await.is_err() {
+                return;
+            }
+        }
+    }
+
+    fn freeze(&self, frozen: bool) {
+        self.frozen
+            .store(frozen, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// A database host that hangs (connections open, nothing answers): every request gets a
+/// 503 within the documented bound (the pool's acquire timeout plus the statement timeout),
+/// `/readyz` says "not ready" within 2 s, and the service recovers by itself once it answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_database_is_503_within_the_bound_and_the_service_recovers() {
+    let mut db = nb_db::testing::TestDatabase::postgres().await;
+    let nb_db::DatabaseUrl::Postgres(direct) = &db.url else {
+        unreachable!("a PostgreSQL test database");
+    };
+    let mut url = reqwest::Url::parse(direct).unwrap();
+    let upstream = format!("{}:{}", url.host_str().unwrap(), url.port().unwrap_or(5432))
+        .parse()
+        .unwrap();
+    let proxy = FreezableProxy::start(upstream).await;
+    url.set_port(Some(proxy.address.port())).unwrap();
+    let proxied = nb_db::DatabaseUrl::parse(url.as_str()).unwrap();
+    let options = nb_db::PoolOptions {
+        max_connections: 4,
+        acquire_timeout: Duration::from_secs(2),
+        statement_timeout: Duration::from_secs(2),
+    };
+    db.database = nb_db::Database::connect(&proxied, options).await.unwrap();
+    let app = TestApp::spawn_on(db, |config| {
+        config.database_pool = options;
+        config.database_url = proxied.clone();
+    })
+    .await;
+    let (token, key) = app.user_with_key("ada@example.com").await;
+    assert_eq!(
+        app.generate(&key, &json!({"prompt": "before"}))
+            .await
+            .status(),
+        200
+    );
+
+    proxy.freeze(true);
+    let bound = Duration::from_secs(4) + Duration::from_secs(2); // the bound, plus slack
+    let started = std::time::Instant::now();
+    let bodies: Vec<Value> = (0..6)
+        .map(|n| json!({"prompt": format!("during {n}")}))
+        .collect();
+    let generations = bodies.iter().map(|body| app.generate(&key, body));
+    let listings = (0..3).map(|_| app.get_with("/v1/keys", &token));
+    let (generations, listings) = tokio::join!(
+        futures_util::future::join_all(generations),
+        futures_util::future::join_all(listings)
+    );
+    assert!(started.elapsed() < bound, "waited {:?}", started.elapsed());
+    for response in generations.into_iter().chain(listings) {
+        assert_error(response, 503, "database_unavailable").await;
+    }
+    let asked = std::time::Instant::now();
+    let ready = app.client.get(app.url("/readyz")).send().await.unwrap();
+    assert!(
+        asked.elapsed() < Duration::from_millis(2_500),
+        "{:?}",
+        asked.elapsed()
+    );
+    assert_eq!(ready.status(), 503);
+
+    proxy.freeze(false);
+    let mut recovered = false;
+    for _ in 0..100 {
+        if app
+            .generate(&key, &json!({"prompt": "after"}))
+            .await
+            .status()
+            == 200
+        {
+            recovered = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        recovered,
+        "the service did not recover once the database answered"
+    );
+    assert_eq!(
+        app.client
+            .get(app.url("/readyz"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    // Usage is what the clients were told succeeded: before and after.
+    assert_eq!(app.usage(&token).await[0]["count"], 2);
+}
