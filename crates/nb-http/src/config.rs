@@ -119,6 +119,9 @@ pub struct Limits {
     pub trusted_proxy_hops: usize,
     /// `NB_SHUTDOWN_GRACE_SECONDS`: how long in-flight requests may finish after SIGTERM.
     pub shutdown_grace: Duration,
+    /// `NB_SHUTDOWN_DRAIN_SECONDS`: after SIGTERM, how long `/readyz` answers 503 while the
+    /// server still accepts requests, so a load balancer stops sending new ones first.
+    pub shutdown_drain: Duration,
     /// `NB_KEY_CACHE_TTL_SECONDS`: how long a verified API key is trusted from memory (0: never).
     pub key_cache_ttl: Duration,
     /// `NB_IDEMPOTENCY_TTL_HOURS` (1–720): how long an answer is kept for its
@@ -155,6 +158,7 @@ impl Default for Limits {
             upstream_queue_timeout: Duration::from_secs(30),
             trusted_proxy_hops: 0,
             shutdown_grace: Duration::from_secs(30),
+            shutdown_drain: Duration::ZERO,
             key_cache_ttl: nb_domain::api_keys::DEFAULT_KEY_CACHE_TTL,
             idempotency_ttl: Duration::from_secs(24 * 60 * 60),
             rate_limits: RateLimitStore::Shared,
@@ -486,6 +490,11 @@ fn limits_config(var: &impl Fn(&str) -> Option<String>) -> Result<Limits, Config
         )?,
         trusted_proxy_hops,
         shutdown_grace: seconds("NB_SHUTDOWN_GRACE_SECONDS", defaults.shutdown_grace)?,
+        shutdown_drain: Duration::from_secs(parse_var(
+            var,
+            "NB_SHUTDOWN_DRAIN_SECONDS",
+            defaults.shutdown_drain.as_secs(),
+        )?),
         key_cache_ttl: Duration::from_secs(parse_var(
             var,
             "NB_KEY_CACHE_TTL_SECONDS",

@@ -70,6 +70,8 @@ pub struct Application {
     port: u16,
     server: Server,
     maintenance: Maintenance,
+    draining: Arc<std::sync::atomic::AtomicBool>,
+    drain: Duration,
 }
 
 impl Application {
@@ -89,6 +91,8 @@ impl Application {
             source,
         })?;
         let Wired { state, maintenance } = build_state(&config, database, address)?;
+        let draining = state.draining.clone();
+        // Signals are the application's (see `run_until_stopped`), not actix's.
         let server =
             serve(listener, state, &config, |_| {}).map_err(|source| StartupError::Bind {
                 address: config.listen.clone(),
@@ -98,6 +102,8 @@ impl Application {
             port: address.port(),
             server,
             maintenance,
+            draining,
+            drain: config.limits.shutdown_drain,
         })
     }
 
@@ -105,13 +111,44 @@ impl Application {
         self.port
     }
 
-    /// Serves until the process is asked to stop (SIGINT/SIGTERM), then writes what is still
-    /// only in memory (the keys' last uses).
+    /// Serves until the process is asked to stop (SIGINT/SIGTERM). Then `/readyz` answers 503
+    /// for `NB_SHUTDOWN_DRAIN_SECONDS` while requests are still served (a load balancer takes
+    /// the instance out), the listener closes, requests in flight get up to
+    /// `NB_SHUTDOWN_GRACE_SECONDS`, and what is still only in memory (the keys' last uses) is
+    /// written.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         self.maintenance.spawn();
-        let served = self.server.await;
+        let handle = self.server.handle();
+        let mut server = std::pin::pin!(self.server);
+        let served = tokio::select! {
+            served = &mut server => served,
+            () = shutdown_requested() => {
+                self.draining.store(true, std::sync::atomic::Ordering::SeqCst);
+                tracing::info!(drain = ?self.drain, "shutting down: draining");
+                tokio::time::sleep(self.drain).await;
+                // The server future carries out the stop: poll both.
+                let ((), served) = tokio::join!(handle.stop(true), server);
+                served
+            }
+        };
         self.maintenance.at_shutdown().await;
         served
+    }
+}
+
+/// SIGTERM or SIGINT.
+async fn shutdown_requested() {
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        () = terminate => {}
     }
 }
 
@@ -154,7 +191,9 @@ pub fn serve(
     .backlog(8192)
     .client_request_timeout(limits.client_request_timeout)
     .keep_alive(limits.keep_alive)
-    .shutdown_timeout(limits.shutdown_grace.as_secs());
+    .shutdown_timeout(limits.shutdown_grace.as_secs())
+    // The application stops the server itself (see `Application::run_until_stopped`).
+    .disable_signals();
     if let Some(workers) = config.workers {
         server = server.workers(workers);
     }
@@ -305,6 +344,7 @@ pub fn build_state_with_clock(
             trusted_proxy_hops: config.limits.trusted_proxy_hops,
         },
         metrics_token: config.metrics_token.clone(),
+        draining: Arc::default(),
         accounts: AccountService::new(
             AccountPorts {
                 users: database.clone(),

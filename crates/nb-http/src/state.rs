@@ -38,6 +38,8 @@ pub struct AppState {
     pub throttle: Throttle,
     pub client_addresses: ClientAddressSource,
     pub metrics_token: Option<MetricsToken>,
+    /// Set once the server was asked to stop: `/readyz` answers 503 from then on.
+    pub draining: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl std::fmt::Debug for AppState {

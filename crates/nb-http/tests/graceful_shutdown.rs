@@ -238,3 +238,48 @@ async fn json_logs_are_one_object_per_line_with_the_request_id() {
         "no request line carries the request id: {request_ids:?}"
     );
 }
+
+/// Behind a load balancer: after SIGTERM, `/readyz` answers 503 `draining` for
+/// `NB_SHUTDOWN_DRAIN_SECONDS` while requests are still served, then the server stops.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_drains_first_readyz_503_while_still_serving() {
+    let folder = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let mut server = Command::new(env!("CARGO_BIN_EXE_nanobanana"))
+        .env("NB_LISTEN", format!("127.0.0.1:{port}"))
+        .env("NB_DATA_DIR", folder.path())
+        .env("NB_SHUTDOWN_DRAIN_SECONDS", "2")
+        .env("RUST_LOG", "warn")
+        .env_remove("GOOGLE_API_KEY")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let client = reqwest::Client::new();
+    wait_until_serving(&client, port).await;
+    let ready = client.get(format!("{base}/readyz")).send().await.unwrap();
+    assert_eq!(ready.status(), 200);
+    let signalled_at = std::time::Instant::now();
+    Command::new("kill")
+        .args(["-TERM", &server.id().to_string()])
+        .status()
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let draining = client.get(format!("{base}/readyz")).send().await.unwrap();
+    assert_eq!(draining.status(), 503);
+    let body: Value = draining.json().await.unwrap();
+    assert_eq!(body["status"], "draining");
+    // Still serving, on a new connection too.
+    let fresh = reqwest::Client::new();
+    let health = fresh.get(format!("{base}/healthz")).send().await.unwrap();
+    assert_eq!(health.status(), 200);
+    let status = tokio::task::spawn_blocking(move || server.wait().unwrap())
+        .await
+        .unwrap();
+    assert!(status.success(), "{status:?}");
+    assert!(
+        signalled_at.elapsed() >= Duration::from_secs(2),
+        "stopped before the drain"
+    );
+}

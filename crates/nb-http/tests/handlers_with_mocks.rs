@@ -200,6 +200,7 @@ impl Mocks {
                 trusted_proxy_hops: 0,
             },
             metrics_token: None,
+            draining: Arc::default(),
         };
         (web::Data::new(state), token)
     }

@@ -17,7 +17,7 @@ pub(crate) struct HealthBody {
 
 #[derive(Serialize, ToSchema)]
 pub(crate) struct ReadinessBody {
-    /// `ready` or `not_ready`.
+    /// `ready`, `not_ready`, or `draining` (shutting down).
     status: &'static str,
     checks: ReadinessChecks,
     /// Why not, when not ready.
@@ -47,6 +47,16 @@ pub(crate) async fn healthz() -> HttpResponse {
         (status = 503, description = "Not ready; `checks` says which check failed", body = ReadinessBody),
     ))]
 pub(crate) async fn readyz(state: web::Data<AppState>) -> HttpResponse {
+    if state.draining.load(std::sync::atomic::Ordering::SeqCst) {
+        return HttpResponse::ServiceUnavailable().json(ReadinessBody {
+            status: "draining",
+            checks: ReadinessChecks {
+                database: "unknown",
+                migrations: "unknown",
+            },
+            message: Some("The server is shutting down: send requests elsewhere.".into()),
+        });
+    }
     match state.readiness.check_ready().await {
         Ok(()) => HttpResponse::Ok().json(ReadinessBody {
             status: "ready",
