@@ -15,6 +15,11 @@ test *ARGS:
 e2e:
     ./scripts/e2e.sh
 
+# Three instances behind HAProxy on PostgreSQL and S3 (Ctrl-C stops): `just cluster`,
+# or `just cluster --check` for the checks CI runs.
+cluster *ARGS:
+    ./scripts/cluster.sh {{ARGS}}
+
 # The benchmark (bench/run.sh): `just bench`, `just bench --peer`, `just bench --quick`.
 bench *ARGS:
     ./bench/run.sh {{ARGS}}

@@ -13,3 +13,6 @@ if [ -n "${NB_TEST_PYTHON:-}" ]; then
 else
   echo "e2e: NB_TEST_PYTHON is not set: the OpenAI SDK checks are skipped (scripts/test.sh sets it)"
 fi
+# Three instances behind HAProxy on one PostgreSQL and one S3 bucket: a shared per-minute
+# limit, a revocation seen everywhere within a second, a rolling restart losing no request.
+./scripts/cluster.sh --check
