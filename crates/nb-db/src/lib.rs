@@ -26,7 +26,7 @@ mod users;
 
 pub use connect::{ConnectError, DatabaseUrl, PoolOptions, UnsupportedDatabaseUrl};
 pub use generations::GenerationStore;
-pub use key_changes::{CHANNEL as KEY_CHANGES_CHANNEL, listen_for_key_changes};
+pub use key_changes::listen_for_key_changes;
 pub use pool::Database;
-pub use postgres_tls::{InvalidTlsSettings, SslMode};
+pub use postgres_tls::InvalidTlsSettings;
 pub use rate_limits::PostgresRateLimiter;

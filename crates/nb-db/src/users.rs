@@ -183,21 +183,15 @@ impl UserRepository for Database {
             if tombstoned == 0 {
                 return Ok(None);
             }
-            let key_ids: Vec<String> = run!(
+            let keys: Vec<(String, bool)> = run!(
                 api_keys::table
                     .filter(api_keys::user_id.eq(&user_id))
-                    .select(api_keys::id),
+                    .select((api_keys::id, api_keys::is_active)),
                 load,
                 conn
             )?;
-            let active_keys: i64 = run!(
-                api_keys::table
-                    .filter(api_keys::user_id.eq(&user_id))
-                    .filter(api_keys::is_active.eq(true))
-                    .count(),
-                get_result,
-                conn
-            )?;
+            let active_keys = keys.iter().filter(|(_, active)| *active).count();
+            let key_ids: Vec<String> = keys.into_iter().map(|(id, _)| id).collect();
             run!(
                 diesel::update(api_keys::table.filter(api_keys::user_id.eq(&user_id))).set((
                     api_keys::is_active.eq(false),
@@ -252,7 +246,7 @@ impl UserRepository for Database {
                 conn
             )?;
             Ok(Some(ErasedAccount {
-                keys_revoked: usize::try_from(active_keys).unwrap_or(usize::MAX),
+                keys_revoked: active_keys,
                 object_keys: object_keys.into_iter().map(ObjectKey::from_stored).collect(),
             }))
         })?;

@@ -88,13 +88,6 @@ impl FingerprintBuilder {
         self
     }
 
-    /// Raw bytes, for an encoder that writes a canonical form in several calls (end it with
-    /// a `piece`, so that what follows stays unambiguous).
-    pub fn raw(&mut self, bytes: &[u8]) -> &mut Self {
-        self.0.update(bytes);
-        self
-    }
-
     pub fn finish(self) -> RequestFingerprint {
         RequestFingerprint(hex::encode(self.0.finalize()))
     }
@@ -212,10 +205,6 @@ const CLAIM_ATTEMPTS: usize = 3;
 impl IdempotencyService {
     pub fn new(ports: IdempotencyPorts, policy: IdempotencyPolicy) -> Self {
         Self { ports, policy }
-    }
-
-    pub fn policy(&self) -> IdempotencyPolicy {
-        self.policy
     }
 
     /// Claims `key` for this request, or says why not: the answer to replay, a different

@@ -110,8 +110,8 @@ fn seed(request: &ImageRequest) -> [u8; 32] {
     hasher.finalize().into()
 }
 
-/// A diagonal gradient between two colours of the seed, with a square of a third in the
-/// middle: plain enough to encode in microseconds, distinct per request.
+/// A diagonal gradient between two colours taken from the request's hash, with a square of a
+/// third in the middle: plain enough to encode in microseconds, distinct per request.
 fn render(request: &ImageRequest) -> Result<Vec<u8>, png::EncodingError> {
     let (width, height) = dimensions(request);
     let seed = seed(request);
