@@ -248,7 +248,7 @@ def scenarios(server, key, fake, quick):
     return results
 
 
-def our_server(binary, database_url, fake, data_dir, name):
+def our_server(binary, database_url, fake, data_dir, name, settings=None):
     port = free_port()
     env = dict(os.environ, NB_LISTEN=f"127.0.0.1:{port}", DATABASE_URL=database_url, NB_DATA_DIR=data_dir,
                GOOGLE_API_KEY="bench-key", GOOGLE_GEMINI_BASE_URL=fake, NB_BCRYPT_COST="4",
@@ -257,6 +257,7 @@ def our_server(binary, database_url, fake, data_dir, name):
                NB_DB_POOL_SIZE="32", RUST_LOG="warn", JWT_SECRET=secrets.token_hex(32),
                # The fake speaks h2c: one multiplexed connection, as HTTPS to Google negotiates.
                GOOGLE_GEMINI_HTTP2_PRIOR_KNOWLEDGE="true")
+    env.update(settings or {})
     if database_url.startswith("sqlite"):
         path = database_url[len("sqlite://"):]
 
@@ -310,6 +311,27 @@ def table(results):
     return "\n".join(lines)
 
 
+def start_redis():
+    """A throwaway redis-server on a free loopback port, nothing saved (limits need no
+    durability)."""
+    port = free_port()
+    process = subprocess.Popen(["redis-server", "--bind", "127.0.0.1", "--port", str(port), "--save", "",
+                                "--appendonly", "no"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    for _ in range(100):
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return process, f"redis://127.0.0.1:{port}"
+        except OSError:
+            time.sleep(0.05)
+    raise SystemExit("redis-server did not start")
+
+
+def s1_only(server, key, fake, quick, name="S1 hot path"):
+    control_fake(fake, 0, 2048)
+    oha(f"{server.base}/v1/generate", 64, key, duration="2s")  # warm-up
+    return run_scenario(server, name, "/v1/generate", key, 64, duration="5s" if quick else "10s")
+
+
 def main():
     binary, fake_binary = sys.argv[1], sys.argv[2]
     with_peer, quick = "--peer" in sys.argv, "--quick" in sys.argv
@@ -319,23 +341,28 @@ def main():
     fake = f"http://127.0.0.1:{fake_port}"
     fake_process = subprocess.Popen([fake_binary, f"127.0.0.1:{fake_port}"], stdout=subprocess.DEVNULL,
                                     stderr=subprocess.DEVNULL)
+    redis_process, redis_url = start_redis()
     results, servers = [], []
     try:
         time.sleep(0.5)
-        runs = [("nanobanana (PostgreSQL)", create_database(admin, "bench_ours"))]
-        runs.append(("nanobanana (SQLite)", f"sqlite://{work}/bench.db"))
-        for name, database in runs:
-            server = our_server(binary, database, fake, os.path.join(work, name.split()[1][1:-1]), name)
+        postgres = create_database(admin, "bench_ours")
+        # (name, database, settings, data folder, every scenario or S1 only). The default on
+        # PostgreSQL counts per-minute limits in it (shared by instances); the next two rows
+        # show what that costs against Redis and against memory (per instance).
+        runs = [("nanobanana (PostgreSQL)", postgres, {}, "postgres", True),
+                ("nanobanana (PostgreSQL, limits in Redis)", postgres, {"NB_REDIS_URL": redis_url}, "redis", False),
+                ("nanobanana (PostgreSQL, limits in memory)", postgres, {"NB_RATE_LIMITS": "memory"}, "memory",
+                 False),
+                ("nanobanana (SQLite)", f"sqlite://{work}/bench.db", {}, "sqlite", False)]
+        for name, database, settings, folder, every_scenario in runs:
+            server = our_server(binary, database, fake, os.path.join(work, folder), name, settings)
             servers.append(server)
             key = user_and_key(server)
             check_one_generation(server, key, fake, 2048)
-            if "SQLite" in name:
-                control_fake(fake, 0, 2048)
-                oha(f"{server.base}/v1/generate", 64, key, duration="2s")
-                results.append(run_scenario(server, "S1 hot path", "/v1/generate", key, 64,
-                                            duration="5s" if quick else "10s"))
-            else:
+            if every_scenario:
                 results += scenarios(server, key, fake, quick)
+            else:
+                results.append(s1_only(server, key, fake, quick))
             server.stop()
         if with_peer:
             server = peer_server(create_database(admin, "bench_peer"), fake, os.path.join(work, "peer"))
@@ -348,6 +375,7 @@ def main():
             if server.process.poll() is None:
                 server.stop()
         fake_process.terminate()
+        redis_process.terminate()
 
     report = [f"# Benchmark {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC",
               "", f"Machine: {platform.machine()}, {os.cpu_count()} CPUs, {platform.platform()}.",
@@ -359,6 +387,13 @@ def main():
     if ours and floor:
         report.append(f"S1/S4 (share of the HTTP floor a full generation keeps): "
                       f"{ours['requests_per_s'] / floor['requests_per_s']:.2f}")
+    for limits in ("Redis", "memory"):
+        other = by.get((f"nanobanana (PostgreSQL, limits in {limits})", "S1"))
+        if ours and other:
+            report.append(f"S1, per-minute limits in PostgreSQL vs in {limits}: "
+                          f"{ours['requests_per_s']:.0f} vs {other['requests_per_s']:.0f} req/s, "
+                          f"CPU {ours['cpu_ms_per_response']:.3f} vs {other['cpu_ms_per_response']:.3f} ms/response, "
+                          f"p99 {ours['p99_ms']:.2f} vs {other['p99_ms']:.2f} ms")
     peer = by.get(("peer (FastAPI)", "S1"))
     if ours and peer:
         report.append(f"S1 ours/peer: throughput x{ours['requests_per_s'] / peer['requests_per_s']:.1f}, "

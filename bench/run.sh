@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # `just bench`: builds the release binaries, installs the load generator (oha, from crates.io)
-# if missing, starts a durable throwaway PostgreSQL, and runs bench/bench.py. Arguments:
+# and redis-server if missing, starts a durable throwaway PostgreSQL, and runs bench/bench.py
+# (which starts the fake Google and a throwaway redis-server). Arguments:
 # --peer (also run the FastAPI peer through the same scenarios), --quick (shorter runs).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -8,6 +9,11 @@ cd "$(dirname "$0")/.."
 if ! command -v oha >/dev/null; then
   echo "[bench] installing oha 1.16.0 (once)" >&2
   cargo install oha --version 1.16.0 --locked --quiet
+fi
+if ! command -v redis-server >/dev/null; then
+  echo "[bench] installing Debian's redis-server (once)" >&2
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null
+  service redis-server stop >/dev/null 2>&1 || true
 fi
 cargo build --release --locked --quiet -p nb-http --bin nanobanana --example fake-google
 

@@ -4,7 +4,8 @@
 # PostgreSQL: uses TEST_DATABASE_URL when it is set; otherwise installs the server if it is
 # missing (Debian's package), starts a throwaway cluster on a free loopback port in a temp
 # folder, and stops and deletes it on exit. Each test creates its own database on it.
-# SQLite needs nothing: it is compiled in. Python test tools (scripts/test-requirements.txt)
+# Redis: the tests start their own redis-server on loopback; Debian's package is installed
+# when it is missing. SQLite needs nothing: it is compiled in. Python test tools (scripts/test-requirements.txt)
 # are installed into target/test-venv from PyPI. With no arguments it then runs
 # scripts/e2e.sh, the end-to-end flow against the real binary; arguments go to `cargo test`
 # and skip that step.
@@ -24,6 +25,15 @@ setup_python_tools() {
   export NB_TEST_PYTHON
 }
 setup_python_tools
+
+# The tests start throwaway redis-servers themselves; they need the binary.
+if ! command -v redis-server >/dev/null 2>&1; then
+  log "redis-server is not installed: installing Debian's redis-server package"
+  as_root apt-get update -qq
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null
+  # The package starts a system-wide server; the tests want only their own.
+  as_root service redis-server stop >/dev/null 2>&1 || true
+fi
 
 if [ -z "${TEST_DATABASE_URL:-}" ]; then
   start_throwaway_postgres

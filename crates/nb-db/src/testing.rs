@@ -89,6 +89,23 @@ impl TestDatabase {
 }
 
 impl TestDatabase {
+    /// How many rows `table` holds (a name from the schema, not from input).
+    pub async fn rows_in(&self, table: &str) -> i64 {
+        #[derive(diesel::QueryableByName)]
+        struct Count {
+            #[diesel(sql_type = diesel::sql_types::BigInt)]
+            rows: i64,
+        }
+        let sql = format!("SELECT count(*) AS rows FROM {table}");
+        let count = crate::pool::with_connection!(&self.database, |conn| {
+            diesel::sql_query(&sql).get_result::<Count>(conn).await
+        });
+        count
+            .expect("no connection")
+            .expect("cannot count rows")
+            .rows
+    }
+
     /// Every stored `(key_hash, prefix)` pair: for tests that check what is kept of a key.
     pub async fn stored_key_hashes_and_prefixes(&self) -> Vec<(String, String)> {
         use crate::schema::api_keys;

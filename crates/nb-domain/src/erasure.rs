@@ -226,7 +226,7 @@ mod tests {
         let mut storage = MockObjectStorage::new();
         storage.expect_delete().times(3).returning(|key| {
             if key.as_str() == "images/b.png" {
-                Err(StorageError("down".into()))
+                Err(StorageError::Failed("down".into()))
             } else {
                 Ok(())
             }

@@ -464,6 +464,9 @@ pub enum NotReady {
     /// The migrations this build expects cannot be listed: readiness cannot be proven.
     #[error("the expected migrations cannot be listed")]
     MigrationsUnknown(#[source] crate::error::BoxError),
+    /// The store shared by instances for limits and key changes (Redis) does not answer.
+    #[error("the shared-state store cannot be reached")]
+    SharedStateUnreachable(#[source] crate::error::BoxError),
 }
 
 /// Entries of `Idempotency-Key`, one per API key and idempotency key, shared by every

@@ -2,8 +2,8 @@
 //! coalesced `last_used_at` and forgets idle rate-limit entries; every hour it removes
 //! expired sessions and expired idempotency entries, and sweeps stored images that no
 //! generation names (left by a crash between storing and recording); all along, on
-//! PostgreSQL, it listens for key changes announced by other instances; at shutdown it writes
-//! what is still only in memory.
+//! PostgreSQL or Redis, it listens for key changes announced by other instances; at shutdown
+//! it writes what is still only in memory.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,6 +14,15 @@ use nb_domain::api_keys::{CachingApiKeyRepository, LAST_USED_WRITE_INTERVAL};
 use nb_domain::generation::HistoryService;
 use nb_domain::idempotency::IdempotencyService;
 use nb_domain::rate_limit::RateLimiter;
+
+/// Where key changes announced by other instances are heard.
+#[derive(Debug, Clone)]
+pub enum KeyChangeFeed {
+    /// PostgreSQL `LISTEN` (nothing on SQLite: one instance).
+    Database(DatabaseUrl),
+    /// Redis pub/sub (`NB_REDIS_URL`).
+    Redis(Box<nb_redis::Redis>),
+}
 
 /// How often idle rate-limit entries are forgotten.
 const RATE_LIMIT_CLEANUP_INTERVAL: Duration = Duration::from_secs(60);
@@ -28,7 +37,7 @@ pub struct Maintenance {
     accounts: AccountService,
     history: HistoryService,
     idempotency: IdempotencyService,
-    key_changes_from: DatabaseUrl,
+    key_changes_from: KeyChangeFeed,
 }
 
 impl std::fmt::Debug for Maintenance {
@@ -44,7 +53,7 @@ impl Maintenance {
         accounts: AccountService,
         history: HistoryService,
         idempotency: IdempotencyService,
-        key_changes_from: DatabaseUrl,
+        key_changes_from: KeyChangeFeed,
     ) -> Self {
         Self {
             key_cache,
@@ -62,10 +71,15 @@ impl Maintenance {
             return;
         };
         let key_cache = self.key_cache.clone();
-        runtime.spawn(nb_db::listen_for_key_changes(
-            self.key_changes_from.clone(),
-            move |change| key_cache.apply(change),
-        ));
+        let on_change = move |change| key_cache.apply(change);
+        match self.key_changes_from.clone() {
+            KeyChangeFeed::Database(url) => {
+                runtime.spawn(nb_db::listen_for_key_changes(url, on_change));
+            }
+            KeyChangeFeed::Redis(redis) => {
+                runtime.spawn(nb_redis::listen_for_key_changes(*redis, on_change));
+            }
+        }
         let key_cache = self.key_cache.clone();
         runtime.spawn(every(LAST_USED_WRITE_INTERVAL, move || {
             let key_cache = key_cache.clone();

@@ -84,6 +84,37 @@ pub struct Config {
     /// `NB_DEFAULT_KEY_PER_DAY`, `NB_DEFAULT_KEY_PER_MONTH`: quotas of new keys created
     /// without their own.
     pub default_key_quotas: PeriodLimits,
+    /// `NB_REDIS_URL`: when set, per-minute limits are counted in Redis and key changes
+    /// travel over its pub/sub (instead of PostgreSQL).
+    pub redis_url: Option<RedisUrl>,
+}
+
+/// `redis://`, `rediss://` (TLS) or `redis+unix://`; may hold a password: never printed.
+#[derive(Clone)]
+pub struct RedisUrl(String);
+
+impl RedisUrl {
+    pub fn parse(raw: &str) -> Result<Self, ConfigError> {
+        let raw = raw.trim();
+        let scheme = raw.split_once("://").map(|(scheme, _)| scheme);
+        match scheme {
+            Some("redis" | "rediss" | "redis+unix" | "unix") => Ok(Self(raw.to_owned())),
+            _ => Err(invalid(
+                "NB_REDIS_URL",
+                "must start with redis://, rediss:// (TLS) or redis+unix://",
+            )),
+        }
+    }
+
+    pub fn expose_secret(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for RedisUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("RedisUrl([redacted])")
+    }
 }
 
 /// Request sizes, rates, timeouts and the shutdown grace period.
@@ -134,8 +165,9 @@ pub struct Limits {
 /// Where per-minute limits are counted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RateLimitStore {
-    /// `shared` (the default): in the database when it is PostgreSQL, so they hold across
-    /// instances; in memory with SQLite (one instance).
+    /// `shared` (the default): in Redis when `NB_REDIS_URL` is set, else in the database
+    /// when it is PostgreSQL, so they hold across instances; in memory with SQLite (one
+    /// instance).
     Shared,
     /// `memory`: per instance, whatever the database.
     Memory,
@@ -369,6 +401,9 @@ impl Config {
             .transpose()?
             .unwrap_or_default();
         Ok(Self {
+            redis_url: var("NB_REDIS_URL")
+                .map(|raw| RedisUrl::parse(&raw))
+                .transpose()?,
             cors_origins,
             admin_emails,
             default_account_quotas,
@@ -408,15 +443,22 @@ impl Config {
     }
 }
 
+/// A duration in whole seconds, at least 1.
+fn positive_seconds(
+    var: &impl Fn(&str) -> Option<String>,
+    name: &'static str,
+    default: Duration,
+) -> Result<Duration, ConfigError> {
+    let value = parse_var(var, name, default.as_secs())?;
+    if value == 0 {
+        return Err(invalid(name, "must be at least 1"));
+    }
+    Ok(Duration::from_secs(value))
+}
+
 fn limits_config(var: &impl Fn(&str) -> Option<String>) -> Result<Limits, ConfigError> {
     let defaults = Limits::default();
-    let seconds = |name: &'static str, default: Duration| -> Result<Duration, ConfigError> {
-        let value = parse_var(var, name, default.as_secs())?;
-        if value == 0 {
-            return Err(invalid(name, "must be at least 1"));
-        }
-        Ok(Duration::from_secs(value))
-    };
+    let seconds = |name: &'static str, default: Duration| positive_seconds(var, name, default);
     let positive = |name: &'static str, default: u32| -> Result<u32, ConfigError> {
         let value = parse_var(var, name, default)?;
         if value == 0 {
@@ -704,12 +746,19 @@ fn storage_config(var: &impl Fn(&str) -> Option<String>) -> Result<StorageConfig
                 bucket: required("R2_BUCKET")?,
                 public_url: var("R2_PUBLIC_URL").map(|url| url.trim().to_owned()),
                 presign_expiry,
-                request_timeout: Duration::from_secs(30),
+                request_timeout: positive_seconds(
+                    var,
+                    "R2_REQUEST_TIMEOUT_SECONDS",
+                    DEFAULT_STORE_REQUEST_TIMEOUT,
+                )?,
             }))
         }
         _ => Err(invalid("NB_STORAGE", "must be local, r2, s3 or inline")),
     }
 }
+
+/// How long one request to R2/S3 may take (`R2_REQUEST_TIMEOUT_SECONDS`).
+const DEFAULT_STORE_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
 fn invalid(name: &'static str, reason: &str) -> ConfigError {
     ConfigError::Invalid {
@@ -829,6 +878,24 @@ mod tests {
         let config = config(&[("GOOGLE_API_KEY", "AIza-very-secret")]).unwrap();
         assert!(config.google_api_key.is_some());
         assert!(!format!("{config:?}").contains("AIza-very-secret"));
+    }
+
+    #[test]
+    fn the_redis_url_is_optional_checked_and_never_printed() {
+        assert!(config(&[]).unwrap().redis_url.is_none());
+        let url = "rediss://default:redis-very-secret@cache.example:6380";
+        let config_with_redis = config(&[("NB_REDIS_URL", url)]).unwrap();
+        assert_eq!(
+            config_with_redis
+                .redis_url
+                .as_ref()
+                .map(RedisUrl::expose_secret),
+            Some(url)
+        );
+        assert!(!format!("{config_with_redis:?}").contains("redis-very-secret"));
+        let error = config(&[("NB_REDIS_URL", "http://user:redis-very-secret@x")]).unwrap_err();
+        assert!(error.to_string().contains("NB_REDIS_URL"), "{error}");
+        assert!(!error.to_string().contains("redis-very-secret"), "{error}");
     }
 
     #[test]

@@ -19,7 +19,7 @@ use nb_domain::erasure::EraseAccountError;
 use nb_domain::error::BoxError;
 use nb_domain::generation::{
     GenerateError, HistoryError, InvalidGenerationRequest, InvalidImageCount, InvalidInputImages,
-    ProviderError,
+    ProviderError, StorageError,
 };
 use nb_domain::ports::PasswordHashingError;
 use nb_domain::quota::{QuotaStanding, ReserveError};
@@ -103,7 +103,7 @@ impl ApiError {
         self
     }
 
-    fn with_cause(mut self, cause: impl Into<BoxError>) -> Self {
+    pub(crate) fn with_cause(mut self, cause: impl Into<BoxError>) -> Self {
         self.cause = Some(cause.into());
         self
     }
@@ -497,28 +497,45 @@ impl From<HistoryError> for ApiError {
             HistoryError::NotFound => {
                 Self::not_found("generation_not_found", "No such generation.")
             }
-            HistoryError::Storage(error) => Self::new(
-                StatusCode::BAD_GATEWAY,
-                "storage_failed",
-                "The image storage failed; nothing was changed, please try again.",
-            )
-            .with_cause(error),
+            HistoryError::Storage(error) => storage_error(error, "Nothing was changed:"),
             HistoryError::Repository(error) => error.into(),
         }
     }
 }
+
+/// The image store's failures: 503 while it is unreachable (retry later), 507 when it is
+/// full (the operator must act), 502 otherwise. `context` starts the message.
+fn storage_error(error: StorageError, context: &str) -> ApiError {
+    let answer = match &error {
+        StorageError::Unavailable(_) => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "storage_unavailable",
+            format!("{context} the image store is unavailable; please try again shortly."),
+        )
+        .with_retry_after(STORAGE_RETRY_AFTER_SECONDS),
+        StorageError::Full(_) => ApiError::new(
+            StatusCode::INSUFFICIENT_STORAGE,
+            "storage_full",
+            format!("{context} the image store is full; the operator must free space."),
+        ),
+        StorageError::Failed(_) => ApiError::new(
+            StatusCode::BAD_GATEWAY,
+            "storage_failed",
+            format!("{context} the image store failed; please try again."),
+        ),
+    };
+    answer.with_cause(error)
+}
+
+/// How long clients are asked to wait when the image store is unavailable.
+const STORAGE_RETRY_AFTER_SECONDS: u64 = 5;
 
 impl From<GenerateError> for ApiError {
     fn from(error: GenerateError) -> Self {
         match error {
             GenerateError::Quota(error) => error.into(),
             GenerateError::Provider(error) => error.into(),
-            GenerateError::Storage(error) => Self::new(
-                StatusCode::BAD_GATEWAY,
-                "storage_failed",
-                "The image was generated but could not be stored; please try again.",
-            )
-            .with_cause(error),
+            GenerateError::Storage(error) => storage_error(error, "The image was generated but"),
             GenerateError::Repository(error) => error.into(),
         }
     }

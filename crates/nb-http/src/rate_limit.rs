@@ -193,6 +193,17 @@ impl From<ThrottleError> for ApiError {
     fn from(error: ThrottleError) -> Self {
         let (action, decision) = match error {
             ThrottleError::Limited { action, decision } => (action, decision),
+            ThrottleError::Repository(RepositoryError::Unavailable(cause))
+                if cause.is::<nb_redis::RedisUnavailable>() =>
+            {
+                return ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "rate_limiter_unavailable",
+                    "The store that counts rate limits is unavailable; please try again shortly.",
+                )
+                .with_retry_after(1)
+                .with_cause(RepositoryError::Unavailable(cause));
+            }
             ThrottleError::Repository(error) => return error.into(),
         };
         crate::metrics::record_rate_limited(action.as_str());

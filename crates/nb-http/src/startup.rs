@@ -20,14 +20,15 @@ use nb_domain::generation::{
 };
 use nb_domain::idempotency::{IdempotencyPolicy, IdempotencyPorts, IdempotencyService};
 use nb_domain::ports::{
-    Clock, IdGenerator, ImageProvider, ObjectStorage, RandomSource, UserRepository,
+    Clock, IdGenerator, ImageProvider, KeyChangeBroadcast, ObjectStorage, RandomSource,
+    ReadinessCheck, UserRepository,
 };
 use nb_domain::rate_limit::{PerMinute, RateLimiter, Throttle};
 use nb_imagen::{GeminiImageClient, GeminiSettings, TestModeImages, UnconfiguredImageProvider};
 use nb_storage::{InlineStorage, LocalStorage, S3Storage};
 
 use crate::auth::AccessTokens;
-use crate::background::Maintenance;
+use crate::background::{KeyChangeFeed, Maintenance};
 use crate::config::{Config, ConfigError, JwtSecret, RateLimitStore, StorageConfig};
 use crate::json::query_config;
 use crate::rate_limit::{ClientAddressSource, MemoryRateLimiter};
@@ -57,6 +58,8 @@ pub enum StartupError {
     ImageProvider(#[source] nb_imagen::ClientBuildError),
     #[error("cannot set up image storage")]
     Storage(#[source] nb_storage::S3ConfigError),
+    #[error(transparent)]
+    Redis(#[from] nb_redis::InvalidRedisUrl),
     #[error("cannot listen on {address}")]
     Bind {
         address: String,
@@ -306,20 +309,35 @@ pub fn build_state_with_clock(
     let hasher = Arc::new(
         BcryptPasswordHasher::new(config.bcrypt_cost).map_err(StartupError::PasswordHashing)?,
     );
-    // Changes are announced to the other instances (PostgreSQL NOTIFY; nothing on SQLite).
+    // What instances share besides the database, when the operator runs Redis.
+    let redis = config
+        .redis_url
+        .as_ref()
+        .map(|url| nb_redis::Redis::new(url.expose_secret()))
+        .transpose()?;
+    // Changes are announced to the other instances: Redis pub/sub when it is configured, else
+    // PostgreSQL NOTIFY (nothing on SQLite).
+    let peers: Arc<dyn KeyChangeBroadcast> = match &redis {
+        Some(redis) => Arc::new(redis.clone()),
+        None => database.clone(),
+    };
     let key_cache = Arc::new(
         CachingApiKeyRepository::new(database.clone(), clock.clone(), config.limits.key_cache_ttl)
-            .with_peers(database.clone()),
+            .with_peers(peers),
     );
     // Install the metrics recorder before the first request records anything.
     crate::metrics::handle();
-    // Per-minute limits: shared by every instance in PostgreSQL, unless the operator keeps
-    // them per instance; with SQLite (one instance) in memory.
-    let rate_limiter: Arc<dyn RateLimiter> =
-        match (config.limits.rate_limits, database.shared_rate_limiter()) {
-            (RateLimitStore::Shared, Some(shared)) => Arc::new(shared),
-            _ => Arc::new(MemoryRateLimiter::default()),
-        };
+    // Per-minute limits: shared by every instance in Redis or PostgreSQL, unless the
+    // operator keeps them per instance; with SQLite and no Redis (one instance) in memory.
+    let rate_limiter: Arc<dyn RateLimiter> = match (
+        config.limits.rate_limits,
+        &redis,
+        database.shared_rate_limiter(),
+    ) {
+        (RateLimitStore::Shared, Some(redis), _) => Arc::new(redis.rate_limiter()),
+        (RateLimitStore::Shared, None, Some(shared)) => Arc::new(shared),
+        _ => Arc::new(MemoryRateLimiter::default()),
+    };
     let throttle = Throttle::new(rate_limiter.clone(), rate_limits(&config.limits));
     let generation_store = Arc::new(GenerationStore::start(&database));
     let generations = GenerationService::new(
@@ -336,6 +354,9 @@ pub fn build_state_with_clock(
     );
     let state = web::Data::new(AppState {
         readiness: database.clone(),
+        shared_state: redis
+            .clone()
+            .map(|redis| Arc::new(redis) as Arc<dyn ReadinessCheck>),
         limits: config.limits,
         input_images: config.input_images,
         openai_models: config.openai_model_map.clone(),
@@ -418,7 +439,10 @@ pub fn build_state_with_clock(
             state.accounts.clone(),
             state.history.clone(),
             state.idempotency.clone(),
-            config.database_url.clone(),
+            match redis {
+                Some(redis) => KeyChangeFeed::Redis(Box::new(redis)),
+                None => KeyChangeFeed::Database(config.database_url.clone()),
+            },
         ),
         state,
     })

@@ -30,6 +30,9 @@ pub struct AppState {
     /// images live elsewhere (R2/S3 URLs, inline `data:` URLs).
     pub served_images: Option<Arc<dyn ObjectStorage>>,
     pub readiness: Arc<dyn ReadinessCheck>,
+    /// The store instances share limits and key changes in, when it is not the database
+    /// (Redis): `/readyz` asks it too.
+    pub shared_state: Option<Arc<dyn ReadinessCheck>>,
     pub limits: Limits,
     /// What clients may send to edit.
     pub input_images: InputImageLimits,

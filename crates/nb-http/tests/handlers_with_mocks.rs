@@ -192,6 +192,7 @@ impl Mocks {
             access_tokens: tokens,
             served_images: None,
             readiness: Arc::new(self.readiness),
+            shared_state: None,
             limits: Limits::default(),
             input_images: nb_domain::generation::InputImageLimits::default(),
             openai_models: nb_http::openai::OpenAiModelMap::empty(),
@@ -285,7 +286,7 @@ async fn a_storage_failure_is_502_and_recorded_as_failed() {
     mocks
         .storage
         .expect_put()
-        .returning(|_, _| Err(StorageError(SECRET_CAUSE.into())));
+        .returning(|_, _| Err(StorageError::Failed(SECRET_CAUSE.into())));
     mocks
         .generations
         .expect_record()

@@ -24,6 +24,7 @@ use wiremock::matchers::body_string_contains;
 use wiremock::{Mock, ResponseTemplate};
 
 const NEW_PASSWORD: &str = "a changed password of mine";
+const REDIS_PASSWORD: &str = "redis-password-never-logged";
 
 #[derive(Clone, Default)]
 struct CapturedLogs(Arc<Mutex<Vec<u8>>>);
@@ -71,8 +72,11 @@ async fn run_flow_and_check_logs(backend: Backend) {
     let s3 =
         nb_storage::testing::S3TestServer::start(S3_ACCESS_KEY, S3_SECRET_KEY, &[S3_BUCKET]).await;
     let settings = s3_settings(&s3);
+    let mut redis = nb_redis::testing::EphemeralRedis::start_with_password(REDIS_PASSWORD);
+    let redis_url = nb_http::config::RedisUrl::parse(&redis.url).unwrap();
     let app = TestApp::spawn_with(backend, |config| {
         config.storage = nb_http::config::StorageConfig::S3(settings);
+        config.redis_url = Some(redis_url);
     })
     .await;
     // Google refuses one prompt with an error, so the error paths log too.
@@ -264,6 +268,9 @@ async fn run_flow_and_check_logs(backend: Backend) {
     };
     assert_eq!(erase("a wrong password").await.unwrap().status(), 422);
     assert_eq!(erase(NEW_PASSWORD).await.unwrap().status(), 204);
+    // Redis gone: sign-in attempts cannot be counted, and the failure is logged.
+    redis.kill();
+    assert_eq!(app.login(&email, NEW_PASSWORD).await.status(), 503);
 
     let text = logs.text();
     // Every line written while serving that request carries its id: the access line, the
@@ -296,6 +303,10 @@ async fn run_flow_and_check_logs(backend: Backend) {
         "the generation was not logged"
     );
     assert!(
+        text.contains("rate_limiter_unavailable"),
+        "the Redis failure was not logged"
+    );
+    assert!(
         text.contains("upstream_credentials_rejected"),
         "the upstream failure was not logged"
     );
@@ -322,6 +333,7 @@ async fn run_flow_and_check_logs(backend: Backend) {
         ("JWT secret", TEST_JWT_SECRET),
         ("Google API key", GOOGLE_KEY),
         ("R2/S3 secret key", S3_SECRET_KEY),
+        ("Redis password", REDIS_PASSWORD),
     ] {
         assert!(!text.contains(secret), "the {what} appears in the logs");
     }

@@ -42,9 +42,19 @@ fn free_port() -> u16 {
 }
 
 async fn start(database_url: &str, google: &MockServer, client: &reqwest::Client) -> Instance {
+    start_with(database_url, google, client, &[]).await
+}
+
+async fn start_with(
+    database_url: &str,
+    google: &MockServer,
+    client: &reqwest::Client,
+    settings: &[(&str, &str)],
+) -> Instance {
     let data_dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let process = Command::new(env!("CARGO_BIN_EXE_nanobanana"))
+        .envs(settings.iter().copied())
         .env("NB_LISTEN", format!("127.0.0.1:{port}"))
         .env("NB_DATA_DIR", data_dir.path())
         .env("DATABASE_URL", database_url)
@@ -296,5 +306,131 @@ async fn quotas_revocation_and_disabling_hold_across_two_instances_on_one_postgr
     )
     .await;
     eprintln!("account disabling reached the other instance in {took:?}");
+    drop((first, second));
+}
+
+async fn google_answering_images() -> MockServer {
+    let google = MockServer::start().await;
+    let answer = json!({"candidates": [{"content": {"parts": [{"inlineData": {"mimeType": "image/png", "data": PNG_BASE64}}]}, "finishReason": "STOP"}]});
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(answer))
+        .mount(&google)
+        .await;
+    google
+}
+
+async fn ready(client: &reqwest::Client, instance: &Instance) -> (u16, Value) {
+    let response = client
+        .get(format!("{}/readyz", instance.base))
+        .send()
+        .await
+        .unwrap();
+    (response.status().as_u16(), response.json().await.unwrap())
+}
+
+/// With `NB_REDIS_URL`, two instances count per-minute limits in Redis (not in PostgreSQL)
+/// and hear revocations over its pub/sub; Redis down is a clear 503 and `/readyz` says so;
+/// the instances recover by themselves when it is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_redis_limits_and_revocations_hold_across_two_instances() {
+    let database = TestDatabase::postgres().await;
+    let DatabaseUrl::Postgres(url) = &database.url else {
+        unreachable!("a PostgreSQL test database");
+    };
+    let mut redis = nb_redis::testing::EphemeralRedis::start();
+    let google = google_answering_images().await;
+    let client = reqwest::Client::new();
+    let settings = [("NB_REDIS_URL", redis.url.as_str())];
+    let first = start_with(url, &google, &client, &settings).await;
+    let second = start_with(url, &google, &client, &settings).await;
+    let (status, body) = ready(&client, &first).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["checks"]["redis"], "ok");
+
+    let ada = signed_up(&client, &first, "ada@example.com").await;
+    let per_minute =
+        created_key(&client, &first, &ada, json!({"limits": {"per_minute": 30}})).await;
+    let requests = (0..100).map(|n| {
+        let instance = if n % 2 == 0 { &first } else { &second };
+        let (client, key) = (client.clone(), per_minute.clone());
+        async move { code(generate(&client, instance, &key).await).await }
+    });
+    let answers = futures_util::future::join_all(requests).await;
+    let succeeded = answers.iter().filter(|(status, _)| *status == 200).count();
+    let rate_limited = answers
+        .iter()
+        .filter(|answer| *answer == &(429, "rate_limited".to_owned()))
+        .count();
+    assert_eq!((succeeded, rate_limited), (30, 70), "{answers:?}");
+    // Counted in Redis: PostgreSQL's table holds nothing.
+    assert_eq!(database.rows_in("rate_limits").await, 0);
+
+    // A key revoked through the first instance, cached by the second: published on Redis
+    // (PostgreSQL announces nothing when Redis is configured).
+    let response = client
+        .post(format!("{}/v1/keys", first.base))
+        .bearer_auth(&ada)
+        .json(&json!({"name": "revoked"}))
+        .send()
+        .await
+        .unwrap();
+    let revoked: Value = response.json().await.unwrap();
+    let revoked_key = revoked["key"].as_str().unwrap().to_owned();
+    assert_eq!(generate(&client, &second, &revoked_key).await.status(), 200);
+    let revoked_at = tokio::time::Instant::now();
+    let revoke = client
+        .delete(format!(
+            "{}/v1/keys/{}",
+            first.base,
+            revoked["id"].as_str().unwrap()
+        ))
+        .bearer_auth(&ada)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(revoke.status(), 204);
+    let took = propagation_time(
+        &client,
+        &second,
+        &revoked_key,
+        (401, "invalid_api_key"),
+        revoked_at,
+    )
+    .await;
+    eprintln!("a revocation reached the other instance over Redis in {took:?}");
+
+    // Redis down: generations are refused with a clear 503 (never let through uncounted),
+    // and /readyz says which check failed.
+    let unlimited = created_key(&client, &first, &ada, json!({})).await;
+    assert_eq!(generate(&client, &second, &unlimited).await.status(), 200);
+    redis.kill();
+    let response = generate(&client, &second, &unlimited).await;
+    assert_eq!(response.headers()["retry-after"], "1");
+    assert_eq!(
+        code(response).await,
+        (503, "rate_limiter_unavailable".to_owned())
+    );
+    let (status, body) = ready(&client, &first).await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["checks"]["redis"], "unreachable");
+    assert_eq!(body["checks"]["database"], "ok");
+
+    // Back on the same port: both instances recover by themselves.
+    let _redis = nb_redis::testing::EphemeralRedis::start_on(redis.port);
+    for instance in [&first, &second] {
+        let mut recovered = false;
+        for _ in 0..100 {
+            if generate(&client, instance, &unlimited).await.status() == 200 {
+                recovered = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert!(
+            recovered,
+            "an instance did not recover when Redis came back"
+        );
+        assert_eq!(ready(&client, instance).await.0, 200);
+    }
     drop((first, second));
 }

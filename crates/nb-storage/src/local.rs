@@ -44,8 +44,13 @@ impl LocalStorage {
     }
 }
 
+/// A full disk (or quota) is `Full`: the operator must free space; anything else `Failed`.
 fn storage_error(error: std::io::Error) -> StorageError {
-    StorageError(Box::new(error))
+    use std::io::ErrorKind;
+    match error.kind() {
+        ErrorKind::StorageFull | ErrorKind::QuotaExceeded => StorageError::Full(Box::new(error)),
+        _ => StorageError::Failed(Box::new(error)),
+    }
 }
 
 #[async_trait]
@@ -56,9 +61,9 @@ impl ObjectStorage for LocalStorage {
         key: &ObjectKey,
         image: &GeneratedImage,
     ) -> Result<StoredImage, StorageError> {
-        let path = self
-            .path_of(key.as_str())
-            .ok_or_else(|| StorageError(format!("unsafe object key {:?}", key.as_str()).into()))?;
+        let path = self.path_of(key.as_str()).ok_or_else(|| {
+            StorageError::Failed(format!("unsafe object key {:?}", key.as_str()).into())
+        })?;
         let bytes = image.bytes().clone();
         // Write a temporary file beside the target and rename it into place, so a reader never
         // sees a half-written image and a failed write leaves nothing under the key.
@@ -76,7 +81,7 @@ impl ObjectStorage for LocalStorage {
             written
         })
         .await
-        .map_err(|crashed| StorageError(Box::new(crashed)))?
+        .map_err(|crashed| StorageError::Failed(Box::new(crashed)))?
         .map_err(storage_error)?;
         Ok(StoredImage {
             url: self.url_of(key),
@@ -103,7 +108,7 @@ impl ObjectStorage for LocalStorage {
             Ok((bytes, modified))
         })
         .await
-        .map_err(|crashed| StorageError(Box::new(crashed)))?;
+        .map_err(|crashed| StorageError::Failed(Box::new(crashed)))?;
         let (bytes, modified) = match read {
             Ok(read) => read,
             Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(None),
@@ -126,12 +131,12 @@ impl ObjectStorage for LocalStorage {
 
     #[tracing::instrument(skip_all, fields(key = key.as_str()))]
     async fn delete(&self, key: &ObjectKey) -> Result<(), StorageError> {
-        let path = self
-            .path_of(key.as_str())
-            .ok_or_else(|| StorageError(format!("unsafe object key {:?}", key.as_str()).into()))?;
+        let path = self.path_of(key.as_str()).ok_or_else(|| {
+            StorageError::Failed(format!("unsafe object key {:?}", key.as_str()).into())
+        })?;
         let removed = tokio::task::spawn_blocking(move || std::fs::remove_file(path))
             .await
-            .map_err(|crashed| StorageError(Box::new(crashed)))?;
+            .map_err(|crashed| StorageError::Failed(Box::new(crashed)))?;
         match removed {
             Ok(()) => Ok(()),
             Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(()),
@@ -172,7 +177,7 @@ impl ObjectStorage for LocalStorage {
             Ok(listed)
         })
         .await
-        .map_err(|crashed| StorageError(Box::new(crashed)))?;
+        .map_err(|crashed| StorageError::Failed(Box::new(crashed)))?;
         listed.map_err(storage_error)
     }
 }

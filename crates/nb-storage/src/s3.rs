@@ -95,10 +95,13 @@ impl S3Storage {
             None,
         )
         .map_err(|error| S3ConfigError::Invalid(error.into()))?;
-        let mut bucket = Bucket::new(&settings.bucket, region, credentials)
+        // `with_request_timeout` rebuilds the HTTP client with the timeout (rust-s3's
+        // `set_request_timeout` only records it: its reqwest client would keep 60 s).
+        let bucket = Bucket::new(&settings.bucket, region, credentials)
             .map_err(S3ConfigError::Invalid)?
-            .with_path_style();
-        bucket.set_request_timeout(Some(settings.request_timeout));
+            .with_path_style()
+            .with_request_timeout(settings.request_timeout)
+            .map_err(S3ConfigError::Invalid)?;
         Ok(Self {
             bucket,
             public_url: settings
@@ -118,14 +121,42 @@ impl S3Storage {
                 .bucket
                 .presign_get(key.as_str(), self.presign_expiry_seconds, None)
                 .await
-                .map_err(|error| StorageError(Box::new(error))),
+                .map_err(|error| StorageError::Failed(Box::new(error))),
         }
     }
 }
 
+/// Whether an answer's status says the store cannot serve now (the same request may succeed
+/// later): 5xx, and 429 (R2 and S3 throttle with 503 `SlowDown`, some stores with 429).
+fn status_is_transient(status: u16) -> bool {
+    status >= 500 || status == 429
+}
+
 /// An answer of the store outside 2xx, as an error.
 fn unexpected_status(status: u16) -> StorageError {
-    StorageError(format!("the store answered {status}").into())
+    let cause = format!("the store answered {status}").into();
+    if status_is_transient(status) {
+        StorageError::Unavailable(cause)
+    } else {
+        StorageError::Failed(cause)
+    }
+}
+
+/// rust-s3's errors: unreachable, timed out or a transient status is `Unavailable`.
+fn s3_error(error: S3Error) -> StorageError {
+    let transient = match &error {
+        S3Error::HttpFailWithBody(status, _) => status_is_transient(*status),
+        S3Error::Reqwest(error) => {
+            error.is_connect() || error.is_timeout() || error.is_request() || error.is_body()
+        }
+        S3Error::Io(_) => true,
+        _ => false,
+    };
+    if transient {
+        StorageError::Unavailable(Box::new(error))
+    } else {
+        StorageError::Failed(Box::new(error))
+    }
 }
 
 #[async_trait]
@@ -143,7 +174,7 @@ impl ObjectStorage for S3Storage {
         match stored {
             Ok(response) if (200..300).contains(&response.status_code()) => {}
             Ok(response) => return Err(unexpected_status(response.status_code())),
-            Err(error) => return Err(StorageError(Box::new(error))),
+            Err(error) => return Err(s3_error(error)),
         }
         Ok(StoredImage {
             url: self.url_of(key).await?,
@@ -158,7 +189,7 @@ impl ObjectStorage for S3Storage {
             Ok(response) if (200..300).contains(&response.status_code()) => response,
             Ok(response) => return Err(unexpected_status(response.status_code())),
             Err(S3Error::HttpFailWithBody(404, _)) => return Ok(None),
-            Err(error) => return Err(StorageError(Box::new(error))),
+            Err(error) => return Err(s3_error(error)),
         };
         let headers = response.headers();
         let header = |name: &str| {
@@ -192,7 +223,7 @@ impl ObjectStorage for S3Storage {
             Ok(response) if response.status_code() == 404 => Ok(()),
             Ok(response) => Err(unexpected_status(response.status_code())),
             Err(S3Error::HttpFailWithBody(404, _)) => Ok(()),
-            Err(error) => Err(StorageError(Box::new(error))),
+            Err(error) => Err(s3_error(error)),
         }
     }
 
@@ -202,7 +233,7 @@ impl ObjectStorage for S3Storage {
             .bucket
             .list(prefix.to_owned(), None)
             .await
-            .map_err(|error| StorageError(Box::new(error)))?;
+            .map_err(s3_error)?;
         pages
             .into_iter()
             .flat_map(|page| page.contents)
@@ -211,7 +242,7 @@ impl ObjectStorage for S3Storage {
                     &object.last_modified,
                     &time::format_description::well_known::Rfc3339,
                 )
-                .map_err(|error| StorageError(Box::new(error)))?;
+                .map_err(|error| StorageError::Failed(Box::new(error)))?;
                 Ok(ListedObject {
                     key: ObjectKey::from_stored(object.key),
                     last_modified,

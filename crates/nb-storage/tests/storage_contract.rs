@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use bytes::Bytes;
-use nb_domain::generation::{GeneratedImage, GenerationId, ObjectKey};
+use nb_domain::generation::{GeneratedImage, GenerationId, ObjectKey, StorageError};
 use nb_domain::ports::ObjectStorage;
 use nb_storage::{InlineStorage, LocalStorage, S3Secret, S3Settings, S3Storage};
 
@@ -199,7 +199,9 @@ async fn s3_with_a_wrong_secret_fails_and_stores_nothing() {
     let server = S3TestServer::start().await;
     let storage = S3Storage::new(server.settings("not-the-secret", None)).unwrap();
     let key = key_for(&jpeg());
-    assert!(storage.put(&key, &jpeg()).await.is_err());
+    let error = storage.put(&key, &jpeg()).await.unwrap_err();
+    // Refused credentials are not a passing outage: retrying will not help.
+    assert!(matches!(error, StorageError::Failed(_)), "{error:?}");
     assert!(
         !server
             .server
@@ -320,4 +322,111 @@ async fn inline_keeps_nothing_to_list_locate_or_delete() {
     assert_eq!(InlineStorage.url(&key).await.unwrap(), None);
     assert_eq!(InlineStorage.list("images/").await.unwrap(), Vec::new());
     InlineStorage.delete(&key).await.unwrap();
+}
+
+/// A store that fails on purpose: each fault is `Unavailable` (a 503 for clients), nothing is
+/// stored, and the adapter works again as soon as the store does, without being rebuilt.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s3_outages_are_unavailable_and_the_adapter_recovers() {
+    use nb_storage::testing::StoreFault;
+    let server = S3TestServer::start().await;
+    let mut settings = server.settings(SECRET_KEY, None);
+    settings.request_timeout = Duration::from_millis(500);
+    let storage = S3Storage::new(settings).unwrap();
+    let image = png(4096);
+    storage.put(&key_for(&image), &image).await.unwrap();
+    for fault in [
+        StoreFault::Status(503),
+        StoreFault::Status(500),
+        StoreFault::CloseConnections,
+        StoreFault::Hang,
+    ] {
+        server.server.set_fault(fault);
+        let key = key_for(&image);
+        let asked = std::time::Instant::now();
+        let error = storage.put(&key, &image).await.unwrap_err();
+        assert!(
+            matches!(error, StorageError::Unavailable(_)),
+            "{fault:?}: {error:?}"
+        );
+        // Two attempts (rust-s3 retries once, a second apart), each within the timeout.
+        assert!(asked.elapsed() < Duration::from_secs(5), "{fault:?}");
+        server.server.set_fault(StoreFault::None);
+        assert!(
+            !server
+                .server
+                .root()
+                .join(BUCKET)
+                .join(key.as_str())
+                .exists(),
+            "{fault:?} left an object"
+        );
+        // Recovered, on the same adapter.
+        let key = key_for(&image);
+        storage.put(&key, &image).await.unwrap();
+        assert_eq!(server.stored_bytes(&key), image.bytes().to_vec());
+    }
+}
+
+/// A full disk is `Full` (507 for clients), and leaves no partial file. Needs a small
+/// tmpfs: mounted by the test when it may (root, as in CI); skipped with a message otherwise.
+#[tokio::test]
+async fn local_disk_full_is_full_and_leaves_no_partial_file() {
+    let Some(disk) = SmallDisk::mount(1024 * 1024) else {
+        eprintln!("SKIPPED: cannot mount a tmpfs here (not root?)");
+        return;
+    };
+    let storage = LocalStorage::new(disk.path(), "http://localhost");
+    let small = png(100 * 1024);
+    storage.put(&key_for(&small), &small).await.unwrap();
+    let large = png(2 * 1024 * 1024);
+    let key = key_for(&large);
+    let error = storage.put(&key, &large).await.unwrap_err();
+    assert!(matches!(error, StorageError::Full(_)), "{error:?}");
+    // Nothing under the key, and no temporary file left beside it.
+    let folder = disk.path().join(key.as_str()).parent().unwrap().to_owned();
+    let mut names: Vec<String> = std::fs::read_dir(&folder)
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.retain(|name| !key_for_name(name, &small));
+    assert!(names.is_empty(), "left behind: {names:?}");
+    // Room again: it works.
+    let fits = png(200 * 1024);
+    storage.put(&key_for(&fits), &fits).await.unwrap();
+}
+
+fn key_for_name(name: &str, _image: &GeneratedImage) -> bool {
+    // The first, small image is the only file that should be there.
+    name.ends_with(".png") && !name.starts_with('.')
+}
+
+/// A tmpfs of a given size, unmounted when dropped.
+struct SmallDisk {
+    folder: tempfile::TempDir,
+}
+
+impl SmallDisk {
+    fn mount(bytes: usize) -> Option<Self> {
+        let folder = tempfile::tempdir().unwrap();
+        let mounted = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={bytes}"), "tmpfs"])
+            .arg(folder.path())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|status| status.success());
+        mounted.then_some(Self { folder })
+    }
+
+    fn path(&self) -> &std::path::Path {
+        self.folder.path()
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg(self.folder.path())
+            .status();
+    }
 }

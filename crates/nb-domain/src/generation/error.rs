@@ -69,9 +69,31 @@ impl ProviderError {
     }
 }
 
+/// Why the image store failed, as far as a client can act on it.
 #[derive(Debug, thiserror::Error)]
-#[error("the image could not be stored")]
-pub struct StorageError(#[source] pub BoxError);
+pub enum StorageError {
+    /// The store could not be reached, did not answer in time, or answered that it cannot
+    /// serve now (5xx, throttling): the same request may succeed later.
+    #[error("the image store is unavailable")]
+    Unavailable(#[source] BoxError),
+    /// The store has no room left (a full disk or quota).
+    #[error("the image store is full")]
+    Full(#[source] BoxError),
+    /// Anything else (refused credentials, a missing bucket, a bug).
+    #[error("the image store failed")]
+    Failed(#[source] BoxError),
+}
+
+impl StorageError {
+    /// Stable and snake_case: what a failed generation is recorded with.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::Unavailable(_) => "storage_unavailable",
+            Self::Full(_) => "storage_full",
+            Self::Failed(_) => "storage_failed",
+        }
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum GenerateError {

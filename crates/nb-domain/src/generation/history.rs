@@ -420,7 +420,7 @@ mod tests {
         let mut storage = MockObjectStorage::new();
         storage
             .expect_delete()
-            .returning(|_| Err(StorageError("bucket unreachable".into())));
+            .returning(|_| Err(StorageError::Failed("bucket unreachable".into())));
         let account = HistoryScope {
             user_id: ADA,
             key_id: None,

@@ -201,9 +201,7 @@ impl GenerationService {
         let stored = match put {
             Ok(stored) => stored,
             Err(error) => {
-                let failed = record(GenerationOutcome::Failed {
-                    code: "storage_failed",
-                });
+                let failed = record(GenerationOutcome::Failed { code: error.code() });
                 return Err(self.record_failure(failed, error.into()).await);
             }
         };
@@ -777,7 +775,7 @@ mod tests {
         let mut storage = MockObjectStorage::new();
         storage
             .expect_put()
-            .returning(|_, _| Err(StorageError("bucket gone".into())));
+            .returning(|_, _| Err(StorageError::Failed("bucket gone".into())));
         let generations = expecting_one_record(failed_with("storage_failed"));
         let result = service(provider_returning_png(), storage, generations)
             .generate(CALLER, request())

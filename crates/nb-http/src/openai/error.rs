@@ -93,6 +93,7 @@ impl OpenAiError {
                     | "upstream_auth_failed"
                     | "generation_not_configured"
                     | "quota_exceeded"
+                    | "storage_full"
             )
     }
 }

@@ -31,6 +31,9 @@ pub(crate) struct ReadinessChecks {
     database: &'static str,
     /// `ok`, `pending` or `unknown`.
     migrations: &'static str,
+    /// When `NB_REDIS_URL` is set: `ok`, `unreachable` or `unknown`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    redis: Option<&'static str>,
 }
 
 /// The process is up and serving.
@@ -40,7 +43,8 @@ pub(crate) async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(HealthBody { status: "ok" })
 }
 
-/// The database answers and its schema is current; 503 naming the failed check otherwise.
+/// The database answers and its schema is current (and Redis answers, when configured); 503
+/// naming the failed check otherwise.
 #[utoipa::path(get, path = "/readyz", tag = "operations",
     responses(
         (status = 200, description = "Ready", body = ReadinessBody),
@@ -53,16 +57,26 @@ pub(crate) async fn readyz(state: web::Data<AppState>) -> HttpResponse {
             checks: ReadinessChecks {
                 database: "unknown",
                 migrations: "unknown",
+                redis: state.shared_state.as_ref().map(|_| "unknown"),
             },
             message: Some("The server is shutting down: send requests elsewhere.".into()),
         });
     }
-    match state.readiness.check_ready().await {
+    let redis_unknown = state.shared_state.as_ref().map(|_| "unknown");
+    let checked = match state.readiness.check_ready().await {
+        Ok(()) => match &state.shared_state {
+            Some(shared_state) => shared_state.check_ready().await,
+            None => Ok(()),
+        },
+        Err(problem) => Err(problem),
+    };
+    match checked {
         Ok(()) => HttpResponse::Ok().json(ReadinessBody {
             status: "ready",
             checks: ReadinessChecks {
                 database: "ok",
                 migrations: "ok",
+                redis: state.shared_state.as_ref().map(|_| "ok"),
             },
             message: None,
         }),
@@ -72,14 +86,22 @@ pub(crate) async fn readyz(state: web::Data<AppState>) -> HttpResponse {
                 NotReady::DatabaseUnreachable(_) => ReadinessChecks {
                     database: "unreachable",
                     migrations: "unknown",
+                    redis: redis_unknown,
                 },
                 NotReady::MigrationsPending(_) => ReadinessChecks {
                     database: "ok",
                     migrations: "pending",
+                    redis: redis_unknown,
                 },
                 NotReady::MigrationsUnknown(_) => ReadinessChecks {
                     database: "ok",
                     migrations: "unknown",
+                    redis: redis_unknown,
+                },
+                NotReady::SharedStateUnreachable(_) => ReadinessChecks {
+                    database: "ok",
+                    migrations: "ok",
+                    redis: Some("unreachable"),
                 },
             };
             HttpResponse::ServiceUnavailable()

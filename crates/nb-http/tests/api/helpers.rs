@@ -115,6 +115,7 @@ pub fn test_config(data_dir: PathBuf, db: &TestDatabase, google: &MockServer) ->
         ]),
         default_account_quotas: nb_domain::quota::PeriodLimits::default(),
         default_key_quotas: nb_domain::quota::PeriodLimits::default(),
+        redis_url: None,
         listen: "127.0.0.1:0".into(),
         database_url: db.url.clone(),
         database_pool: nb_db::testing::test_pool_options(),

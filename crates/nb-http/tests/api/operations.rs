@@ -7,7 +7,10 @@ use serde_json::{Value, json};
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, ResponseTemplate};
 
-use crate::helpers::{TestApp, assert_error, gemini_image_answer};
+use crate::helpers::{
+    Backend, S3_ACCESS_KEY, S3_BUCKET, S3_SECRET_KEY, TestApp, assert_error, gemini_image_answer,
+    s3_settings,
+};
 use crate::on_both_backends;
 
 async fn every_response_carries_a_request_id(app: TestApp) {
@@ -799,4 +802,178 @@ async fn a_hung_database_is_503_within_the_bound_and_the_service_recovers() {
     );
     // Usage is what the clients were told succeeded: before and after.
     assert_eq!(app.usage(&token).await[0]["count"], 2);
+}
+
+/// An S3 store that fails on purpose under a load of concurrent generations (answering 503,
+/// 500, closing connections, or hanging): every answer is a 503 `storage_unavailable` with
+/// `Retry-After`, within the bound (two attempts of the store's request timeout, a second
+/// apart); nothing is stored or counted for them, and the service recovers by itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_s3_outage_is_503_and_the_service_recovers() {
+    use nb_storage::testing::{S3TestServer, StoreFault};
+    let s3 = S3TestServer::start(S3_ACCESS_KEY, S3_SECRET_KEY, &[S3_BUCKET]).await;
+    let mut settings = s3_settings(&s3);
+    settings.request_timeout = Duration::from_millis(500);
+    let app = TestApp::spawn_with(Backend::Postgres, |config| {
+        config.storage = nb_http::config::StorageConfig::S3(settings);
+    })
+    .await;
+    let (token, key) = app.user_with_key("ada@example.com").await;
+    let mut succeeded = 0;
+    assert_eq!(
+        app.generate(&key, &json!({"prompt": "before"}))
+            .await
+            .status(),
+        200
+    );
+    succeeded += 1;
+
+    for fault in [
+        StoreFault::Status(503),
+        StoreFault::Status(500),
+        StoreFault::CloseConnections,
+        StoreFault::Hang,
+    ] {
+        s3.set_fault(fault);
+        let started = std::time::Instant::now();
+        let bodies: Vec<Value> = (0..6)
+            .map(|n| json!({"prompt": format!("during {fault:?} {n}")}))
+            .collect();
+        let answers =
+            futures_util::future::join_all(bodies.iter().map(|body| app.generate(&key, body)))
+                .await;
+        // 2 × 0.5 s + 1 s between the attempts, plus slack.
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{fault:?}: waited {:?}",
+            started.elapsed()
+        );
+        for response in answers {
+            assert_eq!(response.headers()["retry-after"], "5");
+            assert_error(response, 503, "storage_unavailable").await;
+        }
+        s3.set_fault(StoreFault::None);
+        assert_eq!(stored_objects(&s3.root()), succeeded, "{fault:?}");
+        let response = app.generate(&key, &json!({"prompt": "after"})).await;
+        assert_eq!(response.status(), 200, "{fault:?}: did not recover");
+        succeeded += 1;
+    }
+    // Usage is what the clients were told succeeded; failures are in the history as such.
+    assert_eq!(app.usage(&token).await[0]["count"], succeeded);
+    let history: Value = app
+        .get_with("/v1/generations?status=failed&limit=100", &token)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let failed = history["generations"].as_array().unwrap();
+    assert_eq!(failed.len(), 24, "{history}");
+    assert!(
+        failed
+            .iter()
+            .all(|generation| generation["error_code"] == "storage_unavailable"),
+        "{history}"
+    );
+}
+
+/// How many images the S3 test server holds (s3s-fs keeps each object as a file under its
+/// bucket's folder, beside files of its own).
+fn stored_objects(root: &std::path::Path) -> usize {
+    stored_files(root)
+        .iter()
+        .filter(|path| path.extension().is_some_and(|extension| extension == "png"))
+        .count()
+}
+
+/// Local storage on a full disk: 507 `storage_full` (OpenAI route: the same status, and
+/// `x-should-retry: false`), no partial file, nothing counted; once there is room again, it
+/// works. The disk is a 2 MiB tmpfs the test mounts (root, as in CI); skipped with a message
+/// where it cannot.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_is_507_and_leaves_nothing_behind() {
+    let disk = tempfile::tempdir().unwrap();
+    let mounted = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=2m", "tmpfs"])
+        .arg(disk.path())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|status| status.success());
+    if !mounted {
+        eprintln!("SKIPPED: cannot mount a tmpfs here (not root?)");
+        return;
+    }
+    struct Unmount(std::path::PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount").arg(&self.0).status();
+        }
+    }
+    let _unmount = Unmount(disk.path().to_owned());
+    let root = disk.path().to_owned();
+    let app = TestApp::spawn_with(Backend::Postgres, |config| {
+        config.data_dir = root.clone();
+        config.storage = nb_http::config::StorageConfig::Local;
+    })
+    .await;
+    let (token, key) = app.user_with_key("ada@example.com").await;
+    assert_eq!(
+        app.generate(&key, &json!({"prompt": "fits"}))
+            .await
+            .status(),
+        200
+    );
+    // Fill what is left of the disk.
+    let filler = root.join("filler");
+    let mut file = std::fs::File::create(&filler).unwrap();
+    let block = vec![0u8; 64 * 1024];
+    while std::io::Write::write_all(&mut file, &block).is_ok() {}
+    drop(file);
+    let files_before = stored_files(&root.join("images"));
+
+    let bodies: Vec<Value> = (0..4)
+        .map(|n| json!({"prompt": format!("full {n}")}))
+        .collect();
+    let answers =
+        futures_util::future::join_all(bodies.iter().map(|body| app.generate(&key, body))).await;
+    for response in answers {
+        assert_error(response, 507, "storage_full").await;
+    }
+    let openai = app
+        .client
+        .post(app.url("/v1/images/generations"))
+        .bearer_auth(&key)
+        .json(&json!({"prompt": "full, through the OpenAI route"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(openai.status(), 507);
+    assert_eq!(openai.headers()["x-should-retry"], "false");
+    // No partial file anywhere under the images folder, hidden ones included.
+    assert_eq!(stored_files(&root.join("images")), files_before);
+
+    std::fs::remove_file(&filler).unwrap();
+    assert_eq!(
+        app.generate(&key, &json!({"prompt": "room again"}))
+            .await
+            .status(),
+        200
+    );
+    assert_eq!(app.usage(&token).await[0]["count"], 2);
+}
+
+/// Every file under `folder`, at any depth, hidden ones included.
+fn stored_files(folder: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut files = Vec::new();
+    if let Ok(entries) = std::fs::read_dir(folder) {
+        for entry in entries {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                files.extend(stored_files(&path));
+            } else {
+                files.push(path);
+            }
+        }
+    }
+    files.sort();
+    files
 }

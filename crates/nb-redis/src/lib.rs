@@ -1,0 +1,123 @@
+//! Redis adapter: what several instances share when `NB_REDIS_URL` is set.
+//!
+//! - [`RedisRateLimiter`]: per-minute limits (GCRA, the algorithm of the in-memory and
+//!   PostgreSQL limiters) in one Lua script per decision, atomic in Redis, by Redis's clock.
+//! - Key changes ([`nb_domain::ports::KeyChangeBroadcast`]) over pub/sub, and
+//!   [`listen_for_key_changes`] that hears them.
+//! - [`ReadinessCheck`] for `/readyz`.
+//!
+//! Every command waits at most [`RESPONSE_TIMEOUT`]; a connection attempt at most
+//! [`CONNECT_TIMEOUT`]. The connection is made lazily and remade after a failure, so an
+//! instance starts while Redis is down and recovers by itself when it is back.
+
+mod key_changes;
+mod rate_limits;
+#[cfg(feature = "testing")]
+pub mod testing;
+
+use std::fmt;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use nb_domain::RepositoryError;
+use nb_domain::ports::{NotReady, ReadinessCheck};
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+
+pub use key_changes::{CHANNEL, listen_for_key_changes};
+pub use rate_limits::RedisRateLimiter;
+
+/// The longest one command waits for its answer.
+pub const RESPONSE_TIMEOUT: Duration = Duration::from_secs(2);
+/// The longest one connection attempt takes.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// `NB_REDIS_URL` could not be used.
+#[derive(Debug, thiserror::Error)]
+#[error("NB_REDIS_URL is not a usable Redis URL: {reason}")]
+pub struct InvalidRedisUrl {
+    reason: String,
+}
+
+/// Why Redis could not be used: the cause of every `RepositoryError::Unavailable` this
+/// adapter returns, so the HTTP layer can say that Redis (not the database) is down.
+#[derive(Debug, thiserror::Error)]
+#[error("Redis cannot be reached: {0}")]
+pub struct RedisUnavailable(String);
+
+/// A connection to Redis shared by the limiter, the announcer and `/readyz`. Cheap to clone.
+#[derive(Clone)]
+pub struct Redis {
+    client: redis::Client,
+    connection: ConnectionManager,
+}
+
+impl fmt::Debug for Redis {
+    // The URL may hold a password: never printed.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Redis").finish_non_exhaustive()
+    }
+}
+
+impl Redis {
+    /// Prepares the connection to `url` (`redis://`, `rediss://` for TLS, `redis+unix://`)
+    /// without connecting: the first command connects.
+    pub fn new(url: &str) -> Result<Self, InvalidRedisUrl> {
+        // rediss:// builds its TLS configuration on rustls' process-wide provider: make it
+        // ring, the one the rest of the binary uses (an error means one is installed).
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let invalid = |error: redis::RedisError| InvalidRedisUrl {
+            // The crate's messages name the problem, not the URL's password.
+            reason: error.to_string(),
+        };
+        let client = redis::Client::open(url).map_err(invalid)?;
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(CONNECT_TIMEOUT))
+            .set_response_timeout(Some(RESPONSE_TIMEOUT))
+            .set_number_of_retries(2)
+            .set_max_delay(Duration::from_millis(500));
+        let connection =
+            ConnectionManager::new_lazy_with_config(client.clone(), config).map_err(invalid)?;
+        Ok(Self { client, connection })
+    }
+
+    /// The per-minute limiter on this Redis.
+    pub fn rate_limiter(&self) -> RedisRateLimiter {
+        RedisRateLimiter::new(self.clone())
+    }
+}
+
+#[async_trait]
+impl ReadinessCheck for Redis {
+    /// Redis answers a `PING` within the response timeout.
+    async fn check_ready(&self) -> Result<(), NotReady> {
+        let mut connection = self.connection.clone();
+        let ping = redis::cmd("PING");
+        let unreachable =
+            |reason: String| NotReady::SharedStateUnreachable(Box::new(RedisUnavailable(reason)));
+        match tokio::time::timeout(
+            RESPONSE_TIMEOUT,
+            ping.query_async::<String>(&mut connection),
+        )
+        .await
+        {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(error)) => Err(unreachable(error.to_string())),
+            Err(_) => Err(unreachable("no answer in time".into())),
+        }
+    }
+}
+
+/// Redis errors as the ports see them: the server cannot be reached (or did not answer in
+/// time) is `Unavailable`; anything else (a script error, a wrong type) is a bug.
+fn repository_error(error: redis::RedisError) -> RepositoryError {
+    if error.is_io_error()
+        || error.is_timeout()
+        || error.is_connection_dropped()
+        || error.is_connection_refusal()
+        || error.is_unrecoverable_error()
+    {
+        RepositoryError::Unavailable(Box::new(RedisUnavailable(error.to_string())))
+    } else {
+        RepositoryError::Unexpected(Box::new(error))
+    }
+}
