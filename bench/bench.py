@@ -252,7 +252,8 @@ def our_server(binary, database_url, fake, data_dir, name, settings=None):
     port = free_port()
     env = dict(os.environ, NB_LISTEN=f"127.0.0.1:{port}", DATABASE_URL=database_url, NB_DATA_DIR=data_dir,
                GOOGLE_API_KEY="bench-key", GOOGLE_GEMINI_BASE_URL=fake, NB_BCRYPT_COST="4",
-               NB_GENERATIONS_PER_MINUTE_PER_KEY="4000000000", NB_AUTH_ATTEMPTS_PER_MINUTE_PER_IP="1000",
+               NB_GENERATIONS_PER_MINUTE_PER_KEY="4000000000",
+               NB_GENERATIONS_PER_MINUTE_PER_ACCOUNT="4000000000", NB_AUTH_ATTEMPTS_PER_MINUTE_PER_IP="1000",
                NB_UPSTREAM_CONCURRENCY="20000", NB_UPSTREAM_QUEUE_TIMEOUT_SECONDS="60",
                NB_DB_POOL_SIZE="32", RUST_LOG="warn", JWT_SECRET=secrets.token_hex(32),
                # The fake speaks h2c: one multiplexed connection, as HTTPS to Google negotiates.

@@ -64,12 +64,24 @@ def wait_for(url, what, seconds=60):
     raise AssertionError(f"{what} did not become ready")
 
 
+def wait_for_port(port, what, seconds=30):
+    deadline = time.time() + seconds
+    while time.time() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return
+        except OSError:
+            time.sleep(0.1)
+    raise AssertionError(f"{what} did not start")
+
+
 class Cluster:
-    def __init__(self, workdir, instances=3):
+    def __init__(self, workdir, instances=3, redis=False):
         self.workdir = workdir
         self.processes = []
         self.jwt_secret = secrets.token_hex(32)
         self.database_url, self.cleanup_database = self.start_postgres()
+        self.redis_url = self.start_redis() if redis else None
         self.s3_endpoint = self.start_s3()
         self.google = self.start_google()
         self.instance_ports = [free_port() for _ in range(instances)]
@@ -111,6 +123,13 @@ class Cluster:
             as_postgres + [f"{bin_dir}/pg_ctl", "-D", data, "-m", "immediate", "stop"],
             check=False, stdout=subprocess.DEVNULL)
 
+    def start_redis(self):
+        port = free_port()
+        self.spawn("redis", ["redis-server", "--bind", "127.0.0.1", "--port", str(port), "--save", "",
+                             "--appendonly", "no"])
+        wait_for_port(port, "redis-server")
+        return f"redis://127.0.0.1:{port}"
+
     def start_s3(self):
         port = free_port()
         process = subprocess.Popen([os.path.join(TARGET, "examples", "s3-test-server"), f"127.0.0.1:{port}",
@@ -121,14 +140,8 @@ class Cluster:
     def start_google(self):
         port = free_port()
         self.spawn("google", [os.path.join(TARGET, "examples", "fake-google"), f"127.0.0.1:{port}"])
-        deadline = time.time() + 30
-        while time.time() < deadline:
-            try:
-                with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                    return f"http://127.0.0.1:{port}"
-            except OSError:
-                time.sleep(0.1)
-        raise AssertionError("the fake Google did not start")
+        wait_for_port(port, "the fake Google")
+        return f"http://127.0.0.1:{port}"
 
     def instance_env(self, n):
         return dict(os.environ, NB_LISTEN=f"127.0.0.1:{self.instance_ports[n]}",
@@ -140,7 +153,8 @@ class Cluster:
                     NB_SHUTDOWN_DRAIN_SECONDS="2", NB_KEY_CACHE_TTL_SECONDS="300",
                     NB_GENERATIONS_PER_MINUTE_PER_KEY="100000",
                     NB_GENERATIONS_PER_MINUTE_PER_ACCOUNT="100000",
-                    NB_AUTH_ATTEMPTS_PER_MINUTE_PER_IP="1000", RUST_LOG="warn")
+                    NB_AUTH_ATTEMPTS_PER_MINUTE_PER_IP="1000", RUST_LOG="warn",
+                    **({"NB_REDIS_URL": self.redis_url} if self.redis_url else {}))
 
     def start_instance(self, n):
         return self.spawn(f"instance-{n}-{time.time_ns()}", [os.path.join(TARGET, "nanobanana")],
@@ -269,21 +283,27 @@ def check_rolling_restart(cluster, token):
 
 def main():
     check = "--check" in sys.argv
+    redis = "--redis" in sys.argv
     workdir = tempfile.mkdtemp(prefix="nb-cluster-")
     os.chmod(workdir, 0o755)
-    cluster = Cluster(workdir)
+    cluster = Cluster(workdir, redis=redis)
+    shared_in = "Redis" if redis else "PostgreSQL"
     try:
         if not check:
             print(f"load balancer: {cluster.base} (HAProxy; instances on ports "
-                  f"{', '.join(map(str, cluster.instance_ports))}); logs in {workdir}; Ctrl-C stops")
+                  f"{', '.join(map(str, cluster.instance_ports))}; limits and key changes in "
+                  f"{shared_in}); logs in {workdir}; Ctrl-C stops")
             signal.sigwait([signal.SIGINT, signal.SIGTERM])
             return
         token = check_shared_limit(cluster)
-        print("cluster: a per-minute limit of 30 over three instances let exactly 30 of 100 through")
+        print(f"cluster ({shared_in}): a per-minute limit of 30 over three instances let exactly 30 of 100 "
+              "through")
         took = check_revocation(cluster, token)
-        print(f"cluster: a revocation through one instance reached the others in {took * 1000:.0f} ms")
+        print(f"cluster ({shared_in}): a revocation through one instance reached the others in "
+              f"{took * 1000:.0f} ms")
         served = check_rolling_restart(cluster, token)
-        print(f"cluster: a rolling restart of the three instances under load lost none of {served} requests")
+        print(f"cluster ({shared_in}): a rolling restart of the three instances under load lost none of "
+              f"{served} requests")
     finally:
         cluster.stop()
         shutil.rmtree(workdir, ignore_errors=True)

@@ -14,5 +14,7 @@ else
   echo "e2e: NB_TEST_PYTHON is not set: the OpenAI SDK checks are skipped (scripts/test.sh sets it)"
 fi
 # Three instances behind HAProxy on one PostgreSQL and one S3 bucket: a shared per-minute
-# limit, a revocation seen everywhere within a second, a rolling restart losing no request.
+# limit, a revocation seen everywhere within a second, a rolling restart losing no request;
+# then the same with the limits and key changes in Redis.
 ./scripts/cluster.sh --check
+./scripts/cluster.sh --check --redis

@@ -30,7 +30,7 @@ local tat = tonumber(redis.call('GET', KEYS[1])) or now
 if tat < now then tat = now end
 local next_tat = tat + interval
 if next_tat - now <= window then
-  local ttl = math.ceil((next_tat - now) / 1000)
+  local ttl = math.max(1, math.ceil((next_tat - now) / 1000))
   redis.call('SET', KEYS[1], string.format('%.0f', next_tat), 'PX', ttl)
   return {1, next_tat - now}
 end
@@ -62,7 +62,9 @@ impl RateLimiter for RedisRateLimiter {
         rate: PerMinute,
     ) -> Result<RateDecision, RepositoryError> {
         let limit = rate.get();
-        let interval = WINDOW_MICROS / u64::from(limit);
+        // At least a microsecond: larger allowances than a million a minute are as good as
+        // none, and a zero step would never move the arrival time.
+        let interval = (WINDOW_MICROS / u64::from(limit)).max(1);
         // Counted per allowance too, as in memory: a changed limit starts afresh.
         let redis_key = format!(
             "nb:rate:{}/{limit}:{}",

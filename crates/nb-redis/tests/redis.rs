@@ -91,6 +91,19 @@ async fn a_refusal_is_not_counted_and_says_when_to_come_back() {
 }
 
 #[tokio::test]
+async fn an_allowance_larger_than_a_microsecond_step_still_counts() {
+    let server = EphemeralRedis::start();
+    let limiter = Redis::new(&server.url).unwrap().rate_limiter();
+    let key = key_of_a_new_api_key();
+    let huge = PerMinute::new(4_000_000_000).unwrap();
+    for _ in 0..3 {
+        let decision = limiter.check(&key, huge).await.unwrap();
+        assert!(decision.allowed);
+        assert_eq!(decision.limit, 4_000_000_000);
+    }
+}
+
+#[tokio::test]
 async fn redis_down_is_unavailable_and_the_limiter_recovers_when_it_is_back() {
     let mut server = EphemeralRedis::start();
     let redis = Redis::new(&server.url).unwrap();
