@@ -2,6 +2,8 @@
 //!
 //! Each kind of route accepts only its own kind of credential: an API key sent to an account
 //! route, or an access token sent to a generation route, is a 401 that says which to use.
+//! Account routes also take the console's session cookie (with a CSRF header on writes);
+//! API keys only ever come in `Authorization`.
 //!
 //! `Authorization` is read as RFC 9110 §11 says: the scheme `Bearer` in any case, one or
 //! more spaces, then a token68. (actix-web-httpauth's extractor accepts only `Bearer` spelt
@@ -159,6 +161,97 @@ pub fn bearer_token(req: &HttpRequest) -> Result<String, ApiError> {
     }
 }
 
+/// The console's session cookie: the access token, HttpOnly (scripts never see it).
+pub const SESSION_COOKIE: &str = "nb_session";
+/// The console's CSRF token (double submit): readable by the console's script, which sends it
+/// back in [`CSRF_HEADER`] on every state-changing request made with the session cookie.
+pub const CSRF_COOKIE: &str = "nb_csrf";
+pub const CSRF_HEADER: &str = "x-csrf-token";
+
+/// The access token of an account route: `Authorization: Bearer …` when sent, else the
+/// session cookie — and then, on anything but GET and HEAD, only with an `X-CSRF-Token`
+/// header equal to the CSRF cookie (a page on another site cannot read the cookie, so it
+/// cannot send it; SameSite=Strict keeps both cookies off cross-site requests anyway).
+fn access_token(req: &HttpRequest) -> Result<String, ApiError> {
+    if req.headers().contains_key(AUTHORIZATION) {
+        return bearer_token(req);
+    }
+    let Some(session) = req.cookie(SESSION_COOKIE) else {
+        return Err(missing_credentials());
+    };
+    if !req.method().is_safe() {
+        let expected = req.cookie(CSRF_COOKIE);
+        let presented = req
+            .headers()
+            .get(CSRF_HEADER)
+            .and_then(|value| value.to_str().ok());
+        let matches = match (&expected, presented) {
+            (Some(expected), Some(presented)) => {
+                !expected.value().is_empty()
+                    && same_secret(expected.value().as_bytes(), presented.as_bytes())
+            }
+            _ => false,
+        };
+        if !matches {
+            return Err(ApiError::new(
+                actix_web::http::StatusCode::FORBIDDEN,
+                "csrf_check_failed",
+                "A request made with the session cookie must send the `nb_csrf` cookie's value \
+                 in an `X-CSRF-Token` header.",
+            ));
+        }
+    }
+    Ok(session.value().to_owned())
+}
+
+/// The cookies of a console session: the access token (HttpOnly) and a fresh CSRF token,
+/// both `SameSite=Strict`, `Path=/`, for the token's lifetime; `Secure` when the request came
+/// over HTTPS (directly or as the proxy says).
+pub fn session_cookies(
+    req: &HttpRequest,
+    token: &IssuedAccessToken,
+    csrf_token: String,
+) -> [actix_web::cookie::Cookie<'static>; 2] {
+    use actix_web::cookie::{Cookie, SameSite, time::Duration as CookieDuration};
+    let secure = req.connection_info().scheme() == "https";
+    let max_age = CookieDuration::seconds(i64::try_from(token.expires_in).unwrap_or(i64::MAX));
+    let session = Cookie::build(SESSION_COOKIE, token.token.clone())
+        .http_only(true)
+        .same_site(SameSite::Strict)
+        .secure(secure)
+        .path("/")
+        .max_age(max_age)
+        .finish();
+    let csrf = Cookie::build(CSRF_COOKIE, csrf_token)
+        .http_only(false)
+        .same_site(SameSite::Strict)
+        .secure(secure)
+        .path("/")
+        .max_age(max_age)
+        .finish();
+    [session, csrf]
+}
+
+/// Cookies that remove the console's session from the browser.
+pub fn cleared_session_cookies() -> [actix_web::cookie::Cookie<'static>; 2] {
+    use actix_web::cookie::{Cookie, SameSite};
+    [SESSION_COOKIE, CSRF_COOKIE].map(|name| {
+        let mut cookie = Cookie::build(name, "")
+            .same_site(SameSite::Strict)
+            .path("/")
+            .finish();
+        cookie.make_removal();
+        cookie
+    })
+}
+
+/// Constant-time comparison (`subtle`), so the token cannot be guessed byte by byte from
+/// timings.
+pub(crate) fn same_secret(presented: &[u8], expected: &[u8]) -> bool {
+    use subtle::ConstantTimeEq;
+    presented.ct_eq(expected).into()
+}
+
 fn app_state(req: &HttpRequest) -> Result<web::Data<AppState>, ApiError> {
     req.app_data::<web::Data<AppState>>()
         .cloned()
@@ -182,7 +275,7 @@ impl FromRequest for SignedInSession {
     type Future = LocalBoxFuture<'static, Result<Self, ApiError>>;
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        let credentials = bearer_token(req).and_then(|token| Ok((token, app_state(req)?)));
+        let credentials = access_token(req).and_then(|token| Ok((token, app_state(req)?)));
         Box::pin(async move {
             let (token, state) = credentials?;
             if KeyMode::of_credential(&token).is_some() {
@@ -264,7 +357,7 @@ impl FromRequest for Caller {
     type Future = LocalBoxFuture<'static, Result<Self, ApiError>>;
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        let credentials = bearer_token(req).and_then(|token| Ok((token, app_state(req)?)));
+        let credentials = access_token(req).and_then(|token| Ok((token, app_state(req)?)));
         Box::pin(async move {
             let (token, state) = credentials?;
             if KeyMode::of_credential(&token).is_some() {

@@ -5,6 +5,7 @@ pub mod auth;
 pub mod background;
 pub mod body_timeout;
 pub mod config;
+pub mod console;
 pub mod error;
 pub mod idempotency;
 pub mod json;

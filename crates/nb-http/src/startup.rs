@@ -353,6 +353,7 @@ pub fn build_state_with_clock(
         config.image_models.clone(),
     );
     let state = web::Data::new(AppState {
+        console_policy: crate::console::content_security_policy(&image_origins(&config.storage)),
         readiness: database.clone(),
         shared_state: redis
             .clone()
@@ -448,6 +449,25 @@ pub fn build_state_with_clock(
     })
 }
 
+/// Where the console's pages load stored images from, besides this origin.
+fn image_origins(storage: &StorageConfig) -> String {
+    let StorageConfig::S3(settings) = storage else {
+        return String::new();
+    };
+    let endpoint = settings.endpoint.clone().or_else(|| {
+        settings
+            .account_id
+            .as_ref()
+            .map(|account| format!("https://{account}.r2.cloudflarestorage.com"))
+    });
+    [settings.public_url.clone(), endpoint]
+        .into_iter()
+        .flatten()
+        .filter_map(|url| crate::console::origin_of(&url))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 /// The configured allowances (each at least 1: the configuration checks them).
 fn rate_limits(limits: &crate::config::Limits) -> nb_domain::rate_limit::Limits {
     let per_minute = |n: u32| PerMinute::new(n).unwrap_or(PerMinute(std::num::NonZeroU32::MIN));
@@ -468,6 +488,7 @@ pub fn configure_app(state: web::Data<AppState>) -> impl FnOnce(&mut web::Servic
             .app_data(query_config())
             .service(routes::openapi::docs())
             .route("/docs", web::get().to(routes::openapi::docs_redirect))
+            .configure(crate::console::configure)
             .configure(routes::configure)
             .default_service(web::to(routes::not_found));
     }

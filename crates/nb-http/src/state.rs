@@ -33,6 +33,8 @@ pub struct AppState {
     /// The store instances share limits and key changes in, when it is not the database
     /// (Redis): `/readyz` asks it too.
     pub shared_state: Option<Arc<dyn ReadinessCheck>>,
+    /// The console's Content-Security-Policy (it names where stored images come from).
+    pub console_policy: String,
     pub limits: Limits,
     /// What clients may send to edit.
     pub input_images: InputImageLimits,

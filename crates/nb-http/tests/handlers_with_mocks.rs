@@ -193,6 +193,7 @@ impl Mocks {
             served_images: None,
             readiness: Arc::new(self.readiness),
             shared_state: None,
+            console_policy: nb_http::console::content_security_policy(""),
             limits: Limits::default(),
             input_images: nb_domain::generation::InputImageLimits::default(),
             openai_models: nb_http::openai::OpenAiModelMap::empty(),

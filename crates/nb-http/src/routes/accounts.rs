@@ -5,10 +5,12 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use nb_domain::user::{EmailAddress, Password, User};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
-use utoipa::ToSchema;
+use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
-use crate::auth::{IssuedAccessToken, SignedInSession, SignedInUser};
+use crate::auth::{
+    IssuedAccessToken, SignedInSession, SignedInUser, cleared_session_cookies, session_cookies,
+};
 use crate::error::{ApiError, ErrorBody};
 use crate::json::JsonBody;
 use crate::state::AppState;
@@ -50,6 +52,57 @@ pub(crate) struct AccessTokenResponse {
     expires_in: u64,
 }
 
+/// How the new session is handed over.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct SessionParams {
+    /// `cookie`: for browsers (the console) — the access token goes into an HttpOnly,
+    /// SameSite=Strict cookie with a CSRF cookie beside it, and is not in the body.
+    #[param(value_type = String, required = false, example = "cookie")]
+    session: Option<String>,
+}
+
+impl SessionParams {
+    fn wants_cookie(&self) -> Result<bool, ApiError> {
+        match self.session.as_deref() {
+            None => Ok(false),
+            Some("cookie") => Ok(true),
+            Some(_) => Err(ApiError::invalid_field(
+                "session",
+                "`session` may only be `cookie`.",
+            )),
+        }
+    }
+}
+
+/// A browser session: the token is in the cookies, not here.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct CookieSessionResponse {
+    user: UserResponse,
+    /// Seconds the session (and its cookies) last.
+    expires_in: u64,
+}
+
+/// The answer that starts a browser session: the cookies, and the user.
+fn cookie_session(
+    request: &HttpRequest,
+    mut response: actix_web::HttpResponseBuilder,
+    user: User,
+    token: &IssuedAccessToken,
+) -> Result<HttpResponse, ApiError> {
+    let mut csrf = [0u8; 16];
+    getrandom::fill(&mut csrf).map_err(|error| ApiError::internal(error.to_string()))?;
+    for cookie in session_cookies(request, token, hex::encode(csrf)) {
+        response.cookie(cookie);
+    }
+    Ok(response
+        .insert_header(NO_STORE)
+        .json(CookieSessionResponse {
+            user: user.into(),
+            expires_in: token.expires_in,
+        }))
+}
+
 impl From<IssuedAccessToken> for AccessTokenResponse {
     fn from(issued: IssuedAccessToken) -> Self {
         Self {
@@ -67,10 +120,11 @@ pub(crate) struct RegisterResponse {
     token: AccessTokenResponse,
 }
 
-/// Create an account and get an access token.
+/// Create an account and get an access token (or, with `?session=cookie`, a browser session).
 #[utoipa::path(post, path = "/v1/auth/register", tag = "accounts", request_body = RegisterRequest,
+    params(SessionParams),
     responses(
-        (status = 201, description = "Registered", body = RegisterResponse),
+        (status = 201, description = "Registered (with `?session=cookie`: a `CookieSessionResponse` and `Set-Cookie`s)", body = RegisterResponse),
         (status = 409, description = "The email is taken", body = ErrorBody),
         (status = 413, description = "Body too large", body = ErrorBody),
         (status = 415, description = "Not JSON", body = ErrorBody),
@@ -80,8 +134,10 @@ pub(crate) struct RegisterResponse {
 pub(crate) async fn register(
     state: web::Data<AppState>,
     request: HttpRequest,
+    params: web::Query<SessionParams>,
     body: JsonBody<RegisterRequest>,
 ) -> Result<HttpResponse, ApiError> {
+    let wants_cookie = params.wants_cookie()?;
     let RegisterRequest { email, password } = body.0;
     let email = EmailAddress::parse(&email);
     state
@@ -97,6 +153,9 @@ pub(crate) async fn register(
     let user = state.accounts.register(email, password).await?;
     let session = state.accounts.start_session(user.id).await?;
     let token = state.access_tokens.issue(&session)?;
+    if wants_cookie {
+        return cookie_session(&request, HttpResponse::Created(), user, &token);
+    }
     Ok(HttpResponse::Created()
         .insert_header(NO_STORE)
         .json(RegisterResponse {
@@ -105,10 +164,12 @@ pub(crate) async fn register(
         }))
 }
 
-/// Exchange an email and password for an access token.
+/// Exchange an email and password for an access token (or, with `?session=cookie`, a browser
+/// session).
 #[utoipa::path(post, path = "/v1/auth/login", tag = "accounts", request_body = LoginRequest,
+    params(SessionParams),
     responses(
-        (status = 200, description = "Logged in", body = AccessTokenResponse),
+        (status = 200, description = "Logged in (with `?session=cookie`: a `CookieSessionResponse` and `Set-Cookie`s)", body = AccessTokenResponse),
         (status = 401, description = "Wrong email or password", body = ErrorBody),
         (status = 403, description = "The right password, for an account the operator disabled (`account_disabled`)", body = ErrorBody),
         (status = 413, description = "Body too large", body = ErrorBody),
@@ -119,8 +180,10 @@ pub(crate) async fn register(
 pub(crate) async fn login(
     state: web::Data<AppState>,
     request: HttpRequest,
+    params: web::Query<SessionParams>,
     body: JsonBody<LoginRequest>,
 ) -> Result<HttpResponse, ApiError> {
+    let wants_cookie = params.wants_cookie()?;
     let LoginRequest { email, password } = body.0;
     let email = EmailAddress::parse(&email);
     state
@@ -135,7 +198,11 @@ pub(crate) async fn login(
         .login(email.ok(), Password::attempt(password))
         .await?;
     let session = state.accounts.start_session(user.id).await?;
-    let token: AccessTokenResponse = state.access_tokens.issue(&session)?.into();
+    let issued = state.access_tokens.issue(&session)?;
+    if wants_cookie {
+        return cookie_session(&request, HttpResponse::Ok(), user, &issued);
+    }
+    let token: AccessTokenResponse = issued.into();
     Ok(HttpResponse::Ok().insert_header(NO_STORE).json(token))
 }
 
@@ -144,8 +211,8 @@ pub(crate) async fn login(
 pub(crate) const NO_STORE: (HeaderName, HeaderValue) =
     (header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
 
-/// End this session: the access token that was sent stops working at once. Other sessions
-/// of the account (other devices) go on.
+/// End this session: the access token that was sent stops working at once, and a browser
+/// session's cookies are removed. Other sessions of the account (other devices) go on.
 #[utoipa::path(post, path = "/v1/auth/logout", tag = "accounts", security(("access_token" = [])),
     responses(
         (status = 204, description = "Logged out"),
@@ -160,7 +227,11 @@ pub(crate) async fn logout(
         .accounts
         .end_session(signed_in.user.id, signed_in.session)
         .await?;
-    Ok(HttpResponse::NoContent().finish())
+    let mut response = HttpResponse::NoContent();
+    for cookie in cleared_session_cookies() {
+        response.cookie(cookie);
+    }
+    Ok(response.finish())
 }
 
 #[derive(Deserialize, ToSchema)]

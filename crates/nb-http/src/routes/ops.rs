@@ -115,13 +115,6 @@ pub(crate) async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     }
 }
 
-/// Constant-time comparison (`subtle`), so the token cannot be guessed byte by byte from
-/// timings.
-fn same_secret(presented: &[u8], expected: &[u8]) -> bool {
-    use subtle::ConstantTimeEq;
-    presented.ct_eq(expected).into()
-}
-
 /// Prometheus text format, behind `NB_METRICS_TOKEN` when it is set.
 #[utoipa::path(get, path = "/metrics", tag = "operations", security((), ("metrics_token" = [])),
     responses(
@@ -134,7 +127,7 @@ pub(crate) async fn metrics(
 ) -> Result<HttpResponse, ApiError> {
     if let Some(token) = &state.metrics_token {
         let presented = crate::auth::bearer_token(&request).unwrap_or_default();
-        if !same_secret(presented.as_bytes(), token.expose_secret().as_bytes()) {
+        if !crate::auth::same_secret(presented.as_bytes(), token.expose_secret().as_bytes()) {
             return Err(ApiError::unauthorized(
                 "invalid_metrics_token",
                 "GET /metrics needs `Authorization: Bearer <NB_METRICS_TOKEN>`.",
@@ -148,7 +141,7 @@ pub(crate) async fn metrics(
 
 #[cfg(test)]
 mod tests {
-    use super::same_secret;
+    use crate::auth::same_secret;
 
     #[test]
     fn secrets_compare_whole() {

@@ -977,3 +977,100 @@ fn stored_files(folder: &std::path::Path) -> Vec<std::path::PathBuf> {
     files.sort();
     files
 }
+
+/// PostgreSQL stopped (fast) under a load of concurrent generations, then started again:
+/// every answer is a 200 or the documented 503 `database_unavailable`, none waits past the
+/// bound, the service recovers by itself, and usage equals the successes clients saw.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_stopped_mid_load_keeps_usage_exact() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let cluster = Arc::new(
+        tokio::task::spawn_blocking(nb_db::testing::EphemeralPostgres::start)
+            .await
+            .unwrap(),
+    );
+    let db = nb_db::testing::TestDatabase::postgres_on(cluster.url.clone()).await;
+    let options = nb_db::PoolOptions {
+        max_connections: 8,
+        acquire_timeout: Duration::from_secs(2),
+        statement_timeout: Duration::from_secs(2),
+    };
+    let app = Arc::new(
+        TestApp::spawn_on(db, |config| {
+            config.database_pool = options;
+            config.limits.generations_per_minute_per_key = 1_000_000;
+            config.limits.generations_per_minute_per_account = 1_000_000;
+        })
+        .await,
+    );
+    let (token, key) = app.user_with_key("ada@example.com").await;
+    let running = Arc::new(AtomicBool::new(true));
+    let clients: Vec<_> = (0..4)
+        .map(|client| {
+            let (app, key, running) = (app.clone(), key.clone(), running.clone());
+            tokio::spawn(async move {
+                let mut answers = Vec::new();
+                let mut n = 0;
+                while running.load(Ordering::SeqCst) {
+                    n += 1;
+                    let body = json!({"prompt": format!("client {client}, request {n}")});
+                    let asked = std::time::Instant::now();
+                    let response = app.generate(&key, &body).await;
+                    let status = response.status().as_u16();
+                    let answer: Value = response.json().await.unwrap();
+                    answers.push((status, answer, asked.elapsed()));
+                }
+                answers
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let stopping = cluster.clone();
+    tokio::task::spawn_blocking(move || stopping.stop())
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let starting = cluster.clone();
+    tokio::task::spawn_blocking(move || starting.start_again())
+        .await
+        .unwrap();
+    // Load goes on until the service is back, and a little longer.
+    let mut recovered = false;
+    for _ in 0..100 {
+        let ready = app.client.get(app.url("/readyz")).send().await.unwrap();
+        if ready.status() == 200 {
+            recovered = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(recovered, "not ready again after the database came back");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    running.store(false, Ordering::SeqCst);
+    let mut succeeded = 0;
+    let mut refused = 0;
+    for client in clients {
+        for (status, answer, took) in client.await.unwrap() {
+            // The acquire and statement bounds (2 + 2 s), with slack for a loaded machine.
+            assert!(took < Duration::from_secs(6), "an answer took {took:?}");
+            match status {
+                200 => succeeded += 1,
+                503 => {
+                    assert_eq!(answer["error"]["code"], "database_unavailable", "{answer}");
+                    refused += 1;
+                }
+                other => panic!("unexpected {other}: {answer}"),
+            }
+        }
+    }
+    assert!(succeeded > 0 && refused > 0, "{succeeded} / {refused}");
+    // After the load: one more success on the recovered service.
+    assert_eq!(
+        app.generate(&key, &json!({"prompt": "after"}))
+            .await
+            .status(),
+        200
+    );
+    assert_eq!(app.usage(&token).await[0]["count"], succeeded + 1);
+}

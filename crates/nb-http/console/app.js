@@ -1,0 +1,568 @@
+// NanoBanana's console: a client of the public API only. The session is an HttpOnly cookie
+// (`?session=cookie` on register/login); every state-changing request sends the CSRF cookie's
+// value back in `X-CSRF-Token`. No inline scripts or styles: the page's CSP forbids them.
+
+const SIZES = ["1024x1024", "1792x1024", "1024x1792", "1536x1024", "1024x1536", "1024x768", "768x1024"];
+const STYLES = ["natural", "artistic"];
+
+const state = {
+  me: null,
+  isAdmin: false,
+  // The last full key shown, kept in this page's memory only (for the playground).
+  lastKey: "",
+};
+
+// ---- DOM helpers (text only: nothing from the API is ever parsed as HTML) ----
+
+function h(tag, attributes = {}, ...children) {
+  const element = document.createElement(tag);
+  for (const [name, value] of Object.entries(attributes)) {
+    if (value === false || value === null || value === undefined) continue;
+    if (name.startsWith("on")) element.addEventListener(name.slice(2), value);
+    else if (value === true) element.setAttribute(name, "");
+    else element.setAttribute(name, String(value));
+  }
+  for (const child of children.flat()) {
+    if (child === null || child === undefined || child === false) continue;
+    element.append(child instanceof Node ? child : document.createTextNode(String(child)));
+  }
+  return element;
+}
+
+function svg(tag, attributes = {}, ...children) {
+  const element = document.createElementNS("http://www.w3.org/2000/svg", tag);
+  for (const [name, value] of Object.entries(attributes)) element.setAttribute(name, String(value));
+  for (const child of children.flat()) {
+    element.append(child instanceof Node ? child : document.createTextNode(String(child)));
+  }
+  return element;
+}
+
+function show(title, ...content) {
+  const view = document.getElementById("view");
+  view.replaceChildren(h("h1", {}, title), ...content);
+  document.title = `${title} · NanoBanana console`;
+  view.focus();
+}
+
+function announce(message) {
+  document.getElementById("status").textContent = message;
+}
+
+function formatDate(text) {
+  return text ? new Date(text).toLocaleString() : "—";
+}
+
+// ---- The API ----
+
+function csrfToken() {
+  const found = document.cookie.split("; ").find((pair) => pair.startsWith("nb_csrf="));
+  return found ? decodeURIComponent(found.slice("nb_csrf=".length)) : "";
+}
+
+async function api(method, path, body, { apiKey } = {}) {
+  const headers = { Accept: "application/json" };
+  if (body !== undefined) headers["Content-Type"] = "application/json";
+  if (apiKey) headers.Authorization = `Bearer ${apiKey}`;
+  else if (method !== "GET") headers["X-CSRF-Token"] = csrfToken();
+  const response = await fetch(path, {
+    method,
+    headers,
+    credentials: "same-origin",
+    body: body === undefined ? undefined : JSON.stringify(body),
+  });
+  const data = response.status === 204 ? null : await response.json().catch(() => null);
+  return { ok: response.ok, status: response.status, data, response };
+}
+
+function errorOf(result) {
+  const error = (result.data && result.data.error) || {};
+  return {
+    field: error.field || null,
+    message: error.message || `The server answered ${result.status}.`,
+  };
+}
+
+// A form whose fields show the API's errors next to themselves.
+function field(id, label, control, hint) {
+  const errorId = `${id}-error`;
+  control.id = id;
+  control.setAttribute("aria-describedby", errorId);
+  return h(
+    "div",
+    { class: "field" },
+    h("label", { for: id }, label),
+    hint ? h("span", { class: "muted" }, hint) : null,
+    control,
+    h("p", { class: "error", id: errorId }),
+  );
+}
+
+function clearErrors(form) {
+  for (const error of form.querySelectorAll(".error")) error.textContent = "";
+  for (const control of form.querySelectorAll("[aria-invalid]")) control.removeAttribute("aria-invalid");
+}
+
+function showError(form, result, fieldIds = {}) {
+  const { field: name, message } = errorOf(result);
+  const id = name && fieldIds[name];
+  const target = (id && form.querySelector(`#${id}-error`)) || form.querySelector(".form-error");
+  target.textContent = message;
+  if (id) {
+    const control = form.querySelector(`#${id}`);
+    control.setAttribute("aria-invalid", "true");
+    control.focus();
+  }
+  announce(message);
+}
+
+async function submitting(form, work) {
+  const button = form.querySelector("button[type=submit]");
+  button.disabled = true;
+  clearErrors(form);
+  try {
+    await work();
+  } finally {
+    button.disabled = false;
+  }
+}
+
+// ---- Pages ----
+
+function authPage(kind) {
+  const signup = kind === "signup";
+  const email = h("input", { type: "email", autocomplete: "email", required: true });
+  const password = h("input", {
+    type: "password",
+    autocomplete: signup ? "new-password" : "current-password",
+    required: true,
+  });
+  const form = h(
+    "form",
+    { class: "stack", novalidate: true },
+    field("email", "Email", email),
+    field("password", "Password", password, signup ? "At least 8 characters." : null),
+    h("p", { class: "error form-error" }),
+    h("button", { type: "submit" }, signup ? "Create account" : "Log in"),
+  );
+  form.addEventListener("submit", (event) => {
+    event.preventDefault();
+    submitting(form, async () => {
+      const path = signup ? "/v1/auth/register?session=cookie" : "/v1/auth/login?session=cookie";
+      const result = await api("POST", path, { email: email.value, password: password.value });
+      if (!result.ok) {
+        showError(form, result, { email: "email", password: "password" });
+        return;
+      }
+      state.me = result.data.user;
+      await refreshNav();
+      location.hash = "#/keys";
+    });
+  });
+  const other = signup
+    ? h("p", {}, "Have an account? ", h("a", { href: "#/login" }, "Log in"))
+    : h("p", {}, "New here? ", h("a", { href: "#/signup" }, "Create an account"));
+  show(signup ? "Create an account" : "Log in", form, other);
+}
+
+function limitsText(limits) {
+  const parts = [];
+  if (limits.per_minute) parts.push(`${limits.per_minute}/min`);
+  if (limits.per_day) parts.push(`${limits.per_day}/day`);
+  if (limits.per_month) parts.push(`${limits.per_month}/month`);
+  return parts.length ? parts.join(", ") : "defaults";
+}
+
+function secretPanel(key) {
+  const input = h("input", { type: "text", readonly: true, value: key, "aria-label": "Your new API key" });
+  const copied = h("span", { role: "status", class: "muted" });
+  const copy = h("button", { type: "button", id: "copy-key" }, "Copy");
+  copy.addEventListener("click", async () => {
+    input.select();
+    try {
+      await navigator.clipboard.writeText(key);
+    } catch {
+      document.execCommand("copy");
+    }
+    copied.textContent = "Copied.";
+  });
+  return h(
+    "div",
+    { class: "notice secret", id: "new-key" },
+    h("p", {}, h("strong", {}, "Copy this key now: you will not see it again."), " It is stored only as a hash."),
+    h("div", { class: "row" }, input, copy, copied),
+  );
+}
+
+async function keysPage() {
+  const name = h("input", { type: "text", maxlength: 100 });
+  const mode = h("select", {}, h("option", { value: "live" }, "live (calls the model)"), h("option", { value: "test" }, "test (free, deterministic images)"));
+  const created = h("div");
+  const form = h(
+    "form",
+    { class: "stack" },
+    field("key-name", "Name", name, "Optional: where the key is used."),
+    field("key-mode", "Mode", mode),
+    h("p", { class: "error form-error" }),
+    h("button", { type: "submit" }, "Create key"),
+  );
+  const list = h("div", { class: "table-wrap" });
+  form.addEventListener("submit", (event) => {
+    event.preventDefault();
+    submitting(form, async () => {
+      const result = await api("POST", "/v1/keys", { name: name.value || null, mode: mode.value });
+      if (!result.ok) {
+        showError(form, result, { name: "key-name", mode: "key-mode" });
+        return;
+      }
+      state.lastKey = result.data.key;
+      created.replaceChildren(secretPanel(result.data.key));
+      name.value = "";
+      announce("Key created. Copy it now: you will not see it again.");
+      await renderKeys(list, created);
+    });
+  });
+  show("API keys", h("h2", {}, "New key"), form, created, h("h2", {}, "Your keys"), list);
+  await renderKeys(list, created);
+}
+
+async function renderKeys(list, created) {
+  const result = await api("GET", "/v1/keys?limit=100");
+  if (!result.ok) {
+    list.replaceChildren(h("p", { class: "error" }, errorOf(result).message));
+    return;
+  }
+  const keys = result.data.keys || result.data.data || [];
+  if (!keys.length) {
+    list.replaceChildren(h("p", { class: "muted" }, "No keys yet."));
+    return;
+  }
+  const rows = keys.map((key) => {
+    const actions = h("div", { class: "row" });
+    if (key.is_active) {
+      const revoke = h("button", { type: "button", class: "danger", "data-key": key.prefix }, "Revoke");
+      revoke.addEventListener("click", async () => {
+        if (!window.confirm(`Revoke ${key.prefix}…? Requests with it will be refused at once.`)) return;
+        const answer = await api("DELETE", `/v1/keys/${key.id}`);
+        announce(answer.ok ? `Key ${key.prefix}… revoked.` : errorOf(answer).message);
+        await renderKeys(list, created);
+      });
+      const roll = h("button", { type: "button", class: "secondary" }, "Roll");
+      roll.addEventListener("click", async () => {
+        if (!window.confirm(`Replace ${key.prefix}… with a new key? The old one keeps working for 24 hours.`)) return;
+        const answer = await api("POST", `/v1/keys/${key.id}/roll`, {});
+        if (answer.ok) {
+          state.lastKey = answer.data.key;
+          created.replaceChildren(secretPanel(answer.data.key));
+        }
+        announce(answer.ok ? "Key rolled. Copy the new key now." : errorOf(answer).message);
+        await renderKeys(list, created);
+      });
+      actions.append(roll, revoke);
+    }
+    return h(
+      "tr",
+      {},
+      h("td", {}, h("code", {}, `${key.prefix}…`)),
+      h("td", {}, key.name || "—"),
+      h("td", {}, key.mode),
+      h("td", {}, limitsText(key.limits || {})),
+      h("td", {}, formatDate(key.last_used_at)),
+      h("td", {}, formatDate(key.expires_at)),
+      h("td", {}, key.is_active ? "active" : "revoked"),
+      h("td", {}, actions),
+    );
+  });
+  list.replaceChildren(
+    h(
+      "table",
+      { id: "keys" },
+      h("thead", {}, h("tr", {}, ["Prefix", "Name", "Mode", "Limits", "Last used", "Expires", "Status", ""].map((title) => h("th", { scope: "col" }, title)))),
+      h("tbody", {}, rows),
+    ),
+  );
+}
+
+function lastDays(count) {
+  const days = [];
+  const today = new Date();
+  for (let back = count - 1; back >= 0; back -= 1) {
+    const day = new Date(Date.UTC(today.getUTCFullYear(), today.getUTCMonth(), today.getUTCDate() - back));
+    days.push(day.toISOString().slice(0, 10));
+  }
+  return days;
+}
+
+function chart(counts) {
+  const days = lastDays(30);
+  const values = days.map((day) => counts.get(day) || 0);
+  const max = Math.max(1, ...values);
+  const width = 600;
+  const height = 200;
+  const barWidth = width / days.length;
+  const plot = height - 30;
+  const bars = values.map((value, index) => {
+    const barHeight = (value / max) * (plot - 14);
+    const x = index * barWidth + 2;
+    return svg(
+      "g",
+      { "data-day": days[index], "data-count": value },
+      svg("rect", { class: "bar", x, y: plot - barHeight, width: barWidth - 4, height: barHeight }),
+      value ? svg("text", { class: "value", x: x + (barWidth - 4) / 2, y: plot - barHeight - 3, "text-anchor": "middle" }, value) : [],
+      svg("title", {}, `${days[index]}: ${value} image${value === 1 ? "" : "s"}`),
+    );
+  });
+  const labels = [0, 10, 20, 29].map((index) =>
+    svg("text", { x: index * barWidth + barWidth / 2, y: height - 10, "text-anchor": "middle" }, days[index].slice(5)),
+  );
+  const total = values.reduce((sum, value) => sum + value, 0);
+  return svg(
+    "svg",
+    { class: "chart", id: "usage-chart", viewBox: `0 0 ${width} ${height}`, role: "img", "aria-label": `Images per day over the last 30 days: ${total} in all` },
+    svg("line", { class: "axis", x1: 0, y1: plot, x2: width, y2: plot }),
+    bars,
+    labels,
+  );
+}
+
+async function usagePage() {
+  const [byDay, byKey, keys] = await Promise.all([
+    api("GET", "/v1/usage?days=30&group_by=day"),
+    api("GET", "/v1/usage?days=30&group_by=key"),
+    api("GET", "/v1/keys?limit=100"),
+  ]);
+  if (!byDay.ok || !byKey.ok) {
+    show("Usage", h("p", { class: "error" }, errorOf(byDay.ok ? byKey : byDay).message));
+    return;
+  }
+  const counts = new Map(byDay.data.usage.map((row) => [row.day, row.count]));
+  const total = byDay.data.usage.reduce((sum, row) => sum + row.count, 0);
+  const names = new Map(((keys.ok && (keys.data.keys || keys.data.data)) || []).map((key) => [key.id, key]));
+  const rows = byKey.data.usage.map((row) => {
+    const key = names.get(row.api_key_id);
+    return h(
+      "tr",
+      {},
+      h("td", {}, key ? h("code", {}, `${key.prefix}…`) : row.api_key_id),
+      h("td", {}, key && key.name ? key.name : "—"),
+      h("td", { class: "num" }, row.count),
+    );
+  });
+  show(
+    "Usage",
+    h("p", {}, h("strong", { id: "usage-total" }, String(total)), ` image${total === 1 ? "" : "s"} in the last 30 days (UTC days).`),
+    chart(counts),
+    h("h2", {}, "Per key"),
+    rows.length
+      ? h("div", { class: "table-wrap" }, h("table", {}, h("thead", {}, h("tr", {}, h("th", { scope: "col" }, "Key"), h("th", { scope: "col" }, "Name"), h("th", { scope: "col", class: "num" }, "Images"))), h("tbody", {}, rows)))
+      : h("p", { class: "muted" }, "No images yet."),
+  );
+}
+
+function readAsDataUrl(file) {
+  return new Promise((resolve, reject) => {
+    const reader = new FileReader();
+    reader.addEventListener("load", () => resolve(reader.result));
+    reader.addEventListener("error", () => reject(reader.error));
+    reader.readAsDataURL(file);
+  });
+}
+
+function playgroundPage() {
+  const key = h("input", { type: "password", autocomplete: "off", value: state.lastKey, placeholder: "nb_live_… or nb_test_…" });
+  const prompt = h("textarea", { required: true });
+  const size = h("select", {}, SIZES.map((value) => h("option", { value }, value)));
+  const style = h("select", {}, STYLES.map((value) => h("option", { value }, value)));
+  const model = h("input", { type: "text", placeholder: "the server's default" });
+  const images = h("input", { type: "file", accept: "image/png,image/jpeg,image/webp", multiple: true });
+  const result = h("div", { class: "result", id: "result", "aria-live": "polite" });
+  const form = h(
+    "form",
+    { class: "stack" },
+    field("api-key", "API key", key, "Generations are made (and counted) with an API key."),
+    field("prompt", "Prompt", prompt),
+    field("size", "Size", size),
+    field("style", "Style", style),
+    field("model", "Model", model),
+    field("images", "Images to edit (optional)", images),
+    h("p", { class: "error form-error" }),
+    h("button", { type: "submit" }, "Generate"),
+  );
+  form.addEventListener("submit", (event) => {
+    event.preventDefault();
+    submitting(form, async () => {
+      const body = { prompt: prompt.value, size: size.value, style: style.value };
+      if (model.value.trim()) body.model = model.value.trim();
+      if (images.files.length) body.images = await Promise.all([...images.files].map(readAsDataUrl));
+      if (!key.value.trim()) {
+        form.querySelector("#api-key-error").textContent = "Paste an API key (create one on the Keys page).";
+        key.setAttribute("aria-invalid", "true");
+        key.focus();
+        return;
+      }
+      result.replaceChildren(h("p", {}, "Generating…"));
+      const started = performance.now();
+      const answer = await api("POST", "/v1/generate", body, { apiKey: key.value.trim() });
+      const seconds = ((performance.now() - started) / 1000).toFixed(2);
+      if (!answer.ok) {
+        result.replaceChildren();
+        showError(form, answer, { prompt: "prompt", size: "size", style: "style", model: "model", images: "images", mask: "images" });
+        return;
+      }
+      const image = h("img", { src: answer.data.url, alt: answer.data.prompt, id: "generated-image" });
+      result.replaceChildren(
+        image,
+        h("p", {}, `Made in ${seconds} s · ${answer.data.size} · ${answer.data.model}`),
+        h("p", {}, h("a", { href: answer.data.url, target: "_blank", rel: "noopener" }, "Open the image")),
+      );
+      announce(`Image generated in ${seconds} seconds.`);
+    });
+  });
+  show("Playground", form, result);
+}
+
+async function historyPage() {
+  const gallery = h("ul", { class: "gallery", id: "history" });
+  show("History", gallery);
+  await renderHistory(gallery);
+}
+
+async function renderHistory(gallery) {
+  const result = await api("GET", "/v1/generations?limit=100");
+  if (!result.ok) {
+    gallery.replaceChildren(h("li", { class: "error" }, errorOf(result).message));
+    return;
+  }
+  const generations = result.data.generations || [];
+  if (!generations.length) {
+    gallery.replaceChildren(h("li", { class: "muted" }, "Nothing generated yet."));
+    return;
+  }
+  gallery.replaceChildren(
+    ...generations.map((generation) => {
+      const remove = h("button", { type: "button", class: "danger" }, "Delete");
+      remove.addEventListener("click", async () => {
+        if (!window.confirm("Delete this image? The record stays; the image is gone for good.")) return;
+        const answer = await api("DELETE", `/v1/generations/${generation.id}`);
+        announce(answer.ok ? "Image deleted." : errorOf(answer).message);
+        await renderHistory(gallery);
+      });
+      const picture = generation.url
+        ? h("img", { src: generation.url, alt: generation.prompt, loading: "lazy" })
+        : h("p", { class: "muted" }, generation.status === "failed" ? `Failed: ${generation.error_code}` : "Deleted");
+      return h(
+        "li",
+        { class: "card", "data-status": generation.status },
+        picture,
+        h("p", {}, generation.prompt),
+        h("p", { class: "muted" }, `${generation.size} · ${formatDate(generation.created_at)}`),
+        generation.url
+          ? h(
+              "div",
+              { class: "row" },
+              h("a", { href: generation.url, target: "_blank", rel: "noopener" }, "Open"),
+              h("a", { href: generation.url, download: `${generation.id}` }, "Download"),
+              remove,
+            )
+          : null,
+      );
+    }),
+  );
+}
+
+async function adminPage() {
+  const result = await api("GET", "/v1/admin/users?limit=100");
+  if (!result.ok) {
+    show("Admin", h("p", { class: "error" }, errorOf(result).message));
+    return;
+  }
+  const table = h("div", { class: "table-wrap" });
+  const render = (users) => {
+    table.replaceChildren(
+      h(
+        "table",
+        { id: "users" },
+        h("thead", {}, h("tr", {}, ["Email", "Today", "This month", "Limits", "Status", ""].map((title) => h("th", { scope: "col" }, title)))),
+        h(
+          "tbody",
+          {},
+          users.map((user) => {
+            const toggle = h("button", { type: "button", class: user.disabled ? "secondary" : "danger" }, user.disabled ? "Enable" : "Disable");
+            toggle.addEventListener("click", async () => {
+              if (!user.disabled && !window.confirm(`Disable ${user.email}? Their keys and sessions stop working.`)) return;
+              const answer = await api("PATCH", `/v1/admin/users/${user.id}`, { disabled: !user.disabled });
+              announce(answer.ok ? "Saved." : errorOf(answer).message);
+              await adminPage();
+            });
+            return h(
+              "tr",
+              {},
+              h("td", {}, user.email),
+              h("td", { class: "num" }, user.usage ? user.usage.today : 0),
+              h("td", { class: "num" }, user.usage ? user.usage.this_month : 0),
+              h("td", {}, limitsText(user.limits || {})),
+              h("td", {}, user.disabled ? "disabled" : "active"),
+              h("td", {}, user.id === (state.me && state.me.id) ? "" : toggle),
+            );
+          }),
+        ),
+      ),
+    );
+  };
+  render(result.data.users || []);
+  show("Admin: users", table);
+}
+
+// ---- Navigation ----
+
+const pages = {
+  "#/login": { render: () => authPage("login"), public: true },
+  "#/signup": { render: () => authPage("signup"), public: true },
+  "#/keys": { render: keysPage },
+  "#/usage": { render: usagePage },
+  "#/playground": { render: playgroundPage },
+  "#/history": { render: historyPage },
+  "#/admin": { render: adminPage },
+};
+
+async function refreshNav() {
+  const nav = document.getElementById("nav");
+  nav.hidden = !state.me;
+  if (state.me) {
+    const admin = await api("GET", "/v1/admin/users?limit=1");
+    state.isAdmin = admin.ok;
+  }
+  document.getElementById("nav-admin").hidden = !state.isAdmin;
+}
+
+async function route() {
+  const hash = pages[location.hash] ? location.hash : state.me ? "#/keys" : "#/login";
+  const page = pages[hash];
+  if (!page.public && !state.me) {
+    location.hash = "#/login";
+    return;
+  }
+  for (const link of document.querySelectorAll("nav a")) {
+    if (link.getAttribute("href") === hash) link.setAttribute("aria-current", "page");
+    else link.removeAttribute("aria-current");
+  }
+  await page.render();
+}
+
+async function start() {
+  const me = await api("GET", "/v1/auth/me");
+  state.me = me.ok ? me.data : null;
+  await refreshNav();
+  document.getElementById("logout").addEventListener("click", async () => {
+    await api("POST", "/v1/auth/logout");
+    state.me = null;
+    state.lastKey = "";
+    await refreshNav();
+    location.hash = "#/login";
+    announce("Logged out.");
+  });
+  window.addEventListener("hashchange", route);
+  await route();
+}
+
+start();
