@@ -7,9 +7,13 @@ cargo build --locked --quiet --bin nanobanana
 cargo build --locked --quiet -p nb-storage --features testing --example s3-test-server
 target_dir=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
 python3 scripts/e2e.py "$target_dir/debug/nanobanana" "$target_dir/debug/examples/s3-test-server"
-# The OpenAI-compatible routes through the official SDKs (Python, and Node when it is here).
+# The OpenAI-compatible routes through the official SDKs (Python, and Node when it is here),
+# and the web console in headless Chromium (Selenium), with screenshots.
 if [ -n "${NB_TEST_PYTHON:-}" ]; then
   "$NB_TEST_PYTHON" scripts/openai_sdk_check.py "$target_dir/debug/nanobanana"
+  cargo build --locked --quiet -p nb-http --example fake-google
+  "$NB_TEST_PYTHON" scripts/console_check.py "$target_dir/debug/nanobanana" \
+    "$target_dir/debug/examples/fake-google"
 else
   echo "e2e: NB_TEST_PYTHON is not set: the OpenAI SDK checks are skipped (scripts/test.sh sets it)"
 fi

@@ -26,6 +26,13 @@ setup_python_tools() {
 }
 setup_python_tools
 
+# The console's browser test (scripts/console_check.py, from e2e.sh) drives Debian's chromium.
+if ! command -v chromium >/dev/null 2>&1 || ! command -v chromedriver >/dev/null 2>&1; then
+  log "chromium or chromedriver is not installed: installing Debian's chromium and chromium-driver"
+  as_root apt-get update -qq
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null
+fi
+
 # The tests start throwaway redis-servers themselves; they need the binary.
 if ! command -v redis-server >/dev/null 2>&1; then
   log "redis-server is not installed: installing Debian's redis-server package"

@@ -93,6 +93,31 @@ async fn run_flow_and_check_logs(backend: Backend) {
     let login: serde_json::Value = app.login(&email, PASSWORD).await.json().await.unwrap();
     let token = login["access_token"].as_str().unwrap().to_owned();
     assert_eq!(app.login(&email, "a wrong password").await.status(), 401);
+    // A browser session: the token travels in a cookie.
+    let browser = app
+        .client
+        .post(app.url("/v1/auth/login?session=cookie"))
+        .json(&json!({"email": email, "password": PASSWORD}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(browser.status(), 200);
+    let session_cookie = browser
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .map(|value| value.to_str().unwrap().split(';').next().unwrap().to_owned())
+        .find(|pair| pair.starts_with("nb_session="))
+        .unwrap();
+    let me = app
+        .client
+        .get(app.url("/v1/auth/me"))
+        .header("cookie", &session_cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(me.status(), 200);
+    let cookie_token = session_cookie["nb_session=".len()..].to_owned();
     assert_eq!(app.get_with("/v1/auth/me", &token).await.status(), 200);
     let (key_id, key) = app.created_key(&token).await;
     assert_eq!(app.get_with(API_KEY_PROBE, &key).await.status(), 200);
@@ -334,6 +359,7 @@ async fn run_flow_and_check_logs(backend: Backend) {
         ("Google API key", GOOGLE_KEY),
         ("R2/S3 secret key", S3_SECRET_KEY),
         ("Redis password", REDIS_PASSWORD),
+        ("browser session's token", cookie_token.as_str()),
     ] {
         assert!(!text.contains(secret), "the {what} appears in the logs");
     }

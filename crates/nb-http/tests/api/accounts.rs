@@ -414,7 +414,167 @@ async fn answers_that_carry_secrets_are_never_cached(app: TestApp) {
     }
 }
 
+/// The `Set-Cookie` headers of an answer, by cookie name.
+fn set_cookies(response: &reqwest::Response) -> std::collections::HashMap<String, String> {
+    response
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .map(|value| value.to_str().unwrap().to_owned())
+        .map(|cookie| (cookie.split('=').next().unwrap().to_owned(), cookie))
+        .collect()
+}
+
+/// `name=value` of a `Set-Cookie` header.
+fn cookie_pair(set_cookie: &str) -> &str {
+    set_cookie.split(';').next().unwrap()
+}
+
+async fn browser_session(app: TestApp) {
+    let registered = app
+        .client
+        .post(app.url("/v1/auth/register?session=cookie"))
+        .header("x-forwarded-proto", "https")
+        .json(&json!({"email": "ada@example.com", "password": PASSWORD}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(registered.status(), 201);
+    let cookies = set_cookies(&registered);
+    let session = cookies["nb_session"].clone();
+    let csrf = cookies["nb_csrf"].clone();
+    let body: Value = registered.json().await.unwrap();
+    let max_age = format!("Max-Age={}", body["expires_in"]);
+    for attribute in ["HttpOnly", "SameSite=Strict", "Path=/", "Secure", &max_age] {
+        assert!(session.contains(attribute), "{session} lacks {attribute}");
+    }
+    assert!(!csrf.contains("HttpOnly"), "{csrf}");
+    assert!(csrf.contains("SameSite=Strict"), "{csrf}");
+    assert_eq!(body["user"]["email"], "ada@example.com");
+    assert!(body.get("access_token").is_none(), "{body}");
+    let cookie_header = format!("{}; {}", cookie_pair(&session), cookie_pair(&csrf));
+    let csrf_value = cookie_pair(&csrf).split_once('=').unwrap().1.to_owned();
+
+    // Reads need only the cookie.
+    let me = app
+        .client
+        .get(app.url("/v1/auth/me"))
+        .header("cookie", &cookie_header)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(me.status(), 200);
+    // Writes need the CSRF header too, equal to the cookie.
+    let create = |csrf_header: Option<String>| {
+        let mut request = app
+            .client
+            .post(app.url("/v1/keys"))
+            .header("cookie", &cookie_header)
+            .json(&json!({"name": "console"}));
+        if let Some(value) = csrf_header {
+            request = request.header("x-csrf-token", value);
+        }
+        request.send()
+    };
+    assert_error(create(None).await.unwrap(), 403, "csrf_check_failed").await;
+    assert_error(
+        create(Some("0".repeat(32))).await.unwrap(),
+        403,
+        "csrf_check_failed",
+    )
+    .await;
+    let created = create(Some(csrf_value.clone())).await.unwrap();
+    assert_eq!(created.status(), 201);
+    // API keys come only in `Authorization`: the cookie does not make a generation.
+    let generate = app
+        .client
+        .post(app.url("/v1/generate"))
+        .header("cookie", &cookie_header)
+        .header("x-csrf-token", &csrf_value)
+        .json(&json!({"prompt": "a banana"}))
+        .send()
+        .await
+        .unwrap();
+    assert_error(generate, 401, "missing_credentials").await;
+    // A login may ask for a cookie too; anything else is refused by name.
+    let login = app
+        .client
+        .post(app.url("/v1/auth/login?session=cookie"))
+        .json(&json!({"email": "ada@example.com", "password": PASSWORD}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(login.status(), 200);
+    assert!(!set_cookies(&login)["nb_session"].contains("Secure"));
+    let wrong = app
+        .client
+        .post(app.url("/v1/auth/login?session=header"))
+        .json(&json!({"email": "ada@example.com", "password": PASSWORD}))
+        .send()
+        .await
+        .unwrap();
+    let body = assert_error(wrong, 422, "validation_failed").await;
+    assert_eq!(body["error"]["field"], "session");
+    // Logging out ends the session and removes both cookies.
+    let logout = app
+        .client
+        .post(app.url("/v1/auth/logout"))
+        .header("cookie", &cookie_header)
+        .header("x-csrf-token", &csrf_value)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(logout.status(), 204);
+    let removed = set_cookies(&logout);
+    for name in ["nb_session", "nb_csrf"] {
+        assert!(removed[name].contains("Max-Age=0"), "{}", removed[name]);
+    }
+    let me = app
+        .client
+        .get(app.url("/v1/auth/me"))
+        .header("cookie", &cookie_header)
+        .send()
+        .await
+        .unwrap();
+    assert_error(me, 401, "invalid_token").await;
+}
+
+async fn the_console_is_served_under_a_strict_policy(app: TestApp) {
+    let redirect = app.client.get(app.url("/console")).send().await.unwrap();
+    assert_eq!(redirect.url().path(), "/console/");
+    for (path, content_type) in [
+        ("/console/", "text/html; charset=utf-8"),
+        ("/console/app.js", "text/javascript; charset=utf-8"),
+        ("/console/app.css", "text/css; charset=utf-8"),
+    ] {
+        let response = app.client.get(app.url(path)).send().await.unwrap();
+        assert_eq!(response.status(), 200, "{path}");
+        assert_eq!(response.headers()["content-type"], content_type, "{path}");
+        let policy = response.headers()["content-security-policy"]
+            .to_str()
+            .unwrap();
+        assert!(policy.contains("script-src 'self';"), "{policy}");
+        assert!(policy.contains("frame-ancestors 'none'"), "{policy}");
+        assert!(!policy.contains("unsafe"), "{policy}");
+        assert_eq!(response.headers()["x-content-type-options"], "nosniff");
+        assert_eq!(response.headers()["referrer-policy"], "no-referrer");
+    }
+    let page = app
+        .client
+        .get(app.url("/console/"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(page.contains(r#"<script type="module" src="/console/app.js"></script>"#));
+    assert!(!page.contains("<script>") && !page.contains("style="));
+}
+
 on_both_backends!(
+    browser_session,
+    the_console_is_served_under_a_strict_policy,
     tokens_not_yet_valid_or_issued_in_the_future_are_401,
     logout_ends_that_token_only,
     a_password_change_ends_every_session,
