@@ -231,6 +231,15 @@ def run(binary, fake_google):
         # Admin (this account is in NB_ADMIN_EMAILS).
         console.go("admin", "Admin: users")
         console.text_in("#users", EMAIL)
+        row = console.find(f'#users tr[data-email="{EMAIL}"]')
+        per_day = row.find_element(By.CSS_SELECTOR, "input.limit")
+        per_day.send_keys("25")
+        row.find_element(By.XPATH, ".//button[text()='Save']").click()
+        console.wait.until(lambda _: "saved" in driver.find_element(By.ID, "status").get_attribute("textContent"))
+        console.go("keys", "API keys")
+        console.go("admin", "Admin: users")
+        saved = console.find(f'#users tr[data-email="{EMAIL}"] input.limit').get_attribute("value")
+        assert saved == "25", saved
         console.shoot("admin")
 
         # Log out: the session is over.

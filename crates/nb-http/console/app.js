@@ -470,6 +470,27 @@ async function renderHistory(gallery) {
   );
 }
 
+// The account's quotas: empty means none.
+function limitsForm(user) {
+  const limits = user.limits || {};
+  const number = (label, value) =>
+    h("input", { type: "number", min: 1, step: 1, inputmode: "numeric", value: value ?? "", "aria-label": `${label} for ${user.email}`, class: "limit" });
+  const perDay = number("Images per day", limits.per_day);
+  const perMonth = number("Images per month", limits.per_month);
+  const error = h("p", { class: "error" });
+  const form = h("form", { class: "row limits" }, perDay, perMonth, h("button", { type: "submit", class: "secondary" }, "Save"), error);
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const value = (input) => (input.value.trim() === "" ? null : Number(input.value));
+    const answer = await api("PATCH", `/v1/admin/users/${user.id}`, {
+      limits: { per_day: value(perDay), per_month: value(perMonth) },
+    });
+    error.textContent = answer.ok ? "" : errorOf(answer).message;
+    announce(answer.ok ? `Limits of ${user.email} saved.` : errorOf(answer).message);
+  });
+  return form;
+}
+
 async function adminPage() {
   const result = await api("GET", "/v1/admin/users?limit=100");
   if (!result.ok) {
@@ -482,7 +503,7 @@ async function adminPage() {
       h(
         "table",
         { id: "users" },
-        h("thead", {}, h("tr", {}, ["Email", "Today", "This month", "Limits", "Status", ""].map((title) => h("th", { scope: "col" }, title)))),
+        h("thead", {}, h("tr", {}, ["Email", "Today", "This month", "Limits (images per day / month)", "Status", ""].map((title) => h("th", { scope: "col" }, title)))),
         h(
           "tbody",
           {},
@@ -496,11 +517,11 @@ async function adminPage() {
             });
             return h(
               "tr",
-              {},
+              { "data-email": user.email },
               h("td", {}, user.email),
               h("td", { class: "num" }, user.usage ? user.usage.today : 0),
               h("td", { class: "num" }, user.usage ? user.usage.this_month : 0),
-              h("td", {}, limitsText(user.limits || {})),
+              h("td", {}, limitsForm(user)),
               h("td", {}, user.disabled ? "disabled" : "active"),
               h("td", {}, user.id === (state.me && state.me.id) ? "" : toggle),
             );
