@@ -106,7 +106,15 @@ async fn run_flow_and_check_logs(backend: Backend) {
         .headers()
         .get_all("set-cookie")
         .iter()
-        .map(|value| value.to_str().unwrap().split(';').next().unwrap().to_owned())
+        .map(|value| {
+            value
+                .to_str()
+                .unwrap()
+                .split(';')
+                .next()
+                .unwrap()
+                .to_owned()
+        })
         .find(|pair| pair.starts_with("nb_session="))
         .unwrap();
     let me = app
