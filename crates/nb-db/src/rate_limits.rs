@@ -5,33 +5,61 @@
 //! database's clock, so instances' clocks do not matter). For an allowance of `n` a minute,
 //! each request moves `tat` by `T = 60 / n` seconds from `max(tat, now)`, and is allowed
 //! while that stays within a minute of now: up to `n` at once, then one every `T`. The
-//! upsert's row lock makes concurrent decisions on one subject take turns, on every instance.
+//! upsert's row lock makes concurrent decisions on one subject take turns, on every instance;
+//! within an instance, requests for one subject are decided in batches (see
+//! [`PostgresRateLimiter`]).
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use diesel::sql_types::{Bool, Double, Text};
+use diesel::sql_types::{Double, Integer, Text};
 use diesel_async::RunQueryDsl;
 use nb_domain::RepositoryError;
 use nb_domain::rate_limit::{PerMinute, RateDecision, RateLimitKey, RateLimiter};
+use tokio::sync::oneshot;
 
 use crate::convert::query_error;
 use crate::pool::{ConnectionPool, Database, with_connection};
 
 /// The window an allowance refills in.
 const WINDOW_SECONDS: f64 = 60.0;
+/// The most requests one statement decides.
+const MAX_BATCH: usize = 1024;
 
 /// Rate limits counted in PostgreSQL, shared by every instance on it.
-#[derive(Debug, Clone)]
+///
+/// Requests for one subject that arrive while a decision about it is in flight wait for the
+/// next statement, which decides all of them at once (how many of the `n` fit, in arrival
+/// order): one round trip and one row update per batch instead of per request, so a busy key
+/// does not queue its requests on its row's lock. Alone, a request goes at once.
+#[derive(Clone)]
 pub struct PostgresRateLimiter {
     database: Database,
+    /// Per (action and allowance, subject): the requests waiting for the next statement. An
+    /// entry exists while a task is deciding for that subject.
+    waiting: Arc<Mutex<HashMap<BatchKey, Vec<Waiter>>>>,
 }
+
+/// (action and allowance, subject).
+type BatchKey = (String, String);
+
+impl std::fmt::Debug for PostgresRateLimiter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PostgresRateLimiter")
+            .finish_non_exhaustive()
+    }
+}
+
+type Waiter = oneshot::Sender<Result<RateDecision, RepositoryError>>;
 
 impl Database {
     /// The shared limiter, on PostgreSQL; `None` on SQLite (one instance: count in memory).
     pub fn shared_rate_limiter(&self) -> Option<PostgresRateLimiter> {
         matches!(self.pool, ConnectionPool::Postgres(_)).then(|| PostgresRateLimiter {
             database: self.clone(),
+            waiting: Arc::default(),
         })
     }
 }
@@ -40,25 +68,172 @@ impl Database {
 struct Decided {
     #[diesel(sql_type = Double)]
     tat: f64,
-    #[diesel(sql_type = Bool)]
-    allowed: bool,
+    #[diesel(sql_type = Integer)]
+    granted: i32,
     #[diesel(sql_type = Double)]
     now: f64,
 }
 
-const DECIDE: &str = "\
-WITH clock AS (SELECT extract(epoch FROM statement_timestamp())::float8 AS now)
-INSERT INTO rate_limits AS r (action, subject, tat, allowed)
-SELECT $1, $2, clock.now + $3, true FROM clock
-ON CONFLICT (action, subject) DO UPDATE SET
-    allowed = GREATEST(r.tat, EXCLUDED.tat - $3) + $3 <= EXCLUDED.tat - $3 + $4,
-    tat = CASE WHEN GREATEST(r.tat, EXCLUDED.tat - $3) + $3 <= EXCLUDED.tat - $3 + $4
-               THEN GREATEST(r.tat, EXCLUDED.tat - $3) + $3
-               ELSE r.tat END
-RETURNING r.tat, r.allowed, extract(epoch FROM statement_timestamp())::float8 AS now";
+/// The database's clock, in epoch seconds (one value for the whole statement).
+macro_rules! now {
+    () => {
+        "extract(epoch FROM statement_timestamp())::float8"
+    };
+}
+
+/// How many of the batch's `$5` requests an existing row lets through: as many steps of `$3`
+/// seconds as fit between `max(tat, now)` and `now + $4`.
+macro_rules! granted_on_row {
+    () => {
+        concat!(
+            "GREATEST(0, LEAST($5, floor((",
+            now!(),
+            " + $4 - GREATEST(r.tat, ",
+            now!(),
+            ")) / $3 + 1e-9)))"
+        )
+    };
+}
+
+/// `$1` action, `$2` subject, `$3` seconds per request, `$4` the window, `$5` requests.
+const DECIDE: &str = concat!(
+    "INSERT INTO rate_limits AS r (action, subject, tat, allowed, granted) VALUES ($1, $2, ",
+    now!(),
+    " + LEAST($5, floor($4 / $3 + 1e-9)) * $3, true, LEAST($5, floor($4 / $3 + 1e-9))::int) ",
+    "ON CONFLICT (action, subject) DO UPDATE SET granted = ",
+    granted_on_row!(),
+    "::int, allowed = ",
+    granted_on_row!(),
+    " > 0, tat = GREATEST(r.tat, ",
+    now!(),
+    ") + ",
+    granted_on_row!(),
+    " * $3 RETURNING r.tat, r.granted, ",
+    now!(),
+    " AS now"
+);
 
 fn seconds(value: f64) -> Duration {
     Duration::try_from_secs_f64(value.max(0.0)).unwrap_or(Duration::ZERO)
+}
+
+/// What one statement decided for a batch, and each request's share of it.
+struct BatchDecision {
+    tat: f64,
+    granted: usize,
+    now: f64,
+    interval: f64,
+    limit: u32,
+}
+
+impl BatchDecision {
+    /// The decision for the batch's `index`-th request (in arrival order): the first
+    /// `granted` pass, each as if decided alone in turn.
+    fn for_request(&self, index: usize) -> RateDecision {
+        let limit = self.limit;
+        if index < self.granted {
+            let later = (self.granted - 1 - index) as f64;
+            let ahead = self.tat - later * self.interval - self.now;
+            let left = ((WINDOW_SECONDS - ahead) / self.interval + 1e-9).floor();
+            RateDecision {
+                allowed: true,
+                limit,
+                remaining: (left.max(0.0) as u32).min(limit),
+                reset_after: seconds(ahead),
+                retry_after: Duration::ZERO,
+            }
+        } else {
+            RateDecision {
+                allowed: false,
+                limit,
+                remaining: 0,
+                reset_after: seconds(self.tat - self.now),
+                retry_after: seconds(
+                    self.tat.max(self.now) + self.interval - WINDOW_SECONDS - self.now,
+                ),
+            }
+        }
+    }
+}
+
+/// A failure told to every request of a batch (the error itself goes to the first).
+fn told_to_all(error: &RepositoryError) -> RepositoryError {
+    match error {
+        RepositoryError::Unavailable(cause) => {
+            RepositoryError::Unavailable(cause.to_string().into())
+        }
+        RepositoryError::Unexpected(cause) => RepositoryError::Unexpected(cause.to_string().into()),
+    }
+}
+
+impl PostgresRateLimiter {
+    /// Decides `requests` requests for one subject in one statement.
+    async fn decide(
+        &self,
+        action: &str,
+        subject: &str,
+        interval: f64,
+        requests: usize,
+    ) -> Result<(f64, usize, f64), RepositoryError> {
+        let (action, subject) = (action.to_owned(), subject.to_owned());
+        let decided = with_connection!(&self.database, |conn| {
+            diesel::sql_query(DECIDE)
+                .bind::<Text, _>(&action)
+                .bind::<Text, _>(&subject)
+                .bind::<Double, _>(interval)
+                .bind::<Double, _>(WINDOW_SECONDS)
+                .bind::<Double, _>(requests as f64)
+                .get_result::<Decided>(conn)
+                .await
+        })?
+        .map_err(query_error)?;
+        let granted = usize::try_from(decided.granted).unwrap_or(0).min(requests);
+        Ok((decided.tat, granted, decided.now))
+    }
+
+    /// Decides for the subject's waiting requests, batch after batch, until none waits. Runs
+    /// as a task of its own: a caller that gives up does not strand the others.
+    async fn drive(self, batch_key: BatchKey, interval: f64, limit: u32) {
+        loop {
+            let waiters = {
+                let mut waiting = self.waiting.lock().unwrap_or_else(PoisonError::into_inner);
+                let Some(queue) = waiting.get_mut(&batch_key) else {
+                    return;
+                };
+                if queue.is_empty() {
+                    waiting.remove(&batch_key);
+                    return;
+                }
+                let take = queue.len().min(MAX_BATCH);
+                queue.drain(..take).collect::<Vec<_>>()
+            };
+            let (action, subject) = &batch_key;
+            match self.decide(action, subject, interval, waiters.len()).await {
+                Ok((tat, granted, now)) => {
+                    let batch = BatchDecision {
+                        tat,
+                        granted,
+                        now,
+                        interval,
+                        limit,
+                    };
+                    for (index, waiter) in waiters.into_iter().enumerate() {
+                        let _ = waiter.send(Ok(batch.for_request(index)));
+                    }
+                }
+                Err(error) => {
+                    let mut waiters = waiters.into_iter();
+                    let first = waiters.next();
+                    for waiter in waiters {
+                        let _ = waiter.send(Err(told_to_all(&error)));
+                    }
+                    if let Some(first) = first {
+                        let _ = first.send(Err(error));
+                    }
+                }
+            }
+        }
+    }
 }
 
 #[async_trait]
@@ -72,39 +247,30 @@ impl RateLimiter for PostgresRateLimiter {
         let limit = rate.get();
         let interval = WINDOW_SECONDS / f64::from(limit);
         // Counted per allowance too, as in memory: a changed limit starts afresh.
-        let action = format!("{}/{limit}", key.action.as_str());
-        let subject = key.subject.as_str().to_owned();
-        let decided = with_connection!(&self.database, |conn| {
-            diesel::sql_query(DECIDE)
-                .bind::<Text, _>(&action)
-                .bind::<Text, _>(&subject)
-                .bind::<Double, _>(interval)
-                .bind::<Double, _>(WINDOW_SECONDS)
-                .get_result::<Decided>(conn)
-                .await
+        let batch_key = (
+            format!("{}/{limit}", key.action.as_str()),
+            key.subject.as_str().to_owned(),
+        );
+        let (sender, decision) = oneshot::channel();
+        let start_deciding = {
+            let mut waiting = self.waiting.lock().unwrap_or_else(PoisonError::into_inner);
+            match waiting.get_mut(&batch_key) {
+                Some(queue) => {
+                    queue.push(sender);
+                    false
+                }
+                None => {
+                    waiting.insert(batch_key.clone(), vec![sender]);
+                    true
+                }
+            }
+        };
+        if start_deciding {
+            tokio::spawn(self.clone().drive(batch_key, interval, limit));
+        }
+        decision.await.map_err(|_| {
+            RepositoryError::unexpected("the rate-limit decision was dropped before it was made")
         })?
-        .map_err(query_error)?;
-        let ahead = decided.tat - decided.now;
-        Ok(if decided.allowed {
-            let left = ((WINDOW_SECONDS - ahead) / interval + 1e-9).floor();
-            RateDecision {
-                allowed: true,
-                limit,
-                remaining: (left.max(0.0) as u32).min(limit),
-                reset_after: seconds(ahead),
-                retry_after: Duration::ZERO,
-            }
-        } else {
-            RateDecision {
-                allowed: false,
-                limit,
-                remaining: 0,
-                reset_after: seconds(ahead),
-                retry_after: seconds(
-                    decided.tat.max(decided.now) + interval - WINDOW_SECONDS - decided.now,
-                ),
-            }
-        })
     }
 
     async fn forget_idle(&self) -> Result<u64, RepositoryError> {
@@ -117,5 +283,34 @@ impl RateLimiter for PostgresRateLimiter {
         })?
         .map_err(query_error)?;
         Ok(deleted as u64)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_batch_is_shared_out_as_if_each_request_came_in_turn() {
+        // 30 a minute (one every 2 s), a full allowance granted to 30 of 31 requests.
+        let batch = BatchDecision {
+            tat: 1_000.0 + 60.0,
+            granted: 30,
+            now: 1_000.0,
+            interval: 2.0,
+            limit: 30,
+        };
+        let first = batch.for_request(0);
+        assert!(first.allowed);
+        assert_eq!(first.remaining, 29);
+        assert_eq!(first.reset_after, Duration::from_secs(2));
+        let last = batch.for_request(29);
+        assert!(last.allowed);
+        assert_eq!(last.remaining, 0);
+        assert_eq!(last.reset_after, Duration::from_secs(60));
+        let refused = batch.for_request(30);
+        assert!(!refused.allowed);
+        assert_eq!(refused.remaining, 0);
+        assert_eq!(refused.retry_after, Duration::from_secs(2));
     }
 }

@@ -1,1 +1,2 @@
+ALTER TABLE rate_limits DROP COLUMN granted;
 ALTER TABLE rate_limits SET LOGGED;

@@ -1,1 +1,1 @@
-SELECT 1;
+ALTER TABLE rate_limits DROP COLUMN granted;

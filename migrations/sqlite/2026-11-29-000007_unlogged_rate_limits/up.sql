@@ -1,2 +1,3 @@
--- PostgreSQL only (its rate_limits table becomes UNLOGGED); SQLite counts limits in memory.
-SELECT 1;
+-- The same columns as PostgreSQL's (whose table also becomes UNLOGGED); with SQLite, limits are
+-- counted in memory and this table stays empty.
+ALTER TABLE rate_limits ADD COLUMN granted INTEGER NOT NULL DEFAULT 0;

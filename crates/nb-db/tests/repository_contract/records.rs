@@ -432,13 +432,20 @@ async fn the_shared_rate_limiter_allows_exactly_the_allowance_under_concurrency(
     };
     let test_db = nb_db::testing::TestDatabase::postgres().await;
     let limiter = Arc::new(test_db.database.shared_rate_limiter().unwrap());
+    // A second handle batches on its own, as another instance would.
+    let other_instance = Arc::new(test_db.database.shared_rate_limiter().unwrap());
     let key = RateLimitKey {
         action: LimitedAction::GenerationsByKey,
         subject: LimitSubject::key(ApiKeyId(Uuid::now_v7())),
     };
     let rate = PerMinute::new(30).unwrap();
-    let decisions = futures_util::future::join_all((0..100).map(|_| {
-        let (limiter, key) = (limiter.clone(), key.clone());
+    let decisions = futures_util::future::join_all((0..100).map(|n| {
+        let limiter = if n % 2 == 0 {
+            limiter.clone()
+        } else {
+            other_instance.clone()
+        };
+        let key = key.clone();
         tokio::spawn(async move { limiter.check(&key, rate).await.unwrap() })
     }))
     .await;
