@@ -266,7 +266,10 @@ impl RateLimiter for PostgresRateLimiter {
             }
         };
         if start_deciding {
-            tokio::spawn(self.clone().drive(batch_key, interval, limit));
+            // On the database's runtime, as every repository call: it outlives the worker
+            // whose request happened to start the batch.
+            let runtime = self.database.runtime.clone();
+            runtime.spawn(self.clone().drive(batch_key, interval, limit));
         }
         decision.await.map_err(|_| {
             RepositoryError::unexpected("the rate-limit decision was dropped before it was made")
