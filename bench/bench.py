@@ -312,6 +312,24 @@ def table(results):
     return "\n".join(lines)
 
 
+def measure_floor(floor_binary, fake, folder):
+    """The floor of S2's own work on this machine (examples/floor.rs): parse, SIMD decode and
+    write of the fake's 1.5 MB answer in a tight loop, and one small write + fsync."""
+    control_fake(fake, 0, 1_500_000)
+    answer = os.path.join(folder, "answer.json")
+    os.makedirs(folder, exist_ok=True)
+    request = urllib.request.Request(f"{fake}/v1beta/models/bench:generateContent", data=b"{}",
+                                     headers={"Content-Type": "application/json"}, method="POST")
+    with urllib.request.urlopen(request, timeout=30) as response, open(answer, "wb") as out:
+        out.write(response.read())
+    output = subprocess.run([floor_binary, answer, os.path.join(folder, "files")], capture_output=True,
+                            text=True, check=True)
+    floor = json.loads(output.stdout)
+    log(f"floor: parse {floor['parse_ms']:.3f} + decode {floor['decode_ms']:.3f} + write {floor['write_ms']:.3f} "
+        f"= {floor['total_ms']:.3f} ms per 1.5 MB image; fsync {floor['fsync_ms']:.3f} ms")
+    return floor
+
+
 def start_redis():
     """A throwaway redis-server on a free loopback port, nothing saved (limits need no
     durability)."""
@@ -335,6 +353,7 @@ def s1_only(server, key, fake, quick, name="S1 hot path"):
 
 def main():
     binary, fake_binary = sys.argv[1], sys.argv[2]
+    floor_binary = os.path.join(os.path.dirname(fake_binary), "floor")
     with_peer, quick = "--peer" in sys.argv, "--quick" in sys.argv
     admin = os.environ["TEST_DATABASE_URL"]
     work = tempfile.mkdtemp(prefix="nb-bench-")
@@ -346,6 +365,7 @@ def main():
     results, servers = [], []
     try:
         time.sleep(0.5)
+        floor = measure_floor(floor_binary, fake, os.path.join(work, "postgres", "floor"))
         postgres = create_database(admin, "bench_ours")
         # (name, database, settings, data folder, every scenario or S1 only). The default on
         # PostgreSQL counts per-minute limits in it (shared by instances); the next two rows
@@ -383,6 +403,14 @@ def main():
               "Load generator (oha), PostgreSQL (durable: fsync on), fake Google and server on the same machine.",
               "", table(results), ""]
     by = {(r["server"], r["scenario"].split(" ")[0] + (" half" if "half" in r["scenario"] else "")): r for r in results}
+    report.append(f"Floor on this machine (examples/floor.rs, medians): parse {floor['parse_ms']:.3f} ms + "
+                  f"SIMD decode {floor['decode_ms']:.3f} ms + write {floor['write_ms']:.3f} ms = "
+                  f"{floor['total_ms']:.3f} ms for the 1.5 MB answer; one small write + fsync "
+                  f"{floor['fsync_ms']:.3f} ms.")
+    s2 = by.get(("nanobanana (PostgreSQL)", "S2"))
+    if s2:
+        report.append(f"S2 server CPU per generation {s2['cpu_ms_per_response']:.3f} ms = "
+                      f"{s2['cpu_ms_per_response'] / floor['total_ms']:.2f}x the floor (target <= 1.3x).")
     ours = by.get(("nanobanana (PostgreSQL)", "S1"))
     floor = by.get(("nanobanana (PostgreSQL)", "S4"))
     if ours and floor:

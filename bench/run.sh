@@ -15,7 +15,8 @@ if ! command -v redis-server >/dev/null; then
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null
   service redis-server stop >/dev/null 2>&1 || true
 fi
-cargo build --release --locked --quiet -p nb-http --bin nanobanana --example fake-google
+cargo build --release --locked --quiet -p nb-http --bin nanobanana --example fake-google \
+  --example floor
 
 # 10,000 connections in, as many out to the fake, and the load generator's own.
 # (root may raise the hard limit; everyone else gets theirs).
