@@ -222,7 +222,15 @@ impl PostgresRateLimiter {
                     }
                 }
                 Err(error) => {
-                    let mut waiters = waiters.into_iter();
+                    // Those who queued meanwhile fail too, at once: a database that did not
+                    // answer this statement will not answer the next in time either, and each
+                    // request must wait at most one call's bound.
+                    let queued = {
+                        let mut waiting =
+                            self.waiting.lock().unwrap_or_else(PoisonError::into_inner);
+                        waiting.remove(&batch_key).unwrap_or_default()
+                    };
+                    let mut waiters = waiters.into_iter().chain(queued);
                     let first = waiters.next();
                     for waiter in waiters {
                         let _ = waiter.send(Err(told_to_all(&error)));
@@ -230,6 +238,7 @@ impl PostgresRateLimiter {
                     if let Some(first) = first {
                         let _ = first.send(Err(error));
                     }
+                    return;
                 }
             }
         }
@@ -271,9 +280,17 @@ impl RateLimiter for PostgresRateLimiter {
             let runtime = self.database.runtime.clone();
             runtime.spawn(self.clone().drive(batch_key, interval, limit));
         }
-        decision.await.map_err(|_| {
-            RepositoryError::unexpected("the rate-limit decision was dropped before it was made")
-        })?
+        // At most one call's bound, whatever is ahead of this request in its subject's queue
+        // (a decision that comes later is dropped: the request was refused, fail closed).
+        match tokio::time::timeout(self.database.call_timeout, decision).await {
+            Ok(Ok(decided)) => decided,
+            Ok(Err(_dropped)) => Err(RepositoryError::unexpected(
+                "the rate-limit decision was dropped before it was made",
+            )),
+            Err(_) => Err(RepositoryError::Unavailable(Box::new(
+                crate::pool::CallTimedOut(self.database.call_timeout),
+            ))),
+        }
     }
 
     async fn forget_idle(&self) -> Result<u64, RepositoryError> {
