@@ -160,6 +160,67 @@ async fn generate(client: &reqwest::Client, instance: &Instance, key: &str) -> r
         .unwrap()
 }
 
+/// A key created through `first` and cached by `second`, then revoked through `first`: how
+/// long until `second` refuses it (fails past a second).
+async fn revocation_propagation(
+    client: &reqwest::Client,
+    first: &Instance,
+    second: &Instance,
+    token: &str,
+) -> Duration {
+    let response = client
+        .post(format!("{}/v1/keys", first.base))
+        .bearer_auth(token)
+        .json(&json!({"name": "revoked"}))
+        .send()
+        .await
+        .unwrap();
+    let revoked: Value = response.json().await.unwrap();
+    let revoked_key = revoked["key"].as_str().unwrap().to_owned();
+    assert_eq!(generate(client, second, &revoked_key).await.status(), 200);
+    let revoked_at = tokio::time::Instant::now();
+    let revoke = client
+        .delete(format!(
+            "{}/v1/keys/{}",
+            first.base,
+            revoked["id"].as_str().unwrap()
+        ))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(revoke.status(), 204);
+    propagation_time(
+        client,
+        second,
+        &revoked_key,
+        (401, "invalid_api_key"),
+        revoked_at,
+    )
+    .await
+}
+
+/// 100 generations at once with `key` (a per-minute limit of 30), alternating between the
+/// instances: exactly 30 pass and 70 are 429 `rate_limited`.
+async fn exactly_30_of_100_pass(
+    client: &reqwest::Client,
+    first: &Instance,
+    second: &Instance,
+    key: &str,
+) {
+    let requests = (0..100).map(|n| {
+        let instance = if n % 2 == 0 { first } else { second };
+        async move { code(generate(client, instance, key).await).await }
+    });
+    let answers = futures_util::future::join_all(requests).await;
+    let succeeded = answers.iter().filter(|(status, _)| *status == 200).count();
+    let rate_limited = answers
+        .iter()
+        .filter(|answer| *answer == &(429, "rate_limited".to_owned()))
+        .count();
+    assert_eq!((succeeded, rate_limited), (30, 70), "{answers:?}");
+}
+
 async fn code(response: reqwest::Response) -> (u16, String) {
     let status = response.status().as_u16();
     let body: Value = response.json().await.unwrap();
@@ -206,53 +267,13 @@ async fn quotas_revocation_and_disabling_hold_across_two_instances_on_one_postgr
     // in PostgreSQL, so exactly 30 pass.
     let per_minute =
         created_key(&client, &first, &ada, json!({"limits": {"per_minute": 30}})).await;
-    let requests = (0..100).map(|n| {
-        let instance = if n % 2 == 0 { &first } else { &second };
-        let (client, key) = (client.clone(), per_minute.clone());
-        async move { code(generate(&client, instance, &key).await).await }
-    });
-    let answers = futures_util::future::join_all(requests).await;
-    let succeeded = answers.iter().filter(|(status, _)| *status == 200).count();
-    let rate_limited = answers
-        .iter()
-        .filter(|answer| *answer == &(429, "rate_limited".to_owned()))
-        .count();
-    assert_eq!((succeeded, rate_limited), (30, 70), "{answers:?}");
+    exactly_30_of_100_pass(&client, &first, &second, &per_minute).await;
 
     // Disabled through the first instance; the second has both keys in its cache.
     let unlimited = created_key(&client, &first, &ada, json!({})).await;
     assert_eq!(generate(&client, &second, &unlimited).await.status(), 200);
     // A key revoked through the first instance, cached by the second.
-    let response = client
-        .post(format!("{}/v1/keys", first.base))
-        .bearer_auth(&ada)
-        .json(&json!({"name": "revoked"}))
-        .send()
-        .await
-        .unwrap();
-    let revoked: Value = response.json().await.unwrap();
-    let revoked_key = revoked["key"].as_str().unwrap().to_owned();
-    assert_eq!(generate(&client, &second, &revoked_key).await.status(), 200);
-    let revoked_at = tokio::time::Instant::now();
-    let revoke = client
-        .delete(format!(
-            "{}/v1/keys/{}",
-            first.base,
-            revoked["id"].as_str().unwrap()
-        ))
-        .bearer_auth(&ada)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(revoke.status(), 204);
-    let took = propagation_time(
-        &client,
-        &second,
-        &revoked_key,
-        (401, "invalid_api_key"),
-        revoked_at,
-    )
-    .await;
+    let took = revocation_propagation(&client, &first, &second, &ada).await;
     eprintln!("a revocation reached the other instance in {took:?}");
     let admin = signed_up(&client, &second, ADMIN).await;
     let users: Value = client
@@ -350,53 +371,13 @@ async fn with_redis_limits_and_revocations_hold_across_two_instances() {
     let ada = signed_up(&client, &first, "ada@example.com").await;
     let per_minute =
         created_key(&client, &first, &ada, json!({"limits": {"per_minute": 30}})).await;
-    let requests = (0..100).map(|n| {
-        let instance = if n % 2 == 0 { &first } else { &second };
-        let (client, key) = (client.clone(), per_minute.clone());
-        async move { code(generate(&client, instance, &key).await).await }
-    });
-    let answers = futures_util::future::join_all(requests).await;
-    let succeeded = answers.iter().filter(|(status, _)| *status == 200).count();
-    let rate_limited = answers
-        .iter()
-        .filter(|answer| *answer == &(429, "rate_limited".to_owned()))
-        .count();
-    assert_eq!((succeeded, rate_limited), (30, 70), "{answers:?}");
+    exactly_30_of_100_pass(&client, &first, &second, &per_minute).await;
     // Counted in Redis: PostgreSQL's table holds nothing.
     assert_eq!(database.rows_in("rate_limits").await, 0);
 
     // A key revoked through the first instance, cached by the second: published on Redis
     // (PostgreSQL announces nothing when Redis is configured).
-    let response = client
-        .post(format!("{}/v1/keys", first.base))
-        .bearer_auth(&ada)
-        .json(&json!({"name": "revoked"}))
-        .send()
-        .await
-        .unwrap();
-    let revoked: Value = response.json().await.unwrap();
-    let revoked_key = revoked["key"].as_str().unwrap().to_owned();
-    assert_eq!(generate(&client, &second, &revoked_key).await.status(), 200);
-    let revoked_at = tokio::time::Instant::now();
-    let revoke = client
-        .delete(format!(
-            "{}/v1/keys/{}",
-            first.base,
-            revoked["id"].as_str().unwrap()
-        ))
-        .bearer_auth(&ada)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(revoke.status(), 204);
-    let took = propagation_time(
-        &client,
-        &second,
-        &revoked_key,
-        (401, "invalid_api_key"),
-        revoked_at,
-    )
-    .await;
+    let took = revocation_propagation(&client, &first, &second, &ada).await;
     eprintln!("a revocation reached the other instance over Redis in {took:?}");
 
     // Redis down: generations are refused with a clear 503 (never let through uncounted),
