@@ -10,6 +10,7 @@ use reqwest::StatusCode;
 use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderValue};
 use tokio::time::Instant;
 
+use crate::answer_scanner::{AnswerScanner, ScannedAnswer};
 use crate::response::{ErrorEnvelope, parse_generate_content, parse_predict};
 use crate::wire::{GenerateContentRequest, IMAGEN_ASPECT_RATIOS, PredictRequest};
 
@@ -180,25 +181,20 @@ impl GeminiImageClient {
             }
         };
         let status = response.status();
+        if status.is_success() {
+            // Read while it streams in: the image is decoded chunk by chunk.
+            return match read_answer(response).await {
+                Ok(answer) => Attempt::Done(match method {
+                    Method::GenerateContent => parse_generate_content(answer),
+                    Method::Predict => parse_predict(answer),
+                }),
+                Err(error) => error.into_attempt(),
+            };
+        }
         let body = match read_capped(response).await {
             Ok(body) => body,
-            // The connection broke mid-answer: a transport failure like a refused connection.
-            Err(BodyError::CutShort) => {
-                tracing::warn!("the provider's answer was cut short");
-                let error = ProviderError::Upstream("the provider's answer was cut short".into());
-                return Attempt::Retry {
-                    error,
-                    retry_after: None,
-                };
-            }
-            Err(BodyError::Final(error)) => return Attempt::Done(Err(error)),
+            Err(error) => return error.into_attempt(),
         };
-        if status.is_success() {
-            return Attempt::Done(match method {
-                Method::GenerateContent => parse_generate_content(&body),
-                Method::Predict => parse_predict(&body),
-            });
-        }
         let envelope = ErrorEnvelope::parse(&body);
         tracing::warn!(
             status = status.as_u16(),
@@ -261,28 +257,60 @@ enum BodyError {
     Final(ProviderError),
 }
 
-async fn read_capped(mut response: reqwest::Response) -> Result<Vec<u8>, BodyError> {
-    let mut body = Vec::with_capacity(
-        response
-            .content_length()
-            .map_or(16 * 1024, |n| n as usize)
-            .min(MAX_RESPONSE_BYTES),
-    );
+impl BodyError {
+    fn into_attempt(self) -> Attempt {
+        match self {
+            // The connection broke mid-answer: a transport failure like a refused connection.
+            Self::CutShort => {
+                tracing::warn!("the provider's answer was cut short");
+                Attempt::Retry {
+                    error: ProviderError::Upstream("the provider's answer was cut short".into()),
+                    retry_after: None,
+                }
+            }
+            Self::Final(error) => Attempt::Done(Err(error)),
+        }
+    }
+}
+
+/// Hands the body to `sink` chunk by chunk as it arrives, up to [`MAX_RESPONSE_BYTES`].
+async fn read_body(
+    mut response: reqwest::Response,
+    mut sink: impl FnMut(&[u8]),
+) -> Result<(), BodyError> {
+    let mut read = 0;
     loop {
         let chunk = match response.chunk().await {
             Ok(Some(chunk)) => chunk,
-            Ok(None) => return Ok(body),
+            Ok(None) => return Ok(()),
             Err(error) if error.is_timeout() => {
                 return Err(BodyError::Final(ProviderError::Timeout));
             }
             Err(_) => return Err(BodyError::CutShort),
         };
-        if body.len() + chunk.len() > MAX_RESPONSE_BYTES {
+        read += chunk.len();
+        if read > MAX_RESPONSE_BYTES {
             let too_large = ProviderError::Upstream("the provider's answer is too large".into());
             return Err(BodyError::Final(too_large));
         }
-        body.extend_from_slice(&chunk);
+        sink(&chunk);
     }
+}
+
+/// A successful answer, scanned as it streams in (see [`AnswerScanner`]).
+async fn read_answer(response: reqwest::Response) -> Result<ScannedAnswer, BodyError> {
+    let expected_len = response.content_length().map_or(0, |n| n as usize);
+    let mut scanner = AnswerScanner::new(expected_len.min(MAX_RESPONSE_BYTES));
+    read_body(response, |chunk| scanner.push(chunk)).await?;
+    Ok(scanner.finish())
+}
+
+/// An error answer, whole (they are small).
+async fn read_capped(response: reqwest::Response) -> Result<Vec<u8>, BodyError> {
+    let expected_len = response.content_length().map_or(16 * 1024, |n| n as usize);
+    let mut body = Vec::with_capacity(expected_len.min(MAX_RESPONSE_BYTES));
+    read_body(response, |chunk| body.extend_from_slice(chunk)).await?;
+    Ok(body)
 }
 
 #[async_trait]

@@ -10,6 +10,7 @@
 //!
 //! Test-mode keys get [`TestModeImages`] instead: deterministic images made locally.
 
+mod answer_scanner;
 mod client;
 mod response;
 mod test_mode;

@@ -13,6 +13,8 @@ use nb_domain::encoding::decode_base64_lenient;
 use nb_domain::generation::{GeneratedImage, ProviderError};
 use serde::Deserialize;
 
+use crate::answer_scanner::{Extracted, ExtractedStrings, ScannedAnswer};
+
 /// The longest piece of a model's text answer quoted back as the reason for no image.
 const MAX_QUOTED_TEXT_CHARS: usize = 300;
 
@@ -113,9 +115,21 @@ struct ErrorDetail {
     retry_delay: Option<String>,
 }
 
-fn image_from_base64(encoded: &str) -> Result<GeneratedImage, ProviderError> {
-    let bytes = decode_base64_lenient(encoded)
-        .ok_or_else(|| ProviderError::Upstream("the image data is not valid base64".into()))?;
+/// The image a `data`/`bytesBase64Encoded` value stands for: decoded while the answer
+/// streamed in, or read here from its JSON and base64 (any spelling).
+fn image_from_data(
+    data: &str,
+    extracted: &mut ExtractedStrings,
+) -> Result<GeneratedImage, ProviderError> {
+    let not_base64 = || ProviderError::Upstream("the image data is not valid base64".into());
+    let bytes = match extracted.take(data) {
+        Some(Extracted::Decoded(bytes)) => bytes,
+        Some(Extracted::Raw(json)) => {
+            let text: Cow<'_, str> = serde_json::from_slice(&json).map_err(|_| not_base64())?;
+            decode_base64_lenient(&text).ok_or_else(not_base64)?
+        }
+        None => decode_base64_lenient(data).ok_or_else(not_base64)?,
+    };
     GeneratedImage::from_bytes(Bytes::from(bytes))
         .map_err(|not_an_image| ProviderError::Upstream(not_an_image.to_string()))
 }
@@ -136,8 +150,14 @@ fn quote(text: &str) -> String {
 
 /// A `:generateContent` answer with HTTP 200: the first non-thought image part, or why
 /// there is none.
-pub(crate) fn parse_generate_content(body: &[u8]) -> Result<GeneratedImage, ProviderError> {
-    let answer: GenerateContentResponse<'_> = parse_json(body)?;
+pub(crate) fn parse_generate_content(
+    scanned: ScannedAnswer,
+) -> Result<GeneratedImage, ProviderError> {
+    let ScannedAnswer {
+        skeleton,
+        mut extracted,
+    } = scanned;
+    let answer: GenerateContentResponse<'_> = parse_json(&skeleton)?;
     let mut finish_reasons = Vec::new();
     let mut texts = Vec::new();
     for candidate in answer.candidates.iter().flatten() {
@@ -155,7 +175,7 @@ pub(crate) fn parse_generate_content(body: &[u8]) -> Result<GeneratedImage, Prov
                     .as_deref()
                     .is_none_or(|mime| mime.starts_with("image/"));
                 if let (true, Some(data)) = (is_image, inline.data.as_deref()) {
-                    return image_from_base64(data);
+                    return image_from_data(data, &mut extracted);
                 }
             }
             if let Some(text) = part.text.as_deref() {
@@ -194,12 +214,16 @@ pub(crate) fn parse_generate_content(body: &[u8]) -> Result<GeneratedImage, Prov
 }
 
 /// A `:predict` (Imagen) answer with HTTP 200.
-pub(crate) fn parse_predict(body: &[u8]) -> Result<GeneratedImage, ProviderError> {
-    let answer: PredictResponse<'_> = parse_json(body)?;
+pub(crate) fn parse_predict(scanned: ScannedAnswer) -> Result<GeneratedImage, ProviderError> {
+    let ScannedAnswer {
+        skeleton,
+        mut extracted,
+    } = scanned;
+    let answer: PredictResponse<'_> = parse_json(&skeleton)?;
     let mut filtered = Vec::new();
     for prediction in answer.predictions.iter().flatten() {
         if let Some(data) = prediction.bytes_base64_encoded.as_deref() {
-            return image_from_base64(data);
+            return image_from_data(data, &mut extracted);
         }
         if let Some(reason) = prediction.rai_filtered_reason.as_deref() {
             filtered.push(quote(reason));
@@ -278,10 +302,12 @@ mod tests {
         let snake = format!(
             r#"{{"candidates": [{{"content": {{"parts": [{{"inline_data": {{"mime_type": "image/png", "data": "{PNG_BASE64}"}}}}]}}, "finish_reason": "STOP"}}]}}"#
         );
-        assert!(parse_generate_content(snake.as_bytes()).is_ok());
+        assert!(parse_generate_content(ScannedAnswer::scan(snake.as_bytes())).is_ok());
         let blocked =
             br#"{"prompt_feedback": {"block_reason": "SAFETY", "block_reason_message": "no"}}"#;
-        let Err(ProviderError::ContentRejected { reason }) = parse_generate_content(blocked) else {
+        let Err(ProviderError::ContentRejected { reason }) =
+            parse_generate_content(ScannedAnswer::scan(blocked))
+        else {
             panic!("a blocked prompt gave an image")
         };
         assert_eq!(reason, "the prompt was blocked (SAFETY): no");
@@ -294,7 +320,7 @@ mod tests {
         let body = format!(
             r#"{{"candidates": [{{"content": {{"parts": [{{"inlineData": {{"data": "{escaped}"}}}}]}}}}]}}"#
         );
-        let image = parse_generate_content(body.as_bytes()).unwrap();
+        let image = parse_generate_content(ScannedAnswer::scan(body.as_bytes())).unwrap();
         let expected = base64::engine::general_purpose::STANDARD
             .decode(PNG_BASE64)
             .unwrap();
@@ -306,7 +332,7 @@ mod tests {
         for body in [&b"<html>"[..], br#"{"candidates": "many"}"#, b"[1, 2]"] {
             assert!(
                 matches!(
-                    parse_generate_content(body),
+                    parse_generate_content(ScannedAnswer::scan(body)),
                     Err(ProviderError::Upstream(_))
                 ),
                 "{}",
