@@ -2,16 +2,30 @@
 //! call waits the set latency, then answers a real PNG of the set size, base64 in the JSON the
 //! API returns. `POST /control {"latency_ms": 2000, "image_bytes": 1500000}` changes both.
 //!
-//! `cargo run --release -p nb-http --example fake-google -- 127.0.0.1:9100`
+//! It speaks HTTP/1.1 and h2c (HTTP/2 with prior knowledge) on one port, and like Google's
+//! front ends it caps the streams one HTTP/2 connection may have open at once (100 unless
+//! `--max-streams N` says otherwise): a client with a single connection cannot have more
+//! calls in flight than that.
+//!
+//! `cargo run --release -p nb-http --example fake-google -- 127.0.0.1:9100 [--max-streams N]`
 
-#![allow(clippy::unwrap_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use std::convert::Infallible;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use actix_web::{App, HttpResponse, HttpServer, web};
 use base64::Engine as _;
+use bytes::Bytes;
+use http_body_util::{BodyExt as _, Full};
+use hyper::body::Incoming;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto::Builder as ConnectionBuilder;
 use serde::Deserialize;
+
+/// Google's front ends advertise this many concurrent streams per HTTP/2 connection.
+const DEFAULT_MAX_STREAMS: u32 = 100;
 
 #[derive(Deserialize)]
 struct Control {
@@ -21,7 +35,7 @@ struct Control {
 
 struct Answer {
     latency: Duration,
-    body: web::Bytes,
+    body: Bytes,
 }
 
 /// A valid PNG of about `size` bytes: RGB noise (incompressible) in stored deflate blocks.
@@ -99,44 +113,82 @@ fn answer(latency_ms: u64, image_bytes: usize) -> Answer {
     }
 }
 
-async fn generate(current: web::Data<RwLock<Arc<Answer>>>) -> HttpResponse {
+type Current = Arc<RwLock<Arc<Answer>>>;
+
+fn respond(status: StatusCode, content_type: &str, body: Bytes) -> Response<Full<Bytes>> {
+    Response::builder()
+        .status(status)
+        .header("content-type", content_type)
+        .body(Full::new(body))
+        .unwrap()
+}
+
+async fn handle(
+    current: Current,
+    request: Request<Incoming>,
+) -> Result<Response<Full<Bytes>>, Infallible> {
+    let path = request.uri().path().to_owned();
+    let is_post = request.method() == Method::POST;
+    // The request body is read whole, as Google does before answering.
+    let Ok(body) = request.into_body().collect().await.map(|b| b.to_bytes()) else {
+        return Ok(respond(StatusCode::BAD_REQUEST, "text/plain", Bytes::new()));
+    };
+    if is_post && path == "/control" {
+        let Ok(control) = serde_json::from_slice::<Control>(&body) else {
+            return Ok(respond(StatusCode::BAD_REQUEST, "text/plain", Bytes::new()));
+        };
+        *current.write().unwrap() = Arc::new(answer(control.latency_ms, control.image_bytes));
+        return Ok(respond(StatusCode::NO_CONTENT, "text/plain", Bytes::new()));
+    }
+    let generates = path.split('/').nth(2) == Some("models") && path.ends_with(":generateContent");
+    if !(is_post && generates) {
+        return Ok(respond(StatusCode::NOT_FOUND, "text/plain", Bytes::new()));
+    }
     let answer = current.read().unwrap().clone();
     if !answer.latency.is_zero() {
         tokio::time::sleep(answer.latency).await;
     }
-    HttpResponse::Ok()
-        .content_type("application/json")
-        .body(answer.body.clone())
+    Ok(respond(
+        StatusCode::OK,
+        "application/json",
+        answer.body.clone(),
+    ))
 }
 
-async fn control(
-    current: web::Data<RwLock<Arc<Answer>>>,
-    body: web::Json<Control>,
-) -> HttpResponse {
-    *current.write().unwrap() = Arc::new(answer(body.latency_ms, body.image_bytes));
-    HttpResponse::NoContent().finish()
-}
-
-#[actix_web::main]
+#[tokio::main]
 async fn main() -> std::io::Result<()> {
-    let address = std::env::args()
-        .nth(1)
-        .unwrap_or_else(|| "127.0.0.1:9100".into());
-    let current = web::Data::new(RwLock::new(Arc::new(answer(0, 2048))));
-    HttpServer::new(move || {
-        App::new()
-            .app_data(current.clone())
-            .app_data(web::JsonConfig::default().limit(1 << 20))
-            .route("/control", web::post().to(control))
-            .route(
-                "/{version}/models/{model}:generateContent",
-                web::post().to(generate),
-            )
-    })
-    .backlog(16_384)
-    .max_connections(100_000)
-    // HTTP/1.1 and h2c (HTTP/2 with prior knowledge) on the same port.
-    .bind_auto_h2c(address)?
-    .run()
-    .await
+    let mut arguments = std::env::args().skip(1);
+    let mut address = "127.0.0.1:9100".to_owned();
+    let mut max_streams = DEFAULT_MAX_STREAMS;
+    while let Some(argument) = arguments.next() {
+        if argument == "--max-streams" {
+            max_streams = arguments
+                .next()
+                .and_then(|n| n.parse().ok())
+                .expect("--max-streams N");
+        } else {
+            address = argument;
+        }
+    }
+    let current: Current = Arc::new(RwLock::new(Arc::new(answer(0, 2048))));
+    let socket = tokio::net::TcpSocket::new_v4()?;
+    socket.set_reuseaddr(true)?;
+    socket.bind(address.parse().expect("an address like 127.0.0.1:9100"))?;
+    let listener = socket.listen(16_384)?;
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let current = current.clone();
+        tokio::spawn(async move {
+            let service =
+                hyper::service::service_fn(move |request| handle(current.clone(), request));
+            let mut connection = ConnectionBuilder::new(TokioExecutor::new());
+            connection.http2().max_concurrent_streams(max_streams);
+            let _ = connection
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        });
+    }
 }

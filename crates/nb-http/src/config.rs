@@ -55,6 +55,9 @@ pub struct Config {
     pub google_base_url: String,
     /// `GOOGLE_GEMINI_HTTP2_PRIOR_KNOWLEDGE`: HTTP/2 without TLS negotiation (h2c endpoints).
     pub google_http2_prior_knowledge: bool,
+    /// `NB_UPSTREAM_STREAMS_PER_CONNECTION`: calls one HTTP/2 connection to Google carries at
+    /// once before another connection is opened.
+    pub google_streams_per_connection: usize,
     /// `NB_IMAGE_MODELS`: comma-separated; the first is the default.
     pub image_models: AllowedModels,
     /// `NB_OPENAI_MODEL_MAP`: OpenAI model names mapped to ours (`name=model,…`).
@@ -422,6 +425,11 @@ impl Config {
             image_models,
             upstream,
             google_http2_prior_knowledge: flag(&var, "GOOGLE_GEMINI_HTTP2_PRIOR_KNOWLEDGE")?,
+            google_streams_per_connection: positive_usize(
+                &var,
+                "NB_UPSTREAM_STREAMS_PER_CONNECTION",
+                100,
+            )?,
             storage: storage_config(&var)?,
             public_base_url: var("NB_PUBLIC_BASE_URL")
                 .map(|url| http_url("NB_PUBLIC_BASE_URL", &url))

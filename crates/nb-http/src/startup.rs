@@ -277,6 +277,7 @@ pub fn build_state_with_clock(
             settings.deadline = config.upstream.deadline;
             settings.max_retries = config.upstream.max_retries;
             settings.http2_prior_knowledge = config.google_http2_prior_knowledge;
+            settings.streams_per_connection = config.google_streams_per_connection;
             let client = GeminiImageClient::new(settings).map_err(StartupError::ImageProvider)?;
             Arc::new(ConcurrencyLimitedProvider::new(
                 client,

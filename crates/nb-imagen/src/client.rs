@@ -1,6 +1,7 @@
 //! The HTTP client: one pooled `reqwest::Client`, retries, timeouts and error mapping.
 
 use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -11,6 +12,7 @@ use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderValue};
 use tokio::time::Instant;
 
 use crate::answer_scanner::{AnswerScanner, ScannedAnswer};
+use crate::connections::Connections;
 use crate::response::{ErrorEnvelope, parse_generate_content, parse_predict};
 use crate::wire::{GenerateContentRequest, IMAGEN_ASPECT_RATIOS, PredictRequest};
 
@@ -53,6 +55,9 @@ pub struct GeminiSettings {
     /// HTTPS, HTTP/2 is negotiated anyway (Google offers it), multiplexing calls on a few
     /// connections.
     pub http2_prior_knowledge: bool,
+    /// Calls one HTTP/2 connection carries at once before another is opened (Google's front
+    /// ends allow about 100 streams per connection).
+    pub streams_per_connection: usize,
 }
 
 impl GeminiSettings {
@@ -65,6 +70,7 @@ impl GeminiSettings {
             max_retries: 2,
             initial_backoff: Duration::from_millis(500),
             http2_prior_knowledge: false,
+            streams_per_connection: 100,
         }
     }
 }
@@ -84,7 +90,7 @@ impl ImageProvider for UnconfiguredImageProvider {
 /// Talks to Google's Generative Language API.
 #[derive(Clone)]
 pub struct GeminiImageClient {
-    http: reqwest::Client,
+    connections: Arc<Connections>,
     settings: GeminiSettings,
 }
 
@@ -127,18 +133,25 @@ impl GeminiImageClient {
         key.set_sensitive(true);
         let mut headers = HeaderMap::new();
         headers.insert("x-goog-api-key", key);
-        let mut builder = reqwest::Client::builder();
-        if settings.http2_prior_knowledge {
-            builder = builder.http2_prior_knowledge();
-        }
-        let http = builder
-            .default_headers(headers)
-            .user_agent(concat!("nanobanana/", env!("CARGO_PKG_VERSION")))
-            .connect_timeout(Duration::from_secs(10))
-            .pool_idle_timeout(Duration::from_secs(90))
-            .build()
-            .map_err(ClientBuildError::Http)?;
-        Ok(Self { http, settings })
+        let prior_knowledge = settings.http2_prior_knowledge;
+        let build = move || {
+            let mut builder = reqwest::Client::builder();
+            if prior_knowledge {
+                builder = builder.http2_prior_knowledge();
+            }
+            builder
+                .default_headers(headers.clone())
+                .user_agent(concat!("nanobanana/", env!("CARGO_PKG_VERSION")))
+                .connect_timeout(Duration::from_secs(10))
+                .pool_idle_timeout(Duration::from_secs(90))
+                .build()
+        };
+        let first = build().map_err(ClientBuildError::Http)?;
+        let connections = Connections::new(first, Box::new(build), settings.streams_per_connection);
+        Ok(Self {
+            connections: Arc::new(connections),
+            settings,
+        })
     }
 
     fn endpoint(&self, model: &str, method: Method) -> String {
@@ -162,8 +175,9 @@ impl GeminiImageClient {
     }
 
     async fn attempt(&self, url: &str, body: &[u8], method: Method, model: &str) -> Attempt {
-        let sent = self
-            .http
+        let lease = self.connections.lease();
+        let sent = lease
+            .http()
             .post(url)
             .header(CONTENT_TYPE, "application/json")
             .body(body.to_vec())

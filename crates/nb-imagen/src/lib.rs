@@ -12,6 +12,7 @@
 
 mod answer_scanner;
 mod client;
+mod connections;
 mod response;
 mod test_mode;
 mod wire;

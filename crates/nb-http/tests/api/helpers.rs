@@ -89,6 +89,7 @@ pub fn test_config(data_dir: PathBuf, db: &TestDatabase, google: &MockServer) ->
         google_api_key: Some(GoogleApiKey::new(GOOGLE_KEY.into())),
         google_base_url: google.uri(),
         google_http2_prior_knowledge: false,
+        google_streams_per_connection: 100,
         image_models: AllowedModels::new([MODEL.to_owned(), "gemini-3-pro-image".to_owned()])
             .unwrap(),
         openai_model_map: nb_http::openai::OpenAiModelMap::empty(),
