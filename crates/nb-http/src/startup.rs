@@ -1,6 +1,7 @@
 //! Building the application: a function a test can call as well as `main`.
 
-use std::net::{SocketAddr, TcpListener};
+use socket2::{Domain, Protocol, Socket, Type};
+use std::net::{SocketAddr, TcpListener, ToSocketAddrs as _};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -190,8 +191,6 @@ pub fn serve(
             .configure(extra_routes.clone())
             .configure(configure_app(state.clone()))
     })
-    // Room for bursts of thousands of new connections (the kernel caps it at somaxconn).
-    .backlog(8192)
     .client_request_timeout(limits.client_request_timeout)
     .keep_alive(limits.keep_alive)
     .shutdown_timeout(limits.shutdown_grace.as_secs())
@@ -231,11 +230,40 @@ fn cors(origins: &[String]) -> Cors {
     cors
 }
 
+/// Connections the kernel queues for the server before it accepts them (capped by
+/// `net.core.somaxconn`). `std`'s `TcpListener::bind` queues 128: a burst of a few thousand
+/// new clients then had SYNs dropped and waited out 1 s and 3 s retransmissions.
+pub const LISTEN_BACKLOG: i32 = 8192;
+
+/// Listens on `address` (the first of its resolutions that works), with [`LISTEN_BACKLOG`].
 pub fn bind(address: &str) -> Result<TcpListener, StartupError> {
-    TcpListener::bind(address).map_err(|source| StartupError::Bind {
+    let failed = |source| StartupError::Bind {
         address: address.to_owned(),
         source,
-    })
+    };
+    let mut last_error = None;
+    for candidate in address.to_socket_addrs().map_err(failed)? {
+        match listen_on(candidate) {
+            Ok(listener) => return Ok(listener),
+            Err(error) => last_error = Some(error),
+        }
+    }
+    Err(failed(last_error.unwrap_or_else(|| {
+        std::io::Error::new(std::io::ErrorKind::InvalidInput, "no address to listen on")
+    })))
+}
+
+fn listen_on(address: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = Socket::new(
+        Domain::for_address(address),
+        Type::STREAM,
+        Some(Protocol::TCP),
+    )?;
+    // As `std` does: a restarted server can listen again at once.
+    socket.set_reuse_address(true)?;
+    socket.bind(&address.into())?;
+    socket.listen(LISTEN_BACKLOG)?;
+    Ok(socket.into())
 }
 
 /// The application's state and the background work that keeps it.
@@ -554,6 +582,28 @@ fn write_private_file(path: &Path, contents: &[u8]) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The kernel's accept queue for the server's socket is the one asked for (as `ss` reads
+    /// it: a listening socket's Send-Q is its backlog), not `std`'s 128.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn the_listener_queues_a_burst_of_connections() {
+        let listener = bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let shown = std::process::Command::new("ss")
+            .args(["-Hltn", &format!("sport = :{port}")])
+            .output()
+            .expect("ss (iproute2) lists listening sockets");
+        let line = String::from_utf8(shown.stdout).unwrap();
+        let backlog: i32 = line.split_whitespace().nth(2).unwrap().parse().unwrap();
+        let somaxconn: i32 = std::fs::read_to_string("/proc/sys/net/core/somaxconn")
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        assert_eq!(backlog, LISTEN_BACKLOG.min(somaxconn), "{line}");
+        assert!(backlog > 128, "{line}");
+    }
 
     #[test]
     fn the_generated_jwt_secret_is_kept_and_reused() {
