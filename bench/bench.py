@@ -9,14 +9,20 @@ time per response (utime+stime from /proc), the gateway overhead p50/p99 (from t
 `gateway_overhead_seconds` histogram: the upper bound of the bucket holding the quantile), and it
 asserts that the succeeded generations written to the database equal oha's count of 200s.
 
+S2-S3 runs S2 with images stored in S3: the s3s-fs server the tests use (examples/s3-test-server),
+started here on loopback; a sample of the stored objects (and of S2's files on local disk) is
+compared byte for byte with the image the fake sends.
+
 Usage: bench.py NANOBANANA FAKE_GOOGLE [--peer] [--quick]
 Only the Python standard library is used.
 """
 
+import base64
 import datetime
 import json
 import os
 import platform
+import random
 import re
 import secrets
 import socket
@@ -33,6 +39,7 @@ PEER_SOURCE = os.path.join(ROOT, "..", "shared", "peers", "fastapi-ref")
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 PASSWORD = "bench password 1"
 PROMPT = json.dumps({"prompt": "a banana on the moon"})
+S3_ACCESS, S3_SECRET, S3_BUCKET = "benchaccess", "benchsecret-0123456789", "bench"
 
 
 def log(message):
@@ -120,15 +127,16 @@ class Server:
         return total / 1024
 
     def overhead_buckets(self):
+        """The gateway's overhead histograms (`gateway_*_seconds`) by name: {upper bound: count}."""
         if self.name.startswith("peer"):
             return None
         _, text = http("GET", f"{self.base}/metrics", expect=200)
-        buckets = {}
+        histograms = {}
         for line in text.decode().splitlines():
-            match = re.match(r'gateway_overhead_seconds_bucket\{le="([^"]+)"\} (\d+)', line)
+            match = re.match(r'(gateway_\w+)_seconds_bucket\{le="([^"]+)"\} (\d+)', line)
             if match:
-                buckets[float(match.group(1))] = int(match.group(2))
-        return buckets
+                histograms.setdefault(match.group(1), {})[float(match.group(2))] = int(match.group(3))
+        return histograms
 
     def stop(self):
         self.process.terminate()
@@ -141,7 +149,7 @@ class Server:
 def quantile_upper_bound(before, after, q):
     """The upper bound of the histogram bucket holding quantile q of the observations between
     the two snapshots."""
-    if not before or not after:
+    if not after:
         return None
     bounds = sorted(after)
     counts = [after[b] - before.get(b, 0) for b in bounds]
@@ -214,10 +222,14 @@ def run_scenario(server, name, path, key, connections, duration=None, requests=N
     }
     if generates:
         buckets_after = server.overhead_buckets()
-        result["overhead_p50_ms"] = (lambda v: v * 1e3 if v is not None else None)(
-            quantile_upper_bound(buckets_before, buckets_after, 0.50))
-        result["overhead_p99_ms"] = (lambda v: v * 1e3 if v is not None else None)(
-            quantile_upper_bound(buckets_before, buckets_after, 0.99))
+        in_ms = lambda value: value * 1e3 if value is not None else None
+        # The whole overhead, the durable commit in it, and everything else.
+        for histogram, field in (("gateway_overhead", "overhead"), ("gateway_commit", "commit"),
+                                 ("gateway_overhead_excluding_commit", "rest")):
+            before = (buckets_before or {}).get(histogram, {})
+            after = (buckets_after or {}).get(histogram, {})
+            result[f"{field}_p50_ms"] = in_ms(quantile_upper_bound(before, after, 0.50)) if after else None
+            result[f"{field}_p99_ms"] = in_ms(quantile_upper_bound(before, after, 0.99)) if after else None
         recorded = server.count_succeeded() - succeeded_before
         result["recorded"] = recorded
         result["usage_exact"] = recorded == ok
@@ -228,7 +240,7 @@ def run_scenario(server, name, path, key, connections, duration=None, requests=N
     return result
 
 
-def scenarios(server, key, fake, quick):
+def scenarios(server, key, fake, quick, floor=None, data_dir=None):
     seconds = "5s" if quick else "10s"
     results = []
     control_fake(fake, 0, 2048)
@@ -239,7 +251,10 @@ def scenarios(server, key, fake, quick):
     results.append(run_scenario(server, f"S1 at half rate ({half}/s)", "/v1/generate", key, 64, duration=seconds,
                                 rate=half))
     control_fake(fake, 0, 1_500_000)
+    started = time.time()
     results.append(run_scenario(server, "S2 1.5 MB images", "/v1/generate", key, 64, duration=seconds))
+    if floor and data_dir:
+        results[-1]["verified_sample"] = verify_stored_sample(data_dir, floor["image"], started)
     control_fake(fake, 2000, 2048)
     in_flight = 2000 if quick else 10_000
     results.append(run_scenario(server, "S3 2 s upstream", "/v1/generate", key, in_flight, requests=in_flight))
@@ -312,9 +327,10 @@ def table(results):
     return "\n".join(lines)
 
 
-def measure_floor(floor_binary, fake, folder):
+def measure_floor(floor_binary, fake, folder, s3_endpoint):
     """The floor of S2's own work on this machine (examples/floor.rs): parse, SIMD decode and
-    write of the fake's 1.5 MB answer in a tight loop, and one small write + fsync."""
+    write of the fake's 1.5 MB answer in a tight loop, and one small write + fsync; and the S3
+    floor: the same parse and decode, then the S3 adapter's upload to the benchmark's S3 server."""
     control_fake(fake, 0, 1_500_000)
     answer = os.path.join(folder, "answer.json")
     os.makedirs(folder, exist_ok=True)
@@ -327,7 +343,41 @@ def measure_floor(floor_binary, fake, folder):
     floor = json.loads(output.stdout)
     log(f"floor: parse {floor['parse_ms']:.3f} + decode {floor['decode_ms']:.3f} + write {floor['write_ms']:.3f} "
         f"= {floor['total_ms']:.3f} ms per 1.5 MB image; fsync {floor['fsync_ms']:.3f} ms")
+    output = subprocess.run([floor_binary, answer, os.path.join(folder, "files"), "100", "--s3", s3_endpoint,
+                             S3_ACCESS, S3_SECRET, S3_BUCKET], capture_output=True, text=True, check=True)
+    floor["s3"] = json.loads(output.stdout)
+    log(f"S3 floor: parse + decode + upload {floor['s3']['cpu_ms_per_image']:.3f} ms CPU per 1.5 MB image "
+        f"(upload {floor['s3']['upload_ms']:.3f} ms wall)")
+    with open(answer) as saved:
+        data = json.load(saved)["candidates"][0]["content"]["parts"][0]["inlineData"]["data"]
+    floor["image"] = base64.b64decode(data)
     return floor
+
+
+def verify_stored_sample(folder, expected, since, count=5):
+    """A sample of the images stored in `folder` since `since`, compared byte for byte with the
+    one the fake sent."""
+    stored = [os.path.join(where, name) for where, _, names in os.walk(folder) for name in names
+              if name.endswith(".png") and os.sep + "floor" not in where]
+    recent = [path for path in stored if os.path.getmtime(path) >= since]
+    if not recent:
+        raise SystemExit(f"no image was stored under {folder}")
+    sample = random.sample(recent, min(count, len(recent)))
+    for path in sample:
+        with open(path, "rb") as image:
+            if image.read() != expected:
+                raise SystemExit(f"{path}: the stored image is not the provider's")
+    log(f"{len(sample)} of the {len(recent)} images stored are byte for byte the provider's")
+    return len(sample)
+
+
+def start_s3_server(binary):
+    """The tests' S3 server (s3s-fs, SigV4 checked) on a free loopback port."""
+    port = free_port()
+    process = subprocess.Popen([binary, f"127.0.0.1:{port}", S3_ACCESS, S3_SECRET, S3_BUCKET],
+                               stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    endpoint, root = process.stdout.readline().split()
+    return process, endpoint, root
 
 
 def start_redis():
@@ -354,6 +404,7 @@ def s1_only(server, key, fake, quick, name="S1 hot path"):
 def main():
     binary, fake_binary = sys.argv[1], sys.argv[2]
     floor_binary = os.path.join(os.path.dirname(fake_binary), "floor")
+    s3_binary = os.path.join(os.path.dirname(fake_binary), "s3-test-server")
     with_peer, quick = "--peer" in sys.argv, "--quick" in sys.argv
     admin = os.environ["TEST_DATABASE_URL"]
     work = tempfile.mkdtemp(prefix="nb-bench-")
@@ -362,10 +413,11 @@ def main():
     fake_process = subprocess.Popen([fake_binary, f"127.0.0.1:{fake_port}"], stdout=subprocess.DEVNULL,
                                     stderr=subprocess.DEVNULL)
     redis_process, redis_url = start_redis()
+    s3_process, s3_endpoint, s3_root = start_s3_server(s3_binary)
     results, servers = [], []
     try:
         time.sleep(0.5)
-        floor = measure_floor(floor_binary, fake, os.path.join(work, "postgres", "floor"))
+        floor = measure_floor(floor_binary, fake, os.path.join(work, "postgres", "floor"), s3_endpoint)
         postgres = create_database(admin, "bench_ours")
         # (name, database, settings, data folder, every scenario or S1 only). The default on
         # PostgreSQL counts per-minute limits in it (shared by instances); the next two rows
@@ -381,10 +433,25 @@ def main():
             key = user_and_key(server)
             check_one_generation(server, key, fake, 2048)
             if every_scenario:
-                results += scenarios(server, key, fake, quick)
+                results += scenarios(server, key, fake, quick, floor, os.path.join(work, folder))
             else:
                 results.append(s1_only(server, key, fake, quick))
             server.stop()
+        # S2 with the images in S3 (the benchmark's s3s-fs server).
+        s3_settings = {"NB_STORAGE": "s3", "R2_ENDPOINT": s3_endpoint, "R2_ACCESS_KEY": S3_ACCESS,
+                       "R2_SECRET_KEY": S3_SECRET, "R2_BUCKET": S3_BUCKET, "R2_REGION": "auto"}
+        server = our_server(binary, postgres, fake, os.path.join(work, "s3"), "nanobanana (PostgreSQL, S3 storage)",
+                            s3_settings)
+        servers.append(server)
+        key = user_and_key(server)
+        control_fake(fake, 0, 1_500_000)
+        oha(f"{server.base}/v1/generate", 64, key, duration="2s")  # warm-up
+        started = time.time()
+        results.append(run_scenario(server, "S2-S3 1.5 MB images in S3", "/v1/generate", key, 64,
+                                    duration="5s" if quick else "10s"))
+        results[-1]["verified_sample"] = verify_stored_sample(os.path.join(s3_root, S3_BUCKET), floor["image"],
+                                                              started)
+        server.stop()
         if with_peer:
             server = peer_server(create_database(admin, "bench_peer"), fake, os.path.join(work, "peer"))
             servers.append(server)
@@ -397,6 +464,7 @@ def main():
                 server.stop()
         fake_process.terminate()
         redis_process.terminate()
+        s3_process.terminate()
 
     report = [f"# Benchmark {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC",
               "", f"Machine: {platform.machine()}, {os.cpu_count()} CPUs, {platform.platform()}.",
@@ -407,10 +475,32 @@ def main():
                   f"SIMD decode {floor['decode_ms']:.3f} ms + write {floor['write_ms']:.3f} ms = "
                   f"{floor['total_ms']:.3f} ms for the 1.5 MB answer; one small write + fsync "
                   f"{floor['fsync_ms']:.3f} ms.")
+    report.append(f"S3 floor on this machine (the same parse and decode, then the S3 adapter's upload to the "
+                  f"benchmark's S3 server, one at a time): {floor['s3']['cpu_ms_per_image']:.3f} ms CPU per image.")
     s2 = by.get(("nanobanana (PostgreSQL)", "S2"))
     if s2:
         report.append(f"S2 server CPU per generation {s2['cpu_ms_per_response']:.3f} ms = "
                       f"{s2['cpu_ms_per_response'] / floor['total_ms']:.2f}x the floor (target <= 1.3x).")
+    s2_s3 = by.get(("nanobanana (PostgreSQL, S3 storage)", "S2-S3"))
+    if s2_s3:
+        report.append(f"S2-S3 server CPU per generation {s2_s3['cpu_ms_per_response']:.3f} ms = "
+                      f"{s2_s3['cpu_ms_per_response'] / floor['s3']['cpu_ms_per_image']:.2f}x the S3 floor "
+                      f"(target <= 1.3x); stored objects checked byte for byte: {s2_s3['verified_sample']}.")
+    peer_s2 = by.get(("peer (FastAPI)", "S2"))
+    if s2 and peer_s2:
+        report.append(f"S2 ours/peer: throughput x{s2['requests_per_s'] / peer_s2['requests_per_s']:.1f} "
+                      f"(target >= 4x), peak RSS {s2['peak_rss_mib']:.0f} MiB (target <= 100)")
+    s3 = by.get(("nanobanana (PostgreSQL)", "S3"))
+    if s3:
+        report.append(f"S3 ({s3['connections']} in flight, 2 s upstream): p99 {s3['p99_ms'] / 1e3:.2f} s "
+                      f"(target <= 2.5 s), peak RSS {s3['peak_rss_mib']:.0f} MiB (target < 300)")
+    half = by.get(("nanobanana (PostgreSQL)", "S1 half"))
+    if half and half.get("commit_p99_ms") is not None:
+        ms = lambda value: f"{value:.2f}" if value is not None else "n/a"
+        report.append(f"S1 at half rate, gateway overhead split (bucket upper bounds, ms): durable commit p50 "
+                      f"{ms(half['commit_p50_ms'])} / p99 {ms(half['commit_p99_ms'])} (one fsync of this disk: "
+                      f"{floor['fsync_ms']:.3f} ms); everything else p50 {ms(half['rest_p50_ms'])} / p99 "
+                      f"{ms(half['rest_p99_ms'])} (target p99 < 1 ms).")
     ours = by.get(("nanobanana (PostgreSQL)", "S1"))
     floor = by.get(("nanobanana (PostgreSQL)", "S4"))
     if ours and floor:

@@ -15,6 +15,7 @@ if ! command -v redis-server >/dev/null; then
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null
   service redis-server stop >/dev/null 2>&1 || true
 fi
+cargo build --release --locked --quiet -p nb-storage --features testing --example s3-test-server
 cargo build --release --locked --quiet -p nb-http --bin nanobanana --example fake-google \
   --example floor
 

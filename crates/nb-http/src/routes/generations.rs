@@ -225,7 +225,10 @@ pub(crate) fn server_timing(
         .map(|started| started.0);
     let total = started.map_or(Duration::ZERO, |started| started.elapsed());
     let timings = generation.timings;
-    crate::metrics::record_gateway_overhead(total.saturating_sub(timings.upstream));
+    crate::metrics::record_gateway_overhead(
+        total.saturating_sub(timings.upstream),
+        timings.database,
+    );
     let milliseconds = |duration: Duration| duration.as_secs_f64() * 1e3;
     let value = format!(
         "upstream;dur={:.1}, storage;dur={:.1}, db;dur={:.1}, total;dur={:.1}",

@@ -91,6 +91,9 @@ async fn metrics_count_requests_generations_and_usage(app: TestApp) {
         format!(r#"upstream_request_duration_seconds_count{{model="{model}",outcome="ok"}} 1"#),
         "usage_counted_total".to_owned(),
         "gateway_overhead_seconds_bucket{le=\"0.001\"}".to_owned(),
+        // The overhead split into the commit and the rest, on the same fine buckets.
+        "gateway_commit_seconds_bucket{le=\"0.00005\"}".to_owned(),
+        "gateway_overhead_excluding_commit_seconds_bucket{le=\"0.00005\"}".to_owned(),
     ] {
         assert!(text.contains(&expected), "missing {expected} in:\n{text}");
     }
