@@ -143,19 +143,33 @@ async fn generations_answer_urls_by_default(app: TestApp) {
 }
 
 async fn b64_json_answers_carry_the_bytes(app: TestApp) {
+    // The `b64_json` answer is written by hand (encoded straight into the body): two images, and
+    // a prompt that needs escaping, must still be exactly the JSON OpenAI's answer is.
     let (_, key) = app.user_with_key("ada@example.com").await;
-    let body: Value = app
-        .openai_generate(&key, &json!({"prompt": "x", "response_format": "b64_json"}))
-        .await
-        .json()
-        .await
-        .unwrap();
-    let data = &body["data"][0];
-    assert!(data.get("url").is_none());
-    let bytes = base64::engine::general_purpose::STANDARD
-        .decode(data["b64_json"].as_str().unwrap())
-        .unwrap();
-    assert_eq!(bytes, png_bytes());
+    let prompt = "a \"quoted\" banana\nüber \\ \u{1F34C}";
+    let response = app
+        .openai_generate(
+            &key,
+            &json!({"prompt": prompt, "response_format": "b64_json", "n": 2}),
+        )
+        .await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["content-type"], "application/json");
+    let body: Value = response.json().await.unwrap();
+    assert!(body["created"].as_i64().unwrap() > 1_700_000_000);
+    assert_eq!(body["output_format"], "png");
+    assert!(body["size"].as_str().unwrap().contains('x'));
+    let data = body["data"].as_array().unwrap();
+    assert_eq!(data.len(), 2);
+    for image in data {
+        assert!(image.get("url").is_none());
+        assert_eq!(image.as_object().unwrap().len(), 2, "{image}");
+        assert!(image["revised_prompt"].as_str().unwrap().contains(prompt));
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(image["b64_json"].as_str().unwrap())
+            .unwrap();
+        assert_eq!(bytes, png_bytes());
+    }
 }
 
 async fn n_images_are_n_generations_counted_as_n(app: TestApp) {
