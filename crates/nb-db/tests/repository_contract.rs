@@ -508,6 +508,26 @@ async fn concurrent_successes_are_all_counted(db: Database) {
     assert_eq!(daily_usage(&db, ada.user_id, T0.date()).await[0].count, 200);
 }
 
+/// Thousands of generations answered by Google at the same moment: more successes than the group
+/// commit queues at once (2,048), every one written and counted, none refused.
+async fn a_burst_of_successes_past_the_writers_queue_is_all_written(db: Database) {
+    let ada = caller_with_key(&db, "ada@example.com").await;
+    let db = GenerationStore::start(&db);
+    let writes: Vec<_> = (0..5000)
+        .map(|_| {
+            let db = db.clone();
+            tokio::spawn(async move { db.record(&succeeded(ada, T0)).await })
+        })
+        .collect();
+    for write in writes {
+        write.await.unwrap().unwrap();
+    }
+    assert_eq!(
+        daily_usage(&db, ada.user_id, T0.date()).await[0].count,
+        5000
+    );
+}
+
 // Spend control: quotas, key changes, rolling, and the operator's changes.
 
 fn limit(n: u64) -> Option<QuotaLimit> {
@@ -997,6 +1017,7 @@ contract!(
     successes_are_counted_per_key_per_utc_day_and_failures_are_not,
     a_failed_success_write_leaves_neither_row_nor_count,
     concurrent_successes_are_all_counted,
+    a_burst_of_successes_past_the_writers_queue_is_all_written,
     one_bad_success_among_concurrent_ones_fails_alone,
     reservations_never_pass_a_quota_under_concurrency,
     quotas_start_afresh_at_utc_midnight_and_on_the_first,

@@ -82,10 +82,8 @@ pub(crate) struct AnswerScanner {
     state: State,
     skeleton: Vec<u8>,
     extracted: ExtractedStrings,
-    /// The current skeleton string's first bytes, while it may still be a key.
-    string_head: Vec<u8>,
-    string_len: usize,
-    string_has_escape: bool,
+    /// Where the current skeleton string's content starts in the skeleton.
+    string_start: usize,
     /// The last string was a short key followed (so far) only by whitespace.
     last_string: Option<Vec<u8>>,
     /// `"key":` with an image key was just seen: the next string is an image.
@@ -107,9 +105,7 @@ impl AnswerScanner {
             state: State::Between,
             skeleton: Vec::with_capacity(1024),
             extracted: ExtractedStrings::default(),
-            string_head: Vec::with_capacity(LONGEST_KEY),
-            string_len: 0,
-            string_has_escape: false,
+            string_start: 0,
             last_string: None,
             image_value_next: false,
             decoded: Vec::new(),
@@ -170,9 +166,7 @@ impl AnswerScanner {
                 }
                 b'"' => {
                     self.skeleton.push(byte);
-                    self.string_head.clear();
-                    self.string_len = 0;
-                    self.string_has_escape = false;
+                    self.string_start = self.skeleton.len();
                     self.last_string = None;
                     self.state = State::InString { escaped: false };
                     return at + 1;
@@ -189,52 +183,17 @@ impl AnswerScanner {
 
     /// A string in the skeleton: copied up to its closing quote.
     fn in_string(&mut self, chunk: &[u8], mut escaped: bool) -> usize {
-        let mut at = 0;
-        loop {
-            if escaped {
-                // The byte after a backslash never ends the string.
-                let Some(&byte) = chunk.get(at) else {
-                    self.state = State::InString { escaped: true };
-                    return chunk.len();
-                };
-                self.note_string_bytes(&[byte]);
-                self.skeleton.push(byte);
-                at += 1;
-            }
-            match memchr::memchr2(b'"', b'\\', &chunk[at..]) {
-                None => {
-                    self.note_string_bytes(&chunk[at..]);
-                    self.skeleton.extend_from_slice(&chunk[at..]);
-                    self.state = State::InString { escaped: false };
-                    return chunk.len();
-                }
-                Some(offset) => {
-                    let end = at + offset;
-                    self.note_string_bytes(&chunk[at..end]);
-                    self.skeleton.extend_from_slice(&chunk[at..=end]);
-                    if chunk[end] == b'"' {
-                        self.end_skeleton_string();
-                        return end + 1;
-                    }
-                    self.string_has_escape = true;
-                    escaped = true;
-                    at = end + 1;
-                }
-            }
+        let (used, closed) = copy_string(chunk, &mut escaped, &mut self.skeleton);
+        if closed {
+            // Only a short string without escapes can be one of the image keys.
+            let content = &self.skeleton[self.string_start..self.skeleton.len() - 1];
+            self.last_string = (content.len() <= LONGEST_KEY && !content.contains(&b'\\'))
+                .then(|| content.to_vec());
+            self.state = State::Between;
+        } else {
+            self.state = State::InString { escaped };
         }
-    }
-
-    fn note_string_bytes(&mut self, bytes: &[u8]) {
-        self.string_len += bytes.len();
-        if self.string_len <= LONGEST_KEY {
-            self.string_head.extend_from_slice(bytes);
-        }
-    }
-
-    fn end_skeleton_string(&mut self) {
-        self.state = State::Between;
-        self.last_string = (self.string_len <= LONGEST_KEY && !self.string_has_escape)
-            .then(|| self.string_head.clone());
+        used
     }
 
     fn start_image(&mut self) {
@@ -334,36 +293,15 @@ impl AnswerScanner {
 
     /// An image string off the fast path: kept as JSON up to its closing quote.
     fn in_raw(&mut self, chunk: &[u8], mut escaped: bool) -> usize {
-        let mut at = 0;
-        loop {
-            if escaped {
-                let Some(&byte) = chunk.get(at) else {
-                    self.state = State::Raw { escaped: true };
-                    return chunk.len();
-                };
-                self.raw.push(byte);
-                at += 1;
-            }
-            match memchr::memchr2(b'"', b'\\', &chunk[at..]) {
-                None => {
-                    self.raw.extend_from_slice(&chunk[at..]);
-                    self.state = State::Raw { escaped: false };
-                    return chunk.len();
-                }
-                Some(offset) => {
-                    let end = at + offset;
-                    self.raw.extend_from_slice(&chunk[at..=end]);
-                    if chunk[end] == b'"' {
-                        let raw = std::mem::take(&mut self.raw);
-                        self.close_image(Extracted::Raw(raw));
-                        self.state = State::Between;
-                        return end + 1;
-                    }
-                    escaped = true;
-                    at = end + 1;
-                }
-            }
+        let (used, closed) = copy_string(chunk, &mut escaped, &mut self.raw);
+        if closed {
+            let raw = std::mem::take(&mut self.raw);
+            self.close_image(Extracted::Raw(raw));
+            self.state = State::Between;
+        } else {
+            self.state = State::Raw { escaped };
         }
+        used
     }
 
     fn close_image(&mut self, image: Extracted) {
@@ -373,6 +311,34 @@ impl AnswerScanner {
             .extend_from_slice(self.extracted.0.len().to_string().as_bytes());
         self.skeleton.push(b'"');
         self.extracted.0.push(Some(image));
+    }
+}
+
+/// Copies the bytes of a JSON string from `chunk` to `out`, up to and with its closing quote.
+/// Returns how many bytes were used and whether the string closed; `escaped` carries a
+/// backslash that ended the previous chunk (the byte after one never closes the string).
+fn copy_string(chunk: &[u8], escaped: &mut bool, out: &mut Vec<u8>) -> (usize, bool) {
+    let mut at = 0;
+    loop {
+        if *escaped {
+            let Some(&byte) = chunk.get(at) else {
+                return (chunk.len(), false);
+            };
+            out.push(byte);
+            at += 1;
+            *escaped = false;
+        }
+        let Some(offset) = memchr::memchr2(b'"', b'\\', &chunk[at..]) else {
+            out.extend_from_slice(&chunk[at..]);
+            return (chunk.len(), false);
+        };
+        let end = at + offset;
+        out.extend_from_slice(&chunk[at..=end]);
+        if chunk[end] == b'"' {
+            return (end + 1, true);
+        }
+        *escaped = true;
+        at = end + 1;
     }
 }
 

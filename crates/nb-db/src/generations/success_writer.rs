@@ -8,10 +8,12 @@
 //! so one bad row cannot fail the others; a batch that fails because the database is
 //! unavailable fails as a whole (its rows would fail one by one too).
 //!
-//! Bounded everywhere: at most `MAX_WAITING` successes wait (past that, a write is refused at
-//! once as the database being unavailable), a caller waits at most the database's call
-//! timeout, and a success whose caller stopped waiting before its batch began is not written
-//! (the client was told it failed; its image is deleted).
+//! Bounded everywhere: at most `MAX_WAITING` successes are queued for the writer (past that,
+//! callers wait for room: a burst of thousands of answers arriving at once is written, not
+//! refused), a caller waits at most the database's call timeout in all (for room, then for its
+//! commit; past it the database counts as unavailable), and a success whose caller stopped
+//! waiting before its batch began is not written (the client was told it failed; its image is
+//! deleted).
 
 use std::time::Duration;
 
@@ -22,7 +24,7 @@ use super::{GenerationRow, write_successes};
 use crate::pool::{CallTimedOut, ConnectionPool};
 
 const MAX_BATCH: usize = 512;
-/// The most successes waiting for the writer.
+/// The most successes queued for the writer (more wait for room).
 const MAX_WAITING: usize = 4 * MAX_BATCH;
 
 struct Job {
@@ -101,26 +103,26 @@ impl SuccessWriter {
     /// waiting does not stop the write.
     pub(crate) async fn write(&self, row: GenerationRow) -> Result<(), RepositoryError> {
         let (done, written) = oneshot::channel();
-        self.jobs
-            .try_send(Job { row, done })
-            .map_err(|error| match error {
-                mpsc::error::TrySendError::Full(_) => RepositoryError::Unavailable(
-                    "too many generations are waiting to be recorded".into(),
-                ),
-                mpsc::error::TrySendError::Closed(_) => {
-                    RepositoryError::unexpected("the success writer has stopped")
-                }
-            })?;
-        // As long as any repository call: a caller that gives up is not written (see above).
-        match tokio::time::timeout(self.call_timeout, written).await {
+        let timed_out = || RepositoryError::Unavailable(Box::new(CallTimedOut(self.call_timeout)));
+        // As long as any repository call, room in the queue included: a caller that gives up
+        // is not written (see above).
+        let deadline = tokio::time::Instant::now() + self.call_timeout;
+        match tokio::time::timeout_at(deadline, self.jobs.send(Job { row, done })).await {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) => {
+                return Err(RepositoryError::unexpected(
+                    "the success writer has stopped",
+                ));
+            }
+            Err(_) => return Err(timed_out()),
+        }
+        match tokio::time::timeout_at(deadline, written).await {
             Ok(answer) => answer.unwrap_or_else(|_| {
                 Err(RepositoryError::unexpected(
                     "the success writer has stopped",
                 ))
             }),
-            Err(_) => Err(RepositoryError::Unavailable(Box::new(CallTimedOut(
-                self.call_timeout,
-            )))),
+            Err(_) => Err(timed_out()),
         }
     }
 }
