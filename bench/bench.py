@@ -25,6 +25,7 @@ import platform
 import random
 import re
 import secrets
+import shutil
 import socket
 import sqlite3
 import subprocess
@@ -470,6 +471,10 @@ def main():
         fake_process.terminate()
         redis_process.terminate()
         s3_process.terminate()
+        s3_process.wait()
+        # Thousands of 1.5 MB images: gigabytes of disk.
+        shutil.rmtree(work, ignore_errors=True)
+        shutil.rmtree(s3_root, ignore_errors=True)
 
     report = [f"# Benchmark {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC",
               "", f"Machine: {platform.machine()}, {os.cpu_count()} CPUs, {platform.platform()}.",
