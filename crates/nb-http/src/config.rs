@@ -1060,6 +1060,20 @@ mod tests {
     }
 
     #[test]
+    fn streams_per_connection_to_google_default_to_googles_cap() {
+        assert_eq!(config(&[]).unwrap().google_streams_per_connection, 100);
+        let set = config(&[("NB_UPSTREAM_STREAMS_PER_CONNECTION", "8")]).unwrap();
+        assert_eq!(set.google_streams_per_connection, 8);
+        let error = config(&[("NB_UPSTREAM_STREAMS_PER_CONNECTION", "0")]).unwrap_err();
+        assert!(
+            error
+                .to_string()
+                .starts_with("NB_UPSTREAM_STREAMS_PER_CONNECTION"),
+            "{error}"
+        );
+    }
+
+    #[test]
     fn the_upstream_cap_defaults_from_the_limits_table() {
         assert_eq!(
             config(&[]).unwrap().limits.upstream_concurrency,
