@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use bytes::Bytes;
 use nb_domain::generation::{GeneratedImage, ImageRequest, ProviderError};
 use nb_domain::ports::ImageProvider;
 use reqwest::StatusCode;
@@ -174,13 +175,14 @@ impl GeminiImageClient {
         ceiling.mul_f64(0.5 + fastrand::f64() / 2.0)
     }
 
-    async fn attempt(&self, url: &str, body: &[u8], method: Method, model: &str) -> Attempt {
+    async fn attempt(&self, url: &str, body: &Bytes, method: Method, model: &str) -> Attempt {
         let lease = self.connections.lease();
         let sent = lease
             .http()
             .post(url)
             .header(CONTENT_TYPE, "application/json")
-            .body(body.to_vec())
+            // A reference count, not a copy: with input images the body is megabytes.
+            .body(body.clone())
             .send()
             .await;
         let response = match sent {
@@ -364,7 +366,7 @@ impl ImageProvider for GeminiImageClient {
                 )),
             )
         };
-        let body = body.map_err(|error| ProviderError::Upstream(error.to_string()))?;
+        let body = Bytes::from(body.map_err(|error| ProviderError::Upstream(error.to_string()))?);
         let url = self.endpoint(model, method);
         let deadline = Instant::now() + self.settings.deadline;
 
