@@ -157,6 +157,16 @@ async fn run_flow_and_check_logs(backend: Backend) {
             .status(),
         502
     );
+    // The store drops the upload's connection: the failure is logged, and its presigned upload
+    // URL (a credential for that object) must not be.
+    s3.set_fault(nb_storage::testing::StoreFault::CloseConnections);
+    assert_eq!(
+        app.generate(&key, &json!({"prompt": "a plum"}))
+            .await
+            .status(),
+        503
+    );
+    s3.set_fault(nb_storage::testing::StoreFault::None);
     assert_eq!(app.get_with("/v1/usage", &token).await.status(), 200);
     // A key with limits, changed, used, and rolled: the new key is in the answer only.
     let limited: serde_json::Value = app
@@ -342,6 +352,21 @@ async fn run_flow_and_check_logs(backend: Backend) {
     assert!(
         text.contains("upstream_credentials_rejected"),
         "the upstream failure was not logged"
+    );
+    assert!(
+        text.contains("storage_unavailable"),
+        "the storage failure was not logged"
+    );
+    // Presigned upload URLs carry a signature good for writing that object. (The test's S3
+    // server, in this process, logs the requests it receives: its lines are not ours.)
+    let presigned: Vec<&str> = text
+        .lines()
+        .filter(|line| line.contains("X-Amz-Signature") && !line.contains("s3s"))
+        .take(3)
+        .collect();
+    assert!(
+        presigned.is_empty(),
+        "a presigned URL appears in the logs: {presigned:#?}"
     );
     assert!(
         text.contains("TRACE") || text.contains("DEBUG"),

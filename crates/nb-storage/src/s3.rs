@@ -159,8 +159,10 @@ fn header_value(value: &str) -> Result<HeaderValue, StorageError> {
     HeaderValue::from_str(value).map_err(|error| StorageError::Failed(Box::new(error)))
 }
 
-/// An upload that got no answer: unreachable, cut or timed out is `Unavailable`.
+/// An upload that got no answer: unreachable, cut or timed out is `Unavailable`. The URL is
+/// left out: its signature lets anyone write that object for a few minutes.
 fn upload_error(error: reqwest::Error) -> StorageError {
+    let error = error.without_url();
     if error.is_connect() || error.is_timeout() || error.is_request() || error.is_body() {
         StorageError::Unavailable(Box::new(error))
     } else {
