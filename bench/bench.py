@@ -277,7 +277,8 @@ def our_server(binary, database_url, fake, data_dir, name, settings=None):
                NB_GENERATIONS_PER_MINUTE_PER_ACCOUNT="4000000000", NB_AUTH_ATTEMPTS_PER_MINUTE_PER_IP="1000",
                NB_UPSTREAM_CONCURRENCY="20000", NB_UPSTREAM_QUEUE_TIMEOUT_SECONDS="60",
                NB_DB_POOL_SIZE="32", RUST_LOG="warn", JWT_SECRET=secrets.token_hex(32),
-               # The fake speaks h2c: one multiplexed connection, as HTTPS to Google negotiates.
+               # The fake speaks h2c (HTTP/2, as HTTPS to Google negotiates) and caps streams per
+               # connection at 100 as Google does: the server opens more connections past that.
                GOOGLE_GEMINI_HTTP2_PRIOR_KNOWLEDGE="true")
     env.update(settings or {})
     if database_url.startswith("sqlite"):
