@@ -585,6 +585,18 @@ crate::configured_on_both_backends!(
     },
 );
 
+/// Whether `answers_ok` says yes within ten seconds (asked every 100 ms): how the outage
+/// tests wait for the service to recover.
+async fn within_ten_seconds(mut answers_ok: impl AsyncFnMut() -> bool) -> bool {
+    for _ in 0..100 {
+        if answers_ok().await {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    false
+}
+
 /// Stops the database under a running server, then starts it again: requests get 503
 /// `database_unavailable` (never 500), `/readyz` says which check failed, and the service
 /// recovers by itself.
@@ -633,14 +645,8 @@ async fn a_database_outage_is_503_and_the_service_recovers() {
     tokio::task::spawn_blocking(move || starting.start_again())
         .await
         .unwrap();
-    let mut recovered = false;
-    for _ in 0..100 {
-        if app.get_with("/v1/keys", &token).await.status() == 200 {
-            recovered = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let recovered =
+        within_ten_seconds(async || app.get_with("/v1/keys", &token).await.status() == 200).await;
     assert!(
         recovered,
         "the service did not recover after the database came back"
@@ -777,19 +783,11 @@ async fn a_hung_database_is_503_within_the_bound_and_the_service_recovers() {
     assert_eq!(ready.status(), 503);
 
     proxy.freeze(false);
-    let mut recovered = false;
-    for _ in 0..100 {
-        if app
-            .generate(&key, &json!({"prompt": "after"}))
-            .await
-            .status()
-            == 200
-        {
-            recovered = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let recovered = within_ten_seconds(async || {
+        let after = app.generate(&key, &json!({"prompt": "after"})).await;
+        after.status() == 200
+    })
+    .await;
     assert!(
         recovered,
         "the service did not recover once the database answered"
@@ -1039,15 +1037,11 @@ async fn a_database_stopped_mid_load_keeps_usage_exact() {
         .await
         .unwrap();
     // Load goes on until the service is back, and a little longer.
-    let mut recovered = false;
-    for _ in 0..100 {
+    let recovered = within_ten_seconds(async || {
         let ready = app.client.get(app.url("/readyz")).send().await.unwrap();
-        if ready.status() == 200 {
-            recovered = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+        ready.status() == 200
+    })
+    .await;
     assert!(recovered, "not ready again after the database came back");
     tokio::time::sleep(Duration::from_millis(500)).await;
     running.store(false, Ordering::SeqCst);
