@@ -237,6 +237,8 @@ fn checked(
 pub(crate) struct ImageData {
     #[serde(skip_serializing_if = "Option::is_none")]
     url: Option<String>,
+    // Always `None` when serialized: `b64_json` answers are written by `base64_json_body`,
+    // in this shape, without building this struct. The field documents them in the schema.
     #[serde(skip_serializing_if = "Option::is_none")]
     b64_json: Option<String>,
     revised_prompt: String,
