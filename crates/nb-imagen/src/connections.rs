@@ -71,23 +71,29 @@ impl Connections {
     /// A stream on this thread's first connection with one to spare, on a new connection if
     /// none has, or (if a client cannot be built) on the least busy one.
     pub fn lease(&self) -> Lease {
-        let mut by_thread = self.lock();
-        let first_call = by_thread.is_empty();
-        let mine = by_thread.entry(std::thread::current().id()).or_default();
-        if first_call {
-            mine.push(self.first.clone());
-        }
-        let spare = mine
-            .iter()
-            .find(|connection| {
-                connection.in_flight.load(Ordering::Relaxed) < self.streams_per_connection
-            })
-            .cloned();
+        let thread = std::thread::current().id();
+        let spare = {
+            let mut by_thread = self.lock();
+            let first_call = by_thread.is_empty();
+            let mine = by_thread.entry(thread).or_default();
+            if first_call {
+                mine.push(self.first.clone());
+            }
+            mine.iter()
+                .find(|connection| {
+                    connection.in_flight.load(Ordering::Relaxed) < self.streams_per_connection
+                })
+                .cloned()
+        };
         let connection = match spare {
             Some(connection) => connection,
+            // Built outside the lock (a client loads its TLS roots), so other threads lease
+            // meanwhile. Only this thread adds to its own list, and it is busy here.
             None => match (self.make)() {
                 Ok(http) => {
                     let connection = Arc::new(Connection::new(http));
+                    let mut by_thread = self.lock();
+                    let mine = by_thread.entry(thread).or_default();
                     mine.push(connection.clone());
                     tracing::debug!(
                         connections = mine.len(),
@@ -97,8 +103,14 @@ impl Connections {
                 }
                 Err(error) => {
                     tracing::warn!(%error, "cannot open one more connection to the provider");
-                    mine.iter()
-                        .min_by_key(|connection| connection.in_flight.load(Ordering::Relaxed))
+                    let by_thread = self.lock();
+                    by_thread
+                        .get(&thread)
+                        .and_then(|mine| {
+                            mine.iter().min_by_key(|connection| {
+                                connection.in_flight.load(Ordering::Relaxed)
+                            })
+                        })
                         .unwrap_or(&self.first)
                         .clone()
                 }
