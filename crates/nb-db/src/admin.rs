@@ -7,12 +7,12 @@ use async_trait::async_trait;
 use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
 use nb_domain::RepositoryError;
+use nb_domain::accounts::UserId;
 use nb_domain::admin::{AccountChanges, AccountOverview, AccountSettings, AuditEntry};
 use nb_domain::api_keys::KeyUsage;
 use nb_domain::pagination::{Cursor, Page, PageRequest};
 use nb_domain::ports::AdminRepository;
 use nb_domain::quota::{PeriodLimits, QuotaPeriod, QuotaScope};
-use nb_domain::user::UserId;
 use serde::{Deserialize, Serialize};
 use time::{Date, OffsetDateTime, PrimitiveDateTime};
 

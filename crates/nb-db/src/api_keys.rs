@@ -6,14 +6,14 @@ use async_trait::async_trait;
 use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
 use nb_domain::RepositoryError;
+use nb_domain::accounts::UserId;
 use nb_domain::api_keys::{
     ApiKeyHash, ApiKeyId, ApiKeyRecord, AuthenticatedApiKey, KeyAccess, KeyChanges, KeyLimits,
     KeyMode, NewApiKey,
 };
 use nb_domain::pagination::{Cursor, Page, PageRequest};
 use nb_domain::ports::{ApiKeyRepository, InsertKeyError};
-use nb_domain::quota::{PeriodLimits, QuotaScope};
-use nb_domain::user::UserId;
+use nb_domain::quota::{PeriodLimits, QuotaScope, quota_applies};
 use time::{OffsetDateTime, PrimitiveDateTime};
 
 use crate::convert::{
@@ -408,9 +408,7 @@ impl ApiKeyRepository for Database {
                 key_id: record.id,
                 user_id: record.user_id,
                 per_minute: record.limits.per_minute,
-                // A test key's images count only against its own quotas, never its account's.
-                quota_applies: !record.limits.quotas.is_empty()
-                    || (record.mode == KeyMode::Live && !account_limits.is_empty()),
+                quota_applies: quota_applies(record.limits.quotas, record.mode, account_limits),
                 mode: record.mode,
             },
             expires_at: record.expires_at,

@@ -3,28 +3,25 @@
 //! A reservation runs in one transaction that first locks the account's row (PostgreSQL;
 //! SQLite's transaction holds the write lock from its start), so every reservation of one
 //! account is decided one after another, across instances too: it reads the key's and the
-//! account's state and limits as they are, reads the counters, refuses when any quota would
-//! be passed, and otherwise adds to every counter with a conditional upsert (`… ON CONFLICT
-//! DO UPDATE SET count = count + n WHERE count <= limit - n`). A release subtracts from the
-//! counters of the periods the reservation was made in.
+//! account's state and limits as they are and the counters the domain names, the domain
+//! decides (`nb_domain::quota::reservation`), and a grant adds to every counter with a
+//! conditional upsert (`… ON CONFLICT DO UPDATE SET count = count + n WHERE count <= limit -
+//! n`). A release subtracts from the counters of the periods the reservation was made in.
 
 use async_trait::async_trait;
 use diesel::prelude::*;
 use diesel::upsert::excluded;
 use nb_domain::RepositoryError;
-use nb_domain::api_keys::{AuthenticatedApiKey, KeyMode};
+use nb_domain::api_keys::{AuthenticatedApiKey, KeyMode, KeyState};
 use nb_domain::ports::QuotaRepository;
 use nb_domain::quota::{
-    QuotaPeriod, QuotaScope, QuotaStanding, Reservation, ReserveError, Reserved, longest_refusal,
-    tightest,
+    PeriodLimits, QuotaScope, Reservation, ReservationState, ReserveError, Reserved, decide,
 };
-use time::{Date, OffsetDateTime, PrimitiveDateTime};
+use time::{OffsetDateTime, PrimitiveDateTime};
 
-use crate::convert::{to_limit, to_stored_time};
+use crate::convert::{from_stored_time, to_limit};
 use crate::pool::{Database, with_transaction};
 use crate::schema::{api_keys, quota_counters, users};
-
-const PERIODS: [QuotaPeriod; 2] = [QuotaPeriod::Day, QuotaPeriod::Month];
 
 /// Sets a key's or an account's counters for the periods holding `$at` from its recorded
 /// usage (`usage_daily`), in the caller's transaction: for when its quotas change.
@@ -99,8 +96,9 @@ macro_rules! set_counters_from_usage {
 }
 pub(crate) use set_counters_from_usage;
 
-/// The state a reservation is decided on, read in its transaction.
-type KeyState = (
+/// The state a reservation is decided on, as read in its transaction: the key's `is_active`,
+/// `expires_at`, day and month quotas and mode; the account's `disabled`, day and month quotas.
+type StateRow = (
     bool,
     Option<PrimitiveDateTime>,
     Option<i64>,
@@ -111,20 +109,30 @@ type KeyState = (
     Option<i64>,
 );
 
-/// One counter a reservation would add to.
-#[derive(Clone, Copy)]
-struct Counter {
-    scope: QuotaScope,
-    period: QuotaPeriod,
-    limit: u64,
+fn reservation_state(row: StateRow) -> Result<ReservationState, RepositoryError> {
+    let (active, expires_at, key_day, key_month, mode, disabled, account_day, account_month) = row;
+    Ok(ReservationState {
+        key: KeyState {
+            revoked: !active,
+            expires_at: expires_at.map(from_stored_time),
+            account_disabled: disabled,
+        },
+        mode: KeyMode::parse(&mode).map_err(RepositoryError::unexpected)?,
+        key_quotas: PeriodLimits {
+            per_day: to_limit(key_day),
+            per_month: to_limit(key_month),
+        },
+        account_quotas: PeriodLimits {
+            per_day: to_limit(account_day),
+            per_month: to_limit(account_month),
+        },
+    })
 }
 
-impl Counter {
-    fn subject<'a>(&self, key_id: &'a str, user_id: &'a str) -> &'a str {
-        match self.scope {
-            QuotaScope::Key => key_id,
-            QuotaScope::Account => user_id,
-        }
+fn subject<'a>(scope: QuotaScope, key_id: &'a str, user_id: &'a str) -> &'a str {
+    match scope {
+        QuotaScope::Key => key_id,
+        QuotaScope::Account => user_id,
     }
 }
 
@@ -134,6 +142,8 @@ fn stored(count: u64) -> i64 {
 
 #[async_trait]
 impl QuotaRepository for Database {
+    /// Reads the state and the counters under the account's lock, lets the domain decide
+    /// ([`ReservationState::counters`], [`decide`]), and writes what it granted.
     #[tracing::instrument(skip(self, caller), fields(key_id = %caller.key_id))]
     async fn reserve(
         &self,
@@ -142,11 +152,8 @@ impl QuotaRepository for Database {
         at: OffsetDateTime,
     ) -> Result<Reserved, ReserveError> {
         let (key_id, user_id) = (caller.key_id.to_string(), caller.user_id.to_string());
-        let now = to_stored_time(at);
-        let starts: [Date; 2] = PERIODS.map(|period| period.starts_on(at));
-        let caller = *caller;
         let decided = with_transaction!(self, lock_user: Some(&user_id), |conn, run| {
-            let state: Option<KeyState> = run!(
+            let row: Option<StateRow> = run!(
                 api_keys::table
                     .inner_join(users::table)
                     .filter(api_keys::id.eq(&key_id))
@@ -164,90 +171,46 @@ impl QuotaRepository for Database {
                 conn
             )
             .optional()?;
-            let Some((
-                active,
-                expires_at,
-                key_day,
-                key_month,
-                mode,
-                disabled,
-                account_day,
-                account_month,
-            )) = state
-            else {
-                return Ok(Err(ReserveError::KeyRevoked));
+            let state = match row.map(reservation_state).transpose() {
+                Ok(state) => state,
+                Err(error) => return Ok(Err(ReserveError::Repository(error))),
             };
-            if !active {
-                return Ok(Err(ReserveError::KeyRevoked));
-            }
-            if expires_at.is_some_and(|expires_at| expires_at <= now) {
-                return Ok(Err(ReserveError::KeyExpired));
-            }
-            if disabled {
-                return Ok(Err(ReserveError::AccountDisabled));
-            }
-            // A test key's images never count against its account's (live) quotas.
-            let (account_day, account_month) = if mode == KeyMode::Test.as_str() {
-                (None, None)
-            } else {
-                (account_day, account_month)
+            let counters = match ReservationState::counters(state.as_ref(), at) {
+                Ok(counters) => counters,
+                Err(refused) => return Ok(Err(refused)),
             };
-            let counters: Vec<Counter> = [
-                (QuotaScope::Key, QuotaPeriod::Day, key_day),
-                (QuotaScope::Key, QuotaPeriod::Month, key_month),
-                (QuotaScope::Account, QuotaPeriod::Day, account_day),
-                (QuotaScope::Account, QuotaPeriod::Month, account_month),
-            ]
-            .into_iter()
-            .filter_map(|(scope, period, limit)| {
-                Some(Counter {
-                    scope,
-                    period,
-                    limit: to_limit(limit)?.get(),
-                })
-            })
-            .collect();
             // Where each counter stands now: under the account's lock nobody else moves them.
             let mut standings = Vec::with_capacity(counters.len());
             for counter in &counters {
-                let starts_on = starts[usize::from(counter.period == QuotaPeriod::Month)];
                 let used: Option<i64> = run!(
                     quota_counters::table
                         .filter(quota_counters::subject_kind.eq(counter.scope.as_str()))
-                        .filter(quota_counters::subject_id.eq(counter.subject(&key_id, &user_id)))
+                        .filter(quota_counters::subject_id.eq(subject(
+                            counter.scope,
+                            &key_id,
+                            &user_id
+                        )))
                         .filter(quota_counters::period.eq(counter.period.as_str()))
-                        .filter(quota_counters::starts_on.eq(starts_on))
+                        .filter(quota_counters::starts_on.eq(counter.starts_on(at)))
                         .select(quota_counters::count),
                     first,
                     conn
                 )
                 .optional()?;
                 let used = used.and_then(|n| u64::try_from(n).ok()).unwrap_or(0);
-                let standing = QuotaStanding {
-                    scope: counter.scope,
-                    period: counter.period,
-                    limit: counter.limit,
-                    used,
-                    resets_at: counter.period.resets_at(at),
-                    checked_at: at,
-                };
-                standings.push(standing);
+                standings.push(counter.standing(used, at));
             }
-            let refusals = standings
-                .iter()
-                .filter(|standing| standing.used + images > standing.limit)
-                .copied();
-            if let Some(refusal) = longest_refusal(refusals) {
-                return Ok(Err(ReserveError::Exceeded(refusal)));
-            }
-            for (counter, standing) in counters.iter().zip(&mut standings) {
-                let starts_on = starts[usize::from(counter.period == QuotaPeriod::Month)];
+            let after = match decide(standings, images) {
+                Ok(after) => after,
+                Err(refused) => return Ok(Err(refused)),
+            };
+            for (counter, expected) in counters.iter().zip(&after) {
                 let upsert = diesel::insert_into(quota_counters::table)
                     .values((
                         quota_counters::subject_kind.eq(counter.scope.as_str()),
-                        quota_counters::subject_id.eq(counter.subject(&key_id, &user_id)),
+                        quota_counters::subject_id.eq(subject(counter.scope, &key_id, &user_id)),
                         quota_counters::period.eq(counter.period.as_str()),
-                        quota_counters::starts_on.eq(starts_on),
+                        quota_counters::starts_on.eq(counter.starts_on(at)),
                         quota_counters::count.eq(stored(images)),
                     ))
                     .on_conflict((
@@ -265,7 +228,7 @@ impl QuotaRepository for Database {
                 // statement, so no count can pass the limit whatever else runs.
                 let conditional = diesel::query_dsl::methods::FilterDsl::filter(
                     upsert,
-                    quota_counters::count.le(stored(counter.limit - images)),
+                    quota_counters::count.le(stored(counter.limit.get() - images)),
                 );
                 let counted: Option<i64> = run!(
                     conditional.returning(quota_counters::count),
@@ -273,28 +236,15 @@ impl QuotaRepository for Database {
                     conn
                 )
                 .optional()?;
-                match counted.and_then(|n| u64::try_from(n).ok()) {
-                    Some(used) => standing.used = used,
-                    // Cannot happen under the lock; never count past a limit if it does.
-                    None => return Err(diesel::result::Error::RollbackTransaction),
+                // Under the lock the count is the one decided on; never count past a limit
+                // if it is not.
+                if counted.and_then(|n| u64::try_from(n).ok()) != Some(expected.used) {
+                    return Err(diesel::result::Error::RollbackTransaction);
                 }
             }
-            Ok(Ok(standings))
+            Ok(Ok(after))
         })?;
-        let standings = decided?;
-        Ok(Reserved {
-            reservation: Reservation {
-                key_id: caller.key_id,
-                user_id: caller.user_id,
-                images,
-                at,
-                counted: standings
-                    .iter()
-                    .map(|standing| (standing.scope, standing.period))
-                    .collect(),
-            },
-            tightest: tightest(standings),
-        })
+        Ok(Reserved::new(caller, images, at, decided?))
     }
 
     #[tracing::instrument(skip(self, reservation), fields(key_id = %reservation.key_id))]

@@ -17,7 +17,7 @@ use async_trait::async_trait;
 use diesel::sql_types::{Double, Integer, Text};
 use diesel_async::RunQueryDsl;
 use nb_domain::RepositoryError;
-use nb_domain::rate_limit::{PerMinute, RateDecision, RateLimitKey, RateLimiter};
+use nb_domain::rate_limit::{PerMinute, RateDecision, RateLimitError, RateLimitKey, RateLimiter};
 use tokio::sync::oneshot;
 
 use crate::convert::query_error;
@@ -252,7 +252,7 @@ impl RateLimiter for PostgresRateLimiter {
         &self,
         key: &RateLimitKey,
         rate: PerMinute,
-    ) -> Result<RateDecision, RepositoryError> {
+    ) -> Result<RateDecision, RateLimitError> {
         let limit = rate.get();
         let interval = WINDOW_SECONDS / f64::from(limit);
         // Counted per allowance too, as in memory: a changed limit starts afresh.
@@ -282,7 +282,7 @@ impl RateLimiter for PostgresRateLimiter {
         }
         // At most one call's bound, whatever is ahead of this request in its subject's queue
         // (a decision that comes later is dropped: the request was refused, fail closed).
-        match tokio::time::timeout(self.database.call_timeout, decision).await {
+        let decided = match tokio::time::timeout(self.database.call_timeout, decision).await {
             Ok(Ok(decided)) => decided,
             Ok(Err(_dropped)) => Err(RepositoryError::unexpected(
                 "the rate-limit decision was dropped before it was made",
@@ -290,10 +290,11 @@ impl RateLimiter for PostgresRateLimiter {
             Err(_) => Err(RepositoryError::Unavailable(Box::new(
                 crate::pool::CallTimedOut(self.database.call_timeout),
             ))),
-        }
+        };
+        Ok(decided?)
     }
 
-    async fn forget_idle(&self) -> Result<u64, RepositoryError> {
+    async fn forget_idle(&self) -> Result<u64, RateLimitError> {
         let deleted = with_connection!(&self.database, |conn| {
             diesel::sql_query(
                 "DELETE FROM rate_limits WHERE tat < extract(epoch FROM statement_timestamp())",

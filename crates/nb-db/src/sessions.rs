@@ -4,8 +4,8 @@ use async_trait::async_trait;
 use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
 use nb_domain::RepositoryError;
+use nb_domain::accounts::{Session, SessionId, User, UserId};
 use nb_domain::ports::SessionRepository;
-use nb_domain::user::{Session, SessionId, User, UserId};
 use time::{OffsetDateTime, PrimitiveDateTime};
 
 use crate::convert::{query_error, to_stored_time};

@@ -4,9 +4,9 @@ use async_trait::async_trait;
 use diesel::prelude::*;
 use diesel_async::{AsyncConnection, RunQueryDsl};
 use nb_domain::RepositoryError;
+use nb_domain::accounts::{EmailAddress, NewUser, PasswordHash, User, UserCredentials, UserId};
 use nb_domain::generation::ObjectKey;
 use nb_domain::ports::{ErasedAccount, InsertUserError, UserRepository};
-use nb_domain::user::{EmailAddress, NewUser, PasswordHash, User, UserCredentials, UserId};
 use time::{OffsetDateTime, PrimitiveDateTime};
 
 use nb_domain::quota::{PeriodLimits, QuotaScope};

@@ -7,6 +7,7 @@ use nb_db::{Database, GenerationStore};
 use nb_domain::api_keys::AuthenticatedApiKey;
 use std::num::NonZeroU32;
 
+use nb_domain::accounts::{EmailAddress, NewUser, PasswordHash, Session, SessionId, User, UserId};
 use nb_domain::admin::{ACCOUNT_UPDATE, AccountChanges, AccountSettings, AuditEntry};
 use nb_domain::api_keys::{
     ApiKeyHash, ApiKeyId, ApiKeyName, ApiKeyRecord, KeyChanges, KeyLimits, KeyMode, KeyUsage,
@@ -25,7 +26,6 @@ use nb_domain::quota::{
     PeriodLimits, QuotaLimit, QuotaPeriod, QuotaScope, QuotaStanding, ReserveError, Reserved,
 };
 use nb_domain::usage::UsageFact;
-use nb_domain::user::{EmailAddress, NewUser, PasswordHash, Session, SessionId, User, UserId};
 use time::macros::datetime;
 use time::{Date, Duration, OffsetDateTime};
 use uuid::Uuid;

@@ -1,15 +1,18 @@
 //! NanoBanana's domain: what an account, an API key, a generation and usage are, the rules
 //! that govern them, and the ports through which the outside world is reached.
 //!
-//! Nothing here performs I/O or knows about HTTP or SQL: adapters implement the traits in
-//! [`ports`], and `nb-http` wires them into the services in [`accounts`], [`api_keys`] and
-//! [`generation`].
+//! Nothing here performs I/O or knows about HTTP or SQL. Each feature is a module with its
+//! model, its ports (the traits adapters implement) and its service (what the HTTP adapter
+//! calls); [`ports`] gathers every port. The `nanobanana` binary wires adapters into the
+//! services.
+//!
+//! Inside this crate, code imports a name from the module that defines it, never through a
+//! feature's re-exports: the module graph stays free of cycles.
 
 pub mod accounts;
 pub mod admin;
 pub mod api_keys;
 pub mod encoding;
-pub mod erasure;
 pub mod error;
 pub mod generation;
 pub mod idempotency;
@@ -17,8 +20,9 @@ pub mod pagination;
 pub mod ports;
 pub mod quota;
 pub mod rate_limit;
+pub mod readiness;
+pub mod system;
 pub mod text;
 pub mod usage;
-pub mod user;
 
 pub use error::RepositoryError;

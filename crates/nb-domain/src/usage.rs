@@ -2,7 +2,7 @@
 
 use time::{Date, OffsetDateTime, UtcOffset};
 
-use crate::api_keys::{ApiKeyId, KeyMode};
+use crate::api_keys::model::{ApiKeyId, KeyMode};
 
 /// Images one key made on one UTC day (with one model, when the model is asked for).
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -21,6 +21,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use nb_domain::RepositoryError;
 use nb_domain::ports::{NotReady, ReadinessCheck};
+use nb_domain::rate_limit::RateLimitError;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
 pub use key_changes::{CHANNEL, listen_for_key_changes};
@@ -38,8 +39,8 @@ pub struct InvalidRedisUrl {
     reason: String,
 }
 
-/// Why Redis could not be used: the cause of every `RepositoryError::Unavailable` this
-/// adapter returns, so the HTTP layer can say that Redis (not the database) is down.
+/// Why Redis could not be used: the cause of `RateLimitError::Unavailable` and of
+/// `NotReady::SharedStateUnreachable` from this adapter.
 #[derive(Debug, thiserror::Error)]
 #[error("Redis cannot be reached: {0}")]
 pub struct RedisUnavailable(String);
@@ -107,17 +108,17 @@ impl ReadinessCheck for Redis {
     }
 }
 
-/// Redis errors as the ports see them: the server cannot be reached (or did not answer in
-/// time) is `Unavailable`; anything else (a script error, a wrong type) is a bug.
-fn repository_error(error: redis::RedisError) -> RepositoryError {
+/// Redis errors as the limiter port sees them: the server cannot be reached (or did not
+/// answer in time) is `Unavailable`; anything else (a script error, a wrong type) is a bug.
+fn limiter_error(error: redis::RedisError) -> RateLimitError {
     if error.is_io_error()
         || error.is_timeout()
         || error.is_connection_dropped()
         || error.is_connection_refusal()
         || error.is_unrecoverable_error()
     {
-        RepositoryError::Unavailable(Box::new(RedisUnavailable(error.to_string())))
+        RateLimitError::Unavailable(Box::new(RedisUnavailable(error.to_string())))
     } else {
-        RepositoryError::Unexpected(Box::new(error))
+        RateLimitError::Repository(RepositoryError::Unexpected(Box::new(error)))
     }
 }

@@ -11,10 +11,9 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
-use nb_domain::RepositoryError;
-use nb_domain::rate_limit::{PerMinute, RateDecision, RateLimitKey, RateLimiter};
+use nb_domain::rate_limit::{PerMinute, RateDecision, RateLimitError, RateLimitKey, RateLimiter};
 
-use crate::{Redis, repository_error};
+use crate::{Redis, limiter_error};
 
 /// The window an allowance refills in, in microseconds.
 const WINDOW_MICROS: u64 = 60_000_000;
@@ -60,7 +59,7 @@ impl RateLimiter for RedisRateLimiter {
         &self,
         key: &RateLimitKey,
         rate: PerMinute,
-    ) -> Result<RateDecision, RepositoryError> {
+    ) -> Result<RateDecision, RateLimitError> {
         let limit = rate.get();
         // At least a microsecond: larger allowances than a million a minute are as good as
         // none, and a zero step would never move the arrival time.
@@ -80,7 +79,7 @@ impl RateLimiter for RedisRateLimiter {
             .arg(WINDOW_MICROS)
             .invoke_async(&mut connection)
             .await
-            .map_err(repository_error)?;
+            .map_err(limiter_error)?;
         let ahead = u64::try_from(ahead).unwrap_or(0);
         Ok(if allowed == 1 {
             RateDecision {
@@ -106,7 +105,7 @@ impl RateLimiter for RedisRateLimiter {
     }
 
     /// Nothing to do: keys expire by themselves once their allowance is full.
-    async fn forget_idle(&self) -> Result<u64, RepositoryError> {
+    async fn forget_idle(&self) -> Result<u64, RateLimitError> {
         Ok(0)
     }
 }

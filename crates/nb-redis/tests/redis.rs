@@ -8,7 +8,9 @@ use std::time::{Duration, Instant};
 use nb_domain::RepositoryError;
 use nb_domain::api_keys::ApiKeyId;
 use nb_domain::ports::{KeyChange, KeyChangeBroadcast, ReadinessCheck};
-use nb_domain::rate_limit::{LimitSubject, LimitedAction, PerMinute, RateLimitKey, RateLimiter};
+use nb_domain::rate_limit::{
+    LimitSubject, LimitedAction, PerMinute, RateLimitError, RateLimitKey, RateLimiter,
+};
 use nb_redis::testing::EphemeralRedis;
 use nb_redis::{RESPONSE_TIMEOUT, Redis};
 use uuid::Uuid;
@@ -116,7 +118,7 @@ async fn redis_down_is_unavailable_and_the_limiter_recovers_when_it_is_back() {
     server.kill();
     let error = limiter.check(&key, rate).await.unwrap_err();
     assert!(
-        matches!(error, RepositoryError::Unavailable(_)),
+        matches!(error, RateLimitError::Unavailable(_)),
         "{error:?}"
     );
     assert!(redis.check_ready().await.is_err());
@@ -148,7 +150,7 @@ async fn a_hung_redis_is_unavailable_within_the_response_timeout() {
     let error = limiter.check(&key, rate).await.unwrap_err();
     let waited = asked.elapsed();
     assert!(
-        matches!(error, RepositoryError::Unavailable(_)),
+        matches!(error, RateLimitError::Unavailable(_)),
         "{error:?}"
     );
     // The documented bound (with room for a loaded machine), not the TCP timeout's minutes.

@@ -7,13 +7,13 @@ use async_trait::async_trait;
 use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
 use nb_domain::RepositoryError;
+use nb_domain::accounts::UserId;
 use nb_domain::api_keys::{ApiKeyId, KeyMode};
 use nb_domain::generation::{
     GenerationId, GenerationStatus, HistoryFilter, ObjectKey, StoredGeneration,
 };
 use nb_domain::pagination::{Cursor, Page, PageRequest};
 use nb_domain::ports::HistoryRepository;
-use nb_domain::user::UserId;
 use time::{OffsetDateTime, PrimitiveDateTime};
 
 use super::GenerationStore;

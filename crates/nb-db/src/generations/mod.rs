@@ -15,12 +15,12 @@ use diesel::prelude::*;
 use diesel::upsert::excluded;
 use diesel_async::{AsyncConnection, RunQueryDsl};
 use nb_domain::RepositoryError;
+use nb_domain::accounts::UserId;
 use nb_domain::api_keys::{ApiKeyId, KeyMode, KeyUsage};
 use nb_domain::generation::{GenerationOutcome, GenerationRecord, size_label};
 use nb_domain::ports::GenerationRepository;
 use nb_domain::quota::QuotaPeriod;
 use nb_domain::usage::UsageFact;
-use nb_domain::user::UserId;
 use time::{Date, OffsetDateTime, PrimitiveDateTime};
 
 use self::success_writer::SuccessWriter;

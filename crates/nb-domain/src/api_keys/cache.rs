@@ -25,12 +25,13 @@ use async_trait::async_trait;
 use time::OffsetDateTime;
 
 use super::model::{ApiKeyHash, ApiKeyId, ApiKeyRecord, KeyAccess, KeyChanges, NewApiKey};
-use crate::RepositoryError;
-use crate::pagination::{Page, PageRequest};
-use crate::ports::{
-    ApiKeyRepository, Clock, InsertKeyError, KeyChange, KeyChangeBroadcast, KeyInvalidation,
+use crate::accounts::model::UserId;
+use crate::api_keys::ports::{
+    ApiKeyRepository, InsertKeyError, KeyChange, KeyChangeBroadcast, KeyInvalidation,
 };
-use crate::user::UserId;
+use crate::error::RepositoryError;
+use crate::pagination::{Page, PageRequest};
+use crate::system::Clock;
 
 /// How long a verified key is trusted without asking the database again.
 pub const DEFAULT_KEY_CACHE_TTL: Duration = Duration::from_secs(30);
@@ -329,8 +330,8 @@ impl ApiKeyRepository for CachingApiKeyRepository {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api_keys::{ApiKeySecret, AuthenticatedApiKey};
-    use crate::ports::MockApiKeyRepository;
+    use crate::api_keys::model::{ApiKeySecret, AuthenticatedApiKey};
+    use crate::api_keys::ports::MockApiKeyRepository;
     use time::macros::datetime;
     use uuid::Uuid;
 
@@ -464,7 +465,7 @@ mod tests {
 
     #[tokio::test]
     async fn changes_are_announced_and_announcements_are_applied_without_echo() {
-        let mut peers = crate::ports::MockKeyChangeBroadcast::new();
+        let mut peers = crate::api_keys::ports::MockKeyChangeBroadcast::new();
         peers
             .expect_announce()
             .withf(|change| *change == KeyChange::Key(KEY_ID))

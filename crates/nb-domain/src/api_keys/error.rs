@@ -1,7 +1,8 @@
 //! How key operations can fail.
 
-use crate::RepositoryError;
-use crate::ports::RandomnessUnavailable;
+use super::model::KeyRefusal;
+use crate::error::RepositoryError;
+use crate::system::RandomnessUnavailable;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CreateKeyError {
@@ -61,4 +62,15 @@ pub enum AuthenticateKeyError {
     AccountDisabled,
     #[error(transparent)]
     Repository(#[from] RepositoryError),
+}
+
+impl From<KeyRefusal> for AuthenticateKeyError {
+    fn from(refusal: KeyRefusal) -> Self {
+        match refusal {
+            // Revoked keys are not found by hash: one answer for unknown and revoked.
+            KeyRefusal::Revoked => Self::InvalidKey,
+            KeyRefusal::Expired => Self::Expired,
+            KeyRefusal::AccountDisabled => Self::AccountDisabled,
+        }
+    }
 }

@@ -12,9 +12,9 @@ use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use crate::quota::PeriodLimits;
+use crate::accounts::model::UserId;
+use crate::quota::model::PeriodLimits;
 use crate::text::has_hidden_characters;
-use crate::user::UserId;
 
 pub const API_KEY_PREFIX: &str = "nb_live_";
 pub const TEST_API_KEY_PREFIX: &str = "nb_test_";
@@ -403,6 +403,54 @@ pub struct KeyAccess {
     pub account_disabled: bool,
 }
 
+impl KeyAccess {
+    /// The caller, when the key may be used at `now` (see [`KeyState::check`]).
+    pub fn check(&self, now: OffsetDateTime) -> Result<AuthenticatedApiKey, KeyRefusal> {
+        KeyState {
+            revoked: false,
+            expires_at: self.expires_at,
+            account_disabled: self.account_disabled,
+        }
+        .check(now)?;
+        Ok(self.key)
+    }
+}
+
+/// Why a key that was issued may not be used now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyRefusal {
+    Revoked,
+    Expired,
+    AccountDisabled,
+}
+
+/// What decides whether a key may be used: read from the database (a reservation) or from
+/// a lookup by hash (authentication), and judged by the one rule in [`KeyState::check`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KeyState {
+    pub revoked: bool,
+    pub expires_at: Option<OffsetDateTime>,
+    pub account_disabled: bool,
+}
+
+impl KeyState {
+    /// `Ok` when the key may be used at `now`. Otherwise the first that holds of: revoked,
+    /// expired (at or after `expires_at`), its account disabled — so a client is told the
+    /// most specific thing it can act on about its key before anything about its account.
+    pub fn check(&self, now: OffsetDateTime) -> Result<(), KeyRefusal> {
+        if self.revoked {
+            return Err(KeyRefusal::Revoked);
+        }
+        if self.expires_at.is_some_and(|expires_at| expires_at <= now) {
+            return Err(KeyRefusal::Expired);
+        }
+        if self.account_disabled {
+            return Err(KeyRefusal::AccountDisabled);
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -487,5 +535,58 @@ mod tests {
                 field
             );
         }
+    }
+
+    #[test]
+    fn a_key_is_refused_as_revoked_then_expired_then_disabled() {
+        let now = time::macros::datetime!(2026-11-30 12:00 UTC);
+        let worst = KeyState {
+            revoked: true,
+            expires_at: Some(now - time::Duration::days(1)),
+            account_disabled: true,
+        };
+        assert_eq!(worst.check(now), Err(KeyRefusal::Revoked));
+        let unrevoked = KeyState {
+            revoked: false,
+            ..worst
+        };
+        assert_eq!(unrevoked.check(now), Err(KeyRefusal::Expired));
+        // Expired at exactly `now`.
+        let at_expiry = KeyState {
+            expires_at: Some(now),
+            ..unrevoked
+        };
+        assert_eq!(at_expiry.check(now), Err(KeyRefusal::Expired));
+        let disabled = KeyState {
+            expires_at: None,
+            ..unrevoked
+        };
+        assert_eq!(disabled.check(now), Err(KeyRefusal::AccountDisabled));
+        let usable = KeyState {
+            account_disabled: false,
+            ..disabled
+        };
+        assert_eq!(usable.check(now), Ok(()));
+    }
+
+    #[test]
+    fn a_found_key_is_its_caller_when_usable() {
+        let now = time::macros::datetime!(2026-11-30 12:00 UTC);
+        let key = AuthenticatedApiKey::unlimited(
+            ApiKeyId(Uuid::from_u128(1)),
+            UserId(Uuid::from_u128(2)),
+        );
+        let access = KeyAccess {
+            key,
+            expires_at: Some(now + time::Duration::seconds(1)),
+            account_disabled: false,
+        };
+        assert_eq!(access.check(now), Ok(key));
+        let expired_and_disabled = KeyAccess {
+            expires_at: Some(now),
+            account_disabled: true,
+            ..access
+        };
+        assert_eq!(expired_and_disabled.check(now), Err(KeyRefusal::Expired));
     }
 }

@@ -2,6 +2,7 @@
 //! caching verified keys and coalescing `last_used_at` writes is the job of the repository it
 //! is given (see [`super::CachingApiKeyRepository`]).
 
+use async_trait::async_trait;
 use std::fmt;
 use std::sync::Arc;
 
@@ -17,14 +18,13 @@ use super::model::{
     API_KEY_RANDOM_BYTES, ApiKeyId, ApiKeyRecord, ApiKeySecret, ApiKeyView, AuthenticatedApiKey,
     CreatedApiKey, KeyChanges, KeyMode, KeySettings, NewApiKey,
 };
-use crate::RepositoryError;
+use crate::accounts::model::UserId;
+use crate::api_keys::ports::{ApiKeyRepository, InsertKeyError};
+use crate::error::RepositoryError;
+use crate::generation::ports::GenerationRepository;
 use crate::pagination::{Page, PageRequest};
-use crate::ports::{
-    ApiKeyRepository, Clock, GenerationRepository, IdGenerator, InsertKeyError, RandomSource,
-    to_microseconds,
-};
-use crate::quota::PeriodLimits;
-use crate::user::UserId;
+use crate::quota::model::PeriodLimits;
+use crate::system::{Clock, IdGenerator, RandomSource, to_microseconds};
 
 /// The ports an [`ApiKeyService`] works through.
 #[derive(Clone)]
@@ -77,6 +77,57 @@ impl fmt::Debug for ApiKeyService {
     }
 }
 
+/// API keys as the HTTP adapter uses them: issued, listed, changed, rolled, revoked, and checked on every generation.
+#[cfg_attr(feature = "mock", mockall::automock)]
+#[async_trait]
+pub trait ApiKeys: Send + Sync + 'static {
+    /// Creates a key. A live key's quotas left out take the deployment's defaults for new
+    /// keys (a test key's quotas count only its own test images, so it gets none unasked).
+    async fn create(
+        &self,
+        user_id: UserId,
+        mut settings: KeySettings,
+    ) -> Result<CreatedApiKey, CreateKeyError>;
+
+    /// One page of the user's keys, revoked ones included, newest first.
+    async fn list(
+        &self,
+        user_id: UserId,
+        page: PageRequest,
+    ) -> Result<Page<ApiKeyView>, RepositoryError>;
+
+    /// One of the user's keys.
+    async fn get(&self, user_id: UserId, key_id: ApiKeyId) -> Result<ApiKeyView, FindKeyError>;
+
+    /// Renames a key, changes or removes its expiry, or changes its limits. A new expiry
+    /// must be in the future.
+    async fn update(
+        &self,
+        user_id: UserId,
+        key_id: ApiKeyId,
+        mut changes: KeyChanges,
+    ) -> Result<ApiKeyView, UpdateKeyError>;
+
+    /// A new key with the old one's name and limits, shown once; the old key keeps working
+    /// for `grace` (zero: it stops at once), then expires.
+    async fn roll(
+        &self,
+        user_id: UserId,
+        key_id: ApiKeyId,
+        grace: Duration,
+    ) -> Result<CreatedApiKey, FindKeyError>;
+
+    /// Deactivates one of the user's keys. Revoking an already revoked key succeeds again.
+    async fn revoke(&self, user_id: UserId, key_id: ApiKeyId) -> Result<(), RevokeKeyError>;
+
+    /// Checks a presented key (as sent, unparsed) and notes its use: refused when it is
+    /// unknown or revoked, past its expiry, or its account is disabled.
+    async fn authenticate(
+        &self,
+        presented: &str,
+    ) -> Result<AuthenticatedApiKey, AuthenticateKeyError>;
+}
+
 impl ApiKeyService {
     pub fn new(ports: ApiKeyPorts, policy: KeyPolicy) -> Self {
         Self {
@@ -95,7 +146,7 @@ impl ApiKeyService {
         user_id: UserId,
         settings: KeySettings,
         rolled_from: Option<ApiKeyId>,
-    ) -> Result<(NewApiKey, ApiKeySecret), crate::ports::RandomnessUnavailable> {
+    ) -> Result<(NewApiKey, ApiKeySecret), crate::system::RandomnessUnavailable> {
         let mut bytes = [0u8; API_KEY_RANDOM_BYTES];
         self.random.fill_bytes(&mut bytes)?;
         let secret = ApiKeySecret::from_random_bytes(settings.mode, &bytes);
@@ -119,10 +170,35 @@ impl ApiKeyService {
         Ok((new_key, secret))
     }
 
-    /// Creates a key. A live key's quotas left out take the deployment's defaults for new
-    /// keys (a test key's quotas count only its own test images, so it gets none unasked).
+    /// The records with what each has made today and this month.
+    async fn with_usage(
+        &self,
+        records: Vec<ApiKeyRecord>,
+    ) -> Result<Vec<ApiKeyView>, RepositoryError> {
+        let ids: Vec<ApiKeyId> = records.iter().map(|record| record.id).collect();
+        let usage: HashMap<ApiKeyId, _> = if ids.is_empty() {
+            HashMap::new()
+        } else {
+            self.usage
+                .key_usage(&ids, self.clock.now())
+                .await?
+                .into_iter()
+                .collect()
+        };
+        Ok(records
+            .into_iter()
+            .map(|record| ApiKeyView {
+                usage: usage.get(&record.id).copied().unwrap_or_default(),
+                record,
+            })
+            .collect())
+    }
+}
+
+#[async_trait]
+impl ApiKeys for ApiKeyService {
     #[tracing::instrument(skip(self, settings), fields(key_id))]
-    pub async fn create(
+    async fn create(
         &self,
         user_id: UserId,
         mut settings: KeySettings,
@@ -154,32 +230,7 @@ impl ApiKeyService {
         }
     }
 
-    /// The records with what each has made today and this month.
-    async fn with_usage(
-        &self,
-        records: Vec<ApiKeyRecord>,
-    ) -> Result<Vec<ApiKeyView>, RepositoryError> {
-        let ids: Vec<ApiKeyId> = records.iter().map(|record| record.id).collect();
-        let usage: HashMap<ApiKeyId, _> = if ids.is_empty() {
-            HashMap::new()
-        } else {
-            self.usage
-                .key_usage(&ids, self.clock.now())
-                .await?
-                .into_iter()
-                .collect()
-        };
-        Ok(records
-            .into_iter()
-            .map(|record| ApiKeyView {
-                usage: usage.get(&record.id).copied().unwrap_or_default(),
-                record,
-            })
-            .collect())
-    }
-
-    /// One page of the user's keys, revoked ones included, newest first.
-    pub async fn list(
+    async fn list(
         &self,
         user_id: UserId,
         page: PageRequest,
@@ -191,8 +242,7 @@ impl ApiKeyService {
         })
     }
 
-    /// One of the user's keys.
-    pub async fn get(&self, user_id: UserId, key_id: ApiKeyId) -> Result<ApiKeyView, FindKeyError> {
+    async fn get(&self, user_id: UserId, key_id: ApiKeyId) -> Result<ApiKeyView, FindKeyError> {
         let record = self
             .keys
             .find_api_key(user_id, key_id)
@@ -202,10 +252,8 @@ impl ApiKeyService {
         views.pop().ok_or(FindKeyError::NotFound)
     }
 
-    /// Renames a key, changes or removes its expiry, or changes its limits. A new expiry
-    /// must be in the future.
     #[tracing::instrument(skip(self, changes))]
-    pub async fn update(
+    async fn update(
         &self,
         user_id: UserId,
         key_id: ApiKeyId,
@@ -227,10 +275,8 @@ impl ApiKeyService {
         views.pop().ok_or(UpdateKeyError::NotFound)
     }
 
-    /// A new key with the old one's name and limits, shown once; the old key keeps working
-    /// for `grace` (zero: it stops at once), then expires.
     #[tracing::instrument(skip(self))]
-    pub async fn roll(
+    async fn roll(
         &self,
         user_id: UserId,
         key_id: ApiKeyId,
@@ -263,9 +309,8 @@ impl ApiKeyService {
         })
     }
 
-    /// Deactivates one of the user's keys. Revoking an already revoked key succeeds again.
     #[tracing::instrument(skip(self))]
-    pub async fn revoke(&self, user_id: UserId, key_id: ApiKeyId) -> Result<(), RevokeKeyError> {
+    async fn revoke(&self, user_id: UserId, key_id: ApiKeyId) -> Result<(), RevokeKeyError> {
         if self.keys.deactivate_api_key(user_id, key_id).await? {
             Ok(())
         } else {
@@ -273,9 +318,7 @@ impl ApiKeyService {
         }
     }
 
-    /// Checks a presented key (as sent, unparsed) and notes its use: refused when it is
-    /// unknown or revoked, past its expiry, or its account is disabled.
-    pub async fn authenticate(
+    async fn authenticate(
         &self,
         presented: &str,
     ) -> Result<AuthenticatedApiKey, AuthenticateKeyError> {
@@ -286,16 +329,7 @@ impl ApiKeyService {
             .find_active_api_key(&secret.hash())
             .await?
             .ok_or(AuthenticateKeyError::InvalidKey)?;
-        if access
-            .expires_at
-            .is_some_and(|expires_at| expires_at <= self.clock.now())
-        {
-            return Err(AuthenticateKeyError::Expired);
-        }
-        if access.account_disabled {
-            return Err(AuthenticateKeyError::AccountDisabled);
-        }
-        let key = access.key;
+        let key = access.check(self.clock.now())?;
         // The key is valid whatever happens here: a failed stamp only loses a `last_used_at`.
         if let Err(error) = self
             .keys
@@ -311,10 +345,9 @@ impl ApiKeyService {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api_keys::{ApiKeyName, KeyAccess};
-    use crate::ports::{
-        MockApiKeyRepository, MockClock, MockIdGenerator, MockRandomSource, RandomnessUnavailable,
-    };
+    use crate::api_keys::model::{ApiKeyName, KeyAccess};
+    use crate::api_keys::ports::MockApiKeyRepository;
+    use crate::system::{MockClock, MockIdGenerator, MockRandomSource, RandomnessUnavailable};
     use mockall::predicate::eq;
     use time::OffsetDateTime;
     use time::macros::datetime;
@@ -331,7 +364,7 @@ mod tests {
         ids.expect_new_id().return_const(KEY_ID);
         let ports = ApiKeyPorts {
             keys: Arc::new(keys),
-            usage: Arc::new(crate::ports::MockGenerationRepository::new()),
+            usage: Arc::new(crate::generation::ports::MockGenerationRepository::new()),
             random: Arc::new(random),
             clock: Arc::new(clock),
             ids: Arc::new(ids),

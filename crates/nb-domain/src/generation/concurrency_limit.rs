@@ -5,8 +5,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::{GeneratedImage, ImageRequest, ProviderError};
-use crate::ports::ImageProvider;
+use crate::generation::error::ProviderError;
+
+use crate::generation::model::{GeneratedImage, ImageRequest};
+use crate::generation::ports::ImageProvider;
 use async_trait::async_trait;
 use tokio::sync::Semaphore;
 
@@ -44,7 +46,7 @@ impl<P: ImageProvider> ImageProvider for ConcurrencyLimitedProvider<P> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::generation::AllowedModels;
+    use crate::generation::model::AllowedModels;
     use bytes::Bytes;
     use std::sync::atomic::{AtomicUsize, Ordering};
 

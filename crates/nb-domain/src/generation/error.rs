@@ -2,9 +2,9 @@
 
 use std::time::Duration;
 
-use crate::RepositoryError;
 use crate::error::BoxError;
-use crate::quota::ReserveError;
+use crate::error::RepositoryError;
+use crate::quota::reservation::ReserveError;
 
 /// Why the provider gave no image. Each maps to one HTTP answer in `nb-http`.
 #[derive(Debug, thiserror::Error)]

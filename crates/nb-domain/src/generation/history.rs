@@ -3,117 +3,20 @@
 //! Also the sweep that removes stored images no generation row names (their row was never
 //! written because the database failed at the last step).
 
+use async_trait::async_trait;
 use std::fmt;
 use std::sync::Arc;
-use std::time::Duration;
-
-use time::{Date, OffsetDateTime};
-use uuid::Uuid;
 
 use super::error::StorageError;
 use super::model::{GenerationId, ObjectKey};
-use crate::RepositoryError;
-use crate::api_keys::{ApiKeyId, KeyMode};
+use super::stored::{
+    GenerationStatus, GenerationView, HistoryFilter, HistoryScope, ORPHAN_GRACE, SWEPT_DAYS,
+    StoredGeneration, SweepReport, day_prefix,
+};
+use crate::error::RepositoryError;
+use crate::generation::ports::{HistoryRepository, ObjectStorage};
 use crate::pagination::{Page, PageRequest};
-use crate::ports::{Clock, HistoryRepository, ObjectStorage};
-use crate::user::UserId;
-
-/// Where a generation stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum GenerationStatus {
-    Succeeded,
-    Failed,
-    /// Its owner deleted it: the image is gone.
-    Deleted,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("status must be succeeded, failed or deleted")]
-pub struct InvalidGenerationStatus;
-
-impl GenerationStatus {
-    pub fn parse(raw: &str) -> Result<Self, InvalidGenerationStatus> {
-        match raw {
-            "succeeded" => Ok(Self::Succeeded),
-            "failed" => Ok(Self::Failed),
-            "deleted" => Ok(Self::Deleted),
-            _ => Err(InvalidGenerationStatus),
-        }
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Succeeded => "succeeded",
-            Self::Failed => "failed",
-            Self::Deleted => "deleted",
-        }
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("not a generation id")]
-pub struct InvalidGenerationId;
-
-impl GenerationId {
-    /// `gen_<uuid>`, as answers show it.
-    pub fn parse(raw: &str) -> Result<Self, InvalidGenerationId> {
-        raw.strip_prefix("gen_")
-            .and_then(|uuid| Uuid::parse_str(uuid).ok())
-            .map(Self)
-            .ok_or(InvalidGenerationId)
-    }
-}
-
-/// A generation as stored.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StoredGeneration {
-    pub id: GenerationId,
-    pub user_id: UserId,
-    pub key_id: ApiKeyId,
-    pub mode: KeyMode,
-    pub prompt: String,
-    /// `auto` or `WxH`.
-    pub size: String,
-    pub style: String,
-    pub model: String,
-    pub status: GenerationStatus,
-    pub error_code: Option<String>,
-    pub object_key: Option<ObjectKey>,
-    /// The URL recorded when it was lasting (public or local); `None` for presigned URLs.
-    pub url: Option<String>,
-    pub mime_type: Option<String>,
-    pub bytes: Option<u64>,
-    pub latency: Duration,
-    pub created_at: OffsetDateTime,
-    pub deleted_at: Option<OffsetDateTime>,
-}
-
-/// A generation as its owner sees it: with a URL that works now, when it has an image.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct GenerationView {
-    pub generation: StoredGeneration,
-    pub url: Option<String>,
-}
-
-/// Whose generations: an account's, or one key's.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct HistoryScope {
-    pub user_id: UserId,
-    /// Set when the caller is an API key: it sees only its own.
-    pub key_id: Option<ApiKeyId>,
-}
-
-/// Which generations to list (each `None`: all).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct HistoryFilter {
-    pub key_id: Option<ApiKeyId>,
-    pub status: Option<GenerationStatus>,
-    pub mode: Option<KeyMode>,
-    /// Created at or after.
-    pub from: Option<OffsetDateTime>,
-    /// Created before.
-    pub to: Option<OffsetDateTime>,
-}
+use crate::system::Clock;
 
 #[derive(Debug, thiserror::Error)]
 pub enum HistoryError {
@@ -124,21 +27,6 @@ pub enum HistoryError {
     #[error(transparent)]
     Repository(#[from] RepositoryError),
 }
-
-/// What one sweep found and removed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct SweepReport {
-    pub examined: usize,
-    pub removed: usize,
-}
-
-/// Stored objects younger than this are left alone by the sweep: their generation row may
-/// still be on its way.
-pub const ORPHAN_GRACE: Duration = Duration::from_secs(15 * 60);
-
-/// How many days back (today included) each sweep looks: images are stored under their UTC
-/// day, and a sweep runs every hour, so two days cover every image stored since the last.
-pub const SWEPT_DAYS: i64 = 2;
 
 /// The ports a [`HistoryService`] works through.
 #[derive(Clone)]
@@ -160,76 +48,37 @@ impl fmt::Debug for HistoryService {
     }
 }
 
-impl HistoryService {
-    pub fn new(ports: HistoryPorts) -> Self {
-        Self { ports }
-    }
-
+/// The history of generations as the HTTP adapter uses it.
+#[cfg_attr(feature = "mock", mockall::automock)]
+#[async_trait]
+pub trait History: Send + Sync + 'static {
     /// One page of the scope's generations, newest first. A key sees only its own, whatever
     /// `filter.key_id` asks.
-    pub async fn list(
+    async fn list(
         &self,
         scope: HistoryScope,
         mut filter: HistoryFilter,
         page: PageRequest,
-    ) -> Result<Page<GenerationView>, HistoryError> {
-        if let Some(key_id) = scope.key_id {
-            if filter.key_id.is_some_and(|asked| asked != key_id) {
-                return Ok(Page {
-                    items: Vec::new(),
-                    next: None,
-                });
-            }
-            filter.key_id = Some(key_id);
-        }
-        let page = self
-            .ports
-            .generations
-            .list_generations(scope.user_id, &filter, page)
-            .await?;
-        let mut items = Vec::with_capacity(page.items.len());
-        for generation in page.items {
-            items.push(self.view(generation).await?);
-        }
-        Ok(Page {
-            items,
-            next: page.next,
-        })
-    }
+    ) -> Result<Page<GenerationView>, HistoryError>;
 
-    pub async fn get(
+    async fn get(
         &self,
         scope: HistoryScope,
         id: GenerationId,
-    ) -> Result<GenerationView, HistoryError> {
-        let generation = self.find(scope, id).await?;
-        self.view(generation).await
-    }
+    ) -> Result<GenerationView, HistoryError>;
 
     /// Deletes the image (from storage first, so a failure leaves the row as it was and the
     /// delete can be retried) and marks the generation deleted. Repeatable.
-    #[tracing::instrument(skip(self, scope), fields(generation_id = %id))]
-    pub async fn delete(
+    async fn delete(
         &self,
         scope: HistoryScope,
         id: GenerationId,
-    ) -> Result<GenerationView, HistoryError> {
-        let mut generation = self.find(scope, id).await?;
-        if generation.status != GenerationStatus::Deleted {
-            if let Some(key) = &generation.object_key {
-                self.ports.storage.delete(key).await?;
-            }
-            let at = self.ports.clock.now();
-            self.ports
-                .generations
-                .mark_generation_deleted(scope.user_id, id, at)
-                .await?;
-            generation.status = GenerationStatus::Deleted;
-            generation.deleted_at = Some(at);
-            generation.url = None;
-            tracing::info!("generation deleted");
-        }
-        self.view(generation).await
+    ) -> Result<GenerationView, HistoryError>;
+}
+
+impl HistoryService {
+    pub fn new(ports: HistoryPorts) -> Self {
+        Self { ports }
     }
 
     async fn find(
@@ -288,28 +137,85 @@ impl HistoryService {
     }
 }
 
-/// Where the images of a UTC day are stored: `images/2026/11/25/`.
-pub fn day_prefix(day: Date) -> String {
-    format!(
-        "images/{:04}/{:02}/{:02}/",
-        day.year(),
-        u8::from(day.month()),
-        day.day()
-    )
-}
+#[async_trait]
+impl History for HistoryService {
+    async fn list(
+        &self,
+        scope: HistoryScope,
+        mut filter: HistoryFilter,
+        page: PageRequest,
+    ) -> Result<Page<GenerationView>, HistoryError> {
+        if let Some(key_id) = scope.key_id {
+            if filter.key_id.is_some_and(|asked| asked != key_id) {
+                return Ok(Page {
+                    items: Vec::new(),
+                    next: None,
+                });
+            }
+            filter.key_id = Some(key_id);
+        }
+        let page = self
+            .ports
+            .generations
+            .list_generations(scope.user_id, &filter, page)
+            .await?;
+        let mut items = Vec::with_capacity(page.items.len());
+        for generation in page.items {
+            items.push(self.view(generation).await?);
+        }
+        Ok(Page {
+            items,
+            next: page.next,
+        })
+    }
 
-/// An object a storage holds.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ListedObject {
-    pub key: ObjectKey,
-    pub last_modified: OffsetDateTime,
+    async fn get(
+        &self,
+        scope: HistoryScope,
+        id: GenerationId,
+    ) -> Result<GenerationView, HistoryError> {
+        let generation = self.find(scope, id).await?;
+        self.view(generation).await
+    }
+
+    #[tracing::instrument(skip(self, scope), fields(generation_id = %id))]
+    async fn delete(
+        &self,
+        scope: HistoryScope,
+        id: GenerationId,
+    ) -> Result<GenerationView, HistoryError> {
+        let mut generation = self.find(scope, id).await?;
+        if generation.status != GenerationStatus::Deleted {
+            if let Some(key) = &generation.object_key {
+                self.ports.storage.delete(key).await?;
+            }
+            let at = self.ports.clock.now();
+            self.ports
+                .generations
+                .mark_generation_deleted(scope.user_id, id, at)
+                .await?;
+            generation.status = GenerationStatus::Deleted;
+            generation.deleted_at = Some(at);
+            generation.url = None;
+            tracing::info!("generation deleted");
+        }
+        self.view(generation).await
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ports::{MockClock, MockHistoryRepository, MockObjectStorage};
+    use crate::accounts::model::UserId;
+    use crate::api_keys::model::ApiKeyId;
+    use crate::api_keys::model::KeyMode;
+    use crate::generation::ports::{MockHistoryRepository, MockObjectStorage};
+    use crate::generation::stored::ListedObject;
+    use crate::system::MockClock;
+    use std::time::Duration;
+    use time::OffsetDateTime;
     use time::macros::{date, datetime};
+    use uuid::Uuid;
 
     const NOW: OffsetDateTime = datetime!(2026-11-25 12:00 UTC);
     const ADA: UserId = UserId(Uuid::from_u128(1));

@@ -7,7 +7,7 @@ use bytes::Bytes;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use crate::api_keys::AuthenticatedApiKey;
+use crate::api_keys::model::AuthenticatedApiKey;
 
 pub const MAX_PROMPT_CHARS: usize = 10_000;
 

@@ -6,6 +6,7 @@
 //! one the provider was never asked for (not configured, unsupported, shed under load) is not
 //! recorded at all.
 
+use async_trait::async_trait;
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,14 +18,15 @@ use super::model::{
     AllowedModels, Generation, GenerationId, GenerationOutcome, GenerationRecord,
     GenerationRequest, GenerationTimings, ImageCount, ObjectKey, image_dimensions, size_label,
 };
-use crate::RepositoryError;
-use crate::api_keys::{AuthenticatedApiKey, KeyMode};
-use crate::ports::{
-    Clock, GenerationRepository, IdGenerator, ImageProvider, ObjectStorage, QuotaRepository,
-};
-use crate::quota::{QuotaStanding, ReserveError};
+use crate::accounts::model::UserId;
+use crate::api_keys::model::{AuthenticatedApiKey, KeyMode};
+use crate::error::RepositoryError;
+use crate::generation::ports::{GenerationRepository, ImageProvider, ObjectStorage};
+use crate::quota::model::QuotaStanding;
+use crate::quota::ports::QuotaRepository;
+use crate::quota::reservation::ReserveError;
+use crate::system::{Clock, IdGenerator};
 use crate::usage::{UsageDimension, UsageQuery, UsageRow, group_usage};
-use crate::user::UserId;
 
 /// The ports a [`GenerationService`] works through.
 #[derive(Clone)]
@@ -63,90 +65,39 @@ impl fmt::Debug for GenerationService {
     }
 }
 
-impl GenerationService {
-    pub fn new(ports: GenerationPorts, models: AllowedModels) -> Self {
-        Self { ports, models }
-    }
-
+/// Generation as the HTTP adapter uses it.
+#[cfg_attr(feature = "mock", mockall::automock)]
+#[async_trait]
+pub trait Generations: Send + Sync + 'static {
     /// The models clients may ask for; the first is the default.
-    pub fn models(&self) -> &AllowedModels {
-        &self.models
-    }
+    fn models(&self) -> &AllowedModels;
 
     /// `count` images for one request, each its own provider call, all at once; each is
     /// stored, recorded and counted on its own. When a day or month quota applies, the
     /// images are reserved first (refused when over) and those not made are given back.
     /// The result holds the images made (fewer than `count` when some failed: those that
     /// succeeded are counted and must reach the client), or the first failure when none was.
-    pub async fn generate_images(
+    async fn generate_images(
         &self,
         caller: AuthenticatedApiKey,
         request: &GenerationRequest,
         count: ImageCount,
-    ) -> GenerationBatch {
-        let images = count.get() as u64;
-        let reserved = if caller.quota_applies {
-            match self
-                .ports
-                .quotas
-                .reserve(&caller, images, self.ports.clock.now())
-                .await
-            {
-                Ok(reserved) => Some(reserved),
-                Err(error) => {
-                    let quota = match &error {
-                        ReserveError::Exceeded(standing) => Some(*standing),
-                        _ => None,
-                    };
-                    return GenerationBatch {
-                        result: Err(error.into()),
-                        quota,
-                    };
-                }
-            }
-        } else {
-            None
-        };
-        let results = futures_util::future::join_all(
-            (0..count.get()).map(|_| self.generate(caller, request.clone())),
-        )
-        .await;
-        let mut made = Vec::with_capacity(results.len());
-        let mut first_failure = None;
-        for result in results {
-            match result {
-                Ok(generation) => made.push(generation),
-                Err(error) => {
-                    first_failure.get_or_insert(error);
-                }
-            }
-        }
-        let unmade = images - made.len() as u64;
-        let mut quota = reserved.as_ref().and_then(|reserved| reserved.tightest);
-        if let Some(reserved) = &reserved
-            && unmade > 0
-        {
-            match self
-                .ports
-                .quotas
-                .release(&reserved.reservation, unmade)
-                .await
-            {
-                Ok(()) => {
-                    if let Some(standing) = &mut quota {
-                        standing.used = standing.used.saturating_sub(unmade);
-                    }
-                }
-                Err(error) => {
-                    tracing::error!(%error, unmade, "could not give back reserved quota");
-                }
-            }
-        }
-        let result = match first_failure {
-            Some(error) if made.is_empty() => Err(error),
-            _ => Ok(made),
-        };
-        GenerationBatch { result, quota }
+    ) -> GenerationBatch;
+
+    /// The user's usage over the query's days, grouped as it asks.
+    async fn usage(
+        &self,
+        user_id: UserId,
+        query: &UsageQuery,
+    ) -> Result<Vec<UsageRow>, RepositoryError>;
+
+    /// The clock's reading (for parsing a usage query relative to today).
+    fn now(&self) -> OffsetDateTime;
+}
+
+impl GenerationService {
+    pub fn new(ports: GenerationPorts, models: AllowedModels) -> Self {
+        Self { ports, models }
     }
 
     #[tracing::instrument(
@@ -255,8 +206,91 @@ impl GenerationService {
         error
     }
 
-    /// The user's usage over the query's days, grouped as it asks.
-    pub async fn usage(
+    fn elapsed_since(&self, started_at: OffsetDateTime) -> Duration {
+        (self.ports.clock.now() - started_at)
+            .try_into()
+            .unwrap_or(Duration::ZERO)
+    }
+}
+
+#[async_trait]
+impl Generations for GenerationService {
+    fn models(&self) -> &AllowedModels {
+        &self.models
+    }
+
+    async fn generate_images(
+        &self,
+        caller: AuthenticatedApiKey,
+        request: &GenerationRequest,
+        count: ImageCount,
+    ) -> GenerationBatch {
+        let images = count.get() as u64;
+        let reserved = if caller.quota_applies {
+            match self
+                .ports
+                .quotas
+                .reserve(&caller, images, self.ports.clock.now())
+                .await
+            {
+                Ok(reserved) => Some(reserved),
+                Err(error) => {
+                    let quota = match &error {
+                        ReserveError::Exceeded(standing) => Some(*standing),
+                        _ => None,
+                    };
+                    return GenerationBatch {
+                        result: Err(error.into()),
+                        quota,
+                    };
+                }
+            }
+        } else {
+            None
+        };
+        let results = futures_util::future::join_all(
+            (0..count.get()).map(|_| self.generate(caller, request.clone())),
+        )
+        .await;
+        let mut made = Vec::with_capacity(results.len());
+        let mut first_failure = None;
+        for result in results {
+            match result {
+                Ok(generation) => made.push(generation),
+                Err(error) => {
+                    first_failure.get_or_insert(error);
+                }
+            }
+        }
+        let unmade = images - made.len() as u64;
+        let mut quota = reserved.as_ref().and_then(|reserved| reserved.tightest);
+        if let Some(reserved) = &reserved
+            && unmade > 0
+        {
+            match self
+                .ports
+                .quotas
+                .release(&reserved.reservation, unmade)
+                .await
+            {
+                Ok(()) => {
+                    if let Some(standing) = &mut quota {
+                        standing.used = standing.used.saturating_sub(unmade);
+                    }
+                }
+                Err(error) => {
+                    tracing::error!(%error, unmade, "could not give back reserved quota");
+                }
+            }
+        }
+        let result = match first_failure {
+            Some(error) if made.is_empty() => Err(error),
+            _ => Ok(made),
+        };
+        GenerationBatch { result, quota }
+    }
+
+    async fn usage(
         &self,
         user_id: UserId,
         query: &UsageQuery,
@@ -274,15 +308,8 @@ impl GenerationService {
         Ok(group_usage(facts, query))
     }
 
-    /// The clock's reading (for parsing a usage query relative to today).
-    pub fn now(&self) -> OffsetDateTime {
+    fn now(&self) -> OffsetDateTime {
         self.ports.clock.now()
-    }
-
-    fn elapsed_since(&self, started_at: OffsetDateTime) -> Duration {
-        (self.ports.clock.now() - started_at)
-            .try_into()
-            .unwrap_or(Duration::ZERO)
     }
 }
 
@@ -298,14 +325,15 @@ impl GenerationRecord {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api_keys::ApiKeyId;
-    use crate::generation::{
-        GeneratedImage, ImageFormat, ImageSize, ImageStyle, InputImages, Prompt, ProviderError,
-        StorageError, StoredImage,
+    use crate::api_keys::model::ApiKeyId;
+    use crate::generation::error::{ProviderError, StorageError};
+    use crate::generation::model::{
+        GeneratedImage, ImageFormat, ImageSize, ImageStyle, InputImages, Prompt, StoredImage,
     };
-    use crate::ports::{
-        MockClock, MockGenerationRepository, MockIdGenerator, MockImageProvider, MockObjectStorage,
+    use crate::generation::ports::{
+        MockGenerationRepository, MockImageProvider, MockObjectStorage,
     };
+    use crate::system::{MockClock, MockIdGenerator};
     use bytes::Bytes;
     use std::sync::Mutex;
     use time::macros::datetime;
@@ -359,7 +387,7 @@ mod tests {
                 test_provider: Arc::new(MockImageProvider::new()),
                 storage: Arc::new(storage),
                 generations: Arc::new(generations),
-                quotas: Arc::new(crate::ports::MockQuotaRepository::new()),
+                quotas: Arc::new(crate::quota::ports::MockQuotaRepository::new()),
                 clock: Arc::new(clock),
                 ids: Arc::new(ids),
             },
@@ -529,8 +557,8 @@ mod tests {
 
     fn standing(used: u64) -> QuotaStanding {
         QuotaStanding {
-            scope: crate::quota::QuotaScope::Key,
-            period: crate::quota::QuotaPeriod::Day,
+            scope: crate::quota::model::QuotaScope::Key,
+            period: crate::quota::model::QuotaPeriod::Day,
             limit: 10,
             used,
             resets_at: datetime!(2026-11-26 00:00 UTC),
@@ -541,7 +569,7 @@ mod tests {
     fn service_with_quotas(
         provider: MockImageProvider,
         generations: MockGenerationRepository,
-        quotas: crate::ports::MockQuotaRepository,
+        quotas: crate::quota::ports::MockQuotaRepository,
     ) -> GenerationService {
         let mut clock = MockClock::new();
         clock.expect_now().return_const(NOW);
@@ -565,7 +593,7 @@ mod tests {
     async fn a_test_key_gets_the_test_provider_and_never_the_live_one() {
         let mut live = MockImageProvider::new();
         live.expect_generate().never();
-        let mut quotas = crate::ports::MockQuotaRepository::new();
+        let mut quotas = crate::quota::ports::MockQuotaRepository::new();
         quotas.expect_reserve().never();
         let mut generations = MockGenerationRepository::new();
         generations
@@ -612,7 +640,7 @@ mod tests {
         });
         let mut generations = MockGenerationRepository::new();
         generations.expect_record().times(3).returning(|_| Ok(()));
-        let mut quotas = crate::ports::MockQuotaRepository::new();
+        let mut quotas = crate::quota::ports::MockQuotaRepository::new();
         quotas
             .expect_reserve()
             .withf(|caller, images, at| {
@@ -620,8 +648,8 @@ mod tests {
             })
             .times(1)
             .returning(|caller, images, at| {
-                Ok(crate::quota::Reserved {
-                    reservation: crate::quota::Reservation {
+                Ok(crate::quota::reservation::Reserved {
+                    reservation: crate::quota::reservation::Reservation {
                         key_id: caller.key_id,
                         user_id: caller.user_id,
                         images,
@@ -649,7 +677,7 @@ mod tests {
         provider.expect_generate().never();
         let mut generations = MockGenerationRepository::new();
         generations.expect_record().never();
-        let mut quotas = crate::ports::MockQuotaRepository::new();
+        let mut quotas = crate::quota::ports::MockQuotaRepository::new();
         quotas
             .expect_reserve()
             .returning(|_, _, _| Err(ReserveError::Exceeded(standing(10))));
@@ -666,7 +694,7 @@ mod tests {
 
     #[tokio::test]
     async fn without_a_quota_nothing_is_reserved() {
-        let mut quotas = crate::ports::MockQuotaRepository::new();
+        let mut quotas = crate::quota::ports::MockQuotaRepository::new();
         quotas.expect_reserve().never();
         let mut generations = MockGenerationRepository::new();
         generations.expect_record().returning(|_| Ok(()));

@@ -1,96 +1,21 @@
 //! The operator's view: admin accounts (named by `NB_ADMIN_EMAILS`) list accounts with their
 //! usage, set an account's quotas, disable it, and read the audit of every such change.
 
+use async_trait::async_trait;
 use std::fmt;
 use std::sync::Arc;
 
-use time::OffsetDateTime;
-use uuid::Uuid;
-
-use crate::RepositoryError;
-use crate::api_keys::{ApiKeyRecord, KeyUsage};
-use crate::pagination::{Page, PageRequest};
-use crate::ports::{
-    AdminRepository, ApiKeyRepository, Clock, IdGenerator, KeyInvalidation, UserRepository,
+use super::model::{
+    ACCOUNT_UPDATE, AccountChanges, AccountOverview, AccountSettings, AdminEmails, AuditEntry,
 };
-use crate::quota::{PeriodLimits, QuotaLimit};
-use crate::user::{EmailAddress, User, UserId};
-
-/// The accounts that may use the admin routes.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct AdminEmails(Vec<EmailAddress>);
-
-impl AdminEmails {
-    pub fn new(emails: Vec<EmailAddress>) -> Self {
-        Self(emails)
-    }
-
-    pub fn includes(&self, email: &EmailAddress) -> bool {
-        self.0.contains(email)
-    }
-
-    pub fn iter(&self) -> impl Iterator<Item = &EmailAddress> {
-        self.0.iter()
-    }
-}
-
-/// What an operator sets on an account.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct AccountSettings {
-    /// Day and month quotas over all the account's keys.
-    pub limits: PeriodLimits,
-    /// A disabled account's tokens and keys are refused (403 `account_disabled`).
-    pub disabled: bool,
-}
-
-/// Changes to an account: `None` leaves a setting as it is; `Some(None)` removes a quota.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct AccountChanges {
-    pub per_day: Option<Option<QuotaLimit>>,
-    pub per_month: Option<Option<QuotaLimit>>,
-    pub disabled: Option<bool>,
-}
-
-impl AccountChanges {
-    /// Whether a quota changes (the account's counters must then be re-read).
-    pub fn touches_quotas(&self) -> bool {
-        self.per_day.is_some() || self.per_month.is_some()
-    }
-
-    pub fn apply(&self, before: AccountSettings) -> AccountSettings {
-        AccountSettings {
-            limits: PeriodLimits {
-                per_day: self.per_day.unwrap_or(before.limits.per_day),
-                per_month: self.per_month.unwrap_or(before.limits.per_month),
-            },
-            disabled: self.disabled.unwrap_or(before.disabled),
-        }
-    }
-}
-
-/// An account as the operator sees it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AccountOverview {
-    pub user: User,
-    pub settings: AccountSettings,
-    /// Images made by all its keys today and this month (UTC).
-    pub usage: KeyUsage,
-}
-
-/// One operator action.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AuditEntry {
-    pub id: Uuid,
-    pub actor: UserId,
-    /// What was done: `account.update`.
-    pub action: String,
-    pub target: UserId,
-    pub before: AccountSettings,
-    pub after: AccountSettings,
-    pub at: OffsetDateTime,
-}
-
-pub const ACCOUNT_UPDATE: &str = "account.update";
+use super::ports::AdminRepository;
+use crate::accounts::model::{User, UserId};
+use crate::accounts::ports::UserRepository;
+use crate::api_keys::model::ApiKeyRecord;
+use crate::api_keys::ports::{ApiKeyRepository, KeyInvalidation};
+use crate::error::RepositoryError;
+use crate::pagination::{Page, PageRequest};
+use crate::system::{Clock, IdGenerator};
 
 #[derive(Debug, thiserror::Error)]
 pub enum AdminError {
@@ -132,6 +57,42 @@ impl fmt::Debug for AdminService {
     }
 }
 
+/// The operator's view, as the admin routes use it. Every call but `require_admin` checks the actor itself.
+#[cfg_attr(feature = "mock", mockall::automock)]
+#[async_trait]
+pub trait Administration: Send + Sync + 'static {
+    /// Refuses anyone not named by `NB_ADMIN_EMAILS` (before anything else is looked at).
+    fn require_admin(&self, actor: &User) -> Result<(), AdminError>;
+
+    /// Accounts, oldest first, with their settings and usage.
+    async fn accounts(
+        &self,
+        actor: &User,
+        page: PageRequest,
+    ) -> Result<Page<AccountOverview>, AdminError>;
+
+    /// Sets an account's quotas or disables it; recorded in the audit with the settings
+    /// before and after. The account's keys are forgotten by caches at once (on this
+    /// instance; elsewhere within the cache's lifetime).
+    async fn update_account(
+        &self,
+        actor: &User,
+        user_id: UserId,
+        changes: AccountChanges,
+    ) -> Result<AccountSettings, AdminError>;
+
+    /// An account's keys (prefixes, never hashes), newest first.
+    async fn account_keys(
+        &self,
+        actor: &User,
+        user_id: UserId,
+        page: PageRequest,
+    ) -> Result<Page<ApiKeyRecord>, AdminError>;
+
+    /// The audit, newest first.
+    async fn audit(&self, actor: &User, page: PageRequest) -> Result<Page<AuditEntry>, AdminError>;
+}
+
 impl AdminService {
     pub fn new(ports: AdminPorts, admins: AdminEmails) -> Self {
         Self { ports, admins }
@@ -140,9 +101,11 @@ impl AdminService {
     pub fn is_admin(&self, user: &User) -> bool {
         self.admins.includes(&user.email)
     }
+}
 
-    /// Refuses anyone not named by `NB_ADMIN_EMAILS` (before anything else is looked at).
-    pub fn require_admin(&self, actor: &User) -> Result<(), AdminError> {
+#[async_trait]
+impl Administration for AdminService {
+    fn require_admin(&self, actor: &User) -> Result<(), AdminError> {
         if self.is_admin(actor) {
             Ok(())
         } else {
@@ -150,8 +113,7 @@ impl AdminService {
         }
     }
 
-    /// Accounts, oldest first, with their settings and usage.
-    pub async fn accounts(
+    async fn accounts(
         &self,
         actor: &User,
         page: PageRequest,
@@ -164,11 +126,8 @@ impl AdminService {
             .await?)
     }
 
-    /// Sets an account's quotas or disables it; recorded in the audit with the settings
-    /// before and after. The account's keys are forgotten by caches at once (on this
-    /// instance; elsewhere within the cache's lifetime).
     #[tracing::instrument(skip(self, actor), fields(actor = %actor.id))]
-    pub async fn update_account(
+    async fn update_account(
         &self,
         actor: &User,
         user_id: UserId,
@@ -197,8 +156,7 @@ impl AdminService {
         Ok(after)
     }
 
-    /// An account's keys (prefixes, never hashes), newest first.
-    pub async fn account_keys(
+    async fn account_keys(
         &self,
         actor: &User,
         user_id: UserId,
@@ -211,12 +169,7 @@ impl AdminService {
         Ok(self.ports.keys.list_api_keys(user_id, page).await?)
     }
 
-    /// The audit, newest first.
-    pub async fn audit(
-        &self,
-        actor: &User,
-        page: PageRequest,
-    ) -> Result<Page<AuditEntry>, AdminError> {
+    async fn audit(&self, actor: &User, page: PageRequest) -> Result<Page<AuditEntry>, AdminError> {
         self.require_admin(actor)?;
         Ok(self.ports.accounts.list_audit(page).await?)
     }
@@ -225,11 +178,16 @@ impl AdminService {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ports::{
-        MockAdminRepository, MockApiKeyRepository, MockClock, MockIdGenerator, MockKeyInvalidation,
-        MockUserRepository,
-    };
+    use crate::accounts::model::EmailAddress;
+    use crate::accounts::ports::MockUserRepository;
+    use crate::admin::ports::MockAdminRepository;
+    use crate::api_keys::ports::{MockApiKeyRepository, MockKeyInvalidation};
+    use crate::quota::model::PeriodLimits;
+    use crate::quota::model::QuotaLimit;
+    use crate::system::{MockClock, MockIdGenerator};
+    use time::OffsetDateTime;
     use time::macros::datetime;
+    use uuid::Uuid;
 
     const NOW: OffsetDateTime = datetime!(2026-11-25 12:00 UTC);
 

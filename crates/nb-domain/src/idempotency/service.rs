@@ -6,158 +6,19 @@
 //! (the answer is not worth keeping: a retry should run again). A claim that was neither, its
 //! holder gone (a crash), lapses after the lease and may be taken over.
 
+use async_trait::async_trait;
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
-use sha2::{Digest, Sha256};
-use time::OffsetDateTime;
-use uuid::Uuid;
-
-use crate::RepositoryError;
-use crate::api_keys::ApiKeyId;
-use crate::ports::{Clock, IdGenerator, IdempotencyRepository};
-
-/// The longest idempotency key (Stripe's limit).
-pub const MAX_KEY_LENGTH: usize = 255;
-
-/// A client's `Idempotency-Key`: 1–255 printable ASCII characters, scoped to its API key.
-#[derive(Clone, PartialEq, Eq)]
-pub struct IdempotencyKey(String);
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[error("an Idempotency-Key must be 1 to {MAX_KEY_LENGTH} printable ASCII characters")]
-pub struct InvalidIdempotencyKey;
-
-impl IdempotencyKey {
-    pub fn parse(raw: &[u8]) -> Result<Self, InvalidIdempotencyKey> {
-        let printable = raw.iter().all(|byte| (0x20..=0x7e).contains(byte));
-        if raw.is_empty() || raw.len() > MAX_KEY_LENGTH || !printable {
-            return Err(InvalidIdempotencyKey);
-        }
-        String::from_utf8(raw.to_vec())
-            .map(Self)
-            .map_err(|_| InvalidIdempotencyKey)
-    }
-
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for IdempotencyKey {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "IdempotencyKey({:?})", self.0)
-    }
-}
-
-/// What makes two requests "the same": the method, the path and the request's content, as a
-/// SHA-256 (hex). Built from the parsed request, so two encodings of one request (another
-/// multipart boundary, JSON keys in another order) are the same request.
-#[derive(Clone, PartialEq, Eq, Debug)]
-pub struct RequestFingerprint(String);
-
-impl RequestFingerprint {
-    /// A fingerprint as stored.
-    pub fn from_stored(hex: String) -> Self {
-        Self(hex)
-    }
-
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-/// Builds a [`RequestFingerprint`]: every piece is length-prefixed, so no two different
-/// sequences of pieces hash alike.
-#[derive(Debug, Clone)]
-pub struct FingerprintBuilder(Sha256);
-
-impl FingerprintBuilder {
-    pub fn new(method: &str, path: &str) -> Self {
-        let mut builder = Self(Sha256::new());
-        builder.piece(method.as_bytes()).piece(path.as_bytes());
-        builder
-    }
-
-    /// One piece of the request (a field's name, a field's value, an image's bytes).
-    pub fn piece(&mut self, bytes: &[u8]) -> &mut Self {
-        self.0.update((bytes.len() as u64).to_be_bytes());
-        self.0.update(bytes);
-        self
-    }
-
-    pub fn finish(self) -> RequestFingerprint {
-        RequestFingerprint(hex::encode(self.0.finalize()))
-    }
-}
-
-/// An answer kept for replay: what the client got the first time.
-#[derive(Clone, PartialEq, Eq)]
-pub struct KeptAnswer {
-    pub status: u16,
-    pub content_type: String,
-    pub body: Bytes,
-}
-
-impl fmt::Debug for KeptAnswer {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("KeptAnswer")
-            .field("status", &self.status)
-            .field("content_type", &self.content_type)
-            .field("body_bytes", &self.body.len())
-            .finish()
-    }
-}
-
-/// A request's hold on an entry, from its claim until it completes or releases it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct IdempotencyLease {
-    pub api_key_id: ApiKeyId,
-    pub key: IdempotencyKey,
-    /// Names this holder: only it may complete or release the entry.
-    pub lease_id: Uuid,
-}
-
-/// What a repository is asked to claim.
-#[derive(Debug, Clone)]
-pub struct NewClaim {
-    pub lease: IdempotencyLease,
-    pub fingerprint: RequestFingerprint,
-    pub now: OffsetDateTime,
-    /// Until when the holder has it; after that, another request may take the entry over.
-    pub locked_until: OffsetDateTime,
-    pub expires_at: OffsetDateTime,
-}
-
-/// An entry someone else holds or has completed.
-#[derive(Debug, Clone)]
-pub struct ExistingEntry {
-    pub fingerprint: RequestFingerprint,
-    /// The kept answer once completed; `None` while running.
-    pub answer: Option<KeptAnswer>,
-}
-
-/// What a claim found.
-#[derive(Debug, Clone)]
-pub enum ClaimOutcome {
-    /// The entry is new, or lapsed and taken over: the caller holds it.
-    Claimed,
-    /// A live entry exists.
-    Existing(ExistingEntry),
-    /// The entry existed and vanished between the two looks (released): try again.
-    Vanished,
-}
-
-/// What the caller should do.
-#[derive(Debug)]
-pub enum Claim {
-    /// Do the work, then [`IdempotencyService::complete`] or [`IdempotencyService::release`].
-    Proceed(IdempotencyLease),
-    /// Answer with this, doing nothing else.
-    Replay(KeptAnswer),
-}
+use super::model::{
+    Claim, ClaimOutcome, ExistingEntry, IdempotencyKey, IdempotencyLease, KeptAnswer, NewClaim,
+    RequestFingerprint,
+};
+use super::ports::IdempotencyRepository;
+use crate::api_keys::model::ApiKeyId;
+use crate::error::RepositoryError;
+use crate::system::{Clock, IdGenerator};
 
 #[derive(Debug, thiserror::Error)]
 pub enum IdempotencyError {
@@ -202,14 +63,48 @@ impl fmt::Debug for IdempotencyService {
 /// How often a claim is retried when the entry it met vanished in between.
 const CLAIM_ATTEMPTS: usize = 3;
 
+/// `Idempotency-Key` as the HTTP adapter uses it.
+#[cfg_attr(feature = "mock", mockall::automock)]
+#[async_trait]
+pub trait Idempotency: Send + Sync + 'static {
+    /// Claims `key` for this request, or says why not: the answer to replay, a different
+    /// request under the same key, or the first one still running.
+    async fn begin(
+        &self,
+        api_key_id: ApiKeyId,
+        key: IdempotencyKey,
+        fingerprint: RequestFingerprint,
+    ) -> Result<Claim, IdempotencyError>;
+
+    /// Keeps `answer` for replay, for the configured time from now. A lease that lapsed and
+    /// was taken over keeps nothing (the new holder's answer will be kept).
+    async fn complete(
+        &self,
+        lease: &IdempotencyLease,
+        answer: &KeptAnswer,
+    ) -> Result<(), RepositoryError>;
+
+    /// Gives the entry up: the next request with the key runs afresh.
+    async fn release(&self, lease: &IdempotencyLease) -> Result<(), RepositoryError>;
+}
+
 impl IdempotencyService {
     pub fn new(ports: IdempotencyPorts, policy: IdempotencyPolicy) -> Self {
         Self { ports, policy }
     }
 
-    /// Claims `key` for this request, or says why not: the answer to replay, a different
-    /// request under the same key, or the first one still running.
-    pub async fn begin(
+    /// Removes expired entries; how many.
+    pub async fn delete_expired(&self) -> Result<u64, RepositoryError> {
+        self.ports
+            .entries
+            .delete_expired(self.ports.clock.now())
+            .await
+    }
+}
+
+#[async_trait]
+impl Idempotency for IdempotencyService {
+    async fn begin(
         &self,
         api_key_id: ApiKeyId,
         key: IdempotencyKey,
@@ -246,9 +141,7 @@ impl IdempotencyService {
         Err(IdempotencyError::InProgress)
     }
 
-    /// Keeps `answer` for replay, for the configured time from now. A lease that lapsed and
-    /// was taken over keeps nothing (the new holder's answer will be kept).
-    pub async fn complete(
+    async fn complete(
         &self,
         lease: &IdempotencyLease,
         answer: &KeptAnswer,
@@ -261,17 +154,8 @@ impl IdempotencyService {
             .map(|_| ())
     }
 
-    /// Gives the entry up: the next request with the key runs afresh.
-    pub async fn release(&self, lease: &IdempotencyLease) -> Result<(), RepositoryError> {
+    async fn release(&self, lease: &IdempotencyLease) -> Result<(), RepositoryError> {
         self.ports.entries.release(lease).await
-    }
-
-    /// Removes expired entries; how many.
-    pub async fn delete_expired(&self) -> Result<u64, RepositoryError> {
-        self.ports
-            .entries
-            .delete_expired(self.ports.clock.now())
-            .await
     }
 }
 
@@ -280,7 +164,12 @@ mod tests {
     #![allow(clippy::unwrap_used)]
 
     use super::*;
-    use crate::ports::{MockClock, MockIdGenerator, MockIdempotencyRepository};
+    use crate::idempotency::model::FingerprintBuilder;
+    use crate::idempotency::ports::MockIdempotencyRepository;
+    use crate::system::{MockClock, MockIdGenerator};
+    use bytes::Bytes;
+    use time::OffsetDateTime;
+    use uuid::Uuid;
 
     fn fingerprint(body: &str) -> RequestFingerprint {
         let mut builder = FingerprintBuilder::new("POST", "/v1/generate");

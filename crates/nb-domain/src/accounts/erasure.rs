@@ -8,16 +8,18 @@
 //! Then every stored image of the account is deleted; one that cannot be is logged, and the
 //! orphan sweep removes it when it is recent enough to be swept.
 
+use async_trait::async_trait;
 use std::fmt;
 use std::sync::Arc;
 
 use futures_util::StreamExt;
 
-use crate::RepositoryError;
-use crate::ports::{
-    Clock, KeyInvalidation, ObjectStorage, PasswordHasher, PasswordHashingError, UserRepository,
-};
-use crate::user::{Password, UserId};
+use crate::accounts::model::{Password, UserId};
+use crate::accounts::ports::{PasswordHasher, PasswordHashingError, UserRepository};
+use crate::api_keys::ports::KeyInvalidation;
+use crate::error::RepositoryError;
+use crate::generation::ports::ObjectStorage;
+use crate::system::Clock;
 
 /// How many stored images are deleted at once.
 const DELETIONS_IN_FLIGHT: usize = 8;
@@ -67,14 +69,28 @@ impl fmt::Debug for AccountErasure {
     }
 }
 
+/// Erasing an account at its owner's request, as the HTTP adapter asks for it.
+#[cfg_attr(feature = "mock", mockall::automock)]
+#[async_trait]
+pub trait Erasure: Send + Sync + 'static {
+    /// Erases the account once its owner has given its password again.
+    async fn erase(
+        &self,
+        user_id: UserId,
+        password: Password,
+    ) -> Result<ErasureReport, EraseAccountError>;
+}
+
 impl AccountErasure {
     pub fn new(ports: ErasurePorts) -> Self {
         Self { ports }
     }
+}
 
-    /// Erases the account once its owner has given its password again.
+#[async_trait]
+impl Erasure for AccountErasure {
     #[tracing::instrument(skip_all, fields(user_id = %user_id))]
-    pub async fn erase(
+    async fn erase(
         &self,
         user_id: UserId,
         password: Password,
@@ -140,12 +156,13 @@ mod tests {
     #![allow(clippy::unwrap_used)]
 
     use super::*;
-    use crate::generation::{ObjectKey, StorageError};
-    use crate::ports::{
-        ErasedAccount, MockClock, MockKeyInvalidation, MockObjectStorage, MockPasswordHasher,
-        MockUserRepository,
-    };
-    use crate::user::{EmailAddress, PasswordHash, User, UserCredentials};
+    use crate::accounts::model::{EmailAddress, PasswordHash, User, UserCredentials};
+    use crate::accounts::ports::{ErasedAccount, MockPasswordHasher, MockUserRepository};
+    use crate::api_keys::ports::MockKeyInvalidation;
+    use crate::generation::error::StorageError;
+    use crate::generation::model::ObjectKey;
+    use crate::generation::ports::MockObjectStorage;
+    use crate::system::MockClock;
     use uuid::Uuid;
 
     const USER: UserId = UserId(Uuid::from_u128(7));

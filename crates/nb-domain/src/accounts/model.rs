@@ -175,7 +175,7 @@ pub struct NewUser {
     pub user: User,
     pub password_hash: PasswordHash,
     /// The account's quotas (the deployment's defaults for new accounts).
-    pub limits: crate::quota::PeriodLimits,
+    pub limits: crate::quota::model::PeriodLimits,
 }
 
 #[cfg(test)]

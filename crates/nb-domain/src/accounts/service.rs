@@ -1,16 +1,17 @@
 //! Accounts: registration, login, sessions (what access tokens stand for), password changes.
 
+use async_trait::async_trait;
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::RepositoryError;
-use crate::ports::{
-    Clock, IdGenerator, InsertUserError, PasswordHasher, PasswordHashingError, SessionRepository,
-    UserRepository,
+use crate::accounts::model::{EmailAddress, NewUser, Password, Session, SessionId, User, UserId};
+use crate::accounts::ports::{
+    InsertUserError, PasswordHasher, PasswordHashingError, SessionRepository, UserRepository,
 };
-use crate::quota::PeriodLimits;
-use crate::user::{EmailAddress, NewUser, Password, Session, SessionId, User, UserId};
+use crate::error::RepositoryError;
+use crate::quota::model::PeriodLimits;
+use crate::system::{Clock, IdGenerator};
 
 #[derive(Debug, thiserror::Error)]
 pub enum RegisterError {
@@ -93,6 +94,52 @@ impl fmt::Debug for AccountService {
     }
 }
 
+/// Accounts as the HTTP adapter uses them: registration, login, sessions, password changes.
+#[cfg_attr(feature = "mock", mockall::automock)]
+#[async_trait]
+pub trait Accounts: Send + Sync + 'static {
+    /// A new session for the user, starting now.
+    async fn start_session(&self, user_id: UserId) -> Result<Session, RepositoryError>;
+
+    /// The user of a live session: an access token's owner, as long as the session has not
+    /// ended (logout, password change) or expired.
+    async fn signed_in_user(
+        &self,
+        user_id: UserId,
+        session_id: SessionId,
+    ) -> Result<User, FindUserError>;
+
+    /// Ends one session: its access token stops working at once.
+    async fn end_session(
+        &self,
+        user_id: UserId,
+        session_id: SessionId,
+    ) -> Result<(), RepositoryError>;
+
+    /// Checks the current password, stores the new one, and ends every session of the user
+    /// (every access token issued so far); returns a new session to carry on with.
+    async fn change_password(
+        &self,
+        user_id: UserId,
+        current: Password,
+        new: Password,
+    ) -> Result<Session, ChangePasswordError>;
+
+    async fn register(
+        &self,
+        email: EmailAddress,
+        password: Password,
+    ) -> Result<User, RegisterError>;
+
+    /// Checks an email and password. A malformed email (`None`) is just a failed login, at
+    /// the same cost as any other.
+    async fn login(
+        &self,
+        email: Option<EmailAddress>,
+        password: Password,
+    ) -> Result<User, LoginError>;
+}
+
 impl AccountService {
     /// Sessions last `session_ttl` (the access tokens' lifetime).
     pub fn new(ports: AccountPorts, session_ttl: Duration) -> Self {
@@ -113,8 +160,17 @@ impl AccountService {
         self
     }
 
-    /// A new session for the user, starting now.
-    pub async fn start_session(&self, user_id: UserId) -> Result<Session, RepositoryError> {
+    /// Forgets sessions that have expired.
+    pub async fn forget_expired_sessions(&self) -> Result<u64, RepositoryError> {
+        self.sessions
+            .delete_expired_sessions(self.clock.now())
+            .await
+    }
+}
+
+#[async_trait]
+impl Accounts for AccountService {
+    async fn start_session(&self, user_id: UserId) -> Result<Session, RepositoryError> {
         let created_at = self.clock.now();
         let session = Session {
             id: SessionId(self.ids.new_id()),
@@ -126,9 +182,7 @@ impl AccountService {
         Ok(session)
     }
 
-    /// The user of a live session: an access token's owner, as long as the session has not
-    /// ended (logout, password change) or expired.
-    pub async fn signed_in_user(
+    async fn signed_in_user(
         &self,
         user_id: UserId,
         session_id: SessionId,
@@ -144,8 +198,7 @@ impl AccountService {
         Ok(user)
     }
 
-    /// Ends one session: its access token stops working at once.
-    pub async fn end_session(
+    async fn end_session(
         &self,
         user_id: UserId,
         session_id: SessionId,
@@ -153,17 +206,8 @@ impl AccountService {
         self.sessions.delete_session(user_id, session_id).await
     }
 
-    /// Forgets sessions that have expired.
-    pub async fn forget_expired_sessions(&self) -> Result<u64, RepositoryError> {
-        self.sessions
-            .delete_expired_sessions(self.clock.now())
-            .await
-    }
-
-    /// Checks the current password, stores the new one, and ends every session of the user
-    /// (every access token issued so far); returns a new session to carry on with.
     #[tracing::instrument(skip_all, fields(user_id = %user_id))]
-    pub async fn change_password(
+    async fn change_password(
         &self,
         user_id: UserId,
         current: Password,
@@ -189,7 +233,7 @@ impl AccountService {
     }
 
     #[tracing::instrument(skip_all, fields(user_id))]
-    pub async fn register(
+    async fn register(
         &self,
         email: EmailAddress,
         password: Password,
@@ -215,10 +259,8 @@ impl AccountService {
         }
     }
 
-    /// Checks an email and password. A malformed email (`None`) is just a failed login, at
-    /// the same cost as any other.
     #[tracing::instrument(skip_all)]
-    pub async fn login(
+    async fn login(
         &self,
         email: Option<EmailAddress>,
         password: Password,
@@ -248,10 +290,9 @@ impl AccountService {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ports::{
-        MockClock, MockIdGenerator, MockPasswordHasher, MockSessionRepository, MockUserRepository,
-    };
-    use crate::user::{PasswordHash, UserCredentials};
+    use crate::accounts::model::{PasswordHash, UserCredentials};
+    use crate::accounts::ports::{MockPasswordHasher, MockSessionRepository, MockUserRepository};
+    use crate::system::{MockClock, MockIdGenerator};
     use time::OffsetDateTime;
     use time::macros::datetime;
     use uuid::Uuid;

@@ -1,179 +1,16 @@
-//! Rate limits: how many actions of a kind a subject may take a minute, and the
-//! [`Throttle`] that applies the deployment's limits through a [`RateLimiter`] port (in
-//! memory for one instance; a shared engine for several).
-//!
-//! Subjects are bounded whatever clients send: addresses are cut to their network (an IPv6
-//! client is one /64, what one customer gets), emails and pairs are SHA-256 digests, keys and
-//! accounts are ids. A limiter stores at most a bounded number of them.
+//! The [`Throttle`]: the deployment's limits applied through a [`RateLimiter`] port.
 
 use std::fmt;
-use std::net::IpAddr;
-use std::num::NonZeroU32;
 use std::sync::Arc;
-use std::time::Duration;
 
 use async_trait::async_trait;
-use sha2::{Digest, Sha256};
 
-use crate::RepositoryError;
-use crate::api_keys::{ApiKeyId, AuthenticatedApiKey};
-use crate::user::{EmailAddress, UserId};
-
-/// What is being counted.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum LimitedAction {
-    /// Registrations and logins from one client network.
-    AuthByAddress,
-    /// Registrations and logins for one email from one client network.
-    AuthByEmailAndAddress,
-    /// Registrations and logins for one email from anywhere: a looser ceiling.
-    AuthByEmail,
-    /// Generation requests with one API key.
-    GenerationsByKey,
-    /// Generation requests with any key of one account.
-    GenerationsByAccount,
-}
-
-impl LimitedAction {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::AuthByAddress => "auth_by_address",
-            Self::AuthByEmailAndAddress => "auth_by_email_and_address",
-            Self::AuthByEmail => "auth_by_email",
-            Self::GenerationsByKey => "generations_by_key",
-            Self::GenerationsByAccount => "generations_by_account",
-        }
-    }
-}
-
-/// A client's address as limits see it: an IPv4 address, or the /64 network of an IPv6 one
-/// (IPv4-mapped IPv6 addresses are their IPv4 address).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct ClientAddress(IpAddr);
-
-impl ClientAddress {
-    pub fn new(ip: IpAddr) -> Self {
-        let network = match ip {
-            IpAddr::V4(v4) => IpAddr::V4(v4),
-            IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-                Some(v4) => IpAddr::V4(v4),
-                None => {
-                    let prefix = u128::from(v6) & !((1u128 << 64) - 1);
-                    IpAddr::V6(prefix.into())
-                }
-            },
-        };
-        Self(network)
-    }
-
-    pub fn network(self) -> IpAddr {
-        self.0
-    }
-}
-
-/// Who a limit counts: a short value of bounded length, never raw client input.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct LimitSubject(String);
-
-impl LimitSubject {
-    pub fn address(address: ClientAddress) -> Self {
-        Self(address.0.to_string())
-    }
-
-    pub fn email(email: &EmailAddress) -> Self {
-        Self(hex::encode(Sha256::digest(email.as_str().as_bytes())))
-    }
-
-    pub fn email_and_address(email: &EmailAddress, address: ClientAddress) -> Self {
-        let mut digest = Sha256::new();
-        digest.update(email.as_str().as_bytes());
-        digest.update([0]);
-        digest.update(address.0.to_string().as_bytes());
-        Self(hex::encode(digest.finalize()))
-    }
-
-    pub fn key(key_id: ApiKeyId) -> Self {
-        Self(key_id.to_string())
-    }
-
-    pub fn account(user_id: UserId) -> Self {
-        Self(user_id.to_string())
-    }
-
-    /// Where a full limiter counts subjects it has no room for: together, so that a flood
-    /// of new subjects is limited as one.
-    pub fn overflow() -> Self {
-        Self("overflow".to_owned())
-    }
-
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-/// One counter: an action by a subject.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct RateLimitKey {
-    pub action: LimitedAction,
-    pub subject: LimitSubject,
-}
-
-/// An allowance: up to `n` a minute, refilled evenly (a minute's allowance may be used at
-/// once).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct PerMinute(pub NonZeroU32);
-
-impl PerMinute {
-    /// `None` for zero.
-    pub fn new(n: u32) -> Option<Self> {
-        NonZeroU32::new(n).map(Self)
-    }
-
-    pub fn get(self) -> u32 {
-        self.0.get()
-    }
-}
-
-/// A limiter's answer for one request.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RateDecision {
-    pub allowed: bool,
-    pub limit: u32,
-    /// Requests left right now, after this one.
-    pub remaining: u32,
-    /// Until the whole allowance is back.
-    pub reset_after: Duration,
-    /// When refused: until one more request is allowed.
-    pub retry_after: Duration,
-}
-
-/// Counts requests against allowances.
-#[cfg_attr(feature = "mock", mockall::automock)]
-#[async_trait]
-pub trait RateLimiter: Send + Sync + 'static {
-    /// Counts one request for `key` against `rate` when it is allowed; a refused request
-    /// MUST NOT be counted. MUST return `RepositoryError::Unavailable` when the engine that
-    /// keeps the counts cannot be reached.
-    async fn check(
-        &self,
-        key: &RateLimitKey,
-        rate: PerMinute,
-    ) -> Result<RateDecision, RepositoryError>;
-
-    /// Forgets subjects whose allowance is back to full (memory or rows stay bounded by
-    /// recent clients); how many. Called every minute.
-    async fn forget_idle(&self) -> Result<u64, RepositoryError>;
-}
-
-/// The deployment's allowances.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Limits {
-    pub auth_per_address: PerMinute,
-    pub auth_per_email_and_address: PerMinute,
-    pub auth_per_email: PerMinute,
-    pub generations_per_key: PerMinute,
-    pub generations_per_account: PerMinute,
-}
+use super::model::{
+    ClientAddress, LimitSubject, LimitedAction, Limits, PerMinute, RateDecision, RateLimitKey,
+};
+use super::ports::{RateLimitError, RateLimiter};
+use crate::accounts::model::EmailAddress;
+use crate::api_keys::model::AuthenticatedApiKey;
 
 /// Why a request was refused.
 #[derive(Debug, thiserror::Error)]
@@ -184,7 +21,7 @@ pub enum ThrottleError {
         decision: RateDecision,
     },
     #[error(transparent)]
-    Repository(#[from] RepositoryError),
+    Limiter(#[from] RateLimitError),
 }
 
 /// Applies the deployment's limits.
@@ -200,6 +37,27 @@ impl fmt::Debug for Throttle {
             .field("limits", &self.limits)
             .finish_non_exhaustive()
     }
+}
+
+/// The deployment's per-minute limits, as the HTTP adapter applies them.
+#[cfg_attr(feature = "mock", mockall::automock)]
+#[async_trait]
+pub trait Throttling: Send + Sync + 'static {
+    /// One registration or login attempt. Counted per client network, per email from that
+    /// network, and per email from anywhere (a looser ceiling), in that order, stopping at
+    /// the first refusal: an attempt refused for its network spends nothing of the email's
+    /// allowance, so an attacker elsewhere cannot lock the owner out. An email that is not
+    /// a valid address (`None`) is counted per network only.
+    async fn auth_attempt<'a>(
+        &self,
+        address: Option<ClientAddress>,
+        email: Option<&'a EmailAddress>,
+    ) -> Result<(), ThrottleError>;
+
+    /// One generation request: counted per key, then per account (so that more keys do not
+    /// mean more generations). Returns the key's standing, for the `x-ratelimit-*` headers.
+    async fn generation(&self, caller: &AuthenticatedApiKey)
+    -> Result<RateDecision, ThrottleError>;
 }
 
 impl Throttle {
@@ -225,16 +83,14 @@ impl Throttle {
             Err(ThrottleError::Limited { action, decision })
         }
     }
+}
 
-    /// One registration or login attempt. Counted per client network, per email from that
-    /// network, and per email from anywhere (a looser ceiling), in that order, stopping at
-    /// the first refusal: an attempt refused for its network spends nothing of the email's
-    /// allowance, so an attacker elsewhere cannot lock the owner out. An email that is not
-    /// a valid address (`None`) is counted per network only.
-    pub async fn auth_attempt(
+#[async_trait]
+impl Throttling for Throttle {
+    async fn auth_attempt<'a>(
         &self,
         address: Option<ClientAddress>,
-        email: Option<&EmailAddress>,
+        email: Option<&'a EmailAddress>,
     ) -> Result<(), ThrottleError> {
         let limits = self.limits;
         if let Some(address) = address {
@@ -260,9 +116,7 @@ impl Throttle {
         Ok(())
     }
 
-    /// One generation request: counted per key, then per account (so that more keys do not
-    /// mean more generations). Returns the key's standing, for the `x-ratelimit-*` headers.
-    pub async fn generation(
+    async fn generation(
         &self,
         caller: &AuthenticatedApiKey,
     ) -> Result<RateDecision, ThrottleError> {
@@ -304,8 +158,11 @@ impl Throttle {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::accounts::model::UserId;
+    use crate::api_keys::model::ApiKeyId;
     use std::collections::HashMap;
     use std::sync::Mutex;
+    use std::time::Duration;
     use uuid::Uuid;
 
     /// Counts every check; refuses a key once it has been allowed `allowance` times.
@@ -321,7 +178,7 @@ mod tests {
             &self,
             key: &RateLimitKey,
             rate: PerMinute,
-        ) -> Result<RateDecision, RepositoryError> {
+        ) -> Result<RateDecision, RateLimitError> {
             self.checks.lock().unwrap().push(key.action);
             let mut allowed = self.allowed.lock().unwrap();
             let count = allowed.entry(key.clone()).or_default();
@@ -338,7 +195,7 @@ mod tests {
             })
         }
 
-        async fn forget_idle(&self) -> Result<u64, RepositoryError> {
+        async fn forget_idle(&self) -> Result<u64, RateLimitError> {
             Ok(0)
         }
     }

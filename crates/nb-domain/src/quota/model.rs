@@ -1,18 +1,10 @@
-//! Quotas: how many images a key, or an account over all its keys, may make in a UTC day or
-//! a calendar month (UTC). They reset at predictable times: 00:00 UTC each day, and 00:00 UTC
-//! on the 1st of each month.
-//!
-//! A generation reserves its images before the provider is called, with conditional updates
-//! of the counters in one transaction (the repository's job), and gives back what it did not
-//! make: failures never spend quota, and concurrent requests can never pass a limit.
+//! What a quota is: a number of images per UTC day or calendar month (UTC), for a key or an
+//! account, and where one stands. Periods reset at predictable times: 00:00 UTC each day, and
+//! 00:00 UTC on the 1st of each month.
 
 use std::num::NonZeroU64;
 
 use time::{Date, Month, OffsetDateTime, Time, UtcOffset};
-
-use crate::RepositoryError;
-use crate::api_keys::ApiKeyId;
-use crate::user::UserId;
 
 /// A positive count of images.
 pub type QuotaLimit = NonZeroU64;
@@ -119,41 +111,6 @@ impl QuotaStanding {
         let seconds = wait.whole_seconds() + i64::from(wait.subsec_nanoseconds() > 0);
         u64::try_from(seconds).unwrap_or(0).max(1)
     }
-}
-
-/// Images reserved for a request, to give back what was not made.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Reservation {
-    pub key_id: ApiKeyId,
-    pub user_id: UserId,
-    pub images: u64,
-    /// When it was made: the periods it counts in.
-    pub at: OffsetDateTime,
-    /// The counters it added to.
-    pub counted: Vec<(QuotaScope, QuotaPeriod)>,
-}
-
-/// A granted reservation and the tightest quota after it (for the answer's headers).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Reserved {
-    pub reservation: Reservation,
-    pub tightest: Option<QuotaStanding>,
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum ReserveError {
-    /// Over a quota: nothing was reserved.
-    #[error("over the {} {} quota", .0.scope.as_str(), .0.period.as_str())]
-    Exceeded(QuotaStanding),
-    /// The key was revoked meanwhile (the database is the truth; a cache may lag).
-    #[error("the key is revoked")]
-    KeyRevoked,
-    #[error("the key has expired")]
-    KeyExpired,
-    #[error("the account is disabled")]
-    AccountDisabled,
-    #[error(transparent)]
-    Repository(#[from] RepositoryError),
 }
 
 /// Of the quotas that refuse a request, the one to report: the one that resets last, so
