@@ -1,46 +1,18 @@
-//! The real clock, id generator, randomness and password hasher behind the domain's ports.
+//! Password hashing behind the domain's `PasswordHasher` port: bcrypt, on tokio's blocking
+//! pool.
 
+use std::ops::RangeInclusive;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use nb_domain::ports::{
-    Clock, IdGenerator, PasswordHasher, PasswordHashingError, RandomSource, RandomnessUnavailable,
-    to_microseconds,
-};
-use nb_domain::user::{Password, PasswordHash};
+use nb_domain::accounts::{Password, PasswordHash, PasswordHasher, PasswordHashingError};
 use sha2::{Digest, Sha256};
-use time::OffsetDateTime;
-use uuid::Uuid;
 
-#[derive(Debug, Clone, Copy, Default)]
-pub struct SystemClock;
+/// The work factors bcrypt accepts.
+pub const BCRYPT_COSTS: RangeInclusive<u32> = 4..=31;
 
-impl Clock for SystemClock {
-    fn now(&self) -> OffsetDateTime {
-        // Databases keep microseconds: cut here so values read back equal values written.
-        to_microseconds(OffsetDateTime::now_utc())
-    }
-}
-
-/// Time-ordered UUIDv7 ids.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct UuidV7Ids;
-
-impl IdGenerator for UuidV7Ids {
-    fn new_id(&self) -> Uuid {
-        Uuid::now_v7()
-    }
-}
-
-/// The operating system's CSPRNG.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct OsRandom;
-
-impl RandomSource for OsRandom {
-    fn fill_bytes(&self, dest: &mut [u8]) -> Result<(), RandomnessUnavailable> {
-        getrandom::fill(dest).map_err(|_| RandomnessUnavailable)
-    }
-}
+/// The default work factor: about a quarter of a second per hash on a current server core.
+pub const DEFAULT_BCRYPT_COST: u32 = 12;
 
 /// bcrypt on tokio's blocking pool.
 ///
@@ -161,10 +133,5 @@ mod tests {
             "{}",
             hasher.dummy_hash
         );
-    }
-
-    #[test]
-    fn the_clock_keeps_microseconds() {
-        assert_eq!(SystemClock.now().nanosecond() % 1_000, 0);
     }
 }
