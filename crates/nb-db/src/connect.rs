@@ -14,6 +14,7 @@ use crate::postgres_tls::{InvalidTlsSettings, PostgresTarget};
 use diesel_async::{AsyncConnection, AsyncPgConnection, SimpleAsyncConnection};
 use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
 use futures_util::FutureExt;
+use nb_domain::settings::InvalidSetting;
 
 use crate::pool::{ConnectionPool, Database, SqliteAsyncConnection};
 
@@ -42,7 +43,7 @@ pub enum DatabaseUrl {
 }
 
 #[derive(Debug, thiserror::Error)]
-#[error("DATABASE_URL must start with postgres://, postgresql:// or sqlite:// (got {scheme:?})")]
+#[error("must start with postgres://, postgresql:// or sqlite:// (got {scheme:?})")]
 pub struct UnsupportedDatabaseUrl {
     scheme: String,
 }
@@ -63,6 +64,76 @@ impl DatabaseUrl {
             .map_or("", |(scheme, _)| scheme)
             .to_owned();
         Err(UnsupportedDatabaseUrl { scheme })
+    }
+}
+
+impl TryFrom<String> for DatabaseUrl {
+    type Error = UnsupportedDatabaseUrl;
+
+    fn try_from(raw: String) -> Result<Self, Self::Error> {
+        Self::parse(raw.trim())
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for DatabaseUrl {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let raw = String::deserialize(deserializer)?;
+        Self::try_from(raw).map_err(serde::de::Error::custom)
+    }
+}
+
+/// `[database]` in the configuration: where the database is and how the pool behaves.
+#[serde_with::serde_as]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DatabaseSettings {
+    /// `postgres://…` or `sqlite://<path>`; `None`: SQLite in the data folder.
+    pub url: Option<DatabaseUrl>,
+    /// Connections in the pool.
+    pub pool_size: usize,
+    /// See [`PoolOptions::acquire_timeout`].
+    #[serde(rename = "acquire_timeout_seconds")]
+    #[serde_as(as = "serde_with::DurationSeconds<u64>")]
+    pub acquire_timeout: Duration,
+    /// See [`PoolOptions::statement_timeout`].
+    #[serde(rename = "statement_timeout_seconds")]
+    #[serde_as(as = "serde_with::DurationSeconds<u64>")]
+    pub statement_timeout: Duration,
+}
+
+impl Default for DatabaseSettings {
+    fn default() -> Self {
+        let pool = PoolOptions::default();
+        Self {
+            url: None,
+            pool_size: pool.max_connections,
+            acquire_timeout: pool.acquire_timeout,
+            statement_timeout: pool.statement_timeout,
+        }
+    }
+}
+
+impl DatabaseSettings {
+    /// What serde cannot say about single values.
+    pub fn check(&self) -> Result<(), InvalidSetting> {
+        if self.pool_size == 0 {
+            return Err(InvalidSetting::new("pool_size", "must be at least 1"));
+        }
+        if self.statement_timeout.is_zero() {
+            return Err(InvalidSetting::new(
+                "statement_timeout_seconds",
+                "must be at least 1",
+            ));
+        }
+        Ok(())
+    }
+
+    pub fn pool_options(&self) -> PoolOptions {
+        PoolOptions {
+            max_connections: self.pool_size,
+            acquire_timeout: self.acquire_timeout,
+            statement_timeout: self.statement_timeout,
+        }
     }
 }
 

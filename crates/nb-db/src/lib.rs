@@ -24,7 +24,9 @@ mod sessions;
 pub mod testing;
 mod users;
 
-pub use connect::{ConnectError, DatabaseUrl, PoolOptions, UnsupportedDatabaseUrl};
+pub use connect::{
+    ConnectError, DatabaseSettings, DatabaseUrl, PoolOptions, UnsupportedDatabaseUrl,
+};
 pub use generations::GenerationStore;
 pub use key_changes::listen_for_key_changes;
 pub use pool::Database;

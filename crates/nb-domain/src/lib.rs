@@ -21,6 +21,7 @@ pub mod ports;
 pub mod quota;
 pub mod rate_limit;
 pub mod readiness;
+pub mod settings;
 pub mod system;
 pub mod text;
 pub mod usage;

@@ -10,6 +10,10 @@ use nb_domain::generation::{GeneratedImage, ImageRequest, ProviderError};
 use nb_domain::ports::ImageProvider;
 use reqwest::StatusCode;
 use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderValue};
+use nb_domain::settings::InvalidSetting;
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+use serde_with::{DurationSeconds, serde_as};
 use tokio::time::Instant;
 
 use crate::answer_scanner::{AnswerScanner, ScannedAnswer};
@@ -23,34 +27,37 @@ pub const API_VERSION: &str = "v1beta";
 const MAX_RESPONSE_BYTES: usize = 64 * 1024 * 1024;
 
 /// Google's API key. `Debug` never shows it.
-#[derive(Clone)]
-pub struct GoogleApiKey(String);
+#[derive(Clone, Debug, Deserialize)]
+#[serde(transparent)]
+pub struct GoogleApiKey(SecretString);
 
 impl GoogleApiKey {
     pub fn new(key: String) -> Self {
-        Self(key)
+        Self(SecretString::from(key))
     }
 }
 
-impl fmt::Debug for GoogleApiKey {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("GoogleApiKey([redacted])")
-    }
-}
-
-/// How to reach Google and how patient to be.
-#[derive(Debug, Clone)]
+/// How to reach Google and how patient to be: `[upstream]` in the configuration.
+#[serde_as]
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct GeminiSettings {
-    pub api_key: GoogleApiKey,
-    /// `GOOGLE_GEMINI_BASE_URL`, without the version.
+    /// Without it, generation with live keys answers 503 (test keys work).
+    pub api_key: Option<GoogleApiKey>,
+    /// The API's address, without the version.
     pub base_url: String,
     /// One HTTP attempt, from sending to the last byte of the answer.
+    #[serde(rename = "attempt_timeout_seconds")]
+    #[serde_as(as = "DurationSeconds<u64>")]
     pub attempt_timeout: Duration,
     /// Everything, retries and waits included.
+    #[serde(rename = "deadline_seconds")]
+    #[serde_as(as = "DurationSeconds<u64>")]
     pub deadline: Duration,
     /// Retries after the first attempt.
     pub max_retries: u32,
-    /// The first backoff; each retry doubles it, with full jitter.
+    /// The first backoff; each retry doubles it, with full jitter. Not configurable.
+    #[serde(skip)]
     pub initial_backoff: Duration,
     /// Speak HTTP/2 from the first byte on `http://` base URLs (h2c proxies and fakes). Over
     /// HTTPS, HTTP/2 is negotiated anyway (Google offers it), multiplexing calls on a few
@@ -61,10 +68,10 @@ pub struct GeminiSettings {
     pub streams_per_connection: usize,
 }
 
-impl GeminiSettings {
-    pub fn new(api_key: GoogleApiKey) -> Self {
+impl Default for GeminiSettings {
+    fn default() -> Self {
         Self {
-            api_key,
+            api_key: None,
             base_url: DEFAULT_BASE_URL.into(),
             attempt_timeout: Duration::from_secs(60),
             deadline: Duration::from_secs(120),
@@ -73,6 +80,48 @@ impl GeminiSettings {
             http2_prior_knowledge: false,
             streams_per_connection: 100,
         }
+    }
+}
+
+impl GeminiSettings {
+    /// The defaults, with `api_key`.
+    pub fn new(api_key: GoogleApiKey) -> Self {
+        Self {
+            api_key: Some(api_key),
+            ..Self::default()
+        }
+    }
+
+    /// What serde cannot say about single values.
+    pub fn check(&self) -> Result<(), InvalidSetting> {
+        let base = reqwest::Url::parse(self.base_url.trim_end_matches('/')).ok();
+        let usable = base.as_ref().is_some_and(|url| {
+            matches!(url.scheme(), "http" | "https")
+                && url.host().is_some()
+                && url.query().is_none()
+                && url.fragment().is_none()
+        });
+        if !usable {
+            return Err(InvalidSetting::new(
+                "base_url",
+                "must be an http:// or https:// URL with a host and no query",
+            ));
+        }
+        for (key, timeout) in [
+            ("attempt_timeout_seconds", self.attempt_timeout),
+            ("deadline_seconds", self.deadline),
+        ] {
+            if timeout.is_zero() {
+                return Err(InvalidSetting::new(key, "must be at least 1"));
+            }
+        }
+        if self.streams_per_connection == 0 {
+            return Err(InvalidSetting::new(
+                "streams_per_connection",
+                "must be at least 1",
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -105,7 +154,9 @@ impl fmt::Debug for GeminiImageClient {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientBuildError {
-    #[error("GOOGLE_API_KEY contains characters that cannot be sent in an HTTP header")]
+    #[error("no Google API key is set")]
+    NoApiKey,
+    #[error("the Google API key contains characters that cannot be sent in an HTTP header")]
     InvalidApiKey,
     #[error("cannot build the HTTP client")]
     Http(#[source] reqwest::Error),
@@ -129,7 +180,11 @@ enum Method {
 
 impl GeminiImageClient {
     pub fn new(settings: GeminiSettings) -> Result<Self, ClientBuildError> {
-        let mut key = HeaderValue::from_str(&settings.api_key.0)
+        let api_key = settings
+            .api_key
+            .as_ref()
+            .ok_or(ClientBuildError::NoApiKey)?;
+        let mut key = HeaderValue::from_str(api_key.0.expose_secret())
             .map_err(|_| ClientBuildError::InvalidApiKey)?;
         key.set_sensitive(true);
         let mut headers = HeaderMap::new();

@@ -23,6 +23,8 @@ use nb_domain::RepositoryError;
 use nb_domain::ports::{NotReady, ReadinessCheck};
 use nb_domain::rate_limit::RateLimitError;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
 
 pub use key_changes::{CHANNEL, listen_for_key_changes};
 pub use rate_limits::RedisRateLimiter;
@@ -44,6 +46,41 @@ pub struct InvalidRedisUrl {
 #[derive(Debug, thiserror::Error)]
 #[error("Redis cannot be reached: {0}")]
 pub struct RedisUnavailable(String);
+
+/// `[redis]` in the configuration.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RedisSettings {
+    /// When set, per-minute limits are counted in Redis and key changes travel over its
+    /// pub/sub (instead of PostgreSQL).
+    pub url: Option<RedisUrl>,
+}
+
+/// `redis://`, `rediss://` (TLS) or `redis+unix://`; may hold a password: never printed.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(try_from = "String")]
+pub struct RedisUrl(SecretString);
+
+impl RedisUrl {
+    pub fn expose_secret(&self) -> &str {
+        self.0.expose_secret()
+    }
+}
+
+impl TryFrom<String> for RedisUrl {
+    type Error = &'static str;
+
+    fn try_from(raw: String) -> Result<Self, Self::Error> {
+        let raw = raw.trim();
+        let scheme = raw.split_once("://").map(|(scheme, _)| scheme);
+        match scheme {
+            Some("redis" | "rediss" | "redis+unix" | "unix") => {
+                Ok(Self(SecretString::from(raw.to_owned())))
+            }
+            _ => Err("must start with redis://, rediss:// (TLS) or redis+unix://"),
+        }
+    }
+}
 
 /// A connection to Redis shared by the limiter, the announcer and `/readyz`. Cheap to clone.
 #[derive(Clone)]

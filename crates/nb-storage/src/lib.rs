@@ -13,4 +13,7 @@ pub mod testing;
 
 pub use inline::InlineStorage;
 pub use local::LocalStorage;
-pub use s3::{MAX_PRESIGN_EXPIRY, S3ConfigError, S3Secret, S3Settings, S3Storage};
+pub use s3::{
+    DEFAULT_PRESIGN_EXPIRY, DEFAULT_REQUEST_TIMEOUT, MAX_PRESIGN_EXPIRY, S3ConfigError, S3Secret,
+    S3Settings, S3Storage,
+};

@@ -11,42 +11,96 @@ use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
 use s3::creds::Credentials;
 use s3::error::S3Error;
 use s3::{Bucket, Region};
+use nb_domain::settings::InvalidSetting;
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+use serde_with::{DurationSeconds, serde_as};
 use time::OffsetDateTime;
 
 /// S3's ceiling for presigned URLs.
 pub const MAX_PRESIGN_EXPIRY: Duration = Duration::from_secs(7 * 24 * 60 * 60);
 
 /// An S3 secret access key. `Debug` never shows it.
-#[derive(Clone)]
-pub struct S3Secret(String);
+#[derive(Clone, Debug, Deserialize)]
+#[serde(transparent)]
+pub struct S3Secret(SecretString);
 
 impl S3Secret {
     pub fn new(secret: String) -> Self {
-        Self(secret)
+        Self(SecretString::from(secret))
     }
 }
 
-impl fmt::Debug for S3Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("S3Secret([redacted])")
-    }
-}
-
-/// R2 (`account_id`) or any S3-compatible endpoint (`endpoint`, which wins when both are set).
-#[derive(Debug, Clone)]
+/// R2 (`account_id`) or any S3-compatible endpoint (`endpoint`, which wins when both are set):
+/// `[storage.s3]` in the configuration.
+#[serde_as]
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct S3Settings {
+    #[serde(default)]
     pub account_id: Option<String>,
+    #[serde(default)]
     pub endpoint: Option<String>,
     /// Signing region: `auto` for R2.
+    #[serde(default = "default_region")]
     pub region: String,
     pub access_key: String,
     pub secret_key: S3Secret,
     pub bucket: String,
     /// Base of public URLs (an R2 custom domain or `https://pub-….r2.dev`); without one,
     /// presigned GET URLs are handed out.
+    #[serde(default)]
     pub public_url: Option<String>,
+    /// How long a presigned URL works (at most S3's 7 days).
+    #[serde(default = "default_presign_expiry", rename = "presign_expiry_seconds")]
+    #[serde_as(as = "DurationSeconds<u64>")]
     pub presign_expiry: Duration,
+    /// How long one request to the store may take.
+    #[serde(default = "default_request_timeout", rename = "request_timeout_seconds")]
+    #[serde_as(as = "DurationSeconds<u64>")]
     pub request_timeout: Duration,
+}
+
+fn default_region() -> String {
+    "auto".to_owned()
+}
+
+/// Presigned URLs work for an hour unless configured otherwise.
+pub const DEFAULT_PRESIGN_EXPIRY: Duration = Duration::from_secs(3600);
+/// One request to the store may take 30 s unless configured otherwise.
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+fn default_presign_expiry() -> Duration {
+    DEFAULT_PRESIGN_EXPIRY
+}
+
+fn default_request_timeout() -> Duration {
+    DEFAULT_REQUEST_TIMEOUT
+}
+
+impl S3Settings {
+    /// What serde cannot say about single values.
+    pub fn check(&self) -> Result<(), InvalidSetting> {
+        if self.account_id.is_none() && self.endpoint.is_none() {
+            return Err(InvalidSetting::new(
+                "account_id",
+                "or endpoint is required for R2/S3 storage",
+            ));
+        }
+        if self.presign_expiry.is_zero() || self.presign_expiry > MAX_PRESIGN_EXPIRY {
+            return Err(InvalidSetting::new(
+                "presign_expiry_seconds",
+                "must be between 1 and 604800 (7 days)",
+            ));
+        }
+        if self.request_timeout.is_zero() {
+            return Err(InvalidSetting::new(
+                "request_timeout_seconds",
+                "must be at least 1",
+            ));
+        }
+        Ok(())
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -93,7 +147,7 @@ impl S3Storage {
         }
         let credentials = Credentials::new(
             Some(&settings.access_key),
-            Some(&settings.secret_key.0),
+            Some(settings.secret_key.0.expose_secret()),
             None,
             None,
             None,

@@ -29,10 +29,12 @@ pub struct BcryptPasswordHasher {
 
 impl BcryptPasswordHasher {
     /// Hashes the dummy password at once (one bcrypt, before the server serves anything).
-    pub fn new(cost: u32) -> Result<Self, bcrypt::BcryptError> {
+    pub fn new(cost: u32) -> Result<Self, PasswordHashingError> {
+        let dummy_hash = bcrypt::hash("nanobanana-dummy", cost)
+            .map_err(|error| PasswordHashingError(Box::new(error)))?;
         Ok(Self {
             cost,
-            dummy_hash: Arc::new(bcrypt::hash("nanobanana-dummy", cost)?),
+            dummy_hash: Arc::new(dummy_hash),
         })
     }
 }

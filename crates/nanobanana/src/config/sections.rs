@@ -1,0 +1,356 @@
+//! The sections of the configuration the composition root owns: which models, where images
+//! go, the deployment's limits, and security. (The server's, the database's, Google's and
+//! Redis's sections are their adapters' own settings types.) Each value is parsed into its
+//! type as it is read; what depends on several values is checked by `Config::check`.
+
+use std::collections::BTreeMap;
+use std::num::{NonZeroU32, NonZeroU64, NonZeroUsize};
+use std::time::Duration;
+
+use nb_domain::accounts::EmailAddress;
+use nb_domain::admin::AdminEmails;
+use nb_domain::generation::{AllowedModels, InputImageLimits};
+use nb_domain::quota::PeriodLimits;
+use nb_domain::rate_limit::{Limits as RateLimits, PerMinute};
+use nb_storage::S3Settings;
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+use serde_with::{DurationSeconds, serde_as};
+
+/// The models enabled when none are configured.
+pub const DEFAULT_IMAGE_MODEL: &str = "gemini-3.1-flash-image";
+/// HS256 keys shorter than the hash output weaken it (RFC 7518 §3.2).
+pub const MIN_JWT_SECRET_BYTES: usize = 32;
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+/// `[models]`: what clients may ask for and send.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ModelsSection {
+    /// The models clients may ask for; the first is the default.
+    pub enabled: ImageModels,
+    /// OpenAI model names and the models they mean.
+    pub openai_map: OpenAiMapSetting,
+    pub max_input_images: NonZeroUsize,
+    pub max_input_image_bytes: NonZeroUsize,
+    pub max_input_images_total_bytes: NonZeroUsize,
+}
+
+impl Default for ModelsSection {
+    fn default() -> Self {
+        let inputs = InputImageLimits::default();
+        Self {
+            enabled: ImageModels::default(),
+            openai_map: OpenAiMapSetting::default(),
+            max_input_images: NonZeroUsize::new(inputs.max_images).unwrap_or(NonZeroUsize::MIN),
+            max_input_image_bytes: NonZeroUsize::new(inputs.max_image_bytes)
+                .unwrap_or(NonZeroUsize::MIN),
+            max_input_images_total_bytes: NonZeroUsize::new(inputs.max_total_bytes)
+                .unwrap_or(NonZeroUsize::MIN),
+        }
+    }
+}
+
+impl ModelsSection {
+    pub fn input_images(&self) -> InputImageLimits {
+        InputImageLimits {
+            max_images: self.max_input_images.get(),
+            max_image_bytes: self.max_input_image_bytes.get(),
+            max_total_bytes: self.max_input_images_total_bytes.get(),
+        }
+    }
+}
+
+/// The enabled models, at least one.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "Vec<String>")]
+pub struct ImageModels(pub AllowedModels);
+
+impl Default for ImageModels {
+    fn default() -> Self {
+        Self::try_from(vec![DEFAULT_IMAGE_MODEL.to_owned()])
+            .unwrap_or_else(|_| unreachable!("the default names a model"))
+    }
+}
+
+impl TryFrom<Vec<String>> for ImageModels {
+    type Error = &'static str;
+
+    fn try_from(names: Vec<String>) -> Result<Self, Self::Error> {
+        AllowedModels::new(names)
+            .map(Self)
+            .ok_or("must name at least one model")
+    }
+}
+
+/// `name=model,name=model` (the environment's form) or a table of `name = "model"`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(untagged)]
+pub enum OpenAiMapSetting {
+    Text(String),
+    Table(BTreeMap<String, String>),
+}
+
+impl Default for OpenAiMapSetting {
+    fn default() -> Self {
+        Self::Table(BTreeMap::new())
+    }
+}
+
+/// Where images are kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StorageBackend {
+    /// Files under the data folder, served by this server at `/images/…`.
+    Local,
+    /// Cloudflare R2 or any S3-compatible store (`[storage.s3]`).
+    #[serde(alias = "r2")]
+    S3,
+    /// `data:` URLs; nothing is stored.
+    Inline,
+}
+
+/// `[storage]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StorageSection {
+    /// Local unless `[storage.s3]` is given.
+    pub backend: Option<StorageBackend>,
+    /// The base of local image URLs; by default `http://` and the address the server is
+    /// bound to.
+    pub public_base_url: Option<HttpUrl>,
+    pub s3: Option<S3Settings>,
+}
+
+impl StorageSection {
+    pub fn backend(&self) -> StorageBackend {
+        self.backend.unwrap_or(if self.s3.is_some() {
+            StorageBackend::S3
+        } else {
+            StorageBackend::Local
+        })
+    }
+}
+
+/// An absolute `http://` or `https://` URL with a host and no query or fragment, kept
+/// without a trailing slash.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub struct HttpUrl(String);
+
+impl HttpUrl {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for HttpUrl {
+    type Error = String;
+
+    fn try_from(raw: String) -> Result<Self, String> {
+        let trimmed = raw.trim().trim_end_matches('/');
+        let parsed =
+            url::Url::parse(trimmed).map_err(|error| format!("{trimmed:?} is not a URL ({error})"))?;
+        let acceptable = matches!(parsed.scheme(), "http" | "https")
+            && parsed.host().is_some()
+            && parsed.query().is_none()
+            && parsed.fragment().is_none();
+        if acceptable {
+            Ok(Self(trimmed.to_owned()))
+        } else {
+            Err("must be an http:// or https:// URL with a host and no query".to_owned())
+        }
+    }
+}
+
+/// Where per-minute limits are counted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RateLimitStore {
+    /// In Redis when it is configured, else in the database when it is PostgreSQL, so they
+    /// hold across instances; in memory with SQLite (one instance).
+    #[default]
+    Shared,
+    /// Per instance, whatever the database.
+    Memory,
+}
+
+/// `[limits]`: what each client may do, and how much the server takes on at once.
+#[serde_as]
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LimitsSection {
+    /// Registrations and logins per client network.
+    pub auth_attempts_per_minute_per_ip: NonZeroU32,
+    /// For one email from one network.
+    pub auth_attempts_per_minute_per_email_and_ip: NonZeroU32,
+    /// For one email from anywhere (a ceiling).
+    pub auth_attempts_per_minute_per_email: NonZeroU32,
+    pub generations_per_minute_per_key: NonZeroU32,
+    /// Over all of an account's keys.
+    pub generations_per_minute_per_account: NonZeroU32,
+    pub max_active_keys_per_account: NonZeroU32,
+    /// Calls to Google in flight at once, per instance.
+    pub upstream_concurrency: NonZeroUsize,
+    /// How long a generation waits for a free slot.
+    #[serde(rename = "upstream_queue_timeout_seconds")]
+    #[serde_as(as = "DurationSeconds<u64>")]
+    pub upstream_queue_timeout: Duration,
+    /// How long a verified API key is trusted from memory (0: never).
+    #[serde(rename = "key_cache_ttl_seconds")]
+    #[serde_as(as = "DurationSeconds<u64>")]
+    pub key_cache_ttl: Duration,
+    /// How long an answer is kept for its `Idempotency-Key` (1–720).
+    pub idempotency_ttl_hours: u64,
+    pub rate_limits: RateLimitStore,
+    /// Quotas of new accounts.
+    pub default_account_per_day: Option<NonZeroU64>,
+    pub default_account_per_month: Option<NonZeroU64>,
+    /// Quotas of new keys created without their own.
+    pub default_key_per_day: Option<NonZeroU64>,
+    pub default_key_per_month: Option<NonZeroU64>,
+}
+
+const fn per_minute(n: u32) -> NonZeroU32 {
+    match NonZeroU32::new(n) {
+        Some(n) => n,
+        None => NonZeroU32::MIN,
+    }
+}
+
+impl Default for LimitsSection {
+    fn default() -> Self {
+        Self {
+            auth_attempts_per_minute_per_ip: per_minute(30),
+            auth_attempts_per_minute_per_email_and_ip: per_minute(10),
+            auth_attempts_per_minute_per_email: per_minute(100),
+            generations_per_minute_per_key: per_minute(60),
+            generations_per_minute_per_account: per_minute(120),
+            max_active_keys_per_account: per_minute(20),
+            upstream_concurrency: NonZeroUsize::new(64).unwrap_or(NonZeroUsize::MIN),
+            upstream_queue_timeout: Duration::from_secs(30),
+            key_cache_ttl: nb_domain::api_keys::DEFAULT_KEY_CACHE_TTL,
+            idempotency_ttl_hours: 24,
+            rate_limits: RateLimitStore::Shared,
+            default_account_per_day: None,
+            default_account_per_month: None,
+            default_key_per_day: None,
+            default_key_per_month: None,
+        }
+    }
+}
+
+impl LimitsSection {
+    pub fn rate_limits(&self) -> RateLimits {
+        RateLimits {
+            auth_per_address: PerMinute(self.auth_attempts_per_minute_per_ip),
+            auth_per_email_and_address: PerMinute(self.auth_attempts_per_minute_per_email_and_ip),
+            auth_per_email: PerMinute(self.auth_attempts_per_minute_per_email),
+            generations_per_key: PerMinute(self.generations_per_minute_per_key),
+            generations_per_account: PerMinute(self.generations_per_minute_per_account),
+        }
+    }
+
+    pub fn default_account_quotas(&self) -> PeriodLimits {
+        PeriodLimits {
+            per_day: self.default_account_per_day,
+            per_month: self.default_account_per_month,
+        }
+    }
+
+    pub fn default_key_quotas(&self) -> PeriodLimits {
+        PeriodLimits {
+            per_day: self.default_key_per_day,
+            per_month: self.default_key_per_month,
+        }
+    }
+
+    pub fn idempotency_ttl(&self) -> Duration {
+        Duration::from_secs(self.idempotency_ttl_hours * 3600)
+    }
+}
+
+/// `[security]`: how accounts prove who they are, and who administers.
+#[serde_as]
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SecuritySection {
+    /// What access tokens are signed with; when unset, a secret generated once and kept in
+    /// the data folder.
+    pub jwt_secret: Option<JwtSecret>,
+    /// How long an access token (and its session) stays valid.
+    #[serde(rename = "access_token_ttl_seconds")]
+    #[serde_as(as = "DurationSeconds<u64>")]
+    pub access_token_ttl: Duration,
+    /// bcrypt's work factor (4–31).
+    pub bcrypt_cost: u32,
+    /// The accounts that may use `/v1/admin/…`.
+    pub admin_emails: AdminEmailList,
+    /// When set, `GET /metrics` requires `Authorization: Bearer <token>`.
+    pub metrics_token: Option<SecretString>,
+}
+
+impl Default for SecuritySection {
+    fn default() -> Self {
+        Self {
+            jwt_secret: None,
+            access_token_ttl: Duration::from_secs(24 * 60 * 60),
+            bcrypt_cost: nb_system::DEFAULT_BCRYPT_COST,
+            admin_emails: AdminEmailList::default(),
+            metrics_token: None,
+        }
+    }
+}
+
+/// The key access tokens are signed with: at least 32 bytes. Never printed.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(try_from = "SecretString")]
+pub struct JwtSecret(SecretString);
+
+impl JwtSecret {
+    pub fn expose_secret(&self) -> &[u8] {
+        self.0.expose_secret().as_bytes()
+    }
+}
+
+impl TryFrom<SecretString> for JwtSecret {
+    type Error = String;
+
+    fn try_from(secret: SecretString) -> Result<Self, String> {
+        if secret.expose_secret().len() < MIN_JWT_SECRET_BYTES {
+            return Err(format!(
+                "must be at least {MIN_JWT_SECRET_BYTES} bytes long"
+            ));
+        }
+        Ok(Self(secret))
+    }
+}
+
+/// Admin emails, each a valid address (normalised like every email).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "Vec<String>")]
+pub struct AdminEmailList(pub AdminEmails);
+
+impl TryFrom<Vec<String>> for AdminEmailList {
+    type Error = String;
+
+    fn try_from(emails: Vec<String>) -> Result<Self, String> {
+        emails
+            .iter()
+            .map(|email| email.trim())
+            .filter(|email| !email.is_empty())
+            .map(|email| {
+                EmailAddress::parse(email).map_err(|_| format!("{email:?} is not an email address"))
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map(|emails| Self(AdminEmails::new(emails)))
+    }
+}

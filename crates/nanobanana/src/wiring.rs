@@ -1,0 +1,377 @@
+//! The one place that knows every adapter: it builds each from its settings, puts the
+//! domain's services on them, and hands the HTTP adapter its state and the background jobs
+//! what they keep. A test can call it with a clock of its own.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use nb_api::AppState;
+use nb_api::client_address::ClientAddressSource;
+use nb_api::tokens::AccessTokens;
+use nb_db::{Database, GenerationStore};
+use nb_domain::accounts::{AccountPorts, AccountService, AccountErasure, ErasurePorts};
+use nb_domain::admin::{AdminPorts, AdminService};
+use nb_domain::api_keys::{ApiKeyPorts, ApiKeyService, CachingApiKeyRepository, KeyPolicy};
+use nb_domain::generation::{
+    ConcurrencyLimitedProvider, GenerationPorts, GenerationService, HistoryPorts, HistoryService,
+    ImageProvider, ObjectStorage,
+};
+use nb_domain::idempotency::{IdempotencyPolicy, IdempotencyPorts, IdempotencyService};
+use nb_domain::ports::{KeyChangeBroadcast, ReadinessCheck};
+use nb_domain::rate_limit::{RateLimiter, Throttle};
+use nb_domain::system::{Clock, IdGenerator, RandomSource};
+use nb_imagen::{GeminiImageClient, TestModeImages, UnconfiguredImageProvider};
+use nb_storage::{InlineStorage, LocalStorage, S3Storage};
+use nb_system::{BcryptPasswordHasher, MemoryRateLimiter, OsRandom, UuidV7Ids};
+use secrecy::SecretString;
+
+use crate::background::{KeyChangeFeed, Maintenance};
+use crate::config::Config;
+use crate::config::sections::{JwtSecret, RateLimitStore, StorageBackend};
+use crate::startup::StartupError;
+
+const JWT_SECRET_FILE: &str = "jwt_secret";
+
+/// The application's state and the background work that keeps it.
+#[derive(Debug)]
+pub struct Wired {
+    pub state: AppState,
+    pub maintenance: Maintenance,
+}
+
+/// Wires the adapters to the domain services, telling time by `clock`. `bound_to` is the
+/// server's real address, the default base of local image URLs.
+pub fn wire(
+    config: &Config,
+    database: Database,
+    bound_to: SocketAddr,
+    clock: Arc<dyn Clock>,
+) -> Result<Wired, StartupError> {
+    let ids: Arc<dyn IdGenerator> = Arc::new(UuidV7Ids);
+    let random: Arc<dyn RandomSource> = Arc::new(OsRandom);
+    let database = Arc::new(database);
+    let jwt_secret = match &config.security.jwt_secret {
+        Some(secret) => secret.clone(),
+        None => load_or_create_jwt_secret(&config.data_dir, random.as_ref())?,
+    };
+    let provider = image_provider(config)?;
+    let public_base_url = config
+        .storage
+        .public_base_url
+        .as_ref()
+        .map_or_else(|| format!("http://{bound_to}"), |url| url.as_str().to_owned());
+    let (storage, served_images): (Arc<dyn ObjectStorage>, bool) = match config.storage.backend()
+    {
+        StorageBackend::Local => (
+            Arc::new(LocalStorage::new(&config.data_dir, &public_base_url)),
+            true,
+        ),
+        StorageBackend::S3 => {
+            let settings = config
+                .storage
+                .s3
+                .clone()
+                .ok_or(StartupError::NoS3Settings)?;
+            (
+                Arc::new(S3Storage::new(settings).map_err(StartupError::Storage)?),
+                false,
+            )
+        }
+        StorageBackend::Inline => (Arc::new(InlineStorage), false),
+    };
+    let hasher = Arc::new(
+        BcryptPasswordHasher::new(config.security.bcrypt_cost)
+            .map_err(StartupError::PasswordHashing)?,
+    );
+    // What instances share besides the database, when the operator runs Redis.
+    let redis = config
+        .redis
+        .url
+        .as_ref()
+        .map(|url| nb_redis::Redis::new(url.expose_secret()))
+        .transpose()?;
+    // Changes are announced to the other instances: Redis pub/sub when it is configured, else
+    // PostgreSQL NOTIFY (nothing on SQLite).
+    let peers: Arc<dyn KeyChangeBroadcast> = match &redis {
+        Some(redis) => Arc::new(redis.clone()),
+        None => database.clone(),
+    };
+    let key_cache = Arc::new(
+        CachingApiKeyRepository::new(database.clone(), clock.clone(), config.limits.key_cache_ttl)
+            .with_peers(peers),
+    );
+    // Install the metrics recorder before the first request records anything.
+    nb_api::metrics::handle();
+    // Per-minute limits: shared by every instance in Redis or PostgreSQL, unless the
+    // operator keeps them per instance; with SQLite and no Redis (one instance) in memory.
+    let rate_limiter: Arc<dyn RateLimiter> = match (
+        config.limits.rate_limits,
+        &redis,
+        database.shared_rate_limiter(),
+    ) {
+        (RateLimitStore::Shared, Some(redis), _) => Arc::new(redis.rate_limiter()),
+        (RateLimitStore::Shared, None, Some(shared)) => Arc::new(shared),
+        _ => Arc::new(MemoryRateLimiter::default()),
+    };
+    let generation_store = Arc::new(GenerationStore::start(&database));
+    let generations = Arc::new(GenerationService::new(
+        GenerationPorts {
+            provider,
+            test_provider: Arc::new(TestModeImages),
+            storage: storage.clone(),
+            generations: generation_store.clone(),
+            quotas: database.clone(),
+            clock: clock.clone(),
+            ids: ids.clone(),
+        },
+        config.models.enabled.0.clone(),
+    ));
+    let accounts = Arc::new(
+        AccountService::new(
+            AccountPorts {
+                users: database.clone(),
+                sessions: database.clone(),
+                hasher: hasher.clone(),
+                clock: clock.clone(),
+                ids: ids.clone(),
+            },
+            config.security.access_token_ttl,
+        )
+        .with_new_account_limits(config.limits.default_account_quotas()),
+    );
+    let history = Arc::new(HistoryService::new(HistoryPorts {
+        generations: generation_store.clone(),
+        storage: storage.clone(),
+        clock: clock.clone(),
+    }));
+    let idempotency = Arc::new(IdempotencyService::new(
+        IdempotencyPorts {
+            entries: database.clone(),
+            clock: clock.clone(),
+            ids: ids.clone(),
+        },
+        IdempotencyPolicy {
+            keep_for: config.limits.idempotency_ttl(),
+            // A claim outlives the longest a request can take: the wait for an upstream
+            // slot, the upstream deadline, and room for storage and the database.
+            lease: config.limits.upstream_queue_timeout
+                + config.upstream.deadline
+                + Duration::from_secs(60),
+        },
+    ));
+    let openai_models = config
+        .openai_model_map()
+        .map_err(StartupError::OpenAiModelMap)?;
+    let state = AppState {
+        console_policy: nb_api::console::content_security_policy(&image_origins(config)),
+        readiness: database.clone(),
+        shared_state: redis
+            .clone()
+            .map(|redis| Arc::new(redis) as Arc<dyn ReadinessCheck>),
+        server: config.server.clone(),
+        input_images: config.models.input_images(),
+        openai_models,
+        throttle: Arc::new(Throttle::new(
+            rate_limiter.clone(),
+            config.limits.rate_limits(),
+        )),
+        random: random.clone(),
+        client_addresses: ClientAddressSource {
+            trusted_proxy_hops: config.server.trusted_proxy_hops(),
+        },
+        metrics_token: config.security.metrics_token.clone(),
+        draining: Arc::default(),
+        accounts: accounts.clone(),
+        erasure: Arc::new(AccountErasure::new(ErasurePorts {
+            users: database.clone(),
+            hasher: hasher.clone(),
+            storage: storage.clone(),
+            invalidation: key_cache.clone(),
+            clock: clock.clone(),
+        })),
+        api_keys: Arc::new(ApiKeyService::new(
+            ApiKeyPorts {
+                keys: key_cache.clone(),
+                usage: generation_store.clone(),
+                random,
+                clock: clock.clone(),
+                ids: ids.clone(),
+            },
+            KeyPolicy {
+                max_active_per_account: config.limits.max_active_keys_per_account.get(),
+                default_quotas: config.limits.default_key_quotas(),
+            },
+        )),
+        admin: Arc::new(AdminService::new(
+            AdminPorts {
+                accounts: database.clone(),
+                users: database.clone(),
+                keys: key_cache.clone(),
+                invalidation: key_cache.clone(),
+                clock: clock.clone(),
+                ids,
+            },
+            config.security.admin_emails.0.clone(),
+        )),
+        idempotency: idempotency.clone(),
+        generations,
+        history: history.clone(),
+        access_tokens: AccessTokens::new(
+            jwt_secret.expose_secret(),
+            config.security.access_token_ttl,
+            clock,
+        ),
+        served_images: served_images.then_some(storage),
+    };
+    Ok(Wired {
+        maintenance: Maintenance::new(
+            key_cache,
+            rate_limiter,
+            accounts,
+            history,
+            idempotency,
+            match redis {
+                Some(redis) => KeyChangeFeed::Redis(Box::new(redis)),
+                None => KeyChangeFeed::Database(config.database_url()),
+            },
+        ),
+        state,
+    })
+}
+
+/// Google behind the domain's cap on calls in flight, or, without an API key, a provider
+/// that answers 503 (test keys still work: they never reach it).
+fn image_provider(config: &Config) -> Result<Arc<dyn ImageProvider>, StartupError> {
+    if config.upstream.api_key.is_none() {
+        tracing::warn!(
+            "GOOGLE_API_KEY is not set: generation with live keys will answer 503 (test keys work)"
+        );
+        return Ok(Arc::new(UnconfiguredImageProvider));
+    }
+    let client =
+        GeminiImageClient::new(config.upstream.clone()).map_err(StartupError::ImageProvider)?;
+    Ok(Arc::new(ConcurrencyLimitedProvider::new(
+        client,
+        config.limits.upstream_concurrency.get(),
+        config.limits.upstream_queue_timeout,
+    )))
+}
+
+/// Where the console's pages load stored images from, besides this origin.
+fn image_origins(config: &Config) -> String {
+    let Some(settings) = config
+        .storage
+        .s3
+        .as_ref()
+        .filter(|_| config.storage.backend() == StorageBackend::S3)
+    else {
+        return String::new();
+    };
+    let endpoint = settings.endpoint.clone().or_else(|| {
+        settings
+            .account_id
+            .as_ref()
+            .map(|account| format!("https://{account}.r2.cloudflarestorage.com"))
+    });
+    [settings.public_url.clone(), endpoint]
+        .into_iter()
+        .flatten()
+        .filter_map(|url| nb_api::console::origin_of(&url))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// Without `JWT_SECRET`, a random secret is generated on first start and kept in the data
+/// folder (mode 0600), so tokens survive restarts without a hard-coded default.
+fn load_or_create_jwt_secret(
+    data_dir: &Path,
+    random: &dyn RandomSource,
+) -> Result<JwtSecret, StartupError> {
+    let path = data_dir.join(JWT_SECRET_FILE);
+    let file_error = |source| StartupError::JwtSecretFile {
+        path: path.display().to_string(),
+        source,
+    };
+    let secret = |text: String| {
+        JwtSecret::try_from(SecretString::from(text)).map_err(StartupError::JwtSecretTooShort)
+    };
+    match std::fs::read_to_string(&path) {
+        Ok(stored) => return secret(stored.trim().to_owned()),
+        Err(error) if error.kind() != std::io::ErrorKind::NotFound => {
+            return Err(file_error(error));
+        }
+        Err(_) => {}
+    }
+    create_private_dir(data_dir).map_err(file_error)?;
+    let mut bytes = [0u8; 32];
+    random
+        .fill_bytes(&mut bytes)
+        .map_err(|error| file_error(std::io::Error::other(error)))?;
+    let encoded = hex::encode(bytes);
+    write_private_file(&path, encoded.as_bytes()).map_err(file_error)?;
+    tracing::info!(path = %path.display(), "generated a JWT secret (set JWT_SECRET to choose one)");
+    secret(encoded)
+}
+
+/// The data folder holds the database, the JWT secret and the images: a new one is entered
+/// by this user alone (0700); an existing one keeps its mode.
+fn create_private_dir(path: &Path) -> std::io::Result<()> {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder.create(path)
+}
+
+fn write_private_file(path: &Path, contents: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    options.open(path)?.write_all(contents)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_generated_jwt_secret_is_kept_and_reused() {
+        let folder = tempfile::tempdir().unwrap();
+        let first = load_or_create_jwt_secret(folder.path(), &OsRandom).unwrap();
+        let second = load_or_create_jwt_secret(folder.path(), &OsRandom).unwrap();
+        assert_eq!(first.expose_secret(), second.expose_secret());
+        assert_eq!(first.expose_secret().len(), 64);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(folder.path().join(JWT_SECRET_FILE))
+                .unwrap()
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_new_data_folder_is_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let root = tempfile::tempdir().unwrap();
+        let data = root.path().join("data");
+        load_or_create_jwt_secret(&data, &OsRandom).unwrap();
+        let mode = std::fs::metadata(&data).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o700);
+    }
+
+    #[test]
+    fn secrets_differ_between_data_folders() {
+        let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let first = load_or_create_jwt_secret(a.path(), &OsRandom).unwrap();
+        let second = load_or_create_jwt_secret(b.path(), &OsRandom).unwrap();
+        assert_ne!(first.expose_secret(), second.expose_secret());
+    }
+}

@@ -1,0 +1,130 @@
+//! Which of our models an OpenAI model name means. Tools hard-code OpenAI's names
+//! (`gpt-image-1`, `dall-e-3`): by default every `gpt-image-*`, `chatgpt-image-*` and
+//! `dall-e-*` name means the deployment's default model; `NB_OPENAI_MODEL_MAP` names others
+//! (`gpt-image-1=gemini-3-pro-image,dall-e-2=gemini-3.1-flash-lite-image`).
+
+use nb_domain::generation::{AllowedModels, ImageModel, UnknownModel};
+
+/// OpenAI model names that mean the default model unless the map says otherwise.
+const OPENAI_NAME_PREFIXES: [&str; 3] = ["gpt-image", "chatgpt-image", "dall-e"];
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OpenAiModelMap {
+    /// `(OpenAI name, our model)`, checked against the allowed models at start-up.
+    entries: Vec<(String, String)>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum InvalidModelMap {
+    #[error("{entry:?} is not of the form openai-name=model")]
+    Malformed { entry: String },
+    #[error("{target:?} (for {name:?}) is not one of the enabled models")]
+    UnknownTarget { name: String, target: String },
+}
+
+impl OpenAiModelMap {
+    /// Parses `name=model,name=model`; every target must be an allowed model.
+    pub fn parse(raw: &str, models: &AllowedModels) -> Result<Self, InvalidModelMap> {
+        let pairs = raw
+            .split(',')
+            .map(str::trim)
+            .filter(|entry| !entry.is_empty())
+            .map(|entry| {
+                entry
+                    .split_once('=')
+                    .map(|(name, target)| (name.trim().to_owned(), target.trim().to_owned()))
+                    .filter(|(name, target)| !name.is_empty() && !target.is_empty())
+                    .ok_or_else(|| InvalidModelMap::Malformed {
+                        entry: entry.to_owned(),
+                    })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Self::from_pairs(pairs, models)
+    }
+
+    /// `(OpenAI name, our model)` pairs; every target must be an allowed model.
+    pub fn from_pairs(
+        pairs: impl IntoIterator<Item = (String, String)>,
+        models: &AllowedModels,
+    ) -> Result<Self, InvalidModelMap> {
+        let mut entries = Vec::new();
+        for (name, target) in pairs {
+            if models.choose(Some(&target)).is_err() {
+                return Err(InvalidModelMap::UnknownTarget { name, target });
+            }
+            entries.push((name, target));
+        }
+        Ok(Self { entries })
+    }
+
+    pub fn empty() -> Self {
+        Self {
+            entries: Vec::new(),
+        }
+    }
+
+    /// Our model for a requested name: one of ours as it is, a mapped OpenAI name, an
+    /// unmapped OpenAI name (the default), or the default when none is named.
+    pub fn resolve(
+        &self,
+        requested: Option<&str>,
+        models: &AllowedModels,
+    ) -> Result<ImageModel, UnknownModel> {
+        let Some(name) = requested else {
+            return models.choose(None);
+        };
+        if let Some((_, target)) = self.entries.iter().find(|(alias, _)| alias == name) {
+            return models.choose(Some(target));
+        }
+        match models.choose(Some(name)) {
+            Ok(model) => Ok(model),
+            Err(_) if OPENAI_NAME_PREFIXES.iter().any(|p| name.starts_with(p)) => {
+                models.choose(None)
+            }
+            Err(unknown) => Err(unknown),
+        }
+    }
+
+    /// The names the map lists (for `GET /v1/models/{id}`).
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.entries.iter().map(|(name, _)| name.as_str())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn models() -> AllowedModels {
+        AllowedModels::new(["gemini-a".to_owned(), "gemini-b".to_owned()]).unwrap()
+    }
+
+    #[test]
+    fn openai_names_mean_the_default_unless_mapped() {
+        let map = OpenAiModelMap::parse("gpt-image-1 = gemini-b", &models()).unwrap();
+        let resolve = |name| map.resolve(name, &models()).map(|m| m.as_str().to_owned());
+        assert_eq!(resolve(None).unwrap(), "gemini-a");
+        assert_eq!(resolve(Some("gemini-b")).unwrap(), "gemini-b");
+        assert_eq!(resolve(Some("gpt-image-1")).unwrap(), "gemini-b");
+        assert_eq!(resolve(Some("gpt-image-1.5")).unwrap(), "gemini-a");
+        assert_eq!(resolve(Some("dall-e-3")).unwrap(), "gemini-a");
+        assert_eq!(resolve(Some("chatgpt-image-latest")).unwrap(), "gemini-a");
+        assert!(resolve(Some("stable-diffusion")).is_err());
+    }
+
+    #[test]
+    fn a_map_must_name_allowed_models() {
+        assert!(matches!(
+            OpenAiModelMap::parse("dall-e-3=gemini-z", &models()),
+            Err(InvalidModelMap::UnknownTarget { .. })
+        ));
+        assert!(matches!(
+            OpenAiModelMap::parse("dall-e-3", &models()),
+            Err(InvalidModelMap::Malformed { .. })
+        ));
+        assert_eq!(
+            OpenAiModelMap::parse(" , ", &models()).unwrap(),
+            OpenAiModelMap::empty()
+        );
+    }
+}

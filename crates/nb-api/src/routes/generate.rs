@@ -1,0 +1,163 @@
+//! `POST /v1/generate`: the native generation route (API key).
+
+use actix_web::{HttpRequest, HttpResponse, ResponseError, web};
+use bytes::Bytes;
+use nb_domain::api_keys::AuthenticatedApiKey;
+use nb_domain::encoding::decode_data_url_or_base64;
+use nb_domain::generation::{
+    GenerationRequest, ImageCount, InputImageLimits, InputImages, RawGenerationRequest, size_label,
+};
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+use utoipa::ToSchema;
+
+use crate::error::{ApiError, ErrorBody};
+use crate::extract::credentials::ApiKeyCaller;
+use crate::extract::json::GenerationJsonWithImages;
+use crate::generation_flow::idempotency::{self, idempotent};
+use crate::generation_flow::outcome::{record_outcomes, server_timing};
+use crate::generation_flow::throttle::throttled;
+use crate::headers::insert_quota;
+use crate::state::AppState;
+
+#[derive(Deserialize, ToSchema)]
+pub(crate) struct GenerateRequest {
+    prompt: Option<String>,
+    /// `auto` or `WxH` (see the README); `1024x1024` when left out.
+    size: Option<String>,
+    style: Option<String>,
+    model: Option<String>,
+    /// Images to edit or combine, in order: base64 or `data:image/…;base64,…` URLs.
+    images: Option<Vec<String>>,
+    /// A mask for the first image (transparent where it may change), base64 or a data URL.
+    mask: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub(crate) struct GenerateResponse {
+    id: String,
+    url: String,
+    prompt: String,
+    size: &'static str,
+    style: &'static str,
+    model: String,
+    mime_type: &'static str,
+    #[serde(with = "time::serde::rfc3339")]
+    created_at: OffsetDateTime,
+}
+
+/// Rate limited per key and per account; every answer after the key is known carries the
+/// key's `x-ratelimit-*` headers.
+#[utoipa::path(post, path = "/v1/generate", tag = "generation", security(("api_key" = [])),
+    request_body = GenerateRequest,
+    params(("Idempotency-Key" = Option<String>, Header, description = "1–255 printable ASCII characters, scoped to the API key: a repeat of the same request gets the first answer again (`Idempotent-Replayed: true`) without a new image or a new count; see the README for what is kept")),
+    responses(
+        (status = 200, description = "The image's URL", body = GenerateResponse,
+            headers(("x-ratelimit-limit" = u32), ("x-ratelimit-remaining" = u32), ("x-ratelimit-reset" = u64))),
+        (status = 400, description = "A malformed `Idempotency-Key` (`invalid_idempotency_key`)", body = ErrorBody),
+        (status = 401, description = "Missing, invalid or revoked API key, or an expired one (`key_expired`)", body = ErrorBody),
+        (status = 403, description = "The account is disabled (`account_disabled`)", body = ErrorBody),
+        (status = 409, description = "A request with this `Idempotency-Key` is still running (`idempotency_in_progress`); retry after `Retry-After`", body = ErrorBody),
+        (status = 413, description = "Body too large, or an input image over its limit", body = ErrorBody),
+        (status = 415, description = "The body is not `application/json`", body = ErrorBody),
+        (status = 422, description = "Invalid field, the provider returned no image (`content_rejected`), or the `Idempotency-Key` was used for another request (`idempotency_key_reused`)", body = ErrorBody),
+        (status = 429, description = "Over a per-minute rate limit (`rate_limited`), or a day or month quota (`quota_exceeded`, `Retry-After` to its reset)", body = ErrorBody),
+        (status = 502, description = "The provider or the storage failed", body = ErrorBody),
+        (status = 503, description = "Not configured, provider busy or rate limited, or database unavailable", body = ErrorBody),
+        (status = 504, description = "The provider did not answer in time", body = ErrorBody),
+    ))]
+pub(crate) async fn generate(
+    request: HttpRequest,
+    state: web::Data<AppState>,
+    ApiKeyCaller(caller): ApiKeyCaller,
+    body: Result<GenerationJsonWithImages<GenerateRequest>, actix_web::Error>,
+) -> HttpResponse {
+    let render = |error: ApiError| error.error_response();
+    throttled(&state, caller, render, async {
+        let GenerationJsonWithImages { body, fingerprint } = body.map_err(|error| {
+            error.as_error::<ApiError>().map_or_else(
+                || ApiError::internal(error.to_string()),
+                ApiError::public_copy,
+            )
+        })?;
+        let idempotency_key = idempotency::key_of(&request)?;
+        let wanted = checked(body, &state)?;
+        let work = run_generation(&request, &state, caller, wanted);
+        idempotent(&state, &caller, idempotency_key, fingerprint, render, work).await
+    })
+    .await
+}
+
+/// Decodes images sent as base64 or data URLs, and checks them.
+fn decoded_images(
+    images: Option<Vec<String>>,
+    mask: Option<String>,
+    limits: InputImageLimits,
+) -> Result<InputImages, ApiError> {
+    let decode = |field: &'static str, text: &str| {
+        decode_data_url_or_base64(text)
+            .map(Bytes::from)
+            .ok_or_else(|| {
+                ApiError::invalid_field(field, format!("{field} must be base64 or a data: URL"))
+            })
+    };
+    let images = images
+        .unwrap_or_default()
+        .iter()
+        .map(|text| decode("images", text))
+        .collect::<Result<Vec<_>, _>>()?;
+    let mask = mask
+        .as_deref()
+        .map(|text| decode("mask", text))
+        .transpose()?;
+    Ok(InputImages::parse(images, mask, limits)?)
+}
+
+/// The request, checked: everything a client can get wrong is refused here, before any
+/// work (and before an `Idempotency-Key` is claimed).
+fn checked(body: GenerateRequest, state: &AppState) -> Result<GenerationRequest, ApiError> {
+    let inputs = decoded_images(body.images, body.mask, state.input_images)?;
+    let raw = RawGenerationRequest {
+        prompt: body.prompt,
+        size: body.size,
+        style: body.style,
+        model: body.model,
+    };
+    Ok(GenerationRequest::parse(
+        raw,
+        state.generations.models(),
+        inputs,
+    )?)
+}
+
+async fn run_generation(
+    request: &HttpRequest,
+    state: &AppState,
+    caller: AuthenticatedApiKey,
+    wanted: GenerationRequest,
+) -> Result<HttpResponse, ApiError> {
+    let batch = state
+        .generations
+        .generate_images(caller, &wanted, ImageCount::ONE)
+        .await;
+    let mut response = match record_outcomes(&wanted, batch.result) {
+        Ok(mut generations) => match generations.pop() {
+            Some(generation) => HttpResponse::Ok()
+                .insert_header(server_timing(request, &generation))
+                .json(GenerateResponse {
+                    id: generation.id.to_string(),
+                    url: generation.url,
+                    prompt: generation.prompt.as_str().to_owned(),
+                    size: size_label(generation.size),
+                    style: generation.style.as_str(),
+                    model: generation.model.as_str().to_owned(),
+                    mime_type: generation.image.format().mime_type(),
+                    created_at: generation.created_at,
+                }),
+            None => ApiError::internal("a generation succeeded without an image").error_response(),
+        },
+        Err(error) => error.error_response(),
+    };
+    insert_quota(response.headers_mut(), batch.quota.as_ref());
+    Ok(response)
+}

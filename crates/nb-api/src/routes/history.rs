@@ -1,0 +1,258 @@
+//! `/v1/generations`: the record of every generation, for an access token (the whole
+//! account) or an API key (that key's own), and deletion of one.
+
+use actix_web::{HttpResponse, web};
+use nb_domain::api_keys::{ApiKeyId, KeyMode};
+use nb_domain::generation::{
+    GenerationId, GenerationStatus, GenerationView, HistoryFilter, HistoryScope,
+};
+use serde::{Deserialize, Serialize};
+use time::format_description::well_known::Rfc3339;
+use time::{Date, OffsetDateTime, Time};
+use utoipa::{IntoParams, ToSchema};
+use uuid::Uuid;
+
+use crate::error::{ApiError, ErrorBody};
+use crate::extract::credentials::Caller;
+use crate::extract::query::PageQuery;
+use crate::state::AppState;
+
+/// A generation as its owner sees it.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct GenerationResponse {
+    /// `gen_<uuid>`.
+    id: String,
+    key_id: Uuid,
+    /// `live` or `test`.
+    mode: &'static str,
+    prompt: String,
+    size: String,
+    style: String,
+    model: String,
+    /// `succeeded`, `failed` or `deleted`.
+    status: &'static str,
+    /// Why it failed (`content_rejected`, `upstream_timeout`, …).
+    error_code: Option<String>,
+    /// Where the image can be fetched now (a fresh presigned URL on R2/S3 without a public
+    /// URL); `null` once deleted, for failures, and with inline storage.
+    url: Option<String>,
+    mime_type: Option<String>,
+    bytes: Option<u64>,
+    latency_ms: u64,
+    #[serde(with = "time::serde::rfc3339")]
+    created_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339::option")]
+    deleted_at: Option<OffsetDateTime>,
+}
+
+impl From<GenerationView> for GenerationResponse {
+    fn from(view: GenerationView) -> Self {
+        let generation = view.generation;
+        Self {
+            id: generation.id.to_string(),
+            key_id: generation.key_id.0,
+            mode: generation.mode.as_str(),
+            prompt: generation.prompt,
+            size: generation.size,
+            style: generation.style,
+            model: generation.model,
+            status: generation.status.as_str(),
+            error_code: generation.error_code,
+            url: view.url,
+            mime_type: generation.mime_type,
+            bytes: generation.bytes,
+            latency_ms: u64::try_from(generation.latency.as_millis()).unwrap_or(u64::MAX),
+            created_at: generation.created_at,
+            deleted_at: generation.deleted_at,
+        }
+    }
+}
+
+#[derive(Serialize, ToSchema)]
+pub(crate) struct GenerationListResponse {
+    generations: Vec<GenerationResponse>,
+    /// Pass as `cursor` for the next page; `null` on the last page.
+    next_cursor: Option<String>,
+}
+
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct HistoryParams {
+    /// Only this key's (an API key always sees only its own).
+    #[param(value_type = Uuid, required = false)]
+    key_id: Option<String>,
+    /// `succeeded`, `failed` or `deleted`.
+    #[param(value_type = String, required = false)]
+    status: Option<String>,
+    /// `live` or `test`.
+    #[param(value_type = String, required = false)]
+    mode: Option<String>,
+    /// Created at or after: RFC 3339, or a UTC day `YYYY-MM-DD` (from its start).
+    #[param(value_type = String, required = false)]
+    from: Option<String>,
+    /// Created before: RFC 3339, or a UTC day `YYYY-MM-DD` (that day included).
+    #[param(value_type = String, required = false)]
+    to: Option<String>,
+}
+
+/// An instant, or the start of a UTC day (the start of the next one when `day_end`).
+fn instant(field: &str, raw: &str, day_end: bool) -> Result<OffsetDateTime, ApiError> {
+    if let Ok(at) = OffsetDateTime::parse(raw, &Rfc3339) {
+        return Ok(at);
+    }
+    let day = Date::parse(
+        raw,
+        time::macros::format_description!("[year]-[month]-[day]"),
+    )
+    .map_err(|_| {
+        ApiError::invalid_field(
+            field,
+            format!("{field} must be an RFC 3339 time or a day (YYYY-MM-DD)"),
+        )
+    })?;
+    let day = if day_end {
+        day.next_day().unwrap_or(day)
+    } else {
+        day
+    };
+    Ok(day.with_time(Time::MIDNIGHT).assume_utc())
+}
+
+impl HistoryParams {
+    fn filter(&self) -> Result<HistoryFilter, ApiError> {
+        let invalid = |field: &str, message: String| ApiError::invalid_field(field, message);
+        Ok(HistoryFilter {
+            key_id: self
+                .key_id
+                .as_deref()
+                .map(|raw| {
+                    Uuid::parse_str(raw)
+                        .map(ApiKeyId)
+                        .map_err(|_| invalid("key_id", "key_id must be a key's id".into()))
+                })
+                .transpose()?,
+            status: self
+                .status
+                .as_deref()
+                .map(|raw| {
+                    GenerationStatus::parse(raw)
+                        .map_err(|error| invalid("status", error.to_string()))
+                })
+                .transpose()?,
+            mode: self
+                .mode
+                .as_deref()
+                .map(|raw| KeyMode::parse(raw).map_err(|error| invalid("mode", error.to_string())))
+                .transpose()?,
+            from: self
+                .from
+                .as_deref()
+                .map(|raw| instant("from", raw, false))
+                .transpose()?,
+            to: self
+                .to
+                .as_deref()
+                .map(|raw| instant("to", raw, true))
+                .transpose()?,
+        })
+    }
+}
+
+fn scope(caller: &Caller) -> HistoryScope {
+    match caller {
+        Caller::Account(user) => HistoryScope {
+            user_id: user.id,
+            key_id: None,
+        },
+        Caller::Key(key) => HistoryScope {
+            user_id: key.user_id,
+            key_id: Some(key.key_id),
+        },
+    }
+}
+
+/// A generation id from the path: a malformed one names no generation.
+fn generation_id(raw: &str) -> Result<GenerationId, ApiError> {
+    GenerationId::parse(raw)
+        .map_err(|_| ApiError::not_found("generation_not_found", "No such generation."))
+}
+
+/// The caller's generations, newest first: with an access token all of the account's, with
+/// an API key that key's. Pages stay put while new generations arrive.
+#[utoipa::path(get, path = "/v1/generations", tag = "generation", operation_id = "list_generations",
+    security(("access_token" = []), ("api_key" = [])),
+    params(PageQuery, HistoryParams),
+    responses(
+        (status = 200, description = "One page of generations", body = GenerationListResponse),
+        (status = 401, description = "Missing or invalid credentials", body = ErrorBody),
+        (status = 403, description = "The account is disabled (`account_disabled`)", body = ErrorBody),
+        (status = 422, description = "An invalid filter, `limit` or `cursor`", body = ErrorBody),
+        (status = 502, description = "A fresh URL could not be made (`storage_failed`)", body = ErrorBody),
+    ))]
+pub(crate) async fn list(
+    state: web::Data<AppState>,
+    caller: Caller,
+    page: web::Query<PageQuery>,
+    params: web::Query<HistoryParams>,
+) -> Result<web::Json<GenerationListResponse>, ApiError> {
+    let filter = params.filter()?;
+    let page = state
+        .history
+        .list(scope(&caller), filter, page.page()?)
+        .await?;
+    Ok(web::Json(GenerationListResponse {
+        generations: page
+            .items
+            .into_iter()
+            .map(GenerationResponse::from)
+            .collect(),
+        next_cursor: page.next.map(|cursor| cursor.encode()),
+    }))
+}
+
+/// One generation of the caller's.
+#[utoipa::path(get, path = "/v1/generations/{generation_id}", tag = "generation", operation_id = "get_generation",
+    security(("access_token" = []), ("api_key" = [])),
+    params(("generation_id" = String, Path, description = "`gen_<uuid>`")),
+    responses(
+        (status = 200, description = "The generation", body = GenerationResponse),
+        (status = 401, description = "Missing or invalid credentials", body = ErrorBody),
+        (status = 403, description = "The account is disabled (`account_disabled`)", body = ErrorBody),
+        (status = 404, description = "No such generation of the caller's (`generation_not_found`)", body = ErrorBody),
+        (status = 502, description = "A fresh URL could not be made (`storage_failed`)", body = ErrorBody),
+    ))]
+pub(crate) async fn get(
+    state: web::Data<AppState>,
+    caller: Caller,
+    path: web::Path<String>,
+) -> Result<web::Json<GenerationResponse>, ApiError> {
+    let view = state
+        .history
+        .get(scope(&caller), generation_id(&path)?)
+        .await?;
+    Ok(web::Json(view.into()))
+}
+
+/// Delete a generation's image (local disk or R2/S3) and mark it deleted: its URL answers
+/// 404 from then on; the record and its usage stay. Repeatable.
+#[utoipa::path(delete, path = "/v1/generations/{generation_id}", tag = "generation", operation_id = "delete_generation",
+    security(("access_token" = []), ("api_key" = [])),
+    params(("generation_id" = String, Path, description = "`gen_<uuid>`")),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 401, description = "Missing or invalid credentials", body = ErrorBody),
+        (status = 403, description = "The account is disabled (`account_disabled`)", body = ErrorBody),
+        (status = 404, description = "No such generation of the caller's (`generation_not_found`)", body = ErrorBody),
+        (status = 502, description = "The storage could not delete the image (`storage_failed`): nothing changed; retry", body = ErrorBody),
+    ))]
+pub(crate) async fn delete(
+    state: web::Data<AppState>,
+    caller: Caller,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    state
+        .history
+        .delete(scope(&caller), generation_id(&path)?)
+        .await?;
+    Ok(HttpResponse::NoContent().finish())
+}
