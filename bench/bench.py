@@ -9,11 +9,16 @@ time per response (utime+stime from /proc), the gateway overhead p50/p99 (from t
 `gateway_overhead_seconds` histogram: the upper bound of the bucket holding the quantile), and it
 asserts that the succeeded generations written to the database equal oha's count of 200s.
 
-S2-S3 runs S2 with images stored in S3: the s3s-fs server the tests use (examples/s3-test-server),
+S2-S3 runs S2 with images stored in S3: the s3s-fs server the tests use (nb-storage's example
+s3-test-server),
 started here on loopback; a sample of the stored objects (and of S2's files on local disk) is
 compared byte for byte with the image the fake sends.
 
-Usage: bench.py NANOBANANA FAKE_GOOGLE [--peer] [--quick]
+Usage: bench.py NANOBANANA FAKE_GOOGLE FLOOR S3_TEST_SERVER [--peer DIR] [--quick]
+
+--peer DIR also runs the Python reference design (the seed's FastAPI service) found in DIR
+through the same scenarios; `--peer` alone takes DIR from NB_BENCH_PEER. Nothing here assumes
+where that folder is.
 Only the Python standard library is used.
 """
 
@@ -36,7 +41,6 @@ import urllib.parse
 import urllib.request
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-PEER_SOURCE = os.path.join(ROOT, "..", "shared", "peers", "fastapi-ref")
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 PASSWORD = "bench password 1"
 PROMPT = json.dumps({"prompt": "a banana on the moon"})
@@ -296,12 +300,12 @@ def our_server(binary, database_url, fake, data_dir, name, settings=None):
     return Server(name, [binary], env, port, count)
 
 
-def peer_server(plain_database_url, fake, data_dir):
+def peer_server(peer_source, plain_database_url, fake, data_dir):
     database_url = plain_database_url.replace("postgres://", "postgresql+asyncpg://")
     workdir = os.path.join(tempfile.gettempdir(), "nb-bench-peer")
     if not os.path.exists(os.path.join(workdir, ".venv", "bin", "uvicorn")):
         subprocess.run(["rm", "-rf", workdir])
-        subprocess.run(["cp", "-r", PEER_SOURCE, workdir], check=True)
+        subprocess.run(["cp", "-r", peer_source, workdir], check=True)
         log("setting up the peer (pip install)…")
         subprocess.run(["bash", "setup.sh"], cwd=workdir, check=True)
     port = free_port()
@@ -335,7 +339,7 @@ def table(results):
 
 
 def measure_floor(floor_binary, fake, folder, s3_endpoint):
-    """The floor of S2's own work on this machine (examples/floor.rs): parse, SIMD decode and
+    """The floor of S2's own work on this machine (bench/src/bin/floor.rs): parse, SIMD decode and
     write of the fake's 1.5 MB answer in a tight loop, and one small write + fsync; and the S3
     floor: the same parse and decode, then the S3 adapter's upload to the benchmark's S3 server."""
     control_fake(fake, 0, 1_500_000)
@@ -409,10 +413,17 @@ def s1_only(server, key, fake, quick, name="S1 hot path"):
 
 
 def main():
-    binary, fake_binary = sys.argv[1], sys.argv[2]
-    floor_binary = os.path.join(os.path.dirname(fake_binary), "floor")
-    s3_binary = os.path.join(os.path.dirname(fake_binary), "s3-test-server")
-    with_peer, quick = "--peer" in sys.argv, "--quick" in sys.argv
+    binary, fake_binary, floor_binary, s3_binary = sys.argv[1:5]
+    options = sys.argv[5:]
+    quick = "--quick" in options
+    peer_source = None
+    if "--peer" in options:
+        at = options.index("--peer")
+        given = options[at + 1] if at + 1 < len(options) and not options[at + 1].startswith("--") else None
+        peer_source = given or os.environ.get("NB_BENCH_PEER")
+        if not peer_source or not os.path.isdir(peer_source):
+            sys.exit("bench: --peer needs the reference design's folder: --peer DIR or NB_BENCH_PEER=DIR")
+    with_peer = peer_source is not None
     admin = os.environ["TEST_DATABASE_URL"]
     work = tempfile.mkdtemp(prefix="nb-bench-")
     fake_port = free_port()
@@ -460,7 +471,7 @@ def main():
                                                               started)
         server.stop()
         if with_peer:
-            server = peer_server(create_database(admin, "bench_peer"), fake, os.path.join(work, "peer"))
+            server = peer_server(peer_source, create_database(admin, "bench_peer"), fake, os.path.join(work, "peer"))
             servers.append(server)
             key = user_and_key(server)
             results += scenarios(server, key, fake, quick)
@@ -482,7 +493,7 @@ def main():
               "Load generator (oha), PostgreSQL (durable: fsync on), fake Google and server on the same machine.",
               "", table(results), ""]
     by = {(r["server"], r["scenario"].split(" ")[0] + (" half" if "half" in r["scenario"] else "")): r for r in results}
-    report.append(f"Floor on this machine (examples/floor.rs, medians): parse {floor['parse_ms']:.3f} ms + "
+    report.append(f"Floor on this machine (bench/src/bin/floor.rs, medians): parse {floor['parse_ms']:.3f} ms + "
                   f"SIMD decode {floor['decode_ms']:.3f} ms + write {floor['write_ms']:.3f} ms = "
                   f"{floor['total_ms']:.3f} ms for the 1.5 MB answer; one small write + fsync "
                   f"{floor['fsync_ms']:.3f} ms.")

@@ -2,7 +2,8 @@
 # `just bench`: builds the release binaries, installs the load generator (oha, from crates.io)
 # and redis-server if missing, starts a durable throwaway PostgreSQL, and runs bench/bench.py
 # (which starts the fake Google and a throwaway redis-server). Arguments:
-# --peer (also run the FastAPI peer through the same scenarios), --quick (shorter runs).
+# --peer DIR (also run the Python reference design in DIR through the same scenarios; `--peer`
+# alone reads DIR from NB_BENCH_PEER), --quick (shorter runs).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -16,8 +17,8 @@ if ! command -v redis-server >/dev/null; then
   service redis-server stop >/dev/null 2>&1 || true
 fi
 cargo build --release --locked --quiet -p nb-storage --features testing --example s3-test-server
-cargo build --release --locked --quiet -p nb-http --bin nanobanana --example fake-google \
-  --example floor
+cargo build --release --locked --quiet -p nanobanana --bin nanobanana
+cargo build --release --locked --quiet -p nb-bench --bin fake-google --bin floor
 
 # 10,000 connections in, as many out to the fake, and the load generator's own.
 # (root may raise the hard limit; everyone else gets theirs).
@@ -29,4 +30,5 @@ fi
 unset TEST_DATABASE_URL
 source scripts/pg.sh
 PG_DURABLE=1 start_throwaway_postgres
-python3 bench/bench.py target/release/nanobanana target/release/examples/fake-google "$@"
+python3 bench/bench.py target/release/nanobanana target/release/fake-google target/release/floor \
+  target/release/examples/s3-test-server "$@"

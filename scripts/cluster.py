@@ -139,7 +139,7 @@ class Cluster:
 
     def start_google(self):
         port = free_port()
-        self.spawn("google", [os.path.join(TARGET, "examples", "fake-google"), f"127.0.0.1:{port}"])
+        self.spawn("google", [os.path.join(TARGET, "fake-google"), f"127.0.0.1:{port}"])
         wait_for_port(port, "the fake Google")
         return f"http://127.0.0.1:{port}"
 

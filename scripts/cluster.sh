@@ -20,5 +20,5 @@ if [[ " $* " == *" --redis "* ]] && ! command -v redis-server >/dev/null 2>&1; t
 fi
 cargo build --locked --quiet --bin nanobanana
 cargo build --locked --quiet -p nb-storage --features testing --example s3-test-server
-cargo build --locked --quiet -p nb-http --example fake-google
+cargo build --locked --quiet -p nb-bench --bin fake-google
 exec python3 scripts/cluster.py "$@"

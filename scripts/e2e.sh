@@ -3,20 +3,21 @@
 # Uses TEST_DATABASE_URL (PostgreSQL) for the S3 run when it is set; scripts/test.sh sets it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+if [ -z "${NB_TEST_PYTHON:-}" ]; then
+  echo "e2e: NB_TEST_PYTHON is not set: run this through scripts/test.sh, which installs the" \
+    "Python test tools and sets it" >&2
+  exit 1
+fi
 cargo build --locked --quiet --bin nanobanana
 cargo build --locked --quiet -p nb-storage --features testing --example s3-test-server
 target_dir=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
 python3 scripts/e2e.py "$target_dir/debug/nanobanana" "$target_dir/debug/examples/s3-test-server"
 # The OpenAI-compatible routes through the official SDKs (Python, and Node when it is here),
 # and the web console in headless Chromium (Selenium), with screenshots.
-if [ -n "${NB_TEST_PYTHON:-}" ]; then
-  "$NB_TEST_PYTHON" scripts/openai_sdk_check.py "$target_dir/debug/nanobanana"
-  cargo build --locked --quiet -p nb-http --example fake-google
-  "$NB_TEST_PYTHON" scripts/console_check.py "$target_dir/debug/nanobanana" \
-    "$target_dir/debug/examples/fake-google"
-else
-  echo "e2e: NB_TEST_PYTHON is not set: the OpenAI SDK checks are skipped (scripts/test.sh sets it)"
-fi
+"$NB_TEST_PYTHON" scripts/openai_sdk_check.py "$target_dir/debug/nanobanana"
+cargo build --locked --quiet -p nb-bench --bin fake-google
+"$NB_TEST_PYTHON" scripts/console_check.py "$target_dir/debug/nanobanana" \
+  "$target_dir/debug/fake-google"
 # Three instances behind HAProxy on one PostgreSQL and one S3 bucket: a shared per-minute
 # limit, a revocation seen everywhere within a second, a rolling restart losing no request;
 # then the same with the limits and key changes in Redis.

@@ -261,8 +261,7 @@ def check_models(server):
 def check_node_sdk(server):
     node, npm = shutil.which("node"), shutil.which("npm")
     if not node or not npm:
-        print("openai sdk: Node is not on this machine: the Node SDK check is skipped")
-        return
+        raise SystemExit("openai sdk: the Node SDK check needs node and npm on the PATH")
     prefix = os.path.join(ROOT, "target", "node-sdk")
     if not os.path.exists(os.path.join(prefix, "node_modules", "openai", "package.json")):
         os.makedirs(prefix, exist_ok=True)

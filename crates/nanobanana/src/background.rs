@@ -65,6 +65,11 @@ impl Maintenance {
         }
     }
 
+    /// The history service whose orphan sweep runs every hour (tests run it at once).
+    pub fn history(&self) -> Arc<HistoryService> {
+        self.history.clone()
+    }
+
     /// Starts the periodic jobs on the current tokio runtime (none outside one).
     pub fn spawn(&self) {
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {

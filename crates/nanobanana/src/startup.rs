@@ -80,8 +80,7 @@ impl Application {
             source,
         };
         let address = listener.local_addr().map_err(bind_error)?;
-        let Wired { state, maintenance } =
-            wire(&config, database, address, Arc::new(SystemClock))?;
+        let Wired { state, maintenance } = wire(&config, database, address, Arc::new(SystemClock))?;
         let draining = state.draining.clone();
         // Signals are the application's (see `run_until_stopped`), not actix's.
         let server = serve(listener, state, |_| {}).map_err(bind_error)?;

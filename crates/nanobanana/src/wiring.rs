@@ -11,7 +11,7 @@ use nb_api::AppState;
 use nb_api::client_address::ClientAddressSource;
 use nb_api::tokens::AccessTokens;
 use nb_db::{Database, GenerationStore};
-use nb_domain::accounts::{AccountPorts, AccountService, AccountErasure, ErasurePorts};
+use nb_domain::accounts::{AccountErasure, AccountPorts, AccountService, ErasurePorts};
 use nb_domain::admin::{AdminPorts, AdminService};
 use nb_domain::api_keys::{ApiKeyPorts, ApiKeyService, CachingApiKeyRepository, KeyPolicy};
 use nb_domain::generation::{
@@ -57,13 +57,11 @@ pub fn wire(
         None => load_or_create_jwt_secret(&config.data_dir, random.as_ref())?,
     };
     let provider = image_provider(config)?;
-    let public_base_url = config
-        .storage
-        .public_base_url
-        .as_ref()
-        .map_or_else(|| format!("http://{bound_to}"), |url| url.as_str().to_owned());
-    let (storage, served_images): (Arc<dyn ObjectStorage>, bool) = match config.storage.backend()
-    {
+    let public_base_url = config.storage.public_base_url.as_ref().map_or_else(
+        || format!("http://{bound_to}"),
+        |url| url.as_str().to_owned(),
+    );
+    let (storage, served_images): (Arc<dyn ObjectStorage>, bool) = match config.storage.backend() {
         StorageBackend::Local => (
             Arc::new(LocalStorage::new(&config.data_dir, &public_base_url)),
             true,

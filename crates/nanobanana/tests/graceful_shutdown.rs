@@ -7,8 +7,8 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use nb_db::{Database, DatabaseUrl, GenerationStore, PoolOptions};
-use nb_domain::ports::{ApiKeyRepository, GenerationRepository};
 use nb_domain::accounts::UserId;
+use nb_domain::ports::{ApiKeyRepository, GenerationRepository};
 use serde_json::{Value, json};
 use wiremock::matchers::method;
 use wiremock::{Mock, MockServer, ResponseTemplate};

@@ -73,10 +73,10 @@ async fn run_flow_and_check_logs(backend: Backend) {
         nb_storage::testing::S3TestServer::start(S3_ACCESS_KEY, S3_SECRET_KEY, &[S3_BUCKET]).await;
     let settings = s3_settings(&s3);
     let mut redis = nb_redis::testing::EphemeralRedis::start_with_password(REDIS_PASSWORD);
-    let redis_url = nb_http::config::RedisUrl::parse(&redis.url).unwrap();
+    let redis_url = nb_redis::RedisUrl::try_from(redis.url.clone()).unwrap();
     let app = TestApp::spawn_with(backend, |config| {
-        config.storage = nb_http::config::StorageConfig::S3(settings);
-        config.redis_url = Some(redis_url);
+        crate::helpers::store_in_s3(config, settings);
+        config.redis.url = Some(redis_url);
     })
     .await;
     // Google refuses one prompt with an error, so the error paths log too.

@@ -42,6 +42,7 @@ use crate::routes::{accounts, admin, api_keys, generate, history, images, ops, u
         admin::list_user_keys,
         admin::audit,
         images::serve,
+        ops::front_door,
         ops::healthz,
         ops::readyz,
         ops::metrics,

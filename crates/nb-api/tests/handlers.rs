@@ -1,5 +1,7 @@
-//! Handler behaviour on failures a real database will not produce on demand: the ports are
-//! mockall mocks, the app is the real one (in-process, `actix_web::test`).
+//! Handlers over mocked services (mockall): what each route answers for each outcome of the
+//! service it calls, on the real app in process (`actix_web::test`). No adapter is in
+//! sight: the services' own behaviour is the domain's unit tests, and the whole stack on
+//! real databases is the `nanobanana` crate's integration tests.
 
 #![allow(clippy::unwrap_used)] // Tests fail loudly by design.
 
@@ -8,99 +10,98 @@ use std::time::Duration;
 
 use actix_web::http::StatusCode;
 use actix_web::{App, test, web};
-use bytes::Bytes;
+use nb_api::AppState;
+use nb_api::client_address::ClientAddressSource;
+use nb_api::configure_app;
+use nb_api::extract::credentials::ApiKeyCaller;
+use nb_api::openai::model_map::OpenAiModelMap;
+use nb_api::settings::ServerSettings;
+use nb_api::tokens::AccessTokens;
 use nb_domain::RepositoryError;
-use nb_domain::accounts::{AccountErasure, ErasurePorts};
-use nb_domain::accounts::{AccountPorts, AccountService};
-use nb_domain::accounts::{EmailAddress, PasswordHash, Session, SessionId, User, UserId};
-use nb_domain::admin::{AdminEmails, AdminPorts, AdminService};
+use nb_domain::accounts::{
+    EmailAddress, MockAccounts, MockErasure, RegisterError, Session, SessionId, User, UserId,
+};
+use nb_domain::admin::MockAdministration;
 use nb_domain::api_keys::{
-    ApiKeyId, ApiKeyPorts, ApiKeyService, AuthenticatedApiKey, KeyAccess, KeyPolicy,
+    ApiKeyId, AuthenticateKeyError, AuthenticatedApiKey, CreateKeyError, MockApiKeys,
 };
 use nb_domain::generation::{
-    AllowedModels, GeneratedImage, GenerationOutcome, GenerationPorts, GenerationService,
-    HistoryPorts, HistoryService, StorageError, StoredImage,
+    AllowedModels, GenerateError, GenerationBatch, InputImageLimits, MockGenerations, MockHistory,
+    StorageError,
 };
-use nb_domain::idempotency::{IdempotencyPolicy, IdempotencyPorts, IdempotencyService};
-use nb_domain::ports::{
-    MockAdminRepository, MockApiKeyRepository, MockGenerationRepository, MockHistoryRepository,
-    MockIdempotencyRepository, MockImageProvider, MockKeyInvalidation, MockObjectStorage,
-    MockPasswordHasher, MockQuotaRepository, MockRandomSource, MockReadinessCheck,
-    MockSessionRepository, MockUserRepository, NotReady, RandomnessUnavailable,
-};
-use nb_domain::rate_limit::{Limits as RateLimits, PerMinute, Throttle};
-use nb_http::auth::AccessTokens;
-use nb_http::config::{JwtSecret, Limits};
-use nb_http::rate_limit::{ClientAddressSource, MemoryRateLimiter};
-use nb_http::startup::configure_app;
-use nb_http::state::AppState;
-use nb_http::system::{SystemClock, UuidV7Ids};
+use nb_domain::idempotency::MockIdempotency;
+use nb_domain::rate_limit::{MockThrottling, RateDecision, RateLimitError, ThrottleError};
+use nb_domain::readiness::{MockReadinessCheck, NotReady};
+use nb_domain::system::{MockClock, MockRandomSource, RandomnessUnavailable};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
 const USER: Uuid = Uuid::from_u128(99);
 const SECRET_CAUSE: &str = "connection to 10.0.0.7 refused: password authentication failed";
 
-struct Mocks {
-    users: MockUserRepository,
-    sessions: MockSessionRepository,
-    keys: MockApiKeyRepository,
-    random: MockRandomSource,
-    provider: MockImageProvider,
-    storage: MockObjectStorage,
-    generations: MockGenerationRepository,
+/// Every service the app holds, mocked; each test sets what its route calls.
+struct Services {
+    accounts: MockAccounts,
+    api_keys: MockApiKeys,
+    generations: MockGenerations,
+    throttle: MockThrottling,
     readiness: MockReadinessCheck,
-    usage: MockGenerationRepository,
-    quotas: MockQuotaRepository,
-    admin: MockAdminRepository,
 }
 
-impl Mocks {
+fn ada() -> User {
+    User {
+        id: UserId(USER),
+        email: EmailAddress::parse("ada@example.com").unwrap(),
+        created_at: time::OffsetDateTime::UNIX_EPOCH,
+        disabled: false,
+    }
+}
+
+fn within_limits() -> RateDecision {
+    RateDecision {
+        allowed: true,
+        limit: 60,
+        remaining: 59,
+        reset_after: Duration::from_secs(1),
+        retry_after: Duration::ZERO,
+    }
+}
+
+impl Services {
+    /// Signed-in sessions are Ada's, keys are valid, limits allow everything.
     fn new() -> Self {
-        let mut sessions = MockSessionRepository::new();
-        sessions.expect_find_session_user().returning(|id, _, _| {
-            Ok(Some(User {
-                id,
-                email: EmailAddress::parse("ada@example.com").unwrap(),
-                created_at: time::OffsetDateTime::UNIX_EPOCH,
-                disabled: false,
-            }))
+        let mut accounts = MockAccounts::new();
+        accounts.expect_signed_in_user().returning(|_, _| Ok(ada()));
+        let mut api_keys = MockApiKeys::new();
+        api_keys.expect_authenticate().returning(|_| {
+            Ok(AuthenticatedApiKey::unlimited(
+                ApiKeyId(Uuid::from_u128(5)),
+                UserId(USER),
+            ))
         });
-        let mut keys = MockApiKeyRepository::new();
-        keys.expect_record_key_uses().returning(|_| Ok(()));
-        keys.expect_find_active_api_key().returning(|_| {
-            Ok(Some(KeyAccess {
-                key: AuthenticatedApiKey::unlimited(ApiKeyId(Uuid::from_u128(5)), UserId(USER)),
-                expires_at: None,
-                account_disabled: false,
-            }))
-        });
-        let mut provider = MockImageProvider::new();
-        provider.expect_generate().returning(|_| {
-            Ok(GeneratedImage::from_bytes(Bytes::from_static(b"\x89PNG\r\n\x1a\nimage")).unwrap())
-        });
+        let mut generations = MockGenerations::new();
+        generations
+            .expect_models()
+            .return_const(AllowedModels::new(["gemini-3.1-flash-image".to_owned()]).unwrap());
+        let mut throttle = MockThrottling::new();
+        throttle.expect_auth_attempt().returning(|_, _| Ok(()));
+        throttle
+            .expect_generation()
+            .returning(|_| Ok(within_limits()));
         Self {
-            users: MockUserRepository::new(),
-            sessions,
-            keys,
-            random: MockRandomSource::new(),
-            provider,
-            storage: MockObjectStorage::new(),
-            generations: MockGenerationRepository::new(),
+            accounts,
+            api_keys,
+            generations,
+            throttle,
             readiness: MockReadinessCheck::new(),
-            usage: MockGenerationRepository::new(),
-            quotas: MockQuotaRepository::new(),
-            admin: MockAdminRepository::new(),
         }
     }
 
+    /// The app's state, and an access token of Ada's.
     fn into_state(self) -> (web::Data<AppState>, String) {
-        let mut hasher = MockPasswordHasher::new();
-        hasher
-            .expect_hash()
-            .returning(|_| Ok(PasswordHash::new("$2b$04$x".into())));
-        let secret = JwtSecret::new(vec![7; 32]).unwrap();
-        let tokens = AccessTokens::new(&secret, Duration::from_secs(60), Arc::new(SystemClock));
+        let mut clock = MockClock::new();
+        clock.expect_now().returning(time::OffsetDateTime::now_utc);
+        let tokens = AccessTokens::new(&[7; 32], Duration::from_secs(60), Arc::new(clock));
         let now = time::OffsetDateTime::now_utc();
         let session = Session {
             id: SessionId(Uuid::now_v7()),
@@ -109,95 +110,24 @@ impl Mocks {
             expires_at: now + Duration::from_secs(60),
         };
         let token = tokens.issue(&session).unwrap().token;
-        let per_minute = |n| PerMinute::new(n).unwrap();
-        let throttle = Throttle::new(
-            Arc::new(MemoryRateLimiter::default()),
-            RateLimits {
-                auth_per_address: per_minute(100),
-                auth_per_email_and_address: per_minute(100),
-                auth_per_email: per_minute(100),
-                generations_per_key: per_minute(100),
-                generations_per_account: per_minute(100),
-            },
-        );
-        let keys = Arc::new(self.keys);
-        let users = Arc::new(self.users);
         let state = AppState {
-            accounts: AccountService::new(
-                AccountPorts {
-                    users: users.clone(),
-                    sessions: Arc::new(self.sessions),
-                    hasher: Arc::new(hasher),
-                    clock: Arc::new(SystemClock),
-                    ids: Arc::new(UuidV7Ids),
-                },
-                Duration::from_secs(60),
-            ),
-            erasure: AccountErasure::new(ErasurePorts {
-                users: users.clone(),
-                hasher: Arc::new(MockPasswordHasher::new()),
-                storage: Arc::new(MockObjectStorage::new()),
-                invalidation: Arc::new(MockKeyInvalidation::new()),
-                clock: Arc::new(SystemClock),
-            }),
-            api_keys: ApiKeyService::new(
-                ApiKeyPorts {
-                    keys: keys.clone(),
-                    usage: Arc::new(self.usage),
-                    random: Arc::new(self.random),
-                    clock: Arc::new(SystemClock),
-                    ids: Arc::new(UuidV7Ids),
-                },
-                KeyPolicy::default(),
-            ),
-            admin: AdminService::new(
-                AdminPorts {
-                    accounts: Arc::new(self.admin),
-                    users,
-                    keys,
-                    invalidation: Arc::new(MockKeyInvalidation::new()),
-                    clock: Arc::new(SystemClock),
-                    ids: Arc::new(UuidV7Ids),
-                },
-                AdminEmails::default(),
-            ),
-            generations: GenerationService::new(
-                GenerationPorts {
-                    provider: Arc::new(self.provider),
-                    test_provider: Arc::new(nb_imagen::TestModeImages),
-                    storage: Arc::new(self.storage),
-                    generations: Arc::new(self.generations),
-                    quotas: Arc::new(self.quotas),
-                    clock: Arc::new(SystemClock),
-                    ids: Arc::new(UuidV7Ids),
-                },
-                AllowedModels::new(["gemini-3.1-flash-image".to_owned()]).unwrap(),
-            ),
-            history: HistoryService::new(HistoryPorts {
-                generations: Arc::new(MockHistoryRepository::new()),
-                storage: Arc::new(MockObjectStorage::new()),
-                clock: Arc::new(SystemClock),
-            }),
-            idempotency: IdempotencyService::new(
-                IdempotencyPorts {
-                    entries: Arc::new(MockIdempotencyRepository::new()),
-                    clock: Arc::new(SystemClock),
-                    ids: Arc::new(UuidV7Ids),
-                },
-                IdempotencyPolicy {
-                    keep_for: Duration::from_secs(60),
-                    lease: Duration::from_secs(60),
-                },
-            ),
+            accounts: Arc::new(self.accounts),
+            erasure: Arc::new(MockErasure::new()),
+            api_keys: Arc::new(self.api_keys),
+            admin: Arc::new(MockAdministration::new()),
+            generations: Arc::new(self.generations),
+            history: Arc::new(MockHistory::new()),
+            idempotency: Arc::new(MockIdempotency::new()),
+            throttle: Arc::new(self.throttle),
+            random: Arc::new(MockRandomSource::new()),
             access_tokens: tokens,
             served_images: None,
             readiness: Arc::new(self.readiness),
             shared_state: None,
-            console_policy: nb_http::console::content_security_policy(""),
-            limits: Limits::default(),
-            input_images: nb_domain::generation::InputImageLimits::default(),
-            openai_models: nb_http::openai::OpenAiModelMap::empty(),
-            throttle,
+            console_policy: nb_api::console::content_security_policy(""),
+            server: ServerSettings::default(),
+            input_images: InputImageLimits::default(),
+            openai_models: OpenAiModelMap::empty(),
             client_addresses: ClientAddressSource {
                 trusted_proxy_hops: 0,
             },
@@ -220,14 +150,31 @@ fn unavailable() -> RepositoryError {
     RepositoryError::Unavailable(SECRET_CAUSE.into())
 }
 
+fn generate_request() -> test::TestRequest {
+    test::TestRequest::post()
+        .uri("/v1/generate")
+        .insert_header((
+            "authorization",
+            format!("Bearer nb_live_{}", "a".repeat(32)),
+        ))
+        .set_json(json!({"prompt": "a banana"}))
+}
+
+fn failed_batch(error: GenerateError) -> GenerationBatch {
+    GenerationBatch {
+        result: Err(error),
+        quota: None,
+    }
+}
+
 #[actix_web::test]
 async fn an_unreachable_database_is_503_database_unavailable() {
-    let mut mocks = Mocks::new();
-    mocks
-        .users
-        .expect_insert_user()
-        .returning(|_| Err(unavailable().into()));
-    let (state, _) = mocks.into_state();
+    let mut services = Services::new();
+    services
+        .accounts
+        .expect_register()
+        .returning(|_, _| Err(RegisterError::Repository(unavailable())));
+    let (state, _) = services.into_state();
     let request = test::TestRequest::post()
         .uri("/v1/auth/register")
         .set_json(json!({"email": "ada@example.com", "password": "long enough"}));
@@ -239,12 +186,12 @@ async fn an_unreachable_database_is_503_database_unavailable() {
 
 #[actix_web::test]
 async fn an_unexpected_database_error_is_an_opaque_500() {
-    let mut mocks = Mocks::new();
-    mocks
-        .keys
-        .expect_list_api_keys()
+    let mut services = Services::new();
+    services
+        .api_keys
+        .expect_list()
         .returning(|_, _| Err(RepositoryError::Unexpected(SECRET_CAUSE.into())));
-    let (state, token) = mocks.into_state();
+    let (state, token) = services.into_state();
     let request = test::TestRequest::get()
         .uri("/v1/keys")
         .insert_header(("authorization", format!("Bearer {token}")));
@@ -256,13 +203,13 @@ async fn an_unexpected_database_error_is_an_opaque_500() {
 
 #[actix_web::test]
 async fn no_randomness_means_no_key_and_an_opaque_500() {
-    let mut mocks = Mocks::new();
-    mocks
-        .random
-        .expect_fill_bytes()
-        .returning(|_| Err(RandomnessUnavailable));
-    mocks.keys.expect_insert_api_key().never();
-    let (state, token) = mocks.into_state();
+    let mut services = Services::new();
+    services
+        .api_keys
+        .expect_create()
+        .times(1)
+        .returning(|_, _| Err(CreateKeyError::Randomness(RandomnessUnavailable)));
+    let (state, token) = services.into_state();
     let request = test::TestRequest::post()
         .uri("/v1/keys")
         .insert_header(("authorization", format!("Bearer {token}")));
@@ -271,35 +218,18 @@ async fn no_randomness_means_no_key_and_an_opaque_500() {
     assert_eq!(body["error"]["code"], "internal_error");
 }
 
-fn generate_request() -> test::TestRequest {
-    test::TestRequest::post()
-        .uri("/v1/generate")
-        .insert_header((
-            "authorization",
-            format!("Bearer nb_live_{}", "a".repeat(32)),
-        ))
-        .set_json(json!({"prompt": "a banana"}))
-}
-
 #[actix_web::test]
-async fn a_storage_failure_is_502_and_recorded_as_failed() {
-    let mut mocks = Mocks::new();
-    mocks
-        .storage
-        .expect_put()
-        .returning(|_, _| Err(StorageError::Failed(SECRET_CAUSE.into())));
-    mocks
+async fn a_storage_failure_is_502_without_its_cause() {
+    let mut services = Services::new();
+    services
         .generations
-        .expect_record()
-        .withf(|record| {
-            record.outcome
-                == GenerationOutcome::Failed {
-                    code: "storage_failed",
-                }
-        })
-        .times(1)
-        .returning(|_| Ok(()));
-    let (state, _) = mocks.into_state();
+        .expect_generate_images()
+        .returning(|_, _, _| {
+            failed_batch(GenerateError::Storage(StorageError::Failed(
+                SECRET_CAUSE.into(),
+            )))
+        });
+    let (state, _) = services.into_state();
     let (status, body) = call(state, generate_request()).await;
     assert_eq!(status, StatusCode::BAD_GATEWAY);
     assert_eq!(body["error"]["code"], "storage_failed");
@@ -308,20 +238,12 @@ async fn a_storage_failure_is_502_and_recorded_as_failed() {
 
 #[actix_web::test]
 async fn a_database_outage_while_recording_is_503() {
-    let mut mocks = Mocks::new();
-    mocks.storage.expect_put().returning(|_, _| {
-        Ok(StoredImage {
-            url: "http://x/images/a.png".into(),
-            url_is_lasting: true,
-        })
-    });
-    mocks
+    let mut services = Services::new();
+    services
         .generations
-        .expect_record()
-        .returning(|_| Err(unavailable()));
-    // The image no row points at is removed again.
-    mocks.storage.expect_delete().times(1).returning(|_| Ok(()));
-    let (state, _) = mocks.into_state();
+        .expect_generate_images()
+        .returning(|_, _, _| failed_batch(GenerateError::Repository(unavailable())));
+    let (state, _) = services.into_state();
     let (status, body) = call(state, generate_request()).await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(body["error"]["code"], "database_unavailable");
@@ -329,19 +251,16 @@ async fn a_database_outage_while_recording_is_503() {
 
 #[actix_web::test]
 async fn api_key_checks_on_an_unreachable_database_are_503_not_401() {
-    let mut mocks = Mocks::new();
-    mocks.keys = MockApiKeyRepository::new();
-    mocks
-        .keys
-        .expect_find_active_api_key()
-        .returning(|_| Err(unavailable()));
-    let (state, _) = mocks.into_state();
+    let mut services = Services::new();
+    services.api_keys = MockApiKeys::new();
+    services
+        .api_keys
+        .expect_authenticate()
+        .returning(|_| Err(AuthenticateKeyError::Repository(unavailable())));
+    let (state, _) = services.into_state();
     let app = test::init_service(
         App::new()
-            .route(
-                "/probe",
-                web::get().to(|_: nb_http::auth::ApiKeyCaller| async { "ok" }),
-            )
+            .route("/probe", web::get().to(|_: ApiKeyCaller| async { "ok" }))
             .configure(configure_app(state)),
     )
     .await;
@@ -354,6 +273,40 @@ async fn api_key_checks_on_an_unreachable_database_are_503_not_401() {
         .to_request();
     let response = test::call_service(&app, request).await;
     assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+}
+
+/// The store that counts limits (Redis) is down: a 503 of its own, never a request let
+/// through uncounted; the database's own outage keeps its code.
+#[actix_web::test]
+async fn a_limiter_that_cannot_count_is_503_and_the_work_never_runs() {
+    for (error, code) in [
+        (
+            RateLimitError::Unavailable(SECRET_CAUSE.into()),
+            "rate_limiter_unavailable",
+        ),
+        (
+            RateLimitError::Repository(unavailable()),
+            "database_unavailable",
+        ),
+    ] {
+        let mut services = Services::new();
+        services.throttle = MockThrottling::new();
+        let error = std::sync::Mutex::new(Some(error));
+        services.throttle.expect_generation().returning(move |_| {
+            Err(ThrottleError::Limiter(
+                error.lock().unwrap().take().unwrap(),
+            ))
+        });
+        services.generations.expect_generate_images().never();
+        let (state, _) = services.into_state();
+        let app = test::init_service(App::new().configure(configure_app(state))).await;
+        let response = test::call_service(&app, generate_request().to_request()).await;
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert!(response.headers().contains_key("retry-after"));
+        let body: Value = test::read_body_json(response).await;
+        assert_eq!(body["error"]["code"], code);
+        assert!(!body.to_string().contains("10.0.0.7"));
+    }
 }
 
 #[actix_web::test]
@@ -370,16 +323,46 @@ async fn readiness_reports_which_check_failed() {
             "pending",
         ),
     ] {
-        let mut mocks = Mocks::new();
+        let mut services = Services::new();
         let problem = std::sync::Mutex::new(Some(problem));
-        mocks
+        services
             .readiness
             .expect_check_ready()
             .returning(move || Err(problem.lock().unwrap().take().unwrap()));
-        let (state, _) = mocks.into_state();
+        let (state, _) = services.into_state();
         let (status, body) = call(state, test::TestRequest::get().uri("/readyz")).await;
         assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(body["checks"]["database"], database);
         assert_eq!(body["checks"]["migrations"], migrations);
+        assert!(!body.to_string().contains("10.0.0.7"));
+    }
+}
+
+/// A browser that opens the server's address lands on the console; an API client (curl,
+/// SDKs: `*/*` or JSON) gets a JSON answer saying where things are.
+#[actix_web::test]
+async fn the_front_door_sends_browsers_to_the_console() {
+    let (state, _) = Services::new().into_state();
+    let app = test::init_service(App::new().configure(configure_app(state))).await;
+    let browser = test::TestRequest::get()
+        .uri("/")
+        .insert_header((
+            "accept",
+            "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8",
+        ))
+        .to_request();
+    let response = test::call_service(&app, browser).await;
+    assert_eq!(response.status(), StatusCode::SEE_OTHER);
+    assert_eq!(response.headers().get("location").unwrap(), "/console/");
+    for accept in [None, Some("*/*"), Some("application/json")] {
+        let mut client = test::TestRequest::get().uri("/");
+        if let Some(accept) = accept {
+            client = client.insert_header(("accept", accept));
+        }
+        let response = test::call_service(&app, client.to_request()).await;
+        assert_eq!(response.status(), StatusCode::OK, "{accept:?}");
+        let body: Value = test::read_body_json(response).await;
+        assert_eq!(body["console"], "/console/", "{accept:?}");
+        assert_eq!(body["openapi"], "/openapi.json", "{accept:?}");
     }
 }

@@ -11,9 +11,9 @@ use nb_domain::rate_limit::{
     LimitSubject, LimitedAction, PerMinute, RateLimitError, RateLimitKey, RateLimiter,
 };
 use nb_redis::testing::EphemeralRedis;
+use nb_redis::{RESPONSE_TIMEOUT, Redis};
 use nb_testkit::eventually_true;
 use nb_testkit::rate_limiter::LimiterUnderTest;
-use nb_redis::{RESPONSE_TIMEOUT, Redis};
 use uuid::Uuid;
 
 /// How often a test looks again while it waits for a state.
@@ -43,7 +43,14 @@ nb_testkit::rate_limiter_contract!(redis_limiter().await);
 async fn idle_subjects_need_no_sweep() {
     let limiter = redis_limiter().await;
     let rate = PerMinute::new(30).unwrap();
-    assert!(limiter.first.check(&key_of_a_new_api_key(), rate).await.unwrap().allowed);
+    assert!(
+        limiter
+            .first
+            .check(&key_of_a_new_api_key(), rate)
+            .await
+            .unwrap()
+            .allowed
+    );
     assert_eq!(limiter.first.forget_idle().await.unwrap(), 0);
 }
 
@@ -59,16 +66,16 @@ async fn redis_down_is_unavailable_and_the_limiter_recovers_when_it_is_back() {
 
     server.kill();
     let error = limiter.check(&key, rate).await.unwrap_err();
-    assert!(
-        matches!(error, RateLimitError::Unavailable(_)),
-        "{error:?}"
-    );
+    assert!(matches!(error, RateLimitError::Unavailable(_)), "{error:?}");
     assert!(redis.check_ready().await.is_err());
 
     let _restarted = EphemeralRedis::start_on(server.port);
-    eventually_true("the limiter reconnects", Duration::from_secs(5), POLL, || async {
-        limiter.check(&key, rate).await.is_ok()
-    })
+    eventually_true(
+        "the limiter reconnects",
+        Duration::from_secs(5),
+        POLL,
+        || async { limiter.check(&key, rate).await.is_ok() },
+    )
     .await;
     redis.check_ready().await.unwrap();
 }
@@ -86,18 +93,18 @@ async fn a_hung_redis_is_unavailable_within_the_response_timeout() {
     let asked = Instant::now();
     let error = limiter.check(&key, rate).await.unwrap_err();
     let waited = asked.elapsed();
-    assert!(
-        matches!(error, RateLimitError::Unavailable(_)),
-        "{error:?}"
-    );
+    assert!(matches!(error, RateLimitError::Unavailable(_)), "{error:?}");
     // The documented bound (with room for a loaded machine), not the TCP timeout's minutes.
     assert!(waited < RESPONSE_TIMEOUT * 3, "waited {waited:?}");
     assert!(redis.check_ready().await.is_err());
 
     server.freeze(false);
-    eventually_true("the limiter recovers", Duration::from_secs(5), POLL, || async {
-        limiter.check(&key, rate).await.is_ok()
-    })
+    eventually_true(
+        "the limiter recovers",
+        Duration::from_secs(5),
+        POLL,
+        || async { limiter.check(&key, rate).await.is_ok() },
+    )
     .await;
 }
 
@@ -117,16 +124,22 @@ async fn key_changes_reach_every_subscriber() {
         let count = heard.lock().unwrap().len();
         async move { count }
     };
-    eventually_true("the listener subscribes", Duration::from_secs(10), POLL, || async {
-        heard_count().await >= 1
-    })
+    eventually_true(
+        "the listener subscribes",
+        Duration::from_secs(10),
+        POLL,
+        || async { heard_count().await >= 1 },
+    )
     .await;
     let announcer = Redis::new(&server.url).unwrap();
     let revoked = KeyChange::Key(ApiKeyId(Uuid::now_v7()));
     announcer.announce(revoked).await;
-    eventually_true("the change is heard", Duration::from_secs(10), POLL, || async {
-        heard_count().await >= 2
-    })
+    eventually_true(
+        "the change is heard",
+        Duration::from_secs(10),
+        POLL,
+        || async { heard_count().await >= 2 },
+    )
     .await;
     assert_eq!(*heard.lock().unwrap(), vec![None, Some(revoked)]);
     listener.abort();

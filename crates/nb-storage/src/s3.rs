@@ -7,11 +7,11 @@ use nb_domain::generation::{
     FetchedImage, GeneratedImage, ListedObject, ObjectKey, StorageError, StoredImage,
 };
 use nb_domain::ports::ObjectStorage;
+use nb_domain::settings::InvalidSetting;
 use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
 use s3::creds::Credentials;
 use s3::error::S3Error;
 use s3::{Bucket, Region};
-use nb_domain::settings::InvalidSetting;
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use serde_with::{DurationSeconds, serde_as};
@@ -56,7 +56,10 @@ pub struct S3Settings {
     #[serde_as(as = "DurationSeconds<u64>")]
     pub presign_expiry: Duration,
     /// How long one request to the store may take.
-    #[serde(default = "default_request_timeout", rename = "request_timeout_seconds")]
+    #[serde(
+        default = "default_request_timeout",
+        rename = "request_timeout_seconds"
+    )]
     #[serde_as(as = "DurationSeconds<u64>")]
     pub request_timeout: Duration,
 }

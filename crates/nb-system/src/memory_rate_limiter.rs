@@ -12,8 +12,7 @@ use governor::middleware::StateInformationMiddleware;
 use governor::state::keyed::DefaultKeyedStateStore;
 use governor::{Quota, RateLimiter as GovernorLimiter};
 use nb_domain::rate_limit::{
-    LimitSubject, LimitedAction, PerMinute, RateDecision, RateLimitError, RateLimitKey,
-    RateLimiter,
+    LimitSubject, LimitedAction, PerMinute, RateDecision, RateLimitError, RateLimitKey, RateLimiter,
 };
 
 /// The most subjects one counter keeps; past that (after forgetting idle ones), new subjects
@@ -38,7 +37,6 @@ impl std::fmt::Debug for MemoryRateLimiter {
         f.debug_struct("MemoryRateLimiter").finish_non_exhaustive()
     }
 }
-
 
 impl MemoryRateLimiter {
     fn counter(&self, action: LimitedAction, rate: PerMinute) -> Arc<KeyedLimiter> {

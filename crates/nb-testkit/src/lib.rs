@@ -55,10 +55,15 @@ mod tests {
     #[tokio::test]
     async fn returns_the_first_value_that_comes() {
         let tries = AtomicU32::new(0);
-        let value = eventually("the third try", Duration::from_secs(5), Duration::ZERO, || {
-            let n = tries.fetch_add(1, Ordering::SeqCst) + 1;
-            async move { (n == 3).then_some(n) }
-        })
+        let value = eventually(
+            "the third try",
+            Duration::from_secs(5),
+            Duration::ZERO,
+            || {
+                let n = tries.fetch_add(1, Ordering::SeqCst) + 1;
+                async move { (n == 3).then_some(n) }
+            },
+        )
         .await;
         assert_eq!(value, 3);
     }
@@ -66,9 +71,12 @@ mod tests {
     #[tokio::test]
     #[should_panic(expected = "never: not within")]
     async fn fails_naming_what_never_happened() {
-        eventually_true("never", Duration::from_millis(30), Duration::from_millis(5), || {
-            async { false }
-        })
+        eventually_true(
+            "never",
+            Duration::from_millis(30),
+            Duration::from_millis(5),
+            || async { false },
+        )
         .await;
     }
 }

@@ -104,9 +104,23 @@ pub async fn a_refusal_is_not_counted_and_says_when_to_come_back(limiter: Limite
 pub async fn a_changed_allowance_starts_afresh(limiter: LimiterUnderTest) {
     let key = key_of_a_new_api_key();
     for _ in 0..3 {
-        assert!(limiter.first.check(&key, per_minute(3)).await.unwrap().allowed);
+        assert!(
+            limiter
+                .first
+                .check(&key, per_minute(3))
+                .await
+                .unwrap()
+                .allowed
+        );
     }
-    assert!(!limiter.first.check(&key, per_minute(3)).await.unwrap().allowed);
+    assert!(
+        !limiter
+            .first
+            .check(&key, per_minute(3))
+            .await
+            .unwrap()
+            .allowed
+    );
     let changed = limiter.second.check(&key, per_minute(4)).await.unwrap();
     assert!(changed.allowed);
     assert_eq!(changed.remaining, 3);

@@ -182,10 +182,7 @@ impl Config {
             ));
         }
         if !nb_system::BCRYPT_COSTS.contains(&security.bcrypt_cost) {
-            return Err(names.invalid(
-                "security.bcrypt_cost",
-                "must be between 4 and 31".into(),
-            ));
+            return Err(names.invalid("security.bcrypt_cost", "must be between 4 and 31".into()));
         }
         Ok(())
     }
@@ -244,9 +241,7 @@ fn from_figment(figment: &Figment, error: figment::Error) -> ConfigError {
     let secret = variable_for(&key).is_some_and(|variable| variable.secret);
     let reason = match &error.kind {
         Kind::MissingField(_) => "is required with the rest of its section".to_owned(),
-        Kind::InvalidType(..) | Kind::InvalidValue(..) if secret => {
-            "must be text".to_owned()
-        }
+        Kind::InvalidType(..) | Kind::InvalidValue(..) if secret => "must be text".to_owned(),
         kind => kind.to_string(),
     };
     if key.is_empty() {

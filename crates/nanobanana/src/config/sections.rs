@@ -157,8 +157,8 @@ impl TryFrom<String> for HttpUrl {
 
     fn try_from(raw: String) -> Result<Self, String> {
         let trimmed = raw.trim().trim_end_matches('/');
-        let parsed =
-            url::Url::parse(trimmed).map_err(|error| format!("{trimmed:?} is not a URL ({error})"))?;
+        let parsed = url::Url::parse(trimmed)
+            .map_err(|error| format!("{trimmed:?} is not a URL ({error})"))?;
         let acceptable = matches!(parsed.scheme(), "http" | "https")
             && parsed.host().is_some()
             && parsed.query().is_none()

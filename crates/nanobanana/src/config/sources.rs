@@ -215,7 +215,11 @@ pub const VARIABLES: &[Variable] = &[
         "limits.default_account_per_month",
         Number,
     ),
-    var("NB_DEFAULT_KEY_PER_DAY", "limits.default_key_per_day", Number),
+    var(
+        "NB_DEFAULT_KEY_PER_DAY",
+        "limits.default_key_per_day",
+        Number,
+    ),
     var(
         "NB_DEFAULT_KEY_PER_MONTH",
         "limits.default_key_per_month",
@@ -256,7 +260,8 @@ impl<L> EnvironmentVariables<L> {
 
 impl<L> std::fmt::Debug for EnvironmentVariables<L> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("EnvironmentVariables").finish_non_exhaustive()
+        f.debug_struct("EnvironmentVariables")
+            .finish_non_exhaustive()
     }
 }
 

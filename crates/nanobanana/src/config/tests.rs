@@ -17,7 +17,10 @@ fn config(vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
 }
 
 /// A configuration file holding `toml`, and the variables that name it plus `vars`.
-fn with_file(toml: &str, vars: &[(&str, &str)]) -> (tempfile::TempDir, Result<Config, ConfigError>) {
+fn with_file(
+    toml: &str,
+    vars: &[(&str, &str)],
+) -> (tempfile::TempDir, Result<Config, ConfigError>) {
     let folder = tempfile::tempdir().unwrap();
     let path = folder.path().join("nanobanana.toml");
     std::fs::write(&path, toml).unwrap();
@@ -42,7 +45,10 @@ fn defaults_are_the_embedded_setup() {
     );
     assert_eq!(config.security.bcrypt_cost, 12);
     assert!(config.security.jwt_secret.is_none());
-    assert_eq!(config.security.access_token_ttl, Duration::from_secs(86_400));
+    assert_eq!(
+        config.security.access_token_ttl,
+        Duration::from_secs(86_400)
+    );
     assert_eq!(config.log_format, LogFormat::Text);
     assert_eq!(config.storage.backend(), StorageBackend::Local);
 }
@@ -58,7 +64,10 @@ fn the_sqlite_default_follows_the_data_dir() {
 
 #[test]
 fn an_unknown_database_scheme_is_a_clear_error() {
-    let error = message(config(&[("DATABASE_URL", "mysql://root:pw-in-url@localhost/nb")]));
+    let error = message(config(&[(
+        "DATABASE_URL",
+        "mysql://root:pw-in-url@localhost/nb",
+    )]));
     assert!(error.starts_with("DATABASE_URL is invalid"), "{error}");
     assert!(error.contains("\"mysql\""), "{error}");
     assert!(!error.contains("pw-in-url"), "{error}");
@@ -80,9 +89,15 @@ fn short_jwt_secrets_are_refused_and_never_printed() {
 
 #[test]
 fn storage_is_local_unless_r2_is_configured() {
-    assert_eq!(config(&[]).unwrap().storage.backend(), StorageBackend::Local);
     assert_eq!(
-        config(&[("NB_STORAGE", "inline")]).unwrap().storage.backend(),
+        config(&[]).unwrap().storage.backend(),
+        StorageBackend::Local
+    );
+    assert_eq!(
+        config(&[("NB_STORAGE", "inline")])
+            .unwrap()
+            .storage
+            .backend(),
         StorageBackend::Inline
     );
     let r2 = [
@@ -147,7 +162,10 @@ fn the_redis_url_is_optional_checked_and_never_printed() {
         Some(url)
     );
     assert!(!format!("{config_with_redis:?}").contains("redis-very-secret"));
-    let error = message(config(&[("NB_REDIS_URL", "http://user:redis-very-secret@x")]));
+    let error = message(config(&[(
+        "NB_REDIS_URL",
+        "http://user:redis-very-secret@x",
+    )]));
     assert!(error.contains("NB_REDIS_URL"), "{error}");
     assert!(!error.contains("redis-very-secret"), "{error}");
 }
@@ -199,7 +217,11 @@ fn limits_have_defaults_and_are_checked() {
 fn addresses_and_urls_are_checked_at_start_up() {
     for good in ["0.0.0.0:8000", "[::]:8000", "localhost:9000"] {
         assert_eq!(
-            config(&[("NB_LISTEN", good)]).unwrap().server.listen.as_str(),
+            config(&[("NB_LISTEN", good)])
+                .unwrap()
+                .server
+                .listen
+                .as_str(),
             good
         );
     }
@@ -291,7 +313,11 @@ fn admins_and_default_quotas_are_read() {
             .includes(&EmailAddress::parse("root@example.com").unwrap())
     );
     assert_eq!(
-        config.limits.default_key_quotas().per_day.map(QuotaLimit::get),
+        config
+            .limits
+            .default_key_quotas()
+            .per_day
+            .map(QuotaLimit::get),
         Some(100)
     );
     assert_eq!(config.limits.default_key_quotas().per_month, None);
@@ -303,7 +329,10 @@ fn admins_and_default_quotas_are_read() {
             .map(QuotaLimit::get),
         Some(5000)
     );
-    assert!(message(self::config(&[("NB_ADMIN_EMAILS", "not an email")])).starts_with("NB_ADMIN_EMAILS"));
+    assert!(
+        message(self::config(&[("NB_ADMIN_EMAILS", "not an email")]))
+            .starts_with("NB_ADMIN_EMAILS")
+    );
 }
 
 #[test]
@@ -320,14 +349,20 @@ fn cors_origins_must_be_named_origins() {
         .iter()
         .map(|origin| origin.as_str())
         .collect();
-    assert_eq!(origins, ["https://app.example.com", "http://localhost:5173"]);
+    assert_eq!(
+        origins,
+        ["https://app.example.com", "http://localhost:5173"]
+    );
     for bad in [
         "*",
         "app.example.com",
         "https://app.example.com/path",
         "https://a.io/",
     ] {
-        assert!(message(config(&[("NB_CORS_ORIGINS", bad)])).starts_with("NB_CORS_ORIGINS"), "{bad}");
+        assert!(
+            message(config(&[("NB_CORS_ORIGINS", bad)])).starts_with("NB_CORS_ORIGINS"),
+            "{bad}"
+        );
     }
 }
 
@@ -379,7 +414,9 @@ fn the_upstream_cap_defaults_from_the_limits_table() {
             .get(),
         3
     );
-    assert!(message(config(&[("NB_UPSTREAM_CONCURRENCY", "0")])).starts_with("NB_UPSTREAM_CONCURRENCY"));
+    assert!(
+        message(config(&[("NB_UPSTREAM_CONCURRENCY", "0")])).starts_with("NB_UPSTREAM_CONCURRENCY")
+    );
 }
 
 #[test]
@@ -396,7 +433,10 @@ fn numbers_are_checked() {
         assert!(error.starts_with(name), "{name}={value}: {error}");
     }
     assert_eq!(
-        config(&[("NB_BCRYPT_COST", "4")]).unwrap().security.bcrypt_cost,
+        config(&[("NB_BCRYPT_COST", "4")])
+            .unwrap()
+            .security
+            .bcrypt_cost,
         4
     );
 }
@@ -483,13 +523,21 @@ fn a_file_sets_every_section() {
     assert_eq!(config.limits.generations_per_minute_per_key.get(), 7);
     assert_eq!(config.limits.rate_limits, sections::RateLimitStore::Memory);
     assert_eq!(
-        config.limits.default_key_quotas().per_month.map(QuotaLimit::get),
+        config
+            .limits
+            .default_key_quotas()
+            .per_month
+            .map(QuotaLimit::get),
         Some(1000)
     );
     assert_eq!(config.security.bcrypt_cost, 10);
     assert!(config.redis.url.is_some());
     let printed = format!("{config:?}");
-    for secret in ["AIza-from-the-file", "sk-from-the-file", "metrics-from-the-file"] {
+    for secret in [
+        "AIza-from-the-file",
+        "sk-from-the-file",
+        "metrics-from-the-file",
+    ] {
         assert!(!printed.contains(secret), "{secret}");
     }
 }
@@ -513,7 +561,10 @@ fn the_environment_wins_over_the_file() {
     assert_eq!(s3.bucket, "other");
     assert_eq!(s3.access_key, "ak");
     assert_eq!(config.server.workers.map(|n| n.get()), Some(3));
-    assert_eq!(config.models.enabled.0.default_model().as_str(), "gemini-3.1-flash-image");
+    assert_eq!(
+        config.models.enabled.0.default_model().as_str(),
+        "gemini-3.1-flash-image"
+    );
 }
 
 #[test]
@@ -542,11 +593,17 @@ fn each_kind_of_bad_value_in_the_file_is_refused_by_name() {
         ("[server]\nworkers = \"many\"\n", "server.workers"),
         ("[server]\nlisten = 8000\n", "server.listen"),
         ("[server]\ncors_origins = \"*\"\n", "server.cors_origins"),
-        ("[upstream]\nhttp2_prior_knowledge = \"yes\"\n", "upstream.http2_prior_knowledge"),
+        (
+            "[upstream]\nhttp2_prior_knowledge = \"yes\"\n",
+            "upstream.http2_prior_knowledge",
+        ),
         ("[storage]\nbackend = \"ftp\"\n", "storage.backend"),
         ("[models]\nenabled = []\n", "models.enabled"),
         ("[limits]\nrate_limits = 3\n", "limits.rate_limits"),
-        ("[security]\nadmin_emails = [\"nobody\"]\n", "security.admin_emails"),
+        (
+            "[security]\nadmin_emails = [\"nobody\"]\n",
+            "security.admin_emails",
+        ),
         ("[database]\nurl = \"mysql://x/y\"\n", "database.url"),
     ] {
         let (_folder, loaded) = with_file(toml, &[]);
@@ -575,7 +632,10 @@ fn a_secret_of_the_wrong_type_is_not_echoed() {
 #[test]
 fn a_file_that_is_not_there_or_not_toml_stops_start_up() {
     let error = message(config(&[("NB_CONFIG", "/nonexistent/nanobanana.toml")]));
-    assert!(error.starts_with("NB_CONFIG names /nonexistent/nanobanana.toml"), "{error}");
+    assert!(
+        error.starts_with("NB_CONFIG names /nonexistent/nanobanana.toml"),
+        "{error}"
+    );
     let (_folder, loaded) = with_file("[server\nlisten = ", &[]);
     let error = message(loaded);
     assert!(error.starts_with("NB_CONFIG file "), "{error}");

@@ -346,7 +346,7 @@ async fn an_access_token_is_not_an_api_key(app: TestApp) {
 
 crate::configured_on_both_backends!(
     an_account_holds_a_bounded_number_of_active_keys => |config| {
-        config.limits.max_active_keys_per_account = 2;
+        config.limits.max_active_keys_per_account = std::num::NonZeroU32::new(2).unwrap();
     },
 );
 

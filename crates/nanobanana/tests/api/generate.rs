@@ -571,12 +571,12 @@ on_both_backends!(
 );
 
 crate::configured_on_both_backends!(
-    without_a_google_key_generation_is_503_before_any_upstream_call => |config| config.google_api_key = None,
-    an_unreachable_upstream_is_502 => |config| config.google_base_url = "http://127.0.0.1:9".into(),
+    without_a_google_key_generation_is_503_before_any_upstream_call => |config| config.upstream.api_key = None,
+    an_unreachable_upstream_is_502 => |config| config.upstream.base_url = "http://127.0.0.1:9".into(),
     an_upstream_timeout_is_504 => |config| {
         config.upstream.attempt_timeout = std::time::Duration::from_millis(500);
     },
-    inline_storage_answers_a_data_url => |config| config.storage = nb_http::config::StorageConfig::Inline,
+    inline_storage_answers_a_data_url => |config| config.storage.backend = Some(nanobanana::config::sections::StorageBackend::Inline),
 );
 
 async fn generation_with_s3_storage(backend: Backend) {
@@ -585,7 +585,7 @@ async fn generation_with_s3_storage(backend: Backend) {
         nb_storage::testing::S3TestServer::start(S3_ACCESS_KEY, S3_SECRET_KEY, &[S3_BUCKET]).await;
     let settings = s3_settings(&s3);
     let app = TestApp::spawn_with(backend, |config| {
-        config.storage = nb_http::config::StorageConfig::S3(settings);
+        crate::helpers::store_in_s3(config, settings);
     })
     .await;
     let (_, key) = app.user_with_key("ada@example.com").await;

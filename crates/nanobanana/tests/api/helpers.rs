@@ -7,15 +7,20 @@ use std::time::Duration;
 
 use actix_web::{HttpResponse, web};
 use base64::Engine as _;
+use nanobanana::config::Config;
+use nanobanana::config::sections::{AdminEmailList, ImageModels, JwtSecret, StorageBackend};
+use nanobanana::startup::{bind, wire_with_clock};
+use nb_api::extract::credentials::ApiKeyCaller;
+use nb_api::serve;
+use nb_api::settings::ListenAddress;
 use nb_db::testing::TestDatabase;
 use nb_domain::generation::AllowedModels;
 use nb_domain::ports::Clock;
-use nb_http::auth::ApiKeyCaller;
-use nb_http::config::{Config, JwtSecret, Limits, LogFormat, StorageConfig, UpstreamLimits};
-use nb_http::startup::{bind, build_state_with_clock, serve};
-use nb_imagen::GoogleApiKey;
+use nb_imagen::{GeminiSettings, GoogleApiKey};
 use reqwest::header::{AUTHORIZATION, CONTENT_TYPE};
+use secrecy::SecretString;
 use serde_json::{Value, json};
+use std::num::{NonZeroU32, NonZeroUsize};
 use wiremock::matchers::{method, path_regex};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
@@ -58,7 +63,7 @@ pub struct TestApp {
     /// The server's clock: the system's, moved by what the test adds.
     pub clock: Arc<ShiftedClock>,
     /// The server's history service, for the jobs it runs on its own (the orphan sweep).
-    pub history: nb_domain::generation::HistoryService,
+    pub history: std::sync::Arc<nb_domain::generation::HistoryService>,
 }
 
 /// The system clock plus an offset a test can move (to cross a UTC midnight without
@@ -85,48 +90,51 @@ impl Clock for ShiftedClock {
 }
 
 pub fn test_config(data_dir: PathBuf, db: &TestDatabase, google: &MockServer) -> Config {
-    Config {
-        google_api_key: Some(GoogleApiKey::new(GOOGLE_KEY.into())),
-        google_base_url: google.uri(),
-        google_http2_prior_knowledge: false,
-        google_streams_per_connection: 100,
-        image_models: AllowedModels::new([MODEL.to_owned(), "gemini-3-pro-image".to_owned()])
-            .unwrap(),
-        openai_model_map: nb_http::openai::OpenAiModelMap::empty(),
-        input_images: nb_domain::generation::InputImageLimits::default(),
-        upstream: UpstreamLimits {
-            attempt_timeout: Duration::from_secs(10),
-            deadline: Duration::from_secs(20),
-            max_retries: 2,
-        },
-        storage: StorageConfig::Local,
-        public_base_url: None,
-        limits: Limits {
-            auth_attempts_per_minute_per_ip: 1000,
-            auth_attempts_per_minute_per_email_and_ip: 1000,
-            auth_attempts_per_minute_per_email: 1000,
-            generations_per_minute_per_key: 1000,
-            generations_per_minute_per_account: 1000,
-            ..Limits::default()
-        },
-        metrics_token: None,
-        cors_origins: Vec::new(),
-        admin_emails: nb_domain::admin::AdminEmails::new(vec![
-            nb_domain::accounts::EmailAddress::parse(ADMIN_EMAIL).unwrap(),
-        ]),
-        default_account_quotas: nb_domain::quota::PeriodLimits::default(),
-        default_key_quotas: nb_domain::quota::PeriodLimits::default(),
-        redis_url: None,
-        listen: "127.0.0.1:0".into(),
-        database_url: db.url.clone(),
-        database_pool: nb_db::testing::test_pool_options(),
-        jwt_secret: Some(JwtSecret::new(TEST_JWT_SECRET.as_bytes().to_vec()).unwrap()),
-        access_token_ttl: Duration::from_secs(3600),
-        bcrypt_cost: 4,
+    let per_minute = |n| NonZeroU32::new(n).unwrap();
+    let mut config = Config {
         data_dir,
-        workers: Some(2),
-        log_format: LogFormat::Text,
-    }
+        ..Config::default()
+    };
+    config.upstream = GeminiSettings {
+        base_url: google.uri(),
+        attempt_timeout: Duration::from_secs(10),
+        deadline: Duration::from_secs(20),
+        max_retries: 2,
+        ..GeminiSettings::new(GoogleApiKey::new(GOOGLE_KEY.into()))
+    };
+    config.models.enabled = ImageModels(
+        AllowedModels::new([MODEL.to_owned(), "gemini-3-pro-image".to_owned()]).unwrap(),
+    );
+    config.limits.auth_attempts_per_minute_per_ip = per_minute(1000);
+    config.limits.auth_attempts_per_minute_per_email_and_ip = per_minute(1000);
+    config.limits.auth_attempts_per_minute_per_email = per_minute(1000);
+    config.limits.generations_per_minute_per_key = per_minute(1000);
+    config.limits.generations_per_minute_per_account = per_minute(1000);
+    config.security.admin_emails = AdminEmailList(nb_domain::admin::AdminEmails::new(vec![
+        nb_domain::accounts::EmailAddress::parse(ADMIN_EMAIL).unwrap(),
+    ]));
+    config.security.jwt_secret =
+        Some(JwtSecret::try_from(SecretString::from(TEST_JWT_SECRET)).unwrap());
+    config.security.access_token_ttl = Duration::from_secs(3600);
+    config.security.bcrypt_cost = 4;
+    config.server.listen = ListenAddress::try_from("127.0.0.1:0".to_owned()).unwrap();
+    config.server.workers = NonZeroUsize::new(2);
+    config.database.url = Some(db.url.clone());
+    use_pool(&mut config, nb_db::testing::test_pool_options());
+    config
+}
+
+/// The database pool of `options`.
+pub fn use_pool(config: &mut Config, options: nb_db::PoolOptions) {
+    config.database.pool_size = options.max_connections;
+    config.database.acquire_timeout = options.acquire_timeout;
+    config.database.statement_timeout = options.statement_timeout;
+}
+
+/// Images in the S3 store of `settings`.
+pub fn store_in_s3(config: &mut Config, settings: nb_storage::S3Settings) {
+    config.storage.backend = Some(StorageBackend::S3);
+    config.storage.s3 = Some(settings);
 }
 
 /// Answers which key called: a probe of the API-key extractor alone.
@@ -167,13 +175,12 @@ impl TestApp {
         let listener = bind("127.0.0.1:0").unwrap();
         let address = listener.local_addr().unwrap();
         let clock = Arc::new(ShiftedClock::default());
-        let wired =
-            build_state_with_clock(&config, db.database.clone(), address, clock.clone()).unwrap();
+        let wired = wire_with_clock(&config, db.database.clone(), address, clock.clone()).unwrap();
         wired.maintenance.spawn();
-        let history = wired.state.history.clone();
+        let history = wired.maintenance.history();
         let app_id = uuid::Uuid::new_v4().simple().to_string();
         let echo_route = format!("/test/{app_id}/echo/{{n}}");
-        let server = serve(listener, wired.state, &config, move |routes| {
+        let server = serve(listener, wired.state, move |routes| {
             routes
                 .route(API_KEY_PROBE, web::get().to(api_key_probe))
                 .route(&echo_route, web::get().to(HttpResponse::NoContent));

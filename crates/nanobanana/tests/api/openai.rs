@@ -637,10 +637,9 @@ on_both_backends!(
 
 crate::configured_on_both_backends!(
     images_over_the_limits_are_413 => |config| {
-        config.input_images = nb_domain::generation::InputImageLimits {
-            max_images: 16,
-            max_image_bytes: 4 * 1024,
-            max_total_bytes: 6 * 1024,
-        };
+        config.models.max_input_images = std::num::NonZeroUsize::new(16).unwrap();
+        config.models.max_input_image_bytes = std::num::NonZeroUsize::new(4 * 1024).unwrap();
+        config.models.max_input_images_total_bytes =
+            std::num::NonZeroUsize::new(6 * 1024).unwrap();
     },
 );

@@ -1,7 +1,7 @@
 //! The OpenAPI document: it lists every registered route, the docs page renders from the
 //! app's own assets, and real answers of the API validate against their documented schemas.
 
-use nb_http::routes::ROUTES;
+use nb_api::routes::ROUTES;
 use serde_json::{Value, json};
 
 use crate::helpers::{PASSWORD, TestApp};

@@ -545,42 +545,42 @@ on_both_backends!(
 
 crate::configured_on_both_backends!(
     metrics_need_the_token_when_one_is_set => |config| {
-        config.metrics_token = Some(nb_http::config::MetricsToken::new("scrape-me-please".into()));
+        config.security.metrics_token = Some(secrecy::SecretString::from("scrape-me-please"));
     },
-    bodies_over_the_configured_limit_are_413 => |config| config.limits.max_body_bytes = 2048,
-    slow_clients_are_cut_off => |config| config.limits.client_request_timeout = Duration::from_secs(1),
-    idle_connections_are_closed => |config| config.limits.client_request_timeout = Duration::from_secs(1),
-    idle_keep_alive_connections_are_closed => |config| config.limits.keep_alive = Duration::from_secs(1),
+    bodies_over_the_configured_limit_are_413 => |config| config.server.max_body_bytes = 2048,
+    slow_clients_are_cut_off => |config| config.server.client_request_timeout = Duration::from_secs(1),
+    idle_connections_are_closed => |config| config.server.client_request_timeout = Duration::from_secs(1),
+    idle_keep_alive_connections_are_closed => |config| config.server.keep_alive = Duration::from_secs(1),
     metrics_count_requests_generations_and_usage => |config| {
         let unique = format!("gemini-metrics-{}", uuid::Uuid::new_v4().simple());
-        config.image_models = nb_domain::generation::AllowedModels::new([unique]).unwrap();
+        config.models.enabled = nanobanana::config::sections::ImageModels(nb_domain::generation::AllowedModels::new([unique]).unwrap());
     },
-    logins_are_limited_per_ip => |config| config.limits.auth_attempts_per_minute_per_ip = 3,
+    logins_are_limited_per_ip => |config| config.limits.auth_attempts_per_minute_per_ip = std::num::NonZeroU32::new(3).unwrap(),
     an_attacker_elsewhere_cannot_lock_the_owner_out => |config| {
-        config.limits.auth_attempts_per_minute_per_email_and_ip = 3;
-        config.limits.auth_attempts_per_minute_per_email = 10;
-        config.limits.trusted_proxy_hops = 1;
+        config.limits.auth_attempts_per_minute_per_email_and_ip = std::num::NonZeroU32::new(3).unwrap();
+        config.limits.auth_attempts_per_minute_per_email = std::num::NonZeroU32::new(10).unwrap();
+        config.server.trust_forwarded_for = true;
     },
     one_email_has_a_ceiling_across_networks => |config| {
-        config.limits.auth_attempts_per_minute_per_email = 4;
-        config.limits.trusted_proxy_hops = 1;
+        config.limits.auth_attempts_per_minute_per_email = std::num::NonZeroU32::new(4).unwrap();
+        config.server.trust_forwarded_for = true;
     },
     the_client_address_is_what_the_trusted_proxy_saw => |config| {
-        config.limits.auth_attempts_per_minute_per_ip = 2;
-        config.limits.trusted_proxy_hops = 1;
+        config.limits.auth_attempts_per_minute_per_ip = std::num::NonZeroU32::new(2).unwrap();
+        config.server.trust_forwarded_for = true;
     },
     generations_are_limited_per_key_with_headers_on_every_answer => |config| {
-        config.limits.generations_per_minute_per_key = 2;
-        config.limits.generations_per_minute_per_account = 3;
+        config.limits.generations_per_minute_per_key = std::num::NonZeroU32::new(2).unwrap();
+        config.limits.generations_per_minute_per_account = std::num::NonZeroU32::new(3).unwrap();
     },
     a_body_that_stops_arriving_is_cut_off => |config| {
-        config.limits.client_body_timeout = Duration::from_secs(1);
+        config.server.client_body_timeout = Duration::from_secs(1);
     },
     cross_origin_calls_need_an_allowed_origin => |config| {
-        config.cors_origins = vec!["https://app.example.com".into()];
+        config.server.cors_origins = vec![nb_api::settings::CorsOrigin::try_from("https://app.example.com".to_owned()).unwrap()];
     },
     generations_over_the_upstream_cap_queue_then_get_503 => |config| {
-        config.limits.upstream_concurrency = 1;
+        config.limits.upstream_concurrency = std::num::NonZeroUsize::new(1).unwrap();
         config.limits.upstream_queue_timeout = Duration::from_millis(500);
     },
 );
@@ -609,7 +609,7 @@ async fn a_database_outage_is_503_and_the_service_recovers() {
     );
     let db = nb_db::testing::TestDatabase::postgres_on(cluster.url.clone()).await;
     let app = TestApp::spawn_on(db, |config| {
-        config.database_pool.acquire_timeout = Duration::from_secs(2);
+        config.database.acquire_timeout = Duration::from_secs(2);
     })
     .await;
     let token = app.signed_up("ada@example.com").await;
@@ -745,8 +745,8 @@ async fn a_hung_database_is_503_within_the_bound_and_the_service_recovers() {
     };
     db.database = nb_db::Database::connect(&proxied, options).await.unwrap();
     let app = TestApp::spawn_on(db, |config| {
-        config.database_pool = options;
-        config.database_url = proxied.clone();
+        crate::helpers::use_pool(config, options);
+        config.database.url = Some(proxied.clone());
     })
     .await;
     let (token, key) = app.user_with_key("ada@example.com").await;
@@ -816,7 +816,7 @@ async fn an_s3_outage_is_503_and_the_service_recovers() {
     let mut settings = s3_settings(&s3);
     settings.request_timeout = Duration::from_millis(500);
     let app = TestApp::spawn_with(Backend::Postgres, |config| {
-        config.storage = nb_http::config::StorageConfig::S3(settings);
+        crate::helpers::store_in_s3(config, settings);
     })
     .await;
     let (token, key) = app.user_with_key("ada@example.com").await;
@@ -888,8 +888,8 @@ fn stored_objects(root: &std::path::Path) -> usize {
 
 /// Local storage on a full disk: 507 `storage_full` (OpenAI route: the same status, and
 /// `x-should-retry: false`), no partial file, nothing counted; once there is room again, it
-/// works. The disk is a 2 MiB tmpfs the test mounts (root, as in CI); skipped with a message
-/// where it cannot.
+/// works. The disk is a 2 MiB tmpfs the test mounts: it needs root (CI runs as root), and
+/// fails saying so where it cannot mount one.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_disk_is_507_and_leaves_nothing_behind() {
     let disk = tempfile::tempdir().unwrap();
@@ -899,10 +899,11 @@ async fn a_full_disk_is_507_and_leaves_nothing_behind() {
         .stderr(std::process::Stdio::null())
         .status()
         .is_ok_and(|status| status.success());
-    if !mounted {
-        eprintln!("SKIPPED: cannot mount a tmpfs here (not root?)");
-        return;
-    }
+    assert!(
+        mounted,
+        "cannot mount a tmpfs at {}: this test needs root (CI runs as root)",
+        disk.path().display()
+    );
     struct Unmount(std::path::PathBuf);
     impl Drop for Unmount {
         fn drop(&mut self) {
@@ -913,7 +914,7 @@ async fn a_full_disk_is_507_and_leaves_nothing_behind() {
     let root = disk.path().to_owned();
     let app = TestApp::spawn_with(Backend::Postgres, |config| {
         config.data_dir = root.clone();
-        config.storage = nb_http::config::StorageConfig::Local;
+        config.storage.backend = Some(nanobanana::config::sections::StorageBackend::Local);
     })
     .await;
     let (token, key) = app.user_with_key("ada@example.com").await;
@@ -999,9 +1000,11 @@ async fn a_database_stopped_mid_load_keeps_usage_exact() {
     };
     let app = Arc::new(
         TestApp::spawn_on(db, |config| {
-            config.database_pool = options;
-            config.limits.generations_per_minute_per_key = 1_000_000;
-            config.limits.generations_per_minute_per_account = 1_000_000;
+            crate::helpers::use_pool(config, options);
+            config.limits.generations_per_minute_per_key =
+                std::num::NonZeroU32::new(1_000_000).unwrap();
+            config.limits.generations_per_minute_per_account =
+                std::num::NonZeroU32::new(1_000_000).unwrap();
         })
         .await,
     );

@@ -643,7 +643,7 @@ async fn s3_deletion_and_sweep(backend: Backend) {
         nb_storage::testing::S3TestServer::start(S3_ACCESS_KEY, S3_SECRET_KEY, &[S3_BUCKET]).await;
     let settings = s3_settings(&s3);
     let app = TestApp::spawn_with(backend, |config| {
-        config.storage = nb_http::config::StorageConfig::S3(settings);
+        crate::helpers::store_in_s3(config, settings);
     })
     .await;
     let (token, key) = app.user_with_key("ada@example.com").await;
@@ -913,5 +913,5 @@ crate::on_both_backends!(
 );
 
 crate::configured_on_both_backends!(
-    test_keys_make_deterministic_images_without_google => |config| config.google_api_key = None,
+    test_keys_make_deterministic_images_without_google => |config| config.upstream.api_key = None,
 );

@@ -870,14 +870,10 @@ async fn new_keys_and_accounts_get_the_server_defaults(app: TestApp) {
 }
 
 crate::configured_on_both_backends!(
-    new_keys_and_accounts_get_the_server_defaults => |config: &mut nb_http::config::Config| {
-        config.default_key_quotas = nb_domain::quota::PeriodLimits {
-            per_day: nb_domain::quota::QuotaLimit::new(2),
-            per_month: nb_domain::quota::QuotaLimit::new(20),
-        };
-        config.default_account_quotas = nb_domain::quota::PeriodLimits {
-            per_day: nb_domain::quota::QuotaLimit::new(3),
-            per_month: None,
-        };
+    new_keys_and_accounts_get_the_server_defaults => |config: &mut nanobanana::config::Config| {
+        config.limits.default_key_per_day = nb_domain::quota::QuotaLimit::new(2);
+        config.limits.default_key_per_month = nb_domain::quota::QuotaLimit::new(20);
+        config.limits.default_account_per_day = nb_domain::quota::QuotaLimit::new(3);
+        config.limits.default_account_per_month = None;
     },
 );

@@ -59,6 +59,7 @@ routes! {
     "/v1/admin/users/{user_id}/keys" => { get => admin::list_user_keys },
     "/v1/admin/audit" => { get => admin::audit },
     "/images/{tail:.+}" => { get => images::serve },
+    "/" => { get => ops::front_door },
     "/healthz" => { get => ops::healthz },
     "/readyz" => { get => ops::readyz },
     "/metrics" => { get => ops::metrics },

@@ -1,6 +1,6 @@
 //! Operator routes: liveness, readiness and Prometheus metrics.
 
-use actix_web::http::StatusCode;
+use actix_web::http::{StatusCode, header};
 use actix_web::{HttpRequest, HttpResponse, web};
 use nb_domain::ports::NotReady;
 use serde::Serialize;
@@ -37,6 +37,63 @@ pub(crate) struct ReadinessChecks {
     /// When `NB_REDIS_URL` is set: `ok`, `unreachable` or `unknown`.
     #[serde(skip_serializing_if = "Option::is_none")]
     redis: Option<&'static str>,
+}
+
+/// Where things are, for an API client that opens the server's address.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct FrontDoor {
+    #[schema(example = "NanoBanana")]
+    service: &'static str,
+    /// The web console (sign up, keys, usage, playground).
+    console: &'static str,
+    /// This API's OpenAPI document.
+    openapi: &'static str,
+    /// The same, for people (Swagger UI).
+    docs: &'static str,
+}
+
+/// Whether the client prefers a page: it names `text/html` (with a non-zero quality), as
+/// browsers do when a person opens an address; `*/*` alone (curl, SDKs) is not a page.
+fn wants_a_page(request: &HttpRequest) -> bool {
+    request
+        .headers()
+        .get_all(header::ACCEPT)
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|list| list.split(','))
+        .any(|range| {
+            let mut parts = range.split(';').map(str::trim);
+            let is_html = parts
+                .next()
+                .is_some_and(|media| media.eq_ignore_ascii_case("text/html"));
+            let refused = parts.any(|parameter| {
+                parameter
+                    .strip_prefix("q=")
+                    .and_then(|q| q.parse::<f32>().ok())
+                    .is_some_and(|q| q <= 0.0)
+            });
+            is_html && !refused
+        })
+}
+
+/// The server's address: a browser is sent to the console (303); any other client gets
+/// where to go, as JSON.
+#[utoipa::path(get, path = "/", tag = "operations",
+    responses(
+        (status = 200, description = "Where things are (clients that do not ask for HTML)", body = FrontDoor),
+        (status = 303, description = "To `/console/`, for a browser (`Accept: text/html`)"),
+    ))]
+pub(crate) async fn front_door(request: HttpRequest) -> HttpResponse {
+    if wants_a_page(&request) {
+        return HttpResponse::SeeOther()
+            .insert_header((header::LOCATION, "/console/"))
+            .finish();
+    }
+    HttpResponse::Ok().json(FrontDoor {
+        service: "NanoBanana",
+        console: "/console/",
+        openapi: "/openapi.json",
+        docs: "/docs/",
+    })
 }
 
 /// The process is up and serving.
