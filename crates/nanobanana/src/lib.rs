@@ -7,6 +7,7 @@
 
 pub mod background;
 pub mod config;
+pub mod error;
 pub mod startup;
 pub mod telemetry;
 pub mod wiring;

@@ -6,51 +6,17 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use nb_api::{Server, serve};
-use nb_db::{ConnectError, Database};
+use nb_db::Database;
 use nb_domain::accounts::UserRepository;
 use nb_domain::admin::AdminEmails;
-use nb_domain::settings::InvalidSetting;
 use nb_domain::system::Clock;
 use nb_system::SystemClock;
 use socket2::{Domain, Protocol, Socket, Type};
 
 use crate::background::Maintenance;
-use crate::config::{Config, ConfigError};
+use crate::config::Config;
+use crate::error::StartupError;
 use crate::wiring::{Wired, wire};
-
-#[derive(Debug, thiserror::Error)]
-pub enum StartupError {
-    #[error(transparent)]
-    Config(#[from] ConfigError),
-    #[error(transparent)]
-    Database(#[from] ConnectError),
-    #[error("cannot read or create the JWT secret file {path}")]
-    JwtSecretFile {
-        path: String,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("the JWT secret in the data folder {0}: delete it to have a new one made")]
-    JwtSecretTooShort(String),
-    #[error("cannot prepare password hashing")]
-    PasswordHashing(#[source] nb_domain::accounts::PasswordHashingError),
-    #[error("cannot set up the image provider")]
-    ImageProvider(#[source] nb_imagen::ClientBuildError),
-    #[error("images are to be stored in R2/S3, but its settings are missing")]
-    NoS3Settings,
-    #[error("cannot set up image storage")]
-    Storage(#[source] nb_storage::S3ConfigError),
-    #[error("NB_OPENAI_MODEL_MAP: {0}")]
-    OpenAiModelMap(#[source] InvalidSetting),
-    #[error(transparent)]
-    Redis(#[from] nb_redis::InvalidRedisUrl),
-    #[error("cannot listen on {address}")]
-    Bind {
-        address: String,
-        #[source]
-        source: std::io::Error,
-    },
-}
 
 /// A bound, ready-to-run server.
 pub struct Application {

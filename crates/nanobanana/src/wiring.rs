@@ -30,7 +30,7 @@ use secrecy::SecretString;
 use crate::background::{KeyChangeFeed, Maintenance};
 use crate::config::Config;
 use crate::config::sections::{JwtSecret, RateLimitStore, StorageBackend};
-use crate::startup::StartupError;
+use crate::error::StartupError;
 
 const JWT_SECRET_FILE: &str = "jwt_secret";
 

@@ -3,41 +3,21 @@
 
 #![allow(clippy::unwrap_used)] // Tests fail loudly by design.
 
+mod support;
+
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use nb_db::{Database, DatabaseUrl, GenerationStore, PoolOptions};
 use nb_domain::accounts::UserId;
 use nb_domain::ports::{ApiKeyRepository, GenerationRepository};
+use nb_testkit::eventually_true;
 use serde_json::{Value, json};
+use support::{POLL, ServerProcess};
 use wiremock::matchers::method;
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
 const PNG_BASE64: &str = "iVBORw0KGgoAAAANSUhEUgAAAAIAAAACCAIAAAD91JpzAAAAEElEQVR4nGP4f4IBiBggFAA1zgcdmk6h0gAAAABJRU5ErkJggg==";
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// Polls `/healthz` until the binary on `port` answers (10 s at most).
-async fn wait_until_serving(client: &reqwest::Client, port: u16) {
-    for _ in 0..200 {
-        if client
-            .get(format!("http://127.0.0.1:{port}/healthz"))
-            .send()
-            .await
-            .is_ok()
-        {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("the server did not start");
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_lets_an_in_flight_generation_finish_and_be_recorded() {
@@ -51,28 +31,17 @@ async fn sigterm_lets_an_in_flight_generation_finish_and_be_recorded() {
         )
         .mount(&google)
         .await;
-    let folder = tempfile::tempdir().unwrap();
-    let database_path = folder.path().join("nb.db");
-    let port = free_port();
-    let base = format!("http://127.0.0.1:{port}");
-    let mut server = Command::new(env!("CARGO_BIN_EXE_nanobanana"))
-        .env("NB_LISTEN", format!("127.0.0.1:{port}"))
-        .env("NB_DATA_DIR", folder.path())
-        .env(
-            "DATABASE_URL",
-            format!("sqlite://{}", database_path.display()),
-        )
-        .env("GOOGLE_API_KEY", "test-google-key")
-        .env("GOOGLE_GEMINI_BASE_URL", google.uri())
-        .env("NB_BCRYPT_COST", "4")
-        .env("NB_SHUTDOWN_GRACE_SECONDS", "20")
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let server = ServerProcess::start(|command| {
+        command
+            .env("GOOGLE_API_KEY", "test-google-key")
+            .env("GOOGLE_GEMINI_BASE_URL", google.uri())
+            .env("NB_BCRYPT_COST", "4")
+            .env("NB_SHUTDOWN_GRACE_SECONDS", "20");
+    })
+    .await;
+    let (port, base) = (server.port, server.base.clone());
+    let database_path = server.data_dir().join("nanobanana.db");
     let client = reqwest::Client::new();
-    wait_until_serving(&client, port).await;
     let healthcheck = || {
         Command::new(env!("CARGO_BIN_EXE_nanobanana"))
             .arg("healthcheck")
@@ -120,9 +89,13 @@ async fn sigterm_lets_an_in_flight_generation_finish_and_be_recorded() {
                 .await
         }
     });
-    while google.received_requests().await.unwrap().is_empty() {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    eventually_true(
+        "Google gets the call",
+        Duration::from_secs(10),
+        POLL,
+        || async { !google.received_requests().await.unwrap().is_empty() },
+    )
+    .await;
     // A second use of the key within the minute: its `last_used_at` is only in memory until
     // the shutdown flush writes it.
     let second_use = time::OffsetDateTime::now_utc();
@@ -134,25 +107,25 @@ async fn sigterm_lets_an_in_flight_generation_finish_and_be_recorded() {
         .await
         .unwrap();
     assert_eq!(refused.status(), 422);
-    let signalled = Command::new("kill")
-        .args(["-TERM", &server.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(signalled.success());
+    let mut server = server;
+    server.terminate();
 
     // New connections are refused while the generation is still running.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    eventually_true(
+        "the listener closes",
+        Duration::from_secs(5),
+        POLL,
+        || async { std::net::TcpStream::connect(("127.0.0.1", port)).is_err() },
+    )
+    .await;
     assert!(
-        std::net::TcpStream::connect(("127.0.0.1", port)).is_err(),
-        "still accepting after SIGTERM"
+        !in_flight.is_finished(),
+        "the listener closed only after the generation had finished"
     );
 
     let response = in_flight.await.unwrap().unwrap();
     assert_eq!(response.status(), 200);
-    let exit = tokio::task::spawn_blocking(move || server.wait())
-        .await
-        .unwrap()
-        .unwrap();
+    let exit = server.wait().await;
     assert!(exit.success(), "exit status {exit:?}");
     assert!(
         !healthcheck(),
@@ -190,39 +163,31 @@ async fn sigterm_lets_an_in_flight_generation_finish_and_be_recorded() {
 /// carries its id.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn json_logs_are_one_object_per_line_with_the_request_id() {
-    let folder = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let mut server = Command::new(env!("CARGO_BIN_EXE_nanobanana"))
-        .env("NB_LISTEN", format!("127.0.0.1:{port}"))
-        .env("NB_DATA_DIR", folder.path())
-        .env("NB_LOG_FORMAT", "json")
-        .env("RUST_LOG", "info")
-        .env_remove("GOOGLE_API_KEY")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut server = ServerProcess::start(|command| {
+        command
+            .env("NB_LOG_FORMAT", "json")
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::piped());
+    })
+    .await;
     let client = reqwest::Client::new();
-    wait_until_serving(&client, port).await;
     let tagged = client
-        .get(format!("http://127.0.0.1:{port}/healthz"))
+        .get(format!("{}/healthz", server.base))
         .header("x-request-id", "json-log-check-1")
         .send()
         .await
         .unwrap();
     assert_eq!(tagged.status(), 200);
-    Command::new("kill")
-        .args(["-TERM", &server.id().to_string()])
-        .status()
-        .unwrap();
+    let mut stdout = server.take_stdout();
+    server.terminate();
     let output = tokio::task::spawn_blocking(move || {
         let mut text = String::new();
-        std::io::Read::read_to_string(server.stdout.as_mut().unwrap(), &mut text).unwrap();
-        server.wait().unwrap();
+        std::io::Read::read_to_string(&mut stdout, &mut text).unwrap();
         text
     })
     .await
     .unwrap();
+    assert!(server.wait().await.success());
     let lines: Vec<Value> = output
         .lines()
         .map(|line| serde_json::from_str(line).unwrap_or_else(|_| panic!("not JSON: {line}")))
@@ -243,30 +208,25 @@ async fn json_logs_are_one_object_per_line_with_the_request_id() {
 /// `NB_SHUTDOWN_DRAIN_SECONDS` while requests are still served, then the server stops.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_drains_first_readyz_503_while_still_serving() {
-    let folder = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let base = format!("http://127.0.0.1:{port}");
-    let mut server = Command::new(env!("CARGO_BIN_EXE_nanobanana"))
-        .env("NB_LISTEN", format!("127.0.0.1:{port}"))
-        .env("NB_DATA_DIR", folder.path())
-        .env("NB_SHUTDOWN_DRAIN_SECONDS", "2")
-        .env("RUST_LOG", "warn")
-        .env_remove("GOOGLE_API_KEY")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut server = ServerProcess::start(|command| {
+        command.env("NB_SHUTDOWN_DRAIN_SECONDS", "2");
+    })
+    .await;
+    let base = server.base.clone();
     let client = reqwest::Client::new();
-    wait_until_serving(&client, port).await;
     let ready = client.get(format!("{base}/readyz")).send().await.unwrap();
     assert_eq!(ready.status(), 200);
     let signalled_at = std::time::Instant::now();
-    Command::new("kill")
-        .args(["-TERM", &server.id().to_string()])
-        .status()
-        .unwrap();
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let draining = client.get(format!("{base}/readyz")).send().await.unwrap();
+    server.terminate();
+    let readiness = || async { client.get(format!("{base}/readyz")).send().await.unwrap() };
+    eventually_true(
+        "/readyz says draining",
+        Duration::from_secs(2),
+        POLL,
+        || async { readiness().await.status() == 503 },
+    )
+    .await;
+    let draining = readiness().await;
     assert_eq!(draining.status(), 503);
     let body: Value = draining.json().await.unwrap();
     assert_eq!(body["status"], "draining");
@@ -274,9 +234,7 @@ async fn sigterm_drains_first_readyz_503_while_still_serving() {
     let fresh = reqwest::Client::new();
     let health = fresh.get(format!("{base}/healthz")).send().await.unwrap();
     assert_eq!(health.status(), 200);
-    let status = tokio::task::spawn_blocking(move || server.wait().unwrap())
-        .await
-        .unwrap();
+    let status = server.wait().await;
     assert!(status.success(), "{status:?}");
     assert!(
         signalled_at.elapsed() >= Duration::from_secs(2),

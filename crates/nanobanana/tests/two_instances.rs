@@ -4,8 +4,12 @@
 
 #![allow(clippy::unwrap_used)] // Tests fail loudly by design.
 
-use std::process::{Child, Command, Stdio};
+mod support;
+
 use std::time::Duration;
+
+use nb_testkit::{eventually, eventually_true};
+use support::{POLL, ServerProcess};
 
 use nb_db::DatabaseUrl;
 use nb_db::testing::TestDatabase;
@@ -19,82 +23,37 @@ const PASSWORD: &str = "correct horse battery staple";
 /// Long: what reaches the other instance within a second is announced, not timed out.
 const KEY_CACHE_TTL_SECONDS: u64 = 300;
 
-/// A running `nanobanana`, killed when dropped.
-struct Instance {
-    base: String,
-    process: Child,
-    _data_dir: tempfile::TempDir,
-}
+type Instance = ServerProcess;
 
-impl Drop for Instance {
-    fn drop(&mut self) {
-        let _ = self.process.kill();
-        let _ = self.process.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-async fn start(database_url: &str, google: &MockServer, client: &reqwest::Client) -> Instance {
-    start_with(database_url, google, client, &[]).await
+async fn start(database_url: &str, google: &MockServer) -> Instance {
+    start_with(database_url, google, &[]).await
 }
 
 async fn start_with(
     database_url: &str,
     google: &MockServer,
-    client: &reqwest::Client,
     settings: &[(&str, &str)],
 ) -> Instance {
-    let data_dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let process = Command::new(env!("CARGO_BIN_EXE_nanobanana"))
-        .envs(settings.iter().copied())
-        .env("NB_LISTEN", format!("127.0.0.1:{port}"))
-        .env("NB_DATA_DIR", data_dir.path())
-        .env("DATABASE_URL", database_url)
-        .env(
-            "JWT_SECRET",
-            "a shared secret of at least 32 bytes, for both",
-        )
-        .env("GOOGLE_API_KEY", "test-google-key")
-        .env("GOOGLE_GEMINI_BASE_URL", google.uri())
-        .env("NB_ADMIN_EMAILS", ADMIN)
-        .env("NB_BCRYPT_COST", "4")
-        .env(
-            "NB_KEY_CACHE_TTL_SECONDS",
-            KEY_CACHE_TTL_SECONDS.to_string(),
-        )
-        .env("NB_GENERATIONS_PER_MINUTE_PER_KEY", "1000")
-        .env("NB_GENERATIONS_PER_MINUTE_PER_ACCOUNT", "1000")
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    // Owned before the first wait: a failed start still kills and reaps it.
-    let instance = Instance {
-        base: format!("http://127.0.0.1:{port}"),
-        process,
-        _data_dir: data_dir,
-    };
-    for _ in 0..200 {
-        if client
-            .get(format!("{}/readyz", instance.base))
-            .send()
-            .await
-            .is_ok()
-        {
-            return instance;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("the server did not start");
+    ServerProcess::start(|command| {
+        command
+            .envs(settings.iter().copied())
+            .env("DATABASE_URL", database_url)
+            .env(
+                "JWT_SECRET",
+                "a shared secret of at least 32 bytes, for both",
+            )
+            .env("GOOGLE_API_KEY", "test-google-key")
+            .env("GOOGLE_GEMINI_BASE_URL", google.uri())
+            .env("NB_ADMIN_EMAILS", ADMIN)
+            .env("NB_BCRYPT_COST", "4")
+            .env(
+                "NB_KEY_CACHE_TTL_SECONDS",
+                KEY_CACHE_TTL_SECONDS.to_string(),
+            )
+            .env("NB_GENERATIONS_PER_MINUTE_PER_KEY", "1000")
+            .env("NB_GENERATIONS_PER_MINUTE_PER_ACCOUNT", "1000");
+    })
+    .await
 }
 
 async fn signed_up(client: &reqwest::Client, instance: &Instance, email: &str) -> String {
@@ -136,18 +95,21 @@ async fn propagation_time(
     expected: (u16, &str),
     since: tokio::time::Instant,
 ) -> Duration {
-    loop {
-        let answer = code(generate(client, instance, key).await).await;
-        if (answer.0, answer.1.as_str()) == expected {
-            return since.elapsed();
-        }
-        assert_eq!(answer.0, 200, "{answer:?}");
-        assert!(
-            since.elapsed() < Duration::from_secs(1),
-            "the change took more than a second to reach the other instance"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    let within = Duration::from_secs(1).saturating_sub(since.elapsed());
+    eventually(
+        "the change reaches the other instance within a second",
+        within,
+        Duration::from_millis(10),
+        || async {
+            let answer = code(generate(client, instance, key).await).await;
+            if (answer.0, answer.1.as_str()) == expected {
+                return Some(since.elapsed());
+            }
+            assert_eq!(answer.0, 200, "{answer:?}");
+            None
+        },
+    )
+    .await
 }
 
 async fn generate(client: &reqwest::Client, instance: &Instance, key: &str) -> reqwest::Response {
@@ -243,8 +205,8 @@ async fn quotas_revocation_and_disabling_hold_across_two_instances_on_one_postgr
         .mount(&google)
         .await;
     let client = reqwest::Client::new();
-    let first = start(url, &google, &client).await;
-    let second = start(url, &google, &client).await;
+    let first = start(url, &google).await;
+    let second = start(url, &google).await;
 
     let ada = signed_up(&client, &first, "ada@example.com").await;
     let limited = created_key(&client, &first, &ada, json!({"limits": {"per_day": 10}})).await;
@@ -362,8 +324,8 @@ async fn with_redis_limits_and_revocations_hold_across_two_instances() {
     let google = google_answering_images().await;
     let client = reqwest::Client::new();
     let settings = [("NB_REDIS_URL", redis.url.as_str())];
-    let first = start_with(url, &google, &client, &settings).await;
-    let second = start_with(url, &google, &client, &settings).await;
+    let first = start_with(url, &google, &settings).await;
+    let second = start_with(url, &google, &settings).await;
     let (status, body) = ready(&client, &first).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["checks"]["redis"], "ok");
@@ -399,18 +361,13 @@ async fn with_redis_limits_and_revocations_hold_across_two_instances() {
     // Back on the same port: both instances recover by themselves.
     let _redis = nb_redis::testing::EphemeralRedis::start_on(redis.port);
     for instance in [&first, &second] {
-        let mut recovered = false;
-        for _ in 0..100 {
-            if generate(&client, instance, &unlimited).await.status() == 200 {
-                recovered = true;
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        assert!(
-            recovered,
-            "an instance did not recover when Redis came back"
-        );
+        eventually_true(
+            "an instance recovers when Redis comes back",
+            Duration::from_secs(10),
+            POLL,
+            || async { generate(&client, instance, &unlimited).await.status() == 200 },
+        )
+        .await;
         assert_eq!(ready(&client, instance).await.0, 200);
     }
     drop((first, second));

@@ -12,7 +12,7 @@ use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use futures_util::StreamExt;
 use nb_domain::ports::{KeyChange, KeyChangeBroadcast};
 
-use crate::DatabaseUrl;
+use crate::connect::DatabaseUrl;
 use crate::pool::{ConnectionPool, Database, with_connection};
 use crate::postgres_tls::PostgresTarget;
 

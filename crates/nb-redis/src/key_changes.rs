@@ -8,7 +8,7 @@ use async_trait::async_trait;
 use futures_util::StreamExt;
 use nb_domain::ports::{KeyChange, KeyChangeBroadcast};
 
-use crate::{CONNECT_TIMEOUT, RESPONSE_TIMEOUT, Redis};
+use crate::connection::{CONNECT_TIMEOUT, RESPONSE_TIMEOUT, Redis};
 
 /// The pub/sub channel.
 pub const CHANNEL: &str = "nb:key_changes";

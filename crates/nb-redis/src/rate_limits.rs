@@ -13,7 +13,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use nb_domain::rate_limit::{PerMinute, RateDecision, RateLimitError, RateLimitKey, RateLimiter};
 
-use crate::{Redis, limiter_error};
+use crate::connection::{Redis, limiter_error};
 
 /// The window an allowance refills in, in microseconds.
 const WINDOW_MICROS: u64 = 60_000_000;
@@ -35,6 +35,13 @@ if next_tat - now <= window then
 end
 return {0, tat - now}
 ";
+
+impl Redis {
+    /// The per-minute limiter on this Redis.
+    pub fn rate_limiter(&self) -> RedisRateLimiter {
+        RedisRateLimiter::new(self.clone())
+    }
+}
 
 /// Rate limits counted in Redis, shared by every instance on it.
 #[derive(Debug, Clone)]

@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use nb_testkit::eventually_true;
 use serde_json::{Value, json};
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, ResponseTemplate};
@@ -12,6 +13,12 @@ use crate::helpers::{
     s3_settings,
 };
 use crate::on_both_backends;
+
+/// How often a test looks again while it waits for a state.
+const POLL: Duration = Duration::from_millis(20);
+/// How long an outage test gives the service to recover, and how often it asks.
+const TEN_SECONDS: Duration = Duration::from_secs(10);
+const RECOVERY_POLL: Duration = Duration::from_millis(100);
 
 async fn every_response_carries_a_request_id(app: TestApp) {
     let chosen = app
@@ -525,9 +532,13 @@ async fn generations_over_the_upstream_cap_queue_then_get_503(app: TestApp) {
                 .status()
         }
     });
-    while app.google_requests().await == 0 {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    eventually_true(
+        "Google gets the first call",
+        Duration::from_secs(10),
+        POLL,
+        || async { app.google_requests().await > 0 },
+    )
+    .await;
     let second = app.generate(&key, &json!({"prompt": "second"})).await;
     assert_eq!(second.headers()["retry-after"], "1");
     assert_error(second, 503, "upstream_busy").await;
@@ -585,18 +596,6 @@ crate::configured_on_both_backends!(
     },
 );
 
-/// Whether `answers_ok` says yes within ten seconds (asked every 100 ms): how the outage
-/// tests wait for the service to recover.
-async fn within_ten_seconds(mut answers_ok: impl AsyncFnMut() -> bool) -> bool {
-    for _ in 0..100 {
-        if answers_ok().await {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    false
-}
-
 /// Stops the database under a running server, then starts it again: requests get 503
 /// `database_unavailable` (never 500), `/readyz` says which check failed, and the service
 /// recovers by itself.
@@ -645,12 +644,13 @@ async fn a_database_outage_is_503_and_the_service_recovers() {
     tokio::task::spawn_blocking(move || starting.start_again())
         .await
         .unwrap();
-    let recovered =
-        within_ten_seconds(async || app.get_with("/v1/keys", &token).await.status() == 200).await;
-    assert!(
-        recovered,
-        "the service did not recover after the database came back"
-    );
+    eventually_true(
+        "the service recovers after the database came back",
+        TEN_SECONDS,
+        RECOVERY_POLL,
+        || async { app.get_with("/v1/keys", &token).await.status() == 200 },
+    )
+    .await;
     assert_eq!(
         app.client
             .get(app.url("/readyz"))
@@ -783,15 +783,16 @@ async fn a_hung_database_is_503_within_the_bound_and_the_service_recovers() {
     assert_eq!(ready.status(), 503);
 
     proxy.freeze(false);
-    let recovered = within_ten_seconds(async || {
-        let after = app.generate(&key, &json!({"prompt": "after"})).await;
-        after.status() == 200
-    })
+    eventually_true(
+        "the service recovers once the database answers",
+        TEN_SECONDS,
+        RECOVERY_POLL,
+        || async {
+            let after = app.generate(&key, &json!({"prompt": "after"})).await;
+            after.status() == 200
+        },
+    )
     .await;
-    assert!(
-        recovered,
-        "the service did not recover once the database answered"
-    );
     assert_eq!(
         app.client
             .get(app.url("/readyz"))
@@ -1029,6 +1030,8 @@ async fn a_database_stopped_mid_load_keeps_usage_exact() {
             })
         })
         .collect();
+    // Half a second of load before the stop, and three seconds of outage: durations of the
+    // scenario, not waits for a state.
     tokio::time::sleep(Duration::from_millis(500)).await;
     let stopping = cluster.clone();
     tokio::task::spawn_blocking(move || stopping.stop())
@@ -1040,12 +1043,17 @@ async fn a_database_stopped_mid_load_keeps_usage_exact() {
         .await
         .unwrap();
     // Load goes on until the service is back, and a little longer.
-    let recovered = within_ten_seconds(async || {
-        let ready = app.client.get(app.url("/readyz")).send().await.unwrap();
-        ready.status() == 200
-    })
+    eventually_true(
+        "ready again after the database came back",
+        TEN_SECONDS,
+        RECOVERY_POLL,
+        || async {
+            let ready = app.client.get(app.url("/readyz")).send().await.unwrap();
+            ready.status() == 200
+        },
+    )
     .await;
-    assert!(recovered, "not ready again after the database came back");
+    // Load for half a second more (a duration of load, not a wait for a state).
     tokio::time::sleep(Duration::from_millis(500)).await;
     running.store(false, Ordering::SeqCst);
     let mut succeeded = 0;

@@ -342,9 +342,18 @@ async fn a_request_whose_client_gave_up_finishes_and_is_replayed(app: TestApp) {
         .send()
         .await;
     assert!(sent.unwrap_err().is_timeout());
-    // The client is gone; the image is still made, recorded and kept for the retry.
-    tokio::time::sleep(Duration::from_millis(1_500)).await;
-    let retried = generate_once(&app, &key, "impatient", r#"{"prompt": "a banana"}"#).await;
+    // The client is gone; the image is still made, recorded and kept for the retry, which
+    // is told to come back (409) while the first request is still running.
+    let retried = nb_testkit::eventually(
+        "the abandoned request's answer is kept",
+        Duration::from_secs(10),
+        Duration::from_millis(50),
+        || async {
+            let retried = generate_once(&app, &key, "impatient", r#"{"prompt": "a banana"}"#).await;
+            (retried.status != 409).then_some(retried)
+        },
+    )
+    .await;
     assert_eq!(retried.status, 200);
     assert!(retried.replayed, "the retry made a second image");
     assert_eq!(app.google_requests().await, 1);

@@ -8,25 +8,26 @@
 //! transactions both try to upgrade.
 
 mod history;
+mod rows;
 mod success_writer;
 
 use async_trait::async_trait;
 use diesel::prelude::*;
-use diesel::upsert::excluded;
-use diesel_async::{AsyncConnection, RunQueryDsl};
+use diesel_async::RunQueryDsl;
 use nb_domain::RepositoryError;
 use nb_domain::accounts::UserId;
 use nb_domain::api_keys::{ApiKeyId, KeyMode, KeyUsage};
-use nb_domain::generation::{GenerationOutcome, GenerationRecord, size_label};
+use nb_domain::generation::{GenerationOutcome, GenerationRecord};
 use nb_domain::ports::GenerationRepository;
 use nb_domain::quota::QuotaPeriod;
 use nb_domain::usage::UsageFact;
 use time::{Date, OffsetDateTime, PrimitiveDateTime};
 
+use self::rows::GenerationRow;
 use self::success_writer::SuccessWriter;
-use crate::convert::{parse_stored_id, pool_error, query_error, to_stored_time};
+use crate::convert::{parse_stored_id, query_error};
+use crate::pool::Database;
 use crate::pool::with_connection;
-use crate::pool::{ConnectionPool, Database};
 use crate::schema::{api_keys, generations, usage_daily};
 
 /// The generation history and usage counts of one database, with the writer task that
@@ -58,81 +59,6 @@ impl GenerationStore {
             ),
         }
     }
-}
-
-#[derive(Insertable, Clone)]
-#[diesel(table_name = generations)]
-pub(crate) struct GenerationRow {
-    id: String,
-    user_id: String,
-    api_key_id: String,
-    prompt: String,
-    size: String,
-    style: String,
-    model: String,
-    status: String,
-    error_code: Option<String>,
-    object_key: Option<String>,
-    url: Option<String>,
-    mime_type: Option<String>,
-    byte_size: Option<i64>,
-    latency_ms: i64,
-    created_at: PrimitiveDateTime,
-    mode: String,
-}
-
-impl From<&GenerationRecord> for GenerationRow {
-    fn from(record: &GenerationRecord) -> Self {
-        let mut row = Self {
-            id: record.id.to_string(),
-            user_id: record.caller.user_id.to_string(),
-            api_key_id: record.caller.key_id.to_string(),
-            prompt: record.prompt.as_str().to_owned(),
-            size: size_label(record.size).to_owned(),
-            style: record.style.as_str().to_owned(),
-            model: record.model.as_str().to_owned(),
-            status: record.outcome.status().to_owned(),
-            error_code: None,
-            object_key: None,
-            url: None,
-            mime_type: None,
-            byte_size: None,
-            latency_ms: i64::try_from(record.latency.as_millis()).unwrap_or(i64::MAX),
-            created_at: to_stored_time(record.created_at),
-            mode: record.caller.mode.as_str().to_owned(),
-        };
-        match &record.outcome {
-            GenerationOutcome::Succeeded {
-                object_key,
-                url,
-                format,
-                bytes,
-            } => {
-                row.object_key = Some(object_key.as_str().to_owned());
-                row.url.clone_from(url);
-                row.mime_type = Some(format.mime_type().to_owned());
-                row.byte_size = Some(i64::try_from(*bytes).unwrap_or(i64::MAX));
-            }
-            GenerationOutcome::Failed { code } => row.error_code = Some((*code).to_owned()),
-        }
-        row
-    }
-}
-
-/// `INSERT … ON CONFLICT (api_key_id, day) DO UPDATE SET count = count + n`: one atomic
-/// statement on both backends, so concurrent increments never lose a count.
-macro_rules! increment_usage {
-    ($key_id:expr, $day:expr, $count:expr) => {
-        diesel::insert_into(usage_daily::table)
-            .values((
-                usage_daily::api_key_id.eq($key_id),
-                usage_daily::day.eq($day),
-                usage_daily::count.eq($count),
-            ))
-            .on_conflict((usage_daily::api_key_id, usage_daily::day))
-            .do_update()
-            .set(usage_daily::count.eq(usage_daily::count + excluded(usage_daily::count)))
-    };
 }
 
 /// One line of usage by model, counted from the history.
@@ -195,64 +121,6 @@ impl GenerationStore {
                 )
             })
             .collect())
-    }
-}
-
-/// The usage increments of a batch of successes: one `(key, UTC day, count)` per key and day.
-fn usage_increments(rows: &[GenerationRow]) -> Vec<(String, Date, i64)> {
-    let mut increments: Vec<(String, Date, i64)> = Vec::new();
-    for row in rows {
-        let day = row.created_at.date();
-        match increments
-            .iter_mut()
-            .find(|(key, d, _)| *key == row.api_key_id && *d == day)
-        {
-            Some(increment) => increment.2 += 1,
-            None => increments.push((row.api_key_id.clone(), day, 1)),
-        }
-    }
-    increments
-}
-
-/// Writes succeeded generations and their usage in one transaction: all or none.
-pub(crate) async fn write_successes(
-    pool: &ConnectionPool,
-    rows: Vec<GenerationRow>,
-) -> Result<(), RepositoryError> {
-    let increments = usage_increments(&rows);
-    match pool {
-        ConnectionPool::Postgres(pool) => {
-            let mut conn = pool.get().await.map_err(pool_error)?;
-            conn.transaction::<_, diesel::result::Error, _>(async |conn| {
-                for (key_id, day, count) in &increments {
-                    increment_usage!(key_id, *day, *count).execute(conn).await?;
-                }
-                diesel::insert_into(generations::table)
-                    .values(&rows)
-                    .execute(conn)
-                    .await?;
-                Ok(())
-            })
-            .await
-            .map_err(query_error)
-        }
-        ConnectionPool::Sqlite(pool) => {
-            let mut conn = pool.get().await.map_err(pool_error)?;
-            conn.spawn_blocking(move |conn| {
-                conn.immediate_transaction(|conn| {
-                    for (key_id, day, count) in &increments {
-                        diesel::RunQueryDsl::execute(increment_usage!(key_id, *day, *count), conn)?;
-                    }
-                    diesel::RunQueryDsl::execute(
-                        diesel::insert_into(generations::table).values(&rows),
-                        conn,
-                    )?;
-                    Ok(())
-                })
-            })
-            .await
-            .map_err(query_error)
-        }
     }
 }
 

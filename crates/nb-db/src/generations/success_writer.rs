@@ -20,7 +20,7 @@ use std::time::Duration;
 use nb_domain::RepositoryError;
 use tokio::sync::{mpsc, oneshot};
 
-use super::{GenerationRow, write_successes};
+use super::rows::{GenerationRow, write_successes};
 use crate::pool::{CallTimedOut, ConnectionPool};
 
 const MAX_BATCH: usize = 512;
