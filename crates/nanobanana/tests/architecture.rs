@@ -147,8 +147,8 @@ fn code(text: &str) -> String {
             i += rest.find('\n').unwrap_or(rest.len());
         } else if rest.starts_with("'\"'") {
             i += 3;
-        } else if rest.starts_with("r#\"") {
-            i += 3 + rest[3..].find("\"#").map_or(rest.len() - 3, |end| end + 2);
+        } else if let Some(raw) = rest.strip_prefix("r#\"") {
+            i += 3 + raw.find("\"#").map_or(raw.len(), |end| end + 2);
             out.push_str("\"\"");
         } else if bytes[i] == b'"' {
             i += 1;
@@ -257,7 +257,7 @@ fn uses_edges(modules: &BTreeMap<Module, PathBuf>) -> BTreeMap<Module, BTreeSet<
             let starts_statement = before
                 .trim_end_matches("pub ")
                 .trim_end_matches("pub(crate) ")
-                .ends_with(|c: char| c == '\n' || c == ';' || c == '{' || c == '}')
+                .ends_with(['\n', ';', '{', '}'])
                 || before.is_empty();
             search = &search[at + 4..];
             if starts_statement && let Some(end) = search.find(';') {
