@@ -354,4 +354,29 @@ mod tests {
         );
         assert_eq!(value(Kind::Text, "007"), Value::from("007".to_owned()));
     }
+
+    /// docs/configuration.md has one row per variable, naming its key; and names no
+    /// variable the server does not read.
+    #[test]
+    fn the_documentation_lists_every_variable_with_its_key() {
+        let docs = include_str!("../../../../docs/configuration.md");
+        for variable in VARIABLES {
+            let row = format!("| `{}` | `{}` |", variable.name, variable.key);
+            assert!(docs.contains(&row), "docs/configuration.md lacks {row}");
+        }
+        let documented = docs
+            .lines()
+            .filter_map(|line| line.strip_prefix("| `"))
+            .filter_map(|rest| rest.split_once('`'))
+            .map(|(name, _)| name)
+            .filter(|name| name.chars().all(|c| c.is_ascii_uppercase() || c == '_'));
+        for name in documented {
+            let known =
+                name == "NB_CONFIG" || VARIABLES.iter().any(|variable| variable.name == name);
+            assert!(
+                known,
+                "docs/configuration.md documents {name}, which is never read"
+            );
+        }
+    }
 }

@@ -90,8 +90,8 @@ impl ServerProcess {
         self.child().stdout.take().unwrap()
     }
 
-    /// Waits for it to exit.
-    pub async fn wait(mut self) -> ExitStatus {
+    /// Waits for it to exit (its data folder stays until this is dropped).
+    pub async fn wait(&mut self) -> ExitStatus {
         let mut child = self.child.take().unwrap();
         tokio::task::spawn_blocking(move || child.wait().unwrap())
             .await
