@@ -7,7 +7,7 @@
 //! `--max-streams N` says otherwise): a client with a single connection cannot have more
 //! calls in flight than that.
 //!
-//! `cargo run --release -p nb-http --example fake-google -- 127.0.0.1:9100 [--max-streams N]`
+//! `cargo run --release -p nb-bench --bin fake-google -- 127.0.0.1:9100 [--max-streams N]`
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 

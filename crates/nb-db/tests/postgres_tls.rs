@@ -64,7 +64,7 @@ async fn every_sslmode_connects_as_libpq_would() {
     ] {
         let database = connect(&url)
             .await
-            .unwrap_or_else(|error| panic!("{url}: {}", nb_http_like_chain(&error)));
+            .unwrap_or_else(|error| panic!("{url}: {}", cause_chain_as_logged(&error)));
         database.check_ready().await.unwrap();
         assert_eq!(connection_is_encrypted(&database).await, encrypted, "{url}");
     }
@@ -73,7 +73,7 @@ async fn every_sslmode_connects_as_libpq_would() {
     let error = connect(&format!("{by_ip}?sslmode=verify-full&sslrootcert={root}"))
         .await
         .unwrap_err();
-    let message = nb_http_like_chain(&error);
+    let message = cause_chain_as_logged(&error);
     assert!(message.contains("not valid for name"), "{message}");
     // Another authority's root: refused by verify-ca and verify-full, and the message does
     // not show the password (trust authentication ignores it).
@@ -84,7 +84,7 @@ async fn every_sslmode_connects_as_libpq_would() {
         ))
         .await
         .unwrap_err();
-        let message = nb_http_like_chain(&error);
+        let message = cause_chain_as_logged(&error);
         assert!(message.contains("UnknownIssuer"), "{mode}: {message}");
         assert!(
             !message.contains("s3cret-pass"),
@@ -94,7 +94,7 @@ async fn every_sslmode_connects_as_libpq_would() {
 }
 
 /// The error and its causes, as the server prints them at start-up.
-fn nb_http_like_chain(error: &(dyn std::error::Error + 'static)) -> String {
+fn cause_chain_as_logged(error: &(dyn std::error::Error + 'static)) -> String {
     let mut text = error.to_string();
     let mut cause = error.source();
     while let Some(inner) = cause {

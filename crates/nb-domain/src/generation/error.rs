@@ -6,7 +6,7 @@ use crate::error::BoxError;
 use crate::error::RepositoryError;
 use crate::quota::reservation::ReserveError;
 
-/// Why the provider gave no image. Each maps to one HTTP answer in `nb-http`.
+/// Why the provider gave no image. Each maps to one HTTP answer in `nb-api`.
 #[derive(Debug, thiserror::Error)]
 pub enum ProviderError {
     /// No upstream key is configured: nothing was sent.
