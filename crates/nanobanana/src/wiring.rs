@@ -175,7 +175,6 @@ pub fn wire(
             rate_limiter.clone(),
             config.limits.rate_limits(),
         )),
-        random: random.clone(),
         client_addresses: ClientAddressSource {
             trusted_proxy_hops: config.server.trusted_proxy_hops(),
         },

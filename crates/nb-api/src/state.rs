@@ -12,7 +12,6 @@ use nb_domain::generation::{Generations, History, InputImageLimits, ObjectStorag
 use nb_domain::idempotency::Idempotency;
 use nb_domain::rate_limit::Throttling;
 use nb_domain::readiness::ReadinessCheck;
-use nb_domain::system::RandomSource;
 use secrecy::SecretString;
 
 use crate::client_address::ClientAddressSource;
@@ -30,8 +29,6 @@ pub struct AppState {
     pub history: Arc<dyn History>,
     pub idempotency: Arc<dyn Idempotency>,
     pub throttle: Arc<dyn Throttling>,
-    /// Fresh CSRF tokens for console sessions.
-    pub random: Arc<dyn RandomSource>,
     pub access_tokens: AccessTokens,
     /// The storage whose images this server serves at `/images/…` (local disk); `None` when
     /// images live elsewhere (R2/S3 URLs, inline `data:` URLs).

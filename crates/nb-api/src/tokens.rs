@@ -6,10 +6,12 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
+use hmac::{Hmac, Mac};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use nb_domain::accounts::{Session, SessionId, UserId};
 use nb_domain::system::Clock;
 use serde::{Deserialize, Serialize};
+use sha2::Sha256;
 use uuid::Uuid;
 
 /// Clock skew tolerated when checking `exp`, `nbf` and `iat`.
@@ -48,6 +50,9 @@ pub struct AccessTokens {
     validation: Validation,
     ttl: Duration,
     clock: Arc<dyn Clock>,
+    /// Keys the CSRF tokens of console sessions: derived from the signing secret, so every
+    /// instance with the same secret computes the same token for a session.
+    csrf_key: Hmac<Sha256>,
 }
 
 impl fmt::Debug for AccessTokens {
@@ -72,7 +77,20 @@ impl AccessTokens {
             validation,
             ttl,
             clock,
+            csrf_key: Hmac::<Sha256>::new_from_slice(
+                &[b"nanobanana csrf\0".as_slice(), secret].concat(),
+            )
+            .unwrap_or_else(|_| unreachable!("HMAC takes a key of any length")),
         }
+    }
+
+    /// The CSRF token of a console session: an HMAC of its id, so it is bound to that session
+    /// (a token set by someone else, for their own session, does not pass) and needs no
+    /// storage.
+    pub fn csrf_token(&self, session: SessionId) -> String {
+        let mut mac = self.csrf_key.clone();
+        mac.update(session.to_string().as_bytes());
+        hex::encode(mac.finalize().into_bytes())
     }
 
     /// A token for a session, valid until the session expires.

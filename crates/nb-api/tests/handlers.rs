@@ -32,7 +32,7 @@ use nb_domain::generation::{
 use nb_domain::idempotency::MockIdempotency;
 use nb_domain::rate_limit::{MockThrottling, RateDecision, RateLimitError, ThrottleError};
 use nb_domain::readiness::{MockReadinessCheck, NotReady};
-use nb_domain::system::{MockClock, MockRandomSource, RandomnessUnavailable};
+use nb_domain::system::{MockClock, RandomnessUnavailable};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
@@ -119,7 +119,6 @@ impl Services {
             history: Arc::new(MockHistory::new()),
             idempotency: Arc::new(MockIdempotency::new()),
             throttle: Arc::new(self.throttle),
-            random: Arc::new(MockRandomSource::new()),
             access_tokens: tokens,
             served_images: None,
             readiness: Arc::new(self.readiness),

@@ -6,6 +6,7 @@ mod accounts;
 mod api_keys;
 mod errors;
 mod generate;
+mod hardening;
 mod helpers;
 mod openai;
 mod openapi;

@@ -59,45 +59,58 @@ pub const SESSION_COOKIE: &str = "nb_session";
 pub const CSRF_COOKIE: &str = "nb_csrf";
 pub const CSRF_HEADER: &str = "x-csrf-token";
 
-/// The access token of an account route: `Authorization: Bearer …` when sent, else the
-/// session cookie — and then, on anything but GET and HEAD, only with an `X-CSRF-Token`
-/// header equal to the CSRF cookie (a page on another site cannot read the cookie, so it
-/// cannot send it; SameSite=Strict keeps both cookies off cross-site requests anyway).
-fn access_token(req: &HttpRequest) -> Result<String, ApiError> {
-    if req.headers().contains_key(AUTHORIZATION) {
-        return bearer_token(req);
-    }
-    let Some(session) = req.cookie(SESSION_COOKIE) else {
-        return Err(missing_credentials());
-    };
-    if !req.method().is_safe() {
-        let expected = req.cookie(CSRF_COOKIE);
-        let presented = req
-            .headers()
-            .get(CSRF_HEADER)
-            .and_then(|value| value.to_str().ok());
-        let matches = match (&expected, presented) {
-            (Some(expected), Some(presented)) => {
-                !expected.value().is_empty()
-                    && same_secret(expected.value().as_bytes(), presented.as_bytes())
-            }
-            _ => false,
-        };
-        if !matches {
-            return Err(ApiError::new(
-                actix_web::http::StatusCode::FORBIDDEN,
-                "csrf_check_failed",
-                "A request made with the session cookie must send the `nb_csrf` cookie's value \
-                 in an `X-CSRF-Token` header.",
-            ));
-        }
-    }
-    Ok(session.value().to_owned())
+/// A request's credential, and where it came from.
+enum Presented {
+    /// `Authorization: Bearer …`: an access token or an API key.
+    Bearer(String),
+    /// The console's session cookie: only ever an access token.
+    SessionCookie(String),
 }
 
-/// The cookies of a console session: the access token (HttpOnly) and a fresh CSRF token,
-/// both `SameSite=Strict`, `Path=/`, for the token's lifetime; `Secure` when the request came
-/// over HTTPS (directly or as the proxy says).
+/// The one place a request's credential is read: `Authorization: Bearer …` when sent, else
+/// the session cookie. An API key is taken from `Authorization` only: a cookie holding one is
+/// refused on every route, so a key can never ride along with a browser's requests.
+fn presented(req: &HttpRequest) -> Result<Presented, ApiError> {
+    if req.headers().contains_key(AUTHORIZATION) {
+        return bearer_token(req).map(Presented::Bearer);
+    }
+    let Some(cookie) = req.cookie(SESSION_COOKIE) else {
+        return Err(missing_credentials());
+    };
+    let token = cookie.value().to_owned();
+    if KeyMode::of_credential(&token).is_some() {
+        return Err(ApiError::unauthorized(
+            "wrong_credential_type",
+            "API keys are taken from the `Authorization: Bearer` header only, never from a \
+             cookie.",
+        ));
+    }
+    Ok(Presented::SessionCookie(token))
+}
+
+/// What a session cookie must come with: on anything but GET and HEAD, the CSRF token bound
+/// to its session, in `X-CSRF-Token` (`Some` of what was sent); on reads, nothing (`None`).
+fn required_csrf(req: &HttpRequest) -> Option<Option<String>> {
+    (!req.method().is_safe()).then(|| {
+        req.headers()
+            .get(CSRF_HEADER)
+            .and_then(|value| value.to_str().ok())
+            .map(str::to_owned)
+    })
+}
+
+fn csrf_check_failed() -> ApiError {
+    ApiError::new(
+        actix_web::http::StatusCode::FORBIDDEN,
+        "csrf_check_failed",
+        "A request made with the session cookie must send the `nb_csrf` cookie's value in an \
+         `X-CSRF-Token` header.",
+    )
+}
+
+/// The cookies of a console session: the access token (HttpOnly) and its session's CSRF
+/// token (`AccessTokens::csrf_token`), both `SameSite=Strict`, `Path=/`, for the token's
+/// lifetime; `Secure` when the request came over HTTPS (directly or as the proxy says).
 pub fn session_cookies(
     req: &HttpRequest,
     token: &IssuedAccessToken,
@@ -154,11 +167,13 @@ fn app_state(req: &HttpRequest) -> Result<web::Data<AppState>, ApiError> {
 #[derive(Debug, Clone)]
 pub struct SignedInUser(pub User);
 
-/// The signed-in user and the session their token stands for (for logout).
+/// The signed-in user, the session their token stands for (for logout), and whether it came
+/// in the console's cookie (answers then renew cookies rather than hand out tokens).
 #[derive(Debug, Clone)]
 pub struct SignedInSession {
     pub user: User,
     pub session: SessionId,
+    pub via_cookie: bool,
 }
 
 impl FromRequest for SignedInSession {
@@ -166,30 +181,53 @@ impl FromRequest for SignedInSession {
     type Future = LocalBoxFuture<'static, Result<Self, ApiError>>;
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        let credentials = access_token(req).and_then(|token| Ok((token, app_state(req)?)));
+        let credentials = presented(req).and_then(|presented| Ok((presented, app_state(req)?)));
+        let csrf = required_csrf(req);
         Box::pin(async move {
-            let (token, state) = credentials?;
-            if KeyMode::of_credential(&token).is_some() {
-                return Err(ApiError::unauthorized(
-                    "wrong_credential_type",
-                    "This route takes an access token from /v1/auth/login, not an API key.",
-                ));
+            match credentials? {
+                (Presented::Bearer(token), _) if KeyMode::of_credential(&token).is_some() => {
+                    Err(ApiError::unauthorized(
+                        "wrong_credential_type",
+                        "This route takes an access token from /v1/auth/login, not an API key.",
+                    ))
+                }
+                (Presented::Bearer(token), state) => signed_in(&state, &token, None).await,
+                (Presented::SessionCookie(token), state) => {
+                    signed_in(&state, &token, Some(csrf)).await
+                }
             }
-            signed_in(&state, &token).await
         })
     }
 }
 
-/// The session and user of an access token.
-async fn signed_in(state: &AppState, token: &str) -> Result<SignedInSession, ApiError> {
+/// The session and user of an access token. A token from the session cookie
+/// (`cookie_csrf` is `Some`) must come, on a write, with its session's CSRF token.
+async fn signed_in(
+    state: &AppState,
+    token: &str,
+    cookie_csrf: Option<Option<Option<String>>>,
+) -> Result<SignedInSession, ApiError> {
     let (user_id, session) = state.access_tokens.verify(token).ok_or_else(|| {
         ApiError::unauthorized(
             "invalid_token",
             "The access token is invalid or has expired.",
         )
     })?;
+    if let Some(Some(presented)) = &cookie_csrf {
+        let expected = state.access_tokens.csrf_token(session);
+        let matches = presented
+            .as_deref()
+            .is_some_and(|presented| same_secret(presented.as_bytes(), expected.as_bytes()));
+        if !matches {
+            return Err(csrf_check_failed());
+        }
+    }
     let user = state.accounts.signed_in_user(user_id, session).await?;
-    Ok(SignedInSession { user, session })
+    Ok(SignedInSession {
+        user,
+        session,
+        via_cookie: cookie_csrf.is_some(),
+    })
 }
 
 impl FromRequest for SignedInUser {
@@ -248,13 +286,19 @@ impl FromRequest for Caller {
     type Future = LocalBoxFuture<'static, Result<Self, ApiError>>;
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        let credentials = access_token(req).and_then(|token| Ok((token, app_state(req)?)));
+        let credentials = presented(req).and_then(|presented| Ok((presented, app_state(req)?)));
+        let csrf = required_csrf(req);
         Box::pin(async move {
-            let (token, state) = credentials?;
-            if KeyMode::of_credential(&token).is_some() {
-                Ok(Self::Key(state.api_keys.authenticate(&token).await?))
-            } else {
-                Ok(Self::Account(signed_in(&state, &token).await?.user))
+            match credentials? {
+                (Presented::Bearer(token), state) if KeyMode::of_credential(&token).is_some() => {
+                    Ok(Self::Key(state.api_keys.authenticate(&token).await?))
+                }
+                (Presented::Bearer(token), state) => {
+                    Ok(Self::Account(signed_in(&state, &token, None).await?.user))
+                }
+                (Presented::SessionCookie(token), state) => Ok(Self::Account(
+                    signed_in(&state, &token, Some(csrf)).await?.user,
+                )),
             }
         })
     }

@@ -1,7 +1,7 @@
 //! `/v1/auth/*`: registration, login, and the signed-in user.
 
 use actix_web::{HttpRequest, HttpResponse, web};
-use nb_domain::accounts::{EmailAddress, Password, User};
+use nb_domain::accounts::{EmailAddress, Password, Session, User};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use utoipa::{IntoParams, ToSchema};
@@ -90,14 +90,11 @@ fn cookie_session(
     request: &HttpRequest,
     mut response: actix_web::HttpResponseBuilder,
     user: User,
+    session: &Session,
     token: &IssuedAccessToken,
 ) -> Result<HttpResponse, ApiError> {
-    let mut csrf = [0u8; 16];
-    state
-        .random
-        .fill_bytes(&mut csrf)
-        .map_err(ApiError::internal)?;
-    for cookie in session_cookies(request, token, hex::encode(csrf)) {
+    let csrf = state.access_tokens.csrf_token(session.id);
+    for cookie in session_cookies(request, token, csrf) {
         response.cookie(cookie);
     }
     Ok(response
@@ -162,7 +159,14 @@ pub(crate) async fn register(
         .issue(&session)
         .map_err(ApiError::internal)?;
     if wants_cookie {
-        return cookie_session(&state, &request, HttpResponse::Created(), user, &token);
+        return cookie_session(
+            &state,
+            &request,
+            HttpResponse::Created(),
+            user,
+            &session,
+            &token,
+        );
     }
     Ok(HttpResponse::Created()
         .insert_header(NO_STORE)
@@ -211,7 +215,14 @@ pub(crate) async fn login(
         .issue(&session)
         .map_err(ApiError::internal)?;
     if wants_cookie {
-        return cookie_session(&state, &request, HttpResponse::Ok(), user, &issued);
+        return cookie_session(
+            &state,
+            &request,
+            HttpResponse::Ok(),
+            user,
+            &session,
+            &issued,
+        );
     }
     let token: AccessTokenResponse = issued.into();
     Ok(HttpResponse::Ok().insert_header(NO_STORE).json(token))
@@ -247,13 +258,14 @@ pub(crate) struct ChangePasswordRequest {
 }
 
 /// Change the password. Every session of the account ends (every access token issued so far
-/// stops working); the answer carries a new token to carry on with.
+/// stops working); the answer carries a new token to carry on with — or, on a console session
+/// (the cookie), renews its cookies and carries no token (the page's scripts never see one).
 #[utoipa::path(post, path = "/v1/auth/password", tag = "accounts", security(("access_token" = [])),
     request_body = ChangePasswordRequest,
     responses(
-        (status = 200, description = "Changed; a new access token", body = AccessTokenResponse),
+        (status = 200, description = "Changed; a new access token (a console session: a `CookieSessionResponse` and new `Set-Cookie`s)", body = AccessTokenResponse),
         (status = 401, description = "Missing, invalid or expired access token", body = ErrorBody),
-        (status = 403, description = "The account is disabled (`account_disabled`)", body = ErrorBody),
+        (status = 403, description = "The account is disabled (`account_disabled`), or a console session without its CSRF token (`csrf_check_failed`)", body = ErrorBody),
         (status = 413, description = "Body too large", body = ErrorBody),
         (status = 415, description = "The body is not `application/json`", body = ErrorBody),
         (status = 422, description = "Wrong current password (`wrong_password`) or an invalid new one", body = ErrorBody),
@@ -262,9 +274,12 @@ pub(crate) struct ChangePasswordRequest {
 pub(crate) async fn change_password(
     state: web::Data<AppState>,
     request: HttpRequest,
-    SignedInUser(user): SignedInUser,
+    signed_in: SignedInSession,
     body: JsonBody<ChangePasswordRequest>,
 ) -> Result<HttpResponse, ApiError> {
+    let SignedInSession {
+        user, via_cookie, ..
+    } = signed_in;
     let ChangePasswordRequest {
         current_password,
         new_password,
@@ -283,11 +298,21 @@ pub(crate) async fn change_password(
         .accounts
         .change_password(user.id, Password::attempt(current_password), new_password)
         .await?;
-    let token: AccessTokenResponse = state
+    let issued = state
         .access_tokens
         .issue(&session)
-        .map_err(ApiError::internal)?
-        .into();
+        .map_err(ApiError::internal)?;
+    if via_cookie {
+        return cookie_session(
+            &state,
+            &request,
+            HttpResponse::Ok(),
+            user,
+            &session,
+            &issued,
+        );
+    }
+    let token: AccessTokenResponse = issued.into();
     Ok(HttpResponse::Ok().insert_header(NO_STORE).json(token))
 }
 

@@ -1,0 +1,194 @@
+//! The second security pass (issue 21): what an outside probe found, each closed and kept
+//! closed. Storage-touching rules run on both databases.
+
+use std::collections::HashMap;
+
+use serde_json::{Value, json};
+
+use crate::helpers::{PASSWORD, TestApp, assert_error};
+use crate::on_both_backends;
+
+/// The `Set-Cookie` headers of an answer, by cookie name.
+fn set_cookies(response: &reqwest::Response) -> HashMap<String, String> {
+    response
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .map(|value| value.to_str().unwrap().to_owned())
+        .map(|cookie| (cookie.split('=').next().unwrap().to_owned(), cookie))
+        .collect()
+}
+
+/// `name=value` of a `Set-Cookie` header, and the value alone.
+fn cookie_pair(set_cookie: &str) -> (&str, &str) {
+    let pair = set_cookie.split(';').next().unwrap();
+    (pair, pair.split_once('=').unwrap().1)
+}
+
+/// A console session: the `Cookie` header to send, and its CSRF token.
+async fn console_session(app: &TestApp, path: &str, email: &str) -> (String, String, Value) {
+    let response = app
+        .client
+        .post(app.url(path))
+        .json(&json!({"email": email, "password": PASSWORD}))
+        .send()
+        .await
+        .unwrap();
+    assert!(response.status().is_success(), "{}", response.status());
+    let cookies = set_cookies(&response);
+    let (session, _) = cookie_pair(&cookies["nb_session"]);
+    let (csrf_pair, csrf) = cookie_pair(&cookies["nb_csrf"]);
+    let header = format!("{session}; {csrf_pair}");
+    let csrf = csrf.to_owned();
+    (header, csrf, response.json().await.unwrap())
+}
+
+/// Every route the OpenAPI document says takes an API key, with its path parameters filled.
+async fn routes_taking_a_key(app: &TestApp, generation_id: &str) -> Vec<(String, String)> {
+    let document: Value = app
+        .client
+        .get(app.url("/openapi.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let mut routes = Vec::new();
+    for (path, operations) in document["paths"].as_object().unwrap() {
+        for (method, operation) in operations.as_object().unwrap() {
+            let takes_a_key = operation["security"].as_array().is_some_and(|schemes| {
+                schemes.iter().any(|scheme| scheme.get("api_key").is_some())
+            });
+            if takes_a_key {
+                let path = path
+                    .replace("{generation_id}", generation_id)
+                    .replace("{model}", "gemini-3.1-flash-image");
+                routes.push((method.to_uppercase(), path));
+            }
+        }
+    }
+    routes
+}
+
+/// An API key in the session cookie is refused on every route that takes a key — with or
+/// without a CSRF header — and nothing is done.
+async fn api_keys_are_never_taken_from_a_cookie(app: TestApp) {
+    let (token, key) = app.user_with_key("ada@example.com").await;
+    let made = app.generated(&key, &json!({"prompt": "a banana"})).await;
+    let id = made["id"].as_str().unwrap().to_owned();
+    let routes = routes_taking_a_key(&app, &id).await;
+    assert!(routes.len() >= 8, "{routes:?}");
+    let calls_before = app.google_requests().await;
+    for (method, path) in routes {
+        let request = app
+            .client
+            .request(method.parse().unwrap(), app.url(&path))
+            .header("cookie", format!("nb_session={key}; nb_csrf=x"))
+            .header("x-csrf-token", "x")
+            .json(&json!({"prompt": "through a cookie"}));
+        let response = request.send().await.unwrap();
+        assert_eq!(response.status(), 401, "{method} {path}");
+        let body: Value = response.json().await.unwrap();
+        let code = body["error"]["code"].as_str().unwrap().to_owned();
+        assert!(
+            ["wrong_credential_type", "missing_credentials"].contains(&code.as_str()),
+            "{method} {path}: {body}"
+        );
+    }
+    assert_eq!(app.google_requests().await, calls_before);
+    let still_there = app.get_with(&format!("/v1/generations/{id}"), &token).await;
+    assert_eq!(still_there.status(), 200);
+    assert_eq!(
+        still_there.json::<Value>().await.unwrap()["status"],
+        "succeeded"
+    );
+}
+
+/// A password change made with the console's cookie renews the cookies and answers without a
+/// token (the page's scripts never see one); the old cookie is ended; a bearer session still
+/// gets its new token in the body.
+async fn a_password_change_on_a_console_session_renews_its_cookies(app: TestApp) {
+    let (cookie, csrf, _) =
+        console_session(&app, "/v1/auth/register?session=cookie", "ada@example.com").await;
+    let changed = app
+        .client
+        .post(app.url("/v1/auth/password"))
+        .header("cookie", &cookie)
+        .header("x-csrf-token", &csrf)
+        .json(&json!({"current_password": PASSWORD, "new_password": "a brand new password"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(changed.status(), 200);
+    assert_eq!(changed.headers()["cache-control"], "no-store");
+    let renewed = set_cookies(&changed);
+    let body: Value = changed.json().await.unwrap();
+    assert!(body.get("access_token").is_none(), "{body}");
+    assert_eq!(body["user"]["email"], "ada@example.com");
+    let (session, _) = cookie_pair(&renewed["nb_session"]);
+    let (csrf_pair, new_csrf) = cookie_pair(&renewed["nb_csrf"]);
+    assert!(renewed["nb_session"].contains("HttpOnly"));
+    assert_ne!(new_csrf, csrf, "the CSRF token is the new session's");
+    let me = |cookie: String| {
+        app.client
+            .get(app.url("/v1/auth/me"))
+            .header("cookie", cookie)
+            .send()
+    };
+    assert_error(me(cookie.clone()).await.unwrap(), 401, "invalid_token").await;
+    assert_eq!(
+        me(format!("{session}; {csrf_pair}"))
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    // A bearer session keeps today's answer: the new token in the body, no cookie.
+    let token = app.signed_up("bob@example.com").await;
+    let bearer = app
+        .client
+        .post(app.url("/v1/auth/password"))
+        .bearer_auth(&token)
+        .json(&json!({"current_password": PASSWORD, "new_password": "another new password"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bearer.status(), 200);
+    assert!(set_cookies(&bearer).is_empty());
+    assert!(bearer.json::<Value>().await.unwrap()["access_token"].is_string());
+}
+
+/// The CSRF token is bound to its session: someone who plants their own session's token (as
+/// cookie and header both) next to the victim's session cookie is refused; the victim's own
+/// token works.
+async fn a_csrf_token_is_bound_to_its_session(app: TestApp) {
+    let (victim, victims_csrf, _) =
+        console_session(&app, "/v1/auth/register?session=cookie", "ada@example.com").await;
+    let (_, attackers_csrf, _) =
+        console_session(&app, "/v1/auth/register?session=cookie", "eve@example.com").await;
+    let victim_session = victim.split(';').next().unwrap().to_owned();
+    let create = |cookie: String, csrf: String| {
+        app.client
+            .post(app.url("/v1/keys"))
+            .header("cookie", cookie)
+            .header("x-csrf-token", csrf)
+            .json(&json!({"name": "planted"}))
+            .send()
+    };
+    let planted = create(
+        format!("{victim_session}; nb_csrf={attackers_csrf}"),
+        attackers_csrf.clone(),
+    )
+    .await
+    .unwrap();
+    assert_error(planted, 403, "csrf_check_failed").await;
+    let own = create(victim.clone(), victims_csrf).await.unwrap();
+    assert_eq!(own.status(), 201);
+}
+
+on_both_backends!(
+    api_keys_are_never_taken_from_a_cookie,
+    a_password_change_on_a_console_session_renews_its_cookies,
+    a_csrf_token_is_bound_to_its_session,
+);
