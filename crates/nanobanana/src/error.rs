@@ -31,6 +31,10 @@ pub enum StartupError {
     OpenAiModelMap(#[source] InvalidSetting),
     #[error(transparent)]
     Redis(#[from] nb_redis::InvalidRedisUrl),
+    #[error("{0:?} is not an email address")]
+    NotAnEmail(String),
+    #[error("the database failed")]
+    Repository(#[source] nb_domain::RepositoryError),
     #[error("cannot listen on {address}")]
     Bind {
         address: String,

@@ -19,6 +19,21 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let arguments: Vec<String> = std::env::args().skip(1).collect();
+    if let [admin, release, email] = arguments.as_slice()
+        && admin == "admin"
+        && release == "release"
+    {
+        return release_admin_email(&config, email).await;
+    }
+    if !arguments.is_empty() {
+        eprintln!(
+            "nanobanana: unknown command {:?}; commands: (none) to serve, `healthcheck`, \
+             `admin release <email>`",
+            arguments.join(" ")
+        );
+        return ExitCode::from(2);
+    }
     init_tracing(config.log_format);
     let listen = config.server.listen.as_str().to_owned();
     let application = match Application::build(config).await {
@@ -33,6 +48,27 @@ async fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             tracing::error!(error = %cause_chain(&error), "server failed");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `nanobanana admin release <email>`: the next account that holds this admin email becomes
+/// the admin (after the account it was bound to was erased).
+async fn release_admin_email(config: &Config, email: &str) -> ExitCode {
+    match nanobanana::startup::release_admin_email(config, email).await {
+        Ok(true) => {
+            println!(
+                "{email}: released; the next account that holds it and calls an admin route is its admin"
+            );
+            ExitCode::SUCCESS
+        }
+        Ok(false) => {
+            println!("{email}: not bound to any account; nothing to release");
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("nanobanana: {}", cause_chain(&error));
             ExitCode::FAILURE
         }
     }

@@ -9,6 +9,7 @@ use nb_api::{Server, serve};
 use nb_db::Database;
 use nb_domain::accounts::UserRepository;
 use nb_domain::admin::AdminEmails;
+use nb_domain::admin::AdminRepository;
 use nb_domain::system::Clock;
 use nb_system::SystemClock;
 use socket2::{Domain, Protocol, Socket, Type};
@@ -33,7 +34,8 @@ impl Application {
         let url = config.database_url();
         tracing::info!(database = %url, "opening the database");
         let database = Database::connect(&url, config.database.pool_options()).await?;
-        warn_of_unregistered_admins(&database, &config.security.admin_emails.0).await;
+        warn_of_admin_emails_without_their_account(&database, &config.security.admin_emails.0)
+            .await;
         Self::build_with_database(config, database)
     }
 
@@ -116,17 +118,48 @@ async fn shutdown_requested() {
 }
 
 /// Without email verification, an admin email nobody registered yet goes to whoever
-/// registers it first: say so at every start until the operator has.
-async fn warn_of_unregistered_admins(database: &Database, admins: &AdminEmails) {
+/// registers it first: say so at every start until the operator has. An email that has an
+/// account is bound to it now (the first account that held it); one held by a newer account
+/// than the one it is bound to (an erased admin's) is no admin's: say that too.
+async fn warn_of_admin_emails_without_their_account(database: &Database, admins: &AdminEmails) {
     for email in admins.iter() {
-        if let Ok(None) = database.find_user_by_email(email).await {
-            tracing::warn!(
+        match database.find_user_by_email(email).await {
+            Ok(None) => tracing::warn!(
                 %email,
                 "NB_ADMIN_EMAILS names an email with no account: register it now, before \
                  anyone else does"
-            );
+            ),
+            Ok(Some(holder)) => {
+                let now = SystemClock.now();
+                let bound = database.bind_admin_email(email, holder.user.id, now).await;
+                if let Ok(bound) = bound
+                    && bound != holder.user.id
+                {
+                    tracing::warn!(
+                        %email,
+                        "NB_ADMIN_EMAILS names an email whose account is not the one it was \
+                         bound to (that one was erased): it is no admin until you run \
+                         `nanobanana admin release <email>`"
+                    );
+                }
+            }
+            Err(_) => {}
         }
     }
+}
+
+/// `nanobanana admin release <email>`: the operator hands an admin email to whichever
+/// account holds it next (after the account it was bound to was erased). Whether a binding
+/// was released.
+pub async fn release_admin_email(config: &Config, raw: &str) -> Result<bool, StartupError> {
+    let email = nb_domain::accounts::EmailAddress::parse(raw)
+        .map_err(|_| StartupError::NotAnEmail(raw.to_owned()))?;
+    let database =
+        Database::connect(&config.database_url(), config.database.pool_options()).await?;
+    database
+        .release_admin_email(&email)
+        .await
+        .map_err(StartupError::Repository)
 }
 
 /// Connections the kernel queues for the server before it accepts them (capped by

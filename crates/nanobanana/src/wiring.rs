@@ -137,7 +137,8 @@ pub fn wire(
             },
             config.security.access_token_ttl,
         )
-        .with_new_account_limits(config.limits.default_account_quotas()),
+        .with_new_account_limits(config.limits.default_account_quotas())
+        .with_protected_emails(&config.security.admin_emails.0),
     );
     let history = Arc::new(HistoryService::new(HistoryPorts {
         generations: generation_store.clone(),
@@ -181,13 +182,17 @@ pub fn wire(
         metrics_token: config.security.metrics_token.clone(),
         draining: Arc::default(),
         accounts: accounts.clone(),
-        erasure: Arc::new(AccountErasure::new(ErasurePorts {
-            users: database.clone(),
-            hasher: hasher.clone(),
-            storage: storage.clone(),
-            invalidation: key_cache.clone(),
-            clock: clock.clone(),
-        })),
+        erasure: Arc::new(AccountErasure::new(
+            ErasurePorts {
+                users: database.clone(),
+                hasher: hasher.clone(),
+                storage: storage.clone(),
+                invalidation: key_cache.clone(),
+                clock: clock.clone(),
+                ids: ids.clone(),
+            },
+            config.security.admin_emails.0.clone(),
+        )),
         api_keys: Arc::new(ApiKeyService::new(
             ApiKeyPorts {
                 keys: key_cache.clone(),

@@ -260,6 +260,20 @@ impl From<RegisterError> for ApiError {
                 "An account with this email already exists.",
             )
             .with_field(Some("email".into())),
+            RegisterError::ReservedDomain => Self::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "reserved_domain",
+                "This email is at a reserved domain (.invalid, .test, .example, .localhost) \
+                 where no mailbox can be; use a real address.",
+            )
+            .with_field(Some("email".into())),
+            RegisterError::LooksLikeAReservedEmail => Self::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "email_confusable",
+                "This email looks the same as one reserved on this server; use another \
+                 address.",
+            )
+            .with_field(Some("email".into())),
             RegisterError::Hashing(error) => error.into(),
             RegisterError::Repository(error) => error.into(),
         }
@@ -324,6 +338,13 @@ impl From<EraseAccountError> for ApiError {
             EraseAccountError::NotFound => Self::unauthorized(
                 "invalid_token",
                 "The access token is invalid or has expired.",
+            ),
+            EraseAccountError::AdminCannotErase => Self::new(
+                StatusCode::FORBIDDEN,
+                "admin_cannot_erase",
+                "An admin account cannot erase itself: its email would be free for anyone to \
+                 register as admin. Ask the operator to take your email off NB_ADMIN_EMAILS \
+                 (and restart), then erase the account.",
             ),
             EraseAccountError::Hashing(error) => error.into(),
             EraseAccountError::Repository(error) => error.into(),

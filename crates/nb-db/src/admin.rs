@@ -7,7 +7,7 @@ use async_trait::async_trait;
 use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
 use nb_domain::RepositoryError;
-use nb_domain::accounts::UserId;
+use nb_domain::accounts::{EmailAddress, UserId};
 use nb_domain::admin::{AccountChanges, AccountOverview, AccountSettings, AuditEntry};
 use nb_domain::api_keys::KeyUsage;
 use nb_domain::pagination::{Cursor, Page, PageRequest};
@@ -21,7 +21,7 @@ use crate::convert::{
 };
 use crate::pool::{Database, with_connection, with_transaction};
 use crate::quota::set_counters_from_usage;
-use crate::schema::{api_keys, audit_log, usage_daily, users};
+use crate::schema::{admin_bindings, api_keys, audit_log, usage_daily, users};
 use crate::users::UserRow;
 
 /// An account's settings as the audit stores them (JSON).
@@ -245,5 +245,53 @@ impl AdminRepository for Database {
             created_at: entry.at,
             id: entry.id,
         }))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn bind_admin_email(
+        &self,
+        email: &EmailAddress,
+        user_id: UserId,
+        at: OffsetDateTime,
+    ) -> Result<UserId, RepositoryError> {
+        let (email, candidate, at) = (
+            email.as_str().to_owned(),
+            user_id.to_string(),
+            to_stored_time(at),
+        );
+        let bound = with_connection!(self, |conn| {
+            let inserted = diesel::insert_into(admin_bindings::table)
+                .values((
+                    admin_bindings::email.eq(&email),
+                    admin_bindings::user_id.eq(&candidate),
+                    admin_bindings::bound_at.eq(at),
+                ))
+                .on_conflict(admin_bindings::email)
+                .do_nothing()
+                .execute(conn)
+                .await;
+            match inserted {
+                Ok(_) => {
+                    admin_bindings::table
+                        .find(&email)
+                        .select(admin_bindings::user_id)
+                        .first::<String>(conn)
+                        .await
+                }
+                Err(error) => Err(error),
+            }
+        })?;
+        Ok(UserId(parse_stored_id(&bound.map_err(query_error)?)?))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn release_admin_email(&self, email: &EmailAddress) -> Result<bool, RepositoryError> {
+        let email = email.as_str().to_owned();
+        let deleted = with_connection!(self, |conn| {
+            diesel::delete(admin_bindings::table.find(&email))
+                .execute(conn)
+                .await
+        })?;
+        Ok(deleted.map_err(query_error)? > 0)
     }
 }

@@ -70,6 +70,14 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    admin_bindings (email) {
+        email -> Text,
+        user_id -> Text,
+        bound_at -> Timestamp,
+    }
+}
+
 diesel::joinable!(api_keys -> users (user_id));
 diesel::joinable!(sessions -> users (user_id));
 diesel::joinable!(usage_daily -> api_keys (api_key_id));

@@ -162,10 +162,11 @@ impl UserRepository for Database {
     async fn erase_user(
         &self,
         id: UserId,
+        tombstone: &EmailAddress,
         at: OffsetDateTime,
     ) -> Result<Option<ErasedAccount>, RepositoryError> {
         let user_id = id.to_string();
-        let tombstone_email = format!("deleted-{user_id}@deleted.invalid");
+        let tombstone_email = tombstone.as_str().to_owned();
         let at = to_stored_time(at);
         let erased = with_transaction!(self, lock_user: Some(&user_id), |conn, run| {
             let tombstoned = run!(

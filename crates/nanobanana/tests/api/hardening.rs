@@ -3,10 +3,12 @@
 
 use std::collections::HashMap;
 
+use nb_domain::accounts::{EmailAddress, NewUser, PasswordHash, User, UserId};
+use nb_domain::ports::{AdminRepository, UserRepository};
 use serde_json::{Value, json};
 
-use crate::helpers::{PASSWORD, TestApp, assert_error};
-use crate::on_both_backends;
+use crate::helpers::{ADMIN_EMAIL, PASSWORD, TestApp, assert_error};
+use crate::{configured_on_both_backends, on_both_backends};
 
 /// The `Set-Cookie` headers of an answer, by cookie name.
 fn set_cookies(response: &reqwest::Response) -> HashMap<String, String> {
@@ -187,7 +189,149 @@ async fn a_csrf_token_is_bound_to_its_session(app: TestApp) {
     assert_eq!(own.status(), 201);
 }
 
+async fn user_id(app: &TestApp, token: &str) -> UserId {
+    let me: Value = app
+        .get_with("/v1/auth/me", token)
+        .await
+        .json()
+        .await
+        .unwrap();
+    UserId(uuid::Uuid::parse_str(me["id"].as_str().unwrap()).unwrap())
+}
+
+async fn delete_account(app: &TestApp, token: &str) -> reqwest::Response {
+    app.client
+        .delete(app.url("/v1/auth/me"))
+        .bearer_auth(token)
+        .json(&json!({"password": PASSWORD}))
+        .send()
+        .await
+        .unwrap()
+}
+
+/// An admin cannot erase their own account through the API (it would free the email for
+/// whoever registers it next); the answer says what to do instead, and nothing is erased.
+async fn an_admin_cannot_erase_their_own_account(app: TestApp) {
+    let token = app.signed_up(ADMIN_EMAIL).await;
+    let refused = delete_account(&app, &token).await;
+    let body = assert_error(refused, 403, "admin_cannot_erase").await;
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("NB_ADMIN_EMAILS"),
+        "{body}"
+    );
+    assert_eq!(app.get_with("/v1/auth/me", &token).await.status(), 200);
+    assert_eq!(app.get_with("/v1/admin/users", &token).await.status(), 200);
+}
+
+/// Admin rights stay with the first account that held the email: once it is gone (erased
+/// behind the API's back, as an operator could), a new registration of the same email is
+/// refused the admin routes, until the operator releases the email.
+async fn admin_rights_stay_with_the_first_account_that_held_the_email(app: TestApp) {
+    let first = app.signed_up(ADMIN_EMAIL).await;
+    assert_eq!(app.get_with("/v1/admin/users", &first).await.status(), 200);
+    let first_id = user_id(&app, &first).await;
+    let tombstone = EmailAddress::tombstone(first_id, uuid::Uuid::now_v7());
+    app.db
+        .database
+        .erase_user(first_id, &tombstone, time::OffsetDateTime::now_utc())
+        .await
+        .unwrap()
+        .unwrap();
+    let newcomer = app.signed_up(ADMIN_EMAIL).await;
+    let refused = app.get_with("/v1/admin/users", &newcomer).await;
+    assert_error(refused, 403, "admin_only").await;
+    let email = EmailAddress::parse(ADMIN_EMAIL).unwrap();
+    assert!(app.db.database.release_admin_email(&email).await.unwrap());
+    assert_eq!(
+        app.get_with("/v1/admin/users", &newcomer).await.status(),
+        200
+    );
+}
+
+/// Tombstones live under `.invalid`, which no one can register; and even an address
+/// registered there before that rule cannot stand in the way of an erasure.
+async fn erasure_cannot_be_blocked_by_a_squatted_tombstone(app: TestApp) {
+    let victim = app.signed_up("ada@example.com").await;
+    let victim_id = user_id(&app, &victim).await;
+    let squatted = format!("deleted-{victim_id}@deleted.invalid");
+    let refused = app.register(&squatted, PASSWORD).await;
+    let body = assert_error(refused, 422, "reserved_domain").await;
+    assert_eq!(body["error"]["field"], "email");
+    // As a registration before the rule would have left it.
+    app.db
+        .database
+        .insert_user(&NewUser {
+            user: User {
+                id: UserId(uuid::Uuid::now_v7()),
+                email: EmailAddress::from_trusted(squatted),
+                created_at: time::OffsetDateTime::now_utc(),
+                disabled: false,
+            },
+            password_hash: PasswordHash::new("$2b$04$squatter".into()),
+            limits: Default::default(),
+        })
+        .await
+        .unwrap();
+    assert_eq!(delete_account(&app, &victim).await.status(), 204);
+    assert_error(
+        app.get_with("/v1/auth/me", &victim).await,
+        401,
+        "invalid_token",
+    )
+    .await;
+}
+
+/// Registration refuses the reserved top-level domains, quoted local parts, and names
+/// that mix scripts; `example.com` stays allowed.
+async fn registration_refuses_addresses_no_one_should_hold(app: TestApp) {
+    for (email, code) in [
+        ("someone@site.test", "reserved_domain"),
+        ("someone@demo.example", "reserved_domain"),
+        ("someone@my.localhost", "reserved_domain"),
+        ("\"<b>x</b>\"@example.com", "validation_failed"),
+        ("\u{430}da@example.com", "validation_failed"),
+        ("ada@ex\u{430}mple.com", "validation_failed"),
+    ] {
+        let response = app.register(email, PASSWORD).await;
+        let body = assert_error(response, 422, code).await;
+        assert_eq!(body["error"]["field"], "email", "{email}");
+    }
+    assert_eq!(
+        app.register("ada@example.org", PASSWORD).await.status(),
+        201
+    );
+}
+
+/// An email that looks the same as an admin's (a dotless ı for the i) is refused; the
+/// admin's own registers.
+async fn look_alikes_of_an_admin_email_are_refused(app: TestApp) {
+    let response = app.register("adm\u{131}n@example.com", PASSWORD).await;
+    let body = assert_error(response, 422, "email_confusable").await;
+    assert_eq!(body["error"]["field"], "email");
+    assert_eq!(
+        app.register("admin@example.com", PASSWORD).await.status(),
+        201
+    );
+}
+
+configured_on_both_backends!(
+    look_alikes_of_an_admin_email_are_refused => |config| {
+        config.security.admin_emails = nanobanana::config::sections::AdminEmailList(
+            nb_domain::admin::AdminEmails::new(vec![
+                EmailAddress::parse("admin@example.com").unwrap(),
+            ]),
+        );
+    },
+);
+
 on_both_backends!(
+    an_admin_cannot_erase_their_own_account,
+    admin_rights_stay_with_the_first_account_that_held_the_email,
+    erasure_cannot_be_blocked_by_a_squatted_tombstone,
+    registration_refuses_addresses_no_one_should_hold,
     api_keys_are_never_taken_from_a_cookie,
     a_password_change_on_a_console_session_renews_its_cookies,
     a_csrf_token_is_bound_to_its_session,

@@ -165,7 +165,7 @@ pub(crate) async fn list_users(
     SignedInUser(admin): SignedInUser,
     query: web::Query<PageQuery>,
 ) -> Result<web::Json<AccountListResponse>, ApiError> {
-    state.admin.require_admin(&admin)?;
+    state.admin.require_admin(&admin).await?;
     let page = state.admin.accounts(&admin, query.page()?).await?;
     Ok(web::Json(AccountListResponse {
         users: page.items.into_iter().map(AccountResponse::from).collect(),
@@ -196,7 +196,7 @@ pub(crate) async fn update_user(
     body: JsonBody<UpdateAccountRequest>,
 ) -> Result<web::Json<AccountSettingsResponse>, ApiError> {
     // Who may ask comes before what was asked: a non-admin learns nothing from a 404 or 422.
-    state.admin.require_admin(&admin)?;
+    state.admin.require_admin(&admin).await?;
     let target = user_id(&path)?;
     let request = body.0;
     let limits = request.limits.unwrap_or_default();
@@ -227,7 +227,7 @@ pub(crate) async fn list_user_keys(
     path: web::Path<String>,
     query: web::Query<PageQuery>,
 ) -> Result<web::Json<AccountKeyListResponse>, ApiError> {
-    state.admin.require_admin(&admin)?;
+    state.admin.require_admin(&admin).await?;
     let target = user_id(&path)?;
     let page = state
         .admin
@@ -253,7 +253,7 @@ pub(crate) async fn audit(
     SignedInUser(admin): SignedInUser,
     query: web::Query<PageQuery>,
 ) -> Result<web::Json<AuditListResponse>, ApiError> {
-    state.admin.require_admin(&admin)?;
+    state.admin.require_admin(&admin).await?;
     let page = state.admin.audit(&admin, query.page()?).await?;
     Ok(web::Json(AuditListResponse {
         entries: page

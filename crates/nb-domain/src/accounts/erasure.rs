@@ -14,12 +14,13 @@ use std::sync::Arc;
 
 use futures_util::StreamExt;
 
-use crate::accounts::model::{Password, UserId};
+use crate::accounts::model::{EmailAddress, Password, UserId};
 use crate::accounts::ports::{PasswordHasher, PasswordHashingError, UserRepository};
+use crate::admin::model::AdminEmails;
 use crate::api_keys::ports::KeyInvalidation;
 use crate::error::RepositoryError;
 use crate::generation::ports::ObjectStorage;
-use crate::system::Clock;
+use crate::system::{Clock, IdGenerator};
 
 /// How many stored images are deleted at once.
 const DELETIONS_IN_FLIGHT: usize = 8;
@@ -32,6 +33,10 @@ pub enum EraseAccountError {
     /// The account went away meanwhile.
     #[error("no such user")]
     NotFound,
+    /// The account's email is an admin's (`NB_ADMIN_EMAILS`): erasing it would free the
+    /// email for whoever registers it next. The operator takes it off the list first.
+    #[error("an admin account cannot erase itself")]
+    AdminCannotErase,
     #[error(transparent)]
     Hashing(#[from] PasswordHashingError),
     #[error(transparent)]
@@ -56,11 +61,14 @@ pub struct ErasurePorts {
     pub storage: Arc<dyn ObjectStorage>,
     pub invalidation: Arc<dyn KeyInvalidation>,
     pub clock: Arc<dyn Clock>,
+    pub ids: Arc<dyn IdGenerator>,
 }
 
 #[derive(Clone)]
 pub struct AccountErasure {
     ports: ErasurePorts,
+    /// Accounts that cannot erase themselves while their email is listed.
+    admins: AdminEmails,
 }
 
 impl fmt::Debug for AccountErasure {
@@ -82,8 +90,10 @@ pub trait Erasure: Send + Sync + 'static {
 }
 
 impl AccountErasure {
-    pub fn new(ports: ErasurePorts) -> Self {
-        Self { ports }
+    /// An admin (an email of `admins`) cannot erase their own account: the operator takes
+    /// the email off the list first (see `EraseAccountError::AdminCannotErase`).
+    pub fn new(ports: ErasurePorts, admins: AdminEmails) -> Self {
+        Self { ports, admins }
     }
 }
 
@@ -101,6 +111,9 @@ impl Erasure for AccountErasure {
             .find_credentials_by_id(user_id)
             .await?
             .ok_or(EraseAccountError::NotFound)?;
+        if self.admins.includes(&credentials.user.email) {
+            return Err(EraseAccountError::AdminCannotErase);
+        }
         if !self
             .ports
             .hasher
@@ -112,7 +125,11 @@ impl Erasure for AccountErasure {
         let erased = self
             .ports
             .users
-            .erase_user(user_id, self.ports.clock.now())
+            .erase_user(
+                user_id,
+                &EmailAddress::tombstone(user_id, self.ports.ids.new_id()),
+                self.ports.clock.now(),
+            )
             .await?
             .ok_or(EraseAccountError::NotFound)?;
         // Keys cached as valid on this instance stop working now.
@@ -162,16 +179,21 @@ mod tests {
     use crate::generation::error::StorageError;
     use crate::generation::model::ObjectKey;
     use crate::generation::ports::MockObjectStorage;
-    use crate::system::MockClock;
+    use crate::system::{MockClock, MockIdGenerator};
     use uuid::Uuid;
 
     const USER: UserId = UserId(Uuid::from_u128(7));
+    const NONCE: Uuid = Uuid::from_u128(0xabc);
 
     fn credentials() -> UserCredentials {
+        credentials_of("ada@example.com")
+    }
+
+    fn credentials_of(email: &str) -> UserCredentials {
         UserCredentials {
             user: User {
                 id: USER,
-                email: EmailAddress::parse("ada@example.com").unwrap(),
+                email: EmailAddress::parse(email).unwrap(),
                 created_at: time::OffsetDateTime::UNIX_EPOCH,
                 disabled: false,
             },
@@ -193,13 +215,19 @@ mod tests {
         clock
             .expect_now()
             .returning(|| time::OffsetDateTime::UNIX_EPOCH);
-        AccountErasure::new(ErasurePorts {
-            users: Arc::new(users),
-            hasher: Arc::new(hasher),
-            storage: Arc::new(storage),
-            invalidation: Arc::new(invalidation),
-            clock: Arc::new(clock),
-        })
+        let mut ids = MockIdGenerator::new();
+        ids.expect_new_id().return_const(NONCE);
+        AccountErasure::new(
+            ErasurePorts {
+                users: Arc::new(users),
+                hasher: Arc::new(hasher),
+                storage: Arc::new(storage),
+                invalidation: Arc::new(invalidation),
+                clock: Arc::new(clock),
+                ids: Arc::new(ids),
+            },
+            AdminEmails::new(vec![EmailAddress::parse("root@example.com").unwrap()]),
+        )
     }
 
     fn password() -> Password {
@@ -230,16 +258,25 @@ mod tests {
         users
             .expect_find_credentials_by_id()
             .returning(|_| Ok(Some(credentials())));
-        users.expect_erase_user().times(1).returning(|_, _| {
-            Ok(Some(ErasedAccount {
-                keys_revoked: 2,
-                object_keys: vec![
-                    ObjectKey::from_stored("images/a.png".into()),
-                    ObjectKey::from_stored("images/b.png".into()),
-                    ObjectKey::from_stored("images/c.png".into()),
-                ],
-            }))
-        });
+        users
+            .expect_erase_user()
+            .withf(|user, tombstone, _| {
+                *user == USER
+                    && tombstone.as_str()
+                        == format!("deleted-{USER}-{}@deleted.invalid", NONCE.simple())
+                    && tombstone.is_at_a_reserved_domain()
+            })
+            .times(1)
+            .returning(|_, _, _| {
+                Ok(Some(ErasedAccount {
+                    keys_revoked: 2,
+                    object_keys: vec![
+                        ObjectKey::from_stored("images/a.png".into()),
+                        ObjectKey::from_stored("images/b.png".into()),
+                        ObjectKey::from_stored("images/c.png".into()),
+                    ],
+                }))
+            });
         let mut storage = MockObjectStorage::new();
         storage.expect_delete().times(3).returning(|key| {
             if key.as_str() == "images/b.png" {
@@ -266,5 +303,25 @@ mod tests {
                 images_left: 1,
             }
         );
+    }
+
+    /// An admin erasing their own account would free the email for whoever registers it
+    /// next: refused, whatever the password, and nothing is erased.
+    #[tokio::test]
+    async fn an_admin_cannot_erase_their_own_account() {
+        let mut users = MockUserRepository::new();
+        users
+            .expect_find_credentials_by_id()
+            .returning(|_| Ok(Some(credentials_of("Root@Example.com"))));
+        users.expect_erase_user().never();
+        let result = erasure(
+            users,
+            true,
+            MockObjectStorage::new(),
+            MockKeyInvalidation::new(),
+        )
+        .erase(USER, password())
+        .await;
+        assert!(matches!(result, Err(EraseAccountError::AdminCannotErase)));
     }
 }

@@ -5,6 +5,9 @@ use std::fmt;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
+use unicode_security::MixedScript;
+use unicode_security::confusable_detection::skeleton;
+
 use crate::text::has_hidden_characters;
 
 /// A user's id.
@@ -29,11 +32,20 @@ pub struct EmailAddress(String);
 #[error("email must be a valid address such as name@example.com")]
 pub struct InvalidEmail;
 
+/// Top-level domains that no mailbox can be at (RFC 2606, RFC 6761): refused at
+/// registration. The second-level `example.com`, `.net` and `.org` stay allowed (tests and
+/// demos use them); tombstones of erased accounts live under `.invalid`, so no one can
+/// register one.
+pub const RESERVED_TOP_LEVEL_DOMAINS: [&str; 4] = ["invalid", "test", "example", "localhost"];
+
 impl EmailAddress {
     /// Trims `raw`, refuses control and invisible characters (zero-width, bidirectional),
     /// normalises it to Unicode NFKC, lower-cases the local part, writes the domain in its
     /// ASCII (IDNA) form, and checks the result: at most 254 bytes, RFC 5322 syntax, a dotted
-    /// domain. Anything too long to be an address is refused before any of that work.
+    /// domain. A quoted local part (`"<b>x</b>"@example.com`) is refused, and so is a local
+    /// part or a domain label that mixes scripts (a Cyrillic `а` in a Latin name: UTS #39's
+    /// single-script test, digits and punctuation being common to every script). Anything too
+    /// long to be an address is refused before any of that work.
     pub fn parse(raw: &str) -> Result<Self, InvalidEmail> {
         use unicode_normalization::UnicodeNormalization;
         let trimmed = raw.trim();
@@ -43,6 +55,14 @@ impl EmailAddress {
         }
         let composed: String = trimmed.nfkc().collect();
         let (local, domain) = composed.rsplit_once('@').ok_or(InvalidEmail)?;
+        let (unicode_domain, _) = idna::domain_to_unicode(domain);
+        let mixes_scripts = !local.is_single_script()
+            || unicode_domain
+                .split('.')
+                .any(|label| !label.is_single_script());
+        if local.starts_with('"') || mixes_scripts {
+            return Err(InvalidEmail);
+        }
         let domain = idna::domain_to_ascii(domain).map_err(|_| InvalidEmail)?;
         let normalised = format!("{}@{domain}", local.to_lowercase());
         // A domain without a dot (`a@localhost`) is legal syntax but never a deliverable
@@ -56,6 +76,29 @@ impl EmailAddress {
             return Err(InvalidEmail);
         }
         Ok(Self(normalised))
+    }
+
+    /// Whether its top-level domain is one no mailbox can be at (see
+    /// [`RESERVED_TOP_LEVEL_DOMAINS`]).
+    pub fn is_at_a_reserved_domain(&self) -> bool {
+        let top_level = self.0.rsplit('.').next().unwrap_or_default();
+        RESERVED_TOP_LEVEL_DOMAINS.contains(&top_level)
+    }
+
+    /// What the address looks like (UTS #39's confusable skeleton of its Unicode form): two
+    /// addresses that a person reading them cannot tell apart have the same skeleton
+    /// (`admın@` with a dotless ı, and `admin@`).
+    pub fn skeleton(&self) -> String {
+        let (local, domain) = self.0.rsplit_once('@').unwrap_or((&self.0, ""));
+        let (domain, _) = idna::domain_to_unicode(domain);
+        skeleton(&format!("{local}@{domain}")).collect()
+    }
+
+    /// What an erased account's email becomes: an address at `.invalid`, which no one can
+    /// register (see [`RESERVED_TOP_LEVEL_DOMAINS`]), unique by the account and a fresh
+    /// `nonce` (so not even an address registered before that rule can be in its way).
+    pub fn tombstone(user: UserId, nonce: Uuid) -> Self {
+        Self(format!("deleted-{user}-{}@deleted.invalid", nonce.simple()))
     }
 
     /// Rebuilds an address read back from storage, where it was stored already normalised.
@@ -254,5 +297,66 @@ mod tests {
         assert!(!format!("{password:?}").contains("horse"));
         let hash = PasswordHash::new("$2b$12$abcdefghijklmnopqrstuv".into());
         assert!(!format!("{hash:?}").contains("abcdef"));
+    }
+
+    #[test]
+    fn quoted_local_parts_and_mixed_scripts_are_refused() {
+        for refused in [
+            "\"<b>x</b>\"@example.com",
+            "\"ada\"@example.com",
+            // A Cyrillic а (U+0430) in a Latin name, in the local part and in a domain label.
+            "\u{430}da@example.com",
+            "ada@ex\u{430}mple.com",
+        ] {
+            assert_eq!(EmailAddress::parse(refused), Err(InvalidEmail), "{refused}");
+        }
+        // One script each is fine, whatever the script; digits and punctuation go with any.
+        for accepted in [
+            "ada.lovelace+news_1@example.com",
+            "\u{430}\u{434}\u{430}@\u{43f}\u{440}\u{438}\u{43c}\u{435}\u{440}.\u{440}\u{444}",
+            "jos\u{e9}@b\u{fc}cher.de",
+        ] {
+            assert!(EmailAddress::parse(accepted).is_ok(), "{accepted}");
+        }
+    }
+
+    #[test]
+    fn reserved_top_level_domains_are_known_and_example_com_is_not_one() {
+        let at = |email: &str| {
+            EmailAddress::parse(email)
+                .unwrap()
+                .is_at_a_reserved_domain()
+        };
+        for reserved in [
+            "x@deleted.invalid",
+            "x@foo.test",
+            "x@site.example",
+            "x@my.localhost",
+        ] {
+            assert!(at(reserved), "{reserved}");
+        }
+        for allowed in [
+            "x@example.com",
+            "x@example.net",
+            "x@example.org",
+            "x@test.com",
+        ] {
+            assert!(!at(allowed), "{allowed}");
+        }
+    }
+
+    #[test]
+    fn look_alikes_share_a_skeleton() {
+        let skeleton = |email: &str| EmailAddress::parse(email).unwrap().skeleton();
+        // A dotless ı (U+0131) reads as an i.
+        assert_eq!(
+            skeleton("adm\u{131}n@example.com"),
+            skeleton("admin@example.com")
+        );
+        assert_eq!(skeleton("rn@example.com"), skeleton("m@example.com"));
+        assert_ne!(
+            skeleton("admin2@example.com"),
+            skeleton("admin@example.com")
+        );
     }
 }

@@ -72,7 +72,7 @@ pub trait UserRepository: Send + Sync + 'static {
     ) -> Result<bool, RepositoryError>;
 
     /// Erases the account in one transaction (see `erasure`): the user row becomes a
-    /// tombstone (another email, an unusable password hash, disabled), every key is revoked
+    /// tombstone (the email `tombstone`, an unusable password hash, disabled), every key is revoked
     /// and loses its name, and the sessions, generation records, quota counters and
     /// idempotency entries of the account are deleted; usage counts and the audit log stay.
     /// Returns the object keys of the images its generations stored (for the caller to
@@ -80,6 +80,7 @@ pub trait UserRepository: Send + Sync + 'static {
     async fn erase_user(
         &self,
         id: UserId,
+        tombstone: &EmailAddress,
         at: OffsetDateTime,
     ) -> Result<Option<ErasedAccount>, RepositoryError>;
 }

@@ -9,6 +9,7 @@ use crate::accounts::model::{EmailAddress, NewUser, Password, Session, SessionId
 use crate::accounts::ports::{
     InsertUserError, PasswordHasher, PasswordHashingError, SessionRepository, UserRepository,
 };
+use crate::admin::model::AdminEmails;
 use crate::error::RepositoryError;
 use crate::quota::model::PeriodLimits;
 use crate::system::{Clock, IdGenerator};
@@ -17,6 +18,13 @@ use crate::system::{Clock, IdGenerator};
 pub enum RegisterError {
     #[error("an account with this email already exists")]
     EmailTaken,
+    /// At a top-level domain no mailbox can be at (`.invalid`, `.test`, `.example`,
+    /// `.localhost`).
+    #[error("this email is at a reserved domain")]
+    ReservedDomain,
+    /// Looks the same as an admin's email without being it.
+    #[error("this email looks like one reserved on this server")]
+    LooksLikeAReservedEmail,
     #[error(transparent)]
     Hashing(#[from] PasswordHashingError),
     #[error(transparent)]
@@ -84,6 +92,8 @@ pub struct AccountService {
     ids: Arc<dyn IdGenerator>,
     session_ttl: Duration,
     new_account_limits: PeriodLimits,
+    /// Protected emails and their skeletons.
+    look_alikes: Vec<(EmailAddress, String)>,
 }
 
 impl fmt::Debug for AccountService {
@@ -151,7 +161,18 @@ impl AccountService {
             ids: ports.ids,
             session_ttl,
             new_account_limits: PeriodLimits::default(),
+            look_alikes: Vec::new(),
         }
+    }
+
+    /// Emails that no one else's may look like (the admins'): a registration whose email has
+    /// the same UTS #39 skeleton as one of them, without being it, is refused.
+    pub fn with_protected_emails(mut self, emails: &AdminEmails) -> Self {
+        self.look_alikes = emails
+            .iter()
+            .map(|email| (email.clone(), email.skeleton()))
+            .collect();
+        self
     }
 
     /// New accounts get these quotas (the deployment's defaults).
@@ -238,6 +259,17 @@ impl Accounts for AccountService {
         email: EmailAddress,
         password: Password,
     ) -> Result<User, RegisterError> {
+        if email.is_at_a_reserved_domain() {
+            return Err(RegisterError::ReservedDomain);
+        }
+        let skeleton = email.skeleton();
+        let looks_like_another = self
+            .look_alikes
+            .iter()
+            .any(|(protected, look)| *look == skeleton && *protected != email);
+        if looks_like_another {
+            return Err(RegisterError::LooksLikeAReservedEmail);
+        }
         // Hash first: no database connection is held during the slow part.
         let password_hash = self.hasher.hash(&password).await?;
         let user = User {
@@ -387,6 +419,31 @@ mod tests {
             )
             .await;
         assert!(matches!(result, Err(RegisterError::EmailTaken)));
+    }
+
+    #[tokio::test]
+    async fn emails_at_reserved_domains_and_look_alikes_of_admins_are_refused() {
+        let mut users = MockUserRepository::new();
+        users.expect_insert_user().times(1).returning(|_| Ok(()));
+        let admins = AdminEmails::new(vec![EmailAddress::parse("admin@example.com").unwrap()]);
+        let service =
+            service(users, hasher_that_accepts("right password")).with_protected_emails(&admins);
+        let register = |email: &str| {
+            service.register(
+                EmailAddress::parse(email).unwrap(),
+                Password::parse_new("right password".into()).unwrap(),
+            )
+        };
+        assert!(matches!(
+            register("deleted-1@deleted.invalid").await,
+            Err(RegisterError::ReservedDomain)
+        ));
+        assert!(matches!(
+            register("adm\u{131}n@example.com").await,
+            Err(RegisterError::LooksLikeAReservedEmail)
+        ));
+        // The admin's own email registers (the one insert this test expects).
+        assert!(register("admin@example.com").await.is_ok());
     }
 
     #[tokio::test]

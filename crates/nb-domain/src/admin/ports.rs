@@ -4,7 +4,7 @@ use async_trait::async_trait;
 use time::OffsetDateTime;
 
 use super::model::{AccountChanges, AccountOverview, AccountSettings, AuditEntry};
-use crate::accounts::model::UserId;
+use crate::accounts::model::{EmailAddress, UserId};
 use crate::error::RepositoryError;
 use crate::pagination::{Page, PageRequest};
 
@@ -33,4 +33,19 @@ pub trait AdminRepository: Send + Sync + 'static {
 
     /// One page of the audit, newest first.
     async fn list_audit(&self, page: PageRequest) -> Result<Page<AuditEntry>, RepositoryError>;
+
+    /// Binds the admin email `email` to the account `user_id` unless it is bound already,
+    /// and MUST return the account it is bound to: the first that held it, one winner among
+    /// concurrent callers on every instance. A binding outlives its account (an erased
+    /// account keeps its email's admin rights away from whoever registers it next).
+    async fn bind_admin_email(
+        &self,
+        email: &EmailAddress,
+        user_id: UserId,
+        at: OffsetDateTime,
+    ) -> Result<UserId, RepositoryError>;
+
+    /// Forgets the binding of `email`, so the next account that holds it is bound; whether
+    /// there was one.
+    async fn release_admin_email(&self, email: &EmailAddress) -> Result<bool, RepositoryError>;
 }

@@ -61,8 +61,11 @@ impl fmt::Debug for AdminService {
 #[cfg_attr(feature = "mock", mockall::automock)]
 #[async_trait]
 pub trait Administration: Send + Sync + 'static {
-    /// Refuses anyone not named by `NB_ADMIN_EMAILS` (before anything else is looked at).
-    fn require_admin(&self, actor: &User) -> Result<(), AdminError>;
+    /// Refuses anyone who is not an admin: an account whose email `NB_ADMIN_EMAILS` names, and
+    /// the first account that held that email (the email is bound to it at its first admin
+    /// call, and stays bound when it is erased: a later registration of the same email is not
+    /// an admin until the operator releases it).
+    async fn require_admin(&self, actor: &User) -> Result<(), AdminError>;
 
     /// Accounts, oldest first, with their settings and usage.
     async fn accounts(
@@ -98,19 +101,35 @@ impl AdminService {
         Self { ports, admins }
     }
 
-    pub fn is_admin(&self, user: &User) -> bool {
+    /// Whether `user`'s email is one of `NB_ADMIN_EMAILS` (whether it is also the account
+    /// bound to it is [`Administration::require_admin`]'s question).
+    pub fn is_listed(&self, user: &User) -> bool {
         self.admins.includes(&user.email)
     }
 }
 
 #[async_trait]
 impl Administration for AdminService {
-    fn require_admin(&self, actor: &User) -> Result<(), AdminError> {
-        if self.is_admin(actor) {
-            Ok(())
-        } else {
-            Err(AdminError::NotAdmin)
+    async fn require_admin(&self, actor: &User) -> Result<(), AdminError> {
+        if !self.is_listed(actor) {
+            return Err(AdminError::NotAdmin);
         }
+        let bound = self
+            .ports
+            .accounts
+            .bind_admin_email(&actor.email, actor.id, self.ports.clock.now())
+            .await?;
+        if bound == actor.id {
+            return Ok(());
+        }
+        tracing::warn!(
+            email = %actor.email,
+            bound_to = %bound,
+            user_id = %actor.id,
+            "an account holds an admin email that is bound to an earlier account (erased?): it \
+             is not an admin until the operator runs `nanobanana admin release <email>`"
+        );
+        Err(AdminError::NotAdmin)
     }
 
     async fn accounts(
@@ -118,7 +137,7 @@ impl Administration for AdminService {
         actor: &User,
         page: PageRequest,
     ) -> Result<Page<AccountOverview>, AdminError> {
-        self.require_admin(actor)?;
+        self.require_admin(actor).await?;
         Ok(self
             .ports
             .accounts
@@ -133,7 +152,7 @@ impl Administration for AdminService {
         user_id: UserId,
         changes: AccountChanges,
     ) -> Result<AccountSettings, AdminError> {
-        self.require_admin(actor)?;
+        self.require_admin(actor).await?;
         if actor.id == user_id && changes.disabled == Some(true) {
             return Err(AdminError::DisablingSelf);
         }
@@ -162,7 +181,7 @@ impl Administration for AdminService {
         user_id: UserId,
         page: PageRequest,
     ) -> Result<Page<ApiKeyRecord>, AdminError> {
-        self.require_admin(actor)?;
+        self.require_admin(actor).await?;
         if self.ports.users.find_user_by_id(user_id).await?.is_none() {
             return Err(AdminError::NotFound);
         }
@@ -170,7 +189,7 @@ impl Administration for AdminService {
     }
 
     async fn audit(&self, actor: &User, page: PageRequest) -> Result<Page<AuditEntry>, AdminError> {
-        self.require_admin(actor)?;
+        self.require_admin(actor).await?;
         Ok(self.ports.accounts.list_audit(page).await?)
     }
 }
@@ -200,7 +219,20 @@ mod tests {
         }
     }
 
+    /// Admin emails are bound to whichever account asks: the one asking.
     fn service(accounts: MockAdminRepository, invalidation: MockKeyInvalidation) -> AdminService {
+        service_bound_to(accounts, invalidation, None)
+    }
+
+    /// Admin emails are bound to `bound_to` (`None`: the account asking).
+    fn service_bound_to(
+        mut accounts: MockAdminRepository,
+        invalidation: MockKeyInvalidation,
+        bound_to: Option<UserId>,
+    ) -> AdminService {
+        accounts
+            .expect_bind_admin_email()
+            .returning(move |_, asking, _| Ok(bound_to.unwrap_or(asking)));
         let mut clock = MockClock::new();
         clock.expect_now().return_const(NOW);
         let mut ids = MockIdGenerator::new();
@@ -320,5 +352,29 @@ mod tests {
         assert!(!after.disabled);
         assert!(!AccountChanges::default().touches_quotas());
         assert_eq!(AccountChanges::default().apply(before), before);
+    }
+
+    /// The admin email is bound to the account that held it first (now erased): a later
+    /// registration of the same email is refused like anyone else.
+    #[tokio::test]
+    async fn an_admin_email_registered_again_is_not_an_admin() {
+        let mut accounts = MockAdminRepository::new();
+        accounts.expect_list_accounts().never();
+        let first_holder = UserId(Uuid::from_u128(1));
+        let admin = service_bound_to(accounts, MockKeyInvalidation::new(), Some(first_holder));
+        let newcomer = user("root@example.com");
+        assert!(matches!(
+            admin.require_admin(&newcomer).await,
+            Err(AdminError::NotAdmin)
+        ));
+        assert!(matches!(
+            admin.accounts(&newcomer, PageRequest::first(10)).await,
+            Err(AdminError::NotAdmin)
+        ));
+        let original = User {
+            id: first_holder,
+            ..user("root@example.com")
+        };
+        assert!(admin.require_admin(&original).await.is_ok());
     }
 }
