@@ -15,7 +15,8 @@ use nb_domain::accounts::PasswordHashingError;
 use nb_domain::accounts::{ChangePasswordError, FindUserError, LoginError, RegisterError};
 use nb_domain::admin::AdminError;
 use nb_domain::api_keys::{
-    AuthenticateKeyError, CreateKeyError, FindKeyError, RevokeKeyError, UpdateKeyError,
+    AuthenticateKeyError, CreateKeyError, FindKeyError, RevokeKeyError, RollKeyError, RollRefusal,
+    UpdateKeyError,
 };
 use nb_domain::error::BoxError;
 use nb_domain::generation::{
@@ -396,6 +397,35 @@ fn account_disabled() -> ApiError {
 
 fn no_such_key() -> ApiError {
     ApiError::not_found("key_not_found", "No such API key.")
+}
+
+impl From<RollKeyError> for ApiError {
+    fn from(error: RollKeyError) -> Self {
+        match error {
+            RollKeyError::Refused(RollRefusal::NotFound) => no_such_key(),
+            RollKeyError::Refused(RollRefusal::AlreadyRolled) => Self::new(
+                StatusCode::CONFLICT,
+                "key_already_rolled",
+                "This key was already rolled; roll its successor (the key whose rolled_from \
+                 names it) instead.",
+            ),
+            RollKeyError::Refused(RollRefusal::Expired) => Self::new(
+                StatusCode::CONFLICT,
+                "key_expired",
+                "This key has expired and cannot be rolled; create a new key instead.",
+            ),
+            RollKeyError::Refused(RollRefusal::TooManyActiveKeys { max_active }) => Self::new(
+                StatusCode::CONFLICT,
+                "key_limit_reached",
+                format!(
+                    "An account may hold {max_active} active keys, and a key in its grace \
+                     period is active: revoke one, or roll with grace_seconds 0."
+                ),
+            ),
+            RollKeyError::Randomness(error) => Self::internal(error),
+            RollKeyError::Repository(error) => error.into(),
+        }
+    }
 }
 
 impl From<FindKeyError> for ApiError {

@@ -9,11 +9,11 @@ use nb_domain::RepositoryError;
 use nb_domain::accounts::UserId;
 use nb_domain::api_keys::{
     ApiKeyHash, ApiKeyId, ApiKeyRecord, AuthenticatedApiKey, KeyAccess, KeyChanges, KeyLimits,
-    KeyMode, NewApiKey,
+    KeyMode, KeyState, NewApiKey, RollApiKeyError, RollState,
 };
 use nb_domain::pagination::{Cursor, Page, PageRequest};
 use nb_domain::ports::{ApiKeyRepository, InsertKeyError};
-use nb_domain::quota::{PeriodLimits, QuotaScope, quota_applies};
+use nb_domain::quota::{PeriodLimits, QuotaPeriod, QuotaScope, quota_applies};
 use time::{OffsetDateTime, PrimitiveDateTime};
 
 use crate::convert::{
@@ -21,7 +21,7 @@ use crate::convert::{
 };
 use crate::pool::{Database, with_connection, with_transaction};
 use crate::quota::set_counters_from_usage;
-use crate::schema::{api_keys, users};
+use crate::schema::{api_keys, quota_counters, users};
 
 /// Every column but the hash, which never leaves the database once written.
 #[derive(Queryable, Selectable, Insertable)]
@@ -306,50 +306,95 @@ impl ApiKeyRepository for Database {
         old: ApiKeyId,
         new_key: &NewApiKey,
         old_expires_at: OffsetDateTime,
-    ) -> Result<bool, RepositoryError> {
-        let (user_id, old) = (user_id.to_string(), old.to_string());
-        let old_expires_at = to_stored_time(old_expires_at);
+        max_active: u32,
+    ) -> Result<(), RollApiKeyError> {
+        let (owner, user_id, old) = (user_id, user_id.to_string(), old.to_string());
+        let (old_ends_at, old_expires_at) = (old_expires_at, to_stored_time(old_expires_at));
+        let at = new_key.record.created_at;
+        let periods = [QuotaPeriod::Day, QuotaPeriod::Month]
+            .map(|period| (period.as_str(), period.starts_on(at)));
         let row = NewApiKeyRow {
             key: ApiKeyRow::from_record(&new_key.record),
             key_hash: new_key.key_hash.as_str().to_owned(),
         };
-        with_transaction!(self, |conn, run| {
+        let decided = with_transaction!(self, lock_user: Some(owner), |conn, run| {
+            let found: Option<(bool, Option<PrimitiveDateTime>)> = run!(
+                api_keys::table
+                    .filter(api_keys::id.eq(&old))
+                    .filter(api_keys::user_id.eq(&user_id))
+                    .select((api_keys::is_active, api_keys::expires_at)),
+                first,
+                conn
+            )
+            .optional()?;
+            let successors: i64 = run!(
+                api_keys::table
+                    .filter(api_keys::rolled_from.eq(Some(&old)))
+                    .count(),
+                get_result,
+                conn
+            )?;
+            let usable = usable_keys!(conn, run, &user_id, row.key.created_at);
+            let state = found.map(|(active, expires_at)| RollState {
+                key: KeyState {
+                    revoked: !active,
+                    expires_at: expires_at.map(from_stored_time),
+                    account_disabled: false,
+                },
+                already_rolled: successors > 0,
+                usable_keys: u32::try_from(usable).unwrap_or(u32::MAX),
+            });
+            if let Err(refusal) = RollState::check(state.as_ref(), at, old_ends_at, max_active) {
+                return Ok(Err(refusal));
+            }
             // The old key expires at the grace's end, or sooner when it already would.
-            let shortened = run!(
+            run!(
                 diesel::update(
-                    api_keys::table
-                        .filter(api_keys::id.eq(&old))
-                        .filter(api_keys::user_id.eq(&user_id))
-                        .filter(api_keys::is_active.eq(true))
-                        .filter(
-                            api_keys::expires_at
-                                .is_null()
-                                .or(api_keys::expires_at.gt(old_expires_at)),
-                        ),
+                    api_keys::table.filter(api_keys::id.eq(&old)).filter(
+                        api_keys::expires_at
+                            .is_null()
+                            .or(api_keys::expires_at.gt(old_expires_at)),
+                    ),
                 )
                 .set(api_keys::expires_at.eq(Some(old_expires_at))),
                 execute,
                 conn
             )?;
-            let exists: i64 = run!(
-                api_keys::table
-                    .filter(api_keys::id.eq(&old))
-                    .filter(api_keys::user_id.eq(&user_id))
-                    .filter(api_keys::is_active.eq(true))
-                    .count(),
-                get_result,
-                conn
-            )?;
-            if shortened == 0 && exists == 0 {
-                return Ok(false);
-            }
             run!(
                 diesel::insert_into(api_keys::table).values(&row),
                 execute,
                 conn
             )?;
-            Ok(true)
-        })
+            // What the old key spent of its day and month quotas, its successor has spent.
+            for (period, starts_on) in &periods {
+                let spent: Option<i64> = run!(
+                    quota_counters::table
+                        .filter(quota_counters::subject_kind.eq(QuotaScope::Key.as_str()))
+                        .filter(quota_counters::subject_id.eq(&old))
+                        .filter(quota_counters::period.eq(*period))
+                        .filter(quota_counters::starts_on.eq(*starts_on))
+                        .select(quota_counters::count),
+                    first,
+                    conn
+                )
+                .optional()?;
+                if let Some(spent) = spent {
+                    run!(
+                        diesel::insert_into(quota_counters::table).values((
+                            quota_counters::subject_kind.eq(QuotaScope::Key.as_str()),
+                            quota_counters::subject_id.eq(&row.key.id),
+                            quota_counters::period.eq(*period),
+                            quota_counters::starts_on.eq(*starts_on),
+                            quota_counters::count.eq(spent),
+                        )),
+                        execute,
+                        conn
+                    )?;
+                }
+            }
+            Ok(Ok(()))
+        })?;
+        Ok(decided?)
     }
 
     #[tracing::instrument(skip(self))]

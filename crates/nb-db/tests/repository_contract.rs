@@ -11,7 +11,7 @@ use nb_domain::accounts::{EmailAddress, NewUser, PasswordHash, Session, SessionI
 use nb_domain::admin::{ACCOUNT_UPDATE, AccountChanges, AccountSettings, AuditEntry};
 use nb_domain::api_keys::{
     ApiKeyHash, ApiKeyId, ApiKeyName, ApiKeyRecord, KeyChanges, KeyLimits, KeyMode, KeyUsage,
-    LimitChanges, NewApiKey,
+    LimitChanges, NewApiKey, RollRefusal,
 };
 use nb_domain::generation::{
     AllowedModels, GenerationId, GenerationOutcome, GenerationRecord, ImageFormat, ImageSize,
@@ -20,7 +20,7 @@ use nb_domain::generation::{
 use nb_domain::pagination::PageRequest;
 use nb_domain::ports::{
     AdminRepository, ApiKeyRepository, GenerationRepository, InsertKeyError, InsertUserError,
-    QuotaRepository, SessionRepository, UserRepository,
+    QuotaRepository, RollApiKeyError, SessionRepository, UserRepository,
 };
 use nb_domain::quota::{
     PeriodLimits, QuotaLimit, QuotaPeriod, QuotaScope, QuotaStanding, ReserveError, Reserved,
@@ -273,7 +273,8 @@ async fn active_keys_are_found_by_hash_and_inactive_ones_are_not(db: Database) {
 
 async fn key_uses_only_move_last_used_forward(db: Database) {
     let ada = registered(&db, "ada@example.com").await;
-    let first = new_key(ada, T0, "hash-first");
+    let mut first = new_key(ada, T0, "hash-first");
+    first.record.limits.quotas.per_day = limit(10);
     let second = new_key(ada, T0, "hash-second");
     db.insert_api_key(&first, MAX_ACTIVE).await.unwrap();
     db.insert_api_key(&second, MAX_ACTIVE).await.unwrap();
@@ -813,20 +814,18 @@ async fn rolling_stores_the_successor_and_ends_the_old_key(db: Database) {
 
     // Not bob's to roll: nothing stored.
     let bob = registered(&db, "bob@example.com").await;
-    assert!(
-        !db.roll_api_key(bob, old.record.id, &successor, T0)
-            .await
-            .unwrap()
-    );
+    assert!(matches!(
+        db.roll_api_key(bob, old.record.id, &successor, T0, MAX_ACTIVE)
+            .await,
+        Err(RollApiKeyError::Refused(RollRefusal::NotFound))
+    ));
     assert_eq!(all_keys(&db, ada).await.len(), 1);
 
     // A later end than the key already has does not extend it.
     let later = T0 + Duration::days(1);
-    assert!(
-        db.roll_api_key(ada, old.record.id, &successor, later)
-            .await
-            .unwrap()
-    );
+    db.roll_api_key(ada, old.record.id, &successor, later, MAX_ACTIVE)
+        .await
+        .unwrap();
     let keys = all_keys(&db, ada).await;
     assert_eq!(keys.len(), 2);
     assert_eq!(keys[0].id, successor.record.id);
@@ -842,11 +841,9 @@ async fn rolling_stores_the_successor_and_ends_the_old_key(db: Database) {
     // An earlier one ends it sooner; a revoked key cannot be rolled.
     let mut third = new_key(ada, T0 + Duration::minutes(2), "hash-third");
     third.record.rolled_from = Some(successor.record.id);
-    assert!(
-        db.roll_api_key(ada, successor.record.id, &third, T0)
-            .await
-            .unwrap()
-    );
+    db.roll_api_key(ada, successor.record.id, &third, T0, MAX_ACTIVE)
+        .await
+        .unwrap();
     let found = db
         .find_active_api_key(&successor.key_hash)
         .await
@@ -856,12 +853,80 @@ async fn rolling_stores_the_successor_and_ends_the_old_key(db: Database) {
     db.deactivate_api_key(ada, third.record.id).await.unwrap();
     let mut fourth = new_key(ada, T0, "hash-fourth");
     fourth.record.rolled_from = Some(third.record.id);
-    assert!(
-        !db.roll_api_key(ada, third.record.id, &fourth, T0)
-            .await
-            .unwrap()
-    );
+    assert!(matches!(
+        db.roll_api_key(ada, third.record.id, &fourth, T0, MAX_ACTIVE)
+            .await,
+        Err(RollApiKeyError::Refused(RollRefusal::NotFound))
+    ));
     assert_eq!(all_keys(&db, ada).await.len(), 3);
+}
+
+/// A roll adds an active key (the old one works through its grace), so it counts against
+/// the cap; a key is rolled once, and not once it expired; and its successor starts with
+/// what the old key spent of its day and month quotas.
+async fn rolling_counts_against_the_cap_once_and_carries_the_quotas(db: Database) {
+    let ada = registered(&db, "ada@example.com").await;
+    let mut first = new_key(ada, T0, "hash-first");
+    first.record.limits.quotas.per_day = limit(10);
+    let second = new_key(ada, T0, "hash-second");
+    db.insert_api_key(&first, 2).await.unwrap();
+    db.insert_api_key(&second, 2).await.unwrap();
+    let grace = T0 + Duration::hours(1);
+    let successor = |n: &str, of: &NewApiKey| {
+        let mut key = new_key(ada, T0 + Duration::minutes(1), n);
+        key.record.rolled_from = Some(of.record.id);
+        key.record.limits = of.record.limits;
+        key
+    };
+    let over = successor("hash-over", &first);
+    assert!(matches!(
+        db.roll_api_key(ada, first.record.id, &over, grace, 2).await,
+        Err(RollApiKeyError::Refused(RollRefusal::TooManyActiveKeys {
+            max_active: 2
+        }))
+    ));
+    assert_eq!(all_keys(&db, ada).await.len(), 2);
+    // Spend three of the first key's day quota, then roll it with room for one more key.
+    let caller = AuthenticatedApiKey {
+        quota_applies: true,
+        ..AuthenticatedApiKey::unlimited(first.record.id, ada)
+    };
+    db.reserve(&caller, 3, T0).await.unwrap();
+    let next = successor("hash-next", &first);
+    db.roll_api_key(ada, first.record.id, &next, grace, 3)
+        .await
+        .unwrap();
+    let successor_caller = AuthenticatedApiKey {
+        quota_applies: true,
+        ..AuthenticatedApiKey::unlimited(next.record.id, ada)
+    };
+    let reserved = db
+        .reserve(&successor_caller, 7, T0 + Duration::minutes(2))
+        .await
+        .unwrap();
+    assert_eq!(reserved.tightest.map(|standing| standing.used), Some(10));
+    assert!(matches!(
+        db.reserve(&successor_caller, 1, T0 + Duration::minutes(2))
+            .await,
+        Err(ReserveError::Exceeded(_))
+    ));
+    // Once only; and not after it expired.
+    let again = successor("hash-again", &first);
+    assert!(matches!(
+        db.roll_api_key(ada, first.record.id, &again, grace, 10)
+            .await,
+        Err(RollApiKeyError::Refused(RollRefusal::AlreadyRolled))
+    ));
+    let mut ending = new_key(ada, T0, "hash-ending");
+    ending.record.expires_at = Some(T0 + Duration::seconds(30));
+    db.insert_api_key(&ending, 10).await.unwrap();
+    let late = successor("hash-late", &ending);
+    assert!(matches!(
+        db.roll_api_key(ada, ending.record.id, &late, grace, 10)
+            .await,
+        Err(RollApiKeyError::Refused(RollRefusal::Expired))
+    ));
+    assert_eq!(all_keys(&db, ada).await.len(), 4);
 }
 
 fn audit_entry(actor: UserId, target: UserId) -> AuditEntry {
@@ -1025,6 +1090,7 @@ contract!(
     reservations_read_the_key_and_account_as_they_are,
     a_new_quota_counts_what_was_already_made,
     rolling_stores_the_successor_and_ends_the_old_key,
+    rolling_counts_against_the_cap_once_and_carries_the_quotas,
     account_changes_are_audited_with_before_and_after,
     an_idempotency_entry_is_claimed_once_then_replayed,
     a_released_or_lapsed_idempotency_entry_is_claimed_afresh,

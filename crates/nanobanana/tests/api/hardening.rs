@@ -317,7 +317,120 @@ async fn look_alikes_of_an_admin_email_are_refused(app: TestApp) {
     );
 }
 
+async fn roll(app: &TestApp, token: &str, key_id: &str, grace: u64) -> reqwest::Response {
+    app.client
+        .post(app.url(&format!("/v1/keys/{key_id}/roll")))
+        .bearer_auth(token)
+        .json(&json!({"grace_seconds": grace}))
+        .send()
+        .await
+        .unwrap()
+}
+
+/// With the account at its cap, rolling with a grace is refused (the old key is active
+/// through its grace); without one the successor takes its place. A key is rolled once. Its
+/// successor starts with what it spent of its day quota.
+async fn rolling_counts_against_the_active_key_cap(app: TestApp) {
+    let token = app.signed_up("ada@example.com").await;
+    let mut ids = Vec::new();
+    for n in 0..3 {
+        let created = app
+            .create_key(
+                &token,
+                Some(json!({"name": format!("k{n}"), "limits": {"per_day": 5}})),
+            )
+            .await;
+        assert_eq!(created.status(), 201);
+        let body: Value = created.json().await.unwrap();
+        ids.push((
+            body["id"].as_str().unwrap().to_owned(),
+            body["key"].as_str().unwrap().to_owned(),
+        ));
+    }
+    let (first_id, first_key) = &ids[0];
+    for _ in 0..2 {
+        assert_eq!(
+            app.generate(first_key, &json!({"prompt": "x"}))
+                .await
+                .status(),
+            200
+        );
+    }
+    for _ in 0..3 {
+        assert_error(
+            roll(&app, &token, first_id, 3600).await,
+            409,
+            "key_limit_reached",
+        )
+        .await;
+    }
+    assert_eq!(app.list_keys(&token).await.len(), 3);
+    // Without a grace the old key ends at once: room for its successor.
+    let rolled = roll(&app, &token, first_id, 0).await;
+    assert_eq!(rolled.status(), 201);
+    let successor: Value = rolled.json().await.unwrap();
+    let successor_key = successor["key"].as_str().unwrap().to_owned();
+    assert_error(
+        roll(&app, &token, first_id, 0).await,
+        409,
+        "key_already_rolled",
+    )
+    .await;
+    // It had spent 2 of its 5 a day: its successor has 3 left.
+    for _ in 0..3 {
+        assert_eq!(
+            app.generate(&successor_key, &json!({"prompt": "x"}))
+                .await
+                .status(),
+            200
+        );
+    }
+    assert_error(
+        app.generate(&successor_key, &json!({"prompt": "x"})).await,
+        429,
+        "quota_exceeded",
+    )
+    .await;
+    let usable = app
+        .list_keys(&token)
+        .await
+        .iter()
+        .filter(|key| key["is_active"] == true && key["expires_at"].is_null())
+        .count();
+    assert_eq!(usable, 3);
+}
+
+/// An expired key cannot be rolled.
+async fn an_expired_key_cannot_be_rolled(app: TestApp) {
+    let token = app.signed_up("ada@example.com").await;
+    let soon = time::OffsetDateTime::now_utc() + time::Duration::seconds(1);
+    let soon = soon
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap();
+    let created = app
+        .create_key(&token, Some(json!({"name": "soon", "expires_at": soon})))
+        .await;
+    assert_eq!(created.status(), 201);
+    let body: Value = created.json().await.unwrap();
+    let (id, key) = (
+        body["id"].as_str().unwrap().to_owned(),
+        body["key"].as_str().unwrap().to_owned(),
+    );
+    nb_testkit::eventually_true(
+        "the key expires",
+        std::time::Duration::from_secs(10),
+        std::time::Duration::from_millis(100),
+        || async { app.generate(&key, &json!({"prompt": "x"})).await.status() == 401 },
+    )
+    .await;
+    assert_error(roll(&app, &token, &id, 3600).await, 409, "key_expired").await;
+    assert_eq!(app.list_keys(&token).await.len(), 1);
+}
+
 configured_on_both_backends!(
+    rolling_counts_against_the_active_key_cap => |config| {
+        config.limits.max_active_keys_per_account = std::num::NonZeroU32::new(3).unwrap();
+    },
     look_alikes_of_an_admin_email_are_refused => |config| {
         config.security.admin_emails = nanobanana::config::sections::AdminEmailList(
             nb_domain::admin::AdminEmails::new(vec![
@@ -332,6 +445,7 @@ on_both_backends!(
     admin_rights_stay_with_the_first_account_that_held_the_email,
     erasure_cannot_be_blocked_by_a_squatted_tombstone,
     registration_refuses_addresses_no_one_should_hold,
+    an_expired_key_cannot_be_rolled,
     api_keys_are_never_taken_from_a_cookie,
     a_password_change_on_a_console_session_renews_its_cookies,
     a_csrf_token_is_bound_to_its_session,

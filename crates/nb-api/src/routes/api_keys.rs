@@ -257,6 +257,7 @@ pub(crate) async fn update(
         (status = 401, description = "Missing, invalid or expired access token", body = ErrorBody),
         (status = 403, description = "The account is disabled (`account_disabled`)", body = ErrorBody),
         (status = 404, description = "No such unrevoked key of this user", body = ErrorBody),
+        (status = 409, description = "Rolled before (`key_already_rolled`), expired (`key_expired`), or one active key too many: a key in its grace is active (`key_limit_reached`)", body = ErrorBody),
         (status = 422, description = "Invalid grace", body = ErrorBody),
     ))]
 pub(crate) async fn roll(

@@ -28,6 +28,7 @@ use super::model::{ApiKeyHash, ApiKeyId, ApiKeyRecord, KeyAccess, KeyChanges, Ne
 use crate::accounts::model::UserId;
 use crate::api_keys::ports::{
     ApiKeyRepository, InsertKeyError, KeyChange, KeyChangeBroadcast, KeyInvalidation,
+    RollApiKeyError,
 };
 use crate::error::RepositoryError;
 use crate::pagination::{Page, PageRequest};
@@ -271,13 +272,13 @@ impl ApiKeyRepository for CachingApiKeyRepository {
         old: ApiKeyId,
         new_key: &NewApiKey,
         old_expires_at: OffsetDateTime,
-    ) -> Result<bool, RepositoryError> {
-        let rolled = self
-            .inner
-            .roll_api_key(user_id, old, new_key, old_expires_at)
+        max_active: u32,
+    ) -> Result<(), RollApiKeyError> {
+        self.inner
+            .roll_api_key(user_id, old, new_key, old_expires_at, max_active)
             .await?;
         self.changed(KeyChange::Key(old)).await;
-        Ok(rolled)
+        Ok(())
     }
 
     async fn deactivate_api_key(

@@ -1,6 +1,7 @@
 //! How key operations can fail.
 
-use super::model::KeyRefusal;
+use super::model::{KeyRefusal, RollRefusal};
+use super::ports::RollApiKeyError;
 use crate::error::RepositoryError;
 use crate::system::RandomnessUnavailable;
 
@@ -37,6 +38,26 @@ pub enum FindKeyError {
     Randomness(#[from] RandomnessUnavailable),
     #[error(transparent)]
     Repository(#[from] RepositoryError),
+}
+
+/// Rolling a key.
+#[derive(Debug, thiserror::Error)]
+pub enum RollKeyError {
+    #[error(transparent)]
+    Refused(#[from] RollRefusal),
+    #[error(transparent)]
+    Randomness(#[from] RandomnessUnavailable),
+    #[error(transparent)]
+    Repository(#[from] RepositoryError),
+}
+
+impl From<RollApiKeyError> for RollKeyError {
+    fn from(error: RollApiKeyError) -> Self {
+        match error {
+            RollApiKeyError::Refused(refusal) => Self::Refused(refusal),
+            RollApiKeyError::Repository(error) => Self::Repository(error),
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]

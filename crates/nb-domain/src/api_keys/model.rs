@@ -451,6 +451,71 @@ impl KeyState {
     }
 }
 
+/// Why a key cannot be rolled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum RollRefusal {
+    /// No unrevoked key of the user has this id.
+    #[error("no such API key")]
+    NotFound,
+    /// It was rolled before: its successor is the key to roll.
+    #[error("the key was already rolled")]
+    AlreadyRolled,
+    /// It has expired (its grace, if it had one, is over).
+    #[error("the key has expired")]
+    Expired,
+    /// The successor would be one active key too many (a key in its grace is active).
+    #[error("the account already has {max_active} active keys")]
+    TooManyActiveKeys { max_active: u32 },
+}
+
+/// What a roll is decided on, as the repository reads it in its transaction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RollState {
+    /// The key to roll: revoked or not, and when it expires.
+    pub key: KeyState,
+    /// Whether a key already names it in `rolled_from`.
+    pub already_rolled: bool,
+    /// The account's usable keys (unrevoked, unexpired) at the moment of the roll, the key
+    /// itself included.
+    pub usable_keys: u32,
+}
+
+impl RollState {
+    /// Whether the key may be rolled at `at`, the old key then ending at `old_ends_at`, under
+    /// a cap of `max_active` usable keys: not when it is gone or revoked, already rolled,
+    /// expired (in that order), or when its successor would pass the cap — the old key stays
+    /// active through its grace, so rolling with a grace adds a key like creating one does
+    /// (without one, the successor takes the old key's place).
+    pub fn check(
+        state: Option<&Self>,
+        at: OffsetDateTime,
+        old_ends_at: OffsetDateTime,
+        max_active: u32,
+    ) -> Result<(), RollRefusal> {
+        let state = state.ok_or(RollRefusal::NotFound)?;
+        if state.key.revoked {
+            return Err(RollRefusal::NotFound);
+        }
+        if state.already_rolled {
+            return Err(RollRefusal::AlreadyRolled);
+        }
+        if state
+            .key
+            .expires_at
+            .is_some_and(|expires_at| expires_at <= at)
+        {
+            return Err(RollRefusal::Expired);
+        }
+        let usable_after_the_old_one_ends = state
+            .usable_keys
+            .saturating_sub(u32::from(old_ends_at <= at));
+        if usable_after_the_old_one_ends >= max_active {
+            return Err(RollRefusal::TooManyActiveKeys { max_active });
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -588,5 +653,68 @@ mod tests {
             ..access
         };
         assert_eq!(expired_and_disabled.check(now), Err(KeyRefusal::Expired));
+    }
+
+    #[test]
+    fn a_key_is_rolled_once_while_it_works_and_the_cap_counts_its_successor() {
+        let now = time::macros::datetime!(2026-11-30 12:00 UTC);
+        let fine = RollState {
+            key: KeyState {
+                revoked: false,
+                expires_at: Some(now + time::Duration::hours(1)),
+                account_disabled: false,
+            },
+            already_rolled: false,
+            usable_keys: 19,
+        };
+        let grace = now + time::Duration::hours(1);
+        assert_eq!(RollState::check(Some(&fine), now, grace, 20), Ok(()));
+        assert_eq!(
+            RollState::check(None, now, grace, 20),
+            Err(RollRefusal::NotFound)
+        );
+        let revoked = RollState {
+            key: KeyState {
+                revoked: true,
+                ..fine.key
+            },
+            already_rolled: true,
+            ..fine
+        };
+        assert_eq!(
+            RollState::check(Some(&revoked), now, grace, 20),
+            Err(RollRefusal::NotFound)
+        );
+        // Rolled with no grace: expired and rolled; "already rolled" says what to do.
+        let rolled = RollState {
+            key: KeyState {
+                expires_at: Some(now),
+                ..fine.key
+            },
+            already_rolled: true,
+            ..fine
+        };
+        assert_eq!(
+            RollState::check(Some(&rolled), now, grace, 20),
+            Err(RollRefusal::AlreadyRolled)
+        );
+        let expired = RollState {
+            already_rolled: false,
+            ..rolled
+        };
+        assert_eq!(
+            RollState::check(Some(&expired), now, grace, 20),
+            Err(RollRefusal::Expired)
+        );
+        let full = RollState {
+            usable_keys: 20,
+            ..fine
+        };
+        assert_eq!(
+            RollState::check(Some(&full), now, grace, 20),
+            Err(RollRefusal::TooManyActiveKeys { max_active: 20 })
+        );
+        // Without a grace the successor takes the old key's place: allowed at the cap.
+        assert_eq!(RollState::check(Some(&full), now, now, 20), Ok(()));
     }
 }

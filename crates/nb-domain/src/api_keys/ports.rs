@@ -4,7 +4,9 @@ use async_trait::async_trait;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use super::model::{ApiKeyHash, ApiKeyId, ApiKeyRecord, KeyAccess, KeyChanges, NewApiKey};
+use super::model::{
+    ApiKeyHash, ApiKeyId, ApiKeyRecord, KeyAccess, KeyChanges, NewApiKey, RollRefusal,
+};
 use crate::accounts::model::UserId;
 use crate::error::RepositoryError;
 use crate::pagination::{Page, PageRequest};
@@ -14,6 +16,14 @@ pub enum InsertKeyError {
     /// The owner already has the most active keys allowed.
     #[error("the account already has {max_active} active keys")]
     TooManyActiveKeys { max_active: u32 },
+    #[error(transparent)]
+    Repository(#[from] RepositoryError),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RollApiKeyError {
+    #[error(transparent)]
+    Refused(#[from] RollRefusal),
     #[error(transparent)]
     Repository(#[from] RepositoryError),
 }
@@ -59,17 +69,21 @@ pub trait ApiKeyRepository: Send + Sync + 'static {
         at: OffsetDateTime,
     ) -> Result<Option<ApiKeyRecord>, RepositoryError>;
 
-    /// Stores `new_key` (which names `old` in `rolled_from`) and makes the user's unrevoked
-    /// key `old` expire at `old_expires_at` (or sooner, when it already would), in one
-    /// transaction. MUST store nothing and return `Ok(false)` when `old` is not an unrevoked
-    /// key of the user.
+    /// Rolls the user's key `old` into `new_key` (which names `old` in `rolled_from`), in one
+    /// transaction under the owner's lock: reads the old key's state, whether it was rolled
+    /// before, and the account's usable keys at `new_key`'s `created_at`; asks
+    /// [`RollState::check`](super::model::RollState::check) with `max_active`; and, allowed, stores `new_key`, makes `old`
+    /// expire at `old_expires_at` (or sooner, when it already would), and gives `new_key`
+    /// the old key's day and month quota counters for the periods holding `created_at` (an
+    /// allowance moves with the roll). MUST store nothing and return the refusal otherwise.
     async fn roll_api_key(
         &self,
         user_id: UserId,
         old: ApiKeyId,
         new_key: &NewApiKey,
         old_expires_at: OffsetDateTime,
-    ) -> Result<bool, RepositoryError>;
+        max_active: u32,
+    ) -> Result<(), RollApiKeyError>;
 
     /// Sets `is_active = false` on the key if it belongs to `user_id`. MUST return `Ok(true)`
     /// when the user owns the key (even if it was already inactive) and `Ok(false)` when no

@@ -12,11 +12,12 @@ use std::time::Duration;
 use time::OffsetDateTime;
 
 use super::error::{
-    AuthenticateKeyError, CreateKeyError, FindKeyError, RevokeKeyError, UpdateKeyError,
+    AuthenticateKeyError, CreateKeyError, FindKeyError, RevokeKeyError, RollKeyError,
+    UpdateKeyError,
 };
 use super::model::{
     API_KEY_RANDOM_BYTES, ApiKeyId, ApiKeyRecord, ApiKeySecret, ApiKeyView, AuthenticatedApiKey,
-    CreatedApiKey, KeyChanges, KeyMode, KeySettings, NewApiKey,
+    CreatedApiKey, KeyChanges, KeyMode, KeySettings, NewApiKey, RollRefusal,
 };
 use crate::accounts::model::UserId;
 use crate::api_keys::ports::{ApiKeyRepository, InsertKeyError};
@@ -115,7 +116,7 @@ pub trait ApiKeys: Send + Sync + 'static {
         user_id: UserId,
         key_id: ApiKeyId,
         grace: Duration,
-    ) -> Result<CreatedApiKey, FindKeyError>;
+    ) -> Result<CreatedApiKey, RollKeyError>;
 
     /// Deactivates one of the user's keys. Revoking an already revoked key succeeds again.
     async fn revoke(&self, user_id: UserId, key_id: ApiKeyId) -> Result<(), RevokeKeyError>;
@@ -281,13 +282,13 @@ impl ApiKeys for ApiKeyService {
         user_id: UserId,
         key_id: ApiKeyId,
         grace: Duration,
-    ) -> Result<CreatedApiKey, FindKeyError> {
+    ) -> Result<CreatedApiKey, RollKeyError> {
         let old = self
             .keys
             .find_api_key(user_id, key_id)
             .await?
             .filter(|old| old.is_active)
-            .ok_or(FindKeyError::NotFound)?;
+            .ok_or(RollRefusal::NotFound)?;
         let settings = KeySettings {
             name: super::model::ApiKeyName::from_stored(old.name.clone()),
             mode: old.mode,
@@ -296,13 +297,15 @@ impl ApiKeys for ApiKeyService {
         };
         let (new_key, secret) = self.new_key(user_id, settings, Some(old.id))?;
         let old_expires_at: OffsetDateTime = new_key.record.created_at + grace;
-        if !self
-            .keys
-            .roll_api_key(user_id, old.id, &new_key, old_expires_at)
-            .await?
-        {
-            return Err(FindKeyError::NotFound);
-        }
+        self.keys
+            .roll_api_key(
+                user_id,
+                old.id,
+                &new_key,
+                old_expires_at,
+                self.policy.max_active_per_account,
+            )
+            .await?;
         Ok(CreatedApiKey {
             record: new_key.record,
             secret,
