@@ -36,6 +36,11 @@ pub struct ServerSettings {
     #[serde(rename = "client_body_timeout_seconds")]
     #[serde_as(as = "DurationSeconds<u64>")]
     pub client_body_timeout: Duration,
+    /// The longest a whole request body may take to arrive, from the request's head (a
+    /// client trickling a byte at a time is cut off here).
+    #[serde(rename = "client_body_deadline_seconds")]
+    #[serde_as(as = "DurationSeconds<u64>")]
+    pub client_body_deadline: Duration,
     /// How long requests in flight may finish after SIGTERM.
     #[serde(rename = "shutdown_grace_seconds")]
     #[serde_as(as = "DurationSeconds<u64>")]
@@ -63,6 +68,7 @@ impl Default for ServerSettings {
             client_request_timeout: Duration::from_secs(10),
             keep_alive: Duration::from_secs(75),
             client_body_timeout: Duration::from_secs(10),
+            client_body_deadline: Duration::from_secs(60),
             shutdown_grace: Duration::from_secs(30),
             shutdown_drain: Duration::ZERO,
             cors_origins: Vec::new(),
@@ -88,6 +94,7 @@ impl ServerSettings {
             ),
             ("keep_alive_seconds", self.keep_alive),
             ("client_body_timeout_seconds", self.client_body_timeout),
+            ("client_body_deadline_seconds", self.client_body_deadline),
             ("shutdown_grace_seconds", self.shutdown_grace),
         ] {
             if timeout.is_zero() {

@@ -44,6 +44,26 @@ impl LocalStorage {
     }
 }
 
+/// The data folder and the folders under it are this user's alone (0700), whatever the umask;
+/// existing folders keep their mode.
+fn create_private_folder(folder: &Path) -> std::io::Result<()> {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder.create(folder)
+}
+
+/// A new file readable by this user alone (0600), whatever the umask.
+fn write_private_file(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write as _;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    options.open(path)?.write_all(bytes)
+}
+
 /// A full disk (or quota) is `Full`: the operator must free space; anything else `Failed`.
 fn storage_error(error: std::io::Error) -> StorageError {
     use std::io::ErrorKind;
@@ -71,9 +91,9 @@ impl ObjectStorage for LocalStorage {
             let folder = path
                 .parent()
                 .ok_or_else(|| std::io::Error::other("no parent folder"))?;
-            std::fs::create_dir_all(folder)?;
+            create_private_folder(folder)?;
             let temporary = folder.join(format!(".{}.partial", uuid::Uuid::new_v4().simple()));
-            let written = std::fs::write(&temporary, &bytes)
+            let written = write_private_file(&temporary, &bytes)
                 .and_then(|()| std::fs::rename(&temporary, &path));
             if written.is_err() {
                 let _ = std::fs::remove_file(&temporary);

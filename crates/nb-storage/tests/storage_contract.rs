@@ -283,6 +283,32 @@ async fn local_disk() {
     assert_eq!(leftovers.count(), 0);
 }
 
+/// The folders local storage makes (the data folder included) are its user's alone, and so
+/// are the images (0700 and 0600).
+#[cfg(unix)]
+#[tokio::test]
+async fn local_images_and_their_folders_are_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let parent = tempfile::tempdir().unwrap();
+    let data = parent.path().join("data");
+    let storage = LocalStorage::new(&data, "http://127.0.0.1:8000/");
+    let image = jpeg();
+    let key = key_for(&image);
+    storage.put(&key, &image).await.unwrap();
+    let mode =
+        |path: &std::path::Path| std::fs::metadata(path).unwrap().permissions().mode() & 0o777;
+    let file = data.join(key.as_str());
+    assert_eq!(mode(&file), 0o600, "{}", file.display());
+    let mut folder = file.parent().unwrap();
+    loop {
+        assert_eq!(mode(folder), 0o700, "{}", folder.display());
+        if folder == data {
+            break;
+        }
+        folder = folder.parent().unwrap();
+    }
+}
+
 #[tokio::test]
 async fn local_disk_serves_only_real_images() {
     let folder = tempfile::tempdir().unwrap();

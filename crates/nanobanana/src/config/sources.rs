@@ -70,6 +70,11 @@ pub const VARIABLES: &[Variable] = &[
         Number,
     ),
     var(
+        "NB_CLIENT_BODY_DEADLINE_SECONDS",
+        "server.client_body_deadline_seconds",
+        Number,
+    ),
+    var(
         "NB_SHUTDOWN_GRACE_SECONDS",
         "server.shutdown_grace_seconds",
         Number,

@@ -427,6 +427,111 @@ async fn an_expired_key_cannot_be_rolled(app: TestApp) {
     assert_eq!(app.list_keys(&token).await.len(), 1);
 }
 
+/// Every JSON body refuses a field it does not know, naming it (422; the OpenAI surface:
+/// 400 with `param`, as OpenAI answers an unrecognized argument).
+async fn unknown_fields_are_refused_on_every_json_body(app: TestApp) {
+    let (token, key) = app.user_with_key("ada@example.com").await;
+    let (_, key_id) = {
+        let keys = app.list_keys(&token).await;
+        ((), keys[0]["id"].as_str().unwrap().to_owned())
+    };
+    let with_token = |method: &str, path: String, body: Value| {
+        app.client
+            .request(method.parse().unwrap(), app.url(&path))
+            .bearer_auth(&token)
+            .json(&body)
+            .send()
+    };
+    let cases = [
+        (
+            app.post_json(
+                "/v1/auth/register",
+                &json!({"email": "bob@example.com", "password": PASSWORD, "admin": true}),
+            )
+            .await,
+            "admin",
+        ),
+        (
+            app.post_json(
+                "/v1/auth/login",
+                &json!({"email": "ada@example.com", "password": PASSWORD, "remember": true}),
+            )
+            .await,
+            "remember",
+        ),
+        (
+            with_token(
+                "POST",
+                "/v1/auth/password".into(),
+                json!({"current_password": PASSWORD, "new_password": "another password", "force": 1}),
+            )
+            .await
+            .unwrap(),
+            "force",
+        ),
+        (
+            with_token("POST", "/v1/keys".into(), json!({"name": "x", "scopes": ["all"]}))
+                .await
+                .unwrap(),
+            "scopes",
+        ),
+        (
+            with_token(
+                "POST",
+                format!("/v1/keys/{key_id}/roll"),
+                json!({"grace_seconds": 0, "keep": true}),
+            )
+            .await
+            .unwrap(),
+            "keep",
+        ),
+        (
+            with_token("DELETE", "/v1/auth/me".into(), json!({"password": PASSWORD, "why": "x"}))
+                .await
+                .unwrap(),
+            "why",
+        ),
+        (
+            app.generate(&key, &json!({"prompt": "a banana", "seed": 7})).await,
+            "seed",
+        ),
+    ];
+    for (response, field) in cases {
+        let body = assert_error(response, 422, "validation_failed").await;
+        assert_eq!(body["error"]["field"], field, "{body}");
+    }
+    let openai = app
+        .client
+        .post(app.url("/v1/images/generations"))
+        .bearer_auth(&key)
+        .json(&json!({"prompt": "a banana", "seed": 7}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(openai.status(), 400);
+    let body: Value = openai.json().await.unwrap();
+    assert_eq!(body["error"]["param"], "seed", "{body}");
+    assert_eq!(app.google_requests().await, 0);
+}
+
+/// Two `Idempotency-Key` headers are a 400, not a guess at which one counts.
+async fn two_idempotency_keys_are_refused(app: TestApp) {
+    let (_, key) = app.user_with_key("ada@example.com").await;
+    let response = app
+        .client
+        .post(app.url("/v1/generate"))
+        .bearer_auth(&key)
+        .header("Idempotency-Key", "first")
+        .header("Idempotency-Key", "second")
+        .json(&json!({"prompt": "a banana"}))
+        .send()
+        .await
+        .unwrap();
+    let body = assert_error(response, 400, "invalid_idempotency_key").await;
+    assert_eq!(body["error"]["field"], "Idempotency-Key");
+    assert_eq!(app.google_requests().await, 0);
+}
+
 configured_on_both_backends!(
     rolling_counts_against_the_active_key_cap => |config| {
         config.limits.max_active_keys_per_account = std::num::NonZeroU32::new(3).unwrap();
@@ -446,6 +551,8 @@ on_both_backends!(
     erasure_cannot_be_blocked_by_a_squatted_tombstone,
     registration_refuses_addresses_no_one_should_hold,
     an_expired_key_cannot_be_rolled,
+    unknown_fields_are_refused_on_every_json_body,
+    two_idempotency_keys_are_refused,
     api_keys_are_never_taken_from_a_cookie,
     a_password_change_on_a_console_session_renews_its_cookies,
     a_csrf_token_is_bound_to_its_session,

@@ -250,10 +250,18 @@ async fn every_sdk_field_is_accepted(app: TestApp) {
         "output_compression": 80, "background": "transparent", "moderation": "low",
         "user": "user-42", "safety_identifier": "s-1", "stream": false, "partial_images": 2,
         "complexity": "high", "frame_count": 4, "frame_duration_ms": 100,
-        "input_fidelity": "high", "svg": {"model": "x"}, "some_future_field": [1, 2]
+        "input_fidelity": "high", "svg": {"model": "x"}
     });
     let response = app.openai_generate(&key, &everything).await;
     assert_eq!(response.status(), 200);
+    // A field the SDKs do not send is refused by name, as OpenAI refuses an unrecognized
+    // argument (every JSON body here refuses unknown fields).
+    let mut unknown = everything.clone();
+    unknown["some_future_field"] = json!([1, 2]);
+    let refused = app.openai_generate(&key, &unknown).await;
+    assert_eq!(refused.status(), 400);
+    let body: Value = refused.json().await.unwrap();
+    assert_eq!(body["error"]["param"], "some_future_field", "{body}");
     // `vivid` is our artistic style.
     let sent = &app.google_bodies().await[0];
     let text = sent["contents"][0]["parts"][0]["text"].as_str().unwrap();

@@ -405,6 +405,42 @@ async fn a_body_that_stops_arriving_is_cut_off(app: TestApp) {
     assert!(closed, "the connection was kept open");
 }
 
+/// A body that keeps trickling in (a byte every 300 ms, never a pause long enough for the
+/// idle timeout) is cut off at the overall deadline: 408, and the connection is closed.
+async fn a_body_that_trickles_is_cut_off_at_the_deadline(app: TestApp) {
+    use std::io::{Read, Write};
+    let address = app.address.trim_start_matches("http://").to_owned();
+    let (closed, answer) = tokio::task::spawn_blocking(move || {
+        let mut stream = std::net::TcpStream::connect(address).unwrap();
+        stream
+            .write_all(
+                b"POST /v1/auth/login HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 60000\r\n\r\n{",
+            )
+            .unwrap();
+        let mut writer = stream.try_clone().unwrap();
+        let trickle = std::thread::spawn(move || {
+            for _ in 0..34 {
+                std::thread::sleep(Duration::from_millis(300));
+                if writer.write_all(b" ").is_err() {
+                    return;
+                }
+            }
+        });
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let mut answer = Vec::new();
+        let read = stream.read_to_end(&mut answer);
+        trickle.join().unwrap();
+        (read.is_ok(), String::from_utf8_lossy(&answer).into_owned())
+    })
+    .await
+    .unwrap();
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("body_timeout"), "{answer}");
+    assert!(closed, "the connection was kept open");
+}
+
 /// Whatever methods and paths clients send, `/metrics` keeps a bounded set of labels.
 async fn metrics_stay_bounded_whatever_clients_send(app: TestApp) {
     let before = app
@@ -586,6 +622,10 @@ crate::configured_on_both_backends!(
     },
     a_body_that_stops_arriving_is_cut_off => |config| {
         config.server.client_body_timeout = Duration::from_secs(1);
+    },
+    a_body_that_trickles_is_cut_off_at_the_deadline => |config| {
+        config.server.client_body_timeout = Duration::from_secs(5);
+        config.server.client_body_deadline = Duration::from_secs(1);
     },
     cross_origin_calls_need_an_allowed_origin => |config| {
         config.server.cors_origins = vec![nb_api::settings::CorsOrigin::try_from("https://app.example.com".to_owned()).unwrap()];

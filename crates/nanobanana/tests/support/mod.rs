@@ -38,9 +38,23 @@ impl ServerProcess {
     /// its data folder, `RUST_LOG=warn` and output discarded, then what `configure` adds
     /// (settings, piped output); returns once `GET /healthz` answers.
     pub async fn start(configure: impl FnOnce(&mut Command)) -> Self {
+        Self::start_as(Command::new(env!("CARGO_BIN_EXE_nanobanana")), configure).await
+    }
+
+    /// As [`ServerProcess::start`], under the file-mode creation mask `umask` (through
+    /// `sh`, which then becomes the binary: the same process).
+    pub async fn start_with_umask(umask: u32, configure: impl FnOnce(&mut Command)) -> Self {
+        let mut command = Command::new("sh");
+        command
+            .arg("-c")
+            .arg(format!("umask {umask:03o} && exec \"$0\""))
+            .arg(env!("CARGO_BIN_EXE_nanobanana"));
+        Self::start_as(command, configure).await
+    }
+
+    async fn start_as(mut command: Command, configure: impl FnOnce(&mut Command)) -> Self {
         let data_dir = tempfile::tempdir().unwrap();
         let port = free_port();
-        let mut command = Command::new(env!("CARGO_BIN_EXE_nanobanana"));
         for variable in VARIABLES {
             command.env_remove(variable.name);
         }

@@ -62,7 +62,8 @@ pub fn body_timed_out() -> ApiError {
     ApiError::new(
         StatusCode::REQUEST_TIMEOUT,
         "body_timeout",
-        "The request body stopped arriving; send it whole, without long pauses.",
+        "The request body did not arrive in time (a long pause, or too slow as a whole); send \
+         it whole, promptly.",
     )
 }
 

@@ -37,11 +37,20 @@ pub fn carries_key(request: &HttpRequest) -> bool {
     request.headers().contains_key(IDEMPOTENCY_KEY)
 }
 
-/// The request's `Idempotency-Key`, if any; a malformed one is a 400.
+/// The request's `Idempotency-Key`, if any; a malformed one, or more than one, is a 400.
 pub fn key_of(request: &HttpRequest) -> Result<Option<IdempotencyKey>, ApiError> {
-    let Some(value) = request.headers().get(IDEMPOTENCY_KEY) else {
+    let mut sent = request.headers().get_all(IDEMPOTENCY_KEY);
+    let Some(value) = sent.next() else {
         return Ok(None);
     };
+    if sent.next().is_some() {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_idempotency_key",
+            "Send one Idempotency-Key header, not several.",
+        )
+        .with_field(Some("Idempotency-Key".into())));
+    }
     IdempotencyKey::parse(value.as_bytes())
         .map(Some)
         .map_err(|error| {

@@ -1,7 +1,8 @@
-//! A request body must keep coming: when no piece of it arrives for `client_body_timeout`
-//! (like nginx's `client_body_timeout`), reading it fails with 408 and the connection is
-//! closed, so a client that sends a head and then trickles nothing cannot hold a connection
-//! and a worker's attention for ever.
+//! A request body must keep coming, and come whole in time: when no piece of it arrives for
+//! `client_body_timeout` (like nginx's `client_body_timeout`), or all of it has not arrived
+//! `client_body_deadline` after the request's head, reading it fails with 408 and the
+//! connection is closed — so a client that trickles a byte every few seconds cannot hold a
+//! connection, a worker's attention and a growing buffer for ever.
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -18,15 +19,22 @@ use tokio::time::{Instant, Sleep};
 pub struct TimedBody {
     inner: Payload,
     gap: Duration,
+    /// When the whole body must have arrived.
+    ends_at: Instant,
     deadline: Pin<Box<Sleep>>,
 }
 
 impl TimedBody {
-    pub fn new(inner: Payload, gap: Duration) -> Self {
+    /// `gap`: the longest pause between two pieces; `whole`: the longest the whole body may
+    /// take, from now.
+    pub fn new(inner: Payload, gap: Duration, whole: Duration) -> Self {
+        let now = Instant::now();
+        let ends_at = now + whole;
         Self {
             inner,
             gap,
-            deadline: Box::pin(tokio::time::sleep(gap)),
+            ends_at,
+            deadline: Box::pin(tokio::time::sleep_until((now + gap).min(ends_at))),
         }
     }
 }
@@ -37,7 +45,7 @@ impl Stream for TimedBody {
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         match Pin::new(&mut self.inner).poll_next(cx) {
             Poll::Ready(Some(Ok(chunk))) => {
-                let next_deadline = Instant::now() + self.gap;
+                let next_deadline = (Instant::now() + self.gap).min(self.ends_at);
                 self.deadline.as_mut().reset(next_deadline);
                 Poll::Ready(Some(Ok(chunk)))
             }

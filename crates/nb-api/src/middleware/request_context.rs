@@ -63,11 +63,16 @@ pub async fn request_context(
         request.extensions_mut().insert(SentMethod(Method::HEAD));
         request.head_mut().method = Method::GET;
     }
-    let body_gap = request
+    let body_limits = request
         .app_data::<actix_web::web::Data<crate::state::AppState>>()
-        .map(|state| state.server.client_body_timeout);
-    if let Some(gap) = body_gap {
-        let body = TimedBody::new(request.take_payload(), gap);
+        .map(|state| {
+            (
+                state.server.client_body_timeout,
+                state.server.client_body_deadline,
+            )
+        });
+    if let Some((gap, whole)) = body_limits {
+        let body = TimedBody::new(request.take_payload(), gap, whole);
         request.set_payload(Payload::from(Box::pin(body) as BoxedPayloadStream));
     }
     let span =

@@ -35,6 +35,7 @@ pub const OPENAI_SIZES: [&str; 7] = [
 /// accepted; those this server does not use are ignored (see the README).
 #[derive(Debug, Default, Deserialize, ToSchema)]
 #[allow(dead_code)] // Fields marked "Ignored" are accepted and read by nothing.
+#[serde(deny_unknown_fields)]
 pub(crate) struct ImageGenerationRequest {
     /// Required.
     prompt: Option<String>,

@@ -17,12 +17,14 @@ use crate::tokens::IssuedAccessToken;
 use crate::views::NO_STORE;
 
 #[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub(crate) struct RegisterRequest {
     email: String,
     password: String,
 }
 
 #[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub(crate) struct LoginRequest {
     email: String,
     password: String,
@@ -252,6 +254,7 @@ pub(crate) async fn logout(
 }
 
 #[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub(crate) struct ChangePasswordRequest {
     current_password: String,
     new_password: String,
@@ -328,6 +331,7 @@ pub(crate) async fn me(SignedInUser(user): SignedInUser) -> web::Json<UserRespon
 }
 
 #[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub(crate) struct DeleteAccountRequest {
     /// The account's password, once more.
     password: String,

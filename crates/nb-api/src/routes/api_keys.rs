@@ -39,6 +39,7 @@ impl LimitsRequest {
 }
 
 #[derive(Deserialize, Default, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub(crate) struct CreateKeyRequest {
     #[serde(default)]
     name: Option<String>,
@@ -89,6 +90,7 @@ fn present_rfc3339<'de, D: Deserializer<'de>>(
 }
 
 #[derive(Deserialize, Default, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub(crate) struct RollKeyRequest {
     /// How long the old key keeps working (default 86,400; 0: it stops at once).
     #[serde(default)]

@@ -21,6 +21,7 @@ use crate::headers::insert_quota;
 use crate::state::AppState;
 
 #[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub(crate) struct GenerateRequest {
     prompt: Option<String>,
     /// `auto` or `WxH` (see the README); `1024x1024` when left out.
