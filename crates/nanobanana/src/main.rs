@@ -2,6 +2,11 @@
 
 use std::process::ExitCode;
 
+/// jemalloc, not the system's malloc: after a burst of large requests it gives the memory back
+/// within seconds (glibc's per-thread arenas kept hundreds of MiB; see docs/benchmarks.md).
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 use nanobanana::config::Config;
 use nanobanana::startup::Application;
 use nanobanana::telemetry::init_tracing;

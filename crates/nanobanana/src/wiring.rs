@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use nb_api::AppState;
+use nb_api::body_budget::BodyBudget;
 use nb_api::client_address::ClientAddressSource;
 use nb_api::tokens::AccessTokens;
 use nb_db::{Database, GenerationStore};
@@ -170,6 +171,10 @@ pub fn wire(
             .clone()
             .map(|redis| Arc::new(redis) as Arc<dyn ReadinessCheck>),
         server: config.server.clone(),
+        body_budget: BodyBudget::new(
+            config.server.max_body_bytes_in_flight,
+            config.server.max_body_bytes,
+        ),
         input_images: config.models.input_images(),
         openai_models,
         throttle: Arc::new(Throttle::new(

@@ -11,6 +11,7 @@
 //! has no cycles (`crates/nanobanana/tests/architecture.rs` checks).
 
 pub mod app;
+pub mod body_budget;
 pub mod client_address;
 pub mod console;
 pub mod error;

@@ -23,6 +23,9 @@ pub struct ServerSettings {
     pub workers: Option<NonZeroUsize>,
     /// Larger JSON bodies are 413 (edits' images have room of their own).
     pub max_body_bytes: usize,
+    /// The bytes of larger bodies (images to edit) held at once, server-wide; a request that
+    /// would go over is 503 `server_busy` before its body is read.
+    pub max_body_bytes_in_flight: usize,
     /// A client must send its request head within this.
     #[serde(rename = "client_request_timeout_seconds")]
     #[serde_as(as = "DurationSeconds<u64>")]
@@ -65,6 +68,7 @@ impl Default for ServerSettings {
             listen: ListenAddress(DEFAULT_LISTEN.to_owned()),
             workers: None,
             max_body_bytes: 64 * 1024,
+            max_body_bytes_in_flight: crate::body_budget::DEFAULT_MAX_BODY_BYTES_IN_FLIGHT,
             client_request_timeout: Duration::from_secs(10),
             keep_alive: Duration::from_secs(75),
             client_body_timeout: Duration::from_secs(10),

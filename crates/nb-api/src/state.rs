@@ -14,6 +14,7 @@ use nb_domain::rate_limit::Throttling;
 use nb_domain::readiness::ReadinessCheck;
 use secrecy::SecretString;
 
+use crate::body_budget::BodyBudget;
 use crate::client_address::ClientAddressSource;
 use crate::openai::model_map::OpenAiModelMap;
 use crate::settings::ServerSettings;
@@ -40,6 +41,8 @@ pub struct AppState {
     /// The console's Content-Security-Policy (it names where stored images come from).
     pub console_policy: String,
     pub server: ServerSettings,
+    /// The bytes of request bodies held at once (`NB_MAX_BODY_BYTES_IN_FLIGHT`).
+    pub body_budget: BodyBudget,
     /// What clients may send to edit.
     pub input_images: InputImageLimits,
     /// OpenAI model names and the models they mean.

@@ -11,6 +11,7 @@ use std::time::Duration;
 use actix_web::http::StatusCode;
 use actix_web::{App, test, web};
 use nb_api::AppState;
+use nb_api::body_budget::BodyBudget;
 use nb_api::client_address::ClientAddressSource;
 use nb_api::configure_app;
 use nb_api::extract::credentials::ApiKeyCaller;
@@ -125,6 +126,10 @@ impl Services {
             shared_state: None,
             console_policy: nb_api::console::content_security_policy(""),
             server: ServerSettings::default(),
+            body_budget: BodyBudget::new(
+                ServerSettings::default().max_body_bytes_in_flight,
+                ServerSettings::default().max_body_bytes,
+            ),
             input_images: InputImageLimits::default(),
             openai_models: OpenAiModelMap::empty(),
             client_addresses: ClientAddressSource {

@@ -5,12 +5,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use bytes::Bytes;
 use nb_domain::generation::{GeneratedImage, ImageRequest, ProviderError};
 use nb_domain::ports::ImageProvider;
 use nb_domain::settings::InvalidSetting;
 use reqwest::StatusCode;
-use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderValue};
+use reqwest::header::{CONTENT_LENGTH, CONTENT_TYPE, HeaderMap, HeaderValue};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use serde_with::{DurationSeconds, serde_as};
@@ -19,7 +18,7 @@ use tokio::time::Instant;
 use crate::answer_scanner::{AnswerScanner, ScannedAnswer};
 use crate::connections::Connections;
 use crate::response::{ErrorEnvelope, parse_generate_content, parse_predict};
-use crate::wire::{GenerateContentRequest, IMAGEN_ASPECT_RATIOS, PredictRequest};
+use crate::wire::{GenerateContentRequest, IMAGEN_ASPECT_RATIOS, PredictRequest, RequestBody};
 
 pub const DEFAULT_BASE_URL: &str = "https://generativelanguage.googleapis.com";
 pub const API_VERSION: &str = "v1beta";
@@ -230,14 +229,15 @@ impl GeminiImageClient {
         ceiling.mul_f64(0.5 + fastrand::f64() / 2.0)
     }
 
-    async fn attempt(&self, url: &str, body: &Bytes, method: Method, model: &str) -> Attempt {
+    async fn attempt(&self, url: &str, body: &RequestBody, method: Method, model: &str) -> Attempt {
         let lease = self.connections.lease();
         let sent = lease
             .http()
             .post(url)
             .header(CONTENT_TYPE, "application/json")
-            // A reference count, not a copy: with input images the body is megabytes.
-            .body(body.clone())
+            .header(CONTENT_LENGTH, body.len())
+            // Images are base64-encoded a piece at a time as they are sent, never whole.
+            .body(reqwest::Body::wrap_stream(body.stream()))
             .send()
             .await;
         let response = match sent {
@@ -409,19 +409,18 @@ impl ImageProvider for GeminiImageClient {
             }
             (
                 Method::Predict,
-                serde_json::to_vec(&PredictRequest::new(&request.text, request.aspect_ratio)),
+                serde_json::to_vec(&PredictRequest::new(&request.text, request.aspect_ratio))
+                    .map(RequestBody::json),
             )
         } else {
+            let content =
+                GenerateContentRequest::new(&request.text, request.aspect_ratio, &request.images);
             (
                 Method::GenerateContent,
-                serde_json::to_vec(&GenerateContentRequest::new(
-                    &request.text,
-                    request.aspect_ratio,
-                    &request.images,
-                )),
+                RequestBody::generate_content(&content, &request.images),
             )
         };
-        let body = Bytes::from(body.map_err(|error| ProviderError::Upstream(error.to_string()))?);
+        let body = body.map_err(|error| ProviderError::Upstream(error.to_string()))?;
         let url = self.endpoint(model, method);
         let deadline = Instant::now() + self.settings.deadline;
 

@@ -2,9 +2,123 @@
 //! but `mime_type` in snake_case inside `inlineData`, and image bytes in URL-safe base64
 //! with padding; no `imageConfig` when no aspect ratio is asked for).
 
+use std::convert::Infallible;
+use std::sync::Arc;
+
 use base64::Engine as _;
+use bytes::Bytes;
+use futures_util::Stream;
 use nb_domain::generation::InputImage;
 use serde::Serialize;
+
+/// Raw bytes of an image encoded at a time while the body is sent: a multiple of 3, so that
+/// the pieces of base64 join into the image's base64 exactly (padding only at its end).
+const ENCODED_AT_A_TIME: usize = 48 * 1024;
+
+/// A request body in pieces: JSON, and images base64-encoded (URL-safe, padded, as the SDK
+/// sends them) a piece at a time as the body is sent. The same bytes as serializing the whole
+/// request with the images' base64 inside it, but a call never holds an image's base64 whole
+/// (a 7 MB image is 9.3 MB of base64, per attempt and per image asked for). Cheap to clone:
+/// each attempt sends it afresh.
+#[derive(Clone)]
+pub(crate) struct RequestBody {
+    pieces: Arc<[Piece]>,
+}
+
+#[derive(Clone)]
+enum Piece {
+    Json(Bytes),
+    Image(Bytes),
+}
+
+impl std::fmt::Debug for RequestBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RequestBody")
+            .field("len", &self.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl RequestBody {
+    /// A body of JSON alone.
+    pub fn json(json: Vec<u8>) -> Self {
+        Self {
+            pieces: Arc::new([Piece::Json(Bytes::from(json))]),
+        }
+    }
+
+    /// `request` serialized, with each image's base64 in place of its empty `data`. In the
+    /// serialized JSON an unescaped `"data":""` can only be an image's (quotes inside string
+    /// values are escaped), and there is one per image, in order.
+    pub fn generate_content(
+        request: &GenerateContentRequest<'_>,
+        images: &[InputImage],
+    ) -> serde_json::Result<Self> {
+        const EMPTY_DATA: &[u8] = br#""data":"""#;
+        let json = serde_json::to_vec(request)?;
+        let mut pieces = Vec::with_capacity(2 * images.len() + 1);
+        let mut rest = json.as_slice();
+        for image in images {
+            let Some(at) = memchr::memmem::find(rest, EMPTY_DATA) else {
+                return Err(serde::ser::Error::custom("an image's data is missing"));
+            };
+            // Up to and including `"data":"`, then the image, then the closing quote onward.
+            let (before, after) = rest.split_at(at + EMPTY_DATA.len() - 1);
+            pieces.push(Piece::Json(Bytes::copy_from_slice(before)));
+            pieces.push(Piece::Image(image.bytes().clone()));
+            rest = after;
+        }
+        pieces.push(Piece::Json(Bytes::copy_from_slice(rest)));
+        Ok(Self {
+            pieces: pieces.into(),
+        })
+    }
+
+    /// Its length in bytes, exactly (for `Content-Length`).
+    pub fn len(&self) -> u64 {
+        self.pieces
+            .iter()
+            .map(|piece| match piece {
+                Piece::Json(json) => json.len() as u64,
+                Piece::Image(image) => image.len().div_ceil(3) as u64 * 4,
+            })
+            .sum()
+    }
+
+    /// The body as it is sent: the pieces in order, images encoded as they are reached.
+    pub fn stream(&self) -> impl Stream<Item = Result<Bytes, Infallible>> + Send + 'static {
+        let pieces = self.pieces.clone();
+        let chunks = (0..pieces.len()).flat_map(move |index| {
+            let piece = pieces[index].clone();
+            let (json, image) = match piece {
+                Piece::Json(json) => (Some(json), Bytes::new()),
+                Piece::Image(image) => (None, image),
+            };
+            let encoded = (0..image.len())
+                .step_by(ENCODED_AT_A_TIME)
+                .map(move |start| {
+                    let end = (start + ENCODED_AT_A_TIME).min(image.len());
+                    Bytes::from(
+                        base64::engine::general_purpose::URL_SAFE.encode(&image[start..end]),
+                    )
+                });
+            json.into_iter().chain(encoded)
+        });
+        futures_util::stream::iter(chunks.map(Ok))
+    }
+
+    /// The whole body at once (tests, and answers small enough not to matter).
+    #[cfg(test)]
+    pub async fn collect(&self) -> Vec<u8> {
+        use futures_util::StreamExt as _;
+        let mut body = Vec::new();
+        let mut stream = std::pin::pin!(self.stream());
+        while let Some(Ok(chunk)) = stream.next().await {
+            body.extend_from_slice(&chunk);
+        }
+        body
+    }
+}
 
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -52,13 +166,14 @@ pub(crate) struct ImageConfig<'a> {
 }
 
 impl<'a> GenerateContentRequest<'a> {
-    /// The prompt, then each image in order.
+    /// The prompt, then each image in order, each image's `data` left empty: the body is
+    /// assembled around them by [`RequestBody::generate_content`].
     pub fn new(prompt: &'a str, aspect_ratio: Option<&'a str>, images: &[InputImage]) -> Self {
         let mut parts = Vec::with_capacity(1 + images.len());
         parts.push(Part::Text { text: prompt });
         parts.extend(images.iter().map(|image| Part::Image {
             inline_data: InlineData {
-                data: base64::engine::general_purpose::URL_SAFE.encode(image.bytes()),
+                data: String::new(),
                 mime_type: image.format().mime_type(),
             },
         }));
@@ -116,6 +231,46 @@ impl<'a> PredictRequest<'a> {
                     mime_type: "image/png",
                 },
             },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+
+    /// The pieces join into the very bytes of the request serialized with the images' base64
+    /// inside it, whatever the images' sizes (around the 48 KiB pieces), and even when the
+    /// prompt holds the text `"data":""`.
+    #[tokio::test]
+    async fn the_streamed_body_is_the_serialized_request_byte_for_byte() {
+        for sizes in [
+            vec![0, 1, 2, 3],
+            vec![48 * 1024 - 1, 48 * 1024, 48 * 1024 + 1],
+            vec![200_001],
+        ] {
+            let images: Vec<InputImage> = sizes
+                .iter()
+                .map(|&size| {
+                    let mut bytes = b"\x89PNG\r\n\x1a\n".to_vec();
+                    bytes.extend((0..size).map(|n| (n % 251) as u8));
+                    InputImage::from_bytes(Bytes::from(bytes)).unwrap()
+                })
+                .collect();
+            let prompt = r#"say "data":"" twice: "data":"""#;
+            let request = GenerateContentRequest::new(prompt, Some("16:9"), &images);
+            let body = RequestBody::generate_content(&request, &images).unwrap();
+            let streamed = body.collect().await;
+            assert_eq!(streamed.len() as u64, body.len());
+            let mut whole = request;
+            for (part, image) in whole.contents[0].parts[1..].iter_mut().zip(&images) {
+                let Part::Image { inline_data } = part else {
+                    unreachable!("the prompt comes first, then the images")
+                };
+                inline_data.data = base64::engine::general_purpose::URL_SAFE.encode(image.bytes());
+            }
+            assert_eq!(streamed, serde_json::to_vec(&whole).unwrap(), "{sizes:?}");
         }
     }
 }

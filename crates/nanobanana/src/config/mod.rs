@@ -161,6 +161,21 @@ impl Config {
                 ),
             ));
         }
+        let largest_body = nb_api::body_budget::largest_request_body(
+            self.server.max_body_bytes,
+            self.models.input_images(),
+        );
+        if self.server.max_body_bytes_in_flight < largest_body {
+            return Err(names.invalid(
+                "server.max_body_bytes_in_flight",
+                format!(
+                    "must be at least {largest_body}: the largest body one request may send \
+                     (with {} and {})",
+                    names.name("server.max_body_bytes"),
+                    names.name("models.max_input_images_total_bytes")
+                ),
+            ));
+        }
         let limits = &self.limits;
         if limits.upstream_queue_timeout.is_zero() {
             return Err(names.invalid(

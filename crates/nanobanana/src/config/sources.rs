@@ -59,6 +59,11 @@ pub const VARIABLES: &[Variable] = &[
     var("NB_WORKERS", "server.workers", Number),
     var("NB_MAX_BODY_BYTES", "server.max_body_bytes", Number),
     var(
+        "NB_MAX_BODY_BYTES_IN_FLIGHT",
+        "server.max_body_bytes_in_flight",
+        Number,
+    ),
+    var(
         "NB_CLIENT_REQUEST_TIMEOUT_SECONDS",
         "server.client_request_timeout_seconds",
         Number,

@@ -195,6 +195,7 @@ fn limits_have_defaults_and_are_checked() {
     for (name, value) in [
         ("NB_GENERATIONS_PER_MINUTE_PER_KEY", "0"),
         ("NB_MAX_BODY_BYTES", "10"),
+        ("NB_MAX_BODY_BYTES_IN_FLIGHT", "1000000"),
         ("NB_SHUTDOWN_GRACE_SECONDS", "0"),
         ("NB_TRUST_FORWARDED_FOR", "perhaps"),
         ("NB_RATE_LIMITS", "everywhere"),

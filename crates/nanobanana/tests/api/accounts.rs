@@ -380,9 +380,7 @@ async fn emails_with_invisible_characters_are_refused_and_one_address_is_one_acc
         .unwrap();
     assert_eq!(registered["user"]["email"], "bob@xn--bcher-kva.de");
     assert_eq!(
-        app.login("bob@xn--bcher-kva.de", PASSWORD)
-            .await
-            .status(),
+        app.login("bob@xn--bcher-kva.de", PASSWORD).await.status(),
         200
     );
 }

@@ -532,7 +532,107 @@ async fn two_idempotency_keys_are_refused(app: TestApp) {
     assert_eq!(app.google_requests().await, 0);
 }
 
+/// The head of a request whose body is never sent, on a raw connection: what the server
+/// answers before reading a byte of the body (or nothing, if it waits for the body).
+async fn answer_to_head_alone(app: &TestApp, head: String) -> String {
+    use std::io::{Read, Write};
+    let address = app.address.trim_start_matches("http://").to_owned();
+    tokio::task::spawn_blocking(move || {
+        let mut stream = std::net::TcpStream::connect(address).unwrap();
+        stream
+            .set_read_timeout(Some(std::time::Duration::from_secs(5)))
+            .unwrap();
+        stream.write_all(head.as_bytes()).unwrap();
+        let mut answer = vec![0; 4096];
+        let read = stream.read(&mut answer).unwrap_or(0);
+        String::from_utf8_lossy(&answer[..read]).into_owned()
+    })
+    .await
+    .unwrap()
+}
+
+/// An image of `size` bytes (a PNG signature, then filler: enough for the format check).
+fn image_of(size: usize) -> Vec<u8> {
+    let mut image = b"\x89PNG\r\n\x1a\n".to_vec();
+    image.resize(size, 7);
+    image
+}
+
+/// With 2 MiB of bodies allowed in flight, a 1.1 MB generation waiting on Google holds half:
+/// a second large body (native or OpenAI) is refused with 503 `server_busy` and
+/// `Retry-After` from its head alone, before a byte of it is sent; small requests still
+/// pass; once the first is answered, the same large request is served.
+async fn large_bodies_over_the_budget_are_refused_before_they_are_read(app: TestApp) {
+    use base64::Engine as _;
+    use wiremock::matchers::{method, path_regex};
+    use wiremock::{Mock, ResponseTemplate};
+    let (_, key) = app.user_with_key("ada@example.com").await;
+    Mock::given(method("POST"))
+        .and(path_regex(r":generateContent$"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_json(crate::helpers::gemini_image_answer())
+                .set_delay(std::time::Duration::from_secs(3)),
+        )
+        .mount(&app.google)
+        .await;
+    let image = base64::engine::general_purpose::STANDARD.encode(image_of(800_000));
+    let large = json!({"prompt": "edit this", "images": [image]});
+    let app = std::sync::Arc::new(app);
+    let first = tokio::spawn({
+        let (app, key, large) = (app.clone(), key.clone(), large.clone());
+        async move { app.generate(&key, &large).await.status() }
+    });
+    nb_testkit::eventually_true(
+        "Google gets the first generation",
+        std::time::Duration::from_secs(10),
+        std::time::Duration::from_millis(20),
+        || async { app.google_requests().await > 0 },
+    )
+    .await;
+
+    let host = app.address.trim_start_matches("http://").to_owned();
+    for (path, content_type, code) in [
+        (
+            "/v1/generate",
+            "application/json",
+            "\"code\":\"server_busy\"",
+        ),
+        (
+            "/v1/images/edits",
+            "multipart/form-data; boundary=b",
+            "\"code\":\"server_busy\"",
+        ),
+    ] {
+        let head = format!(
+            "POST {path} HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {key}\r\n\
+             Content-Type: {content_type}\r\nContent-Length: 1200000\r\n\r\n"
+        );
+        let answer = answer_to_head_alone(&app, head).await;
+        assert!(answer.starts_with("HTTP/1.1 503"), "{path}: {answer}");
+        assert!(
+            answer
+                .to_ascii_lowercase()
+                .contains("\r\nretry-after: 2\r\n"),
+            "{path}: {answer}"
+        );
+        assert!(answer.contains(code), "{path}: {answer}");
+    }
+    // A prompt alone is not counted: it is served while the budget is spent.
+    let small = app.generate(&key, &json!({"prompt": "a banana"})).await;
+    assert_eq!(small.status(), 200);
+
+    assert_eq!(first.await.unwrap(), 200);
+    let again = app.generate(&key, &large).await;
+    assert_eq!(again.status(), 200, "the budget was given back");
+}
+
 configured_on_both_backends!(
+    large_bodies_over_the_budget_are_refused_before_they_are_read => |config| {
+        config.models.max_input_image_bytes = std::num::NonZeroUsize::new(1 << 20).unwrap();
+        config.models.max_input_images_total_bytes = std::num::NonZeroUsize::new(1 << 20).unwrap();
+        config.server.max_body_bytes_in_flight = 2 << 20;
+    },
     rolling_counts_against_the_active_key_cap => |config| {
         config.limits.max_active_keys_per_account = std::num::NonZeroU32::new(3).unwrap();
     },

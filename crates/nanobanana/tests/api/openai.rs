@@ -583,10 +583,13 @@ async fn the_native_route_edits_too(app: TestApp) {
     assert_eq!(parts.len(), 3);
     assert_eq!(parts[2]["inlineData"]["mime_type"], "image/jpeg");
     let not_base64 = app
-        .generate(&key, &json!({"prompt": "x", "images": ["%%%"]}))
+        .generate(&key, &json!({"prompt": "x", "images": [b64(JPEG), "%%%"]}))
         .await;
     let error = crate::helpers::assert_error(not_base64, 422, "validation_failed").await;
-    assert_eq!(error["error"]["field"], "images");
+    assert_eq!(
+        error["error"]["field"], "images[1]",
+        "the field names the image"
+    );
 }
 
 async fn models_are_listed_in_openais_shape(app: TestApp) {

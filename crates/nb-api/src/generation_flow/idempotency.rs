@@ -9,6 +9,7 @@
 //! releases its claim too.
 
 use std::collections::BTreeMap;
+use std::fmt;
 use std::sync::Arc;
 
 use actix_web::body::{BoxBody, MessageBody};
@@ -21,7 +22,8 @@ use nb_domain::idempotency::{
     Claim, FingerprintBuilder, Idempotency, IdempotencyKey, IdempotencyLease, KeptAnswer,
     RequestFingerprint,
 };
-use serde_json::Value;
+use serde::de::{Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
+use sha2::{Digest as _, Sha256};
 
 use crate::error::{ApiError, ErrorCode};
 use crate::state::AppState;
@@ -63,46 +65,103 @@ pub fn key_of(request: &HttpRequest) -> Result<Option<IdempotencyKey>, ApiError>
         })
 }
 
-/// A JSON request's fingerprint: its method, path and document in a canonical form (object
-/// keys sorted, no whitespace), so that two encodings of one request are the same request.
-pub fn json_fingerprint(method: &str, path: &str, document: &Value) -> RequestFingerprint {
+/// A JSON request's fingerprint: its method, path and body in a canonical form (object
+/// members in the order of their names, no whitespace), so that two encodings of one request
+/// are the same request. Read from the body's bytes as it is parsed: no document is built.
+pub fn json_fingerprint(
+    method: &str,
+    path: &str,
+    body: &[u8],
+) -> Result<RequestFingerprint, serde_json::Error> {
+    let mut deserializer = serde_json::Deserializer::from_slice(body);
+    let CanonicalDigest(digest) = CanonicalDigest::deserialize(&mut deserializer)?;
+    deserializer.end()?;
     let mut builder = FingerprintBuilder::new(method, path);
-    canonical(document, &mut builder);
-    builder.finish()
+    builder.piece(&digest);
+    Ok(builder.finish())
 }
 
-fn canonical(value: &Value, builder: &mut FingerprintBuilder) {
-    match value {
-        Value::Null => {
-            builder.piece(b"n");
+/// The SHA-256 of a JSON value's canonical form: a tag, then the value (length-prefixed);
+/// an array's items' digests in order; an object's members' names and digests sorted by
+/// name (so member order does not matter, and each member is hashed once as it is read).
+struct CanonicalDigest([u8; 32]);
+
+impl CanonicalDigest {
+    fn of(tag: &[u8], value: &[u8]) -> Self {
+        let mut hasher = Sha256::new();
+        hasher.update(tag);
+        hasher.update((value.len() as u64).to_be_bytes());
+        hasher.update(value);
+        Self(hasher.finalize().into())
+    }
+}
+
+impl<'de> Deserialize<'de> for CanonicalDigest {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(CanonicalVisitor)
+    }
+}
+
+struct CanonicalVisitor;
+
+impl<'de> Visitor<'de> for CanonicalVisitor {
+    type Value = CanonicalDigest;
+
+    fn expecting(&self, formatter: &mut fmt::Formatter) -> fmt::Result {
+        formatter.write_str("a JSON value")
+    }
+
+    fn visit_unit<E>(self) -> Result<CanonicalDigest, E> {
+        Ok(CanonicalDigest::of(b"n", b""))
+    }
+
+    fn visit_bool<E>(self, flag: bool) -> Result<CanonicalDigest, E> {
+        Ok(CanonicalDigest::of(if flag { b"t" } else { b"f" }, b""))
+    }
+
+    fn visit_i64<E>(self, number: i64) -> Result<CanonicalDigest, E> {
+        Ok(CanonicalDigest::of(b"#", number.to_string().as_bytes()))
+    }
+
+    fn visit_u64<E>(self, number: u64) -> Result<CanonicalDigest, E> {
+        Ok(CanonicalDigest::of(b"#", number.to_string().as_bytes()))
+    }
+
+    fn visit_f64<E>(self, number: f64) -> Result<CanonicalDigest, E> {
+        Ok(CanonicalDigest::of(b"#", number.to_string().as_bytes()))
+    }
+
+    fn visit_str<E>(self, text: &str) -> Result<CanonicalDigest, E> {
+        Ok(CanonicalDigest::of(b"s", text.as_bytes()))
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut items: A) -> Result<CanonicalDigest, A::Error> {
+        let mut hasher = Sha256::new();
+        hasher.update(b"[");
+        let mut count = 0u64;
+        while let Some(CanonicalDigest(item)) = items.next_element()? {
+            hasher.update(item);
+            count += 1;
         }
-        Value::Bool(flag) => {
-            builder.piece(if *flag { b"t" } else { b"f" });
+        hasher.update(count.to_be_bytes());
+        Ok(CanonicalDigest(hasher.finalize().into()))
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<CanonicalDigest, A::Error> {
+        let mut members = BTreeMap::new();
+        while let Some((name, CanonicalDigest(value))) = map.next_entry::<String, _>()? {
+            // A name given twice keeps its last value, as a JSON document would.
+            members.insert(name, value);
         }
-        Value::Number(number) => {
-            builder.piece(b"#").piece(number.to_string().as_bytes());
+        let mut hasher = Sha256::new();
+        hasher.update(b"{");
+        hasher.update((members.len() as u64).to_be_bytes());
+        for (name, value) in members {
+            hasher.update((name.len() as u64).to_be_bytes());
+            hasher.update(name);
+            hasher.update(value);
         }
-        Value::String(text) => {
-            builder.piece(b"s").piece(text.as_bytes());
-        }
-        Value::Array(items) => {
-            builder
-                .piece(b"[")
-                .piece(&(items.len() as u64).to_be_bytes());
-            for item in items {
-                canonical(item, builder);
-            }
-        }
-        Value::Object(fields) => {
-            let sorted: BTreeMap<&String, &Value> = fields.iter().collect();
-            builder
-                .piece(b"{")
-                .piece(&(sorted.len() as u64).to_be_bytes());
-            for (name, value) in sorted {
-                builder.piece(name.as_bytes());
-                canonical(value, builder);
-            }
-        }
+        Ok(CanonicalDigest(hasher.finalize().into()))
     }
 }
 
@@ -238,4 +297,54 @@ fn replay(answer: KeptAnswer) -> HttpResponse {
         .insert_header((CONTENT_TYPE, content_type))
         .insert_header((IDEMPOTENT_REPLAYED, HeaderValue::from_static("true")))
         .body(answer.body)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fingerprint(body: &str) -> RequestFingerprint {
+        json_fingerprint("POST", "/v1/generate", body.as_bytes()).unwrap()
+    }
+
+    #[test]
+    fn encodings_of_one_document_have_one_fingerprint() {
+        let document =
+            r#"{"prompt":"a banana","n":2,"images":["aGk=","aGk="],"x":{"b":null,"a":true}}"#;
+        let same = r#" { "x" : { "a" : true , "b" : null } , "images" : [ "aGk=" , "aGk=" ] ,
+            "n" : 2 , "prompt" : "a \u0062anana" } "#;
+        assert_eq!(fingerprint(document), fingerprint(same));
+    }
+
+    #[test]
+    fn different_documents_have_different_fingerprints() {
+        let base = fingerprint(r#"{"prompt":"a banana","images":["aGk=","aGk="]}"#);
+        for other in [
+            r#"{"prompt":"a banana","images":["aGk="]}"#,
+            r#"{"prompt":"a banana","images":["aGk=aGk="]}"#,
+            r#"{"prompt":"a banana","images":["aGk=","aGk="],"n":1}"#,
+            r#"{"prompt":"a bananas","images":["aGk=","aGk="]}"#,
+            r#"{"prompt":["a banana"],"images":["aGk=","aGk="]}"#,
+            r#"{"prompt":"a banana","images":"aGk=aGk="}"#,
+            r#"{"promp":"ta banana","images":["aGk=","aGk="]}"#,
+        ] {
+            assert_ne!(fingerprint(other), base, "{other}");
+        }
+        assert_ne!(
+            fingerprint(r#"{"n":"1"}"#),
+            fingerprint(r#"{"n":1}"#),
+            "a number is not its text"
+        );
+        assert_ne!(
+            json_fingerprint("POST", "/v1/images/generations", br#"{"n":1}"#).unwrap(),
+            fingerprint(r#"{"n":1}"#),
+            "the path is part of the request"
+        );
+    }
+
+    #[test]
+    fn only_json_has_a_fingerprint() {
+        assert!(json_fingerprint("POST", "/", b"{\"a\":1} trailing").is_err());
+        assert!(json_fingerprint("POST", "/", b"{\"a\":").is_err());
+    }
 }

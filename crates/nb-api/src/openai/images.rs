@@ -9,6 +9,7 @@ use nb_domain::generation::{
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+use crate::body_budget::largest_form_body;
 use crate::error::ApiError;
 use crate::extract::credentials::ApiKeyCaller;
 use crate::extract::json::GenerationJson;
@@ -422,6 +423,14 @@ pub(crate) async fn edits(
     let caller = match caller {
         Ok(ApiKeyCaller(caller)) => caller,
         Err(error) => return render(error),
+    };
+    // Before the rate limits count it: a refused body costs the client nothing.
+    let _held_body = match state
+        .body_budget
+        .reserve(&request, largest_form_body(state.input_images))
+    {
+        Ok(reservation) => reservation,
+        Err(busy) => return render(busy),
     };
     throttled(&state, caller, render, async {
         let payload = payload.into_inner();

@@ -20,14 +20,13 @@ use bytes::{Bytes, BytesMut};
 use futures_util::Stream;
 use nb_domain::generation::InputImageLimits;
 
+use crate::body_budget::largest_form_body;
 use crate::error::ApiError;
 
 /// The most parts a form may have.
 pub const MAX_PARTS: usize = 64;
 /// The longest text field (a prompt is at most 10,000 characters, 40 KB of UTF-8).
 pub const MAX_TEXT_FIELD_BYTES: usize = 64 * 1024;
-/// Room in the whole body for everything but the images (text fields, part headers).
-const TEXT_ALLOWANCE_BYTES: usize = 1024 * 1024;
 
 /// A form's contents.
 #[derive(Debug, Default)]
@@ -162,7 +161,7 @@ pub async fn read_edit_form(
     payload: Payload,
     limits: InputImageLimits,
 ) -> Result<EditForm, ApiError> {
-    let body_limit = limits.max_total_bytes + TEXT_ALLOWANCE_BYTES;
+    let body_limit = largest_form_body(limits);
     let declared = request
         .headers()
         .get(CONTENT_LENGTH)

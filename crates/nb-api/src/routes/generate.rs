@@ -1,13 +1,16 @@
 //! `POST /v1/generate`: the native generation route (API key).
 
+use std::fmt;
+
 use actix_web::{HttpRequest, HttpResponse, ResponseError, web};
 use bytes::Bytes;
 use nb_domain::api_keys::AuthenticatedApiKey;
 use nb_domain::encoding::decode_data_url_or_base64;
 use nb_domain::generation::{
-    GenerationRequest, ImageCount, InputImageLimits, InputImages, RawGenerationRequest, size_label,
+    GenerationRequest, ImageCount, InputImages, RawGenerationRequest, size_label,
 };
-use serde::{Deserialize, Serialize};
+use serde::de::{self, Visitor};
+use serde::{Deserialize, Deserializer, Serialize};
 use time::OffsetDateTime;
 use utoipa::ToSchema;
 
@@ -29,9 +32,37 @@ pub(crate) struct GenerateRequest {
     style: Option<String>,
     model: Option<String>,
     /// Images to edit or combine, in order: base64 or `data:image/…;base64,…` URLs.
-    images: Option<Vec<String>>,
+    #[schema(value_type = Option<Vec<String>>)]
+    images: Option<Vec<Base64Image>>,
     /// A mask for the first image (transparent where it may change), base64 or a data URL.
-    mask: Option<String>,
+    #[schema(value_type = Option<String>)]
+    mask: Option<Base64Image>,
+}
+
+/// An image sent as base64 or a data URL, decoded as the body is read: the text is borrowed
+/// from the body (never copied), and only the image's bytes are kept.
+struct Base64Image(Bytes);
+
+impl<'de> Deserialize<'de> for Base64Image {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Decoding;
+
+        impl Visitor<'_> for Decoding {
+            type Value = Base64Image;
+
+            fn expecting(&self, formatter: &mut fmt::Formatter) -> fmt::Result {
+                formatter.write_str("base64 or a data: URL")
+            }
+
+            fn visit_str<E: de::Error>(self, text: &str) -> Result<Base64Image, E> {
+                decode_data_url_or_base64(text)
+                    .map(|bytes| Base64Image(Bytes::from(bytes)))
+                    .ok_or_else(|| E::custom("must be base64 or a data: URL"))
+            }
+        }
+
+        deserializer.deserialize_str(Decoding)
+    }
 }
 
 #[derive(Serialize, ToSchema)]
@@ -75,7 +106,12 @@ pub(crate) async fn generate(
 ) -> HttpResponse {
     let render = |error: ApiError| error.error_response();
     throttled(&state, caller, render, async {
-        let GenerationJsonWithImages { body, fingerprint } = body.map_err(|error| {
+        // The reservation is held while the decoded images are.
+        let GenerationJsonWithImages {
+            body,
+            fingerprint,
+            reservation: _held_body,
+        } = body.map_err(|error| {
             error.as_error::<ApiError>().map_or_else(
                 || ApiError::internal(error.to_string()),
                 ApiError::public_copy,
@@ -89,35 +125,15 @@ pub(crate) async fn generate(
     .await
 }
 
-/// Decodes images sent as base64 or data URLs, and checks them.
-fn decoded_images(
-    images: Option<Vec<String>>,
-    mask: Option<String>,
-    limits: InputImageLimits,
-) -> Result<InputImages, ApiError> {
-    let decode = |field: &'static str, text: &str| {
-        decode_data_url_or_base64(text)
-            .map(Bytes::from)
-            .ok_or_else(|| {
-                ApiError::invalid_field(field, format!("{field} must be base64 or a data: URL"))
-            })
-    };
-    let images = images
-        .unwrap_or_default()
-        .iter()
-        .map(|text| decode("images", text))
-        .collect::<Result<Vec<_>, _>>()?;
-    let mask = mask
-        .as_deref()
-        .map(|text| decode("mask", text))
-        .transpose()?;
-    Ok(InputImages::parse(images, mask, limits)?)
-}
-
 /// The request, checked: everything a client can get wrong is refused here, before any
 /// work (and before an `Idempotency-Key` is claimed).
 fn checked(body: GenerateRequest, state: &AppState) -> Result<GenerationRequest, ApiError> {
-    let inputs = decoded_images(body.images, body.mask, state.input_images)?;
+    let images = body.images.unwrap_or_default().into_iter();
+    let inputs = InputImages::parse(
+        images.map(|Base64Image(bytes)| bytes).collect(),
+        body.mask.map(|Base64Image(bytes)| bytes),
+        state.input_images,
+    )?;
     let raw = RawGenerationRequest {
         prompt: body.prompt,
         size: body.size,
