@@ -2,6 +2,8 @@
 # A small image (distroless, ~30 MB) running `nanobanana` as a non-root user.
 
 FROM rust:1.95-slim-bookworm AS build
+# jemalloc (the server's allocator) is built from source with make; the slim image has gcc only.
+RUN apt-get update && apt-get install -y --no-install-recommends make && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY . .
 RUN cargo build --release --locked --bin nanobanana \

@@ -9,6 +9,9 @@ time per response (utime+stime from /proc), the gateway overhead p50/p99 (from t
 `gateway_overhead_seconds` histogram: the upper bound of the bucket holding the quantile), and it
 asserts that the succeeded generations written to the database equal oha's count of 200s.
 
+After the scenarios it runs bench/memory.py (peak and after-burst RSS per request size) and adds its
+table to the report.
+
 S2-S3 runs S2 with images stored in S3: the s3s-fs server the tests use (nb-storage's example
 s3-test-server),
 started here on loopback; a sample of the stored objects (and of S2's files on local disk) is
@@ -488,6 +491,10 @@ def main():
         shutil.rmtree(work, ignore_errors=True)
         shutil.rmtree(s3_root, ignore_errors=True)
 
+    # Memory per request (bench/memory.py): its own server on SQLite, once the load above is over.
+    memory_table = subprocess.run([sys.executable, os.path.join(ROOT, "bench", "memory.py"), binary, fake_binary]
+                                  + (["--quick"] if quick else []), capture_output=True, text=True,
+                                  check=True).stdout
     report = [f"# Benchmark {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC",
               "", f"Machine: {platform.machine()}, {os.cpu_count()} CPUs, {platform.platform()}.",
               "Load generator (oha), PostgreSQL (durable: fsync on), fake Google and server on the same machine.",
@@ -545,6 +552,10 @@ def main():
         report.append(f"S1 ours/peer: throughput x{ours['requests_per_s'] / peer['requests_per_s']:.1f}, "
                       f"p99 1/{peer['p99_ms'] / ours['p99_ms']:.1f}, "
                       f"CPU per response 1/{peer['cpu_ms_per_response'] / ours['cpu_ms_per_response']:.1f}")
+    report += ["", "## Memory per request (bench/memory.py)", "",
+               "Peak and after-burst RSS of the release server on SQLite, N requests with large bodies at once, "
+               "Google answering in 5 s; 503s are the body budget (NB_MAX_BODY_BYTES_IN_FLIGHT) refusing "
+               "before the body is read.", "", memory_table]
     text = "\n".join(report) + "\n"
     print(text)
     os.makedirs(os.path.join(ROOT, "bench", "results"), exist_ok=True)
