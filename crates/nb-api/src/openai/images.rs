@@ -411,7 +411,7 @@ pub(crate) async fn generations(
         (status = 415, description = "Not `multipart/form-data`", body = OpenAiErrorBody),
         (status = 429, description = "Over a per-minute rate limit (type `requests`), or a day or month quota (type `insufficient_quota`, code `quota_exceeded`, `Retry-After` to its reset)", body = OpenAiErrorBody),
         (status = 502, description = "The provider or the storage failed", body = OpenAiErrorBody),
-        (status = 503, description = "Not configured, provider busy, or database unavailable", body = OpenAiErrorBody),
+        (status = 503, description = "Not configured, provider busy, database unavailable, or too many large bodies in flight (`server_busy`, before the body is read; `Retry-After`)", body = OpenAiErrorBody),
         (status = 504, description = "The provider did not answer in time", body = OpenAiErrorBody),
     ))]
 pub(crate) async fn edits(
