@@ -107,6 +107,26 @@ fn cookie_session(
         }))
 }
 
+/// A new session handed to the client (200): the console's cookies, or the access token in
+/// the body.
+fn session_answer(
+    state: &AppState,
+    request: &HttpRequest,
+    user: User,
+    session: &Session,
+    via_cookie: bool,
+) -> Result<HttpResponse, ApiError> {
+    let issued = state
+        .access_tokens
+        .issue(session)
+        .map_err(ApiError::internal)?;
+    if via_cookie {
+        return cookie_session(state, request, HttpResponse::Ok(), user, session, &issued);
+    }
+    let token: AccessTokenResponse = issued.into();
+    Ok(HttpResponse::Ok().insert_header(NO_STORE).json(token))
+}
+
 impl From<IssuedAccessToken> for AccessTokenResponse {
     fn from(issued: IssuedAccessToken) -> Self {
         Self {
@@ -212,22 +232,7 @@ pub(crate) async fn login(
         .login(email.ok(), Password::attempt(password))
         .await?;
     let session = state.accounts.start_session(user.id).await?;
-    let issued = state
-        .access_tokens
-        .issue(&session)
-        .map_err(ApiError::internal)?;
-    if wants_cookie {
-        return cookie_session(
-            &state,
-            &request,
-            HttpResponse::Ok(),
-            user,
-            &session,
-            &issued,
-        );
-    }
-    let token: AccessTokenResponse = issued.into();
-    Ok(HttpResponse::Ok().insert_header(NO_STORE).json(token))
+    session_answer(&state, &request, user, &session, wants_cookie)
 }
 
 /// End this session: the access token that was sent stops working at once, and a browser
@@ -301,22 +306,7 @@ pub(crate) async fn change_password(
         .accounts
         .change_password(user.id, Password::attempt(current_password), new_password)
         .await?;
-    let issued = state
-        .access_tokens
-        .issue(&session)
-        .map_err(ApiError::internal)?;
-    if via_cookie {
-        return cookie_session(
-            &state,
-            &request,
-            HttpResponse::Ok(),
-            user,
-            &session,
-            &issued,
-        );
-    }
-    let token: AccessTokenResponse = issued.into();
-    Ok(HttpResponse::Ok().insert_header(NO_STORE).json(token))
+    session_answer(&state, &request, user, &session, via_cookie)
 }
 
 /// The signed-in user.
