@@ -416,7 +416,7 @@ mod tests {
                     );
                     let scanned = scan_in_chunks(body.as_bytes(), sizes);
                     let parsed = parse_generate_content(scanned).unwrap();
-                    assert_eq!(parsed.bytes().as_ref(), image);
+                    assert_eq!(parsed.image.bytes().as_ref(), image);
                 }
             }
         }
@@ -450,7 +450,7 @@ mod tests {
                 let scanned = scan_in_chunks(body.as_bytes(), sizes);
                 let parsed = parse_generate_content(scanned)
                     .unwrap_or_else(|error| panic!("{error} for {}…", &data[..40]));
-                assert_eq!(parsed.bytes().as_ref(), image, "chunks {sizes:?}");
+                assert_eq!(parsed.image.bytes().as_ref(), image, "chunks {sizes:?}");
             }
         }
     }
@@ -520,7 +520,7 @@ mod tests {
             let scanned = scan_in_chunks(body.as_bytes(), sizes);
             assert_eq!(scanned.skeleton, body.as_bytes(), "chunks {sizes:?}");
             let parsed = parse_generate_content(scanned).unwrap();
-            assert_eq!(parsed.bytes().as_ref(), image);
+            assert_eq!(parsed.image.bytes().as_ref(), image);
         }
     }
 

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use nb_domain::generation::{GeneratedImage, ImageRequest, ProviderError};
+use nb_domain::generation::{ImageRequest, ProvidedImage, ProviderError};
 use nb_domain::ports::ImageProvider;
 use nb_domain::settings::InvalidSetting;
 use reqwest::StatusCode;
@@ -18,7 +18,7 @@ use tokio::time::Instant;
 use crate::answer_scanner::{AnswerScanner, ScannedAnswer};
 use crate::connections::Connections;
 use crate::response::{ErrorEnvelope, parse_generate_content, parse_predict};
-use crate::wire::{GenerateContentRequest, IMAGEN_ASPECT_RATIOS, PredictRequest, RequestBody};
+use crate::wire::{GenerateContentRequest, PredictRequest, RequestBody};
 
 pub const DEFAULT_BASE_URL: &str = "https://generativelanguage.googleapis.com";
 pub const API_VERSION: &str = "v1beta";
@@ -131,7 +131,7 @@ pub struct UnconfiguredImageProvider;
 
 #[async_trait]
 impl ImageProvider for UnconfiguredImageProvider {
-    async fn generate(&self, _: &ImageRequest) -> Result<GeneratedImage, ProviderError> {
+    async fn generate(&self, _: &ImageRequest) -> Result<ProvidedImage, ProviderError> {
         Err(ProviderError::NotConfigured)
     }
 }
@@ -163,7 +163,7 @@ pub enum ClientBuildError {
 
 /// One attempt's outcome.
 enum Attempt {
-    Done(Result<GeneratedImage, ProviderError>),
+    Done(Result<ProvidedImage, ProviderError>),
     /// Worth trying again, after `retry_after` if the provider said so.
     Retry {
         error: ProviderError,
@@ -257,7 +257,7 @@ impl GeminiImageClient {
             return match read_answer(response).await {
                 Ok(answer) => Attempt::Done(match method {
                     Method::GenerateContent => parse_generate_content(answer),
-                    Method::Predict => parse_predict(answer),
+                    Method::Predict => parse_predict(answer).map(ProvidedImage::from),
                 }),
                 Err(error) => error.into_attempt(),
             };
@@ -387,20 +387,18 @@ async fn read_capped(response: reqwest::Response) -> Result<Vec<u8>, BodyError> 
 #[async_trait]
 impl ImageProvider for GeminiImageClient {
     #[tracing::instrument(skip_all, fields(model = %request.model))]
-    async fn generate(&self, request: &ImageRequest) -> Result<GeneratedImage, ProviderError> {
+    async fn generate(&self, request: &ImageRequest) -> Result<ProvidedImage, ProviderError> {
         let model = request.model.as_str();
+        if let Some(ratio) = request
+            .aspect_ratio
+            .filter(|ratio| !request.model.spec().aspect_ratios.contains(ratio))
+        {
+            return Err(ProviderError::Unsupported {
+                field: "size",
+                message: format!("{model} does not offer the aspect ratio {ratio}; pick another"),
+            });
+        }
         let (method, body) = if request.model.is_imagen() {
-            if let Some(ratio) = request
-                .aspect_ratio
-                .filter(|ratio| !IMAGEN_ASPECT_RATIOS.contains(ratio))
-            {
-                return Err(ProviderError::Unsupported {
-                    field: "size",
-                    message: format!(
-                        "{model} does not offer the aspect ratio {ratio}; pick another size"
-                    ),
-                });
-            }
             if !request.images.is_empty() {
                 return Err(ProviderError::Unsupported {
                     field: "model",
@@ -409,12 +407,20 @@ impl ImageProvider for GeminiImageClient {
             }
             (
                 Method::Predict,
-                serde_json::to_vec(&PredictRequest::new(&request.text, request.aspect_ratio))
-                    .map(RequestBody::json),
+                serde_json::to_vec(&PredictRequest::new(
+                    &request.text,
+                    request.aspect_ratio,
+                    request.image_size,
+                ))
+                .map(RequestBody::json),
             )
         } else {
-            let content =
-                GenerateContentRequest::new(&request.text, request.aspect_ratio, &request.images);
+            let content = GenerateContentRequest::new(
+                &request.text,
+                request.aspect_ratio,
+                request.image_size,
+                &request.images,
+            );
             (
                 Method::GenerateContent,
                 RequestBody::generate_content(&content, &request.images),

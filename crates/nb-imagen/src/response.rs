@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use nb_domain::encoding::decode_base64_lenient;
-use nb_domain::generation::{GeneratedImage, ProviderError};
+use nb_domain::generation::{GeneratedImage, ProvidedImage, ProviderError, TokenUsage};
 use serde::Deserialize;
 
 use crate::answer_scanner::{Extracted, ExtractedStrings, ScannedAnswer};
@@ -26,6 +26,65 @@ struct GenerateContentResponse<'a> {
     candidates: Option<Vec<Candidate<'a>>>,
     #[serde(default, borrow, alias = "prompt_feedback")]
     prompt_feedback: Option<PromptFeedback<'a>>,
+    #[serde(default, alias = "usage_metadata")]
+    usage_metadata: Option<UsageMetadata>,
+}
+
+/// `usageMetadata`: what Google counted (and bills).
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct UsageMetadata {
+    #[serde(default, alias = "prompt_token_count")]
+    prompt_token_count: Option<u64>,
+    #[serde(default, alias = "prompt_tokens_details")]
+    prompt_tokens_details: Option<Vec<ModalityTokenCount>>,
+    #[serde(default, alias = "candidates_token_count")]
+    candidates_token_count: Option<u64>,
+    #[serde(default, alias = "candidates_tokens_details")]
+    candidates_tokens_details: Option<Vec<ModalityTokenCount>>,
+    #[serde(default, alias = "thoughts_token_count")]
+    thoughts_token_count: Option<u64>,
+    #[serde(default, alias = "total_token_count")]
+    total_token_count: Option<u64>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ModalityTokenCount {
+    #[serde(default)]
+    modality: Option<String>,
+    #[serde(default, alias = "token_count")]
+    token_count: Option<u64>,
+}
+
+impl UsageMetadata {
+    /// Google leaves a count out when it is 0; the total, when missing, is the sum.
+    fn token_usage(&self) -> TokenUsage {
+        let by_modality = |details: &Option<Vec<ModalityTokenCount>>, wanted: &str| {
+            details.as_ref().map(|details| {
+                details
+                    .iter()
+                    .filter(|detail| detail.modality.as_deref() == Some(wanted))
+                    .filter_map(|detail| detail.token_count)
+                    .sum()
+            })
+        };
+        let input_tokens = self.prompt_token_count.unwrap_or(0);
+        let output_tokens = self.candidates_token_count.unwrap_or(0);
+        let thinking_tokens = self.thoughts_token_count.unwrap_or(0);
+        TokenUsage {
+            input_tokens,
+            input_text_tokens: by_modality(&self.prompt_tokens_details, "TEXT"),
+            input_image_tokens: by_modality(&self.prompt_tokens_details, "IMAGE"),
+            output_tokens,
+            output_image_tokens: by_modality(&self.candidates_tokens_details, "IMAGE"),
+            output_text_tokens: by_modality(&self.candidates_tokens_details, "TEXT"),
+            thinking_tokens,
+            total_tokens: self
+                .total_token_count
+                .unwrap_or(input_tokens + output_tokens + thinking_tokens),
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -152,7 +211,7 @@ fn quote(text: &str) -> String {
 /// there is none.
 pub(crate) fn parse_generate_content(
     scanned: ScannedAnswer,
-) -> Result<GeneratedImage, ProviderError> {
+) -> Result<ProvidedImage, ProviderError> {
     let ScannedAnswer {
         skeleton,
         mut extracted,
@@ -175,7 +234,10 @@ pub(crate) fn parse_generate_content(
                     .as_deref()
                     .is_none_or(|mime| mime.starts_with("image/"));
                 if let (true, Some(data)) = (is_image, inline.data.as_deref()) {
-                    return image_from_data(data, &mut extracted);
+                    return Ok(ProvidedImage {
+                        image: image_from_data(data, &mut extracted)?,
+                        usage: answer.usage_metadata.as_ref().map(UsageMetadata::token_usage),
+                    });
                 }
             }
             if let Some(text) = part.text.as_deref() {
@@ -314,6 +376,43 @@ mod tests {
     }
 
     #[test]
+    fn usage_metadata_is_read_with_its_split_by_modality() {
+        let answer = format!(
+            r#"{{"candidates": [{{"content": {{"parts": [{{"inlineData": {{"mimeType": "image/png", "data": "{PNG_BASE64}"}}, "thoughtSignature": "c2ln"}}]}}}}],
+            "usageMetadata": {{"promptTokenCount": 1130, "promptTokensDetails": [{{"modality": "TEXT", "tokenCount": 10}}, {{"modality": "IMAGE", "tokenCount": 1120}}],
+            "candidatesTokenCount": 1690, "candidatesTokensDetails": [{{"modality": "IMAGE", "tokenCount": 1680}}, {{"modality": "TEXT", "tokenCount": 10}}],
+            "thoughtsTokenCount": 200, "totalTokenCount": 3020}}}}"#
+        );
+        let provided = parse_generate_content(ScannedAnswer::scan(answer.as_bytes())).unwrap();
+        assert_eq!(
+            provided.usage,
+            Some(TokenUsage {
+                input_tokens: 1130,
+                input_text_tokens: Some(10),
+                input_image_tokens: Some(1120),
+                output_tokens: 1690,
+                output_image_tokens: Some(1680),
+                output_text_tokens: Some(10),
+                thinking_tokens: 200,
+                total_tokens: 3020,
+            })
+        );
+        // Snake case, counts left out, no details: what is missing is 0 or unknown.
+        let sparse = format!(
+            r#"{{"candidates": [{{"content": {{"parts": [{{"inline_data": {{"data": "{PNG_BASE64}"}}}}]}}}}], "usage_metadata": {{"prompt_token_count": 7, "candidates_token_count": 1120}}}}"#
+        );
+        let usage = parse_generate_content(ScannedAnswer::scan(sparse.as_bytes()))
+            .unwrap()
+            .usage
+            .unwrap();
+        assert_eq!((usage.input_image_tokens, usage.thinking_tokens, usage.total_tokens), (None, 0, 1127));
+        let none = format!(
+            r#"{{"candidates": [{{"content": {{"parts": [{{"inlineData": {{"data": "{PNG_BASE64}"}}}}]}}}}]}}"#
+        );
+        assert_eq!(parse_generate_content(ScannedAnswer::scan(none.as_bytes())).unwrap().usage, None);
+    }
+
+    #[test]
     fn an_escaped_image_string_is_still_read() {
         // JSON may escape `/` as `\/`: the string cannot be borrowed, and must still decode.
         let escaped = PNG_BASE64.replace('/', "\\/");
@@ -324,7 +423,7 @@ mod tests {
         let expected = base64::engine::general_purpose::STANDARD
             .decode(PNG_BASE64)
             .unwrap();
-        assert_eq!(image.bytes().as_ref(), expected);
+        assert_eq!(image.image.bytes().as_ref(), expected);
     }
 
     #[test]

@@ -18,7 +18,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use nb_domain::generation::{GeneratedImage, ImageRequest, ProviderError, image_dimensions};
+use nb_domain::generation::{
+    GeneratedImage, ImageRequest, ProvidedImage, ProviderError, image_dimensions,
+};
 use nb_domain::ports::ImageProvider;
 use sha2::{Digest, Sha256};
 
@@ -40,12 +42,13 @@ pub struct TestModeImages;
 
 #[async_trait]
 impl ImageProvider for TestModeImages {
-    async fn generate(&self, request: &ImageRequest) -> Result<GeneratedImage, ProviderError> {
+    async fn generate(&self, request: &ImageRequest) -> Result<ProvidedImage, ProviderError> {
         if let Some(failure) = magic_failure(request) {
             return Err(failure);
         }
         let bytes = render(request).map_err(|error| ProviderError::Upstream(error.to_string()))?;
         GeneratedImage::from_bytes(Bytes::from(bytes))
+            .map(ProvidedImage::from)
             .map_err(|_| ProviderError::Upstream("the test image is not a PNG".into()))
     }
 }
@@ -77,6 +80,7 @@ fn dimensions(request: &ImageRequest) -> (u32, u32) {
     let ratio = request
         .aspect_ratio
         .and_then(|ratio| {
+            let ratio = ratio.to_string();
             let (w, h) = ratio.split_once(':')?;
             Some((w.parse::<u32>().ok()?, h.parse::<u32>().ok()?))
         })
@@ -103,7 +107,14 @@ fn seed(request: &ImageRequest) -> [u8; 32] {
     };
     part(request.model.as_str().as_bytes());
     part(request.text.as_bytes());
-    part(request.aspect_ratio.unwrap_or("").as_bytes());
+    part(
+        request
+            .aspect_ratio
+            .map(|ratio| ratio.to_string())
+            .unwrap_or_default()
+            .as_bytes(),
+    );
+    part(request.image_size.map_or("", |size| size.as_str()).as_bytes());
     for image in &request.images {
         part(image.bytes());
     }
@@ -149,14 +160,15 @@ fn render(request: &ImageRequest) -> Result<Vec<u8>, png::EncodingError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use nb_domain::generation::AllowedModels;
+    use nb_domain::generation::{AllowedModels, AspectRatio};
 
     fn request(text: &str, aspect_ratio: Option<&'static str>) -> ImageRequest {
         let models = AllowedModels::new(["gemini-3.1-flash-image".to_owned()]).unwrap();
         ImageRequest {
             model: models.default_model().clone(),
             text: text.to_owned(),
-            aspect_ratio,
+            aspect_ratio: aspect_ratio.map(|ratio| AspectRatio::parse(ratio).unwrap()),
+            image_size: None,
             images: Vec::new(),
         }
     }
@@ -164,22 +176,28 @@ mod tests {
     #[tokio::test]
     async fn the_same_request_gives_the_same_png_in_its_aspect_ratio() {
         let wide = request("a banana", Some("16:9"));
-        let first = TestModeImages.generate(&wide).await.unwrap();
-        let again = TestModeImages.generate(&wide).await.unwrap();
+        let first = TestModeImages.generate(&wide).await.unwrap().image;
+        let again = TestModeImages.generate(&wide).await.unwrap().image;
         assert_eq!(first.bytes(), again.bytes());
         assert_eq!(image_dimensions(first.bytes()), Some((128, 72)));
         let tall = TestModeImages
             .generate(&request("a banana", Some("2:3")))
             .await
-            .unwrap();
+            .unwrap().image;
         assert_eq!(image_dimensions(tall.bytes()), Some((85, 128)));
         let other = TestModeImages
             .generate(&request("a pear", Some("16:9")))
             .await
-            .unwrap();
+            .unwrap().image;
         assert_ne!(first.bytes(), other.bytes());
-        let square = TestModeImages.generate(&request("x", None)).await.unwrap();
+        let square = TestModeImages.generate(&request("x", None)).await.unwrap().image;
         assert_eq!(image_dimensions(square.bytes()), Some((128, 128)));
+        let banner = TestModeImages
+            .generate(&request("x", Some("8:1")))
+            .await
+            .unwrap()
+            .image;
+        assert_eq!(image_dimensions(banner.bytes()), Some((128, 16)));
     }
 
     #[tokio::test]
@@ -187,18 +205,18 @@ mod tests {
         let input = TestModeImages
             .generate(&request("input", Some("3:2")))
             .await
-            .unwrap();
+            .unwrap().image;
         let mut edit = request("make it blue", None);
         edit.images = vec![input.clone()];
-        let edited = TestModeImages.generate(&edit).await.unwrap();
+        let edited = TestModeImages.generate(&edit).await.unwrap().image;
         assert_eq!(image_dimensions(edited.bytes()), Some((128, 85)));
         edit.images = vec![
             TestModeImages
                 .generate(&request("another input", Some("3:2")))
                 .await
-                .unwrap(),
+                .unwrap().image,
         ];
-        let other = TestModeImages.generate(&edit).await.unwrap();
+        let other = TestModeImages.generate(&edit).await.unwrap().image;
         assert_ne!(edited.bytes(), other.bytes());
     }
 

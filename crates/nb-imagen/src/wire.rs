@@ -8,7 +8,7 @@ use std::sync::Arc;
 use base64::Engine as _;
 use bytes::Bytes;
 use futures_util::Stream;
-use nb_domain::generation::InputImage;
+use nb_domain::generation::{AspectRatio, InputImage, Resolution};
 use serde::Serialize;
 
 /// Raw bytes of an image encoded at a time while the body is sent: a multiple of 3, so that
@@ -124,7 +124,7 @@ impl RequestBody {
 #[serde(rename_all = "camelCase")]
 pub(crate) struct GenerateContentRequest<'a> {
     pub contents: [Content<'a>; 1],
-    pub generation_config: GenerationConfig<'a>,
+    pub generation_config: GenerationConfig,
 }
 
 #[derive(Serialize)]
@@ -153,22 +153,31 @@ pub(crate) struct InlineData {
 
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
-pub(crate) struct GenerationConfig<'a> {
+pub(crate) struct GenerationConfig {
     pub response_modalities: [&'static str; 1],
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub image_config: Option<ImageConfig<'a>>,
+    pub image_config: Option<ImageConfig>,
 }
 
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
-pub(crate) struct ImageConfig<'a> {
-    pub aspect_ratio: &'a str,
+pub(crate) struct ImageConfig {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub aspect_ratio: Option<String>,
+    /// Only when not the model's default, as google-genai sends it when set.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub image_size: Option<&'static str>,
 }
 
 impl<'a> GenerateContentRequest<'a> {
     /// The prompt, then each image in order, each image's `data` left empty: the body is
     /// assembled around them by [`RequestBody::generate_content`].
-    pub fn new(prompt: &'a str, aspect_ratio: Option<&'a str>, images: &[InputImage]) -> Self {
+    pub fn new(
+        prompt: &'a str,
+        aspect_ratio: Option<AspectRatio>,
+        image_size: Option<Resolution>,
+        images: &[InputImage],
+    ) -> Self {
         let mut parts = Vec::with_capacity(1 + images.len());
         parts.push(Part::Text { text: prompt });
         parts.extend(images.iter().map(|image| Part::Image {
@@ -184,7 +193,12 @@ impl<'a> GenerateContentRequest<'a> {
             }],
             generation_config: GenerationConfig {
                 response_modalities: ["IMAGE"],
-                image_config: aspect_ratio.map(|aspect_ratio| ImageConfig { aspect_ratio }),
+                image_config: (aspect_ratio.is_some() || image_size.is_some()).then(|| {
+                    ImageConfig {
+                        aspect_ratio: aspect_ratio.map(|ratio| ratio.to_string()),
+                        image_size: image_size.map(Resolution::as_str),
+                    }
+                }),
             },
         }
     }
@@ -193,7 +207,7 @@ impl<'a> GenerateContentRequest<'a> {
 #[derive(Serialize)]
 pub(crate) struct PredictRequest<'a> {
     pub instances: [PredictInstance<'a>; 1],
-    pub parameters: PredictParameters<'a>,
+    pub parameters: PredictParameters,
 }
 
 #[derive(Serialize)]
@@ -203,11 +217,14 @@ pub(crate) struct PredictInstance<'a> {
 
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
-pub(crate) struct PredictParameters<'a> {
+pub(crate) struct PredictParameters {
     /// Imagen defaults to 4 images (4 times the cost): always ask for one.
     pub sample_count: u8,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub aspect_ratio: Option<&'a str>,
+    pub aspect_ratio: Option<String>,
+    /// Imagen's own name for the resolution (`1K`, `2K`), as google-genai sends it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sample_image_size: Option<&'static str>,
     pub output_options: OutputOptions,
 }
 
@@ -217,16 +234,18 @@ pub(crate) struct OutputOptions {
     pub mime_type: &'static str,
 }
 
-/// The aspect ratios Imagen accepts.
-pub(crate) const IMAGEN_ASPECT_RATIOS: [&str; 5] = ["1:1", "3:4", "4:3", "9:16", "16:9"];
-
 impl<'a> PredictRequest<'a> {
-    pub fn new(prompt: &'a str, aspect_ratio: Option<&'a str>) -> Self {
+    pub fn new(
+        prompt: &'a str,
+        aspect_ratio: Option<AspectRatio>,
+        image_size: Option<Resolution>,
+    ) -> Self {
         Self {
             instances: [PredictInstance { prompt }],
             parameters: PredictParameters {
                 sample_count: 1,
-                aspect_ratio,
+                aspect_ratio: aspect_ratio.map(|ratio| ratio.to_string()),
+                sample_image_size: image_size.map(Resolution::as_str),
                 output_options: OutputOptions {
                     mime_type: "image/png",
                 },
@@ -259,7 +278,12 @@ mod tests {
                 })
                 .collect();
             let prompt = r#"say "data":"" twice: "data":"""#;
-            let request = GenerateContentRequest::new(prompt, Some("16:9"), &images);
+            let request = GenerateContentRequest::new(
+                prompt,
+                AspectRatio::parse("16:9").ok(),
+                None,
+                &images,
+            );
             let body = RequestBody::generate_content(&request, &images).unwrap();
             let streamed = body.collect().await;
             assert_eq!(streamed.len() as u64, body.len());

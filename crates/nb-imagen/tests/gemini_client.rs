@@ -7,7 +7,9 @@
 use std::time::Duration;
 
 use base64::Engine as _;
-use nb_domain::generation::{AllowedModels, ImageFormat, ImageRequest, InputImage, ProviderError};
+use nb_domain::generation::{
+    AllowedModels, AspectRatio, ImageFormat, ImageRequest, InputImage, ProviderError, Resolution,
+};
 use nb_domain::ports::ImageProvider;
 use nb_imagen::{GeminiImageClient, GeminiSettings, GoogleApiKey};
 use serde_json::{Value, json};
@@ -44,7 +46,8 @@ fn request(model: &str, aspect_ratio: &'static str) -> ImageRequest {
     ImageRequest {
         model,
         text: "a banana".into(),
-        aspect_ratio: Some(aspect_ratio),
+        aspect_ratio: Some(AspectRatio::parse(aspect_ratio).unwrap()),
+        image_size: None,
         images: Vec::new(),
     }
 }
@@ -70,6 +73,7 @@ async fn generate(
     client(server)
         .generate(&request("gemini-3.1-flash-image", "16:9"))
         .await
+        .map(|provided| provided.image)
 }
 
 fn google_error(code: u16, status: &str, details: Value) -> ResponseTemplate {
@@ -154,6 +158,25 @@ async fn an_automatic_size_sends_no_image_config() {
     assert!(client(&server).generate(&auto).await.is_ok());
 }
 
+/// A resolution other than the model's default is sent as `imageConfig.imageSize`, byte for
+/// byte the body google-genai sends (captured by `wire/capture_image_size.py`).
+#[tokio::test]
+async fn a_resolution_is_sent_as_image_size_like_the_sdk() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/v1beta/models/gemini-3-pro-image:generateContent"))
+        .and(body_json(wire("gemini_generate_content_request_4k.json")))
+        .respond_with(
+            ResponseTemplate::new(200).set_body_json(wire("gemini_generate_content_response.json")),
+        )
+        .expect(1)
+        .mount(&server)
+        .await;
+    let mut wide = request("gemini-3-pro-image", "16:9");
+    wide.image_size = Some(Resolution::K4);
+    assert!(client(&server).generate(&wide).await.is_ok());
+}
+
 #[tokio::test]
 async fn imagen_cannot_edit_and_is_not_called() {
     let server = MockServer::start().await;
@@ -186,7 +209,8 @@ async fn imagen_models_use_predict_with_the_sdk_body() {
     let image = client(&server)
         .generate(&request("imagen-4.0-generate-001", "16:9"))
         .await
-        .unwrap();
+        .unwrap()
+        .image;
     assert_eq!(image.format(), ImageFormat::Png);
 }
 
@@ -608,7 +632,8 @@ async fn an_answer_cut_short_by_the_connection_is_retried() {
         .unwrap()
         .generate(&request("gemini-3.1-flash-image", "1:1"))
         .await
-        .unwrap();
+        .unwrap()
+        .image;
     assert_eq!(image.bytes().as_ref(), PNG);
 }
 

@@ -107,6 +107,7 @@ fn request() -> ImageRequest {
             .clone(),
         text: "a banana".into(),
         aspect_ratio: None,
+        image_size: None,
         images: Vec::new(),
     }
 }
@@ -123,7 +124,7 @@ async fn calls_past_a_connections_stream_cap_go_over_more_connections() {
         })
         .collect();
     for call in calls {
-        assert_eq!(call.await.unwrap().unwrap().bytes().as_ref(), image);
+        assert_eq!(call.await.unwrap().unwrap().image.bytes().as_ref(), image);
     }
     // With one connection, the server's cap of 2 streams would have held the other 4 back.
     assert_eq!(seen.most_in_flight.load(Ordering::SeqCst), 6);
@@ -138,7 +139,7 @@ async fn a_large_image_in_many_frames_is_read_byte_for_byte() {
     let client = client(base_url, 100);
     for _ in 0..3 {
         let generated = client.generate(&request()).await.unwrap();
-        assert_eq!(generated.bytes().len(), image.len());
-        assert!(generated.bytes().as_ref() == image, "the bytes differ");
+        assert_eq!(generated.image.bytes().len(), image.len());
+        assert!(generated.image.bytes().as_ref() == image, "the bytes differ");
     }
 }

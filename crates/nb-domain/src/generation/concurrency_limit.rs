@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use crate::generation::error::ProviderError;
 
-use crate::generation::model::{GeneratedImage, ImageRequest};
+use crate::generation::model::{ImageRequest, ProvidedImage};
 use crate::generation::ports::ImageProvider;
 use async_trait::async_trait;
 use tokio::sync::Semaphore;
@@ -31,7 +31,7 @@ impl<P> ConcurrencyLimitedProvider<P> {
 
 #[async_trait]
 impl<P: ImageProvider> ImageProvider for ConcurrencyLimitedProvider<P> {
-    async fn generate(&self, request: &ImageRequest) -> Result<GeneratedImage, ProviderError> {
+    async fn generate(&self, request: &ImageRequest) -> Result<ProvidedImage, ProviderError> {
         let slot = tokio::time::timeout(self.queue_timeout, self.slots.acquire()).await;
         let Ok(Ok(_slot)) = slot else {
             metrics::counter!("upstream_queue_timeouts_total").increment(1);
@@ -46,7 +46,7 @@ impl<P: ImageProvider> ImageProvider for ConcurrencyLimitedProvider<P> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::generation::model::AllowedModels;
+    use crate::generation::model::{AllowedModels, GeneratedImage};
     use bytes::Bytes;
     use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -61,25 +61,28 @@ mod tests {
 
     #[async_trait]
     impl ImageProvider for GatedProvider {
-        async fn generate(&self, _: &ImageRequest) -> Result<GeneratedImage, ProviderError> {
+        async fn generate(&self, _: &ImageRequest) -> Result<ProvidedImage, ProviderError> {
             let gate = &self.0;
             let released = gate.release.notified();
             gate.in_flight.fetch_add(1, Ordering::SeqCst);
             released.await;
             gate.in_flight.fetch_sub(1, Ordering::SeqCst);
-            Ok(GeneratedImage::from_bytes(Bytes::from_static(b"\x89PNG\r\n\x1a\n")).unwrap())
+            Ok(GeneratedImage::from_bytes(Bytes::from_static(b"\x89PNG\r\n\x1a\n"))
+                .unwrap()
+                .into())
         }
     }
 
     fn request() -> ImageRequest {
-        let model = AllowedModels::new(["m".to_owned()])
+        let model = AllowedModels::new(["gemini-3.1-flash-image".to_owned()])
             .unwrap()
             .default_model()
             .clone();
         ImageRequest {
             model,
             text: "x".into(),
-            aspect_ratio: Some("1:1"),
+            aspect_ratio: None,
+            image_size: None,
             images: Vec::new(),
         }
     }

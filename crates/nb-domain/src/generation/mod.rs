@@ -2,6 +2,7 @@
 //! ports it goes through ([`ports`]), the service that runs one ([`service`]), the record of
 //! them ([`history`]), and a cap on calls in flight to the provider ([`concurrency_limit`]).
 
+pub mod catalog;
 pub mod concurrency_limit;
 pub mod error;
 pub mod history;
@@ -10,6 +11,7 @@ pub mod ports;
 pub mod service;
 pub mod stored;
 
+pub use catalog::*;
 pub use concurrency_limit::*;
 pub use error::*;
 pub use history::*;

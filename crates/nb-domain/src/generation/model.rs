@@ -7,6 +7,11 @@ use bytes::Bytes;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
+use std::sync::Arc;
+
+use time::Date;
+
+use super::catalog::{AspectRatio, ModelApi, ModelCatalog, ModelSpec, Resolution};
 use crate::api_keys::model::AuthenticatedApiKey;
 
 pub const MAX_PROMPT_CHARS: usize = 10_000;
@@ -48,42 +53,39 @@ pub(crate) fn is_visible(c: char) -> bool {
     !c.is_whitespace() && !c.is_control() && !crate::text::is_invisible_format(c)
 }
 
-/// The sizes a client may ask for (OpenAI's `WxH` convention), each an aspect ratio.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum ImageSize {
-    #[default]
-    Square,
-    Landscape16x9,
-    Portrait9x16,
-    Landscape3x2,
-    Portrait2x3,
-    Landscape4x3,
-    Portrait3x4,
+/// A size in pixels, `WxH` (OpenAI's convention), each side 64–8192. The model's catalog
+/// entry turns it into an aspect ratio and a resolution (see `ModelSpec::shape_for_size`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PixelSize {
+    pub width: u32,
+    pub height: u32,
 }
 
-pub const ACCEPTED_SIZES: &str =
-    "auto, 1024x1024, 1792x1024, 1024x1792, 1536x1024, 1024x1536, 1024x768, 768x1024";
+pub const MIN_SIDE: u32 = 64;
+pub const MAX_SIDE: u32 = 8192;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("size must be one of {ACCEPTED_SIZES}")]
+#[error("size must be auto or WxH with each side from {MIN_SIDE} to {MAX_SIDE}, e.g. 1536x1024")]
 pub struct InvalidSize;
 
-impl ImageSize {
-    pub const ALL: [Self; 7] = [
-        Self::Square,
-        Self::Landscape16x9,
-        Self::Portrait9x16,
-        Self::Landscape3x2,
-        Self::Portrait2x3,
-        Self::Landscape4x3,
-        Self::Portrait3x4,
-    ];
+impl PixelSize {
+    pub const SQUARE_1K: Self = Self {
+        width: 1024,
+        height: 1024,
+    };
 
     pub fn parse(raw: &str) -> Result<Self, InvalidSize> {
-        Self::ALL
-            .into_iter()
-            .find(|size| size.as_str() == raw)
-            .ok_or(InvalidSize)
+        let (width, height) = raw.split_once('x').ok_or(InvalidSize)?;
+        let side = |text: &str| {
+            text.parse::<u32>()
+                .ok()
+                .filter(|n| (MIN_SIDE..=MAX_SIDE).contains(n))
+                .filter(|_| text.bytes().all(|b| b.is_ascii_digit()))
+        };
+        match (side(width), side(height)) {
+            (Some(width), Some(height)) => Ok(Self { width, height }),
+            _ => Err(InvalidSize),
+        }
     }
 
     /// `auto` (`Ok(None)`: the model chooses; with input images it keeps theirs) or a size.
@@ -94,61 +96,20 @@ impl ImageSize {
             Self::parse(raw).map(Some)
         }
     }
+}
 
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Square => "1024x1024",
-            Self::Landscape16x9 => "1792x1024",
-            Self::Portrait9x16 => "1024x1792",
-            Self::Landscape3x2 => "1536x1024",
-            Self::Portrait2x3 => "1024x1536",
-            Self::Landscape4x3 => "1024x768",
-            Self::Portrait3x4 => "768x1024",
-        }
+impl fmt::Display for PixelSize {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}x{}", self.width, self.height)
     }
+}
 
-    /// The aspect ratio in Google's notation.
-    pub fn aspect_ratio(self) -> &'static str {
-        match self {
-            Self::Square => "1:1",
-            Self::Landscape16x9 => "16:9",
-            Self::Portrait9x16 => "9:16",
-            Self::Landscape3x2 => "3:2",
-            Self::Portrait2x3 => "2:3",
-            Self::Landscape4x3 => "4:3",
-            Self::Portrait3x4 => "3:4",
-        }
-    }
-
-    /// Width over height.
-    pub fn ratio(self) -> f64 {
-        let (width, height) = self.dimensions();
-        f64::from(width) / f64::from(height)
-    }
-
-    /// The nominal pixel size (`as_str`), as numbers.
-    pub fn dimensions(self) -> (u32, u32) {
-        match self {
-            Self::Square => (1024, 1024),
-            Self::Landscape16x9 => (1792, 1024),
-            Self::Portrait9x16 => (1024, 1792),
-            Self::Landscape3x2 => (1536, 1024),
-            Self::Portrait2x3 => (1024, 1536),
-            Self::Landscape4x3 => (1024, 768),
-            Self::Portrait3x4 => (768, 1024),
-        }
-    }
-
-    /// The size whose aspect ratio is closest to `width`×`height` (compared on a log scale,
-    /// so 2:1 is as far from 1:1 as 1:2 is).
-    pub fn nearest(width: u32, height: u32) -> Self {
-        let wanted = (f64::from(width.max(1)) / f64::from(height.max(1))).ln();
-        let distance = |size: &Self| (size.ratio().ln() - wanted).abs();
-        Self::ALL
-            .into_iter()
-            .min_by(|a, b| distance(a).total_cmp(&distance(b)))
-            .unwrap_or_default()
-    }
+/// What shape of image is asked for: the ratio (none: the model's choice) and the resolution.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ImageShape {
+    /// `None`: the model chooses (for edits, the input's ratio).
+    pub aspect_ratio: Option<AspectRatio>,
+    pub resolution: Resolution,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -189,29 +150,46 @@ impl ImageStyle {
     }
 }
 
-/// A model id the operator allows (`NB_IMAGE_MODELS`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ImageModel(String);
+/// An enabled model, with what its catalog entry says it can do.
+#[derive(Debug, Clone)]
+pub struct ImageModel(Arc<ModelSpec>);
+
+impl PartialEq for ImageModel {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.id == other.0.id
+    }
+}
+
+impl Eq for ImageModel {}
 
 impl ImageModel {
+    pub fn new(spec: Arc<ModelSpec>) -> Self {
+        Self(spec)
+    }
+
+    /// Google's id.
     pub fn as_str(&self) -> &str {
+        &self.0.id
+    }
+
+    pub fn spec(&self) -> &ModelSpec {
         &self.0
     }
 
-    /// Imagen models (`imagen-*`) are called through `:predict`; they neither edit nor take
-    /// input images.
+    /// Imagen models are called through `:predict`; they neither edit nor take input images.
     pub fn is_imagen(&self) -> bool {
-        self.0.starts_with("imagen-")
+        self.0.api == ModelApi::Imagen
     }
 }
 
 impl fmt::Display for ImageModel {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(&self.0.id)
     }
 }
 
-/// The models this deployment offers; the first is the default.
+/// The models this deployment offers (`NB_IMAGE_MODELS`, among the catalog's); the first is
+/// the default.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AllowedModels(Vec<ImageModel>);
 
@@ -221,17 +199,55 @@ pub struct UnknownModel {
     pub allowed: String,
 }
 
+/// Why a list of enabled models cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum InvalidEnabledModels {
+    #[error("must name at least one model")]
+    Empty,
+    #[error("{name:?} is not in the model catalog (it has {known}); describe it in the catalog file (NB_MODELS_FILE)")]
+    NotInCatalog { name: String, known: String },
+}
+
+/// A request for a model whose retirement day has come.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{model} was retired on {retired_at}{}", replaced_by.as_ref().map(|r| format!(": use {r}")).unwrap_or_default())]
+pub struct ModelRetired {
+    pub model: String,
+    pub retired_at: Date,
+    pub replaced_by: Option<String>,
+}
+
 impl AllowedModels {
-    /// `None` when the list is empty.
-    pub fn new(models: impl IntoIterator<Item = String>) -> Option<Self> {
-        let mut unique: Vec<ImageModel> = Vec::new();
-        for model in models {
-            let model = model.trim();
-            if !model.is_empty() && !unique.iter().any(|known| known.0 == model) {
-                unique.push(ImageModel(model.to_owned()));
+    /// The catalog's models named (by id or alias) in `names`, in order, each once.
+    pub fn from_catalog(
+        catalog: &ModelCatalog,
+        names: impl IntoIterator<Item = String>,
+    ) -> Result<Self, InvalidEnabledModels> {
+        let mut enabled: Vec<ImageModel> = Vec::new();
+        for name in names {
+            let name = name.trim();
+            if name.is_empty() {
+                continue;
+            }
+            let spec = catalog
+                .find(name)
+                .ok_or_else(|| InvalidEnabledModels::NotInCatalog {
+                    name: name.to_owned(),
+                    known: catalog.ids(),
+                })?;
+            if !enabled.iter().any(|model| model.0.id == spec.id) {
+                enabled.push(ImageModel(spec.clone()));
             }
         }
-        (!unique.is_empty()).then_some(Self(unique))
+        if enabled.is_empty() {
+            return Err(InvalidEnabledModels::Empty);
+        }
+        Ok(Self(enabled))
+    }
+
+    /// The built-in catalog's models named in `names`.
+    pub fn new(names: impl IntoIterator<Item = String>) -> Result<Self, InvalidEnabledModels> {
+        Self::from_catalog(&ModelCatalog::built_in(), names)
     }
 
     pub fn default_model(&self) -> &ImageModel {
@@ -242,24 +258,31 @@ impl AllowedModels {
         self.0.iter()
     }
 
-    /// The requested model, or the default when none is named.
+    /// The requested model (by id or alias), or the default when none is named.
     pub fn choose(&self, requested: Option<&str>) -> Result<ImageModel, UnknownModel> {
         match requested {
             None => Ok(self.default_model().clone()),
             Some(name) => self
                 .0
                 .iter()
-                .find(|model| model.0 == name)
+                .find(|model| model.0.answers_to(name))
                 .cloned()
                 .ok_or_else(|| UnknownModel {
                     allowed: self
                         .0
                         .iter()
-                        .map(|m| m.0.as_str())
+                        .map(|m| m.as_str())
                         .collect::<Vec<_>>()
                         .join(", "),
                 }),
         }
+    }
+
+    /// The enabled models that retire on or before `until` (retired ones included).
+    pub fn retiring_by(&self, until: Date) -> impl Iterator<Item = &ImageModel> {
+        self.0
+            .iter()
+            .filter(move |model| model.0.retired_at.is_some_and(|at| at <= until))
     }
 }
 
@@ -434,11 +457,12 @@ pub struct InputImageLimits {
 }
 
 impl Default for InputImageLimits {
-    /// Google takes at most 20 MB of request, and base64 adds a third: 14 MiB of images.
+    /// Google takes at most 7 MB inline per image and 20 MB of request, and base64 adds a
+    /// third: 14 MiB of images. Each model's own limit on the number is its catalog entry's.
     fn default() -> Self {
         Self {
             max_images: 16,
-            max_image_bytes: 10 * 1024 * 1024,
+            max_image_bytes: 7_000_000,
             max_total_bytes: 14 * 1024 * 1024,
         }
     }
@@ -565,9 +589,45 @@ pub struct ImageRequest {
     /// The prompt with the style (and mask) instructions appended.
     pub text: String,
     /// `None`: the model's own choice (for edits, the input's).
-    pub aspect_ratio: Option<&'static str>,
+    pub aspect_ratio: Option<AspectRatio>,
+    /// `None`: the model's default resolution (sent as no `imageSize` at all, as google-genai
+    /// does when it is not set).
+    pub image_size: Option<Resolution>,
     /// Sent after the text, in order, byte for byte (the mask last).
     pub images: Vec<InputImage>,
+}
+
+/// The tokens Google counted for one call (`usageMetadata`), as it reported them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TokenUsage {
+    /// `promptTokenCount`.
+    pub input_tokens: u64,
+    /// `promptTokensDetails` by modality (`TEXT`, `IMAGE`), when reported.
+    pub input_text_tokens: Option<u64>,
+    pub input_image_tokens: Option<u64>,
+    /// `candidatesTokenCount`.
+    pub output_tokens: u64,
+    /// `candidatesTokensDetails` by modality, when reported.
+    pub output_image_tokens: Option<u64>,
+    pub output_text_tokens: Option<u64>,
+    /// `thoughtsTokenCount`: billed as output, reported apart.
+    pub thinking_tokens: u64,
+    /// `totalTokenCount`.
+    pub total_tokens: u64,
+}
+
+/// What the provider made for one call.
+#[derive(Debug, Clone)]
+pub struct ProvidedImage {
+    pub image: GeneratedImage,
+    /// `None` when the provider reported none.
+    pub usage: Option<TokenUsage>,
+}
+
+impl From<GeneratedImage> for ProvidedImage {
+    fn from(image: GeneratedImage) -> Self {
+        Self { image, usage: None }
+    }
 }
 
 /// Where a stored image lives. Keys look like `images/2026/11/25/gen_<uuid>.png`.
@@ -651,6 +711,8 @@ pub enum GenerationOutcome {
         url: Option<String>,
         format: ImageFormat,
         bytes: u64,
+        /// Read from the image's header, when it can be.
+        dimensions: Option<(u32, u32)>,
     },
     Failed {
         /// Stable and snake_case, e.g. `content_rejected`, `storage_failed`.
@@ -673,26 +735,26 @@ pub struct GenerationRecord {
     pub id: GenerationId,
     pub caller: AuthenticatedApiKey,
     pub prompt: Prompt,
-    /// `None`: `auto`.
-    pub size: Option<ImageSize>,
+    /// What was asked as a size: `WxH` or `auto`.
+    pub size: String,
+    pub shape: ImageShape,
     pub style: ImageStyle,
     pub model: ImageModel,
     pub latency: Duration,
     pub created_at: OffsetDateTime,
+    /// What Google counted, when it said.
+    pub usage: Option<TokenUsage>,
     pub outcome: GenerationOutcome,
-}
-
-/// The size's label as stored and shown: `auto` or `WxH`.
-pub fn size_label(size: Option<ImageSize>) -> &'static str {
-    size.map_or("auto", ImageSize::as_str)
 }
 
 /// A parsed generation request.
 #[derive(Debug, Clone)]
 pub struct GenerationRequest {
     pub prompt: Prompt,
-    /// `None`: `auto`.
-    pub size: Option<ImageSize>,
+    /// What was asked as a size: `WxH` (the default `1024x1024` when nothing about the shape
+    /// was asked), or `auto` (the model's choice, or the shape asked by ratio and resolution).
+    pub size: String,
+    pub shape: ImageShape,
     pub style: ImageStyle,
     pub model: ImageModel,
     /// Images to edit or combine, and a mask; none for a plain generation.
@@ -710,10 +772,13 @@ impl GenerationRequest {
             text.push_str(MASK_INSTRUCTION);
             images.push(mask.clone());
         }
+        let image_size = Some(self.shape.resolution)
+            .filter(|resolution| *resolution != self.model.spec().default_resolution());
         ImageRequest {
             model: self.model.clone(),
             text,
-            aspect_ratio: self.size.map(ImageSize::aspect_ratio),
+            aspect_ratio: self.shape.aspect_ratio,
+            image_size,
             images,
         }
     }
@@ -724,6 +789,8 @@ impl GenerationRequest {
 pub struct RawGenerationRequest {
     pub prompt: Option<String>,
     pub size: Option<String>,
+    pub aspect_ratio: Option<String>,
+    pub resolution: Option<String>,
     pub style: Option<String>,
     pub model: Option<String>,
 }
@@ -761,12 +828,22 @@ pub enum InvalidGenerationRequest {
     Prompt(#[from] InvalidPrompt),
     #[error(transparent)]
     Size(#[from] InvalidSize),
+    #[error("send either size or aspect_ratio and resolution, not both")]
+    SizeWithShape,
+    #[error("{model} makes the aspect ratios {offered}")]
+    AspectRatio { model: String, offered: String },
+    #[error("{model} makes the resolutions {offered}")]
+    Resolution { model: String, offered: String },
     #[error(transparent)]
     Style(#[from] InvalidStyle),
     #[error(transparent)]
     Model(#[from] UnknownModel),
-    #[error("{model} cannot edit images: pick a Gemini model")]
+    #[error(transparent)]
+    Retired(#[from] ModelRetired),
+    #[error("{model} cannot edit images: pick a model that can")]
     ModelCannotEdit { model: String },
+    #[error("{model} takes at most {max} images")]
+    TooManyImages { model: String, max: usize },
 }
 
 impl InvalidGenerationRequest {
@@ -774,51 +851,143 @@ impl InvalidGenerationRequest {
     pub fn field(&self) -> &'static str {
         match self {
             Self::Prompt(_) => "prompt",
-            Self::Size(_) => "size",
+            Self::Size(_) | Self::SizeWithShape => "size",
+            Self::AspectRatio { .. } => "aspect_ratio",
+            Self::Resolution { .. } => "resolution",
             Self::Style(_) => "style",
-            Self::Model(_) | Self::ModelCannotEdit { .. } => "model",
+            Self::Model(_) | Self::Retired(_) | Self::ModelCannotEdit { .. } => "model",
+            Self::TooManyImages { .. } => "images",
         }
     }
 }
 
+impl ImageShape {
+    /// The shape of `size` on `model` (`None`: `auto`, the model's choice of ratio at its
+    /// default resolution).
+    pub fn for_size(model: &ImageModel, size: Option<PixelSize>) -> Self {
+        let spec = model.spec();
+        match size {
+            None => Self {
+                aspect_ratio: None,
+                resolution: spec.default_resolution(),
+            },
+            Some(size) => {
+                let (ratio, resolution) = spec.shape_for_size(size.width, size.height);
+                Self {
+                    aspect_ratio: Some(ratio),
+                    resolution,
+                }
+            }
+        }
+    }
+
+    /// A ratio and resolution named by the client, checked against the model's.
+    pub fn named(
+        model: &ImageModel,
+        aspect_ratio: Option<&str>,
+        resolution: Option<&str>,
+    ) -> Result<Self, InvalidGenerationRequest> {
+        let spec = model.spec();
+        let aspect_ratio = aspect_ratio
+            .map(|raw| {
+                AspectRatio::parse(raw)
+                    .ok()
+                    .filter(|ratio| spec.aspect_ratios.contains(ratio))
+                    .ok_or_else(|| InvalidGenerationRequest::AspectRatio {
+                        model: spec.id.clone(),
+                        offered: spec.aspect_ratio_list(),
+                    })
+            })
+            .transpose()?;
+        let resolution = resolution
+            .map(|raw| {
+                Resolution::parse(raw)
+                    .ok()
+                    .filter(|resolution| spec.resolutions.contains(resolution))
+                    .ok_or_else(|| InvalidGenerationRequest::Resolution {
+                        model: spec.id.clone(),
+                        offered: spec.resolution_list(),
+                    })
+            })
+            .transpose()?
+            .unwrap_or_else(|| spec.default_resolution());
+        Ok(Self {
+            aspect_ratio,
+            resolution,
+        })
+    }
+}
+
 impl GenerationRequest {
-    /// Checks every field; an absent size or style takes its default (`1024x1024`,
-    /// `natural`), an absent model the deployment's default. Imagen models cannot take
-    /// input images.
+    /// Checks every field; an absent style takes its default (`natural`), an absent model the
+    /// deployment's default. The shape comes from `size` or from `aspect_ratio` and
+    /// `resolution` (never both); when none is sent, `1024x1024`.
     pub fn parse(
         raw: RawGenerationRequest,
         models: &AllowedModels,
         inputs: InputImages,
+        today: Date,
     ) -> Result<Self, InvalidGenerationRequest> {
         let prompt = Prompt::parse(raw.prompt.ok_or(InvalidPrompt::Missing)?)?;
-        let size = raw
-            .size
-            .as_deref()
-            .map_or(Ok(Some(ImageSize::default())), ImageSize::parse_or_auto)?;
         let style = raw
             .style
             .as_deref()
             .map_or(Ok(ImageStyle::default()), ImageStyle::parse)?;
         let model = models.choose(raw.model.as_deref())?;
-        Self::with_checked_fields(prompt, size, style, model, inputs)
+        let names_shape = raw.aspect_ratio.is_some() || raw.resolution.is_some();
+        let (size, shape) = match raw.size {
+            Some(_) if names_shape => return Err(InvalidGenerationRequest::SizeWithShape),
+            Some(size) => {
+                let parsed = PixelSize::parse_or_auto(&size)?;
+                (size, ImageShape::for_size(&model, parsed))
+            }
+            None if names_shape => (
+                "auto".to_owned(),
+                ImageShape::named(&model, raw.aspect_ratio.as_deref(), raw.resolution.as_deref())?,
+            ),
+            None => (
+                PixelSize::SQUARE_1K.to_string(),
+                ImageShape::for_size(&model, Some(PixelSize::SQUARE_1K)),
+            ),
+        };
+        Self::with_checked_fields(prompt, size, shape, style, model, inputs, today)
     }
 
-    /// A request from fields already parsed (another API's mapping of its own fields).
+    /// A request from fields already parsed (another API's mapping of its own fields): the
+    /// model must not be retired, and must take as many images as sent.
     pub fn with_checked_fields(
         prompt: Prompt,
-        size: Option<ImageSize>,
+        size: String,
+        shape: ImageShape,
         style: ImageStyle,
         model: ImageModel,
         inputs: InputImages,
+        today: Date,
     ) -> Result<Self, InvalidGenerationRequest> {
-        if model.is_imagen() && !inputs.is_empty() {
+        let spec = model.spec();
+        if let Some(retired_at) = spec.retired_at.filter(|_| spec.is_retired_on(today)) {
+            return Err(ModelRetired {
+                model: spec.id.clone(),
+                retired_at,
+                replaced_by: spec.replaced_by.clone(),
+            }
+            .into());
+        }
+        if !inputs.is_empty() && spec.max_input_images == 0 {
             return Err(InvalidGenerationRequest::ModelCannotEdit {
-                model: model.as_str().to_owned(),
+                model: spec.id.clone(),
+            });
+        }
+        if inputs.images().len() > spec.max_input_images {
+            return Err(InvalidGenerationRequest::TooManyImages {
+                model: spec.id.clone(),
+                max: spec.max_input_images,
             });
         }
         Ok(Self {
             prompt,
             size,
+            shape,
             style,
             model,
             inputs,
@@ -844,12 +1013,14 @@ pub struct Generation {
     pub prompt: Prompt,
     /// What the provider was sent: the prompt with the style's sentence.
     pub sent_text: String,
-    pub size: Option<ImageSize>,
+    pub size: String,
+    pub shape: ImageShape,
     pub style: ImageStyle,
     pub model: ImageModel,
     pub image: GeneratedImage,
     /// Read from the image's header, when it can be.
     pub dimensions: Option<(u32, u32)>,
+    pub usage: Option<TokenUsage>,
     pub created_at: OffsetDateTime,
     pub timings: GenerationTimings,
 }
@@ -882,84 +1053,197 @@ mod tests {
         );
     }
 
-    #[test]
-    fn sizes_map_to_aspect_ratios() {
-        let pairs = [
-            ("1024x1024", "1:1"),
-            ("1792x1024", "16:9"),
-            ("1024x1792", "9:16"),
-            ("1536x1024", "3:2"),
-            ("1024x1536", "2:3"),
-            ("1024x768", "4:3"),
-            ("768x1024", "3:4"),
-        ];
-        for (size, ratio) in pairs {
-            assert_eq!(ImageSize::parse(size).unwrap().aspect_ratio(), ratio);
+    const TODAY: Date = time::macros::date!(2026 - 12 - 07);
+
+    fn prompt_only() -> RawGenerationRequest {
+        RawGenerationRequest {
+            prompt: Some("a banana".into()),
+            ..RawGenerationRequest::default()
         }
-        assert!(ImageSize::parse("512x512").is_err());
-        assert!(InvalidSize.to_string().contains("1024x768"));
     }
 
     #[test]
-    fn the_nearest_size_is_by_aspect_ratio() {
-        assert_eq!(ImageSize::nearest(256, 256), ImageSize::Square);
-        assert_eq!(ImageSize::nearest(1792, 1024), ImageSize::Landscape16x9);
-        assert_eq!(ImageSize::nearest(1024, 1536), ImageSize::Portrait2x3);
-        assert_eq!(ImageSize::nearest(4000, 1000), ImageSize::Landscape16x9);
-        assert_eq!(ImageSize::nearest(1000, 1100), ImageSize::Square);
-        assert_eq!(ImageSize::nearest(0, 0), ImageSize::Square);
+    fn sizes_are_any_w_x_h_with_sides_from_64_to_8192() {
+        assert_eq!(
+            PixelSize::parse("3840x2160").unwrap(),
+            PixelSize {
+                width: 3840,
+                height: 2160
+            }
+        );
+        assert_eq!(PixelSize::parse_or_auto("auto").unwrap(), None);
+        for bad in ["63x64", "64x8193", "1024", "1024x", "x1024", "+1024x1024", "1024X1024", ""] {
+            assert!(PixelSize::parse(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]
     fn requests_take_defaults_and_name_the_field_at_fault() {
-        let models = AllowedModels::new(["m1".to_owned(), "m2".to_owned()]).unwrap();
-        let parsed = GenerationRequest::parse(
-            RawGenerationRequest {
-                prompt: Some("a banana".into()),
-                ..RawGenerationRequest::default()
-            },
-            &models,
-            InputImages::none(),
-        )
+        let models = AllowedModels::new([
+            "gemini-3.1-flash-image".to_owned(),
+            "gemini-3-pro-image".to_owned(),
+        ])
         .unwrap();
-        assert_eq!(parsed.size, Some(ImageSize::Square));
+        let parsed =
+            GenerationRequest::parse(prompt_only(), &models, InputImages::none(), TODAY).unwrap();
+        assert_eq!(parsed.size, "1024x1024");
+        assert_eq!(
+            parsed.shape,
+            ImageShape {
+                aspect_ratio: Some(AspectRatio::SQUARE),
+                resolution: Resolution::K1
+            }
+        );
+        assert_eq!(parsed.image_request().image_size, None, "the default is not sent");
         assert_eq!(parsed.style, ImageStyle::Natural);
-        assert_eq!(parsed.model.as_str(), "m1");
+        assert_eq!(parsed.model.as_str(), "gemini-3.1-flash-image");
+        let with = |change: fn(&mut RawGenerationRequest)| {
+            let mut raw = prompt_only();
+            change(&mut raw);
+            raw
+        };
         let fields = [
             (RawGenerationRequest::default(), "prompt"),
+            (with(|raw| raw.size = Some("1x1".into())), "size"),
             (
-                RawGenerationRequest {
-                    prompt: Some("x".into()),
-                    size: Some("1x1".into()),
-                    ..RawGenerationRequest::default()
-                },
+                with(|raw| {
+                    raw.size = Some("1024x1024".into());
+                    raw.resolution = Some("2K".into());
+                }),
                 "size",
             ),
+            (with(|raw| raw.aspect_ratio = Some("7:3".into())), "aspect_ratio"),
             (
-                RawGenerationRequest {
-                    prompt: Some("x".into()),
-                    style: Some("cubist".into()),
-                    ..RawGenerationRequest::default()
-                },
-                "style",
+                with(|raw| {
+                    raw.model = Some("nano-banana-pro".into());
+                    raw.aspect_ratio = Some("8:1".into());
+                }),
+                "aspect_ratio",
             ),
             (
-                RawGenerationRequest {
-                    prompt: Some("x".into()),
-                    model: Some("m3".into()),
-                    ..RawGenerationRequest::default()
-                },
-                "model",
+                with(|raw| {
+                    raw.model = Some("gemini-3-pro-image".into());
+                    raw.resolution = Some("512".into());
+                }),
+                "resolution",
             ),
+            (with(|raw| raw.resolution = Some("4k".into())), "resolution"),
+            (with(|raw| raw.style = Some("cubist".into())), "style"),
+            (with(|raw| raw.model = Some("m3".into())), "model"),
         ];
         for (raw, field) in fields {
             assert_eq!(
-                GenerationRequest::parse(raw, &models, InputImages::none())
+                GenerationRequest::parse(raw.clone(), &models, InputImages::none(), TODAY)
                     .unwrap_err()
                     .field(),
-                field
+                field,
+                "{raw:?}"
             );
         }
+        let refused = GenerationRequest::parse(
+            with(|raw| {
+                raw.model = Some("nano-banana-pro".into());
+                raw.resolution = Some("512".into());
+            }),
+            &models,
+            InputImages::none(),
+            TODAY,
+        )
+        .unwrap_err();
+        assert_eq!(refused.to_string(), "gemini-3-pro-image makes the resolutions 1K, 2K, 4K");
+    }
+
+    #[test]
+    fn shapes_come_from_the_size_or_from_ratio_and_resolution() {
+        let models = AllowedModels::new(["gemini-3.1-flash-image".to_owned()]).unwrap();
+        let parse = |raw| GenerationRequest::parse(raw, &models, InputImages::none(), TODAY).unwrap();
+        let wide = parse(RawGenerationRequest {
+            size: Some("3840x2160".into()),
+            ..prompt_only()
+        });
+        assert_eq!((wide.size.as_str(), wide.shape.resolution), ("3840x2160", Resolution::K4));
+        let sent = wide.image_request();
+        assert_eq!(sent.aspect_ratio.unwrap().to_string(), "16:9");
+        assert_eq!(sent.image_size, Some(Resolution::K4));
+        let named = parse(RawGenerationRequest {
+            aspect_ratio: Some("8:1".into()),
+            resolution: Some("2K".into()),
+            ..prompt_only()
+        });
+        assert_eq!(named.size, "auto");
+        assert_eq!(named.shape.aspect_ratio.unwrap().to_string(), "8:1");
+        assert_eq!(named.image_request().image_size, Some(Resolution::K2));
+        let resolution_only = parse(RawGenerationRequest {
+            resolution: Some("512".into()),
+            ..prompt_only()
+        });
+        assert_eq!(resolution_only.shape.aspect_ratio, None, "the model's choice");
+        let auto = parse(RawGenerationRequest {
+            size: Some("auto".into()),
+            ..prompt_only()
+        });
+        assert_eq!(auto.image_request().aspect_ratio, None);
+        assert_eq!(auto.image_request().image_size, None);
+    }
+
+    #[test]
+    fn retired_models_are_refused_from_their_day_on_naming_the_replacement() {
+        let models = AllowedModels::new(["nano-banana".to_owned()]).unwrap();
+        let before = time::macros::date!(2026 - 10 - 01);
+        assert!(GenerationRequest::parse(prompt_only(), &models, InputImages::none(), before).is_ok());
+        let refused =
+            GenerationRequest::parse(prompt_only(), &models, InputImages::none(), TODAY).unwrap_err();
+        assert_eq!(
+            refused,
+            InvalidGenerationRequest::Retired(ModelRetired {
+                model: "gemini-2.5-flash-image".into(),
+                retired_at: time::macros::date!(2026 - 10 - 02),
+                replaced_by: Some("gemini-3.1-flash-image".into()),
+            })
+        );
+        assert_eq!(refused.field(), "model");
+        assert_eq!(models.retiring_by(TODAY).count(), 1);
+    }
+
+    #[test]
+    fn each_model_takes_as_many_references_as_its_catalog_entry_says() {
+        let catalog = ModelCatalog::with_patches(vec![crate::generation::ModelPatch {
+            id: "gemini-2.5-flash-image".into(),
+            aliases: Some(vec![]),
+            retired_at: None,
+            ..crate::generation::ModelPatch::default()
+        }])
+        .unwrap();
+        let models = AllowedModels::from_catalog(
+            &catalog,
+            ["gemini-3-pro-image".to_owned(), "gemini-2.5-flash-image".to_owned()],
+        )
+        .unwrap();
+        let images = |n| {
+            InputImages::parse(
+                vec![Bytes::from(png_of(2, 2)); n],
+                None,
+                InputImageLimits::default(),
+            )
+            .unwrap()
+        };
+        let on = |model: &str, n| {
+            GenerationRequest::parse(
+                RawGenerationRequest {
+                    model: Some(model.into()),
+                    ..prompt_only()
+                },
+                &models,
+                images(n),
+                time::macros::date!(2026 - 01 - 01),
+            )
+        };
+        assert!(on("gemini-3-pro-image", 14).is_ok());
+        let too_many = on("gemini-3-pro-image", 15).unwrap_err();
+        assert_eq!(too_many.field(), "images");
+        assert_eq!(too_many.to_string(), "gemini-3-pro-image takes at most 14 images");
+        assert!(on("gemini-2.5-flash-image", 3).is_ok());
+        assert_eq!(on("gemini-2.5-flash-image", 4).unwrap_err().field(), "images");
     }
 
     fn png_of(width: u32, height: u32) -> Vec<u8> {
@@ -1028,7 +1312,17 @@ mod tests {
 
     #[test]
     fn the_provider_gets_the_text_then_the_images_then_the_mask() {
-        let models = AllowedModels::new(["gemini-x".to_owned(), "imagen-4".to_owned()]).unwrap();
+        let catalog = ModelCatalog::with_patches(vec![crate::generation::ModelPatch {
+            id: "imagen-4.0-generate-001".into(),
+            retired_at: Some(time::macros::date!(2030 - 01 - 01)),
+            ..crate::generation::ModelPatch::default()
+        }])
+        .unwrap();
+        let models = AllowedModels::from_catalog(
+            &catalog,
+            ["gemini-3.1-flash-image".to_owned(), "imagen-4.0-generate-001".to_owned()],
+        )
+        .unwrap();
         let image = Bytes::from(png_of(2, 2));
         let mask = Bytes::from(png_of(2, 2));
         let inputs = InputImages::parse(
@@ -1042,7 +1336,8 @@ mod tests {
             size: Some("auto".into()),
             ..RawGenerationRequest::default()
         };
-        let request = GenerationRequest::parse(raw.clone(), &models, inputs.clone()).unwrap();
+        let request =
+            GenerationRequest::parse(raw.clone(), &models, inputs.clone(), TODAY).unwrap();
         let sent = request.image_request();
         assert_eq!(sent.aspect_ratio, None);
         assert!(sent.text.starts_with("a hat\n\n"));
@@ -1050,10 +1345,10 @@ mod tests {
         let sent_bytes: Vec<&[u8]> = sent.images.iter().map(|i| i.bytes().as_ref()).collect();
         assert_eq!(sent_bytes, [image.as_ref(), mask.as_ref()]);
         let imagen = RawGenerationRequest {
-            model: Some("imagen-4".into()),
+            model: Some("imagen-4.0-generate-001".into()),
             ..raw
         };
-        let refused = GenerationRequest::parse(imagen, &models, inputs).unwrap_err();
+        let refused = GenerationRequest::parse(imagen, &models, inputs, TODAY).unwrap_err();
         assert_eq!(refused.field(), "model");
     }
 
@@ -1067,12 +1362,28 @@ mod tests {
 
     #[test]
     fn models_default_to_the_first_and_unknown_ones_are_refused() {
-        let models =
-            AllowedModels::new(["a".to_owned(), " b ".to_owned(), "a".to_owned()]).unwrap();
-        assert_eq!(models.choose(None).unwrap().as_str(), "a");
-        assert_eq!(models.choose(Some("b")).unwrap().as_str(), "b");
-        assert_eq!(models.choose(Some("c")).unwrap_err().allowed, "a, b");
-        assert!(AllowedModels::new([" ".to_owned()]).is_none());
+        let models = AllowedModels::new([
+            "gemini-3-pro-image".to_owned(),
+            " nano-banana-2 ".to_owned(),
+            "nano-banana-pro".to_owned(),
+        ])
+        .unwrap();
+        assert_eq!(models.choose(None).unwrap().as_str(), "gemini-3-pro-image");
+        assert_eq!(
+            models.choose(Some("nano-banana-2")).unwrap().as_str(),
+            "gemini-3.1-flash-image",
+            "an alias names the model"
+        );
+        assert_eq!(
+            models.choose(Some("gemini-3.1-flash-lite-image")).unwrap_err().allowed,
+            "gemini-3-pro-image, gemini-3.1-flash-image",
+            "a catalog model that is not enabled is refused"
+        );
+        assert_eq!(AllowedModels::new([" ".to_owned()]), Err(InvalidEnabledModels::Empty));
+        assert!(matches!(
+            AllowedModels::new(["gemini-9".to_owned()]),
+            Err(InvalidEnabledModels::NotInCatalog { .. })
+        ));
     }
 
     #[test]

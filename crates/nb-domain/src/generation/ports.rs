@@ -6,7 +6,7 @@ use time::{Date, OffsetDateTime};
 
 use super::error::{ProviderError, StorageError};
 use super::model::{
-    FetchedImage, GeneratedImage, GenerationId, GenerationRecord, ImageRequest, ObjectKey,
+    FetchedImage, GeneratedImage, GenerationId, ProvidedImage, GenerationRecord, ImageRequest, ObjectKey,
     StoredImage,
 };
 use crate::accounts::model::UserId;
@@ -24,8 +24,8 @@ pub trait ImageProvider: Send + Sync + 'static {
     /// network call when it has no credentials, `Unsupported` (naming the request field)
     /// without any network call when the model cannot serve the request, `ContentRejected`
     /// when the provider answered but gave no image, and never a partial or unverified image
-    /// (see `GeneratedImage`).
-    async fn generate(&self, request: &ImageRequest) -> Result<GeneratedImage, ProviderError>;
+    /// (see `GeneratedImage`); with the tokens the provider counted, when it says.
+    async fn generate(&self, request: &ImageRequest) -> Result<ProvidedImage, ProviderError>;
 }
 
 /// Where images are kept.

@@ -16,7 +16,7 @@ use time::OffsetDateTime;
 use super::error::GenerateError;
 use super::model::{
     AllowedModels, Generation, GenerationId, GenerationOutcome, GenerationRecord,
-    GenerationRequest, GenerationTimings, ImageCount, ObjectKey, image_dimensions, size_label,
+    GenerationRequest, GenerationTimings, ImageCount, ObjectKey, image_dimensions,
 };
 use crate::accounts::model::UserId;
 use crate::api_keys::model::{AuthenticatedApiKey, KeyMode};
@@ -102,7 +102,7 @@ impl GenerationService {
 
     #[tracing::instrument(
         skip_all,
-        fields(generation_id, key_id = %caller.key_id, model = %request.model, size = size_label(request.size), inputs = request.inputs.images().len())
+        fields(generation_id, key_id = %caller.key_id, model = %request.model, size = %request.size, inputs = request.inputs.images().len())
     )]
     async fn generate(
         &self,
@@ -114,15 +114,17 @@ impl GenerationService {
         tracing::Span::current().record("generation_id", tracing::field::display(id));
         let started_at = ports.clock.now();
         let image_request = request.image_request();
-        let record = |outcome| GenerationRecord {
+        let record = |outcome, usage| GenerationRecord {
             id,
             caller,
             prompt: request.prompt.clone(),
-            size: request.size,
+            size: request.size.clone(),
+            shape: request.shape,
             style: request.style,
             model: request.model.clone(),
             latency: self.elapsed_since(started_at),
             created_at: started_at,
+            usage,
             outcome,
         };
 
@@ -135,16 +137,17 @@ impl GenerationService {
             upstream: self.elapsed_since(started_at),
             ..GenerationTimings::default()
         };
-        let image = match provided {
-            Ok(image) => image,
+        let (image, usage) = match provided {
+            Ok(provided) => (provided.image, provided.usage),
             Err(error) if error.nothing_was_attempted() => return Err(error.into()),
             Err(error) => {
                 let code = error.code();
                 return Err(self
-                    .record_failure(record(GenerationOutcome::Failed { code }), error.into())
+                    .record_failure(record(GenerationOutcome::Failed { code }, None), error.into())
                     .await);
             }
         };
+        let dimensions = image_dimensions(image.bytes());
         let key = ObjectKey::for_generation(id, started_at, image.format());
         let storage_started = ports.clock.now();
         let put = ports.storage.put(&key, &image).await;
@@ -152,7 +155,7 @@ impl GenerationService {
         let stored = match put {
             Ok(stored) => stored,
             Err(error) => {
-                let failed = record(GenerationOutcome::Failed { code: error.code() });
+                let failed = record(GenerationOutcome::Failed { code: error.code() }, usage);
                 return Err(self.record_failure(failed, error.into()).await);
             }
         };
@@ -162,7 +165,8 @@ impl GenerationService {
             url: stored.url_is_lasting.then(|| stored.url.clone()),
             format: image.format(),
             bytes: image.bytes().len() as u64,
-        });
+            dimensions,
+        }, usage);
         let database_started = ports.clock.now();
         if let Err(error) = ports.generations.record(&succeeded).await {
             // No row will name the image: remove it now (the orphan sweep would later).
@@ -184,9 +188,11 @@ impl GenerationService {
             prompt: succeeded.prompt,
             sent_text: image_request.text,
             size: succeeded.size,
+            shape: succeeded.shape,
             style: succeeded.style,
             model: succeeded.model,
-            dimensions: image_dimensions(image.bytes()),
+            dimensions,
+            usage,
             image,
             created_at: started_at,
             timings,
@@ -328,7 +334,7 @@ mod tests {
     use crate::api_keys::model::ApiKeyId;
     use crate::generation::error::{ProviderError, StorageError};
     use crate::generation::model::{
-        GeneratedImage, ImageFormat, ImageSize, ImageStyle, InputImages, Prompt, StoredImage,
+        GeneratedImage, ImageFormat, ImageShape, ImageStyle, PixelSize, InputImages, Prompt, StoredImage,
     };
     use crate::generation::ports::{
         MockGenerationRepository, MockImageProvider, MockObjectStorage,
@@ -352,7 +358,14 @@ mod tests {
     fn request() -> GenerationRequest {
         GenerationRequest {
             prompt: Prompt::parse("a banana".into()).unwrap(),
-            size: Some(ImageSize::Landscape16x9),
+            size: "1792x1024".into(),
+            shape: ImageShape::for_size(
+                models().default_model(),
+                Some(PixelSize {
+                    width: 1792,
+                    height: 1024,
+                }),
+            ),
             style: ImageStyle::Artistic,
             model: models().default_model().clone(),
             inputs: InputImages::none(),
@@ -410,13 +423,13 @@ mod tests {
         provider
             .expect_generate()
             .withf(|request| {
-                request.aspect_ratio == Some("16:9")
+                request.aspect_ratio.map(|ratio| ratio.to_string()).as_deref() == Some("16:9")
                     && request.model.as_str() == "gemini-3.1-flash-image"
                     && request.text.starts_with("a banana\n\n")
                     && request.text.ends_with(ImageStyle::Artistic.instruction())
             })
             .times(1)
-            .returning(|_| Ok(GeneratedImage::from_bytes(Bytes::from_static(PNG)).unwrap()));
+            .returning(|_| Ok(GeneratedImage::from_bytes(Bytes::from_static(PNG)).unwrap().into()));
         provider
     }
 
@@ -481,6 +494,7 @@ mod tests {
                         url: Some(format!("https://cdn/images/2026/11/25/gen_{GEN}.png")),
                         format: ImageFormat::Png,
                         bytes: PNG.len() as u64,
+                        dimensions: None,
                     }
         });
 
@@ -509,7 +523,7 @@ mod tests {
                     reason: "SAFETY".into(),
                 })
             } else {
-                Ok(GeneratedImage::from_bytes(Bytes::from_static(PNG)).unwrap())
+                Ok(GeneratedImage::from_bytes(Bytes::from_static(PNG)).unwrap().into())
             }
         });
         let mut generations = MockGenerationRepository::new();
@@ -635,7 +649,7 @@ mod tests {
             if calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 0 {
                 Err(ProviderError::Timeout)
             } else {
-                Ok(GeneratedImage::from_bytes(Bytes::from_static(PNG)).unwrap())
+                Ok(GeneratedImage::from_bytes(Bytes::from_static(PNG)).unwrap().into())
             }
         });
         let mut generations = MockGenerationRepository::new();

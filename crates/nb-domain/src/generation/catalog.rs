@@ -1,0 +1,618 @@
+//! The model catalog: what each image model can make (aspect ratios, resolutions, how many
+//! reference images it takes) and when it retires. Built in, and patched by the operator's
+//! catalog file entry by entry and field by field (the composition root reads the file; the
+//! rules of merging and checking live here).
+
+use std::fmt;
+use std::sync::Arc;
+
+use time::Date;
+use time::macros::date;
+
+/// An aspect ratio in Google's notation, `W:H` (e.g. `16:9`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct AspectRatio {
+    width: u16,
+    height: u16,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("an aspect ratio is written W:H, e.g. 16:9")]
+pub struct InvalidAspectRatio;
+
+impl AspectRatio {
+    pub const SQUARE: Self = Self {
+        width: 1,
+        height: 1,
+    };
+
+    pub fn parse(raw: &str) -> Result<Self, InvalidAspectRatio> {
+        let (width, height) = raw.split_once(':').ok_or(InvalidAspectRatio)?;
+        let side = |text: &str| {
+            text.parse::<u16>()
+                .ok()
+                .filter(|n| *n > 0 && text.bytes().all(|b| b.is_ascii_digit()))
+        };
+        match (side(width), side(height)) {
+            (Some(width), Some(height)) => Ok(Self { width, height }),
+            _ => Err(InvalidAspectRatio),
+        }
+    }
+
+    /// Width over height.
+    pub fn ratio(self) -> f64 {
+        f64::from(self.width) / f64::from(self.height)
+    }
+}
+
+impl fmt::Display for AspectRatio {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.width, self.height)
+    }
+}
+
+/// An output resolution, as Google's `imageConfig.imageSize` names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Resolution {
+    Px512,
+    K1,
+    K2,
+    K4,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("a resolution is one of 512, 1K, 2K, 4K")]
+pub struct InvalidResolution;
+
+impl Resolution {
+    pub const ALL: [Self; 4] = [Self::Px512, Self::K1, Self::K2, Self::K4];
+
+    /// Exactly Google's spelling (`1k` is refused by Google, and here).
+    pub fn parse(raw: &str) -> Result<Self, InvalidResolution> {
+        Self::ALL
+            .into_iter()
+            .find(|resolution| resolution.as_str() == raw)
+            .ok_or(InvalidResolution)
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Px512 => "512",
+            Self::K1 => "1K",
+            Self::K2 => "2K",
+            Self::K4 => "4K",
+        }
+    }
+
+    /// The side of a square image at this resolution.
+    pub fn square_side(self) -> u32 {
+        match self {
+            Self::Px512 => 512,
+            Self::K1 => 1024,
+            Self::K2 => 2048,
+            Self::K4 => 4096,
+        }
+    }
+
+    /// About how long the long side of an image in `ratio` is: the square's area in that
+    /// ratio. (Google's exact pixel sizes differ by a few pixels; they are documented, never
+    /// needed by a rule.)
+    pub fn approximate_long_side(self, ratio: AspectRatio) -> u32 {
+        let stretch = ratio.ratio().max(1.0 / ratio.ratio());
+        (f64::from(self.square_side()) * stretch.sqrt()).round() as u32
+    }
+}
+
+/// How a model is called.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ModelApi {
+    /// `:generateContent` with `generationConfig.imageConfig`.
+    Gemini,
+    /// `:predict` (Imagen).
+    Imagen,
+}
+
+impl ModelApi {
+    pub fn parse(raw: &str) -> Option<Self> {
+        match raw {
+            "gemini" => Some(Self::Gemini),
+            "imagen" => Some(Self::Imagen),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Gemini => "gemini",
+            Self::Imagen => "imagen",
+        }
+    }
+}
+
+/// What one model can do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModelSpec {
+    /// What Google calls it.
+    pub id: String,
+    /// Other names clients may use.
+    pub aliases: Vec<String>,
+    pub api: ModelApi,
+    pub aspect_ratios: Vec<AspectRatio>,
+    /// The first is the default (sent as no `imageSize` at all).
+    pub resolutions: Vec<Resolution>,
+    /// Reference images one request may carry; 0: the model cannot edit.
+    pub max_input_images: usize,
+    /// From this day (UTC) on, refused.
+    pub retired_at: Option<Date>,
+    /// Named in the refusal once retired.
+    pub replaced_by: Option<String>,
+}
+
+impl ModelSpec {
+    pub fn default_resolution(&self) -> Resolution {
+        self.resolutions.first().copied().unwrap_or(Resolution::K1)
+    }
+
+    pub fn is_retired_on(&self, today: Date) -> bool {
+        self.retired_at.is_some_and(|retired_at| today >= retired_at)
+    }
+
+    pub fn answers_to(&self, name: &str) -> bool {
+        self.id == name || self.aliases.iter().any(|alias| alias == name)
+    }
+
+    pub fn aspect_ratio_list(&self) -> String {
+        join(self.aspect_ratios.iter().map(ToString::to_string))
+    }
+
+    pub fn resolution_list(&self) -> String {
+        join(self.resolutions.iter().map(|r| r.as_str().to_owned()))
+    }
+
+    /// The shape of an image of `width`×`height` pixels on this model: its nearest aspect
+    /// ratio (on a log scale, so 2:1 is as far from 1:1 as 1:2 is), and the smallest of its
+    /// resolutions whose image's long side is at least three quarters of the requested long
+    /// side, else its largest.
+    pub fn shape_for_size(&self, width: u32, height: u32) -> (AspectRatio, Resolution) {
+        let wanted = (f64::from(width.max(1)) / f64::from(height.max(1))).ln();
+        let distance = |ratio: &AspectRatio| (ratio.ratio().ln() - wanted).abs();
+        let ratio = self
+            .aspect_ratios
+            .iter()
+            .copied()
+            .min_by(|a, b| distance(a).total_cmp(&distance(b)))
+            .unwrap_or(AspectRatio::SQUARE);
+        let mut resolutions = self.resolutions.clone();
+        resolutions.sort();
+        let long_side = f64::from(width.max(height));
+        let resolution = resolutions
+            .iter()
+            .copied()
+            .find(|resolution| f64::from(resolution.approximate_long_side(ratio)) >= 0.75 * long_side)
+            .or_else(|| resolutions.last().copied())
+            .unwrap_or(Resolution::K1);
+        (ratio, resolution)
+    }
+}
+
+fn join(items: impl Iterator<Item = String>) -> String {
+    items.collect::<Vec<_>>().join(", ")
+}
+
+/// One entry of the operator's catalog file: every field but `id` optional. An entry whose id
+/// is built in changes only the fields it names; a new one names every field it needs.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ModelPatch {
+    pub id: String,
+    pub aliases: Option<Vec<String>>,
+    pub api: Option<String>,
+    pub aspect_ratios: Option<Vec<String>>,
+    pub resolutions: Option<Vec<String>>,
+    pub max_input_images: Option<usize>,
+    pub retired_at: Option<Date>,
+    pub replaced_by: Option<String>,
+}
+
+/// A catalog that cannot be used, naming the entry and the field at fault.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("model {entry:?}, field {field}: {message}")]
+pub struct CatalogError {
+    /// The entry's id (or its position, when it has none).
+    pub entry: String,
+    pub field: &'static str,
+    pub message: String,
+}
+
+/// Every model the deployment knows, enabled or not.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModelCatalog(Vec<Arc<ModelSpec>>);
+
+/// The 10 ratios of the Gemini 3 image models.
+const GEMINI_3_RATIOS: [&str; 10] = [
+    "1:1", "2:3", "3:2", "3:4", "4:3", "4:5", "5:4", "9:16", "16:9", "21:9",
+];
+
+impl ModelCatalog {
+    /// The models Google offered on 2026-12-07 (see `docs/models.md` for the sources).
+    pub fn built_in() -> Self {
+        let ratios = |extra: &[&str]| {
+            GEMINI_3_RATIOS
+                .iter()
+                .chain(extra)
+                .filter_map(|raw| AspectRatio::parse(raw).ok())
+                .collect::<Vec<_>>()
+        };
+        let spec = |id: &str, aliases: &[&str], aspect_ratios, resolutions: &[Resolution], inputs| {
+            Arc::new(ModelSpec {
+                id: id.to_owned(),
+                aliases: aliases.iter().map(|alias| (*alias).to_owned()).collect(),
+                api: ModelApi::Gemini,
+                aspect_ratios,
+                resolutions: resolutions.to_vec(),
+                max_input_images: inputs,
+                retired_at: None,
+                replaced_by: None,
+            })
+        };
+        use Resolution::{K1, K2, K4, Px512};
+        let mut flash_2_5 = spec(
+            "gemini-2.5-flash-image",
+            &["nano-banana"],
+            ratios(&[]),
+            &[K1],
+            3,
+        );
+        let retire = |spec: &mut Arc<ModelSpec>, on: Date| {
+            let spec = Arc::make_mut(spec);
+            spec.retired_at = Some(on);
+            spec.replaced_by = Some("gemini-3.1-flash-image".to_owned());
+        };
+        retire(&mut flash_2_5, date!(2026 - 10 - 02));
+        let mut imagen_4 = Arc::new(ModelSpec {
+            id: "imagen-4.0-generate-001".to_owned(),
+            aliases: Vec::new(),
+            api: ModelApi::Imagen,
+            aspect_ratios: ["1:1", "3:4", "4:3", "9:16", "16:9"]
+                .iter()
+                .filter_map(|raw| AspectRatio::parse(raw).ok())
+                .collect(),
+            resolutions: vec![K1, K2],
+            max_input_images: 0,
+            retired_at: None,
+            replaced_by: None,
+        });
+        retire(&mut imagen_4, date!(2026 - 08 - 17));
+        Self(vec![
+            spec(
+                "gemini-3.1-flash-image",
+                &["nano-banana-2"],
+                ratios(&["1:4", "4:1", "1:8", "8:1"]),
+                &[K1, Px512, K2, K4],
+                14,
+            ),
+            spec(
+                "gemini-3-pro-image",
+                &["nano-banana-pro"],
+                ratios(&[]),
+                &[K1, K2, K4],
+                14,
+            ),
+            spec(
+                "gemini-3.1-flash-lite-image",
+                &[],
+                ratios(&["1:4", "4:1", "1:8", "8:1"]),
+                &[K1],
+                14,
+            ),
+            flash_2_5,
+            imagen_4,
+        ])
+    }
+
+    /// The built-in catalog with the operator's entries applied in order, then checked as a
+    /// whole (no id or alias twice, every field usable).
+    pub fn with_patches(patches: Vec<ModelPatch>) -> Result<Self, CatalogError> {
+        let mut catalog = Self::built_in();
+        for (index, patch) in patches.into_iter().enumerate() {
+            catalog.apply(index, patch)?;
+        }
+        catalog.check()?;
+        Ok(catalog)
+    }
+
+    fn apply(&mut self, index: usize, patch: ModelPatch) -> Result<(), CatalogError> {
+        let entry = if patch.id.trim().is_empty() {
+            format!("#{}", index + 1)
+        } else {
+            patch.id.clone()
+        };
+        let fail = |field, message: String| CatalogError {
+            entry: entry.clone(),
+            field,
+            message,
+        };
+        if patch.id.trim().is_empty() || patch.id.trim() != patch.id {
+            return Err(fail("id", "must be a model id without spaces".into()));
+        }
+        let existing = self.0.iter().position(|spec| spec.id == patch.id);
+        let mut spec = match existing {
+            Some(at) => (*self.0[at]).clone(),
+            None => ModelSpec {
+                id: patch.id.clone(),
+                aliases: Vec::new(),
+                api: ModelApi::Gemini,
+                aspect_ratios: Vec::new(),
+                resolutions: Vec::new(),
+                max_input_images: 0,
+                retired_at: None,
+                replaced_by: None,
+            },
+        };
+        if existing.is_none() {
+            for (field, present) in [
+                ("aspect_ratios", patch.aspect_ratios.is_some()),
+                ("resolutions", patch.resolutions.is_some()),
+                ("max_input_images", patch.max_input_images.is_some()),
+            ] {
+                if !present {
+                    return Err(fail(field, "is required for a model that is not built in".into()));
+                }
+            }
+        }
+        if let Some(aliases) = patch.aliases {
+            spec.aliases = aliases;
+        }
+        if let Some(api) = patch.api {
+            spec.api = ModelApi::parse(&api)
+                .ok_or_else(|| fail("api", format!("{api:?} is not gemini or imagen")))?;
+        }
+        if let Some(ratios) = patch.aspect_ratios {
+            spec.aspect_ratios = ratios
+                .iter()
+                .map(|raw| {
+                    AspectRatio::parse(raw).map_err(|error| fail("aspect_ratios", format!("{raw:?}: {error}")))
+                })
+                .collect::<Result<_, _>>()?;
+        }
+        if let Some(resolutions) = patch.resolutions {
+            spec.resolutions = resolutions
+                .iter()
+                .map(|raw| {
+                    Resolution::parse(raw).map_err(|error| {
+                        fail("resolutions", format!("{raw:?} is not a resolution Google has ({error})"))
+                    })
+                })
+                .collect::<Result<_, _>>()?;
+        }
+        if let Some(max) = patch.max_input_images {
+            spec.max_input_images = max;
+        }
+        if let Some(retired_at) = patch.retired_at {
+            spec.retired_at = Some(retired_at);
+        }
+        if let Some(replaced_by) = patch.replaced_by {
+            spec.replaced_by = Some(replaced_by);
+        }
+        match existing {
+            Some(at) => self.0[at] = Arc::new(spec),
+            None => self.0.push(Arc::new(spec)),
+        }
+        Ok(())
+    }
+
+    fn check(&self) -> Result<(), CatalogError> {
+        let mut names: Vec<&str> = Vec::new();
+        for spec in &self.0 {
+            let fail = |field, message: String| CatalogError {
+                entry: spec.id.clone(),
+                field,
+                message,
+            };
+            if spec.aspect_ratios.is_empty() {
+                return Err(fail("aspect_ratios", "must name at least one ratio".into()));
+            }
+            if spec.resolutions.is_empty() {
+                return Err(fail("resolutions", "must name at least one resolution".into()));
+            }
+            for (position, ratio) in spec.aspect_ratios.iter().enumerate() {
+                if spec.aspect_ratios[..position].contains(ratio) {
+                    return Err(fail("aspect_ratios", format!("{ratio} is listed twice")));
+                }
+            }
+            for (position, resolution) in spec.resolutions.iter().enumerate() {
+                if spec.resolutions[..position].contains(resolution) {
+                    return Err(fail("resolutions", format!("{} is listed twice", resolution.as_str())));
+                }
+            }
+            if spec.api == ModelApi::Imagen && spec.max_input_images > 0 {
+                return Err(fail("max_input_images", "Imagen models cannot edit: must be 0".into()));
+            }
+            for (field, name) in std::iter::once(("id", spec.id.as_str()))
+                .chain(spec.aliases.iter().map(|alias| ("aliases", alias.as_str())))
+            {
+                if name.trim().is_empty() {
+                    return Err(fail(field, "must not be empty".into()));
+                }
+                if names.contains(&name) {
+                    return Err(fail(field, format!("{name:?} names another model too")));
+                }
+                names.push(name);
+            }
+        }
+        for spec in &self.0 {
+            if let Some(replacement) = &spec.replaced_by
+                && self.find(replacement).is_none()
+            {
+                return Err(CatalogError {
+                    entry: spec.id.clone(),
+                    field: "replaced_by",
+                    message: format!("{replacement:?} is not in the catalog"),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// The model with this id or alias.
+    pub fn find(&self, name: &str) -> Option<&Arc<ModelSpec>> {
+        self.0.iter().find(|spec| spec.answers_to(name))
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &Arc<ModelSpec>> {
+        self.0.iter()
+    }
+
+    pub fn ids(&self) -> String {
+        join(self.0.iter().map(|spec| spec.id.clone()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn flash() -> Arc<ModelSpec> {
+        ModelCatalog::built_in()
+            .find("nano-banana-2")
+            .unwrap()
+            .clone()
+    }
+
+    #[test]
+    fn sizes_map_to_the_nearest_ratio_and_the_smallest_resolution_that_is_big_enough() {
+        let pro = ModelCatalog::built_in().find("gemini-3-pro-image").unwrap().clone();
+        for (width, height, ratio, resolution) in [
+            (1024, 1024, "1:1", "1K"),
+            (1536, 1024, "3:2", "1K"),
+            (1024, 1536, "2:3", "1K"),
+            (1792, 1024, "16:9", "1K"),
+            (1024, 1792, "9:16", "1K"),
+            (2048, 2048, "1:1", "2K"),
+            (2560, 1440, "16:9", "2K"),
+            (3840, 2160, "16:9", "4K"),
+            (8192, 8192, "1:1", "4K"),
+            (256, 256, "1:1", "1K"),
+            (2520, 1080, "21:9", "2K"),
+            (1000, 800, "5:4", "1K"),
+        ] {
+            let (got_ratio, got_resolution) = pro.shape_for_size(width, height);
+            assert_eq!(
+                (got_ratio.to_string().as_str(), got_resolution.as_str()),
+                (ratio, resolution),
+                "{width}x{height}"
+            );
+        }
+        // 3.1 Flash has 512 and the very wide ratios.
+        let flash = flash();
+        assert_eq!(flash.shape_for_size(256, 256).1, Resolution::Px512);
+        assert_eq!(flash.shape_for_size(512, 512).1, Resolution::Px512);
+        assert_eq!(flash.shape_for_size(1024, 1024).1, Resolution::K1);
+        assert_eq!(flash.shape_for_size(4096, 512).0.to_string(), "8:1");
+        assert_eq!(flash.shape_for_size(1024, 4096).0.to_string(), "1:4");
+    }
+
+    #[test]
+    fn ratios_and_resolutions_are_written_as_google_writes_them() {
+        assert_eq!(AspectRatio::parse("21:9").unwrap().to_string(), "21:9");
+        for bad in ["16x9", "0:1", "1:", ":1", "+1:1", "1:1:1", "a:b", ""] {
+            assert!(AspectRatio::parse(bad).is_err(), "{bad}");
+        }
+        assert_eq!(Resolution::parse("4K").unwrap(), Resolution::K4);
+        for bad in ["4k", "1k", "8K", "1024", ""] {
+            assert!(Resolution::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn the_built_in_catalog_has_the_current_models_and_their_limits() {
+        let catalog = ModelCatalog::built_in();
+        let flash = catalog.find("gemini-3.1-flash-image").unwrap();
+        assert_eq!(flash.aspect_ratios.len(), 14);
+        assert_eq!(flash.resolution_list(), "1K, 512, 2K, 4K");
+        assert_eq!(flash.default_resolution(), Resolution::K1);
+        assert_eq!(flash.max_input_images, 14);
+        let pro = catalog.find("nano-banana-pro").unwrap();
+        assert_eq!((pro.aspect_ratios.len(), pro.resolution_list().as_str()), (10, "1K, 2K, 4K"));
+        let lite = catalog.find("gemini-3.1-flash-lite-image").unwrap();
+        assert_eq!(lite.resolutions, [Resolution::K1]);
+        let old = catalog.find("nano-banana").unwrap();
+        assert_eq!(old.id, "gemini-2.5-flash-image");
+        assert_eq!(old.max_input_images, 3);
+        assert!(old.is_retired_on(date!(2026 - 10 - 02)));
+        assert!(!old.is_retired_on(date!(2026 - 10 - 01)));
+        assert_eq!(old.replaced_by.as_deref(), Some("gemini-3.1-flash-image"));
+    }
+
+    #[test]
+    fn a_patch_changes_only_the_fields_it_names_and_new_entries_are_added() {
+        let catalog = ModelCatalog::with_patches(vec![
+            ModelPatch {
+                id: "gemini-3-pro-image".into(),
+                resolutions: Some(vec!["2K".into(), "4K".into()]),
+                retired_at: Some(date!(2027 - 06 - 30)),
+                replaced_by: Some("gemini-3.1-flash-image".into()),
+                ..ModelPatch::default()
+            },
+            ModelPatch {
+                id: "gemini-nano-banana-2.1".into(),
+                aliases: Some(vec!["nb21".into()]),
+                aspect_ratios: Some(vec!["1:1".into(), "16:9".into()]),
+                resolutions: Some(vec!["1K".into(), "2K".into(), "4K".into()]),
+                max_input_images: Some(14),
+                ..ModelPatch::default()
+            },
+        ])
+        .unwrap();
+        let pro = catalog.find("gemini-3-pro-image").unwrap();
+        assert_eq!(pro.default_resolution(), Resolution::K2);
+        assert_eq!(pro.aspect_ratios.len(), 10, "untouched");
+        assert_eq!(pro.aliases, ["nano-banana-pro"], "untouched");
+        assert_eq!(pro.retired_at, Some(date!(2027 - 06 - 30)));
+        assert_eq!(catalog.find("nb21").unwrap().id, "gemini-nano-banana-2.1");
+    }
+
+    #[test]
+    fn catalog_errors_name_the_entry_and_the_field() {
+        let error = |patch: ModelPatch| ModelCatalog::with_patches(vec![patch]).unwrap_err();
+        let bad_resolution = error(ModelPatch {
+            id: "gemini-3-pro-image".into(),
+            resolutions: Some(vec!["8K".into()]),
+            ..ModelPatch::default()
+        });
+        assert_eq!(
+            (bad_resolution.entry.as_str(), bad_resolution.field),
+            ("gemini-3-pro-image", "resolutions")
+        );
+        let missing = error(ModelPatch {
+            id: "new-model".into(),
+            aspect_ratios: Some(vec!["1:1".into()]),
+            resolutions: Some(vec!["1K".into()]),
+            ..ModelPatch::default()
+        });
+        assert_eq!((missing.entry.as_str(), missing.field), ("new-model", "max_input_images"));
+        let taken_alias = error(ModelPatch {
+            id: "gemini-3.1-flash-lite-image".into(),
+            aliases: Some(vec!["nano-banana-pro".into()]),
+            ..ModelPatch::default()
+        });
+        assert_eq!(taken_alias.field, "aliases");
+        let imagen_edits = error(ModelPatch {
+            id: "imagen-4.0-generate-001".into(),
+            max_input_images: Some(2),
+            ..ModelPatch::default()
+        });
+        assert_eq!(imagen_edits.field, "max_input_images");
+        let unknown_replacement = error(ModelPatch {
+            id: "gemini-3-pro-image".into(),
+            replaced_by: Some("gemini-9".into()),
+            ..ModelPatch::default()
+        });
+        assert_eq!(unknown_replacement.field, "replaced_by");
+        let bad_ratio = error(ModelPatch {
+            id: "gemini-3-pro-image".into(),
+            aspect_ratios: Some(vec!["16x9".into()]),
+            ..ModelPatch::default()
+        });
+        assert_eq!(bad_ratio.field, "aspect_ratios");
+    }
+}
