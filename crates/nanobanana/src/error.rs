@@ -29,6 +29,8 @@ pub enum StartupError {
     Storage(#[source] nb_storage::S3ConfigError),
     #[error("NB_OPENAI_MODEL_MAP: {0}")]
     OpenAiModelMap(#[source] InvalidSetting),
+    #[error("the model catalog (NB_MODELS_FILE, NB_IMAGE_MODELS): {0}")]
+    ModelCatalog(#[source] InvalidSetting),
     #[error(transparent)]
     Redis(#[from] nb_redis::InvalidRedisUrl),
     #[error("{0:?} is not an email address")]

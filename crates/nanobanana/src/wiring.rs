@@ -16,8 +16,8 @@ use nb_domain::accounts::{AccountErasure, AccountPorts, AccountService, ErasureP
 use nb_domain::admin::{AdminPorts, AdminService};
 use nb_domain::api_keys::{ApiKeyPorts, ApiKeyService, CachingApiKeyRepository, KeyPolicy};
 use nb_domain::generation::{
-    ConcurrencyLimitedProvider, GenerationPorts, GenerationService, HistoryPorts, HistoryService,
-    ImageProvider, ObjectStorage,
+    AllowedModels, ConcurrencyLimitedProvider, GenerationPorts, GenerationService, HistoryPorts,
+    HistoryService, ImageProvider, ObjectStorage,
 };
 use nb_domain::idempotency::{IdempotencyPolicy, IdempotencyPorts, IdempotencyService};
 use nb_domain::ports::{KeyChangeBroadcast, ReadinessCheck};
@@ -57,6 +57,8 @@ pub fn wire(
         Some(secret) => secret.clone(),
         None => load_or_create_jwt_secret(&config.data_dir, random.as_ref())?,
     };
+    let models = config.image_models().map_err(StartupError::ModelCatalog)?;
+    warn_of_retiring_models(&models, clock.now().date());
     let provider = image_provider(config)?;
     let public_base_url = config.storage.public_base_url.as_ref().map_or_else(
         || format!("http://{bound_to}"),
@@ -125,7 +127,7 @@ pub fn wire(
             clock: clock.clone(),
             ids: ids.clone(),
         },
-        config.models.enabled.0.clone(),
+        models.clone(),
     ));
     let accounts = Arc::new(
         AccountService::new(
@@ -250,6 +252,23 @@ pub fn wire(
 
 /// Google behind the domain's cap on calls in flight, or, without an API key, a provider
 /// that answers 503 (test keys still work: they never reach it).
+/// Every enabled model that is retired or retires within 30 days, told once at start-up.
+fn warn_of_retiring_models(models: &AllowedModels, today: time::Date) {
+    for model in models.retiring_by(today + time::Duration::days(30)) {
+        let spec = model.spec();
+        let retired_at = spec
+            .retired_at
+            .map(|day| day.to_string())
+            .unwrap_or_default();
+        let replaced_by = spec.replaced_by.as_deref().unwrap_or("none named");
+        if spec.is_retired_on(today) {
+            tracing::warn!(model = %model, %retired_at, replaced_by, "an enabled model is retired: requests for it are refused (410 model_retired)");
+        } else {
+            tracing::warn!(model = %model, %retired_at, replaced_by, "an enabled model retires within 30 days");
+        }
+    }
+}
+
 fn image_provider(config: &Config) -> Result<Arc<dyn ImageProvider>, StartupError> {
     if config.upstream.api_key.is_none() {
         tracing::warn!(

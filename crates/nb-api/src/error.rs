@@ -518,7 +518,14 @@ impl From<AuthenticateKeyError> for ApiError {
 
 impl From<InvalidGenerationRequest> for ApiError {
     fn from(error: InvalidGenerationRequest) -> Self {
-        Self::invalid_field(error.field(), error.to_string())
+        match &error {
+            // Gone for good: a retry or another size cannot help, another model can.
+            InvalidGenerationRequest::Retired(_) => {
+                Self::new(StatusCode::GONE, "model_retired", format!("{error}."))
+                    .with_field(Some(error.field().into()))
+            }
+            _ => Self::invalid_field(error.field(), error.to_string()),
+        }
     }
 }
 

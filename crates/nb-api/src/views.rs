@@ -3,6 +3,7 @@
 
 use actix_web::http::header::{self, HeaderName, HeaderValue};
 use nb_domain::api_keys::{ApiKeyRecord, ApiKeyView, KeyLimits, KeyUsage};
+use nb_domain::generation::TokenUsage;
 use serde::Serialize;
 use time::OffsetDateTime;
 use utoipa::ToSchema;
@@ -96,5 +97,54 @@ impl From<ApiKeyRecord> for KeyResponse {
             usage: Default::default(),
         }
         .into()
+    }
+}
+
+/// The tokens Google counted for a generation (its `usageMetadata`), in OpenAI's shape with
+/// the thinking tokens apart.
+#[derive(Serialize, ToSchema, Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TokenUsageResponse {
+    /// `promptTokenCount`.
+    pub input_tokens: u64,
+    pub input_tokens_details: InputTokensDetails,
+    /// `candidatesTokenCount`.
+    pub output_tokens: u64,
+    pub output_tokens_details: OutputTokensDetails,
+    /// `thoughtsTokenCount`: billed as output, reported apart.
+    pub thinking_tokens: u64,
+    /// `totalTokenCount`.
+    pub total_tokens: u64,
+}
+
+/// The input split by modality; `null` when Google did not split it.
+#[derive(Serialize, ToSchema, Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InputTokensDetails {
+    pub text_tokens: Option<u64>,
+    pub image_tokens: Option<u64>,
+}
+
+/// The output split by modality; `null` when Google did not split it.
+#[derive(Serialize, ToSchema, Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OutputTokensDetails {
+    pub image_tokens: Option<u64>,
+    pub text_tokens: Option<u64>,
+}
+
+impl From<TokenUsage> for TokenUsageResponse {
+    fn from(usage: TokenUsage) -> Self {
+        Self {
+            input_tokens: usage.input_tokens,
+            input_tokens_details: InputTokensDetails {
+                text_tokens: usage.input_text_tokens,
+                image_tokens: usage.input_image_tokens,
+            },
+            output_tokens: usage.output_tokens,
+            output_tokens_details: OutputTokensDetails {
+                image_tokens: usage.output_image_tokens,
+                text_tokens: usage.output_text_tokens,
+            },
+            thinking_tokens: usage.thinking_tokens,
+            total_tokens: usage.total_tokens,
+        }
     }
 }

@@ -84,6 +84,9 @@ impl Services {
         generations
             .expect_models()
             .return_const(AllowedModels::new(["gemini-3.1-flash-image".to_owned()]).unwrap());
+        generations
+            .expect_now()
+            .return_const(time::macros::datetime!(2026-12-07 12:00 UTC));
         let mut throttle = MockThrottling::new();
         throttle.expect_auth_attempt().returning(|_, _| Ok(()));
         throttle

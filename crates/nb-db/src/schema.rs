@@ -113,6 +113,18 @@ diesel::table! {
         created_at -> Timestamp,
         mode -> Text,
         deleted_at -> Nullable<Timestamp>,
+        aspect_ratio -> Nullable<Text>,
+        resolution -> Nullable<Text>,
+        width -> Nullable<Integer>,
+        height -> Nullable<Integer>,
+        input_tokens -> Nullable<BigInt>,
+        input_text_tokens -> Nullable<BigInt>,
+        input_image_tokens -> Nullable<BigInt>,
+        output_tokens -> Nullable<BigInt>,
+        output_image_tokens -> Nullable<BigInt>,
+        output_text_tokens -> Nullable<BigInt>,
+        thinking_tokens -> Nullable<BigInt>,
+        total_tokens -> Nullable<BigInt>,
     }
 }
 

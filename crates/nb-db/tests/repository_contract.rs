@@ -14,8 +14,8 @@ use nb_domain::api_keys::{
     LimitChanges, NewApiKey, RollRefusal,
 };
 use nb_domain::generation::{
-    AllowedModels, GenerationId, GenerationOutcome, GenerationRecord, ImageFormat, ImageSize,
-    ImageStyle, ObjectKey, Prompt,
+    AllowedModels, GenerationId, GenerationOutcome, GenerationRecord, ImageFormat, ImageShape,
+    ImageStyle, ObjectKey, PixelSize, Prompt,
 };
 use nb_domain::pagination::PageRequest;
 use nb_domain::ports::{
@@ -393,11 +393,13 @@ fn generation(
         id: GenerationId(Uuid::now_v7()),
         caller,
         prompt: Prompt::parse("a banana".into()).unwrap(),
-        size: Some(ImageSize::Square),
+        size: "1024x1024".into(),
+        shape: ImageShape::for_size(models.default_model(), Some(PixelSize::SQUARE_1K)),
         style: ImageStyle::Natural,
         model: models.default_model().clone(),
         latency: std::time::Duration::from_millis(812),
         created_at: at,
+        usage: None,
         outcome,
     }
 }
@@ -408,6 +410,7 @@ fn succeeded(caller: AuthenticatedApiKey, at: OffsetDateTime) -> GenerationRecor
         url: None,
         format: ImageFormat::Png,
         bytes: 2048,
+        dimensions: None,
     };
     generation(caller, at, outcome)
 }
@@ -1067,6 +1070,7 @@ macro_rules! contract {
 }
 
 contract!(
+    what_was_made_round_trips_with_its_shape_size_and_tokens,
     users_round_trip_with_every_field,
     sessions_name_their_user_until_they_end_or_expire,
     a_new_password_ends_every_session,

@@ -236,7 +236,10 @@ pub(crate) fn parse_generate_content(
                 if let (true, Some(data)) = (is_image, inline.data.as_deref()) {
                     return Ok(ProvidedImage {
                         image: image_from_data(data, &mut extracted)?,
-                        usage: answer.usage_metadata.as_ref().map(UsageMetadata::token_usage),
+                        usage: answer
+                            .usage_metadata
+                            .as_ref()
+                            .map(UsageMetadata::token_usage),
                     });
                 }
             }
@@ -405,11 +408,23 @@ mod tests {
             .unwrap()
             .usage
             .unwrap();
-        assert_eq!((usage.input_image_tokens, usage.thinking_tokens, usage.total_tokens), (None, 0, 1127));
+        assert_eq!(
+            (
+                usage.input_image_tokens,
+                usage.thinking_tokens,
+                usage.total_tokens
+            ),
+            (None, 0, 1127)
+        );
         let none = format!(
             r#"{{"candidates": [{{"content": {{"parts": [{{"inlineData": {{"data": "{PNG_BASE64}"}}}}]}}}}]}}"#
         );
-        assert_eq!(parse_generate_content(ScannedAnswer::scan(none.as_bytes())).unwrap().usage, None);
+        assert_eq!(
+            parse_generate_content(ScannedAnswer::scan(none.as_bytes()))
+                .unwrap()
+                .usage,
+            None
+        );
     }
 
     #[test]

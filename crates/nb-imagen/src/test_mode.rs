@@ -114,7 +114,12 @@ fn seed(request: &ImageRequest) -> [u8; 32] {
             .unwrap_or_default()
             .as_bytes(),
     );
-    part(request.image_size.map_or("", |size| size.as_str()).as_bytes());
+    part(
+        request
+            .image_size
+            .map_or("", |size| size.as_str())
+            .as_bytes(),
+    );
     for image in &request.images {
         part(image.bytes());
     }
@@ -183,14 +188,20 @@ mod tests {
         let tall = TestModeImages
             .generate(&request("a banana", Some("2:3")))
             .await
-            .unwrap().image;
+            .unwrap()
+            .image;
         assert_eq!(image_dimensions(tall.bytes()), Some((85, 128)));
         let other = TestModeImages
             .generate(&request("a pear", Some("16:9")))
             .await
-            .unwrap().image;
+            .unwrap()
+            .image;
         assert_ne!(first.bytes(), other.bytes());
-        let square = TestModeImages.generate(&request("x", None)).await.unwrap().image;
+        let square = TestModeImages
+            .generate(&request("x", None))
+            .await
+            .unwrap()
+            .image;
         assert_eq!(image_dimensions(square.bytes()), Some((128, 128)));
         let banner = TestModeImages
             .generate(&request("x", Some("8:1")))
@@ -205,7 +216,8 @@ mod tests {
         let input = TestModeImages
             .generate(&request("input", Some("3:2")))
             .await
-            .unwrap().image;
+            .unwrap()
+            .image;
         let mut edit = request("make it blue", None);
         edit.images = vec![input.clone()];
         let edited = TestModeImages.generate(&edit).await.unwrap().image;
@@ -214,7 +226,8 @@ mod tests {
             TestModeImages
                 .generate(&request("another input", Some("3:2")))
                 .await
-                .unwrap().image,
+                .unwrap()
+                .image,
         ];
         let other = TestModeImages.generate(&edit).await.unwrap().image;
         assert_ne!(edited.bytes(), other.bytes());

@@ -278,12 +278,8 @@ mod tests {
                 })
                 .collect();
             let prompt = r#"say "data":"" twice: "data":"""#;
-            let request = GenerateContentRequest::new(
-                prompt,
-                AspectRatio::parse("16:9").ok(),
-                None,
-                &images,
-            );
+            let request =
+                GenerateContentRequest::new(prompt, AspectRatio::parse("16:9").ok(), None, &images);
             let body = RequestBody::generate_content(&request, &images).unwrap();
             let streamed = body.collect().await;
             assert_eq!(streamed.len() as u64, body.len());

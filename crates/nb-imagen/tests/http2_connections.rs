@@ -140,6 +140,9 @@ async fn a_large_image_in_many_frames_is_read_byte_for_byte() {
     for _ in 0..3 {
         let generated = client.generate(&request()).await.unwrap();
         assert_eq!(generated.image.bytes().len(), image.len());
-        assert!(generated.image.bytes().as_ref() == image, "the bytes differ");
+        assert!(
+            generated.image.bytes().as_ref() == image,
+            "the bytes differ"
+        );
     }
 }

@@ -7,6 +7,7 @@
 //! ([`sections`]). A value that cannot be used stops start-up with a message naming the
 //! variable, or the key and the file, and what is accepted. Tests build a `Config` in code.
 
+pub mod catalog_file;
 pub mod sections;
 pub mod sources;
 
@@ -18,11 +19,13 @@ use figment::providers::{Format, Toml};
 use nb_api::openai::model_map::OpenAiModelMap;
 use nb_api::settings::ServerSettings;
 use nb_db::{DatabaseSettings, DatabaseUrl};
+use nb_domain::generation::{AllowedModels, ModelCatalog};
 use nb_domain::settings::InvalidSetting;
 use nb_imagen::GeminiSettings;
 use nb_redis::RedisSettings;
 use serde::Deserialize;
 
+use self::catalog_file::{CatalogFileError, load_catalog};
 use self::sections::{
     LimitsSection, LogFormat, ModelsSection, OpenAiMapSetting, SecuritySection, StorageBackend,
     StorageSection,
@@ -120,12 +123,35 @@ impl Config {
             .unwrap_or_else(|| DatabaseUrl::Sqlite(self.data_dir.join("nanobanana.db")))
     }
 
+    /// The model catalog: the built-in one, patched by the catalog file and the
+    /// configuration's `[[models.model]]` entries (checked at load).
+    pub fn model_catalog(&self) -> Result<ModelCatalog, InvalidSetting> {
+        load_catalog(self.models.catalog_file.as_deref(), &self.models.model).map_err(|error| {
+            let key = match (&error, &self.models.catalog_file) {
+                (CatalogFileError::Catalog(_), None) => "model",
+                _ => "catalog_file",
+            };
+            let reason = match &self.models.catalog_file {
+                Some(path) => format!("{} ({})", error, path.display()),
+                None => error.to_string(),
+            };
+            InvalidSetting::new(key, reason)
+        })
+    }
+
+    /// The enabled models, among the catalog's (checked at load).
+    pub fn image_models(&self) -> Result<AllowedModels, InvalidSetting> {
+        let catalog = self.model_catalog()?;
+        AllowedModels::from_catalog(&catalog, self.models.enabled.0.iter().cloned())
+            .map_err(|error| InvalidSetting::new("enabled", error.to_string()))
+    }
+
     /// The OpenAI model names the operator mapped (checked against the models at load).
     pub fn openai_model_map(&self) -> Result<OpenAiModelMap, InvalidSetting> {
-        let models = &self.models.enabled.0;
+        let models = self.image_models()?;
         let mapped = match &self.models.openai_map {
-            OpenAiMapSetting::Text(raw) => OpenAiModelMap::parse(raw, models),
-            OpenAiMapSetting::Table(pairs) => OpenAiModelMap::from_pairs(pairs.clone(), models),
+            OpenAiMapSetting::Text(raw) => OpenAiModelMap::parse(raw, &models),
+            OpenAiMapSetting::Table(pairs) => OpenAiModelMap::from_pairs(pairs.clone(), &models),
         };
         mapped.map_err(|error| InvalidSetting::new("openai_map", error.to_string()))
     }
@@ -151,6 +177,8 @@ impl Config {
                     .into(),
             ));
         }
+        self.model_catalog().map_err(in_section("models"))?;
+        self.image_models().map_err(in_section("models"))?;
         self.openai_model_map().map_err(in_section("models"))?;
         if self.models.max_input_images_total_bytes < self.models.max_input_image_bytes {
             return Err(names.invalid(

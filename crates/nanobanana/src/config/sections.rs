@@ -9,11 +9,13 @@ use std::time::Duration;
 
 use nb_domain::accounts::EmailAddress;
 use nb_domain::admin::AdminEmails;
-use nb_domain::generation::{AllowedModels, InputImageLimits};
+use nb_domain::generation::InputImageLimits;
 use nb_domain::quota::PeriodLimits;
 use nb_domain::rate_limit::{Limits as RateLimits, PerMinute};
 use nb_storage::S3Settings;
 use secrecy::{ExposeSecret, SecretString};
+
+use super::catalog_file::ModelEntry;
 use serde::Deserialize;
 use serde_with::{DurationSeconds, serde_as};
 
@@ -35,8 +37,14 @@ pub enum LogFormat {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ModelsSection {
-    /// The models clients may ask for; the first is the default.
-    pub enabled: ImageModels,
+    /// The models clients may ask for, by id or alias, among the catalog's; the first is the
+    /// default.
+    pub enabled: ModelNames,
+    /// The operator's model catalog file (`NB_MODELS_FILE`): `[[model]]` entries that add to
+    /// the built-in catalog and patch it by id.
+    pub catalog_file: Option<std::path::PathBuf>,
+    /// `[[models.model]]` entries of the configuration file, applied after the catalog file's.
+    pub model: Vec<ModelEntry>,
     /// OpenAI model names and the models they mean.
     pub openai_map: OpenAiMapSetting,
     pub max_input_images: NonZeroUsize,
@@ -48,7 +56,9 @@ impl Default for ModelsSection {
     fn default() -> Self {
         let inputs = InputImageLimits::default();
         Self {
-            enabled: ImageModels::default(),
+            enabled: ModelNames::default(),
+            catalog_file: None,
+            model: Vec::new(),
             openai_map: OpenAiMapSetting::default(),
             max_input_images: NonZeroUsize::new(inputs.max_images).unwrap_or(NonZeroUsize::MIN),
             max_input_image_bytes: NonZeroUsize::new(inputs.max_image_bytes)
@@ -69,25 +79,14 @@ impl ModelsSection {
     }
 }
 
-/// The enabled models, at least one.
+/// The enabled models' names, as configured (checked against the catalog at load).
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(try_from = "Vec<String>")]
-pub struct ImageModels(pub AllowedModels);
+#[serde(transparent)]
+pub struct ModelNames(pub Vec<String>);
 
-impl Default for ImageModels {
+impl Default for ModelNames {
     fn default() -> Self {
-        Self::try_from(vec![DEFAULT_IMAGE_MODEL.to_owned()])
-            .unwrap_or_else(|_| unreachable!("the default names a model"))
-    }
-}
-
-impl TryFrom<Vec<String>> for ImageModels {
-    type Error = &'static str;
-
-    fn try_from(names: Vec<String>) -> Result<Self, Self::Error> {
-        AllowedModels::new(names)
-            .map(Self)
-            .ok_or("must name at least one model")
+        Self(vec![DEFAULT_IMAGE_MODEL.to_owned()])
     }
 }
 

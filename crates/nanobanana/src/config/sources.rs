@@ -131,6 +131,7 @@ pub const VARIABLES: &[Variable] = &[
     var("NB_UPSTREAM_MAX_RETRIES", "upstream.max_retries", Number),
     // [models]
     var("NB_IMAGE_MODELS", "models.enabled", List),
+    var("NB_MODELS_FILE", "models.catalog_file", Text),
     var("NB_OPENAI_MODEL_MAP", "models.openai_map", Text),
     var("NB_MAX_INPUT_IMAGES", "models.max_input_images", Number),
     var(

@@ -126,7 +126,7 @@ fn storage_is_local_unless_r2_is_configured() {
 
 #[test]
 fn models_default_to_the_current_nano_banana() {
-    let models = config(&[]).unwrap().models.enabled.0;
+    let models = config(&[]).unwrap().image_models().unwrap();
     assert_eq!(models.default_model().as_str(), "gemini-3.1-flash-image");
     let chosen = config(&[(
         "NB_IMAGE_MODELS",
@@ -134,10 +134,21 @@ fn models_default_to_the_current_nano_banana() {
     )])
     .unwrap();
     assert_eq!(
-        chosen.models.enabled.0.default_model().as_str(),
+        chosen.image_models().unwrap().default_model().as_str(),
         "gemini-3-pro-image"
     );
     assert!(message(config(&[("NB_IMAGE_MODELS", " , ")])).starts_with("NB_IMAGE_MODELS"));
+    // An alias names its model; a name the catalog lacks stops start-up, naming it.
+    let aliased = config(&[("NB_IMAGE_MODELS", "nano-banana-pro")]).unwrap();
+    assert_eq!(
+        aliased.image_models().unwrap().default_model().as_str(),
+        "gemini-3-pro-image"
+    );
+    let unknown = message(config(&[("NB_IMAGE_MODELS", "gemini-9-image")]));
+    assert!(
+        unknown.starts_with("NB_IMAGE_MODELS") && unknown.contains("gemini-9-image"),
+        "{unknown}"
+    );
 }
 
 #[test]
@@ -284,16 +295,19 @@ fn input_image_limits_have_defaults_and_are_checked() {
 #[test]
 fn the_openai_model_map_names_allowed_models() {
     let mapped = config(&[
-        ("NB_IMAGE_MODELS", "gemini-a,gemini-b"),
-        ("NB_OPENAI_MODEL_MAP", "gpt-image-1=gemini-b"),
+        (
+            "NB_IMAGE_MODELS",
+            "gemini-3.1-flash-image,gemini-3-pro-image",
+        ),
+        ("NB_OPENAI_MODEL_MAP", "gpt-image-1=gemini-3-pro-image"),
     ])
     .unwrap();
     let model = mapped
         .openai_model_map()
         .unwrap()
-        .resolve(Some("gpt-image-1"), &mapped.models.enabled.0)
+        .resolve(Some("gpt-image-1"), &mapped.image_models().unwrap())
         .unwrap();
-    assert_eq!(model.as_str(), "gemini-b");
+    assert_eq!(model.as_str(), "gemini-3-pro-image");
     let error = message(config(&[("NB_OPENAI_MODEL_MAP", "gpt-image-1=nope")]));
     assert!(error.starts_with("NB_OPENAI_MODEL_MAP"), "{error}");
 }
@@ -509,14 +523,14 @@ fn a_file_sets_every_section() {
     assert!(config.upstream.api_key.is_some());
     assert_eq!(config.upstream.deadline, Duration::from_secs(90));
     assert_eq!(
-        config.models.enabled.0.default_model().as_str(),
+        config.image_models().unwrap().default_model().as_str(),
         "gemini-3-pro-image"
     );
     assert_eq!(config.models.input_images().max_images, 6);
     let mapped = config
         .openai_model_map()
         .unwrap()
-        .resolve(Some("gpt-image-1"), &config.models.enabled.0)
+        .resolve(Some("gpt-image-1"), &config.image_models().unwrap())
         .unwrap();
     assert_eq!(mapped.as_str(), "gemini-3.1-flash-image");
     assert_eq!(config.storage.backend(), StorageBackend::S3);
@@ -563,7 +577,7 @@ fn the_environment_wins_over_the_file() {
     assert_eq!(s3.access_key, "ak");
     assert_eq!(config.server.workers.map(|n| n.get()), Some(3));
     assert_eq!(
-        config.models.enabled.0.default_model().as_str(),
+        config.image_models().unwrap().default_model().as_str(),
         "gemini-3.1-flash-image"
     );
 }
@@ -640,4 +654,77 @@ fn a_file_that_is_not_there_or_not_toml_stops_start_up() {
     let (_folder, loaded) = with_file("[server\nlisten = ", &[]);
     let error = message(loaded);
     assert!(error.starts_with("NB_CONFIG file "), "{error}");
+}
+
+#[test]
+fn the_model_catalog_file_adds_and_patches_models_and_its_errors_name_entry_and_field() {
+    let folder = tempfile::tempdir().unwrap();
+    let path = folder.path().join("models.toml");
+    std::fs::write(
+        &path,
+        r#"
+        [[model]]
+        id = "gemini-nano-banana-2.1"
+        aliases = ["nb21"]
+        aspect_ratios = ["1:1", "16:9"]
+        resolutions = ["1K", "2K", "4K"]
+        max_input_images = 14
+
+        [[model]]
+        id = "gemini-3-pro-image"
+        retired_at = 2027-06-30
+        replaced_by = "gemini-nano-banana-2.1"
+        "#,
+    )
+    .unwrap();
+    let file = path.display().to_string();
+    let loaded = config(&[
+        ("NB_MODELS_FILE", file.as_str()),
+        ("NB_IMAGE_MODELS", "nb21,gemini-3-pro-image"),
+    ])
+    .unwrap();
+    let models = loaded.image_models().unwrap();
+    assert_eq!(models.default_model().as_str(), "gemini-nano-banana-2.1");
+    let pro = models.choose(Some("gemini-3-pro-image")).unwrap();
+    assert_eq!(
+        pro.spec().retired_at,
+        Some(time::macros::date!(2027 - 06 - 30))
+    );
+    assert_eq!(
+        pro.spec().aspect_ratios.len(),
+        10,
+        "other fields stay built in"
+    );
+
+    std::fs::write(
+        &path,
+        "[[model]]\nid = \"gemini-3-pro-image\"\nresolutions = [\"1K\", \"8K\"]\n",
+    )
+    .unwrap();
+    let error = message(config(&[("NB_MODELS_FILE", file.as_str())]));
+    for part in [
+        "NB_MODELS_FILE",
+        "gemini-3-pro-image",
+        "resolutions",
+        "8K",
+        &file,
+    ] {
+        assert!(error.contains(part), "{part} not in {error}");
+    }
+    std::fs::write(&path, "[[model]]\nid = \"x\"\nmax_inputs = 3\n").unwrap();
+    let error = message(config(&[("NB_MODELS_FILE", file.as_str())]));
+    assert!(
+        error.contains("max_inputs") && error.contains("\"x\""),
+        "{error}"
+    );
+    let missing = message(config(&[("NB_MODELS_FILE", "/nonexistent/models.toml")]));
+    assert!(missing.starts_with("NB_MODELS_FILE"), "{missing}");
+
+    // The configuration file may hold entries too.
+    let (_folder, loaded) = with_file(
+        "[models]\nenabled = [\"my-model\"]\n\n[[models.model]]\nid = \"my-model\"\naspect_ratios = [\"1:1\"]\nresolutions = [\"1K\"]\nmax_input_images = 0\n",
+        &[],
+    );
+    let models = loaded.unwrap().image_models().unwrap();
+    assert_eq!(models.default_model().spec().max_input_images, 0);
 }

@@ -8,13 +8,12 @@ use std::time::Duration;
 use actix_web::{HttpResponse, web};
 use base64::Engine as _;
 use nanobanana::config::Config;
-use nanobanana::config::sections::{AdminEmailList, ImageModels, JwtSecret, StorageBackend};
+use nanobanana::config::sections::{AdminEmailList, JwtSecret, ModelNames, StorageBackend};
 use nanobanana::startup::{bind, wire_with_clock};
 use nb_api::extract::credentials::ApiKeyCaller;
 use nb_api::serve;
 use nb_api::settings::ListenAddress;
 use nb_db::testing::TestDatabase;
-use nb_domain::generation::AllowedModels;
 use nb_domain::ports::Clock;
 use nb_imagen::{GeminiSettings, GoogleApiKey};
 use reqwest::header::{AUTHORIZATION, CONTENT_TYPE};
@@ -102,9 +101,7 @@ pub fn test_config(data_dir: PathBuf, db: &TestDatabase, google: &MockServer) ->
         max_retries: 2,
         ..GeminiSettings::new(GoogleApiKey::new(GOOGLE_KEY.into()))
     };
-    config.models.enabled = ImageModels(
-        AllowedModels::new([MODEL.to_owned(), "gemini-3-pro-image".to_owned()]).unwrap(),
-    );
+    config.models.enabled = ModelNames(vec![MODEL.to_owned(), "gemini-3-pro-image".to_owned()]);
     config.limits.auth_attempts_per_minute_per_ip = per_minute(1000);
     config.limits.auth_attempts_per_minute_per_email_and_ip = per_minute(1000);
     config.limits.auth_attempts_per_minute_per_email = per_minute(1000);

@@ -4,7 +4,9 @@
 
 mod accounts;
 mod api_keys;
+mod catalog;
 mod errors;
+mod fake_google;
 mod generate;
 mod hardening;
 mod helpers;

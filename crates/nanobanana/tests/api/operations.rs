@@ -600,7 +600,17 @@ crate::configured_on_both_backends!(
     idle_keep_alive_connections_are_closed => |config| config.server.keep_alive = Duration::from_secs(1),
     metrics_count_requests_generations_and_usage => |config| {
         let unique = format!("gemini-metrics-{}", uuid::Uuid::new_v4().simple());
-        config.models.enabled = nanobanana::config::sections::ImageModels(nb_domain::generation::AllowedModels::new([unique]).unwrap());
+        config.models.model.push(nanobanana::config::catalog_file::ModelEntry {
+            id: unique.clone(),
+            aliases: None,
+            api: None,
+            aspect_ratios: Some(vec!["1:1".into()]),
+            resolutions: Some(vec!["1K".into()]),
+            max_input_images: Some(14),
+            retired_at: None,
+            replaced_by: None,
+        });
+        config.models.enabled = nanobanana::config::sections::ModelNames(vec![unique]);
     },
     logins_are_limited_per_ip => |config| config.limits.auth_attempts_per_minute_per_ip = std::num::NonZeroU32::new(3).unwrap(),
     an_attacker_elsewhere_cannot_lock_the_owner_out => |config| {

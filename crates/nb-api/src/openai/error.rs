@@ -5,6 +5,7 @@
 //!
 //! - a request field at fault (our 422 `validation_failed` or `malformed_json`) is a 400 with
 //!   `param`, as OpenAI answers it;
+//! - a retired model (our 410 `model_retired`) is a 400 with `code: "model_retired"`;
 //! - a prompt or image the model refused (`content_rejected`) is a 400 with code
 //!   `content_policy_violation`;
 //! - `type` is `invalid_request_error` for 4xx, `requests` for rate limits,
@@ -75,6 +76,8 @@ impl OpenAiError {
         let error = &self.0;
         match (error.status(), error.code()) {
             (_, "content_rejected") => (StatusCode::BAD_REQUEST, "content_policy_violation"),
+            // OpenAI answers a model it no longer serves with a 400 naming the model.
+            (StatusCode::GONE, code) => (StatusCode::BAD_REQUEST, code),
             (StatusCode::UNPROCESSABLE_ENTITY, code) => (StatusCode::BAD_REQUEST, code),
             (status, code) => (status, code),
         }

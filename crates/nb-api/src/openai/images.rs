@@ -3,8 +3,8 @@
 use actix_web::{HttpRequest, HttpResponse, web};
 use nb_domain::api_keys::AuthenticatedApiKey;
 use nb_domain::generation::{
-    Generation, GenerationRequest, ImageCount, ImageFormat, ImageSize, ImageStyle, InputImages,
-    Prompt, image_dimensions,
+    Generation, GenerationRequest, ImageCount, ImageFormat, ImageShape, ImageStyle, InputImages,
+    InvalidGenerationRequest, PixelSize, Prompt, image_dimensions,
 };
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -145,18 +145,18 @@ struct Wanted {
     format: ResponseFormat,
 }
 
-/// `auto` (or none): the model's choice; an OpenAI size: the nearest aspect ratio.
-fn openai_size(raw: Option<&str>) -> Result<Option<ImageSize>, ApiError> {
+/// `auto` (or none): the model's choice; an OpenAI size: the model's nearest aspect ratio and
+/// the smallest of its resolutions big enough.
+fn openai_size(raw: Option<&str>) -> Result<Option<PixelSize>, ApiError> {
     let Some(raw) = raw.filter(|raw| *raw != "auto") else {
         return Ok(None);
     };
-    let dimensions = OPENAI_SIZES
+    match OPENAI_SIZES
         .contains(&raw)
-        .then(|| raw.split_once('x'))
+        .then(|| PixelSize::parse(raw).ok())
         .flatten()
-        .and_then(|(w, h)| Some((w.parse().ok()?, h.parse().ok()?)));
-    match dimensions {
-        Some((width, height)) => Ok(Some(ImageSize::nearest(width, height))),
+    {
+        Some(size) => Ok(Some(size)),
         None => Err(ApiError::invalid_field(
             "size",
             format!("size must be auto or one of {}", OPENAI_SIZES.join(", ")),
@@ -216,7 +216,18 @@ fn checked(
         .resolve(options.model.as_deref(), state.generations.models())
         .map_err(|error| ApiError::invalid_field("model", error.to_string()))?;
     let size = openai_size(options.size.as_deref())?;
-    let request = GenerationRequest::with_checked_fields(prompt, size, style, model, inputs)?;
+    let shape = ImageShape::for_size(&model, size);
+    let label = size.map_or_else(|| "auto".to_owned(), |size| size.to_string());
+    let today = state.generations.now().date();
+    let request =
+        GenerationRequest::with_checked_fields(prompt, label, shape, style, model, inputs, today)
+            .map_err(|error| match error {
+            // OpenAI's edits name their images `image`.
+            InvalidGenerationRequest::TooManyImages { .. } => {
+                ApiError::invalid_field("image", error.to_string())
+            }
+            error => error.into(),
+        })?;
     Ok(Wanted {
         request,
         count,
@@ -463,20 +474,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn openai_sizes_become_the_nearest_aspect_ratio() {
-        let cases = [
-            (None, None),
-            (Some("auto"), None),
-            (Some("256x256"), Some(ImageSize::Square)),
-            (Some("512x512"), Some(ImageSize::Square)),
-            (Some("1024x1024"), Some(ImageSize::Square)),
-            (Some("1536x1024"), Some(ImageSize::Landscape3x2)),
-            (Some("1024x1536"), Some(ImageSize::Portrait2x3)),
-            (Some("1792x1024"), Some(ImageSize::Landscape16x9)),
-            (Some("1024x1792"), Some(ImageSize::Portrait9x16)),
-        ];
-        for (raw, expected) in cases {
-            assert_eq!(openai_size(raw).unwrap(), expected, "{raw:?}");
+    fn openai_sizes_are_the_sdks_sizes() {
+        assert_eq!(openai_size(None).unwrap(), None);
+        assert_eq!(openai_size(Some("auto")).unwrap(), None);
+        for size in OPENAI_SIZES {
+            assert_eq!(openai_size(Some(size)).unwrap().unwrap().to_string(), size);
         }
         for bad in ["1024x768", "big", "0x0", ""] {
             assert_eq!(

@@ -96,19 +96,32 @@ mod tests {
     use super::*;
 
     fn models() -> AllowedModels {
-        AllowedModels::new(["gemini-a".to_owned(), "gemini-b".to_owned()]).unwrap()
+        AllowedModels::new([
+            "gemini-3.1-flash-image".to_owned(),
+            "gemini-3-pro-image".to_owned(),
+        ])
+        .unwrap()
     }
 
     #[test]
     fn openai_names_mean_the_default_unless_mapped() {
-        let map = OpenAiModelMap::parse("gpt-image-1 = gemini-b", &models()).unwrap();
+        let map = OpenAiModelMap::parse("gpt-image-1 = gemini-3-pro-image", &models()).unwrap();
         let resolve = |name| map.resolve(name, &models()).map(|m| m.as_str().to_owned());
-        assert_eq!(resolve(None).unwrap(), "gemini-a");
-        assert_eq!(resolve(Some("gemini-b")).unwrap(), "gemini-b");
-        assert_eq!(resolve(Some("gpt-image-1")).unwrap(), "gemini-b");
-        assert_eq!(resolve(Some("gpt-image-1.5")).unwrap(), "gemini-a");
-        assert_eq!(resolve(Some("dall-e-3")).unwrap(), "gemini-a");
-        assert_eq!(resolve(Some("chatgpt-image-latest")).unwrap(), "gemini-a");
+        assert_eq!(resolve(None).unwrap(), "gemini-3.1-flash-image");
+        assert_eq!(
+            resolve(Some("gemini-3-pro-image")).unwrap(),
+            "gemini-3-pro-image"
+        );
+        assert_eq!(resolve(Some("gpt-image-1")).unwrap(), "gemini-3-pro-image");
+        assert_eq!(
+            resolve(Some("gpt-image-1.5")).unwrap(),
+            "gemini-3.1-flash-image"
+        );
+        assert_eq!(resolve(Some("dall-e-3")).unwrap(), "gemini-3.1-flash-image");
+        assert_eq!(
+            resolve(Some("chatgpt-image-latest")).unwrap(),
+            "gemini-3.1-flash-image"
+        );
         assert!(resolve(Some("stable-diffusion")).is_err());
     }
 

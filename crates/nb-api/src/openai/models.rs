@@ -2,7 +2,9 @@
 //! OpenAI's shapes.
 
 use actix_web::{HttpResponse, web};
+use nb_domain::generation::ImageModel;
 use serde::Serialize;
+use time::Date;
 use utoipa::ToSchema;
 
 use crate::error::ApiError;
@@ -10,7 +12,7 @@ use crate::extract::credentials::ApiKeyCaller;
 use crate::openai::error::{OpenAiErrorBody, render};
 use crate::state::AppState;
 
-/// OpenAI's `Model`.
+/// OpenAI's `Model`, with what the model catalog says the model can do.
 #[derive(Serialize, ToSchema)]
 pub(crate) struct ModelObject {
     id: String,
@@ -18,6 +20,27 @@ pub(crate) struct ModelObject {
     /// Not known for Google's models: 0.
     created: i64,
     owned_by: &'static str,
+    /// Google's id for the model this name means (the same as `id` unless `id` is an alias
+    /// or an OpenAI name).
+    model: String,
+    /// Other names clients may use.
+    aliases: Vec<String>,
+    /// `gemini` (`:generateContent`) or `imagen` (`:predict`).
+    api: &'static str,
+    #[schema(example = json!(["1:1", "16:9"]))]
+    aspect_ratios: Vec<String>,
+    /// The first is the default.
+    #[schema(example = json!(["1K", "2K", "4K"]))]
+    resolutions: Vec<&'static str>,
+    /// Reference images one request may carry; 0: the model cannot edit.
+    max_input_images: usize,
+    /// From this day (UTC) on, requests are refused with `model_retired`.
+    #[schema(value_type = Option<String>, example = "2026-10-02")]
+    retired_at: Option<String>,
+    /// Named in that refusal.
+    replaced_by: Option<String>,
+    /// Whether `retired_at` has come.
+    retired: bool,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -26,12 +49,22 @@ pub(crate) struct ModelList {
     data: Vec<ModelObject>,
 }
 
-fn model_object(id: &str) -> ModelObject {
+fn model_object(id: &str, model: &ImageModel, today: Date) -> ModelObject {
+    let spec = model.spec();
     ModelObject {
         id: id.to_owned(),
         object: "model",
         created: 0,
         owned_by: "google",
+        model: spec.id.clone(),
+        aliases: spec.aliases.clone(),
+        api: spec.api.as_str(),
+        aspect_ratios: spec.aspect_ratios.iter().map(ToString::to_string).collect(),
+        resolutions: spec.resolutions.iter().map(|r| r.as_str()).collect(),
+        max_input_images: spec.max_input_images,
+        retired_at: spec.retired_at.map(|day| day.to_string()),
+        replaced_by: spec.replaced_by.clone(),
+        retired: spec.is_retired_on(today),
     }
 }
 
@@ -49,13 +82,14 @@ pub(crate) async fn list_models(
     if let Err(error) = caller {
         return render(error);
     }
+    let today = state.generations.now().date();
     HttpResponse::Ok().json(ModelList {
         object: "list",
         data: state
             .generations
             .models()
             .iter()
-            .map(|model| model_object(model.as_str()))
+            .map(|model| model_object(model.as_str(), model, today))
             .collect(),
     })
 }
@@ -79,10 +113,10 @@ pub(crate) async fn get_model(
     }
     let known = state
         .openai_models
-        .resolve(Some(model.as_str()), state.generations.models())
-        .is_ok();
-    if known {
-        HttpResponse::Ok().json(model_object(&model))
+        .resolve(Some(model.as_str()), state.generations.models());
+    if let Ok(known) = known {
+        let today = state.generations.now().date();
+        HttpResponse::Ok().json(model_object(&model, &known, today))
     } else {
         render(
             ApiError::not_found(

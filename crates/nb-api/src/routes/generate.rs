@@ -6,9 +6,7 @@ use actix_web::{HttpRequest, HttpResponse, ResponseError, web};
 use bytes::Bytes;
 use nb_domain::api_keys::AuthenticatedApiKey;
 use nb_domain::encoding::decode_data_url_or_base64;
-use nb_domain::generation::{
-    GenerationRequest, ImageCount, InputImages, RawGenerationRequest, size_label,
-};
+use nb_domain::generation::{GenerationRequest, ImageCount, InputImages, RawGenerationRequest};
 use serde::de::{self, Visitor};
 use serde::{Deserialize, Deserializer, Serialize};
 use time::OffsetDateTime;
@@ -22,13 +20,21 @@ use crate::generation_flow::outcome::{record_outcomes, server_timing};
 use crate::generation_flow::throttle::throttled;
 use crate::headers::insert_quota;
 use crate::state::AppState;
+use crate::views::TokenUsageResponse;
 
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct GenerateRequest {
     prompt: Option<String>,
-    /// `auto` or `WxH` (see the README); `1024x1024` when left out.
+    /// `auto` or any `WxH` (each side 64–8192), mapped to the model's nearest aspect ratio and
+    /// the smallest resolution big enough (see docs/models.md); `1024x1024` when neither it
+    /// nor `aspect_ratio`/`resolution` is sent. Not with `aspect_ratio` or `resolution`.
     size: Option<String>,
+    /// One of the model's aspect ratios (`GET /v1/models`), e.g. `16:9`.
+    aspect_ratio: Option<String>,
+    /// One of the model's resolutions: `512`, `1K`, `2K`, `4K`; the model's first when left
+    /// out.
+    resolution: Option<String>,
     style: Option<String>,
     model: Option<String>,
     /// Images to edit or combine, in order: base64 or `data:image/…;base64,…` URLs.
@@ -70,7 +76,17 @@ pub(crate) struct GenerateResponse {
     id: String,
     url: String,
     prompt: String,
-    size: &'static str,
+    /// What was asked as a size: `WxH`, or `auto`.
+    size: String,
+    /// The aspect ratio asked of the model; `null`: the model's choice.
+    aspect_ratio: Option<String>,
+    /// The resolution asked of the model.
+    resolution: &'static str,
+    /// The image's pixel size, read from its header.
+    width: Option<u32>,
+    height: Option<u32>,
+    /// The tokens Google counted; `null` when it sent none.
+    usage: Option<TokenUsageResponse>,
     style: &'static str,
     model: String,
     mime_type: &'static str,
@@ -89,6 +105,7 @@ pub(crate) struct GenerateResponse {
         (status = 400, description = "A malformed `Idempotency-Key` (`invalid_idempotency_key`)", body = ErrorBody),
         (status = 401, description = "Missing, invalid or revoked API key, or an expired one (`key_expired`)", body = ErrorBody),
         (status = 403, description = "The account is disabled (`account_disabled`)", body = ErrorBody),
+        (status = 410, description = "The model was retired (`model_retired`; the message names its replacement)", body = ErrorBody),
         (status = 409, description = "A request with this `Idempotency-Key` is still running (`idempotency_in_progress`); retry after `Retry-After`", body = ErrorBody),
         (status = 413, description = "Body too large, or an input image over its limit", body = ErrorBody),
         (status = 415, description = "The body is not `application/json`", body = ErrorBody),
@@ -137,6 +154,8 @@ fn checked(body: GenerateRequest, state: &AppState) -> Result<GenerationRequest,
     let raw = RawGenerationRequest {
         prompt: body.prompt,
         size: body.size,
+        aspect_ratio: body.aspect_ratio,
+        resolution: body.resolution,
         style: body.style,
         model: body.model,
     };
@@ -144,6 +163,7 @@ fn checked(body: GenerateRequest, state: &AppState) -> Result<GenerationRequest,
         raw,
         state.generations.models(),
         inputs,
+        state.generations.now().date(),
     )?)
 }
 
@@ -165,7 +185,12 @@ async fn run_generation(
                     id: generation.id.to_string(),
                     url: generation.url,
                     prompt: generation.prompt.as_str().to_owned(),
-                    size: size_label(generation.size),
+                    size: generation.size,
+                    aspect_ratio: generation.shape.aspect_ratio.map(|ratio| ratio.to_string()),
+                    resolution: generation.shape.resolution.as_str(),
+                    width: generation.dimensions.map(|(width, _)| width),
+                    height: generation.dimensions.map(|(_, height)| height),
+                    usage: generation.usage.map(TokenUsageResponse::from),
                     style: generation.style.as_str(),
                     model: generation.model.as_str().to_owned(),
                     mime_type: generation.image.format().mime_type(),

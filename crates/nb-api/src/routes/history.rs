@@ -16,6 +16,7 @@ use crate::error::{ApiError, ErrorBody};
 use crate::extract::credentials::Caller;
 use crate::extract::query::PageQuery;
 use crate::state::AppState;
+use crate::views::TokenUsageResponse;
 
 /// A generation as its owner sees it.
 #[derive(Serialize, ToSchema)]
@@ -26,7 +27,18 @@ pub(crate) struct GenerationResponse {
     /// `live` or `test`.
     mode: &'static str,
     prompt: String,
+    /// What was asked as a size: `WxH`, or `auto`.
     size: String,
+    /// The aspect ratio asked of the model; `null`: the model's choice (and on generations
+    /// older than the model catalog).
+    aspect_ratio: Option<String>,
+    /// `512`, `1K`, `2K` or `4K`; `null` on generations older than the model catalog.
+    resolution: Option<String>,
+    /// The image's pixel size, read from its header.
+    width: Option<u32>,
+    height: Option<u32>,
+    /// The tokens Google counted; `null` when it sent none.
+    usage: Option<TokenUsageResponse>,
     style: String,
     model: String,
     /// `succeeded`, `failed` or `deleted`.
@@ -54,6 +66,11 @@ impl From<GenerationView> for GenerationResponse {
             mode: generation.mode.as_str(),
             prompt: generation.prompt,
             size: generation.size,
+            aspect_ratio: generation.aspect_ratio,
+            resolution: generation.resolution,
+            width: generation.width,
+            height: generation.height,
+            usage: generation.usage.map(TokenUsageResponse::from),
             style: generation.style,
             model: generation.model,
             status: generation.status.as_str(),

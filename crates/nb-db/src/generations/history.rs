@@ -10,7 +10,7 @@ use nb_domain::RepositoryError;
 use nb_domain::accounts::UserId;
 use nb_domain::api_keys::{ApiKeyId, KeyMode};
 use nb_domain::generation::{
-    GenerationId, GenerationStatus, HistoryFilter, ObjectKey, StoredGeneration,
+    GenerationId, GenerationStatus, HistoryFilter, ObjectKey, StoredGeneration, TokenUsage,
 };
 use nb_domain::pagination::{Cursor, Page, PageRequest};
 use nb_domain::ports::HistoryRepository;
@@ -45,6 +45,18 @@ struct StoredRow {
     created_at: PrimitiveDateTime,
     mode: String,
     deleted_at: Option<PrimitiveDateTime>,
+    aspect_ratio: Option<String>,
+    resolution: Option<String>,
+    width: Option<i32>,
+    height: Option<i32>,
+    input_tokens: Option<i64>,
+    input_text_tokens: Option<i64>,
+    input_image_tokens: Option<i64>,
+    output_tokens: Option<i64>,
+    output_image_tokens: Option<i64>,
+    output_text_tokens: Option<i64>,
+    thinking_tokens: Option<i64>,
+    total_tokens: Option<i64>,
 }
 
 impl StoredRow {
@@ -55,6 +67,7 @@ impl StoredRow {
             (None, "succeeded") => GenerationStatus::Succeeded,
             (None, _) => GenerationStatus::Failed,
         };
+        let usage = stored_usage(&self);
         Ok(StoredGeneration {
             id,
             user_id: UserId(parse_stored_id(&self.user_id)?),
@@ -76,8 +89,28 @@ impl StoredRow {
             latency: Duration::from_millis(u64::try_from(self.latency_ms).unwrap_or(0)),
             created_at: from_stored_time(self.created_at),
             deleted_at: self.deleted_at.map(from_stored_time),
+            aspect_ratio: self.aspect_ratio,
+            resolution: self.resolution,
+            width: self.width.and_then(|n| u32::try_from(n).ok()),
+            height: self.height.and_then(|n| u32::try_from(n).ok()),
+            usage,
         })
     }
+}
+
+/// The token counts of a row: present when Google reported them (`input_tokens` is set).
+fn stored_usage(row: &StoredRow) -> Option<TokenUsage> {
+    let count = |n: Option<i64>| n.and_then(|n| u64::try_from(n).ok());
+    Some(TokenUsage {
+        input_tokens: count(row.input_tokens)?,
+        input_text_tokens: count(row.input_text_tokens),
+        input_image_tokens: count(row.input_image_tokens),
+        output_tokens: count(row.output_tokens).unwrap_or(0),
+        output_image_tokens: count(row.output_image_tokens),
+        output_text_tokens: count(row.output_text_tokens),
+        thinking_tokens: count(row.thinking_tokens).unwrap_or(0),
+        total_tokens: count(row.total_tokens).unwrap_or(0),
+    })
 }
 
 #[async_trait]

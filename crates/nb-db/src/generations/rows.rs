@@ -4,7 +4,7 @@ use diesel::prelude::*;
 use diesel::upsert::excluded;
 use diesel_async::{AsyncConnection, RunQueryDsl};
 use nb_domain::RepositoryError;
-use nb_domain::generation::{GenerationOutcome, GenerationRecord, size_label};
+use nb_domain::generation::{GenerationOutcome, GenerationRecord};
 use time::{Date, PrimitiveDateTime};
 
 use crate::convert::{pool_error, query_error, to_stored_time};
@@ -30,6 +30,18 @@ pub(crate) struct GenerationRow {
     latency_ms: i64,
     created_at: PrimitiveDateTime,
     mode: String,
+    aspect_ratio: Option<String>,
+    resolution: Option<String>,
+    width: Option<i32>,
+    height: Option<i32>,
+    input_tokens: Option<i64>,
+    input_text_tokens: Option<i64>,
+    input_image_tokens: Option<i64>,
+    output_tokens: Option<i64>,
+    output_image_tokens: Option<i64>,
+    output_text_tokens: Option<i64>,
+    thinking_tokens: Option<i64>,
+    total_tokens: Option<i64>,
 }
 
 impl From<&GenerationRecord> for GenerationRow {
@@ -39,7 +51,7 @@ impl From<&GenerationRecord> for GenerationRow {
             user_id: record.caller.user_id.to_string(),
             api_key_id: record.caller.key_id.to_string(),
             prompt: record.prompt.as_str().to_owned(),
-            size: size_label(record.size).to_owned(),
+            size: record.size.clone(),
             style: record.style.as_str().to_owned(),
             model: record.model.as_str().to_owned(),
             status: record.outcome.status().to_owned(),
@@ -51,14 +63,42 @@ impl From<&GenerationRecord> for GenerationRow {
             latency_ms: i64::try_from(record.latency.as_millis()).unwrap_or(i64::MAX),
             created_at: to_stored_time(record.created_at),
             mode: record.caller.mode.as_str().to_owned(),
+            aspect_ratio: record.shape.aspect_ratio.map(|ratio| ratio.to_string()),
+            resolution: Some(record.shape.resolution.as_str().to_owned()),
+            width: None,
+            height: None,
+            input_tokens: None,
+            input_text_tokens: None,
+            input_image_tokens: None,
+            output_tokens: None,
+            output_image_tokens: None,
+            output_text_tokens: None,
+            thinking_tokens: None,
+            total_tokens: None,
         };
+        if let Some(usage) = &record.usage {
+            let count = |n: u64| Some(i64::try_from(n).unwrap_or(i64::MAX));
+            row.input_tokens = count(usage.input_tokens);
+            row.input_text_tokens = usage.input_text_tokens.and_then(count);
+            row.input_image_tokens = usage.input_image_tokens.and_then(count);
+            row.output_tokens = count(usage.output_tokens);
+            row.output_image_tokens = usage.output_image_tokens.and_then(count);
+            row.output_text_tokens = usage.output_text_tokens.and_then(count);
+            row.thinking_tokens = count(usage.thinking_tokens);
+            row.total_tokens = count(usage.total_tokens);
+        }
         match &record.outcome {
             GenerationOutcome::Succeeded {
                 object_key,
                 url,
                 format,
                 bytes,
+                dimensions,
             } => {
+                if let Some((width, height)) = dimensions {
+                    row.width = i32::try_from(*width).ok();
+                    row.height = i32::try_from(*height).ok();
+                }
                 row.object_key = Some(object_key.as_str().to_owned());
                 row.url.clone_from(url);
                 row.mime_type = Some(format.mime_type().to_owned());

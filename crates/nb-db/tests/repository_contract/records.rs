@@ -204,6 +204,7 @@ fn succeeded_as(
             url: Some(format!("http://localhost/images/{object_key}")),
             format: ImageFormat::Png,
             bytes: 2048,
+            dimensions: None,
         },
     );
     record.model = nb_domain::generation::AllowedModels::new([model.to_owned()])
@@ -230,7 +231,7 @@ pub(crate) async fn history_lists_a_users_generations_newest_first_with_filters(
             caller,
             T0 + Duration::minutes(minute),
             &format!("images/a{minute}.png"),
-            "m",
+            "gemini-3.1-flash-image",
         );
         store.record(&record).await.unwrap();
         made.push(record.id);
@@ -244,7 +245,12 @@ pub(crate) async fn history_lists_a_users_generations_newest_first_with_filters(
     );
     store.record(&failed).await.unwrap();
     store
-        .record(&succeeded_as(bob, T0, "images/b.png", "m"))
+        .record(&succeeded_as(
+            bob,
+            T0,
+            "images/b.png",
+            "gemini-3.1-flash-image",
+        ))
         .await
         .unwrap();
 
@@ -270,7 +276,7 @@ pub(crate) async fn history_lists_a_users_generations_newest_first_with_filters(
             ada,
             T0 + Duration::minutes(20),
             "images/late.png",
-            "m",
+            "gemini-3.1-flash-image",
         ))
         .await
         .unwrap();
@@ -312,7 +318,7 @@ pub(crate) async fn a_deleted_generation_stays_as_a_record_without_its_url(db: D
     let ada = caller_with_key(&db, "ada@example.com").await;
     let bob = caller_with_key(&db, "bob@example.com").await;
     let store = GenerationStore::start(&db);
-    let record = succeeded_as(ada, T0, "images/x.png", "m");
+    let record = succeeded_as(ada, T0, "images/x.png", "gemini-3.1-flash-image");
     store.record(&record).await.unwrap();
     let found = store
         .find_generation(ada.user_id, record.id)
@@ -387,11 +393,27 @@ pub(crate) async fn usage_is_read_by_model_over_a_range_of_days(db: Database) {
     let ada = caller_with_key(&db, "ada@example.com").await;
     let store = GenerationStore::start(&db);
     for (at, key, model) in [
-        (T0, "images/1.png", "gemini-a"),
-        (T0 + Duration::minutes(1), "images/2.png", "gemini-a"),
-        (T0 + Duration::minutes(2), "images/3.png", "gemini-b"),
-        (T0 + Duration::days(1), "images/4.png", "gemini-b"),
-        (T0 + Duration::days(3), "images/5.png", "gemini-b"),
+        (T0, "images/1.png", "gemini-3-pro-image"),
+        (
+            T0 + Duration::minutes(1),
+            "images/2.png",
+            "gemini-3-pro-image",
+        ),
+        (
+            T0 + Duration::minutes(2),
+            "images/3.png",
+            "gemini-3.1-flash-lite-image",
+        ),
+        (
+            T0 + Duration::days(1),
+            "images/4.png",
+            "gemini-3.1-flash-lite-image",
+        ),
+        (
+            T0 + Duration::days(3),
+            "images/5.png",
+            "gemini-3.1-flash-lite-image",
+        ),
     ] {
         store
             .record(&succeeded_as(ada, at, key, model))
@@ -415,9 +437,13 @@ pub(crate) async fn usage_is_read_by_model_over_a_range_of_days(db: Database) {
     assert_eq!(
         seen,
         [
-            (T0.date(), "gemini-a".to_owned(), 2),
-            (T0.date(), "gemini-b".to_owned(), 1),
-            ((T0 + Duration::days(1)).date(), "gemini-b".to_owned(), 1),
+            (T0.date(), "gemini-3-pro-image".to_owned(), 2),
+            (T0.date(), "gemini-3.1-flash-lite-image".to_owned(), 1),
+            (
+                (T0 + Duration::days(1)).date(),
+                "gemini-3.1-flash-lite-image".to_owned(),
+                1
+            ),
         ]
     );
     assert!(facts.iter().all(|fact| fact.api_key_id == ada.key_id));
@@ -431,4 +457,56 @@ async fn the_shared_rate_limiter_is_postgresql_only() {
     assert!(test_db.database.shared_rate_limiter().is_some());
     let sqlite = nb_db::testing::TestDatabase::sqlite().await;
     assert!(sqlite.database.shared_rate_limiter().is_none());
+}
+
+pub(crate) async fn what_was_made_round_trips_with_its_shape_size_and_tokens(db: Database) {
+    let ada = caller_with_key(&db, "ada@example.com").await;
+    let store = GenerationStore::start(&db);
+    let mut record = succeeded_as(ada, T0, "images/4k.png", "gemini-3-pro-image");
+    record.size = "3840x2160".into();
+    record.shape = nb_domain::generation::ImageShape {
+        aspect_ratio: nb_domain::generation::AspectRatio::parse("16:9").ok(),
+        resolution: nb_domain::generation::Resolution::K4,
+    };
+    if let GenerationOutcome::Succeeded { dimensions, .. } = &mut record.outcome {
+        *dimensions = Some((5504, 3072));
+    }
+    let usage = nb_domain::generation::TokenUsage {
+        input_tokens: 12,
+        input_text_tokens: Some(12),
+        input_image_tokens: None,
+        output_tokens: 2000,
+        output_image_tokens: Some(2000),
+        output_text_tokens: None,
+        thinking_tokens: 150,
+        total_tokens: 2162,
+    };
+    record.usage = Some(usage);
+    store.record(&record).await.unwrap();
+    let found = store
+        .find_generation(ada.user_id, record.id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(found.size, "3840x2160");
+    assert_eq!(
+        (found.aspect_ratio.as_deref(), found.resolution.as_deref()),
+        (Some("16:9"), Some("4K"))
+    );
+    assert_eq!((found.width, found.height), (Some(5504), Some(3072)));
+    assert_eq!(found.usage, Some(usage));
+
+    // Without counts from Google, and with the model's choice of ratio: nulls.
+    let mut plain = succeeded_as(ada, T0, "images/plain.png", "gemini-3.1-flash-image");
+    plain.shape.aspect_ratio = None;
+    store.record(&plain).await.unwrap();
+    let found = store
+        .find_generation(ada.user_id, plain.id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (found.aspect_ratio, found.usage, found.width),
+        (None, None, None)
+    );
 }

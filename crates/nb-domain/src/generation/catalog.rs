@@ -154,7 +154,8 @@ impl ModelSpec {
     }
 
     pub fn is_retired_on(&self, today: Date) -> bool {
-        self.retired_at.is_some_and(|retired_at| today >= retired_at)
+        self.retired_at
+            .is_some_and(|retired_at| today >= retired_at)
     }
 
     pub fn answers_to(&self, name: &str) -> bool {
@@ -188,7 +189,9 @@ impl ModelSpec {
         let resolution = resolutions
             .iter()
             .copied()
-            .find(|resolution| f64::from(resolution.approximate_long_side(ratio)) >= 0.75 * long_side)
+            .find(|resolution| {
+                f64::from(resolution.approximate_long_side(ratio)) >= 0.75 * long_side
+            })
             .or_else(|| resolutions.last().copied())
             .unwrap_or(Resolution::K1);
         (ratio, resolution)
@@ -242,18 +245,19 @@ impl ModelCatalog {
                 .filter_map(|raw| AspectRatio::parse(raw).ok())
                 .collect::<Vec<_>>()
         };
-        let spec = |id: &str, aliases: &[&str], aspect_ratios, resolutions: &[Resolution], inputs| {
-            Arc::new(ModelSpec {
-                id: id.to_owned(),
-                aliases: aliases.iter().map(|alias| (*alias).to_owned()).collect(),
-                api: ModelApi::Gemini,
-                aspect_ratios,
-                resolutions: resolutions.to_vec(),
-                max_input_images: inputs,
-                retired_at: None,
-                replaced_by: None,
-            })
-        };
+        let spec =
+            |id: &str, aliases: &[&str], aspect_ratios, resolutions: &[Resolution], inputs| {
+                Arc::new(ModelSpec {
+                    id: id.to_owned(),
+                    aliases: aliases.iter().map(|alias| (*alias).to_owned()).collect(),
+                    api: ModelApi::Gemini,
+                    aspect_ratios,
+                    resolutions: resolutions.to_vec(),
+                    max_input_images: inputs,
+                    retired_at: None,
+                    replaced_by: None,
+                })
+            };
         use Resolution::{K1, K2, K4, Px512};
         let mut flash_2_5 = spec(
             "gemini-2.5-flash-image",
@@ -355,7 +359,10 @@ impl ModelCatalog {
                 ("max_input_images", patch.max_input_images.is_some()),
             ] {
                 if !present {
-                    return Err(fail(field, "is required for a model that is not built in".into()));
+                    return Err(fail(
+                        field,
+                        "is required for a model that is not built in".into(),
+                    ));
                 }
             }
         }
@@ -370,7 +377,8 @@ impl ModelCatalog {
             spec.aspect_ratios = ratios
                 .iter()
                 .map(|raw| {
-                    AspectRatio::parse(raw).map_err(|error| fail("aspect_ratios", format!("{raw:?}: {error}")))
+                    AspectRatio::parse(raw)
+                        .map_err(|error| fail("aspect_ratios", format!("{raw:?}: {error}")))
                 })
                 .collect::<Result<_, _>>()?;
         }
@@ -379,7 +387,10 @@ impl ModelCatalog {
                 .iter()
                 .map(|raw| {
                     Resolution::parse(raw).map_err(|error| {
-                        fail("resolutions", format!("{raw:?} is not a resolution Google has ({error})"))
+                        fail(
+                            "resolutions",
+                            format!("{raw:?} is not a resolution Google has ({error})"),
+                        )
                     })
                 })
                 .collect::<Result<_, _>>()?;
@@ -412,7 +423,10 @@ impl ModelCatalog {
                 return Err(fail("aspect_ratios", "must name at least one ratio".into()));
             }
             if spec.resolutions.is_empty() {
-                return Err(fail("resolutions", "must name at least one resolution".into()));
+                return Err(fail(
+                    "resolutions",
+                    "must name at least one resolution".into(),
+                ));
             }
             for (position, ratio) in spec.aspect_ratios.iter().enumerate() {
                 if spec.aspect_ratios[..position].contains(ratio) {
@@ -421,11 +435,17 @@ impl ModelCatalog {
             }
             for (position, resolution) in spec.resolutions.iter().enumerate() {
                 if spec.resolutions[..position].contains(resolution) {
-                    return Err(fail("resolutions", format!("{} is listed twice", resolution.as_str())));
+                    return Err(fail(
+                        "resolutions",
+                        format!("{} is listed twice", resolution.as_str()),
+                    ));
                 }
             }
             if spec.api == ModelApi::Imagen && spec.max_input_images > 0 {
-                return Err(fail("max_input_images", "Imagen models cannot edit: must be 0".into()));
+                return Err(fail(
+                    "max_input_images",
+                    "Imagen models cannot edit: must be 0".into(),
+                ));
             }
             for (field, name) in std::iter::once(("id", spec.id.as_str()))
                 .chain(spec.aliases.iter().map(|alias| ("aliases", alias.as_str())))
@@ -480,7 +500,10 @@ mod tests {
 
     #[test]
     fn sizes_map_to_the_nearest_ratio_and_the_smallest_resolution_that_is_big_enough() {
-        let pro = ModelCatalog::built_in().find("gemini-3-pro-image").unwrap().clone();
+        let pro = ModelCatalog::built_in()
+            .find("gemini-3-pro-image")
+            .unwrap()
+            .clone();
         for (width, height, ratio, resolution) in [
             (1024, 1024, "1:1", "1K"),
             (1536, 1024, "3:2", "1K"),
@@ -532,7 +555,10 @@ mod tests {
         assert_eq!(flash.default_resolution(), Resolution::K1);
         assert_eq!(flash.max_input_images, 14);
         let pro = catalog.find("nano-banana-pro").unwrap();
-        assert_eq!((pro.aspect_ratios.len(), pro.resolution_list().as_str()), (10, "1K, 2K, 4K"));
+        assert_eq!(
+            (pro.aspect_ratios.len(), pro.resolution_list().as_str()),
+            (10, "1K, 2K, 4K")
+        );
         let lite = catalog.find("gemini-3.1-flash-lite-image").unwrap();
         assert_eq!(lite.resolutions, [Resolution::K1]);
         let old = catalog.find("nano-banana").unwrap();
@@ -589,7 +615,10 @@ mod tests {
             resolutions: Some(vec!["1K".into()]),
             ..ModelPatch::default()
         });
-        assert_eq!((missing.entry.as_str(), missing.field), ("new-model", "max_input_images"));
+        assert_eq!(
+            (missing.entry.as_str(), missing.field),
+            ("new-model", "max_input_images")
+        );
         let taken_alias = error(ModelPatch {
             id: "gemini-3.1-flash-lite-image".into(),
             aliases: Some(vec!["nano-banana-pro".into()]),

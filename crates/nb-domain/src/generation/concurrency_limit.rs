@@ -67,9 +67,11 @@ mod tests {
             gate.in_flight.fetch_add(1, Ordering::SeqCst);
             released.await;
             gate.in_flight.fetch_sub(1, Ordering::SeqCst);
-            Ok(GeneratedImage::from_bytes(Bytes::from_static(b"\x89PNG\r\n\x1a\n"))
-                .unwrap()
-                .into())
+            Ok(
+                GeneratedImage::from_bytes(Bytes::from_static(b"\x89PNG\r\n\x1a\n"))
+                    .unwrap()
+                    .into(),
+            )
         }
     }
 

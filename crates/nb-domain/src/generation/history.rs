@@ -242,6 +242,11 @@ mod tests {
             latency: Duration::from_millis(5),
             created_at: NOW,
             deleted_at: None,
+            aspect_ratio: Some("1:1".into()),
+            resolution: Some("1K".into()),
+            width: Some(1024),
+            height: Some(1024),
+            usage: None,
         }
     }
 

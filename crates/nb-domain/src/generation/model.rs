@@ -204,7 +204,9 @@ pub struct UnknownModel {
 pub enum InvalidEnabledModels {
     #[error("must name at least one model")]
     Empty,
-    #[error("{name:?} is not in the model catalog (it has {known}); describe it in the catalog file (NB_MODELS_FILE)")]
+    #[error(
+        "{name:?} is not in the model catalog (it has {known}); describe it in the catalog file (NB_MODELS_FILE)"
+    )]
     NotInCatalog { name: String, known: String },
 }
 
@@ -943,7 +945,11 @@ impl GenerationRequest {
             }
             None if names_shape => (
                 "auto".to_owned(),
-                ImageShape::named(&model, raw.aspect_ratio.as_deref(), raw.resolution.as_deref())?,
+                ImageShape::named(
+                    &model,
+                    raw.aspect_ratio.as_deref(),
+                    raw.resolution.as_deref(),
+                )?,
             ),
             None => (
                 PixelSize::SQUARE_1K.to_string(),
@@ -1072,7 +1078,16 @@ mod tests {
             }
         );
         assert_eq!(PixelSize::parse_or_auto("auto").unwrap(), None);
-        for bad in ["63x64", "64x8193", "1024", "1024x", "x1024", "+1024x1024", "1024X1024", ""] {
+        for bad in [
+            "63x64",
+            "64x8193",
+            "1024",
+            "1024x",
+            "x1024",
+            "+1024x1024",
+            "1024X1024",
+            "",
+        ] {
             assert!(PixelSize::parse(bad).is_err(), "{bad}");
         }
     }
@@ -1094,7 +1109,11 @@ mod tests {
                 resolution: Resolution::K1
             }
         );
-        assert_eq!(parsed.image_request().image_size, None, "the default is not sent");
+        assert_eq!(
+            parsed.image_request().image_size,
+            None,
+            "the default is not sent"
+        );
         assert_eq!(parsed.style, ImageStyle::Natural);
         assert_eq!(parsed.model.as_str(), "gemini-3.1-flash-image");
         let with = |change: fn(&mut RawGenerationRequest)| {
@@ -1112,7 +1131,10 @@ mod tests {
                 }),
                 "size",
             ),
-            (with(|raw| raw.aspect_ratio = Some("7:3".into())), "aspect_ratio"),
+            (
+                with(|raw| raw.aspect_ratio = Some("7:3".into())),
+                "aspect_ratio",
+            ),
             (
                 with(|raw| {
                     raw.model = Some("nano-banana-pro".into());
@@ -1150,18 +1172,25 @@ mod tests {
             TODAY,
         )
         .unwrap_err();
-        assert_eq!(refused.to_string(), "gemini-3-pro-image makes the resolutions 1K, 2K, 4K");
+        assert_eq!(
+            refused.to_string(),
+            "gemini-3-pro-image makes the resolutions 1K, 2K, 4K"
+        );
     }
 
     #[test]
     fn shapes_come_from_the_size_or_from_ratio_and_resolution() {
         let models = AllowedModels::new(["gemini-3.1-flash-image".to_owned()]).unwrap();
-        let parse = |raw| GenerationRequest::parse(raw, &models, InputImages::none(), TODAY).unwrap();
+        let parse =
+            |raw| GenerationRequest::parse(raw, &models, InputImages::none(), TODAY).unwrap();
         let wide = parse(RawGenerationRequest {
             size: Some("3840x2160".into()),
             ..prompt_only()
         });
-        assert_eq!((wide.size.as_str(), wide.shape.resolution), ("3840x2160", Resolution::K4));
+        assert_eq!(
+            (wide.size.as_str(), wide.shape.resolution),
+            ("3840x2160", Resolution::K4)
+        );
         let sent = wide.image_request();
         assert_eq!(sent.aspect_ratio.unwrap().to_string(), "16:9");
         assert_eq!(sent.image_size, Some(Resolution::K4));
@@ -1177,7 +1206,10 @@ mod tests {
             resolution: Some("512".into()),
             ..prompt_only()
         });
-        assert_eq!(resolution_only.shape.aspect_ratio, None, "the model's choice");
+        assert_eq!(
+            resolution_only.shape.aspect_ratio, None,
+            "the model's choice"
+        );
         let auto = parse(RawGenerationRequest {
             size: Some("auto".into()),
             ..prompt_only()
@@ -1190,9 +1222,11 @@ mod tests {
     fn retired_models_are_refused_from_their_day_on_naming_the_replacement() {
         let models = AllowedModels::new(["nano-banana".to_owned()]).unwrap();
         let before = time::macros::date!(2026 - 10 - 01);
-        assert!(GenerationRequest::parse(prompt_only(), &models, InputImages::none(), before).is_ok());
-        let refused =
-            GenerationRequest::parse(prompt_only(), &models, InputImages::none(), TODAY).unwrap_err();
+        assert!(
+            GenerationRequest::parse(prompt_only(), &models, InputImages::none(), before).is_ok()
+        );
+        let refused = GenerationRequest::parse(prompt_only(), &models, InputImages::none(), TODAY)
+            .unwrap_err();
         assert_eq!(
             refused,
             InvalidGenerationRequest::Retired(ModelRetired {
@@ -1216,7 +1250,10 @@ mod tests {
         .unwrap();
         let models = AllowedModels::from_catalog(
             &catalog,
-            ["gemini-3-pro-image".to_owned(), "gemini-2.5-flash-image".to_owned()],
+            [
+                "gemini-3-pro-image".to_owned(),
+                "gemini-2.5-flash-image".to_owned(),
+            ],
         )
         .unwrap();
         let images = |n| {
@@ -1241,9 +1278,15 @@ mod tests {
         assert!(on("gemini-3-pro-image", 14).is_ok());
         let too_many = on("gemini-3-pro-image", 15).unwrap_err();
         assert_eq!(too_many.field(), "images");
-        assert_eq!(too_many.to_string(), "gemini-3-pro-image takes at most 14 images");
+        assert_eq!(
+            too_many.to_string(),
+            "gemini-3-pro-image takes at most 14 images"
+        );
         assert!(on("gemini-2.5-flash-image", 3).is_ok());
-        assert_eq!(on("gemini-2.5-flash-image", 4).unwrap_err().field(), "images");
+        assert_eq!(
+            on("gemini-2.5-flash-image", 4).unwrap_err().field(),
+            "images"
+        );
     }
 
     fn png_of(width: u32, height: u32) -> Vec<u8> {
@@ -1320,7 +1363,10 @@ mod tests {
         .unwrap();
         let models = AllowedModels::from_catalog(
             &catalog,
-            ["gemini-3.1-flash-image".to_owned(), "imagen-4.0-generate-001".to_owned()],
+            [
+                "gemini-3.1-flash-image".to_owned(),
+                "imagen-4.0-generate-001".to_owned(),
+            ],
         )
         .unwrap();
         let image = Bytes::from(png_of(2, 2));
@@ -1375,11 +1421,17 @@ mod tests {
             "an alias names the model"
         );
         assert_eq!(
-            models.choose(Some("gemini-3.1-flash-lite-image")).unwrap_err().allowed,
+            models
+                .choose(Some("gemini-3.1-flash-lite-image"))
+                .unwrap_err()
+                .allowed,
             "gemini-3-pro-image, gemini-3.1-flash-image",
             "a catalog model that is not enabled is refused"
         );
-        assert_eq!(AllowedModels::new([" ".to_owned()]), Err(InvalidEnabledModels::Empty));
+        assert_eq!(
+            AllowedModels::new([" ".to_owned()]),
+            Err(InvalidEnabledModels::Empty)
+        );
         assert!(matches!(
             AllowedModels::new(["gemini-9".to_owned()]),
             Err(InvalidEnabledModels::NotInCatalog { .. })

@@ -6,8 +6,8 @@ use time::{Date, OffsetDateTime};
 
 use super::error::{ProviderError, StorageError};
 use super::model::{
-    FetchedImage, GeneratedImage, GenerationId, ProvidedImage, GenerationRecord, ImageRequest, ObjectKey,
-    StoredImage,
+    FetchedImage, GeneratedImage, GenerationId, GenerationRecord, ImageRequest, ObjectKey,
+    ProvidedImage, StoredImage,
 };
 use crate::accounts::model::UserId;
 use crate::api_keys::model::{ApiKeyId, KeyUsage};

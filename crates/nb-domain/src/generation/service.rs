@@ -143,7 +143,10 @@ impl GenerationService {
             Err(error) => {
                 let code = error.code();
                 return Err(self
-                    .record_failure(record(GenerationOutcome::Failed { code }, None), error.into())
+                    .record_failure(
+                        record(GenerationOutcome::Failed { code }, None),
+                        error.into(),
+                    )
                     .await);
             }
         };
@@ -160,13 +163,16 @@ impl GenerationService {
             }
         };
 
-        let succeeded = record(GenerationOutcome::Succeeded {
-            object_key: key,
-            url: stored.url_is_lasting.then(|| stored.url.clone()),
-            format: image.format(),
-            bytes: image.bytes().len() as u64,
-            dimensions,
-        }, usage);
+        let succeeded = record(
+            GenerationOutcome::Succeeded {
+                object_key: key,
+                url: stored.url_is_lasting.then(|| stored.url.clone()),
+                format: image.format(),
+                bytes: image.bytes().len() as u64,
+                dimensions,
+            },
+            usage,
+        );
         let database_started = ports.clock.now();
         if let Err(error) = ports.generations.record(&succeeded).await {
             // No row will name the image: remove it now (the orphan sweep would later).
@@ -334,7 +340,8 @@ mod tests {
     use crate::api_keys::model::ApiKeyId;
     use crate::generation::error::{ProviderError, StorageError};
     use crate::generation::model::{
-        GeneratedImage, ImageFormat, ImageShape, ImageStyle, PixelSize, InputImages, Prompt, StoredImage,
+        GeneratedImage, ImageFormat, ImageShape, ImageStyle, InputImages, PixelSize, Prompt,
+        StoredImage,
     };
     use crate::generation::ports::{
         MockGenerationRepository, MockImageProvider, MockObjectStorage,
@@ -423,13 +430,21 @@ mod tests {
         provider
             .expect_generate()
             .withf(|request| {
-                request.aspect_ratio.map(|ratio| ratio.to_string()).as_deref() == Some("16:9")
+                request
+                    .aspect_ratio
+                    .map(|ratio| ratio.to_string())
+                    .as_deref()
+                    == Some("16:9")
                     && request.model.as_str() == "gemini-3.1-flash-image"
                     && request.text.starts_with("a banana\n\n")
                     && request.text.ends_with(ImageStyle::Artistic.instruction())
             })
             .times(1)
-            .returning(|_| Ok(GeneratedImage::from_bytes(Bytes::from_static(PNG)).unwrap().into()));
+            .returning(|_| {
+                Ok(GeneratedImage::from_bytes(Bytes::from_static(PNG))
+                    .unwrap()
+                    .into())
+            });
         provider
     }
 
@@ -523,7 +538,9 @@ mod tests {
                     reason: "SAFETY".into(),
                 })
             } else {
-                Ok(GeneratedImage::from_bytes(Bytes::from_static(PNG)).unwrap().into())
+                Ok(GeneratedImage::from_bytes(Bytes::from_static(PNG))
+                    .unwrap()
+                    .into())
             }
         });
         let mut generations = MockGenerationRepository::new();
@@ -649,7 +666,9 @@ mod tests {
             if calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 0 {
                 Err(ProviderError::Timeout)
             } else {
-                Ok(GeneratedImage::from_bytes(Bytes::from_static(PNG)).unwrap().into())
+                Ok(GeneratedImage::from_bytes(Bytes::from_static(PNG))
+                    .unwrap()
+                    .into())
             }
         });
         let mut generations = MockGenerationRepository::new();

@@ -6,7 +6,7 @@ use std::time::Duration;
 use time::{Date, OffsetDateTime};
 use uuid::Uuid;
 
-use super::model::{GenerationId, ObjectKey};
+use super::model::{GenerationId, ObjectKey, TokenUsage};
 use crate::accounts::model::UserId;
 use crate::api_keys::model::{ApiKeyId, KeyMode};
 
@@ -78,6 +78,14 @@ pub struct StoredGeneration {
     pub latency: Duration,
     pub created_at: OffsetDateTime,
     pub deleted_at: Option<OffsetDateTime>,
+    /// The ratio asked for (`None`: the model's choice, or a row older than the catalog).
+    pub aspect_ratio: Option<String>,
+    pub resolution: Option<String>,
+    /// Read from the image's header.
+    pub width: Option<u32>,
+    pub height: Option<u32>,
+    /// What Google counted, when it said.
+    pub usage: Option<TokenUsage>,
 }
 
 /// A generation as its owner sees it: with a URL that works now, when it has an image.

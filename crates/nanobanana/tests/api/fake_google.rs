@@ -1,0 +1,175 @@
+//! A fake of Google's `:generateContent` that knows the model catalog's facts, as Google
+//! behaves (see `../shared/reference/UPSTREAMS.md` and docs/models.md):
+//! - an `imageSize` or `aspectRatio` the model lacks is a 400 `INVALID_ARGUMENT`;
+//! - the image is a PNG whose header has Google's pixel size for the ratio and resolution
+//!   (a flat colour at one bit per pixel: a 5504x3072 image is a few KB);
+//! - `usageMetadata` counts the prompt's text and image tokens, the output image tokens of
+//!   the model at that resolution, and thinking tokens on the 3.x models;
+//! - every returned part carries a `thoughtSignature`.
+
+use base64::Engine as _;
+use nb_domain::generation::{AspectRatio, ModelCatalog, Resolution};
+use serde_json::{Value, json};
+use wiremock::{Request, Respond, ResponseTemplate};
+
+/// Google's pixel sizes at 1K (its documentation's table); 2K doubles each side, 4K
+/// quadruples, 512 halves.
+const ONE_K: [(&str, u32, u32); 10] = [
+    ("1:1", 1024, 1024),
+    ("2:3", 848, 1264),
+    ("3:2", 1264, 848),
+    ("3:4", 896, 1200),
+    ("4:3", 1200, 896),
+    ("4:5", 928, 1152),
+    ("5:4", 1152, 928),
+    ("9:16", 768, 1376),
+    ("16:9", 1376, 768),
+    ("21:9", 1584, 672),
+];
+
+/// Input tokens Google counts per input image.
+pub const TOKENS_PER_INPUT_IMAGE: u64 = 1120;
+/// Thinking tokens the fake reports on the 3.x models.
+pub const THINKING_TOKENS: u64 = 150;
+
+/// The pixel size Google makes for `ratio` at `resolution`.
+pub fn google_pixel_size(ratio: &str, resolution: Resolution) -> (u32, u32) {
+    let (width, height) = ONE_K
+        .iter()
+        .find(|(known, _, _)| *known == ratio)
+        .map(|(_, width, height)| (*width, *height))
+        .unwrap_or_else(|| {
+            // The very wide ratios of 3.1 Flash: the square's area, in steps of 16.
+            let ratio = AspectRatio::parse(ratio).unwrap().ratio();
+            let side = |x: f64| ((x / 16.0).round() * 16.0) as u32;
+            (side(1024.0 * ratio.sqrt()), side(1024.0 / ratio.sqrt()))
+        });
+    match resolution {
+        Resolution::Px512 => (width / 2, height / 2),
+        Resolution::K1 => (width, height),
+        Resolution::K2 => (width * 2, height * 2),
+        Resolution::K4 => (width * 4, height * 4),
+    }
+}
+
+/// Output image tokens per model and resolution (Google's price list).
+pub fn output_image_tokens(model: &str, resolution: Resolution) -> u64 {
+    match (model, resolution) {
+        ("gemini-3.1-flash-image", Resolution::Px512) => 747,
+        ("gemini-3.1-flash-image", Resolution::K2) => 1680,
+        ("gemini-3.1-flash-image", Resolution::K4) => 2520,
+        ("gemini-3-pro-image", Resolution::K4) => 2000,
+        ("gemini-2.5-flash-image", _) => 1290,
+        _ => 1120,
+    }
+}
+
+/// A flat one-bit PNG of `width`×`height`.
+pub fn flat_png(width: u32, height: u32) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut encoder = png::Encoder::new(&mut out, width, height);
+    encoder.set_color(png::ColorType::Grayscale);
+    encoder.set_depth(png::BitDepth::One);
+    let mut writer = encoder.write_header().unwrap();
+    let row = (width as usize).div_ceil(8);
+    writer
+        .write_image_data(&vec![0xff; row * height as usize])
+        .unwrap();
+    writer.finish().unwrap();
+    out
+}
+
+fn invalid_argument(message: String) -> ResponseTemplate {
+    ResponseTemplate::new(400).set_body_json(
+        json!({"error": {"code": 400, "message": message, "status": "INVALID_ARGUMENT"}}),
+    )
+}
+
+/// The signature the fake issues for a model turn's part.
+pub fn signature_for(text: &str) -> String {
+    use sha2::Digest as _;
+    base64::engine::general_purpose::STANDARD.encode(sha2::Sha256::digest(text.as_bytes()))
+}
+
+/// Mount with `Mock::given(method("POST")).and(path_regex(":generateContent$"))`.
+pub struct FakeGemini;
+
+impl Respond for FakeGemini {
+    fn respond(&self, request: &Request) -> ResponseTemplate {
+        let model = request
+            .url
+            .path()
+            .trim_start_matches("/v1beta/models/")
+            .trim_end_matches(":generateContent")
+            .to_owned();
+        let catalog = ModelCatalog::built_in();
+        let Some(spec) = catalog.find(&model).filter(|spec| spec.id == model) else {
+            return ResponseTemplate::new(404).set_body_json(
+                json!({"error": {"code": 404, "message": format!("models/{model} is not found"), "status": "NOT_FOUND"}}),
+            );
+        };
+        let body: Value = serde_json::from_slice(&request.body).unwrap();
+        let config = &body["generationConfig"]["imageConfig"];
+        let resolution = match config["imageSize"].as_str() {
+            None => Resolution::K1,
+            Some(raw) => match Resolution::parse(raw)
+                .ok()
+                .filter(|resolution| spec.resolutions.contains(resolution))
+            {
+                Some(resolution) => resolution,
+                None => return invalid_argument(format!("Unsupported image size: {raw}")),
+            },
+        };
+        let ratio = match config["aspectRatio"].as_str() {
+            None => "1:1".to_owned(),
+            Some(raw) => match AspectRatio::parse(raw)
+                .ok()
+                .filter(|ratio| spec.aspect_ratios.contains(ratio))
+            {
+                Some(ratio) => ratio.to_string(),
+                None => return invalid_argument(format!("Unsupported aspect ratio: {raw}")),
+            },
+        };
+        let parts = body["contents"][0]["parts"].as_array().unwrap();
+        let text: String = parts
+            .iter()
+            .filter_map(|part| part["text"].as_str())
+            .collect();
+        let images = parts
+            .iter()
+            .filter(|part| part.get("inlineData").is_some())
+            .count() as u64;
+        let (width, height) = google_pixel_size(&ratio, resolution);
+        let png = base64::engine::general_purpose::STANDARD.encode(flat_png(width, height));
+        let text_tokens = (text.len() as u64).div_ceil(4);
+        let image_input_tokens = images * TOKENS_PER_INPUT_IMAGE;
+        let output_tokens = output_image_tokens(&spec.id, resolution);
+        let thinking = if spec.id.starts_with("gemini-3") {
+            THINKING_TOKENS
+        } else {
+            0
+        };
+        let mut prompt_details = vec![json!({"modality": "TEXT", "tokenCount": text_tokens})];
+        if images > 0 {
+            prompt_details.push(json!({"modality": "IMAGE", "tokenCount": image_input_tokens}));
+        }
+        ResponseTemplate::new(200).set_body_json(json!({
+            "candidates": [{
+                "content": {"role": "model", "parts": [
+                    {"inlineData": {"mimeType": "image/png", "data": png}, "thoughtSignature": signature_for(&text)}
+                ]},
+                "finishReason": "STOP",
+                "index": 0
+            }],
+            "usageMetadata": {
+                "promptTokenCount": text_tokens + image_input_tokens,
+                "promptTokensDetails": prompt_details,
+                "candidatesTokenCount": output_tokens,
+                "candidatesTokensDetails": [{"modality": "IMAGE", "tokenCount": output_tokens}],
+                "thoughtsTokenCount": thinking,
+                "totalTokenCount": text_tokens + image_input_tokens + output_tokens + thinking
+            },
+            "modelVersion": spec.id,
+        }))
+    }
+}

@@ -1,0 +1,12 @@
+ALTER TABLE generations DROP COLUMN total_tokens;
+ALTER TABLE generations DROP COLUMN thinking_tokens;
+ALTER TABLE generations DROP COLUMN output_text_tokens;
+ALTER TABLE generations DROP COLUMN output_image_tokens;
+ALTER TABLE generations DROP COLUMN output_tokens;
+ALTER TABLE generations DROP COLUMN input_image_tokens;
+ALTER TABLE generations DROP COLUMN input_text_tokens;
+ALTER TABLE generations DROP COLUMN input_tokens;
+ALTER TABLE generations DROP COLUMN height;
+ALTER TABLE generations DROP COLUMN width;
+ALTER TABLE generations DROP COLUMN resolution;
+ALTER TABLE generations DROP COLUMN aspect_ratio;
