@@ -117,18 +117,22 @@ pub fn wire(
         _ => Arc::new(MemoryRateLimiter::default()),
     };
     let generation_store = Arc::new(GenerationStore::start(&database));
-    let generations = Arc::new(GenerationService::new(
-        GenerationPorts {
-            provider,
-            test_provider: Arc::new(TestModeImages),
-            storage: storage.clone(),
-            generations: generation_store.clone(),
-            quotas: database.clone(),
-            clock: clock.clone(),
-            ids: ids.clone(),
-        },
-        models.clone(),
-    ));
+    let generations = Arc::new(
+        GenerationService::new(
+            GenerationPorts {
+                provider,
+                test_provider: Arc::new(TestModeImages),
+                storage: storage.clone(),
+                generations: generation_store.clone(),
+                history: generation_store.clone(),
+                quotas: database.clone(),
+                clock: clock.clone(),
+                ids: ids.clone(),
+            },
+            models.clone(),
+        )
+        .with_max_edit_turns(config.limits.max_edit_turns.get()),
+    );
     let accounts = Arc::new(
         AccountService::new(
             AccountPorts {

@@ -20,8 +20,8 @@ use nb_domain::api_keys::{
 };
 use nb_domain::error::BoxError;
 use nb_domain::generation::{
-    GenerateError, HistoryError, InvalidGenerationRequest, InvalidImageCount, InvalidInputImages,
-    ProviderError, StorageError,
+    ConversationError, GenerateError, HistoryError, InvalidGenerationRequest, InvalidImageCount,
+    InvalidInputImages, ProviderError, StorageError,
 };
 use nb_domain::idempotency::IdempotencyError;
 use nb_domain::quota::{QuotaStanding, ReserveError};
@@ -599,6 +599,21 @@ impl From<GenerateError> for ApiError {
             GenerateError::Provider(error) => error.into(),
             GenerateError::Storage(error) => storage_error(error, "The image was generated but"),
             GenerateError::Repository(error) => error.into(),
+            GenerateError::Conversation(error) => error.into(),
+        }
+    }
+}
+
+impl From<ConversationError> for ApiError {
+    fn from(error: ConversationError) -> Self {
+        let field = Some("previous_generation_id".to_owned());
+        match error {
+            ConversationError::NotFound => {
+                Self::not_found("generation_not_found", format!("{error}.")).with_field(field)
+            }
+            ConversationError::Unusable(_) | ConversationError::TooLong { .. } => {
+                Self::invalid_field("previous_generation_id", format!("{error}."))
+            }
         }
     }
 }

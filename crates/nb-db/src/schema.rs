@@ -125,6 +125,8 @@ diesel::table! {
         output_text_tokens -> Nullable<BigInt>,
         thinking_tokens -> Nullable<BigInt>,
         total_tokens -> Nullable<BigInt>,
+        previous_generation_id -> Nullable<Text>,
+        turn -> Nullable<Text>,
     }
 }
 

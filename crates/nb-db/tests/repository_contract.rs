@@ -400,6 +400,8 @@ fn generation(
         latency: std::time::Duration::from_millis(812),
         created_at: at,
         usage: None,
+        previous: None,
+        turn: None,
         outcome,
     }
 }

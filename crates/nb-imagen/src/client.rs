@@ -18,7 +18,7 @@ use tokio::time::Instant;
 use crate::answer_scanner::{AnswerScanner, ScannedAnswer};
 use crate::connections::Connections;
 use crate::response::{ErrorEnvelope, parse_generate_content, parse_predict};
-use crate::wire::{GenerateContentRequest, PredictRequest, RequestBody};
+use crate::wire::{GenerateContentRequest, PredictRequest, RequestBody, images_in_order};
 
 pub const DEFAULT_BASE_URL: &str = "https://generativelanguage.googleapis.com";
 pub const API_VERSION: &str = "v1beta";
@@ -399,7 +399,7 @@ impl ImageProvider for GeminiImageClient {
             });
         }
         let (method, body) = if request.model.is_imagen() {
-            if !request.images.is_empty() {
+            if !request.images.is_empty() || !request.history.is_empty() {
                 return Err(ProviderError::Unsupported {
                     field: "model",
                     message: format!("{model} cannot edit images; pick a Gemini model"),
@@ -420,10 +420,12 @@ impl ImageProvider for GeminiImageClient {
                 request.aspect_ratio,
                 request.image_size,
                 &request.images,
+                &request.history,
             );
+            let images = images_in_order(&request.history, &request.images);
             (
                 Method::GenerateContent,
-                RequestBody::generate_content(&content, &request.images),
+                RequestBody::generate_content(&content, &images),
             )
         };
         let body = body.map_err(|error| ProviderError::Upstream(error.to_string()))?;

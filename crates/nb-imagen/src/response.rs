@@ -10,7 +10,9 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use nb_domain::encoding::decode_base64_lenient;
-use nb_domain::generation::{GeneratedImage, ProvidedImage, ProviderError, TokenUsage};
+use nb_domain::generation::{
+    GeneratedImage, ProvidedImage, ProviderError, ReturnedPart, TokenUsage,
+};
 use serde::Deserialize;
 
 use crate::answer_scanner::{Extracted, ExtractedStrings, ScannedAnswer};
@@ -113,6 +115,8 @@ struct Part<'a> {
     inline_data: Option<InlineData<'a>>,
     #[serde(default)]
     thought: Option<bool>,
+    #[serde(default, borrow, alias = "thought_signature")]
+    thought_signature: Option<Cow<'a, str>>,
 }
 
 #[derive(Deserialize)]
@@ -224,28 +228,46 @@ pub(crate) fn parse_generate_content(
             .content
             .as_ref()
             .and_then(|content| content.parts.as_ref());
+        // The model's turn as returned (thoughts left out), kept to be sent back: its text
+        // parts and its first image, with their signatures.
+        let mut image_data = None;
+        let mut turn = Vec::new();
         for part in parts.into_iter().flatten() {
             if part.thought == Some(true) {
                 continue;
             }
+            let signature = part.thought_signature.as_deref().map(str::to_owned);
             if let Some(inline) = &part.inline_data {
                 let is_image = inline
                     .mime_type
                     .as_deref()
                     .is_none_or(|mime| mime.starts_with("image/"));
-                if let (true, Some(data)) = (is_image, inline.data.as_deref()) {
-                    return Ok(ProvidedImage {
-                        image: image_from_data(data, &mut extracted)?,
-                        usage: answer
-                            .usage_metadata
-                            .as_ref()
-                            .map(UsageMetadata::token_usage),
+                if let (true, Some(data), None) = (is_image, inline.data.as_deref(), image_data) {
+                    image_data = Some(data);
+                    turn.push(ReturnedPart {
+                        text: None,
+                        thought_signature: signature,
                     });
+                    continue;
                 }
             }
             if let Some(text) = part.text.as_deref() {
                 texts.push(text);
+                turn.push(ReturnedPart {
+                    text: Some(text.to_owned()),
+                    thought_signature: signature,
+                });
             }
+        }
+        if let Some(data) = image_data {
+            return Ok(ProvidedImage {
+                image: image_from_data(data, &mut extracted)?,
+                usage: answer
+                    .usage_metadata
+                    .as_ref()
+                    .map(UsageMetadata::token_usage),
+                parts: turn,
+            });
         }
         if let Some(reason) = candidate.finish_reason.as_deref() {
             finish_reasons.push((reason, candidate.finish_message.as_deref()));
@@ -387,6 +409,13 @@ mod tests {
             "thoughtsTokenCount": 200, "totalTokenCount": 3020}}}}"#
         );
         let provided = parse_generate_content(ScannedAnswer::scan(answer.as_bytes())).unwrap();
+        assert_eq!(
+            provided.parts,
+            [ReturnedPart {
+                text: None,
+                thought_signature: Some("c2ln".into())
+            }]
+        );
         assert_eq!(
             provided.usage,
             Some(TokenUsage {

@@ -175,6 +175,7 @@ mod tests {
             aspect_ratio: aspect_ratio.map(|ratio| AspectRatio::parse(ratio).unwrap()),
             image_size: None,
             images: Vec::new(),
+            history: Vec::new(),
         }
     }
 

@@ -8,7 +8,9 @@ use std::sync::Arc;
 use base64::Engine as _;
 use bytes::Bytes;
 use futures_util::Stream;
-use nb_domain::generation::{AspectRatio, InputImage, Resolution};
+use nb_domain::generation::{
+    AspectRatio, ConversationTurn, InputImage, ModelTurnContent, Resolution,
+};
 use serde::Serialize;
 
 /// Raw bytes of an image encoded at a time while the body is sent: a multiple of 3, so that
@@ -123,7 +125,8 @@ impl RequestBody {
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
 pub(crate) struct GenerateContentRequest<'a> {
-    pub contents: [Content<'a>; 1],
+    /// Earlier turns (user, model, user, model, …), then the new user turn.
+    pub contents: Vec<Content<'a>>,
     pub generation_config: GenerationConfig,
 }
 
@@ -138,11 +141,62 @@ pub(crate) struct Content<'a> {
 pub(crate) enum Part<'a> {
     Text {
         text: &'a str,
+        /// On a model turn sent back: the signature Google gave the part.
+        #[serde(rename = "thoughtSignature", skip_serializing_if = "Option::is_none")]
+        thought_signature: Option<&'a str>,
     },
     Image {
         #[serde(rename = "inlineData")]
         inline_data: InlineData,
+        #[serde(rename = "thoughtSignature", skip_serializing_if = "Option::is_none")]
+        thought_signature: Option<&'a str>,
     },
+}
+
+fn image_part<'a>(image: &InputImage, thought_signature: Option<&'a str>) -> Part<'a> {
+    Part::Image {
+        inline_data: InlineData {
+            data: String::new(),
+            mime_type: image.format().mime_type(),
+        },
+        thought_signature,
+    }
+}
+
+/// A user turn: its text, then its images.
+fn user_turn<'a>(text: &'a str, images: &[InputImage]) -> Content<'a> {
+    let mut parts = Vec::with_capacity(1 + images.len());
+    parts.push(Part::Text {
+        text,
+        thought_signature: None,
+    });
+    parts.extend(images.iter().map(|image| image_part(image, None)));
+    Content {
+        parts,
+        role: "user",
+    }
+}
+
+/// Every image of the request in the order the body holds them: each earlier turn's user
+/// images then its model image, then the new turn's images.
+pub(crate) fn images_in_order(
+    history: &[ConversationTurn],
+    images: &[InputImage],
+) -> Vec<InputImage> {
+    let mut all = Vec::new();
+    for turn in history {
+        all.extend(turn.images.iter().cloned());
+        all.extend(
+            turn.model_parts
+                .iter()
+                .filter_map(|part| match &part.content {
+                    ModelTurnContent::Image(image) => Some(image.clone()),
+                    ModelTurnContent::Text(_) => None,
+                }),
+        );
+    }
+    all.extend(images.iter().cloned());
+    all
 }
 
 #[derive(Serialize)]
@@ -177,20 +231,32 @@ impl<'a> GenerateContentRequest<'a> {
         aspect_ratio: Option<AspectRatio>,
         image_size: Option<Resolution>,
         images: &[InputImage],
+        history: &'a [ConversationTurn],
     ) -> Self {
-        let mut parts = Vec::with_capacity(1 + images.len());
-        parts.push(Part::Text { text: prompt });
-        parts.extend(images.iter().map(|image| Part::Image {
-            inline_data: InlineData {
-                data: String::new(),
-                mime_type: image.format().mime_type(),
-            },
-        }));
+        let mut contents = Vec::with_capacity(2 * history.len() + 1);
+        for turn in history {
+            contents.push(user_turn(&turn.text, &turn.images));
+            contents.push(Content {
+                parts: turn
+                    .model_parts
+                    .iter()
+                    .map(|part| {
+                        let signature = part.thought_signature.as_deref();
+                        match &part.content {
+                            ModelTurnContent::Image(image) => image_part(image, signature),
+                            ModelTurnContent::Text(text) => Part::Text {
+                                text,
+                                thought_signature: signature,
+                            },
+                        }
+                    })
+                    .collect(),
+                role: "model",
+            });
+        }
+        contents.push(user_turn(prompt, images));
         Self {
-            contents: [Content {
-                parts,
-                role: "user",
-            }],
+            contents,
             generation_config: GenerationConfig {
                 response_modalities: ["IMAGE"],
                 image_config: (aspect_ratio.is_some() || image_size.is_some()).then(|| {
@@ -259,6 +325,49 @@ mod tests {
     use super::*;
     use bytes::Bytes;
 
+    /// An earlier turn goes first, as google-genai's chats send history: the user's text and
+    /// images, then the model's parts with their signatures; the images' data in body order.
+    #[tokio::test]
+    async fn a_conversation_sends_each_earlier_turn_with_its_signatures() {
+        use nb_domain::generation::ModelTurnPart;
+        let image = |tag: u8| {
+            let mut bytes = b"\x89PNG\r\n\x1a\n".to_vec();
+            bytes.push(tag);
+            InputImage::from_bytes(Bytes::from(bytes)).unwrap()
+        };
+        let history = vec![ConversationTurn {
+            text: "a cat".into(),
+            images: vec![image(1)],
+            model_parts: vec![
+                ModelTurnPart {
+                    content: ModelTurnContent::Text("here it is".into()),
+                    thought_signature: Some("c2lnMQ==".into()),
+                },
+                ModelTurnPart {
+                    content: ModelTurnContent::Image(image(2)),
+                    thought_signature: Some("c2lnMg==".into()),
+                },
+            ],
+        }];
+        let now = vec![image(3)];
+        let request = GenerateContentRequest::new("make it blue", None, None, &now, &history);
+        let images = images_in_order(&history, &now);
+        let body = RequestBody::generate_content(&request, &images).unwrap();
+        let sent: serde_json::Value = serde_json::from_slice(&body.collect().await).unwrap();
+        let b64 = |tag: u8| base64::engine::general_purpose::URL_SAFE.encode(image(tag).bytes());
+        assert_eq!(
+            sent["contents"],
+            serde_json::json!([
+                {"role": "user", "parts": [{"text": "a cat"}, {"inlineData": {"data": b64(1), "mime_type": "image/png"}}]},
+                {"role": "model", "parts": [
+                    {"text": "here it is", "thoughtSignature": "c2lnMQ=="},
+                    {"inlineData": {"data": b64(2), "mime_type": "image/png"}, "thoughtSignature": "c2lnMg=="}
+                ]},
+                {"role": "user", "parts": [{"text": "make it blue"}, {"inlineData": {"data": b64(3), "mime_type": "image/png"}}]}
+            ])
+        );
+    }
+
     /// The pieces join into the very bytes of the request serialized with the images' base64
     /// inside it, whatever the images' sizes (around the 48 KiB pieces), and even when the
     /// prompt holds the text `"data":""`.
@@ -278,14 +387,19 @@ mod tests {
                 })
                 .collect();
             let prompt = r#"say "data":"" twice: "data":"""#;
-            let request =
-                GenerateContentRequest::new(prompt, AspectRatio::parse("16:9").ok(), None, &images);
+            let request = GenerateContentRequest::new(
+                prompt,
+                AspectRatio::parse("16:9").ok(),
+                None,
+                &images,
+                &[],
+            );
             let body = RequestBody::generate_content(&request, &images).unwrap();
             let streamed = body.collect().await;
             assert_eq!(streamed.len() as u64, body.len());
             let mut whole = request;
             for (part, image) in whole.contents[0].parts[1..].iter_mut().zip(&images) {
-                let Part::Image { inline_data } = part else {
+                let Part::Image { inline_data, .. } = part else {
                     unreachable!("the prompt comes first, then the images")
                 };
                 inline_data.data = base64::engine::general_purpose::URL_SAFE.encode(image.bytes());

@@ -49,6 +49,7 @@ fn request(model: &str, aspect_ratio: &'static str) -> ImageRequest {
         aspect_ratio: Some(AspectRatio::parse(aspect_ratio).unwrap()),
         image_size: None,
         images: Vec::new(),
+        history: Vec::new(),
     }
 }
 

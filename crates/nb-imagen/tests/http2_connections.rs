@@ -109,6 +109,7 @@ fn request() -> ImageRequest {
         aspect_ratio: None,
         image_size: None,
         images: Vec::new(),
+        history: Vec::new(),
     }
 }
 

@@ -13,3 +13,8 @@ ALTER TABLE generations ADD COLUMN output_image_tokens BIGINT;
 ALTER TABLE generations ADD COLUMN output_text_tokens BIGINT;
 ALTER TABLE generations ADD COLUMN thinking_tokens BIGINT;
 ALTER TABLE generations ADD COLUMN total_tokens BIGINT;
+-- Conversational edits: the generation a turn continues, and what continuing it needs (the
+-- text it sent, the storage keys of its input images, the model's parts with their
+-- signatures), as JSON.
+ALTER TABLE generations ADD COLUMN previous_generation_id TEXT;
+ALTER TABLE generations ADD COLUMN turn TEXT;

@@ -1,3 +1,5 @@
+ALTER TABLE generations DROP COLUMN turn;
+ALTER TABLE generations DROP COLUMN previous_generation_id;
 ALTER TABLE generations DROP COLUMN total_tokens;
 ALTER TABLE generations DROP COLUMN thinking_tokens;
 ALTER TABLE generations DROP COLUMN output_text_tokens;

@@ -209,6 +209,8 @@ pub struct LimitsSection {
     pub key_cache_ttl: Duration,
     /// How long an answer is kept for its `Idempotency-Key` (1–720).
     pub idempotency_ttl_hours: u64,
+    /// The longest conversational edit, in turns (the new one included).
+    pub max_edit_turns: NonZeroUsize,
     pub rate_limits: RateLimitStore,
     /// Quotas of new accounts.
     pub default_account_per_day: Option<NonZeroU64>,
@@ -238,6 +240,8 @@ impl Default for LimitsSection {
             upstream_queue_timeout: Duration::from_secs(30),
             key_cache_ttl: nb_domain::api_keys::DEFAULT_KEY_CACHE_TTL,
             idempotency_ttl_hours: 24,
+            max_edit_turns: NonZeroUsize::new(nb_domain::generation::DEFAULT_MAX_EDIT_TURNS)
+                .unwrap_or(NonZeroUsize::MIN),
             rate_limits: RateLimitStore::Shared,
             default_account_per_day: None,
             default_account_per_month: None,

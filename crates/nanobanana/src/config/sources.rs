@@ -215,6 +215,7 @@ pub const VARIABLES: &[Variable] = &[
         "limits.idempotency_ttl_hours",
         Number,
     ),
+    var("NB_MAX_EDIT_TURNS", "limits.max_edit_turns", Number),
     var("NB_RATE_LIMITS", "limits.rate_limits", Text),
     var(
         "NB_DEFAULT_ACCOUNT_PER_DAY",

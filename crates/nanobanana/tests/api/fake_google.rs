@@ -130,13 +130,33 @@ impl Respond for FakeGemini {
                 None => return invalid_argument(format!("Unsupported aspect ratio: {raw}")),
             },
         };
-        let parts = body["contents"][0]["parts"].as_array().unwrap();
-        let text: String = parts
+        let contents = body["contents"].as_array().unwrap();
+        let text_of = |content: &Value| -> String {
+            content["parts"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|part| part["text"].as_str())
+                .collect()
+        };
+        // A model turn sent back must carry, on its image, the signature issued for it.
+        for (at, content) in contents.iter().enumerate() {
+            if content["role"] != "model" {
+                continue;
+            }
+            let issued = signature_for(&text_of(&contents[at - 1]));
+            for part in content["parts"].as_array().into_iter().flatten() {
+                if part.get("inlineData").is_some() && part["thoughtSignature"] != issued.as_str() {
+                    return invalid_argument(
+                        "Image part is missing a thought_signature in content position 2, part position 1.".into(),
+                    );
+                }
+            }
+        }
+        let text = text_of(contents.last().unwrap());
+        let images = contents
             .iter()
-            .filter_map(|part| part["text"].as_str())
-            .collect();
-        let images = parts
-            .iter()
+            .flat_map(|content| content["parts"].as_array().into_iter().flatten())
             .filter(|part| part.get("inlineData").is_some())
             .count() as u64;
         let (width, height) = google_pixel_size(&ratio, resolution);

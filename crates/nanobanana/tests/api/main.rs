@@ -5,6 +5,7 @@
 mod accounts;
 mod api_keys;
 mod catalog;
+mod conversation;
 mod errors;
 mod fake_google;
 mod generate;

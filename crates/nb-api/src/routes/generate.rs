@@ -43,6 +43,9 @@ pub(crate) struct GenerateRequest {
     /// A mask for the first image (transparent where it may change), base64 or a data URL.
     #[schema(value_type = Option<String>)]
     mask: Option<Base64Image>,
+    /// Continues a conversation: the id (`gen_…`) of an earlier generation of the account,
+    /// whose turns (prompts, images and the model's answers) are sent before this prompt.
+    previous_generation_id: Option<String>,
 }
 
 /// An image sent as base64 or a data URL, decoded as the body is read: the text is borrowed
@@ -87,6 +90,8 @@ pub(crate) struct GenerateResponse {
     height: Option<u32>,
     /// The tokens Google counted; `null` when it sent none.
     usage: Option<TokenUsageResponse>,
+    /// The generation this one continued, if any.
+    previous_generation_id: Option<String>,
     style: &'static str,
     model: String,
     mime_type: &'static str,
@@ -105,6 +110,7 @@ pub(crate) struct GenerateResponse {
         (status = 400, description = "A malformed `Idempotency-Key` (`invalid_idempotency_key`)", body = ErrorBody),
         (status = 401, description = "Missing, invalid or revoked API key, or an expired one (`key_expired`)", body = ErrorBody),
         (status = 403, description = "The account is disabled (`account_disabled`)", body = ErrorBody),
+        (status = 404, description = "`previous_generation_id` names no generation of the account (`generation_not_found`)", body = ErrorBody),
         (status = 410, description = "The model was retired (`model_retired`; the message names its replacement)", body = ErrorBody),
         (status = 409, description = "A request with this `Idempotency-Key` is still running (`idempotency_in_progress`); retry after `Retry-After`", body = ErrorBody),
         (status = 413, description = "Body too large, or an input image over its limit", body = ErrorBody),
@@ -158,6 +164,7 @@ fn checked(body: GenerateRequest, state: &AppState) -> Result<GenerationRequest,
         resolution: body.resolution,
         style: body.style,
         model: body.model,
+        previous_generation_id: body.previous_generation_id,
     };
     Ok(GenerationRequest::parse(
         raw,
@@ -191,6 +198,7 @@ async fn run_generation(
                     width: generation.dimensions.map(|(width, _)| width),
                     height: generation.dimensions.map(|(_, height)| height),
                     usage: generation.usage.map(TokenUsageResponse::from),
+                    previous_generation_id: generation.previous.map(|id| id.to_string()),
                     style: generation.style.as_str(),
                     model: generation.model.as_str().to_owned(),
                     mime_type: generation.image.format().mime_type(),

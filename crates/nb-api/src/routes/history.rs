@@ -39,6 +39,8 @@ pub(crate) struct GenerationResponse {
     height: Option<u32>,
     /// The tokens Google counted; `null` when it sent none.
     usage: Option<TokenUsageResponse>,
+    /// The generation this one continued, if any.
+    previous_generation_id: Option<String>,
     style: String,
     model: String,
     /// `succeeded`, `failed` or `deleted`.
@@ -71,6 +73,7 @@ impl From<GenerationView> for GenerationResponse {
             width: generation.width,
             height: generation.height,
             usage: generation.usage.map(TokenUsageResponse::from),
+            previous_generation_id: generation.previous.map(|id| id.to_string()),
             style: generation.style,
             model: generation.model,
             status: generation.status.as_str(),

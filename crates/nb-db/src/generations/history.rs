@@ -10,13 +10,15 @@ use nb_domain::RepositoryError;
 use nb_domain::accounts::UserId;
 use nb_domain::api_keys::{ApiKeyId, KeyMode};
 use nb_domain::generation::{
-    GenerationId, GenerationStatus, HistoryFilter, ObjectKey, StoredGeneration, TokenUsage,
+    GenerationId, GenerationStatus, HistoryFilter, ObjectKey, StoredGeneration, StoredTurn,
+    TokenUsage,
 };
 use nb_domain::pagination::{Cursor, Page, PageRequest};
 use nb_domain::ports::HistoryRepository;
 use time::{OffsetDateTime, PrimitiveDateTime};
 
 use super::GenerationStore;
+use super::rows::TurnJson;
 use crate::convert::{from_stored_time, parse_stored_id, query_error, to_stored_time};
 use crate::pool::with_connection;
 use crate::schema::generations;
@@ -57,6 +59,8 @@ struct StoredRow {
     output_text_tokens: Option<i64>,
     thinking_tokens: Option<i64>,
     total_tokens: Option<i64>,
+    previous_generation_id: Option<String>,
+    turn: Option<String>,
 }
 
 impl StoredRow {
@@ -68,6 +72,19 @@ impl StoredRow {
             (None, _) => GenerationStatus::Failed,
         };
         let usage = stored_usage(&self);
+        let previous = self
+            .previous_generation_id
+            .as_deref()
+            .map(GenerationId::parse)
+            .transpose()
+            .map_err(RepositoryError::unexpected)?;
+        let turn = self
+            .turn
+            .as_deref()
+            .map(serde_json::from_str::<TurnJson>)
+            .transpose()
+            .map_err(RepositoryError::unexpected)?
+            .map(StoredTurn::from);
         Ok(StoredGeneration {
             id,
             user_id: UserId(parse_stored_id(&self.user_id)?),
@@ -94,6 +111,8 @@ impl StoredRow {
             width: self.width.and_then(|n| u32::try_from(n).ok()),
             height: self.height.and_then(|n| u32::try_from(n).ok()),
             usage,
+            previous,
+            turn,
         })
     }
 }

@@ -4,7 +4,9 @@ use diesel::prelude::*;
 use diesel::upsert::excluded;
 use diesel_async::{AsyncConnection, RunQueryDsl};
 use nb_domain::RepositoryError;
-use nb_domain::generation::{GenerationOutcome, GenerationRecord};
+use nb_domain::generation::{
+    GenerationOutcome, GenerationRecord, ObjectKey, ReturnedPart, StoredTurn,
+};
 use time::{Date, PrimitiveDateTime};
 
 use crate::convert::{pool_error, query_error, to_stored_time};
@@ -42,6 +44,67 @@ pub(crate) struct GenerationRow {
     output_text_tokens: Option<i64>,
     thinking_tokens: Option<i64>,
     total_tokens: Option<i64>,
+    previous_generation_id: Option<String>,
+    turn: Option<String>,
+}
+
+/// A stored turn as its JSON column holds it.
+#[derive(serde::Serialize, serde::Deserialize)]
+pub(crate) struct TurnJson {
+    text: String,
+    inputs: Vec<String>,
+    parts: Vec<PartJson>,
+}
+
+/// A part of the model's turn: text, or (no `text`) the image.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct PartJson {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    text: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    thought_signature: Option<String>,
+}
+
+impl From<&StoredTurn> for TurnJson {
+    fn from(turn: &StoredTurn) -> Self {
+        Self {
+            text: turn.text.clone(),
+            inputs: turn
+                .input_keys
+                .iter()
+                .map(|key| key.as_str().to_owned())
+                .collect(),
+            parts: turn
+                .parts
+                .iter()
+                .map(|part| PartJson {
+                    text: part.text.clone(),
+                    thought_signature: part.thought_signature.clone(),
+                })
+                .collect(),
+        }
+    }
+}
+
+impl From<TurnJson> for StoredTurn {
+    fn from(turn: TurnJson) -> Self {
+        Self {
+            text: turn.text,
+            input_keys: turn
+                .inputs
+                .into_iter()
+                .map(ObjectKey::from_stored)
+                .collect(),
+            parts: turn
+                .parts
+                .into_iter()
+                .map(|part| ReturnedPart {
+                    text: part.text,
+                    thought_signature: part.thought_signature,
+                })
+                .collect(),
+        }
+    }
 }
 
 impl From<&GenerationRecord> for GenerationRow {
@@ -75,6 +138,11 @@ impl From<&GenerationRecord> for GenerationRow {
             output_text_tokens: None,
             thinking_tokens: None,
             total_tokens: None,
+            previous_generation_id: record.previous.map(|id| id.to_string()),
+            turn: record
+                .turn
+                .as_ref()
+                .and_then(|turn| serde_json::to_string(&TurnJson::from(turn)).ok()),
         };
         if let Some(usage) = &record.usage {
             let count = |n: u64| Some(i64::try_from(n).unwrap_or(i64::MAX));

@@ -482,6 +482,26 @@ pub(crate) async fn what_was_made_round_trips_with_its_shape_size_and_tokens(db:
         total_tokens: 2162,
     };
     record.usage = Some(usage);
+    let earlier = succeeded_as(ada, T0, "images/earlier.png", "gemini-3-pro-image");
+    store.record(&earlier).await.unwrap();
+    record.previous = Some(earlier.id);
+    let turn = nb_domain::generation::StoredTurn {
+        text: "make it 4K".into(),
+        input_keys: vec![ObjectKey::from_stored(
+            "inputs/2026/11/25/gen_x/0.png".into(),
+        )],
+        parts: vec![
+            nb_domain::generation::ReturnedPart {
+                text: Some("Here it is".into()),
+                thought_signature: Some("c2ln".into()),
+            },
+            nb_domain::generation::ReturnedPart {
+                text: None,
+                thought_signature: None,
+            },
+        ],
+    };
+    record.turn = Some(turn.clone());
     store.record(&record).await.unwrap();
     let found = store
         .find_generation(ada.user_id, record.id)
@@ -495,6 +515,7 @@ pub(crate) async fn what_was_made_round_trips_with_its_shape_size_and_tokens(db:
     );
     assert_eq!((found.width, found.height), (Some(5504), Some(3072)));
     assert_eq!(found.usage, Some(usage));
+    assert_eq!((found.previous, found.turn), (Some(earlier.id), Some(turn)));
 
     // Without counts from Google, and with the model's choice of ratio: nulls.
     let mut plain = succeeded_as(ada, T0, "images/plain.png", "gemini-3.1-flash-image");

@@ -86,6 +86,7 @@ mod tests {
             aspect_ratio: None,
             image_size: None,
             images: Vec::new(),
+            history: Vec::new(),
         }
     }
 

@@ -106,4 +106,21 @@ pub enum GenerateError {
     Storage(#[from] StorageError),
     #[error(transparent)]
     Repository(#[from] RepositoryError),
+    /// The conversation a request continues cannot be continued. Nothing was sent.
+    #[error(transparent)]
+    Conversation(#[from] ConversationError),
+}
+
+/// Why `previous_generation_id` cannot be continued.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConversationError {
+    /// No generation with this id is the account's.
+    #[error("no generation of this account has the id previous_generation_id names")]
+    NotFound,
+    /// It (or an earlier turn) has nothing to continue from.
+    #[error("{0}")]
+    Unusable(&'static str),
+    /// The conversation would be longer than the deployment allows.
+    #[error("a conversation may be at most {max} turns long (NB_MAX_EDIT_TURNS)")]
+    TooLong { max: usize },
 }

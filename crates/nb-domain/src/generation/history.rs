@@ -189,6 +189,10 @@ impl History for HistoryService {
             if let Some(key) = &generation.object_key {
                 self.ports.storage.delete(key).await?;
             }
+            // The images it was sent, kept to continue it, go with it.
+            for key in generation.turn.iter().flat_map(|turn| &turn.input_keys) {
+                self.ports.storage.delete(key).await?;
+            }
             let at = self.ports.clock.now();
             self.ports
                 .generations
@@ -247,6 +251,8 @@ mod tests {
             width: Some(1024),
             height: Some(1024),
             usage: None,
+            previous: None,
+            turn: None,
         }
     }
 

@@ -597,6 +597,49 @@ pub struct ImageRequest {
     pub image_size: Option<Resolution>,
     /// Sent after the text, in order, byte for byte (the mask last).
     pub images: Vec<InputImage>,
+    /// Earlier turns of a conversational edit, oldest first, sent before this one.
+    pub history: Vec<ConversationTurn>,
+}
+
+/// One earlier turn of a conversation, as the provider is sent it again: the user's text and
+/// images, then the model's parts as it returned them (with their signatures).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConversationTurn {
+    pub text: String,
+    pub images: Vec<InputImage>,
+    pub model_parts: Vec<ModelTurnPart>,
+}
+
+/// A part of the model's turn, sent back as it came.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModelTurnPart {
+    pub content: ModelTurnContent,
+    /// Google's `thoughtSignature`: required back on the next turn.
+    pub thought_signature: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ModelTurnContent {
+    Image(InputImage),
+    Text(String),
+}
+
+/// A part the model returned (its thoughts left out), as kept for the next turn: the image
+/// (whose bytes are the generation's image) or text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReturnedPart {
+    /// `None`: the image.
+    pub text: Option<String>,
+    pub thought_signature: Option<String>,
+}
+
+/// What a succeeded generation keeps to be continued: the text it sent, where its input
+/// images are stored, and the parts the model returned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredTurn {
+    pub text: String,
+    pub input_keys: Vec<ObjectKey>,
+    pub parts: Vec<ReturnedPart>,
 }
 
 /// The tokens Google counted for one call (`usageMetadata`), as it reported them.
@@ -624,11 +667,18 @@ pub struct ProvidedImage {
     pub image: GeneratedImage,
     /// `None` when the provider reported none.
     pub usage: Option<TokenUsage>,
+    /// The model's turn as returned (thoughts left out); empty when the provider has no
+    /// turns (Imagen, test mode: then the image alone stands for it).
+    pub parts: Vec<ReturnedPart>,
 }
 
 impl From<GeneratedImage> for ProvidedImage {
     fn from(image: GeneratedImage) -> Self {
-        Self { image, usage: None }
+        Self {
+            image,
+            usage: None,
+            parts: Vec::new(),
+        }
     }
 }
 
@@ -677,6 +727,24 @@ impl ObjectKey {
     }
 
     /// A key read back from storage or the database, trusted as written.
+    /// Where input image `index` of a generation is kept (for continuing it):
+    /// `inputs/2026/11/25/gen_<uuid>/0.png`. Never served, never swept.
+    pub fn for_input(
+        id: GenerationId,
+        at: OffsetDateTime,
+        index: usize,
+        format: ImageFormat,
+    ) -> Self {
+        let date = at.date();
+        Self(format!(
+            "inputs/{:04}/{:02}/{:02}/{id}/{index}.{}",
+            date.year(),
+            u8::from(date.month()),
+            date.day(),
+            format.extension()
+        ))
+    }
+
     pub fn from_stored(key: String) -> Self {
         Self(key)
     }
@@ -746,6 +814,10 @@ pub struct GenerationRecord {
     pub created_at: OffsetDateTime,
     /// What Google counted, when it said.
     pub usage: Option<TokenUsage>,
+    /// The generation this one continues.
+    pub previous: Option<GenerationId>,
+    /// What continuing this one needs (succeeded ones only).
+    pub turn: Option<StoredTurn>,
     pub outcome: GenerationOutcome,
 }
 
@@ -761,6 +833,8 @@ pub struct GenerationRequest {
     pub model: ImageModel,
     /// Images to edit or combine, and a mask; none for a plain generation.
     pub inputs: InputImages,
+    /// The earlier generation this one continues (a conversational edit).
+    pub previous: Option<GenerationId>,
 }
 
 impl GenerationRequest {
@@ -782,6 +856,7 @@ impl GenerationRequest {
             aspect_ratio: self.shape.aspect_ratio,
             image_size,
             images,
+            history: Vec::new(),
         }
     }
 }
@@ -795,6 +870,8 @@ pub struct RawGenerationRequest {
     pub resolution: Option<String>,
     pub style: Option<String>,
     pub model: Option<String>,
+    /// `gen_<uuid>` of the generation this one continues.
+    pub previous_generation_id: Option<String>,
 }
 
 /// How many images one request asks for: 1 to 4, each its own provider call.
@@ -846,6 +923,8 @@ pub enum InvalidGenerationRequest {
     ModelCannotEdit { model: String },
     #[error("{model} takes at most {max} images")]
     TooManyImages { model: String, max: usize },
+    #[error("previous_generation_id must be a generation id (gen_…)")]
+    Previous,
 }
 
 impl InvalidGenerationRequest {
@@ -859,6 +938,7 @@ impl InvalidGenerationRequest {
             Self::Style(_) => "style",
             Self::Model(_) | Self::Retired(_) | Self::ModelCannotEdit { .. } => "model",
             Self::TooManyImages { .. } => "images",
+            Self::Previous => "previous_generation_id",
         }
     }
 }
@@ -956,7 +1036,15 @@ impl GenerationRequest {
                 ImageShape::for_size(&model, Some(PixelSize::SQUARE_1K)),
             ),
         };
-        Self::with_checked_fields(prompt, size, shape, style, model, inputs, today)
+        let previous = raw
+            .previous_generation_id
+            .as_deref()
+            .map(|raw| GenerationId::parse(raw).map_err(|_| InvalidGenerationRequest::Previous))
+            .transpose()?;
+        let mut request =
+            Self::with_checked_fields(prompt, size, shape, style, model, inputs, today)?;
+        request.previous = previous;
+        Ok(request)
     }
 
     /// A request from fields already parsed (another API's mapping of its own fields): the
@@ -997,6 +1085,7 @@ impl GenerationRequest {
             style,
             model,
             inputs,
+            previous: None,
         })
     }
 }
@@ -1027,6 +1116,7 @@ pub struct Generation {
     /// Read from the image's header, when it can be.
     pub dimensions: Option<(u32, u32)>,
     pub usage: Option<TokenUsage>,
+    pub previous: Option<GenerationId>,
     pub created_at: OffsetDateTime,
     pub timings: GenerationTimings,
 }

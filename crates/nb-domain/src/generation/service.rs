@@ -21,7 +21,14 @@ use super::model::{
 use crate::accounts::model::UserId;
 use crate::api_keys::model::{AuthenticatedApiKey, KeyMode};
 use crate::error::RepositoryError;
-use crate::generation::ports::{GenerationRepository, ImageProvider, ObjectStorage};
+use crate::generation::error::ConversationError;
+use crate::generation::model::{
+    ConversationTurn, InputImage, ModelTurnContent, ModelTurnPart, StoredTurn,
+};
+use crate::generation::ports::{
+    GenerationRepository, HistoryRepository, ImageProvider, ObjectStorage,
+};
+use crate::generation::stored::GenerationStatus;
 use crate::quota::model::QuotaStanding;
 use crate::quota::ports::QuotaRepository;
 use crate::quota::reservation::ReserveError;
@@ -38,6 +45,8 @@ pub struct GenerationPorts {
     pub test_provider: Arc<dyn ImageProvider>,
     pub storage: Arc<dyn ObjectStorage>,
     pub generations: Arc<dyn GenerationRepository>,
+    /// Earlier generations, read to continue a conversation.
+    pub history: Arc<dyn HistoryRepository>,
     pub quotas: Arc<dyn QuotaRepository>,
     pub clock: Arc<dyn Clock>,
     pub ids: Arc<dyn IdGenerator>,
@@ -55,7 +64,12 @@ pub struct GenerationBatch {
 pub struct GenerationService {
     ports: GenerationPorts,
     models: AllowedModels,
+    /// The longest conversation, in turns (`NB_MAX_EDIT_TURNS`).
+    max_edit_turns: usize,
 }
+
+/// Conversations are at most this many turns long unless configured.
+pub const DEFAULT_MAX_EDIT_TURNS: usize = 10;
 
 impl fmt::Debug for GenerationService {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -97,7 +111,17 @@ pub trait Generations: Send + Sync + 'static {
 
 impl GenerationService {
     pub fn new(ports: GenerationPorts, models: AllowedModels) -> Self {
-        Self { ports, models }
+        Self {
+            ports,
+            models,
+            max_edit_turns: DEFAULT_MAX_EDIT_TURNS,
+        }
+    }
+
+    /// Conversations at most `turns` long (the new turn included).
+    pub fn with_max_edit_turns(mut self, turns: usize) -> Self {
+        self.max_edit_turns = turns.max(1);
+        self
     }
 
     #[tracing::instrument(
@@ -108,13 +132,15 @@ impl GenerationService {
         &self,
         caller: AuthenticatedApiKey,
         request: GenerationRequest,
+        history: &[ConversationTurn],
     ) -> Result<Generation, GenerateError> {
         let ports = &self.ports;
         let id = GenerationId(ports.ids.new_id());
         tracing::Span::current().record("generation_id", tracing::field::display(id));
         let started_at = ports.clock.now();
-        let image_request = request.image_request();
-        let record = |outcome, usage| GenerationRecord {
+        let mut image_request = request.image_request();
+        image_request.history = history.to_vec();
+        let record = |outcome, usage, turn| GenerationRecord {
             id,
             caller,
             prompt: request.prompt.clone(),
@@ -125,6 +151,8 @@ impl GenerationService {
             latency: self.elapsed_since(started_at),
             created_at: started_at,
             usage,
+            previous: request.previous,
+            turn,
             outcome,
         };
 
@@ -137,14 +165,14 @@ impl GenerationService {
             upstream: self.elapsed_since(started_at),
             ..GenerationTimings::default()
         };
-        let (image, usage) = match provided {
-            Ok(provided) => (provided.image, provided.usage),
+        let (image, usage, parts) = match provided {
+            Ok(provided) => (provided.image, provided.usage, provided.parts),
             Err(error) if error.nothing_was_attempted() => return Err(error.into()),
             Err(error) => {
                 let code = error.code();
                 return Err(self
                     .record_failure(
-                        record(GenerationOutcome::Failed { code }, None),
+                        record(GenerationOutcome::Failed { code }, None, None),
                         error.into(),
                     )
                     .await);
@@ -154,13 +182,38 @@ impl GenerationService {
         let key = ObjectKey::for_generation(id, started_at, image.format());
         let storage_started = ports.clock.now();
         let put = ports.storage.put(&key, &image).await;
-        timings.storage = self.elapsed_since(storage_started);
         let stored = match put {
             Ok(stored) => stored,
             Err(error) => {
-                let failed = record(GenerationOutcome::Failed { code: error.code() }, usage);
+                let failed = record(
+                    GenerationOutcome::Failed { code: error.code() },
+                    usage,
+                    None,
+                );
                 return Err(self.record_failure(failed, error.into()).await);
             }
+        };
+        // The images sent are kept, so that the generation can be continued.
+        let mut input_keys = Vec::with_capacity(image_request.images.len());
+        for (index, input) in image_request.images.iter().enumerate() {
+            let input_key = ObjectKey::for_input(id, started_at, index, input.format());
+            if let Err(error) = ports.storage.put(&input_key, input).await {
+                self.remove_unrecorded(std::iter::once(&key).chain(&input_keys))
+                    .await;
+                let failed = record(
+                    GenerationOutcome::Failed { code: error.code() },
+                    usage,
+                    None,
+                );
+                return Err(self.record_failure(failed, error.into()).await);
+            }
+            input_keys.push(input_key);
+        }
+        timings.storage = self.elapsed_since(storage_started);
+        let turn = StoredTurn {
+            text: image_request.text.clone(),
+            input_keys,
+            parts,
         };
 
         let succeeded = record(
@@ -172,14 +225,16 @@ impl GenerationService {
                 dimensions,
             },
             usage,
+            Some(turn),
         );
         let database_started = ports.clock.now();
         if let Err(error) = ports.generations.record(&succeeded).await {
-            // No row will name the image: remove it now (the orphan sweep would later).
-            if let GenerationOutcome::Succeeded { object_key, .. } = &succeeded.outcome
-                && let Err(delete_error) = ports.storage.delete(object_key).await
+            // No row will name the images: remove them now (the orphan sweep would later).
+            if let (GenerationOutcome::Succeeded { object_key, .. }, Some(turn)) =
+                (&succeeded.outcome, &succeeded.turn)
             {
-                tracing::warn!(error = %delete_error, "could not remove an unrecorded image");
+                self.remove_unrecorded(std::iter::once(object_key).chain(&turn.input_keys))
+                    .await;
             }
             return Err(error.into());
         }
@@ -199,9 +254,117 @@ impl GenerationService {
             model: succeeded.model,
             dimensions,
             usage,
+            previous: request.previous,
             image,
             created_at: started_at,
             timings,
+        })
+    }
+
+    /// Removes stored images no row will name (best effort).
+    async fn remove_unrecorded(&self, keys: impl Iterator<Item = &ObjectKey>) {
+        for key in keys {
+            if let Err(error) = self.ports.storage.delete(key).await {
+                tracing::warn!(%error, object_key = key.as_str(), "could not remove an unrecorded image");
+            }
+        }
+    }
+
+    /// The earlier turns of the conversation `previous` ends, oldest first, with their images
+    /// read back from the storage. Nothing is sent anywhere.
+    async fn conversation(
+        &self,
+        caller: &AuthenticatedApiKey,
+        previous: GenerationId,
+    ) -> Result<Vec<ConversationTurn>, GenerateError> {
+        let mut turns = Vec::new();
+        let mut next = Some(previous);
+        while let Some(id) = next {
+            if turns.len() + 1 >= self.max_edit_turns {
+                return Err(ConversationError::TooLong {
+                    max: self.max_edit_turns,
+                }
+                .into());
+            }
+            let earlier = self
+                .ports
+                .history
+                .find_generation(caller.user_id, id)
+                .await?;
+            let Some(earlier) = earlier else {
+                return Err(if turns.is_empty() {
+                    ConversationError::NotFound
+                } else {
+                    ConversationError::Unusable("an earlier turn of the conversation is gone")
+                }
+                .into());
+            };
+            match earlier.status {
+                GenerationStatus::Succeeded => {}
+                GenerationStatus::Failed => {
+                    return Err(ConversationError::Unusable(
+                        "that generation failed: it has no image to continue from",
+                    )
+                    .into());
+                }
+                GenerationStatus::Deleted => {
+                    return Err(ConversationError::Unusable(
+                        "a generation of that conversation was deleted",
+                    )
+                    .into());
+                }
+            }
+            let (Some(turn), Some(output_key)) = (earlier.turn, earlier.object_key) else {
+                return Err(ConversationError::Unusable(
+                    "that generation was made before conversations were kept",
+                )
+                .into());
+            };
+            let output = self.read_back(&output_key).await?;
+            let mut images = Vec::with_capacity(turn.input_keys.len());
+            for key in &turn.input_keys {
+                images.push(self.read_back(key).await?);
+            }
+            let mut model_parts: Vec<ModelTurnPart> = turn
+                .parts
+                .into_iter()
+                .map(|part| ModelTurnPart {
+                    content: match part.text {
+                        Some(text) => ModelTurnContent::Text(text),
+                        None => ModelTurnContent::Image(output.clone()),
+                    },
+                    thought_signature: part.thought_signature,
+                })
+                .collect();
+            if model_parts.is_empty() {
+                model_parts.push(ModelTurnPart {
+                    content: ModelTurnContent::Image(output),
+                    thought_signature: None,
+                });
+            }
+            turns.push(ConversationTurn {
+                text: turn.text,
+                images,
+                model_parts,
+            });
+            next = earlier.previous;
+        }
+        turns.reverse();
+        Ok(turns)
+    }
+
+    async fn read_back(&self, key: &ObjectKey) -> Result<InputImage, GenerateError> {
+        let fetched = self
+            .ports
+            .storage
+            .fetch(key)
+            .await?
+            .ok_or(ConversationError::Unusable(
+                "an image of that conversation is no longer stored (or the storage keeps none)",
+            ))?;
+        InputImage::from_bytes(fetched.bytes).map_err(|_| {
+            ConversationError::Unusable("a stored image of that conversation is not an image")
+                .into()
         })
     }
 
@@ -237,6 +400,18 @@ impl Generations for GenerationService {
         request: &GenerationRequest,
         count: ImageCount,
     ) -> GenerationBatch {
+        let history = match request.previous {
+            Some(previous) => match self.conversation(&caller, previous).await {
+                Ok(history) => history,
+                Err(error) => {
+                    return GenerationBatch {
+                        result: Err(error),
+                        quota: None,
+                    };
+                }
+            },
+            None => Vec::new(),
+        };
         let images = count.get() as u64;
         let reserved = if caller.quota_applies {
             match self
@@ -261,7 +436,7 @@ impl Generations for GenerationService {
             None
         };
         let results = futures_util::future::join_all(
-            (0..count.get()).map(|_| self.generate(caller, request.clone())),
+            (0..count.get()).map(|_| self.generate(caller, request.clone(), &history)),
         )
         .await;
         let mut made = Vec::with_capacity(results.len());
@@ -376,6 +551,7 @@ mod tests {
             style: ImageStyle::Artistic,
             model: models().default_model().clone(),
             inputs: InputImages::none(),
+            previous: None,
         }
     }
 
@@ -407,6 +583,7 @@ mod tests {
                 test_provider: Arc::new(MockImageProvider::new()),
                 storage: Arc::new(storage),
                 generations: Arc::new(generations),
+                history: Arc::new(crate::generation::ports::MockHistoryRepository::new()),
                 quotas: Arc::new(crate::quota::ports::MockQuotaRepository::new()),
                 clock: Arc::new(clock),
                 ids: Arc::new(ids),
@@ -514,7 +691,7 @@ mod tests {
         });
 
         let generation = service(provider_returning_png(), storage, generations)
-            .generate(CALLER, request())
+            .generate(CALLER, request(), &[])
             .await
             .unwrap();
         assert_eq!(generation.id.to_string(), format!("gen_{GEN}"));
@@ -612,6 +789,7 @@ mod tests {
                 test_provider: Arc::new(MockImageProvider::new()),
                 storage: Arc::new(lasting_storage()),
                 generations: Arc::new(generations),
+                history: Arc::new(crate::generation::ports::MockHistoryRepository::new()),
                 quotas: Arc::new(quotas),
                 clock: Arc::new(clock),
                 ids: Arc::new(ids),
@@ -642,6 +820,7 @@ mod tests {
                 test_provider: Arc::new(provider_returning_png()),
                 storage: Arc::new(lasting_storage()),
                 generations: Arc::new(generations),
+                history: Arc::new(crate::generation::ports::MockHistoryRepository::new()),
                 quotas: Arc::new(quotas),
                 clock: Arc::new(clock),
                 ids: Arc::new(ids),
@@ -749,7 +928,7 @@ mod tests {
             generations,
             ticking_clock(time::Duration::SECOND),
         )
-        .generate(CALLER, request())
+        .generate(CALLER, request(), &[])
         .await
         .unwrap();
         assert_eq!(
@@ -778,7 +957,7 @@ mod tests {
             )
         });
         let generation = service(provider_returning_png(), storage, generations)
-            .generate(CALLER, request())
+            .generate(CALLER, request(), &[])
             .await
             .unwrap();
         assert_eq!(generation.url, "https://signed?X-Amz-Expires=60");
@@ -793,7 +972,7 @@ mod tests {
             reason: "SAFETY".into(),
         });
         let result = service(provider, storage, generations)
-            .generate(CALLER, request())
+            .generate(CALLER, request(), &[])
             .await;
         assert!(matches!(
             result,
@@ -822,7 +1001,7 @@ mod tests {
             storage.expect_put().never();
             let expected = error().code();
             let result = service(failing_provider(error), storage, generations)
-                .generate(CALLER, request())
+                .generate(CALLER, request(), &[])
                 .await;
             assert!(
                 matches!(&result, Err(GenerateError::Provider(e)) if e.code() == expected),
@@ -839,7 +1018,7 @@ mod tests {
             .returning(|_, _| Err(StorageError::Failed("bucket gone".into())));
         let generations = expecting_one_record(failed_with("storage_failed"));
         let result = service(provider_returning_png(), storage, generations)
-            .generate(CALLER, request())
+            .generate(CALLER, request(), &[])
             .await;
         assert!(matches!(result, Err(GenerateError::Storage(_))));
     }
@@ -858,7 +1037,7 @@ mod tests {
             .times(1)
             .returning(|_| Err(RepositoryError::Unavailable("gone".into())));
         let result = service(provider_returning_png(), storage, generations)
-            .generate(CALLER, request())
+            .generate(CALLER, request(), &[])
             .await;
         assert!(matches!(result, Err(GenerateError::Repository(_))));
     }

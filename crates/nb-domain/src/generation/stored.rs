@@ -6,7 +6,7 @@ use std::time::Duration;
 use time::{Date, OffsetDateTime};
 use uuid::Uuid;
 
-use super::model::{GenerationId, ObjectKey, TokenUsage};
+use super::model::{GenerationId, ObjectKey, StoredTurn, TokenUsage};
 use crate::accounts::model::UserId;
 use crate::api_keys::model::{ApiKeyId, KeyMode};
 
@@ -86,6 +86,10 @@ pub struct StoredGeneration {
     pub height: Option<u32>,
     /// What Google counted, when it said.
     pub usage: Option<TokenUsage>,
+    /// The generation this one continued.
+    pub previous: Option<GenerationId>,
+    /// What continuing it needs (succeeded generations made since conversational edits).
+    pub turn: Option<StoredTurn>,
 }
 
 /// A generation as its owner sees it: with a URL that works now, when it has an image.
