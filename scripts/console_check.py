@@ -25,6 +25,7 @@ import urllib.request
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
+from selenium.webdriver.support.ui import Select
 from selenium.webdriver.support import expected_conditions as ready
 from selenium.webdriver.support.ui import WebDriverWait
 
@@ -209,6 +210,24 @@ def run(binary, fake_google):
         console.wait.until(lambda _: driver.execute_script(
             "const i = document.querySelector('#history img'); return i && i.complete && i.naturalWidth > 0;"))
         console.shoot("history")
+
+        # "Edit this image" continues it in the playground, which offers the model's ratios.
+        card.find_element(By.XPATH, ".//button[text()='Edit this image']").click()
+        console.heading("Playground")
+        console.text_in("#continuing", "Continuing from")
+        ratios = [option.get_attribute("value") for option in
+                  driver.find_elements(By.CSS_SELECTOR, "#aspect-ratio option")]
+        assert "16:9" in ratios and "21:9" in ratios, ratios
+        resolutions = [option.get_attribute("value") for option in
+                       driver.find_elements(By.CSS_SELECTOR, "#resolution option")]
+        assert resolutions[0] == "1K" and "4K" in resolutions, resolutions
+        Select(console.find("#aspect-ratio")).select_by_value("16:9")
+        console.fill("#prompt", "now make it blue")
+        driver.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+        console.text_in("#result", "16:9")
+        console.go("history", "History")
+        console.wait.until(lambda _: len(driver.find_elements(By.CSS_SELECTOR, '#history li[data-status="succeeded"]')) == 2)
+        card = console.find('#history li[data-status="succeeded"]')
         card.find_element(By.XPATH, ".//button[text()='Delete']").click()
         console.accept_confirm()
         console.find('#history li[data-status="deleted"]')

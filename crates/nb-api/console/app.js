@@ -2,7 +2,6 @@
 // (`?session=cookie` on register/login); every state-changing request sends the CSRF cookie's
 // value back in `X-CSRF-Token`. No inline scripts or styles: the page's CSP forbids them.
 
-const SIZES = ["1024x1024", "1792x1024", "1024x1792", "1536x1024", "1024x1536", "1024x768", "768x1024"];
 const STYLES = ["natural", "artistic"];
 
 const state = {
@@ -10,6 +9,8 @@ const state = {
   isAdmin: false,
   // The last full key shown, kept in this page's memory only (for the playground).
   lastKey: "",
+  // The generation the playground continues ("Edit this image" in the history), if any.
+  continueFrom: null,
 };
 
 // ---- DOM helpers (text only: nothing from the API is ever parsed as HTML) ----
@@ -368,22 +369,55 @@ function readAsDataUrl(file) {
   });
 }
 
-function playgroundPage() {
+async function playgroundPage() {
   const key = h("input", { type: "password", autocomplete: "off", value: state.lastKey, placeholder: "nb_live_… or nb_test_…" });
   const prompt = h("textarea", { required: true });
-  const size = h("select", {}, SIZES.map((value) => h("option", { value }, value)));
+  const model = h("select", {});
+  const ratio = h("select", {});
+  const resolution = h("select", {});
   const style = h("select", {}, STYLES.map((value) => h("option", { value }, value)));
-  const model = h("input", { type: "text", placeholder: "the server's default" });
   const images = h("input", { type: "file", accept: "image/png,image/jpeg,image/webp", multiple: true });
   const result = h("div", { class: "result", id: "result", "aria-live": "polite" });
+  // The models the server offers, with what each can make (the model catalog).
+  const listed = await api("GET", "/v1/models");
+  const models = listed.ok ? (listed.data.data || []).filter((entry) => !entry.retired) : [];
+  if (models.length) {
+    model.replaceChildren(...models.map((entry) => h("option", { value: entry.id }, entry.id)));
+  } else {
+    model.replaceChildren(h("option", { value: "" }, "the server's default"));
+  }
+  const offer = () => {
+    const chosen = models.find((entry) => entry.id === model.value);
+    const ratios = chosen ? chosen.aspect_ratios : [];
+    const resolutions = chosen ? chosen.resolutions : [];
+    ratio.replaceChildren(
+      h("option", { value: "" }, "auto (the model's choice)"),
+      ...ratios.map((value) => h("option", { value }, value)),
+    );
+    resolution.replaceChildren(...resolutions.map((value) => h("option", { value }, value)));
+    resolution.disabled = resolutions.length < 2;
+  };
+  model.addEventListener("change", offer);
+  offer();
+  const continuing = h("p", { id: "continuing", class: "muted" });
+  const afresh = h("button", { type: "button" }, "Start afresh");
+  afresh.addEventListener("click", () => {
+    state.continueFrom = null;
+    continuing.replaceChildren();
+  });
+  if (state.continueFrom) {
+    continuing.replaceChildren(`Continuing from ${state.continueFrom}: the earlier prompts and images are sent again. `, afresh);
+  }
   const form = h(
     "form",
     { class: "stack" },
     field("api-key", "API key", key, "Generations are made (and counted) with an API key."),
+    continuing,
     field("prompt", "Prompt", prompt),
-    field("size", "Size", size),
-    field("style", "Style", style),
     field("model", "Model", model),
+    field("aspect-ratio", "Aspect ratio", ratio),
+    field("resolution", "Resolution", resolution),
+    field("style", "Style", style),
     field("images", "Images to edit (optional)", images),
     h("p", { class: "error form-error" }),
     h("button", { type: "submit" }, "Generate"),
@@ -391,8 +425,11 @@ function playgroundPage() {
   form.addEventListener("submit", (event) => {
     event.preventDefault();
     submitting(form, async () => {
-      const body = { prompt: prompt.value, size: size.value, style: style.value };
-      if (model.value.trim()) body.model = model.value.trim();
+      const body = { prompt: prompt.value, style: style.value };
+      if (model.value) body.model = model.value;
+      if (ratio.value) body.aspect_ratio = ratio.value;
+      if (resolution.value) body.resolution = resolution.value;
+      if (state.continueFrom) body.previous_generation_id = state.continueFrom;
       if (images.files.length) body.images = await Promise.all([...images.files].map(readAsDataUrl));
       if (!key.value.trim()) {
         form.querySelector("#api-key-error").textContent = "Paste an API key (create one on the Keys page).";
@@ -406,19 +443,48 @@ function playgroundPage() {
       const seconds = ((performance.now() - started) / 1000).toFixed(2);
       if (!answer.ok) {
         result.replaceChildren();
-        showError(form, answer, { prompt: "prompt", size: "size", style: "style", model: "model", images: "images", mask: "images" });
+        showError(form, answer, {
+          prompt: "prompt",
+          aspect_ratio: "aspect-ratio",
+          resolution: "resolution",
+          style: "style",
+          model: "model",
+          images: "images",
+          mask: "images",
+          previous_generation_id: "prompt",
+        });
         return;
       }
-      const image = h("img", { src: answer.data.url, alt: answer.data.prompt, id: "generated-image" });
+      const made = answer.data;
+      const image = h("img", { src: made.url, alt: made.prompt, id: "generated-image" });
+      const pixels = made.width && made.height ? `${made.width}×${made.height}` : made.size;
+      // Continuing is asked for, never assumed: each turn sends every earlier image again.
+      const keepEditing = h("button", { type: "button", id: "keep-editing" }, "Edit this image");
+      keepEditing.addEventListener("click", () => {
+        state.continueFrom = made.id;
+        continuing.replaceChildren(`Continuing from ${made.id}: the earlier prompts and images are sent again. `, afresh);
+        prompt.value = "";
+        prompt.focus();
+      });
       result.replaceChildren(
         image,
-        h("p", {}, `Made in ${seconds} s · ${answer.data.size} · ${answer.data.model}`),
-        h("p", {}, h("a", { href: answer.data.url, target: "_blank", rel: "noopener" }, "Open the image")),
+        h("p", {}, `Made in ${seconds} s · ${pixels} · ${made.aspect_ratio || "the model's ratio"} · ${made.resolution} · ${made.model}`),
+        h("p", { class: "row" }, h("a", { href: made.url, target: "_blank", rel: "noopener" }, "Open the image"), keepEditing),
       );
       announce(`Image generated in ${seconds} seconds.`);
     });
   });
   show("Playground", form, result);
+}
+
+// "Edit this image": the playground continues the conversation this generation ends.
+function editButton(generation) {
+  const edit = h("button", { type: "button" }, "Edit this image");
+  edit.addEventListener("click", () => {
+    state.continueFrom = generation.id;
+    location.hash = "#/playground";
+  });
+  return edit;
 }
 
 async function historyPage() {
@@ -455,13 +521,19 @@ async function renderHistory(gallery) {
         { class: "card", "data-status": generation.status },
         picture,
         h("p", {}, generation.prompt),
-        h("p", { class: "muted" }, `${generation.size} · ${formatDate(generation.created_at)}`),
+        h(
+          "p",
+          { class: "muted" },
+          `${generation.width && generation.height ? `${generation.width}×${generation.height}` : generation.size}` +
+            `${generation.resolution ? ` · ${generation.resolution}` : ""} · ${formatDate(generation.created_at)}`,
+        ),
         generation.url
           ? h(
               "div",
               { class: "row" },
               h("a", { href: generation.url, target: "_blank", rel: "noopener" }, "Open"),
               h("a", { href: generation.url, download: `${generation.id}` }, "Download"),
+              editButton(generation),
               remove,
             )
           : null,

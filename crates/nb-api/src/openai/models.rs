@@ -8,7 +8,7 @@ use time::Date;
 use utoipa::ToSchema;
 
 use crate::error::ApiError;
-use crate::extract::credentials::ApiKeyCaller;
+use crate::extract::credentials::Caller;
 use crate::openai::error::{OpenAiErrorBody, render};
 use crate::state::AppState;
 
@@ -68,8 +68,9 @@ fn model_object(id: &str, model: &ImageModel, today: Date) -> ModelObject {
     }
 }
 
-/// The models clients may ask for (`NB_IMAGE_MODELS`), the default first.
-#[utoipa::path(get, path = "/v1/models", tag = "openai", security(("api_key" = [])),
+/// The models clients may ask for (`NB_IMAGE_MODELS`), the default first, with what each can
+/// make. An API key, an access token or the console's session.
+#[utoipa::path(get, path = "/v1/models", tag = "openai", security(("access_token" = []), ("api_key" = [])),
     responses(
         (status = 200, description = "The models", body = ModelList),
         (status = 401, description = "Missing, invalid or revoked API key, or an expired one (`key_expired`)", body = OpenAiErrorBody),
@@ -77,7 +78,7 @@ fn model_object(id: &str, model: &ImageModel, today: Date) -> ModelObject {
     ))]
 pub(crate) async fn list_models(
     state: web::Data<AppState>,
-    caller: Result<ApiKeyCaller, ApiError>,
+    caller: Result<Caller, ApiError>,
 ) -> HttpResponse {
     if let Err(error) = caller {
         return render(error);
@@ -95,7 +96,7 @@ pub(crate) async fn list_models(
 }
 
 /// One model: one of `NB_IMAGE_MODELS`, or an OpenAI name this server answers to.
-#[utoipa::path(get, path = "/v1/models/{model}", tag = "openai", security(("api_key" = [])),
+#[utoipa::path(get, path = "/v1/models/{model}", tag = "openai", security(("access_token" = []), ("api_key" = [])),
     params(("model" = String, Path, description = "A model id")),
     responses(
         (status = 200, description = "The model", body = ModelObject),
@@ -105,7 +106,7 @@ pub(crate) async fn list_models(
     ))]
 pub(crate) async fn get_model(
     state: web::Data<AppState>,
-    caller: Result<ApiKeyCaller, ApiError>,
+    caller: Result<Caller, ApiError>,
     model: web::Path<String>,
 ) -> HttpResponse {
     if let Err(error) = caller {
