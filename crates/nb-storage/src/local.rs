@@ -174,25 +174,32 @@ impl ObjectStorage for LocalStorage {
         };
         let folder_key = folder_key.to_owned();
         let listed = tokio::task::spawn_blocking(move || -> std::io::Result<Vec<ListedObject>> {
-            let entries = match std::fs::read_dir(&folder) {
-                Ok(entries) => entries,
-                Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
-                    return Ok(Vec::new());
-                }
-                Err(error) => return Err(error),
-            };
+            // Every object under the folder, its subfolders included (as S3 lists a prefix).
             let mut listed = Vec::new();
-            for entry in entries {
-                let entry = entry?;
-                let name = entry.file_name().to_string_lossy().into_owned();
-                let metadata = entry.metadata()?;
-                if name.starts_with('.') || !metadata.is_file() {
-                    continue;
+            let mut folders = vec![(folder, folder_key)];
+            while let Some((folder, folder_key)) = folders.pop() {
+                let entries = match std::fs::read_dir(&folder) {
+                    Ok(entries) => entries,
+                    Err(error) if error.kind() == std::io::ErrorKind::NotFound => continue,
+                    Err(error) => return Err(error),
+                };
+                for entry in entries {
+                    let entry = entry?;
+                    let name = entry.file_name().to_string_lossy().into_owned();
+                    let metadata = entry.metadata()?;
+                    if name.starts_with('.') {
+                        continue;
+                    }
+                    let key = format!("{folder_key}/{name}");
+                    if metadata.is_dir() {
+                        folders.push((entry.path(), key));
+                    } else if metadata.is_file() {
+                        listed.push(ListedObject {
+                            key: ObjectKey::from_stored(key),
+                            last_modified: OffsetDateTime::from(metadata.modified()?),
+                        });
+                    }
                 }
-                listed.push(ListedObject {
-                    key: ObjectKey::from_stored(format!("{folder_key}/{name}")),
-                    last_modified: OffsetDateTime::from(metadata.modified()?),
-                });
             }
             Ok(listed)
         })

@@ -141,6 +141,20 @@ async fn listing_and_deleting(storage: &dyn ObjectStorage, serves: bool) {
         storage.list("images/1999/01/01/").await.unwrap(),
         Vec::new()
     );
+    // Keys in "folders" under the prefix are listed too (inputs kept per generation).
+    let owner = GenerationId(uuid::Uuid::now_v7());
+    let input = ObjectKey::for_input(owner, today, 0, image.format());
+    storage.put(&input, &image).await.unwrap();
+    let inputs = storage
+        .list(&nb_domain::generation::input_day_prefix(today.date()))
+        .await
+        .unwrap();
+    assert!(
+        inputs.iter().any(|object| object.key == input),
+        "{inputs:?}"
+    );
+    assert_eq!(input.input_owner(), Some(owner));
+    storage.delete(&input).await.unwrap();
     if serves {
         let url = storage.url(&key).await.unwrap().unwrap();
         assert_eq!(fetch(&url).await.0, image.bytes().to_vec());

@@ -627,13 +627,29 @@ async fn deleting_a_generation_removes_its_image_and_keeps_the_record(app: TestA
 
 async fn orphaned_local_images_are_swept(app: TestApp) {
     let (_, key) = app.user_with_key("ada@example.com").await;
-    let made = app.generated(&key, &json!({"prompt": "a banana"})).await;
+    let made = app
+        .generated(
+            &key,
+            &json!({"prompt": "a banana", "images": [base64::Engine::encode(&base64::engine::general_purpose::STANDARD, png_bytes())]}),
+        )
+        .await;
+    let id = made["id"].as_str().unwrap();
     let url = made["url"].as_str().unwrap().to_owned();
     // An image no generation names, as a crash between storing and recording leaves.
     let relative = url.split_once("/images/").unwrap().1;
     let kept = app.data_dir.path().join("images").join(relative);
     let orphan = kept.with_file_name("gen_0190d6f0-0000-7000-8000-000000000000.png");
     std::fs::write(&orphan, png_bytes()).unwrap();
+    // The input kept to continue the generation, and one whose generation was never recorded.
+    let day = relative.rsplit_once('/').unwrap().0;
+    let inputs = app.data_dir.path().join("inputs").join(day);
+    let kept_input = inputs.join(id).join("0.png");
+    assert!(kept_input.exists(), "{}", kept_input.display());
+    let orphan_input = inputs
+        .join("gen_0190d6f0-0000-7000-8000-000000000001")
+        .join("0.png");
+    std::fs::create_dir_all(orphan_input.parent().unwrap()).unwrap();
+    std::fs::write(&orphan_input, png_bytes()).unwrap();
 
     // Too young to be judged: its row may still be on its way.
     let report = app.history.sweep_orphans().await.unwrap();
@@ -642,8 +658,9 @@ async fn orphaned_local_images_are_swept(app: TestApp) {
     app.clock
         .set(time::OffsetDateTime::now_utc() + time::Duration::hours(1));
     let report = app.history.sweep_orphans().await.unwrap();
-    assert_eq!(report.removed, 1);
-    assert!(!orphan.exists());
+    assert_eq!(report.removed, 2);
+    assert!(!orphan.exists() && !orphan_input.exists());
+    assert!(kept_input.exists(), "a live generation's input stays");
     assert_eq!(fetched(&app, &url).await, png_bytes());
 }
 

@@ -284,4 +284,26 @@ impl HistoryRepository for GenerationStore {
         }
         Ok(named)
     }
+
+    async fn live_generation_ids(
+        &self,
+        ids: &[GenerationId],
+    ) -> Result<Vec<GenerationId>, RepositoryError> {
+        let mut live = Vec::new();
+        for batch in ids.chunks(KEYS_PER_QUERY) {
+            let batch: Vec<String> = batch.iter().map(ToString::to_string).collect();
+            let rows = with_connection!(&self.database, |conn| {
+                generations::table
+                    .filter(generations::id.eq_any(&batch))
+                    .filter(generations::deleted_at.is_null())
+                    .select(generations::id)
+                    .load::<String>(conn)
+                    .await
+            })?;
+            for id in rows.map_err(query_error)? {
+                live.push(GenerationId::parse(&id).map_err(RepositoryError::unexpected)?);
+            }
+        }
+        Ok(live)
+    }
 }

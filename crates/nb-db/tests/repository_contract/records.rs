@@ -516,6 +516,17 @@ pub(crate) async fn what_was_made_round_trips_with_its_shape_size_and_tokens(db:
     assert_eq!((found.width, found.height), (Some(5504), Some(3072)));
     assert_eq!(found.usage, Some(usage));
     assert_eq!((found.previous, found.turn), (Some(earlier.id), Some(turn)));
+    // The sweep keeps inputs of live rows only.
+    store
+        .mark_generation_deleted(ada.user_id, earlier.id, T0)
+        .await
+        .unwrap();
+    let unknown = nb_domain::generation::GenerationId(Uuid::now_v7());
+    let live = store
+        .live_generation_ids(&[record.id, earlier.id, unknown])
+        .await
+        .unwrap();
+    assert_eq!(live, [record.id]);
 
     // Without counts from Google, and with the model's choice of ratio: nulls.
     let mut plain = succeeded_as(ada, T0, "images/plain.png", "gemini-3.1-flash-image");

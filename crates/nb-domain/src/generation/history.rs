@@ -11,7 +11,7 @@ use super::error::StorageError;
 use super::model::{GenerationId, ObjectKey};
 use super::stored::{
     GenerationStatus, GenerationView, HistoryFilter, HistoryScope, ORPHAN_GRACE, SWEPT_DAYS,
-    StoredGeneration, SweepReport, day_prefix,
+    StoredGeneration, SweepReport, day_prefix, input_day_prefix,
 };
 use crate::error::RepositoryError;
 use crate::generation::ports::{HistoryRepository, ObjectStorage};
@@ -120,20 +120,54 @@ impl HistoryService {
                 .map(|object| object.key)
                 .collect();
             report.examined += settled.len();
-            if settled.is_empty() {
+            if !settled.is_empty() {
+                let named = self.ports.generations.named_object_keys(&settled).await?;
+                for key in settled.iter().filter(|key| !named.contains(key)) {
+                    self.remove_orphan(key, &mut report).await?;
+                }
+            }
+            // Input images kept to continue a generation belong to it while its row lives.
+            let inputs: Vec<ObjectKey> = self
+                .ports
+                .storage
+                .list(&input_day_prefix(day))
+                .await?
+                .into_iter()
+                .filter(|object| now - object.last_modified >= ORPHAN_GRACE)
+                .map(|object| object.key)
+                .collect();
+            report.examined += inputs.len();
+            if inputs.is_empty() {
                 continue;
             }
-            let named = self.ports.generations.named_object_keys(&settled).await?;
-            for key in settled.iter().filter(|key| !named.contains(key)) {
-                self.ports.storage.delete(key).await?;
-                report.removed += 1;
-                tracing::warn!(
-                    object_key = key.as_str(),
-                    "removed an image no generation names"
-                );
+            let owners: Vec<GenerationId> = inputs
+                .iter()
+                .filter_map(ObjectKey::input_owner)
+                .collect::<std::collections::HashSet<_>>()
+                .into_iter()
+                .collect();
+            let live = self.ports.generations.live_generation_ids(&owners).await?;
+            for key in &inputs {
+                if !key.input_owner().is_some_and(|owner| live.contains(&owner)) {
+                    self.remove_orphan(key, &mut report).await?;
+                }
             }
         }
         Ok(report)
+    }
+
+    async fn remove_orphan(
+        &self,
+        key: &ObjectKey,
+        report: &mut SweepReport,
+    ) -> Result<(), HistoryError> {
+        self.ports.storage.delete(key).await?;
+        report.removed += 1;
+        tracing::warn!(
+            object_key = key.as_str(),
+            "removed an image no generation names"
+        );
+        Ok(())
     }
 }
 
@@ -380,18 +414,52 @@ mod tests {
             .withf(move |key| *key == removed)
             .times(1)
             .returning(|_| Ok(()));
+        // Inputs: one of a live generation, one whose generation has no live row.
+        let live = GenerationId(Uuid::from_u128(7));
+        let gone = GenerationId(Uuid::from_u128(8));
+        let kept_input = ObjectKey::from_stored(format!("inputs/2026/11/25/{live}/0.png"));
+        let orphan_input = ObjectKey::from_stored(format!("inputs/2026/11/25/{gone}/0.png"));
+        assert_eq!(orphan_input.input_owner(), Some(gone));
+        let inputs = vec![
+            ListedObject {
+                key: kept_input.clone(),
+                last_modified: NOW - Duration::from_secs(3600),
+            },
+            ListedObject {
+                key: orphan_input.clone(),
+                last_modified: NOW - Duration::from_secs(3600),
+            },
+        ];
+        storage
+            .expect_list()
+            .withf(|prefix| prefix == "inputs/2026/11/25/")
+            .returning(move |_| Ok(inputs.clone()));
+        storage
+            .expect_list()
+            .withf(|prefix| prefix == "inputs/2026/11/24/")
+            .returning(|_| Ok(Vec::new()));
+        let removed_input = orphan_input.clone();
+        storage
+            .expect_delete()
+            .withf(move |key| *key == removed_input)
+            .times(1)
+            .returning(|_| Ok(()));
         let mut generations = MockHistoryRepository::new();
         let kept = named.clone();
         generations
             .expect_named_object_keys()
             .withf(move |keys| keys.len() == 2 && !keys.contains(&fresh))
             .returning(move |_| Ok(vec![kept.clone()]));
+        generations
+            .expect_live_generation_ids()
+            .withf(move |ids| ids.len() == 2 && ids.contains(&gone))
+            .returning(move |_| Ok(vec![live]));
         let report = service(generations, storage).sweep_orphans().await.unwrap();
         assert_eq!(
             report,
             SweepReport {
-                examined: 2,
-                removed: 1
+                examined: 4,
+                removed: 2
             }
         );
         assert_eq!(day_prefix(date!(2026 - 01 - 05)), "images/2026/01/05/");

@@ -745,6 +745,15 @@ impl ObjectKey {
         ))
     }
 
+    /// The generation an input key (`inputs/…/gen_<uuid>/<n>.<ext>`) belongs to.
+    pub fn input_owner(&self) -> Option<GenerationId> {
+        let rest = self.0.strip_prefix("inputs/")?;
+        let mut segments = rest.split('/');
+        let owner = segments.nth(3)?;
+        segments.next()?;
+        GenerationId::parse(owner).ok()
+    }
+
     pub fn from_stored(key: String) -> Self {
         Self(key)
     }

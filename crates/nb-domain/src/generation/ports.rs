@@ -122,4 +122,10 @@ pub trait HistoryRepository: Send + Sync + 'static {
         &self,
         keys: &[ObjectKey],
     ) -> Result<Vec<ObjectKey>, RepositoryError>;
+
+    /// Which of `ids` have a generation row that is not deleted.
+    async fn live_generation_ids(
+        &self,
+        ids: &[GenerationId],
+    ) -> Result<Vec<GenerationId>, RepositoryError>;
 }

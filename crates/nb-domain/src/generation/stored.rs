@@ -144,6 +144,12 @@ pub fn day_prefix(day: Date) -> String {
     )
 }
 
+/// Where the input images kept for the generations of a UTC day are stored:
+/// `inputs/2026/11/25/`.
+pub fn input_day_prefix(day: Date) -> String {
+    format!("inputs/{}", day_prefix(day).trim_start_matches("images/"))
+}
+
 /// An object a storage holds.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ListedObject {
