@@ -2,6 +2,11 @@
 //! call waits the set latency, then answers a real PNG of the set size, base64 in the JSON the
 //! API returns. `POST /control {"latency_ms": 2000, "image_bytes": 1500000}` changes both.
 //!
+//! It knows the model catalog as Google does: a model the built-in catalog lacks is a 404, an
+//! `imageSize` or `aspectRatio` the model lacks a 400 `INVALID_ARGUMENT`, and `usageMetadata`
+//! counts the output image tokens of the model at the resolution asked. (The image's size is
+//! the one set, in bytes, not Google's pixel size: the benchmark measures payloads.)
+//!
 //! It speaks HTTP/1.1 and h2c (HTTP/2 with prior knowledge) on one port, and like Google's
 //! front ends it caps the streams one HTTP/2 connection may have open at once (100 unless
 //! `--max-streams N` says otherwise): a client with a single connection cannot have more
@@ -22,6 +27,7 @@ use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto::Builder as ConnectionBuilder;
+use nb_domain::generation::{AspectRatio, ModelCatalog, Resolution};
 use serde::Deserialize;
 
 /// Google's front ends advertise this many concurrent streams per HTTP/2 connection.
@@ -35,7 +41,50 @@ struct Control {
 
 struct Answer {
     latency: Duration,
-    body: Bytes,
+    image_bytes: usize,
+    /// The answer's JSON up to the end of the image part, and its closing with the usage.
+    image_json: Bytes,
+}
+
+/// The part of a request this fake reads.
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase", default)]
+struct GenerateRequest {
+    generation_config: GenerationConfig,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase", default)]
+struct GenerationConfig {
+    image_config: ImageConfig,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase", default)]
+struct ImageConfig {
+    aspect_ratio: Option<String>,
+    image_size: Option<String>,
+}
+
+/// Output image tokens per model and resolution (Google's price list, docs/models.md).
+fn output_image_tokens(model: &str, resolution: Resolution) -> u64 {
+    match (model, resolution) {
+        ("gemini-3.1-flash-image", Resolution::Px512) => 747,
+        ("gemini-3.1-flash-image", Resolution::K2) => 1680,
+        ("gemini-3.1-flash-image", Resolution::K4) => 2520,
+        ("gemini-3-pro-image", Resolution::K4) => 2000,
+        ("gemini-2.5-flash-image", _) => 1290,
+        _ => 1120,
+    }
+}
+
+fn invalid_argument(message: &str) -> Response<Full<Bytes>> {
+    let body = serde_json::json!({"error": {"code": 400, "message": message, "status": "INVALID_ARGUMENT"}});
+    respond(
+        StatusCode::BAD_REQUEST,
+        "application/json",
+        serde_json::to_vec(&body).unwrap().into(),
+    )
 }
 
 /// A valid PNG of about `size` bytes: RGB noise (incompressible) in stored deflate blocks.
@@ -104,13 +153,27 @@ fn png_of_size(size: usize) -> Vec<u8> {
 fn answer(latency_ms: u64, image_bytes: usize) -> Answer {
     let png = png_of_size(image_bytes);
     let data = base64::engine::general_purpose::STANDARD.encode(&png);
-    let body = serde_json::json!({"candidates": [{"content": {"role": "model", "parts": [
-        {"inlineData": {"mimeType": "image/png", "data": data}}]}, "finishReason": "STOP", "index": 0}],
-        "modelVersion": "fake"});
+    let image_json = format!(
+        r#"{{"candidates": [{{"content": {{"role": "model", "parts": [{{"inlineData": {{"mimeType": "image/png", "data": "{data}"}}}}]}}, "finishReason": "STOP", "index": 0}}], "modelVersion": "fake""#
+    );
     Answer {
         latency: Duration::from_millis(latency_ms),
-        body: serde_json::to_vec(&body).unwrap().into(),
+        image_bytes,
+        image_json: image_json.into(),
     }
+}
+
+/// The whole answer: the image, then the usage for `model` at `resolution`.
+fn with_usage(answer: &Answer, model: &str, resolution: Resolution) -> Bytes {
+    let output = output_image_tokens(model, resolution);
+    let usage = format!(
+        r#", "usageMetadata": {{"promptTokenCount": 12, "promptTokensDetails": [{{"modality": "TEXT", "tokenCount": 12}}], "candidatesTokenCount": {output}, "candidatesTokensDetails": [{{"modality": "IMAGE", "tokenCount": {output}}}], "totalTokenCount": {}}}}}"#,
+        12 + output
+    );
+    let mut body = Vec::with_capacity(answer.image_json.len() + usage.len());
+    body.extend_from_slice(&answer.image_json);
+    body.extend_from_slice(usage.as_bytes());
+    body.into()
 }
 
 type Current = Arc<RwLock<Arc<Answer>>>;
@@ -144,14 +207,51 @@ async fn handle(
     if !(is_post && generates) {
         return Ok(respond(StatusCode::NOT_FOUND, "text/plain", Bytes::new()));
     }
+    // The model as Google names it, and what the catalog says it can make.
+    let model = path
+        .rsplit('/')
+        .next()
+        .and_then(|last| last.strip_suffix(":generateContent"))
+        .unwrap_or_default()
+        .to_owned();
+    static CATALOG: std::sync::LazyLock<ModelCatalog> =
+        std::sync::LazyLock::new(ModelCatalog::built_in);
+    let Some(spec) = CATALOG.find(&model).filter(|spec| spec.id == model) else {
+        let body = serde_json::json!({"error": {"code": 404, "message": format!("models/{model} is not found"), "status": "NOT_FOUND"}});
+        return Ok(respond(
+            StatusCode::NOT_FOUND,
+            "application/json",
+            serde_json::to_vec(&body).unwrap().into(),
+        ));
+    };
+    let asked: GenerateRequest = serde_json::from_slice(&body).unwrap_or_default();
+    let config = asked.generation_config.image_config;
+    let resolution = match config.image_size.as_deref() {
+        None => Resolution::K1,
+        Some(raw) => match Resolution::parse(raw)
+            .ok()
+            .filter(|r| spec.resolutions.contains(r))
+        {
+            Some(resolution) => resolution,
+            None => return Ok(invalid_argument(&format!("Unsupported image size: {raw}"))),
+        },
+    };
+    if let Some(raw) = config.aspect_ratio.as_deref()
+        && !AspectRatio::parse(raw).is_ok_and(|ratio| spec.aspect_ratios.contains(&ratio))
+    {
+        return Ok(invalid_argument(&format!(
+            "Unsupported aspect ratio: {raw}"
+        )));
+    }
     let answer = current.read().unwrap().clone();
     if !answer.latency.is_zero() {
         tokio::time::sleep(answer.latency).await;
     }
+    debug_assert!(answer.image_bytes > 0);
     Ok(respond(
         StatusCode::OK,
         "application/json",
-        answer.body.clone(),
+        with_usage(&answer, &spec.id, resolution),
     ))
 }
 
