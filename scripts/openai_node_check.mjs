@@ -17,4 +17,28 @@ const edited = await client.images.edit({
 if (!edited.data?.[0]?.url) {
   throw new Error("the edit gave no URL");
 }
+// Streamed, as apps show progress: one completed event each.
+const stream = await client.images.generate({ prompt: "a banana", stream: true, partial_images: 1 });
+const types = [];
+for await (const event of stream) {
+  types.push(event.type);
+  if (event.type === "image_generation.completed" && Buffer.from(event.b64_json, "base64").compare(png) !== 0) {
+    throw new Error("the streamed image differs from the provider's");
+  }
+}
+if (types.join() !== "image_generation.completed") {
+  throw new Error(`unexpected generation events: ${types}`);
+}
+const editStream = await client.images.edit({
+  prompt: "a hat",
+  image: await toFile(png, "a.png", { type: "image/png" }),
+  stream: true,
+});
+const editTypes = [];
+for await (const event of editStream) {
+  editTypes.push(event.type);
+}
+if (editTypes.join() !== "image_edit.completed") {
+  throw new Error(`unexpected edit events: ${editTypes}`);
+}
 console.log("node sdk: ok");

@@ -65,7 +65,10 @@ class FakeGoogle(BaseHTTPRequestHandler):
             return self.answer(500, {"error": {"code": 500, "status": "INTERNAL", "message": "boom"}})
         image = base64.b64encode(PNG).decode()
         self.answer(200, {"candidates": [{"content": {"role": "model", "parts": [
-            {"inlineData": {"mimeType": "image/png", "data": image}}]}, "finishReason": "STOP"}]})
+            {"inlineData": {"mimeType": "image/png", "data": image}}]}, "finishReason": "STOP"}],
+            "usageMetadata": {"promptTokenCount": 10, "promptTokensDetails": [{"modality": "TEXT", "tokenCount": 10}],
+                              "candidatesTokenCount": 1120, "candidatesTokensDetails": [{"modality": "IMAGE", "tokenCount": 1120}],
+                              "thoughtsTokenCount": 30, "totalTokenCount": 1160}})
 
     def answer(self, status, payload):
         data = json.dumps(payload).encode()
@@ -206,12 +209,11 @@ def check_every_parameter(server):
 
 def check_errors(server):
     client = server.client()
-    raises(openai.BadRequestError, lambda: client.images.generate(prompt="x", size="1024x768"),
+    raises(openai.BadRequestError, lambda: client.images.generate(prompt="x", size="1000x1000"),
            code="validation_failed", param="size")
-    raises(openai.BadRequestError, lambda: client.images.generate(prompt="x", n=9), param="n")
+    raises(openai.BadRequestError, lambda: client.images.generate(prompt="x", n=11), param="n")
     raises(openai.BadRequestError, lambda: client.images.generate(prompt="refuse me"),
            code="content_policy_violation")
-    raises(openai.BadRequestError, lambda: client.images.generate(prompt="x", stream=True), param="stream")
     bad_key = openai.OpenAI(base_url=f"{server.base}/v1", api_key="nb_live_" + "0" * 32, max_retries=0)
     raises(openai.AuthenticationError, lambda: bad_key.images.generate(prompt="x"), code="invalid_api_key")
     raises(openai.NotFoundError, lambda: client.models.retrieve("no-such-model"), code="model_not_found")
@@ -227,6 +229,39 @@ def check_errors(server):
             break
     assert error is not None, "the rate limit was never reached"
     assert error.body["code"] == "rate_limited" and error.response.headers.get("retry-after")
+
+
+def check_streaming_usage_and_sizes(server):
+    """stream=True as the SDK's users write it: typed events, one per image, usage on each and
+    on every answer; a custom 4K size reaching Google as 16:9 at 4K; an error after the stream
+    started raised by the SDK."""
+    client = server.client()
+    before = server.usage()
+    events = list(client.images.generate(prompt="a banana", stream=True))
+    assert [event.type for event in events] == ["image_generation.completed"], events
+    completed = events[0]
+    assert base64.b64decode(completed.b64_json) == PNG
+    assert completed.usage.output_tokens == 1120 and completed.usage.input_tokens == 10, completed.usage
+    assert completed.usage.input_tokens_details.text_tokens == 10
+    assert completed.output_format == "png" and completed.background == "opaque", completed
+    two = list(client.images.generate(prompt="two bananas", n=2, stream=True, partial_images=2))
+    assert [event.type for event in two] == ["image_generation.completed"] * 2, two
+    assert server.usage() == before + 3, "streamed images are counted"
+    edit = list(client.images.edit(image=("a.png", PNG, "image/png"), prompt="a hat", stream=True))
+    assert [event.type for event in edit] == ["image_edit.completed"], edit
+    answer = client.images.generate(prompt="a banana", n=2)
+    assert answer.usage.output_tokens == 2 * 1120 and answer.usage.total_tokens == 2 * 1160, answer.usage
+    assert answer.usage.output_tokens_details.image_tokens == 2 * 1120, answer.usage
+    start = mark()
+    big = client.images.generate(prompt="a banana", size="3840x2160", quality="auto")
+    assert big.quality == "high", big
+    sent = received_since(start)[0]["generationConfig"]["imageConfig"]
+    assert sent == {"aspectRatio": "16:9", "imageSize": "4K"}, sent
+    try:
+        list(client.images.generate(prompt="refuse me", stream=True))
+        raise AssertionError("a refusal after the stream started was not raised")
+    except openai.APIError as error:
+        assert "blocked" in str(error) or "refused" in str(error), error
 
 
 def check_edits(server):
@@ -254,7 +289,9 @@ def check_edits(server):
 def check_models(server):
     client = server.client()
     ids = [model.id for model in client.models.list()]
-    assert ids == ["gemini-3.1-flash-image", "imagen-4.0-generate-001"], ids
+    assert ids[:2] == ["gemini-3.1-flash-image", "imagen-4.0-generate-001"], ids
+    assert "gpt-image-2" in ids and "nano-banana-2" in ids, ids
+    assert client.models.retrieve("gpt-image-2").id == "gpt-image-2"
     assert client.models.retrieve("gemini-3.1-flash-image").id == "gemini-3.1-flash-image"
 
 
@@ -274,10 +311,11 @@ def check_node_sdk(server):
     script = os.path.join(prefix, "openai_node_check.mjs")
     shutil.copy(os.path.join(ROOT, "scripts", "openai_node_check.mjs"), script)
     subprocess.run([node, script], env=env, check=True, timeout=120, cwd=prefix)
-    generated, edited = received_since(start)
+    generated, edited, _streamed, streamed_edit = received_since(start)
     assert edited["contents"][0]["parts"][1]["inlineData"]["data"] == base64.urlsafe_b64encode(PNG).decode()
     assert edited["contents"][0]["parts"][2]["inlineData"]["mime_type"] == "image/jpeg"
-    print("openai sdk: the Node SDK generated and edited with two images")
+    assert len(streamed_edit["contents"][0]["parts"]) == 2
+    print("openai sdk: the Node SDK generated and edited with two images, and streamed both")
 
 
 def check_quotas(server):
@@ -334,7 +372,8 @@ def check_retries(server):
 
 
 CHECKS = [check_generations, check_sizes, check_every_parameter, check_errors, check_edits,
-          check_models, check_quotas, check_retries, check_node_sdk]
+          check_streaming_usage_and_sizes, check_models, check_quotas, check_retries,
+          check_node_sdk]
 
 
 def main():

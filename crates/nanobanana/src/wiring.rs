@@ -182,6 +182,7 @@ pub fn wire(
             config.server.max_body_bytes,
         ),
         input_images: config.models.input_images(),
+        max_images_per_request: config.limits.max_images_per_request,
         openai_models,
         throttle: Arc::new(Throttle::new(
             rate_limiter.clone(),

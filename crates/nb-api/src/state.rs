@@ -45,6 +45,8 @@ pub struct AppState {
     pub body_budget: BodyBudget,
     /// What clients may send to edit.
     pub input_images: InputImageLimits,
+    /// The most images one OpenAI request may ask for (`n`, `NB_MAX_IMAGES_PER_REQUEST`).
+    pub max_images_per_request: u8,
     /// OpenAI model names and the models they mean.
     pub openai_models: OpenAiModelMap,
     pub client_addresses: ClientAddressSource,

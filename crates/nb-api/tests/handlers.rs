@@ -134,6 +134,7 @@ impl Services {
                 ServerSettings::default().max_body_bytes,
             ),
             input_images: InputImageLimits::default(),
+            max_images_per_request: nb_domain::generation::DEFAULT_MAX_IMAGES_PER_REQUEST,
             openai_models: OpenAiModelMap::empty(),
             client_addresses: ClientAddressSource {
                 trusted_proxy_hops: 0,

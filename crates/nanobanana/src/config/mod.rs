@@ -211,6 +211,14 @@ impl Config {
                 "must be at least 1".into(),
             ));
         }
+        if !(1..=nb_domain::generation::DEFAULT_MAX_IMAGES_PER_REQUEST)
+            .contains(&limits.max_images_per_request)
+        {
+            return Err(names.invalid(
+                "limits.max_images_per_request",
+                "must be from 1 to 10 (OpenAI's n)".into(),
+            ));
+        }
         if !(1..=720).contains(&limits.idempotency_ttl_hours) {
             return Err(names.invalid(
                 "limits.idempotency_ttl_hours",

@@ -211,6 +211,8 @@ pub struct LimitsSection {
     pub idempotency_ttl_hours: u64,
     /// The longest conversational edit, in turns (the new one included).
     pub max_edit_turns: NonZeroUsize,
+    /// The most images one OpenAI request may ask for (`n`), 1–10.
+    pub max_images_per_request: u8,
     pub rate_limits: RateLimitStore,
     /// Quotas of new accounts.
     pub default_account_per_day: Option<NonZeroU64>,
@@ -242,6 +244,7 @@ impl Default for LimitsSection {
             idempotency_ttl_hours: 24,
             max_edit_turns: NonZeroUsize::new(nb_domain::generation::DEFAULT_MAX_EDIT_TURNS)
                 .unwrap_or(NonZeroUsize::MIN),
+            max_images_per_request: nb_domain::generation::DEFAULT_MAX_IMAGES_PER_REQUEST,
             rate_limits: RateLimitStore::Shared,
             default_account_per_day: None,
             default_account_per_month: None,

@@ -216,6 +216,11 @@ pub const VARIABLES: &[Variable] = &[
         Number,
     ),
     var("NB_MAX_EDIT_TURNS", "limits.max_edit_turns", Number),
+    var(
+        "NB_MAX_IMAGES_PER_REQUEST",
+        "limits.max_images_per_request",
+        Number,
+    ),
     var("NB_RATE_LIMITS", "limits.rate_limits", Text),
     var(
         "NB_DEFAULT_ACCOUNT_PER_DAY",

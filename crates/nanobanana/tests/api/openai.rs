@@ -190,7 +190,7 @@ async fn n_images_are_n_generations_counted_as_n(app: TestApp) {
     assert_eq!(urls.len(), 3, "three images, three objects");
     assert_eq!(app.google_requests().await, 3);
     assert_eq!(app.usage(&token).await[0]["count"], 3);
-    for n in [0, 5] {
+    for n in [0, 11] {
         let error = openai_error(
             app.openai_generate(&key, &json!({"prompt": "x", "n": n}))
                 .await,
@@ -232,14 +232,122 @@ async fn every_size_becomes_its_aspect_ratio(app: TestApp) {
         .collect();
     let expected: Vec<&str> = sizes.iter().map(|(_, ratio)| *ratio).collect();
     assert_eq!(ratios, expected);
-    let error = openai_error(
-        app.openai_generate(&key, &json!({"prompt": "x", "size": "1024x768"}))
+    // Outside gpt-image-2's limits: not multiples of 16, wider than 3:1, longer than 3840.
+    for size in ["1000x1000", "3840x1024", "4096x2304", "big"] {
+        let error = openai_error(
+            app.openai_generate(&key, &json!({"prompt": "x", "size": size}))
+                .await,
+            400,
+            "validation_failed",
+        )
+        .await;
+        assert_eq!(error["param"], "size", "{size}");
+    }
+}
+
+async fn custom_sizes_and_quality_choose_the_resolution(app: TestApp) {
+    let (_, key) = app.user_with_key("ada@example.com").await;
+    // size → quality → what Google is asked for, and the answer's quality.
+    let cases = [
+        (
+            "3840x2160",
+            None,
+            json!({"aspectRatio": "16:9", "imageSize": "4K"}),
+            "high",
+        ),
+        (
+            "2560x1440",
+            None,
+            json!({"aspectRatio": "16:9", "imageSize": "2K"}),
+            "medium",
+        ),
+        ("1024x768", None, json!({"aspectRatio": "4:3"}), "medium"),
+        (
+            "1024x1024",
+            Some("low"),
+            json!({"aspectRatio": "1:1", "imageSize": "512"}),
+            "low",
+        ),
+        (
+            "1024x1024",
+            Some("hd"),
+            json!({"aspectRatio": "1:1", "imageSize": "2K"}),
+            "medium",
+        ),
+        (
+            "1024x1024",
+            Some("xhigh"),
+            json!({"aspectRatio": "1:1", "imageSize": "4K"}),
+            "high",
+        ),
+        ("auto", Some("standard"), Value::Null, "medium"),
+    ];
+    for (size, quality, _, answered) in &cases {
+        let mut body = json!({"prompt": "x", "size": size});
+        if let Some(quality) = quality {
+            body["quality"] = json!(quality);
+        }
+        let response = app.openai_generate(&key, &body).await;
+        assert_eq!(response.status(), 200, "{body}");
+        let answer: Value = response.json().await.unwrap();
+        assert_eq!(answer["quality"], *answered, "{body}");
+        assert_eq!(answer["background"], "opaque");
+    }
+    let sent: Vec<Value> = app
+        .google_bodies()
+        .await
+        .iter()
+        .map(|body| body["generationConfig"]["imageConfig"].clone())
+        .collect();
+    let expected: Vec<Value> = cases
+        .iter()
+        .map(|(_, _, config, _)| config.clone())
+        .collect();
+    assert_eq!(sent, expected);
+    let transparent = openai_error(
+        app.openai_generate(&key, &json!({"prompt": "x", "background": "transparent"}))
             .await,
         400,
         "validation_failed",
     )
     .await;
-    assert_eq!(error["param"], "size");
+    assert_eq!(transparent["param"], "background");
+}
+
+async fn usage_sums_googles_token_counts(app: TestApp) {
+    wiremock::Mock::given(wiremock::matchers::method("POST"))
+        .and(wiremock::matchers::path_regex(r":generateContent$"))
+        .respond_with(crate::fake_google::FakeGemini)
+        .with_priority(1)
+        .mount(&app.google)
+        .await;
+    let (_, key) = app.user_with_key("ada@example.com").await;
+    let answer: Value = app
+        .openai_generate(
+            &key,
+            &json!({"prompt": "a banana", "n": 2, "size": "2560x1440"}),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    let usage = &answer["usage"];
+    // Two 2K images of 3.1 Flash: 1680 output image tokens each, thinking reported apart.
+    assert_eq!(usage["output_tokens"], 2 * 1680, "{answer}");
+    assert_eq!(usage["output_tokens_details"]["image_tokens"], 2 * 1680);
+    assert_eq!(
+        usage["output_tokens_details"]["thinking_tokens"],
+        2 * crate::fake_google::THINKING_TOKENS
+    );
+    let input = usage["input_tokens"].as_u64().unwrap();
+    assert!(input > 0);
+    assert_eq!(usage["input_tokens_details"]["text_tokens"], input);
+    assert_eq!(usage["input_tokens_details"]["image_tokens"], 0);
+    assert_eq!(
+        usage["total_tokens"],
+        input + 2 * 1680 + 2 * crate::fake_google::THINKING_TOKENS
+    );
+    assert_eq!(answer["size"], "2752x1536", "Google's 16:9 at 2K");
 }
 
 async fn every_sdk_field_is_accepted(app: TestApp) {
@@ -247,7 +355,7 @@ async fn every_sdk_field_is_accepted(app: TestApp) {
     let everything = json!({
         "prompt": "x", "model": "dall-e-3", "n": 1, "size": "auto", "quality": "hd",
         "response_format": "url", "style": "vivid", "output_format": "webp",
-        "output_compression": 80, "background": "transparent", "moderation": "low",
+        "output_compression": 80, "background": "opaque", "moderation": "low",
         "user": "user-42", "safety_identifier": "s-1", "stream": false, "partial_images": 2,
         "complexity": "high", "frame_count": 4, "frame_duration_ms": 100,
         "input_fidelity": "high", "svg": {"model": "x"}
@@ -272,7 +380,11 @@ async fn errors_come_in_openais_envelope(app: TestApp) {
     let (_, key) = app.user_with_key("ada@example.com").await;
     let cases = [
         (json!({}), "prompt"),
-        (json!({"prompt": "x", "stream": true}), "stream"),
+        (json!({"prompt": "x", "quality": "ultra"}), "quality"),
+        (
+            json!({"prompt": "x", "partial_images": 4}),
+            "partial_images",
+        ),
         (
             json!({"prompt": "x", "output_format": "gif"}),
             "output_format",
@@ -602,8 +714,29 @@ async fn models_are_listed_in_openais_shape(app: TestApp) {
         .iter()
         .map(|model| model["id"].as_str().unwrap())
         .collect();
-    assert_eq!(ids, [MODEL, "gemini-3-pro-image"]);
+    // The enabled models, their aliases, then OpenAI's names: each name a client may use.
+    assert_eq!(
+        ids,
+        [
+            MODEL,
+            "gemini-3-pro-image",
+            "nano-banana-2",
+            "nano-banana-pro",
+            "gpt-image-2",
+            "gpt-image-1.5",
+            "gpt-image-1",
+            "gpt-image-1-mini",
+            "chatgpt-image-latest",
+            "dall-e-3",
+            "dall-e-2",
+        ]
+    );
     assert_eq!(list["data"][0]["object"], "model");
+    assert_eq!(list["data"][3]["model"], "gemini-3-pro-image");
+    assert_eq!(
+        list["data"][4]["model"], MODEL,
+        "OpenAI's names mean the default model"
+    );
     let one: Value = app
         .get_with(&format!("/v1/models/{MODEL}"), &key)
         .await
@@ -635,6 +768,10 @@ on_both_backends!(
     b64_json_answers_carry_the_bytes,
     n_images_are_n_generations_counted_as_n,
     every_size_becomes_its_aspect_ratio,
+    custom_sizes_and_quality_choose_the_resolution,
+    usage_sums_googles_token_counts,
+    streams_one_completed_event_per_image,
+    stream_errors_before_the_start_are_json_and_after_it_events,
     every_sdk_field_is_accepted,
     errors_come_in_openais_envelope,
     a_refused_prompt_is_a_content_policy_violation,
@@ -654,3 +791,141 @@ crate::configured_on_both_backends!(
             std::num::NonZeroUsize::new(6 * 1024).unwrap();
     },
 );
+
+/// The events of a `text/event-stream` answer: `(event, data)`, comments left out.
+async fn events(response: reqwest::Response) -> Vec<(String, Value)> {
+    assert_eq!(response.status(), 200);
+    assert!(
+        response.headers()[CONTENT_TYPE]
+            .to_str()
+            .unwrap()
+            .starts_with("text/event-stream")
+    );
+    let text = response.text().await.unwrap();
+    text.split("\n\n")
+        .filter(|block| !block.trim().is_empty() && !block.starts_with(':'))
+        .map(|block| {
+            let mut name = String::new();
+            let mut data = String::new();
+            for line in block.lines() {
+                if let Some(value) = line.strip_prefix("event: ") {
+                    name = value.to_owned();
+                } else if let Some(value) = line.strip_prefix("data: ") {
+                    data.push_str(value);
+                }
+            }
+            (name, serde_json::from_str(&data).unwrap())
+        })
+        .collect()
+}
+
+async fn streams_one_completed_event_per_image(app: TestApp) {
+    let (token, key) = app.user_with_key("ada@example.com").await;
+    let response = app
+        .openai_generate(
+            &key,
+            &json!({"prompt": "a banana", "n": 2, "stream": true, "partial_images": 2}),
+        )
+        .await;
+    let received = events(response).await;
+    assert_eq!(received.len(), 2, "no partial images: Google makes none");
+    for (name, data) in &received {
+        assert_eq!(name, "image_generation.completed");
+        assert_eq!(data["type"], "image_generation.completed");
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(data["b64_json"].as_str().unwrap())
+            .unwrap();
+        assert_eq!(bytes, png_bytes());
+        assert!(data["created_at"].as_i64().unwrap() > 1_700_000_000);
+        assert_eq!(
+            (data["size"].as_str(), data["output_format"].as_str()),
+            (Some("2x2"), Some("png"))
+        );
+        assert_eq!(
+            (data["quality"].as_str(), data["background"].as_str()),
+            (Some("medium"), Some("opaque"))
+        );
+        assert!(data["usage"]["input_tokens"].is_u64(), "{data}");
+    }
+    // Both were recorded and counted.
+    assert_eq!(app.usage(&token).await[0]["count"], 2);
+    assert_eq!(app.google_requests().await, 2);
+
+    // An edit streams image_edit events.
+    let edit = app
+        .openai_edit(
+            &key,
+            form(&[
+                Part::Text("prompt", "a hat"),
+                Part::Text("stream", "true"),
+                Part::File("image", "a.png", &png_bytes()),
+            ]),
+        )
+        .await;
+    let received = events(edit).await;
+    assert_eq!(received.len(), 1);
+    assert_eq!(received[0].0, "image_edit.completed");
+    assert_eq!(received[0].1["type"], "image_edit.completed");
+}
+
+async fn stream_errors_before_the_start_are_json_and_after_it_events(app: TestApp) {
+    let token = app.signed_up("ada@example.com").await;
+    let created: Value = app
+        .create_key(
+            &token,
+            Some(json!({"name": "one a day", "limits": {"per_day": 1}})),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    let key = created["key"].as_str().unwrap().to_owned();
+    // The model refuses after the stream started: an error event the SDKs raise.
+    wiremock::Mock::given(wiremock::matchers::method("POST"))
+        .respond_with(wiremock::ResponseTemplate::new(200).set_body_json(
+            json!({"candidates": [{"content": {"parts": [{"text": "no"}]}, "finishReason": "IMAGE_SAFETY"}]}),
+        ))
+        .up_to_n_times(1)
+        .with_priority(1)
+        .mount(&app.google)
+        .await;
+    let refused = events(
+        app.openai_generate(&key, &json!({"prompt": "x", "stream": true}))
+            .await,
+    )
+    .await;
+    assert_eq!(refused.len(), 1);
+    assert_eq!(refused[0].0, "error");
+    assert_eq!(refused[0].1["type"], "error");
+    assert_eq!(refused[0].1["error"]["code"], "content_policy_violation");
+    // The day's one image: made, then the quota refuses before any stream starts.
+    assert_eq!(
+        app.openai_generate(&key, &json!({"prompt": "x", "stream": true}))
+            .await
+            .status(),
+        200
+    );
+    let over = openai_error(
+        app.openai_generate(&key, &json!({"prompt": "x", "stream": true}))
+            .await,
+        429,
+        "quota_exceeded",
+    )
+    .await;
+    assert_eq!(over["type"], "insufficient_quota");
+    // A stream cannot be replayed: no Idempotency-Key with it.
+    let (_, other_key) = app.created_key(&token).await;
+    let keyed = app
+        .client
+        .post(app.url("/v1/images/generations"))
+        .bearer_auth(&other_key)
+        .header("Idempotency-Key", "order-1")
+        .json(&json!({"prompt": "x", "stream": true}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        openai_error(keyed, 400, "validation_failed").await["param"],
+        "stream"
+    );
+}

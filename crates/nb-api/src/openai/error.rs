@@ -148,6 +148,32 @@ impl ResponseError for OpenAiError {
     }
 }
 
+impl OpenAiError {
+    /// The error as the data of a server-sent `error` event, once a stream has started:
+    /// `{"type": "error", "error": {message, type, param, code}}` (the SDKs raise it).
+    pub(crate) fn event_data(&self) -> serde_json::Value {
+        let (status, code) = self.status_and_code();
+        let kind = if code == "quota_exceeded" {
+            "insufficient_quota"
+        } else if status == StatusCode::TOO_MANY_REQUESTS {
+            "requests"
+        } else if status.is_server_error() {
+            "server_error"
+        } else {
+            "invalid_request_error"
+        };
+        serde_json::json!({
+            "type": "error",
+            "error": {
+                "message": self.0.message(),
+                "type": kind,
+                "param": self.0.field(),
+                "code": code,
+            }
+        })
+    }
+}
+
 /// An error as this surface answers it, in OpenAI's shape.
 pub fn render(error: ApiError) -> HttpResponse {
     OpenAiError(error).error_response()

@@ -4,7 +4,7 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use nb_domain::api_keys::AuthenticatedApiKey;
 use nb_domain::generation::{
     Generation, GenerationRequest, ImageCount, ImageFormat, ImageShape, ImageStyle, InputImages,
-    InvalidGenerationRequest, PixelSize, Prompt, image_dimensions,
+    InvalidGenerationRequest, PixelSize, Prompt, Quality, image_dimensions,
 };
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -19,6 +19,7 @@ use crate::generation_flow::throttle::throttled;
 use crate::headers::insert_quota;
 use crate::openai::error::{OpenAiError, OpenAiErrorBody, render};
 use crate::openai::multipart::{EditForm, read_edit_form};
+use crate::openai::stream::{StreamKind, respond_streaming};
 use crate::state::AppState;
 
 /// The sizes OpenAI's SDKs offer; each becomes the nearest aspect ratio.
@@ -143,24 +144,39 @@ struct Wanted {
     request: GenerationRequest,
     count: ImageCount,
     format: ResponseFormat,
+    /// `stream: true`: server-sent events (see [`crate::openai::stream`]).
+    stream: bool,
 }
 
-/// `auto` (or none): the model's choice; an OpenAI size: the model's nearest aspect ratio and
-/// the smallest of its resolutions big enough.
+/// gpt-image-2's limits on a custom size (OpenAI's documentation): sides multiples of 16, the
+/// long side at most 3840, the ratio between 1:3 and 3:1.
+const MAX_LONG_SIDE: u32 = 3840;
+
+/// `auto` (or none): the model's choice; one of the classic sizes, or any size within
+/// gpt-image-2's limits: the model's nearest aspect ratio and the smallest of its resolutions
+/// big enough.
 fn openai_size(raw: Option<&str>) -> Result<Option<PixelSize>, ApiError> {
     let Some(raw) = raw.filter(|raw| *raw != "auto") else {
         return Ok(None);
     };
-    match OPENAI_SIZES
-        .contains(&raw)
-        .then(|| PixelSize::parse(raw).ok())
-        .flatten()
-    {
-        Some(size) => Ok(Some(size)),
-        None => Err(ApiError::invalid_field(
+    let refused = || {
+        ApiError::invalid_field(
             "size",
-            format!("size must be auto or one of {}", OPENAI_SIZES.join(", ")),
-        )),
+            format!(
+                "size must be auto, one of {}, or WxH with sides multiples of 16, the long side \
+                 at most {MAX_LONG_SIDE} and a ratio between 1:3 and 3:1 (e.g. 2560x1440)",
+                OPENAI_SIZES.join(", ")
+            ),
+        )
+    };
+    let size = PixelSize::parse(raw).map_err(|_| refused())?;
+    let (long, short) = (size.width.max(size.height), size.width.min(size.height));
+    let custom_fits =
+        size.width % 16 == 0 && size.height % 16 == 0 && long <= MAX_LONG_SIDE && long <= 3 * short;
+    if OPENAI_SIZES.contains(&raw) || custom_fits {
+        Ok(Some(size))
+    } else {
+        Err(refused())
     }
 }
 
@@ -169,11 +185,36 @@ fn checked(
     inputs: InputImages,
     state: &AppState,
 ) -> Result<Wanted, ApiError> {
-    if options.stream == Some(true) {
+    let stream = options.stream == Some(true);
+    if let Some(partial) = options.partial_images
+        && !(0..=3).contains(&partial)
+    {
         return Err(ApiError::invalid_field(
-            "stream",
-            "streaming is not offered: leave stream out or false",
+            "partial_images",
+            "partial_images must be from 0 to 3",
         ));
+    }
+    let quality = options
+        .quality
+        .as_deref()
+        .map(Quality::parse)
+        .transpose()
+        .map_err(|error| ApiError::invalid_field("quality", error.to_string()))?
+        .unwrap_or_default();
+    match options.background.as_deref() {
+        None | Some("auto" | "opaque") => {}
+        Some("transparent") => {
+            return Err(ApiError::invalid_field(
+                "background",
+                "the models draw opaque images: background must be auto or opaque",
+            ));
+        }
+        Some(_) => {
+            return Err(ApiError::invalid_field(
+                "background",
+                "background must be auto, opaque or transparent",
+            ));
+        }
     }
     match options.output_format.as_deref() {
         None | Some("png" | "jpeg" | "webp") => {}
@@ -204,7 +245,7 @@ fn checked(
             ));
         }
     };
-    let count = ImageCount::new(options.n.unwrap_or(1))?;
+    let count = ImageCount::new(options.n.unwrap_or(1), state.max_images_per_request)?;
     let prompt = options
         .prompt
         .ok_or_else(|| ApiError::invalid_field("prompt", "prompt is required"))
@@ -216,7 +257,7 @@ fn checked(
         .resolve(options.model.as_deref(), state.generations.models())
         .map_err(|error| ApiError::invalid_field("model", error.to_string()))?;
     let size = openai_size(options.size.as_deref())?;
-    let shape = ImageShape::for_size(&model, size);
+    let shape = ImageShape::for_size(&model, size).at_quality(&model, quality);
     let label = size.map_or_else(|| "auto".to_owned(), |size| size.to_string());
     let today = state.generations.now().date();
     let request =
@@ -232,6 +273,7 @@ fn checked(
         request,
         count,
         format,
+        stream,
     })
 }
 
@@ -258,14 +300,92 @@ pub(crate) struct ImagesResponse {
     size: Option<String>,
     /// `png`, `jpeg` or `webp`: what the first image is.
     output_format: &'static str,
+    /// `low`, `medium` or `high`: where the resolution made stands among the model's.
+    quality: &'static str,
+    /// Always `opaque`: the models draw no transparency.
+    background: &'static str,
+    /// The tokens Google counted, summed over the images.
+    usage: OpenAiUsage,
 }
 
-fn output_format(format: ImageFormat) -> &'static str {
+/// OpenAI's `usage` of an images answer, from Google's `usageMetadata` summed over the images
+/// (0 where Google counted nothing: test-mode keys).
+#[derive(Serialize, ToSchema, Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct OpenAiUsage {
+    pub input_tokens: u64,
+    pub input_tokens_details: OpenAiInputDetails,
+    /// Google's `candidatesTokenCount`.
+    pub output_tokens: u64,
+    pub output_tokens_details: OpenAiOutputDetails,
+    /// Google's `totalTokenCount`.
+    pub total_tokens: u64,
+}
+
+#[derive(Serialize, ToSchema, Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct OpenAiInputDetails {
+    pub text_tokens: u64,
+    pub image_tokens: u64,
+}
+
+#[derive(Serialize, ToSchema, Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct OpenAiOutputDetails {
+    pub image_tokens: u64,
+    pub text_tokens: u64,
+    /// Google's `thoughtsTokenCount`.
+    pub thinking_tokens: u64,
+}
+
+impl OpenAiUsage {
+    /// The usage of `generations`, summed.
+    pub(crate) fn of<'a>(generations: impl IntoIterator<Item = &'a Generation>) -> Self {
+        let mut sum = Self::default();
+        for usage in generations
+            .into_iter()
+            .filter_map(|generation| generation.usage)
+        {
+            sum.input_tokens += usage.input_tokens;
+            sum.input_tokens_details.text_tokens += usage.input_text_tokens.unwrap_or(0);
+            sum.input_tokens_details.image_tokens += usage.input_image_tokens.unwrap_or(0);
+            sum.output_tokens += usage.output_tokens;
+            sum.output_tokens_details.image_tokens += usage.output_image_tokens.unwrap_or(0);
+            sum.output_tokens_details.text_tokens += usage.output_text_tokens.unwrap_or(0);
+            sum.output_tokens_details.thinking_tokens += usage.thinking_tokens;
+            sum.total_tokens += usage.total_tokens;
+        }
+        sum
+    }
+}
+
+pub(crate) fn output_format(format: ImageFormat) -> &'static str {
     match format {
         ImageFormat::Png => "png",
         ImageFormat::Jpeg => "jpeg",
         ImageFormat::Webp => "webp",
     }
+}
+
+/// `stream: true`: server-sent events (an `Idempotency-Key` cannot replay a stream).
+async fn streamed(
+    state: &AppState,
+    caller: AuthenticatedApiKey,
+    with_idempotency_key: bool,
+    wanted: Wanted,
+    kind: StreamKind,
+) -> Result<HttpResponse, ApiError> {
+    if with_idempotency_key {
+        return Err(ApiError::invalid_field(
+            "stream",
+            "a streamed answer cannot be replayed: send stream without an Idempotency-Key",
+        ));
+    }
+    Ok(respond_streaming(
+        state.generations.clone(),
+        caller,
+        wanted.request,
+        wanted.count,
+        kind,
+    )
+    .await)
 }
 
 async fn run(
@@ -300,8 +420,16 @@ fn answer(
     let created = first.created_at.unix_timestamp();
     let size = image_dimensions(first.image.bytes()).map(|(w, h)| format!("{w}x{h}"));
     let output_format = output_format(first.image.format());
+    let quality = first.shape.quality_label(&first.model);
+    let usage = OpenAiUsage::of(&generations);
+    let tail = AnswerTail {
+        size: size.as_deref(),
+        output_format,
+        quality,
+        usage,
+    };
     if format == ResponseFormat::Base64Json {
-        let body = base64_json_body(created, &generations, size.as_deref(), output_format);
+        let body = base64_json_body(created, &generations, &tail);
         return HttpResponse::Ok()
             .insert_header(timing)
             .content_type("application/json")
@@ -311,6 +439,9 @@ fn answer(
         created,
         size,
         output_format,
+        quality,
+        background: "opaque",
+        usage,
         data: generations
             .into_iter()
             .map(|generation| ImageData {
@@ -326,12 +457,15 @@ fn answer(
 /// The `b64_json` answer, written by hand: each image is base64-encoded once (SIMD), straight
 /// into the body — no `String` per image for serde to scan for escapes and copy again (base64
 /// needs none). The same JSON as [`ImagesResponse`] with `b64_json` set.
-fn base64_json_body(
-    created: i64,
-    generations: &[Generation],
-    size: Option<&str>,
-    output_format: &str,
-) -> Vec<u8> {
+/// What an answer says after its images.
+struct AnswerTail<'a> {
+    size: Option<&'a str>,
+    output_format: &'static str,
+    quality: &'static str,
+    usage: OpenAiUsage,
+}
+
+fn base64_json_body(created: i64, generations: &[Generation], tail: &AnswerTail<'_>) -> Vec<u8> {
     let encoded: usize = generations
         .iter()
         .map(|generation| generation.image.bytes().len().div_ceil(3) * 4)
@@ -349,12 +483,16 @@ fn base64_json_body(
         body.push(b'}');
     }
     body.push(b']');
-    if let Some(size) = size {
+    if let Some(size) = tail.size {
         body.extend_from_slice(br#","size":"#);
         json_string(&mut body, size);
     }
     body.extend_from_slice(br#","output_format":"#);
-    json_string(&mut body, output_format);
+    json_string(&mut body, tail.output_format);
+    body.extend_from_slice(br#","quality":"#);
+    json_string(&mut body, tail.quality);
+    body.extend_from_slice(br#","background":"opaque","usage":"#);
+    let _ = serde_json::to_writer(&mut body, &tail.usage);
     body.push(b'}');
     body
 }
@@ -399,6 +537,16 @@ pub(crate) async fn generations(
         } = body.map_err(|error| OpenAiError::from(error).0)?;
         let idempotency_key = idempotency::key_of(&request)?;
         let wanted = checked(options, InputImages::none(), &state)?;
+        if wanted.stream {
+            return streamed(
+                &state,
+                caller,
+                idempotency_key.is_some(),
+                wanted,
+                StreamKind::Generation,
+            )
+            .await;
+        }
         let work = run(&request, &state, caller, wanted);
         idempotent(&state, &caller, idempotency_key, fingerprint, render, work).await
     })
@@ -463,6 +611,16 @@ pub(crate) async fn edits(
         let options = ImageGenerationRequest::from_form(&fields)?;
         let inputs = InputImages::parse(images, mask, state.input_images)?;
         let wanted = checked(options, inputs, &state)?;
+        if wanted.stream {
+            return streamed(
+                &state,
+                caller,
+                idempotency_key.is_some(),
+                wanted,
+                StreamKind::Edit,
+            )
+            .await;
+        }
         let work = run(&request, &state, caller, wanted);
         idempotent(&state, &caller, idempotency_key, fingerprint, render, work).await
     })

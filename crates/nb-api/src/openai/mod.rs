@@ -11,3 +11,4 @@ pub mod images;
 pub mod model_map;
 pub mod models;
 pub mod multipart;
+pub mod stream;

@@ -8,6 +8,18 @@ use nb_domain::generation::{AllowedModels, ImageModel, UnknownModel};
 /// OpenAI model names that mean the default model unless the map says otherwise.
 const OPENAI_NAME_PREFIXES: [&str; 3] = ["gpt-image", "chatgpt-image", "dall-e"];
 
+/// OpenAI's image model names in use (late 2026), listed by `GET /v1/models` so that
+/// `models.retrieve("gpt-image-2")` works.
+pub const OPENAI_MODEL_NAMES: [&str; 7] = [
+    "gpt-image-2",
+    "gpt-image-1.5",
+    "gpt-image-1",
+    "gpt-image-1-mini",
+    "chatgpt-image-latest",
+    "dall-e-3",
+    "dall-e-2",
+];
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OpenAiModelMap {
     /// `(OpenAI name, our model)`, checked against the allowed models at start-up.

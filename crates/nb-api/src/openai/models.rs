@@ -10,6 +10,7 @@ use utoipa::ToSchema;
 use crate::error::ApiError;
 use crate::extract::credentials::Caller;
 use crate::openai::error::{OpenAiErrorBody, render};
+use crate::openai::model_map::OPENAI_MODEL_NAMES;
 use crate::state::AppState;
 
 /// OpenAI's `Model`, with what the model catalog says the model can do.
@@ -84,14 +85,33 @@ pub(crate) async fn list_models(
         return render(error);
     }
     let today = state.generations.now().date();
+    let models = state.generations.models();
+    // The enabled models first (the default first), then each of their aliases, then the
+    // OpenAI names this server answers to: each name a client may use is its own entry.
+    let mut data: Vec<ModelObject> = models
+        .iter()
+        .map(|model| model_object(model.as_str(), model, today))
+        .collect();
+    for model in models.iter() {
+        for alias in &model.spec().aliases {
+            data.push(model_object(alias, model, today));
+        }
+    }
+    let openai_names = OPENAI_MODEL_NAMES
+        .iter()
+        .copied()
+        .chain(state.openai_models.names());
+    for name in openai_names {
+        if data.iter().any(|entry| entry.id == name) {
+            continue;
+        }
+        if let Ok(model) = state.openai_models.resolve(Some(name), models) {
+            data.push(model_object(name, &model, today));
+        }
+    }
     HttpResponse::Ok().json(ModelList {
         object: "list",
-        data: state
-            .generations
-            .models()
-            .iter()
-            .map(|model| model_object(model.as_str(), model, today))
-            .collect(),
+        data,
     })
 }
 

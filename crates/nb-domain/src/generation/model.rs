@@ -883,29 +883,99 @@ pub struct RawGenerationRequest {
     pub previous_generation_id: Option<String>,
 }
 
-/// How many images one request asks for: 1 to 4, each its own provider call.
+/// How many images one request asks for: 1 to the deployment's cap, each its own provider call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ImageCount(u8);
 
-pub const MAX_IMAGES_PER_REQUEST: u8 = 4;
+/// OpenAI allows 10 images per request; so do we unless the operator lowers it
+/// (`NB_MAX_IMAGES_PER_REQUEST`).
+pub const DEFAULT_MAX_IMAGES_PER_REQUEST: u8 = 10;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("n must be between 1 and {MAX_IMAGES_PER_REQUEST}")]
-pub struct InvalidImageCount;
+#[error("n must be between 1 and {max}")]
+pub struct InvalidImageCount {
+    pub max: u8,
+}
 
 impl ImageCount {
     pub const ONE: Self = Self(1);
 
-    pub fn new(n: i64) -> Result<Self, InvalidImageCount> {
+    /// `n`, when it is from 1 to `max`.
+    pub fn new(n: i64, max: u8) -> Result<Self, InvalidImageCount> {
         u8::try_from(n)
             .ok()
-            .filter(|n| (1..=MAX_IMAGES_PER_REQUEST).contains(n))
+            .filter(|n| (1..=max).contains(n))
             .map(Self)
-            .ok_or(InvalidImageCount)
+            .ok_or(InvalidImageCount { max })
     }
 
     pub fn get(self) -> usize {
         usize::from(self.0)
+    }
+}
+
+/// OpenAI's `quality`, as a change of resolution on the model: `low` its smallest, `medium`
+/// (and `standard`, `auto`) what the size gives, `high` (and `hd`) one above, `xhigh` (and
+/// `max`) its largest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Quality {
+    Low,
+    #[default]
+    Medium,
+    High,
+    Highest,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("quality must be auto, low, medium, high, xhigh (or standard, hd, max)")]
+pub struct InvalidQuality;
+
+impl Quality {
+    pub fn parse(raw: &str) -> Result<Self, InvalidQuality> {
+        match raw {
+            "low" => Ok(Self::Low),
+            "medium" | "standard" | "auto" => Ok(Self::Medium),
+            "high" | "hd" => Ok(Self::High),
+            "xhigh" | "max" => Ok(Self::Highest),
+            _ => Err(InvalidQuality),
+        }
+    }
+}
+
+impl ImageShape {
+    /// The shape with its resolution moved as `quality` asks, within the model's.
+    pub fn at_quality(self, model: &ImageModel, quality: Quality) -> Self {
+        let mut resolutions = model.spec().resolutions.clone();
+        resolutions.sort();
+        let (Some(&smallest), Some(&largest)) = (resolutions.first(), resolutions.last()) else {
+            return self;
+        };
+        let resolution = match quality {
+            Quality::Low => smallest,
+            Quality::Medium => self.resolution,
+            Quality::High => resolutions
+                .iter()
+                .copied()
+                .find(|resolution| *resolution > self.resolution)
+                .unwrap_or(largest),
+            Quality::Highest => largest,
+        };
+        Self { resolution, ..self }
+    }
+
+    /// The OpenAI `quality` word for what was made: `low` at the model's smallest resolution,
+    /// `high` at its largest, else `medium`.
+    pub fn quality_label(self, model: &ImageModel) -> &'static str {
+        let resolutions = &model.spec().resolutions;
+        let smallest = resolutions.iter().min();
+        let largest = resolutions.iter().max();
+        if resolutions.len() > 1 && largest == Some(&self.resolution) {
+            "high"
+        } else if resolutions.len() > 1 && smallest == Some(&self.resolution) {
+            "low"
+        } else {
+            "medium"
+        }
     }
 }
 
@@ -1498,11 +1568,39 @@ mod tests {
     }
 
     #[test]
-    fn image_counts_are_one_to_four() {
-        assert_eq!(ImageCount::new(3).unwrap().get(), 3);
-        for bad in [0, 5, -1, 1_000_000_000_000] {
-            assert!(ImageCount::new(bad).is_err(), "{bad}");
+    fn image_counts_are_one_to_the_cap() {
+        assert_eq!(ImageCount::new(10, 10).unwrap().get(), 10);
+        for bad in [0, 11, -1, 1_000_000_000_000] {
+            assert!(ImageCount::new(bad, 10).is_err(), "{bad}");
         }
+        assert_eq!(ImageCount::new(5, 4), Err(InvalidImageCount { max: 4 }));
+    }
+
+    #[test]
+    fn quality_moves_the_resolution_within_the_models() {
+        let models = AllowedModels::new([
+            "gemini-3.1-flash-image".to_owned(),
+            "gemini-3-pro-image".to_owned(),
+            "gemini-3.1-flash-lite-image".to_owned(),
+        ])
+        .unwrap();
+        let shape = |model: &ImageModel, size: &str, quality: &str| {
+            let shape = ImageShape::for_size(model, Some(PixelSize::parse(size).unwrap()))
+                .at_quality(model, Quality::parse(quality).unwrap());
+            (shape.resolution.as_str(), shape.quality_label(model))
+        };
+        let flash = models.choose(Some("gemini-3.1-flash-image")).unwrap();
+        let pro = models.choose(Some("gemini-3-pro-image")).unwrap();
+        let lite = models.choose(Some("gemini-3.1-flash-lite-image")).unwrap();
+        assert_eq!(shape(&flash, "1024x1024", "low"), ("512", "low"));
+        assert_eq!(shape(&flash, "1024x1024", "auto"), ("1K", "medium"));
+        assert_eq!(shape(&flash, "1024x1024", "hd"), ("2K", "medium"));
+        assert_eq!(shape(&flash, "2560x1440", "high"), ("4K", "high"));
+        assert_eq!(shape(&flash, "3840x2160", "high"), ("4K", "high"), "capped");
+        assert_eq!(shape(&flash, "1024x1024", "xhigh"), ("4K", "high"));
+        assert_eq!(shape(&pro, "1024x1024", "low"), ("1K", "low"));
+        assert_eq!(shape(&lite, "1024x1024", "max"), ("1K", "medium"));
+        assert!(Quality::parse("ultra").is_err());
     }
 
     #[test]

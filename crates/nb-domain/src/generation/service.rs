@@ -52,6 +52,15 @@ pub struct GenerationPorts {
     pub ids: Arc<dyn IdGenerator>,
 }
 
+/// What a streamed batch tells as it goes.
+#[derive(Debug)]
+pub enum BatchEvent {
+    /// The work started (the images are reserved); where the tightest quota stands.
+    Started(Option<QuotaStanding>),
+    /// One image, as soon as it was made (stored, recorded and counted).
+    Made(Box<Generation>),
+}
+
 /// What a request for images came to, and where the tightest quota stands after it.
 #[derive(Debug)]
 pub struct GenerationBatch {
@@ -96,6 +105,17 @@ pub trait Generations: Send + Sync + 'static {
         caller: AuthenticatedApiKey,
         request: &GenerationRequest,
         count: ImageCount,
+    ) -> GenerationBatch;
+
+    /// The same, telling `events` as it goes: `Started` once the images are reserved (or
+    /// when no quota applies), then each image as it is made. Nothing is sent when the
+    /// request is refused before any work. The work goes on when `events` is closed.
+    async fn generate_images_streamed(
+        &self,
+        caller: AuthenticatedApiKey,
+        request: GenerationRequest,
+        count: ImageCount,
+        events: tokio::sync::mpsc::UnboundedSender<BatchEvent>,
     ) -> GenerationBatch;
 
     /// The user's usage over the query's days, grouped as it asks.
@@ -368,37 +388,13 @@ impl GenerationService {
         })
     }
 
-    /// Records the failure (best effort: the caller's error matters more) and returns `error`.
-    async fn record_failure(
-        &self,
-        failed: GenerationRecord,
-        error: GenerateError,
-    ) -> GenerateError {
-        tracing::warn!(error_code = failed.outcome_code(), error = %error, "generation failed");
-        if let Err(db_error) = self.ports.generations.record(&failed).await {
-            tracing::error!(error = %db_error, "could not record a failed generation");
-        }
-        error
-    }
-
-    fn elapsed_since(&self, started_at: OffsetDateTime) -> Duration {
-        (self.ports.clock.now() - started_at)
-            .try_into()
-            .unwrap_or(Duration::ZERO)
-    }
-}
-
-#[async_trait]
-impl Generations for GenerationService {
-    fn models(&self) -> &AllowedModels {
-        &self.models
-    }
-
-    async fn generate_images(
+    /// A batch of `count` images; see [`Generations::generate_images`].
+    async fn run_batch(
         &self,
         caller: AuthenticatedApiKey,
         request: &GenerationRequest,
         count: ImageCount,
+        events: Option<&tokio::sync::mpsc::UnboundedSender<BatchEvent>>,
     ) -> GenerationBatch {
         let history = match request.previous {
             Some(previous) => match self.conversation(&caller, previous).await {
@@ -435,15 +431,24 @@ impl Generations for GenerationService {
         } else {
             None
         };
-        let results = futures_util::future::join_all(
-            (0..count.get()).map(|_| self.generate(caller, request.clone(), &history)),
-        )
-        .await;
-        let mut made = Vec::with_capacity(results.len());
+        if let Some(events) = events {
+            let quota = reserved.as_ref().and_then(|reserved| reserved.tightest);
+            let _ = events.send(BatchEvent::Started(quota));
+        }
+        // Each image as it is made (in the order they finish).
+        let mut pending: futures_util::stream::FuturesUnordered<_> = (0..count.get())
+            .map(|_| self.generate(caller, request.clone(), &history))
+            .collect();
+        let mut made = Vec::with_capacity(count.get());
         let mut first_failure = None;
-        for result in results {
+        while let Some(result) = futures_util::StreamExt::next(&mut pending).await {
             match result {
-                Ok(generation) => made.push(generation),
+                Ok(generation) => {
+                    if let Some(events) = events {
+                        let _ = events.send(BatchEvent::Made(Box::new(generation.clone())));
+                    }
+                    made.push(generation);
+                }
                 Err(error) => {
                     first_failure.get_or_insert(error);
                 }
@@ -475,6 +480,51 @@ impl Generations for GenerationService {
             _ => Ok(made),
         };
         GenerationBatch { result, quota }
+    }
+
+    /// Records the failure (best effort: the caller's error matters more) and returns `error`.
+    async fn record_failure(
+        &self,
+        failed: GenerationRecord,
+        error: GenerateError,
+    ) -> GenerateError {
+        tracing::warn!(error_code = failed.outcome_code(), error = %error, "generation failed");
+        if let Err(db_error) = self.ports.generations.record(&failed).await {
+            tracing::error!(error = %db_error, "could not record a failed generation");
+        }
+        error
+    }
+
+    fn elapsed_since(&self, started_at: OffsetDateTime) -> Duration {
+        (self.ports.clock.now() - started_at)
+            .try_into()
+            .unwrap_or(Duration::ZERO)
+    }
+}
+
+#[async_trait]
+impl Generations for GenerationService {
+    fn models(&self) -> &AllowedModels {
+        &self.models
+    }
+
+    async fn generate_images(
+        &self,
+        caller: AuthenticatedApiKey,
+        request: &GenerationRequest,
+        count: ImageCount,
+    ) -> GenerationBatch {
+        self.run_batch(caller, request, count, None).await
+    }
+
+    async fn generate_images_streamed(
+        &self,
+        caller: AuthenticatedApiKey,
+        request: GenerationRequest,
+        count: ImageCount,
+        events: tokio::sync::mpsc::UnboundedSender<BatchEvent>,
+    ) -> GenerationBatch {
+        self.run_batch(caller, &request, count, Some(&events)).await
     }
 
     async fn usage(
@@ -731,7 +781,7 @@ mod tests {
                 Ok(())
             });
         let made = service(provider, lasting_storage(), generations)
-            .generate_images(CALLER, &request(), ImageCount::new(3).unwrap())
+            .generate_images(CALLER, &request(), ImageCount::new(3, 10).unwrap())
             .await
             .result
             .unwrap();
@@ -747,7 +797,7 @@ mod tests {
         generations.expect_record().times(2).returning(|_| Ok(()));
         let provider = failing_provider(|| ProviderError::Timeout);
         let result = service(provider, MockObjectStorage::new(), generations)
-            .generate_images(CALLER, &request(), ImageCount::new(2).unwrap())
+            .generate_images(CALLER, &request(), ImageCount::new(2, 10).unwrap())
             .await
             .result;
         assert!(matches!(
@@ -877,7 +927,7 @@ mod tests {
             .times(1)
             .returning(|_, _| Ok(()));
         let batch = service_with_quotas(provider, generations, quotas)
-            .generate_images(quota_caller(), &request(), ImageCount::new(3).unwrap())
+            .generate_images(quota_caller(), &request(), ImageCount::new(3, 10).unwrap())
             .await;
         assert_eq!(batch.result.unwrap().len(), 2);
         assert_eq!(batch.quota.map(|quota| quota.remaining()), Some(3));
