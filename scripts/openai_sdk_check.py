@@ -252,6 +252,10 @@ def check_streaming_usage_and_sizes(server):
     answer = client.images.generate(prompt="a banana", n=2)
     assert answer.usage.output_tokens == 2 * 1120 and answer.usage.total_tokens == 2 * 1160, answer.usage
     assert answer.usage.output_tokens_details.image_tokens == 2 * 1120, answer.usage
+    webp = client.images.generate(prompt="a banana", output_format="webp", output_compression=70,
+                                  response_format="b64_json")
+    data = base64.b64decode(webp.data[0].b64_json)
+    assert webp.output_format == "webp" and data[:4] == b"RIFF" and data[8:12] == b"WEBP", webp.output_format
     start = mark()
     big = client.images.generate(prompt="a banana", size="3840x2160", quality="auto")
     assert big.quality == "high", big

@@ -32,6 +32,7 @@ use crate::background::{KeyChangeFeed, Maintenance};
 use crate::config::Config;
 use crate::config::sections::{JwtSecret, RateLimitStore, StorageBackend};
 use crate::error::StartupError;
+use nb_convert::ImageCrateConverter;
 
 const JWT_SECRET_FILE: &str = "jwt_secret";
 
@@ -123,6 +124,7 @@ pub fn wire(
                 provider,
                 test_provider: Arc::new(TestModeImages),
                 storage: storage.clone(),
+                converter: Arc::new(ImageCrateConverter::per_core()),
                 generations: generation_store.clone(),
                 history: generation_store.clone(),
                 quotas: database.clone(),

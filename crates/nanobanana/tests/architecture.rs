@@ -11,7 +11,14 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
-const ADAPTERS: [&str; 5] = ["nb-db", "nb-imagen", "nb-storage", "nb-redis", "nb-system"];
+const ADAPTERS: [&str; 6] = [
+    "nb-db",
+    "nb-imagen",
+    "nb-storage",
+    "nb-redis",
+    "nb-system",
+    "nb-convert",
+];
 
 fn crates_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))

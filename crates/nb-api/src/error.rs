@@ -544,6 +544,12 @@ impl From<InvalidInputImages> for ApiError {
     }
 }
 
+impl From<nb_domain::generation::InvalidOutputEncoding> for ApiError {
+    fn from(error: nb_domain::generation::InvalidOutputEncoding) -> Self {
+        Self::invalid_field(error.field(), error.to_string())
+    }
+}
+
 impl From<InvalidImageCount> for ApiError {
     fn from(error: InvalidImageCount) -> Self {
         Self::invalid_field("n", error.to_string())
@@ -600,6 +606,13 @@ impl From<GenerateError> for ApiError {
             GenerateError::Storage(error) => storage_error(error, "The image was generated but"),
             GenerateError::Repository(error) => error.into(),
             GenerateError::Conversation(error) => error.into(),
+            GenerateError::Conversion(error) => Self::new(
+                StatusCode::BAD_GATEWAY,
+                "conversion_failed",
+                "The image was made but could not be converted to the format asked for; \
+                 ask for another output_format, or none.",
+            )
+            .with_cause(error),
         }
     }
 }

@@ -771,6 +771,7 @@ on_both_backends!(
     custom_sizes_and_quality_choose_the_resolution,
     usage_sums_googles_token_counts,
     streams_one_completed_event_per_image,
+    output_format_converts_the_image,
     stream_errors_before_the_start_are_json_and_after_it_events,
     every_sdk_field_is_accepted,
     errors_come_in_openais_envelope,
@@ -928,4 +929,43 @@ async fn stream_errors_before_the_start_are_json_and_after_it_events(app: TestAp
         openai_error(keyed, 400, "validation_failed").await["param"],
         "stream"
     );
+}
+
+async fn output_format_converts_the_image(app: TestApp) {
+    let (_, key) = app.user_with_key("ada@example.com").await;
+    let answer: Value = app
+        .openai_generate(
+            &key,
+            &json!({"prompt": "x", "output_format": "webp", "output_compression": 60, "response_format": "b64_json"}),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(answer["output_format"], "webp", "{answer}");
+    assert_eq!(answer["size"], "2x2", "the same pixels");
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(answer["data"][0]["b64_json"].as_str().unwrap())
+        .unwrap();
+    assert!(bytes.starts_with(b"RIFF") && &bytes[8..12] == b"WEBP");
+    // The native route too; the stored image is the converted one.
+    let native = app
+        .generated(
+            &key,
+            &json!({"prompt": "x", "output_format": "jpeg", "output_compression": 50}),
+        )
+        .await;
+    assert_eq!(native["mime_type"], "image/jpeg");
+    let url = native["url"].as_str().unwrap();
+    assert!(url.ends_with(".jpg"), "{url}");
+    let stored = app.client.get(url).send().await.unwrap();
+    assert_eq!(stored.headers()["content-type"], "image/jpeg");
+    let bad = openai_error(
+        app.openai_generate(&key, &json!({"prompt": "x", "output_compression": 101}))
+            .await,
+        400,
+        "validation_failed",
+    )
+    .await;
+    assert_eq!(bad["param"], "output_compression");
 }

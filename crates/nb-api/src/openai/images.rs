@@ -4,7 +4,7 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use nb_domain::api_keys::AuthenticatedApiKey;
 use nb_domain::generation::{
     Generation, GenerationRequest, ImageCount, ImageFormat, ImageShape, ImageStyle, InputImages,
-    InvalidGenerationRequest, PixelSize, Prompt, Quality, image_dimensions,
+    InvalidGenerationRequest, OutputEncoding, PixelSize, Prompt, Quality, image_dimensions,
 };
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -54,12 +54,12 @@ pub(crate) struct ImageGenerationRequest {
     style: Option<String>,
     /// `false` or left out: streaming is not offered.
     stream: Option<bool>,
-    /// `png`, `jpeg` or `webp` are accepted (the image is whatever the model made: the
-    /// answer's `output_format` says which); `gif` and `svg` cannot be made.
+    /// `png`, `jpeg` or `webp`: the image is converted when the model made another format;
+    /// `gif` and `svg` cannot be made.
     output_format: Option<String>,
     /// Ignored.
     quality: Option<String>,
-    /// Ignored.
+    /// 0–100: the quality of a JPEG or WebP (100 when left out).
     output_compression: Option<i64>,
     /// Ignored (the models draw opaque images).
     background: Option<String>,
@@ -216,15 +216,8 @@ fn checked(
             ));
         }
     }
-    match options.output_format.as_deref() {
-        None | Some("png" | "jpeg" | "webp") => {}
-        Some(_) => {
-            return Err(ApiError::invalid_field(
-                "output_format",
-                "output_format must be png, jpeg or webp (the models make one of these)",
-            ));
-        }
-    }
+    let output =
+        OutputEncoding::parse(options.output_format.as_deref(), options.output_compression)?;
     let format = match options.response_format.as_deref() {
         None | Some("url") => ResponseFormat::Url,
         Some("b64_json") => ResponseFormat::Base64Json,
@@ -269,6 +262,8 @@ fn checked(
             }
             error => error.into(),
         })?;
+    let mut request = request;
+    request.output = output;
     Ok(Wanted {
         request,
         count,

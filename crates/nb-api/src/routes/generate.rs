@@ -6,7 +6,9 @@ use actix_web::{HttpRequest, HttpResponse, ResponseError, web};
 use bytes::Bytes;
 use nb_domain::api_keys::AuthenticatedApiKey;
 use nb_domain::encoding::decode_data_url_or_base64;
-use nb_domain::generation::{GenerationRequest, ImageCount, InputImages, RawGenerationRequest};
+use nb_domain::generation::{
+    GenerationRequest, ImageCount, InputImages, OutputEncoding, RawGenerationRequest,
+};
 use serde::de::{self, Visitor};
 use serde::{Deserialize, Deserializer, Serialize};
 use time::OffsetDateTime;
@@ -43,6 +45,10 @@ pub(crate) struct GenerateRequest {
     /// A mask for the first image (transparent where it may change), base64 or a data URL.
     #[schema(value_type = Option<String>)]
     mask: Option<Base64Image>,
+    /// `png`, `jpeg` or `webp`: the image is converted when the model made another format.
+    output_format: Option<String>,
+    /// 0–100: the quality of a JPEG or WebP (100 when left out).
+    output_compression: Option<i64>,
     /// Continues a conversation: the id (`gen_…`) of an earlier generation of the account,
     /// whose turns (prompts, images and the model's answers) are sent before this prompt.
     previous_generation_id: Option<String>,
@@ -157,6 +163,7 @@ fn checked(body: GenerateRequest, state: &AppState) -> Result<GenerationRequest,
         body.mask.map(|Base64Image(bytes)| bytes),
         state.input_images,
     )?;
+    let output = OutputEncoding::parse(body.output_format.as_deref(), body.output_compression)?;
     let raw = RawGenerationRequest {
         prompt: body.prompt,
         size: body.size,
@@ -166,12 +173,14 @@ fn checked(body: GenerateRequest, state: &AppState) -> Result<GenerationRequest,
         model: body.model,
         previous_generation_id: body.previous_generation_id,
     };
-    Ok(GenerationRequest::parse(
+    let mut request = GenerationRequest::parse(
         raw,
         state.generations.models(),
         inputs,
         state.generations.now().date(),
-    )?)
+    )?;
+    request.output = output;
+    Ok(request)
 }
 
 async fn run_generation(

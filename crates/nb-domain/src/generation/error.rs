@@ -69,6 +69,11 @@ impl ProviderError {
     }
 }
 
+/// The image the model made could not be converted to the format asked for.
+#[derive(Debug, thiserror::Error)]
+#[error("the image could not be converted: {0}")]
+pub struct ConversionError(pub String);
+
 /// Why the image store failed, as far as a client can act on it.
 #[derive(Debug, thiserror::Error)]
 pub enum StorageError {
@@ -109,6 +114,8 @@ pub enum GenerateError {
     /// The conversation a request continues cannot be continued. Nothing was sent.
     #[error(transparent)]
     Conversation(#[from] ConversationError),
+    #[error(transparent)]
+    Conversion(#[from] ConversionError),
 }
 
 /// Why `previous_generation_id` cannot be continued.

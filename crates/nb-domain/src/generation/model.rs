@@ -443,6 +443,66 @@ impl fmt::Debug for GeneratedImage {
     }
 }
 
+/// The format a client asked the image in (`output_format`), and for JPEG and WebP its
+/// quality (`output_compression`, 0–100; 100 when not said, as OpenAI's default).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OutputEncoding {
+    pub format: ImageFormat,
+    pub quality: u8,
+    /// Whether the quality was asked for (then a JPEG or WebP is re-encoded at it even when
+    /// the model made that format).
+    pub quality_asked: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum InvalidOutputEncoding {
+    #[error("output_format must be png, jpeg or webp")]
+    Format,
+    #[error("output_compression must be from 0 to 100")]
+    Compression,
+}
+
+impl InvalidOutputEncoding {
+    pub fn field(&self) -> &'static str {
+        match self {
+            Self::Format => "output_format",
+            Self::Compression => "output_compression",
+        }
+    }
+}
+
+impl OutputEncoding {
+    /// `None` when neither is sent: the image as the model made it.
+    pub fn parse(
+        format: Option<&str>,
+        compression: Option<i64>,
+    ) -> Result<Option<Self>, InvalidOutputEncoding> {
+        let quality = compression
+            .map(|n| u8::try_from(n).ok().filter(|n| *n <= 100))
+            .map(|n| n.ok_or(InvalidOutputEncoding::Compression))
+            .transpose()?;
+        let Some(format) = format else {
+            return Ok(None);
+        };
+        let format = match format {
+            "png" => ImageFormat::Png,
+            "jpeg" | "jpg" => ImageFormat::Jpeg,
+            "webp" => ImageFormat::Webp,
+            _ => return Err(InvalidOutputEncoding::Format),
+        };
+        Ok(Some(Self {
+            format,
+            quality: quality.unwrap_or(100),
+            quality_asked: quality.is_some(),
+        }))
+    }
+
+    /// Whether `made` must be converted to be what was asked.
+    pub fn converts(self, made: ImageFormat) -> bool {
+        made != self.format || (self.quality_asked && self.format != ImageFormat::Png)
+    }
+}
+
 /// An image a client sent to be edited or combined: a PNG, JPEG or WebP by its bytes,
 /// whatever it was called or declared to be. (The same check as a generated image's.)
 pub type InputImage = GeneratedImage;
@@ -844,6 +904,8 @@ pub struct GenerationRequest {
     pub inputs: InputImages,
     /// The earlier generation this one continues (a conversational edit).
     pub previous: Option<GenerationId>,
+    /// The format asked for, when it was (else the model's own).
+    pub output: Option<OutputEncoding>,
 }
 
 impl GenerationRequest {
@@ -1165,6 +1227,7 @@ impl GenerationRequest {
             model,
             inputs,
             previous: None,
+            output: None,
         })
     }
 }

@@ -4,10 +4,10 @@
 use async_trait::async_trait;
 use time::{Date, OffsetDateTime};
 
-use super::error::{ProviderError, StorageError};
+use super::error::{ConversionError, ProviderError, StorageError};
 use super::model::{
     FetchedImage, GeneratedImage, GenerationId, GenerationRecord, ImageRequest, ObjectKey,
-    ProvidedImage, StoredImage,
+    OutputEncoding, ProvidedImage, StoredImage,
 };
 use crate::accounts::model::UserId;
 use crate::api_keys::model::{ApiKeyId, KeyUsage};
@@ -26,6 +26,19 @@ pub trait ImageProvider: Send + Sync + 'static {
     /// when the provider answered but gave no image, and never a partial or unverified image
     /// (see `GeneratedImage`); with the tokens the provider counted, when it says.
     async fn generate(&self, request: &ImageRequest) -> Result<ProvidedImage, ProviderError>;
+}
+
+/// Turns an image into the format a client asked for.
+#[cfg_attr(feature = "mock", mockall::automock)]
+#[async_trait]
+pub trait ImageConverter: Send + Sync + 'static {
+    /// `image` re-encoded as `to` asks (same pixels). MUST NOT block the async workers, and
+    /// MUST bound how many conversions run at once.
+    async fn convert(
+        &self,
+        image: &GeneratedImage,
+        to: OutputEncoding,
+    ) -> Result<GeneratedImage, ConversionError>;
 }
 
 /// Where images are kept.

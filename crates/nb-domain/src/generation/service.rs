@@ -26,7 +26,7 @@ use crate::generation::model::{
     ConversationTurn, InputImage, ModelTurnContent, ModelTurnPart, StoredTurn,
 };
 use crate::generation::ports::{
-    GenerationRepository, HistoryRepository, ImageProvider, ObjectStorage,
+    GenerationRepository, HistoryRepository, ImageConverter, ImageProvider, ObjectStorage,
 };
 use crate::generation::stored::GenerationStatus;
 use crate::quota::model::QuotaStanding;
@@ -44,6 +44,8 @@ pub struct GenerationPorts {
     /// Deterministic local images, for test keys: never the network.
     pub test_provider: Arc<dyn ImageProvider>,
     pub storage: Arc<dyn ObjectStorage>,
+    /// Turns images into the format asked for.
+    pub converter: Arc<dyn ImageConverter>,
     pub generations: Arc<dyn GenerationRepository>,
     /// Earlier generations, read to continue a conversation.
     pub history: Arc<dyn HistoryRepository>,
@@ -197,6 +199,26 @@ impl GenerationService {
                     )
                     .await);
             }
+        };
+        // The format asked for, when it is not what the model made.
+        let image = match request
+            .output
+            .filter(|output| output.converts(image.format()))
+        {
+            Some(output) => match ports.converter.convert(&image, output).await {
+                Ok(converted) => converted,
+                Err(error) => {
+                    let failed = record(
+                        GenerationOutcome::Failed {
+                            code: "conversion_failed",
+                        },
+                        usage,
+                        None,
+                    );
+                    return Err(self.record_failure(failed, error.into()).await);
+                }
+            },
+            None => image,
         };
         let dimensions = image_dimensions(image.bytes());
         let key = ObjectKey::for_generation(id, started_at, image.format());
@@ -602,6 +624,7 @@ mod tests {
             model: models().default_model().clone(),
             inputs: InputImages::none(),
             previous: None,
+            output: None,
         }
     }
 
@@ -632,6 +655,7 @@ mod tests {
                 // Any call to it fails the test: live keys never get test images.
                 test_provider: Arc::new(MockImageProvider::new()),
                 storage: Arc::new(storage),
+                converter: Arc::new(crate::generation::ports::MockImageConverter::new()),
                 generations: Arc::new(generations),
                 history: Arc::new(crate::generation::ports::MockHistoryRepository::new()),
                 quotas: Arc::new(crate::quota::ports::MockQuotaRepository::new()),
@@ -838,6 +862,7 @@ mod tests {
                 provider: Arc::new(provider),
                 test_provider: Arc::new(MockImageProvider::new()),
                 storage: Arc::new(lasting_storage()),
+                converter: Arc::new(crate::generation::ports::MockImageConverter::new()),
                 generations: Arc::new(generations),
                 history: Arc::new(crate::generation::ports::MockHistoryRepository::new()),
                 quotas: Arc::new(quotas),
@@ -869,6 +894,7 @@ mod tests {
                 provider: Arc::new(live),
                 test_provider: Arc::new(provider_returning_png()),
                 storage: Arc::new(lasting_storage()),
+                converter: Arc::new(crate::generation::ports::MockImageConverter::new()),
                 generations: Arc::new(generations),
                 history: Arc::new(crate::generation::ports::MockHistoryRepository::new()),
                 quotas: Arc::new(quotas),
