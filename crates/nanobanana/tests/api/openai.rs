@@ -772,6 +772,7 @@ on_both_backends!(
     usage_sums_googles_token_counts,
     streams_one_completed_event_per_image,
     output_format_converts_the_image,
+    a_stream_the_client_leaves_is_still_made_and_counted,
     stream_errors_before_the_start_are_json_and_after_it_events,
     every_sdk_field_is_accepted,
     errors_come_in_openais_envelope,
@@ -968,4 +969,33 @@ async fn output_format_converts_the_image(app: TestApp) {
     )
     .await;
     assert_eq!(bad["param"], "output_compression");
+}
+
+async fn a_stream_the_client_leaves_is_still_made_and_counted(app: TestApp) {
+    let (token, key) = app.user_with_key("ada@example.com").await;
+    wiremock::Mock::given(wiremock::matchers::method("POST"))
+        .respond_with(
+            wiremock::ResponseTemplate::new(200)
+                .set_body_json(crate::helpers::gemini_image_answer())
+                .set_delay(std::time::Duration::from_millis(500)),
+        )
+        .with_priority(1)
+        .mount(&app.google)
+        .await;
+    // The headers come once the work started; the client then goes away.
+    let response = app
+        .openai_generate(&key, &json!({"prompt": "x", "stream": true}))
+        .await;
+    assert_eq!(response.status(), 200);
+    drop(response);
+    nb_testkit::eventually_true(
+        "the image is made and counted after the client left",
+        std::time::Duration::from_secs(20),
+        std::time::Duration::from_millis(100),
+        || async {
+            let usage = app.usage(&token).await;
+            usage.first().is_some_and(|row| row["count"] == 1)
+        },
+    )
+    .await;
 }
