@@ -3,7 +3,7 @@
 use actix_web::{HttpRequest, HttpResponse, web};
 use nb_domain::api_keys::AuthenticatedApiKey;
 use nb_domain::generation::{
-    Generation, GenerationRequest, ImageCount, ImageFormat, ImageShape, ImageStyle, InputImages,
+    Generation, GenerationRequest, ImageCount, ImageShape, ImageStyle, InputImages,
     InvalidGenerationRequest, OutputEncoding, PixelSize, Prompt, Quality, image_dimensions,
 };
 use serde::{Deserialize, Serialize};
@@ -17,6 +17,7 @@ use crate::generation_flow::idempotency::{self, idempotent};
 use crate::generation_flow::outcome::{record_outcomes, server_timing};
 use crate::generation_flow::throttle::throttled;
 use crate::headers::insert_quota;
+use crate::openai::answer::{OpenAiUsage, output_format};
 use crate::openai::error::{OpenAiError, OpenAiErrorBody, render};
 use crate::openai::multipart::{EditForm, read_edit_form};
 use crate::openai::stream::{StreamKind, respond_streaming};
@@ -303,62 +304,6 @@ pub(crate) struct ImagesResponse {
     usage: OpenAiUsage,
 }
 
-/// OpenAI's `usage` of an images answer, from Google's `usageMetadata` summed over the images
-/// (0 where Google counted nothing: test-mode keys).
-#[derive(Serialize, ToSchema, Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct OpenAiUsage {
-    pub input_tokens: u64,
-    pub input_tokens_details: OpenAiInputDetails,
-    /// Google's `candidatesTokenCount`.
-    pub output_tokens: u64,
-    pub output_tokens_details: OpenAiOutputDetails,
-    /// Google's `totalTokenCount`.
-    pub total_tokens: u64,
-}
-
-#[derive(Serialize, ToSchema, Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct OpenAiInputDetails {
-    pub text_tokens: u64,
-    pub image_tokens: u64,
-}
-
-#[derive(Serialize, ToSchema, Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct OpenAiOutputDetails {
-    pub image_tokens: u64,
-    pub text_tokens: u64,
-    /// Google's `thoughtsTokenCount`.
-    pub thinking_tokens: u64,
-}
-
-impl OpenAiUsage {
-    /// The usage of `generations`, summed.
-    pub(crate) fn of<'a>(generations: impl IntoIterator<Item = &'a Generation>) -> Self {
-        let mut sum = Self::default();
-        for usage in generations
-            .into_iter()
-            .filter_map(|generation| generation.usage)
-        {
-            sum.input_tokens += usage.input_tokens;
-            sum.input_tokens_details.text_tokens += usage.input_text_tokens.unwrap_or(0);
-            sum.input_tokens_details.image_tokens += usage.input_image_tokens.unwrap_or(0);
-            sum.output_tokens += usage.output_tokens;
-            sum.output_tokens_details.image_tokens += usage.output_image_tokens.unwrap_or(0);
-            sum.output_tokens_details.text_tokens += usage.output_text_tokens.unwrap_or(0);
-            sum.output_tokens_details.thinking_tokens += usage.thinking_tokens;
-            sum.total_tokens += usage.total_tokens;
-        }
-        sum
-    }
-}
-
-pub(crate) fn output_format(format: ImageFormat) -> &'static str {
-    match format {
-        ImageFormat::Png => "png",
-        ImageFormat::Jpeg => "jpeg",
-        ImageFormat::Webp => "webp",
-    }
-}
-
 /// `stream: true`: server-sent events (an `Idempotency-Key` cannot replay a stream).
 async fn streamed(
     state: &AppState,
@@ -633,7 +578,11 @@ mod tests {
         for size in OPENAI_SIZES {
             assert_eq!(openai_size(Some(size)).unwrap().unwrap().to_string(), size);
         }
-        for bad in ["1024x768", "big", "0x0", ""] {
+        // Custom sizes within gpt-image-2's limits, and outside them.
+        for good in ["1024x768", "2560x1440", "3840x2160", "1280x3840"] {
+            assert_eq!(openai_size(Some(good)).unwrap().unwrap().to_string(), good);
+        }
+        for bad in ["1000x1000", "3840x1024", "4096x2304", "big", "0x0", ""] {
             assert_eq!(
                 openai_size(Some(bad)).unwrap_err().field(),
                 Some("size"),

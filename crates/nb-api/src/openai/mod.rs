@@ -6,6 +6,7 @@
 //!
 //! What each OpenAI field does here is in the README ("Use it from the OpenAI SDKs").
 
+pub mod answer;
 pub mod error;
 pub mod images;
 pub mod model_map;

@@ -30,8 +30,8 @@ use nb_domain::quota::QuotaStanding;
 use crate::error::ApiError;
 use crate::generation_flow::outcome::record_outcomes;
 use crate::headers::insert_quota;
+use crate::openai::answer::{OpenAiUsage, output_format};
 use crate::openai::error::{OpenAiError, render};
-use crate::openai::images::{OpenAiUsage, output_format};
 
 /// How often an idle stream gets a comment line.
 const KEEP_ALIVE: Duration = Duration::from_secs(15);
