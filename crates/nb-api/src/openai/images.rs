@@ -9,7 +9,7 @@ use nb_domain::generation::{
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use crate::body_budget::largest_form_body;
+use crate::body_budget::{BodyReservation, largest_form_body};
 use crate::error::ApiError;
 use crate::extract::credentials::ApiKeyCaller;
 use crate::extract::json::GenerationJson;
@@ -311,6 +311,7 @@ async fn streamed(
     with_idempotency_key: bool,
     wanted: Wanted,
     kind: StreamKind,
+    held_body: Option<BodyReservation>,
 ) -> Result<HttpResponse, ApiError> {
     if with_idempotency_key {
         return Err(ApiError::invalid_field(
@@ -324,6 +325,7 @@ async fn streamed(
         wanted.request,
         wanted.count,
         kind,
+        held_body,
     )
     .await)
 }
@@ -484,6 +486,7 @@ pub(crate) async fn generations(
                 idempotency_key.is_some(),
                 wanted,
                 StreamKind::Generation,
+                None,
             )
             .await;
         }
@@ -524,11 +527,11 @@ pub(crate) async fn edits(
         Err(error) => return render(error),
     };
     // Before the rate limits count it: a refused body costs the client nothing.
-    let _held_body = match state
+    let mut held_body = match state
         .body_budget
         .reserve(&request, largest_form_body(state.input_images))
     {
-        Ok(reservation) => reservation,
+        Ok(reservation) => Some(reservation),
         Err(busy) => return render(busy),
     };
     throttled(&state, caller, render, async {
@@ -552,12 +555,14 @@ pub(crate) async fn edits(
         let inputs = InputImages::parse(images, mask, state.input_images)?;
         let wanted = checked(options, inputs, &state)?;
         if wanted.stream {
+            // The images are held until the batch is over, not until the stream starts.
             return streamed(
                 &state,
                 caller,
                 idempotency_key.is_some(),
                 wanted,
                 StreamKind::Edit,
+                held_body.take(),
             )
             .await;
         }

@@ -27,6 +27,7 @@ use tokio::task::JoinHandle;
 
 use nb_domain::quota::QuotaStanding;
 
+use crate::body_budget::BodyReservation;
 use crate::error::ApiError;
 use crate::generation_flow::outcome::record_outcomes;
 use crate::headers::insert_quota;
@@ -59,6 +60,7 @@ pub(crate) async fn respond_streaming(
     request: GenerationRequest,
     count: ImageCount,
     kind: StreamKind,
+    held_body: Option<BodyReservation>,
 ) -> HttpResponse {
     let (events, mut received) = tokio::sync::mpsc::unbounded_channel();
     let recorded = request.clone();
@@ -66,6 +68,8 @@ pub(crate) async fn respond_streaming(
         let batch = generations
             .generate_images_streamed(caller, request, count, events)
             .await;
+        // The request's images are no longer held: its share of the body budget goes back.
+        drop(held_body);
         // Counted whether or not anyone still listens.
         let outcome = record_outcomes(&recorded, batch.result);
         (outcome, batch.quota)
