@@ -83,6 +83,21 @@ impl OpenAiError {
         }
     }
 
+    /// OpenAI's error `type`.
+    fn kind(&self) -> &'static str {
+        let (status, code) = self.status_and_code();
+        if code == "quota_exceeded" {
+            // OpenAI's type for a spent budget: clients tell it from a rate limit by it.
+            "insufficient_quota"
+        } else if status == StatusCode::TOO_MANY_REQUESTS {
+            "requests"
+        } else if status.is_server_error() {
+            "server_error"
+        } else {
+            "invalid_request_error"
+        }
+    }
+
     /// Failures a retry of the same request cannot fix.
     fn retry_is_pointless(&self) -> bool {
         let (status, code) = self.status_and_code();
@@ -111,16 +126,7 @@ impl ResponseError for OpenAiError {
         // status change here.
         let native = self.0.error_response();
         let (status, code) = self.status_and_code();
-        let kind = if code == "quota_exceeded" {
-            // OpenAI's type for a spent budget: clients tell it from a rate limit by it.
-            "insufficient_quota"
-        } else if status == StatusCode::TOO_MANY_REQUESTS {
-            "requests"
-        } else if status.is_server_error() {
-            "server_error"
-        } else {
-            "invalid_request_error"
-        };
+        let kind = self.kind();
         let mut response = HttpResponse::build(status);
         for (name, value) in native.headers() {
             if name != header::CONTENT_TYPE && name != header::CONTENT_LENGTH {
@@ -152,21 +158,12 @@ impl OpenAiError {
     /// The error as the data of a server-sent `error` event, once a stream has started:
     /// `{"type": "error", "error": {message, type, param, code}}` (the SDKs raise it).
     pub(crate) fn event_data(&self) -> serde_json::Value {
-        let (status, code) = self.status_and_code();
-        let kind = if code == "quota_exceeded" {
-            "insufficient_quota"
-        } else if status == StatusCode::TOO_MANY_REQUESTS {
-            "requests"
-        } else if status.is_server_error() {
-            "server_error"
-        } else {
-            "invalid_request_error"
-        };
+        let (_, code) = self.status_and_code();
         serde_json::json!({
             "type": "error",
             "error": {
                 "message": self.0.message(),
-                "type": kind,
+                "type": self.kind(),
                 "param": self.0.field(),
                 "code": code,
             }
