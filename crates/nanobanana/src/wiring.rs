@@ -170,7 +170,7 @@ pub fn wire(
         },
     ));
     let openai_models = config
-        .openai_model_map()
+        .openai_model_map(&models)
         .map_err(StartupError::OpenAiModelMap)?;
     let state = AppState {
         console_policy: nb_api::console::content_security_policy(&image_origins(config)),

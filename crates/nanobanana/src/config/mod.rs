@@ -146,12 +146,15 @@ impl Config {
             .map_err(|error| InvalidSetting::new("enabled", error.to_string()))
     }
 
-    /// The OpenAI model names the operator mapped (checked against the models at load).
-    pub fn openai_model_map(&self) -> Result<OpenAiModelMap, InvalidSetting> {
-        let models = self.image_models()?;
+    /// The OpenAI model names the operator mapped, each to one of `models` (the enabled ones,
+    /// [`Self::image_models`]; checked at load).
+    pub fn openai_model_map(
+        &self,
+        models: &AllowedModels,
+    ) -> Result<OpenAiModelMap, InvalidSetting> {
         let mapped = match &self.models.openai_map {
-            OpenAiMapSetting::Text(raw) => OpenAiModelMap::parse(raw, &models),
-            OpenAiMapSetting::Table(pairs) => OpenAiModelMap::from_pairs(pairs.clone(), &models),
+            OpenAiMapSetting::Text(raw) => OpenAiModelMap::parse(raw, models),
+            OpenAiMapSetting::Table(pairs) => OpenAiModelMap::from_pairs(pairs.clone(), models),
         };
         mapped.map_err(|error| InvalidSetting::new("openai_map", error.to_string()))
     }
@@ -177,9 +180,10 @@ impl Config {
                     .into(),
             ));
         }
-        self.model_catalog().map_err(in_section("models"))?;
-        self.image_models().map_err(in_section("models"))?;
-        self.openai_model_map().map_err(in_section("models"))?;
+        // The catalog (its file read once here), the enabled models, then the OpenAI map.
+        let models = self.image_models().map_err(in_section("models"))?;
+        self.openai_model_map(&models)
+            .map_err(in_section("models"))?;
         if self.models.max_input_images_total_bytes < self.models.max_input_image_bytes {
             return Err(names.invalid(
                 "models.max_input_images_total_bytes",

@@ -303,7 +303,7 @@ fn the_openai_model_map_names_allowed_models() {
     ])
     .unwrap();
     let model = mapped
-        .openai_model_map()
+        .openai_model_map(&mapped.image_models().unwrap())
         .unwrap()
         .resolve(Some("gpt-image-1"), &mapped.image_models().unwrap())
         .unwrap();
@@ -528,7 +528,7 @@ fn a_file_sets_every_section() {
     );
     assert_eq!(config.models.input_images().max_images, 6);
     let mapped = config
-        .openai_model_map()
+        .openai_model_map(&config.image_models().unwrap())
         .unwrap()
         .resolve(Some("gpt-image-1"), &config.image_models().unwrap())
         .unwrap();
