@@ -7,10 +7,8 @@ use nanobanana::config::Config;
 use nanobanana::config::catalog_file::ModelEntry;
 use nanobanana::config::sections::ModelNames;
 use serde_json::{Value, json};
-use wiremock::Mock;
-use wiremock::matchers::{method, path_regex};
 
-use crate::fake_google::{FakeGemini, THINKING_TOKENS, TOKENS_PER_INPUT_IMAGE};
+use crate::fake_google::{THINKING_TOKENS, TOKENS_PER_INPUT_IMAGE};
 use crate::helpers::{TestApp, assert_error, png_bytes};
 use crate::{configured_on_both_backends, on_both_backends};
 
@@ -18,33 +16,18 @@ const PRO: &str = "gemini-3-pro-image";
 const FLASH: &str = "gemini-3.1-flash-image";
 
 impl TestApp {
-    /// Google from now on is the catalog-aware fake.
-    async fn with_fake_gemini(&self) {
-        Mock::given(method("POST"))
-            .and(path_regex(r":generateContent$"))
-            .respond_with(FakeGemini)
-            .with_priority(1)
-            .mount(&self.google)
-            .await;
-    }
-
     /// The `imageConfig` of every request Google received, in order.
     async fn image_configs(&self) -> Vec<Value> {
-        self.google
-            .received_requests()
+        self.google_bodies()
             .await
-            .unwrap()
             .iter()
-            .map(|request| {
-                let body: Value = serde_json::from_slice(&request.body).unwrap();
-                body["generationConfig"]["imageConfig"].clone()
-            })
+            .map(|body| body["generationConfig"]["imageConfig"].clone())
             .collect()
     }
 }
 
 async fn sizes_become_google_shapes_and_answers_say_what_was_made(app: TestApp) {
-    app.with_fake_gemini().await;
+    app.use_fake_gemini().await;
     let (token, key) = app.user_with_key("ada@example.com").await;
     // size → (ratio, resolution, Google's pixel size)
     let table = [
@@ -144,7 +127,7 @@ async fn sizes_become_google_shapes_and_answers_say_what_was_made(app: TestApp) 
 }
 
 async fn references_count_as_image_tokens_and_stop_at_the_models_limit(app: TestApp) {
-    app.with_fake_gemini().await;
+    app.use_fake_gemini().await;
     let (_, key) = app.user_with_key("ada@example.com").await;
     let image = base64::engine::general_purpose::STANDARD.encode(png_bytes());
     let edit = app
@@ -259,16 +242,7 @@ async fn test_keys_honour_ratio_and_resolution(app: TestApp) {
 
 async fn the_catalog_is_listed_with_each_models_facts(app: TestApp) {
     let (_, key) = app.user_with_key("ada@example.com").await;
-    let list: Value = app
-        .client
-        .get(app.url("/v1/models"))
-        .bearer_auth(&key)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let list: Value = app.get_with("/v1/models", &key).await.json().await.unwrap();
     let flash = &list["data"][0];
     assert_eq!(flash["id"], FLASH);
     assert_eq!(flash["object"], "model");
@@ -281,12 +255,8 @@ async fn the_catalog_is_listed_with_each_models_facts(app: TestApp) {
         (Some(false), None)
     );
     let pro: Value = app
-        .client
-        .get(app.url("/v1/models/nano-banana-pro"))
-        .bearer_auth(&key)
-        .send()
+        .get_with("/v1/models/nano-banana-pro", &key)
         .await
-        .unwrap()
         .json()
         .await
         .unwrap();
@@ -338,16 +308,7 @@ async fn a_retired_model_is_410_naming_its_replacement_and_marked_in_the_list(ap
         "{body}"
     );
     assert_eq!(app.google_requests().await, 0, "refused before any call");
-    let list: Value = app
-        .client
-        .get(app.url("/v1/models"))
-        .bearer_auth(&key)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let list: Value = app.get_with("/v1/models", &key).await.json().await.unwrap();
     let retired = &list["data"][1];
     assert_eq!(retired["id"], "gemini-2.5-flash-image");
     assert_eq!(
@@ -377,7 +338,7 @@ fn with_a_catalog_that_overclaims(config: &mut Config) {
 }
 
 async fn google_refuses_an_image_size_the_model_lacks(app: TestApp) {
-    app.with_fake_gemini().await;
+    app.use_fake_gemini().await;
     let (_, key) = app.user_with_key("ada@example.com").await;
     let response = app
         .generate(

@@ -17,29 +17,10 @@ fn url_safe(bytes: &[u8]) -> String {
 }
 
 impl TestApp {
-    async fn google_bodies_received(&self) -> Vec<Value> {
-        self.google
-            .received_requests()
-            .await
-            .unwrap()
-            .iter()
-            .map(|request| serde_json::from_slice(&request.body).unwrap())
-            .collect()
-    }
-
     async fn image_bytes(&self, url: &str) -> Vec<u8> {
         let response = self.client.get(url).send().await.unwrap();
         assert_eq!(response.status(), 200);
         response.bytes().await.unwrap().to_vec()
-    }
-
-    async fn use_fake_gemini(&self) {
-        wiremock::Mock::given(wiremock::matchers::method("POST"))
-            .and(wiremock::matchers::path_regex(r":generateContent$"))
-            .respond_with(crate::fake_google::FakeGemini)
-            .with_priority(1)
-            .mount(&self.google)
-            .await;
     }
 }
 
@@ -69,7 +50,7 @@ async fn a_conversation_of_three_turns_sends_each_earlier_turn_back(app: TestApp
         .await;
     assert_eq!(third["previous_generation_id"], second["id"]);
 
-    let sent = app.google_bodies_received().await;
+    let sent = app.google_bodies().await;
     assert_eq!(sent.len(), 3);
     let last = &sent[2]["contents"];
     let roles: Vec<&str> = last

@@ -10,7 +10,10 @@
 use base64::Engine as _;
 use nb_domain::generation::{AspectRatio, ModelCatalog, Resolution};
 use serde_json::{Value, json};
-use wiremock::{Request, Respond, ResponseTemplate};
+use wiremock::matchers::{method, path_regex};
+use wiremock::{Mock, Request, Respond, ResponseTemplate};
+
+use crate::helpers::TestApp;
 
 /// Google's pixel sizes at 1K (its documentation's table); 2K doubles each side, 4K
 /// quadruples, 512 halves.
@@ -91,8 +94,20 @@ pub fn signature_for(text: &str) -> String {
     base64::engine::general_purpose::STANDARD.encode(sha2::Sha256::digest(text.as_bytes()))
 }
 
-/// Mount with `Mock::given(method("POST")).and(path_regex(":generateContent$"))`.
+/// Mounted by [`TestApp::use_fake_gemini`].
 pub struct FakeGemini;
+
+impl TestApp {
+    /// Google from now on is the catalog-aware fake.
+    pub async fn use_fake_gemini(&self) {
+        Mock::given(method("POST"))
+            .and(path_regex(r":generateContent$"))
+            .respond_with(FakeGemini)
+            .with_priority(1)
+            .mount(&self.google)
+            .await;
+    }
+}
 
 impl Respond for FakeGemini {
     fn respond(&self, request: &Request) -> ResponseTemplate {

@@ -255,6 +255,17 @@ impl TestApp {
         self.google.received_requests().await.unwrap().len()
     }
 
+    /// The JSON bodies Google received, in order.
+    pub async fn google_bodies(&self) -> Vec<Value> {
+        self.google
+            .received_requests()
+            .await
+            .unwrap()
+            .iter()
+            .map(|request| serde_json::from_slice(&request.body).unwrap())
+            .collect()
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.address)
     }

@@ -71,17 +71,6 @@ impl TestApp {
             .await
             .unwrap()
     }
-
-    /// The JSON bodies Google received, in order.
-    async fn google_bodies(&self) -> Vec<Value> {
-        self.google
-            .received_requests()
-            .await
-            .unwrap()
-            .iter()
-            .map(|request| serde_json::from_slice(&request.body).unwrap())
-            .collect()
-    }
 }
 
 /// Asserts OpenAI's error envelope and returns its `error`.
@@ -315,12 +304,7 @@ async fn custom_sizes_and_quality_choose_the_resolution(app: TestApp) {
 }
 
 async fn usage_sums_googles_token_counts(app: TestApp) {
-    wiremock::Mock::given(wiremock::matchers::method("POST"))
-        .and(wiremock::matchers::path_regex(r":generateContent$"))
-        .respond_with(crate::fake_google::FakeGemini)
-        .with_priority(1)
-        .mount(&app.google)
-        .await;
+    app.use_fake_gemini().await;
     let (_, key) = app.user_with_key("ada@example.com").await;
     let answer: Value = app
         .openai_generate(
