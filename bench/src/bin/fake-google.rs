@@ -66,18 +66,6 @@ struct ImageConfig {
     image_size: Option<String>,
 }
 
-/// Output image tokens per model and resolution (Google's price list, docs/models.md).
-fn output_image_tokens(model: &str, resolution: Resolution) -> u64 {
-    match (model, resolution) {
-        ("gemini-3.1-flash-image", Resolution::Px512) => 747,
-        ("gemini-3.1-flash-image", Resolution::K2) => 1680,
-        ("gemini-3.1-flash-image", Resolution::K4) => 2520,
-        ("gemini-3-pro-image", Resolution::K4) => 2000,
-        ("gemini-2.5-flash-image", _) => 1290,
-        _ => 1120,
-    }
-}
-
 fn invalid_argument(message: &str) -> Response<Full<Bytes>> {
     let body = serde_json::json!({"error": {"code": 400, "message": message, "status": "INVALID_ARGUMENT"}});
     respond(
@@ -165,7 +153,7 @@ fn answer(latency_ms: u64, image_bytes: usize) -> Answer {
 
 /// The whole answer: the image, then the usage for `model` at `resolution`.
 fn with_usage(answer: &Answer, model: &str, resolution: Resolution) -> Bytes {
-    let output = output_image_tokens(model, resolution);
+    let output = nb_testkit::google_facts::output_image_tokens(model, resolution);
     let usage = format!(
         r#", "usageMetadata": {{"promptTokenCount": 12, "promptTokensDetails": [{{"modality": "TEXT", "tokenCount": 12}}], "candidatesTokenCount": {output}, "candidatesTokensDetails": [{{"modality": "IMAGE", "tokenCount": {output}}}], "totalTokenCount": {}}}}}"#,
         12 + output

@@ -3,11 +3,13 @@
 //!
 //! - [`eventually`]: wait until a state holds, polling, within a bound; never a fixed sleep
 //!   standing in for "until".
+//! - [`google_facts`]: what Google counts, for the fakes of Google (tests and benchmark).
 //! - [`rate_limiter`]: the contract of the domain's `RateLimiter` port, run against every
 //!   limiter (in memory, PostgreSQL, Redis) by [`rate_limiter_contract!`].
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // Test support fails loudly.
 
+pub mod google_facts;
 pub mod rate_limiter;
 
 use std::future::Future;

@@ -55,18 +55,6 @@ pub fn google_pixel_size(ratio: &str, resolution: Resolution) -> (u32, u32) {
     }
 }
 
-/// Output image tokens per model and resolution (Google's price list).
-pub fn output_image_tokens(model: &str, resolution: Resolution) -> u64 {
-    match (model, resolution) {
-        ("gemini-3.1-flash-image", Resolution::Px512) => 747,
-        ("gemini-3.1-flash-image", Resolution::K2) => 1680,
-        ("gemini-3.1-flash-image", Resolution::K4) => 2520,
-        ("gemini-3-pro-image", Resolution::K4) => 2000,
-        ("gemini-2.5-flash-image", _) => 1290,
-        _ => 1120,
-    }
-}
-
 /// A flat one-bit PNG of `width`×`height`.
 pub fn flat_png(width: u32, height: u32) -> Vec<u8> {
     let mut out = Vec::new();
@@ -178,7 +166,7 @@ impl Respond for FakeGemini {
         let png = base64::engine::general_purpose::STANDARD.encode(flat_png(width, height));
         let text_tokens = (text.len() as u64).div_ceil(4);
         let image_input_tokens = images * TOKENS_PER_INPUT_IMAGE;
-        let output_tokens = output_image_tokens(&spec.id, resolution);
+        let output_tokens = nb_testkit::google_facts::output_image_tokens(&spec.id, resolution);
         let thinking = if spec.id.starts_with("gemini-3") {
             THINKING_TOKENS
         } else {
