@@ -110,7 +110,6 @@ struct Streaming {
     received: UnboundedReceiver<BatchEvent>,
     work: Option<Work>,
     keep_alive: tokio::time::Interval,
-    made: usize,
     kind: StreamKind,
 }
 
@@ -124,7 +123,6 @@ fn events_of(
         received,
         work: Some(work),
         keep_alive,
-        made: 0,
         kind,
     };
     futures_util::stream::unfold(state, |mut state| async move {
@@ -133,16 +131,16 @@ fn events_of(
         tokio::select! {
             event = state.received.recv() => match event {
                 Some(BatchEvent::Made(generation)) => {
-                    state.made += 1;
                     let event = completed(state.kind, &generation);
                     Some((Ok(event), state))
                 }
                 Some(BatchEvent::Started(_)) => Some((Ok(Bytes::new()), state)),
                 None => {
-                    // The batch is over: an error event when it made nothing.
+                    // The batch is over: an error event when it made nothing (a batch is an
+                    // error only then).
                     let work = state.work.take()?;
                     let failure = match work.await {
-                        Ok((Err(error), _)) if state.made == 0 => Some(error),
+                        Ok((Err(error), _)) => Some(error),
                         Ok(_) => None,
                         Err(crashed) => Some(ApiError::internal(crashed)),
                     };
