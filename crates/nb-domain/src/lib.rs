@@ -16,6 +16,7 @@ pub mod encoding;
 pub mod error;
 pub mod generation;
 pub mod idempotency;
+pub mod money;
 pub mod pagination;
 pub mod ports;
 pub mod quota;

@@ -1,8 +1,10 @@
-//! Usage: how many images were made, by UTC day, key, model and mode, over a range of days.
+//! Usage: how many images were made, and what they cost, by UTC day, key, model and mode,
+//! over a range of days.
 
 use time::{Date, OffsetDateTime, UtcOffset};
 
 use crate::api_keys::model::{ApiKeyId, KeyMode};
+use crate::money::Usd;
 
 /// Images one key made on one UTC day (with one model, when the model is asked for).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -13,6 +15,7 @@ pub struct UsageFact {
     /// Set when the facts were read by model.
     pub model: Option<String>,
     pub count: u64,
+    pub cost: Usd,
 }
 
 /// What usage can be grouped by.
@@ -129,11 +132,13 @@ pub struct UsageRow {
     pub model: Option<String>,
     pub mode: Option<KeyMode>,
     pub count: u64,
+    /// The sum of the generations' costs, exact.
+    pub cost: Usd,
 }
 
 /// Sums facts by the query's dimensions: newest day first, then by key, model and mode.
 pub fn group_usage(facts: Vec<UsageFact>, query: &UsageQuery) -> Vec<UsageRow> {
-    let mut rows: std::collections::BTreeMap<_, u64> = std::collections::BTreeMap::new();
+    let mut rows: std::collections::BTreeMap<_, (u64, Usd)> = std::collections::BTreeMap::new();
     for fact in facts {
         let key = (
             query
@@ -146,15 +151,18 @@ pub fn group_usage(facts: Vec<UsageFact>, query: &UsageQuery) -> Vec<UsageRow> {
                 .flatten(),
             query.by(UsageDimension::Mode).then_some(fact.mode.as_str()),
         );
-        *rows.entry(key).or_default() += fact.count;
+        let row = rows.entry(key).or_default();
+        row.0 += fact.count;
+        row.1 = row.1.saturating_add(fact.cost);
     }
     rows.into_iter()
-        .map(|((day, key, model, mode), count)| UsageRow {
+        .map(|((day, key, model, mode), (count, cost))| UsageRow {
             day: day.map(|day| day.0),
             api_key_id: key.map(ApiKeyId),
             model,
             mode: mode.and_then(|mode| KeyMode::parse(mode).ok()),
             count,
+            cost,
         })
         .collect()
 }
@@ -250,6 +258,8 @@ mod tests {
             mode,
             model: Some(model.to_owned()),
             count,
+            // A micro-dollar and a half an image: sums must not round.
+            cost: Usd::from_nanos(1_500 * count as i64),
         };
         let facts = vec![
             fact(date!(2026 - 11 - 27), 1, KeyMode::Live, "flash", 2),
@@ -267,6 +277,13 @@ mod tests {
                 .map(|row| (row.model.as_deref(), row.count))
                 .collect::<Vec<_>>(),
             [(Some("flash"), 7), (Some("pro"), 3)]
+        );
+        assert_eq!(
+            by_model
+                .iter()
+                .map(|row| row.cost.to_string())
+                .collect::<Vec<_>>(),
+            ["0.000011", "0.000005"]
         );
         assert!(
             by_model

@@ -5,12 +5,14 @@
 
 use std::path::Path;
 
-use nb_domain::generation::{CatalogError, ModelCatalog, ModelPatch};
+use std::collections::BTreeMap;
+
+use nb_domain::generation::{CatalogError, ModelCatalog, ModelPatch, PricePatch};
 use serde::Deserialize;
 use time::Date;
 
 /// One `[[model]]` entry as written.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ModelEntry {
     pub id: String,
@@ -22,6 +24,20 @@ pub struct ModelEntry {
     /// `YYYY-MM-DD` (a TOML date, or a string).
     pub retired_at: Option<DateSetting>,
     pub replaced_by: Option<String>,
+    pub price: Option<PriceEntry>,
+}
+
+/// `[model.price]`: USD per million tokens, and `[model.price.per_image]` USD per image by
+/// resolution.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PriceEntry {
+    pub input_text: Option<f64>,
+    pub input_image: Option<f64>,
+    pub output_image: Option<f64>,
+    pub output_text: Option<f64>,
+    pub batch_discount: Option<f64>,
+    pub per_image: Option<BTreeMap<String, f64>>,
 }
 
 /// A day, written as a TOML local date (`2027-06-30`) or as a string.
@@ -58,6 +74,14 @@ impl From<ModelEntry> for ModelPatch {
             max_input_images: entry.max_input_images,
             retired_at: entry.retired_at.map(|day| day.0),
             replaced_by: entry.replaced_by,
+            price: entry.price.map(|price| PricePatch {
+                input_text: price.input_text,
+                input_image: price.input_image,
+                output_image: price.output_image,
+                output_text: price.output_text,
+                batch_discount: price.batch_discount,
+                per_image: price.per_image.map(|table| table.into_iter().collect()),
+            }),
         }
     }
 }
@@ -187,5 +211,64 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(bad_day.contains("soon"), "{bad_day}");
+    }
+
+    #[test]
+    fn prices_are_read_as_the_issue_writes_them_and_patch_field_by_field() {
+        let entries = parse_catalog_file(
+            r#"
+            [[model]]
+            id = "gemini-3.1-flash-image"
+            [model.price]
+            input_text = 0.50
+            input_image = 0.50
+            output_image = 60.0
+            output_text = 3.00
+            batch_discount = 0.5
+            [model.price.per_image]
+            "512" = 0.045
+            "1K" = 0.067
+            "2K" = 0.101
+            "4K" = 0.151
+
+            [[model]]
+            id = "gemini-3-pro-image"
+            [model.price]
+            output_text = 10
+            "#,
+        )
+        .unwrap();
+        let catalog =
+            ModelCatalog::with_patches(entries.into_iter().map(Into::into).collect()).unwrap();
+        let flash = catalog.find("gemini-3.1-flash-image").unwrap();
+        let price = flash.price.as_ref().unwrap();
+        assert_eq!(
+            price.estimate(nb_domain::generation::Resolution::K1, 1).to_string(),
+            "0.067000"
+        );
+        let pro = catalog.find("gemini-3-pro-image").unwrap();
+        let pro_price = pro.price.as_ref().unwrap();
+        // The one field named changed; the built-in others stayed.
+        assert_eq!(pro_price.output_text.per_million_usd().to_string(), "10.000000");
+        assert_eq!(pro_price.output_image.per_million_usd().to_string(), "120.000000");
+
+        let unknown = parse_catalog_file(
+            "[[model]]\nid = \"gemini-3-pro-image\"\n[model.price]\noutput = 1\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(unknown.contains("output"), "{unknown}");
+        let missing = ModelCatalog::with_patches(
+            parse_catalog_file(
+                "[[model]]\nid = \"gemini-3-pro-image\"\n[model.price.per_image]\n\"1K\" = 0.1\n",
+            )
+            .unwrap()
+            .into_iter()
+            .map(Into::into)
+            .collect(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(missing.contains("price.per_image") && missing.contains("2K"), "{missing}");
     }
 }

@@ -5,6 +5,7 @@ use uuid::Uuid;
 
 use crate::accounts::model::{EmailAddress, User, UserId};
 use crate::api_keys::model::KeyUsage;
+use crate::money::Usd;
 use crate::quota::model::{PeriodLimits, QuotaLimit};
 
 /// The accounts that may use the admin routes.
@@ -39,13 +40,18 @@ pub struct AccountSettings {
 pub struct AccountChanges {
     pub per_day: Option<Option<QuotaLimit>>,
     pub per_month: Option<Option<QuotaLimit>>,
+    pub budget_per_day: Option<Option<Usd>>,
+    pub budget_per_month: Option<Option<Usd>>,
     pub disabled: Option<bool>,
 }
 
 impl AccountChanges {
-    /// Whether a quota changes (the account's counters must then be re-read).
+    /// Whether a quota or a budget changes (the account's counters must then be re-read).
     pub fn touches_quotas(&self) -> bool {
-        self.per_day.is_some() || self.per_month.is_some()
+        self.per_day.is_some()
+            || self.per_month.is_some()
+            || self.budget_per_day.is_some()
+            || self.budget_per_month.is_some()
     }
 
     pub fn apply(&self, before: AccountSettings) -> AccountSettings {
@@ -53,6 +59,10 @@ impl AccountChanges {
             limits: PeriodLimits {
                 per_day: self.per_day.unwrap_or(before.limits.per_day),
                 per_month: self.per_month.unwrap_or(before.limits.per_month),
+                budget_per_day: self.budget_per_day.unwrap_or(before.limits.budget_per_day),
+                budget_per_month: self
+                    .budget_per_month
+                    .unwrap_or(before.limits.budget_per_month),
             },
             disabled: self.disabled.unwrap_or(before.disabled),
         }

@@ -337,17 +337,23 @@ mod tests {
             limits: PeriodLimits {
                 per_day: limit(5),
                 per_month: limit(100),
+                budget_per_day: None,
+                budget_per_month: Some(crate::money::Usd::parse("50").unwrap()),
             },
             disabled: true,
         };
         let changes = AccountChanges {
             per_day: Some(None),
             per_month: None,
+            budget_per_day: Some(Some(crate::money::Usd::parse("1.5").unwrap())),
+            budget_per_month: Some(None),
             disabled: Some(false),
         };
         assert!(changes.touches_quotas());
         let after = changes.apply(before);
         assert_eq!(after.limits.per_day, None);
+        assert_eq!(after.limits.budget_per_day.unwrap().to_string(), "1.500000");
+        assert_eq!(after.limits.budget_per_month, None);
         assert_eq!(after.limits.per_month, limit(100));
         assert!(!after.disabled);
         assert!(!AccountChanges::default().touches_quotas());

@@ -13,6 +13,7 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use crate::accounts::model::UserId;
+use crate::money::Usd;
 use crate::quota::model::PeriodLimits;
 use crate::text::has_hidden_characters;
 
@@ -263,6 +264,7 @@ impl KeyLimits {
             quotas: PeriodLimits {
                 per_day: positive("per_day", per_day)?,
                 per_month: positive("per_month", per_month)?,
+                ..PeriodLimits::default()
             },
         })
     }
@@ -292,6 +294,8 @@ pub struct LimitChanges {
     pub per_minute: Option<Option<NonZeroU32>>,
     pub per_day: Option<Option<NonZeroU64>>,
     pub per_month: Option<Option<NonZeroU64>>,
+    pub budget_per_day: Option<Option<Usd>>,
+    pub budget_per_month: Option<Option<Usd>>,
 }
 
 impl LimitChanges {
@@ -299,9 +303,12 @@ impl LimitChanges {
         *self == Self::default()
     }
 
-    /// Whether a day or month quota changes (its counters must then be re-read).
+    /// Whether a day or month quota or budget changes (its counters must then be re-read).
     pub fn touches_quotas(&self) -> bool {
-        self.per_day.is_some() || self.per_month.is_some()
+        self.per_day.is_some()
+            || self.per_month.is_some()
+            || self.budget_per_day.is_some()
+            || self.budget_per_month.is_some()
     }
 
     pub fn apply(&self, limits: KeyLimits) -> KeyLimits {
@@ -310,6 +317,10 @@ impl LimitChanges {
             quotas: PeriodLimits {
                 per_day: self.per_day.unwrap_or(limits.quotas.per_day),
                 per_month: self.per_month.unwrap_or(limits.quotas.per_month),
+                budget_per_day: self.budget_per_day.unwrap_or(limits.quotas.budget_per_day),
+                budget_per_month: self
+                    .budget_per_month
+                    .unwrap_or(limits.quotas.budget_per_month),
             },
         }
     }
@@ -336,6 +347,8 @@ impl LimitChanges {
             per_minute: one(per_minute, 0)?.map(|set| set.and_then(|l| l.per_minute)),
             per_day: one(per_day, 1)?.map(|set| set.and_then(|l| l.quotas.per_day)),
             per_month: one(per_month, 2)?.map(|set| set.and_then(|l| l.quotas.per_month)),
+            budget_per_day: None,
+            budget_per_month: None,
         })
     }
 }
@@ -347,11 +360,14 @@ pub struct ApiKeyView {
     pub usage: KeyUsage,
 }
 
-/// Images a key has made (successes) today and this month, UTC.
+/// Images a key (or an account) has made (successes) today and this month, UTC, and what
+/// they cost.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct KeyUsage {
     pub today: u64,
     pub this_month: u64,
+    pub spend_today: Usd,
+    pub spend_this_month: Usd,
 }
 
 /// What creating a key asks a repository to store.

@@ -215,6 +215,8 @@ impl ApiKeys for ApiKeyService {
             let defaults = self.policy.default_quotas;
             quotas.per_day = quotas.per_day.or(defaults.per_day);
             quotas.per_month = quotas.per_month.or(defaults.per_month);
+            quotas.budget_per_day = quotas.budget_per_day.or(defaults.budget_per_day);
+            quotas.budget_per_month = quotas.budget_per_month.or(defaults.budget_per_month);
         }
         let (new_key, secret) = self.new_key(user_id, settings, None)?;
         tracing::Span::current().record("key_id", tracing::field::display(new_key.record.id));

@@ -9,6 +9,9 @@ use std::sync::Arc;
 use time::Date;
 use time::macros::date;
 
+use super::price::ModelPrice;
+use crate::money::{TokenPrice, Usd};
+
 /// An aspect ratio in Google's notation, `W:H` (e.g. `16:9`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct AspectRatio {
@@ -146,6 +149,9 @@ pub struct ModelSpec {
     pub retired_at: Option<Date>,
     /// Named in the refusal once retired.
     pub replaced_by: Option<String>,
+    /// What its images cost; `None`: the operator has not priced it (its images cost 0,
+    /// and start-up warns).
+    pub price: Option<ModelPrice>,
 }
 
 impl ModelSpec {
@@ -198,13 +204,70 @@ impl ModelSpec {
     }
 }
 
+/// A built-in price: `[input text, input image, output image, output text]` in dollars per
+/// million tokens, and dollars per image by resolution (constants, checked by the tests).
+fn built_in_price(tokens: [f64; 4], per_image: &[(Resolution, &str)]) -> ModelPrice {
+    let token = |dollars| TokenPrice::per_million_tokens(dollars).unwrap_or_default();
+    ModelPrice {
+        input_text: token(tokens[0]),
+        input_image: token(tokens[1]),
+        output_image: token(tokens[2]),
+        output_text: token(tokens[3]),
+        batch_discount_ppm: 500_000,
+        per_image: per_image
+            .iter()
+            .map(|(resolution, dollars)| (*resolution, Usd::parse(dollars).unwrap_or_default()))
+            .collect(),
+    }
+}
+
+/// A price with the file's fields applied, each checked.
+fn apply_price(
+    mut price: ModelPrice,
+    patch: PricePatch,
+    fail: &dyn Fn(&'static str, String) -> CatalogError,
+) -> Result<ModelPrice, CatalogError> {
+    for (field, value, slot) in [
+        ("price.input_text", patch.input_text, &mut price.input_text),
+        ("price.input_image", patch.input_image, &mut price.input_image),
+        ("price.output_image", patch.output_image, &mut price.output_image),
+        ("price.output_text", patch.output_text, &mut price.output_text),
+    ] {
+        if let Some(dollars) = value {
+            *slot = TokenPrice::per_million_tokens(dollars)
+                .map_err(|error| fail(field, format!("{dollars}: {error}")))?;
+        }
+    }
+    if let Some(discount) = patch.batch_discount {
+        if !(0.0..=1.0).contains(&discount) {
+            return Err(fail(
+                "price.batch_discount",
+                format!("{discount} must be a fraction from 0 to 1"),
+            ));
+        }
+        price.batch_discount_ppm = (discount * 1_000_000.0).round() as u32;
+    }
+    if let Some(table) = patch.per_image {
+        price.per_image.clear();
+        for (resolution, dollars) in table {
+            let at = Resolution::parse(&resolution).map_err(|error| {
+                fail("price.per_image", format!("{resolution:?}: {error}"))
+            })?;
+            let usd = Usd::from_number(dollars)
+                .map_err(|error| fail("price.per_image", format!("{resolution}: {error}")))?;
+            price.per_image.insert(at, usd);
+        }
+    }
+    Ok(price)
+}
+
 fn join(items: impl Iterator<Item = String>) -> String {
     items.collect::<Vec<_>>().join(", ")
 }
 
 /// One entry of the operator's catalog file: every field but `id` optional. An entry whose id
 /// is built in changes only the fields it names; a new one names every field it needs.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct ModelPatch {
     pub id: String,
     pub aliases: Option<Vec<String>>,
@@ -214,6 +277,20 @@ pub struct ModelPatch {
     pub max_input_images: Option<usize>,
     pub retired_at: Option<Date>,
     pub replaced_by: Option<String>,
+    pub price: Option<PricePatch>,
+}
+
+/// The `price` of a catalog file entry: dollars per million tokens, the batch discount as a
+/// fraction, and dollars per image by resolution. Each field absent keeps the built-in one.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PricePatch {
+    pub input_text: Option<f64>,
+    pub input_image: Option<f64>,
+    pub output_image: Option<f64>,
+    pub output_text: Option<f64>,
+    pub batch_discount: Option<f64>,
+    /// Replaces the whole table when present.
+    pub per_image: Option<Vec<(String, f64)>>,
 }
 
 /// A catalog that cannot be used, naming the entry and the field at fault.
@@ -256,6 +333,7 @@ impl ModelCatalog {
                     max_input_images: inputs,
                     retired_at: None,
                     replaced_by: None,
+                    price: None,
                 })
             };
         use Resolution::{K1, K2, K4, Px512};
@@ -284,31 +362,63 @@ impl ModelCatalog {
             max_input_images: 0,
             retired_at: None,
             replaced_by: None,
+            price: Some(built_in_price(
+                [0.0, 0.0, 0.0, 0.0],
+                &[(K1, "0.04"), (K2, "0.04")],
+            )),
         });
         retire(&mut imagen_4, date!(2026 - 08 - 17));
+        let priced = |mut spec: Arc<ModelSpec>, tokens: [f64; 4], per_image: &[_]| {
+            Arc::make_mut(&mut spec).price = Some(built_in_price(tokens, per_image));
+            spec
+        };
+        // Google's price list (see `docs/pricing.md` for the sources and their dates):
+        // dollars per million tokens of input text, input image, output image, output text;
+        // per image: output image tokens at that resolution × the output image price.
         Self(vec![
-            spec(
-                "gemini-3.1-flash-image",
-                &["nano-banana-2"],
-                ratios(&["1:4", "4:1", "1:8", "8:1"]),
-                &[K1, Px512, K2, K4],
-                14,
+            priced(
+                spec(
+                    "gemini-3.1-flash-image",
+                    &["nano-banana-2"],
+                    ratios(&["1:4", "4:1", "1:8", "8:1"]),
+                    &[K1, Px512, K2, K4],
+                    14,
+                ),
+                [0.50, 0.50, 60.0, 3.00],
+                &[
+                    (Px512, "0.04482"),
+                    (K1, "0.0672"),
+                    (K2, "0.1008"),
+                    (K4, "0.1512"),
+                ],
             ),
-            spec(
-                "gemini-3-pro-image",
-                &["nano-banana-pro"],
-                ratios(&[]),
-                &[K1, K2, K4],
-                14,
+            priced(
+                spec(
+                    "gemini-3-pro-image",
+                    &["nano-banana-pro"],
+                    ratios(&[]),
+                    &[K1, K2, K4],
+                    14,
+                ),
+                [2.00, 2.00, 120.0, 12.00],
+                &[(K1, "0.1344"), (K2, "0.1344"), (K4, "0.24")],
             ),
-            spec(
-                "gemini-3.1-flash-lite-image",
-                &[],
-                ratios(&["1:4", "4:1", "1:8", "8:1"]),
-                &[K1],
-                14,
+            priced(
+                spec(
+                    "gemini-3.1-flash-lite-image",
+                    &[],
+                    ratios(&["1:4", "4:1", "1:8", "8:1"]),
+                    &[K1],
+                    14,
+                ),
+                [0.25, 0.25, 30.0, 1.50],
+                &[(K1, "0.0336")],
             ),
-            flash_2_5,
+            priced(
+                flash_2_5,
+                [0.30, 0.30, 30.0, 2.50],
+                &[(K1, "0.0387")],
+            ),
             imagen_4,
         ])
     }
@@ -350,6 +460,7 @@ impl ModelCatalog {
                 max_input_images: 0,
                 retired_at: None,
                 replaced_by: None,
+                price: None,
             },
         };
         if existing.is_none() {
@@ -404,6 +515,9 @@ impl ModelCatalog {
         if let Some(replaced_by) = patch.replaced_by {
             spec.replaced_by = Some(replaced_by);
         }
+        if let Some(price) = patch.price {
+            spec.price = Some(apply_price(spec.price.take().unwrap_or_default(), price, &fail)?);
+        }
         match existing {
             Some(at) => self.0[at] = Arc::new(spec),
             None => self.0.push(Arc::new(spec)),
@@ -438,6 +552,22 @@ impl ModelCatalog {
                     return Err(fail(
                         "resolutions",
                         format!("{} is listed twice", resolution.as_str()),
+                    ));
+                }
+            }
+            if let Some(price) = &spec.price {
+                if let Some(missing) = spec
+                    .resolutions
+                    .iter()
+                    .find(|resolution| !price.per_image.contains_key(resolution))
+                {
+                    return Err(fail(
+                        "price.per_image",
+                        format!(
+                            "has no price for {}, one of the model's resolutions (it is what a \
+                             budget reserves)",
+                            missing.as_str()
+                        ),
                     ));
                 }
             }

@@ -8,6 +8,7 @@ pub mod error;
 pub mod history;
 pub mod model;
 pub mod ports;
+pub mod price;
 pub mod service;
 pub mod stored;
 
@@ -17,5 +18,6 @@ pub use error::*;
 pub use history::*;
 pub use model::*;
 pub use ports::*;
+pub use price::*;
 pub use service::*;
 pub use stored::*;

@@ -13,6 +13,7 @@ use time::Date;
 
 use super::catalog::{AspectRatio, ModelApi, ModelCatalog, ModelSpec, Resolution};
 use crate::api_keys::model::AuthenticatedApiKey;
+use crate::money::Usd;
 
 pub const MAX_PROMPT_CHARS: usize = 10_000;
 
@@ -852,6 +853,8 @@ pub enum GenerationOutcome {
         bytes: u64,
         /// Read from the image's header, when it can be.
         dimensions: Option<(u32, u32)>,
+        /// What it cost (see `ModelPrice::cost`); a failure costs nothing.
+        cost: Usd,
     },
     Failed {
         /// Stable and snake_case, e.g. `content_rejected`, `storage_failed`.
@@ -1258,6 +1261,8 @@ pub struct Generation {
     /// Read from the image's header, when it can be.
     pub dimensions: Option<(u32, u32)>,
     pub usage: Option<TokenUsage>,
+    /// What it cost (0 for a test key's).
+    pub cost: Usd,
     pub previous: Option<GenerationId>,
     pub created_at: OffsetDateTime,
     pub timings: GenerationTimings,

@@ -16,7 +16,7 @@ use time::OffsetDateTime;
 use super::error::GenerateError;
 use super::model::{
     AllowedModels, Generation, GenerationId, GenerationOutcome, GenerationRecord,
-    GenerationRequest, GenerationTimings, ImageCount, ObjectKey, image_dimensions,
+    GenerationRequest, GenerationTimings, ImageCount, ObjectKey, TokenUsage, image_dimensions,
 };
 use crate::accounts::model::UserId;
 use crate::api_keys::model::{AuthenticatedApiKey, KeyMode};
@@ -29,9 +29,10 @@ use crate::generation::ports::{
     GenerationRepository, HistoryRepository, ImageConverter, ImageProvider, ObjectStorage,
 };
 use crate::generation::stored::GenerationStatus;
-use crate::quota::model::QuotaStanding;
+use crate::money::Usd;
+use crate::quota::model::{BudgetStanding, QuotaStanding};
 use crate::quota::ports::QuotaRepository;
-use crate::quota::reservation::ReserveError;
+use crate::quota::reservation::{Ask, ReserveError, Reserved};
 use crate::system::{Clock, IdGenerator};
 use crate::usage::{UsageDimension, UsageQuery, UsageRow, group_usage};
 
@@ -57,17 +58,57 @@ pub struct GenerationPorts {
 /// What a streamed batch tells as it goes.
 #[derive(Debug)]
 pub enum BatchEvent {
-    /// The work started (the images are reserved); where the tightest quota stands.
-    Started(Option<QuotaStanding>),
+    /// The work started (the images are reserved); where the tightest quota and budget stand.
+    Started(Standings),
     /// One image, as soon as it was made (stored, recorded and counted).
     Made(Box<Generation>),
 }
 
-/// What a request for images came to, and where the tightest quota stands after it.
+/// Where the caller's tightest quota and tightest budget stand (for the answer's headers).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Standings {
+    pub quota: Option<QuotaStanding>,
+    pub budget: Option<BudgetStanding>,
+}
+
+impl Standings {
+    fn of(reserved: Option<&Reserved>) -> Self {
+        reserved.map_or_else(Self::default, |reserved| Self {
+            quota: reserved.tightest,
+            budget: reserved.tightest_budget,
+        })
+    }
+
+    /// Where they stand when a reservation refused, or not at all.
+    fn of_refusal(error: &ReserveError) -> Self {
+        match error {
+            ReserveError::Exceeded(standing) => Self {
+                quota: Some(*standing),
+                budget: None,
+            },
+            ReserveError::OverBudget(standing) => Self {
+                quota: None,
+                budget: Some(*standing),
+            },
+            _ => Self::default(),
+        }
+    }
+}
+
+/// What a request for images came to, and where the tightest quota and budget stand after it.
 #[derive(Debug)]
 pub struct GenerationBatch {
     pub result: Result<Vec<Generation>, GenerateError>,
-    pub quota: Option<QuotaStanding>,
+    pub standings: Standings,
+}
+
+/// What a dry run found: the request would be served, at about this cost.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GenerationEstimate {
+    /// The budget's estimate: the per-image price at the resolution asked × the images.
+    pub cost: Usd,
+    pub images: u64,
+    pub standings: Standings,
 }
 
 /// Runs generations and reports usage.
@@ -119,6 +160,16 @@ pub trait Generations: Send + Sync + 'static {
         count: ImageCount,
         events: tokio::sync::mpsc::UnboundedSender<BatchEvent>,
     ) -> GenerationBatch;
+
+    /// What `generate_images` would decide, without doing it: every check (the conversation,
+    /// the key, every quota and budget, without reserving) and the cost estimate. Never calls
+    /// the provider. Refused as `generate_images` would be.
+    async fn estimate(
+        &self,
+        caller: AuthenticatedApiKey,
+        request: &GenerationRequest,
+        count: ImageCount,
+    ) -> Result<GenerationEstimate, GenerateError>;
 
     /// The user's usage over the query's days, grouped as it asks.
     async fn usage(
@@ -258,6 +309,7 @@ impl GenerationService {
             parts,
         };
 
+        let cost = Self::cost_of(&caller, &request, usage.as_ref());
         let succeeded = record(
             GenerationOutcome::Succeeded {
                 object_key: key,
@@ -265,6 +317,7 @@ impl GenerationService {
                 format: image.format(),
                 bytes: image.bytes().len() as u64,
                 dimensions,
+                cost,
             },
             usage,
             Some(turn),
@@ -296,6 +349,7 @@ impl GenerationService {
             model: succeeded.model,
             dimensions,
             usage,
+            cost,
             previous: request.previous,
             image,
             created_at: started_at,
@@ -424,29 +478,25 @@ impl GenerationService {
                 Err(error) => {
                     return GenerationBatch {
                         result: Err(error),
-                        quota: None,
+                        standings: Standings::default(),
                     };
                 }
             },
             None => Vec::new(),
         };
-        let images = count.get() as u64;
+        let ask = Self::ask(&caller, request, count);
         let reserved = if caller.quota_applies {
             match self
                 .ports
                 .quotas
-                .reserve(&caller, images, self.ports.clock.now())
+                .reserve(&caller, ask, self.ports.clock.now())
                 .await
             {
                 Ok(reserved) => Some(reserved),
                 Err(error) => {
-                    let quota = match &error {
-                        ReserveError::Exceeded(standing) => Some(*standing),
-                        _ => None,
-                    };
                     return GenerationBatch {
+                        standings: Standings::of_refusal(&error),
                         result: Err(error.into()),
-                        quota,
                     };
                 }
             }
@@ -454,8 +504,7 @@ impl GenerationService {
             None
         };
         if let Some(events) = events {
-            let quota = reserved.as_ref().and_then(|reserved| reserved.tightest);
-            let _ = events.send(BatchEvent::Started(quota));
+            let _ = events.send(BatchEvent::Started(Standings::of(reserved.as_ref())));
         }
         // Each image as it is made (in the order they finish).
         let mut pending: futures_util::stream::FuturesUnordered<_> = (0..count.get())
@@ -476,24 +525,36 @@ impl GenerationService {
                 }
             }
         }
-        let unmade = images - made.len() as u64;
-        let mut quota = reserved.as_ref().and_then(|reserved| reserved.tightest);
-        if let Some(reserved) = &reserved
-            && unmade > 0
-        {
-            match self
-                .ports
-                .quotas
-                .release(&reserved.reservation, unmade)
-                .await
-            {
-                Ok(()) => {
-                    if let Some(standing) = &mut quota {
-                        standing.used = standing.used.saturating_sub(unmade);
+        let mut standings = Standings::of(reserved.as_ref());
+        if let Some(reserved) = &reserved {
+            let cost: Usd = made.iter().map(|generation| generation.cost).sum();
+            let settlement = reserved
+                .reservation
+                .settlement(made.len() as u64, cost);
+            if settlement.unmade_images > 0 || settlement.cost_change_nanos != 0 {
+                match self
+                    .ports
+                    .quotas
+                    .settle(&reserved.reservation, settlement)
+                    .await
+                {
+                    Ok(()) => {
+                        if let Some(standing) = &mut standings.quota {
+                            standing.used =
+                                standing.used.saturating_sub(settlement.unmade_images);
+                        }
+                        if let Some(standing) = &mut standings.budget {
+                            standing.spent = Usd::from_nanos(
+                                standing
+                                    .spent
+                                    .nanos()
+                                    .saturating_add(settlement.cost_change_nanos),
+                            );
+                        }
                     }
-                }
-                Err(error) => {
-                    tracing::error!(%error, unmade, "could not give back reserved quota");
+                    Err(error) => {
+                        tracing::error!(%error, unmade = settlement.unmade_images, "could not settle a reservation");
+                    }
                 }
             }
         }
@@ -501,7 +562,30 @@ impl GenerationService {
             Some(error) if made.is_empty() => Err(error),
             _ => Ok(made),
         };
-        GenerationBatch { result, quota }
+        GenerationBatch { result, standings }
+    }
+
+    /// What a batch reserves: its images and, for a live key, the model's per-image price at
+    /// the resolution asked × the images (a test key's images cost nothing).
+    fn ask(caller: &AuthenticatedApiKey, request: &GenerationRequest, count: ImageCount) -> Ask {
+        let images = count.get() as u64;
+        let estimate = match (caller.mode, &request.model.spec().price) {
+            (KeyMode::Live, Some(price)) => price.estimate(request.shape.resolution, images),
+            _ => Usd::ZERO,
+        };
+        Ask { images, estimate }
+    }
+
+    /// What one image made at the provider cost (0 for a test key's).
+    fn cost_of(
+        caller: &AuthenticatedApiKey,
+        request: &GenerationRequest,
+        usage: Option<&TokenUsage>,
+    ) -> Usd {
+        match (caller.mode, &request.model.spec().price) {
+            (KeyMode::Live, Some(price)) => price.cost(usage, request.shape.resolution),
+            _ => Usd::ZERO,
+        }
     }
 
     /// Records the failure (best effort: the caller's error matters more) and returns `error`.
@@ -547,6 +631,33 @@ impl Generations for GenerationService {
         events: tokio::sync::mpsc::UnboundedSender<BatchEvent>,
     ) -> GenerationBatch {
         self.run_batch(caller, &request, count, Some(&events)).await
+    }
+
+    async fn estimate(
+        &self,
+        caller: AuthenticatedApiKey,
+        request: &GenerationRequest,
+        count: ImageCount,
+    ) -> Result<GenerationEstimate, GenerateError> {
+        if let Some(previous) = request.previous {
+            self.conversation(&caller, previous).await?;
+        }
+        let ask = Self::ask(&caller, request, count);
+        let standings = if caller.quota_applies {
+            let checked = self
+                .ports
+                .quotas
+                .check(&caller, ask, self.ports.clock.now())
+                .await?;
+            Standings::of(Some(&checked))
+        } else {
+            Standings::default()
+        };
+        Ok(GenerationEstimate {
+            cost: ask.estimate,
+            images: ask.images,
+            standings,
+        })
     }
 
     async fn usage(
@@ -761,6 +872,8 @@ mod tests {
                         format: ImageFormat::Png,
                         bytes: PNG.len() as u64,
                         dimensions: None,
+                        // No usage from the provider: the model's 1K per-image price.
+                        cost: crate::money::Usd::parse("0.0672").unwrap(),
                     }
         });
 
@@ -931,32 +1044,42 @@ mod tests {
         let mut quotas = crate::quota::ports::MockQuotaRepository::new();
         quotas
             .expect_reserve()
-            .withf(|caller, images, at| {
-                caller.key_id == CALLER.key_id && *images == 3 && *at == NOW
+            .withf(|caller, ask, at| {
+                // Three images at the 1K per-image price of the default model.
+                caller.key_id == CALLER.key_id
+                    && ask.images == 3
+                    && ask.estimate == crate::money::Usd::parse("0.2016").unwrap()
+                    && *at == NOW
             })
             .times(1)
-            .returning(|caller, images, at| {
+            .returning(|caller, ask, at| {
                 Ok(crate::quota::reservation::Reserved {
                     reservation: crate::quota::reservation::Reservation {
                         key_id: caller.key_id,
                         user_id: caller.user_id,
-                        images,
+                        ask,
                         at,
                         counted: Vec::new(),
                     },
                     tightest: Some(standing(8)),
+                    tightest_budget: None,
                 })
             });
         quotas
-            .expect_release()
-            .withf(|reservation, images| reservation.images == 3 && *images == 1)
+            .expect_settle()
+            .withf(|reservation, settlement| {
+                // One image not made; two made at 0.0672 instead of three estimated.
+                reservation.ask.images == 3
+                    && settlement.unmade_images == 1
+                    && settlement.cost_change_nanos == -67_200_000
+            })
             .times(1)
             .returning(|_, _| Ok(()));
         let batch = service_with_quotas(provider, generations, quotas)
             .generate_images(quota_caller(), &request(), ImageCount::new(3, 10).unwrap())
             .await;
         assert_eq!(batch.result.unwrap().len(), 2);
-        assert_eq!(batch.quota.map(|quota| quota.remaining()), Some(3));
+        assert_eq!(batch.standings.quota.map(|quota| quota.remaining()), Some(3));
     }
 
     #[tokio::test]
@@ -969,7 +1092,7 @@ mod tests {
         quotas
             .expect_reserve()
             .returning(|_, _, _| Err(ReserveError::Exceeded(standing(10))));
-        quotas.expect_release().never();
+        quotas.expect_settle().never();
         let batch = service_with_quotas(provider, generations, quotas)
             .generate_images(quota_caller(), &request(), ImageCount::ONE)
             .await;
@@ -977,7 +1100,7 @@ mod tests {
             batch.result,
             Err(GenerateError::Quota(ReserveError::Exceeded(_)))
         ));
-        assert_eq!(batch.quota.map(|quota| quota.remaining()), Some(0));
+        assert_eq!(batch.standings.quota.map(|quota| quota.remaining()), Some(0));
     }
 
     #[tokio::test]
@@ -990,7 +1113,7 @@ mod tests {
             .generate_images(CALLER, &request(), ImageCount::ONE)
             .await;
         assert!(batch.result.is_ok());
-        assert_eq!(batch.quota, None);
+        assert_eq!(batch.standings, Standings::default());
     }
 
     #[tokio::test]

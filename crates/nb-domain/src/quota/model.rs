@@ -1,10 +1,12 @@
 //! What a quota is: a number of images per UTC day or calendar month (UTC), for a key or an
-//! account, and where one stands. Periods reset at predictable times: 00:00 UTC each day, and
+//! account, and where one stands; a budget is the same in dollars. Periods reset at predictable times: 00:00 UTC each day, and
 //! 00:00 UTC on the 1st of each month.
 
 use std::num::NonZeroU64;
 
 use time::{Date, Month, OffsetDateTime, Time, UtcOffset};
+
+use crate::money::Usd;
 
 /// A positive count of images.
 pub type QuotaLimit = NonZeroU64;
@@ -67,16 +69,19 @@ impl QuotaScope {
     }
 }
 
-/// Day and month quotas (absent: no limit beyond the server's).
+/// Day and month quotas of images and budgets of dollars (absent: no limit beyond the
+/// server's).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct PeriodLimits {
     pub per_day: Option<QuotaLimit>,
     pub per_month: Option<QuotaLimit>,
+    pub budget_per_day: Option<Usd>,
+    pub budget_per_month: Option<Usd>,
 }
 
 impl PeriodLimits {
     pub fn is_empty(&self) -> bool {
-        self.per_day.is_none() && self.per_month.is_none()
+        *self == Self::default()
     }
 
     pub fn get(&self, period: QuotaPeriod) -> Option<QuotaLimit> {
@@ -85,6 +90,43 @@ impl PeriodLimits {
             QuotaPeriod::Month => self.per_month,
         }
     }
+
+    pub fn budget(&self, period: QuotaPeriod) -> Option<Usd> {
+        match period {
+            QuotaPeriod::Day => self.budget_per_day,
+            QuotaPeriod::Month => self.budget_per_month,
+        }
+    }
+}
+
+/// Where one budget stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BudgetStanding {
+    pub scope: QuotaScope,
+    pub period: QuotaPeriod,
+    pub budget: Usd,
+    /// Spent and reserved in the period, this request's estimate included when it was allowed.
+    pub spent: Usd,
+    pub resets_at: OffsetDateTime,
+    pub checked_at: OffsetDateTime,
+}
+
+impl BudgetStanding {
+    pub fn remaining(&self) -> Usd {
+        self.budget.saturating_sub(self.spent).max(Usd::ZERO)
+    }
+
+    /// Whole seconds from when it was read to the reset, rounded up (at least 1).
+    pub fn seconds_to_reset(&self) -> u64 {
+        seconds_between(self.checked_at, self.resets_at)
+    }
+}
+
+/// Whole seconds from `from` to `to`, rounded up (at least 1).
+fn seconds_between(from: OffsetDateTime, to: OffsetDateTime) -> u64 {
+    let wait = to - from;
+    let seconds = wait.whole_seconds() + i64::from(wait.subsec_nanoseconds() > 0);
+    u64::try_from(seconds).unwrap_or(0).max(1)
 }
 
 /// Where one quota stands.
@@ -107,9 +149,7 @@ impl QuotaStanding {
 
     /// Whole seconds from when it was read to the reset, rounded up (at least 1).
     pub fn seconds_to_reset(&self) -> u64 {
-        let wait = self.resets_at - self.checked_at;
-        let seconds = wait.whole_seconds() + i64::from(wait.subsec_nanoseconds() > 0);
-        u64::try_from(seconds).unwrap_or(0).max(1)
+        seconds_between(self.checked_at, self.resets_at)
     }
 }
 
