@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use async_trait::async_trait;
 use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
+use nb_domain::money::Usd;
 use nb_domain::RepositoryError;
 use nb_domain::accounts::{EmailAddress, UserId};
 use nb_domain::admin::{AccountChanges, AccountOverview, AccountSettings, AuditEntry};
@@ -29,6 +30,11 @@ use crate::users::UserRow;
 struct StoredSettings {
     per_day: Option<i64>,
     per_month: Option<i64>,
+    /// Nano-dollars (absent in entries written before budgets).
+    #[serde(default)]
+    budget_per_day: Option<i64>,
+    #[serde(default)]
+    budget_per_month: Option<i64>,
     disabled: bool,
 }
 
@@ -37,6 +43,8 @@ impl From<AccountSettings> for StoredSettings {
         Self {
             per_day: from_limit(settings.limits.per_day),
             per_month: from_limit(settings.limits.per_month),
+            budget_per_day: settings.limits.budget_per_day.map(Usd::nanos),
+            budget_per_month: settings.limits.budget_per_month.map(Usd::nanos),
             disabled: settings.disabled,
         }
     }
@@ -48,6 +56,8 @@ impl From<StoredSettings> for AccountSettings {
             limits: PeriodLimits {
                 per_day: to_limit(stored.per_day),
                 per_month: to_limit(stored.per_month),
+                budget_per_day: stored.budget_per_day.map(Usd::from_nanos),
+                budget_per_month: stored.budget_per_month.map(Usd::from_nanos),
             },
             disabled: stored.disabled,
         }
@@ -138,8 +148,13 @@ impl AdminRepository for Database {
                     .inner_join(api_keys::table)
                     .filter(api_keys::user_id.eq_any(&ids))
                     .filter(usage_daily::day.ge(month))
-                    .select((api_keys::user_id, usage_daily::day, usage_daily::count))
-                    .load::<(String, Date, i64)>(conn)
+                    .select((
+                        api_keys::user_id,
+                        usage_daily::day,
+                        usage_daily::count,
+                        usage_daily::cost_nano_usd,
+                    ))
+                    .load::<(String, Date, i64, i64)>(conn)
                     .await?;
                 Ok::<_, diesel::result::Error>((users, usage))
             }
@@ -147,13 +162,12 @@ impl AdminRepository for Database {
         })?;
         let (users, usage) = rows.map_err(query_error)?;
         let mut totals: HashMap<String, KeyUsage> = HashMap::new();
-        for (user_id, day, count) in usage {
+        for (user_id, day, count, cost) in usage {
             let count = u64::try_from(count).map_err(RepositoryError::unexpected)?;
-            let entry = totals.entry(user_id).or_default();
-            entry.this_month += count;
-            if day == today {
-                entry.today += count;
-            }
+            totals
+                .entry(user_id)
+                .or_default()
+                .add(count, Usd::from_nanos(cost), day == today);
         }
         let overviews = users
             .into_iter()
@@ -201,6 +215,9 @@ impl AdminRepository for Database {
                 diesel::update(users::table.find(&id)).set((
                     users::per_day.eq(from_limit(after.limits.per_day)),
                     users::per_month.eq(from_limit(after.limits.per_month)),
+                    users::budget_per_day_nano_usd.eq(after.limits.budget_per_day.map(Usd::nanos)),
+                    users::budget_per_month_nano_usd
+                        .eq(after.limits.budget_per_month.map(Usd::nanos)),
                     users::disabled.eq(after.disabled),
                 )),
                 execute,

@@ -5,6 +5,7 @@ use std::num::NonZeroU32;
 use async_trait::async_trait;
 use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
+use nb_domain::money::Usd;
 use nb_domain::RepositoryError;
 use nb_domain::accounts::UserId;
 use nb_domain::api_keys::{
@@ -40,6 +41,8 @@ pub(crate) struct ApiKeyRow {
     per_month: Option<i64>,
     rolled_from: Option<String>,
     mode: String,
+    budget_per_day_nano_usd: Option<i64>,
+    budget_per_month_nano_usd: Option<i64>,
 }
 
 /// What an owner may change on a key (`None` is written as NULL: it removes a setting).
@@ -51,6 +54,8 @@ struct KeySettingsChangeset<'a> {
     per_minute: Option<i32>,
     per_day: Option<i64>,
     per_month: Option<i64>,
+    budget_per_day_nano_usd: Option<i64>,
+    budget_per_month_nano_usd: Option<i64>,
 }
 
 #[derive(Insertable)]
@@ -80,6 +85,8 @@ impl ApiKeyRow {
             per_month: from_limit(record.limits.quotas.per_month),
             rolled_from: record.rolled_from.map(|id| id.to_string()),
             mode: record.mode.as_str().to_owned(),
+            budget_per_day_nano_usd: record.limits.quotas.budget_per_day.map(Usd::nanos),
+            budget_per_month_nano_usd: record.limits.quotas.budget_per_month.map(Usd::nanos),
         }
     }
 
@@ -100,6 +107,8 @@ impl ApiKeyRow {
                 quotas: PeriodLimits {
                     per_day: to_limit(self.per_day),
                     per_month: to_limit(self.per_month),
+                    budget_per_day: self.budget_per_day_nano_usd.map(Usd::from_nanos),
+                    budget_per_month: self.budget_per_month_nano_usd.map(Usd::from_nanos),
                 },
             },
             rolled_from: self
@@ -270,6 +279,8 @@ impl ApiKeyRepository for Database {
                     quotas: PeriodLimits {
                         per_day: to_limit(row.per_day),
                         per_month: to_limit(row.per_month),
+                        budget_per_day: row.budget_per_day_nano_usd.map(Usd::from_nanos),
+                        budget_per_month: row.budget_per_month_nano_usd.map(Usd::from_nanos),
                     },
                 };
                 let limits = changes.limits.apply(current);
@@ -278,6 +289,8 @@ impl ApiKeyRepository for Database {
                     .map(|n| i32::try_from(n.get()).unwrap_or(i32::MAX));
                 row.per_day = from_limit(limits.quotas.per_day);
                 row.per_month = from_limit(limits.quotas.per_month);
+                row.budget_per_day_nano_usd = limits.quotas.budget_per_day.map(Usd::nanos);
+                row.budget_per_month_nano_usd = limits.quotas.budget_per_month.map(Usd::nanos);
             }
             let settings = KeySettingsChangeset {
                 name: row.name.as_deref(),
@@ -285,6 +298,8 @@ impl ApiKeyRepository for Database {
                 per_minute: row.per_minute,
                 per_day: row.per_day,
                 per_month: row.per_month,
+                budget_per_day_nano_usd: row.budget_per_day_nano_usd,
+                budget_per_month_nano_usd: row.budget_per_month_nano_usd,
             };
             run!(
                 diesel::update(api_keys::table.find(&key_id)).set(&settings),
@@ -432,21 +447,31 @@ impl ApiKeyRepository for Database {
                 .filter(api_keys::is_active.eq(true))
                 .select((
                     ApiKeyRow::as_select(),
-                    users::per_day,
-                    users::per_month,
+                    (
+                        users::per_day,
+                        users::per_month,
+                        users::budget_per_day_nano_usd,
+                        users::budget_per_month_nano_usd,
+                    ),
                     users::disabled,
                 ))
-                .first::<(ApiKeyRow, Option<i64>, Option<i64>, bool)>(conn)
+                .first::<(ApiKeyRow, (Option<i64>, Option<i64>, Option<i64>, Option<i64>), bool)>(
+                    conn,
+                )
                 .await
                 .optional()
         })?;
-        let Some((row, account_day, account_month, disabled)) = found.map_err(query_error)? else {
+        let Some((row, (account_day, account_month, budget_day, budget_month), disabled)) =
+            found.map_err(query_error)?
+        else {
             return Ok(None);
         };
         let record = row.into_record()?;
         let account_limits = PeriodLimits {
             per_day: to_limit(account_day),
             per_month: to_limit(account_month),
+            budget_per_day: budget_day.map(Usd::from_nanos),
+            budget_per_month: budget_month.map(Usd::from_nanos),
         };
         Ok(Some(KeyAccess {
             key: AuthenticatedApiKey {

@@ -5,8 +5,10 @@
 //! account is decided one after another, across instances too: it reads the key's and the
 //! account's state and limits as they are and the counters the domain names, the domain
 //! decides (`nb_domain::quota::reservation`), and a grant adds to every counter with a
-//! conditional upsert (`… ON CONFLICT DO UPDATE SET count = count + n WHERE count <= limit -
-//! n`). A release subtracts from the counters of the periods the reservation was made in.
+//! conditional upsert (`… ON CONFLICT DO UPDATE SET count = count + n, cost = cost + e WHERE
+//! count <= limit - n AND cost <= budget - e`). A settlement subtracts the images not made and
+//! moves the dollars by the real cost minus the estimate, in the periods the reservation was
+//! made in.
 
 use async_trait::async_trait;
 use diesel::prelude::*;
@@ -14,8 +16,10 @@ use diesel::upsert::excluded;
 use nb_domain::RepositoryError;
 use nb_domain::api_keys::{AuthenticatedApiKey, KeyMode, KeyState};
 use nb_domain::ports::QuotaRepository;
+use nb_domain::money::Usd;
 use nb_domain::quota::{
-    PeriodLimits, QuotaScope, Reservation, ReservationState, ReserveError, Reserved, decide,
+    Ask, PeriodLimits, QuotaScope, Reservation, ReservationState, ReserveError, Reserved,
+    Settlement, decide,
 };
 use time::{OffsetDateTime, PrimitiveDateTime};
 
@@ -32,7 +36,7 @@ macro_rules! set_counters_from_usage {
         let at: time::OffsetDateTime = $at;
         let today = nb_domain::quota::QuotaPeriod::Day.starts_on(at);
         let month = nb_domain::quota::QuotaPeriod::Month.starts_on(at);
-        let days: Vec<(time::Date, i64)> = match scope {
+        let days: Vec<(time::Date, i64, i64)> = match scope {
             nb_domain::quota::QuotaScope::Key => $run!(
                 crate::schema::usage_daily::table
                     .filter(crate::schema::usage_daily::api_key_id.eq(subject_id))
@@ -40,6 +44,7 @@ macro_rules! set_counters_from_usage {
                     .select((
                         crate::schema::usage_daily::day,
                         crate::schema::usage_daily::count,
+                        crate::schema::usage_daily::cost_nano_usd,
                     )),
                 load,
                 $conn
@@ -52,20 +57,23 @@ macro_rules! set_counters_from_usage {
                     .select((
                         crate::schema::usage_daily::day,
                         crate::schema::usage_daily::count,
+                        crate::schema::usage_daily::cost_nano_usd,
                     )),
                 load,
                 $conn
             )?,
         };
-        let today_count: i64 = days
-            .iter()
-            .filter(|(day, _)| *day == today)
-            .map(|(_, n)| n)
-            .sum();
-        let month_count: i64 = days.iter().map(|(_, n)| n).sum();
-        for (period, starts_on, count) in [
-            (nb_domain::quota::QuotaPeriod::Day, today, today_count),
-            (nb_domain::quota::QuotaPeriod::Month, month, month_count),
+        let sum = |of_today: bool| {
+            days.iter()
+                .filter(|(day, _, _)| !of_today || *day == today)
+                .fold((0i64, 0i64), |(count, cost), (_, n, c)| {
+                    (count + n, cost.saturating_add(*c))
+                })
+        };
+        let ((today_count, today_cost), (month_count, month_cost)) = (sum(true), sum(false));
+        for (period, starts_on, count, cost) in [
+            (nb_domain::quota::QuotaPeriod::Day, today, today_count, today_cost),
+            (nb_domain::quota::QuotaPeriod::Month, month, month_count, month_cost),
         ] {
             $run!(
                 diesel::insert_into(crate::schema::quota_counters::table)
@@ -75,6 +83,7 @@ macro_rules! set_counters_from_usage {
                         crate::schema::quota_counters::period.eq(period.as_str()),
                         crate::schema::quota_counters::starts_on.eq(starts_on),
                         crate::schema::quota_counters::count.eq(count),
+                        crate::schema::quota_counters::cost_nano_usd.eq(cost),
                     ))
                     .on_conflict((
                         crate::schema::quota_counters::subject_kind,
@@ -83,11 +92,14 @@ macro_rules! set_counters_from_usage {
                         crate::schema::quota_counters::starts_on,
                     ))
                     .do_update()
-                    .set(
+                    .set((
                         crate::schema::quota_counters::count.eq(diesel::upsert::excluded(
-                            crate::schema::quota_counters::count
+                            crate::schema::quota_counters::count,
                         )),
-                    ),
+                        crate::schema::quota_counters::cost_nano_usd.eq(
+                            diesel::upsert::excluded(crate::schema::quota_counters::cost_nano_usd),
+                        ),
+                    )),
                 execute,
                 $conn
             )?;
@@ -97,20 +109,27 @@ macro_rules! set_counters_from_usage {
 pub(crate) use set_counters_from_usage;
 
 /// The state a reservation is decided on, as read in its transaction: the key's `is_active`,
-/// `expires_at`, day and month quotas and mode; the account's `disabled`, day and month quotas.
+/// `expires_at`, mode, day and month quotas and budgets; the account's `disabled`, day and
+/// month quotas and budgets.
 type StateRow = (
+    (bool, Option<PrimitiveDateTime>, String),
+    (Option<i64>, Option<i64>, Option<i64>, Option<i64>),
     bool,
-    Option<PrimitiveDateTime>,
-    Option<i64>,
-    Option<i64>,
-    String,
-    bool,
-    Option<i64>,
-    Option<i64>,
+    (Option<i64>, Option<i64>, Option<i64>, Option<i64>),
 );
 
+fn limits(stored: (Option<i64>, Option<i64>, Option<i64>, Option<i64>)) -> PeriodLimits {
+    let (day, month, budget_day, budget_month) = stored;
+    PeriodLimits {
+        per_day: to_limit(day),
+        per_month: to_limit(month),
+        budget_per_day: budget_day.map(Usd::from_nanos),
+        budget_per_month: budget_month.map(Usd::from_nanos),
+    }
+}
+
 fn reservation_state(row: StateRow) -> Result<ReservationState, RepositoryError> {
-    let (active, expires_at, key_day, key_month, mode, disabled, account_day, account_month) = row;
+    let ((active, expires_at, mode), key_limits, disabled, account_limits) = row;
     Ok(ReservationState {
         key: KeyState {
             revoked: !active,
@@ -118,14 +137,8 @@ fn reservation_state(row: StateRow) -> Result<ReservationState, RepositoryError>
             account_disabled: disabled,
         },
         mode: KeyMode::parse(&mode).map_err(RepositoryError::unexpected)?,
-        key_quotas: PeriodLimits {
-            per_day: to_limit(key_day),
-            per_month: to_limit(key_month),
-        },
-        account_quotas: PeriodLimits {
-            per_day: to_limit(account_day),
-            per_month: to_limit(account_month),
-        },
+        key_quotas: limits(key_limits),
+        account_quotas: limits(account_limits),
     })
 }
 
@@ -140,32 +153,38 @@ fn stored(count: u64) -> i64 {
     i64::try_from(count).unwrap_or(i64::MAX)
 }
 
-#[async_trait]
-impl QuotaRepository for Database {
-    /// Reads the state and the counters under the account's lock, lets the domain decide
-    /// ([`ReservationState::counters`], [`decide`]), and writes what it granted.
-    #[tracing::instrument(skip(self, caller), fields(key_id = %caller.key_id))]
-    async fn reserve(
+impl Database {
+    /// Reads the state and the counters under the account's lock and lets the domain decide
+    /// ([`ReservationState::counters`], [`decide`]); when `write`, writes what it granted.
+    async fn decide_reservation(
         &self,
         caller: &AuthenticatedApiKey,
-        images: u64,
+        ask: Ask,
         at: OffsetDateTime,
+        write: bool,
     ) -> Result<Reserved, ReserveError> {
         let (key_id, user_id) = (caller.key_id.to_string(), caller.user_id.to_string());
+        let (images, estimate) = (stored(ask.images), ask.estimate.nanos());
         let decided = with_transaction!(self, lock_user: Some(&user_id), |conn, run| {
             let row: Option<StateRow> = run!(
                 api_keys::table
                     .inner_join(users::table)
                     .filter(api_keys::id.eq(&key_id))
                     .select((
-                        api_keys::is_active,
-                        api_keys::expires_at,
-                        api_keys::per_day,
-                        api_keys::per_month,
-                        api_keys::mode,
+                        (api_keys::is_active, api_keys::expires_at, api_keys::mode),
+                        (
+                            api_keys::per_day,
+                            api_keys::per_month,
+                            api_keys::budget_per_day_nano_usd,
+                            api_keys::budget_per_month_nano_usd,
+                        ),
                         users::disabled,
-                        users::per_day,
-                        users::per_month,
+                        (
+                            users::per_day,
+                            users::per_month,
+                            users::budget_per_day_nano_usd,
+                            users::budget_per_month_nano_usd,
+                        ),
                     )),
                 first,
                 conn
@@ -182,7 +201,7 @@ impl QuotaRepository for Database {
             // Where each counter stands now: under the account's lock nobody else moves them.
             let mut standings = Vec::with_capacity(counters.len());
             for counter in &counters {
-                let used: Option<i64> = run!(
+                let counted: Option<(i64, i64)> = run!(
                     quota_counters::table
                         .filter(quota_counters::subject_kind.eq(counter.scope.as_str()))
                         .filter(quota_counters::subject_id.eq(subject(
@@ -192,18 +211,22 @@ impl QuotaRepository for Database {
                         )))
                         .filter(quota_counters::period.eq(counter.period.as_str()))
                         .filter(quota_counters::starts_on.eq(counter.starts_on(at)))
-                        .select(quota_counters::count),
+                        .select((quota_counters::count, quota_counters::cost_nano_usd)),
                     first,
                     conn
                 )
                 .optional()?;
-                let used = used.and_then(|n| u64::try_from(n).ok()).unwrap_or(0);
-                standings.push(counter.standing(used, at));
+                let (used, spent) = counted.unwrap_or((0, 0));
+                let used = u64::try_from(used).unwrap_or(0);
+                standings.push(counter.standing(used, Usd::from_nanos(spent), at));
             }
-            let after = match decide(standings, images) {
+            let after = match decide(standings, ask) {
                 Ok(after) => after,
                 Err(refused) => return Ok(Err(refused)),
             };
+            if !write {
+                return Ok(Ok(after));
+            }
             for (counter, expected) in counters.iter().zip(&after) {
                 let upsert = diesel::insert_into(quota_counters::table)
                     .values((
@@ -211,7 +234,8 @@ impl QuotaRepository for Database {
                         quota_counters::subject_id.eq(subject(counter.scope, &key_id, &user_id)),
                         quota_counters::period.eq(counter.period.as_str()),
                         quota_counters::starts_on.eq(counter.starts_on(at)),
-                        quota_counters::count.eq(stored(images)),
+                        quota_counters::count.eq(images),
+                        quota_counters::cost_nano_usd.eq(estimate),
                     ))
                     .on_conflict((
                         quota_counters::subject_kind,
@@ -220,45 +244,87 @@ impl QuotaRepository for Database {
                         quota_counters::starts_on,
                     ))
                     .do_update()
-                    .set(
+                    .set((
                         quota_counters::count
                             .eq(quota_counters::count + excluded(quota_counters::count)),
-                    );
-                // `… DO UPDATE … WHERE count <= limit - n`: the condition is part of the
-                // statement, so no count can pass the limit whatever else runs.
+                        quota_counters::cost_nano_usd.eq(quota_counters::cost_nano_usd
+                            + excluded(quota_counters::cost_nano_usd)),
+                    ));
+                // `… DO UPDATE … WHERE count <= limit - n AND cost <= budget - e`: the
+                // condition is part of the statement, so no counter can pass its limit
+                // whatever else runs (a counter without a limit or a budget has none).
+                let max_count = counter
+                    .limit
+                    .map_or(i64::MAX, |limit| stored(limit.get()) - images);
+                let max_cost = counter
+                    .budget
+                    .map_or(i64::MAX, |budget| budget.nanos().saturating_sub(estimate));
                 let conditional = diesel::query_dsl::methods::FilterDsl::filter(
                     upsert,
-                    quota_counters::count.le(stored(counter.limit.get() - images)),
+                    quota_counters::count
+                        .le(max_count)
+                        .and(quota_counters::cost_nano_usd.le(max_cost)),
                 );
-                let counted: Option<i64> = run!(
-                    conditional.returning(quota_counters::count),
+                let counted: Option<(i64, i64)> = run!(
+                    conditional.returning((quota_counters::count, quota_counters::cost_nano_usd)),
                     get_result,
                     conn
                 )
                 .optional()?;
-                // Under the lock the count is the one decided on; never count past a limit
+                // Under the lock the counter is the one decided on; never count past a limit
                 // if it is not.
-                if counted.and_then(|n| u64::try_from(n).ok()) != Some(expected.used) {
+                let expected = (stored(expected.used), expected.spent.nanos());
+                if counted != Some(expected) {
                     return Err(diesel::result::Error::RollbackTransaction);
                 }
             }
             Ok(Ok(after))
         })?;
-        Ok(Reserved::new(caller, images, at, decided?))
+        Ok(Reserved::new(caller, ask, at, decided?))
+    }
+}
+
+#[async_trait]
+impl QuotaRepository for Database {
+    #[tracing::instrument(skip(self, caller), fields(key_id = %caller.key_id))]
+    async fn reserve(
+        &self,
+        caller: &AuthenticatedApiKey,
+        ask: Ask,
+        at: OffsetDateTime,
+    ) -> Result<Reserved, ReserveError> {
+        self.decide_reservation(caller, ask, at, true).await
+    }
+
+    #[tracing::instrument(skip(self, caller), fields(key_id = %caller.key_id))]
+    async fn check(
+        &self,
+        caller: &AuthenticatedApiKey,
+        ask: Ask,
+        at: OffsetDateTime,
+    ) -> Result<Reserved, ReserveError> {
+        self.decide_reservation(caller, ask, at, false).await
     }
 
     #[tracing::instrument(skip(self, reservation), fields(key_id = %reservation.key_id))]
-    async fn release(&self, reservation: &Reservation, images: u64) -> Result<(), RepositoryError> {
+    async fn settle(
+        &self,
+        reservation: &Reservation,
+        settlement: Settlement,
+    ) -> Result<(), RepositoryError> {
         let key_id = reservation.key_id.to_string();
         let user_id = reservation.user_id.to_string();
         let at = reservation.at;
         let counted = reservation.counted.clone();
+        let unmade = stored(settlement.unmade_images);
+        let cost_change = settlement.cost_change_nanos;
         with_transaction!(self, |conn, run| {
             for (scope, period) in &counted {
                 let subject = match scope {
                     QuotaScope::Key => &key_id,
                     QuotaScope::Account => &user_id,
                 };
+                // Never below zero (a counter re-read from usage meanwhile may hold less).
                 run!(
                     diesel::update(
                         quota_counters::table
@@ -266,9 +332,14 @@ impl QuotaRepository for Database {
                             .filter(quota_counters::subject_id.eq(subject))
                             .filter(quota_counters::period.eq(period.as_str()))
                             .filter(quota_counters::starts_on.eq(period.starts_on(at)))
-                            .filter(quota_counters::count.ge(stored(images))),
+                            .filter(quota_counters::count.ge(unmade))
+                            .filter(quota_counters::cost_nano_usd.ge(-cost_change)),
                     )
-                    .set(quota_counters::count.eq(quota_counters::count - stored(images))),
+                    .set((
+                        quota_counters::count.eq(quota_counters::count - unmade),
+                        quota_counters::cost_nano_usd
+                            .eq(quota_counters::cost_nano_usd + cost_change),
+                    )),
                     execute,
                     conn
                 )?;

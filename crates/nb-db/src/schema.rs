@@ -9,6 +9,8 @@ diesel::table! {
         per_day -> Nullable<BigInt>,
         per_month -> Nullable<BigInt>,
         disabled -> Bool,
+        budget_per_day_nano_usd -> Nullable<BigInt>,
+        budget_per_month_nano_usd -> Nullable<BigInt>,
     }
 }
 
@@ -28,6 +30,8 @@ diesel::table! {
         per_month -> Nullable<BigInt>,
         rolled_from -> Nullable<Text>,
         mode -> Text,
+        budget_per_day_nano_usd -> Nullable<BigInt>,
+        budget_per_month_nano_usd -> Nullable<BigInt>,
     }
 }
 
@@ -38,6 +42,7 @@ diesel::table! {
         period -> Text,
         starts_on -> Date,
         count -> BigInt,
+        cost_nano_usd -> BigInt,
     }
 }
 
@@ -58,6 +63,7 @@ diesel::table! {
         api_key_id -> Text,
         day -> Date,
         count -> BigInt,
+        cost_nano_usd -> BigInt,
     }
 }
 
@@ -127,6 +133,7 @@ diesel::table! {
         total_tokens -> Nullable<BigInt>,
         previous_generation_id -> Nullable<Text>,
         turn -> Nullable<Text>,
+        cost_nano_usd -> BigInt,
     }
 }
 

@@ -3,6 +3,7 @@
 use async_trait::async_trait;
 use diesel::prelude::*;
 use diesel_async::{AsyncConnection, RunQueryDsl};
+use nb_domain::money::Usd;
 use nb_domain::RepositoryError;
 use nb_domain::accounts::{EmailAddress, NewUser, PasswordHash, User, UserCredentials, UserId};
 use nb_domain::generation::ObjectKey;
@@ -33,6 +34,8 @@ pub(crate) struct UserRow {
     per_day: Option<i64>,
     per_month: Option<i64>,
     disabled: bool,
+    budget_per_day_nano_usd: Option<i64>,
+    budget_per_month_nano_usd: Option<i64>,
 }
 
 impl UserRow {
@@ -65,6 +68,8 @@ impl UserRow {
         PeriodLimits {
             per_day: to_limit(self.per_day),
             per_month: to_limit(self.per_month),
+            budget_per_day: self.budget_per_day_nano_usd.map(Usd::from_nanos),
+            budget_per_month: self.budget_per_month_nano_usd.map(Usd::from_nanos),
         }
     }
 }
@@ -80,6 +85,8 @@ impl UserRepository for Database {
             created_at: to_stored_time(new_user.user.created_at),
             per_day: from_limit(new_user.limits.per_day),
             per_month: from_limit(new_user.limits.per_month),
+            budget_per_day_nano_usd: new_user.limits.budget_per_day.map(Usd::nanos),
+            budget_per_month_nano_usd: new_user.limits.budget_per_month.map(Usd::nanos),
             disabled: new_user.user.disabled,
         };
         let inserted = with_connection!(self, |conn| {
@@ -177,6 +184,8 @@ impl UserRepository for Database {
                     users::disabled.eq(true),
                     users::per_day.eq(None::<i64>),
                     users::per_month.eq(None::<i64>),
+                    users::budget_per_day_nano_usd.eq(None::<i64>),
+                    users::budget_per_month_nano_usd.eq(None::<i64>),
                 )),
                 execute,
                 conn

@@ -22,8 +22,10 @@ use nb_domain::ports::{
     AdminRepository, ApiKeyRepository, GenerationRepository, InsertKeyError, InsertUserError,
     QuotaRepository, RollApiKeyError, SessionRepository, UserRepository,
 };
+use nb_domain::money::Usd;
 use nb_domain::quota::{
-    PeriodLimits, QuotaLimit, QuotaPeriod, QuotaScope, QuotaStanding, ReserveError, Reserved,
+    Ask, PeriodLimits, QuotaLimit, QuotaPeriod, QuotaScope, QuotaStanding, ReserveError,
+    Reserved, Settlement,
 };
 use nb_domain::usage::UsageFact;
 use time::macros::datetime;
@@ -413,6 +415,7 @@ fn succeeded(caller: AuthenticatedApiKey, at: OffsetDateTime) -> GenerationRecor
         format: ImageFormat::Png,
         bytes: 2048,
         dimensions: None,
+        cost: Usd::ZERO,
     };
     generation(caller, at, outcome)
 }
@@ -552,11 +555,28 @@ async fn key_with_quotas(
     key.record.limits.quotas = PeriodLimits {
         per_day: per_day.and_then(limit),
         per_month: per_month.and_then(limit),
+        ..PeriodLimits::default()
     };
     db.insert_api_key(&key, MAX_ACTIVE).await.unwrap();
     AuthenticatedApiKey {
         quota_applies: true,
         ..AuthenticatedApiKey::unlimited(key.record.id, user_id)
+    }
+}
+
+/// A reservation of `n` images at no cost.
+fn images(n: u64) -> Ask {
+    Ask {
+        images: n,
+        estimate: Usd::ZERO,
+    }
+}
+
+/// A settlement giving back `n` images, at no cost.
+fn give_back(n: u64) -> Settlement {
+    Settlement {
+        unmade_images: n,
+        cost_change_nanos: 0,
     }
 }
 
@@ -572,7 +592,7 @@ async fn reservations_never_pass_a_quota_under_concurrency(db: Database) {
     let caller = key_with_quotas(&db, ada, "hash-ada", Some(10), None).await;
     let attempts = (0..50).map(|_| {
         let db = db.clone();
-        tokio::spawn(async move { db.reserve(&caller, 1, T0).await })
+        tokio::spawn(async move { db.reserve(&caller, images(1), T0).await })
     });
     let mut granted = Vec::new();
     for attempt in futures_util::future::join_all(attempts).await {
@@ -596,50 +616,165 @@ async fn reservations_never_pass_a_quota_under_concurrency(db: Database) {
     left.sort_unstable();
     assert_eq!(left, (0..10).collect::<Vec<_>>());
     // What is given back can be spent again, once.
-    db.release(&granted[0].reservation, 1).await.unwrap();
-    let again = db.reserve(&caller, 1, T0).await.unwrap();
+    db.settle(&granted[0].reservation, give_back(1)).await.unwrap();
+    let again = db.reserve(&caller, images(1), T0).await.unwrap();
     assert_eq!(again.tightest.unwrap().remaining(), 0);
-    refused_by(db.reserve(&caller, 1, T0).await);
+    refused_by(db.reserve(&caller, images(1), T0).await);
     // Several images at once are all or nothing.
     let bob = registered(&db, "bob@example.com").await;
     let bobs = key_with_quotas(&db, bob, "hash-bob", Some(3), None).await;
-    db.reserve(&bobs, 2, T0).await.unwrap();
-    let standing = refused_by(db.reserve(&bobs, 2, T0).await);
+    db.reserve(&bobs, images(2), T0).await.unwrap();
+    let standing = refused_by(db.reserve(&bobs, images(2), T0).await);
     assert_eq!(standing.remaining(), 1);
-    db.reserve(&bobs, 1, T0).await.unwrap();
+    db.reserve(&bobs, images(1), T0).await.unwrap();
+}
+
+/// A key of `user_id` with a day budget and its account with a month budget.
+async fn key_with_budgets(
+    db: &Database,
+    user_id: UserId,
+    hash: &str,
+    key_per_day: &str,
+    account_per_month: Option<&str>,
+) -> AuthenticatedApiKey {
+    let mut key = new_key(user_id, T0, hash);
+    key.record.limits.quotas.budget_per_day = Some(Usd::parse(key_per_day).unwrap());
+    db.insert_api_key(&key, MAX_ACTIVE).await.unwrap();
+    if let Some(month) = account_per_month {
+        let changes = AccountChanges {
+            budget_per_month: Some(Some(Usd::parse(month).unwrap())),
+            ..AccountChanges::default()
+        };
+        db.update_account(user_id, &changes, &audit_entry(user_id, user_id))
+            .await
+            .unwrap()
+            .unwrap();
+    }
+    AuthenticatedApiKey {
+        quota_applies: true,
+        ..AuthenticatedApiKey::unlimited(key.record.id, user_id)
+    }
+}
+
+async fn budgets_are_never_passed_under_concurrency_and_settle_to_the_real_cost(db: Database) {
+    let ada = registered(&db, "ada@example.com").await;
+    // Ten images of $0.0672 fit the day exactly.
+    let caller = key_with_budgets(&db, ada, "hash-ada", "0.672", None).await;
+    let one = Ask {
+        images: 1,
+        estimate: Usd::parse("0.0672").unwrap(),
+    };
+    let attempts = (0..50).map(|_| {
+        let db = db.clone();
+        tokio::spawn(async move { db.reserve(&caller, one, T0).await })
+    });
+    let mut granted = Vec::new();
+    for attempt in futures_util::future::join_all(attempts).await {
+        match attempt.unwrap() {
+            Ok(reserved) => granted.push(reserved),
+            Err(ReserveError::OverBudget(standing)) => {
+                assert_eq!(
+                    (standing.scope, standing.period),
+                    (QuotaScope::Key, QuotaPeriod::Day)
+                );
+                assert_eq!(standing.spent.to_string(), "0.672000");
+            }
+            Err(other) => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(granted.len(), 10);
+    let tightest = granted[0].tightest_budget.unwrap();
+    assert_eq!(tightest.budget.to_string(), "0.672000");
+    // A dry run decides the same and reserves nothing.
+    assert!(matches!(
+        db.check(&caller, one, T0).await,
+        Err(ReserveError::OverBudget(_))
+    ));
+    // One image was not made, another cost a tenth of a cent less than estimated: both go
+    // back, and exactly that much can be spent again.
+    db.settle(&granted[0].reservation, granted[0].reservation.settlement(0, Usd::ZERO))
+        .await
+        .unwrap();
+    db.settle(
+        &granted[1].reservation,
+        granted[1].reservation.settlement(1, Usd::parse("0.0662").unwrap()),
+    )
+    .await
+    .unwrap();
+    let checked = db.check(&caller, one, T0).await.unwrap();
+    assert_eq!(
+        checked.tightest_budget.unwrap().spent.to_string(),
+        "0.671000"
+    );
+    db.reserve(&caller, one, T0).await.unwrap();
+    let small = Ask {
+        images: 1,
+        estimate: Usd::parse("0.001").unwrap(),
+    };
+    db.reserve(&caller, small, T0).await.unwrap();
+    assert!(matches!(
+        db.reserve(&caller, small, T0).await,
+        Err(ReserveError::OverBudget(_))
+    ));
+    // The next UTC day starts afresh.
+    db.reserve(&caller, one, T0 + Duration::days(1)).await.unwrap();
+
+    // An account's month budget counts all its keys, and resets on the 1st.
+    let bob = registered(&db, "bob@example.com").await;
+    let laptop = key_with_budgets(&db, bob, "hash-laptop", "100", Some("0.2")).await;
+    let server = key_with_budgets(&db, bob, "hash-server", "100", None).await;
+    let tenth = Ask {
+        images: 1,
+        estimate: Usd::parse("0.1").unwrap(),
+    };
+    db.reserve(&laptop, tenth, T0).await.unwrap();
+    db.reserve(&server, tenth, T0).await.unwrap();
+    match db.reserve(&laptop, tenth, T0).await {
+        Err(ReserveError::OverBudget(standing)) => {
+            assert_eq!(
+                (standing.scope, standing.period),
+                (QuotaScope::Account, QuotaPeriod::Month)
+            );
+            assert_eq!(standing.resets_at, datetime!(2026-12-01 00:00 UTC));
+        }
+        other => panic!("{other:?}"),
+    }
+    db.reserve(&server, tenth, datetime!(2026-12-01 00:00 UTC))
+        .await
+        .unwrap();
 }
 
 async fn quotas_start_afresh_at_utc_midnight_and_on_the_first(db: Database) {
     let ada = registered(&db, "ada@example.com").await;
     let caller = key_with_quotas(&db, ada, "hash-ada", Some(2), Some(3)).await;
     let last_second = datetime!(2026-11-30 23:59:59.999 UTC);
-    db.reserve(&caller, 2, last_second).await.unwrap();
-    let day = refused_by(db.reserve(&caller, 1, last_second).await);
+    db.reserve(&caller, images(2), last_second).await.unwrap();
+    let day = refused_by(db.reserve(&caller, images(1), last_second).await);
     assert_eq!(day.period, QuotaPeriod::Day);
     assert_eq!(day.resets_at, datetime!(2026-12-01 00:00 UTC));
     assert_eq!(day.seconds_to_reset(), 1);
 
     // A new day and a new month: both counters start from zero.
     let midnight = datetime!(2026-12-01 00:00 UTC);
-    let first = db.reserve(&caller, 1, midnight).await.unwrap();
+    let first = db.reserve(&caller, images(1), midnight).await.unwrap();
     let tightest = first.tightest.unwrap();
     assert_eq!(
         (tightest.period, tightest.remaining()),
         (QuotaPeriod::Day, 1)
     );
     let next_day = datetime!(2026-12-02 08:00 UTC);
-    db.reserve(&caller, 2, next_day).await.unwrap();
-    let month = refused_by(db.reserve(&caller, 1, next_day).await);
+    db.reserve(&caller, images(2), next_day).await.unwrap();
+    let month = refused_by(db.reserve(&caller, images(1), next_day).await);
     assert_eq!(
         (month.period, month.used, month.limit),
         (QuotaPeriod::Month, 3, 3)
     );
     assert_eq!(month.resets_at, datetime!(2027-01-01 00:00 UTC));
     // A release counts in the periods the reservation was made in, not in today's.
-    db.release(&first.reservation, 1).await.unwrap();
+    db.settle(&first.reservation, give_back(1)).await.unwrap();
     let third_day = datetime!(2026-12-03 08:00 UTC);
-    db.reserve(&caller, 1, third_day).await.unwrap();
-    let month = refused_by(db.reserve(&caller, 1, third_day).await);
+    db.reserve(&caller, images(1), third_day).await.unwrap();
+    let month = refused_by(db.reserve(&caller, images(1), third_day).await);
     assert_eq!(month.period, QuotaPeriod::Month);
 }
 
@@ -650,19 +785,19 @@ async fn an_accounts_quota_counts_all_its_keys(db: Database) {
     let ada = user.user.id;
     let laptop = key_with_quotas(&db, ada, "hash-laptop", None, None).await;
     let server = key_with_quotas(&db, ada, "hash-server", Some(10), None).await;
-    db.reserve(&laptop, 2, T0).await.unwrap();
-    let reserved = db.reserve(&server, 1, T0).await.unwrap();
+    db.reserve(&laptop, images(2), T0).await.unwrap();
+    let reserved = db.reserve(&server, images(1), T0).await.unwrap();
     let tightest = reserved.tightest.unwrap();
     assert_eq!(
         (tightest.scope, tightest.remaining()),
         (QuotaScope::Account, 0)
     );
-    let refused = refused_by(db.reserve(&laptop, 1, T0).await);
+    let refused = refused_by(db.reserve(&laptop, images(1), T0).await);
     assert_eq!(refused.scope, QuotaScope::Account);
     // Another account is not touched.
     let bob = registered(&db, "bob@example.com").await;
     let bobs = key_with_quotas(&db, bob, "hash-bob", Some(1), None).await;
-    db.reserve(&bobs, 1, T0).await.unwrap();
+    db.reserve(&bobs, images(1), T0).await.unwrap();
 }
 
 async fn reservations_read_the_key_and_account_as_they_are(db: Database) {
@@ -672,8 +807,8 @@ async fn reservations_read_the_key_and_account_as_they_are(db: Database) {
     db.insert_api_key(&key, MAX_ACTIVE).await.unwrap();
     let caller = AuthenticatedApiKey::unlimited(key.record.id, ada);
     // No quota: granted, with nothing to report.
-    assert_eq!(db.reserve(&caller, 1, T0).await.unwrap().tightest, None);
-    let expired = db.reserve(&caller, 1, T0 + Duration::hours(1)).await;
+    assert_eq!(db.reserve(&caller, images(1), T0).await.unwrap().tightest, None);
+    let expired = db.reserve(&caller, images(1), T0 + Duration::hours(1)).await;
     assert!(
         matches!(expired, Err(ReserveError::KeyExpired)),
         "{expired:?}"
@@ -689,13 +824,13 @@ async fn reservations_read_the_key_and_account_as_they_are(db: Database) {
         .await
         .unwrap()
         .unwrap();
-    let disabled = db.reserve(&other, 1, T0).await;
+    let disabled = db.reserve(&other, images(1), T0).await;
     assert!(
         matches!(disabled, Err(ReserveError::AccountDisabled)),
         "{disabled:?}"
     );
     db.deactivate_api_key(ada, other.key_id).await.unwrap();
-    let revoked = db.reserve(&other, 1, T0).await;
+    let revoked = db.reserve(&other, images(1), T0).await;
     assert!(
         matches!(revoked, Err(ReserveError::KeyRevoked)),
         "{revoked:?}"
@@ -723,6 +858,7 @@ async fn a_new_quota_counts_what_was_already_made(db: Database) {
     let made = KeyUsage {
         today: 2,
         this_month: 3,
+        ..KeyUsage::default()
     };
     assert_eq!(usage, vec![(key.record.id, made)]);
 
@@ -733,6 +869,8 @@ async fn a_new_quota_counts_what_was_already_made(db: Database) {
             per_minute: Some(NonZeroU32::new(7)),
             per_day: Some(limit(3)),
             per_month: None,
+            budget_per_day: Some(Some(Usd::parse("2.5").unwrap())),
+            budget_per_month: None,
         },
     };
     let updated = db
@@ -745,6 +883,10 @@ async fn a_new_quota_counts_what_was_already_made(db: Database) {
     assert_eq!(updated.limits.per_minute, NonZeroU32::new(7));
     assert_eq!(updated.limits.quotas.per_day, limit(3));
     assert_eq!(
+        updated.limits.quotas.budget_per_day.map(|usd| usd.to_string()),
+        Some("2.500000".to_owned())
+    );
+    assert_eq!(
         db.find_api_key(ada, key.record.id).await.unwrap(),
         Some(updated)
     );
@@ -753,8 +895,8 @@ async fn a_new_quota_counts_what_was_already_made(db: Database) {
         quota_applies: true,
         ..caller
     };
-    db.reserve(&caller, 1, T0).await.unwrap();
-    refused_by(db.reserve(&caller, 1, T0).await);
+    db.reserve(&caller, images(1), T0).await.unwrap();
+    refused_by(db.reserve(&caller, images(1), T0).await);
 
     // Left out keeps; null removes.
     let clear = KeyChanges {
@@ -896,7 +1038,7 @@ async fn rolling_counts_against_the_cap_once_and_carries_the_quotas(db: Database
         quota_applies: true,
         ..AuthenticatedApiKey::unlimited(first.record.id, ada)
     };
-    db.reserve(&caller, 3, T0).await.unwrap();
+    db.reserve(&caller, images(3), T0).await.unwrap();
     let next = successor("hash-next", &first);
     db.roll_api_key(ada, first.record.id, &next, grace, 3)
         .await
@@ -906,12 +1048,12 @@ async fn rolling_counts_against_the_cap_once_and_carries_the_quotas(db: Database
         ..AuthenticatedApiKey::unlimited(next.record.id, ada)
     };
     let reserved = db
-        .reserve(&successor_caller, 7, T0 + Duration::minutes(2))
+        .reserve(&successor_caller, images(7), T0 + Duration::minutes(2))
         .await
         .unwrap();
     assert_eq!(reserved.tightest.map(|standing| standing.used), Some(10));
     assert!(matches!(
-        db.reserve(&successor_caller, 1, T0 + Duration::minutes(2))
+        db.reserve(&successor_caller, images(1), T0 + Duration::minutes(2))
             .await,
         Err(ReserveError::Exceeded(_))
     ));
@@ -955,7 +1097,9 @@ async fn account_changes_are_audited_with_before_and_after(db: Database) {
     let changes = AccountChanges {
         per_day: Some(limit(5)),
         per_month: Some(limit(50)),
+        budget_per_month: Some(Some(Usd::parse("50").unwrap())),
         disabled: Some(true),
+        ..AccountChanges::default()
     };
     let (before, after) = db
         .update_account(ada.user_id, &changes, &audit_entry(root, ada.user_id))
@@ -967,6 +1111,8 @@ async fn account_changes_are_audited_with_before_and_after(db: Database) {
         limits: PeriodLimits {
             per_day: limit(5),
             per_month: limit(50),
+            budget_per_month: Some(Usd::parse("50").unwrap()),
+            ..PeriodLimits::default()
         },
         disabled: true,
     };
@@ -1033,7 +1179,8 @@ async fn account_changes_are_audited_with_before_and_after(db: Database) {
         ada_overview.usage,
         KeyUsage {
             today: 1,
-            this_month: 1
+            this_month: 1,
+            ..KeyUsage::default()
         }
     );
 }
@@ -1091,6 +1238,7 @@ contract!(
     a_burst_of_successes_past_the_writers_queue_is_all_written,
     one_bad_success_among_concurrent_ones_fails_alone,
     reservations_never_pass_a_quota_under_concurrency,
+    budgets_are_never_passed_under_concurrency_and_settle_to_the_real_cost,
     quotas_start_afresh_at_utc_midnight_and_on_the_first,
     an_accounts_quota_counts_all_its_keys,
     reservations_read_the_key_and_account_as_they_are,

@@ -61,6 +61,7 @@ struct StoredRow {
     total_tokens: Option<i64>,
     previous_generation_id: Option<String>,
     turn: Option<String>,
+    cost_nano_usd: i64,
 }
 
 impl StoredRow {
@@ -111,6 +112,7 @@ impl StoredRow {
             width: self.width.and_then(|n| u32::try_from(n).ok()),
             height: self.height.and_then(|n| u32::try_from(n).ok()),
             usage,
+            cost: nb_domain::money::Usd::from_nanos(self.cost_nano_usd),
             previous,
             turn,
         })

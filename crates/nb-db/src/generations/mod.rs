@@ -20,6 +20,7 @@ use nb_domain::api_keys::{ApiKeyId, KeyMode, KeyUsage};
 use nb_domain::generation::{GenerationOutcome, GenerationRecord};
 use nb_domain::ports::GenerationRepository;
 use nb_domain::quota::QuotaPeriod;
+use nb_domain::money::Usd;
 use nb_domain::usage::UsageFact;
 use time::{Date, OffsetDateTime, PrimitiveDateTime};
 
@@ -61,6 +62,10 @@ impl GenerationStore {
     }
 }
 
+/// Usage of one key on one day (with one model, when read by model): its day, key, mode,
+/// model, images and nano-dollars.
+type UsageLine = (Date, String, String, Option<String>, i64, i64);
+
 /// One line of usage by model, counted from the history.
 #[derive(QueryableByName)]
 struct ModelUsageRow {
@@ -74,6 +79,8 @@ struct ModelUsageRow {
     model: String,
     #[diesel(sql_type = diesel::sql_types::BigInt)]
     count: i64,
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    cost: i64,
 }
 
 impl GenerationStore {
@@ -84,7 +91,7 @@ impl GenerationStore {
         user_id: String,
         from: Date,
         to: Date,
-    ) -> Result<Vec<(Date, String, String, Option<String>, i64)>, RepositoryError> {
+    ) -> Result<Vec<UsageLine>, RepositoryError> {
         let (start, end) = (
             PrimitiveDateTime::new(from, time::Time::MIDNIGHT),
             PrimitiveDateTime::new(to.next_day().unwrap_or(to), time::Time::MIDNIGHT),
@@ -94,7 +101,8 @@ impl GenerationStore {
             _ => ["?", "?", "?"],
         };
         let sql = format!(
-            "SELECT date(created_at) AS day, api_key_id, mode, model, COUNT(*) AS count \
+            "SELECT date(created_at) AS day, api_key_id, mode, model, COUNT(*) AS count, \
+             CAST(COALESCE(SUM(cost_nano_usd), 0) AS BIGINT) AS cost \
              FROM generations WHERE user_id = {} AND status = 'succeeded' \
              AND created_at >= {} AND created_at < {} \
              GROUP BY date(created_at), api_key_id, mode, model",
@@ -118,6 +126,7 @@ impl GenerationStore {
                     row.mode,
                     Some(row.model),
                     row.count,
+                    row.cost,
                 )
             })
             .collect())
@@ -152,7 +161,7 @@ impl GenerationRepository for GenerationStore {
         by_model: bool,
     ) -> Result<Vec<UsageFact>, RepositoryError> {
         let user_id = user_id.to_string();
-        let rows: Vec<(Date, String, String, Option<String>, i64)> = if by_model {
+        let rows: Vec<UsageLine> = if by_model {
             self.usage_by_model(user_id, from, to).await?
         } else {
             let rows = with_connection!(&self.database, |conn| {
@@ -165,23 +174,25 @@ impl GenerationRepository for GenerationStore {
                         usage_daily::api_key_id,
                         api_keys::mode,
                         usage_daily::count,
+                        usage_daily::cost_nano_usd,
                     ))
-                    .load::<(Date, String, String, i64)>(conn)
+                    .load::<(Date, String, String, i64, i64)>(conn)
                     .await
             })?;
             rows.map_err(query_error)?
                 .into_iter()
-                .map(|(day, key, mode, count)| (day, key, mode, None, count))
+                .map(|(day, key, mode, count, cost)| (day, key, mode, None, count, cost))
                 .collect()
         };
         rows.into_iter()
-            .map(|(day, key_id, mode, model, count)| {
+            .map(|(day, key_id, mode, model, count, cost)| {
                 Ok(UsageFact {
                     day,
                     api_key_id: ApiKeyId(parse_stored_id(&key_id)?),
                     mode: KeyMode::parse(&mode).map_err(RepositoryError::unexpected)?,
                     model,
                     count: u64::try_from(count).map_err(RepositoryError::unexpected)?,
+                    cost: Usd::from_nanos(cost),
                 })
             })
             .collect()
@@ -204,19 +215,19 @@ impl GenerationRepository for GenerationStore {
                     usage_daily::api_key_id,
                     usage_daily::day,
                     usage_daily::count,
+                    usage_daily::cost_nano_usd,
                 ))
-                .load::<(String, Date, i64)>(conn)
+                .load::<(String, Date, i64, i64)>(conn)
                 .await
         })?;
         let mut usage: std::collections::HashMap<ApiKeyId, KeyUsage> = Default::default();
-        for (key_id, day, count) in rows.map_err(query_error)? {
+        for (key_id, day, count, cost) in rows.map_err(query_error)? {
             let key_id = ApiKeyId(parse_stored_id(&key_id)?);
             let count = u64::try_from(count).map_err(RepositoryError::unexpected)?;
-            let entry = usage.entry(key_id).or_default();
-            entry.this_month += count;
-            if day == today {
-                entry.today += count;
-            }
+            usage
+                .entry(key_id)
+                .or_default()
+                .add(count, Usd::from_nanos(cost), day == today);
         }
         Ok(usage.into_iter().collect())
     }

@@ -46,6 +46,7 @@ pub(crate) struct GenerationRow {
     total_tokens: Option<i64>,
     previous_generation_id: Option<String>,
     turn: Option<String>,
+    cost_nano_usd: i64,
 }
 
 /// A stored turn as its JSON column holds it.
@@ -143,6 +144,7 @@ impl From<&GenerationRecord> for GenerationRow {
                 .turn
                 .as_ref()
                 .and_then(|turn| serde_json::to_string(&TurnJson::from(turn)).ok()),
+            cost_nano_usd: 0,
         };
         if let Some(usage) = &record.usage {
             let count = |n: u64| Some(i64::try_from(n).unwrap_or(i64::MAX));
@@ -162,7 +164,9 @@ impl From<&GenerationRecord> for GenerationRow {
                 format,
                 bytes,
                 dimensions,
+                cost,
             } => {
+                row.cost_nano_usd = cost.nanos();
                 if let Some((width, height)) = dimensions {
                     row.width = i32::try_from(*width).ok();
                     row.height = i32::try_from(*height).ok();
@@ -178,33 +182,42 @@ impl From<&GenerationRecord> for GenerationRow {
     }
 }
 
-/// `INSERT … ON CONFLICT (api_key_id, day) DO UPDATE SET count = count + n`: one atomic
-/// statement on both backends, so concurrent increments never lose a count.
+/// `INSERT … ON CONFLICT (api_key_id, day) DO UPDATE SET count = count + n, cost = cost +
+/// c`: one atomic statement on both backends, so concurrent increments never lose a count.
 macro_rules! increment_usage {
-    ($key_id:expr, $day:expr, $count:expr) => {
+    ($key_id:expr, $day:expr, $count:expr, $cost:expr) => {
         diesel::insert_into(usage_daily::table)
             .values((
                 usage_daily::api_key_id.eq($key_id),
                 usage_daily::day.eq($day),
                 usage_daily::count.eq($count),
+                usage_daily::cost_nano_usd.eq($cost),
             ))
             .on_conflict((usage_daily::api_key_id, usage_daily::day))
             .do_update()
-            .set(usage_daily::count.eq(usage_daily::count + excluded(usage_daily::count)))
+            .set((
+                usage_daily::count.eq(usage_daily::count + excluded(usage_daily::count)),
+                usage_daily::cost_nano_usd
+                    .eq(usage_daily::cost_nano_usd + excluded(usage_daily::cost_nano_usd)),
+            ))
     };
 }
 
-/// The usage increments of a batch of successes: one `(key, UTC day, count)` per key and day.
-fn usage_increments(rows: &[GenerationRow]) -> Vec<(String, Date, i64)> {
-    let mut increments: Vec<(String, Date, i64)> = Vec::new();
+/// The usage increments of a batch of successes: one `(key, UTC day, count, cost)` per key
+/// and day.
+fn usage_increments(rows: &[GenerationRow]) -> Vec<(String, Date, i64, i64)> {
+    let mut increments: Vec<(String, Date, i64, i64)> = Vec::new();
     for row in rows {
         let day = row.created_at.date();
         match increments
             .iter_mut()
-            .find(|(key, d, _)| *key == row.api_key_id && *d == day)
+            .find(|(key, d, _, _)| *key == row.api_key_id && *d == day)
         {
-            Some(increment) => increment.2 += 1,
-            None => increments.push((row.api_key_id.clone(), day, 1)),
+            Some(increment) => {
+                increment.2 += 1;
+                increment.3 = increment.3.saturating_add(row.cost_nano_usd);
+            }
+            None => increments.push((row.api_key_id.clone(), day, 1, row.cost_nano_usd)),
         }
     }
     increments
@@ -220,8 +233,10 @@ pub(crate) async fn write_successes(
         ConnectionPool::Postgres(pool) => {
             let mut conn = pool.get().await.map_err(pool_error)?;
             conn.transaction::<_, diesel::result::Error, _>(async |conn| {
-                for (key_id, day, count) in &increments {
-                    increment_usage!(key_id, *day, *count).execute(conn).await?;
+                for (key_id, day, count, cost) in &increments {
+                    increment_usage!(key_id, *day, *count, *cost)
+                        .execute(conn)
+                        .await?;
                 }
                 diesel::insert_into(generations::table)
                     .values(&rows)
@@ -236,8 +251,11 @@ pub(crate) async fn write_successes(
             let mut conn = pool.get().await.map_err(pool_error)?;
             conn.spawn_blocking(move |conn| {
                 conn.immediate_transaction(|conn| {
-                    for (key_id, day, count) in &increments {
-                        diesel::RunQueryDsl::execute(increment_usage!(key_id, *day, *count), conn)?;
+                    for (key_id, day, count, cost) in &increments {
+                        diesel::RunQueryDsl::execute(
+                            increment_usage!(key_id, *day, *count, *cost),
+                            conn,
+                        )?;
                     }
                     diesel::RunQueryDsl::execute(
                         diesel::insert_into(generations::table).values(&rows),

@@ -205,6 +205,8 @@ fn succeeded_as(
             format: ImageFormat::Png,
             bytes: 2048,
             dimensions: None,
+            // A micro-dollar and a half: sums must keep every nano-dollar.
+            cost: nb_domain::money::Usd::from_nanos(1_500),
         },
     );
     record.model = nb_domain::generation::AllowedModels::new([model.to_owned()])
@@ -447,6 +449,18 @@ pub(crate) async fn usage_is_read_by_model_over_a_range_of_days(db: Database) {
         ]
     );
     assert!(facts.iter().all(|fact| fact.api_key_id == ada.key_id));
+    // Costs are summed exactly, by model and without (from the daily counts).
+    let cost: Vec<i64> = facts.iter().map(|fact| fact.cost.nanos()).collect();
+    assert_eq!(cost, [3_000, 1_500, 1_500]);
+    let by_day = store
+        .usage_facts(ada.user_id, T0.date(), (T0 + Duration::days(3)).date(), false)
+        .await
+        .unwrap();
+    let total: nb_domain::money::Usd = by_day.iter().map(|fact| fact.cost).sum();
+    assert_eq!(total.nanos(), 5 * 1_500);
+    let key_usage = store.key_usage(&[ada.key_id], T0).await.unwrap();
+    assert_eq!(key_usage[0].1.spend_today.nanos(), 3 * 1_500);
+    assert_eq!(key_usage[0].1.spend_this_month.nanos(), 5 * 1_500);
 }
 
 /// The shared per-minute limiter exists on PostgreSQL only (with SQLite, one instance, the

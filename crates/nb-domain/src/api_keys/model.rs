@@ -370,6 +370,18 @@ pub struct KeyUsage {
     pub spend_this_month: Usd,
 }
 
+impl KeyUsage {
+    /// Adds a day of this month's usage (`today` when it is today's).
+    pub fn add(&mut self, images: u64, cost: Usd, today: bool) {
+        self.this_month += images;
+        self.spend_this_month = self.spend_this_month.saturating_add(cost);
+        if today {
+            self.today += images;
+            self.spend_today = self.spend_today.saturating_add(cost);
+        }
+    }
+}
+
 /// What creating a key asks a repository to store.
 #[derive(Debug, Clone)]
 pub struct NewApiKey {

@@ -86,6 +86,8 @@ pub struct StoredGeneration {
     pub height: Option<u32>,
     /// What Google counted, when it said.
     pub usage: Option<TokenUsage>,
+    /// What it cost (0 when it failed, and for a test key's).
+    pub cost: crate::money::Usd,
     /// The generation this one continued.
     pub previous: Option<GenerationId>,
     /// What continuing it needs (succeeded generations made since conversational edits).
