@@ -19,12 +19,13 @@ use nb_domain::api_keys::{
     UpdateKeyError,
 };
 use nb_domain::error::BoxError;
+use nb_domain::generation::Standings;
 use nb_domain::generation::{
     ConversationError, GenerateError, HistoryError, InvalidGenerationRequest, InvalidImageCount,
     InvalidInputImages, ProviderError, StorageError,
 };
 use nb_domain::idempotency::IdempotencyError;
-use nb_domain::quota::{QuotaStanding, ReserveError};
+use nb_domain::quota::ReserveError;
 use nb_domain::rate_limit::{LimitedAction, RateLimitError, ThrottleError};
 use serde::Serialize;
 
@@ -37,8 +38,8 @@ pub struct ApiError {
     message: String,
     field: Option<String>,
     retry_after: Option<u64>,
-    /// The quota that refused (its headers go on the answer).
-    quota: Option<Box<QuotaStanding>>,
+    /// The quota or budget that refused (its headers go on the answer).
+    standings: Option<Box<Standings>>,
     cause: Option<BoxError>,
 }
 
@@ -68,7 +69,7 @@ impl ApiError {
             message: message.into(),
             field: None,
             retry_after: None,
-            quota: None,
+            standings: None,
             cause: None,
         }
     }
@@ -103,8 +104,8 @@ impl ApiError {
         self
     }
 
-    fn with_quota(mut self, standing: QuotaStanding) -> Self {
-        self.quota = Some(Box::new(standing));
+    fn with_standings(mut self, standings: Standings) -> Self {
+        self.standings = Some(Box::new(standings));
         self
     }
 
@@ -150,7 +151,7 @@ impl ApiError {
             message: self.message.clone(),
             field: self.field.clone(),
             retry_after: self.retry_after,
-            quota: self.quota.clone(),
+            standings: self.standings.clone(),
             cause: None,
         }
     }
@@ -220,7 +221,9 @@ impl ResponseError for ApiError {
                 field: self.field.as_deref(),
             },
         });
-        crate::headers::insert_quota(response.headers_mut(), self.quota.as_deref());
+        if let Some(standings) = self.standings.as_deref() {
+            crate::headers::insert_standings(response.headers_mut(), standings);
+        }
         response.extensions_mut().insert(ErrorCode(self.code));
         response
     }
@@ -487,7 +490,31 @@ impl From<ReserveError> for ApiError {
                 ),
             )
             .with_retry_after(standing.seconds_to_reset())
-            .with_quota(standing),
+            .with_standings(Standings {
+                quota: Some(standing),
+                budget: None,
+            }),
+            ReserveError::OverBudget(standing) => Self::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "budget_exceeded",
+                format!(
+                    "This {} may spend ${} a {} and has ${} left; the budget resets at {} \
+                     (see Retry-After).",
+                    standing.scope.as_str(),
+                    standing.budget,
+                    standing.period.as_str(),
+                    standing.remaining(),
+                    standing
+                        .resets_at
+                        .format(&time::format_description::well_known::Rfc3339)
+                        .unwrap_or_default(),
+                ),
+            )
+            .with_retry_after(standing.seconds_to_reset())
+            .with_standings(Standings {
+                quota: None,
+                budget: Some(standing),
+            }),
             ReserveError::KeyRevoked => invalid_api_key(),
             ReserveError::KeyExpired => key_expired(),
             ReserveError::AccountDisabled => account_disabled(),

@@ -1,12 +1,15 @@
 //! The headers that tell a client where it stands: on every generation answer the key's
 //! per-minute standing (`x-ratelimit-*`) and, when a day or month quota applies to the
 //! caller (and on a 429 `quota_exceeded`), the tightest quota's limit, what is left of it,
-//! seconds to its reset, and whose quota it is (`x-quota-*`).
+//! seconds to its reset, and whose quota it is (`x-quota-*`); the same of the tightest budget,
+//! in dollars (`x-budget-*`, on a 429 `budget_exceeded` too); and what the answer's images
+//! cost (`x-nb-cost-usd`).
 
 use std::time::Duration;
 
 use actix_web::http::header::{HeaderMap, HeaderName, HeaderValue};
-use nb_domain::quota::QuotaStanding;
+use nb_domain::generation::Standings;
+use nb_domain::money::Usd;
 use nb_domain::rate_limit::RateDecision;
 
 pub const RATE_LIMIT: HeaderName = HeaderName::from_static("x-ratelimit-limit");
@@ -19,8 +22,17 @@ pub const QUOTA_RESET: HeaderName = HeaderName::from_static("x-quota-reset");
 pub const QUOTA_SCOPE: HeaderName = HeaderName::from_static("x-quota-scope");
 pub const QUOTA_PERIOD: HeaderName = HeaderName::from_static("x-quota-period");
 
+pub const BUDGET_LIMIT: HeaderName = HeaderName::from_static("x-budget-limit");
+pub const BUDGET_REMAINING: HeaderName = HeaderName::from_static("x-budget-remaining");
+pub const BUDGET_RESET: HeaderName = HeaderName::from_static("x-budget-reset");
+pub const BUDGET_SCOPE: HeaderName = HeaderName::from_static("x-budget-scope");
+pub const BUDGET_PERIOD: HeaderName = HeaderName::from_static("x-budget-period");
+
+/// What the images of the answer cost, in dollars with 6 decimals.
+pub const COST: HeaderName = HeaderName::from_static("x-nb-cost-usd");
+
 /// Every header of a client's standing, for CORS to expose.
-pub const ALL: [HeaderName; 8] = [
+pub const ALL: [HeaderName; 14] = [
     RATE_LIMIT,
     RATE_LIMIT_REMAINING,
     RATE_LIMIT_RESET,
@@ -29,6 +41,12 @@ pub const ALL: [HeaderName; 8] = [
     QUOTA_RESET,
     QUOTA_SCOPE,
     QUOTA_PERIOD,
+    BUDGET_LIMIT,
+    BUDGET_REMAINING,
+    BUDGET_RESET,
+    BUDGET_SCOPE,
+    BUDGET_PERIOD,
+    COST,
 ];
 
 /// A wait in whole seconds, rounded up.
@@ -46,9 +64,35 @@ pub fn insert_rate_limit(headers: &mut HeaderMap, decision: &RateDecision) {
     );
 }
 
-/// The `x-quota-*` headers of the tightest quota, when one applies.
-pub fn insert_quota(headers: &mut HeaderMap, quota: Option<&QuotaStanding>) {
-    let Some(quota) = quota else {
+/// `x-nb-cost-usd`: what the answer's images cost.
+pub fn insert_cost(headers: &mut HeaderMap, cost: Usd) {
+    if let Ok(value) = HeaderValue::from_str(&cost.to_string()) {
+        headers.insert(COST, value);
+    }
+}
+
+/// The `x-quota-*` headers of the tightest quota and the `x-budget-*` of the tightest
+/// budget, when they apply.
+pub fn insert_standings(headers: &mut HeaderMap, standings: &Standings) {
+    if let Some(budget) = &standings.budget {
+        let dollars = |usd: Usd| HeaderValue::from_str(&usd.to_string()).ok();
+        if let (Some(limit), Some(remaining)) =
+            (dollars(budget.budget), dollars(budget.remaining()))
+        {
+            headers.insert(BUDGET_LIMIT, limit);
+            headers.insert(BUDGET_REMAINING, remaining);
+        }
+        headers.insert(BUDGET_RESET, HeaderValue::from(budget.seconds_to_reset()));
+        headers.insert(
+            BUDGET_SCOPE,
+            HeaderValue::from_static(budget.scope.as_str()),
+        );
+        headers.insert(
+            BUDGET_PERIOD,
+            HeaderValue::from_static(budget.period.as_str()),
+        );
+    }
+    let Some(quota) = &standings.quota else {
         return;
     };
     headers.insert(QUOTA_LIMIT, HeaderValue::from(quota.limit));

@@ -20,6 +20,7 @@ pub mod generation_flow;
 pub mod headers;
 pub mod metrics;
 pub mod middleware;
+pub mod money;
 pub mod openai;
 pub mod openapi;
 pub mod routes;

@@ -7,6 +7,7 @@
 //! | `http_request_duration_seconds` (histogram) | method, route |
 //! | `generations_total` | model, outcome (`succeeded` or the error code) |
 //! | `usage_counted_total` | — |
+//! | `nanobanana_cost_usd_total` (a float counter, USD) | model |
 //! | `upstream_request_duration_seconds` (histogram) | model, outcome |
 //! | `upstream_retries_total` | model |
 //! | `rate_limited_total` | limit |
@@ -69,6 +70,43 @@ pub fn record_request(method: &str, route: &str, status: u16, elapsed: Duration)
     let labels = [("method", method.to_owned()), ("route", route.to_owned())];
     metrics::counter!("http_requests_total", "method" => method, "route" => route.to_owned(), "status" => status.to_string()).increment(1);
     metrics::histogram!("http_request_duration_seconds", &labels).record(elapsed.as_secs_f64());
+}
+
+/// Nano-dollars spent per model since start-up: `nanobanana_cost_usd_total`. The `metrics`
+/// facade's counters are integers, and a float counter must be rendered as a counter (not a
+/// gauge), so this one is kept exactly here and rendered beside the others.
+static COST_BY_MODEL: std::sync::Mutex<std::collections::BTreeMap<String, i64>> =
+    std::sync::Mutex::new(std::collections::BTreeMap::new());
+
+/// What an image made cost.
+pub fn record_cost(model: &str, cost: nb_domain::money::Usd) {
+    let mut costs = COST_BY_MODEL
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    let spent = costs.entry(model.to_owned()).or_default();
+    *spent = spent.saturating_add(cost.nanos());
+}
+
+/// Every metric in Prometheus' text format.
+pub fn render() -> String {
+    let mut text = handle().render();
+    let costs = COST_BY_MODEL
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    if !costs.is_empty() {
+        text.push_str(
+            "# HELP nanobanana_cost_usd_total What the images made cost, in US dollars.\n\
+             # TYPE nanobanana_cost_usd_total counter\n",
+        );
+        for (model, nanos) in costs.iter() {
+            let dollars = nb_domain::money::Usd::from_nanos(*nanos).as_f64();
+            let model = model.replace('\\', "\\\\").replace('"', "\\\"");
+            text.push_str(&format!(
+                "nanobanana_cost_usd_total{{model=\"{model}\"}} {dollars}\n"
+            ));
+        }
+    }
+    text
 }
 
 pub fn record_generation(model: &str, outcome: &str) {

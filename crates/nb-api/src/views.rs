@@ -1,6 +1,7 @@
 //! Answer bodies and headers that more than one route sends: a key as its owner (or an
 //! admin) sees it, and the header that keeps credentials out of caches.
 
+use crate::money::shown;
 use actix_web::http::header::{self, HeaderName, HeaderValue};
 use nb_domain::api_keys::{ApiKeyRecord, ApiKeyView, KeyLimits, KeyUsage};
 use nb_domain::generation::TokenUsage;
@@ -19,6 +20,11 @@ pub struct LimitsResponse {
     per_minute: Option<u32>,
     per_day: Option<u64>,
     per_month: Option<u64>,
+    /// Dollars a UTC day, with 6 decimals; `null`: none.
+    #[schema(example = "5.000000")]
+    budget_usd_per_day: Option<String>,
+    /// Dollars a calendar month (UTC), with 6 decimals; `null`: none.
+    budget_usd_per_month: Option<String>,
 }
 
 impl From<KeyLimits> for LimitsResponse {
@@ -27,6 +33,8 @@ impl From<KeyLimits> for LimitsResponse {
             per_minute: limits.per_minute.map(|n| n.get()),
             per_day: limits.quotas.per_day.map(|n| n.get()),
             per_month: limits.quotas.per_month.map(|n| n.get()),
+            budget_usd_per_day: shown(limits.quotas.budget_per_day),
+            budget_usd_per_month: shown(limits.quotas.budget_per_month),
         }
     }
 }
@@ -37,6 +45,10 @@ pub struct UsageTotals {
     today: u64,
     /// Images made this calendar month (UTC).
     this_month: u64,
+    /// What they cost, in dollars with 6 decimals.
+    #[schema(example = "0.134400")]
+    spend_today_usd: String,
+    spend_this_month_usd: String,
 }
 
 impl From<KeyUsage> for UsageTotals {
@@ -44,6 +56,8 @@ impl From<KeyUsage> for UsageTotals {
         Self {
             today: usage.today,
             this_month: usage.this_month,
+            spend_today_usd: usage.spend_today.to_string(),
+            spend_this_month_usd: usage.spend_this_month.to_string(),
         }
     }
 }

@@ -171,7 +171,7 @@ fn generate_request() -> test::TestRequest {
 fn failed_batch(error: GenerateError) -> GenerationBatch {
     GenerationBatch {
         result: Err(error),
-        quota: None,
+        standings: Default::default(),
     }
 }
 

@@ -5,13 +5,13 @@ use std::num::NonZeroU32;
 use async_trait::async_trait;
 use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
-use nb_domain::money::Usd;
 use nb_domain::RepositoryError;
 use nb_domain::accounts::UserId;
 use nb_domain::api_keys::{
     ApiKeyHash, ApiKeyId, ApiKeyRecord, AuthenticatedApiKey, KeyAccess, KeyChanges, KeyLimits,
     KeyMode, KeyState, NewApiKey, RollApiKeyError, RollState,
 };
+use nb_domain::money::Usd;
 use nb_domain::pagination::{Cursor, Page, PageRequest};
 use nb_domain::ports::{ApiKeyRepository, InsertKeyError};
 use nb_domain::quota::{PeriodLimits, QuotaPeriod, QuotaScope, quota_applies};
@@ -455,9 +455,11 @@ impl ApiKeyRepository for Database {
                     ),
                     users::disabled,
                 ))
-                .first::<(ApiKeyRow, (Option<i64>, Option<i64>, Option<i64>, Option<i64>), bool)>(
-                    conn,
-                )
+                .first::<(
+                    ApiKeyRow,
+                    (Option<i64>, Option<i64>, Option<i64>, Option<i64>),
+                    bool,
+                )>(conn)
                 .await
                 .optional()
         })?;

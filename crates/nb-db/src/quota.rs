@@ -15,8 +15,8 @@ use diesel::prelude::*;
 use diesel::upsert::excluded;
 use nb_domain::RepositoryError;
 use nb_domain::api_keys::{AuthenticatedApiKey, KeyMode, KeyState};
-use nb_domain::ports::QuotaRepository;
 use nb_domain::money::Usd;
+use nb_domain::ports::QuotaRepository;
 use nb_domain::quota::{
     Ask, PeriodLimits, QuotaScope, Reservation, ReservationState, ReserveError, Reserved,
     Settlement, decide,
@@ -72,8 +72,18 @@ macro_rules! set_counters_from_usage {
         };
         let ((today_count, today_cost), (month_count, month_cost)) = (sum(true), sum(false));
         for (period, starts_on, count, cost) in [
-            (nb_domain::quota::QuotaPeriod::Day, today, today_count, today_cost),
-            (nb_domain::quota::QuotaPeriod::Month, month, month_count, month_cost),
+            (
+                nb_domain::quota::QuotaPeriod::Day,
+                today,
+                today_count,
+                today_cost,
+            ),
+            (
+                nb_domain::quota::QuotaPeriod::Month,
+                month,
+                month_count,
+                month_cost,
+            ),
         ] {
             $run!(
                 diesel::insert_into(crate::schema::quota_counters::table)
@@ -96,9 +106,9 @@ macro_rules! set_counters_from_usage {
                         crate::schema::quota_counters::count.eq(diesel::upsert::excluded(
                             crate::schema::quota_counters::count,
                         )),
-                        crate::schema::quota_counters::cost_nano_usd.eq(
-                            diesel::upsert::excluded(crate::schema::quota_counters::cost_nano_usd),
-                        ),
+                        crate::schema::quota_counters::cost_nano_usd.eq(diesel::upsert::excluded(
+                            crate::schema::quota_counters::cost_nano_usd
+                        ),),
                     )),
                 execute,
                 $conn

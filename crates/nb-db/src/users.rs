@@ -3,10 +3,10 @@
 use async_trait::async_trait;
 use diesel::prelude::*;
 use diesel_async::{AsyncConnection, RunQueryDsl};
-use nb_domain::money::Usd;
 use nb_domain::RepositoryError;
 use nb_domain::accounts::{EmailAddress, NewUser, PasswordHash, User, UserCredentials, UserId};
 use nb_domain::generation::ObjectKey;
+use nb_domain::money::Usd;
 use nb_domain::ports::{ErasedAccount, InsertUserError, UserRepository};
 use time::{OffsetDateTime, PrimitiveDateTime};
 

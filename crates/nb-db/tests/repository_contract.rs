@@ -17,15 +17,15 @@ use nb_domain::generation::{
     AllowedModels, GenerationId, GenerationOutcome, GenerationRecord, ImageFormat, ImageShape,
     ImageStyle, ObjectKey, PixelSize, Prompt,
 };
+use nb_domain::money::Usd;
 use nb_domain::pagination::PageRequest;
 use nb_domain::ports::{
     AdminRepository, ApiKeyRepository, GenerationRepository, InsertKeyError, InsertUserError,
     QuotaRepository, RollApiKeyError, SessionRepository, UserRepository,
 };
-use nb_domain::money::Usd;
 use nb_domain::quota::{
-    Ask, PeriodLimits, QuotaLimit, QuotaPeriod, QuotaScope, QuotaStanding, ReserveError,
-    Reserved, Settlement,
+    Ask, PeriodLimits, QuotaLimit, QuotaPeriod, QuotaScope, QuotaStanding, ReserveError, Reserved,
+    Settlement,
 };
 use nb_domain::usage::UsageFact;
 use time::macros::datetime;
@@ -616,7 +616,9 @@ async fn reservations_never_pass_a_quota_under_concurrency(db: Database) {
     left.sort_unstable();
     assert_eq!(left, (0..10).collect::<Vec<_>>());
     // What is given back can be spent again, once.
-    db.settle(&granted[0].reservation, give_back(1)).await.unwrap();
+    db.settle(&granted[0].reservation, give_back(1))
+        .await
+        .unwrap();
     let again = db.reserve(&caller, images(1), T0).await.unwrap();
     assert_eq!(again.tightest.unwrap().remaining(), 0);
     refused_by(db.reserve(&caller, images(1), T0).await);
@@ -692,12 +694,17 @@ async fn budgets_are_never_passed_under_concurrency_and_settle_to_the_real_cost(
     ));
     // One image was not made, another cost a tenth of a cent less than estimated: both go
     // back, and exactly that much can be spent again.
-    db.settle(&granted[0].reservation, granted[0].reservation.settlement(0, Usd::ZERO))
-        .await
-        .unwrap();
+    db.settle(
+        &granted[0].reservation,
+        granted[0].reservation.settlement(0, Usd::ZERO),
+    )
+    .await
+    .unwrap();
     db.settle(
         &granted[1].reservation,
-        granted[1].reservation.settlement(1, Usd::parse("0.0662").unwrap()),
+        granted[1]
+            .reservation
+            .settlement(1, Usd::parse("0.0662").unwrap()),
     )
     .await
     .unwrap();
@@ -717,7 +724,9 @@ async fn budgets_are_never_passed_under_concurrency_and_settle_to_the_real_cost(
         Err(ReserveError::OverBudget(_))
     ));
     // The next UTC day starts afresh.
-    db.reserve(&caller, one, T0 + Duration::days(1)).await.unwrap();
+    db.reserve(&caller, one, T0 + Duration::days(1))
+        .await
+        .unwrap();
 
     // An account's month budget counts all its keys, and resets on the 1st.
     let bob = registered(&db, "bob@example.com").await;
@@ -807,8 +816,13 @@ async fn reservations_read_the_key_and_account_as_they_are(db: Database) {
     db.insert_api_key(&key, MAX_ACTIVE).await.unwrap();
     let caller = AuthenticatedApiKey::unlimited(key.record.id, ada);
     // No quota: granted, with nothing to report.
-    assert_eq!(db.reserve(&caller, images(1), T0).await.unwrap().tightest, None);
-    let expired = db.reserve(&caller, images(1), T0 + Duration::hours(1)).await;
+    assert_eq!(
+        db.reserve(&caller, images(1), T0).await.unwrap().tightest,
+        None
+    );
+    let expired = db
+        .reserve(&caller, images(1), T0 + Duration::hours(1))
+        .await;
     assert!(
         matches!(expired, Err(ReserveError::KeyExpired)),
         "{expired:?}"
@@ -883,7 +897,11 @@ async fn a_new_quota_counts_what_was_already_made(db: Database) {
     assert_eq!(updated.limits.per_minute, NonZeroU32::new(7));
     assert_eq!(updated.limits.quotas.per_day, limit(3));
     assert_eq!(
-        updated.limits.quotas.budget_per_day.map(|usd| usd.to_string()),
+        updated
+            .limits
+            .quotas
+            .budget_per_day
+            .map(|usd| usd.to_string()),
         Some("2.500000".to_owned())
     );
     assert_eq!(

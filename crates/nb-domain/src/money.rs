@@ -99,7 +99,10 @@ impl Usd {
     }
 
     pub fn saturating_mul(self, times: u64) -> Self {
-        Self(self.0.saturating_mul(i64::try_from(times).unwrap_or(i64::MAX)))
+        Self(
+            self.0
+                .saturating_mul(i64::try_from(times).unwrap_or(i64::MAX)),
+        )
     }
 
     /// Dollars as a float, for a Prometheus counter only (never stored or summed here).

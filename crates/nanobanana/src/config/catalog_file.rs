@@ -243,14 +243,22 @@ mod tests {
         let flash = catalog.find("gemini-3.1-flash-image").unwrap();
         let price = flash.price.as_ref().unwrap();
         assert_eq!(
-            price.estimate(nb_domain::generation::Resolution::K1, 1).to_string(),
+            price
+                .estimate(nb_domain::generation::Resolution::K1, 1)
+                .to_string(),
             "0.067000"
         );
         let pro = catalog.find("gemini-3-pro-image").unwrap();
         let pro_price = pro.price.as_ref().unwrap();
         // The one field named changed; the built-in others stayed.
-        assert_eq!(pro_price.output_text.per_million_usd().to_string(), "10.000000");
-        assert_eq!(pro_price.output_image.per_million_usd().to_string(), "120.000000");
+        assert_eq!(
+            pro_price.output_text.per_million_usd().to_string(),
+            "10.000000"
+        );
+        assert_eq!(
+            pro_price.output_image.per_million_usd().to_string(),
+            "120.000000"
+        );
 
         let unknown = parse_catalog_file(
             "[[model]]\nid = \"gemini-3-pro-image\"\n[model.price]\noutput = 1\n",
@@ -269,6 +277,9 @@ mod tests {
         )
         .unwrap_err()
         .to_string();
-        assert!(missing.contains("price.per_image") && missing.contains("2K"), "{missing}");
+        assert!(
+            missing.contains("price.per_image") && missing.contains("2K"),
+            "{missing}"
+        );
     }
 }

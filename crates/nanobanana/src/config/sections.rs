@@ -10,6 +10,7 @@ use std::time::Duration;
 use nb_domain::accounts::EmailAddress;
 use nb_domain::admin::AdminEmails;
 use nb_domain::generation::InputImageLimits;
+use nb_domain::money::Usd;
 use nb_domain::quota::PeriodLimits;
 use nb_domain::rate_limit::{Limits as RateLimits, PerMinute};
 use nb_storage::S3Settings;
@@ -220,6 +221,36 @@ pub struct LimitsSection {
     /// Quotas of new keys created without their own.
     pub default_key_per_day: Option<NonZeroU64>,
     pub default_key_per_month: Option<NonZeroU64>,
+    /// Budgets of new accounts and of new live keys created without their own, in dollars.
+    pub default_account_budget_usd_per_day: Option<Dollars>,
+    pub default_account_budget_usd_per_month: Option<Dollars>,
+    pub default_key_budget_usd_per_day: Option<Dollars>,
+    pub default_key_budget_usd_per_month: Option<Dollars>,
+}
+
+/// An amount of dollars in the configuration: a number (`50`, `12.5`) or a decimal string
+/// (`"12.50"`, as environment variables give it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Dollars(pub Usd);
+
+impl<'de> Deserialize<'de> for Dollars {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Written {
+            Whole(u64),
+            Number(f64),
+            Text(String),
+        }
+        let parsed = match Written::deserialize(deserializer)? {
+            Written::Whole(n) => Usd::parse(&n.to_string()),
+            Written::Number(n) => Usd::from_number(n),
+            Written::Text(text) => Usd::parse(&text),
+        };
+        parsed
+            .map(Self)
+            .map_err(|error| serde::de::Error::custom(format!("an amount of US dollars {error}")))
+    }
 }
 
 const fn per_minute(n: u32) -> NonZeroU32 {
@@ -250,6 +281,10 @@ impl Default for LimitsSection {
             default_account_per_month: None,
             default_key_per_day: None,
             default_key_per_month: None,
+            default_account_budget_usd_per_day: None,
+            default_account_budget_usd_per_month: None,
+            default_key_budget_usd_per_day: None,
+            default_key_budget_usd_per_month: None,
         }
     }
 }
@@ -269,6 +304,8 @@ impl LimitsSection {
         PeriodLimits {
             per_day: self.default_account_per_day,
             per_month: self.default_account_per_month,
+            budget_per_day: self.default_account_budget_usd_per_day.map(|d| d.0),
+            budget_per_month: self.default_account_budget_usd_per_month.map(|d| d.0),
         }
     }
 
@@ -276,6 +313,8 @@ impl LimitsSection {
         PeriodLimits {
             per_day: self.default_key_per_day,
             per_month: self.default_key_per_month,
+            budget_per_day: self.default_key_budget_usd_per_day.map(|d| d.0),
+            budget_per_month: self.default_key_budget_usd_per_month.map(|d| d.0),
         }
     }
 

@@ -242,6 +242,26 @@ pub const VARIABLES: &[Variable] = &[
         "limits.default_key_per_month",
         Number,
     ),
+    var(
+        "NB_DEFAULT_ACCOUNT_BUDGET_USD_PER_DAY",
+        "limits.default_account_budget_usd_per_day",
+        Text,
+    ),
+    var(
+        "NB_DEFAULT_ACCOUNT_BUDGET_USD_PER_MONTH",
+        "limits.default_account_budget_usd_per_month",
+        Text,
+    ),
+    var(
+        "NB_DEFAULT_KEY_BUDGET_USD_PER_DAY",
+        "limits.default_key_budget_usd_per_day",
+        Text,
+    ),
+    var(
+        "NB_DEFAULT_KEY_BUDGET_USD_PER_MONTH",
+        "limits.default_key_budget_usd_per_month",
+        Text,
+    ),
     // [security]
     secret("JWT_SECRET", "security.jwt_secret"),
     var(

@@ -71,10 +71,10 @@ async fn metrics_count_requests_generations_and_usage(app: TestApp) {
     let generated = app.generate(&key, &json!({"prompt": "a banana"})).await;
     assert_eq!(generated.status(), 200);
     // This app's only model, unique to it (see its configuration below).
-    let model = generated.json::<Value>().await.unwrap()["model"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let answer = generated.json::<Value>().await.unwrap();
+    let model = answer["model"].as_str().unwrap().to_owned();
+    let cost: f64 = answer["cost_usd"].as_str().unwrap().parse().unwrap();
+    assert!(cost > 0.0, "{answer}");
     assert!(model.starts_with("gemini-metrics-"), "{model}");
     for n in [1, 2] {
         let echo = app.url(&format!("/test/{}/echo/{n}", app.app_id));
@@ -106,6 +106,19 @@ async fn metrics_count_requests_generations_and_usage(app: TestApp) {
     }
     let raw_path = format!("/test/{}/echo/1", app.app_id);
     assert!(!text.contains(&raw_path), "a raw path became a label");
+    // What the image cost, as a float counter of dollars by model.
+    assert!(
+        text.contains("# TYPE nanobanana_cost_usd_total counter"),
+        "{text}"
+    );
+    let series = format!(r#"nanobanana_cost_usd_total{{model="{model}"}} "#);
+    let counted: f64 = text
+        .lines()
+        .find_map(|line| line.strip_prefix(&series))
+        .unwrap_or_else(|| panic!("missing {series} in:\n{text}"))
+        .parse()
+        .unwrap();
+    assert!((counted - cost).abs() < 1e-6, "{counted} != {cost}");
 }
 
 /// HEAD is GET without the body, on every GET route (load balancers and link checkers use
@@ -609,6 +622,15 @@ crate::configured_on_both_backends!(
             max_input_images: Some(14),
             retired_at: None,
             replaced_by: None,
+            // Priced, so that its images' cost shows in the metrics.
+            price: Some(nanobanana::config::catalog_file::PriceEntry {
+                input_text: Some(0.5),
+                input_image: Some(0.5),
+                output_image: Some(60.0),
+                output_text: Some(3.0),
+                batch_discount: None,
+                per_image: Some([("1K".to_owned(), 0.0672)].into()),
+            }),
         });
         config.models.enabled = nanobanana::config::sections::ModelNames(vec![unique]);
     },

@@ -17,8 +17,9 @@ pub fn record_outcomes(
     let model = request.model.as_str();
     match result {
         Ok(generations) => {
-            for _ in &generations {
+            for generation in &generations {
                 crate::metrics::record_generation(model, "succeeded");
+                crate::metrics::record_cost(model, generation.cost);
             }
             Ok(generations)
         }

@@ -86,7 +86,7 @@ impl OpenAiError {
     /// OpenAI's error `type`.
     fn kind(&self) -> &'static str {
         let (status, code) = self.status_and_code();
-        if code == "quota_exceeded" {
+        if matches!(code, "quota_exceeded" | "budget_exceeded") {
             // OpenAI's type for a spent budget: clients tell it from a rate limit by it.
             "insufficient_quota"
         } else if status == StatusCode::TOO_MANY_REQUESTS {
@@ -111,6 +111,7 @@ impl OpenAiError {
                     | "upstream_auth_failed"
                     | "generation_not_configured"
                     | "quota_exceeded"
+                    | "budget_exceeded"
                     | "storage_full"
             )
     }

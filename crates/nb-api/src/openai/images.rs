@@ -13,10 +13,11 @@ use crate::body_budget::{BodyReservation, largest_form_body};
 use crate::error::ApiError;
 use crate::extract::credentials::ApiKeyCaller;
 use crate::extract::json::GenerationJson;
+use crate::generation_flow::dry_run;
 use crate::generation_flow::idempotency::{self, idempotent};
 use crate::generation_flow::outcome::{record_outcomes, server_timing};
 use crate::generation_flow::throttle::throttled;
-use crate::headers::insert_quota;
+use crate::headers::{insert_cost, insert_standings};
 use crate::openai::answer::{OpenAiUsage, output_format};
 use crate::openai::error::{OpenAiError, OpenAiErrorBody, render};
 use crate::openai::multipart::{EditForm, read_edit_form};
@@ -341,10 +342,15 @@ async fn run(
         .generate_images(caller, &wanted.request, wanted.count)
         .await;
     let mut response = match record_outcomes(&wanted.request, batch.result) {
-        Ok(generations) => answer(request, generations, wanted.format),
+        Ok(generations) => {
+            let cost = generations.iter().map(|generation| generation.cost).sum();
+            let mut response = answer(request, generations, wanted.format);
+            insert_cost(response.headers_mut(), cost);
+            response
+        }
         Err(error) => render(error),
     };
-    insert_quota(response.headers_mut(), batch.quota.as_ref());
+    insert_standings(response.headers_mut(), &batch.standings);
     Ok(response)
 }
 
@@ -477,8 +483,12 @@ pub(crate) async fn generations(
             body: options,
             fingerprint,
         } = body.map_err(|error| OpenAiError::from(error).0)?;
+        let dry_run = dry_run::in_header(&request)?;
         let idempotency_key = idempotency::key_of(&request)?;
         let wanted = checked(options, InputImages::none(), &state)?;
+        if dry_run {
+            return dry_run::respond(&state, caller, &wanted.request, wanted.count).await;
+        }
         if wanted.stream {
             return streamed(
                 &state,
@@ -554,6 +564,9 @@ pub(crate) async fn edits(
         let options = ImageGenerationRequest::from_form(&fields)?;
         let inputs = InputImages::parse(images, mask, state.input_images)?;
         let wanted = checked(options, inputs, &state)?;
+        if dry_run::in_header(&request)? {
+            return dry_run::respond(&state, caller, &wanted.request, wanted.count).await;
+        }
         if wanted.stream {
             // The images are held until the batch is over, not until the stream starts.
             return streamed(

@@ -25,12 +25,12 @@ use nb_domain::generation::{
 use tokio::sync::mpsc::UnboundedReceiver;
 use tokio::task::JoinHandle;
 
-use nb_domain::quota::QuotaStanding;
+use nb_domain::generation::Standings;
 
 use crate::body_budget::BodyReservation;
 use crate::error::ApiError;
 use crate::generation_flow::outcome::record_outcomes;
-use crate::headers::insert_quota;
+use crate::headers::insert_standings;
 use crate::openai::answer::{OpenAiUsage, output_format};
 use crate::openai::error::{OpenAiError, render};
 
@@ -72,16 +72,16 @@ pub(crate) async fn respond_streaming(
         drop(held_body);
         // Counted whether or not anyone still listens.
         let outcome = record_outcomes(&recorded, batch.result);
-        (outcome, batch.quota)
+        (outcome, batch.standings)
     });
     match received.recv().await {
-        Some(BatchEvent::Started(quota)) => {
+        Some(BatchEvent::Started(standings)) => {
             let mut response = HttpResponse::Ok()
                 .content_type("text/event-stream")
                 .insert_header((header::CACHE_CONTROL, "no-cache"))
                 .insert_header(("x-accel-buffering", "no"))
                 .streaming(events_of(received, work, kind));
-            insert_quota(response.headers_mut(), quota.as_ref());
+            insert_standings(response.headers_mut(), &standings);
             response
         }
         _ => refused(work).await,
@@ -89,14 +89,14 @@ pub(crate) async fn respond_streaming(
 }
 
 /// The batch's task: what it came to (counted in the metrics), and the tightest quota.
-type Work = JoinHandle<(Result<Vec<Generation>, ApiError>, Option<QuotaStanding>)>;
+type Work = JoinHandle<(Result<Vec<Generation>, ApiError>, Standings)>;
 
 /// The batch was refused before any work: its error, as JSON.
 async fn refused(work: Work) -> HttpResponse {
     match work.await {
-        Ok((Err(error), quota)) => {
+        Ok((Err(error), standings)) => {
             let mut response = render(error);
-            insert_quota(response.headers_mut(), quota.as_ref());
+            insert_standings(response.headers_mut(), &standings);
             response
         }
         Ok((Ok(_), _)) => render(ApiError::internal(

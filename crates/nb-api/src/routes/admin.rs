@@ -15,6 +15,7 @@ use crate::extract::credentials::SignedInUser;
 use crate::extract::json::JsonBody;
 use crate::extract::json::present;
 use crate::extract::query::PageQuery;
+use crate::money::{DollarsIn, budget_change, shown};
 use crate::state::AppState;
 use crate::views::{KeyResponse, UsageTotals};
 
@@ -23,6 +24,10 @@ use crate::views::{KeyResponse, UsageTotals};
 pub(crate) struct AccountLimitsResponse {
     per_day: Option<u64>,
     per_month: Option<u64>,
+    /// Dollars a UTC day over all the account's keys, with 6 decimals.
+    budget_usd_per_day: Option<String>,
+    /// Dollars a calendar month (UTC) over all the account's keys.
+    budget_usd_per_month: Option<String>,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -37,6 +42,8 @@ impl From<AccountSettings> for AccountSettingsResponse {
             limits: AccountLimitsResponse {
                 per_day: settings.limits.per_day.map(|n| n.get()),
                 per_month: settings.limits.per_month.map(|n| n.get()),
+                budget_usd_per_day: shown(settings.limits.budget_per_day),
+                budget_usd_per_month: shown(settings.limits.budget_per_month),
             },
             disabled: settings.disabled,
         }
@@ -52,8 +59,13 @@ pub(crate) struct AccountResponse {
     created_at: OffsetDateTime,
     limits: AccountLimitsResponse,
     disabled: bool,
-    /// Images made by all its keys today and this month (UTC).
+    /// Images made by all its keys today and this month (UTC), and what they cost.
     usage: UsageTotals,
+    /// What its keys' images cost today (UTC), in dollars with 6 decimals.
+    #[schema(example = "1.344000")]
+    spend_today_usd: String,
+    /// What they cost this calendar month (UTC).
+    spend_this_month_usd: String,
 }
 
 impl From<AccountOverview> for AccountResponse {
@@ -65,6 +77,8 @@ impl From<AccountOverview> for AccountResponse {
             created_at: overview.user.created_at,
             limits: settings.limits,
             disabled: settings.disabled,
+            spend_today_usd: overview.usage.spend_today.to_string(),
+            spend_this_month_usd: overview.usage.spend_this_month.to_string(),
             usage: overview.usage.into(),
         }
     }
@@ -99,6 +113,15 @@ pub(crate) struct AccountLimitsPatch {
     #[serde(default, deserialize_with = "present")]
     #[schema(value_type = Option<i64>)]
     per_month: Option<Option<i64>>,
+    /// Dollars a UTC day over all the account's keys (number or decimal string); `null`
+    /// clears it.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<String>)]
+    budget_usd_per_day: Option<Option<DollarsIn>>,
+    /// Dollars a calendar month (UTC) over all the account's keys; `null` clears it.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<String>)]
+    budget_usd_per_month: Option<Option<DollarsIn>>,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -205,6 +228,11 @@ pub(crate) async fn update_user(
     let changes = AccountChanges {
         per_day: parsed.per_day,
         per_month: parsed.per_month,
+        budget_per_day: budget_change("limits.budget_usd_per_day", limits.budget_usd_per_day)?,
+        budget_per_month: budget_change(
+            "limits.budget_usd_per_month",
+            limits.budget_usd_per_month,
+        )?,
         disabled: request.disabled,
     };
     let after = state.admin.update_account(&admin, target, changes).await?;

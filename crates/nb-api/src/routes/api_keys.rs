@@ -16,6 +16,7 @@ use crate::error::{ApiError, ErrorBody};
 use crate::extract::credentials::SignedInUser;
 use crate::extract::json::{JsonBody, OptionalJson, present};
 use crate::extract::query::PageQuery;
+use crate::money::{DollarsIn, budget_change};
 use crate::state::AppState;
 use crate::views::{KeyResponse, NO_STORE};
 
@@ -29,12 +30,26 @@ pub(crate) struct LimitsRequest {
     per_day: Option<i64>,
     /// Images a calendar month (UTC).
     per_month: Option<i64>,
+    /// Dollars a UTC day: a number or a decimal string (`"5.00"`).
+    #[schema(value_type = Option<String>)]
+    budget_usd_per_day: Option<DollarsIn>,
+    /// Dollars a calendar month (UTC).
+    #[schema(value_type = Option<String>)]
+    budget_usd_per_month: Option<DollarsIn>,
 }
 
 impl LimitsRequest {
     fn parse(self) -> Result<KeyLimits, ApiError> {
-        KeyLimits::parse(self.per_minute, self.per_day, self.per_month)
-            .map_err(|error| ApiError::invalid_field(&error.field(), error.to_string()))
+        let mut limits = KeyLimits::parse(self.per_minute, self.per_day, self.per_month)
+            .map_err(|error| ApiError::invalid_field(&error.field(), error.to_string()))?;
+        let budget = |field: &str, sent: Option<DollarsIn>| {
+            sent.map(|amount| amount.parse(field)).transpose()
+        };
+        limits.quotas.budget_per_day =
+            budget("limits.budget_usd_per_day", self.budget_usd_per_day)?;
+        limits.quotas.budget_per_month =
+            budget("limits.budget_usd_per_month", self.budget_usd_per_month)?;
+        Ok(limits)
     }
 }
 
@@ -80,6 +95,14 @@ pub(crate) struct LimitsPatch {
     #[serde(default, deserialize_with = "present")]
     #[schema(value_type = Option<i64>)]
     per_month: Option<Option<i64>>,
+    /// Dollars a UTC day (number or decimal string); `null` clears it.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<String>)]
+    budget_usd_per_day: Option<Option<DollarsIn>>,
+    /// Dollars a calendar month (UTC); `null` clears it.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<String>)]
+    budget_usd_per_month: Option<Option<DollarsIn>>,
 }
 
 /// A field that is present, as `null` or as an RFC 3339 time.
@@ -242,8 +265,15 @@ pub(crate) async fn update(
             .map(|raw| name(Some(raw)))
             .transpose()?,
         expires_at: request.expires_at,
-        limits: LimitChanges::parse(limits.per_minute, limits.per_day, limits.per_month)
-            .map_err(|error| ApiError::invalid_field(&error.field(), error.to_string()))?,
+        limits: LimitChanges {
+            budget_per_day: budget_change("limits.budget_usd_per_day", limits.budget_usd_per_day)?,
+            budget_per_month: budget_change(
+                "limits.budget_usd_per_month",
+                limits.budget_usd_per_month,
+            )?,
+            ..LimitChanges::parse(limits.per_minute, limits.per_day, limits.per_month)
+                .map_err(|error| ApiError::invalid_field(&error.field(), error.to_string()))?
+        },
     };
     let view = state.api_keys.update(user.id, key, changes).await?;
     Ok(web::Json(view.into()))

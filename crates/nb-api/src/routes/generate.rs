@@ -17,10 +17,11 @@ use utoipa::ToSchema;
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::credentials::ApiKeyCaller;
 use crate::extract::json::GenerationJsonWithImages;
+use crate::generation_flow::dry_run;
 use crate::generation_flow::idempotency::{self, idempotent};
 use crate::generation_flow::outcome::{record_outcomes, server_timing};
 use crate::generation_flow::throttle::throttled;
-use crate::headers::insert_quota;
+use crate::headers::insert_standings;
 use crate::state::AppState;
 use crate::views::TokenUsageResponse;
 
@@ -96,6 +97,10 @@ pub(crate) struct GenerateResponse {
     height: Option<u32>,
     /// The tokens Google counted; `null` when it sent none.
     usage: Option<TokenUsageResponse>,
+    /// What it cost, in dollars with 6 decimals (see docs/pricing.md); `"0.000000"` for a
+    /// test key's.
+    #[schema(example = "0.067200")]
+    cost_usd: String,
     /// The generation this one continued, if any.
     previous_generation_id: Option<String>,
     style: &'static str,
@@ -146,8 +151,12 @@ pub(crate) async fn generate(
                 ApiError::public_copy,
             )
         })?;
+        let dry_run = dry_run::in_query(&request)?;
         let idempotency_key = idempotency::key_of(&request)?;
         let wanted = checked(body, &state)?;
+        if dry_run {
+            return dry_run::respond(&state, caller, &wanted, ImageCount::ONE).await;
+        }
         let work = run_generation(&request, &state, caller, wanted);
         idempotent(&state, &caller, idempotency_key, fingerprint, render, work).await
     })
@@ -197,6 +206,7 @@ async fn run_generation(
         Ok(mut generations) => match generations.pop() {
             Some(generation) => HttpResponse::Ok()
                 .insert_header(server_timing(request, &generation))
+                .insert_header((crate::headers::COST, generation.cost.to_string()))
                 .json(GenerateResponse {
                     id: generation.id.to_string(),
                     url: generation.url,
@@ -207,6 +217,7 @@ async fn run_generation(
                     width: generation.dimensions.map(|(width, _)| width),
                     height: generation.dimensions.map(|(_, height)| height),
                     usage: generation.usage.map(TokenUsageResponse::from),
+                    cost_usd: generation.cost.to_string(),
                     previous_generation_id: generation.previous.map(|id| id.to_string()),
                     style: generation.style.as_str(),
                     model: generation.model.as_str().to_owned(),
@@ -217,6 +228,6 @@ async fn run_generation(
         },
         Err(error) => error.error_response(),
     };
-    insert_quota(response.headers_mut(), batch.quota.as_ref());
+    insert_standings(response.headers_mut(), &batch.standings);
     Ok(response)
 }

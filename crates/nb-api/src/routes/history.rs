@@ -39,6 +39,10 @@ pub(crate) struct GenerationResponse {
     height: Option<u32>,
     /// The tokens Google counted; `null` when it sent none.
     usage: Option<TokenUsageResponse>,
+    /// What it cost, in dollars with 6 decimals: `"0.000000"` when it failed, for a test
+    /// key's, and on generations older than prices.
+    #[schema(example = "0.067200")]
+    cost_usd: String,
     /// The generation this one continued, if any.
     previous_generation_id: Option<String>,
     style: String,
@@ -73,6 +77,7 @@ impl From<GenerationView> for GenerationResponse {
             width: generation.width,
             height: generation.height,
             usage: generation.usage.map(TokenUsageResponse::from),
+            cost_usd: generation.cost.to_string(),
             previous_generation_id: generation.previous.map(|id| id.to_string()),
             style: generation.style,
             model: generation.model,

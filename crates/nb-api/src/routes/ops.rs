@@ -196,7 +196,7 @@ pub(crate) async fn metrics(
     }
     Ok(HttpResponse::build(StatusCode::OK)
         .content_type("text/plain; version=0.0.4; charset=utf-8")
-        .body(crate::metrics::handle().render()))
+        .body(crate::metrics::render()))
 }
 
 /// The OpenAPI document, rendered when the app was built.

@@ -43,6 +43,10 @@ pub(crate) struct UsageLine {
     mode: Option<&'static str>,
     /// Images made (successes; deleted ones still count).
     count: u64,
+    /// What they cost, in dollars with 6 decimals: the exact sum of the generations' costs
+    /// (test-mode images cost nothing: group by `mode` to see them apart).
+    #[schema(example = "0.134400")]
+    cost_usd: String,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -105,6 +109,7 @@ pub(crate) async fn usage(
                 model: row.model,
                 mode: row.mode.map(KeyMode::as_str),
                 count: row.count,
+                cost_usd: row.cost.to_string(),
             })
             .collect(),
         from: iso_date(query.from),

@@ -18,9 +18,9 @@ use nb_domain::RepositoryError;
 use nb_domain::accounts::UserId;
 use nb_domain::api_keys::{ApiKeyId, KeyMode, KeyUsage};
 use nb_domain::generation::{GenerationOutcome, GenerationRecord};
+use nb_domain::money::Usd;
 use nb_domain::ports::GenerationRepository;
 use nb_domain::quota::QuotaPeriod;
-use nb_domain::money::Usd;
 use nb_domain::usage::UsageFact;
 use time::{Date, OffsetDateTime, PrimitiveDateTime};
 

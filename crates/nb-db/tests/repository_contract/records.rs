@@ -453,7 +453,12 @@ pub(crate) async fn usage_is_read_by_model_over_a_range_of_days(db: Database) {
     let cost: Vec<i64> = facts.iter().map(|fact| fact.cost.nanos()).collect();
     assert_eq!(cost, [3_000, 1_500, 1_500]);
     let by_day = store
-        .usage_facts(ada.user_id, T0.date(), (T0 + Duration::days(3)).date(), false)
+        .usage_facts(
+            ada.user_id,
+            T0.date(),
+            (T0 + Duration::days(3)).date(),
+            false,
+        )
         .await
         .unwrap();
     let total: nb_domain::money::Usd = by_day.iter().map(|fact| fact.cost).sum();

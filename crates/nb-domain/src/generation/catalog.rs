@@ -229,9 +229,21 @@ fn apply_price(
 ) -> Result<ModelPrice, CatalogError> {
     for (field, value, slot) in [
         ("price.input_text", patch.input_text, &mut price.input_text),
-        ("price.input_image", patch.input_image, &mut price.input_image),
-        ("price.output_image", patch.output_image, &mut price.output_image),
-        ("price.output_text", patch.output_text, &mut price.output_text),
+        (
+            "price.input_image",
+            patch.input_image,
+            &mut price.input_image,
+        ),
+        (
+            "price.output_image",
+            patch.output_image,
+            &mut price.output_image,
+        ),
+        (
+            "price.output_text",
+            patch.output_text,
+            &mut price.output_text,
+        ),
     ] {
         if let Some(dollars) = value {
             *slot = TokenPrice::per_million_tokens(dollars)
@@ -250,9 +262,8 @@ fn apply_price(
     if let Some(table) = patch.per_image {
         price.per_image.clear();
         for (resolution, dollars) in table {
-            let at = Resolution::parse(&resolution).map_err(|error| {
-                fail("price.per_image", format!("{resolution:?}: {error}"))
-            })?;
+            let at = Resolution::parse(&resolution)
+                .map_err(|error| fail("price.per_image", format!("{resolution:?}: {error}")))?;
             let usd = Usd::from_number(dollars)
                 .map_err(|error| fail("price.per_image", format!("{resolution}: {error}")))?;
             price.per_image.insert(at, usd);
@@ -414,11 +425,7 @@ impl ModelCatalog {
                 [0.25, 0.25, 30.0, 1.50],
                 &[(K1, "0.0336")],
             ),
-            priced(
-                flash_2_5,
-                [0.30, 0.30, 30.0, 2.50],
-                &[(K1, "0.0387")],
-            ),
+            priced(flash_2_5, [0.30, 0.30, 30.0, 2.50], &[(K1, "0.0387")]),
             imagen_4,
         ])
     }
@@ -516,7 +523,11 @@ impl ModelCatalog {
             spec.replaced_by = Some(replaced_by);
         }
         if let Some(price) = patch.price {
-            spec.price = Some(apply_price(spec.price.take().unwrap_or_default(), price, &fail)?);
+            spec.price = Some(apply_price(
+                spec.price.take().unwrap_or_default(),
+                price,
+                &fail,
+            )?);
         }
         match existing {
             Some(at) => self.0[at] = Arc::new(spec),

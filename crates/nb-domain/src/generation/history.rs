@@ -285,6 +285,7 @@ mod tests {
             width: Some(1024),
             height: Some(1024),
             usage: None,
+            cost: crate::money::Usd::ZERO,
             previous: None,
             turn: None,
         }

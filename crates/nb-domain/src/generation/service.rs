@@ -528,9 +528,7 @@ impl GenerationService {
         let mut standings = Standings::of(reserved.as_ref());
         if let Some(reserved) = &reserved {
             let cost: Usd = made.iter().map(|generation| generation.cost).sum();
-            let settlement = reserved
-                .reservation
-                .settlement(made.len() as u64, cost);
+            let settlement = reserved.reservation.settlement(made.len() as u64, cost);
             if settlement.unmade_images > 0 || settlement.cost_change_nanos != 0 {
                 match self
                     .ports
@@ -540,8 +538,7 @@ impl GenerationService {
                 {
                     Ok(()) => {
                         if let Some(standing) = &mut standings.quota {
-                            standing.used =
-                                standing.used.saturating_sub(settlement.unmade_images);
+                            standing.used = standing.used.saturating_sub(settlement.unmade_images);
                         }
                         if let Some(standing) = &mut standings.budget {
                             standing.spent = Usd::from_nanos(
@@ -1079,7 +1076,10 @@ mod tests {
             .generate_images(quota_caller(), &request(), ImageCount::new(3, 10).unwrap())
             .await;
         assert_eq!(batch.result.unwrap().len(), 2);
-        assert_eq!(batch.standings.quota.map(|quota| quota.remaining()), Some(3));
+        assert_eq!(
+            batch.standings.quota.map(|quota| quota.remaining()),
+            Some(3)
+        );
     }
 
     #[tokio::test]
@@ -1100,7 +1100,10 @@ mod tests {
             batch.result,
             Err(GenerateError::Quota(ReserveError::Exceeded(_)))
         ));
-        assert_eq!(batch.standings.quota.map(|quota| quota.remaining()), Some(0));
+        assert_eq!(
+            batch.standings.quota.map(|quota| quota.remaining()),
+            Some(0)
+        );
     }
 
     #[tokio::test]

@@ -182,7 +182,8 @@ pub fn decide(
         .iter()
         .filter_map(CounterStanding::budget)
         .filter(|budget| {
-            budget.spent >= budget.budget || budget.spent.saturating_add(ask.estimate) > budget.budget
+            budget.spent >= budget.budget
+                || budget.spent.saturating_add(ask.estimate) > budget.budget
         })
         .max_by_key(|budget| budget.resets_at);
     if let Some(refusal) = over_budget {
@@ -454,7 +455,12 @@ mod tests {
         Usd::parse(raw).unwrap()
     }
 
-    fn budget(scope: QuotaScope, period: QuotaPeriod, budget: &str, spent: &str) -> CounterStanding {
+    fn budget(
+        scope: QuotaScope,
+        period: QuotaPeriod,
+        budget: &str,
+        spent: &str,
+    ) -> CounterStanding {
         QuotaCounter {
             scope,
             period,
@@ -557,7 +563,10 @@ mod tests {
             ]
         );
         assert!(quota_applies(key, KeyMode::Test, PeriodLimits::default()));
-        assert_eq!(applicable_quotas(PeriodLimits::default(), KeyMode::Test, account), []);
+        assert_eq!(
+            applicable_quotas(PeriodLimits::default(), KeyMode::Test, account),
+            []
+        );
     }
 
     #[test]
@@ -620,12 +629,19 @@ mod tests {
             images: 3,
             estimate: usd("0.2016"),
         };
-        let after = decide(vec![budget(QuotaScope::Key, QuotaPeriod::Day, "1", "0")], ask).unwrap();
+        let after = decide(
+            vec![budget(QuotaScope::Key, QuotaPeriod::Day, "1", "0")],
+            ask,
+        )
+        .unwrap();
         let reserved = Reserved::new(&caller, ask, AT, after);
         assert_eq!(reserved.tightest_budget.unwrap().spent, usd("0.2016"));
         // Two made, costing more than estimated (thinking tokens).
         let settlement = reserved.reservation.settlement(2, usd("0.15"));
         assert_eq!(settlement.unmade_images, 1);
-        assert_eq!(settlement.cost_change_nanos, usd("0.15").nanos() - usd("0.2016").nanos());
+        assert_eq!(
+            settlement.cost_change_nanos,
+            usd("0.15").nanos() - usd("0.2016").nanos()
+        );
     }
 }
