@@ -266,9 +266,9 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(unknown.contains("output"), "{unknown}");
-        let missing = ModelCatalog::with_patches(
+        let bad = ModelCatalog::with_patches(
             parse_catalog_file(
-                "[[model]]\nid = \"gemini-3-pro-image\"\n[model.price.per_image]\n\"1K\" = 0.1\n",
+                "[[model]]\nid = \"gemini-3-pro-image\"\n[model.price]\ninput_text = 0.0001\n",
             )
             .unwrap()
             .into_iter()
@@ -278,8 +278,8 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(
-            missing.contains("price.per_image") && missing.contains("2K"),
-            "{missing}"
+            bad.contains("price.input_text") && bad.contains("0.001"),
+            "{bad}"
         );
     }
 }

@@ -728,3 +728,27 @@ fn the_model_catalog_file_adds_and_patches_models_and_its_errors_name_entry_and_
     let models = loaded.unwrap().image_models().unwrap();
     assert_eq!(models.default_model().spec().max_input_images, 0);
 }
+
+#[test]
+fn default_budgets_are_dollars_from_the_environment_or_the_file() {
+    let read = config(&[
+        ("NB_DEFAULT_KEY_BUDGET_USD_PER_MONTH", "12.50"),
+        ("NB_DEFAULT_ACCOUNT_BUDGET_USD_PER_DAY", "5"),
+    ])
+    .unwrap();
+    let shown = |usd: Option<nb_domain::money::Usd>| usd.map(|usd| usd.to_string());
+    assert_eq!(
+        shown(read.limits.default_key_quotas().budget_per_month),
+        Some("12.500000".to_owned())
+    );
+    assert_eq!(read.limits.default_key_quotas().budget_per_day, None);
+    assert_eq!(
+        shown(read.limits.default_account_quotas().budget_per_day),
+        Some("5.000000".to_owned())
+    );
+    let error = message(config(&[("NB_DEFAULT_KEY_BUDGET_USD_PER_DAY", "lots")]));
+    assert!(
+        error.starts_with("NB_DEFAULT_KEY_BUDGET_USD_PER_DAY"),
+        "{error}"
+    );
+}

@@ -159,7 +159,11 @@ async fn test_keys_make_deterministic_images_without_google(app: TestApp) {
     );
     let usage = app.get_with("/v1/usage?group_by=mode", &token).await;
     let usage: Value = usage.json().await.unwrap();
-    assert_eq!(usage["usage"], json!([{"mode": "test", "count": 4}]));
+    // Test-mode images cost nothing.
+    assert_eq!(
+        usage["usage"],
+        json!([{"mode": "test", "count": 4, "cost_usd": "0.000000"}])
+    );
 }
 
 async fn magic_prompts_give_every_failure(app: TestApp) {
@@ -874,8 +878,9 @@ async fn usage_is_reported_by_the_dimensions_asked_for(app: TestApp) {
     assert_eq!(
         by_model["usage"],
         json!([
-            {"model": "gemini-3-pro-image", "count": 1},
-            {"model": MODEL, "count": 3},
+            {"model": "gemini-3-pro-image", "count": 1, "cost_usd": "0.134400"},
+            // Two live images at $0.0672 and a test key's, free.
+            {"model": MODEL, "count": 3, "cost_usd": "0.134400"},
         ])
     );
     assert_eq!(by_model["group_by"], json!(["model"]));
@@ -893,7 +898,10 @@ async fn usage_is_reported_by_the_dimensions_asked_for(app: TestApp) {
     let by_mode = report("group_by=mode").await;
     assert_eq!(
         by_mode["usage"],
-        json!([{"mode": "live", "count": 3}, {"mode": "test", "count": 1}])
+        json!([
+            {"mode": "live", "count": 3, "cost_usd": "0.268800"},
+            {"mode": "test", "count": 1, "cost_usd": "0.000000"}
+        ])
     );
     let yesterday = time::OffsetDateTime::now_utc()
         .date()

@@ -110,9 +110,12 @@ async fn keys_carry_expiry_limits_and_usage(app: TestApp) {
     );
     assert_eq!(
         created["limits"],
-        json!({"per_minute": 30, "per_day": 100, "per_month": 1000})
+        json!({"per_minute": 30, "per_day": 100, "per_month": 1000, "budget_usd_per_day": null, "budget_usd_per_month": null})
     );
-    assert_eq!(created["usage"], json!({"today": 0, "this_month": 0}));
+    assert_eq!(
+        created["usage"],
+        json!({"today": 0, "this_month": 0, "spend_today_usd": "0.000000", "spend_this_month_usd": "0.000000"})
+    );
     assert_eq!(created["rolled_from"], Value::Null);
     let key = created["key"].as_str().unwrap();
     let id = created["id"].as_str().unwrap();
@@ -126,7 +129,10 @@ async fn keys_carry_expiry_limits_and_usage(app: TestApp) {
         .json()
         .await
         .unwrap();
-    assert_eq!(read["usage"], json!({"today": 2, "this_month": 2}));
+    assert_eq!(
+        read["usage"],
+        json!({"today": 2, "this_month": 2, "spend_today_usd": "0.134400", "spend_this_month_usd": "0.134400"})
+    );
     assert_eq!(read["limits"], created["limits"]);
     assert!(read.get("key").is_none(), "the full key is shown once only");
     let listed = app.list_keys(&token).await;
@@ -137,7 +143,7 @@ async fn keys_carry_expiry_limits_and_usage(app: TestApp) {
     let plain = app.key_with(&token, json!({})).await;
     assert_eq!(
         plain["limits"],
-        json!({"per_minute": null, "per_day": null, "per_month": null})
+        json!({"per_minute": null, "per_day": null, "per_month": null, "budget_usd_per_day": null, "budget_usd_per_month": null})
     );
     assert_eq!(plain["expires_at"], Value::Null);
     let answer = app.prompt(plain["key"].as_str().unwrap()).await;
@@ -229,7 +235,7 @@ async fn patch_keeps_what_it_leaves_out_and_clears_nulls(app: TestApp) {
     assert_eq!(changed["expires_at"], created["expires_at"]);
     assert_eq!(
         changed["limits"],
-        json!({"per_minute": 9, "per_day": null, "per_month": 50})
+        json!({"per_minute": 9, "per_day": null, "per_month": 50, "budget_usd_per_day": null, "budget_usd_per_month": null})
     );
     let cleared: Value = app
         .patch_json(
@@ -627,11 +633,14 @@ async fn admins_see_accounts_usage_and_key_prefixes(app: TestApp) {
     let newest = &page["users"][0];
     assert_eq!(newest["email"], "ada@example.com");
     assert_eq!(newest["id"], ada_id.as_str());
-    assert_eq!(newest["usage"], json!({"today": 1, "this_month": 1}));
+    assert_eq!(
+        newest["usage"],
+        json!({"today": 1, "this_month": 1, "spend_today_usd": "0.067200", "spend_this_month_usd": "0.067200"})
+    );
     assert_eq!(newest["disabled"], false);
     assert_eq!(
         newest["limits"],
-        json!({"per_day": null, "per_month": null})
+        json!({"per_day": null, "per_month": null, "budget_usd_per_day": null, "budget_usd_per_month": null})
     );
     let cursor = page["next_cursor"].as_str().unwrap();
     let rest: Value = app
@@ -674,7 +683,7 @@ async fn a_disabled_account_is_refused_and_audited(app: TestApp) {
     let settings: Value = response.json().await.unwrap();
     assert_eq!(
         settings,
-        json!({"limits": {"per_day": null, "per_month": null}, "disabled": true})
+        json!({"limits": {"per_day": null, "per_month": null, "budget_usd_per_day": null, "budget_usd_per_month": null}, "disabled": true})
     );
 
     assert_error(
@@ -828,12 +837,12 @@ async fn new_keys_and_accounts_get_the_server_defaults(app: TestApp) {
     let defaulted = app.key_with(&ada, json!({})).await;
     assert_eq!(
         defaulted["limits"],
-        json!({"per_minute": null, "per_day": 2, "per_month": 20})
+        json!({"per_minute": null, "per_day": 2, "per_month": 20, "budget_usd_per_day": null, "budget_usd_per_month": null})
     );
     let own = app.key_with(&ada, json!({"limits": {"per_day": 1}})).await;
     assert_eq!(
         own["limits"],
-        json!({"per_minute": null, "per_day": 1, "per_month": 20})
+        json!({"per_minute": null, "per_day": 1, "per_month": 20, "budget_usd_per_day": null, "budget_usd_per_month": null})
     );
     let users: Value = app
         .get_with("/v1/admin/users", &admin)
@@ -849,7 +858,7 @@ async fn new_keys_and_accounts_get_the_server_defaults(app: TestApp) {
         .unwrap();
     assert_eq!(
         ada_entry["limits"],
-        json!({"per_day": 3, "per_month": null})
+        json!({"per_day": 3, "per_month": null, "budget_usd_per_day": null, "budget_usd_per_month": null})
     );
     // The account's 3 a day over both keys: 2 on one, 1 on the other, then none.
     let (first, second) = (

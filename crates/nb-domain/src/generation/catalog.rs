@@ -566,22 +566,6 @@ impl ModelCatalog {
                     ));
                 }
             }
-            if let Some(price) = &spec.price {
-                if let Some(missing) = spec
-                    .resolutions
-                    .iter()
-                    .find(|resolution| !price.per_image.contains_key(resolution))
-                {
-                    return Err(fail(
-                        "price.per_image",
-                        format!(
-                            "has no price for {}, one of the model's resolutions (it is what a \
-                             budget reserves)",
-                            missing.as_str()
-                        ),
-                    ));
-                }
-            }
             if spec.api == ModelApi::Imagen && spec.max_input_images > 0 {
                 return Err(fail(
                     "max_input_images",

@@ -37,8 +37,8 @@ impl ModelPrice {
     ///   candidates are its image: never priced as text);
     /// - thinking tokens × `output_text`;
     /// - no usage at all, or no candidate tokens counted: the image is priced at
-    ///   `per_image` for its resolution (0 when the catalog has no such price), plus the
-    ///   prompt tokens counted.
+    ///   `per_image` for its resolution (see [`Self::estimate`] for a resolution without
+    ///   one), plus the prompt tokens counted.
     pub fn cost(&self, usage: Option<&TokenUsage>, resolution: Resolution) -> Usd {
         let per_image = self.per_image_at(resolution);
         let Some(usage) = usage else {
@@ -75,8 +75,15 @@ impl ModelPrice {
         self.per_image_at(resolution).saturating_mul(images)
     }
 
+    /// The per-image price at `resolution`; at a resolution the table lacks (an operator
+    /// who gave a model a new resolution and no price for it), the table's highest price, so
+    /// that an estimate errs high; 0 when the table is empty.
     fn per_image_at(&self, resolution: Resolution) -> Usd {
-        self.per_image.get(&resolution).copied().unwrap_or_default()
+        self.per_image
+            .get(&resolution)
+            .or_else(|| self.per_image.values().max())
+            .copied()
+            .unwrap_or_default()
     }
 }
 
@@ -156,8 +163,13 @@ mod tests {
         let price = price(0.5, 0.5, 60.0, 3.0);
         assert_eq!(price.cost(None, Resolution::K1).to_string(), "0.067000");
         assert_eq!(price.cost(None, Resolution::K4).to_string(), "0.151000");
-        // No price at that resolution: nothing to charge.
-        assert_eq!(price.cost(None, Resolution::K2), Usd::ZERO);
+        // No price at that resolution: the highest the model has (an estimate errs high).
+        assert_eq!(price.cost(None, Resolution::K2).to_string(), "0.151000");
+        let unpriced = ModelPrice {
+            per_image: BTreeMap::new(),
+            ..price.clone()
+        };
+        assert_eq!(unpriced.cost(None, Resolution::K1), Usd::ZERO);
         // Usage that counted the prompt only: the prompt plus the image's per-image price.
         let prompt_only = TokenUsage {
             input_tokens: 10,
@@ -179,7 +191,7 @@ mod tests {
     fn the_estimate_is_the_per_image_price_times_the_images() {
         let price = price(0.5, 0.5, 60.0, 3.0);
         assert_eq!(price.estimate(Resolution::K4, 3).to_string(), "0.453000");
-        assert_eq!(price.estimate(Resolution::K2, 3), Usd::ZERO);
+        assert_eq!(price.estimate(Resolution::K2, 3).to_string(), "0.453000");
     }
 
     #[test]
