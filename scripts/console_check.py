@@ -192,6 +192,8 @@ def run(binary, fake_google):
         console.wait.until(lambda _: driver.execute_script(
             "const i = document.getElementById('generated-image'); return i.complete && i.naturalWidth > 0;"))
         console.text_in("#result", "Made in")
+        # What it cost: 1120 image tokens at $60 and 12 prompt tokens at $0.50 a million.
+        console.text_in("#result", "$0.0672")
         assert image.get_attribute("src").startswith(f"{base}/images/")
         console.shoot("playground")
 
@@ -201,12 +203,18 @@ def run(binary, fake_google):
         today = driver.execute_script("return new Date().toISOString().slice(0, 10)")
         bar = driver.find_element(By.CSS_SELECTOR, f'#usage-chart g[data-day="{today}"]')
         assert bar.get_attribute("data-count") == "1"
+        # Spend per day, in micro-dollars: $0.067206.
+        console.text_in("#spend-total", "$0.0672")
+        spend = driver.find_element(By.CSS_SELECTOR, f'#spend-chart g[data-day="{today}"]')
+        assert spend.get_attribute("data-count") == "67206", spend.get_attribute("data-count")
+        console.text_in("#usage-keys", "$0.0672")
         console.shoot("usage")
 
         # History shows it; delete it.
         console.go("history", "History")
         card = console.find('#history li[data-status="succeeded"]')
         assert "a banana on the moon" in card.text
+        assert "$0.0672" in card.text, card.text
         console.wait.until(lambda _: driver.execute_script(
             "const i = document.querySelector('#history img'); return i && i.complete && i.naturalWidth > 0;"))
         console.shoot("history")
@@ -233,7 +241,9 @@ def run(binary, fake_google):
         console.find('#history li[data-status="deleted"]')
 
         # Revoke the key: the full key is not shown again, and the key is refused from then on.
+        # Its spend this month is shown beside it (two images).
         console.go("keys", "API keys")
+        console.text_in("#keys", "$0.1344")
         assert not driver.find_elements(By.CSS_SELECTOR, "#new-key")
         console.find(f'#keys button.danger[data-key="{shown[:12]}"]').click()
         console.accept_confirm()

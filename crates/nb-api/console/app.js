@@ -166,11 +166,25 @@ function authPage(kind) {
   show(signup ? "Create an account" : "Log in", form, other);
 }
 
+// Dollars as the server sends them ("0.067200"): micro-dollars, to add without float error.
+function micros(usd) {
+  const [whole, fraction = ""] = String(usd || "0").split(".");
+  return Number(whole) * 1e6 + Number(fraction.padEnd(6, "0").slice(0, 6));
+}
+
+// Micro-dollars shown as dollars: cents when that is exact enough, else 4 decimals.
+function dollars(amount) {
+  const value = amount / 1e6;
+  return value === 0 || value >= 1 ? `$${value.toFixed(2)}` : `$${value.toFixed(4)}`;
+}
+
 function limitsText(limits) {
   const parts = [];
   if (limits.per_minute) parts.push(`${limits.per_minute}/min`);
   if (limits.per_day) parts.push(`${limits.per_day}/day`);
   if (limits.per_month) parts.push(`${limits.per_month}/month`);
+  if (limits.budget_usd_per_day) parts.push(`${dollars(micros(limits.budget_usd_per_day))}/day`);
+  if (limits.budget_usd_per_month) parts.push(`${dollars(micros(limits.budget_usd_per_month))}/month`);
   return parts.length ? parts.join(", ") : "defaults";
 }
 
@@ -268,6 +282,7 @@ async function renderKeys(list, created) {
       h("td", {}, key.name || "—"),
       h("td", {}, key.mode),
       h("td", {}, limitsText(key.limits || {})),
+      h("td", { class: "num spend" }, dollars(micros(key.usage && key.usage.spend_this_month_usd))),
       h("td", {}, formatDate(key.last_used_at)),
       h("td", {}, formatDate(key.expires_at)),
       h("td", {}, key.is_active ? "active" : "revoked"),
@@ -278,7 +293,7 @@ async function renderKeys(list, created) {
     h(
       "table",
       { id: "keys" },
-      h("thead", {}, h("tr", {}, ["Prefix", "Name", "Mode", "Limits", "Last used", "Expires", "Status", ""].map((title) => h("th", { scope: "col" }, title)))),
+      h("thead", {}, h("tr", {}, ["Prefix", "Name", "Mode", "Limits", "Spent this month", "Last used", "Expires", "Status", ""].map((title) => h("th", { scope: "col" }, title)))),
       h("tbody", {}, rows),
     ),
   );
@@ -294,7 +309,9 @@ function lastDays(count) {
   return days;
 }
 
-function chart(counts) {
+// Bars of one value a day over the last 30 days; `shown` writes a value, `name` says what
+// the chart counts ("images", "spend").
+function chart(counts, { id, name, shown = String, unit = (value) => ` image${value === 1 ? "" : "s"}` }) {
   const days = lastDays(30);
   const values = days.map((day) => counts.get(day) || 0);
   const max = Math.max(1, ...values);
@@ -302,6 +319,9 @@ function chart(counts) {
   const height = 200;
   const barWidth = width / days.length;
   const plot = height - 30;
+  // A label near either end is anchored inside the chart, so that it is never cut off.
+  const anchored = (index, left, right) =>
+    index < 3 ? { x: left, "text-anchor": "start" } : index >= days.length - 3 ? { x: right, "text-anchor": "end" } : { x: (left + right) / 2, "text-anchor": "middle" };
   const bars = values.map((value, index) => {
     const barHeight = (value / max) * (plot - 14);
     const x = index * barWidth + 2;
@@ -309,17 +329,17 @@ function chart(counts) {
       "g",
       { "data-day": days[index], "data-count": value },
       svg("rect", { class: "bar", x, y: plot - barHeight, width: barWidth - 4, height: barHeight }),
-      value ? svg("text", { class: "value", x: x + (barWidth - 4) / 2, y: plot - barHeight - 3, "text-anchor": "middle" }, value) : [],
-      svg("title", {}, `${days[index]}: ${value} image${value === 1 ? "" : "s"}`),
+      value ? svg("text", { class: "value", y: plot - barHeight - 3, ...anchored(index, x, x + barWidth - 4) }, shown(value)) : [],
+      svg("title", {}, `${days[index]}: ${shown(value)}${unit(value)}`),
     );
   });
   const labels = [0, 10, 20, 29].map((index) =>
-    svg("text", { x: index * barWidth + barWidth / 2, y: height - 10, "text-anchor": "middle" }, days[index].slice(5)),
+    svg("text", { y: height - 10, ...anchored(index, index * barWidth + 2, (index + 1) * barWidth - 2) }, days[index].slice(5)),
   );
   const total = values.reduce((sum, value) => sum + value, 0);
   return svg(
     "svg",
-    { class: "chart", id: "usage-chart", viewBox: `0 0 ${width} ${height}`, role: "img", "aria-label": `Images per day over the last 30 days: ${total} in all` },
+    { class: "chart", id, viewBox: `0 0 ${width} ${height}`, role: "img", "aria-label": `${name} per day over the last 30 days: ${shown(total)} in all` },
     svg("line", { class: "axis", x1: 0, y1: plot, x2: width, y2: plot }),
     bars,
     labels,
@@ -338,6 +358,8 @@ async function usagePage() {
   }
   const counts = new Map(byDay.data.usage.map((row) => [row.day, row.count]));
   const total = byDay.data.usage.reduce((sum, row) => sum + row.count, 0);
+  const spendByDay = new Map(byDay.data.usage.map((row) => [row.day, micros(row.cost_usd)]));
+  const spent = byDay.data.usage.reduce((sum, row) => sum + micros(row.cost_usd), 0);
   const names = new Map(((keys.ok && (keys.data.keys || keys.data.data)) || []).map((key) => [key.id, key]));
   const rows = byKey.data.usage.map((row) => {
     const key = names.get(row.api_key_id);
@@ -347,15 +369,19 @@ async function usagePage() {
       h("td", {}, key ? h("code", {}, `${key.prefix}…`) : row.api_key_id),
       h("td", {}, key && key.name ? key.name : "—"),
       h("td", { class: "num" }, row.count),
+      h("td", { class: "num" }, dollars(micros(row.cost_usd))),
     );
   });
   show(
     "Usage",
     h("p", {}, h("strong", { id: "usage-total" }, String(total)), ` image${total === 1 ? "" : "s"} in the last 30 days (UTC days).`),
-    chart(counts),
+    chart(counts, { id: "usage-chart", name: "Images" }),
+    h("h2", {}, "Spend"),
+    h("p", {}, h("strong", { id: "spend-total" }, dollars(spent)), " spent in the last 30 days (test keys' images are free)."),
+    chart(spendByDay, { id: "spend-chart", name: "Spend", shown: dollars, unit: () => "" }),
     h("h2", {}, "Per key"),
     rows.length
-      ? h("div", { class: "table-wrap" }, h("table", {}, h("thead", {}, h("tr", {}, h("th", { scope: "col" }, "Key"), h("th", { scope: "col" }, "Name"), h("th", { scope: "col", class: "num" }, "Images"))), h("tbody", {}, rows)))
+      ? h("div", { class: "table-wrap" }, h("table", { id: "usage-keys" }, h("thead", {}, h("tr", {}, h("th", { scope: "col" }, "Key"), h("th", { scope: "col" }, "Name"), h("th", { scope: "col", class: "num" }, "Images"), h("th", { scope: "col", class: "num" }, "Spent"))), h("tbody", {}, rows)))
       : h("p", { class: "muted" }, "No images yet."),
   );
 }
@@ -468,7 +494,7 @@ async function playgroundPage() {
       });
       result.replaceChildren(
         image,
-        h("p", {}, `Made in ${seconds} s · ${pixels} · ${made.aspect_ratio || "the model's ratio"} · ${made.resolution} · ${made.model}`),
+        h("p", {}, `Made in ${seconds} s · ${pixels} · ${made.aspect_ratio || "the model's ratio"} · ${made.resolution} · ${made.model} · ${dollars(micros(made.cost_usd))}`),
         h("p", { class: "row" }, h("a", { href: made.url, target: "_blank", rel: "noopener" }, "Open the image"), keepEditing),
       );
       announce(`Image generated in ${seconds} seconds.`);
@@ -525,7 +551,8 @@ async function renderHistory(gallery) {
           "p",
           { class: "muted" },
           `${generation.width && generation.height ? `${generation.width}×${generation.height}` : generation.size}` +
-            `${generation.resolution ? ` · ${generation.resolution}` : ""} · ${formatDate(generation.created_at)}`,
+            `${generation.resolution ? ` · ${generation.resolution}` : ""}` +
+            `${generation.status === "failed" ? "" : ` · ${dollars(micros(generation.cost_usd))}`} · ${formatDate(generation.created_at)}`,
         ),
         generation.url
           ? h(
@@ -575,7 +602,7 @@ async function adminPage() {
       h(
         "table",
         { id: "users" },
-        h("thead", {}, h("tr", {}, ["Email", "Today", "This month", "Limits (images per day / month)", "Status", ""].map((title) => h("th", { scope: "col" }, title)))),
+        h("thead", {}, h("tr", {}, ["Email", "Today", "This month", "Spent today", "Spent this month", "Limits (images per day / month)", "Status", ""].map((title) => h("th", { scope: "col" }, title)))),
         h(
           "tbody",
           {},
@@ -593,6 +620,8 @@ async function adminPage() {
               h("td", {}, user.email),
               h("td", { class: "num" }, user.usage ? user.usage.today : 0),
               h("td", { class: "num" }, user.usage ? user.usage.this_month : 0),
+              h("td", { class: "num" }, dollars(micros(user.spend_today_usd))),
+              h("td", { class: "num spend" }, dollars(micros(user.spend_this_month_usd))),
               h("td", {}, limitsForm(user)),
               h("td", {}, user.disabled ? "disabled" : "active"),
               h("td", {}, user.id === (state.me && state.me.id) ? "" : toggle),

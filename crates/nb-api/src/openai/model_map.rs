@@ -1,12 +1,17 @@
 //! Which of our models an OpenAI model name means. Tools hard-code OpenAI's names
 //! (`gpt-image-1`, `dall-e-3`): by default every `gpt-image-*`, `chatgpt-image-*` and
-//! `dall-e-*` name means the deployment's default model; `NB_OPENAI_MODEL_MAP` names others
+//! `dall-e-*` name means the deployment's default model, except OpenAI's economy models
+//! (`gpt-image-1-mini`, `dall-e-2`), which mean the cheapest enabled model (by the catalog's
+//! prices); `NB_OPENAI_MODEL_MAP` names others
 //! (`gpt-image-1=gemini-3-pro-image,dall-e-2=gemini-3.1-flash-lite-image`).
 
 use nb_domain::generation::{AllowedModels, ImageModel, UnknownModel};
 
 /// OpenAI model names that mean the default model unless the map says otherwise.
 const OPENAI_NAME_PREFIXES: [&str; 3] = ["gpt-image", "chatgpt-image", "dall-e"];
+
+/// OpenAI's economy models: unless mapped, the cheapest enabled model.
+const OPENAI_ECONOMY_NAMES: [&str; 2] = ["gpt-image-1-mini", "dall-e-2"];
 
 /// OpenAI's image model names in use (late 2026), listed by `GET /v1/models` so that
 /// `models.retrieve("gpt-image-2")` works.
@@ -90,6 +95,7 @@ impl OpenAiModelMap {
         }
         match models.choose(Some(name)) {
             Ok(model) => Ok(model),
+            Err(_) if OPENAI_ECONOMY_NAMES.contains(&name) => Ok(models.cheapest().clone()),
             Err(_) if OPENAI_NAME_PREFIXES.iter().any(|p| name.starts_with(p)) => {
                 models.choose(None)
             }
@@ -135,6 +141,42 @@ mod tests {
             "gemini-3.1-flash-image"
         );
         assert!(resolve(Some("stable-diffusion")).is_err());
+    }
+
+    #[test]
+    fn openai_economy_names_mean_the_cheapest_enabled_model_unless_mapped() {
+        let enabled = |names: &[&str]| {
+            AllowedModels::new(names.iter().map(|name| (*name).to_owned())).unwrap()
+        };
+        // Pro first (the default), then Flash Lite ($0.0336 at 1K) and Flash ($0.0672).
+        let models = enabled(&[
+            "gemini-3-pro-image",
+            "gemini-3.1-flash-image",
+            "gemini-3.1-flash-lite-image",
+        ]);
+        let map = OpenAiModelMap::empty();
+        for name in ["gpt-image-1-mini", "dall-e-2"] {
+            let model = map.resolve(Some(name), &models).unwrap();
+            assert_eq!(model.as_str(), "gemini-3.1-flash-lite-image", "{name}");
+        }
+        assert_eq!(
+            map.resolve(Some("gpt-image-1"), &models).unwrap().as_str(),
+            "gemini-3-pro-image"
+        );
+        // A retiring model is never chosen for it, however cheap.
+        let with_retired = enabled(&["gemini-3-pro-image", "gemini-2.5-flash-image"]);
+        assert_eq!(
+            map.resolve(Some("dall-e-2"), &with_retired)
+                .unwrap()
+                .as_str(),
+            "gemini-3-pro-image"
+        );
+        // The map still wins.
+        let mapped = OpenAiModelMap::parse("dall-e-2=gemini-3-pro-image", &models).unwrap();
+        assert_eq!(
+            mapped.resolve(Some("dall-e-2"), &models).unwrap().as_str(),
+            "gemini-3-pro-image"
+        );
     }
 
     #[test]

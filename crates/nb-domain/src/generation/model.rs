@@ -282,6 +282,21 @@ impl AllowedModels {
     }
 
     /// The enabled models that retire on or before `until` (retired ones included).
+    /// The enabled model whose image at its default resolution costs least (by its
+    /// per-image price), among those priced and not scheduled to retire; the default model
+    /// when none is. Ties go to the earlier in the enabled list.
+    pub fn cheapest(&self) -> &ImageModel {
+        self.0
+            .iter()
+            .filter(|model| model.0.retired_at.is_none())
+            .filter_map(|model| {
+                let price = model.0.price.as_ref()?;
+                Some((price.estimate(model.0.default_resolution(), 1), model))
+            })
+            .min_by_key(|(cost, _)| *cost)
+            .map_or_else(|| self.default_model(), |(_, model)| model)
+    }
+
     pub fn retiring_by(&self, until: Date) -> impl Iterator<Item = &ImageModel> {
         self.0
             .iter()
