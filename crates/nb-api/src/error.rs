@@ -473,54 +473,62 @@ impl From<AdminError> for ApiError {
 impl From<ReserveError> for ApiError {
     fn from(error: ReserveError) -> Self {
         match error {
-            ReserveError::Exceeded(standing) => Self::new(
-                StatusCode::TOO_MANY_REQUESTS,
+            ReserveError::Exceeded(standing) => refused_until_reset(
                 "quota_exceeded",
                 format!(
-                    "This {} may make {} images a {} and has {} left; the quota resets \
-                         at {} (see Retry-After).",
+                    "This {} may make {} images a {} and has {} left; the quota resets",
                     standing.scope.as_str(),
                     standing.limit,
                     standing.period.as_str(),
                     standing.remaining(),
-                    standing
-                        .resets_at
-                        .format(&time::format_description::well_known::Rfc3339)
-                        .unwrap_or_default(),
                 ),
-            )
-            .with_retry_after(standing.seconds_to_reset())
-            .with_standings(Standings {
-                quota: Some(standing),
-                budget: None,
-            }),
-            ReserveError::OverBudget(standing) => Self::new(
-                StatusCode::TOO_MANY_REQUESTS,
+                (standing.resets_at, standing.seconds_to_reset()),
+                Standings {
+                    quota: Some(standing),
+                    budget: None,
+                },
+            ),
+            ReserveError::OverBudget(standing) => refused_until_reset(
                 "budget_exceeded",
                 format!(
-                    "This {} may spend ${} a {} and has ${} left; the budget resets at {} \
-                     (see Retry-After).",
+                    "This {} may spend ${} a {} and has ${} left; the budget resets",
                     standing.scope.as_str(),
                     standing.budget,
                     standing.period.as_str(),
                     standing.remaining(),
-                    standing
-                        .resets_at
-                        .format(&time::format_description::well_known::Rfc3339)
-                        .unwrap_or_default(),
                 ),
-            )
-            .with_retry_after(standing.seconds_to_reset())
-            .with_standings(Standings {
-                quota: None,
-                budget: Some(standing),
-            }),
+                (standing.resets_at, standing.seconds_to_reset()),
+                Standings {
+                    quota: None,
+                    budget: Some(standing),
+                },
+            ),
             ReserveError::KeyRevoked => invalid_api_key(),
             ReserveError::KeyExpired => key_expired(),
             ReserveError::AccountDisabled => account_disabled(),
             ReserveError::Repository(error) => error.into(),
         }
     }
+}
+
+/// 429 for a spent quota or budget: `what` (a sentence ending in "resets"), when it resets,
+/// `Retry-After` to then, and the headers of where it stands.
+fn refused_until_reset(
+    code: &'static str,
+    what: String,
+    (resets_at, seconds): (time::OffsetDateTime, u64),
+    standings: Standings,
+) -> ApiError {
+    let at = resets_at
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default();
+    ApiError::new(
+        StatusCode::TOO_MANY_REQUESTS,
+        code,
+        format!("{what} at {at} (see Retry-After)."),
+    )
+    .with_retry_after(seconds)
+    .with_standings(standings)
 }
 
 impl From<RevokeKeyError> for ApiError {

@@ -359,6 +359,14 @@ impl TestApp {
 }
 
 /// Asserts the JSON error shape and returns the body.
+/// A response header's value, when it has one.
+pub fn header(response: &reqwest::Response, name: &str) -> Option<String> {
+    response
+        .headers()
+        .get(name)
+        .map(|value| value.to_str().unwrap().to_owned())
+}
+
 pub async fn assert_error(response: reqwest::Response, status: u16, code: &str) -> Value {
     assert_eq!(response.status(), status, "unexpected status");
     let content_type = response.headers()[CONTENT_TYPE]

@@ -11,15 +11,8 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use time::OffsetDateTime;
 
-use crate::helpers::{ADMIN_EMAIL, TestApp, assert_error, test_config};
+use crate::helpers::{ADMIN_EMAIL, TestApp, assert_error, header, test_config};
 use crate::on_both_backends;
-
-fn header(response: &reqwest::Response, name: &str) -> Option<String> {
-    response
-        .headers()
-        .get(name)
-        .map(|value| value.to_str().unwrap().to_owned())
-}
 
 impl TestApp {
     async fn key_with_limits(&self, token: &str, limits: Value) -> String {
@@ -33,6 +26,36 @@ impl TestApp {
 
     async fn banana(&self, key: &str) -> reqwest::Response {
         self.generate(key, &json!({"prompt": "a banana"})).await
+    }
+
+    /// `method path` with `credential` (a key or an access token), `body` as JSON and any
+    /// extra `headers`.
+    async fn send_as(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        credential: &str,
+        body: &Value,
+        headers: &[(&str, &str)],
+    ) -> reqwest::Response {
+        let mut request = self
+            .client
+            .request(method, self.url(path))
+            .bearer_auth(credential)
+            .json(body);
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        request.send().await.unwrap()
+    }
+
+    async fn post_as(&self, path: &str, key: &str, body: &Value) -> reqwest::Response {
+        self.send_as(reqwest::Method::POST, path, key, body, &[])
+            .await
+    }
+
+    async fn get_json(&self, path: &str, token: &str) -> Value {
+        self.get_with(path, token).await.json().await.unwrap()
     }
 }
 
@@ -66,13 +89,12 @@ async fn costs_show_on_answers_history_and_usage_and_sum_exactly(app: TestApp) {
         .await;
     assert_eq!(pro["cost_usd"], "0.240000");
     let openai = app
-        .client
-        .post(app.url("/v1/images/generations"))
-        .bearer_auth(&live)
-        .json(&json!({"prompt": "a banana", "n": 2}))
-        .send()
-        .await
-        .unwrap();
+        .post_as(
+            "/v1/images/generations",
+            &live,
+            &json!({"prompt": "a banana", "n": 2}),
+        )
+        .await;
     assert_eq!(openai.status(), 200);
     assert_eq!(
         header(&openai, "x-nb-cost-usd").as_deref(),
@@ -93,12 +115,7 @@ async fn costs_show_on_answers_history_and_usage_and_sum_exactly(app: TestApp) {
         .await;
     assert_eq!(free["cost_usd"], "0.000000");
 
-    let history: Value = app
-        .get_with("/v1/generations", &token)
-        .await
-        .json()
-        .await
-        .unwrap();
+    let history: Value = app.get_json("/v1/generations", &token).await;
     let costs: Vec<i64> = history["generations"]
         .as_array()
         .unwrap()
@@ -110,21 +127,13 @@ async fn costs_show_on_answers_history_and_usage_and_sum_exactly(app: TestApp) {
     assert_eq!(spent, 67_200 + 240_000 + 2 * 67_200);
     for group_by in ["day", "key", "model", "mode", "day,key,model,mode"] {
         let usage: Value = app
-            .get_with(&format!("/v1/usage?group_by={group_by}"), &token)
-            .await
-            .json()
-            .await
-            .unwrap();
+            .get_json(&format!("/v1/usage?group_by={group_by}"), &token)
+            .await;
         let rows = usage["usage"].as_array().unwrap();
         let total: i64 = rows.iter().map(|row| micros(&row["cost_usd"])).sum();
         assert_eq!(total, spent, "group_by={group_by}: {usage}");
     }
-    let by_mode: Value = app
-        .get_with("/v1/usage?group_by=mode", &token)
-        .await
-        .json()
-        .await
-        .unwrap();
+    let by_mode: Value = app.get_json("/v1/usage?group_by=mode", &token).await;
     let test_row = by_mode["usage"]
         .as_array()
         .unwrap()
@@ -187,13 +196,12 @@ async fn a_day_budget_holds_exactly_under_50_concurrent_requests(app: TestApp) {
     assert_eq!(keys[0]["usage"]["spend_today_usd"], "0.672000");
     // The OpenAI surface: OpenAI's type for a spent budget, and no retry.
     let openai = app
-        .client
-        .post(app.url("/v1/images/generations"))
-        .bearer_auth(&key)
-        .json(&json!({"prompt": "a banana"}))
-        .send()
-        .await
-        .unwrap();
+        .post_as(
+            "/v1/images/generations",
+            &key,
+            &json!({"prompt": "a banana"}),
+        )
+        .await;
     assert_eq!(openai.status(), 429);
     assert_eq!(header(&openai, "x-should-retry").as_deref(), Some("false"));
     assert_eq!(header(&openai, "x-budget-scope").as_deref(), Some("key"));
@@ -203,24 +211,26 @@ async fn a_day_budget_holds_exactly_under_50_concurrent_requests(app: TestApp) {
     // Raising the budget lets one more through; clearing it lifts it.
     let id = keys[0]["id"].as_str().unwrap();
     let raised = app
-        .client
-        .patch(app.url(&format!("/v1/keys/{id}")))
-        .bearer_auth(&token)
-        .json(&json!({"limits": {"budget_usd_per_day": 0.7392}}))
-        .send()
-        .await
-        .unwrap();
+        .send_as(
+            reqwest::Method::PATCH,
+            &format!("/v1/keys/{id}"),
+            &token,
+            &json!({"limits": {"budget_usd_per_day": 0.7392}}),
+            &[],
+        )
+        .await;
     assert_eq!(raised.status(), 200);
     assert_eq!(app.banana(&key).await.status(), 200);
     assert_error(app.banana(&key).await, 429, "budget_exceeded").await;
     let cleared: Value = app
-        .client
-        .patch(app.url(&format!("/v1/keys/{id}")))
-        .bearer_auth(&token)
-        .json(&json!({"limits": {"budget_usd_per_day": null}}))
-        .send()
+        .send_as(
+            reqwest::Method::PATCH,
+            &format!("/v1/keys/{id}"),
+            &token,
+            &json!({"limits": {"budget_usd_per_day": null}}),
+            &[],
+        )
         .await
-        .unwrap()
         .json()
         .await
         .unwrap();
@@ -295,21 +305,17 @@ async fn an_accounts_budget_is_set_by_admins_and_shown_with_its_spend(app: TestA
     let token = app.signed_up("ada@example.com").await;
     let first = app.key_with_limits(&token, json!({})).await;
     let second = app.key_with_limits(&token, json!({})).await;
-    let me: Value = app
-        .get_with("/v1/auth/me", &token)
-        .await
-        .json()
-        .await
-        .unwrap();
+    let me: Value = app.get_json("/v1/auth/me", &token).await;
     let ada_id = me["id"].as_str().unwrap().to_owned();
     let set: Value = app
-        .client
-        .patch(app.url(&format!("/v1/admin/users/{ada_id}")))
-        .bearer_auth(&admin)
-        .json(&json!({"limits": {"budget_usd_per_month": "0.1344"}}))
-        .send()
+        .send_as(
+            reqwest::Method::PATCH,
+            &format!("/v1/admin/users/{ada_id}"),
+            &admin,
+            &json!({"limits": {"budget_usd_per_month": "0.1344"}}),
+            &[],
+        )
         .await
-        .unwrap()
         .json()
         .await
         .unwrap();
@@ -320,12 +326,7 @@ async fn an_accounts_budget_is_set_by_admins_and_shown_with_its_spend(app: TestA
     assert_eq!(header(&over, "x-budget-scope").as_deref(), Some("account"));
     assert_eq!(header(&over, "x-budget-period").as_deref(), Some("month"));
     assert_error(over, 429, "budget_exceeded").await;
-    let users: Value = app
-        .get_with("/v1/admin/users", &admin)
-        .await
-        .json()
-        .await
-        .unwrap();
+    let users: Value = app.get_json("/v1/admin/users", &admin).await;
     let ada = users["users"]
         .as_array()
         .unwrap()
@@ -343,24 +344,10 @@ async fn a_dry_run_estimates_and_checks_without_calling_google(app: TestApp) {
     let key = app
         .key_with_limits(&token, json!({"budget_usd_per_day": "0.2"}))
         .await;
-    let estimate = app
-        .client
-        .post(app.url("/v1/generate?dry_run=true"))
-        .bearer_auth(&key)
-        .json(&json!({"prompt": "a banana", "model": "nano-banana-pro", "resolution": "4K", "aspect_ratio": "16:9"}))
-        .send()
-        .await
-        .unwrap();
+    let estimate = app.post_as("/v1/generate?dry_run=true", &key, &json!({"prompt": "a banana", "model": "nano-banana-pro", "resolution": "4K", "aspect_ratio": "16:9"})).await;
     // $0.24 would pass the $0.20 budget: refused as the real request would be.
     assert_error(estimate, 429, "budget_exceeded").await;
-    let estimate: Value = app
-        .client
-        .post(app.url("/v1/generate?dry_run=true"))
-        .bearer_auth(&key)
-        .json(&json!({"prompt": "a banana", "model": "nano-banana-pro", "resolution": "2K", "aspect_ratio": "16:9"}))
-        .send()
-        .await
-        .unwrap()
+    let estimate: Value = app.post_as("/v1/generate?dry_run=true", &key, &json!({"prompt": "a banana", "model": "nano-banana-pro", "resolution": "2K", "aspect_ratio": "16:9"})).await
         .json()
         .await
         .unwrap();
@@ -369,14 +356,14 @@ async fn a_dry_run_estimates_and_checks_without_calling_google(app: TestApp) {
         json!({"dry_run": true, "estimated_cost_usd": "0.134400", "model": "gemini-3-pro-image", "resolution": "2K", "aspect_ratio": "16:9", "images": 1})
     );
     let openai = app
-        .client
-        .post(app.url("/v1/images/generations"))
-        .bearer_auth(&key)
-        .header("x-nb-dry-run", "true")
-        .json(&json!({"prompt": "a banana", "n": 2}))
-        .send()
-        .await
-        .unwrap();
+        .send_as(
+            reqwest::Method::POST,
+            "/v1/images/generations",
+            &key,
+            &json!({"prompt": "a banana", "n": 2}),
+            &[("x-nb-dry-run", "true")],
+        )
+        .await;
     assert_eq!(openai.status(), 200);
     let openai: Value = openai.json().await.unwrap();
     assert_eq!(
@@ -388,22 +375,20 @@ async fn a_dry_run_estimates_and_checks_without_calling_google(app: TestApp) {
     );
     // Invalid requests are refused as they would be.
     let bad = app
-        .client
-        .post(app.url("/v1/generate?dry_run=true"))
-        .bearer_auth(&key)
-        .json(&json!({"prompt": "a banana", "resolution": "8K"}))
-        .send()
-        .await
-        .unwrap();
+        .post_as(
+            "/v1/generate?dry_run=true",
+            &key,
+            &json!({"prompt": "a banana", "resolution": "8K"}),
+        )
+        .await;
     assert_error(bad, 422, "validation_failed").await;
     let unclear = app
-        .client
-        .post(app.url("/v1/generate?dry_run=maybe"))
-        .bearer_auth(&key)
-        .json(&json!({"prompt": "a banana"}))
-        .send()
-        .await
-        .unwrap();
+        .post_as(
+            "/v1/generate?dry_run=maybe",
+            &key,
+            &json!({"prompt": "a banana"}),
+        )
+        .await;
     assert_error(unclear, 422, "validation_failed").await;
     assert_eq!(
         app.google_requests().await,

@@ -11,7 +11,7 @@ use time::format_description::well_known::Rfc3339;
 use wiremock::matchers::{body_string_contains, method};
 use wiremock::{Mock, ResponseTemplate};
 
-use crate::helpers::{ADMIN_EMAIL, TestApp, assert_error};
+use crate::helpers::{ADMIN_EMAIL, TestApp, assert_error, header};
 use crate::on_both_backends;
 
 fn rfc3339(at: OffsetDateTime) -> String {
@@ -76,13 +76,6 @@ impl TestApp {
             .unwrap();
         me["id"].as_str().unwrap().to_owned()
     }
-}
-
-fn header(response: &reqwest::Response, name: &str) -> Option<String> {
-    response
-        .headers()
-        .get(name)
-        .map(|value| value.to_str().unwrap().to_owned())
 }
 
 fn seconds_header(response: &reqwest::Response, name: &str) -> u64 {

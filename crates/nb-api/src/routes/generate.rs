@@ -127,7 +127,7 @@ pub(crate) struct GenerateResponse {
         (status = 413, description = "Body too large, or an input image over its limit", body = ErrorBody),
         (status = 415, description = "The body is not `application/json`", body = ErrorBody),
         (status = 422, description = "Invalid field, the provider returned no image (`content_rejected`), or the `Idempotency-Key` was used for another request (`idempotency_key_reused`)", body = ErrorBody),
-        (status = 429, description = "Over a per-minute rate limit (`rate_limited`), or a day or month quota (`quota_exceeded`, `Retry-After` to its reset)", body = ErrorBody),
+        (status = 429, description = "Over a per-minute rate limit (`rate_limited`), or a day or month quota (`quota_exceeded`) or budget (`budget_exceeded`, `x-budget-*`), `Retry-After` to its reset", body = ErrorBody),
         (status = 502, description = "The provider or the storage failed", body = ErrorBody),
         (status = 503, description = "Not configured, provider busy or rate limited, database unavailable, or too many large bodies in flight (`server_busy`, before the body is read; `Retry-After`)", body = ErrorBody),
         (status = 504, description = "The provider did not answer in time", body = ErrorBody),
