@@ -114,7 +114,8 @@ pub(crate) struct GenerateResponse {
 /// key's `x-ratelimit-*` headers.
 #[utoipa::path(post, path = "/v1/generate", tag = "generation", security(("api_key" = [])),
     request_body = GenerateRequest,
-    params(("Idempotency-Key" = Option<String>, Header, description = "1–255 printable ASCII characters, scoped to the API key: a repeat of the same request gets the first answer again (`Idempotent-Replayed: true`) without a new image or a new count; see the README for what is kept")),
+    params(("dry_run" = Option<bool>, Query, description = "`true`: check everything (fields, key, quotas, budgets) and answer 200 with `estimated_cost_usd`, `model`, `resolution`, `aspect_ratio` and `images`, without calling Google or reserving anything"),
+        ("Idempotency-Key" = Option<String>, Header, description = "1–255 printable ASCII characters, scoped to the API key: a repeat of the same request gets the first answer again (`Idempotent-Replayed: true`) without a new image or a new count; see the README for what is kept")),
     responses(
         (status = 200, description = "The image's URL", body = GenerateResponse,
             headers(("x-ratelimit-limit" = u32), ("x-ratelimit-remaining" = u32), ("x-ratelimit-reset" = u64))),
