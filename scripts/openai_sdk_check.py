@@ -350,6 +350,39 @@ def check_quotas(server):
            code="key_expired")
 
 
+def check_budgets(server):
+    """What images cost, and a day budget, through the SDK: each answer says what it cost
+    (x-nb-cost-usd: the fake's usage is 10 prompt, 1120 image and 30 thinking tokens, so
+    $0.067295 an image, above the $0.0672 estimate); the budget lets the first request through
+    on its estimate and then, spent (by the real cost, past it: the documented bound), the SDK
+    raises RateLimitError at once (type insufficient_quota), without retrying or calling
+    Google; a dry run (x-nb-dry-run) estimates without calling Google."""
+    key = http("POST", f"{server.base}/v1/keys",
+               {"name": "budget", "limits": {"budget_usd_per_day": "0.1344"}}, token=server.token)["key"]
+    sent = []
+    counting = httpx.Client(event_hooks={"request": [lambda request: sent.append(request.url)]})
+    client = openai.OpenAI(base_url=f"{server.base}/v1", api_key=key, http_client=counting)
+    start = mark()
+    response = client.images.with_raw_response.generate(prompt="a budget", n=2)
+    assert len(response.parse().data) == 2
+    assert response.headers["x-nb-cost-usd"] == "0.134590", dict(response.headers)
+    assert response.headers["x-budget-limit"] == "0.134400", dict(response.headers)
+    error = raises(openai.RateLimitError, lambda: client.images.generate(prompt="a budget"),
+                   code="budget_exceeded")
+    assert error.body["type"] == "insufficient_quota", error.body
+    assert error.response.headers["x-budget-remaining"] == "0.000000"
+    assert int(error.response.headers["retry-after"]) > 0
+    assert len(sent) == 2, f"the SDK sent {len(sent)} requests: it retried a spent budget"
+    assert len(received_since(start)) == 2, "Google was called past the budget"
+    fresh = openai.OpenAI(base_url=f"{server.base}/v1", api_key=server.new_key())
+    dry = fresh.images.with_raw_response.generate(prompt="a dry run", n=3,
+                                                  extra_headers={"x-nb-dry-run": "true"})
+    estimate = dry.http_response.json()
+    assert estimate["dry_run"] is True and estimate["images"] == 3, estimate
+    assert estimate["estimated_cost_usd"] == "0.201600", estimate
+    assert len(received_since(start)) == 2, "a dry run called Google"
+
+
 def check_retries(server):
     """The SDK's own retries with an Idempotency-Key: an attempt that times out, then its
     repeats (a 409 while the first still runs, which the SDK retries after Retry-After), end
@@ -376,7 +409,7 @@ def check_retries(server):
 
 
 CHECKS = [check_generations, check_sizes, check_every_parameter, check_errors, check_edits,
-          check_streaming_usage_and_sizes, check_models, check_quotas, check_retries,
+          check_streaming_usage_and_sizes, check_models, check_quotas, check_budgets, check_retries,
           check_node_sdk]
 
 
