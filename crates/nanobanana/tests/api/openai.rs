@@ -832,6 +832,8 @@ async fn streams_one_completed_event_per_image(app: TestApp) {
             (Some("medium"), Some("opaque"))
         );
         assert!(data["usage"]["input_tokens"].is_u64(), "{data}");
+        // What it cost: the stream's headers went out before it was made.
+        assert_eq!(data["cost_usd"], "0.067200", "{data}");
     }
     // Both were recorded and counted.
     assert_eq!(app.usage(&token).await[0]["count"], 2);

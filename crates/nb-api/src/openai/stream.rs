@@ -7,8 +7,9 @@
 //!   reserved.
 //! - Then one `image_generation.completed` (`image_edit.completed`) event per image, as each
 //!   is made, with `b64_json`, `created_at`, `size`, `quality`, `background`, `output_format`
-//!   and that image's `usage`. Google makes no partial images: none are sent, whatever
-//!   `partial_images` asks.
+//!   and that image's `usage`, plus (ours, beside OpenAI's fields) `cost_usd`: what it cost,
+//!   since a stream's headers are sent before any image, and so carry no `x-nb-cost-usd`.
+//!   Google makes no partial images: none are sent, whatever `partial_images` asks.
 //! - When no image could be made, one `error` event with OpenAI's error object.
 //! - A comment line every 15 s keeps proxies from closing an idle stream.
 
@@ -174,6 +175,7 @@ fn completed(kind: StreamKind, generation: &Generation) -> Bytes {
         "background": "opaque",
         "output_format": output_format(generation.image.format()),
         "usage": OpenAiUsage::of([generation]),
+        "cost_usd": generation.cost.to_string(),
     });
     event(kind.completed(), &data)
 }
