@@ -461,3 +461,74 @@ async fn two_instances_share_a_budget() {
     let keys = app.list_keys(&token).await;
     assert_eq!(keys[0]["usage"]["spend_today_usd"], "0.672000");
 }
+
+/// Google's `usageMetadata` with every kind of token: the cost is the formula's, to the
+/// nano-dollar, and the operator's catalog file prices change it.
+async fn a_cost_is_computed_from_what_google_counted_at_the_catalogs_prices(app: TestApp) {
+    use wiremock::matchers::{body_string_contains, method};
+    use wiremock::{Mock, ResponseTemplate};
+    let mut answer = crate::helpers::gemini_image_answer();
+    answer["usageMetadata"] = json!({
+        "promptTokenCount": 1290,
+        "promptTokensDetails": [{"modality": "TEXT", "tokenCount": 10}, {"modality": "IMAGE", "tokenCount": 1280}],
+        "candidatesTokenCount": 1125,
+        "candidatesTokensDetails": [{"modality": "IMAGE", "tokenCount": 1120}, {"modality": "TEXT", "tokenCount": 5}],
+        "thoughtsTokenCount": 200,
+        "totalTokenCount": 2615
+    });
+    Mock::given(method("POST"))
+        .and(body_string_contains("counted"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(answer))
+        .mount(&app.google)
+        .await;
+    let (token, key) = app.user_with_key("ada@example.com").await;
+    let made = app.generated(&key, &json!({"prompt": "counted"})).await;
+    // The operator's prices (see the configuration below), in micro-dollars per token:
+    // text in 1, image in 2, image out 100, text out and thinking 4:
+    // 10 + 2560 + 112000 + 20 + 800 = 115390.
+    assert_eq!(made["cost_usd"], "0.115390", "{made}");
+    assert_eq!(made["usage"]["thinking_tokens"], 200);
+    let history = app.get_json("/v1/generations", &token).await;
+    assert_eq!(history["generations"][0]["cost_usd"], "0.115390");
+    // Without usage: the file's per-image price at the resolution asked.
+    let plain = app
+        .generated(&key, &json!({"prompt": "plain", "resolution": "2K"}))
+        .await;
+    assert_eq!(plain["cost_usd"], "0.150000");
+    let dry = app
+        .post_as(
+            "/v1/generate?dry_run=true",
+            &key,
+            &json!({"prompt": "plain", "resolution": "4K"}),
+        )
+        .await
+        .json::<Value>()
+        .await
+        .unwrap();
+    assert_eq!(dry["estimated_cost_usd"], "0.200000");
+}
+
+crate::configured_on_both_backends!(
+    a_cost_is_computed_from_what_google_counted_at_the_catalogs_prices => |config: &mut nanobanana::config::Config| {
+        config.models.model.push(nanobanana::config::catalog_file::ModelEntry {
+            id: crate::helpers::MODEL.to_owned(),
+            aliases: None,
+            api: None,
+            aspect_ratios: None,
+            resolutions: None,
+            max_input_images: None,
+            retired_at: None,
+            replaced_by: None,
+            price: Some(nanobanana::config::catalog_file::PriceEntry {
+                input_text: Some(1.0),
+                input_image: Some(2.0),
+                output_image: Some(100.0),
+                output_text: Some(4.0),
+                batch_discount: None,
+                per_image: Some(
+                    [("1K".to_owned(), 0.1), ("2K".to_owned(), 0.15), ("4K".to_owned(), 0.2)].into(),
+                ),
+            }),
+        });
+    },
+);
