@@ -8,9 +8,9 @@ pub mod error;
 pub mod history;
 pub mod model;
 pub mod ports;
-pub mod price;
 pub mod service;
 pub mod stored;
+pub mod tokens;
 
 pub use catalog::*;
 pub use concurrency_limit::*;
@@ -18,6 +18,6 @@ pub use error::*;
 pub use history::*;
 pub use model::*;
 pub use ports::*;
-pub use price::*;
 pub use service::*;
 pub use stored::*;
+pub use tokens::*;

@@ -12,6 +12,7 @@ use std::sync::Arc;
 use time::Date;
 
 use super::catalog::{AspectRatio, ModelApi, ModelCatalog, ModelSpec, Resolution};
+use super::tokens::TokenUsage;
 use crate::api_keys::model::AuthenticatedApiKey;
 use crate::money::Usd;
 
@@ -716,25 +717,6 @@ pub struct StoredTurn {
     pub text: String,
     pub input_keys: Vec<ObjectKey>,
     pub parts: Vec<ReturnedPart>,
-}
-
-/// The tokens Google counted for one call (`usageMetadata`), as it reported them.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct TokenUsage {
-    /// `promptTokenCount`.
-    pub input_tokens: u64,
-    /// `promptTokensDetails` by modality (`TEXT`, `IMAGE`), when reported.
-    pub input_text_tokens: Option<u64>,
-    pub input_image_tokens: Option<u64>,
-    /// `candidatesTokenCount`.
-    pub output_tokens: u64,
-    /// `candidatesTokensDetails` by modality, when reported.
-    pub output_image_tokens: Option<u64>,
-    pub output_text_tokens: Option<u64>,
-    /// `thoughtsTokenCount`: billed as output, reported apart.
-    pub thinking_tokens: u64,
-    /// `totalTokenCount`.
-    pub total_tokens: u64,
 }
 
 /// What the provider made for one call.

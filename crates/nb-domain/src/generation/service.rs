@@ -16,8 +16,9 @@ use time::OffsetDateTime;
 use super::error::GenerateError;
 use super::model::{
     AllowedModels, Generation, GenerationId, GenerationOutcome, GenerationRecord,
-    GenerationRequest, GenerationTimings, ImageCount, ObjectKey, TokenUsage, image_dimensions,
+    GenerationRequest, GenerationTimings, ImageCount, ObjectKey, image_dimensions,
 };
+use super::tokens::TokenUsage;
 use crate::accounts::model::UserId;
 use crate::api_keys::model::{AuthenticatedApiKey, KeyMode};
 use crate::error::RepositoryError;

@@ -6,7 +6,8 @@ use std::time::Duration;
 use time::{Date, OffsetDateTime};
 use uuid::Uuid;
 
-use super::model::{GenerationId, ObjectKey, StoredTurn, TokenUsage};
+use super::model::{GenerationId, ObjectKey, StoredTurn};
+use super::tokens::TokenUsage;
 use crate::accounts::model::UserId;
 use crate::api_keys::model::{ApiKeyId, KeyMode};
 
