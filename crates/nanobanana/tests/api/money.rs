@@ -531,4 +531,55 @@ crate::configured_on_both_backends!(
             }),
         });
     },
+    new_keys_and_accounts_get_the_default_budgets => |config: &mut nanobanana::config::Config| {
+        let dollars = |raw: &str| {
+            Some(nanobanana::config::sections::Dollars(
+                nb_domain::money::Usd::parse(raw).unwrap(),
+            ))
+        };
+        config.limits.default_key_budget_usd_per_day = dollars("0.0672");
+        config.limits.default_account_budget_usd_per_month = dollars("0.1344");
+    },
+
 );
+
+/// The operator's default budgets: a new live key without its own gets the key default, a new
+/// account the account default, and both are enforced.
+async fn new_keys_and_accounts_get_the_default_budgets(app: TestApp) {
+    let admin = app.signed_up(ADMIN_EMAIL).await;
+    let token = app.signed_up("ada@example.com").await;
+    let defaulted = app.key_with_limits(&token, json!({})).await;
+    let own = app
+        .key_with_limits(&token, json!({"budget_usd_per_day": 1}))
+        .await;
+    let keys = app.list_keys(&token).await;
+    let limits_of = |key: &str| {
+        keys.iter()
+            .find(|listed| key.starts_with(listed["prefix"].as_str().unwrap()))
+            .unwrap()["limits"]
+            .clone()
+    };
+    assert_eq!(limits_of(&defaulted)["budget_usd_per_day"], "0.067200");
+    assert_eq!(limits_of(&own)["budget_usd_per_day"], "1.000000");
+    let users = app.get_json("/v1/admin/users", &admin).await;
+    let ada = users["users"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|user| user["email"] == "ada@example.com")
+        .unwrap()
+        .clone();
+    assert_eq!(ada["limits"]["budget_usd_per_month"], "0.134400");
+    // One image on the defaulted key spends its day; the account's month takes one more.
+    assert_eq!(app.banana(&defaulted).await.status(), 200);
+    let key_spent = app.banana(&defaulted).await;
+    assert_eq!(header(&key_spent, "x-budget-scope").as_deref(), Some("key"));
+    assert_error(key_spent, 429, "budget_exceeded").await;
+    assert_eq!(app.banana(&own).await.status(), 200);
+    let account_spent = app.banana(&own).await;
+    assert_eq!(
+        header(&account_spent, "x-budget-scope").as_deref(),
+        Some("account")
+    );
+    assert_error(account_spent, 429, "budget_exceeded").await;
+}
