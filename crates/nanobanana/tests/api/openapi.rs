@@ -239,6 +239,17 @@ async fn real_answers_match_their_documented_schemas(app: TestApp) {
         app.generate(&key, &json!({"prompt": "a banana"})).await,
     )
     .await;
+    // A dry run's answer is documented too.
+    let dry_run = app
+        .client
+        .post(app.url("/v1/generate?dry_run=true"))
+        .bearer_auth(&key)
+        .json(&json!({"prompt": "a banana"}))
+        .send()
+        .await
+        .unwrap();
+    let estimate = check("/v1/generate", "post", dry_run).await;
+    assert_eq!(estimate["dry_run"], true);
     check(
         "/v1/generate",
         "post",
@@ -451,7 +462,7 @@ async fn real_answers_match_their_documented_schemas(app: TestApp) {
         app.get_with("/v1/admin/audit", &admin).await,
     )
     .await;
-    assert_eq!(checked, 45);
+    assert_eq!(checked, 46);
 }
 
 on_both_backends!(

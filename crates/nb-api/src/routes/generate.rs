@@ -110,6 +110,16 @@ pub(crate) struct GenerateResponse {
     created_at: OffsetDateTime,
 }
 
+/// What `POST /v1/generate` answers with 200 (for the document only): the image made, or with
+/// `dry_run=true` what it would make and cost.
+#[derive(Serialize, ToSchema)]
+#[serde(untagged)]
+#[allow(dead_code)]
+pub(crate) enum GenerateAnswer {
+    Made(GenerateResponse),
+    DryRun(dry_run::DryRunResponse),
+}
+
 /// Rate limited per key and per account; every answer after the key is known carries the
 /// key's `x-ratelimit-*` headers.
 #[utoipa::path(post, path = "/v1/generate", tag = "generation", security(("api_key" = [])),
@@ -117,7 +127,7 @@ pub(crate) struct GenerateResponse {
     params(("dry_run" = Option<bool>, Query, description = "`true`: check everything (fields, key, quotas, budgets) and answer 200 with `estimated_cost_usd`, `model`, `resolution`, `aspect_ratio` and `images`, without calling Google or reserving anything"),
         ("Idempotency-Key" = Option<String>, Header, description = "1–255 printable ASCII characters, scoped to the API key: a repeat of the same request gets the first answer again (`Idempotent-Replayed: true`) without a new image or a new count; see the README for what is kept")),
     responses(
-        (status = 200, description = "The image's URL", body = GenerateResponse,
+        (status = 200, description = "The image's URL; with `dry_run=true`, what it would make and cost", body = GenerateAnswer,
             headers(("x-ratelimit-limit" = u32), ("x-ratelimit-remaining" = u32), ("x-ratelimit-reset" = u64))),
         (status = 400, description = "A malformed `Idempotency-Key` (`invalid_idempotency_key`)", body = ErrorBody),
         (status = 401, description = "Missing, invalid or revoked API key, or an expired one (`key_expired`)", body = ErrorBody),
