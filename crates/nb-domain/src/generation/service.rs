@@ -1084,6 +1084,42 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_dry_run_checks_without_reserving_and_never_calls_the_provider() {
+        let mut provider = MockImageProvider::new();
+        provider.expect_generate().never();
+        let mut generations = MockGenerationRepository::new();
+        generations.expect_record().never();
+        let mut quotas = crate::quota::ports::MockQuotaRepository::new();
+        quotas.expect_reserve().never();
+        quotas.expect_settle().never();
+        quotas
+            .expect_check()
+            .withf(|_, ask, _| {
+                ask.images == 2 && ask.estimate == crate::money::Usd::parse("0.1344").unwrap()
+            })
+            .times(1)
+            .returning(|_, _, _| Err(ReserveError::Exceeded(standing(10))));
+        let service = service_with_quotas(provider, generations, quotas);
+        let count = ImageCount::new(2, 10).unwrap();
+        let refused = service.estimate(quota_caller(), &request(), count).await;
+        assert!(matches!(
+            refused,
+            Err(GenerateError::Quota(ReserveError::Exceeded(_)))
+        ));
+        // Without a quota nothing is read: the estimate alone (a 1K image at $0.0672, twice).
+        let estimate = service.estimate(CALLER, &request(), count).await.unwrap();
+        assert_eq!(estimate.cost.to_string(), "0.134400");
+        assert_eq!(estimate.images, 2);
+        // A test key's images cost nothing.
+        let test_key = AuthenticatedApiKey {
+            mode: KeyMode::Test,
+            ..CALLER
+        };
+        let free = service.estimate(test_key, &request(), count).await.unwrap();
+        assert_eq!(free.cost, crate::money::Usd::ZERO);
+    }
+
+    #[tokio::test]
     async fn over_a_quota_nothing_is_attempted() {
         let mut provider = MockImageProvider::new();
         provider.expect_generate().never();
