@@ -348,7 +348,8 @@ def measure_floor(floor_binary, fake, folder, s3_endpoint):
     control_fake(fake, 0, 1_500_000)
     answer = os.path.join(folder, "answer.json")
     os.makedirs(folder, exist_ok=True)
-    request = urllib.request.Request(f"{fake}/v1beta/models/bench:generateContent", data=b"{}",
+    # A model of the built-in catalog: the fake answers 404 for any other, as Google does.
+    request = urllib.request.Request(f"{fake}/v1beta/models/gemini-3.1-flash-image:generateContent", data=b"{}",
                                      headers={"Content-Type": "application/json"}, method="POST")
     with urllib.request.urlopen(request, timeout=30) as response, open(answer, "wb") as out:
         out.write(response.read())
