@@ -172,8 +172,14 @@ def run(binary, fake_google):
         assert cookies["nb_session"]["httpOnly"] and cookies["nb_session"]["sameSite"] == "Strict", cookies
         assert not driver.execute_script("return document.cookie").count("nb_session"), "the token is readable"
 
-        # A key: shown in full once, copied.
+        # A key: a budget that is not an amount is refused, naming the field; then the key is
+        # created with a monthly budget, shown in full once, copied.
         console.fill("#key-name", "console")
+        console.fill("#key-budget", "ten")
+        driver.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+        console.text_in("#key-budget-error", "amount of US dollars")
+        assert driver.find_element(By.CSS_SELECTOR, "#key-budget").get_attribute("aria-invalid") == "true"
+        console.fill("#key-budget", "5")
         driver.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
         shown = console.find("#new-key input").get_attribute("value")
         assert re.fullmatch(r"nb_live_[0-9a-f]{32}", shown), shown
@@ -181,6 +187,7 @@ def run(binary, fake_google):
         console.find("#copy-key").click()
         console.text_in("#new-key", "Copied.")
         console.text_in("#keys", shown[:12])
+        console.text_in("#keys", "$5.00/month")
         console.shoot("keys")
 
         # The playground makes an image with that key (the fake Google's PNG) and shows it.
@@ -263,12 +270,17 @@ def run(binary, fake_google):
         row = console.find(f'#users tr[data-email="{EMAIL}"]')
         per_day = row.find_element(By.CSS_SELECTOR, "input.limit")
         per_day.send_keys("25")
+        # Its spend so far, and a monthly budget in dollars beside the image quotas.
+        assert "$0.1344" in row.text, row.text
+        row.find_element(By.CSS_SELECTOR, "input.budget").send_keys("100")
         row.find_element(By.XPATH, ".//button[text()='Save']").click()
         console.wait.until(lambda _: "saved" in driver.find_element(By.ID, "status").get_attribute("textContent"))
         console.go("keys", "API keys")
         console.go("admin", "Admin: users")
         saved = console.find(f'#users tr[data-email="{EMAIL}"] input.limit').get_attribute("value")
         assert saved == "25", saved
+        budget = console.find(f'#users tr[data-email="{EMAIL}"] input.budget').get_attribute("value")
+        assert budget == "100", budget
         console.shoot("admin")
 
         # Log out: the session is over.

@@ -212,12 +212,14 @@ function secretPanel(key) {
 async function keysPage() {
   const name = h("input", { type: "text", maxlength: 100 });
   const mode = h("select", {}, h("option", { value: "live" }, "live (calls the model)"), h("option", { value: "test" }, "test (free, deterministic images)"));
+  const budget = h("input", { type: "text", inputmode: "decimal", autocomplete: "off", placeholder: "e.g. 50" });
   const created = h("div");
   const form = h(
     "form",
     { class: "stack" },
     field("key-name", "Name", name, "Optional: where the key is used."),
     field("key-mode", "Mode", mode),
+    field("key-budget", "Monthly budget (USD)", budget, "Optional: once its images cost this much in a calendar month (UTC), the key is refused until the 1st."),
     h("p", { class: "error form-error" }),
     h("button", { type: "submit" }, "Create key"),
   );
@@ -225,11 +227,22 @@ async function keysPage() {
   form.addEventListener("submit", (event) => {
     event.preventDefault();
     submitting(form, async () => {
-      const result = await api("POST", "/v1/keys", { name: name.value || null, mode: mode.value });
+      const body = { name: name.value || null, mode: mode.value };
+      const dollars = budget.value.trim();
+      if (dollars) {
+        // Checked here as the server would (it checks again), so a typo costs no request.
+        if (!/^\d*\.?\d+$/.test(dollars) || !/^\d*(\.\d{1,9})?$/.test(dollars)) {
+          showError(form, { ok: false, data: { error: { field: "limits.budget_usd_per_month", message: 'The budget must be an amount of US dollars, e.g. 50 or 12.50 (at most 9 decimals).' } } }, { "limits.budget_usd_per_month": "key-budget" });
+          return;
+        }
+        body.limits = { budget_usd_per_month: dollars };
+      }
+      const result = await api("POST", "/v1/keys", body);
       if (!result.ok) {
-        showError(form, result, { name: "key-name", mode: "key-mode" });
+        showError(form, result, { name: "key-name", mode: "key-mode", "limits.budget_usd_per_month": "key-budget" });
         return;
       }
+      budget.value = "";
       state.lastKey = result.data.key;
       created.replaceChildren(secretPanel(result.data.key));
       name.value = "";
@@ -576,13 +589,16 @@ function limitsForm(user) {
     h("input", { type: "number", min: 1, step: 1, inputmode: "numeric", value: value ?? "", "aria-label": `${label} for ${user.email}`, class: "limit" });
   const perDay = number("Images per day", limits.per_day);
   const perMonth = number("Images per month", limits.per_month);
+  // Dollars as the server sends them ("50.000000"), shown without the trailing zeros.
+  const shownBudget = limits.budget_usd_per_month ? limits.budget_usd_per_month.replace(/\.?0+$/, "") : "";
+  const budgetPerMonth = h("input", { type: "text", inputmode: "decimal", value: shownBudget, placeholder: "$ / month", "aria-label": `Dollars per month for ${user.email}`, class: "budget" });
   const error = h("p", { class: "error" });
-  const form = h("form", { class: "row limits" }, perDay, perMonth, h("button", { type: "submit", class: "secondary" }, "Save"), error);
+  const form = h("form", { class: "row limits" }, perDay, perMonth, budgetPerMonth, h("button", { type: "submit", class: "secondary" }, "Save"), error);
   form.addEventListener("submit", async (event) => {
     event.preventDefault();
     const value = (input) => (input.value.trim() === "" ? null : Number(input.value));
     const answer = await api("PATCH", `/v1/admin/users/${user.id}`, {
-      limits: { per_day: value(perDay), per_month: value(perMonth) },
+      limits: { per_day: value(perDay), per_month: value(perMonth), budget_usd_per_month: budgetPerMonth.value.trim() || null },
     });
     error.textContent = answer.ok ? "" : errorOf(answer).message;
     announce(answer.ok ? `Limits of ${user.email} saved.` : errorOf(answer).message);
@@ -602,7 +618,7 @@ async function adminPage() {
       h(
         "table",
         { id: "users" },
-        h("thead", {}, h("tr", {}, ["Email", "Today", "This month", "Spent today", "Spent this month", "Limits (images per day / month)", "Status", ""].map((title) => h("th", { scope: "col" }, title)))),
+        h("thead", {}, h("tr", {}, ["Email", "Today", "This month", "Spent today", "Spent this month", "Limits (images per day / month, $ per month)", "Status", ""].map((title) => h("th", { scope: "col" }, title)))),
         h(
           "tbody",
           {},

@@ -22,12 +22,7 @@ impl DollarsIn {
             Self::Number(dollars) => Usd::from_number(*dollars),
             Self::Text(text) => Usd::parse(text),
         };
-        parsed.map_err(|error| {
-            ApiError::invalid_field(
-                field,
-                format!("{field} {error} (an amount of US dollars, at most 9 decimals)"),
-            )
-        })
+        parsed.map_err(|error| ApiError::invalid_field(field, format!("{field} {error}.")))
     }
 }
 

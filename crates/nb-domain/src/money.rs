@@ -17,7 +17,7 @@ const NANOS_PER_MICRO: i64 = 1_000;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum InvalidUsd {
-    #[error("must be an amount of dollars, e.g. 50 or \"12.50\"")]
+    #[error("must be an amount of US dollars, e.g. 50 or \"12.50\"")]
     NotAnAmount,
     #[error("must not be negative")]
     Negative,
