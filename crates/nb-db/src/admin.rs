@@ -13,12 +13,13 @@ use nb_domain::api_keys::KeyUsage;
 use nb_domain::money::Usd;
 use nb_domain::pagination::{Cursor, Page, PageRequest};
 use nb_domain::ports::AdminRepository;
-use nb_domain::quota::{PeriodLimits, QuotaPeriod, QuotaScope};
+use nb_domain::quota::{QuotaPeriod, QuotaScope};
 use serde::{Deserialize, Serialize};
 use time::{Date, OffsetDateTime, PrimitiveDateTime};
 
 use crate::convert::{
-    from_limit, from_stored_time, parse_stored_id, query_error, to_limit, to_stored_time,
+    from_period_limits, from_stored_time, parse_stored_id, query_error, to_period_limits,
+    to_stored_time,
 };
 use crate::pool::{Database, with_connection, with_transaction};
 use crate::quota::set_counters_from_usage;
@@ -40,11 +41,13 @@ struct StoredSettings {
 
 impl From<AccountSettings> for StoredSettings {
     fn from(settings: AccountSettings) -> Self {
+        let (per_day, per_month, budget_per_day, budget_per_month) =
+            from_period_limits(settings.limits);
         Self {
-            per_day: from_limit(settings.limits.per_day),
-            per_month: from_limit(settings.limits.per_month),
-            budget_per_day: settings.limits.budget_per_day.map(Usd::nanos),
-            budget_per_month: settings.limits.budget_per_month.map(Usd::nanos),
+            per_day,
+            per_month,
+            budget_per_day,
+            budget_per_month,
             disabled: settings.disabled,
         }
     }
@@ -53,12 +56,12 @@ impl From<AccountSettings> for StoredSettings {
 impl From<StoredSettings> for AccountSettings {
     fn from(stored: StoredSettings) -> Self {
         Self {
-            limits: PeriodLimits {
-                per_day: to_limit(stored.per_day),
-                per_month: to_limit(stored.per_month),
-                budget_per_day: stored.budget_per_day.map(Usd::from_nanos),
-                budget_per_month: stored.budget_per_month.map(Usd::from_nanos),
-            },
+            limits: to_period_limits((
+                stored.per_day,
+                stored.per_month,
+                stored.budget_per_day,
+                stored.budget_per_month,
+            )),
             disabled: stored.disabled,
         }
     }
@@ -211,13 +214,14 @@ impl AdminRepository for Database {
             };
             let before = settings_of(&row);
             let after = changes.apply(before);
+            let (per_day, per_month, budget_per_day, budget_per_month) =
+                from_period_limits(after.limits);
             run!(
                 diesel::update(users::table.find(&id)).set((
-                    users::per_day.eq(from_limit(after.limits.per_day)),
-                    users::per_month.eq(from_limit(after.limits.per_month)),
-                    users::budget_per_day_nano_usd.eq(after.limits.budget_per_day.map(Usd::nanos)),
-                    users::budget_per_month_nano_usd
-                        .eq(after.limits.budget_per_month.map(Usd::nanos)),
+                    users::per_day.eq(per_day),
+                    users::per_month.eq(per_month),
+                    users::budget_per_day_nano_usd.eq(budget_per_day),
+                    users::budget_per_month_nano_usd.eq(budget_per_month),
                     users::disabled.eq(after.disabled),
                 )),
                 execute,

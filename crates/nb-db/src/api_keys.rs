@@ -11,14 +11,14 @@ use nb_domain::api_keys::{
     ApiKeyHash, ApiKeyId, ApiKeyRecord, AuthenticatedApiKey, KeyAccess, KeyChanges, KeyLimits,
     KeyMode, KeyState, NewApiKey, RollApiKeyError, RollState,
 };
-use nb_domain::money::Usd;
 use nb_domain::pagination::{Cursor, Page, PageRequest};
 use nb_domain::ports::{ApiKeyRepository, InsertKeyError};
-use nb_domain::quota::{PeriodLimits, QuotaPeriod, QuotaScope, quota_applies};
+use nb_domain::quota::{QuotaPeriod, QuotaScope, quota_applies};
 use time::{OffsetDateTime, PrimitiveDateTime};
 
 use crate::convert::{
-    from_limit, from_stored_time, parse_stored_id, query_error, to_limit, to_stored_time,
+    StoredLimits, from_period_limits, from_stored_time, parse_stored_id, query_error,
+    to_period_limits, to_stored_time,
 };
 use crate::pool::{Database, with_connection, with_transaction};
 use crate::quota::set_counters_from_usage;
@@ -68,6 +68,8 @@ struct NewApiKeyRow {
 
 impl ApiKeyRow {
     fn from_record(record: &ApiKeyRecord) -> Self {
+        let (per_day, per_month, budget_per_day_nano_usd, budget_per_month_nano_usd) =
+            from_period_limits(record.limits.quotas);
         Self {
             id: record.id.to_string(),
             user_id: record.user_id.to_string(),
@@ -81,12 +83,12 @@ impl ApiKeyRow {
                 .limits
                 .per_minute
                 .map(|n| i32::try_from(n.get()).unwrap_or(i32::MAX)),
-            per_day: from_limit(record.limits.quotas.per_day),
-            per_month: from_limit(record.limits.quotas.per_month),
+            per_day,
+            per_month,
             rolled_from: record.rolled_from.map(|id| id.to_string()),
             mode: record.mode.as_str().to_owned(),
-            budget_per_day_nano_usd: record.limits.quotas.budget_per_day.map(Usd::nanos),
-            budget_per_month_nano_usd: record.limits.quotas.budget_per_month.map(Usd::nanos),
+            budget_per_day_nano_usd,
+            budget_per_month_nano_usd,
         }
     }
 
@@ -104,12 +106,12 @@ impl ApiKeyRow {
                     .per_minute
                     .and_then(|n| u32::try_from(n).ok())
                     .and_then(NonZeroU32::new),
-                quotas: PeriodLimits {
-                    per_day: to_limit(self.per_day),
-                    per_month: to_limit(self.per_month),
-                    budget_per_day: self.budget_per_day_nano_usd.map(Usd::from_nanos),
-                    budget_per_month: self.budget_per_month_nano_usd.map(Usd::from_nanos),
-                },
+                quotas: to_period_limits((
+                    self.per_day,
+                    self.per_month,
+                    self.budget_per_day_nano_usd,
+                    self.budget_per_month_nano_usd,
+                )),
             },
             rolled_from: self
                 .rolled_from
@@ -276,21 +278,23 @@ impl ApiKeyRepository for Database {
                         .per_minute
                         .and_then(|n| u32::try_from(n).ok())
                         .and_then(NonZeroU32::new),
-                    quotas: PeriodLimits {
-                        per_day: to_limit(row.per_day),
-                        per_month: to_limit(row.per_month),
-                        budget_per_day: row.budget_per_day_nano_usd.map(Usd::from_nanos),
-                        budget_per_month: row.budget_per_month_nano_usd.map(Usd::from_nanos),
-                    },
+                    quotas: to_period_limits((
+                        row.per_day,
+                        row.per_month,
+                        row.budget_per_day_nano_usd,
+                        row.budget_per_month_nano_usd,
+                    )),
                 };
                 let limits = changes.limits.apply(current);
                 row.per_minute = limits
                     .per_minute
                     .map(|n| i32::try_from(n.get()).unwrap_or(i32::MAX));
-                row.per_day = from_limit(limits.quotas.per_day);
-                row.per_month = from_limit(limits.quotas.per_month);
-                row.budget_per_day_nano_usd = limits.quotas.budget_per_day.map(Usd::nanos);
-                row.budget_per_month_nano_usd = limits.quotas.budget_per_month.map(Usd::nanos);
+                (
+                    row.per_day,
+                    row.per_month,
+                    row.budget_per_day_nano_usd,
+                    row.budget_per_month_nano_usd,
+                ) = from_period_limits(limits.quotas);
             }
             let settings = KeySettingsChangeset {
                 name: row.name.as_deref(),
@@ -455,26 +459,15 @@ impl ApiKeyRepository for Database {
                     ),
                     users::disabled,
                 ))
-                .first::<(
-                    ApiKeyRow,
-                    (Option<i64>, Option<i64>, Option<i64>, Option<i64>),
-                    bool,
-                )>(conn)
+                .first::<(ApiKeyRow, StoredLimits, bool)>(conn)
                 .await
                 .optional()
         })?;
-        let Some((row, (account_day, account_month, budget_day, budget_month), disabled)) =
-            found.map_err(query_error)?
-        else {
+        let Some((row, account_limits, disabled)) = found.map_err(query_error)? else {
             return Ok(None);
         };
         let record = row.into_record()?;
-        let account_limits = PeriodLimits {
-            per_day: to_limit(account_day),
-            per_month: to_limit(account_month),
-            budget_per_day: budget_day.map(Usd::from_nanos),
-            budget_per_month: budget_month.map(Usd::from_nanos),
-        };
+        let account_limits = to_period_limits(account_limits);
         Ok(Some(KeyAccess {
             key: AuthenticatedApiKey {
                 key_id: record.id,

@@ -3,7 +3,8 @@
 
 use diesel::result::{DatabaseErrorKind, Error as DieselError};
 use nb_domain::RepositoryError;
-use nb_domain::quota::QuotaLimit;
+use nb_domain::money::Usd;
+use nb_domain::quota::{PeriodLimits, QuotaLimit};
 use time::{OffsetDateTime, PrimitiveDateTime, UtcOffset};
 use uuid::Uuid;
 
@@ -18,14 +19,37 @@ pub(crate) fn from_stored_time(stored: PrimitiveDateTime) -> OffsetDateTime {
 }
 
 /// A stored limit (`NULL`: none). A stored value that is not positive means none.
-pub(crate) fn to_limit(stored: Option<i64>) -> Option<QuotaLimit> {
+fn to_limit(stored: Option<i64>) -> Option<QuotaLimit> {
     stored
         .and_then(|n| u64::try_from(n).ok())
         .and_then(QuotaLimit::new)
 }
 
-pub(crate) fn from_limit(limit: Option<QuotaLimit>) -> Option<i64> {
+fn from_limit(limit: Option<QuotaLimit>) -> Option<i64> {
     limit.map(|n| i64::try_from(n.get()).unwrap_or(i64::MAX))
+}
+
+/// A key's or an account's limit columns as stored, in this order: images a UTC day, images a
+/// month, nano-dollars a day, nano-dollars a month (`NULL`: none).
+pub(crate) type StoredLimits = (Option<i64>, Option<i64>, Option<i64>, Option<i64>);
+
+pub(crate) fn to_period_limits(stored: StoredLimits) -> PeriodLimits {
+    let (per_day, per_month, budget_per_day, budget_per_month) = stored;
+    PeriodLimits {
+        per_day: to_limit(per_day),
+        per_month: to_limit(per_month),
+        budget_per_day: budget_per_day.map(Usd::from_nanos),
+        budget_per_month: budget_per_month.map(Usd::from_nanos),
+    }
+}
+
+pub(crate) fn from_period_limits(limits: PeriodLimits) -> StoredLimits {
+    (
+        from_limit(limits.per_day),
+        from_limit(limits.per_month),
+        limits.budget_per_day.map(Usd::nanos),
+        limits.budget_per_month.map(Usd::nanos),
+    )
 }
 
 pub(crate) fn parse_stored_id(stored: &str) -> Result<Uuid, RepositoryError> {

@@ -18,12 +18,11 @@ use nb_domain::api_keys::{AuthenticatedApiKey, KeyMode, KeyState};
 use nb_domain::money::Usd;
 use nb_domain::ports::QuotaRepository;
 use nb_domain::quota::{
-    Ask, PeriodLimits, QuotaScope, Reservation, ReservationState, ReserveError, Reserved,
-    Settlement, decide,
+    Ask, QuotaScope, Reservation, ReservationState, ReserveError, Reserved, Settlement, decide,
 };
 use time::{OffsetDateTime, PrimitiveDateTime};
 
-use crate::convert::{from_stored_time, to_limit};
+use crate::convert::{StoredLimits, from_stored_time, to_period_limits};
 use crate::pool::{Database, with_transaction};
 use crate::schema::{api_keys, quota_counters, users};
 
@@ -123,20 +122,10 @@ pub(crate) use set_counters_from_usage;
 /// month quotas and budgets.
 type StateRow = (
     (bool, Option<PrimitiveDateTime>, String),
-    (Option<i64>, Option<i64>, Option<i64>, Option<i64>),
+    StoredLimits,
     bool,
-    (Option<i64>, Option<i64>, Option<i64>, Option<i64>),
+    StoredLimits,
 );
-
-fn limits(stored: (Option<i64>, Option<i64>, Option<i64>, Option<i64>)) -> PeriodLimits {
-    let (day, month, budget_day, budget_month) = stored;
-    PeriodLimits {
-        per_day: to_limit(day),
-        per_month: to_limit(month),
-        budget_per_day: budget_day.map(Usd::from_nanos),
-        budget_per_month: budget_month.map(Usd::from_nanos),
-    }
-}
 
 fn reservation_state(row: StateRow) -> Result<ReservationState, RepositoryError> {
     let ((active, expires_at, mode), key_limits, disabled, account_limits) = row;
@@ -147,8 +136,8 @@ fn reservation_state(row: StateRow) -> Result<ReservationState, RepositoryError>
             account_disabled: disabled,
         },
         mode: KeyMode::parse(&mode).map_err(RepositoryError::unexpected)?,
-        key_quotas: limits(key_limits),
-        account_quotas: limits(account_limits),
+        key_quotas: to_period_limits(key_limits),
+        account_quotas: to_period_limits(account_limits),
     })
 }
 

@@ -6,15 +6,14 @@ use diesel_async::{AsyncConnection, RunQueryDsl};
 use nb_domain::RepositoryError;
 use nb_domain::accounts::{EmailAddress, NewUser, PasswordHash, User, UserCredentials, UserId};
 use nb_domain::generation::ObjectKey;
-use nb_domain::money::Usd;
 use nb_domain::ports::{ErasedAccount, InsertUserError, UserRepository};
 use time::{OffsetDateTime, PrimitiveDateTime};
 
 use nb_domain::quota::{PeriodLimits, QuotaScope};
 
 use crate::convert::{
-    from_limit, from_stored_time, is_unique_violation, parse_stored_id, query_error, to_limit,
-    to_stored_time,
+    from_period_limits, from_stored_time, is_unique_violation, parse_stored_id, query_error,
+    to_period_limits, to_stored_time,
 };
 use crate::pool::Database;
 use crate::pool::{with_connection, with_transaction};
@@ -65,12 +64,12 @@ impl UserRow {
     }
 
     pub(crate) fn limits(&self) -> PeriodLimits {
-        PeriodLimits {
-            per_day: to_limit(self.per_day),
-            per_month: to_limit(self.per_month),
-            budget_per_day: self.budget_per_day_nano_usd.map(Usd::from_nanos),
-            budget_per_month: self.budget_per_month_nano_usd.map(Usd::from_nanos),
-        }
+        to_period_limits((
+            self.per_day,
+            self.per_month,
+            self.budget_per_day_nano_usd,
+            self.budget_per_month_nano_usd,
+        ))
     }
 }
 
@@ -78,15 +77,17 @@ impl UserRow {
 impl UserRepository for Database {
     #[tracing::instrument(skip_all, fields(user_id = %new_user.user.id))]
     async fn insert_user(&self, new_user: &NewUser) -> Result<(), InsertUserError> {
+        let (per_day, per_month, budget_per_day_nano_usd, budget_per_month_nano_usd) =
+            from_period_limits(new_user.limits);
         let row = UserRow {
             id: new_user.user.id.to_string(),
             email: new_user.user.email.as_str().to_owned(),
             password_hash: new_user.password_hash.as_str().to_owned(),
             created_at: to_stored_time(new_user.user.created_at),
-            per_day: from_limit(new_user.limits.per_day),
-            per_month: from_limit(new_user.limits.per_month),
-            budget_per_day_nano_usd: new_user.limits.budget_per_day.map(Usd::nanos),
-            budget_per_month_nano_usd: new_user.limits.budget_per_month.map(Usd::nanos),
+            per_day,
+            per_month,
+            budget_per_day_nano_usd,
+            budget_per_month_nano_usd,
             disabled: new_user.user.disabled,
         };
         let inserted = with_connection!(self, |conn| {
