@@ -472,6 +472,7 @@ impl From<AdminError> for ApiError {
 
 impl From<ReserveError> for ApiError {
     fn from(error: ReserveError) -> Self {
+        let standings = Standings::of_refusal(&error);
         match error {
             ReserveError::Exceeded(standing) => refused_until_reset(
                 "quota_exceeded",
@@ -483,10 +484,7 @@ impl From<ReserveError> for ApiError {
                     standing.remaining(),
                 ),
                 (standing.resets_at, standing.seconds_to_reset()),
-                Standings {
-                    quota: Some(standing),
-                    budget: None,
-                },
+                standings,
             ),
             ReserveError::OverBudget(standing) => refused_until_reset(
                 "budget_exceeded",
@@ -498,10 +496,7 @@ impl From<ReserveError> for ApiError {
                     standing.remaining(),
                 ),
                 (standing.resets_at, standing.seconds_to_reset()),
-                Standings {
-                    quota: None,
-                    budget: Some(standing),
-                },
+                standings,
             ),
             ReserveError::KeyRevoked => invalid_api_key(),
             ReserveError::KeyExpired => key_expired(),

@@ -46,15 +46,18 @@ pub fn asked(value: Option<&str>, field: &str) -> Result<bool, ApiError> {
     }
 }
 
-/// `dry_run` from the query string of `request`.
+/// The query parameter of the native route.
+#[derive(serde::Deserialize)]
+struct DryRunQuery {
+    dry_run: Option<String>,
+}
+
+/// `dry_run` from the query string of `request` (a query string that cannot be read is a 422
+/// naming it).
 pub fn in_query(request: &HttpRequest) -> Result<bool, ApiError> {
-    let value = request
-        .query_string()
-        .split('&')
-        .filter_map(|pair| pair.split_once('=').or(Some((pair, ""))))
-        .find(|(name, _)| *name == "dry_run")
-        .map(|(_, value)| value);
-    asked(value, "dry_run")
+    let query = actix_web::web::Query::<DryRunQuery>::from_query(request.query_string())
+        .map_err(|_| ApiError::invalid_field("dry_run", "dry_run is true or false"))?;
+    asked(query.dry_run.as_deref(), "dry_run")
 }
 
 /// `x-nb-dry-run` of `request`.

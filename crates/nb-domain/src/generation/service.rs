@@ -81,7 +81,7 @@ impl Standings {
     }
 
     /// Where they stand when a reservation refused, or not at all.
-    fn of_refusal(error: &ReserveError) -> Self {
+    pub fn of_refusal(error: &ReserveError) -> Self {
         match error {
             ReserveError::Exceeded(standing) => Self {
                 quota: Some(*standing),
