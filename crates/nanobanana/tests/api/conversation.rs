@@ -157,14 +157,7 @@ async fn conversations_are_the_accounts_own_and_continue_from_images(app: TestAp
     assert_eq!(malformed["error"]["field"], "previous_generation_id");
 
     // A failed generation has no image to continue from.
-    wiremock::Mock::given(wiremock::matchers::method("POST"))
-        .respond_with(wiremock::ResponseTemplate::new(200).set_body_json(
-            json!({"candidates": [{"content": {"parts": [{"text": "no"}]}, "finishReason": "IMAGE_SAFETY"}]}),
-        ))
-        .up_to_n_times(1)
-        .with_priority(1)
-        .mount(&app.google)
-        .await;
+    app.refuse_the_next_image().await;
     assert_error(
         app.generate(&key, &json!({"prompt": "refused"})).await,
         422,

@@ -250,6 +250,19 @@ impl TestApp {
         body["usage"].as_array().unwrap().clone()
     }
 
+    /// The fake Google's next answer (only) is the model's refusal: text and `IMAGE_SAFETY`,
+    /// no image.
+    pub async fn refuse_the_next_image(&self) {
+        Mock::given(method("POST"))
+            .respond_with(ResponseTemplate::new(200).set_body_json(
+                json!({"candidates": [{"content": {"parts": [{"text": "no"}]}, "finishReason": "IMAGE_SAFETY"}]}),
+            ))
+            .up_to_n_times(1)
+            .with_priority(1)
+            .mount(&self.google)
+            .await;
+    }
+
     /// How many requests the fake Google received.
     pub async fn google_requests(&self) -> usize {
         self.google.received_requests().await.unwrap().len()

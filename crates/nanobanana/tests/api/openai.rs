@@ -869,14 +869,7 @@ async fn stream_errors_before_the_start_are_json_and_after_it_events(app: TestAp
         .unwrap();
     let key = created["key"].as_str().unwrap().to_owned();
     // The model refuses after the stream started: an error event the SDKs raise.
-    wiremock::Mock::given(wiremock::matchers::method("POST"))
-        .respond_with(wiremock::ResponseTemplate::new(200).set_body_json(
-            json!({"candidates": [{"content": {"parts": [{"text": "no"}]}, "finishReason": "IMAGE_SAFETY"}]}),
-        ))
-        .up_to_n_times(1)
-        .with_priority(1)
-        .mount(&app.google)
-        .await;
+    app.refuse_the_next_image().await;
     let refused = events(
         app.openai_generate(&key, &json!({"prompt": "x", "stream": true}))
             .await,
