@@ -207,7 +207,8 @@ impl ModelSpec {
 }
 
 /// A built-in price: `[input text, input image, output image, output text]` in dollars per
-/// million tokens, and dollars per image by resolution (constants, checked by the tests).
+/// million tokens, and dollars per image by resolution (constants, checked by
+/// `every_built_in_image_costs_its_output_tokens_at_the_output_image_price`).
 fn built_in_price(tokens: [f64; 4], per_image: &[(Resolution, &str)]) -> ModelPrice {
     let token = |dollars| TokenPrice::per_million_tokens(dollars).unwrap_or_default();
     ModelPrice {
@@ -984,5 +985,54 @@ mod price_tests {
             .map(|_| price.cost(Some(&one), Resolution::K1))
             .sum();
         assert_eq!(total.to_string(), "672.035000");
+    }
+
+    #[test]
+    fn every_built_in_image_costs_its_output_tokens_at_the_output_image_price() {
+        // Output image tokens per image, from UPSTREAMS.md (Flash-Lite inferred, see
+        // docs/pricing.md); Imagen is priced per image only.
+        let tokens: [(&str, &[(Resolution, u64)]); 4] = [
+            (
+                "gemini-3.1-flash-image",
+                &[
+                    (Resolution::Px512, 747),
+                    (Resolution::K1, 1120),
+                    (Resolution::K2, 1680),
+                    (Resolution::K4, 2520),
+                ],
+            ),
+            (
+                "gemini-3-pro-image",
+                &[
+                    (Resolution::K1, 1120),
+                    (Resolution::K2, 1120),
+                    (Resolution::K4, 2000),
+                ],
+            ),
+            ("gemini-3.1-flash-lite-image", &[(Resolution::K1, 1120)]),
+            ("gemini-2.5-flash-image", &[(Resolution::K1, 1290)]),
+        ];
+        let catalog = ModelCatalog::built_in();
+        for (id, sizes) in tokens {
+            let spec = catalog.find(id).unwrap();
+            let price = spec.price.as_ref().unwrap();
+            assert_eq!(spec.resolutions.len(), sizes.len(), "{id}");
+            for (resolution, output_tokens) in sizes {
+                assert_eq!(
+                    price.per_image.get(resolution),
+                    Some(&price.output_image.times(*output_tokens)),
+                    "{id} at {}",
+                    resolution.as_str()
+                );
+            }
+            // Every token price was read (a misspelt constant would be 0).
+            for token in [price.input_text, price.input_image, price.output_text] {
+                assert!(token.times(1_000_000) > Usd::ZERO, "{id}");
+            }
+        }
+        let imagen = catalog.find("imagen-4.0-generate-001").unwrap();
+        let per_image = &imagen.price.as_ref().unwrap().per_image;
+        assert_eq!(per_image.len(), 2);
+        assert!(per_image.values().all(|usd| usd.to_string() == "0.040000"));
     }
 }

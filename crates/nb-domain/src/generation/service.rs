@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use time::OffsetDateTime;
 
+use super::catalog::ModelPrice;
 use super::error::GenerateError;
 use super::model::{
     AllowedModels, Generation, GenerationId, GenerationOutcome, GenerationRecord,
@@ -563,26 +564,36 @@ impl GenerationService {
         GenerationBatch { result, standings }
     }
 
-    /// What a batch reserves: its images and, for a live key, the model's per-image price at
-    /// the resolution asked × the images (a test key's images cost nothing).
+    /// What a batch reserves: its images and the model's per-image price at the resolution
+    /// asked × the images.
     fn ask(caller: &AuthenticatedApiKey, request: &GenerationRequest, count: ImageCount) -> Ask {
         let images = count.get() as u64;
-        let estimate = match (caller.mode, &request.model.spec().price) {
-            (KeyMode::Live, Some(price)) => price.estimate(request.shape.resolution, images),
-            _ => Usd::ZERO,
-        };
+        let estimate = Self::price_for(caller, request).map_or(Usd::ZERO, |price| {
+            price.estimate(request.shape.resolution, images)
+        });
         Ask { images, estimate }
     }
 
-    /// What one image made at the provider cost (0 for a test key's).
+    /// What one image made at the provider cost.
     fn cost_of(
         caller: &AuthenticatedApiKey,
         request: &GenerationRequest,
         usage: Option<&TokenUsage>,
     ) -> Usd {
-        match (caller.mode, &request.model.spec().price) {
-            (KeyMode::Live, Some(price)) => price.cost(usage, request.shape.resolution),
-            _ => Usd::ZERO,
+        Self::price_for(caller, request).map_or(Usd::ZERO, |price| {
+            price.cost(usage, request.shape.resolution)
+        })
+    }
+
+    /// The price the caller pays for the model's images: none for a test key (its images
+    /// cost nothing) or an unpriced model.
+    fn price_for<'a>(
+        caller: &AuthenticatedApiKey,
+        request: &'a GenerationRequest,
+    ) -> Option<&'a ModelPrice> {
+        match caller.mode {
+            KeyMode::Live => request.model.spec().price.as_ref(),
+            KeyMode::Test => None,
         }
     }
 
