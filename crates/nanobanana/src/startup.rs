@@ -10,6 +10,7 @@ use nb_db::Database;
 use nb_domain::accounts::UserRepository;
 use nb_domain::admin::AdminEmails;
 use nb_domain::admin::AdminRepository;
+use nb_domain::generation::JobService;
 use nb_domain::system::Clock;
 use nb_system::SystemClock;
 use socket2::{Domain, Protocol, Socket, Type};
@@ -24,8 +25,11 @@ pub struct Application {
     port: u16,
     server: Server,
     maintenance: Maintenance,
+    jobs: Arc<JobService>,
     draining: Arc<AtomicBool>,
     drain: Duration,
+    /// How long requests in flight (and jobs being run) get once the listener closes.
+    grace: Duration,
 }
 
 impl Application {
@@ -48,7 +52,11 @@ impl Application {
             source,
         };
         let address = listener.local_addr().map_err(bind_error)?;
-        let Wired { state, maintenance } = wire(&config, database, address, Arc::new(SystemClock))?;
+        let Wired {
+            state,
+            maintenance,
+            jobs,
+        } = wire(&config, database, address, Arc::new(SystemClock))?;
         let draining = state.draining.clone();
         // Signals are the application's (see `run_until_stopped`), not actix's.
         let server = serve(listener, state, |_| {}).map_err(bind_error)?;
@@ -56,8 +64,10 @@ impl Application {
             port: address.port(),
             server,
             maintenance,
+            jobs,
             draining,
             drain: config.server.shutdown_drain,
+            grace: config.server.shutdown_grace,
         })
     }
 
@@ -69,15 +79,19 @@ impl Application {
     /// for `NB_SHUTDOWN_DRAIN_SECONDS` while requests are still served (a load balancer takes
     /// the instance out), the listener closes, requests in flight get up to
     /// `NB_SHUTDOWN_GRACE_SECONDS`, and what is still only in memory (the keys' last uses) is
-    /// written.
+    /// written. The job workers stop taking jobs when the drain begins and get the same grace
+    /// to finish the ones they hold; a job still running after it is taken again by another
+    /// instance (or this one, restarted) once its lease runs out.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         self.maintenance.spawn();
+        let (stop_jobs, workers) = start_job_workers(&self.jobs);
         let handle = self.server.handle();
         let mut server = std::pin::pin!(self.server);
         let served = tokio::select! {
             served = &mut server => served,
             () = shutdown_requested() => {
                 self.draining.store(true, Ordering::SeqCst);
+                let _ = stop_jobs.send(true);
                 tracing::info!(drain = ?self.drain, "shutting down: draining");
                 tokio::time::sleep(self.drain).await;
                 // The server future carries out the stop: poll both.
@@ -85,10 +99,45 @@ impl Application {
                 served
             }
         };
+        let _ = stop_jobs.send(true);
+        if tokio::time::timeout(self.grace, workers.join_all()).await.is_err() {
+            tracing::warn!("jobs still running at shutdown: they will be taken again after their lease");
+        }
         self.maintenance.at_shutdown().await;
         served
     }
 }
+
+/// This instance's job workers (`NB_JOB_WORKERS`) and the queue-depth gauge, until told to
+/// stop.
+fn start_job_workers(
+    jobs: &Arc<JobService>,
+) -> (tokio::sync::watch::Sender<bool>, tokio::task::JoinSet<()>) {
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let mut workers = tokio::task::JoinSet::new();
+    let count = jobs.settings().workers;
+    for _ in 0..count {
+        let (jobs, stopped) = (jobs.clone(), stopped.clone());
+        workers.spawn(async move { jobs.work(stopped).await });
+    }
+    if count > 0 {
+        let jobs = jobs.clone();
+        let mut stopped = stopped;
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(JOB_DEPTH_INTERVAL);
+            loop {
+                tokio::select! {
+                    _ = every.tick() => jobs.report_depth().await,
+                    _ = stopped.changed() => return,
+                }
+            }
+        });
+    }
+    (stop, workers)
+}
+
+/// How often the queue's depth is read for the metrics.
+const JOB_DEPTH_INTERVAL: Duration = Duration::from_secs(15);
 
 /// Every adapter wired, on `database`, telling time by `clock`: for tests that serve the
 /// app themselves (with routes of their own) and move the clock.

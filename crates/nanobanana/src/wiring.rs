@@ -17,7 +17,7 @@ use nb_domain::admin::{AdminPorts, AdminService};
 use nb_domain::api_keys::{ApiKeyPorts, ApiKeyService, CachingApiKeyRepository, KeyPolicy};
 use nb_domain::generation::{
     AllowedModels, ConcurrencyLimitedProvider, GenerationPorts, GenerationService, HistoryPorts,
-    HistoryService, ImageProvider, ObjectStorage,
+    HistoryService, ImageProvider, JobService, ObjectStorage,
 };
 use nb_domain::idempotency::{IdempotencyPolicy, IdempotencyPorts, IdempotencyService};
 use nb_domain::ports::{KeyChangeBroadcast, ReadinessCheck};
@@ -41,6 +41,8 @@ const JWT_SECRET_FILE: &str = "jwt_secret";
 pub struct Wired {
     pub state: AppState,
     pub maintenance: Maintenance,
+    /// The queue of asynchronous generations, whose workers the server runs.
+    pub jobs: Arc<JobService>,
 }
 
 /// Wires the adapters to the domain services, telling time by `clock`. `bound_to` is the
@@ -169,6 +171,12 @@ pub fn wire(
                 + Duration::from_secs(60),
         },
     ));
+    let jobs = Arc::new(JobService::new(
+        generations.clone(),
+        history.as_ref().clone(),
+        database.clone(),
+        config.jobs.settings(),
+    ));
     let openai_models = config
         .openai_model_map(&models)
         .map_err(StartupError::OpenAiModelMap)?;
@@ -234,6 +242,7 @@ pub fn wire(
         idempotency: idempotency.clone(),
         generations,
         history: history.clone(),
+        jobs: jobs.clone(),
         access_tokens: AccessTokens::new(
             jwt_secret.expose_secret(),
             config.security.access_token_ttl,
@@ -242,6 +251,7 @@ pub fn wire(
         served_images: served_images.then_some(storage),
     };
     Ok(Wired {
+        jobs,
         maintenance: Maintenance::new(
             key_cache,
             rate_limiter,

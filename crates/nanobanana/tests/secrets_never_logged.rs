@@ -350,7 +350,7 @@ async fn run_flow_and_check_logs(backend: Backend) {
         "the Redis failure was not logged"
     );
     assert!(
-        text.contains("upstream_credentials_rejected"),
+        text.contains("upstream_auth_failed"),
         "the upstream failure was not logged"
     );
     assert!(

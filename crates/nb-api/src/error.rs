@@ -595,6 +595,20 @@ impl From<HistoryError> for ApiError {
             HistoryError::NotFound => {
                 Self::not_found("generation_not_found", "No such generation.")
             }
+            HistoryError::NotFinished => Self::new(
+                StatusCode::CONFLICT,
+                "generation_not_finished",
+                "The generation is queued or running: cancel it, or delete it once it has \
+                 finished.",
+            ),
+            HistoryError::NotCancelable { status } => Self::new(
+                StatusCode::CONFLICT,
+                "not_cancelable",
+                format!(
+                    "The generation is {}: only a queued generation can be canceled.",
+                    status.as_str()
+                ),
+            ),
             HistoryError::Storage(error) => storage_error(error, "Nothing was changed:"),
             HistoryError::Repository(error) => error.into(),
         }

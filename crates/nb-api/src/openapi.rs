@@ -36,6 +36,7 @@ use crate::routes::{accounts, admin, api_keys, generate, history, images, ops, u
         history::list,
         history::get,
         history::delete,
+        history::cancel,
         usage::usage,
         admin::list_users,
         admin::update_user,

@@ -8,7 +8,7 @@ use std::sync::atomic::AtomicBool;
 use nb_domain::accounts::{Accounts, Erasure};
 use nb_domain::admin::Administration;
 use nb_domain::api_keys::ApiKeys;
-use nb_domain::generation::{Generations, History, InputImageLimits, ObjectStorage};
+use nb_domain::generation::{Generations, History, InputImageLimits, Jobs, ObjectStorage};
 use nb_domain::idempotency::Idempotency;
 use nb_domain::rate_limit::Throttling;
 use nb_domain::readiness::ReadinessCheck;
@@ -28,6 +28,8 @@ pub struct AppState {
     pub admin: Arc<dyn Administration>,
     pub generations: Arc<dyn Generations>,
     pub history: Arc<dyn History>,
+    /// Asynchronous generations (`Prefer: respond-async`).
+    pub jobs: Arc<dyn Jobs>,
     pub idempotency: Arc<dyn Idempotency>,
     pub throttle: Arc<dyn Throttling>,
     pub access_tokens: AccessTokens,

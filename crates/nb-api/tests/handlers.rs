@@ -27,8 +27,8 @@ use nb_domain::api_keys::{
     ApiKeyId, AuthenticateKeyError, AuthenticatedApiKey, CreateKeyError, MockApiKeys,
 };
 use nb_domain::generation::{
-    AllowedModels, GenerateError, GenerationBatch, InputImageLimits, MockGenerations, MockHistory,
-    StorageError,
+    AllowedModels, GenerateError, GenerationBatch, GenerationStatus, HistoryError,
+    InputImageLimits, MockGenerations, MockHistory, MockJobs, StorageError,
 };
 use nb_domain::idempotency::MockIdempotency;
 use nb_domain::rate_limit::{MockThrottling, RateDecision, RateLimitError, ThrottleError};
@@ -45,6 +45,7 @@ struct Services {
     accounts: MockAccounts,
     api_keys: MockApiKeys,
     generations: MockGenerations,
+    jobs: MockJobs,
     throttle: MockThrottling,
     readiness: MockReadinessCheck,
 }
@@ -96,6 +97,7 @@ impl Services {
             accounts,
             api_keys,
             generations,
+            jobs: MockJobs::new(),
             throttle,
             readiness: MockReadinessCheck::new(),
         }
@@ -121,6 +123,7 @@ impl Services {
             admin: Arc::new(MockAdministration::new()),
             generations: Arc::new(self.generations),
             history: Arc::new(MockHistory::new()),
+            jobs: Arc::new(self.jobs),
             idempotency: Arc::new(MockIdempotency::new()),
             throttle: Arc::new(self.throttle),
             access_tokens: tokens,
@@ -373,4 +376,40 @@ async fn the_front_door_sends_browsers_to_the_console() {
         assert_eq!(body["console"], "/console/", "{accept:?}");
         assert_eq!(body["openapi"], "/openapi.json", "{accept:?}");
     }
+}
+
+#[actix_web::test]
+async fn prefer_respond_async_submits_a_job_instead_of_generating() {
+    let mut services = Services::new();
+    services.generations.expect_generate_images().never();
+    services
+        .jobs
+        .expect_submit()
+        .times(1)
+        .returning(|_, _| Err(GenerateError::Repository(unavailable())));
+    let (state, _) = services.into_state();
+    let request = generate_request().insert_header(("prefer", "respond-async"));
+    let (status, body) = call(state, request).await;
+    // The refusal is the synchronous route's: the job was never committed.
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(body["error"]["code"], "database_unavailable");
+    assert!(!body.to_string().contains("10.0.0.7"));
+}
+
+#[actix_web::test]
+async fn canceling_a_running_job_is_409_not_cancelable() {
+    let mut services = Services::new();
+    services.jobs.expect_cancel().returning(|_, _| {
+        Err(HistoryError::NotCancelable {
+            status: GenerationStatus::Running,
+        })
+    });
+    let (state, token) = services.into_state();
+    let request = test::TestRequest::post()
+        .uri(&format!("/v1/generations/gen_{}/cancel", Uuid::from_u128(7)))
+        .insert_header(("authorization", format!("Bearer {token}")));
+    let (status, body) = call(state, request).await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    assert_eq!(body["error"]["code"], "not_cancelable");
+    assert!(body["error"]["message"].as_str().unwrap().contains("running"));
 }

@@ -12,6 +12,7 @@ mod connect;
 mod convert;
 mod generations;
 mod idempotency;
+mod jobs;
 mod key_changes;
 mod pool;
 mod postgres_tls;

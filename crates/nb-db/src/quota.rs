@@ -148,6 +148,49 @@ fn subject<'a>(scope: QuotaScope, key_id: &'a str, user_id: &'a str) -> &'a str 
     }
 }
 
+/// Applies `$settlement` to the counters `$reservation` added to, in the caller's
+/// transaction: the images not made are subtracted and the dollars moved, in the periods the
+/// reservation was made in, never below zero (a counter re-read from usage meanwhile may hold
+/// less).
+macro_rules! settle_counters {
+    ($conn:expr, $run:ident, $reservation:expr, $settlement:expr) => {{
+        let reservation: &nb_domain::quota::Reservation = $reservation;
+        let settlement: nb_domain::quota::Settlement = $settlement;
+        let key_id = reservation.key_id.to_string();
+        let user_id = reservation.user_id.to_string();
+        let unmade = i64::try_from(settlement.unmade_images).unwrap_or(i64::MAX);
+        let cost_change = settlement.cost_change_nanos;
+        if unmade != 0 || cost_change != 0 {
+            for (scope, period) in &reservation.counted {
+                let subject = match scope {
+                    nb_domain::quota::QuotaScope::Key => &key_id,
+                    nb_domain::quota::QuotaScope::Account => &user_id,
+                };
+                use crate::schema::quota_counters;
+                $run!(
+                    diesel::update(
+                        quota_counters::table
+                            .filter(quota_counters::subject_kind.eq(scope.as_str()))
+                            .filter(quota_counters::subject_id.eq(subject))
+                            .filter(quota_counters::period.eq(period.as_str()))
+                            .filter(quota_counters::starts_on.eq(period.starts_on(reservation.at)))
+                            .filter(quota_counters::count.ge(unmade))
+                            .filter(quota_counters::cost_nano_usd.ge(-cost_change)),
+                    )
+                    .set((
+                        quota_counters::count.eq(quota_counters::count - unmade),
+                        quota_counters::cost_nano_usd
+                            .eq(quota_counters::cost_nano_usd + cost_change),
+                    )),
+                    execute,
+                    $conn
+                )?;
+            }
+        }
+    }};
+}
+pub(crate) use settle_counters;
+
 fn stored(count: u64) -> i64 {
     i64::try_from(count).unwrap_or(i64::MAX)
 }
@@ -311,38 +354,9 @@ impl QuotaRepository for Database {
         reservation: &Reservation,
         settlement: Settlement,
     ) -> Result<(), RepositoryError> {
-        let key_id = reservation.key_id.to_string();
-        let user_id = reservation.user_id.to_string();
-        let at = reservation.at;
-        let counted = reservation.counted.clone();
-        let unmade = stored(settlement.unmade_images);
-        let cost_change = settlement.cost_change_nanos;
+        let reservation = reservation.clone();
         with_transaction!(self, |conn, run| {
-            for (scope, period) in &counted {
-                let subject = match scope {
-                    QuotaScope::Key => &key_id,
-                    QuotaScope::Account => &user_id,
-                };
-                // Never below zero (a counter re-read from usage meanwhile may hold less).
-                run!(
-                    diesel::update(
-                        quota_counters::table
-                            .filter(quota_counters::subject_kind.eq(scope.as_str()))
-                            .filter(quota_counters::subject_id.eq(subject))
-                            .filter(quota_counters::period.eq(period.as_str()))
-                            .filter(quota_counters::starts_on.eq(period.starts_on(at)))
-                            .filter(quota_counters::count.ge(unmade))
-                            .filter(quota_counters::cost_nano_usd.ge(-cost_change)),
-                    )
-                    .set((
-                        quota_counters::count.eq(quota_counters::count - unmade),
-                        quota_counters::cost_nano_usd
-                            .eq(quota_counters::cost_nano_usd + cost_change),
-                    )),
-                    execute,
-                    conn
-                )?;
-            }
+            settle_counters!(conn, run, &reservation, settlement);
             Ok(())
         })
     }

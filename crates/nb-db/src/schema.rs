@@ -89,7 +89,27 @@ diesel::joinable!(sessions -> users (user_id));
 diesel::joinable!(usage_daily -> api_keys (api_key_id));
 diesel::joinable!(generations -> api_keys (api_key_id));
 diesel::joinable!(idempotency_keys -> api_keys (api_key_id));
+diesel::table! {
+    generation_jobs (id) {
+        id -> Text,
+        user_id -> Text,
+        api_key_id -> Text,
+        mode -> Text,
+        quota_applies -> Bool,
+        request -> Text,
+        reservation -> Nullable<Text>,
+        state -> Text,
+        attempts -> Integer,
+        last_error_code -> Nullable<Text>,
+        run_after -> Timestamp,
+        lease_token -> Nullable<Text>,
+        lease_until -> Nullable<Timestamp>,
+        created_at -> Timestamp,
+    }
+}
+
 diesel::allow_tables_to_appear_in_same_query!(
+    generation_jobs,
     users,
     api_keys,
     usage_daily,

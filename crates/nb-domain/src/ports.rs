@@ -8,6 +8,7 @@
 pub use crate::accounts::ports::*;
 pub use crate::admin::ports::*;
 pub use crate::api_keys::ports::*;
+pub use crate::generation::jobs::ports::*;
 pub use crate::generation::ports::*;
 pub use crate::idempotency::ports::*;
 pub use crate::quota::ports::*;

@@ -245,7 +245,7 @@ mod tests {
                 "upstream_rate_limited",
                 "upstream_failed",
                 "upstream_timeout",
-                "model_not_found",
+                "model_unavailable",
             ]
         );
         let busy = TestModeImages

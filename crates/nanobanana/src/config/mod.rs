@@ -27,7 +27,7 @@ use serde::Deserialize;
 
 use self::catalog_file::{CatalogFileError, load_catalog};
 use self::sections::{
-    LimitsSection, LogFormat, ModelsSection, OpenAiMapSetting, SecuritySection, StorageBackend,
+    JobsSection, LimitsSection, LogFormat, ModelsSection, OpenAiMapSetting, SecuritySection, StorageBackend,
     StorageSection,
 };
 use self::sources::{ENVIRONMENT, EnvironmentVariables, variable_for};
@@ -50,6 +50,7 @@ pub struct Config {
     pub models: ModelsSection,
     pub storage: StorageSection,
     pub limits: LimitsSection,
+    pub jobs: JobsSection,
     pub security: SecuritySection,
     pub redis: RedisSettings,
 }
@@ -65,6 +66,7 @@ impl Default for Config {
             models: ModelsSection::default(),
             storage: StorageSection::default(),
             limits: LimitsSection::default(),
+            jobs: JobsSection::default(),
             security: SecuritySection::default(),
             redis: RedisSettings::default(),
         }

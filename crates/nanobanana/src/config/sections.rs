@@ -228,6 +228,55 @@ pub struct LimitsSection {
     pub default_key_budget_usd_per_month: Option<Dollars>,
 }
 
+/// `[jobs]`: the queue of asynchronous generations (`NB_JOB_*`).
+#[serde_as]
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct JobsSection {
+    /// Workers per instance (0: this instance takes no jobs, but accepts them).
+    pub workers: usize,
+    /// How long a worker's claim on a job lasts unless renewed (it is renewed every third of
+    /// it while the job runs); a job whose instance died is taken again after it.
+    #[serde(rename = "lease_seconds")]
+    #[serde_as(as = "DurationSeconds<u64>")]
+    pub lease: Duration,
+    /// Upstream attempts per job.
+    pub max_attempts: u32,
+    /// A job still queued after this long fails with `queue_timeout`.
+    #[serde(rename = "timeout_seconds")]
+    #[serde_as(as = "DurationSeconds<u64>")]
+    pub timeout: Duration,
+    /// How often an idle worker looks for jobs submitted on other instances.
+    #[serde(rename = "poll_interval_ms")]
+    #[serde_as(as = "serde_with::DurationMilliSeconds<u64>")]
+    pub poll_interval: Duration,
+}
+
+impl Default for JobsSection {
+    fn default() -> Self {
+        let defaults = nb_domain::generation::JobSettings::default();
+        Self {
+            workers: defaults.workers,
+            lease: defaults.lease,
+            max_attempts: defaults.max_attempts,
+            timeout: defaults.timeout,
+            poll_interval: defaults.poll_interval,
+        }
+    }
+}
+
+impl JobsSection {
+    pub fn settings(&self) -> nb_domain::generation::JobSettings {
+        nb_domain::generation::JobSettings {
+            workers: self.workers,
+            lease: self.lease.max(Duration::from_secs(3)),
+            max_attempts: self.max_attempts.max(1),
+            timeout: self.timeout,
+            poll_interval: self.poll_interval.max(Duration::from_millis(50)),
+        }
+    }
+}
+
 /// An amount of dollars in the configuration: a number (`50`, `12.5`) or a decimal string
 /// (`"12.50"`, as environment variables give it).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -216,6 +216,11 @@ pub const VARIABLES: &[Variable] = &[
         Number,
     ),
     var("NB_MAX_EDIT_TURNS", "limits.max_edit_turns", Number),
+    var("NB_JOB_WORKERS", "jobs.workers", Number),
+    var("NB_JOB_LEASE_SECONDS", "jobs.lease_seconds", Number),
+    var("NB_JOB_MAX_ATTEMPTS", "jobs.max_attempts", Number),
+    var("NB_JOB_TIMEOUT_SECONDS", "jobs.timeout_seconds", Number),
+    var("NB_JOB_POLL_INTERVAL_MS", "jobs.poll_interval_ms", Number),
     var(
         "NB_MAX_IMAGES_PER_REQUEST",
         "limits.max_images_per_request",

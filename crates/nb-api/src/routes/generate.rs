@@ -6,8 +6,10 @@ use actix_web::{HttpRequest, HttpResponse, ResponseError, web};
 use bytes::Bytes;
 use nb_domain::api_keys::AuthenticatedApiKey;
 use nb_domain::encoding::decode_data_url_or_base64;
+use actix_web::http::header::LOCATION;
 use nb_domain::generation::{
-    GenerationRequest, ImageCount, InputImages, OutputEncoding, RawGenerationRequest,
+    GenerateError, GenerationRequest, HistoryScope, ImageCount, InputImages, OutputEncoding,
+    RawGenerationRequest, Standings,
 };
 use serde::de::{self, Visitor};
 use serde::{Deserialize, Deserializer, Serialize};
@@ -20,8 +22,10 @@ use crate::extract::json::GenerationJsonWithImages;
 use crate::generation_flow::dry_run;
 use crate::generation_flow::idempotency::{self, idempotent};
 use crate::generation_flow::outcome::{record_outcomes, server_timing};
+use crate::generation_flow::prefer::{PREFERENCE_APPLIED, Preferences};
 use crate::generation_flow::throttle::throttled;
 use crate::headers::insert_standings;
+use crate::routes::history::GenerationResponse;
 use crate::state::AppState;
 use crate::views::TokenUsageResponse;
 
@@ -124,11 +128,13 @@ pub(crate) enum GenerateAnswer {
 /// key's `x-ratelimit-*` headers.
 #[utoipa::path(post, path = "/v1/generate", tag = "generation", security(("api_key" = [])),
     request_body = GenerateRequest,
-    params(("dry_run" = Option<bool>, Query, description = "`true`: check everything (fields, key, quotas, budgets) and answer 200 with `estimated_cost_usd`, `model`, `resolution`, `aspect_ratio` and `images`, without calling Google or reserving anything"),
+    params(("Prefer" = Option<String>, Header, description = "`respond-async` (RFC 7240): answer 202 once the job is committed, after every check; `respond-async, wait=N` (N ≤ 60): wait up to N seconds for it to finish"),
+        ("dry_run" = Option<bool>, Query, description = "`true`: check everything (fields, key, quotas, budgets) and answer 200 with `estimated_cost_usd`, `model`, `resolution`, `aspect_ratio` and `images`, without calling Google or reserving anything"),
         ("Idempotency-Key" = Option<String>, Header, description = "1–255 printable ASCII characters, scoped to the API key: a repeat of the same request gets the first answer again (`Idempotent-Replayed: true`) without a new image or a new count; see the README for what is kept")),
     responses(
         (status = 200, description = "The image's URL; with `dry_run=true`, what it would make and cost", body = GenerateAnswer,
             headers(("x-ratelimit-limit" = u32), ("x-ratelimit-remaining" = u32), ("x-ratelimit-reset" = u64))),
+        (status = 202, description = "With `Prefer: respond-async`: the job is queued; the generation (`status: queued`), `Location: /v1/generations/{id}`, `Preference-Applied: respond-async`. With `wait=N`, 200 with the finished generation when it ends within N seconds", body = GenerationResponse),
         (status = 400, description = "A malformed `Idempotency-Key` (`invalid_idempotency_key`)", body = ErrorBody),
         (status = 401, description = "Missing, invalid or revoked API key, or an expired one (`key_expired`)", body = ErrorBody),
         (status = 403, description = "The account is disabled (`account_disabled`)", body = ErrorBody),
@@ -167,6 +173,11 @@ pub(crate) async fn generate(
         let wanted = checked(body, &state)?;
         if dry_run {
             return dry_run::respond(&state, caller, &wanted, ImageCount::ONE).await;
+        }
+        let preferences = Preferences::of(&request);
+        if preferences.respond_async {
+            let work = submit_job(&state, caller, wanted, preferences);
+            return idempotent(&state, &caller, idempotency_key, fingerprint, render, work).await;
         }
         let work = run_generation(&request, &state, caller, wanted);
         idempotent(&state, &caller, idempotency_key, fingerprint, render, work).await
@@ -240,5 +251,51 @@ async fn run_generation(
         Err(error) => error.error_response(),
     };
     insert_standings(response.headers_mut(), &batch.standings);
+    Ok(response)
+}
+
+/// `Prefer: respond-async`: the job is committed (after every check a synchronous request
+/// gets), then answered 202 with its generation (`queued`) and `Location`; with `wait=N`, the
+/// finished generation (200) when it ends within N seconds.
+async fn submit_job(
+    state: &AppState,
+    caller: AuthenticatedApiKey,
+    wanted: GenerationRequest,
+    preferences: Preferences,
+) -> Result<HttpResponse, ApiError> {
+    let submitted = match state.jobs.submit(caller, wanted).await {
+        Ok(submitted) => submitted,
+        Err(error) => {
+            let standings = match &error {
+                GenerateError::Quota(refusal) => Standings::of_refusal(refusal),
+                _ => Standings::default(),
+            };
+            let mut response = ApiError::from(error).error_response();
+            insert_standings(response.headers_mut(), &standings);
+            return Ok(response);
+        }
+    };
+    let id = submitted.generation.generation.id;
+    let mut generation = submitted.generation;
+    if !preferences.wait.is_zero() {
+        let scope = HistoryScope {
+            user_id: caller.user_id,
+            key_id: Some(caller.key_id),
+        };
+        match state.jobs.wait(scope, id, preferences.wait).await {
+            Ok(now) => generation = now,
+            Err(error) => tracing::warn!(%error, "could not read a job while waiting for it"),
+        }
+    }
+    let finished = generation.generation.status.is_finished();
+    let mut response = if finished {
+        HttpResponse::Ok()
+    } else {
+        HttpResponse::Accepted()
+    }
+    .insert_header((LOCATION, format!("/v1/generations/{id}")))
+    .insert_header((PREFERENCE_APPLIED, "respond-async"))
+    .json(GenerationResponse::from(generation));
+    insert_standings(response.headers_mut(), &submitted.standings);
     Ok(response)
 }

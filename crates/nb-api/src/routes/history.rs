@@ -47,10 +47,13 @@ pub(crate) struct GenerationResponse {
     previous_generation_id: Option<String>,
     style: String,
     model: String,
-    /// `succeeded`, `failed` or `deleted`.
+    /// `queued` → `running` → `succeeded` | `failed` | `canceled` (asynchronous jobs), or
+    /// `succeeded` | `failed` at once; `deleted` once its owner deleted it.
     status: &'static str,
-    /// Why it failed (`content_rejected`, `upstream_timeout`, …).
+    /// Why it failed (`content_rejected`, `upstream_timeout`, …): the same as `error.code`.
     error_code: Option<String>,
+    /// Why it failed, when it did: the code the synchronous route answers with and a message.
+    error: Option<GenerationFailure>,
     /// Where the image can be fetched now (a fresh presigned URL on R2/S3 without a public
     /// URL); `null` once deleted, for failures, and with inline storage.
     url: Option<String>,
@@ -61,6 +64,45 @@ pub(crate) struct GenerationResponse {
     created_at: OffsetDateTime,
     #[serde(with = "time::serde::rfc3339::option")]
     deleted_at: Option<OffsetDateTime>,
+}
+
+/// Why a generation failed.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct GenerationFailure {
+    /// `content_rejected`, `upstream_timeout`, `queue_timeout`, …
+    code: String,
+    message: &'static str,
+}
+
+impl GenerationFailure {
+    fn of(code: String) -> Self {
+        let message = failure_message(&code);
+        Self { code, message }
+    }
+}
+
+/// What a stored failure code means, for a person reading it.
+fn failure_message(code: &str) -> &'static str {
+    match code {
+        "content_rejected" => "The image provider returned no image (its safety system refused the prompt or the images).",
+        "upstream_busy" => "Too many images were being generated on the server.",
+        "upstream_rate_limited" => "The image provider's quota was exhausted.",
+        "upstream_timeout" => "The image provider did not answer in time.",
+        "upstream_failed" => "The image provider failed.",
+        "upstream_auth_failed" => "The image provider rejected the server's credentials.",
+        "model_unavailable" => "The model is no longer available.",
+        "generation_not_configured" => "Image generation is not configured on the server.",
+        "conversion_failed" => "The image could not be converted to the format asked for.",
+        "storage_unavailable" => "The image store was unavailable.",
+        "storage_full" => "The image store was full.",
+        "storage_failed" => "The image store failed.",
+        "database_unavailable" => "The database was unavailable.",
+        "validation_failed" => "The request could not be served as asked (see the model's options, or the conversation it continues).",
+        "generation_not_found" => "The generation it continues no longer exists.",
+        "queue_timeout" => "The job waited in the queue longer than the server allows (NB_JOB_TIMEOUT_SECONDS).",
+        "job_interrupted" => "The server running the job stopped during its last attempt.",
+        _ => "The generation failed.",
+    }
 }
 
 impl From<GenerationView> for GenerationResponse {
@@ -82,6 +124,7 @@ impl From<GenerationView> for GenerationResponse {
             style: generation.style,
             model: generation.model,
             status: generation.status.as_str(),
+            error: generation.error_code.clone().map(GenerationFailure::of),
             error_code: generation.error_code,
             url: view.url,
             mime_type: generation.mime_type,
@@ -106,7 +149,7 @@ pub(crate) struct HistoryParams {
     /// Only this key's (an API key always sees only its own).
     #[param(value_type = Uuid, required = false)]
     key_id: Option<String>,
-    /// `succeeded`, `failed` or `deleted`.
+    /// `queued`, `running`, `succeeded`, `failed`, `canceled` or `deleted`.
     #[param(value_type = String, required = false)]
     status: Option<String>,
     /// `live` or `test`.
@@ -183,7 +226,7 @@ impl HistoryParams {
     }
 }
 
-fn scope(caller: &Caller) -> HistoryScope {
+pub(crate) fn scope(caller: &Caller) -> HistoryScope {
     match caller {
         Caller::Account(user) => HistoryScope {
             user_id: user.id,
@@ -268,6 +311,7 @@ pub(crate) async fn get(
         (status = 401, description = "Missing or invalid credentials", body = ErrorBody),
         (status = 403, description = "The account is disabled (`account_disabled`)", body = ErrorBody),
         (status = 404, description = "No such generation of the caller's (`generation_not_found`)", body = ErrorBody),
+        (status = 409, description = "The generation is queued or running (`generation_not_finished`): cancel it first", body = ErrorBody),
         (status = 502, description = "The storage could not delete the image (`storage_failed`): nothing changed; retry", body = ErrorBody),
     ))]
 pub(crate) async fn delete(
@@ -280,4 +324,28 @@ pub(crate) async fn delete(
         .delete(scope(&caller), generation_id(&path)?)
         .await?;
     Ok(HttpResponse::NoContent().finish())
+}
+
+/// Cancel a queued asynchronous generation: it will not run, and what it reserved against
+/// the caller's quotas and budgets is given back.
+#[utoipa::path(post, path = "/v1/generations/{generation_id}/cancel", tag = "generation", operation_id = "cancel_generation",
+    security(("access_token" = []), ("api_key" = [])),
+    params(("generation_id" = String, Path, description = "`gen_<uuid>`")),
+    responses(
+        (status = 200, description = "Canceled: the generation, `status: canceled`", body = GenerationResponse),
+        (status = 401, description = "Missing or invalid credentials", body = ErrorBody),
+        (status = 403, description = "The account is disabled (`account_disabled`)", body = ErrorBody),
+        (status = 404, description = "No such generation of the caller's (`generation_not_found`)", body = ErrorBody),
+        (status = 409, description = "It is running or has finished (`not_cancelable`)", body = ErrorBody),
+    ))]
+pub(crate) async fn cancel(
+    state: web::Data<AppState>,
+    caller: Caller,
+    path: web::Path<String>,
+) -> Result<web::Json<GenerationResponse>, ApiError> {
+    let view = state
+        .jobs
+        .cancel(scope(&caller), generation_id(&path)?)
+        .await?;
+    Ok(web::Json(view.into()))
 }

@@ -53,6 +53,7 @@ routes! {
     "/v1/models/{model}" => { get => openai::models::get_model },
     "/v1/generations" => { get => history::list },
     "/v1/generations/{generation_id}" => { get => history::get, delete => history::delete },
+    "/v1/generations/{generation_id}/cancel" => { post => history::cancel },
     "/v1/usage" => { get => usage::usage },
     "/v1/admin/users" => { get => admin::list_users },
     "/v1/admin/users/{user_id}" => { patch => admin::update_user },

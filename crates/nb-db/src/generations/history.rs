@@ -69,8 +69,7 @@ impl StoredRow {
         let id = GenerationId::parse(&self.id).map_err(RepositoryError::unexpected)?;
         let status = match (self.deleted_at, self.status.as_str()) {
             (Some(_), _) => GenerationStatus::Deleted,
-            (None, "succeeded") => GenerationStatus::Succeeded,
-            (None, _) => GenerationStatus::Failed,
+            (None, status) => GenerationStatus::parse(status).map_err(RepositoryError::unexpected)?,
         };
         let usage = stored_usage(&self);
         let previous = self
@@ -173,12 +172,9 @@ impl HistoryRepository for GenerationStore {
                 Some(GenerationStatus::Deleted) => {
                     query.filter(generations::deleted_at.is_not_null())
                 }
-                Some(GenerationStatus::Succeeded) => query
+                Some(status) => query
                     .filter(generations::deleted_at.is_null())
-                    .filter(generations::status.eq("succeeded")),
-                Some(GenerationStatus::Failed) => query
-                    .filter(generations::deleted_at.is_null())
-                    .filter(generations::status.eq("failed")),
+                    .filter(generations::status.eq(status.as_str())),
             };
             if let Some(from) = from {
                 query = query.filter(generations::created_at.ge(from));

@@ -8,7 +8,7 @@
 //! transactions both try to upgrade.
 
 mod history;
-mod rows;
+pub(crate) mod rows;
 mod success_writer;
 
 use async_trait::async_trait;

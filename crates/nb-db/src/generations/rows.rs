@@ -13,8 +13,8 @@ use crate::convert::{pool_error, query_error, to_stored_time};
 use crate::pool::ConnectionPool;
 use crate::schema::{generations, usage_daily};
 
-#[derive(Insertable, Clone)]
-#[diesel(table_name = generations)]
+#[derive(Insertable, AsChangeset, Clone)]
+#[diesel(table_name = generations, treat_none_as_null = true)]
 pub(crate) struct GenerationRow {
     id: String,
     user_id: String,
@@ -182,6 +182,55 @@ impl From<&GenerationRecord> for GenerationRow {
     }
 }
 
+impl GenerationRow {
+    /// A job's generation as submitted: `queued`, nothing made yet.
+    pub(crate) fn queued(job: &nb_domain::generation::NewJob) -> Self {
+        let request = &job.request;
+        Self {
+            id: job.id.to_string(),
+            user_id: job.caller.user_id.to_string(),
+            api_key_id: job.caller.key_id.to_string(),
+            prompt: request.prompt.clone(),
+            size: request.size.clone(),
+            style: request.style.clone(),
+            model: request.model.clone(),
+            status: "queued".to_owned(),
+            error_code: None,
+            object_key: None,
+            url: None,
+            mime_type: None,
+            byte_size: None,
+            latency_ms: 0,
+            created_at: to_stored_time(job.created_at),
+            mode: job.caller.mode.as_str().to_owned(),
+            aspect_ratio: request.aspect_ratio.clone(),
+            resolution: Some(request.resolution.clone()),
+            width: None,
+            height: None,
+            input_tokens: None,
+            input_text_tokens: None,
+            input_image_tokens: None,
+            output_tokens: None,
+            output_image_tokens: None,
+            output_text_tokens: None,
+            thinking_tokens: None,
+            total_tokens: None,
+            previous_generation_id: request.previous.map(|id| id.to_string()),
+            turn: None,
+            cost_nano_usd: 0,
+        }
+    }
+
+    /// The key and UTC day its usage counts on, with its cost in nano-dollars.
+    pub(crate) fn usage_increment(&self) -> (String, Date, i64) {
+        (
+            self.api_key_id.clone(),
+            self.created_at.date(),
+            self.cost_nano_usd,
+        )
+    }
+}
+
 /// `INSERT … ON CONFLICT (api_key_id, day) DO UPDATE SET count = count + n, cost = cost +
 /// c`: one atomic statement on both backends, so concurrent increments never lose a count.
 macro_rules! increment_usage {
@@ -202,6 +251,7 @@ macro_rules! increment_usage {
             ))
     };
 }
+pub(crate) use increment_usage;
 
 /// The usage increments of a batch of successes: one `(key, UTC day, count, cost)` per key
 /// and day.

@@ -44,16 +44,17 @@ pub enum ProviderError {
 }
 
 impl ProviderError {
-    /// The `error_code` recorded with a failed generation.
+    /// The `error_code` recorded with a failed generation: the code the synchronous route
+    /// answers with.
     pub fn code(&self) -> &'static str {
         match self {
-            Self::NotConfigured => "not_configured",
-            Self::Unsupported { .. } => "unsupported_request",
+            Self::NotConfigured => "generation_not_configured",
+            Self::Unsupported { .. } => "validation_failed",
             Self::ContentRejected { .. } => "content_rejected",
             Self::Busy { .. } => "upstream_busy",
             Self::RateLimited { .. } => "upstream_rate_limited",
-            Self::ModelNotFound { .. } => "model_not_found",
-            Self::CredentialsRejected => "upstream_credentials_rejected",
+            Self::ModelNotFound { .. } => "model_unavailable",
+            Self::CredentialsRejected => "upstream_auth_failed",
             Self::Timeout => "upstream_timeout",
             Self::Upstream(_) => "upstream_failed",
         }
@@ -116,6 +117,40 @@ pub enum GenerateError {
     Conversation(#[from] ConversationError),
     #[error(transparent)]
     Conversion(#[from] ConversionError),
+}
+
+impl GenerateError {
+    /// The `error_code` a failed job is recorded with: the code the synchronous route
+    /// answers with for the same failure.
+    pub fn failure_code(&self) -> &'static str {
+        match self {
+            Self::Quota(ReserveError::OverBudget(_)) => "budget_exceeded",
+            Self::Quota(_) => "quota_exceeded",
+            Self::Provider(error) => error.code(),
+            Self::Storage(error) => error.code(),
+            Self::Repository(_) => "database_unavailable",
+            Self::Conversation(ConversationError::NotFound) => "generation_not_found",
+            Self::Conversation(_) => "validation_failed",
+            Self::Conversion(_) => "conversion_failed",
+        }
+    }
+
+    /// Whether the same request may succeed if tried again later (a job is retried then):
+    /// the provider or the storage was busy, slow or failing, or the database was
+    /// unavailable. A refusal of the content, of the request or of our credentials is not.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Self::Provider(error) => matches!(
+                error,
+                ProviderError::Busy { .. }
+                    | ProviderError::RateLimited { .. }
+                    | ProviderError::Timeout
+                    | ProviderError::Upstream(_)
+            ),
+            Self::Storage(StorageError::Unavailable(_)) | Self::Repository(_) => true,
+            _ => false,
+        }
+    }
 }
 
 /// Why `previous_generation_id` cannot be continued.

@@ -22,6 +22,12 @@ use crate::system::Clock;
 pub enum HistoryError {
     #[error("no such generation")]
     NotFound,
+    /// The generation is queued or running: it can be deleted once it has finished.
+    #[error("the generation has not finished yet")]
+    NotFinished,
+    /// Only a queued job can be canceled.
+    #[error("a {} generation cannot be canceled", status.as_str())]
+    NotCancelable { status: GenerationStatus },
     #[error("the image could not be deleted from storage")]
     Storage(#[from] StorageError),
     #[error(transparent)]
@@ -219,6 +225,9 @@ impl History for HistoryService {
         id: GenerationId,
     ) -> Result<GenerationView, HistoryError> {
         let mut generation = self.find(scope, id).await?;
+        if !generation.status.is_finished() {
+            return Err(HistoryError::NotFinished);
+        }
         if generation.status != GenerationStatus::Deleted {
             if let Some(key) = &generation.object_key {
                 self.ports.storage.delete(key).await?;

@@ -591,6 +591,11 @@ impl InputImages {
         Self::default()
     }
 
+    /// Images checked before (a job's, kept since it was submitted).
+    pub fn from_checked(images: Vec<InputImage>, mask: Option<InputImage>) -> Self {
+        Self { images, mask }
+    }
+
     pub fn parse(
         images: Vec<Bytes>,
         mask: Option<Bytes>,

@@ -74,7 +74,7 @@ pub struct Standings {
 }
 
 impl Standings {
-    fn of(reserved: Option<&Reserved>) -> Self {
+    pub(crate) fn of(reserved: Option<&Reserved>) -> Self {
         reserved.map_or_else(Self::default, |reserved| Self {
             quota: reserved.tightest,
             budget: reserved.tightest_budget,
@@ -116,10 +116,24 @@ pub struct GenerationEstimate {
 /// Runs generations and reports usage.
 #[derive(Clone)]
 pub struct GenerationService {
-    ports: GenerationPorts,
+    pub(crate) ports: GenerationPorts,
     models: AllowedModels,
     /// The longest conversation, in turns (`NB_MAX_EDIT_TURNS`).
     max_edit_turns: usize,
+}
+
+/// Where a generation's outcome is written.
+#[derive(Clone, Copy)]
+pub(crate) enum RecordVia<'a> {
+    /// Straight into the history (a synchronous request): failures too.
+    History,
+    /// As the end of a job, while its worker holds the lease: only a success is written here
+    /// (with the job's reservation settled); a failure is returned for the worker to retry
+    /// or fail the job.
+    Job {
+        jobs: &'a dyn super::jobs::ports::JobRepository,
+        job: &'a super::jobs::model::ClaimedJob,
+    },
 }
 
 /// Conversations are at most this many turns long unless configured.
@@ -203,16 +217,22 @@ impl GenerationService {
         skip_all,
         fields(generation_id, key_id = %caller.key_id, model = %request.model, size = %request.size, inputs = request.inputs.images().len())
     )]
-    async fn generate(
+    pub(crate) async fn generate(
         &self,
         caller: AuthenticatedApiKey,
         request: GenerationRequest,
         history: &[ConversationTurn],
+        via: RecordVia<'_>,
     ) -> Result<Generation, GenerateError> {
         let ports = &self.ports;
-        let id = GenerationId(ports.ids.new_id());
+        let (id, submitted_at) = match via {
+            RecordVia::History => (GenerationId(ports.ids.new_id()), None),
+            RecordVia::Job { job, .. } => (job.id, Some(job.created_at)),
+        };
         tracing::Span::current().record("generation_id", tracing::field::display(id));
         let started_at = ports.clock.now();
+        // A job's generation was created when it was submitted: its latency counts from then.
+        let created_at = submitted_at.unwrap_or(started_at);
         let mut image_request = request.image_request();
         image_request.history = history.to_vec();
         let record = |outcome, usage, turn| GenerationRecord {
@@ -223,8 +243,8 @@ impl GenerationService {
             shape: request.shape,
             style: request.style,
             model: request.model.clone(),
-            latency: self.elapsed_since(started_at),
-            created_at: started_at,
+            latency: self.elapsed_since(created_at),
+            created_at,
             usage,
             previous: request.previous,
             turn,
@@ -249,6 +269,7 @@ impl GenerationService {
                     .record_failure(
                         record(GenerationOutcome::Failed { code }, None, None),
                         error.into(),
+                        via,
                     )
                     .await);
             }
@@ -268,7 +289,7 @@ impl GenerationService {
                         usage,
                         None,
                     );
-                    return Err(self.record_failure(failed, error.into()).await);
+                    return Err(self.record_failure(failed, error.into(), via).await);
                 }
             },
             None => image,
@@ -285,7 +306,7 @@ impl GenerationService {
                     usage,
                     None,
                 );
-                return Err(self.record_failure(failed, error.into()).await);
+                return Err(self.record_failure(failed, error.into(), via).await);
             }
         };
         // The images sent are kept, so that the generation can be continued.
@@ -300,7 +321,7 @@ impl GenerationService {
                     usage,
                     None,
                 );
-                return Err(self.record_failure(failed, error.into()).await);
+                return Err(self.record_failure(failed, error.into(), via).await);
             }
             input_keys.push(input_key);
         }
@@ -325,7 +346,26 @@ impl GenerationService {
             Some(turn),
         );
         let database_started = ports.clock.now();
-        if let Err(error) = ports.generations.record(&succeeded).await {
+        let written = match via {
+            RecordVia::History => ports.generations.record(&succeeded).await,
+            RecordVia::Job { jobs, job } => {
+                let settlement = job
+                    .reservation
+                    .as_ref()
+                    .map(|reservation| reservation.settlement(1, cost));
+                match jobs
+                    .succeed(job, &succeeded, settlement.unwrap_or_default())
+                    .await
+                {
+                    Ok(true) => Ok(()),
+                    Ok(false) => Err(RepositoryError::unexpected(
+                        "the job's lease ran out: another worker took it",
+                    )),
+                    Err(error) => Err(error),
+                }
+            }
+        };
+        if let Err(error) = written {
             // No row will name the images: remove them now (the orphan sweep would later).
             if let (GenerationOutcome::Succeeded { object_key, .. }, Some(turn)) =
                 (&succeeded.outcome, &succeeded.turn)
@@ -354,7 +394,7 @@ impl GenerationService {
             cost,
             previous: request.previous,
             image,
-            created_at: started_at,
+            created_at,
             timings,
         })
     }
@@ -370,7 +410,7 @@ impl GenerationService {
 
     /// The earlier turns of the conversation `previous` ends, oldest first, with their images
     /// read back from the storage. Nothing is sent anywhere.
-    async fn conversation(
+    pub(crate) async fn conversation(
         &self,
         caller: &AuthenticatedApiKey,
         previous: GenerationId,
@@ -408,6 +448,18 @@ impl GenerationService {
                 GenerationStatus::Deleted => {
                     return Err(ConversationError::Unusable(
                         "a generation of that conversation was deleted",
+                    )
+                    .into());
+                }
+                GenerationStatus::Queued | GenerationStatus::Running => {
+                    return Err(ConversationError::Unusable(
+                        "that generation has not finished yet: continue it once it has succeeded",
+                    )
+                    .into());
+                }
+                GenerationStatus::Canceled => {
+                    return Err(ConversationError::Unusable(
+                        "that generation was canceled: it has no image to continue from",
                     )
                     .into());
                 }
@@ -510,7 +562,7 @@ impl GenerationService {
         }
         // Each image as it is made (in the order they finish).
         let mut pending: futures_util::stream::FuturesUnordered<_> = (0..count.get())
-            .map(|_| self.generate(caller, request.clone(), &history))
+            .map(|_| self.generate(caller, request.clone(), &history, RecordVia::History))
             .collect();
         let mut made = Vec::with_capacity(count.get());
         let mut first_failure = None;
@@ -566,7 +618,7 @@ impl GenerationService {
 
     /// What a batch reserves: its images and the model's per-image price at the resolution
     /// asked × the images.
-    fn ask(caller: &AuthenticatedApiKey, request: &GenerationRequest, count: ImageCount) -> Ask {
+    pub(crate) fn ask(caller: &AuthenticatedApiKey, request: &GenerationRequest, count: ImageCount) -> Ask {
         let images = count.get() as u64;
         let estimate = Self::price_for(caller, request).map_or(Usd::ZERO, |price| {
             price.estimate(request.shape.resolution, images)
@@ -602,8 +654,12 @@ impl GenerationService {
         &self,
         failed: GenerationRecord,
         error: GenerateError,
+        via: RecordVia<'_>,
     ) -> GenerateError {
         tracing::warn!(error_code = failed.outcome_code(), error = %error, "generation failed");
+        if let RecordVia::Job { .. } = via {
+            return error;
+        }
         if let Err(db_error) = self.ports.generations.record(&failed).await {
             tracing::error!(error = %db_error, "could not record a failed generation");
         }
@@ -887,7 +943,7 @@ mod tests {
         });
 
         let generation = service(provider_returning_png(), storage, generations)
-            .generate(CALLER, request(), &[])
+            .generate(CALLER, request(), &[], RecordVia::History)
             .await
             .unwrap();
         assert_eq!(generation.id.to_string(), format!("gen_{GEN}"));
@@ -1178,7 +1234,7 @@ mod tests {
             generations,
             ticking_clock(time::Duration::SECOND),
         )
-        .generate(CALLER, request(), &[])
+        .generate(CALLER, request(), &[], RecordVia::History)
         .await
         .unwrap();
         assert_eq!(
@@ -1207,7 +1263,7 @@ mod tests {
             )
         });
         let generation = service(provider_returning_png(), storage, generations)
-            .generate(CALLER, request(), &[])
+            .generate(CALLER, request(), &[], RecordVia::History)
             .await
             .unwrap();
         assert_eq!(generation.url, "https://signed?X-Amz-Expires=60");
@@ -1222,7 +1278,7 @@ mod tests {
             reason: "SAFETY".into(),
         });
         let result = service(provider, storage, generations)
-            .generate(CALLER, request(), &[])
+            .generate(CALLER, request(), &[], RecordVia::History)
             .await;
         assert!(matches!(
             result,
@@ -1251,7 +1307,7 @@ mod tests {
             storage.expect_put().never();
             let expected = error().code();
             let result = service(failing_provider(error), storage, generations)
-                .generate(CALLER, request(), &[])
+                .generate(CALLER, request(), &[], RecordVia::History)
                 .await;
             assert!(
                 matches!(&result, Err(GenerateError::Provider(e)) if e.code() == expected),
@@ -1268,7 +1324,7 @@ mod tests {
             .returning(|_, _| Err(StorageError::Failed("bucket gone".into())));
         let generations = expecting_one_record(failed_with("storage_failed"));
         let result = service(provider_returning_png(), storage, generations)
-            .generate(CALLER, request(), &[])
+            .generate(CALLER, request(), &[], RecordVia::History)
             .await;
         assert!(matches!(result, Err(GenerateError::Storage(_))));
     }
@@ -1287,7 +1343,7 @@ mod tests {
             .times(1)
             .returning(|_| Err(RepositoryError::Unavailable("gone".into())));
         let result = service(provider_returning_png(), storage, generations)
-            .generate(CALLER, request(), &[])
+            .generate(CALLER, request(), &[], RecordVia::History)
             .await;
         assert!(matches!(result, Err(GenerateError::Repository(_))));
     }

@@ -14,19 +14,28 @@ use crate::api_keys::model::{ApiKeyId, KeyMode};
 /// Where a generation stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum GenerationStatus {
+    /// An asynchronous job waiting for a worker.
+    Queued,
+    /// An asynchronous job a worker is running.
+    Running,
     Succeeded,
     Failed,
+    /// An asynchronous job canceled before it ran.
+    Canceled,
     /// Its owner deleted it: the image is gone.
     Deleted,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("status must be succeeded, failed or deleted")]
+#[error("status must be queued, running, succeeded, failed, canceled or deleted")]
 pub struct InvalidGenerationStatus;
 
 impl GenerationStatus {
     pub fn parse(raw: &str) -> Result<Self, InvalidGenerationStatus> {
         match raw {
+            "queued" => Ok(Self::Queued),
+            "running" => Ok(Self::Running),
+            "canceled" => Ok(Self::Canceled),
             "succeeded" => Ok(Self::Succeeded),
             "failed" => Ok(Self::Failed),
             "deleted" => Ok(Self::Deleted),
@@ -36,10 +45,18 @@ impl GenerationStatus {
 
     pub fn as_str(self) -> &'static str {
         match self {
+            Self::Queued => "queued",
+            Self::Running => "running",
+            Self::Canceled => "canceled",
             Self::Succeeded => "succeeded",
             Self::Failed => "failed",
             Self::Deleted => "deleted",
         }
+    }
+
+    /// Whether it will not change any more (but for being deleted).
+    pub fn is_finished(self) -> bool {
+        !matches!(self, Self::Queued | Self::Running)
     }
 }
 

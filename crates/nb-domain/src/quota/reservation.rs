@@ -212,8 +212,8 @@ pub struct Reservation {
 }
 
 /// What a reservation comes to: the images it did not make go back, and its estimate is
-/// replaced by what the images made really cost.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// replaced by what the images made really cost. The default changes nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Settlement {
     pub unmade_images: u64,
     /// Real cost minus the estimate: negative when it cost less (or made fewer images).

@@ -1,0 +1,2 @@
+DROP TABLE generation_jobs;
+DELETE FROM generations WHERE status IN ('queued', 'running', 'canceled');
