@@ -108,9 +108,9 @@ impl Application {
     }
 }
 
-/// This instance's job workers (`NB_JOB_WORKERS`) and the queue-depth gauge, until told to
-/// stop.
-fn start_job_workers(
+/// This instance's job workers (`NB_JOB_WORKERS`) and the queue-depth gauge on the current
+/// runtime, until told to stop (or the sender is dropped).
+pub fn start_job_workers(
     jobs: &Arc<JobService>,
 ) -> (tokio::sync::watch::Sender<bool>, tokio::task::JoinSet<()>) {
     let (stop, stopped) = tokio::sync::watch::channel(false);

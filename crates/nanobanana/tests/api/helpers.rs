@@ -63,6 +63,10 @@ pub struct TestApp {
     pub clock: Arc<ShiftedClock>,
     /// The server's history service, for the jobs it runs on its own (the orphan sweep).
     pub history: std::sync::Arc<nb_domain::generation::HistoryService>,
+    /// Stops the server's job workers (they stop when it is dropped, too).
+    pub _stop_jobs: tokio::sync::watch::Sender<bool>,
+    /// The server's job workers (dropping the set aborts them).
+    pub _job_workers: tokio::task::JoinSet<()>,
 }
 
 /// The system clock plus an offset a test can move (to cross a UTC midnight without
@@ -175,6 +179,7 @@ impl TestApp {
         let wired = wire_with_clock(&config, db.database.clone(), address, clock.clone()).unwrap();
         wired.maintenance.spawn();
         let history = wired.maintenance.history();
+        let (stop_jobs, job_workers) = nanobanana::startup::start_job_workers(&wired.jobs);
         let app_id = uuid::Uuid::new_v4().simple().to_string();
         let echo_route = format!("/test/{app_id}/echo/{{n}}");
         let server = serve(listener, wired.state, move |routes| {
@@ -193,6 +198,8 @@ impl TestApp {
             data_dir,
             clock,
             history,
+            _stop_jobs: stop_jobs,
+            _job_workers: job_workers,
         }
     }
 

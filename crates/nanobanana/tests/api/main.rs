@@ -11,6 +11,7 @@ mod fake_google;
 mod generate;
 mod hardening;
 mod helpers;
+mod jobs;
 mod money;
 mod openai;
 mod openapi;

@@ -140,7 +140,12 @@ impl JobService {
             tokio::select! {
                 () = self.submitted.notified() => {}
                 () = tokio::time::sleep(self.settings.poll_interval) => {}
-                _ = stop.changed() => {}
+                changed = stop.changed() => {
+                    if changed.is_err() {
+                        // Whoever could stop it is gone: stop.
+                        return;
+                    }
+                }
             }
         }
     }
