@@ -372,3 +372,122 @@ async fn with_redis_limits_and_revocations_hold_across_two_instances() {
     }
     drop((first, second));
 }
+
+/// Jobs outlive their instance: the first instance takes four jobs and is killed (`kill -9`)
+/// while Google is still answering them; the second takes each again once its lease has run
+/// out and runs it to `succeeded`. Every image is counted once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jobs_held_by_a_killed_instance_are_finished_by_another() {
+    let database = TestDatabase::postgres().await;
+    let DatabaseUrl::Postgres(url) = &database.url else {
+        unreachable!("a PostgreSQL test database");
+    };
+    let google = MockServer::start().await;
+    let answer = json!({"candidates": [{"content": {"parts": [{"inlineData": {"mimeType": "image/png", "data": PNG_BASE64}}]}, "finishReason": "STOP"}]});
+    Mock::given(method("POST"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_json(answer)
+                .set_delay(Duration::from_secs(3)),
+        )
+        .mount(&google)
+        .await;
+    let client = reqwest::Client::new();
+    let settings = [
+        ("NB_JOB_WORKERS", "4"),
+        ("NB_JOB_LEASE_SECONDS", "3"),
+        ("NB_JOB_POLL_INTERVAL_MS", "100"),
+    ];
+    let first = start_with(url, &google, &settings).await;
+    let ada = signed_up(&client, &first, "ada@example.com").await;
+    let key = created_key(&client, &first, &ada, json!({"limits": {"per_day": 10}})).await;
+    let mut ids = Vec::new();
+    for _ in 0..4 {
+        let response = client
+            .post(format!("{}/v1/generate", first.base))
+            .bearer_auth(&key)
+            .header("prefer", "respond-async")
+            .json(&json!({"prompt": "a banana"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 202);
+        let body: Value = response.json().await.unwrap();
+        ids.push(body["id"].as_str().unwrap().to_owned());
+    }
+    let status_of = |base: String, id: String| {
+        let (client, key) = (client.clone(), key.clone());
+        async move {
+            let body: Value = client
+                .get(format!("{base}/v1/generations/{id}"))
+                .bearer_auth(&key)
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            body["status"].as_str().unwrap().to_owned()
+        }
+    };
+    // Every job is running on the first instance (Google takes 3 s to answer).
+    eventually_true(
+        "the first instance runs every job",
+        Duration::from_secs(10),
+        POLL,
+        || async {
+            let mut running = 0;
+            for id in &ids {
+                running += usize::from(status_of(first.base.clone(), id.clone()).await == "running");
+            }
+            running == ids.len()
+        },
+    )
+    .await;
+    let first_base = first.base.clone();
+    drop(first); // SIGKILL: nothing is finished or released.
+    assert!(client.get(format!("{first_base}/healthz")).send().await.is_err());
+
+    let second = start_with(url, &google, &settings).await;
+    eventually_true(
+        "the second instance finishes every job",
+        Duration::from_secs(30),
+        POLL,
+        || async {
+            for id in &ids {
+                if status_of(second.base.clone(), id.clone()).await != "succeeded" {
+                    return false;
+                }
+            }
+            true
+        },
+    )
+    .await;
+    let usage: Value = client
+        .get(format!("{}/v1/usage", second.base))
+        .bearer_auth(&ada)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let counted: u64 = usage["usage"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|row| row["count"].as_u64().unwrap())
+        .sum();
+    assert_eq!(counted, 4, "{usage}");
+    // Each job was reserved once and settled once: the day's quota of 10 holds 6 more.
+    let requests = (0..7).map(|_| {
+        let (client, key, second) = (client.clone(), key.clone(), &second);
+        async move { code(generate(&client, second, &key).await).await }
+    });
+    let answers = futures_util::future::join_all(requests).await;
+    let succeeded = answers.iter().filter(|(status, _)| *status == 200).count();
+    assert_eq!(succeeded, 6, "{answers:?}");
+    assert!(answers.contains(&(429, "quota_exceeded".to_owned())), "{answers:?}");
+    assert_eq!(database.rows_in("generation_jobs").await, 0);
+    drop(second);
+}
