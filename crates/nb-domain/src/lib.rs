@@ -26,5 +26,6 @@ pub mod settings;
 pub mod system;
 pub mod text;
 pub mod usage;
+pub mod webhooks;
 
 pub use error::RepositoryError;

@@ -15,3 +15,4 @@ pub use crate::quota::ports::*;
 pub use crate::rate_limit::ports::*;
 pub use crate::readiness::*;
 pub use crate::system::*;
+pub use crate::webhooks::ports::*;
