@@ -37,7 +37,7 @@ use time::{OffsetDateTime, PrimitiveDateTime};
 use uuid::Uuid;
 
 use crate::convert::{from_stored_time, parse_stored_id, to_stored_time};
-use crate::generations::rows::{GenerationRow, increment_usage};
+use crate::generations::rows::{GenerationRow, enqueue_events, increment_usage};
 use crate::pool::{Database, with_transaction};
 use crate::quota::settle_counters;
 use crate::schema::{generation_jobs, generations, usage_daily};
@@ -468,6 +468,7 @@ impl JobRepository for Database {
             if let Some(reservation) = &reservation {
                 settle_counters!(conn, run, reservation, settlement);
             }
+            enqueue_events!(conn, run, std::slice::from_ref(&id));
             Ok(true)
         })
     }
@@ -509,6 +510,7 @@ impl JobRepository for Database {
             if let Some(reservation) = &reservation {
                 settle_counters!(conn, run, reservation, settlement);
             }
+            enqueue_events!(conn, run, std::slice::from_ref(&id));
             Ok(true)
         })
     }
@@ -555,6 +557,7 @@ impl JobRepository for Database {
                 let settlement = reservation.settlement(0, Usd::ZERO);
                 settle_counters!(conn, run, &reservation, settlement);
             }
+            enqueue_events!(conn, run, std::slice::from_ref(&id));
             Ok(true)
         })
     }

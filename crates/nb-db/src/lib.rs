@@ -24,6 +24,7 @@ mod sessions;
 #[cfg(feature = "testing")]
 pub mod testing;
 mod users;
+mod webhooks;
 
 pub use connect::{
     ConnectError, DatabaseSettings, DatabaseUrl, PoolOptions, UnsupportedDatabaseUrl,

@@ -108,7 +108,56 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    webhook_endpoints (id) {
+        id -> Text,
+        user_id -> Text,
+        url -> Text,
+        description -> Nullable<Text>,
+        on_succeeded -> Bool,
+        on_failed -> Bool,
+        on_canceled -> Bool,
+        status -> Text,
+        secret -> Binary,
+        previous_secret -> Nullable<Binary>,
+        previous_secret_expires_at -> Nullable<Timestamp>,
+        created_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    webhook_deliveries (endpoint_id, generation_id) {
+        endpoint_id -> Text,
+        generation_id -> Text,
+        event -> Text,
+        occurred_at -> Timestamp,
+        state -> Text,
+        attempts -> Integer,
+        next_attempt_at -> Timestamp,
+        lease_token -> Nullable<Text>,
+        body -> Nullable<Binary>,
+    }
+}
+
+diesel::table! {
+    webhook_attempts (id) {
+        id -> Text,
+        endpoint_id -> Text,
+        generation_id -> Text,
+        event -> Text,
+        attempt -> Integer,
+        attempted_at -> Timestamp,
+        status_code -> Nullable<Integer>,
+        error -> Nullable<Text>,
+        duration_ms -> BigInt,
+    }
+}
+
+diesel::joinable!(webhook_deliveries -> webhook_endpoints (endpoint_id));
 diesel::allow_tables_to_appear_in_same_query!(
+    webhook_endpoints,
+    webhook_deliveries,
+    webhook_attempts,
     generation_jobs,
     users,
     api_keys,

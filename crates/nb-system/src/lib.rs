@@ -10,7 +10,9 @@
 mod machine;
 mod memory_rate_limiter;
 mod password;
+mod sealer;
 
 pub use machine::{OsRandom, SystemClock, UuidV7Ids};
 pub use memory_rate_limiter::{MAX_SUBJECTS_PER_COUNTER, MemoryRateLimiter};
 pub use password::{BCRYPT_COSTS, BcryptPasswordHasher, DEFAULT_BCRYPT_COST};
+pub use sealer::XChaChaSealer;

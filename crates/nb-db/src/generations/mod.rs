@@ -24,11 +24,11 @@ use nb_domain::quota::QuotaPeriod;
 use nb_domain::usage::UsageFact;
 use time::{Date, OffsetDateTime, PrimitiveDateTime};
 
-use self::rows::GenerationRow;
+use self::rows::{GenerationRow, enqueue_events};
 use self::success_writer::SuccessWriter;
 use crate::convert::{parse_stored_id, query_error};
 use crate::pool::Database;
-use crate::pool::with_connection;
+use crate::pool::{with_connection, with_transaction};
 use crate::schema::{api_keys, generations, usage_daily};
 
 /// The generation history and usage counts of one database, with the writer task that
@@ -143,13 +143,17 @@ impl GenerationRepository for GenerationStore {
         if let GenerationOutcome::Succeeded { .. } = generation.outcome {
             return self.success_writer.write(row).await;
         }
-        let inserted = with_connection!(&self.database, |conn| {
-            diesel::insert_into(generations::table)
-                .values(&row)
-                .execute(conn)
-                .await
-        })?;
-        inserted.map(|_| ()).map_err(query_error)
+        // A failure and its webhook events commit together.
+        let ids = [row.id.clone()];
+        with_transaction!(&self.database, |conn, run| {
+            run!(
+                diesel::insert_into(generations::table).values(&row),
+                execute,
+                conn
+            )?;
+            enqueue_events!(conn, run, &ids);
+            Ok(())
+        })
     }
 
     #[tracing::instrument(skip(self))]

@@ -16,7 +16,7 @@ use crate::schema::{generations, usage_daily};
 #[derive(Insertable, AsChangeset, Clone)]
 #[diesel(table_name = generations, treat_none_as_null = true)]
 pub(crate) struct GenerationRow {
-    id: String,
+    pub(crate) id: String,
     user_id: String,
     api_key_id: String,
     prompt: String,
@@ -279,6 +279,7 @@ pub(crate) async fn write_successes(
     rows: Vec<GenerationRow>,
 ) -> Result<(), RepositoryError> {
     let increments = usage_increments(&rows);
+    let ids: Vec<String> = rows.iter().map(|row| row.id.clone()).collect();
     match pool {
         ConnectionPool::Postgres(pool) => {
             let mut conn = pool.get().await.map_err(pool_error)?;
@@ -292,6 +293,8 @@ pub(crate) async fn write_successes(
                     .values(&rows)
                     .execute(conn)
                     .await?;
+                use crate::pool::run_async as run;
+                enqueue_events!(conn, run, &ids);
                 Ok(())
             })
             .await
@@ -311,6 +314,8 @@ pub(crate) async fn write_successes(
                         diesel::insert_into(generations::table).values(&rows),
                         conn,
                     )?;
+                    use crate::pool::run_sync as run;
+                    enqueue_events!(conn, run, &ids);
                     Ok(())
                 })
             })
@@ -319,3 +324,56 @@ pub(crate) async fn write_successes(
         }
     }
 }
+
+/// Puts the events of the generations `$ids` (which must be written, with their final
+/// status, earlier in the caller's transaction) in the webhook outbox: one pending delivery
+/// per endpoint of each generation's account that takes its event, due at once. Nothing for
+/// an account without endpoints, in one statement.
+macro_rules! enqueue_events {
+    ($conn:expr, $run:ident, $ids:expr) => {{
+        use diesel::expression::IntoSql as _;
+        use $crate::schema::{generations, webhook_deliveries, webhook_endpoints};
+        let ids: &[String] = $ids;
+        let at = $crate::convert::to_stored_time(time::OffsetDateTime::now_utc());
+        let subscribed = generations::status
+            .eq("succeeded")
+            .and(webhook_endpoints::on_succeeded)
+            .or(generations::status
+                .eq("failed")
+                .and(webhook_endpoints::on_failed))
+            .or(generations::status
+                .eq("canceled")
+                .and(webhook_endpoints::on_canceled));
+        let due = webhook_endpoints::table
+            .inner_join(
+                generations::table.on(generations::user_id.eq(webhook_endpoints::user_id)),
+            )
+            .filter(generations::id.eq_any(ids))
+            .filter(subscribed)
+            .select((
+                webhook_endpoints::id,
+                generations::id,
+                generations::status,
+                at.into_sql::<diesel::sql_types::Timestamp>(),
+                "pending".into_sql::<diesel::sql_types::Text>(),
+                0.into_sql::<diesel::sql_types::Integer>(),
+                at.into_sql::<diesel::sql_types::Timestamp>(),
+            ));
+        $run!(
+            diesel::insert_into(webhook_deliveries::table)
+                .values(due)
+                .into_columns((
+                    webhook_deliveries::endpoint_id,
+                    webhook_deliveries::generation_id,
+                    webhook_deliveries::event,
+                    webhook_deliveries::occurred_at,
+                    webhook_deliveries::state,
+                    webhook_deliveries::attempts,
+                    webhook_deliveries::next_attempt_at,
+                )),
+            execute,
+            $conn
+        )?;
+    }};
+}
+pub(crate) use enqueue_events;
