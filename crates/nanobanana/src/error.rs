@@ -17,6 +17,12 @@ pub enum StartupError {
         #[source]
         source: std::io::Error,
     },
+    #[error("cannot read or create the encryption key file {path}")]
+    KeyFile {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("the JWT secret in the data folder {0}: delete it to have a new one made")]
     JwtSecretTooShort(String),
     #[error("cannot prepare password hashing")]

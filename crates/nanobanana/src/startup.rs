@@ -12,6 +12,7 @@ use nb_domain::admin::AdminEmails;
 use nb_domain::admin::AdminRepository;
 use nb_domain::generation::JobService;
 use nb_domain::system::Clock;
+use nb_domain::webhooks::WebhookService;
 use nb_system::SystemClock;
 use socket2::{Domain, Protocol, Socket, Type};
 
@@ -26,6 +27,7 @@ pub struct Application {
     server: Server,
     maintenance: Maintenance,
     jobs: Arc<JobService>,
+    webhooks: Arc<WebhookService>,
     draining: Arc<AtomicBool>,
     drain: Duration,
     /// How long requests in flight (and jobs being run) get once the listener closes.
@@ -56,6 +58,7 @@ impl Application {
             state,
             maintenance,
             jobs,
+            webhooks,
         } = wire(&config, database, address, Arc::new(SystemClock))?;
         let draining = state.draining.clone();
         // Signals are the application's (see `run_until_stopped`), not actix's.
@@ -65,6 +68,7 @@ impl Application {
             server,
             maintenance,
             jobs,
+            webhooks,
             draining,
             drain: config.server.shutdown_drain,
             grace: config.server.shutdown_grace,
@@ -84,7 +88,7 @@ impl Application {
     /// instance (or this one, restarted) once its lease runs out.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         self.maintenance.spawn();
-        let (stop_jobs, workers) = start_job_workers(&self.jobs);
+        let (stop_jobs, workers) = start_workers(&self.jobs, &self.webhooks);
         let handle = self.server.handle();
         let mut server = std::pin::pin!(self.server);
         let served = tokio::select! {
@@ -100,21 +104,31 @@ impl Application {
             }
         };
         let _ = stop_jobs.send(true);
-        if tokio::time::timeout(self.grace, workers.join_all()).await.is_err() {
-            tracing::warn!("jobs still running at shutdown: they will be taken again after their lease");
+        if tokio::time::timeout(self.grace, workers.join_all())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                "jobs still running at shutdown: they will be taken again after their lease"
+            );
         }
         self.maintenance.at_shutdown().await;
         served
     }
 }
 
-/// This instance's job workers (`NB_JOB_WORKERS`) and the queue-depth gauge on the current
-/// runtime, until told to stop (or the sender is dropped).
-pub fn start_job_workers(
+/// This instance's job workers (`NB_JOB_WORKERS`), its webhook deliverer and the
+/// queue-depth gauge on the current runtime, until told to stop (or the sender is dropped).
+pub fn start_workers(
     jobs: &Arc<JobService>,
+    webhooks: &Arc<WebhookService>,
 ) -> (tokio::sync::watch::Sender<bool>, tokio::task::JoinSet<()>) {
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let mut workers = tokio::task::JoinSet::new();
+    {
+        let (webhooks, stopped) = (webhooks.clone(), stopped.clone());
+        workers.spawn(async move { webhooks.deliver(stopped).await });
+    }
     let count = jobs.settings().workers;
     for _ in 0..count {
         let (jobs, stopped) = (jobs.clone(), stopped.clone());

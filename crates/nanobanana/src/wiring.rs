@@ -10,6 +10,7 @@ use std::time::Duration;
 use nb_api::AppState;
 use nb_api::body_budget::BodyBudget;
 use nb_api::client_address::ClientAddressSource;
+use nb_api::routes::webhooks::JsonEventBodies;
 use nb_api::tokens::AccessTokens;
 use nb_db::{Database, GenerationStore};
 use nb_domain::accounts::{AccountErasure, AccountPorts, AccountService, ErasurePorts};
@@ -20,21 +21,76 @@ use nb_domain::generation::{
     HistoryService, ImageProvider, JobService, ObjectStorage,
 };
 use nb_domain::idempotency::{IdempotencyPolicy, IdempotencyPorts, IdempotencyService};
+use nb_domain::ports::SecretSealer;
 use nb_domain::ports::{KeyChangeBroadcast, ReadinessCheck};
 use nb_domain::rate_limit::{RateLimiter, Throttle};
 use nb_domain::system::{Clock, IdGenerator, RandomSource};
+use nb_domain::webhooks::{WebhookPorts, WebhookService};
 use nb_imagen::{GeminiImageClient, TestModeImages, UnconfiguredImageProvider};
 use nb_storage::{InlineStorage, LocalStorage, S3Storage};
-use nb_system::{BcryptPasswordHasher, MemoryRateLimiter, OsRandom, UuidV7Ids};
+use nb_system::{BcryptPasswordHasher, MemoryRateLimiter, OsRandom, UuidV7Ids, XChaChaSealer};
+use nb_webhook::HttpWebhookSender;
 use secrecy::SecretString;
 
 use crate::background::{KeyChangeFeed, Maintenance};
 use crate::config::Config;
-use crate::config::sections::{JwtSecret, RateLimitStore, StorageBackend};
+use crate::config::sections::{EncryptionKey, JwtSecret, RateLimitStore, StorageBackend};
 use crate::error::StartupError;
 use nb_convert::ImageCrateConverter;
 
 const JWT_SECRET_FILE: &str = "jwt_secret";
+const ENCRYPTION_KEY_FILE: &str = "encryption_key";
+
+/// What seals webhook secrets: `NB_ENCRYPTION_KEY`; on SQLite (one instance) without it, a key
+/// generated once into the data folder; on PostgreSQL without it, nothing (webhooks answer
+/// 503: instances must share the key, so one cannot be made up here).
+fn secret_sealer(
+    config: &Config,
+    random: &dyn RandomSource,
+) -> Result<Option<Arc<dyn SecretSealer>>, StartupError> {
+    let key = match (&config.security.encryption_key, config.database_url()) {
+        (Some(key), _) => key.clone(),
+        (None, nb_db::DatabaseUrl::Sqlite(_)) => {
+            load_or_create_encryption_key(&config.data_dir, random)?
+        }
+        (None, _) => {
+            tracing::warn!(
+                "NB_ENCRYPTION_KEY is not set: webhooks are off (set the same 32-byte key on every instance)"
+            );
+            return Ok(None);
+        }
+    };
+    Ok(Some(Arc::new(XChaChaSealer::new(key.bytes()))))
+}
+
+fn load_or_create_encryption_key(
+    data_dir: &Path,
+    random: &dyn RandomSource,
+) -> Result<EncryptionKey, StartupError> {
+    let path = data_dir.join(ENCRYPTION_KEY_FILE);
+    let file_error = |source| StartupError::KeyFile {
+        path: path.display().to_string(),
+        source,
+    };
+    match std::fs::read_to_string(&path) {
+        Ok(stored) => {
+            return EncryptionKey::parse(&stored)
+                .map_err(|reason| file_error(std::io::Error::other(reason)));
+        }
+        Err(error) if error.kind() != std::io::ErrorKind::NotFound => {
+            return Err(file_error(error));
+        }
+        Err(_) => {}
+    }
+    create_private_dir(data_dir).map_err(file_error)?;
+    let mut bytes = [0u8; 32];
+    random
+        .fill_bytes(&mut bytes)
+        .map_err(|error| file_error(std::io::Error::other(error)))?;
+    write_private_file(&path, hex::encode(bytes).as_bytes()).map_err(file_error)?;
+    tracing::info!(path = %path.display(), "generated the key that seals webhook secrets (set NB_ENCRYPTION_KEY to choose one)");
+    Ok(EncryptionKey::from_bytes(bytes))
+}
 
 /// The application's state and the background work that keeps it.
 #[derive(Debug)]
@@ -43,6 +99,8 @@ pub struct Wired {
     pub maintenance: Maintenance,
     /// The queue of asynchronous generations, whose workers the server runs.
     pub jobs: Arc<JobService>,
+    /// Webhooks, whose deliverer the server runs.
+    pub webhooks: Arc<WebhookService>,
 }
 
 /// Wires the adapters to the domain services, telling time by `clock`. `bound_to` is the
@@ -177,6 +235,19 @@ pub fn wire(
         database.clone(),
         config.jobs.settings(),
     ));
+    let webhooks = Arc::new(WebhookService::new(
+        WebhookPorts {
+            webhooks: database.clone(),
+            sender: Arc::new(HttpWebhookSender::new(config.webhooks.settings().targets)),
+            sealer: secret_sealer(config, random.as_ref())?,
+            bodies: Arc::new(JsonEventBodies),
+            history: history.as_ref().clone(),
+            random: random.clone(),
+            clock: clock.clone(),
+            ids: ids.clone(),
+        },
+        config.webhooks.settings(),
+    ));
     let openai_models = config
         .openai_model_map(&models)
         .map_err(StartupError::OpenAiModelMap)?;
@@ -243,6 +314,7 @@ pub fn wire(
         generations,
         history: history.clone(),
         jobs: jobs.clone(),
+        webhooks: webhooks.clone(),
         access_tokens: AccessTokens::new(
             jwt_secret.expose_secret(),
             config.security.access_token_ttl,
@@ -252,6 +324,7 @@ pub fn wire(
     };
     Ok(Wired {
         jobs,
+        webhooks,
         maintenance: Maintenance::new(
             key_cache,
             rate_limiter,

@@ -438,7 +438,8 @@ async fn jobs_held_by_a_killed_instance_are_finished_by_another() {
         || async {
             let mut running = 0;
             for id in &ids {
-                running += usize::from(status_of(first.base.clone(), id.clone()).await == "running");
+                running +=
+                    usize::from(status_of(first.base.clone(), id.clone()).await == "running");
             }
             running == ids.len()
         },
@@ -446,7 +447,13 @@ async fn jobs_held_by_a_killed_instance_are_finished_by_another() {
     .await;
     let first_base = first.base.clone();
     drop(first); // SIGKILL: nothing is finished or released.
-    assert!(client.get(format!("{first_base}/healthz")).send().await.is_err());
+    assert!(
+        client
+            .get(format!("{first_base}/healthz"))
+            .send()
+            .await
+            .is_err()
+    );
 
     let second = start_with(url, &google, &settings).await;
     eventually_true(
@@ -487,7 +494,10 @@ async fn jobs_held_by_a_killed_instance_are_finished_by_another() {
     let answers = futures_util::future::join_all(requests).await;
     let succeeded = answers.iter().filter(|(status, _)| *status == 200).count();
     assert_eq!(succeeded, 6, "{answers:?}");
-    assert!(answers.contains(&(429, "quota_exceeded".to_owned())), "{answers:?}");
+    assert!(
+        answers.contains(&(429, "quota_exceeded".to_owned())),
+        "{answers:?}"
+    );
     assert_eq!(database.rows_in("generation_jobs").await, 0);
     drop(second);
 }

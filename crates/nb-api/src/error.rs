@@ -589,6 +589,32 @@ impl From<InvalidImageCount> for ApiError {
 /// When the provider gives no wait time, how long clients are asked to wait.
 const DEFAULT_RETRY_AFTER_SECONDS: u64 = 30;
 
+impl From<nb_domain::webhooks::WebhookError> for ApiError {
+    fn from(error: nb_domain::webhooks::WebhookError) -> Self {
+        use nb_domain::webhooks::WebhookError;
+        match error {
+            WebhookError::NotFound => {
+                Self::not_found("webhook_not_found", "No such webhook endpoint.")
+            }
+            WebhookError::InvalidUrl(error) => Self::invalid_field("url", format!("{error}.")),
+            WebhookError::InvalidEvents(error) => {
+                Self::invalid_field("events", format!("{error}."))
+            }
+            WebhookError::DescriptionTooLong => {
+                Self::invalid_field("description", format!("{error}."))
+            }
+            WebhookError::NotConfigured => Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "webhooks_not_configured",
+                "Webhooks are not configured on this server: the operator must set \
+                 NB_ENCRYPTION_KEY (the key that seals their secrets, the same on every instance).",
+            ),
+            WebhookError::Randomness(error) => Self::internal(error.to_string()),
+            WebhookError::Repository(error) => error.into(),
+        }
+    }
+}
+
 impl From<HistoryError> for ApiError {
     fn from(error: HistoryError) -> Self {
         match error {

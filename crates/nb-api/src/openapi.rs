@@ -7,7 +7,7 @@ use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use crate::openai;
-use crate::routes::{accounts, admin, api_keys, generate, history, images, ops, usage};
+use crate::routes::{accounts, admin, api_keys, generate, history, images, ops, usage, webhooks};
 
 #[derive(Debug, OpenApi)]
 #[openapi(
@@ -37,6 +37,13 @@ use crate::routes::{accounts, admin, api_keys, generate, history, images, ops, u
         history::get,
         history::delete,
         history::cancel,
+        webhooks::create,
+        webhooks::list,
+        webhooks::get,
+        webhooks::update,
+        webhooks::delete,
+        webhooks::rotate,
+        webhooks::deliveries,
         usage::usage,
         admin::list_users,
         admin::update_user,
@@ -55,6 +62,7 @@ use crate::routes::{accounts, admin, api_keys, generate, history, images, ops, u
         (name = "keys", description = "API keys (access tokens)"),
         (name = "generation", description = "Images and usage (API keys)"),
         (name = "openai", description = "OpenAI-compatible images and models (API keys): point an OpenAI SDK's base_url at /v1"),
+        (name = "webhooks", description = "Signed webhooks (Standard Webhooks) for the account's generations (access tokens)"),
         (name = "admin", description = "The operator's view (access tokens of the accounts in NB_ADMIN_EMAILS)"),
         (name = "operations", description = "Health, readiness, metrics and this document"),
     )

@@ -12,6 +12,7 @@ use nb_domain::generation::{Generations, History, InputImageLimits, Jobs, Object
 use nb_domain::idempotency::Idempotency;
 use nb_domain::rate_limit::Throttling;
 use nb_domain::readiness::ReadinessCheck;
+use nb_domain::webhooks::Webhooks;
 use secrecy::SecretString;
 
 use crate::body_budget::BodyBudget;
@@ -30,6 +31,7 @@ pub struct AppState {
     pub history: Arc<dyn History>,
     /// Asynchronous generations (`Prefer: respond-async`).
     pub jobs: Arc<dyn Jobs>,
+    pub webhooks: Arc<dyn Webhooks>,
     pub idempotency: Arc<dyn Idempotency>,
     pub throttle: Arc<dyn Throttling>,
     pub access_tokens: AccessTokens,

@@ -124,6 +124,7 @@ impl Services {
             generations: Arc::new(self.generations),
             history: Arc::new(MockHistory::new()),
             jobs: Arc::new(self.jobs),
+            webhooks: Arc::new(nb_domain::webhooks::MockWebhooks::new()),
             idempotency: Arc::new(MockIdempotency::new()),
             throttle: Arc::new(self.throttle),
             access_tokens: tokens,
@@ -406,10 +407,18 @@ async fn canceling_a_running_job_is_409_not_cancelable() {
     });
     let (state, token) = services.into_state();
     let request = test::TestRequest::post()
-        .uri(&format!("/v1/generations/gen_{}/cancel", Uuid::from_u128(7)))
+        .uri(&format!(
+            "/v1/generations/gen_{}/cancel",
+            Uuid::from_u128(7)
+        ))
         .insert_header(("authorization", format!("Bearer {token}")));
     let (status, body) = call(state, request).await;
     assert_eq!(status, StatusCode::CONFLICT);
     assert_eq!(body["error"]["code"], "not_cancelable");
-    assert!(body["error"]["message"].as_str().unwrap().contains("running"));
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("running")
+    );
 }

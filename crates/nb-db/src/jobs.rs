@@ -356,15 +356,12 @@ impl JobRepository for Database {
                 conn
             )?;
             run!(
-                diesel::update(generations::table.find(&id))
-                    .set(generations::status.eq("running")),
+                diesel::update(generations::table.find(&id)).set(generations::status.eq("running")),
                 execute,
                 conn
             )?;
             let row: JobRow = run!(
-                generation_jobs::table
-                    .find(&id)
-                    .select(JobRow::as_select()),
+                generation_jobs::table.find(&id).select(JobRow::as_select()),
                 get_result,
                 conn
             )?;
@@ -552,8 +549,9 @@ impl JobRepository for Database {
                 conn
             )?;
             if let Some(json) = reservation {
-                let reservation = stored_reservation(&json, &key_id, user_id)
-                    .map_err(|error| diesel::result::Error::DeserializationError(Box::new(error)))?;
+                let reservation = stored_reservation(&json, &key_id, user_id).map_err(|error| {
+                    diesel::result::Error::DeserializationError(Box::new(error))
+                })?;
                 let settlement = reservation.settlement(0, Usd::ZERO);
                 settle_counters!(conn, run, &reservation, settlement);
             }

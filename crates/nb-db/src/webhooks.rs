@@ -15,8 +15,8 @@ use nb_domain::generation::GenerationId;
 use nb_domain::pagination::{Cursor, Page, PageRequest};
 use nb_domain::ports::WebhookRepository;
 use nb_domain::webhooks::{
-    AttemptRecord, AttemptResult, DueDelivery, Endpoint, EndpointPatch, EndpointStatus,
-    EventType, EventTypes, NewEndpoint, NextStep, SealedSecrets, WebhookId, WebhookUrl,
+    AttemptRecord, AttemptResult, DueDelivery, Endpoint, EndpointPatch, EndpointStatus, EventType,
+    EventTypes, NewEndpoint, NextStep, SealedSecrets, WebhookId, WebhookUrl,
 };
 use time::{OffsetDateTime, PrimitiveDateTime};
 use uuid::Uuid;
@@ -65,10 +65,10 @@ impl EndpointRow {
     fn secrets(&self, now: PrimitiveDateTime) -> SealedSecrets {
         SealedSecrets {
             current: self.secret.clone(),
-            previous: self
-                .previous_secret
-                .clone()
-                .filter(|_| self.previous_secret_expires_at.is_some_and(|until| until > now)),
+            previous: self.previous_secret.clone().filter(|_| {
+                self.previous_secret_expires_at
+                    .is_some_and(|until| until > now)
+            }),
         }
     }
 }
@@ -349,8 +349,7 @@ impl WebhookRepository for Database {
             )?;
             let mut claimed = Vec::with_capacity(keys.len());
             for key in &keys {
-                let this = webhook_deliveries::table
-                    .find((&key.endpoint_id, &key.generation_id));
+                let this = webhook_deliveries::table.find((&key.endpoint_id, &key.generation_id));
                 run!(
                     diesel::update(this).set((
                         webhook_deliveries::attempts.eq(webhook_deliveries::attempts + 1),
@@ -532,9 +531,11 @@ impl WebhookRepository for Database {
                 .into_boxed();
             if let Some((at, after_id)) = &after {
                 query = query.filter(
-                    webhook_attempts::attempted_at.lt(*at).or(webhook_attempts::attempted_at
-                        .eq(*at)
-                        .and(webhook_attempts::id.lt(after_id.clone()))),
+                    webhook_attempts::attempted_at
+                        .lt(*at)
+                        .or(webhook_attempts::attempted_at
+                            .eq(*at)
+                            .and(webhook_attempts::id.lt(after_id.clone()))),
                 );
             }
             run!(query, load, conn).map(Some)

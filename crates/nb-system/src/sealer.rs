@@ -67,7 +67,11 @@ mod tests {
         let secret = b"a webhook secret of 32 bytes....";
         let sealed = sealer.seal(secret).unwrap();
         assert!(!sealed.windows(secret.len()).any(|window| window == secret));
-        assert_ne!(sealed, sealer.seal(secret).unwrap(), "a fresh nonce each time");
+        assert_ne!(
+            sealed,
+            sealer.seal(secret).unwrap(),
+            "a fresh nonce each time"
+        );
         assert_eq!(sealer.open(&sealed).unwrap(), secret);
         assert_eq!(XChaChaSealer::new(&[8; 32]).open(&sealed), Err(UnsealError));
         let mut tampered = sealed.clone();

@@ -45,13 +45,11 @@ impl HttpWebhookSender {
             Some(url::Host::Ipv4(ip)) => (ip.to_string(), vec![SocketAddr::new(ip.into(), port)]),
             Some(url::Host::Ipv6(ip)) => (ip.to_string(), vec![SocketAddr::new(ip.into(), port)]),
             Some(url::Host::Domain(name)) => {
-                let resolved = tokio::time::timeout(
-                    self.timeout,
-                    tokio::net::lookup_host((name, port)),
-                )
-                .await
-                .map_err(|_| "dns_failed")?
-                .map_err(|_| "dns_failed")?;
+                let resolved =
+                    tokio::time::timeout(self.timeout, tokio::net::lookup_host((name, port)))
+                        .await
+                        .map_err(|_| "dns_failed")?
+                        .map_err(|_| "dns_failed")?;
                 (name.to_owned(), resolved.collect())
             }
             None => return Err("invalid_url"),
@@ -75,7 +73,10 @@ impl HttpWebhookSender {
         body: Vec<u8>,
     ) -> Result<u16, (Option<u16>, &'static str)> {
         let parsed = url::Url::parse(url).map_err(|_| (None, "invalid_url"))?;
-        let (name, addresses) = self.addresses(&parsed).await.map_err(|error| (None, error))?;
+        let (name, addresses) = self
+            .addresses(&parsed)
+            .await
+            .map_err(|error| (None, error))?;
         let client = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .no_proxy()
@@ -172,7 +173,11 @@ mod tests {
             .mount(&receiver)
             .await;
         let result = HttpWebhookSender::new(INSIDE_ALLOWED)
-            .send(&format!("{}/hook", receiver.uri()), headers(), b"{}".to_vec())
+            .send(
+                &format!("{}/hook", receiver.uri()),
+                headers(),
+                b"{}".to_vec(),
+            )
             .await;
         assert_eq!(result.status_code, Some(204));
         assert!(result.delivered());
@@ -207,7 +212,10 @@ mod tests {
             .await;
         let sender = HttpWebhookSender::new(INSIDE_ALLOWED);
         let result = sender.send(&receiver.uri(), headers(), vec![]).await;
-        assert_eq!((result.status_code, result.error), (Some(307), Some("redirect")));
+        assert_eq!(
+            (result.status_code, result.error),
+            (Some(307), Some("redirect"))
+        );
         assert!(!result.delivered());
 
         let slow = MockServer::start().await;

@@ -27,8 +27,8 @@ use serde::Deserialize;
 
 use self::catalog_file::{CatalogFileError, load_catalog};
 use self::sections::{
-    JobsSection, LimitsSection, LogFormat, ModelsSection, OpenAiMapSetting, SecuritySection, StorageBackend,
-    StorageSection,
+    JobsSection, LimitsSection, LogFormat, ModelsSection, OpenAiMapSetting, SecuritySection,
+    StorageBackend, StorageSection, WebhooksSection,
 };
 use self::sources::{ENVIRONMENT, EnvironmentVariables, variable_for};
 
@@ -51,6 +51,7 @@ pub struct Config {
     pub storage: StorageSection,
     pub limits: LimitsSection,
     pub jobs: JobsSection,
+    pub webhooks: WebhooksSection,
     pub security: SecuritySection,
     pub redis: RedisSettings,
 }
@@ -67,6 +68,7 @@ impl Default for Config {
             storage: StorageSection::default(),
             limits: LimitsSection::default(),
             jobs: JobsSection::default(),
+            webhooks: WebhooksSection::default(),
             security: SecuritySection::default(),
             redis: RedisSettings::default(),
         }

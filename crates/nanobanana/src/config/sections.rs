@@ -277,6 +277,101 @@ impl JobsSection {
     }
 }
 
+/// `[webhooks]`: where webhooks may go and how often a failed delivery is retried.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct WebhooksSection {
+    /// Plain `http://` URLs are accepted (for a receiver on a trusted network).
+    pub allow_http: bool,
+    /// Private, loopback, link-local and metadata addresses may be targets.
+    pub allow_private_targets: bool,
+    /// The delays before each retry, in seconds: `n` delays, `n + 1` attempts.
+    pub retry_schedule: RetrySeconds,
+}
+
+impl WebhooksSection {
+    pub fn settings(&self) -> nb_domain::webhooks::WebhookSettings {
+        nb_domain::webhooks::WebhookSettings {
+            targets: nb_domain::webhooks::TargetPolicy {
+                allow_http: self.allow_http,
+                allow_private: self.allow_private_targets,
+            },
+            retries: self.retry_schedule.0.clone(),
+        }
+    }
+}
+
+/// Seconds between webhook attempts: `5,300,1800` (a list, or numbers in the file).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct RetrySeconds(pub nb_domain::webhooks::RetrySchedule);
+
+impl<'de> Deserialize<'de> for RetrySeconds {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Written {
+            Number(u64),
+            Text(String),
+        }
+        let delays = Vec::<Written>::deserialize(deserializer)?
+            .into_iter()
+            .map(|written| match written {
+                Written::Number(n) => Ok(n),
+                Written::Text(text) => text.trim().parse::<u64>().map_err(|_| {
+                    serde::de::Error::custom(format!("{text:?} is not a number of seconds"))
+                }),
+            })
+            .map(|seconds| seconds.map(Duration::from_secs))
+            .collect::<Result<Vec<_>, _>>()?;
+        if delays.len() > 20 {
+            return Err(serde::de::Error::custom("at most 20 retries"));
+        }
+        Ok(Self(nb_domain::webhooks::RetrySchedule(delays)))
+    }
+}
+
+/// The key webhook secrets are sealed with: 32 bytes, as 64 hex digits or base64. Never
+/// printed.
+#[derive(Clone, Deserialize)]
+#[serde(try_from = "SecretString")]
+pub struct EncryptionKey([u8; 32]);
+
+impl std::fmt::Debug for EncryptionKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("EncryptionKey(…)")
+    }
+}
+
+impl EncryptionKey {
+    pub fn bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+
+    pub fn from_bytes(bytes: [u8; 32]) -> Self {
+        Self(bytes)
+    }
+
+    pub fn parse(text: &str) -> Result<Self, String> {
+        use base64::Engine as _;
+        let text = text.trim();
+        let bytes = hex::decode(text)
+            .ok()
+            .or_else(|| base64::engine::general_purpose::STANDARD.decode(text).ok())
+            .ok_or("must be 32 bytes as 64 hex digits or base64")?;
+        <[u8; 32]>::try_from(bytes.as_slice())
+            .map(Self)
+            .map_err(|_| "must be 32 bytes (64 hex digits, or 44 characters of base64)".to_owned())
+    }
+}
+
+impl TryFrom<SecretString> for EncryptionKey {
+    type Error = String;
+
+    fn try_from(secret: SecretString) -> Result<Self, String> {
+        Self::parse(secret.expose_secret())
+    }
+}
+
 /// An amount of dollars in the configuration: a number (`50`, `12.5`) or a decimal string
 /// (`"12.50"`, as environment variables give it).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -390,6 +485,9 @@ pub struct SecuritySection {
     pub admin_emails: AdminEmailList,
     /// When set, `GET /metrics` requires `Authorization: Bearer <token>`.
     pub metrics_token: Option<SecretString>,
+    /// Seals webhook secrets at rest; when unset, generated once into the data folder on
+    /// SQLite, and webhooks are off on PostgreSQL (every instance must share it).
+    pub encryption_key: Option<EncryptionKey>,
 }
 
 impl Default for SecuritySection {
@@ -400,6 +498,7 @@ impl Default for SecuritySection {
             bcrypt_cost: nb_system::DEFAULT_BCRYPT_COST,
             admin_emails: AdminEmailList::default(),
             metrics_token: None,
+            encryption_key: None,
         }
     }
 }

@@ -277,6 +277,15 @@ pub const VARIABLES: &[Variable] = &[
     var("NB_BCRYPT_COST", "security.bcrypt_cost", Number),
     var("NB_ADMIN_EMAILS", "security.admin_emails", List),
     secret("NB_METRICS_TOKEN", "security.metrics_token"),
+    secret("NB_ENCRYPTION_KEY", "security.encryption_key"),
+    // [webhooks]
+    var("NB_WEBHOOK_ALLOW_HTTP", "webhooks.allow_http", Flag),
+    var(
+        "NB_WEBHOOK_ALLOW_PRIVATE_TARGETS",
+        "webhooks.allow_private_targets",
+        Flag,
+    ),
+    var("NB_WEBHOOK_RETRY_SCHEDULE", "webhooks.retry_schedule", List),
     // [redis]
     secret("NB_REDIS_URL", "redis.url"),
 ];

@@ -117,6 +117,9 @@ pub fn test_config(data_dir: PathBuf, db: &TestDatabase, google: &MockServer) ->
     config.security.jwt_secret =
         Some(JwtSecret::try_from(SecretString::from(TEST_JWT_SECRET)).unwrap());
     config.security.access_token_ttl = Duration::from_secs(3600);
+    config.security.encryption_key = Some(nanobanana::config::sections::EncryptionKey::from_bytes(
+        *b"an encryption key for tests only",
+    ));
     config.security.bcrypt_cost = 4;
     config.server.listen = ListenAddress::try_from("127.0.0.1:0".to_owned()).unwrap();
     config.server.workers = NonZeroUsize::new(2);
@@ -179,7 +182,8 @@ impl TestApp {
         let wired = wire_with_clock(&config, db.database.clone(), address, clock.clone()).unwrap();
         wired.maintenance.spawn();
         let history = wired.maintenance.history();
-        let (stop_jobs, job_workers) = nanobanana::startup::start_job_workers(&wired.jobs);
+        let (stop_jobs, job_workers) =
+            nanobanana::startup::start_workers(&wired.jobs, &wired.webhooks);
         let app_id = uuid::Uuid::new_v4().simple().to_string();
         let echo_route = format!("/test/{app_id}/echo/{{n}}");
         let server = serve(listener, wired.state, move |routes| {

@@ -31,9 +31,7 @@ impl TestApp {
 
     /// A job submitted with `Prefer: respond-async`, which must be accepted: its generation.
     async fn submitted(&self, key: &str, body: &Value) -> Value {
-        let response = self
-            .submit(key, body, &[("prefer", "respond-async")])
-            .await;
+        let response = self.submit(key, body, &[("prefer", "respond-async")]).await;
         assert_eq!(response.status(), 202);
         response.json().await.unwrap()
     }

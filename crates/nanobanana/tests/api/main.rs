@@ -18,3 +18,4 @@ mod openapi;
 mod operations;
 mod records;
 mod spend_control;
+mod webhooks;

@@ -2,11 +2,11 @@
 
 use std::fmt;
 
+use actix_web::http::header::LOCATION;
 use actix_web::{HttpRequest, HttpResponse, ResponseError, web};
 use bytes::Bytes;
 use nb_domain::api_keys::AuthenticatedApiKey;
 use nb_domain::encoding::decode_data_url_or_base64;
-use actix_web::http::header::LOCATION;
 use nb_domain::generation::{
     GenerateError, GenerationRequest, HistoryScope, ImageCount, InputImages, OutputEncoding,
     RawGenerationRequest, Standings,

@@ -84,7 +84,9 @@ impl GenerationFailure {
 /// What a stored failure code means, for a person reading it.
 fn failure_message(code: &str) -> &'static str {
     match code {
-        "content_rejected" => "The image provider returned no image (its safety system refused the prompt or the images).",
+        "content_rejected" => {
+            "The image provider returned no image (its safety system refused the prompt or the images)."
+        }
         "upstream_busy" => "Too many images were being generated on the server.",
         "upstream_rate_limited" => "The image provider's quota was exhausted.",
         "upstream_timeout" => "The image provider did not answer in time.",
@@ -97,9 +99,13 @@ fn failure_message(code: &str) -> &'static str {
         "storage_full" => "The image store was full.",
         "storage_failed" => "The image store failed.",
         "database_unavailable" => "The database was unavailable.",
-        "validation_failed" => "The request could not be served as asked (see the model's options, or the conversation it continues).",
+        "validation_failed" => {
+            "The request could not be served as asked (see the model's options, or the conversation it continues)."
+        }
         "generation_not_found" => "The generation it continues no longer exists.",
-        "queue_timeout" => "The job waited in the queue longer than the server allows (NB_JOB_TIMEOUT_SECONDS).",
+        "queue_timeout" => {
+            "The job waited in the queue longer than the server allows (NB_JOB_TIMEOUT_SECONDS)."
+        }
         "job_interrupted" => "The server running the job stopped during its last attempt.",
         _ => "The generation failed.",
     }

@@ -13,6 +13,7 @@ pub mod history;
 pub mod images;
 pub mod ops;
 pub mod usage;
+pub mod webhooks;
 
 use actix_web::http::StatusCode;
 use actix_web::{HttpMessage, HttpRequest, HttpResponse, web};
@@ -54,6 +55,10 @@ routes! {
     "/v1/generations" => { get => history::list },
     "/v1/generations/{generation_id}" => { get => history::get, delete => history::delete },
     "/v1/generations/{generation_id}/cancel" => { post => history::cancel },
+    "/v1/webhooks" => { get => webhooks::list, post => webhooks::create },
+    "/v1/webhooks/{webhook_id}" => { get => webhooks::get, patch => webhooks::update, delete => webhooks::delete },
+    "/v1/webhooks/{webhook_id}/rotate" => { post => webhooks::rotate },
+    "/v1/webhooks/{webhook_id}/deliveries" => { get => webhooks::deliveries },
     "/v1/usage" => { get => usage::usage },
     "/v1/admin/users" => { get => admin::list_users },
     "/v1/admin/users/{user_id}" => { patch => admin::update_user },

@@ -69,7 +69,9 @@ impl StoredRow {
         let id = GenerationId::parse(&self.id).map_err(RepositoryError::unexpected)?;
         let status = match (self.deleted_at, self.status.as_str()) {
             (Some(_), _) => GenerationStatus::Deleted,
-            (None, status) => GenerationStatus::parse(status).map_err(RepositoryError::unexpected)?,
+            (None, status) => {
+                GenerationStatus::parse(status).map_err(RepositoryError::unexpected)?
+            }
         };
         let usage = stored_usage(&self);
         let previous = self

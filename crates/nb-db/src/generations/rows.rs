@@ -345,9 +345,7 @@ macro_rules! enqueue_events {
                 .eq("canceled")
                 .and(webhook_endpoints::on_canceled));
         let due = webhook_endpoints::table
-            .inner_join(
-                generations::table.on(generations::user_id.eq(webhook_endpoints::user_id)),
-            )
+            .inner_join(generations::table.on(generations::user_id.eq(webhook_endpoints::user_id)))
             .filter(generations::id.eq_any(ids))
             .filter(subscribed)
             .select((

@@ -618,7 +618,11 @@ impl GenerationService {
 
     /// What a batch reserves: its images and the model's per-image price at the resolution
     /// asked × the images.
-    pub(crate) fn ask(caller: &AuthenticatedApiKey, request: &GenerationRequest, count: ImageCount) -> Ask {
+    pub(crate) fn ask(
+        caller: &AuthenticatedApiKey,
+        request: &GenerationRequest,
+        count: ImageCount,
+    ) -> Ask {
         let images = count.get() as u64;
         let estimate = Self::price_for(caller, request).map_or(Usd::ZERO, |price| {
             price.estimate(request.shape.resolution, images)

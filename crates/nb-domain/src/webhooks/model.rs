@@ -229,7 +229,10 @@ pub struct AttemptResult {
 impl AttemptResult {
     /// A 2xx answer in time.
     pub fn delivered(&self) -> bool {
-        self.error.is_none() && self.status_code.is_some_and(|code| (200..300).contains(&code))
+        self.error.is_none()
+            && self
+                .status_code
+                .is_some_and(|code| (200..300).contains(&code))
     }
 }
 
@@ -274,7 +277,9 @@ impl Default for RetrySchedule {
 impl RetrySchedule {
     /// After attempt `attempt` (1-based) failed at `now`: the next one, or none.
     pub fn after_failure(&self, attempt: u32, now: OffsetDateTime) -> NextStep {
-        let index = usize::try_from(attempt).unwrap_or(usize::MAX).saturating_sub(1);
+        let index = usize::try_from(attempt)
+            .unwrap_or(usize::MAX)
+            .saturating_sub(1);
         match self.0.get(index) {
             Some(delay) => NextStep::RetryAt(now + *delay),
             None => NextStep::GiveUp,

@@ -41,8 +41,11 @@ pub trait WebhookRepository: Send + Sync + 'static {
 
     /// Removes it with its pending deliveries and its attempts; `Ok(false)` when it is not
     /// the user's.
-    async fn delete_endpoint(&self, user_id: UserId, id: WebhookId)
-    -> Result<bool, RepositoryError>;
+    async fn delete_endpoint(
+        &self,
+        user_id: UserId,
+        id: WebhookId,
+    ) -> Result<bool, RepositoryError>;
 
     /// Makes `sealed_secret` the current secret; the current one becomes the previous one,
     /// signing beside it until `previous_expires_at`. `Ok(None)` when it is not the user's.

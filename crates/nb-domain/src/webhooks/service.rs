@@ -264,12 +264,7 @@ impl WebhookService {
                     user_id: delivery.endpoint.user_id,
                     key_id: None,
                 };
-                let generation = match self
-                    .ports
-                    .history
-                    .get(scope, delivery.generation_id)
-                    .await
-                {
+                let generation = match self.ports.history.get(scope, delivery.generation_id).await {
                     Ok(generation) => generation,
                     Err(HistoryError::NotFound) => return Err("generation_gone"),
                     Err(error) => {

@@ -78,20 +78,14 @@ mod tests {
     /// tests): secret, id, timestamp, body and the signature they must give.
     #[test]
     fn signs_the_specifications_example() {
-        let secret = WebhookSecret::from_bytes(
-            BASE64
-                .decode("MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")
-                .unwrap(),
-        );
+        let secret =
+            WebhookSecret::from_bytes(BASE64.decode("MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw").unwrap());
         let signature = secret.sign(
             "msg_p5jXN8AQM9LWM0D4loKWxJek",
             1614265330,
             br#"{"test": 2432232314}"#,
         );
-        assert_eq!(
-            signature,
-            "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE="
-        );
+        assert_eq!(signature, "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=");
         assert_eq!(secret.reveal(), "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw");
         assert_eq!(format!("{secret:?}"), "WebhookSecret(…)");
     }
@@ -102,6 +96,9 @@ mod tests {
         let new = WebhookSecret::from_bytes(vec![2; 32]);
         let header = signature_header(&[new.clone(), old.clone()], "msg_1", 10, b"{}");
         let parts: Vec<&str> = header.split(' ').collect();
-        assert_eq!(parts, [new.sign("msg_1", 10, b"{}"), old.sign("msg_1", 10, b"{}")]);
+        assert_eq!(
+            parts,
+            [new.sign("msg_1", 10, b"{}"), old.sign("msg_1", 10, b"{}")]
+        );
     }
 }

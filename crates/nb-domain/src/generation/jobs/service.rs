@@ -233,18 +233,16 @@ impl JobService {
         request: GenerationRequest,
     ) -> Result<(), GenerateError> {
         let history = match request.previous {
-            Some(previous) => {
-                self.generations
-                    .conversation(&job.caller, previous)
-                    .await?
-            }
+            Some(previous) => self.generations.conversation(&job.caller, previous).await?,
             None => Vec::new(),
         };
         let via = RecordVia::Job {
             jobs: self.jobs.as_ref(),
             job,
         };
-        let run = self.generations.generate(job.caller, request, &history, via);
+        let run = self
+            .generations
+            .generate(job.caller, request, &history, via);
         let mut run = std::pin::pin!(run);
         let renew_every = self.settings.lease / 3;
         loop {
@@ -314,7 +312,12 @@ impl Jobs for JobService {
         }
         let reserved = if caller.quota_applies {
             let ask = GenerationService::ask(&caller, &request, ImageCount::ONE);
-            Some(ports.quotas.reserve(&caller, ask, ports.clock.now()).await?)
+            Some(
+                ports
+                    .quotas
+                    .reserve(&caller, ask, ports.clock.now())
+                    .await?,
+            )
         } else {
             None
         };
@@ -322,7 +325,9 @@ impl Jobs for JobService {
             id: GenerationId(ports.ids.new_id()),
             caller,
             request: JobRequest::of(&request),
-            reservation: reserved.as_ref().map(|reserved| reserved.reservation.clone()),
+            reservation: reserved
+                .as_ref()
+                .map(|reserved| reserved.reservation.clone()),
             created_at: ports.clock.now(),
         };
         tracing::Span::current().record("generation_id", tracing::field::display(job.id));
