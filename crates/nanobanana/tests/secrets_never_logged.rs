@@ -77,6 +77,8 @@ async fn run_flow_and_check_logs(backend: Backend) {
     let app = TestApp::spawn_with(backend, |config| {
         crate::helpers::store_in_s3(config, settings);
         config.redis.url = Some(redis_url);
+        config.webhooks.allow_http = true;
+        config.webhooks.allow_private_targets = true;
     })
     .await;
     // Google refuses one prompt with an error, so the error paths log too.
@@ -128,6 +130,47 @@ async fn run_flow_and_check_logs(backend: Backend) {
     let cookie_token = session_cookie["nb_session=".len()..].to_owned();
     assert_eq!(app.get_with("/v1/auth/me", &token).await.status(), 200);
     let (key_id, key) = app.created_key(&token).await;
+    // A webhook endpoint, its secret rotated, and an event signed with both secrets.
+    let receiver = wiremock::MockServer::start().await;
+    Mock::given(wiremock::matchers::method("POST"))
+        .respond_with(ResponseTemplate::new(204))
+        .mount(&receiver)
+        .await;
+    let webhook: serde_json::Value = app
+        .client
+        .post(app.url("/v1/webhooks"))
+        .bearer_auth(&token)
+        .json(&json!({"url": receiver.uri()}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let webhook_secret = webhook["secret"].as_str().unwrap().to_owned();
+    let rotated: serde_json::Value = app
+        .client
+        .post(app.url(&format!(
+            "/v1/webhooks/{}/rotate",
+            webhook["id"].as_str().unwrap()
+        )))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let rotated_secret = rotated["secret"].as_str().unwrap().to_owned();
+    let event = app.generate(&key, &json!({"prompt": "an event"})).await;
+    assert_eq!(event.status(), 200);
+    nb_testkit::eventually_true(
+        "the event is delivered",
+        std::time::Duration::from_secs(10),
+        std::time::Duration::from_millis(50),
+        || async { !receiver.received_requests().await.unwrap().is_empty() },
+    )
+    .await;
     assert_eq!(app.get_with(API_KEY_PROBE, &key).await.status(), 200);
     let request_id = format!("trace-{}", uuid::Uuid::new_v4().simple());
     let generated = app
@@ -393,6 +436,15 @@ async fn run_flow_and_check_logs(backend: Backend) {
         ("R2/S3 secret key", S3_SECRET_KEY),
         ("Redis password", REDIS_PASSWORD),
         ("browser session's token", cookie_token.as_str()),
+        ("webhook secret", webhook_secret.as_str()),
+        ("webhook secret's bytes", &webhook_secret["whsec_".len()..]),
+        ("rotated webhook secret", rotated_secret.as_str()),
+        ("rotated webhook secret's bytes", &rotated_secret["whsec_".len()..]),
+        (
+            "encryption key",
+            &hex::encode(b"an encryption key for tests only"),
+        ),
+        ("encryption key (text)", "an encryption key for tests only"),
     ] {
         assert!(!text.contains(secret), "the {what} appears in the logs");
     }

@@ -397,10 +397,33 @@ async fn jobs_held_by_a_killed_instance_are_finished_by_another() {
         ("NB_JOB_WORKERS", "4"),
         ("NB_JOB_LEASE_SECONDS", "3"),
         ("NB_JOB_POLL_INTERVAL_MS", "100"),
+        (
+            "NB_ENCRYPTION_KEY",
+            "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff",
+        ),
+        ("NB_WEBHOOK_ALLOW_HTTP", "true"),
+        ("NB_WEBHOOK_ALLOW_PRIVATE_TARGETS", "true"),
     ];
     let first = start_with(url, &google, &settings).await;
     let ada = signed_up(&client, &first, "ada@example.com").await;
     let key = created_key(&client, &first, &ada, json!({"limits": {"per_day": 10}})).await;
+    // Every event goes to a receiver, signed with the secret both instances can open.
+    let receiver = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(204))
+        .mount(&receiver)
+        .await;
+    let webhook: Value = client
+        .post(format!("{}/v1/webhooks", first.base))
+        .bearer_auth(&ada)
+        .json(&json!({"url": receiver.uri(), "events": ["generation.succeeded"]}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let secret = webhook["secret"].as_str().unwrap().to_owned();
     let mut ids = Vec::new();
     for _ in 0..4 {
         let response = client
@@ -499,5 +522,32 @@ async fn jobs_held_by_a_killed_instance_are_finished_by_another() {
         "{answers:?}"
     );
     assert_eq!(database.rows_in("generation_jobs").await, 0);
+    // Each job's event was delivered (at least once), verifiable, under one webhook-id.
+    let verifier = standardwebhooks::Webhook::new(&secret).unwrap();
+    let delivered = || async {
+        let mut events: std::collections::BTreeMap<String, Vec<Value>> = Default::default();
+        for request in receiver.received_requests().await.unwrap() {
+            verifier.verify(&request.body, &request.headers).unwrap();
+            let body: Value = serde_json::from_slice(&request.body).unwrap();
+            events
+                .entry(request.headers["webhook-id"].to_str().unwrap().to_owned())
+                .or_default()
+                .push(body);
+        }
+        events
+    };
+    eventually_true(
+        "every job's event is delivered",
+        Duration::from_secs(10),
+        POLL,
+        || async { delivered().await.len() == 4 },
+    )
+    .await;
+    for (webhook_id, bodies) in delivered().await {
+        assert!(bodies.iter().all(|body| *body == bodies[0]), "{webhook_id}");
+        let id = bodies[0]["data"]["id"].as_str().unwrap();
+        assert!(ids.iter().any(|job| job == id));
+        assert_eq!(bodies[0]["data"]["status"], "succeeded");
+    }
     drop(second);
 }
