@@ -15,6 +15,8 @@ python3 scripts/e2e.py "$target_dir/debug/nanobanana" "$target_dir/debug/example
 # The OpenAI-compatible routes through the official SDKs (Python, and Node when it is here),
 # and the web console in headless Chromium (Selenium), with screenshots.
 "$NB_TEST_PYTHON" scripts/openai_sdk_check.py "$target_dir/debug/nanobanana"
+# Webhooks received and verified with the official standardwebhooks package (PyPI).
+"$NB_TEST_PYTHON" scripts/webhook_check.py "$target_dir/debug/nanobanana"
 cargo build --locked --quiet -p nb-bench --bin fake-google
 "$NB_TEST_PYTHON" scripts/console_check.py "$target_dir/debug/nanobanana" \
   "$target_dir/debug/fake-google"
