@@ -11,8 +11,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
-const ADAPTERS: [&str; 6] = [
+const ADAPTERS: [&str; 7] = [
     "nb-db",
+    "nb-webhook",
     "nb-imagen",
     "nb-storage",
     "nb-redis",

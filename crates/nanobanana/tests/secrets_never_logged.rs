@@ -439,7 +439,10 @@ async fn run_flow_and_check_logs(backend: Backend) {
         ("webhook secret", webhook_secret.as_str()),
         ("webhook secret's bytes", &webhook_secret["whsec_".len()..]),
         ("rotated webhook secret", rotated_secret.as_str()),
-        ("rotated webhook secret's bytes", &rotated_secret["whsec_".len()..]),
+        (
+            "rotated webhook secret's bytes",
+            &rotated_secret["whsec_".len()..],
+        ),
         (
             "encryption key",
             &hex::encode(b"an encryption key for tests only"),
