@@ -247,10 +247,22 @@ def run(binary, fake_google):
         console.accept_confirm()
         console.find('#history li[data-status="deleted"]')
 
+        # A job submitted with the key (Prefer: respond-async) shows in the history, which
+        # reads it again while it is queued or running, until it has succeeded.
+        request = urllib.request.Request(f"{base}/v1/generate", data=json.dumps({"prompt": "a job"}).encode(),
+                                         headers={"Authorization": f"Bearer {shown}", "Prefer": "respond-async",
+                                                  "Content-Type": "application/json"}, method="POST")
+        with urllib.request.urlopen(request) as answer:
+            assert answer.status == 202, answer.status
+        console.go("keys", "API keys")
+        console.go("history", "History")
+        console.wait.until(lambda _: any(
+            "a job" in card.text for card in driver.find_elements(By.CSS_SELECTOR, '#history li[data-status="succeeded"]')))
+
         # Revoke the key: the full key is not shown again, and the key is refused from then on.
         # Its spend this month is shown beside it (two images).
         console.go("keys", "API keys")
-        console.text_in("#keys", "$0.1344")
+        console.text_in("#keys", "$0.2016")
         assert not driver.find_elements(By.CSS_SELECTOR, "#new-key")
         console.find(f'#keys button.danger[data-key="{shown[:12]}"]').click()
         console.accept_confirm()
@@ -271,7 +283,7 @@ def run(binary, fake_google):
         per_day = row.find_element(By.CSS_SELECTOR, "input.limit")
         per_day.send_keys("25")
         # Its spend so far, and a monthly budget in dollars beside the image quotas.
-        assert "$0.1344" in row.text, row.text
+        assert "$0.2016" in row.text, row.text
         row.find_element(By.CSS_SELECTOR, "input.budget").send_keys("100")
         row.find_element(By.XPATH, ".//button[text()='Save']").click()
         console.wait.until(lambda _: "saved" in driver.find_element(By.ID, "status").get_attribute("textContent"))
@@ -282,6 +294,23 @@ def run(binary, fake_google):
         budget = console.find(f'#users tr[data-email="{EMAIL}"] input.budget').get_attribute("value")
         assert budget == "100", budget
         console.shoot("admin")
+
+        # Webhooks: an endpoint, its signing secret shown once with Copy, then deleted.
+        console.go("webhooks", "Webhooks")
+        console.fill("#webhook-url", "https://hooks.example.com/nanobanana")
+        driver.find_element(By.CSS_SELECTOR, "#new-webhook button[type=submit]").click()
+        secret = console.find("#new-secret input").get_attribute("value")
+        assert secret.startswith("whsec_"), secret
+        console.text_in("#webhooks", "hooks.example.com/nanobanana")
+        console.text_in("#webhooks", "generation.succeeded")
+        console.shoot("webhooks")
+        console.go("keys", "API keys")
+        console.go("webhooks", "Webhooks")
+        console.text_in("#webhooks", "hooks.example.com/nanobanana")
+        assert not driver.find_elements(By.CSS_SELECTOR, "#new-secret"), "the secret was shown again"
+        console.find("#webhooks li button.danger").click()
+        console.accept_confirm()
+        console.text_in("#webhooks", "No endpoints yet.")
 
         # Log out: the session is over.
         driver.find_element(By.CSS_SELECTOR, "#logout").click()

@@ -532,6 +532,25 @@ async function historyPage() {
   await renderHistory(gallery);
 }
 
+// While jobs are queued or running, the history is read again every two seconds (as long as it
+// is on the page).
+let historyRefresh = null;
+
+function refreshWhilePending(gallery, generations) {
+  clearTimeout(historyRefresh);
+  if (!generations.some((generation) => generation.status === "queued" || generation.status === "running")) return;
+  historyRefresh = setTimeout(async () => {
+    if (gallery.isConnected) await renderHistory(gallery);
+  }, 2000);
+}
+
+const STATUS_TEXT = {
+  queued: "Queued: waiting for a worker…",
+  running: "Running…",
+  canceled: "Canceled",
+  deleted: "Deleted",
+};
+
 async function renderHistory(gallery) {
   const result = await api("GET", "/v1/generations?limit=100");
   if (!result.ok) {
@@ -554,7 +573,19 @@ async function renderHistory(gallery) {
       });
       const picture = generation.url
         ? h("img", { src: generation.url, alt: generation.prompt, loading: "lazy" })
-        : h("p", { class: "muted" }, generation.status === "failed" ? `Failed: ${generation.error_code}` : "Deleted");
+        : h(
+            "p",
+            { class: "muted status" },
+            generation.status === "failed"
+              ? `Failed: ${(generation.error && generation.error.message) || generation.error_code}`
+              : STATUS_TEXT[generation.status] || generation.status,
+          );
+      const cancel = h("button", { type: "button", class: "secondary" }, "Cancel");
+      cancel.addEventListener("click", async () => {
+        const answer = await api("POST", `/v1/generations/${generation.id}/cancel`);
+        announce(answer.ok ? "Job canceled." : errorOf(answer).message);
+        await renderHistory(gallery);
+      });
       return h(
         "li",
         { class: "card", "data-status": generation.status },
@@ -576,7 +607,147 @@ async function renderHistory(gallery) {
               editButton(generation),
               remove,
             )
-          : null,
+          : generation.status === "queued"
+            ? h("div", { class: "row" }, cancel)
+            : null,
+      );
+    }),
+  );
+  refreshWhilePending(gallery, generations);
+}
+
+// ---- Webhooks ----
+
+const EVENTS = ["generation.succeeded", "generation.failed", "generation.canceled"];
+
+function webhookSecretPanel(secret) {
+  const input = h("input", { type: "text", readonly: true, value: secret, "aria-label": "The webhook's signing secret" });
+  const copied = h("span", { role: "status", class: "muted" });
+  const copy = h("button", { type: "button", id: "copy-secret" }, "Copy");
+  copy.addEventListener("click", async () => {
+    input.select();
+    try {
+      await navigator.clipboard.writeText(secret);
+    } catch {
+      document.execCommand("copy");
+    }
+    copied.textContent = "Copied.";
+  });
+  return h(
+    "div",
+    { class: "notice secret", id: "new-secret" },
+    h("p", {}, h("strong", {}, "Copy this signing secret now: you will not see it again."), " Verify each delivery's webhook-signature with it (Standard Webhooks)."),
+    h("div", { class: "row" }, input, copy, copied),
+  );
+}
+
+async function webhookDeliveries(endpoint, into) {
+  const result = await api("GET", `/v1/webhooks/${endpoint.id}/deliveries?limit=20`);
+  if (!result.ok) {
+    into.replaceChildren(h("p", { class: "error" }, errorOf(result).message));
+    return;
+  }
+  const deliveries = result.data.deliveries || [];
+  into.replaceChildren(
+    deliveries.length
+      ? h(
+          "div",
+          { class: "table-wrap" },
+          h(
+            "table",
+            { class: "deliveries" },
+            h("thead", {}, h("tr", {}, ["When", "Event", "Attempt", "Result", "Time"].map((title) => h("th", { scope: "col" }, title)))),
+            h(
+              "tbody",
+              {},
+              deliveries.map((delivery) =>
+                h(
+                  "tr",
+                  { "data-delivered": String(delivery.delivered) },
+                  h("td", {}, formatDate(delivery.attempted_at)),
+                  h("td", {}, delivery.event),
+                  h("td", { class: "num" }, delivery.attempt),
+                  h("td", {}, delivery.delivered ? `delivered (${delivery.status_code})` : delivery.error || `HTTP ${delivery.status_code}`),
+                  h("td", { class: "num" }, `${delivery.duration_ms} ms`),
+                ),
+              ),
+            ),
+          ),
+        )
+      : h("p", { class: "muted" }, "No deliveries yet."),
+  );
+}
+
+async function webhooksPage(created) {
+  const url = h("input", { type: "url", required: true, placeholder: "https://example.com/nanobanana", autocomplete: "off" });
+  const checks = EVENTS.map((event) => h("input", { type: "checkbox", value: event, checked: true, id: `event-${event.replace(".", "-")}` }));
+  const form = h(
+    "form",
+    { id: "new-webhook" },
+    field("webhook-url", "Endpoint URL", url, "https only; it receives a signed POST for each generation that ends"),
+    h(
+      "fieldset",
+      { class: "events" },
+      h("legend", {}, "Events"),
+      checks.map((check) => h("label", { class: "check" }, check, ` ${check.value}`)),
+      h("p", { class: "error", id: "webhook-events-error" }),
+    ),
+    h("p", { class: "error form-error" }),
+    h("button", { type: "submit" }, "Add endpoint"),
+  );
+  form.addEventListener("submit", (event) => {
+    event.preventDefault();
+    submitting(form, async () => {
+      const events = checks.filter((check) => check.checked).map((check) => check.value);
+      const answer = await api("POST", "/v1/webhooks", { url: url.value.trim(), events });
+      if (!answer.ok) {
+        showError(form, answer, { url: "webhook-url", events: "webhook-events" });
+        return;
+      }
+      announce("Endpoint added. Copy its signing secret now: you will not see it again.");
+      await webhooksPage(answer.data.secret);
+    });
+  });
+  const list = h("ul", { class: "webhooks", id: "webhooks" });
+  show("Webhooks", created ? webhookSecretPanel(created) : null, form, h("h2", {}, "Endpoints"), list);
+  const result = await api("GET", "/v1/webhooks");
+  if (!result.ok) {
+    list.replaceChildren(h("li", { class: "error" }, errorOf(result).message));
+    return;
+  }
+  const endpoints = result.data.webhooks || [];
+  if (!endpoints.length) {
+    list.replaceChildren(h("li", { class: "muted" }, "No endpoints yet."));
+    return;
+  }
+  list.replaceChildren(
+    ...endpoints.map((endpoint) => {
+      const deliveries = h("div", { class: "deliveries-of" });
+      const showDeliveries = h("button", { type: "button", class: "secondary" }, "Deliveries");
+      showDeliveries.addEventListener("click", () => webhookDeliveries(endpoint, deliveries));
+      const rotate = h("button", { type: "button", class: "secondary" }, "Rotate secret");
+      rotate.addEventListener("click", async () => {
+        if (!window.confirm("Make a new signing secret? The current one keeps signing beside it for 24 hours.")) return;
+        const answer = await api("POST", `/v1/webhooks/${endpoint.id}/rotate`);
+        if (answer.ok) {
+          announce("Secret rotated. Copy the new one now.");
+          await webhooksPage(answer.data.secret);
+        } else announce(errorOf(answer).message);
+      });
+      const remove = h("button", { type: "button", class: "danger" }, "Delete");
+      remove.addEventListener("click", async () => {
+        if (!window.confirm(`Delete the endpoint ${endpoint.url}? Its pending deliveries go with it.`)) return;
+        const answer = await api("DELETE", `/v1/webhooks/${endpoint.id}`);
+        announce(answer.ok ? "Endpoint deleted." : errorOf(answer).message);
+        await webhooksPage();
+      });
+      return h(
+        "li",
+        { class: "card", "data-status": endpoint.status },
+        h("p", { class: "url" }, endpoint.url),
+        h("p", { class: "muted" }, `${endpoint.events.join(", ")} · ${endpoint.status}`),
+        h("div", { class: "row" }, showDeliveries, rotate, remove),
+        deliveries,
       );
     }),
   );
@@ -660,6 +831,7 @@ const pages = {
   "#/usage": { render: usagePage },
   "#/playground": { render: playgroundPage },
   "#/history": { render: historyPage },
+  "#/webhooks": { render: () => webhooksPage() },
   "#/admin": { render: adminPage },
 };
 

@@ -153,7 +153,7 @@ fn webhook_id(raw: &str) -> Result<WebhookId, ApiError> {
         .ok_or_else(|| ApiError::not_found("webhook_not_found", "No such webhook endpoint."))
 }
 
-#[utoipa::path(post, path = "/v1/webhooks", tag = "webhooks", security(("access_token" = [])),
+#[utoipa::path(post, path = "/v1/webhooks", operation_id = "create_webhook", tag = "webhooks", security(("access_token" = [])),
     request_body = CreateWebhookRequest,
     responses(
         (status = 201, description = "Created: the secret is shown this once", body = WebhookWithSecretResponse),
@@ -177,7 +177,7 @@ pub(crate) async fn create(
         .json(WebhookWithSecretResponse::from(created)))
 }
 
-#[utoipa::path(get, path = "/v1/webhooks", tag = "webhooks", security(("access_token" = [])),
+#[utoipa::path(get, path = "/v1/webhooks", operation_id = "list_webhooks", tag = "webhooks", security(("access_token" = [])),
     responses(
         (status = 200, description = "The user's endpoints, oldest first", body = WebhookListResponse),
         (status = 401, description = "Missing, invalid or expired access token", body = ErrorBody),
@@ -192,7 +192,7 @@ pub(crate) async fn list(
     }))
 }
 
-#[utoipa::path(get, path = "/v1/webhooks/{webhook_id}", tag = "webhooks", security(("access_token" = [])),
+#[utoipa::path(get, path = "/v1/webhooks/{webhook_id}", operation_id = "get_webhook", tag = "webhooks", security(("access_token" = [])),
     params(("webhook_id" = String, Path, description = "`wh_<uuid>`")),
     responses(
         (status = 200, description = "The endpoint", body = WebhookResponse),
@@ -208,7 +208,7 @@ pub(crate) async fn get(
     Ok(web::Json(endpoint.into()))
 }
 
-#[utoipa::path(patch, path = "/v1/webhooks/{webhook_id}", tag = "webhooks", security(("access_token" = [])),
+#[utoipa::path(patch, path = "/v1/webhooks/{webhook_id}", operation_id = "update_webhook", tag = "webhooks", security(("access_token" = [])),
     params(("webhook_id" = String, Path, description = "`wh_<uuid>`")),
     request_body = UpdateWebhookRequest,
     responses(
@@ -236,7 +236,7 @@ pub(crate) async fn update(
     Ok(web::Json(endpoint.into()))
 }
 
-#[utoipa::path(delete, path = "/v1/webhooks/{webhook_id}", tag = "webhooks", security(("access_token" = [])),
+#[utoipa::path(delete, path = "/v1/webhooks/{webhook_id}", operation_id = "delete_webhook", tag = "webhooks", security(("access_token" = [])),
     params(("webhook_id" = String, Path, description = "`wh_<uuid>`")),
     responses(
         (status = 204, description = "Deleted, with its pending deliveries"),
@@ -252,7 +252,7 @@ pub(crate) async fn delete(
     Ok(HttpResponse::NoContent().finish())
 }
 
-#[utoipa::path(post, path = "/v1/webhooks/{webhook_id}/rotate", tag = "webhooks", security(("access_token" = [])),
+#[utoipa::path(post, path = "/v1/webhooks/{webhook_id}/rotate", operation_id = "rotate_webhook_secret", tag = "webhooks", security(("access_token" = [])),
     params(("webhook_id" = String, Path, description = "`wh_<uuid>`")),
     responses(
         (status = 200, description = "A new secret, shown this once; the old one keeps signing beside it for 24 hours", body = WebhookWithSecretResponse),
@@ -271,7 +271,7 @@ pub(crate) async fn rotate(
         .json(WebhookWithSecretResponse::from(rotated)))
 }
 
-#[utoipa::path(get, path = "/v1/webhooks/{webhook_id}/deliveries", tag = "webhooks", security(("access_token" = [])),
+#[utoipa::path(get, path = "/v1/webhooks/{webhook_id}/deliveries", operation_id = "list_webhook_deliveries", tag = "webhooks", security(("access_token" = [])),
     params(("webhook_id" = String, Path, description = "`wh_<uuid>`"), PageQuery),
     responses(
         (status = 200, description = "Its delivery attempts, newest first", body = DeliveryListResponse),
