@@ -257,6 +257,25 @@ impl JobRow {
     }
 }
 
+/// The job `$id` while the lease `$token` holds it.
+macro_rules! held_job {
+    ($id:expr, $token:expr) => {
+        generation_jobs::table
+            .find($id)
+            .filter(generation_jobs::lease_token.eq($token))
+    };
+}
+
+/// Takes the job `$id` out of the queue in the caller's transaction while the lease `$token`
+/// still holds it; else ends the transaction with `Ok(false)`, having changed nothing.
+macro_rules! end_held_job {
+    ($conn:expr, $run:ident, $id:expr, $token:expr) => {
+        if $run!(diesel::delete(held_job!($id, $token)), execute, $conn)? == 0 {
+            return Ok(false);
+        }
+    };
+}
+
 /// A reservation as its column holds it.
 fn stored_reservation(
     json: &str,
@@ -380,11 +399,7 @@ impl JobRepository for Database {
         let until = to_stored_time(lease_until);
         with_transaction!(self, |conn, run| {
             let renewed = run!(
-                diesel::update(
-                    generation_jobs::table
-                        .find(&id)
-                        .filter(generation_jobs::lease_token.eq(&token)),
-                )
+                diesel::update(held_job!(&id, &token))
                 .set(generation_jobs::lease_until.eq(until)),
                 execute,
                 conn
@@ -405,11 +420,7 @@ impl JobRepository for Database {
         let run_after = to_stored_time(run_after);
         with_transaction!(self, |conn, run| {
             let requeued = run!(
-                diesel::update(
-                    generation_jobs::table
-                        .find(&id)
-                        .filter(generation_jobs::lease_token.eq(&token)),
-                )
+                diesel::update(held_job!(&id, &token))
                 .set((
                     generation_jobs::state.eq("queued"),
                     generation_jobs::lease_token.eq(None::<String>),
@@ -444,18 +455,7 @@ impl JobRepository for Database {
         let (key_id, day, cost) = row.usage_increment();
         let reservation = job.reservation.clone();
         with_transaction!(self, |conn, run| {
-            let ended = run!(
-                diesel::delete(
-                    generation_jobs::table
-                        .find(&id)
-                        .filter(generation_jobs::lease_token.eq(&token)),
-                ),
-                execute,
-                conn
-            )?;
-            if ended == 0 {
-                return Ok(false);
-            }
+            end_held_job!(conn, run, &id, &token);
             run!(
                 diesel::update(generations::table.find(&id)).set(&row),
                 execute,
@@ -483,18 +483,7 @@ impl JobRepository for Database {
         let latency_ms = i64::try_from(latency.as_millis()).unwrap_or(i64::MAX);
         let reservation = job.reservation.clone();
         with_transaction!(self, |conn, run| {
-            let ended = run!(
-                diesel::delete(
-                    generation_jobs::table
-                        .find(&id)
-                        .filter(generation_jobs::lease_token.eq(&token)),
-                ),
-                execute,
-                conn
-            )?;
-            if ended == 0 {
-                return Ok(false);
-            }
+            end_held_job!(conn, run, &id, &token);
             run!(
                 diesel::update(generations::table.find(&id)).set((
                     generations::status.eq("failed"),
