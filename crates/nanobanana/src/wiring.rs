@@ -22,7 +22,7 @@ use nb_domain::generation::{
 };
 use nb_domain::idempotency::{IdempotencyPolicy, IdempotencyPorts, IdempotencyService};
 use nb_domain::ports::SecretSealer;
-use nb_domain::ports::{KeyChangeBroadcast, ReadinessCheck};
+use nb_domain::ports::{KeyChangeBroadcast, ReadinessCheck, UpstreamKeys};
 use nb_domain::rate_limit::{RateLimiter, Throttle};
 use nb_domain::system::{Clock, IdGenerator, RandomSource};
 use nb_domain::webhooks::{WebhookPorts, WebhookService};
@@ -120,7 +120,10 @@ pub fn wire(
     };
     let models = config.image_models().map_err(StartupError::ModelCatalog)?;
     warn_of_retiring_models(&models, clock.now().date());
-    let provider = image_provider(config)?;
+    let Upstream {
+        provider,
+        keys: upstream_keys,
+    } = image_provider(config)?;
     let public_base_url = config.storage.public_base_url.as_ref().map_or_else(
         || format!("http://{bound_to}"),
         |url| url.as_str().to_owned(),
@@ -254,6 +257,7 @@ pub fn wire(
     let state = AppState {
         console_policy: nb_api::console::content_security_policy(&image_origins(config)),
         readiness: database.clone(),
+        upstream_keys,
         shared_state: redis
             .clone()
             .map(|redis| Arc::new(redis) as Arc<dyn ReadinessCheck>),
@@ -340,8 +344,6 @@ pub fn wire(
     })
 }
 
-/// Google behind the domain's cap on calls in flight, or, without an API key, a provider
-/// that answers 503 (test keys still work: they never reach it).
 /// Every enabled model that is retired or retires within 30 days, told once at start-up.
 fn warn_of_retiring_models(models: &AllowedModels, today: time::Date) {
     for model in models.retiring_by(today + time::Duration::days(30)) {
@@ -359,20 +361,36 @@ fn warn_of_retiring_models(models: &AllowedModels, today: time::Date) {
     }
 }
 
-fn image_provider(config: &Config) -> Result<Arc<dyn ImageProvider>, StartupError> {
-    if config.upstream.api_key.is_none() {
+/// Google behind the domain's cap on calls in flight, with its pool of keys, or, without a
+/// key, a provider that answers 503 (test keys still work: they never reach it).
+fn image_provider(config: &Config) -> Result<Upstream, StartupError> {
+    if !config.upstream.has_keys() {
         tracing::warn!(
-            "GOOGLE_API_KEY is not set: generation with live keys will answer 503 (test keys work)"
+            "GOOGLE_API_KEY(S) is not set: generation with live keys will answer 503 (test keys work)"
         );
-        return Ok(Arc::new(UnconfiguredImageProvider));
+        return Ok(Upstream {
+            provider: Arc::new(UnconfiguredImageProvider),
+            keys: None,
+        });
     }
     let client =
         GeminiImageClient::new(config.upstream.clone()).map_err(StartupError::ImageProvider)?;
-    Ok(Arc::new(ConcurrencyLimitedProvider::new(
+    let keys: Arc<dyn UpstreamKeys> = client.key_pool();
+    let provider = Arc::new(ConcurrencyLimitedProvider::new(
         client,
         config.limits.upstream_concurrency.get(),
         config.limits.upstream_queue_timeout,
-    )))
+    ));
+    Ok(Upstream {
+        provider,
+        keys: Some(keys),
+    })
+}
+
+/// The image provider and, for Google, its pool of keys.
+struct Upstream {
+    provider: Arc<dyn ImageProvider>,
+    keys: Option<Arc<dyn UpstreamKeys>>,
 }
 
 /// Where the console's pages load stored images from, besides this origin.

@@ -11,7 +11,7 @@ use nb_domain::api_keys::ApiKeys;
 use nb_domain::generation::{Generations, History, InputImageLimits, Jobs, ObjectStorage};
 use nb_domain::idempotency::Idempotency;
 use nb_domain::rate_limit::Throttling;
-use nb_domain::readiness::ReadinessCheck;
+use nb_domain::readiness::{ReadinessCheck, UpstreamKeys};
 use nb_domain::webhooks::Webhooks;
 use secrecy::SecretString;
 
@@ -42,6 +42,8 @@ pub struct AppState {
     /// The store instances share limits and key changes in, when it is not the database
     /// (Redis): `/readyz` asks it too.
     pub shared_state: Option<Arc<dyn ReadinessCheck>>,
+    /// The upstream's pool of API keys, when one is configured: `/readyz` reports it.
+    pub upstream_keys: Option<Arc<dyn UpstreamKeys>>,
     /// The console's Content-Security-Policy (it names where stored images come from).
     pub console_policy: String,
     pub server: ServerSettings,

@@ -131,6 +131,7 @@ impl Services {
             served_images: None,
             readiness: Arc::new(self.readiness),
             shared_state: None,
+            upstream_keys: None,
             console_policy: nb_api::console::content_security_policy(""),
             server: ServerSettings::default(),
             body_budget: BodyBudget::new(

@@ -399,8 +399,7 @@ impl JobRepository for Database {
         let until = to_stored_time(lease_until);
         with_transaction!(self, |conn, run| {
             let renewed = run!(
-                diesel::update(held_job!(&id, &token))
-                .set(generation_jobs::lease_until.eq(until)),
+                diesel::update(held_job!(&id, &token)).set(generation_jobs::lease_until.eq(until)),
                 execute,
                 conn
             )?;
@@ -420,8 +419,7 @@ impl JobRepository for Database {
         let run_after = to_stored_time(run_after);
         with_transaction!(self, |conn, run| {
             let requeued = run!(
-                diesel::update(held_job!(&id, &token))
-                .set((
+                diesel::update(held_job!(&id, &token)).set((
                     generation_jobs::state.eq("queued"),
                     generation_jobs::lease_token.eq(None::<String>),
                     generation_jobs::lease_until.eq(None::<PrimitiveDateTime>),

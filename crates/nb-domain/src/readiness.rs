@@ -26,3 +26,17 @@ pub trait ReadinessCheck: Send + Sync + 'static {
     /// either cannot be established, it MUST fail (closed), never pass by default.
     async fn check_ready(&self) -> Result<(), NotReady>;
 }
+
+/// How many of the upstream's API keys serve now (`/readyz` reports it; it never fails
+/// readiness: a rate-limited key rests on every instance alike).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KeyAvailability {
+    pub usable: usize,
+    pub total: usize,
+}
+
+/// The upstream's pool of API keys, as `/readyz` reports it.
+#[cfg_attr(feature = "mock", mockall::automock)]
+pub trait UpstreamKeys: Send + Sync + 'static {
+    fn availability(&self) -> KeyAvailability;
+}

@@ -17,6 +17,7 @@ use tokio::time::Instant;
 
 use crate::answer_scanner::{AnswerScanner, ScannedAnswer};
 use crate::connections::Connections;
+use crate::key_pool::KeyPool;
 use crate::response::{ErrorEnvelope, parse_generate_content, parse_predict};
 use crate::wire::{GenerateContentRequest, PredictRequest, RequestBody, images_in_order};
 
@@ -36,13 +37,60 @@ impl GoogleApiKey {
     }
 }
 
+/// `GOOGLE_API_KEYS`: several keys, comma-separated, or the path of a file holding them (one
+/// per line or comma-separated), for secrets managers that mount files. `Debug` never shows
+/// them.
+#[derive(Clone, Deserialize)]
+#[serde(transparent)]
+pub struct GoogleApiKeys(SecretString);
+
+impl fmt::Debug for GoogleApiKeys {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("GoogleApiKeys(…)")
+    }
+}
+
+impl GoogleApiKeys {
+    pub fn new(keys: String) -> Self {
+        Self(SecretString::from(keys))
+    }
+
+    /// The keys, read from the file when the value names one.
+    fn resolve(&self) -> Result<Vec<GoogleApiKey>, InvalidSetting> {
+        let value = self.0.expose_secret().trim();
+        let path = std::path::Path::new(value);
+        let text = if !value.contains(',') && (value.starts_with('/') || value.starts_with('.')) {
+            std::fs::read_to_string(path).map_err(|error| {
+                InvalidSetting::new(
+                    "api_keys",
+                    format!("names a file that cannot be read ({})", error.kind()),
+                )
+            })?
+        } else {
+            value.to_owned()
+        };
+        let keys: Vec<GoogleApiKey> = text
+            .split([',', '\n'])
+            .map(str::trim)
+            .filter(|key| !key.is_empty())
+            .map(|key| GoogleApiKey::new(key.to_owned()))
+            .collect();
+        if keys.is_empty() {
+            return Err(InvalidSetting::new("api_keys", "holds no key"));
+        }
+        Ok(keys)
+    }
+}
+
 /// How to reach Google and how patient to be: `[upstream]` in the configuration.
 #[serde_as]
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct GeminiSettings {
-    /// Without it, generation with live keys answers 503 (test keys work).
+    /// Without it (or `api_keys`), generation with live keys answers 503 (test keys work).
     pub api_key: Option<GoogleApiKey>,
+    /// A pool of keys, used round-robin (instead of `api_key`, never with it).
+    pub api_keys: Option<GoogleApiKeys>,
     /// The API's address, without the version.
     pub base_url: String,
     /// One HTTP attempt, from sending to the last byte of the answer.
@@ -71,6 +119,7 @@ impl Default for GeminiSettings {
     fn default() -> Self {
         Self {
             api_key: None,
+            api_keys: None,
             base_url: DEFAULT_BASE_URL.into(),
             attempt_timeout: Duration::from_secs(60),
             deadline: Duration::from_secs(120),
@@ -91,8 +140,28 @@ impl GeminiSettings {
         }
     }
 
+    /// The keys of the pool: `api_keys`, or `api_key` as a pool of one; none when neither is
+    /// set. Both set is an error naming both.
+    pub fn keys(&self) -> Result<Vec<GoogleApiKey>, InvalidSetting> {
+        match (&self.api_key, &self.api_keys) {
+            (Some(_), Some(_)) => Err(InvalidSetting::new(
+                "api_keys",
+                "GOOGLE_API_KEY and GOOGLE_API_KEYS are both set: keep one (GOOGLE_API_KEYS holds every key)",
+            )),
+            (Some(key), None) => Ok(vec![key.clone()]),
+            (None, Some(keys)) => keys.resolve(),
+            (None, None) => Ok(Vec::new()),
+        }
+    }
+
+    /// Whether a key is set.
+    pub fn has_keys(&self) -> bool {
+        self.api_key.is_some() || self.api_keys.is_some()
+    }
+
     /// What serde cannot say about single values.
     pub fn check(&self) -> Result<(), InvalidSetting> {
+        self.keys()?;
         let base = reqwest::Url::parse(self.base_url.trim_end_matches('/')).ok();
         let usable = base.as_ref().is_some_and(|url| {
             matches!(url.scheme(), "http" | "https")
@@ -140,6 +209,7 @@ impl ImageProvider for UnconfiguredImageProvider {
 #[derive(Clone)]
 pub struct GeminiImageClient {
     connections: Arc<Connections>,
+    keys: Arc<KeyPool>,
     settings: GeminiSettings,
 }
 
@@ -164,6 +234,8 @@ pub enum ClientBuildError {
 /// One attempt's outcome.
 enum Attempt {
     Done(Result<ProvidedImage, ProviderError>),
+    /// Google rejected the key used (invalid, or not allowed to call the API).
+    KeyRejected,
     /// Worth trying again, after `retry_after` if the provider said so.
     Retry {
         error: ProviderError,
@@ -179,15 +251,21 @@ enum Method {
 
 impl GeminiImageClient {
     pub fn new(settings: GeminiSettings) -> Result<Self, ClientBuildError> {
-        let api_key = settings
-            .api_key
-            .as_ref()
-            .ok_or(ClientBuildError::NoApiKey)?;
-        let mut key = HeaderValue::from_str(api_key.0.expose_secret())
-            .map_err(|_| ClientBuildError::InvalidApiKey)?;
-        key.set_sensitive(true);
-        let mut headers = HeaderMap::new();
-        headers.insert("x-goog-api-key", key);
+        let keys = settings.keys().map_err(|_| ClientBuildError::NoApiKey)?;
+        if keys.is_empty() {
+            return Err(ClientBuildError::NoApiKey);
+        }
+        let headers = keys
+            .iter()
+            .map(|key| {
+                let mut header = HeaderValue::from_str(key.0.expose_secret())
+                    .map_err(|_| ClientBuildError::InvalidApiKey)?;
+                header.set_sensitive(true);
+                Ok(header)
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let headers_for_client = HeaderMap::new();
+        let headers = headers;
         let prior_knowledge = settings.http2_prior_knowledge;
         let build = move || {
             let mut builder = reqwest::Client::builder();
@@ -195,7 +273,7 @@ impl GeminiImageClient {
                 builder = builder.http2_prior_knowledge();
             }
             builder
-                .default_headers(headers.clone())
+                .default_headers(headers_for_client.clone())
                 .user_agent(concat!("nanobanana/", env!("CARGO_PKG_VERSION")))
                 .connect_timeout(Duration::from_secs(10))
                 .pool_idle_timeout(Duration::from_secs(90))
@@ -205,8 +283,14 @@ impl GeminiImageClient {
         let connections = Connections::new(first, Box::new(build), settings.streams_per_connection);
         Ok(Self {
             connections: Arc::new(connections),
+            keys: Arc::new(KeyPool::new(headers)),
             settings,
         })
+    }
+
+    /// The pool of keys (for `/readyz`).
+    pub fn key_pool(&self) -> Arc<KeyPool> {
+        self.keys.clone()
     }
 
     fn endpoint(&self, model: &str, method: Method) -> String {
@@ -229,11 +313,19 @@ impl GeminiImageClient {
         ceiling.mul_f64(0.5 + fastrand::f64() / 2.0)
     }
 
-    async fn attempt(&self, url: &str, body: &RequestBody, method: Method, model: &str) -> Attempt {
+    async fn attempt(
+        &self,
+        url: &str,
+        body: &RequestBody,
+        method: Method,
+        model: &str,
+        key: &HeaderValue,
+    ) -> Attempt {
         let lease = self.connections.lease();
         let sent = lease
             .http()
             .post(url)
+            .header("x-goog-api-key", key.clone())
             .header(CONTENT_TYPE, "application/json")
             .header(CONTENT_LENGTH, body.len())
             // Images are base64-encoded a piece at a time as they are sent, never whole.
@@ -275,7 +367,7 @@ impl GeminiImageClient {
         );
         match status {
             StatusCode::BAD_REQUEST if envelope.has_reason("API_KEY_INVALID") => {
-                Attempt::Done(Err(credentials_rejected()))
+                Attempt::KeyRejected
             }
             // Imagen refuses a prompt its safety filter blocks with a 400.
             // Google's own message stays in the log: only its status reaches the client.
@@ -286,9 +378,7 @@ impl GeminiImageClient {
                 );
                 Attempt::Done(Err(ProviderError::ContentRejected { reason }))
             }
-            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => {
-                Attempt::Done(Err(credentials_rejected()))
-            }
+            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => Attempt::KeyRejected,
             StatusCode::NOT_FOUND => Attempt::Done(Err(ProviderError::ModelNotFound {
                 model: model.to_owned(),
             })),
@@ -315,7 +405,7 @@ impl GeminiImageClient {
 
 fn credentials_rejected() -> ProviderError {
     tracing::error!(
-        "Google rejected GOOGLE_API_KEY: check the key and that the API is enabled for it"
+        "Google rejected every configured API key: check GOOGLE_API_KEY(S) and that the API is enabled for them"
     );
     ProviderError::CredentialsRejected
 }
@@ -434,15 +524,21 @@ impl ImageProvider for GeminiImageClient {
 
         let mut retries = 0;
         loop {
+            let Ok(key) = self.keys.pick() else {
+                return Err(credentials_rejected());
+            };
             let remaining = deadline.saturating_duration_since(Instant::now());
             let attempt_timeout = self.settings.attempt_timeout.min(remaining);
             let started = Instant::now();
-            let attempt =
-                tokio::time::timeout(attempt_timeout, self.attempt(&url, &body, method, model))
-                    .await
-                    .unwrap_or(Attempt::Done(Err(ProviderError::Timeout)));
+            let attempt = tokio::time::timeout(
+                attempt_timeout,
+                self.attempt(&url, &body, method, model, &key.header),
+            )
+            .await
+            .unwrap_or(Attempt::Done(Err(ProviderError::Timeout)));
             let outcome = match &attempt {
                 Attempt::Done(Ok(_)) => "ok",
+                Attempt::KeyRejected => "upstream_auth_failed",
                 Attempt::Done(Err(error)) | Attempt::Retry { error, .. } => error.code(),
             };
             metrics::histogram!(
@@ -451,20 +547,44 @@ impl ImageProvider for GeminiImageClient {
                 "outcome" => outcome
             )
             .record(started.elapsed().as_secs_f64());
+            metrics::counter!(
+                "upstream_key_requests_total",
+                "key" => key.index.to_string(),
+                "outcome" => outcome
+            )
+            .increment(1);
             let (error, retry_after) = match attempt {
                 Attempt::Done(result) => return result,
+                // Out of the pool, and the request goes on with the next key at once; the last
+                // key that serves is never taken out (the operator may fix it without a
+                // restart): the request fails instead.
+                Attempt::KeyRejected if self.keys.another_usable(key.index) => {
+                    self.keys.reject(key.index);
+                    continue;
+                }
+                Attempt::KeyRejected => return Err(credentials_rejected()),
                 Attempt::Retry { error, retry_after } => (error, retry_after),
             };
+            if let ProviderError::RateLimited { retry_after } = &error {
+                self.keys.rest(key.index, *retry_after);
+            }
             if retries >= self.settings.max_retries {
                 return Err(error);
             }
-            let wait = retry_after.unwrap_or_else(|| self.backoff(retries));
+            // Another key serves at once; the same key after the wait Google asked for (or a
+            // backoff).
+            let rate_limited = matches!(error, ProviderError::RateLimited { .. });
+            let wait = if rate_limited && self.keys.another_usable(key.index) {
+                Duration::ZERO
+            } else {
+                retry_after.unwrap_or_else(|| self.backoff(retries))
+            };
             if Instant::now() + wait >= deadline {
                 return Err(error);
             }
             retries += 1;
             metrics::counter!("upstream_retries_total", "model" => model.to_owned()).increment(1);
-            tracing::warn!(retry = retries, wait_ms = wait.as_millis() as u64, error = %error, "retrying the provider");
+            tracing::warn!(retry = retries, key_index = key.index, wait_ms = wait.as_millis() as u64, error = %error, "retrying the provider");
             tokio::time::sleep(wait).await;
         }
     }

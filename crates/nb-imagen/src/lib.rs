@@ -13,6 +13,7 @@
 mod answer_scanner;
 mod client;
 mod connections;
+mod key_pool;
 mod response;
 mod test_mode;
 mod wire;
@@ -21,5 +22,6 @@ pub use test_mode::{MAGIC_MARKERS, TestModeImages};
 
 pub use client::{
     ClientBuildError, DEFAULT_BASE_URL, GeminiImageClient, GeminiSettings, GoogleApiKey,
-    UnconfiguredImageProvider,
+    GoogleApiKeys, UnconfiguredImageProvider,
 };
+pub use key_pool::{DEFAULT_REST, KeyPool};

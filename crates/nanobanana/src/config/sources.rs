@@ -107,6 +107,7 @@ pub const VARIABLES: &[Variable] = &[
     ),
     // [upstream]
     secret("GOOGLE_API_KEY", "upstream.api_key"),
+    secret("GOOGLE_API_KEYS", "upstream.api_keys"),
     var("GOOGLE_GEMINI_BASE_URL", "upstream.base_url", Text),
     var(
         "GOOGLE_GEMINI_HTTP2_PRIOR_KNOWLEDGE",

@@ -160,6 +160,28 @@ fn the_google_key_is_optional_and_never_printed() {
 }
 
 #[test]
+fn a_pool_of_google_keys_comes_from_a_list_or_a_file_never_with_a_single_key() {
+    let pool = config(&[("GOOGLE_API_KEYS", "AIza-one, AIza-two,AIza-three")]).unwrap();
+    assert_eq!(pool.upstream.keys().unwrap().len(), 3);
+    assert!(!format!("{pool:?}").contains("AIza-two"));
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(file.path(), "AIza-from-a-file-1\nAIza-from-a-file-2\n").unwrap();
+    let from_file = config(&[("GOOGLE_API_KEYS", file.path().to_str().unwrap())]).unwrap();
+    assert_eq!(from_file.upstream.keys().unwrap().len(), 2);
+    let both = message(config(&[
+        ("GOOGLE_API_KEY", "AIza-one"),
+        ("GOOGLE_API_KEYS", "AIza-two,AIza-three"),
+    ]));
+    assert!(
+        both.contains("GOOGLE_API_KEY and GOOGLE_API_KEYS"),
+        "{both}"
+    );
+    assert!(!both.contains("AIza-two"), "{both}");
+    let missing = message(config(&[("GOOGLE_API_KEYS", "/no/such/keys/file")]));
+    assert!(missing.contains("GOOGLE_API_KEYS"), "{missing}");
+}
+
+#[test]
 fn the_redis_url_is_optional_checked_and_never_printed() {
     assert!(config(&[]).unwrap().redis.url.is_none());
     let url = "rediss://default:redis-very-secret@cache.example:6380";

@@ -18,4 +18,5 @@ mod openapi;
 mod operations;
 mod records;
 mod spend_control;
+mod upstream_keys;
 mod webhooks;

@@ -26,6 +26,26 @@ pub(crate) struct ReadinessBody {
     /// Why not, when not ready.
     #[serde(skip_serializing_if = "Option::is_none")]
     message: Option<String>,
+    /// Google API keys this instance can use now (resting after a 429 or rejected keys do
+    /// not count); absent without keys. Informative: it never makes the instance unready.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    upstream_keys: Option<UpstreamKeysBody>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub(crate) struct UpstreamKeysBody {
+    usable: usize,
+    total: usize,
+}
+
+fn upstream_keys(state: &AppState) -> Option<UpstreamKeysBody> {
+    state.upstream_keys.as_ref().map(|keys| {
+        let availability = keys.availability();
+        UpstreamKeysBody {
+            usable: availability.usable,
+            total: availability.total,
+        }
+    })
 }
 
 #[derive(Serialize, ToSchema)]
@@ -120,6 +140,7 @@ pub(crate) async fn readyz(state: web::Data<AppState>) -> HttpResponse {
                 redis: state.shared_state.as_ref().map(|_| "unknown"),
             },
             message: Some("The server is shutting down: send requests elsewhere.".into()),
+            upstream_keys: upstream_keys(&state),
         });
     }
     let redis_unknown = state.shared_state.as_ref().map(|_| "unknown");
@@ -139,6 +160,7 @@ pub(crate) async fn readyz(state: web::Data<AppState>) -> HttpResponse {
                 redis: state.shared_state.as_ref().map(|_| "ok"),
             },
             message: None,
+            upstream_keys: upstream_keys(&state),
         }),
         Err(problem) => {
             tracing::warn!(problem = %problem, "not ready");
@@ -170,6 +192,7 @@ pub(crate) async fn readyz(state: web::Data<AppState>) -> HttpResponse {
                     status: "not_ready",
                     checks,
                     message: Some(problem.to_string()),
+                    upstream_keys: upstream_keys(&state),
                 })
         }
     }
