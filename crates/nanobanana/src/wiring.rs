@@ -196,7 +196,8 @@ pub fn wire(
             },
             models.clone(),
         )
-        .with_max_edit_turns(config.limits.max_edit_turns.get()),
+        .with_max_edit_turns(config.limits.max_edit_turns.get())
+        .with_fallback_limits(config.limits.model_cooldown, config.upstream.deadline),
     );
     let accounts = Arc::new(
         AccountService::new(

@@ -760,6 +760,14 @@ impl From<ProviderError> for ApiError {
                     "The image provider failed; please try again.",
                 )
             }
+            ProviderError::Refused { status } => Self::new(
+                StatusCode::BAD_GATEWAY,
+                "upstream_failed",
+                format!(
+                    "The image provider refused the request ({status}); the same request would \
+                     be refused again."
+                ),
+            ),
         }
     }
 }

@@ -56,6 +56,8 @@ struct RequestJson {
     mask: Option<String>,
     previous: Option<String>,
     output: Option<OutputJson>,
+    #[serde(default)]
+    fallbacks: Vec<String>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -86,6 +88,7 @@ impl From<&JobRequest> for RequestJson {
                 quality: output.quality,
                 quality_asked: output.quality_asked,
             }),
+            fallbacks: request.fallbacks.clone(),
         }
     }
 }
@@ -129,6 +132,7 @@ impl RequestJson {
                         .ok_or_else(|| RepositoryError::unexpected("a job's output format"))
                 })
                 .transpose()?,
+            fallbacks: self.fallbacks,
         })
     }
 }

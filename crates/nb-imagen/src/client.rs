@@ -396,8 +396,11 @@ impl GeminiImageClient {
                 error: ProviderError::Timeout,
                 retry_after: None,
             },
+            _ if status.is_client_error() => Attempt::Done(Err(ProviderError::Refused {
+                status: status.as_u16(),
+            })),
             _ => Attempt::Done(Err(ProviderError::Upstream(format!(
-                "the provider refused the request ({status})"
+                "the provider answered {status}"
             )))),
         }
     }

@@ -382,17 +382,22 @@ async fn permission_denied_is_a_credentials_error_not_retried() {
 }
 
 #[tokio::test]
-async fn other_400s_are_upstream_failures_not_retried() {
+async fn other_400s_are_refusals_not_retried() {
     let server = MockServer::start().await;
     Mock::given(path(GEMINI_PATH))
         .respond_with(google_error(400, "INVALID_ARGUMENT", json!([])))
         .expect(1)
         .mount(&server)
         .await;
-    assert!(matches!(
-        generate(&server).await,
-        Err(ProviderError::Upstream(_))
-    ));
+    let refused = generate(&server).await;
+    assert!(
+        matches!(refused, Err(ProviderError::Refused { status: 400 })),
+        "{refused:?}"
+    );
+    // Answered like any upstream failure, but neither retried by a job nor a fallback.
+    let error = refused.unwrap_err();
+    assert_eq!(error.code(), "upstream_failed");
+    assert!(!error.falls_back());
 }
 
 #[tokio::test]

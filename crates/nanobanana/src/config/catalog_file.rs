@@ -25,6 +25,8 @@ pub struct ModelEntry {
     pub retired_at: Option<DateSetting>,
     pub replaced_by: Option<String>,
     pub price: Option<PriceEntry>,
+    /// Tried next, in order, when this model is overloaded, rate limited, failing or gone.
+    pub fallbacks: Option<Vec<String>>,
 }
 
 /// `[model.price]`: USD per million tokens, and `[model.price.per_image]` USD per image by
@@ -74,6 +76,7 @@ impl From<ModelEntry> for ModelPatch {
             max_input_images: entry.max_input_images,
             retired_at: entry.retired_at.map(|day| day.0),
             replaced_by: entry.replaced_by,
+            fallbacks: entry.fallbacks,
             price: entry.price.map(|price| PricePatch {
                 input_text: price.input_text,
                 input_image: price.input_image,

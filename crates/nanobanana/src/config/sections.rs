@@ -212,6 +212,10 @@ pub struct LimitsSection {
     pub idempotency_ttl_hours: u64,
     /// The longest conversational edit, in turns (the new one included).
     pub max_edit_turns: NonZeroUsize,
+    /// How long a model that failed 5 requests in a row is skipped in fallback chains.
+    #[serde(rename = "model_cooldown_seconds")]
+    #[serde_as(as = "DurationSeconds<u64>")]
+    pub model_cooldown: Duration,
     /// The most images one OpenAI request may ask for (`n`), 1–10.
     pub max_images_per_request: u8,
     pub rate_limits: RateLimitStore,
@@ -420,6 +424,7 @@ impl Default for LimitsSection {
             max_edit_turns: NonZeroUsize::new(nb_domain::generation::DEFAULT_MAX_EDIT_TURNS)
                 .unwrap_or(NonZeroUsize::MIN),
             max_images_per_request: nb_domain::generation::DEFAULT_MAX_IMAGES_PER_REQUEST,
+            model_cooldown: nb_domain::generation::DEFAULT_MODEL_COOLDOWN,
             rate_limits: RateLimitStore::Shared,
             default_account_per_day: None,
             default_account_per_month: None,

@@ -217,6 +217,11 @@ pub const VARIABLES: &[Variable] = &[
         Number,
     ),
     var("NB_MAX_EDIT_TURNS", "limits.max_edit_turns", Number),
+    var(
+        "NB_MODEL_COOLDOWN_SECONDS",
+        "limits.model_cooldown_seconds",
+        Number,
+    ),
     var("NB_JOB_WORKERS", "jobs.workers", Number),
     var("NB_JOB_LEASE_SECONDS", "jobs.lease_seconds", Number),
     var("NB_JOB_MAX_ATTEMPTS", "jobs.max_attempts", Number),

@@ -334,6 +334,7 @@ fn with_a_catalog_that_overclaims(config: &mut Config) {
         max_input_images: None,
         retired_at: None,
         replaced_by: None,
+        fallbacks: None,
         price: None,
     });
 }

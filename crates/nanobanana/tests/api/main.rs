@@ -8,6 +8,7 @@ mod catalog;
 mod conversation;
 mod errors;
 mod fake_google;
+mod fallbacks;
 mod generate;
 mod hardening;
 mod helpers;

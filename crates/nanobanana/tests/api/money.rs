@@ -519,6 +519,7 @@ crate::configured_on_both_backends!(
             max_input_images: None,
             retired_at: None,
             replaced_by: None,
+            fallbacks: None,
             price: Some(nanobanana::config::catalog_file::PriceEntry {
                 input_text: Some(1.0),
                 input_image: Some(2.0),

@@ -622,6 +622,7 @@ crate::configured_on_both_backends!(
             max_input_images: Some(14),
             retired_at: None,
             replaced_by: None,
+            fallbacks: None,
             // Priced, so that its images' cost shows in the metrics.
             price: Some(nanobanana::config::catalog_file::PriceEntry {
                 input_text: Some(0.5),

@@ -266,6 +266,8 @@ fn checked(
         })?;
     let mut request = request;
     request.output = output;
+    request.fallbacks =
+        GenerationRequest::catalog_fallbacks(&request.model, state.generations.models());
     Ok(Wanted {
         request,
         count,

@@ -57,6 +57,10 @@ pub(crate) struct GenerateRequest {
     /// Continues a conversation: the id (`gen_…`) of an earlier generation of the account,
     /// whose turns (prompts, images and the model's answers) are sent before this prompt.
     previous_generation_id: Option<String>,
+    /// Enabled models tried next, in order, when `model` is overloaded (503), rate limited
+    /// (429 after retries), failing (500), slow or gone — never after a content refusal or
+    /// another 4xx. Replaces the catalog's `fallbacks` of the model; `[]`: none.
+    fallback_models: Option<Vec<String>>,
 }
 
 /// An image sent as base64 or a data URL, decoded as the body is read: the text is borrowed
@@ -108,7 +112,11 @@ pub(crate) struct GenerateResponse {
     /// The generation this one continued, if any.
     previous_generation_id: Option<String>,
     style: &'static str,
+    /// The model that made the image.
     model: String,
+    /// The model asked for, when a fallback made the image (absent otherwise).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    requested_model: Option<String>,
     mime_type: &'static str,
     #[serde(with = "time::serde::rfc3339")]
     created_at: OffsetDateTime,
@@ -210,6 +218,9 @@ fn checked(body: GenerateRequest, state: &AppState) -> Result<GenerationRequest,
         inputs,
         state.generations.now().date(),
     )?;
+    if let Some(fallbacks) = &body.fallback_models {
+        request = request.with_fallbacks(fallbacks, state.generations.models())?;
+    }
     request.output = output;
     Ok(request)
 }
@@ -243,6 +254,10 @@ async fn run_generation(
                     previous_generation_id: generation.previous.map(|id| id.to_string()),
                     style: generation.style.as_str(),
                     model: generation.model.as_str().to_owned(),
+                    requested_model: generation
+                        .requested_model
+                        .as_ref()
+                        .map(|model| model.as_str().to_owned()),
                     mime_type: generation.image.format().mime_type(),
                     created_at: generation.created_at,
                 }),

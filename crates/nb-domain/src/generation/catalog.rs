@@ -154,6 +154,9 @@ pub struct ModelSpec {
     /// What its images cost; `None`: the operator has not priced it (its images cost 0,
     /// and start-up warns).
     pub price: Option<ModelPrice>,
+    /// The models tried next, in order, when this one is overloaded, rate limited, failing,
+    /// slow or gone (catalog ids; each an image model of the catalog).
+    pub fallbacks: Vec<String>,
 }
 
 impl ModelSpec {
@@ -292,6 +295,7 @@ pub struct ModelPatch {
     pub retired_at: Option<Date>,
     pub replaced_by: Option<String>,
     pub price: Option<PricePatch>,
+    pub fallbacks: Option<Vec<String>>,
 }
 
 /// The `price` of a catalog file entry: dollars per million tokens, the batch discount as a
@@ -348,6 +352,7 @@ impl ModelCatalog {
                     retired_at: None,
                     replaced_by: None,
                     price: None,
+                    fallbacks: Vec::new(),
                 })
             };
         use Resolution::{K1, K2, K4, Px512};
@@ -376,6 +381,7 @@ impl ModelCatalog {
             max_input_images: 0,
             retired_at: None,
             replaced_by: None,
+            fallbacks: Vec::new(),
             price: Some(built_in_price(
                 [0.0, 0.0, 0.0, 0.0],
                 &[(K1, "0.04"), (K2, "0.04")],
@@ -471,6 +477,7 @@ impl ModelCatalog {
                 retired_at: None,
                 replaced_by: None,
                 price: None,
+                fallbacks: Vec::new(),
             },
         };
         if existing.is_none() {
@@ -524,6 +531,9 @@ impl ModelCatalog {
         }
         if let Some(replaced_by) = patch.replaced_by {
             spec.replaced_by = Some(replaced_by);
+        }
+        if let Some(fallbacks) = patch.fallbacks {
+            spec.fallbacks = fallbacks;
         }
         if let Some(price) = patch.price {
             spec.price = Some(apply_price(
@@ -596,6 +606,23 @@ impl ModelCatalog {
                     field: "replaced_by",
                     message: format!("{replacement:?} is not in the catalog"),
                 });
+            }
+            for fallback in &spec.fallbacks {
+                let fail = |message: String| CatalogError {
+                    entry: spec.id.clone(),
+                    field: "fallbacks",
+                    message,
+                };
+                // Every catalog model makes images (Gemini image models and Imagen): a
+                // fallback must be one of them, so a chain never ends in an empty answer.
+                let Some(target) = self.find(fallback) else {
+                    return Err(fail(format!(
+                        "{fallback:?} is not an image model of the catalog"
+                    )));
+                };
+                if target.id == spec.id {
+                    return Err(fail(format!("{fallback:?} is the model itself")));
+                }
             }
         }
         Ok(())
@@ -856,6 +883,14 @@ mod tests {
             ..ModelPatch::default()
         });
         assert_eq!(bad_ratio.field, "aspect_ratios");
+        for fallback in ["gemini-9-chat", "gemini-3-pro-image"] {
+            let bad_fallback = error(ModelPatch {
+                id: "gemini-3-pro-image".into(),
+                fallbacks: Some(vec![fallback.into()]),
+                ..ModelPatch::default()
+            });
+            assert_eq!(bad_fallback.field, "fallbacks", "{fallback}");
+        }
     }
 }
 

@@ -41,6 +41,10 @@ pub enum ProviderError {
     /// 5xx after retries, unreachable, or an answer that cannot be understood.
     #[error("the provider failed: {0}")]
     Upstream(String),
+    /// The provider refused the request itself (a 4xx other than those above): the same
+    /// request fails again, on this model or another.
+    #[error("the provider refused the request ({status})")]
+    Refused { status: u16 },
 }
 
 impl ProviderError {
@@ -56,8 +60,22 @@ impl ProviderError {
             Self::ModelNotFound { .. } => "model_unavailable",
             Self::CredentialsRejected => "upstream_auth_failed",
             Self::Timeout => "upstream_timeout",
-            Self::Upstream(_) => "upstream_failed",
+            Self::Upstream(_) | Self::Refused { .. } => "upstream_failed",
         }
+    }
+
+    /// Whether the next model of a fallback chain should be tried: the model was rate limited
+    /// (after retries), overloaded or failing (5xx), slow, or is gone. Never on a refusal of
+    /// the content or the request, or on rejected credentials (another model would fare no
+    /// better).
+    pub fn falls_back(&self) -> bool {
+        matches!(
+            self,
+            Self::RateLimited { .. }
+                | Self::Upstream(_)
+                | Self::Timeout
+                | Self::ModelNotFound { .. }
+        )
     }
 
     /// Whether the provider was never asked: nothing was spent and there is nothing worth a

@@ -2,6 +2,7 @@
 //! ports it goes through ([`ports`]), the service that runs one ([`service`]), the record of
 //! them ([`history`]), and a cap on calls in flight to the provider ([`concurrency_limit`]).
 
+pub mod breaker;
 pub mod catalog;
 pub mod concurrency_limit;
 pub mod error;
@@ -13,6 +14,7 @@ pub mod service;
 pub mod stored;
 pub mod tokens;
 
+pub use breaker::*;
 pub use catalog::*;
 pub use concurrency_limit::*;
 pub use error::*;

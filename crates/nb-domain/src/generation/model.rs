@@ -911,9 +911,43 @@ pub struct GenerationRequest {
     pub previous: Option<GenerationId>,
     /// The format asked for, when it was (else the model's own).
     pub output: Option<OutputEncoding>,
+    /// The enabled models tried next, in order, when `model` is overloaded, rate limited,
+    /// failing, slow or gone: the request's `fallback_models`, else the catalog's.
+    pub fallbacks: Vec<ImageModel>,
 }
 
 impl GenerationRequest {
+    /// The catalog's fallbacks of `model` that are enabled, in order.
+    pub fn catalog_fallbacks(model: &ImageModel, models: &AllowedModels) -> Vec<ImageModel> {
+        model
+            .spec()
+            .fallbacks
+            .iter()
+            .filter_map(|name| models.choose(Some(name)).ok())
+            .filter(|fallback| fallback.as_str() != model.as_str())
+            .collect()
+    }
+
+    /// The request's own fallback chain, each an enabled model.
+    pub fn with_fallbacks(
+        mut self,
+        names: &[String],
+        models: &AllowedModels,
+    ) -> Result<Self, InvalidGenerationRequest> {
+        self.fallbacks = names
+            .iter()
+            .map(|name| {
+                models
+                    .choose(Some(name))
+                    .map_err(|_| InvalidGenerationRequest::Fallback { name: name.clone() })
+            })
+            .collect::<Result<Vec<_>, _>>()?
+            .into_iter()
+            .filter(|fallback| fallback.as_str() != self.model.as_str())
+            .collect();
+        Ok(self)
+    }
+
     /// What the provider is asked for: the prompt, the style's sentence (and the mask's, when
     /// there is one), the aspect ratio, then the images and the mask.
     pub fn image_request(&self) -> ImageRequest {
@@ -1071,6 +1105,8 @@ pub enum InvalidGenerationRequest {
     TooManyImages { model: String, max: usize },
     #[error("previous_generation_id must be a generation id (gen_…)")]
     Previous,
+    #[error("fallback_models must name enabled models: {name:?} is not one (see GET /v1/models)")]
+    Fallback { name: String },
 }
 
 impl InvalidGenerationRequest {
@@ -1085,6 +1121,7 @@ impl InvalidGenerationRequest {
             Self::Model(_) | Self::Retired(_) | Self::ModelCannotEdit { .. } => "model",
             Self::TooManyImages { .. } => "images",
             Self::Previous => "previous_generation_id",
+            Self::Fallback { .. } => "fallback_models",
         }
     }
 }
@@ -1190,6 +1227,7 @@ impl GenerationRequest {
         let mut request =
             Self::with_checked_fields(prompt, size, shape, style, model, inputs, today)?;
         request.previous = previous;
+        request.fallbacks = Self::catalog_fallbacks(&request.model, models);
         Ok(request)
     }
 
@@ -1229,6 +1267,7 @@ impl GenerationRequest {
             size,
             shape,
             style,
+            fallbacks: Vec::new(),
             model,
             inputs,
             previous: None,
@@ -1258,7 +1297,10 @@ pub struct Generation {
     pub size: String,
     pub shape: ImageShape,
     pub style: ImageStyle,
+    /// The model that made it (a fallback, when the one asked for could not).
     pub model: ImageModel,
+    /// The model asked for, when a fallback made the image.
+    pub requested_model: Option<ImageModel>,
     pub image: GeneratedImage,
     /// Read from the image's header, when it can be.
     pub dimensions: Option<(u32, u32)>,

@@ -13,11 +13,14 @@ use std::time::Duration;
 
 use time::OffsetDateTime;
 
+use super::breaker::ModelBreaker;
 use super::catalog::ModelPrice;
 use super::error::GenerateError;
+use super::error::ProviderError;
 use super::model::{
     AllowedModels, Generation, GenerationId, GenerationOutcome, GenerationRecord,
-    GenerationRequest, GenerationTimings, ImageCount, ObjectKey, image_dimensions,
+    GenerationRequest, GenerationTimings, ImageCount, ImageModel, ImageRequest, ObjectKey,
+    image_dimensions,
 };
 use super::tokens::TokenUsage;
 use crate::accounts::model::UserId;
@@ -120,6 +123,10 @@ pub struct GenerationService {
     models: AllowedModels,
     /// The longest conversation, in turns (`NB_MAX_EDIT_TURNS`).
     max_edit_turns: usize,
+    /// Skips models failing repeatedly in fallback chains.
+    breaker: Arc<ModelBreaker>,
+    /// Fallbacks are tried only while the first model's upstream deadline has not passed.
+    upstream_deadline: Duration,
 }
 
 /// Where a generation's outcome is written.
@@ -204,7 +211,18 @@ impl GenerationService {
             ports,
             models,
             max_edit_turns: DEFAULT_MAX_EDIT_TURNS,
+            breaker: Arc::new(ModelBreaker::default()),
+            upstream_deadline: Duration::from_secs(120),
         }
+    }
+
+    /// Fallback chains skip a model for `cooldown` after it failed 5 requests in a row, and
+    /// try the next model only while `upstream_deadline` (from the first model's call) has not
+    /// passed.
+    pub fn with_fallback_limits(mut self, cooldown: Duration, upstream_deadline: Duration) -> Self {
+        self.breaker = Arc::new(ModelBreaker::new(cooldown));
+        self.upstream_deadline = upstream_deadline;
+        self
     }
 
     /// Conversations at most `turns` long (the new turn included).
@@ -251,11 +269,9 @@ impl GenerationService {
             outcome,
         };
 
-        let provider = match caller.mode {
-            KeyMode::Live => &ports.provider,
-            KeyMode::Test => &ports.test_provider,
-        };
-        let provided = provider.generate(&image_request).await;
+        let (provided, made_by) = self
+            .through_the_chain(&caller, &request, &image_request, history)
+            .await;
         let mut timings = GenerationTimings {
             upstream: self.elapsed_since(started_at),
             ..GenerationTimings::default()
@@ -332,8 +348,8 @@ impl GenerationService {
             parts,
         };
 
-        let cost = Self::cost_of(&caller, &request, usage.as_ref());
-        let succeeded = record(
+        let cost = Self::cost_of(&caller, &made_by, &request, usage.as_ref());
+        let mut succeeded = record(
             GenerationOutcome::Succeeded {
                 object_key: key,
                 url: stored.url_is_lasting.then(|| stored.url.clone()),
@@ -345,6 +361,8 @@ impl GenerationService {
             usage,
             Some(turn),
         );
+        // Counted, priced and shown as the model that made it.
+        succeeded.model = made_by.clone();
         let database_started = ports.clock.now();
         let written = match via {
             RecordVia::History => ports.generations.record(&succeeded).await,
@@ -388,6 +406,8 @@ impl GenerationService {
             size: succeeded.size,
             shape: succeeded.shape,
             style: succeeded.style,
+            requested_model: (made_by.as_str() != request.model.as_str())
+                .then(|| request.model.clone()),
             model: succeeded.model,
             dimensions,
             usage,
@@ -624,19 +644,20 @@ impl GenerationService {
         count: ImageCount,
     ) -> Ask {
         let images = count.get() as u64;
-        let estimate = Self::price_for(caller, request).map_or(Usd::ZERO, |price| {
+        let estimate = Self::price_for(caller, &request.model).map_or(Usd::ZERO, |price| {
             price.estimate(request.shape.resolution, images)
         });
         Ask { images, estimate }
     }
 
-    /// What one image made at the provider cost.
+    /// What one image `model` made at the provider cost.
     fn cost_of(
         caller: &AuthenticatedApiKey,
+        model: &ImageModel,
         request: &GenerationRequest,
         usage: Option<&TokenUsage>,
     ) -> Usd {
-        Self::price_for(caller, request).map_or(Usd::ZERO, |price| {
+        Self::price_for(caller, model).map_or(Usd::ZERO, |price| {
             price.cost(usage, request.shape.resolution)
         })
     }
@@ -645,11 +666,90 @@ impl GenerationService {
     /// cost nothing) or an unpriced model.
     fn price_for<'a>(
         caller: &AuthenticatedApiKey,
-        request: &'a GenerationRequest,
+        model: &'a ImageModel,
     ) -> Option<&'a ModelPrice> {
         match caller.mode {
-            KeyMode::Live => request.model.spec().price.as_ref(),
+            KeyMode::Live => model.spec().price.as_ref(),
             KeyMode::Test => None,
+        }
+    }
+
+    /// The provider's answer for the request, from its model or, when that model is
+    /// overloaded, rate limited, failing, slow or gone, from the next model of its fallback
+    /// chain (skipping models whose breaker is open while a later one remains), while the
+    /// first call's upstream deadline lasts; and the model that answered.
+    async fn through_the_chain(
+        &self,
+        caller: &AuthenticatedApiKey,
+        request: &GenerationRequest,
+        image_request: &ImageRequest,
+        history: &[ConversationTurn],
+    ) -> (
+        Result<super::model::ProvidedImage, ProviderError>,
+        ImageModel,
+    ) {
+        let provider = match caller.mode {
+            KeyMode::Live => &self.ports.provider,
+            KeyMode::Test => &self.ports.test_provider,
+        };
+        if request.fallbacks.is_empty() {
+            return (
+                provider.generate(image_request).await,
+                request.model.clone(),
+            );
+        }
+        let chain: Vec<&ImageModel> = std::iter::once(&request.model)
+            .chain(&request.fallbacks)
+            .collect();
+        let deadline = self.ports.clock.now() + self.upstream_deadline;
+        let mut last: Option<(Result<_, ProviderError>, ImageModel)> = None;
+        for (position, model) in chain.iter().enumerate() {
+            let now = self.ports.clock.now();
+            let later_ones = position + 1 < chain.len();
+            if later_ones && self.breaker.is_open(model.as_str(), now) {
+                tracing::info!(model = %model, "skipped: its breaker is open");
+                continue;
+            }
+            if last.is_some() && now >= deadline {
+                break;
+            }
+            let result = if position == 0 {
+                provider.generate(image_request).await
+            } else {
+                let mut fallback = request.clone();
+                fallback.model = (*model).clone();
+                let mut fallback_request = fallback.image_request();
+                fallback_request.history = history.to_vec();
+                provider.generate(&fallback_request).await
+            };
+            match &result {
+                Ok(_) => {
+                    self.breaker.succeeded(model.as_str());
+                    if position > 0 {
+                        metrics::counter!("model_fallbacks_total", "from" => request.model.as_str().to_owned(), "to" => model.as_str().to_owned()).increment(1);
+                        tracing::info!(requested = %request.model, model = %model, "a fallback model made the image");
+                    }
+                    return (result, (*model).clone());
+                }
+                Err(error) if error.falls_back() => {
+                    self.breaker.failed(model.as_str(), now);
+                    if later_ones {
+                        tracing::warn!(model = %model, %error, "the model failed: trying the next of its fallback chain");
+                    }
+                    last = Some((result, (*model).clone()));
+                }
+                // A fallback that cannot serve this request (a ratio it lacks): the next one.
+                Err(ProviderError::Unsupported { .. }) if position > 0 => {}
+                Err(_) => return (result, (*model).clone()),
+            }
+        }
+        match last {
+            Some(last) => last,
+            // Every model was skipped or could not serve it: the one asked for answers.
+            None => (
+                provider.generate(image_request).await,
+                request.model.clone(),
+            ),
         }
     }
 
@@ -805,6 +905,7 @@ mod tests {
             inputs: InputImages::none(),
             previous: None,
             output: None,
+            fallbacks: Vec::new(),
         }
     }
 
@@ -1009,6 +1110,76 @@ mod tests {
         assert!(matches!(
             result,
             Err(GenerateError::Provider(ProviderError::Timeout))
+        ));
+    }
+
+    fn with_a_fallback() -> GenerationRequest {
+        let two = AllowedModels::new([
+            "gemini-3.1-flash-image".to_owned(),
+            "gemini-3-pro-image".to_owned(),
+        ])
+        .unwrap();
+        let mut request = request();
+        request.fallbacks = vec![two.choose(Some("gemini-3-pro-image")).unwrap()];
+        request
+    }
+
+    fn answering(
+        model: &'static str,
+        provider: &mut MockImageProvider,
+        answer: fn() -> Result<crate::generation::model::ProvidedImage, ProviderError>,
+    ) {
+        provider
+            .expect_generate()
+            .withf(move |request| request.model.as_str() == model)
+            .times(1)
+            .returning(move |_| answer());
+    }
+
+    #[tokio::test]
+    async fn an_overloaded_model_falls_back_and_the_image_counts_for_the_model_that_made_it() {
+        let mut provider = MockImageProvider::new();
+        answering("gemini-3.1-flash-image", &mut provider, || {
+            Err(ProviderError::Upstream("the provider answered 503".into()))
+        });
+        answering("gemini-3-pro-image", &mut provider, || {
+            Ok(GeneratedImage::from_bytes(Bytes::from_static(PNG))
+                .unwrap()
+                .into())
+        });
+        let generations =
+            expecting_one_record(|record| record.model.as_str() == "gemini-3-pro-image");
+        let made = service(provider, lasting_storage(), generations)
+            .generate(CALLER, with_a_fallback(), &[], RecordVia::History)
+            .await
+            .unwrap();
+        assert_eq!(made.model.as_str(), "gemini-3-pro-image");
+        assert_eq!(
+            made.requested_model.map(|model| model.as_str().to_owned()),
+            Some("gemini-3.1-flash-image".to_owned())
+        );
+    }
+
+    #[tokio::test]
+    async fn a_refusal_never_falls_back() {
+        let mut provider = MockImageProvider::new();
+        answering("gemini-3.1-flash-image", &mut provider, || {
+            Err(ProviderError::ContentRejected {
+                reason: "IMAGE_SAFETY".into(),
+            })
+        });
+        provider
+            .expect_generate()
+            .withf(|request| request.model.as_str() == "gemini-3-pro-image")
+            .never();
+        let generations = expecting_one_record(failed_with("content_rejected"));
+        let error = service(provider, lasting_storage(), generations)
+            .generate(CALLER, with_a_fallback(), &[], RecordVia::History)
+            .await
+            .unwrap_err();
+        assert!(matches!(
+            error,
+            GenerateError::Provider(ProviderError::ContentRejected { .. })
         ));
     }
 

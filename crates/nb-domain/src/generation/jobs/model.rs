@@ -32,6 +32,8 @@ pub struct JobRequest {
     pub mask: Option<Bytes>,
     pub previous: Option<GenerationId>,
     pub output: Option<JobOutput>,
+    /// The fallback chain's models, by id.
+    pub fallbacks: Vec<String>,
 }
 
 /// The output format asked for (see [`OutputEncoding`]).
@@ -86,6 +88,11 @@ impl JobRequest {
                 quality: output.quality,
                 quality_asked: output.quality_asked,
             }),
+            fallbacks: request
+                .fallbacks
+                .iter()
+                .map(|model| model.as_str().to_owned())
+                .collect(),
         }
     }
 
@@ -124,6 +131,12 @@ impl JobRequest {
             model,
             inputs: InputImages::from_checked(images, mask),
             previous: self.previous,
+            // Those still enabled.
+            fallbacks: self
+                .fallbacks
+                .iter()
+                .filter_map(|name| models.choose(Some(name)).ok())
+                .collect(),
             output: self
                 .output
                 .map(|output| {
