@@ -26,7 +26,7 @@ use nb_domain::ports::{KeyChangeBroadcast, ReadinessCheck, UpstreamKeys};
 use nb_domain::rate_limit::{RateLimiter, Throttle};
 use nb_domain::system::{Clock, IdGenerator, RandomSource};
 use nb_domain::webhooks::{WebhookPorts, WebhookService};
-use nb_imagen::{GeminiImageClient, TestModeImages, UnconfiguredImageProvider};
+use nb_imagen::{GeminiImageClient, ProviderRouter, TestModeImages, UnconfiguredImageProvider};
 use nb_storage::{InlineStorage, LocalStorage, S3Storage};
 use nb_system::{BcryptPasswordHasher, MemoryRateLimiter, OsRandom, UuidV7Ids, XChaChaSealer};
 use nb_webhook::HttpWebhookSender;
@@ -365,27 +365,53 @@ fn warn_of_retiring_models(models: &AllowedModels, today: time::Date) {
 /// Google behind the domain's cap on calls in flight, with its pool of keys, or, without a
 /// key, a provider that answers 503 (test keys still work: they never reach it).
 fn image_provider(config: &Config) -> Result<Upstream, StartupError> {
-    if !config.upstream.has_keys() {
+    let vertex_models: Vec<String> = config
+        .model_catalog()
+        .map(|catalog| {
+            catalog
+                .iter()
+                .filter(|spec| spec.provider == nb_domain::generation::UpstreamProvider::Vertex)
+                .map(|spec| spec.id.clone())
+                .collect()
+        })
+        .unwrap_or_default();
+    let vertex: Option<Arc<dyn ImageProvider>> = if config.vertex.is_set() {
+        let client = GeminiImageClient::vertex(config.upstream.clone(), &config.vertex)
+            .map_err(StartupError::ImageProvider)?;
+        tracing::info!(location = %config.vertex.location, "Vertex AI is configured");
+        Some(Arc::new(client))
+    } else {
+        if !vertex_models.is_empty() {
+            tracing::warn!(models = ?vertex_models, "models with provider = \"vertex\" answer 503 until VERTEX_PROJECT and GOOGLE_APPLICATION_CREDENTIALS are set");
+        }
+        None
+    };
+    let (gemini_api, keys): (Arc<dyn ImageProvider>, Option<Arc<dyn UpstreamKeys>>) = if config
+        .upstream
+        .has_keys()
+    {
+        let client =
+            GeminiImageClient::new(config.upstream.clone()).map_err(StartupError::ImageProvider)?;
+        let keys = client.key_pool().map(|pool| pool as Arc<dyn UpstreamKeys>);
+        (Arc::new(client), keys)
+    } else {
         tracing::warn!(
-            "GOOGLE_API_KEY(S) is not set: generation with live keys will answer 503 (test keys work)"
+            "GOOGLE_API_KEY(S) is not set: generation with live keys on the Gemini API will answer 503 (test keys work)"
         );
+        (Arc::new(UnconfiguredImageProvider), None)
+    };
+    if vertex.is_none() && keys.is_none() {
         return Ok(Upstream {
             provider: Arc::new(UnconfiguredImageProvider),
             keys: None,
         });
     }
-    let client =
-        GeminiImageClient::new(config.upstream.clone()).map_err(StartupError::ImageProvider)?;
-    let keys: Arc<dyn UpstreamKeys> = client.key_pool();
     let provider = Arc::new(ConcurrencyLimitedProvider::new(
-        client,
+        ProviderRouter { gemini_api, vertex },
         config.limits.upstream_concurrency.get(),
         config.limits.upstream_queue_timeout,
     ));
-    Ok(Upstream {
-        provider,
-        keys: Some(keys),
-    })
+    Ok(Upstream { provider, keys })
 }
 
 /// The image provider and, for Google, its pool of keys.

@@ -67,6 +67,8 @@ fn capture_everything() -> &'static CapturedLogs {
     })
 }
 
+const SECOND_GOOGLE_KEY: &str = "AIzaSy-second-pooled-google-key-111";
+
 async fn run_flow_and_check_logs(backend: Backend) {
     let logs = capture_everything();
     let s3 =
@@ -79,6 +81,11 @@ async fn run_flow_and_check_logs(backend: Backend) {
         config.redis.url = Some(redis_url);
         config.webhooks.allow_http = true;
         config.webhooks.allow_private_targets = true;
+        // A pool of two Google keys: the refused prompt takes the first out of the pool.
+        config.upstream.api_key = None;
+        config.upstream.api_keys = Some(nb_imagen::GoogleApiKeys::new(format!(
+            "{GOOGLE_KEY},{SECOND_GOOGLE_KEY}"
+        )));
     })
     .await;
     // Google refuses one prompt with an error, so the error paths log too.
@@ -433,6 +440,7 @@ async fn run_flow_and_check_logs(backend: Backend) {
         ("admin's access token", admin.as_str()),
         ("JWT secret", TEST_JWT_SECRET),
         ("Google API key", GOOGLE_KEY),
+        ("second Google API key", SECOND_GOOGLE_KEY),
         ("R2/S3 secret key", S3_SECRET_KEY),
         ("Redis password", REDIS_PASSWORD),
         ("browser session's token", cookie_token.as_str()),

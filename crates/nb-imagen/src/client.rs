@@ -19,6 +19,7 @@ use crate::answer_scanner::{AnswerScanner, ScannedAnswer};
 use crate::connections::Connections;
 use crate::key_pool::KeyPool;
 use crate::response::{ErrorEnvelope, parse_generate_content, parse_predict};
+use crate::vertex::{ServiceAccountTokens, VertexSettings};
 use crate::wire::{GenerateContentRequest, PredictRequest, RequestBody, images_in_order};
 
 pub const DEFAULT_BASE_URL: &str = "https://generativelanguage.googleapis.com";
@@ -209,8 +210,28 @@ impl ImageProvider for UnconfiguredImageProvider {
 #[derive(Clone)]
 pub struct GeminiImageClient {
     connections: Arc<Connections>,
-    keys: Arc<KeyPool>,
+    target: Target,
     settings: GeminiSettings,
+}
+
+/// Which front door, with its credentials.
+#[derive(Clone)]
+enum Target {
+    /// The Gemini API, with a pool of API keys.
+    GeminiApi(Arc<KeyPool>),
+    /// Vertex AI: the project's models, with a service account's tokens.
+    Vertex {
+        models_url: String,
+        tokens: Arc<ServiceAccountTokens>,
+    },
+}
+
+/// The credential one attempt carries.
+struct Credential {
+    /// The pool key's index (Gemini API).
+    key_index: Option<usize>,
+    name: reqwest::header::HeaderName,
+    value: HeaderValue,
 }
 
 impl fmt::Debug for GeminiImageClient {
@@ -229,6 +250,10 @@ pub enum ClientBuildError {
     InvalidApiKey,
     #[error("cannot build the HTTP client")]
     Http(#[source] reqwest::Error),
+    #[error("Vertex AI needs a service account key file (GOOGLE_APPLICATION_CREDENTIALS)")]
+    NoCredentials,
+    #[error(transparent)]
+    KeyFile(#[from] crate::vertex::KeyFileError),
 }
 
 /// One attempt's outcome.
@@ -263,7 +288,7 @@ impl GeminiImageClient {
                 header.set_sensitive(true);
                 Ok(header)
             })
-            .collect::<Result<Vec<_>, _>>()?;
+            .collect::<Result<Vec<_>, ClientBuildError>>()?;
         let headers_for_client = HeaderMap::new();
         let headers = headers;
         let prior_knowledge = settings.http2_prior_knowledge;
@@ -283,14 +308,68 @@ impl GeminiImageClient {
         let connections = Connections::new(first, Box::new(build), settings.streams_per_connection);
         Ok(Self {
             connections: Arc::new(connections),
-            keys: Arc::new(KeyPool::new(headers)),
+            target: Target::GeminiApi(Arc::new(KeyPool::new(headers))),
             settings,
         })
     }
 
-    /// The pool of keys (for `/readyz`).
-    pub fn key_pool(&self) -> Arc<KeyPool> {
-        self.keys.clone()
+    /// A client of Vertex AI's models in `vertex`'s project, with the timeouts and retries
+    /// of `settings` (its API keys are not used).
+    pub fn vertex(
+        settings: GeminiSettings,
+        vertex: &VertexSettings,
+    ) -> Result<Self, ClientBuildError> {
+        let path = vertex
+            .credentials_file
+            .as_deref()
+            .ok_or(ClientBuildError::NoCredentials)?;
+        let build = || {
+            reqwest::Client::builder()
+                .user_agent(concat!("nanobanana/", env!("CARGO_PKG_VERSION")))
+                .connect_timeout(Duration::from_secs(10))
+                .pool_idle_timeout(Duration::from_secs(90))
+                .build()
+        };
+        let token_http = build().map_err(ClientBuildError::Http)?;
+        let tokens =
+            ServiceAccountTokens::from_file(path, token_http).map_err(ClientBuildError::KeyFile)?;
+        let first = build().map_err(ClientBuildError::Http)?;
+        let connections = Connections::new(first, Box::new(build), settings.streams_per_connection);
+        Ok(Self {
+            connections: Arc::new(connections),
+            target: Target::Vertex {
+                models_url: vertex.models_url(),
+                tokens: Arc::new(tokens),
+            },
+            settings,
+        })
+    }
+
+    /// The pool of keys (for `/readyz`); none for Vertex AI.
+    pub fn key_pool(&self) -> Option<Arc<KeyPool>> {
+        match &self.target {
+            Target::GeminiApi(keys) => Some(keys.clone()),
+            Target::Vertex { .. } => None,
+        }
+    }
+
+    /// The credential for the next attempt.
+    async fn credential(&self) -> Result<Credential, ProviderError> {
+        match &self.target {
+            Target::GeminiApi(keys) => {
+                let key = keys.pick().map_err(|_| credentials_rejected())?;
+                Ok(Credential {
+                    key_index: Some(key.index),
+                    name: reqwest::header::HeaderName::from_static("x-goog-api-key"),
+                    value: key.header,
+                })
+            }
+            Target::Vertex { tokens, .. } => Ok(Credential {
+                key_index: None,
+                name: reqwest::header::AUTHORIZATION,
+                value: tokens.authorization().await?,
+            }),
+        }
     }
 
     fn endpoint(&self, model: &str, method: Method) -> String {
@@ -298,10 +377,13 @@ impl GeminiImageClient {
             Method::GenerateContent => "generateContent",
             Method::Predict => "predict",
         };
-        format!(
-            "{}/{API_VERSION}/models/{model}:{verb}",
-            self.settings.base_url.trim_end_matches('/')
-        )
+        match &self.target {
+            Target::GeminiApi(_) => format!(
+                "{}/{API_VERSION}/models/{model}:{verb}",
+                self.settings.base_url.trim_end_matches('/')
+            ),
+            Target::Vertex { models_url, .. } => format!("{models_url}/{model}:{verb}"),
+        }
     }
 
     fn backoff(&self, retry: u32) -> Duration {
@@ -319,13 +401,13 @@ impl GeminiImageClient {
         body: &RequestBody,
         method: Method,
         model: &str,
-        key: &HeaderValue,
+        credential: &Credential,
     ) -> Attempt {
         let lease = self.connections.lease();
         let sent = lease
             .http()
             .post(url)
-            .header("x-goog-api-key", key.clone())
+            .header(credential.name.clone(), credential.value.clone())
             .header(CONTENT_TYPE, "application/json")
             .header(CONTENT_LENGTH, body.len())
             // Images are base64-encoded a piece at a time as they are sent, never whole.
@@ -481,7 +563,7 @@ async fn read_capped(response: reqwest::Response) -> Result<Vec<u8>, BodyError> 
 impl ImageProvider for GeminiImageClient {
     #[tracing::instrument(skip_all, fields(model = %request.model))]
     async fn generate(&self, request: &ImageRequest) -> Result<ProvidedImage, ProviderError> {
-        let model = request.model.as_str();
+        let model = request.model.spec().google_id();
         if let Some(ratio) = request
             .aspect_ratio
             .filter(|ratio| !request.model.spec().aspect_ratios.contains(ratio))
@@ -527,15 +609,13 @@ impl ImageProvider for GeminiImageClient {
 
         let mut retries = 0;
         loop {
-            let Ok(key) = self.keys.pick() else {
-                return Err(credentials_rejected());
-            };
+            let credential = self.credential().await?;
             let remaining = deadline.saturating_duration_since(Instant::now());
             let attempt_timeout = self.settings.attempt_timeout.min(remaining);
             let started = Instant::now();
             let attempt = tokio::time::timeout(
                 attempt_timeout,
-                self.attempt(&url, &body, method, model, &key.header),
+                self.attempt(&url, &body, method, model, &credential),
             )
             .await
             .unwrap_or(Attempt::Done(Err(ProviderError::Timeout)));
@@ -550,34 +630,49 @@ impl ImageProvider for GeminiImageClient {
                 "outcome" => outcome
             )
             .record(started.elapsed().as_secs_f64());
-            metrics::counter!(
-                "upstream_key_requests_total",
-                "key" => key.index.to_string(),
-                "outcome" => outcome
-            )
-            .increment(1);
-            let (error, retry_after) = match attempt {
-                Attempt::Done(result) => return result,
+            if let Some(index) = credential.key_index {
+                metrics::counter!(
+                    "upstream_key_requests_total",
+                    "key" => index.to_string(),
+                    "outcome" => outcome
+                )
+                .increment(1);
+            }
+            let (error, retry_after) = match (attempt, &self.target, credential.key_index) {
+                (Attempt::Done(result), ..) => return result,
                 // Out of the pool, and the request goes on with the next key at once; the last
                 // key that serves is never taken out (the operator may fix it without a
                 // restart): the request fails instead.
-                Attempt::KeyRejected if self.keys.another_usable(key.index) => {
-                    self.keys.reject(key.index);
+                (Attempt::KeyRejected, Target::GeminiApi(keys), Some(index))
+                    if keys.another_usable(index) =>
+                {
+                    keys.reject(index);
                     continue;
                 }
-                Attempt::KeyRejected => return Err(credentials_rejected()),
-                Attempt::Retry { error, retry_after } => (error, retry_after),
+                (Attempt::KeyRejected, Target::Vertex { tokens, .. }, _) => {
+                    // The next call fetches a new token.
+                    tokens.forget().await;
+                    return Err(credentials_rejected());
+                }
+                (Attempt::KeyRejected, ..) => return Err(credentials_rejected()),
+                (Attempt::Retry { error, retry_after }, ..) => (error, retry_after),
             };
-            if let ProviderError::RateLimited { retry_after } = &error {
-                self.keys.rest(key.index, *retry_after);
+            let mut another_key = false;
+            if let (
+                ProviderError::RateLimited { retry_after },
+                Target::GeminiApi(keys),
+                Some(index),
+            ) = (&error, &self.target, credential.key_index)
+            {
+                keys.rest(index, *retry_after);
+                another_key = keys.another_usable(index);
             }
             if retries >= self.settings.max_retries {
                 return Err(error);
             }
             // Another key serves at once; the same key after the wait Google asked for (or a
             // backoff).
-            let rate_limited = matches!(error, ProviderError::RateLimited { .. });
-            let wait = if rate_limited && self.keys.another_usable(key.index) {
+            let wait = if another_key {
                 Duration::ZERO
             } else {
                 retry_after.unwrap_or_else(|| self.backoff(retries))
@@ -587,7 +682,7 @@ impl ImageProvider for GeminiImageClient {
             }
             retries += 1;
             metrics::counter!("upstream_retries_total", "model" => model.to_owned()).increment(1);
-            tracing::warn!(retry = retries, key_index = key.index, wait_ms = wait.as_millis() as u64, error = %error, "retrying the provider");
+            tracing::warn!(retry = retries, key_index = credential.key_index, wait_ms = wait.as_millis() as u64, error = %error, "retrying the provider");
             tokio::time::sleep(wait).await;
         }
     }

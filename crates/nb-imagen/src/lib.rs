@@ -15,7 +15,9 @@ mod client;
 mod connections;
 mod key_pool;
 mod response;
+mod router;
 mod test_mode;
+mod vertex;
 mod wire;
 
 pub use test_mode::{MAGIC_MARKERS, TestModeImages};
@@ -25,3 +27,5 @@ pub use client::{
     GoogleApiKeys, UnconfiguredImageProvider,
 };
 pub use key_pool::{DEFAULT_REST, KeyPool};
+pub use router::ProviderRouter;
+pub use vertex::{KeyFileError, ServiceAccountTokens, VertexSettings};

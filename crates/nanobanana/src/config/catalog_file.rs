@@ -27,6 +27,10 @@ pub struct ModelEntry {
     pub price: Option<PriceEntry>,
     /// Tried next, in order, when this model is overloaded, rate limited, failing or gone.
     pub fallbacks: Option<Vec<String>>,
+    /// `gemini` (the Gemini API, the default) or `vertex` (Vertex AI).
+    pub provider: Option<String>,
+    /// The id sent to Google when it differs from `id`.
+    pub google_model: Option<String>,
 }
 
 /// `[model.price]`: USD per million tokens, and `[model.price.per_image]` USD per image by
@@ -77,6 +81,8 @@ impl From<ModelEntry> for ModelPatch {
             retired_at: entry.retired_at.map(|day| day.0),
             replaced_by: entry.replaced_by,
             fallbacks: entry.fallbacks,
+            provider: entry.provider,
+            google_model: entry.google_model,
             price: entry.price.map(|price| PricePatch {
                 input_text: price.input_text,
                 input_image: price.input_image,

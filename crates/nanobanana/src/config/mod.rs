@@ -54,6 +54,8 @@ pub struct Config {
     pub webhooks: WebhooksSection,
     pub security: SecuritySection,
     pub redis: RedisSettings,
+    /// Vertex AI, for catalog models with `provider = "vertex"`.
+    pub vertex: nb_imagen::VertexSettings,
 }
 
 impl Default for Config {
@@ -71,6 +73,7 @@ impl Default for Config {
             webhooks: WebhooksSection::default(),
             security: SecuritySection::default(),
             redis: RedisSettings::default(),
+            vertex: nb_imagen::VertexSettings::default(),
         }
     }
 }
@@ -173,6 +176,7 @@ impl Config {
         self.server.check().map_err(in_section("server"))?;
         self.database.check().map_err(in_section("database"))?;
         self.upstream.check().map_err(in_section("upstream"))?;
+        self.vertex.check().map_err(in_section("vertex"))?;
         if let Some(s3) = &self.storage.s3 {
             s3.check().map_err(in_section("storage.s3"))?;
         }

@@ -108,6 +108,15 @@ pub const VARIABLES: &[Variable] = &[
     // [upstream]
     secret("GOOGLE_API_KEY", "upstream.api_key"),
     secret("GOOGLE_API_KEYS", "upstream.api_keys"),
+    // [vertex]
+    var("VERTEX_PROJECT", "vertex.project", Text),
+    var("VERTEX_LOCATION", "vertex.location", Text),
+    var(
+        "GOOGLE_APPLICATION_CREDENTIALS",
+        "vertex.credentials_file",
+        Text,
+    ),
+    var("VERTEX_BASE_URL", "vertex.base_url", Text),
     var("GOOGLE_GEMINI_BASE_URL", "upstream.base_url", Text),
     var(
         "GOOGLE_GEMINI_HTTP2_PRIOR_KNOWLEDGE",

@@ -335,6 +335,8 @@ fn with_a_catalog_that_overclaims(config: &mut Config) {
         retired_at: None,
         replaced_by: None,
         fallbacks: None,
+        provider: None,
+        google_model: None,
         price: None,
     });
 }

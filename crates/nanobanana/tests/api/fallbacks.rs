@@ -31,6 +31,8 @@ async fn chained() -> TestApp {
                 retired_at: None,
                 replaced_by: None,
                 fallbacks: Some(vec![PRO.into()]),
+                provider: None,
+                google_model: None,
                 price: None,
             });
     })

@@ -20,4 +20,5 @@ mod operations;
 mod records;
 mod spend_control;
 mod upstream_keys;
+mod vertex;
 mod webhooks;

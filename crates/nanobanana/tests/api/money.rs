@@ -520,6 +520,8 @@ crate::configured_on_both_backends!(
             retired_at: None,
             replaced_by: None,
             fallbacks: None,
+            provider: None,
+            google_model: None,
             price: Some(nanobanana::config::catalog_file::PriceEntry {
                 input_text: Some(1.0),
                 input_image: Some(2.0),

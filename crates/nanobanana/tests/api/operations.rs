@@ -623,6 +623,8 @@ crate::configured_on_both_backends!(
             retired_at: None,
             replaced_by: None,
             fallbacks: None,
+            provider: None,
+            google_model: None,
             // Priced, so that its images' cost shows in the metrics.
             price: Some(nanobanana::config::catalog_file::PriceEntry {
                 input_text: Some(0.5),

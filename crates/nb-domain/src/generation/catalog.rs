@@ -134,6 +134,33 @@ impl ModelApi {
     }
 }
 
+/// Which of Google's front doors a model is reached through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum UpstreamProvider {
+    /// The Gemini API (AI Studio keys).
+    #[default]
+    GeminiApi,
+    /// Vertex AI (a Google Cloud project and a service account).
+    Vertex,
+}
+
+impl UpstreamProvider {
+    pub fn parse(raw: &str) -> Option<Self> {
+        match raw {
+            "gemini" => Some(Self::GeminiApi),
+            "vertex" => Some(Self::Vertex),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::GeminiApi => "gemini",
+            Self::Vertex => "vertex",
+        }
+    }
+}
+
 /// What one model can do.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ModelSpec {
@@ -157,9 +184,19 @@ pub struct ModelSpec {
     /// The models tried next, in order, when this one is overloaded, rate limited, failing,
     /// slow or gone (catalog ids; each an image model of the catalog).
     pub fallbacks: Vec<String>,
+    /// Where it is called.
+    pub provider: UpstreamProvider,
+    /// The id sent to Google, when it differs from `id` (the same Google model offered under
+    /// two names, e.g. `gemini-3-pro-image@vertex`).
+    pub google_model: Option<String>,
 }
 
 impl ModelSpec {
+    /// The model id Google is sent.
+    pub fn google_id(&self) -> &str {
+        self.google_model.as_deref().unwrap_or(&self.id)
+    }
+
     pub fn default_resolution(&self) -> Resolution {
         self.resolutions.first().copied().unwrap_or(Resolution::K1)
     }
@@ -296,6 +333,9 @@ pub struct ModelPatch {
     pub replaced_by: Option<String>,
     pub price: Option<PricePatch>,
     pub fallbacks: Option<Vec<String>>,
+    /// `gemini` or `vertex`.
+    pub provider: Option<String>,
+    pub google_model: Option<String>,
 }
 
 /// The `price` of a catalog file entry: dollars per million tokens, the batch discount as a
@@ -353,6 +393,8 @@ impl ModelCatalog {
                     replaced_by: None,
                     price: None,
                     fallbacks: Vec::new(),
+                    provider: UpstreamProvider::GeminiApi,
+                    google_model: None,
                 })
             };
         use Resolution::{K1, K2, K4, Px512};
@@ -382,6 +424,8 @@ impl ModelCatalog {
             retired_at: None,
             replaced_by: None,
             fallbacks: Vec::new(),
+            provider: UpstreamProvider::GeminiApi,
+            google_model: None,
             price: Some(built_in_price(
                 [0.0, 0.0, 0.0, 0.0],
                 &[(K1, "0.04"), (K2, "0.04")],
@@ -478,6 +522,8 @@ impl ModelCatalog {
                 replaced_by: None,
                 price: None,
                 fallbacks: Vec::new(),
+                provider: UpstreamProvider::GeminiApi,
+                google_model: None,
             },
         };
         if existing.is_none() {
@@ -535,6 +581,19 @@ impl ModelCatalog {
         if let Some(fallbacks) = patch.fallbacks {
             spec.fallbacks = fallbacks;
         }
+        if let Some(provider) = patch.provider {
+            spec.provider = UpstreamProvider::parse(&provider)
+                .ok_or_else(|| fail("provider", format!("{provider:?} is not gemini or vertex")))?;
+        }
+        if let Some(google_model) = patch.google_model {
+            if google_model.trim().is_empty() || google_model.contains(['/', ':', '?', '#']) {
+                return Err(fail(
+                    "google_model",
+                    "must be a Google model id (no '/', ':', '?' or '#')".into(),
+                ));
+            }
+            spec.google_model = Some(google_model);
+        }
         if let Some(price) = patch.price {
             spec.price = Some(apply_price(
                 spec.price.take().unwrap_or_default(),
@@ -578,6 +637,12 @@ impl ModelCatalog {
                         format!("{} is listed twice", resolution.as_str()),
                     ));
                 }
+            }
+            if spec.api == ModelApi::Imagen && spec.provider == UpstreamProvider::Vertex {
+                return Err(fail(
+                    "provider",
+                    "Imagen models are called through the Gemini API here".into(),
+                ));
             }
             if spec.api == ModelApi::Imagen && spec.max_input_images > 0 {
                 return Err(fail(
