@@ -597,6 +597,12 @@ impl ImageProvider for GeminiImageClient {
                 &request.images,
                 &request.history,
             );
+            // Vertex AI makes the image in the format asked for; the Gemini API has no such
+            // field (the gateway converts).
+            let content = match &self.target {
+                Target::Vertex { .. } => content.with_output(request.output),
+                Target::GeminiApi(_) => content,
+            };
             let images = images_in_order(&request.history, &request.images);
             (
                 Method::GenerateContent,
@@ -639,6 +645,12 @@ impl ImageProvider for GeminiImageClient {
                 .increment(1);
             }
             let (error, retry_after) = match (attempt, &self.target, credential.key_index) {
+                (Attempt::Done(Ok(mut provided)), Target::Vertex { .. }, _) => {
+                    provided.encoded_as_asked = request
+                        .output
+                        .is_some_and(|output| provided.image.format() == output.format);
+                    return Ok(provided);
+                }
                 (Attempt::Done(result), ..) => return result,
                 // Out of the pool, and the request goes on with the next key at once; the last
                 // key that serves is never taken out (the operator may fix it without a

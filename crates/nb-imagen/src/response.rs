@@ -267,6 +267,7 @@ pub(crate) fn parse_generate_content(
                     .as_ref()
                     .map(UsageMetadata::token_usage),
                 parts: turn,
+                encoded_as_asked: false,
             });
         }
         if let Some(reason) = candidate.finish_reason.as_deref() {

@@ -9,7 +9,8 @@ use base64::Engine as _;
 use bytes::Bytes;
 use futures_util::Stream;
 use nb_domain::generation::{
-    AspectRatio, ConversationTurn, InputImage, ModelTurnContent, Resolution,
+    AspectRatio, ConversationTurn, ImageFormat, InputImage, ModelTurnContent, OutputEncoding,
+    Resolution,
 };
 use serde::Serialize;
 
@@ -221,9 +222,42 @@ pub(crate) struct ImageConfig {
     /// Only when not the model's default, as google-genai sends it when set.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub image_size: Option<&'static str>,
+    /// Vertex AI only: the format (and quality) the image is made in, as google-genai sends
+    /// `output_mime_type` / `output_compression_quality` in Vertex mode.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub image_output_options: Option<ImageOutputOptions>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct ImageOutputOptions {
+    pub mime_type: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub compression_quality: Option<u8>,
 }
 
 impl<'a> GenerateContentRequest<'a> {
+    /// Asks Vertex AI for the image in `output`'s format (PNG, JPEG or WebP).
+    pub fn with_output(mut self, output: Option<OutputEncoding>) -> Self {
+        if let Some(output) = output {
+            let options = ImageOutputOptions {
+                mime_type: output.format.mime_type(),
+                compression_quality: (output.format != ImageFormat::Png).then_some(output.quality),
+            };
+            match &mut self.generation_config.image_config {
+                Some(config) => config.image_output_options = Some(options),
+                None => {
+                    self.generation_config.image_config = Some(ImageConfig {
+                        aspect_ratio: None,
+                        image_size: None,
+                        image_output_options: Some(options),
+                    });
+                }
+            }
+        }
+        self
+    }
+
     /// The prompt, then each image in order, each image's `data` left empty: the body is
     /// assembled around them by [`RequestBody::generate_content`].
     pub fn new(
@@ -263,6 +297,7 @@ impl<'a> GenerateContentRequest<'a> {
                     ImageConfig {
                         aspect_ratio: aspect_ratio.map(|ratio| ratio.to_string()),
                         image_size: image_size.map(Resolution::as_str),
+                        image_output_options: None,
                     }
                 }),
             },

@@ -50,6 +50,7 @@ fn request(model: &str, aspect_ratio: &'static str) -> ImageRequest {
         image_size: None,
         images: Vec::new(),
         history: Vec::new(),
+        output: None,
     }
 }
 

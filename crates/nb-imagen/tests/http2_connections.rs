@@ -110,6 +110,7 @@ fn request() -> ImageRequest {
         image_size: None,
         images: Vec::new(),
         history: Vec::new(),
+        output: None,
     }
 }
 

@@ -178,6 +178,26 @@ async fn vertex_models_are_called_with_a_service_accounts_token_fetched_once() {
     );
     assert_eq!(body["generationConfig"]["imageConfig"]["imageSize"], "2K");
     assert!(calls[0].headers.get("x-goog-api-key").is_none());
+    assert!(
+        body["generationConfig"]["imageConfig"]
+            .get("imageOutputOptions")
+            .is_none()
+    );
+    // A format asked for is asked of Vertex AI, as google-genai sends it in Vertex mode.
+    let jpeg = vertex
+        .app
+        .generated(
+            &key,
+            &json!({"prompt": "a banana", "model": VERTEX_MODEL, "output_format": "jpeg", "output_compression": 80}),
+        )
+        .await;
+    assert_eq!(jpeg["mime_type"], "image/jpeg");
+    let calls = vertex.generate_calls().await;
+    let body: Value = serde_json::from_slice(&calls[3].body).unwrap();
+    assert_eq!(
+        body["generationConfig"]["imageConfig"]["imageOutputOptions"],
+        json!({"mimeType": "image/jpeg", "compressionQuality": 80})
+    );
     // Nothing went to the Gemini API.
     assert_eq!(vertex.app.google_requests().await, 0);
 }

@@ -87,6 +87,7 @@ mod tests {
             image_size: None,
             images: Vec::new(),
             history: Vec::new(),
+            output: None,
         }
     }
 

@@ -681,6 +681,9 @@ pub struct ImageRequest {
     pub images: Vec<InputImage>,
     /// Earlier turns of a conversational edit, oldest first, sent before this one.
     pub history: Vec<ConversationTurn>,
+    /// The format the client asked for: a provider that can make the image in it (Vertex
+    /// AI's `imageOutputOptions`) is asked to; others leave it to the gateway's conversion.
+    pub output: Option<OutputEncoding>,
 }
 
 /// One earlier turn of a conversation, as the provider is sent it again: the user's text and
@@ -733,6 +736,9 @@ pub struct ProvidedImage {
     /// The model's turn as returned (thoughts left out); empty when the provider has no
     /// turns (Imagen, test mode: then the image alone stands for it).
     pub parts: Vec<ReturnedPart>,
+    /// The provider made it in the format (and quality) `ImageRequest::output` asked for
+    /// (Vertex AI): nothing is left to convert.
+    pub encoded_as_asked: bool,
 }
 
 impl From<GeneratedImage> for ProvidedImage {
@@ -741,6 +747,7 @@ impl From<GeneratedImage> for ProvidedImage {
             image,
             usage: None,
             parts: Vec::new(),
+            encoded_as_asked: false,
         }
     }
 }
@@ -967,6 +974,7 @@ impl GenerationRequest {
             image_size,
             images,
             history: Vec::new(),
+            output: self.output,
         }
     }
 }

@@ -276,8 +276,13 @@ impl GenerationService {
             upstream: self.elapsed_since(started_at),
             ..GenerationTimings::default()
         };
-        let (image, usage, parts) = match provided {
-            Ok(provided) => (provided.image, provided.usage, provided.parts),
+        let (image, usage, parts, encoded_as_asked) = match provided {
+            Ok(provided) => (
+                provided.image,
+                provided.usage,
+                provided.parts,
+                provided.encoded_as_asked,
+            ),
             Err(error) if error.nothing_was_attempted() => return Err(error.into()),
             Err(error) => {
                 let code = error.code();
@@ -293,7 +298,7 @@ impl GenerationService {
         // The format asked for, when it is not what the model made.
         let image = match request
             .output
-            .filter(|output| output.converts(image.format()))
+            .filter(|output| !encoded_as_asked && output.converts(image.format()))
         {
             Some(output) => match ports.converter.convert(&image, output).await {
                 Ok(converted) => converted,
