@@ -68,6 +68,15 @@ fn capture_everything() -> &'static CapturedLogs {
 }
 
 const SECOND_GOOGLE_KEY: &str = "AIzaSy-second-pooled-google-key-111";
+const VERTEX_ACCESS_TOKEN: &str = "ya29.a-vertex-access-token-never-logged";
+const SERVICE_ACCOUNT: &str = include_str!("fixtures/vertex-test-service-account.json");
+
+/// A line of the test service account's private key (base64 of the key itself).
+fn service_account_key_body() -> &'static str {
+    let key: &'static serde_json::Value =
+        Box::leak(Box::new(serde_json::from_str(SERVICE_ACCOUNT).unwrap()));
+    key["private_key"].as_str().unwrap().lines().nth(2).unwrap()
+}
 
 async fn run_flow_and_check_logs(backend: Backend) {
     let logs = capture_everything();
@@ -76,7 +85,49 @@ async fn run_flow_and_check_logs(backend: Backend) {
     let settings = s3_settings(&s3);
     let mut redis = nb_redis::testing::EphemeralRedis::start_with_password(REDIS_PASSWORD);
     let redis_url = nb_redis::RedisUrl::try_from(redis.url.clone()).unwrap();
+    // Vertex AI: a token endpoint and Vertex's generateContent, with the test service account.
+    let vertex = wiremock::MockServer::start().await;
+    Mock::given(wiremock::matchers::path("/token"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(
+            json!({"access_token": VERTEX_ACCESS_TOKEN, "expires_in": 3600, "token_type": "Bearer"}),
+        ))
+        .mount(&vertex)
+        .await;
+    Mock::given(wiremock::matchers::path_regex(":generateContent$"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(helpers::gemini_image_answer()))
+        .mount(&vertex)
+        .await;
+    let mut service_account: serde_json::Value = serde_json::from_str(SERVICE_ACCOUNT).unwrap();
+    service_account["token_uri"] = json!(format!("{}/token", vertex.uri()));
+    let key_file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(key_file.path(), service_account.to_string()).unwrap();
+    let key_path = key_file.path().to_owned();
+    let vertex_base = vertex.uri();
     let app = TestApp::spawn_with(backend, |config| {
+        config.vertex = nb_imagen::VertexSettings {
+            project: Some("test-project".into()),
+            location: "global".into(),
+            credentials_file: Some(key_path),
+            base_url: Some(vertex_base),
+        };
+        config.models.enabled.0.push("pro@vertex".into());
+        config
+            .models
+            .model
+            .push(nanobanana::config::catalog_file::ModelEntry {
+                id: "pro@vertex".into(),
+                aliases: None,
+                api: None,
+                aspect_ratios: Some(vec!["1:1".into()]),
+                resolutions: Some(vec!["1K".into()]),
+                max_input_images: Some(14),
+                retired_at: None,
+                replaced_by: None,
+                fallbacks: None,
+                provider: Some("vertex".into()),
+                google_model: Some("gemini-3-pro-image".into()),
+                price: None,
+            });
         crate::helpers::store_in_s3(config, settings);
         config.redis.url = Some(redis_url);
         config.webhooks.allow_http = true;
@@ -137,6 +188,13 @@ async fn run_flow_and_check_logs(backend: Backend) {
     let cookie_token = session_cookie["nb_session=".len()..].to_owned();
     assert_eq!(app.get_with("/v1/auth/me", &token).await.status(), 200);
     let (key_id, key) = app.created_key(&token).await;
+    // Two images from Vertex AI (one token, from the service account).
+    for _ in 0..2 {
+        let made = app
+            .generate(&key, &json!({"prompt": "on vertex", "model": "pro@vertex"}))
+            .await;
+        assert_eq!(made.status(), 200);
+    }
     // A webhook endpoint, its secret rotated, and an event signed with both secrets.
     let receiver = wiremock::MockServer::start().await;
     Mock::given(wiremock::matchers::method("POST"))
@@ -441,6 +499,8 @@ async fn run_flow_and_check_logs(backend: Backend) {
         ("JWT secret", TEST_JWT_SECRET),
         ("Google API key", GOOGLE_KEY),
         ("second Google API key", SECOND_GOOGLE_KEY),
+        ("Vertex AI access token", VERTEX_ACCESS_TOKEN),
+        ("service account private key", service_account_key_body()),
         ("R2/S3 secret key", S3_SECRET_KEY),
         ("Redis password", REDIS_PASSWORD),
         ("browser session's token", cookie_token.as_str()),
