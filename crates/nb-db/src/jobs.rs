@@ -23,6 +23,7 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use bytes::Bytes;
 use diesel::prelude::*;
 use diesel::upsert::excluded;
+use diesel_async::RunQueryDsl;
 use nb_domain::RepositoryError;
 use nb_domain::accounts::UserId;
 use nb_domain::api_keys::{ApiKeyId, AuthenticatedApiKey, KeyMode};
@@ -38,7 +39,7 @@ use uuid::Uuid;
 
 use crate::convert::{from_stored_time, parse_stored_id, to_stored_time};
 use crate::generations::rows::{GenerationRow, enqueue_events, increment_usage};
-use crate::pool::{Database, with_transaction};
+use crate::pool::{Database, with_connection, with_transaction};
 use crate::quota::settle_counters;
 use crate::schema::{generation_jobs, generations, usage_daily};
 
@@ -357,6 +358,27 @@ impl JobRepository for Database {
             _ => DUE_SQLITE,
         };
         let (now, until) = (to_stored_time(now), to_stored_time(lease_until));
+        // A plain read first: an idle queue costs no lock (SQLite's write lock is the whole
+        // database's).
+        let anything_due = with_connection!(self, |conn| {
+            generation_jobs::table
+                .filter(
+                    generation_jobs::state
+                        .eq("queued")
+                        .and(generation_jobs::run_after.le(now))
+                        .or(generation_jobs::state
+                            .eq("running")
+                            .and(generation_jobs::lease_until.lt(now))),
+                )
+                .select(generation_jobs::id)
+                .first::<String>(conn)
+                .await
+                .optional()
+        })?
+        .map_err(crate::convert::query_error)?;
+        if anything_due.is_none() {
+            return Ok(None);
+        }
         let lease = Uuid::new_v4();
         let token = lease.to_string();
         let claimed = with_transaction!(self, |conn, run| {

@@ -9,6 +9,7 @@
 
 use async_trait::async_trait;
 use diesel::prelude::*;
+use diesel_async::RunQueryDsl;
 use nb_domain::RepositoryError;
 use nb_domain::accounts::UserId;
 use nb_domain::generation::GenerationId;
@@ -22,7 +23,7 @@ use time::{OffsetDateTime, PrimitiveDateTime};
 use uuid::Uuid;
 
 use crate::convert::{from_stored_time, parse_stored_id, to_stored_time};
-use crate::pool::{Database, with_transaction};
+use crate::pool::{Database, with_connection, with_transaction};
 use crate::schema::{webhook_attempts, webhook_deliveries, webhook_endpoints};
 
 #[derive(Queryable, Selectable, Clone)]
@@ -337,6 +338,20 @@ impl WebhookRepository for Database {
         };
         let (now, until) = (to_stored_time(now), to_stored_time(lease_until));
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        // A plain read first: an empty outbox costs no lock.
+        let anything_due = with_connection!(self, |conn| {
+            webhook_deliveries::table
+                .filter(webhook_deliveries::state.eq("pending"))
+                .filter(webhook_deliveries::next_attempt_at.le(now))
+                .select(webhook_deliveries::generation_id)
+                .first::<String>(conn)
+                .await
+                .optional()
+        })?
+        .map_err(crate::convert::query_error)?;
+        if anything_due.is_none() {
+            return Ok(Vec::new());
+        }
         let lease = Uuid::new_v4();
         let token = lease.to_string();
         let claimed: Vec<(EndpointRow, DeliveryRow)> = with_transaction!(self, |conn, run| {

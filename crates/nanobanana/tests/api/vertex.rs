@@ -194,9 +194,15 @@ async fn vertex_models_are_called_with_a_service_accounts_token_fetched_once() {
     assert_eq!(jpeg["mime_type"], "image/jpeg");
     let calls = vertex.generate_calls().await;
     let body: Value = serde_json::from_slice(&calls[3].body).unwrap();
+    let wire: Value =
+        serde_json::from_str(include_str!("../wire/vertex_generate_content_request.json")).unwrap();
     assert_eq!(
         body["generationConfig"]["imageConfig"]["imageOutputOptions"],
-        json!({"mimeType": "image/jpeg", "compressionQuality": 80})
+        wire["body"]["generationConfig"]["imageConfig"]["imageOutputOptions"]
+    );
+    assert_eq!(
+        body["generationConfig"]["responseModalities"],
+        wire["body"]["generationConfig"]["responseModalities"]
     );
     // Nothing went to the Gemini API.
     assert_eq!(vertex.app.google_requests().await, 0);
