@@ -134,14 +134,17 @@ pub fn start_workers(
         let (jobs, stopped) = (jobs.clone(), stopped.clone());
         workers.spawn(async move { jobs.work(stopped).await });
     }
-    if count > 0 {
+    // Every instance, workers or not: overdue jobs fail on time, and the depth is reported.
+    {
         let jobs = jobs.clone();
         let mut stopped = stopped;
         tokio::spawn(async move {
-            let mut every = tokio::time::interval(JOB_DEPTH_INTERVAL);
+            let mut sweep = tokio::time::interval(jobs.settings().poll_interval);
+            let mut depth = tokio::time::interval(JOB_DEPTH_INTERVAL);
             loop {
                 tokio::select! {
-                    _ = every.tick() => jobs.report_depth().await,
+                    _ = sweep.tick() => jobs.expire_overdue().await,
+                    _ = depth.tick() => jobs.report_depth().await,
                     _ = stopped.changed() => return,
                 }
             }

@@ -306,6 +306,59 @@ const DUE_SQLITE: &str = "SELECT id FROM generation_jobs \
      WHERE (state = 'queued' AND run_after <= ?1) OR (state = 'running' AND lease_until < ?1) \
      ORDER BY created_at LIMIT 1";
 
+const OVERDUE_POSTGRES: &str = "SELECT id FROM generation_jobs \
+     WHERE state = 'queued' AND attempts = 0 AND created_at < $1 \
+     ORDER BY created_at LIMIT 1 FOR UPDATE SKIP LOCKED";
+const OVERDUE_SQLITE: &str = "SELECT id FROM generation_jobs \
+     WHERE state = 'queued' AND attempts = 0 AND created_at < ?1 ORDER BY created_at LIMIT 1";
+
+impl Database {
+    /// Takes the job `select` finds (binding `bound` as its one parameter), marking it and its
+    /// generation `running` under a new lease and counting the attempt.
+    async fn take_job(
+        &self,
+        select: &'static str,
+        bound: PrimitiveDateTime,
+        lease_until: OffsetDateTime,
+    ) -> Result<Option<ClaimedJob>, RepositoryError> {
+        let until = to_stored_time(lease_until);
+        let lease = Uuid::new_v4();
+        let token = lease.to_string();
+        let claimed = with_transaction!(self, |conn, run| {
+            let found: Vec<DueJob> = run!(
+                diesel::sql_query(select).bind::<diesel::sql_types::Timestamp, _>(bound),
+                load,
+                conn
+            )?;
+            let Some(DueJob { id }) = found.into_iter().next() else {
+                return Ok(None);
+            };
+            run!(
+                diesel::update(generation_jobs::table.find(&id)).set((
+                    generation_jobs::state.eq("running"),
+                    generation_jobs::attempts.eq(generation_jobs::attempts + 1),
+                    generation_jobs::lease_token.eq(&token),
+                    generation_jobs::lease_until.eq(until),
+                )),
+                execute,
+                conn
+            )?;
+            run!(
+                diesel::update(generations::table.find(&id)).set(generations::status.eq("running")),
+                execute,
+                conn
+            )?;
+            let row: JobRow = run!(
+                generation_jobs::table.find(&id).select(JobRow::as_select()),
+                get_result,
+                conn
+            )?;
+            Ok(Some(row))
+        })?;
+        claimed.map(|row| row.into_claimed(lease)).transpose()
+    }
+}
+
 #[async_trait]
 impl JobRepository for Database {
     #[tracing::instrument(skip_all, fields(generation_id = %job.id))]
@@ -353,11 +406,7 @@ impl JobRepository for Database {
         now: OffsetDateTime,
         lease_until: OffsetDateTime,
     ) -> Result<Option<ClaimedJob>, RepositoryError> {
-        let due = match self.pool.backend_name() {
-            "postgres" => DUE_POSTGRES,
-            _ => DUE_SQLITE,
-        };
-        let (now, until) = (to_stored_time(now), to_stored_time(lease_until));
+        let now = to_stored_time(now);
         // A plain read first: an idle queue costs no lock (SQLite's write lock is the whole
         // database's).
         let anything_due = with_connection!(self, |conn| {
@@ -379,40 +428,39 @@ impl JobRepository for Database {
         if anything_due.is_none() {
             return Ok(None);
         }
-        let lease = Uuid::new_v4();
-        let token = lease.to_string();
-        let claimed = with_transaction!(self, |conn, run| {
-            let found: Vec<DueJob> = run!(
-                diesel::sql_query(due).bind::<diesel::sql_types::Timestamp, _>(now),
-                load,
-                conn
-            )?;
-            let Some(DueJob { id }) = found.into_iter().next() else {
-                return Ok(None);
-            };
-            run!(
-                diesel::update(generation_jobs::table.find(&id)).set((
-                    generation_jobs::state.eq("running"),
-                    generation_jobs::attempts.eq(generation_jobs::attempts + 1),
-                    generation_jobs::lease_token.eq(&token),
-                    generation_jobs::lease_until.eq(until),
-                )),
-                execute,
-                conn
-            )?;
-            run!(
-                diesel::update(generations::table.find(&id)).set(generations::status.eq("running")),
-                execute,
-                conn
-            )?;
-            let row: JobRow = run!(
-                generation_jobs::table.find(&id).select(JobRow::as_select()),
-                get_result,
-                conn
-            )?;
-            Ok(Some(row))
-        })?;
-        claimed.map(|row| row.into_claimed(lease)).transpose()
+        let due = match self.pool.backend_name() {
+            "postgres" => DUE_POSTGRES,
+            _ => DUE_SQLITE,
+        };
+        self.take_job(due, now, lease_until).await
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn claim_overdue(
+        &self,
+        submitted_before: OffsetDateTime,
+        lease_until: OffsetDateTime,
+    ) -> Result<Option<ClaimedJob>, RepositoryError> {
+        let cutoff = to_stored_time(submitted_before);
+        let anything_overdue = with_connection!(self, |conn| {
+            generation_jobs::table
+                .filter(generation_jobs::state.eq("queued"))
+                .filter(generation_jobs::attempts.eq(0))
+                .filter(generation_jobs::created_at.lt(cutoff))
+                .select(generation_jobs::id)
+                .first::<String>(conn)
+                .await
+                .optional()
+        })?
+        .map_err(crate::convert::query_error)?;
+        if anything_overdue.is_none() {
+            return Ok(None);
+        }
+        let overdue = match self.pool.backend_name() {
+            "postgres" => OVERDUE_POSTGRES,
+            _ => OVERDUE_SQLITE,
+        };
+        self.take_job(overdue, cutoff, lease_until).await
     }
 
     #[tracing::instrument(skip_all, fields(generation_id = %job.id))]

@@ -364,6 +364,34 @@ async fn a_job_queued_too_long_fails_with_queue_timeout(app: TestApp) {
     assert_eq!(app.google_requests().await, 0);
 }
 
+async fn a_job_no_worker_reaches_still_times_out(app: TestApp) {
+    let token = app.signed_up("ada@example.com").await;
+    let created: Value = app
+        .create_key(&token, Some(json!({"limits": {"per_day": 1}})))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let key = created["key"].as_str().unwrap().to_owned();
+    // No worker on this instance: only the sweep reaches it, after NB_JOB_TIMEOUT_SECONDS.
+    let queued = app.submitted(&key, &json!({"prompt": "a banana"})).await;
+    let failed = app.finished(&key, queued["id"].as_str().unwrap()).await;
+    assert_eq!(failed["status"], "failed");
+    assert_eq!(failed["error"]["code"], "queue_timeout");
+    assert_eq!(app.google_requests().await, 0);
+    // Its reserved image was given back.
+    assert_eq!(
+        app.submit(
+            &key,
+            &json!({"prompt": "again"}),
+            &[("prefer", "respond-async")]
+        )
+        .await
+        .status(),
+        202
+    );
+}
+
 async fn a_conversation_continues_a_finished_job(app: TestApp) {
     let (_, key) = app.user_with_key("ada@example.com").await;
     let first = app.submitted(&key, &json!({"prompt": "a banana"})).await;
@@ -397,6 +425,10 @@ configured_on_both_backends!(
     a_cancel_and_a_claim_never_both_win => |config| config.jobs.workers = 0,
     a_failing_upstream_is_retried_and_the_job_succeeds => |config| config.upstream.max_retries = 0,
     a_job_queued_too_long_fails_with_queue_timeout => |config| config.jobs.timeout = std::time::Duration::ZERO,
+    a_job_no_worker_reaches_still_times_out => |config| {
+        config.jobs.workers = 0;
+        config.jobs.timeout = std::time::Duration::from_secs(1);
+    },
     after_its_last_attempt_a_job_fails_with_that_attempts_code => |config| {
         config.jobs.max_attempts = 2;
         config.upstream.max_retries = 0;

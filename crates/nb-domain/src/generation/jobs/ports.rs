@@ -30,6 +30,15 @@ pub trait JobRepository: Send + Sync + 'static {
         lease_until: OffsetDateTime,
     ) -> Result<Option<ClaimedJob>, RepositoryError>;
 
+    /// Takes the oldest job still queued without any attempt that was submitted before
+    /// `submitted_before` (as [`claim`](Self::claim) does), for it to fail with
+    /// `queue_timeout` whether or not a worker is free.
+    async fn claim_overdue(
+        &self,
+        submitted_before: OffsetDateTime,
+        lease_until: OffsetDateTime,
+    ) -> Result<Option<ClaimedJob>, RepositoryError>;
+
     /// Extends the lease.
     async fn renew(
         &self,

@@ -150,6 +150,34 @@ impl JobService {
         }
     }
 
+    /// Fails every job queued longer than `NB_JOB_TIMEOUT_SECONDS` with `queue_timeout`, even
+    /// when no worker is free to reach it (a periodic task).
+    pub async fn expire_overdue(&self) {
+        loop {
+            let now = self.now();
+            let claimed = self
+                .jobs
+                .claim_overdue(now - self.settings.timeout, now + self.settings.lease)
+                .await;
+            match claimed {
+                Ok(Some(job)) => {
+                    let span = tracing::info_span!("job", generation_id = %job.id);
+                    let outcome =
+                        tracing::Instrument::instrument(self.fail(&job, "queue_timeout"), span)
+                            .await;
+                    metrics::counter!("nanobanana_job_attempts_total", "outcome" => outcome.as_str())
+                        .increment(1);
+                    self.finished.notify_waiters();
+                }
+                Ok(None) => return,
+                Err(error) => {
+                    tracing::warn!(%error, "could not look for overdue jobs");
+                    return;
+                }
+            }
+        }
+    }
+
     /// Reports the queue's depth (a gauge), for a periodic task.
     pub async fn report_depth(&self) {
         match self.jobs.depth().await {
