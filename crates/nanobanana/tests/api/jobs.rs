@@ -349,6 +349,8 @@ async fn a_retried_submission_gets_the_same_job(app: TestApp) {
         header(&again, "idempotent-replayed").as_deref(),
         Some("true")
     );
+    let location = format!("/v1/generations/{}", first["id"].as_str().unwrap());
+    assert_eq!(header(&again, "location"), Some(location));
     let again: Value = again.json().await.unwrap();
     assert_eq!(again["id"], first["id"]);
     app.finished(&key, first["id"].as_str().unwrap()).await;

@@ -293,10 +293,34 @@ fn replay(answer: KeptAnswer) -> HttpResponse {
     let status = StatusCode::from_u16(answer.status).unwrap_or(StatusCode::OK);
     let content_type = HeaderValue::from_str(&answer.content_type)
         .unwrap_or(HeaderValue::from_static("application/json"));
-    HttpResponse::build(status)
+    let mut replayed = HttpResponse::build(status);
+    replayed
         .insert_header((CONTENT_TYPE, content_type))
-        .insert_header((IDEMPOTENT_REPLAYED, HeaderValue::from_static("true")))
-        .body(answer.body)
+        .insert_header((IDEMPOTENT_REPLAYED, HeaderValue::from_static("true")));
+    // A job's 202 says where to follow it: the kept body names the generation.
+    if status == StatusCode::ACCEPTED
+        && let Some(id) = accepted_generation(&answer.body)
+    {
+        replayed
+            .insert_header((
+                actix_web::http::header::LOCATION,
+                format!("/v1/generations/{id}"),
+            ))
+            .insert_header((super::prefer::PREFERENCE_APPLIED, "respond-async"));
+    }
+    replayed.body(answer.body)
+}
+
+/// The generation id (`gen_…`) of a kept 202's body.
+fn accepted_generation(body: &[u8]) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct Accepted {
+        id: String,
+    }
+    serde_json::from_slice::<Accepted>(body)
+        .ok()
+        .map(|accepted| accepted.id)
+        .filter(|id| nb_domain::generation::GenerationId::parse(id).is_ok())
 }
 
 #[cfg(test)]
