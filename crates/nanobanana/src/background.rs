@@ -13,7 +13,7 @@ use nb_domain::accounts::AccountService;
 use nb_domain::api_keys::{CachingApiKeyRepository, LAST_USED_WRITE_INTERVAL};
 use nb_domain::generation::HistoryService;
 use nb_domain::idempotency::IdempotencyService;
-use nb_domain::rate_limit::RateLimiter;
+use nb_domain::rate_limit::{LeasedRateLimiter, RateLimiter};
 
 /// Where key changes announced by other instances are heard.
 #[derive(Debug, Clone)]
@@ -26,6 +26,8 @@ pub enum KeyChangeFeed {
 
 /// How often idle rate-limit entries are forgotten.
 const RATE_LIMIT_CLEANUP_INTERVAL: Duration = Duration::from_secs(60);
+/// How often what expired slices of shared allowances left is given back.
+const LEASE_RETURN_INTERVAL: Duration = Duration::from_secs(1);
 /// How often expired sessions and idempotency entries are removed, and orphaned images
 /// swept.
 const HOURLY: Duration = Duration::from_secs(60 * 60);
@@ -34,6 +36,8 @@ const HOURLY: Duration = Duration::from_secs(60 * 60);
 pub struct Maintenance {
     key_cache: Arc<CachingApiKeyRepository>,
     rate_limiter: Arc<dyn RateLimiter>,
+    /// Gives back what expired slices of shared allowances left, every second.
+    leased_rate_limiter: Option<Arc<LeasedRateLimiter>>,
     accounts: Arc<AccountService>,
     history: Arc<HistoryService>,
     idempotency: Arc<IdempotencyService>,
@@ -50,6 +54,7 @@ impl Maintenance {
     pub fn new(
         key_cache: Arc<CachingApiKeyRepository>,
         rate_limiter: Arc<dyn RateLimiter>,
+        leased_rate_limiter: Option<Arc<LeasedRateLimiter>>,
         accounts: Arc<AccountService>,
         history: Arc<HistoryService>,
         idempotency: Arc<IdempotencyService>,
@@ -58,6 +63,7 @@ impl Maintenance {
         Self {
             key_cache,
             rate_limiter,
+            leased_rate_limiter,
             accounts,
             history,
             idempotency,
@@ -103,6 +109,16 @@ impl Maintenance {
                 }
             }
         }));
+        if let Some(leased) = self.leased_rate_limiter.clone() {
+            runtime.spawn(every(LEASE_RETURN_INTERVAL, move || {
+                let leased = leased.clone();
+                async move {
+                    if let Err(error) = leased.return_expired().await {
+                        tracing::warn!(%error, "could not give back unused rate-limit slices");
+                    }
+                }
+            }));
+        }
         let accounts = self.accounts.clone();
         runtime.spawn(every(HOURLY, move || {
             let accounts = accounts.clone();

@@ -23,7 +23,7 @@ use nb_domain::generation::{
 use nb_domain::idempotency::{IdempotencyPolicy, IdempotencyPorts, IdempotencyService};
 use nb_domain::ports::SecretSealer;
 use nb_domain::ports::{KeyChangeBroadcast, ReadinessCheck, UpstreamKeys};
-use nb_domain::rate_limit::{RateLimiter, Throttle};
+use nb_domain::rate_limit::{LeasePolicy, LeasedRateLimiter, RateLimiter, Throttle};
 use nb_domain::system::{Clock, IdGenerator, RandomSource};
 use nb_domain::webhooks::{WebhookPorts, WebhookService};
 use nb_imagen::{GeminiImageClient, ProviderRouter, TestModeImages, UnconfiguredImageProvider};
@@ -171,14 +171,28 @@ pub fn wire(
     nb_api::metrics::handle();
     // Per-minute limits: shared by every instance in Redis or PostgreSQL, unless the
     // operator keeps them per instance; with SQLite and no Redis (one instance) in memory.
-    let rate_limiter: Arc<dyn RateLimiter> = match (
+    let shared_rate_limiter: Option<Arc<dyn RateLimiter>> = match (
         config.limits.rate_limits,
         &redis,
         database.shared_rate_limiter(),
     ) {
-        (RateLimitStore::Shared, Some(redis), _) => Arc::new(redis.rate_limiter()),
-        (RateLimitStore::Shared, None, Some(shared)) => Arc::new(shared),
-        _ => Arc::new(MemoryRateLimiter::default()),
+        (RateLimitStore::Shared, Some(redis), _) => Some(Arc::new(redis.rate_limiter())),
+        (RateLimitStore::Shared, None, Some(shared)) => Some(Arc::new(shared)),
+        _ => None,
+    };
+    // A shared allowance is leased in slices, so that most requests are decided here.
+    let leased_rate_limiter = shared_rate_limiter.map(|shared| {
+        Arc::new(LeasedRateLimiter::new(
+            shared,
+            clock.clone(),
+            LeasePolicy {
+                percent: config.limits.rate_limit_lease_percent,
+            },
+        ))
+    });
+    let rate_limiter: Arc<dyn RateLimiter> = match &leased_rate_limiter {
+        Some(leased) => leased.clone(),
+        None => Arc::new(MemoryRateLimiter::default()),
     };
     let generation_store = Arc::new(GenerationStore::start(&database));
     let generations = Arc::new(
@@ -333,6 +347,7 @@ pub fn wire(
         maintenance: Maintenance::new(
             key_cache,
             rate_limiter,
+            leased_rate_limiter,
             accounts,
             history,
             idempotency,

@@ -17,7 +17,9 @@ use async_trait::async_trait;
 use diesel::sql_types::{Double, Integer, Text};
 use diesel_async::RunQueryDsl;
 use nb_domain::RepositoryError;
-use nb_domain::rate_limit::{PerMinute, RateDecision, RateLimitError, RateLimitKey, RateLimiter};
+use nb_domain::rate_limit::{
+    PerMinute, RateDecision, RateLimitError, RateLimitKey, RateLimiter, Taken,
+};
 use tokio::sync::oneshot;
 
 use crate::convert::query_error;
@@ -81,32 +83,41 @@ macro_rules! now {
     };
 }
 
-/// How many of the batch's `$5` requests an existing row lets through: as many steps of `$3`
-/// seconds as fit between `max(tat, now)` and `now + $4`.
+/// Where the row's arrival time starts from: `max(tat - $6 * $3, now)`, after giving back `$6`
+/// requests' worth taken earlier and not used.
+macro_rules! start {
+    () => {
+        concat!("GREATEST(r.tat - $6 * $3, ", now!(), ")")
+    };
+}
+
+/// How many of `$5` requests an existing row lets through: as many steps of `$3` seconds as
+/// fit between its start and `now + $4`.
 macro_rules! granted_on_row {
     () => {
         concat!(
             "GREATEST(0, LEAST($5, floor((",
             now!(),
-            " + $4 - GREATEST(r.tat, ",
-            now!(),
-            ")) / $3 + 1e-9)))"
+            " + $4 - ",
+            start!(),
+            ") / $3 + 1e-9)))"
         )
     };
 }
 
-/// `$1` action, `$2` subject, `$3` seconds per request, `$4` the window, `$5` requests.
-const DECIDE: &str = concat!(
+/// `$1` action, `$2` subject, `$3` seconds per request, `$4` the window, `$5` requests wanted,
+/// `$6` requests given back first.
+const TAKE: &str = concat!(
     "INSERT INTO rate_limits AS r (action, subject, tat, allowed, granted) VALUES ($1, $2, ",
     now!(),
-    " + LEAST($5, floor($4 / $3 + 1e-9)) * $3, true, LEAST($5, floor($4 / $3 + 1e-9))::int) ",
+    " + LEAST($5, floor($4 / $3 + 1e-9)) * $3, $5 > 0, LEAST($5, floor($4 / $3 + 1e-9))::int) ",
     "ON CONFLICT (action, subject) DO UPDATE SET granted = ",
     granted_on_row!(),
     "::int, allowed = ",
     granted_on_row!(),
-    " > 0, tat = GREATEST(r.tat, ",
-    now!(),
-    ") + ",
+    " > 0, tat = ",
+    start!(),
+    " + ",
     granted_on_row!(),
     " * $3 RETURNING r.tat, r.granted, ",
     now!(),
@@ -167,22 +178,25 @@ fn told_to_all(error: &RepositoryError) -> RepositoryError {
 }
 
 impl PostgresRateLimiter {
-    /// Decides `requests` requests for one subject in one statement.
+    /// Decides `requests` requests for one subject in one statement, after giving back
+    /// `returned`.
     async fn decide(
         &self,
         action: &str,
         subject: &str,
         interval: f64,
         requests: usize,
+        returned: u32,
     ) -> Result<(f64, usize, f64), RepositoryError> {
         let (action, subject) = (action.to_owned(), subject.to_owned());
         let decided = with_connection!(&self.database, |conn| {
-            diesel::sql_query(DECIDE)
+            diesel::sql_query(TAKE)
                 .bind::<Text, _>(&action)
                 .bind::<Text, _>(&subject)
                 .bind::<Double, _>(interval)
                 .bind::<Double, _>(WINDOW_SECONDS)
                 .bind::<Double, _>(requests as f64)
+                .bind::<Double, _>(f64::from(returned))
                 .get_result::<Decided>(conn)
                 .await
         })?
@@ -208,7 +222,10 @@ impl PostgresRateLimiter {
                 queue.drain(..take).collect::<Vec<_>>()
             };
             let (action, subject) = &batch_key;
-            match self.decide(action, subject, interval, waiters.len()).await {
+            match self
+                .decide(action, subject, interval, waiters.len(), 0)
+                .await
+            {
                 Ok((tat, granted, now)) => {
                     let batch = BatchDecision {
                         tat,
@@ -292,6 +309,40 @@ impl RateLimiter for PostgresRateLimiter {
             ))),
         };
         Ok(decided?)
+    }
+
+    /// One statement, outside the batches: slices are taken rarely.
+    #[tracing::instrument(skip_all, fields(action = key.action.as_str(), wanted, returned))]
+    async fn take(
+        &self,
+        key: &RateLimitKey,
+        rate: PerMinute,
+        wanted: u32,
+        returned: u32,
+    ) -> Result<Taken, RateLimitError> {
+        let limit = rate.get();
+        let interval = WINDOW_SECONDS / f64::from(limit);
+        let action = format!("{}/{limit}", key.action.as_str());
+        let (tat, granted, now) = self
+            .decide(
+                &action,
+                key.subject.as_str(),
+                interval,
+                wanted as usize,
+                returned,
+            )
+            .await?;
+        let batch = BatchDecision {
+            tat,
+            granted,
+            now,
+            interval,
+            limit,
+        };
+        Ok(Taken {
+            granted: granted as u32,
+            last: batch.for_request(granted.saturating_sub(1)),
+        })
     }
 
     async fn forget_idle(&self) -> Result<u64, RateLimitError> {

@@ -18,6 +18,7 @@ async fn postgres_limiter() -> LimiterUnderTest {
 }
 
 nb_testkit::rate_limiter_contract!(postgres_limiter().await);
+nb_testkit::shared_rate_limiter_contract!(postgres_limiter().await);
 
 /// Forgetting idle subjects deletes no row whose allowance is still being spent.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,4 +1,5 @@
-//! Per-minute limits in Redis: GCRA in one Lua script per decision. A script runs atomically,
+//! Per-minute limits in Redis: GCRA in one Lua script per decision (or per slice taken at
+//! once). A script runs atomically,
 //! so concurrent decisions on one subject, from every instance, take turns.
 //!
 //! Each (action and allowance, subject) key holds its theoretical arrival time `tat`, in
@@ -11,29 +12,37 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
-use nb_domain::rate_limit::{PerMinute, RateDecision, RateLimitError, RateLimitKey, RateLimiter};
+use nb_domain::rate_limit::{
+    PerMinute, RateDecision, RateLimitError, RateLimitKey, RateLimiter, Taken,
+};
 
 use crate::connection::{Redis, limiter_error};
 
 /// The window an allowance refills in, in microseconds.
 const WINDOW_MICROS: u64 = 60_000_000;
 
-/// Returns `{allowed (1|0), tat - now after the decision (µs)}`. `%.0f` keeps the number
-/// exact (Lua's `tostring` would round it to 14 digits).
-const DECIDE: &str = r"
+/// `ARGV`: seconds per request and the window (µs), requests wanted, requests given back
+/// first. Returns `{granted, tat - now after the decision (µs)}`; writes only when something
+/// was granted or given back. `%.0f` keeps the number exact (Lua's `tostring` would round it
+/// to 14 digits).
+const TAKE: &str = r"
 local interval = tonumber(ARGV[1])
 local window = tonumber(ARGV[2])
+local wanted = tonumber(ARGV[3])
+local returned = tonumber(ARGV[4])
 local clock = redis.call('TIME')
 local now = tonumber(clock[1]) * 1000000 + tonumber(clock[2])
-local tat = tonumber(redis.call('GET', KEYS[1])) or now
+local tat = (tonumber(redis.call('GET', KEYS[1])) or now) - returned * interval
 if tat < now then tat = now end
-local next_tat = tat + interval
-if next_tat - now <= window then
-  local ttl = math.max(1, math.ceil((next_tat - now) / 1000))
-  redis.call('SET', KEYS[1], string.format('%.0f', next_tat), 'PX', ttl)
-  return {1, next_tat - now}
+local granted = math.floor((now + window - tat) / interval)
+if granted > wanted then granted = wanted end
+if granted < 0 then granted = 0 end
+tat = tat + granted * interval
+if granted > 0 or returned > 0 then
+  local ttl = math.max(1, math.ceil((tat - now) / 1000))
+  redis.call('SET', KEYS[1], string.format('%.0f', tat), 'PX', ttl)
 end
-return {0, tat - now}
+return {granted, tat - now}
 ";
 
 impl Redis {
@@ -47,26 +56,28 @@ impl Redis {
 #[derive(Debug, Clone)]
 pub struct RedisRateLimiter {
     redis: Redis,
-    decide: redis::Script,
+    take: redis::Script,
 }
 
 impl RedisRateLimiter {
     pub(crate) fn new(redis: Redis) -> Self {
         Self {
             redis,
-            decide: redis::Script::new(DECIDE),
+            take: redis::Script::new(TAKE),
         }
     }
 }
 
-#[async_trait]
-impl RateLimiter for RedisRateLimiter {
-    #[tracing::instrument(skip_all, fields(action = key.action.as_str()))]
-    async fn check(
+impl RedisRateLimiter {
+    /// Runs [`TAKE`]: how many were granted, and the decision for the last of them (or the
+    /// refusal).
+    async fn run_take(
         &self,
         key: &RateLimitKey,
         rate: PerMinute,
-    ) -> Result<RateDecision, RateLimitError> {
+        wanted: u32,
+        returned: u32,
+    ) -> Result<Taken, RateLimitError> {
         let limit = rate.get();
         // At least a microsecond: larger allowances than a million a minute are as good as
         // none, and a zero step would never move the arrival time.
@@ -79,16 +90,18 @@ impl RateLimiter for RedisRateLimiter {
         );
         let mut connection = self.redis.connection.clone();
         // EVALSHA, and EVAL once when Redis does not know the script yet.
-        let (allowed, ahead): (u8, i64) = self
-            .decide
+        let (granted, ahead): (u32, i64) = self
+            .take
             .key(&redis_key)
             .arg(interval)
             .arg(WINDOW_MICROS)
+            .arg(wanted)
+            .arg(returned)
             .invoke_async(&mut connection)
             .await
             .map_err(limiter_error)?;
         let ahead = u64::try_from(ahead).unwrap_or(0);
-        Ok(if allowed == 1 {
+        let last = if granted > 0 {
             RateDecision {
                 allowed: true,
                 limit,
@@ -108,7 +121,31 @@ impl RateLimiter for RedisRateLimiter {
                     (ahead + interval).saturating_sub(WINDOW_MICROS).max(1),
                 ),
             }
-        })
+        };
+        Ok(Taken { granted, last })
+    }
+}
+
+#[async_trait]
+impl RateLimiter for RedisRateLimiter {
+    #[tracing::instrument(skip_all, fields(action = key.action.as_str()))]
+    async fn check(
+        &self,
+        key: &RateLimitKey,
+        rate: PerMinute,
+    ) -> Result<RateDecision, RateLimitError> {
+        Ok(self.run_take(key, rate, 1, 0).await?.last)
+    }
+
+    #[tracing::instrument(skip_all, fields(action = key.action.as_str(), wanted, returned))]
+    async fn take(
+        &self,
+        key: &RateLimitKey,
+        rate: PerMinute,
+        wanted: u32,
+        returned: u32,
+    ) -> Result<Taken, RateLimitError> {
+        self.run_take(key, rate, wanted, returned).await
     }
 
     /// Nothing to do: keys expire by themselves once their allowance is full.

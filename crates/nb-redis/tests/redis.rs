@@ -37,6 +37,7 @@ async fn redis_limiter() -> LimiterUnderTest {
 }
 
 nb_testkit::rate_limiter_contract!(redis_limiter().await);
+nb_testkit::shared_rate_limiter_contract!(redis_limiter().await);
 
 /// Keys expire by themselves once their allowance is full: there is nothing to sweep.
 #[tokio::test]

@@ -9,7 +9,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use nb_domain::api_keys::ApiKeyId;
-use nb_domain::rate_limit::{LimitSubject, LimitedAction, PerMinute, RateLimitKey, RateLimiter};
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use nb_domain::rate_limit::{
+    LeasePolicy, LeasedRateLimiter, LimitSubject, LimitedAction, PerMinute, RateDecision,
+    RateLimitError, RateLimitKey, RateLimiter, Taken,
+};
+use nb_domain::system::Clock;
 use uuid::Uuid;
 
 /// Two handles on one limiter, as two instances of the server would hold (for a limiter
@@ -147,6 +153,163 @@ pub async fn forgetting_idle_subjects_keeps_busy_ones(limiter: LimiterUnderTest)
     limiter.first.forget_idle().await.unwrap();
     limiter.second.forget_idle().await.unwrap();
     assert!(!limiter.first.check(&key, two).await.unwrap().allowed);
+}
+
+/// A slice is taken in one call, as much as fits and never more; the refusal says when to
+/// come back.
+pub async fn a_slice_is_taken_at_once_and_never_beyond_the_allowance(limiter: LimiterUnderTest) {
+    let key = key_of_a_new_api_key();
+    let rate = per_minute(30);
+    let first = limiter.first.take(&key, rate, 20, 0).await.unwrap();
+    assert_eq!(first.granted, 20);
+    assert!(first.last.allowed);
+    assert_eq!(first.last.remaining, 10);
+    let second = limiter.second.take(&key, rate, 20, 0).await.unwrap();
+    assert_eq!(second.granted, 10);
+    assert_eq!(second.last.remaining, 0);
+    let refused = limiter.first.take(&key, rate, 5, 0).await.unwrap();
+    assert_eq!(refused.granted, 0);
+    assert!(!refused.last.allowed);
+    assert!(refused.last.retry_after > Duration::ZERO);
+    assert!(!limiter.second.check(&key, rate).await.unwrap().allowed);
+}
+
+/// What is given back can be taken again, by any instance.
+pub async fn what_is_given_back_can_be_taken_again(limiter: LimiterUnderTest) {
+    let key = key_of_a_new_api_key();
+    let rate = per_minute(30);
+    assert_eq!(
+        limiter.first.take(&key, rate, 30, 0).await.unwrap().granted,
+        30
+    );
+    let given_back = limiter.first.take(&key, rate, 0, 10).await.unwrap();
+    assert_eq!(given_back.granted, 0);
+    // Ten, or eleven when the allowance refilled one (every 2 s) meanwhile.
+    let again = limiter.second.take(&key, rate, 30, 0).await.unwrap();
+    assert!((10..=11).contains(&again.granted), "{again:?}");
+}
+
+struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> time::OffsetDateTime {
+        time::OffsetDateTime::now_utc()
+    }
+}
+
+/// Counts the calls that reach the shared store.
+struct Counted {
+    inner: Arc<dyn RateLimiter>,
+    calls: Arc<AtomicU32>,
+}
+
+#[async_trait::async_trait]
+impl RateLimiter for Counted {
+    async fn check(
+        &self,
+        key: &RateLimitKey,
+        rate: PerMinute,
+    ) -> Result<RateDecision, RateLimitError> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        self.inner.check(key, rate).await
+    }
+
+    async fn take(
+        &self,
+        key: &RateLimitKey,
+        rate: PerMinute,
+        wanted: u32,
+        returned: u32,
+    ) -> Result<Taken, RateLimitError> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        self.inner.take(key, rate, wanted, returned).await
+    }
+
+    async fn forget_idle(&self) -> Result<u64, RateLimitError> {
+        self.inner.forget_idle().await
+    }
+}
+
+/// Two instances leasing slices of 60 from one allowance of 600 a minute: the first 560
+/// requests (four tasks at once) are all allowed with a few calls to the store, and however
+/// many more come, never more than the allowance (and what refilled meanwhile) is allowed.
+pub async fn leased_instances_allow_the_allowance_and_no_more(limiter: LimiterUnderTest) {
+    let key = key_of_a_new_api_key();
+    let rate = per_minute(600);
+    let policy = LeasePolicy { percent: 10 };
+    let calls = Arc::new(AtomicU32::new(0));
+    let instances: Vec<Arc<LeasedRateLimiter>> = [limiter.first.clone(), limiter.second.clone()]
+        .into_iter()
+        .map(|shared| {
+            let counted = Counted {
+                inner: shared,
+                calls: calls.clone(),
+            };
+            Arc::new(LeasedRateLimiter::new(
+                Arc::new(counted),
+                Arc::new(SystemClock),
+                policy,
+            ))
+        })
+        .collect();
+    let started = std::time::Instant::now();
+    let run = |requests: u32| {
+        futures_util::future::join_all((0..4).map(|task| {
+            let instance = instances[task % 2].clone();
+            let key = key.clone();
+            tokio::spawn(async move {
+                let mut allowed = 0u32;
+                for _ in 0..requests {
+                    if instance.check(&key, rate).await.unwrap().allowed {
+                        allowed += 1;
+                    }
+                }
+                allowed
+            })
+        }))
+    };
+    let first: u32 = run(140).await.into_iter().map(Result::unwrap).sum();
+    assert_eq!(first, 560);
+    let store_calls = calls.load(Ordering::SeqCst);
+    assert!(store_calls <= 16, "{store_calls} calls to the store");
+    let more: u32 = run(100).await.into_iter().map(Result::unwrap).sum();
+    // 10 a second refill.
+    let refilled = (started.elapsed().as_secs_f64() * 10.0).ceil() as u32;
+    assert!(
+        first + more >= 600 && first + more <= 600 + refilled,
+        "{} allowed, {refilled} refilled",
+        first + more
+    );
+}
+
+/// Writes the tests every limiter shared by instances passes beyond the contract: taking
+/// slices at once and giving them back, as [`LeasedRateLimiter`] does.
+#[macro_export]
+macro_rules! shared_rate_limiter_contract {
+    ($make:expr) => {
+        mod shared_rate_limiter_contract {
+            #[allow(unused_imports)]
+            use super::*;
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn a_slice_is_taken_at_once_and_never_beyond_the_allowance() {
+                $crate::rate_limiter::a_slice_is_taken_at_once_and_never_beyond_the_allowance(
+                    $make,
+                )
+                .await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn what_is_given_back_can_be_taken_again() {
+                $crate::rate_limiter::what_is_given_back_can_be_taken_again($make).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn leased_instances_allow_the_allowance_and_no_more() {
+                $crate::rate_limiter::leased_instances_allow_the_allowance_and_no_more($make).await;
+            }
+        }
+    };
 }
 
 /// Writes the contract's tests, one per rule, each on a fresh [`LimiterUnderTest`] from

@@ -231,6 +231,12 @@ impl Config {
                 "must be from 1 to 10 (OpenAI's n)".into(),
             ));
         }
+        if limits.rate_limit_lease_percent > 100 {
+            return Err(names.invalid(
+                "limits.rate_limit_lease_percent",
+                "must be from 0 to 100".into(),
+            ));
+        }
         if !(1..=720).contains(&limits.idempotency_ttl_hours) {
             return Err(names.invalid(
                 "limits.idempotency_ttl_hours",

@@ -219,6 +219,9 @@ pub struct LimitsSection {
     /// The most images one OpenAI request may ask for (`n`), 1–10.
     pub max_images_per_request: u8,
     pub rate_limits: RateLimitStore,
+    /// The share of an allowance (percent, 0–100) each instance takes from the shared store
+    /// at once and hands out itself; 0 asks the store for every request.
+    pub rate_limit_lease_percent: u8,
     /// Quotas of new accounts.
     pub default_account_per_day: Option<NonZeroU64>,
     pub default_account_per_month: Option<NonZeroU64>,
@@ -426,6 +429,7 @@ impl Default for LimitsSection {
             max_images_per_request: nb_domain::generation::DEFAULT_MAX_IMAGES_PER_REQUEST,
             model_cooldown: nb_domain::generation::DEFAULT_MODEL_COOLDOWN,
             rate_limits: RateLimitStore::Shared,
+            rate_limit_lease_percent: nb_domain::rate_limit::DEFAULT_LEASE_PERCENT,
             default_account_per_day: None,
             default_account_per_month: None,
             default_key_per_day: None,

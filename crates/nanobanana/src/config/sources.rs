@@ -201,6 +201,11 @@ pub const VARIABLES: &[Variable] = &[
         Number,
     ),
     var(
+        "NB_RATE_LIMIT_LEASE_PERCENT",
+        "limits.rate_limit_lease_percent",
+        Number,
+    ),
+    var(
         "NB_MAX_ACTIVE_KEYS_PER_ACCOUNT",
         "limits.max_active_keys_per_account",
         Number,

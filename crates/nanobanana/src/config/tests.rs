@@ -233,6 +233,7 @@ fn limits_have_defaults_and_are_checked() {
         ("NB_TRUST_FORWARDED_FOR", "perhaps"),
         ("NB_RATE_LIMITS", "everywhere"),
         ("NB_IDEMPOTENCY_TTL_HOURS", "721"),
+        ("NB_RATE_LIMIT_LEASE_PERCENT", "101"),
         ("NB_UPSTREAM_QUEUE_TIMEOUT_SECONDS", "0"),
         ("NB_DEFAULT_KEY_PER_DAY", "0"),
     ] {

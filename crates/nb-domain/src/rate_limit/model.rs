@@ -141,6 +141,30 @@ pub struct RateDecision {
     pub retry_after: Duration,
 }
 
+/// What [`RateLimiter::take`](super::RateLimiter::take) took: how many requests' worth, and
+/// the decision for the last of them (or the refusal, when none).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Taken {
+    pub granted: u32,
+    pub last: RateDecision,
+}
+
+impl Taken {
+    /// Nothing taken, nothing decided (what giving back alone answers).
+    pub fn nothing(rate: PerMinute) -> Self {
+        Self {
+            granted: 0,
+            last: RateDecision {
+                allowed: false,
+                limit: rate.get(),
+                remaining: 0,
+                reset_after: Duration::ZERO,
+                retry_after: Duration::ZERO,
+            },
+        }
+    }
+}
+
 /// The deployment's allowances.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
