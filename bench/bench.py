@@ -48,6 +48,9 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 PASSWORD = "bench password 1"
 PROMPT = json.dumps({"prompt": "a banana on the moon"})
 B64_JSON_REQUEST = json.dumps({"prompt": "a banana on the moon", "response_format": "b64_json"})
+STREAM_REQUEST = json.dumps({"prompt": "a banana on the moon", "stream": True})
+# A 4K PNG as the Nano Banana models make it: 10-20 MB.
+IMAGE_4K_BYTES = 16_000_000
 S3_ACCESS, S3_SECRET, S3_BUCKET = "benchaccess", "benchsecret-0123456789", "bench"
 
 
@@ -147,6 +150,25 @@ class Server:
                 histograms.setdefault(match.group(1), {})[float(match.group(2))] = int(match.group(3))
         return histograms
 
+    def histogram(self, metric):
+        """One histogram of /metrics: {upper bound: cumulative count}."""
+        _, text = http("GET", f"{self.base}/metrics", expect=200)
+        buckets = {}
+        for line in text.decode().splitlines():
+            match = re.match(re.escape(metric) + r'_bucket\{le="([^"]+)"\} (\d+)', line)
+            if match:
+                buckets[float(match.group(1))] = int(match.group(2))
+        return buckets
+
+    def wait_for_succeeded(self, count, timeout=300):
+        """Waits until `count` generations succeeded in all (a queue drained); how long it took."""
+        started = time.time()
+        while self.count_succeeded() < count:
+            if time.time() - started > timeout:
+                raise SystemExit(f"{self.name}: the queue did not drain in {timeout} s")
+            time.sleep(0.05)
+        return time.time() - started
+
     def stop(self):
         self.process.terminate()
         try:
@@ -196,8 +218,10 @@ def check_one_generation(server, key, fake, image_bytes):
     log(f"{server.name}: one generation end to end OK ({len(image)} bytes at {url[:60]}…)")
 
 
-def oha(url, connections, key=None, duration=None, requests=None, rate=None, body=PROMPT):
+def oha(url, connections, key=None, duration=None, requests=None, rate=None, body=PROMPT, headers=()):
     command = ["oha", "--no-tui", "--output-format", "json", "-c", str(connections)]
+    for header in headers:
+        command += ["-H", header]
     command += ["-z", duration, "-w"] if duration else ["-n", str(requests)]
     if rate:
         command += ["-q", str(rate)]
@@ -208,18 +232,24 @@ def oha(url, connections, key=None, duration=None, requests=None, rate=None, bod
     return json.loads(output.stdout)
 
 
-def run_scenario(server, name, path, key, connections, duration=None, requests=None, rate=None, body=PROMPT):
+def run_scenario(server, name, path, key, connections, duration=None, requests=None, rate=None, body=PROMPT,
+                 headers=(), ok_status=200, drained=None):
+    """One scenario under oha. `ok_status`: the answer that counts as a success (202 for
+    asynchronous jobs); `drained`: called after oha with the number of successes, returns once
+    the server has finished their work (the queue of jobs), before usage and CPU are read."""
     generates = path in ("/v1/generate", "/v1/images/generations")
     succeeded_before = server.count_succeeded() if generates else 0
     buckets_before = server.overhead_buckets() if generates else None
     server.reset_peak_rss()
     cpu_before = server.cpu_seconds()
-    report = oha(f"{server.base}{path}", connections, key if generates else None, duration, requests, rate, body)
+    report = oha(f"{server.base}{path}", connections, key if generates else None, duration, requests, rate, body,
+                 headers)
+    statuses = {int(code): count for code, count in report["statusCodeDistribution"].items()}
+    ok = statuses.get(ok_status, 0)
+    drain_seconds = drained(succeeded_before + ok) if drained else None
     cpu = server.cpu_seconds() - cpu_before
     peak = server.peak_rss_mib()
-    statuses = {int(code): count for code, count in report["statusCodeDistribution"].items()}
-    ok = statuses.get(200, 0)
-    errors = sum(report["errorDistribution"].values()) + sum(n for code, n in statuses.items() if code != 200)
+    errors = sum(report["errorDistribution"].values()) + sum(n for code, n in statuses.items() if code != ok_status)
     result = {
         "server": server.name, "scenario": name, "connections": connections,
         "requests_per_s": report["summary"]["requestsPerSec"],
@@ -229,6 +259,8 @@ def run_scenario(server, name, path, key, connections, duration=None, requests=N
         "ok": ok, "errors": errors, "statuses": statuses, "error_kinds": report["errorDistribution"],
         "peak_rss_mib": peak, "cpu_ms_per_response": cpu * 1e3 / max(ok + errors, 1),
     }
+    if drain_seconds is not None:
+        result["drain_seconds"] = drain_seconds
     if generates:
         buckets_after = server.overhead_buckets()
         in_ms = lambda value: value * 1e3 if value is not None else None
@@ -259,6 +291,13 @@ def scenarios(server, key, fake, quick, floor=None, data_dir=None):
     half = max(int(s1["requests_per_s"] / 2), 1)
     results.append(run_scenario(server, f"S1 at half rate ({half}/s)", "/v1/generate", key, 64, duration=seconds,
                                 rate=half))
+    # A light load: one request at a time, so the overhead is the gateway's own, not a queue's.
+    results.append(run_scenario(server, "S1 light (1 connection)", "/v1/generate", key, 1, duration=seconds))
+    if not server.name.startswith("peer"):
+        # The OpenAI route streaming its answer (server-sent events), 2 KB images.
+        results.append(run_scenario(server, "S-stream (OpenAI route, stream: true)", "/v1/images/generations", key,
+                                    64, duration=seconds, body=STREAM_REQUEST))
+        results += jobs_scenarios(server, key, quick)
     control_fake(fake, 0, 1_500_000)
     started = time.time()
     results.append(run_scenario(server, "S2 1.5 MB images", "/v1/generate", key, 64, duration=seconds))
@@ -268,11 +307,51 @@ def scenarios(server, key, fake, quick, floor=None, data_dir=None):
         # The OpenAI route answering the 1.5 MB image itself, base64 in the JSON.
         results.append(run_scenario(server, "S5 b64_json 1.5 MB (OpenAI route)", "/v1/images/generations", key,
                                     64, duration=seconds, body=B64_JSON_REQUEST))
+    if not server.name.startswith("peer") and floor and data_dir:
+        results += s4k_scenarios(server, key, fake, quick, floor, data_dir)
     control_fake(fake, 2000, 2048)
     in_flight = 2000 if quick else 10_000
     results.append(run_scenario(server, "S3 2 s upstream", "/v1/generate", key, in_flight, requests=in_flight))
     control_fake(fake, 0, 2048)
     results.append(run_scenario(server, "S4 /healthz floor", "/healthz", None, 64, duration=seconds))
+    return results
+
+
+def jobs_scenarios(server, key, quick):
+    """S-jobs: asynchronous generations (`Prefer: respond-async`). A burst of submissions (how
+    many a second are accepted; the queue then drains), and a steady rate the workers keep up
+    with, where the time from submission to a worker's start (`nanobanana_job_wait_seconds`) is
+    the wake-up's, not a backlog's."""
+    results = []
+    submissions = 1000 if quick else 4000
+    results.append(run_scenario(server, f"S-jobs burst ({submissions} submissions)", "/v1/generate", key, 64,
+                                requests=submissions, headers=("Prefer: respond-async",), ok_status=202,
+                                drained=server.wait_for_succeeded))
+    before = server.histogram("nanobanana_job_wait_seconds")
+    steady = run_scenario(server, "S-jobs steady (100/s)", "/v1/generate", key, 16, duration="5s" if quick else "10s",
+                          rate=100, headers=("Prefer: respond-async",), ok_status=202,
+                          drained=server.wait_for_succeeded)
+    after = server.histogram("nanobanana_job_wait_seconds")
+    steady["pickup_p50_ms"] = (quantile_upper_bound(before, after, 0.50) or 0) * 1e3
+    steady["pickup_p99_ms"] = (quantile_upper_bound(before, after, 0.99) or 0) * 1e3
+    log(f"S-jobs steady: pickup p50 <= {steady['pickup_p50_ms']:.1f} ms, p99 <= {steady['pickup_p99_ms']:.1f} ms")
+    results.append(steady)
+    return results
+
+
+def s4k_scenarios(server, key, fake, quick, floor, data_dir, label="S4K"):
+    """S4K: 16 MB PNG answers (a 4K image), at 16 and 64 connections; the stored files are
+    compared with the fake's image."""
+    results = []
+    control_fake(fake, 0, IMAGE_4K_BYTES)
+    for connections in (16, 64):
+        started = time.time()
+        results.append(run_scenario(server, f"{label} 16 MB images", "/v1/generate", key, connections,
+                                    duration="5s" if quick else "10s"))
+        if data_dir:
+            results[-1]["verified_sample"] = verify_stored_sample(data_dir, floor["image_4k"], started)
+            remove_images_since(data_dir, started)
+    control_fake(fake, 0, 2048)
     return results
 
 
@@ -341,11 +420,12 @@ def table(results):
     return "\n".join(lines)
 
 
-def measure_floor(floor_binary, fake, folder, s3_endpoint):
-    """The floor of S2's own work on this machine (bench/src/bin/floor.rs): parse, SIMD decode and
-    write of the fake's 1.5 MB answer in a tight loop, and one small write + fsync; and the S3
-    floor: the same parse and decode, then the S3 adapter's upload to the benchmark's S3 server."""
-    control_fake(fake, 0, 1_500_000)
+def measure_floor(floor_binary, fake, folder, s3_endpoint, image_bytes=1_500_000, rounds=200, s3_rounds=100):
+    """The floor of a generation's own work on this machine (bench/src/bin/floor.rs): parse, SIMD
+    decode and write of the fake's answer (an `image_bytes` image) in a tight loop, and one small
+    write + fsync; and the S3 floor: the same parse and decode, then the S3 adapter's upload to
+    the benchmark's S3 server."""
+    control_fake(fake, 0, image_bytes)
     answer = os.path.join(folder, "answer.json")
     os.makedirs(folder, exist_ok=True)
     # A model of the built-in catalog: the fake answers 404 for any other, as Google does.
@@ -353,20 +433,33 @@ def measure_floor(floor_binary, fake, folder, s3_endpoint):
                                      headers={"Content-Type": "application/json"}, method="POST")
     with urllib.request.urlopen(request, timeout=30) as response, open(answer, "wb") as out:
         out.write(response.read())
-    output = subprocess.run([floor_binary, answer, os.path.join(folder, "files")], capture_output=True,
-                            text=True, check=True)
+    output = subprocess.run([floor_binary, answer, os.path.join(folder, "files"), str(rounds)],
+                            capture_output=True, text=True, check=True)
     floor = json.loads(output.stdout)
+    megabytes = image_bytes / 1e6
     log(f"floor: parse {floor['parse_ms']:.3f} + decode {floor['decode_ms']:.3f} + write {floor['write_ms']:.3f} "
-        f"= {floor['total_ms']:.3f} ms per 1.5 MB image; fsync {floor['fsync_ms']:.3f} ms")
-    output = subprocess.run([floor_binary, answer, os.path.join(folder, "files"), "100", "--s3", s3_endpoint,
-                             S3_ACCESS, S3_SECRET, S3_BUCKET], capture_output=True, text=True, check=True)
+        f"= {floor['total_ms']:.3f} ms per {megabytes:g} MB image; fsync {floor['fsync_ms']:.3f} ms")
+    output = subprocess.run([floor_binary, answer, os.path.join(folder, "files"), str(s3_rounds), "--s3",
+                             s3_endpoint, S3_ACCESS, S3_SECRET, S3_BUCKET], capture_output=True, text=True,
+                            check=True)
     floor["s3"] = json.loads(output.stdout)
-    log(f"S3 floor: parse + decode + upload {floor['s3']['cpu_ms_per_image']:.3f} ms CPU per 1.5 MB image "
-        f"(upload {floor['s3']['upload_ms']:.3f} ms wall)")
+    log(f"S3 floor: parse + decode + upload {floor['s3']['cpu_ms_per_image']:.3f} ms CPU per {megabytes:g} MB "
+        f"image (upload {floor['s3']['upload_ms']:.3f} ms wall)")
     with open(answer) as saved:
         data = json.load(saved)["candidates"][0]["content"]["parts"][0]["inlineData"]["data"]
     floor["image"] = base64.b64decode(data)
+    os.remove(answer)
     return floor
+
+
+def measure_conversions(convert_binary, quick):
+    """S-convert (bench/src/bin/convert-floor.rs): 1K and 4K PNG to WebP and JPEG, the
+    conversion alone (the floor) and through the server's converter (the blocking pool)."""
+    output = subprocess.run([convert_binary, "3" if quick else "7"], capture_output=True, text=True, check=True)
+    conversions = json.loads(output.stdout)
+    for c in conversions:
+        log(f"S-convert {c['size']} PNG -> {c['to']}: {c['converter_ms']:.1f} ms (floor {c['floor_ms']:.1f} ms)")
+    return conversions
 
 
 def verify_stored_sample(folder, expected, since, count=5):
@@ -384,6 +477,15 @@ def verify_stored_sample(folder, expected, since, count=5):
                 raise SystemExit(f"{path}: the stored image is not the provider's")
     log(f"{len(sample)} of the {len(recent)} images stored are byte for byte the provider's")
     return len(sample)
+
+
+def remove_images_since(folder, since):
+    """Deletes the images stored in `folder` since `since` (16 MB each: gigabytes a scenario)."""
+    for where, _, names in os.walk(folder):
+        for name in names:
+            path = os.path.join(where, name)
+            if name.endswith(".png") and os.path.getmtime(path) >= since:
+                os.remove(path)
 
 
 def start_s3_server(binary):
@@ -440,6 +542,10 @@ def main():
     try:
         time.sleep(0.5)
         floor = measure_floor(floor_binary, fake, os.path.join(work, "postgres", "floor"), s3_endpoint)
+        floor["k4"] = measure_floor(floor_binary, fake, os.path.join(work, "postgres", "floor"), s3_endpoint,
+                                    IMAGE_4K_BYTES, rounds=10, s3_rounds=10)
+        floor["image_4k"] = floor["k4"]["image"]
+        conversions = measure_conversions(os.path.join(os.path.dirname(floor_binary), "convert-floor"), quick)
         postgres = create_database(admin, "bench_ours")
         # (name, database, settings, data folder, every scenario or S1 only). The default on
         # PostgreSQL counts per-minute limits in it (shared by instances); the next two rows
@@ -473,6 +579,7 @@ def main():
                                     duration="5s" if quick else "10s"))
         results[-1]["verified_sample"] = verify_stored_sample(os.path.join(s3_root, S3_BUCKET), floor["image"],
                                                               started)
+        results += s4k_scenarios(server, key, fake, quick, floor, os.path.join(s3_root, S3_BUCKET), "S4K-S3")
         server.stop()
         if with_peer:
             server = peer_server(peer_source, create_database(admin, "bench_peer"), fake, os.path.join(work, "peer"))
@@ -500,7 +607,10 @@ def main():
               "", f"Machine: {platform.machine()}, {os.cpu_count()} CPUs, {platform.platform()}.",
               "Load generator (oha), PostgreSQL (durable: fsync on), fake Google and server on the same machine.",
               "", table(results), ""]
-    by = {(r["server"], r["scenario"].split(" ")[0] + (" half" if "half" in r["scenario"] else "")): r for r in results}
+    def short(scenario):
+        first = scenario.split(" ")[0]
+        return first + (" half" if "half" in scenario else " light" if "light" in scenario else "")
+    by = {(r["server"], short(r["scenario"])): r for r in results if not r["scenario"].startswith(("S4K", "S-jobs"))}
     report.append(f"Floor on this machine (bench/src/bin/floor.rs, medians): parse {floor['parse_ms']:.3f} ms + "
                   f"SIMD decode {floor['decode_ms']:.3f} ms + write {floor['write_ms']:.3f} ms = "
                   f"{floor['total_ms']:.3f} ms for the 1.5 MB answer; one small write + fsync "
@@ -521,6 +631,47 @@ def main():
         report.append(f"S2-S3 server CPU per generation {s2_s3['cpu_ms_per_response']:.3f} ms = "
                       f"{s2_s3['cpu_ms_per_response'] / floor['s3']['cpu_ms_per_image']:.2f}x the S3 floor "
                       f"(target <= 1.3x); stored objects checked byte for byte: {s2_s3['verified_sample']}.")
+    k4 = floor["k4"]
+    report.append(f"Floor of a 16 MB image (the same binary): parse {k4['parse_ms']:.2f} + decode "
+                  f"{k4['decode_ms']:.2f} + write {k4['write_ms']:.2f} = {k4['total_ms']:.2f} ms; to S3 "
+                  f"{k4['s3']['cpu_ms_per_image']:.2f} ms CPU.")
+    for r in results:
+        if r["scenario"].startswith("S4K"):
+            in_s3 = r["scenario"].startswith("S4K-S3")
+            floor_ms = k4["s3"]["cpu_ms_per_image"] if in_s3 else k4["total_ms"]
+            report.append(f"{r['scenario']} at {r['connections']} connections ({r['server']}): "
+                          f"{r['requests_per_s']:.1f} req/s, CPU per generation {r['cpu_ms_per_response']:.2f} ms = "
+                          f"{r['cpu_ms_per_response'] / floor_ms:.2f}x the floor (target <= 1.5x), peak RSS "
+                          f"{r['peak_rss_mib']:.0f} MiB (target <= 200 at 64 connections); stored files checked "
+                          f"byte for byte: {r.get('verified_sample', 0)}.")
+    light = by.get(("nanobanana (PostgreSQL)", "S1 light"))
+    if light and light.get("rest_p99_ms") is not None:
+        ms = lambda value: f"{value:.2f}" if value is not None else "n/a"
+        report.append(f"S1 light (one connection), the gateway's own overhead (bucket upper bounds, ms): "
+                      f"everything but the commit p50 {ms(light['rest_p50_ms'])} / p99 {ms(light['rest_p99_ms'])} "
+                      f"(target p99 < 1 ms); the durable commit p50 {ms(light['commit_p50_ms'])} / p99 "
+                      f"{ms(light['commit_p99_ms'])} (one fsync: {floor['fsync_ms']:.3f} ms).")
+    stream = by.get(("nanobanana (PostgreSQL)", "S-stream"))
+    ours = by.get(("nanobanana (PostgreSQL)", "S1"))
+    if stream and ours:
+        report.append(f"S-stream (the OpenAI route, stream: true, 2 KB images): {stream['requests_per_s']:.0f} req/s, "
+                      f"CPU {stream['cpu_ms_per_response']:.3f} ms per generation (S1: {ours['cpu_ms_per_response']:.3f}).")
+    for r in results:
+        if r["scenario"].startswith("S-jobs"):
+            line = (f"{r['scenario']}: {r['requests_per_s']:.0f} submissions/s accepted (202), the queue drained "
+                    f"{r['drain_seconds']:.1f} s after the last, usage exact: {'yes' if r.get('usage_exact') else 'NO'}")
+            if "pickup_p99_ms" in r:
+                line += (f"; from submission to a worker's start p50 <= {r['pickup_p50_ms']:.1f} ms, "
+                         f"p99 <= {r['pickup_p99_ms']:.1f} ms (histogram bucket bounds)")
+            report.append(line + ".")
+    report += ["", "S-convert (bench/src/bin/convert-floor.rs): a model's PNG converted as `output_format` asks, "
+               "median ms per image; the floor is the conversion alone on one thread, the measured path the "
+               "server's converter (the blocking pool, one conversion per core).", "",
+               "| size | PNG MB | to | out MB | floor ms | converter ms | ratio |", "| --- | --- | --- | --- | --- | --- | --- |"]
+    for c in conversions:
+        report.append(f"| {c['size']} | {c['png_bytes'] / 1e6:.1f} | {c['to']} | {c['out_bytes'] / 1e6:.1f} | "
+                      f"{c['floor_ms']:.1f} | {c['converter_ms']:.1f} | {c['converter_ms'] / c['floor_ms']:.2f} |")
+    report.append("")
     peer_s2 = by.get(("peer (FastAPI)", "S2"))
     if s2 and peer_s2:
         report.append(f"S2 ours/peer: throughput x{s2['requests_per_s'] / peer_s2['requests_per_s']:.1f} "

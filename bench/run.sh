@@ -18,7 +18,7 @@ if ! command -v redis-server >/dev/null; then
 fi
 cargo build --release --locked --quiet -p nb-storage --features testing --example s3-test-server
 cargo build --release --locked --quiet -p nanobanana --bin nanobanana
-cargo build --release --locked --quiet -p nb-bench --bin fake-google --bin floor
+cargo build --release --locked --quiet -p nb-bench --bin fake-google --bin floor --bin convert-floor
 
 # 10,000 connections in, as many out to the fake, and the load generator's own.
 # (root may raise the hard limit; everyone else gets theirs).

@@ -43,6 +43,9 @@ pub fn serve(
             .app_data(document.clone())
             .configure(configure_app(state.clone()))
     })
+    // Answers go out as soon as they are written: a streamed answer's events are small writes,
+    // and with Nagle's algorithm each waited for the client's delayed ACK (~40 ms).
+    .tcp_nodelay(true)
     .client_request_timeout(settings.client_request_timeout)
     .keep_alive(settings.keep_alive)
     .shutdown_timeout(settings.shutdown_grace.as_secs())

@@ -1,8 +1,10 @@
+use std::collections::HashMap;
 use std::fmt;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use base64::Engine as _;
+use bytes::Bytes;
 use nb_domain::generation::{
     FetchedImage, GeneratedImage, ListedObject, ObjectKey, StorageError, StoredImage,
 };
@@ -11,6 +13,7 @@ use nb_domain::settings::InvalidSetting;
 use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
 use s3::creds::Credentials;
 use s3::error::S3Error;
+use s3::serde_types::Part;
 use s3::{Bucket, Region};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
@@ -244,6 +247,133 @@ fn s3_error(error: S3Error) -> StorageError {
     }
 }
 
+/// Images larger than this go up in parts (a 4K image is 10–20 MB): one part that fails is
+/// sent again alone, and no single request carries the whole image.
+pub const MULTIPART_THRESHOLD: usize = 8 * 1024 * 1024;
+/// The size of every part but the last (S3 and R2 take 5 MiB to 5 GiB).
+const PART_BYTES: usize = 8 * 1024 * 1024;
+
+impl S3Storage {
+    /// One upload of `body` to `key` — a whole object, or with `part` a part of a multipart
+    /// upload — and the ETag the store answered.
+    ///
+    /// A signed upload would hash the whole body twice (rust-s3 sends `Content-MD5` and the
+    /// SHA-256 of the payload: 5 ms of CPU per 1.5 MB, more than everything else a generation
+    /// does). Instead: a URL presigned for this key with `UNSIGNED-PAYLOAD` and the body's
+    /// CRC-32 as a signed `x-amz-checksum-crc32` header (a tenth of a millisecond), which the
+    /// store checks against the bytes it receives (`BadDigest` if they differ).
+    async fn upload(
+        &self,
+        key: &ObjectKey,
+        content_type: Option<&str>,
+        body: Bytes,
+        part: Option<(&str, u32)>,
+    ) -> Result<Option<String>, StorageError> {
+        let checksum =
+            base64::engine::general_purpose::STANDARD.encode(crc32fast::hash(&body).to_be_bytes());
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            HeaderName::from_static("x-amz-checksum-crc32"),
+            header_value(&checksum)?,
+        );
+        if let Some(content_type) = content_type {
+            headers.insert(CONTENT_TYPE, header_value(content_type)?);
+        }
+        let queries = part.map(|(upload_id, number)| {
+            HashMap::from([
+                ("partNumber".to_owned(), number.to_string()),
+                ("uploadId".to_owned(), upload_id.to_owned()),
+            ])
+        });
+        let url = self
+            .bucket
+            .presign_put(
+                key.as_str(),
+                UPLOAD_URL_SECONDS,
+                Some(headers.clone()),
+                queries,
+            )
+            .await
+            .map_err(|error| StorageError::Failed(Box::new(error)))?;
+        let stored = self
+            .uploads
+            .put(url)
+            .headers(headers)
+            .body(body)
+            .send()
+            .await
+            .map_err(upload_error)?;
+        if !stored.status().is_success() {
+            return Err(unexpected_status(stored.status().as_u16()));
+        }
+        Ok(stored
+            .headers()
+            .get(reqwest::header::ETAG)
+            .and_then(|etag| etag.to_str().ok())
+            .map(str::to_owned))
+    }
+
+    /// A multipart upload of `bytes` in [`PART_BYTES`] parts, each checked by its CRC-32. On
+    /// any failure the upload is aborted, so that no part is left behind (stored, and billed,
+    /// until a lifecycle rule would remove it).
+    async fn put_in_parts(
+        &self,
+        key: &ObjectKey,
+        content_type: &str,
+        bytes: &Bytes,
+    ) -> Result<(), StorageError> {
+        let started = self
+            .bucket
+            .initiate_multipart_upload(key.as_str(), content_type)
+            .await
+            .map_err(s3_error)?;
+        let upload_id = started.upload_id;
+        let completed = match self.upload_parts(key, &upload_id, bytes).await {
+            Ok(parts) => self
+                .bucket
+                .complete_multipart_upload(key.as_str(), &upload_id, parts)
+                .await
+                .map(drop)
+                .map_err(s3_error),
+            Err(error) => Err(error),
+        };
+        if let Err(error) = completed {
+            if let Err(abort) = self.bucket.abort_upload(key.as_str(), &upload_id).await {
+                tracing::warn!(
+                    error = %abort,
+                    "could not abort a failed multipart upload: its parts stay until the bucket's lifecycle rule removes them"
+                );
+            }
+            return Err(error);
+        }
+        Ok(())
+    }
+
+    async fn upload_parts(
+        &self,
+        key: &ObjectKey,
+        upload_id: &str,
+        bytes: &Bytes,
+    ) -> Result<Vec<Part>, StorageError> {
+        let mut parts = Vec::with_capacity(bytes.len().div_ceil(PART_BYTES));
+        for (index, start) in (0..bytes.len()).step_by(PART_BYTES).enumerate() {
+            let number = u32::try_from(index + 1).unwrap_or(u32::MAX);
+            let body = bytes.slice(start..(start + PART_BYTES).min(bytes.len()));
+            let etag = self
+                .upload(key, None, body, Some((upload_id, number)))
+                .await?
+                .ok_or_else(|| {
+                    StorageError::Failed("the store answered a part without its ETag".into())
+                })?;
+            parts.push(Part {
+                part_number: number,
+                etag,
+            });
+        }
+        Ok(parts)
+    }
+}
+
 #[async_trait]
 impl ObjectStorage for S3Storage {
     #[tracing::instrument(skip_all, fields(key = key.as_str(), bucket = self.bucket.name()))]
@@ -252,40 +382,13 @@ impl ObjectStorage for S3Storage {
         key: &ObjectKey,
         image: &GeneratedImage,
     ) -> Result<StoredImage, StorageError> {
-        // A signed upload would hash the whole image twice (rust-s3 sends `Content-MD5` and
-        // the SHA-256 of the payload: 5 ms of CPU per 1.5 MB image, more than everything else a
-        // generation does). Instead: a URL presigned for this key with `UNSIGNED-PAYLOAD` and the
-        // image's CRC-32 as a signed `x-amz-checksum-crc32` header (a tenth of a millisecond),
-        // which the store checks against the bytes it receives (`BadDigest` if they differ).
         let bytes = image.bytes();
-        let checksum =
-            base64::engine::general_purpose::STANDARD.encode(crc32fast::hash(bytes).to_be_bytes());
-        let mut headers = HeaderMap::new();
-        headers.insert(
-            HeaderName::from_static("x-amz-checksum-crc32"),
-            header_value(&checksum)?,
-        );
-        headers.insert(CONTENT_TYPE, header_value(image.format().mime_type())?);
-        let url = self
-            .bucket
-            .presign_put(
-                key.as_str(),
-                UPLOAD_URL_SECONDS,
-                Some(headers.clone()),
-                None,
-            )
-            .await
-            .map_err(|error| StorageError::Failed(Box::new(error)))?;
-        let stored = self
-            .uploads
-            .put(url)
-            .headers(headers)
-            .body(bytes.clone())
-            .send()
-            .await
-            .map_err(upload_error)?;
-        if !stored.status().is_success() {
-            return Err(unexpected_status(stored.status().as_u16()));
+        let content_type = image.format().mime_type();
+        if bytes.len() > MULTIPART_THRESHOLD {
+            self.put_in_parts(key, content_type, bytes).await?;
+        } else {
+            self.upload(key, Some(content_type), bytes.clone(), None)
+                .await?;
         }
         Ok(StoredImage {
             url: self.url_of(key).await?,

@@ -23,6 +23,9 @@ pub enum StoreFault {
     Status(u16),
     /// Closes every connection without answering (a store that cannot be reached).
     CloseConnections,
+    /// Answers 500 to the upload of every part numbered this or higher of a multipart
+    /// upload, and serves everything else (a store failing mid-upload).
+    FailPartsFrom(u32),
     /// Reads requests and never answers (a hung store).
     Hang,
 }
@@ -46,6 +49,17 @@ fn current(fault: &Mutex<StoreFault>) -> StoreFault {
     *fault.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
+/// The `partNumber` of an upload of a part.
+fn part_number(request: &HttpRequest<Incoming>) -> Option<u32> {
+    request
+        .uri()
+        .query()?
+        .split('&')
+        .find_map(|pair| pair.strip_prefix("partNumber="))?
+        .parse()
+        .ok()
+}
+
 impl hyper::service::Service<HttpRequest<Incoming>> for FaultyService {
     type Response = HttpResponse;
     type Error = HttpError;
@@ -53,7 +67,13 @@ impl hyper::service::Service<HttpRequest<Incoming>> for FaultyService {
         std::pin::Pin<Box<dyn Future<Output = Result<HttpResponse, HttpError>> + Send + 'static>>;
 
     fn call(&self, request: HttpRequest<Incoming>) -> Self::Future {
-        let fault = current(&self.fault);
+        let mut fault = current(&self.fault);
+        if let StoreFault::FailPartsFrom(first) = fault {
+            fault = match part_number(&request) {
+                Some(number) if number >= first => StoreFault::Status(500),
+                _ => StoreFault::None,
+            };
+        }
         let inner = self.inner.clone();
         Box::pin(async move {
             match fault {
@@ -77,6 +97,7 @@ impl hyper::service::Service<HttpRequest<Incoming>> for FaultyService {
                 // An error ends the connection without an answer.
                 StoreFault::CloseConnections => Err(HttpError::new("closing on purpose".into())),
                 StoreFault::Hang => std::future::pending().await,
+                StoreFault::FailPartsFrom(_) => unreachable!("decided above"),
             }
         })
     }

@@ -408,6 +408,52 @@ async fn s3_outages_are_unavailable_and_the_adapter_recovers() {
     }
 }
 
+/// Every file the store holds, its buckets' objects and its uploads' parts alike.
+fn files_under(folder: &std::path::Path) -> Vec<String> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(folder).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            files.extend(files_under(&path));
+        } else {
+            files.push(path.display().to_string());
+        }
+    }
+    files
+}
+
+/// A 4K-sized image goes up in parts, each checked by its CRC-32, and comes back byte for byte;
+/// a store that fails on the second part leaves nothing: no object under the key, and no part
+/// or upload (the upload is aborted).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s3_large_images_go_up_in_parts_and_a_failed_part_leaves_nothing() {
+    use nb_storage::testing::StoreFault;
+    let server = S3TestServer::start().await;
+    let storage = S3Storage::new(server.settings(SECRET_KEY, None)).unwrap();
+    let large = png(20 * 1024 * 1024);
+    let key = key_for(&large);
+    let stored = storage.put(&key, &large).await.unwrap();
+    assert_eq!(server.stored_bytes(&key), large.bytes().to_vec());
+    let (served, content_type) = fetch(&stored.url).await;
+    assert_eq!(served, large.bytes().to_vec());
+    assert_eq!(content_type, "image/png");
+    let before = files_under(&server.server.root());
+
+    server.server.set_fault(StoreFault::FailPartsFrom(2));
+    let failed = key_for(&large);
+    let error = storage.put(&failed, &large).await.unwrap_err();
+    assert!(matches!(error, StorageError::Unavailable(_)), "{error:?}");
+    server.server.set_fault(StoreFault::None);
+    assert_eq!(
+        files_under(&server.server.root()),
+        before,
+        "the failed upload left files behind"
+    );
+    // The same adapter works again.
+    storage.put(&failed, &large).await.unwrap();
+    assert_eq!(server.stored_bytes(&failed), large.bytes().to_vec());
+}
+
 /// A full disk is `Full` (507 for clients), and leaves no partial file. Needs a small
 /// tmpfs, which the test mounts: it needs root (CI runs as root), and fails saying so
 /// where it cannot mount one.
