@@ -26,7 +26,9 @@ use nb_domain::ports::{KeyChangeBroadcast, ReadinessCheck, UpstreamKeys};
 use nb_domain::rate_limit::{LeasePolicy, LeasedRateLimiter, RateLimiter, Throttle};
 use nb_domain::system::{Clock, IdGenerator, RandomSource};
 use nb_domain::webhooks::{WebhookPorts, WebhookService};
-use nb_imagen::{GeminiImageClient, ProviderRouter, TestModeImages, UnconfiguredImageProvider};
+use nb_imagen::{
+    GeminiImageClient, ProviderRouter, SpoolFolder, TestModeImages, UnconfiguredImageProvider,
+};
 use nb_storage::{InlineStorage, LocalStorage, S3Storage};
 use nb_system::{BcryptPasswordHasher, MemoryRateLimiter, OsRandom, UuidV7Ids, XChaChaSealer};
 use nb_webhook::HttpWebhookSender;
@@ -377,6 +379,20 @@ fn warn_of_retiring_models(models: &AllowedModels, today: time::Date) {
     }
 }
 
+/// Where large images are spooled as they arrive: `.spool` in the data folder (on the same
+/// file system as images on local disk, so that they are linked into place). Without it
+/// (the folder cannot be made), images are held in memory.
+fn spool_folder(config: &Config) -> Option<SpoolFolder> {
+    let path = config.data_dir.join(".spool");
+    match SpoolFolder::new(&path) {
+        Ok(folder) => Some(folder),
+        Err(error) => {
+            tracing::warn!(%error, path = %path.display(), "cannot create the spool folder: large images are held in memory");
+            None
+        }
+    }
+}
+
 /// Google behind the domain's cap on calls in flight, with its pool of keys, or, without a
 /// key, a provider that answers 503 (test keys still work: they never reach it).
 fn image_provider(config: &Config) -> Result<Upstream, StartupError> {
@@ -390,8 +406,14 @@ fn image_provider(config: &Config) -> Result<Upstream, StartupError> {
                 .collect()
         })
         .unwrap_or_default();
+    let spool = spool_folder(config);
+    let spooling = |client: GeminiImageClient| match &spool {
+        Some(folder) => client.with_spool(folder.clone()),
+        None => client,
+    };
     let vertex: Option<Arc<dyn ImageProvider>> = if config.vertex.is_set() {
         let client = GeminiImageClient::vertex(config.upstream.clone(), &config.vertex)
+            .map(spooling)
             .map_err(StartupError::ImageProvider)?;
         tracing::info!(location = %config.vertex.location, "Vertex AI is configured");
         Some(Arc::new(client))
@@ -405,8 +427,9 @@ fn image_provider(config: &Config) -> Result<Upstream, StartupError> {
         .upstream
         .has_keys()
     {
-        let client =
-            GeminiImageClient::new(config.upstream.clone()).map_err(StartupError::ImageProvider)?;
+        let client = GeminiImageClient::new(config.upstream.clone())
+            .map(spooling)
+            .map_err(StartupError::ImageProvider)?;
         let keys = client.key_pool().map(|pool| pool as Arc<dyn UpstreamKeys>);
         (Arc::new(client), keys)
     } else {

@@ -33,6 +33,12 @@ pub(crate) enum Extracted {
     Decoded(Vec<u8>),
     /// The string as it was in the JSON, quotes included, for the lenient path.
     Raw(Vec<u8>),
+    /// The last bytes of an image whose first ones were spilled ([`AnswerScanner::take_spills`]).
+    SpilledTail(Vec<u8>),
+    /// The rest of an image string whose first bytes were spilled and which then left the
+    /// fast path, as JSON (quotes included) from a whole quad on: decoded leniently, it
+    /// follows the spilled bytes.
+    RawAfterSpill(Vec<u8>),
 }
 
 /// The scanner's output: the JSON with placeholders, and what they stand for.
@@ -59,9 +65,9 @@ pub(crate) struct ExtractedStrings(Vec<Option<Extracted>>);
 impl ExtractedStrings {
     /// The string a placeholder names, taken out (each is used once), or `None` if `value` is
     /// not a placeholder.
-    pub fn take(&mut self, value: &str) -> Option<Extracted> {
+    pub fn take(&mut self, value: &str) -> Option<(usize, Extracted)> {
         let index: usize = value.strip_prefix(PLACEHOLDER_PREFIX)?.parse().ok()?;
-        self.0.get_mut(index)?.take()
+        Some((index, self.0.get_mut(index)?.take()?))
     }
 }
 
@@ -96,6 +102,13 @@ pub(crate) struct AnswerScanner {
     raw: Vec<u8>,
     /// How much room the first image gets up front (from the answer's Content-Length).
     size_hint: usize,
+    /// Decoded image bytes are handed over ([`Self::take_spills`]) whenever this many are
+    /// held; `None`: never (images are held whole).
+    spill_at: Option<usize>,
+    /// Handed-over pieces not taken yet: (the image string's index, its next bytes).
+    spills: Vec<(usize, Vec<u8>)>,
+    /// The current image string has spilled.
+    spilled: bool,
 }
 
 impl AnswerScanner {
@@ -113,6 +126,34 @@ impl AnswerScanner {
             pending_len: 0,
             raw: Vec::new(),
             size_hint: expected_len / 4 * 3,
+            spill_at: None,
+            spills: Vec::new(),
+            spilled: false,
+        }
+    }
+
+    /// Hands decoded image bytes over in pieces of `bytes` as they are decoded, instead of
+    /// holding each image whole: [`Self::take_spills`] after every [`Self::push`].
+    pub fn spilling_at(mut self, bytes: usize) -> Self {
+        self.spill_at = Some(bytes.max(3));
+        self
+    }
+
+    /// The pieces of images decoded since the last call, in order: (the image string's
+    /// index, as its placeholder names it, and the bytes).
+    pub fn take_spills(&mut self) -> Vec<(usize, Vec<u8>)> {
+        std::mem::take(&mut self.spills)
+    }
+
+    /// Hands the decoded bytes over when there are enough. Whole quads only are decoded, so
+    /// what stays is always a whole number of quads' bytes from the string's start.
+    fn spill_if_full(&mut self) {
+        if let Some(at) = self.spill_at
+            && self.decoded.len() >= at
+        {
+            let piece = std::mem::replace(&mut self.decoded, Vec::with_capacity(at + at / 2));
+            self.spills.push((self.extracted.0.len(), piece));
+            self.spilled = true;
         }
     }
 
@@ -199,7 +240,11 @@ impl AnswerScanner {
     fn start_image(&mut self) {
         self.state = State::Decoding;
         self.pending_len = 0;
-        self.decoded = Vec::with_capacity(std::mem::take(&mut self.size_hint));
+        self.spilled = false;
+        let room = std::mem::take(&mut self.size_hint);
+        // Spilling, no more than one piece is ever held.
+        let room = self.spill_at.map_or(room, |at| room.min(at + at / 2));
+        self.decoded = Vec::with_capacity(room);
     }
 
     /// An image string on the fast path. Decodes all but the last 1–4 characters seen (the
@@ -211,6 +256,7 @@ impl AnswerScanner {
             self.leave_fast_path(piece);
             return piece.len();
         }
+        self.spill_if_full();
         match stop {
             None => chunk.len(),
             Some(end) if chunk[end] == b'"' => {
@@ -219,7 +265,11 @@ impl AnswerScanner {
                     Ok(last) => {
                         self.decoded.extend_from_slice(&last);
                         let image = std::mem::take(&mut self.decoded);
-                        self.close_image(Extracted::Decoded(image));
+                        self.close_image(if self.spilled {
+                            Extracted::SpilledTail(image)
+                        } else {
+                            Extracted::Decoded(image)
+                        });
                         self.state = State::Between;
                         end + 1
                     }
@@ -278,7 +328,8 @@ impl AnswerScanner {
     }
 
     /// Turns the image string back into raw JSON: the decoded quads re-encoded, the pending
-    /// characters, and `piece` (not decoded), then reads on as a raw string.
+    /// characters, and `piece` (not decoded), then reads on as a raw string. Bytes already
+    /// spilled stay spilled: the JSON starts after them.
     fn leave_fast_path(&mut self, piece: &[u8]) {
         let mut raw = Vec::with_capacity(self.decoded.len() / 3 * 4 + piece.len() + 8);
         raw.push(b'"');
@@ -296,7 +347,11 @@ impl AnswerScanner {
         let (used, closed) = copy_string(chunk, &mut escaped, &mut self.raw);
         if closed {
             let raw = std::mem::take(&mut self.raw);
-            self.close_image(Extracted::Raw(raw));
+            self.close_image(if self.spilled {
+                Extracted::RawAfterSpill(raw)
+            } else {
+                Extracted::Raw(raw)
+            });
             self.state = State::Between;
         } else {
             self.state = State::Raw { escaped };
@@ -380,6 +435,66 @@ mod tests {
         scanner.finish()
     }
 
+    /// The answer fed in pieces of `sizes` (cycled) to a scanner spilling every `at` bytes:
+    /// the pieces spilled for string 0, joined, and what the scan left.
+    fn spill_in_chunks(body: &[u8], sizes: &[usize], at: usize) -> (Vec<u8>, ScannedAnswer) {
+        let mut scanner = AnswerScanner::new(0).spilling_at(at);
+        let mut spilled = Vec::new();
+        let mut rest = body;
+        for &size in sizes.iter().cycle() {
+            if rest.is_empty() {
+                break;
+            }
+            let (chunk, after) = rest.split_at(size.min(rest.len()));
+            scanner.push(chunk);
+            for (index, piece) in scanner.take_spills() {
+                assert_eq!(index, 0);
+                spilled.extend_from_slice(&piece);
+            }
+            rest = after;
+        }
+        (spilled, scanner.finish())
+    }
+
+    #[test]
+    fn a_spilling_scan_hands_the_image_over_in_pieces_that_join_to_it() {
+        for image_len in [0, 1, 2, 3, 4, 5, 1000, 4099] {
+            let image = png_like(image_len);
+            let body = gemini_answer(&format!("\"{}\"", B64.encode(&image)));
+            for sizes in CHUNKINGS {
+                for at in [3, 64, 1000] {
+                    let (spilled, mut scanned) = spill_in_chunks(body.as_bytes(), sizes, at);
+                    let placeholder = format!("{PLACEHOLDER_PREFIX}0");
+                    let whole = match scanned.extracted.take(&placeholder) {
+                        Some((0, Extracted::SpilledTail(tail))) => [spilled, tail].concat(),
+                        Some((0, Extracted::Decoded(all))) if spilled.is_empty() => all,
+                        other => panic!("{image_len} bytes at {at}, chunks {sizes:?}: {other:?}"),
+                    };
+                    assert_eq!(whole, image, "{image_len} bytes at {at}, chunks {sizes:?}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_string_leaving_the_fast_path_after_spilling_keeps_the_rest_as_json() {
+        // Standard base64 first, then a wrapped line: the spilled bytes and the rest decoded
+        // leniently are the image.
+        let image = png_like(3000);
+        let encoded = B64.encode(&image);
+        let (first, second) = encoded.split_at(2000);
+        let body = gemini_answer(&format!("\"{first}\\n{second}\""));
+        let (spilled, mut scanned) = spill_in_chunks(body.as_bytes(), &[100], 300);
+        assert!(!spilled.is_empty());
+        let placeholder = format!("{PLACEHOLDER_PREFIX}0");
+        let Some((0, Extracted::RawAfterSpill(json))) = scanned.extracted.take(&placeholder) else {
+            panic!("not kept raw after spilling");
+        };
+        let text: String = serde_json::from_slice(&json).unwrap();
+        let rest = nb_domain::encoding::decode_base64_lenient(&text).unwrap();
+        assert_eq!([spilled, rest].concat(), image);
+    }
+
     const CHUNKINGS: [&[usize]; 7] = [
         &[1],
         &[2],
@@ -411,12 +526,12 @@ mod tests {
                     let placeholder = format!("{PLACEHOLDER_PREFIX}0");
                     assert_eq!(
                         scanned.extracted.take(&placeholder),
-                        Some(Extracted::Decoded(image.clone())),
+                        Some((0, Extracted::Decoded(image.clone()))),
                         "{image_len} bytes, padded {padded}, chunks {sizes:?}"
                     );
                     let scanned = scan_in_chunks(body.as_bytes(), sizes);
-                    let parsed = parse_generate_content(scanned).unwrap();
-                    assert_eq!(parsed.image.bytes().as_ref(), image);
+                    let parsed = parse_generate_content(scanned, None).unwrap();
+                    assert_eq!(parsed.image.in_memory().unwrap().bytes().as_ref(), image);
                 }
             }
         }
@@ -448,9 +563,13 @@ mod tests {
             let body = gemini_answer(data);
             for sizes in CHUNKINGS {
                 let scanned = scan_in_chunks(body.as_bytes(), sizes);
-                let parsed = parse_generate_content(scanned)
+                let parsed = parse_generate_content(scanned, None)
                     .unwrap_or_else(|error| panic!("{error} for {}…", &data[..40]));
-                assert_eq!(parsed.image.bytes().as_ref(), image, "chunks {sizes:?}");
+                assert_eq!(
+                    parsed.image.in_memory().unwrap().bytes().as_ref(),
+                    image,
+                    "chunks {sizes:?}"
+                );
             }
         }
     }
@@ -479,7 +598,7 @@ mod tests {
                 let scanned = scan_in_chunks(body.as_bytes(), sizes);
                 assert!(
                     matches!(
-                        parse_generate_content(scanned),
+                        parse_generate_content(scanned, None),
                         Err(ProviderError::Upstream(_))
                     ),
                     "{}… accepted with chunks {sizes:?}",
@@ -497,7 +616,7 @@ mod tests {
             let scanned = scan_in_chunks(&body.as_bytes()[..cut], &[4096]);
             assert!(
                 matches!(
-                    parse_generate_content(scanned),
+                    parse_generate_content(scanned, None),
                     Err(ProviderError::Upstream(_))
                 ),
                 "cut at {cut} of {}",
@@ -519,8 +638,8 @@ mod tests {
         for sizes in CHUNKINGS {
             let scanned = scan_in_chunks(body.as_bytes(), sizes);
             assert_eq!(scanned.skeleton, body.as_bytes(), "chunks {sizes:?}");
-            let parsed = parse_generate_content(scanned).unwrap();
-            assert_eq!(parsed.image.bytes().as_ref(), image);
+            let parsed = parse_generate_content(scanned, None).unwrap();
+            assert_eq!(parsed.image.in_memory().unwrap().bytes().as_ref(), image);
         }
     }
 

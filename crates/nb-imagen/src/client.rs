@@ -19,6 +19,7 @@ use crate::answer_scanner::{AnswerScanner, ScannedAnswer};
 use crate::connections::Connections;
 use crate::key_pool::KeyPool;
 use crate::response::{ErrorEnvelope, parse_generate_content, parse_predict};
+use crate::spool::{SPOOL_PIECE_BYTES, SpoolFolder, Spools};
 use crate::vertex::{ServiceAccountTokens, VertexSettings};
 use crate::wire::{GenerateContentRequest, PredictRequest, RequestBody, images_in_order};
 
@@ -212,6 +213,8 @@ pub struct GeminiImageClient {
     connections: Arc<Connections>,
     target: Target,
     settings: GeminiSettings,
+    /// Where large images are spooled; `None`: held in memory.
+    spool: Option<SpoolFolder>,
 }
 
 /// Which front door, with its credentials.
@@ -310,7 +313,15 @@ impl GeminiImageClient {
             connections: Arc::new(connections),
             target: Target::GeminiApi(Arc::new(KeyPool::new(headers))),
             settings,
+            spool: None,
         })
+    }
+
+    /// Spools large images to `folder` as they arrive (see [`SpoolFolder`]) when the request
+    /// allows it, instead of holding them whole.
+    pub fn with_spool(mut self, folder: SpoolFolder) -> Self {
+        self.spool = Some(folder);
+        self
     }
 
     /// A client of Vertex AI's models in `vertex`'s project, with the timeouts and retries
@@ -342,6 +353,7 @@ impl GeminiImageClient {
                 tokens: Arc::new(tokens),
             },
             settings,
+            spool: None,
         })
     }
 
@@ -402,6 +414,7 @@ impl GeminiImageClient {
         method: Method,
         model: &str,
         credential: &Credential,
+        spool: Option<&SpoolFolder>,
     ) -> Attempt {
         let lease = self.connections.lease();
         let sent = lease
@@ -427,10 +440,12 @@ impl GeminiImageClient {
         };
         let status = response.status();
         if status.is_success() {
-            // Read while it streams in: the image is decoded chunk by chunk.
-            return match read_answer(response).await {
-                Ok(answer) => Attempt::Done(match method {
-                    Method::GenerateContent => parse_generate_content(answer),
+            // Read while it streams in: the image is decoded chunk by chunk (and spooled to
+            // disk a piece at a time when that is allowed).
+            let spool = spool.filter(|_| method == Method::GenerateContent);
+            return match read_answer(response, spool).await {
+                Ok((answer, mut spools)) => Attempt::Done(match method {
+                    Method::GenerateContent => parse_generate_content(answer, spools.as_mut()),
                     Method::Predict => parse_predict(answer).map(ProvidedImage::from),
                 }),
                 Err(error) => error.into_attempt(),
@@ -519,36 +534,63 @@ impl BodyError {
     }
 }
 
+/// The body's next chunk, `None` at its end; `read` counts the bytes so far, up to
+/// [`MAX_RESPONSE_BYTES`].
+async fn next_chunk(
+    response: &mut reqwest::Response,
+    read: &mut usize,
+) -> Result<Option<bytes::Bytes>, BodyError> {
+    let chunk = match response.chunk().await {
+        Ok(Some(chunk)) => chunk,
+        Ok(None) => return Ok(None),
+        Err(error) if error.is_timeout() => {
+            return Err(BodyError::Final(ProviderError::Timeout));
+        }
+        Err(_) => return Err(BodyError::CutShort),
+    };
+    *read += chunk.len();
+    if *read > MAX_RESPONSE_BYTES {
+        let too_large = ProviderError::Upstream("the provider's answer is too large".into());
+        return Err(BodyError::Final(too_large));
+    }
+    Ok(Some(chunk))
+}
+
 /// Hands the body to `sink` chunk by chunk as it arrives, up to [`MAX_RESPONSE_BYTES`].
 async fn read_body(
     mut response: reqwest::Response,
     mut sink: impl FnMut(&[u8]),
 ) -> Result<(), BodyError> {
     let mut read = 0;
-    loop {
-        let chunk = match response.chunk().await {
-            Ok(Some(chunk)) => chunk,
-            Ok(None) => return Ok(()),
-            Err(error) if error.is_timeout() => {
-                return Err(BodyError::Final(ProviderError::Timeout));
-            }
-            Err(_) => return Err(BodyError::CutShort),
-        };
-        read += chunk.len();
-        if read > MAX_RESPONSE_BYTES {
-            let too_large = ProviderError::Upstream("the provider's answer is too large".into());
-            return Err(BodyError::Final(too_large));
-        }
+    while let Some(chunk) = next_chunk(&mut response, &mut read).await? {
         sink(&chunk);
     }
+    Ok(())
 }
 
-/// A successful answer, scanned as it streams in (see [`AnswerScanner`]).
-async fn read_answer(response: reqwest::Response) -> Result<ScannedAnswer, BodyError> {
+/// A successful answer, scanned as it streams in (see [`AnswerScanner`]); with a spool
+/// folder, its images are written there a piece at a time as they are decoded.
+async fn read_answer(
+    mut response: reqwest::Response,
+    spool: Option<&SpoolFolder>,
+) -> Result<(ScannedAnswer, Option<Spools>), BodyError> {
     let expected_len = response.content_length().map_or(0, |n| n as usize);
-    let mut scanner = AnswerScanner::new(expected_len.min(MAX_RESPONSE_BYTES));
-    read_body(response, |chunk| scanner.push(chunk)).await?;
-    Ok(scanner.finish())
+    let scanner = AnswerScanner::new(expected_len.min(MAX_RESPONSE_BYTES));
+    let Some(folder) = spool else {
+        let mut scanner = scanner;
+        read_body(response, |chunk| scanner.push(chunk)).await?;
+        return Ok((scanner.finish(), None));
+    };
+    let mut scanner = scanner.spilling_at(SPOOL_PIECE_BYTES);
+    let mut spools = Spools::new(folder);
+    let mut read = 0;
+    while let Some(chunk) = next_chunk(&mut response, &mut read).await? {
+        scanner.push(&chunk);
+        for (index, piece) in scanner.take_spills() {
+            spools.write(index, piece).await.map_err(BodyError::Final)?;
+        }
+    }
+    Ok((scanner.finish(), Some(spools)))
 }
 
 /// An error answer, whole (they are small).
@@ -612,6 +654,8 @@ impl ImageProvider for GeminiImageClient {
         let body = body.map_err(|error| ProviderError::Upstream(error.to_string()))?;
         let url = self.endpoint(model, method);
         let deadline = Instant::now() + self.settings.deadline;
+        // Large images go to disk as they arrive, unless the image is needed whole.
+        let spool = self.spool.as_ref().filter(|_| request.may_spool);
 
         let mut retries = 0;
         loop {
@@ -621,7 +665,7 @@ impl ImageProvider for GeminiImageClient {
             let started = Instant::now();
             let attempt = tokio::time::timeout(
                 attempt_timeout,
-                self.attempt(&url, &body, method, model, &credential),
+                self.attempt(&url, &body, method, model, &credential, spool),
             )
             .await
             .unwrap_or(Attempt::Done(Err(ProviderError::Timeout)));

@@ -16,6 +16,7 @@ mod connections;
 mod key_pool;
 mod response;
 mod router;
+mod spool;
 mod test_mode;
 mod vertex;
 mod wire;
@@ -28,4 +29,5 @@ pub use client::{
 };
 pub use key_pool::{DEFAULT_REST, KeyPool};
 pub use router::ProviderRouter;
+pub use spool::{SPOOL_PIECE_BYTES, SpoolFolder};
 pub use vertex::{KeyFileError, ServiceAccountTokens, VertexSettings};

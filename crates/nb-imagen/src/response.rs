@@ -11,11 +11,12 @@ use std::time::Duration;
 use bytes::Bytes;
 use nb_domain::encoding::decode_base64_lenient;
 use nb_domain::generation::{
-    GeneratedImage, ProvidedImage, ProviderError, ReturnedPart, TokenUsage,
+    GeneratedImage, ImageData, ProvidedImage, ProviderError, ReturnedPart, TokenUsage,
 };
 use serde::Deserialize;
 
 use crate::answer_scanner::{Extracted, ExtractedStrings, ScannedAnswer};
+use crate::spool::Spools;
 
 /// The longest piece of a model's text answer quoted back as the reason for no image.
 const MAX_QUOTED_TEXT_CHARS: usize = 300;
@@ -179,21 +180,38 @@ struct ErrorDetail {
 }
 
 /// The image a `data`/`bytesBase64Encoded` value stands for: decoded while the answer
-/// streamed in, or read here from its JSON and base64 (any spelling).
+/// streamed in (and spooled to `spools` when large), or read here from its JSON and base64
+/// (any spelling).
 fn image_from_data(
     data: &str,
     extracted: &mut ExtractedStrings,
-) -> Result<GeneratedImage, ProviderError> {
+    spools: Option<&mut Spools>,
+) -> Result<ImageData, ProviderError> {
     let not_base64 = || ProviderError::Upstream("the image data is not valid base64".into());
-    let bytes = match extracted.take(data) {
-        Some(Extracted::Decoded(bytes)) => bytes,
-        Some(Extracted::Raw(json)) => {
-            let text: Cow<'_, str> = serde_json::from_slice(&json).map_err(|_| not_base64())?;
-            decode_base64_lenient(&text).ok_or_else(not_base64)?
-        }
-        None => decode_base64_lenient(data).ok_or_else(not_base64)?,
+    let lenient = |json: &[u8]| -> Result<Vec<u8>, ProviderError> {
+        let text: Cow<'_, str> = serde_json::from_slice(json).map_err(|_| not_base64())?;
+        decode_base64_lenient(&text).ok_or_else(not_base64)
     };
+    let (index, tail) = match extracted.take(data) {
+        Some((_, Extracted::Decoded(bytes))) => return in_memory(bytes),
+        Some((_, Extracted::Raw(json))) => return in_memory(lenient(&json)?),
+        None => return in_memory(decode_base64_lenient(data).ok_or_else(not_base64)?),
+        Some((index, Extracted::SpilledTail(tail))) => (index, tail),
+        Some((index, Extracted::RawAfterSpill(json))) => (index, lenient(&json)?),
+    };
+    spools
+        .and_then(|spools| spools.finish(index, &tail))
+        .unwrap_or_else(|| {
+            Err(ProviderError::Upstream(
+                "a spilled image has no spool".into(),
+            ))
+        })
+        .map(ImageData::Spooled)
+}
+
+fn in_memory(bytes: Vec<u8>) -> Result<ImageData, ProviderError> {
     GeneratedImage::from_bytes(Bytes::from(bytes))
+        .map(ImageData::InMemory)
         .map_err(|not_an_image| ProviderError::Upstream(not_an_image.to_string()))
 }
 
@@ -215,6 +233,7 @@ fn quote(text: &str) -> String {
 /// there is none.
 pub(crate) fn parse_generate_content(
     scanned: ScannedAnswer,
+    mut spools: Option<&mut Spools>,
 ) -> Result<ProvidedImage, ProviderError> {
     let ScannedAnswer {
         skeleton,
@@ -261,7 +280,7 @@ pub(crate) fn parse_generate_content(
         }
         if let Some(data) = image_data {
             return Ok(ProvidedImage {
-                image: image_from_data(data, &mut extracted)?,
+                image: image_from_data(data, &mut extracted, spools.take())?,
                 usage: answer
                     .usage_metadata
                     .as_ref()
@@ -311,7 +330,12 @@ pub(crate) fn parse_predict(scanned: ScannedAnswer) -> Result<GeneratedImage, Pr
     let mut filtered = Vec::new();
     for prediction in answer.predictions.iter().flatten() {
         if let Some(data) = prediction.bytes_base64_encoded.as_deref() {
-            return image_from_data(data, &mut extracted);
+            return match image_from_data(data, &mut extracted, None)? {
+                ImageData::InMemory(image) => Ok(image),
+                ImageData::Spooled(_) => Err(ProviderError::Upstream(
+                    "an Imagen image was spooled".into(),
+                )),
+            };
         }
         if let Some(reason) = prediction.rai_filtered_reason.as_deref() {
             filtered.push(quote(reason));
@@ -390,11 +414,11 @@ mod tests {
         let snake = format!(
             r#"{{"candidates": [{{"content": {{"parts": [{{"inline_data": {{"mime_type": "image/png", "data": "{PNG_BASE64}"}}}}]}}, "finish_reason": "STOP"}}]}}"#
         );
-        assert!(parse_generate_content(ScannedAnswer::scan(snake.as_bytes())).is_ok());
+        assert!(parse_generate_content(ScannedAnswer::scan(snake.as_bytes()), None).is_ok());
         let blocked =
             br#"{"prompt_feedback": {"block_reason": "SAFETY", "block_reason_message": "no"}}"#;
         let Err(ProviderError::ContentRejected { reason }) =
-            parse_generate_content(ScannedAnswer::scan(blocked))
+            parse_generate_content(ScannedAnswer::scan(blocked), None)
         else {
             panic!("a blocked prompt gave an image")
         };
@@ -409,7 +433,8 @@ mod tests {
             "candidatesTokenCount": 1690, "candidatesTokensDetails": [{{"modality": "IMAGE", "tokenCount": 1680}}, {{"modality": "TEXT", "tokenCount": 10}}],
             "thoughtsTokenCount": 200, "totalTokenCount": 3020}}}}"#
         );
-        let provided = parse_generate_content(ScannedAnswer::scan(answer.as_bytes())).unwrap();
+        let provided =
+            parse_generate_content(ScannedAnswer::scan(answer.as_bytes()), None).unwrap();
         assert_eq!(
             provided.parts,
             [ReturnedPart {
@@ -434,7 +459,7 @@ mod tests {
         let sparse = format!(
             r#"{{"candidates": [{{"content": {{"parts": [{{"inline_data": {{"data": "{PNG_BASE64}"}}}}]}}}}], "usage_metadata": {{"prompt_token_count": 7, "candidates_token_count": 1120}}}}"#
         );
-        let usage = parse_generate_content(ScannedAnswer::scan(sparse.as_bytes()))
+        let usage = parse_generate_content(ScannedAnswer::scan(sparse.as_bytes()), None)
             .unwrap()
             .usage
             .unwrap();
@@ -450,7 +475,7 @@ mod tests {
             r#"{{"candidates": [{{"content": {{"parts": [{{"inlineData": {{"data": "{PNG_BASE64}"}}}}]}}}}]}}"#
         );
         assert_eq!(
-            parse_generate_content(ScannedAnswer::scan(none.as_bytes()))
+            parse_generate_content(ScannedAnswer::scan(none.as_bytes()), None)
                 .unwrap()
                 .usage,
             None
@@ -464,11 +489,11 @@ mod tests {
         let body = format!(
             r#"{{"candidates": [{{"content": {{"parts": [{{"inlineData": {{"data": "{escaped}"}}}}]}}}}]}}"#
         );
-        let image = parse_generate_content(ScannedAnswer::scan(body.as_bytes())).unwrap();
+        let image = parse_generate_content(ScannedAnswer::scan(body.as_bytes()), None).unwrap();
         let expected = base64::engine::general_purpose::STANDARD
             .decode(PNG_BASE64)
             .unwrap();
-        assert_eq!(image.image.bytes().as_ref(), expected);
+        assert_eq!(image.image.in_memory().unwrap().bytes().as_ref(), expected);
     }
 
     #[test]
@@ -476,7 +501,7 @@ mod tests {
         for body in [&b"<html>"[..], br#"{"candidates": "many"}"#, b"[1, 2]"] {
             assert!(
                 matches!(
-                    parse_generate_content(ScannedAnswer::scan(body)),
+                    parse_generate_content(ScannedAnswer::scan(body), None),
                     Err(ProviderError::Upstream(_))
                 ),
                 "{}",

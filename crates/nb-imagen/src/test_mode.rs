@@ -177,39 +177,66 @@ mod tests {
             images: Vec::new(),
             history: Vec::new(),
             output: None,
+            may_spool: false,
         }
     }
 
     #[tokio::test]
     async fn the_same_request_gives_the_same_png_in_its_aspect_ratio() {
         let wide = request("a banana", Some("16:9"));
-        let first = TestModeImages.generate(&wide).await.unwrap().image;
-        let again = TestModeImages.generate(&wide).await.unwrap().image;
+        let first = TestModeImages
+            .generate(&wide)
+            .await
+            .unwrap()
+            .image
+            .in_memory()
+            .unwrap()
+            .clone();
+        let again = TestModeImages
+            .generate(&wide)
+            .await
+            .unwrap()
+            .image
+            .in_memory()
+            .unwrap()
+            .clone();
         assert_eq!(first.bytes(), again.bytes());
         assert_eq!(image_dimensions(first.bytes()), Some((128, 72)));
         let tall = TestModeImages
             .generate(&request("a banana", Some("2:3")))
             .await
             .unwrap()
-            .image;
+            .image
+            .in_memory()
+            .unwrap()
+            .clone();
         assert_eq!(image_dimensions(tall.bytes()), Some((85, 128)));
         let other = TestModeImages
             .generate(&request("a pear", Some("16:9")))
             .await
             .unwrap()
-            .image;
+            .image
+            .in_memory()
+            .unwrap()
+            .clone();
         assert_ne!(first.bytes(), other.bytes());
         let square = TestModeImages
             .generate(&request("x", None))
             .await
             .unwrap()
-            .image;
+            .image
+            .in_memory()
+            .unwrap()
+            .clone();
         assert_eq!(image_dimensions(square.bytes()), Some((128, 128)));
         let banner = TestModeImages
             .generate(&request("x", Some("8:1")))
             .await
             .unwrap()
-            .image;
+            .image
+            .in_memory()
+            .unwrap()
+            .clone();
         assert_eq!(image_dimensions(banner.bytes()), Some((128, 16)));
     }
 
@@ -219,19 +246,39 @@ mod tests {
             .generate(&request("input", Some("3:2")))
             .await
             .unwrap()
-            .image;
+            .image
+            .in_memory()
+            .unwrap()
+            .clone();
         let mut edit = request("make it blue", None);
         edit.images = vec![input.clone()];
-        let edited = TestModeImages.generate(&edit).await.unwrap().image;
+        let edited = TestModeImages
+            .generate(&edit)
+            .await
+            .unwrap()
+            .image
+            .in_memory()
+            .unwrap()
+            .clone();
         assert_eq!(image_dimensions(edited.bytes()), Some((128, 85)));
         edit.images = vec![
             TestModeImages
                 .generate(&request("another input", Some("3:2")))
                 .await
                 .unwrap()
-                .image,
+                .image
+                .in_memory()
+                .unwrap()
+                .clone(),
         ];
-        let other = TestModeImages.generate(&edit).await.unwrap().image;
+        let other = TestModeImages
+            .generate(&edit)
+            .await
+            .unwrap()
+            .image
+            .in_memory()
+            .unwrap()
+            .clone();
         assert_ne!(edited.bytes(), other.bytes());
     }
 

@@ -51,6 +51,7 @@ fn request(model: &str, aspect_ratio: &'static str) -> ImageRequest {
         images: Vec::new(),
         history: Vec::new(),
         output: None,
+        may_spool: false,
     }
 }
 
@@ -75,7 +76,7 @@ async fn generate(
     client(server)
         .generate(&request("gemini-3.1-flash-image", "16:9"))
         .await
-        .map(|provided| provided.image)
+        .map(|provided| provided.image.in_memory().unwrap().clone())
 }
 
 fn google_error(code: u16, status: &str, details: Value) -> ResponseTemplate {
@@ -641,7 +642,7 @@ async fn an_answer_cut_short_by_the_connection_is_retried() {
         .await
         .unwrap()
         .image;
-    assert_eq!(image.bytes().as_ref(), PNG);
+    assert_eq!(image.in_memory().unwrap().bytes().as_ref(), PNG);
 }
 
 #[tokio::test]

@@ -111,6 +111,7 @@ fn request() -> ImageRequest {
         images: Vec::new(),
         history: Vec::new(),
         output: None,
+        may_spool: false,
     }
 }
 
@@ -126,7 +127,17 @@ async fn calls_past_a_connections_stream_cap_go_over_more_connections() {
         })
         .collect();
     for call in calls {
-        assert_eq!(call.await.unwrap().unwrap().image.bytes().as_ref(), image);
+        assert_eq!(
+            call.await
+                .unwrap()
+                .unwrap()
+                .image
+                .in_memory()
+                .unwrap()
+                .bytes()
+                .as_ref(),
+            image
+        );
     }
     // With one connection, the server's cap of 2 streams would have held the other 4 back.
     assert_eq!(seen.most_in_flight.load(Ordering::SeqCst), 6);
@@ -141,10 +152,70 @@ async fn a_large_image_in_many_frames_is_read_byte_for_byte() {
     let client = client(base_url, 100);
     for _ in 0..3 {
         let generated = client.generate(&request()).await.unwrap();
-        assert_eq!(generated.image.bytes().len(), image.len());
+        assert_eq!(
+            generated.image.in_memory().unwrap().bytes().len(),
+            image.len()
+        );
         assert!(
-            generated.image.bytes().as_ref() == image,
+            generated.image.in_memory().unwrap().bytes().as_ref() == image,
             "the bytes differ"
         );
     }
+}
+
+fn spooling_client(base_url: String, folder: &std::path::Path) -> GeminiImageClient {
+    let mut settings = GeminiSettings::new(GoogleApiKey::new("AIzaSy-test".into()));
+    settings.base_url = base_url;
+    settings.http2_prior_knowledge = true;
+    settings.max_retries = 0;
+    GeminiImageClient::new(settings)
+        .unwrap()
+        .with_spool(nb_imagen::SpoolFolder::new(folder).unwrap())
+}
+
+fn files_in(folder: &std::path::Path) -> usize {
+    std::fs::read_dir(folder).unwrap().count()
+}
+
+/// A large image goes from the answer to a spool file a piece at a time, byte for byte; the
+/// file is gone when the image is dropped. A request that needs the image whole (converted,
+/// or answered) gets it in memory, and an answer that is no image leaves no file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_image_is_spooled_to_a_file_and_the_file_goes_with_it() {
+    let image = png(5 * nb_imagen::SPOOL_PIECE_BYTES / 2);
+    let (base_url, _) = h2c_server(100, 1, answer_with(&image)).await;
+    let folder = tempfile::tempdir().unwrap();
+    let client = spooling_client(base_url, folder.path());
+    let mut spooled = request();
+    spooled.may_spool = true;
+    let provided = client.generate(&spooled).await.unwrap();
+    let nb_domain::generation::ImageData::Spooled(file) = &provided.image else {
+        panic!("held in memory: {:?}", provided.image);
+    };
+    assert_eq!(file.len(), image.len() as u64);
+    assert_eq!(file.format(), nb_domain::generation::ImageFormat::Png);
+    assert_eq!(std::fs::read(file.file().path()).unwrap(), image);
+    assert_eq!(files_in(folder.path()), 1);
+    drop(provided);
+    assert_eq!(
+        files_in(folder.path()),
+        0,
+        "the spool file outlived its image"
+    );
+
+    let whole = client.generate(&request()).await.unwrap();
+    assert_eq!(whole.image.in_memory().unwrap().bytes().as_ref(), image);
+    assert_eq!(files_in(folder.path()), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answer_that_is_no_image_leaves_no_spool_file() {
+    let not_an_image = vec![0u8; 3 * nb_imagen::SPOOL_PIECE_BYTES];
+    let (base_url, _) = h2c_server(100, 1, answer_with(&not_an_image)).await;
+    let folder = tempfile::tempdir().unwrap();
+    let client = spooling_client(base_url, folder.path());
+    let mut spooled = request();
+    spooled.may_spool = true;
+    assert!(client.generate(&spooled).await.is_err());
+    assert_eq!(files_in(folder.path()), 0);
 }

@@ -1,7 +1,7 @@
 use async_trait::async_trait;
 use base64::Engine as _;
 use nb_domain::generation::{
-    FetchedImage, GeneratedImage, ListedObject, ObjectKey, StorageError, StoredImage,
+    FetchedImage, GeneratedImage, ListedObject, ObjectKey, SpooledImage, StorageError, StoredImage,
 };
 use nb_domain::ports::ObjectStorage;
 
@@ -22,6 +22,20 @@ impl ObjectStorage for InlineStorage {
             url,
             url_is_lasting: false,
         })
+    }
+
+    /// The file read whole: an inline answer holds the image anyway.
+    async fn put_spooled(
+        &self,
+        key: &ObjectKey,
+        image: &SpooledImage,
+    ) -> Result<StoredImage, StorageError> {
+        let bytes = tokio::fs::read(image.file().path())
+            .await
+            .map_err(|error| StorageError::Failed(Box::new(error)))?;
+        let image = GeneratedImage::from_bytes(bytes.into())
+            .map_err(|not_an_image| StorageError::Failed(Box::new(not_an_image)))?;
+        self.put(key, &image).await
     }
 
     /// Nothing is ever stored.

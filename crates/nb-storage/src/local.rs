@@ -3,7 +3,8 @@ use std::path::{Component, Path, PathBuf};
 use async_trait::async_trait;
 use bytes::Bytes;
 use nb_domain::generation::{
-    FetchedImage, GeneratedImage, ImageFormat, ListedObject, ObjectKey, StorageError, StoredImage,
+    FetchedImage, GeneratedImage, ImageFormat, ListedObject, ObjectKey, SpooledImage, StorageError,
+    StoredImage,
 };
 use nb_domain::ports::ObjectStorage;
 use time::OffsetDateTime;
@@ -64,6 +65,17 @@ fn write_private_file(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     options.open(path)?.write_all(bytes)
 }
 
+/// A copy of `from` readable by this user alone, made by the kernel (never read into memory).
+fn copy_private_file(from: &Path, to: &Path) -> std::io::Result<()> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut target = options.open(to)?;
+    std::io::copy(&mut std::fs::File::open(from)?, &mut target)?;
+    Ok(())
+}
+
 /// A full disk (or quota) is `Full`: the operator must free space; anything else `Failed`.
 fn storage_error(error: std::io::Error) -> StorageError {
     use std::io::ErrorKind;
@@ -99,6 +111,42 @@ impl ObjectStorage for LocalStorage {
                 let _ = std::fs::remove_file(&temporary);
             }
             written
+        })
+        .await
+        .map_err(|crashed| StorageError::Failed(Box::new(crashed)))?
+        .map_err(storage_error)?;
+        Ok(StoredImage {
+            url: self.url_of(key),
+            url_is_lasting: true,
+        })
+    }
+
+    /// Links the spooled file into place (the spool folder is on the same file system:
+    /// the data folder), or copies it when it is elsewhere; either way through a temporary
+    /// name beside the target, as `put`.
+    #[tracing::instrument(skip_all, fields(key = key.as_str()))]
+    async fn put_spooled(
+        &self,
+        key: &ObjectKey,
+        image: &SpooledImage,
+    ) -> Result<StoredImage, StorageError> {
+        let path = self.path_of(key.as_str()).ok_or_else(|| {
+            StorageError::Failed(format!("unsafe object key {:?}", key.as_str()).into())
+        })?;
+        let spooled = image.file().clone();
+        tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+            let folder = path
+                .parent()
+                .ok_or_else(|| std::io::Error::other("no parent folder"))?;
+            create_private_folder(folder)?;
+            let temporary = folder.join(format!(".{}.partial", uuid::Uuid::new_v4().simple()));
+            let placed = std::fs::hard_link(spooled.path(), &temporary)
+                .or_else(|_| copy_private_file(spooled.path(), &temporary))
+                .and_then(|()| std::fs::rename(&temporary, &path));
+            if placed.is_err() {
+                let _ = std::fs::remove_file(&temporary);
+            }
+            placed
         })
         .await
         .map_err(|crashed| StorageError::Failed(Box::new(crashed)))?

@@ -5,8 +5,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use base64::Engine as _;
 use bytes::Bytes;
+use futures_util::{Stream, StreamExt as _};
 use nb_domain::generation::{
-    FetchedImage, GeneratedImage, ListedObject, ObjectKey, StorageError, StoredImage,
+    FetchedImage, GeneratedImage, ListedObject, ObjectKey, SpooledImage, StorageError, StoredImage,
 };
 use nb_domain::ports::ObjectStorage;
 use nb_domain::settings::InvalidSetting;
@@ -253,6 +254,18 @@ pub const MULTIPART_THRESHOLD: usize = 8 * 1024 * 1024;
 /// The size of every part but the last (S3 and R2 take 5 MiB to 5 GiB).
 const PART_BYTES: usize = 8 * 1024 * 1024;
 
+/// Up to `limit` bytes of `file` from where it is; fewer only at its end.
+async fn read_part(file: &mut tokio::fs::File, limit: usize) -> Result<Bytes, StorageError> {
+    use tokio::io::AsyncReadExt as _;
+    let mut part = Vec::with_capacity(limit);
+    (&mut *file)
+        .take(limit as u64)
+        .read_to_end(&mut part)
+        .await
+        .map_err(|error| StorageError::Failed(Box::new(error)))?;
+    Ok(Bytes::from(part))
+}
+
 impl S3Storage {
     /// One upload of `body` to `key` — a whole object, or with `part` a part of a multipart
     /// upload — and the ETag the store answered.
@@ -313,14 +326,14 @@ impl S3Storage {
             .map(str::to_owned))
     }
 
-    /// A multipart upload of `bytes` in [`PART_BYTES`] parts, each checked by its CRC-32. On
-    /// any failure the upload is aborted, so that no part is left behind (stored, and billed,
-    /// until a lifecycle rule would remove it).
+    /// A multipart upload of `parts` (each but the last [`PART_BYTES`] long), each checked by
+    /// its CRC-32. On any failure (reading a part included) the upload is aborted, so that no
+    /// part is left behind (stored, and billed, until a lifecycle rule would remove it).
     async fn put_in_parts(
         &self,
         key: &ObjectKey,
         content_type: &str,
-        bytes: &Bytes,
+        parts: &mut (impl Stream<Item = Result<Bytes, StorageError>> + Unpin + Send),
     ) -> Result<(), StorageError> {
         let started = self
             .bucket
@@ -328,7 +341,7 @@ impl S3Storage {
             .await
             .map_err(s3_error)?;
         let upload_id = started.upload_id;
-        let completed = match self.upload_parts(key, &upload_id, bytes).await {
+        let completed = match self.upload_parts(key, &upload_id, parts).await {
             Ok(parts) => self
                 .bucket
                 .complete_multipart_upload(key.as_str(), &upload_id, parts)
@@ -353,12 +366,13 @@ impl S3Storage {
         &self,
         key: &ObjectKey,
         upload_id: &str,
-        bytes: &Bytes,
+        bodies: &mut (impl Stream<Item = Result<Bytes, StorageError>> + Unpin + Send),
     ) -> Result<Vec<Part>, StorageError> {
-        let mut parts = Vec::with_capacity(bytes.len().div_ceil(PART_BYTES));
-        for (index, start) in (0..bytes.len()).step_by(PART_BYTES).enumerate() {
-            let number = u32::try_from(index + 1).unwrap_or(u32::MAX);
-            let body = bytes.slice(start..(start + PART_BYTES).min(bytes.len()));
+        let mut parts = Vec::new();
+        let mut number = 0u32;
+        while let Some(body) = bodies.next().await {
+            let body = body?;
+            number += 1;
             let etag = self
                 .upload(key, None, body, Some((upload_id, number)))
                 .await?
@@ -385,10 +399,44 @@ impl ObjectStorage for S3Storage {
         let bytes = image.bytes();
         let content_type = image.format().mime_type();
         if bytes.len() > MULTIPART_THRESHOLD {
-            self.put_in_parts(key, content_type, bytes).await?;
+            let mut parts = futures_util::stream::iter(
+                (0..bytes.len())
+                    .step_by(PART_BYTES)
+                    .map(|start| Ok(bytes.slice(start..(start + PART_BYTES).min(bytes.len())))),
+            );
+            self.put_in_parts(key, content_type, &mut parts).await?;
         } else {
             self.upload(key, Some(content_type), bytes.clone(), None)
                 .await?;
+        }
+        Ok(StoredImage {
+            url: self.url_of(key).await?,
+            url_is_lasting: self.public_url.is_some(),
+        })
+    }
+
+    /// Read from the file a part at a time: at most one part (8 MiB) of it is held.
+    #[tracing::instrument(skip_all, fields(key = key.as_str(), bucket = self.bucket.name()))]
+    async fn put_spooled(
+        &self,
+        key: &ObjectKey,
+        image: &SpooledImage,
+    ) -> Result<StoredImage, StorageError> {
+        let content_type = image.format().mime_type();
+        let mut file = tokio::fs::File::open(image.file().path())
+            .await
+            .map_err(|error| StorageError::Failed(Box::new(error)))?;
+        if image.len() as usize <= MULTIPART_THRESHOLD {
+            let bytes = read_part(&mut file, MULTIPART_THRESHOLD).await?;
+            self.upload(key, Some(content_type), bytes, None).await?;
+        } else {
+            let mut parts = Box::pin(futures_util::stream::unfold(file, |mut file| async move {
+                match read_part(&mut file, PART_BYTES).await {
+                    Ok(part) if part.is_empty() => None,
+                    read => Some((read, file)),
+                }
+            }));
+            self.put_in_parts(key, content_type, &mut parts).await?;
         }
         Ok(StoredImage {
             url: self.url_of(key).await?,

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use bytes::Bytes;
-use nb_domain::generation::{GeneratedImage, GenerationId, ObjectKey, StorageError};
+use nb_domain::generation::{GeneratedImage, GenerationId, ObjectKey, SpooledImage, StorageError};
 use nb_domain::ports::ObjectStorage;
 use nb_storage::{InlineStorage, LocalStorage, S3Secret, S3Settings, S3Storage};
 
@@ -514,4 +514,125 @@ impl Drop for SmallDisk {
             .arg(self.folder.path())
             .status();
     }
+}
+
+/// A spooled file, as the provider leaves one: removed when dropped.
+#[derive(Debug)]
+struct TestSpool(tempfile::TempPath);
+
+impl nb_domain::generation::SpoolFile for TestSpool {
+    fn path(&self) -> &std::path::Path {
+        &self.0
+    }
+}
+
+/// `image` spooled to a new file in `folder`.
+fn spooled_in(folder: &std::path::Path, image: &GeneratedImage) -> SpooledImage {
+    use std::io::Write as _;
+    let mut file = tempfile::NamedTempFile::new_in(folder).unwrap();
+    file.write_all(image.bytes()).unwrap();
+    let bytes = image.bytes();
+    SpooledImage::new(
+        bytes.slice(..bytes.len().min(64 * 1024)),
+        bytes.len() as u64,
+        std::sync::Arc::new(TestSpool(file.into_temp_path())),
+    )
+    .unwrap()
+}
+
+/// Every adapter stores a spooled image byte for byte, with its content type, and leaves the
+/// spooled file to its owner.
+async fn stores_spooled_images(
+    storage: &dyn ObjectStorage,
+    spool: &std::path::Path,
+    read_back: impl AsyncFn(&ObjectKey, &str) -> (Vec<u8>, String),
+) {
+    for (image, content_type) in [
+        (png(2 * 1024 * 1024), "image/png"),
+        (png(20 * 1024 * 1024), "image/png"),
+        (jpeg(), "image/jpeg"),
+    ] {
+        let spooled = spooled_in(spool, &image);
+        let key = key_for(&image);
+        let stored = storage.put_spooled(&key, &spooled).await.unwrap();
+        let (bytes, served_type) = read_back(&key, &stored.url).await;
+        assert!(bytes == image.bytes().as_ref(), "the stored bytes differ");
+        assert_eq!(served_type, content_type);
+        assert!(spooled.file().path().exists(), "the spooled file was taken");
+    }
+}
+
+#[tokio::test]
+async fn local_disk_links_spooled_images_into_place_or_copies_them() {
+    let folder = tempfile::tempdir().unwrap();
+    let storage = LocalStorage::new(folder.path(), "http://127.0.0.1:8000/");
+    let read_back = async |key: &ObjectKey, _: &str| {
+        let fetched = storage.fetch(key).await.unwrap().unwrap();
+        (fetched.bytes.to_vec(), fetched.content_type)
+    };
+    // On the same file system (the server spools into the data folder): linked.
+    let spool = folder.path().join(".spool");
+    std::fs::create_dir(&spool).unwrap();
+    stores_spooled_images(&storage, &spool, read_back).await;
+    // Elsewhere (a tmpfs, when there is one): copied.
+    let shm = std::path::Path::new("/dev/shm");
+    if shm.is_dir() {
+        let elsewhere = tempfile::tempdir_in(shm).unwrap();
+        stores_spooled_images(&storage, elsewhere.path(), read_back).await;
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        let image = png(4096);
+        let key = key_for(&image);
+        storage
+            .put_spooled(&key, &spooled_in(&spool, &image))
+            .await
+            .unwrap();
+        let mode = std::fs::metadata(folder.path().join(key.as_str()))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s3_uploads_spooled_images_from_their_file() {
+    let server = S3TestServer::start().await;
+    let storage = S3Storage::new(server.settings(SECRET_KEY, None)).unwrap();
+    let spool = tempfile::tempdir().unwrap();
+    stores_spooled_images(
+        &storage,
+        spool.path(),
+        async |key: &ObjectKey, url: &str| {
+            let (served, content_type) = fetch(url).await;
+            assert_eq!(served, server.stored_bytes(key));
+            (served, content_type)
+        },
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn inline_reads_spooled_images() {
+    let spool = tempfile::tempdir().unwrap();
+    stores_spooled_images(
+        &InlineStorage,
+        spool.path(),
+        async |_: &ObjectKey, url: &str| {
+            let (mime, data) = url
+                .strip_prefix("data:")
+                .unwrap()
+                .split_once(";base64,")
+                .unwrap();
+            (
+                base64::engine::general_purpose::STANDARD
+                    .decode(data)
+                    .unwrap(),
+                mime.to_owned(),
+            )
+        },
+    )
+    .await;
 }

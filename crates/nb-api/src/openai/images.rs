@@ -4,7 +4,7 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use nb_domain::api_keys::AuthenticatedApiKey;
 use nb_domain::generation::{
     Generation, GenerationRequest, ImageCount, ImageShape, ImageStyle, InputImages,
-    InvalidGenerationRequest, OutputEncoding, PixelSize, Prompt, Quality, image_dimensions,
+    InvalidGenerationRequest, OutputEncoding, PixelSize, Prompt, Quality,
 };
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -266,6 +266,7 @@ fn checked(
         })?;
     let mut request = request;
     request.output = output;
+    request.image_in_answer = stream || format == ResponseFormat::Base64Json;
     request.fallbacks =
         GenerationRequest::catalog_fallbacks(&request.model, state.generations.models());
     Ok(Wanted {
@@ -368,7 +369,7 @@ fn answer(
     };
     let timing = server_timing(request, first);
     let created = first.created_at.unix_timestamp();
-    let size = image_dimensions(first.image.bytes()).map(|(w, h)| format!("{w}x{h}"));
+    let size = first.dimensions.map(|(w, h)| format!("{w}x{h}"));
     let output_format = output_format(first.image.format());
     let quality = first.shape.quality_label(&first.model);
     let usage = OpenAiUsage::of(&generations);
@@ -415,10 +416,19 @@ struct AnswerTail<'a> {
     usage: OpenAiUsage,
 }
 
+/// The image of a generation whose answer carries it (`GenerationRequest::image_in_answer`
+/// keeps it in memory).
+pub(crate) fn image_bytes(generation: &Generation) -> &[u8] {
+    generation
+        .image
+        .in_memory()
+        .map_or(&[], |image| image.bytes().as_ref())
+}
+
 fn base64_json_body(created: i64, generations: &[Generation], tail: &AnswerTail<'_>) -> Vec<u8> {
     let encoded: usize = generations
         .iter()
-        .map(|generation| generation.image.bytes().len().div_ceil(3) * 4)
+        .map(|generation| (generation.image.len() as usize).div_ceil(3) * 4)
         .sum();
     let mut body = Vec::with_capacity(encoded + 256 * (generations.len() + 1));
     body.extend_from_slice(format!(r#"{{"created":{created},"data":["#).as_bytes());
@@ -427,7 +437,7 @@ fn base64_json_body(created: i64, generations: &[Generation], tail: &AnswerTail<
             body.push(b',');
         }
         body.extend_from_slice(br#"{"b64_json":""#);
-        base64_simd::STANDARD.encode_append(generation.image.bytes(), &mut body);
+        base64_simd::STANDARD.encode_append(image_bytes(generation), &mut body);
         body.extend_from_slice(br#"","revised_prompt":"#);
         json_string(&mut body, &generation.sent_text);
         body.push(b'}');

@@ -20,9 +20,7 @@ use actix_web::HttpResponse;
 use actix_web::http::header;
 use bytes::Bytes;
 use nb_domain::api_keys::AuthenticatedApiKey;
-use nb_domain::generation::{
-    BatchEvent, Generation, GenerationRequest, Generations, ImageCount, image_dimensions,
-};
+use nb_domain::generation::{BatchEvent, Generation, GenerationRequest, Generations, ImageCount};
 use tokio::sync::mpsc::UnboundedReceiver;
 use tokio::task::JoinHandle;
 
@@ -162,13 +160,13 @@ fn event(name: &str, data: &serde_json::Value) -> Bytes {
 }
 
 fn completed(kind: StreamKind, generation: &Generation) -> Bytes {
-    let size = image_dimensions(generation.image.bytes()).map_or_else(
+    let size = generation.dimensions.map_or_else(
         || "auto".to_owned(),
         |(width, height)| format!("{width}x{height}"),
     );
     let data = serde_json::json!({
         "type": kind.completed(),
-        "b64_json": base64_simd::STANDARD.encode_to_string(generation.image.bytes()),
+        "b64_json": base64_simd::STANDARD.encode_to_string(crate::openai::images::image_bytes(generation)),
         "created_at": generation.created_at.unix_timestamp(),
         "size": size,
         "quality": generation.shape.quality_label(&generation.model),

@@ -88,6 +88,7 @@ mod tests {
             images: Vec::new(),
             history: Vec::new(),
             output: None,
+            may_spool: false,
         }
     }
 

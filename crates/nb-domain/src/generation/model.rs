@@ -460,6 +460,106 @@ impl fmt::Debug for GeneratedImage {
     }
 }
 
+/// A file holding an image the provider's answer was decoded into as it arrived, so that a
+/// large image is never held whole in memory. The adapter that wrote it removes it when the
+/// last handle is dropped.
+pub trait SpoolFile: Send + Sync + fmt::Debug + 'static {
+    /// Where it is. Storage adapters read it from there, or link it into place.
+    fn path(&self) -> &std::path::Path;
+}
+
+/// An image in a [`SpoolFile`]: its first bytes (enough to tell its format and size), and
+/// how long it is.
+#[derive(Debug, Clone)]
+pub struct SpooledImage {
+    head: Bytes,
+    format: ImageFormat,
+    len: u64,
+    file: Arc<dyn SpoolFile>,
+}
+
+impl SpooledImage {
+    /// `head`: the file's first bytes (at least the image's header).
+    pub fn new(head: Bytes, len: u64, file: Arc<dyn SpoolFile>) -> Result<Self, NotAnImage> {
+        let format = ImageFormat::sniff(&head).ok_or(NotAnImage)?;
+        Ok(Self {
+            head,
+            format,
+            len,
+            file,
+        })
+    }
+
+    pub fn format(&self) -> ImageFormat {
+        self.format
+    }
+
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    pub fn head(&self) -> &[u8] {
+        &self.head
+    }
+
+    pub fn file(&self) -> &Arc<dyn SpoolFile> {
+        &self.file
+    }
+}
+
+/// An image as the provider hands it over: in memory, or spooled to a file.
+#[derive(Debug, Clone)]
+pub enum ImageData {
+    InMemory(GeneratedImage),
+    Spooled(SpooledImage),
+}
+
+impl ImageData {
+    pub fn format(&self) -> ImageFormat {
+        match self {
+            Self::InMemory(image) => image.format(),
+            Self::Spooled(image) => image.format(),
+        }
+    }
+
+    pub fn len(&self) -> u64 {
+        match self {
+            Self::InMemory(image) => image.bytes().len() as u64,
+            Self::Spooled(image) => image.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The image's first bytes (all of it when in memory): enough for its dimensions.
+    pub fn head(&self) -> &[u8] {
+        match self {
+            Self::InMemory(image) => image.bytes(),
+            Self::Spooled(image) => image.head(),
+        }
+    }
+
+    /// The image's bytes when it is held in memory.
+    pub fn in_memory(&self) -> Option<&GeneratedImage> {
+        match self {
+            Self::InMemory(image) => Some(image),
+            Self::Spooled(_) => None,
+        }
+    }
+}
+
+impl From<GeneratedImage> for ImageData {
+    fn from(image: GeneratedImage) -> Self {
+        Self::InMemory(image)
+    }
+}
+
 /// The format a client asked the image in (`output_format`), and for JPEG and WebP its
 /// quality (`output_compression`, 0–100; 100 when not said, as OpenAI's default).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -684,6 +784,9 @@ pub struct ImageRequest {
     /// The format the client asked for: a provider that can make the image in it (Vertex
     /// AI's `imageOutputOptions`) is asked to; others leave it to the gateway's conversion.
     pub output: Option<OutputEncoding>,
+    /// The image may be handed over spooled to a file ([`ImageData::Spooled`]) when it is
+    /// large; otherwise it is held in memory (it is converted, or answered whole).
+    pub may_spool: bool,
 }
 
 /// One earlier turn of a conversation, as the provider is sent it again: the user's text and
@@ -730,7 +833,7 @@ pub struct StoredTurn {
 /// What the provider made for one call.
 #[derive(Debug, Clone)]
 pub struct ProvidedImage {
-    pub image: GeneratedImage,
+    pub image: ImageData,
     /// `None` when the provider reported none.
     pub usage: Option<TokenUsage>,
     /// The model's turn as returned (thoughts left out); empty when the provider has no
@@ -744,7 +847,7 @@ pub struct ProvidedImage {
 impl From<GeneratedImage> for ProvidedImage {
     fn from(image: GeneratedImage) -> Self {
         Self {
-            image,
+            image: ImageData::InMemory(image),
             usage: None,
             parts: Vec::new(),
             encoded_as_asked: false,
@@ -921,6 +1024,9 @@ pub struct GenerationRequest {
     /// The enabled models tried next, in order, when `model` is overloaded, rate limited,
     /// failing, slow or gone: the request's `fallback_models`, else the catalog's.
     pub fallbacks: Vec<ImageModel>,
+    /// The answer carries the image itself (`b64_json`, streams): it is held in memory.
+    /// Otherwise a large image goes from the provider's answer to the store through a file.
+    pub image_in_answer: bool,
 }
 
 impl GenerationRequest {
@@ -975,6 +1081,8 @@ impl GenerationRequest {
             images,
             history: Vec::new(),
             output: self.output,
+            // A converted or answered image is needed whole.
+            may_spool: self.output.is_none() && !self.image_in_answer,
         }
     }
 }
@@ -1276,6 +1384,7 @@ impl GenerationRequest {
             shape,
             style,
             fallbacks: Vec::new(),
+            image_in_answer: false,
             model,
             inputs,
             previous: None,
@@ -1309,7 +1418,8 @@ pub struct Generation {
     pub model: ImageModel,
     /// The model asked for, when a fallback made the image.
     pub requested_model: Option<ImageModel>,
-    pub image: GeneratedImage,
+    /// In memory when the request said the answer carries it; large ones may be spooled.
+    pub image: ImageData,
     /// Read from the image's header, when it can be.
     pub dimensions: Option<(u32, u32)>,
     pub usage: Option<TokenUsage>,

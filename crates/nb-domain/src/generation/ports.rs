@@ -7,7 +7,7 @@ use time::{Date, OffsetDateTime};
 use super::error::{ConversionError, ProviderError, StorageError};
 use super::model::{
     FetchedImage, GeneratedImage, GenerationId, GenerationRecord, ImageRequest, ObjectKey,
-    OutputEncoding, ProvidedImage, StoredImage,
+    OutputEncoding, ProvidedImage, SpooledImage, StoredImage,
 };
 use crate::accounts::model::UserId;
 use crate::api_keys::model::{ApiKeyId, KeyUsage};
@@ -51,6 +51,14 @@ pub trait ObjectStorage: Send + Sync + 'static {
         &self,
         key: &ObjectKey,
         image: &GeneratedImage,
+    ) -> Result<StoredImage, StorageError>;
+
+    /// As [`put`](Self::put), for an image spooled to a file: read from the file (or linked
+    /// into place) without holding it whole in memory. The file is left for its owner.
+    async fn put_spooled(
+        &self,
+        key: &ObjectKey,
+        image: &SpooledImage,
     ) -> Result<StoredImage, StorageError>;
 
     /// The image stored under `key`, with the content type stored with it. MUST return

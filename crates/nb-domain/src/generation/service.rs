@@ -15,12 +15,11 @@ use time::OffsetDateTime;
 
 use super::breaker::ModelBreaker;
 use super::catalog::ModelPrice;
-use super::error::GenerateError;
-use super::error::ProviderError;
+use super::error::{ConversionError, GenerateError, ProviderError};
 use super::model::{
     AllowedModels, Generation, GenerationId, GenerationOutcome, GenerationRecord,
-    GenerationRequest, GenerationTimings, ImageCount, ImageModel, ImageRequest, ObjectKey,
-    image_dimensions,
+    GenerationRequest, GenerationTimings, ImageCount, ImageData, ImageModel, ImageRequest,
+    ObjectKey, image_dimensions,
 };
 use super::tokens::TokenUsage;
 use crate::accounts::model::UserId;
@@ -300,25 +299,37 @@ impl GenerationService {
             .output
             .filter(|output| !encoded_as_asked && output.converts(image.format()))
         {
-            Some(output) => match ports.converter.convert(&image, output).await {
-                Ok(converted) => converted,
-                Err(error) => {
-                    let failed = record(
-                        GenerationOutcome::Failed {
-                            code: "conversion_failed",
-                        },
-                        usage,
-                        None,
-                    );
-                    return Err(self.record_failure(failed, error.into(), via).await);
+            Some(output) => {
+                let converted = match image.in_memory() {
+                    Some(image) => ports.converter.convert(image, output).await,
+                    // Never: an image to convert is not spooled (`ImageRequest::may_spool`).
+                    None => Err(ConversionError(
+                        "the provider spooled an image that was to be converted".into(),
+                    )),
+                };
+                match converted {
+                    Ok(converted) => ImageData::InMemory(converted),
+                    Err(error) => {
+                        let failed = record(
+                            GenerationOutcome::Failed {
+                                code: "conversion_failed",
+                            },
+                            usage,
+                            None,
+                        );
+                        return Err(self.record_failure(failed, error.into(), via).await);
+                    }
                 }
-            },
+            }
             None => image,
         };
-        let dimensions = image_dimensions(image.bytes());
+        let dimensions = image_dimensions(image.head());
         let key = ObjectKey::for_generation(id, started_at, image.format());
         let storage_started = ports.clock.now();
-        let put = ports.storage.put(&key, &image).await;
+        let put = match &image {
+            ImageData::InMemory(image) => ports.storage.put(&key, image).await,
+            ImageData::Spooled(image) => ports.storage.put_spooled(&key, image).await,
+        };
         let stored = match put {
             Ok(stored) => stored,
             Err(error) => {
@@ -359,7 +370,7 @@ impl GenerationService {
                 object_key: key,
                 url: stored.url_is_lasting.then(|| stored.url.clone()),
                 format: image.format(),
-                bytes: image.bytes().len() as u64,
+                bytes: image.len(),
                 dimensions,
                 cost,
             },
@@ -872,8 +883,8 @@ mod tests {
     use crate::api_keys::model::ApiKeyId;
     use crate::generation::error::{ProviderError, StorageError};
     use crate::generation::model::{
-        GeneratedImage, ImageFormat, ImageShape, ImageStyle, InputImages, PixelSize, Prompt,
-        StoredImage,
+        GeneratedImage, ImageFormat, ImageShape, ImageStyle, InputImages, OutputEncoding,
+        PixelSize, Prompt, ProvidedImage, StoredImage,
     };
     use crate::generation::ports::{
         MockGenerationRepository, MockImageProvider, MockObjectStorage,
@@ -911,6 +922,7 @@ mod tests {
             previous: None,
             output: None,
             fallbacks: Vec::new(),
+            image_in_answer: false,
         }
     }
 
@@ -1062,8 +1074,101 @@ mod tests {
             format!("https://cdn/images/2026/11/25/gen_{GEN}.png")
         );
         assert_eq!(generation.image.format(), ImageFormat::Png);
-        assert_eq!(generation.image.bytes().as_ref(), PNG);
+        assert_eq!(generation.image.in_memory().unwrap().bytes().as_ref(), PNG);
         assert_eq!(generation.created_at, NOW);
+    }
+
+    #[derive(Debug)]
+    struct NamedFile(std::path::PathBuf);
+
+    impl crate::generation::model::SpoolFile for NamedFile {
+        fn path(&self) -> &std::path::Path {
+            &self.0
+        }
+    }
+
+    /// A PNG header of 640x480 (IHDR), as a spooled image's head.
+    fn png_head_640x480() -> Bytes {
+        let mut head = b"\x89PNG\r\n\x1a\n\0\0\0\x0dIHDR".to_vec();
+        head.extend_from_slice(&640u32.to_be_bytes());
+        head.extend_from_slice(&480u32.to_be_bytes());
+        head.extend_from_slice(&[8, 6, 0, 0, 0]);
+        Bytes::from(head)
+    }
+
+    #[tokio::test]
+    async fn a_spooled_image_goes_to_the_store_from_its_file_and_is_counted_whole() {
+        let mut provider = MockImageProvider::new();
+        provider
+            .expect_generate()
+            .withf(|request| request.may_spool)
+            .times(1)
+            .returning(|_| {
+                let spooled = crate::generation::model::SpooledImage::new(
+                    png_head_640x480(),
+                    16_000_000,
+                    Arc::new(NamedFile("/spool/.spool-1".into())),
+                )
+                .unwrap();
+                Ok(ProvidedImage {
+                    image: ImageData::Spooled(spooled),
+                    usage: None,
+                    parts: Vec::new(),
+                    encoded_as_asked: false,
+                })
+            });
+        let mut storage = MockObjectStorage::new();
+        storage.expect_put().never();
+        storage
+            .expect_put_spooled()
+            .withf(|key, image| {
+                key.as_str() == format!("images/2026/11/25/gen_{GEN}.png")
+                    && image.file().path() == std::path::Path::new("/spool/.spool-1")
+            })
+            .times(1)
+            .returning(|key, _| {
+                Ok(StoredImage {
+                    url: format!("https://cdn/{}", key.as_str()),
+                    url_is_lasting: true,
+                })
+            });
+        let generations = expecting_one_record(|record| {
+            matches!(
+                record.outcome,
+                GenerationOutcome::Succeeded {
+                    bytes: 16_000_000,
+                    dimensions: Some((640, 480)),
+                    ..
+                }
+            )
+        });
+        let generation = service(provider, storage, generations)
+            .generate(CALLER, request(), &[], RecordVia::History)
+            .await
+            .unwrap();
+        assert_eq!(generation.dimensions, Some((640, 480)));
+        assert!(generation.image.in_memory().is_none());
+    }
+
+    #[tokio::test]
+    async fn an_image_the_answer_carries_or_that_is_converted_is_never_spooled() {
+        for (image_in_answer, output) in [
+            (true, None),
+            (
+                false,
+                Some(OutputEncoding {
+                    format: ImageFormat::Webp,
+                    quality: 80,
+                    quality_asked: true,
+                }),
+            ),
+        ] {
+            let mut asked = request();
+            asked.image_in_answer = image_in_answer;
+            asked.output = output;
+            assert!(!asked.image_request().may_spool);
+        }
+        assert!(request().image_request().may_spool);
     }
 
     #[tokio::test]

@@ -149,6 +149,8 @@ impl JobRequest {
                         .ok_or(unreadable("output_format"))
                 })
                 .transpose()?,
+            // A job's answer is read later, from the store.
+            image_in_answer: false,
         })
     }
 }
