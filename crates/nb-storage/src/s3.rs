@@ -254,16 +254,107 @@ pub const MULTIPART_THRESHOLD: usize = 8 * 1024 * 1024;
 /// The size of every part but the last (S3 and R2 take 5 MiB to 5 GiB).
 const PART_BYTES: usize = 8 * 1024 * 1024;
 
-/// Up to `limit` bytes of `file` from where it is; fewer only at its end.
-async fn read_part(file: &mut tokio::fs::File, limit: usize) -> Result<Bytes, StorageError> {
-    use tokio::io::AsyncReadExt as _;
-    let mut part = Vec::with_capacity(limit);
-    (&mut *file)
-        .take(limit as u64)
-        .read_to_end(&mut part)
-        .await
-        .map_err(|error| StorageError::Failed(Box::new(error)))?;
-    Ok(Bytes::from(part))
+/// How much of a spooled file is read at once, to checksum a part and to send it.
+const FILE_READ_BYTES: usize = 256 * 1024;
+
+/// What one upload sends: bytes in memory, or a range of a spooled file, read as it is sent
+/// (never held whole).
+#[derive(Debug, Clone)]
+enum UploadBody {
+    Bytes(Bytes),
+    File {
+        path: std::path::PathBuf,
+        offset: u64,
+        len: u64,
+    },
+}
+
+fn file_error(error: std::io::Error) -> StorageError {
+    StorageError::Failed(Box::new(error))
+}
+
+/// `len` bytes of the file at `path` from `offset`, a piece at a time.
+fn file_pieces(
+    path: std::path::PathBuf,
+    offset: u64,
+    len: u64,
+) -> impl Stream<Item = Result<Bytes, std::io::Error>> + Send + 'static {
+    use tokio::io::{AsyncReadExt as _, AsyncSeekExt as _};
+    futures_util::stream::try_unfold(
+        (None::<tokio::fs::File>, len),
+        move |(file, left)| {
+            let path = path.clone();
+            async move {
+                if left == 0 {
+                    return Ok(None);
+                }
+                let mut file = match file {
+                    Some(file) => file,
+                    None => {
+                        let mut file = tokio::fs::File::open(&path).await?;
+                        file.seek(std::io::SeekFrom::Start(offset)).await?;
+                        file
+                    }
+                };
+                let want = usize::try_from(left).unwrap_or(usize::MAX).min(FILE_READ_BYTES);
+                let mut piece = vec![0; want];
+                file.read_exact(&mut piece).await?;
+                Ok(Some((Bytes::from(piece), (Some(file), left - want as u64))))
+            }
+        },
+    )
+}
+
+impl UploadBody {
+    fn len(&self) -> u64 {
+        match self {
+            Self::Bytes(bytes) => bytes.len() as u64,
+            Self::File { len, .. } => *len,
+        }
+    }
+
+    /// The body's CRC-32 (a spooled range is read once for it).
+    async fn crc32(&self) -> Result<u32, StorageError> {
+        match self {
+            Self::Bytes(bytes) => Ok(crc32fast::hash(bytes)),
+            Self::File { path, offset, len } => {
+                let mut hasher = crc32fast::Hasher::new();
+                let mut pieces = Box::pin(file_pieces(path.clone(), *offset, *len));
+                while let Some(piece) = pieces.next().await {
+                    hasher.update(&piece.map_err(file_error)?);
+                }
+                Ok(hasher.finalize())
+            }
+        }
+    }
+
+    fn into_body(self) -> reqwest::Body {
+        match self {
+            Self::Bytes(bytes) => reqwest::Body::from(bytes),
+            Self::File { path, offset, len } => {
+                reqwest::Body::wrap_stream(file_pieces(path, offset, len))
+            }
+        }
+    }
+
+    /// The body cut into parts of [`PART_BYTES`].
+    fn parts(&self) -> Vec<UploadBody> {
+        let len = self.len();
+        (0..len)
+            .step_by(PART_BYTES)
+            .map(|start| {
+                let end = (start + PART_BYTES as u64).min(len);
+                match self {
+                    Self::Bytes(bytes) => Self::Bytes(bytes.slice(start as usize..end as usize)),
+                    Self::File { path, offset, .. } => Self::File {
+                        path: path.clone(),
+                        offset: offset + start,
+                        len: end - start,
+                    },
+                }
+            })
+            .collect()
+    }
 }
 
 impl S3Storage {
@@ -279,11 +370,11 @@ impl S3Storage {
         &self,
         key: &ObjectKey,
         content_type: Option<&str>,
-        body: Bytes,
+        body: UploadBody,
         part: Option<(&str, u32)>,
     ) -> Result<Option<String>, StorageError> {
         let checksum =
-            base64::engine::general_purpose::STANDARD.encode(crc32fast::hash(&body).to_be_bytes());
+            base64::engine::general_purpose::STANDARD.encode(body.crc32().await?.to_be_bytes());
         let mut headers = HeaderMap::new();
         headers.insert(
             HeaderName::from_static("x-amz-checksum-crc32"),
@@ -312,7 +403,9 @@ impl S3Storage {
             .uploads
             .put(url)
             .headers(headers)
-            .body(body)
+            // A stream has no length of its own: the store needs it.
+            .header(reqwest::header::CONTENT_LENGTH, body.len())
+            .body(body.into_body())
             .send()
             .await
             .map_err(upload_error)?;
@@ -333,7 +426,7 @@ impl S3Storage {
         &self,
         key: &ObjectKey,
         content_type: &str,
-        parts: &mut (impl Stream<Item = Result<Bytes, StorageError>> + Unpin + Send),
+        whole: &UploadBody,
     ) -> Result<(), StorageError> {
         let started = self
             .bucket
@@ -341,7 +434,7 @@ impl S3Storage {
             .await
             .map_err(s3_error)?;
         let upload_id = started.upload_id;
-        let completed = match self.upload_parts(key, &upload_id, parts).await {
+        let completed = match self.upload_parts(key, &upload_id, whole.parts()).await {
             Ok(parts) => self
                 .bucket
                 .complete_multipart_upload(key.as_str(), &upload_id, parts)
@@ -366,13 +459,11 @@ impl S3Storage {
         &self,
         key: &ObjectKey,
         upload_id: &str,
-        bodies: &mut (impl Stream<Item = Result<Bytes, StorageError>> + Unpin + Send),
+        bodies: Vec<UploadBody>,
     ) -> Result<Vec<Part>, StorageError> {
-        let mut parts = Vec::new();
-        let mut number = 0u32;
-        while let Some(body) = bodies.next().await {
-            let body = body?;
-            number += 1;
+        let mut parts = Vec::with_capacity(bodies.len());
+        for (index, body) in bodies.into_iter().enumerate() {
+            let number = u32::try_from(index + 1).unwrap_or(u32::MAX);
             let etag = self
                 .upload(key, None, body, Some((upload_id, number)))
                 .await?
@@ -398,16 +489,11 @@ impl ObjectStorage for S3Storage {
     ) -> Result<StoredImage, StorageError> {
         let bytes = image.bytes();
         let content_type = image.format().mime_type();
+        let body = UploadBody::Bytes(bytes.clone());
         if bytes.len() > MULTIPART_THRESHOLD {
-            let mut parts = futures_util::stream::iter(
-                (0..bytes.len())
-                    .step_by(PART_BYTES)
-                    .map(|start| Ok(bytes.slice(start..(start + PART_BYTES).min(bytes.len())))),
-            );
-            self.put_in_parts(key, content_type, &mut parts).await?;
+            self.put_in_parts(key, content_type, &body).await?;
         } else {
-            self.upload(key, Some(content_type), bytes.clone(), None)
-                .await?;
+            self.upload(key, Some(content_type), body, None).await?;
         }
         Ok(StoredImage {
             url: self.url_of(key).await?,
@@ -415,7 +501,8 @@ impl ObjectStorage for S3Storage {
         })
     }
 
-    /// Read from the file a part at a time: at most one part (8 MiB) of it is held.
+    /// Read from the file as it is sent (each part, or the whole image under 8 MiB, is read
+    /// twice: once for its CRC-32, once to send it), never held whole.
     #[tracing::instrument(skip_all, fields(key = key.as_str(), bucket = self.bucket.name()))]
     async fn put_spooled(
         &self,
@@ -423,20 +510,15 @@ impl ObjectStorage for S3Storage {
         image: &SpooledImage,
     ) -> Result<StoredImage, StorageError> {
         let content_type = image.format().mime_type();
-        let mut file = tokio::fs::File::open(image.file().path())
-            .await
-            .map_err(|error| StorageError::Failed(Box::new(error)))?;
-        if image.len() as usize <= MULTIPART_THRESHOLD {
-            let bytes = read_part(&mut file, MULTIPART_THRESHOLD).await?;
-            self.upload(key, Some(content_type), bytes, None).await?;
+        let body = UploadBody::File {
+            path: image.file().path().to_owned(),
+            offset: 0,
+            len: image.len(),
+        };
+        if image.len() > MULTIPART_THRESHOLD as u64 {
+            self.put_in_parts(key, content_type, &body).await?;
         } else {
-            let mut parts = Box::pin(futures_util::stream::unfold(file, |mut file| async move {
-                match read_part(&mut file, PART_BYTES).await {
-                    Ok(part) if part.is_empty() => None,
-                    read => Some((read, file)),
-                }
-            }));
-            self.put_in_parts(key, content_type, &mut parts).await?;
+            self.upload(key, Some(content_type), body, None).await?;
         }
         Ok(StoredImage {
             url: self.url_of(key).await?,

@@ -443,6 +443,13 @@ async fn s3_large_images_go_up_in_parts_and_a_failed_part_leaves_nothing() {
     let failed = key_for(&large);
     let error = storage.put(&failed, &large).await.unwrap_err();
     assert!(matches!(error, StorageError::Unavailable(_)), "{error:?}");
+    // The same from a spooled file.
+    let spool = tempfile::tempdir().unwrap();
+    let error = storage
+        .put_spooled(&failed, &spooled_in(spool.path(), &large))
+        .await
+        .unwrap_err();
+    assert!(matches!(error, StorageError::Unavailable(_)), "{error:?}");
     server.server.set_fault(StoreFault::None);
     assert_eq!(
         files_under(&server.server.root()),

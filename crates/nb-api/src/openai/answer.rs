@@ -61,3 +61,12 @@ impl OpenAiUsage {
         sum
     }
 }
+
+/// The image of a generation whose answer carries it (`GenerationRequest::image_in_answer`
+/// keeps it in memory).
+pub(crate) fn image_bytes(generation: &Generation) -> &[u8] {
+    generation
+        .image
+        .in_memory()
+        .map_or(&[], |image| image.bytes().as_ref())
+}

@@ -18,7 +18,7 @@ use crate::generation_flow::idempotency::{self, idempotent};
 use crate::generation_flow::outcome::{record_outcomes, server_timing};
 use crate::generation_flow::throttle::throttled;
 use crate::headers::{insert_cost, insert_standings};
-use crate::openai::answer::{OpenAiUsage, output_format};
+use crate::openai::answer::{OpenAiUsage, image_bytes, output_format};
 use crate::openai::error::{OpenAiError, OpenAiErrorBody, render};
 use crate::openai::multipart::{EditForm, read_edit_form};
 use crate::openai::stream::{StreamKind, respond_streaming};
@@ -414,15 +414,6 @@ struct AnswerTail<'a> {
     output_format: &'static str,
     quality: &'static str,
     usage: OpenAiUsage,
-}
-
-/// The image of a generation whose answer carries it (`GenerationRequest::image_in_answer`
-/// keeps it in memory).
-pub(crate) fn image_bytes(generation: &Generation) -> &[u8] {
-    generation
-        .image
-        .in_memory()
-        .map_or(&[], |image| image.bytes().as_ref())
 }
 
 fn base64_json_body(created: i64, generations: &[Generation], tail: &AnswerTail<'_>) -> Vec<u8> {

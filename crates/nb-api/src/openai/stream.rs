@@ -30,7 +30,7 @@ use crate::body_budget::BodyReservation;
 use crate::error::ApiError;
 use crate::generation_flow::outcome::record_outcomes;
 use crate::headers::insert_standings;
-use crate::openai::answer::{OpenAiUsage, output_format};
+use crate::openai::answer::{OpenAiUsage, image_bytes, output_format};
 use crate::openai::error::{OpenAiError, render};
 
 /// How often an idle stream gets a comment line.
@@ -166,7 +166,7 @@ fn completed(kind: StreamKind, generation: &Generation) -> Bytes {
     );
     let data = serde_json::json!({
         "type": kind.completed(),
-        "b64_json": base64_simd::STANDARD.encode_to_string(crate::openai::images::image_bytes(generation)),
+        "b64_json": base64_simd::STANDARD.encode_to_string(image_bytes(generation)),
         "created_at": generation.created_at.unix_timestamp(),
         "size": size,
         "quality": generation.shape.quality_label(&generation.model),
