@@ -219,3 +219,26 @@ async fn an_answer_that_is_no_image_leaves_no_spool_file() {
     assert!(client.generate(&spooled).await.is_err());
     assert_eq!(files_in(folder.path()), 0);
 }
+
+/// A disk that fills up while an image is spooled: the call fails, and nothing is left in
+/// the spool folder. Needs a small tmpfs, which the test mounts (root; CI runs as root).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_disk_full_while_spooling_fails_the_call_and_leaves_nothing() {
+    let disk = nb_testkit::small_disk::SmallDisk::mount(2 * nb_imagen::SPOOL_PIECE_BYTES)
+        .expect("cannot mount a tmpfs: this test needs root (CI runs as root)");
+    let image = png(5 * nb_imagen::SPOOL_PIECE_BYTES);
+    let (base_url, _) = h2c_server(100, 1, answer_with(&image)).await;
+    let client = spooling_client(base_url, disk.path());
+    let mut spooled = request();
+    spooled.may_spool = true;
+    assert!(client.generate(&spooled).await.is_err());
+    assert_eq!(files_in(disk.path()), 0);
+    // Room again (a smaller image): it works.
+    let small = png(nb_imagen::SPOOL_PIECE_BYTES + 10);
+    let (base_url, _) = h2c_server(100, 1, answer_with(&small)).await;
+    let provided = spooling_client(base_url, disk.path())
+        .generate(&spooled)
+        .await
+        .unwrap();
+    assert_eq!(provided.image.len(), small.len() as u64);
+}

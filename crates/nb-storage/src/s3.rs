@@ -280,29 +280,28 @@ fn file_pieces(
     len: u64,
 ) -> impl Stream<Item = Result<Bytes, std::io::Error>> + Send + 'static {
     use tokio::io::{AsyncReadExt as _, AsyncSeekExt as _};
-    futures_util::stream::try_unfold(
-        (None::<tokio::fs::File>, len),
-        move |(file, left)| {
-            let path = path.clone();
-            async move {
-                if left == 0 {
-                    return Ok(None);
-                }
-                let mut file = match file {
-                    Some(file) => file,
-                    None => {
-                        let mut file = tokio::fs::File::open(&path).await?;
-                        file.seek(std::io::SeekFrom::Start(offset)).await?;
-                        file
-                    }
-                };
-                let want = usize::try_from(left).unwrap_or(usize::MAX).min(FILE_READ_BYTES);
-                let mut piece = vec![0; want];
-                file.read_exact(&mut piece).await?;
-                Ok(Some((Bytes::from(piece), (Some(file), left - want as u64))))
+    futures_util::stream::try_unfold((None::<tokio::fs::File>, len), move |(file, left)| {
+        let path = path.clone();
+        async move {
+            if left == 0 {
+                return Ok(None);
             }
-        },
-    )
+            let mut file = match file {
+                Some(file) => file,
+                None => {
+                    let mut file = tokio::fs::File::open(&path).await?;
+                    file.seek(std::io::SeekFrom::Start(offset)).await?;
+                    file
+                }
+            };
+            let want = usize::try_from(left)
+                .unwrap_or(usize::MAX)
+                .min(FILE_READ_BYTES);
+            let mut piece = vec![0; want];
+            file.read_exact(&mut piece).await?;
+            Ok(Some((Bytes::from(piece), (Some(file), left - want as u64))))
+        }
+    })
 }
 
 impl UploadBody {

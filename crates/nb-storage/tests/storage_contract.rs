@@ -466,7 +466,7 @@ async fn s3_large_images_go_up_in_parts_and_a_failed_part_leaves_nothing() {
 /// where it cannot mount one.
 #[tokio::test]
 async fn local_disk_full_is_full_and_leaves_no_partial_file() {
-    let disk = SmallDisk::mount(1024 * 1024)
+    let disk = nb_testkit::small_disk::SmallDisk::mount(1024 * 1024)
         .expect("cannot mount a tmpfs: this test needs root (CI runs as root)");
     let storage = LocalStorage::new(disk.path(), "http://localhost");
     let small = png(100 * 1024);
@@ -494,35 +494,6 @@ fn key_for_name(name: &str, _image: &GeneratedImage) -> bool {
 }
 
 /// A tmpfs of a given size, unmounted when dropped.
-struct SmallDisk {
-    folder: tempfile::TempDir,
-}
-
-impl SmallDisk {
-    fn mount(bytes: usize) -> Option<Self> {
-        let folder = tempfile::tempdir().unwrap();
-        let mounted = std::process::Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={bytes}"), "tmpfs"])
-            .arg(folder.path())
-            .stderr(std::process::Stdio::null())
-            .status()
-            .is_ok_and(|status| status.success());
-        mounted.then_some(Self { folder })
-    }
-
-    fn path(&self) -> &std::path::Path {
-        self.folder.path()
-    }
-}
-
-impl Drop for SmallDisk {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("umount")
-            .arg(self.folder.path())
-            .status();
-    }
-}
-
 /// A spooled file, as the provider leaves one: removed when dropped.
 #[derive(Debug)]
 struct TestSpool(tempfile::TempPath);

@@ -4,6 +4,7 @@
 //! - [`eventually`]: wait until a state holds, polling, within a bound; never a fixed sleep
 //!   standing in for "until".
 //! - [`google_facts`]: what Google counts, for the fakes of Google (tests and benchmark).
+//! - [`small_disk`]: a tiny tmpfs, for tests of a full disk.
 //! - [`rate_limiter`]: the contract of the domain's `RateLimiter` port, run against every
 //!   limiter (in memory, PostgreSQL, Redis) by [`rate_limiter_contract!`].
 
@@ -11,6 +12,7 @@
 
 pub mod google_facts;
 pub mod rate_limiter;
+pub mod small_disk;
 
 use std::future::Future;
 use std::time::{Duration, Instant};
