@@ -181,104 +181,38 @@ mod tests {
         }
     }
 
+    /// The image test mode makes for `request`.
+    async fn made(request: &ImageRequest) -> GeneratedImage {
+        let provided = TestModeImages.generate(request).await.unwrap();
+        provided.image.in_memory().unwrap().clone()
+    }
+
     #[tokio::test]
     async fn the_same_request_gives_the_same_png_in_its_aspect_ratio() {
         let wide = request("a banana", Some("16:9"));
-        let first = TestModeImages
-            .generate(&wide)
-            .await
-            .unwrap()
-            .image
-            .in_memory()
-            .unwrap()
-            .clone();
-        let again = TestModeImages
-            .generate(&wide)
-            .await
-            .unwrap()
-            .image
-            .in_memory()
-            .unwrap()
-            .clone();
+        let first = made(&wide).await;
+        let again = made(&wide).await;
         assert_eq!(first.bytes(), again.bytes());
         assert_eq!(image_dimensions(first.bytes()), Some((128, 72)));
-        let tall = TestModeImages
-            .generate(&request("a banana", Some("2:3")))
-            .await
-            .unwrap()
-            .image
-            .in_memory()
-            .unwrap()
-            .clone();
+        let tall = made(&request("a banana", Some("2:3"))).await;
         assert_eq!(image_dimensions(tall.bytes()), Some((85, 128)));
-        let other = TestModeImages
-            .generate(&request("a pear", Some("16:9")))
-            .await
-            .unwrap()
-            .image
-            .in_memory()
-            .unwrap()
-            .clone();
+        let other = made(&request("a pear", Some("16:9"))).await;
         assert_ne!(first.bytes(), other.bytes());
-        let square = TestModeImages
-            .generate(&request("x", None))
-            .await
-            .unwrap()
-            .image
-            .in_memory()
-            .unwrap()
-            .clone();
+        let square = made(&request("x", None)).await;
         assert_eq!(image_dimensions(square.bytes()), Some((128, 128)));
-        let banner = TestModeImages
-            .generate(&request("x", Some("8:1")))
-            .await
-            .unwrap()
-            .image
-            .in_memory()
-            .unwrap()
-            .clone();
+        let banner = made(&request("x", Some("8:1"))).await;
         assert_eq!(image_dimensions(banner.bytes()), Some((128, 16)));
     }
 
     #[tokio::test]
     async fn an_edit_keeps_its_inputs_ratio_and_depends_on_its_bytes() {
-        let input = TestModeImages
-            .generate(&request("input", Some("3:2")))
-            .await
-            .unwrap()
-            .image
-            .in_memory()
-            .unwrap()
-            .clone();
+        let input = made(&request("input", Some("3:2"))).await;
         let mut edit = request("make it blue", None);
         edit.images = vec![input.clone()];
-        let edited = TestModeImages
-            .generate(&edit)
-            .await
-            .unwrap()
-            .image
-            .in_memory()
-            .unwrap()
-            .clone();
+        let edited = made(&edit).await;
         assert_eq!(image_dimensions(edited.bytes()), Some((128, 85)));
-        edit.images = vec![
-            TestModeImages
-                .generate(&request("another input", Some("3:2")))
-                .await
-                .unwrap()
-                .image
-                .in_memory()
-                .unwrap()
-                .clone(),
-        ];
-        let other = TestModeImages
-            .generate(&edit)
-            .await
-            .unwrap()
-            .image
-            .in_memory()
-            .unwrap()
-            .clone();
+        edit.images = vec![made(&request("another input", Some("3:2"))).await];
+        let other = made(&edit).await;
         assert_ne!(edited.bytes(), other.bytes());
     }
 

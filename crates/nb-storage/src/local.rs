@@ -43,6 +43,38 @@ impl LocalStorage {
     fn url_of(&self, key: &ObjectKey) -> String {
         format!("{}/{}", self.public_base_url, key.as_str())
     }
+
+    /// Makes the file for `key` with `make` (given a temporary name beside the target) and
+    /// renames it into place, so a reader never sees a half-written image and a failed write
+    /// leaves nothing under the key.
+    async fn place(
+        &self,
+        key: &ObjectKey,
+        make: impl FnOnce(&Path) -> std::io::Result<()> + Send + 'static,
+    ) -> Result<StoredImage, StorageError> {
+        let path = self.path_of(key.as_str()).ok_or_else(|| {
+            StorageError::Failed(format!("unsafe object key {:?}", key.as_str()).into())
+        })?;
+        tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+            let folder = path
+                .parent()
+                .ok_or_else(|| std::io::Error::other("no parent folder"))?;
+            create_private_folder(folder)?;
+            let temporary = folder.join(format!(".{}.partial", uuid::Uuid::new_v4().simple()));
+            let placed = make(&temporary).and_then(|()| std::fs::rename(&temporary, &path));
+            if placed.is_err() {
+                let _ = std::fs::remove_file(&temporary);
+            }
+            placed
+        })
+        .await
+        .map_err(|crashed| StorageError::Failed(Box::new(crashed)))?
+        .map_err(storage_error)?;
+        Ok(StoredImage {
+            url: self.url_of(key),
+            url_is_lasting: true,
+        })
+    }
 }
 
 /// The data folder and the folders under it are this user's alone (0700), whatever the umask;
@@ -93,68 +125,25 @@ impl ObjectStorage for LocalStorage {
         key: &ObjectKey,
         image: &GeneratedImage,
     ) -> Result<StoredImage, StorageError> {
-        let path = self.path_of(key.as_str()).ok_or_else(|| {
-            StorageError::Failed(format!("unsafe object key {:?}", key.as_str()).into())
-        })?;
         let bytes = image.bytes().clone();
-        // Write a temporary file beside the target and rename it into place, so a reader never
-        // sees a half-written image and a failed write leaves nothing under the key.
-        tokio::task::spawn_blocking(move || -> std::io::Result<()> {
-            let folder = path
-                .parent()
-                .ok_or_else(|| std::io::Error::other("no parent folder"))?;
-            create_private_folder(folder)?;
-            let temporary = folder.join(format!(".{}.partial", uuid::Uuid::new_v4().simple()));
-            let written = write_private_file(&temporary, &bytes)
-                .and_then(|()| std::fs::rename(&temporary, &path));
-            if written.is_err() {
-                let _ = std::fs::remove_file(&temporary);
-            }
-            written
-        })
-        .await
-        .map_err(|crashed| StorageError::Failed(Box::new(crashed)))?
-        .map_err(storage_error)?;
-        Ok(StoredImage {
-            url: self.url_of(key),
-            url_is_lasting: true,
-        })
+        self.place(key, move |temporary| write_private_file(temporary, &bytes))
+            .await
     }
 
     /// Links the spooled file into place (the spool folder is on the same file system:
-    /// the data folder), or copies it when it is elsewhere; either way through a temporary
-    /// name beside the target, as `put`.
+    /// the data folder), or copies it when it is elsewhere.
     #[tracing::instrument(skip_all, fields(key = key.as_str()))]
     async fn put_spooled(
         &self,
         key: &ObjectKey,
         image: &SpooledImage,
     ) -> Result<StoredImage, StorageError> {
-        let path = self.path_of(key.as_str()).ok_or_else(|| {
-            StorageError::Failed(format!("unsafe object key {:?}", key.as_str()).into())
-        })?;
         let spooled = image.file().clone();
-        tokio::task::spawn_blocking(move || -> std::io::Result<()> {
-            let folder = path
-                .parent()
-                .ok_or_else(|| std::io::Error::other("no parent folder"))?;
-            create_private_folder(folder)?;
-            let temporary = folder.join(format!(".{}.partial", uuid::Uuid::new_v4().simple()));
-            let placed = std::fs::hard_link(spooled.path(), &temporary)
-                .or_else(|_| copy_private_file(spooled.path(), &temporary))
-                .and_then(|()| std::fs::rename(&temporary, &path));
-            if placed.is_err() {
-                let _ = std::fs::remove_file(&temporary);
-            }
-            placed
+        self.place(key, move |temporary| {
+            std::fs::hard_link(spooled.path(), temporary)
+                .or_else(|_| copy_private_file(spooled.path(), temporary))
         })
         .await
-        .map_err(|crashed| StorageError::Failed(Box::new(crashed)))?
-        .map_err(storage_error)?;
-        Ok(StoredImage {
-            url: self.url_of(key),
-            url_is_lasting: true,
-        })
     }
 
     /// Reads the file whole. The content type is that of the bytes themselves: a file that

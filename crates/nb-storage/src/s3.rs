@@ -418,9 +418,28 @@ impl S3Storage {
             .map(str::to_owned))
     }
 
-    /// A multipart upload of `parts` (each but the last [`PART_BYTES`] long), each checked by
-    /// its CRC-32. On any failure (reading a part included) the upload is aborted, so that no
-    /// part is left behind (stored, and billed, until a lifecycle rule would remove it).
+    /// Stores `body` under `key`: one upload, or in parts over [`MULTIPART_THRESHOLD`].
+    async fn store(
+        &self,
+        key: &ObjectKey,
+        content_type: &str,
+        body: UploadBody,
+    ) -> Result<StoredImage, StorageError> {
+        if body.len() > MULTIPART_THRESHOLD as u64 {
+            self.put_in_parts(key, content_type, &body).await?;
+        } else {
+            self.upload(key, Some(content_type), body, None).await?;
+        }
+        Ok(StoredImage {
+            url: self.url_of(key).await?,
+            url_is_lasting: self.public_url.is_some(),
+        })
+    }
+
+    /// A multipart upload of `whole` in parts of [`PART_BYTES`] (the last shorter), each
+    /// checked by its CRC-32. On any failure (reading a part included) the upload is aborted,
+    /// so that no part is left behind (stored, and billed, until a lifecycle rule would remove
+    /// it).
     async fn put_in_parts(
         &self,
         key: &ObjectKey,
@@ -486,18 +505,8 @@ impl ObjectStorage for S3Storage {
         key: &ObjectKey,
         image: &GeneratedImage,
     ) -> Result<StoredImage, StorageError> {
-        let bytes = image.bytes();
-        let content_type = image.format().mime_type();
-        let body = UploadBody::Bytes(bytes.clone());
-        if bytes.len() > MULTIPART_THRESHOLD {
-            self.put_in_parts(key, content_type, &body).await?;
-        } else {
-            self.upload(key, Some(content_type), body, None).await?;
-        }
-        Ok(StoredImage {
-            url: self.url_of(key).await?,
-            url_is_lasting: self.public_url.is_some(),
-        })
+        let body = UploadBody::Bytes(image.bytes().clone());
+        self.store(key, image.format().mime_type(), body).await
     }
 
     /// Read from the file as it is sent (each part, or the whole image under 8 MiB, is read
@@ -508,21 +517,12 @@ impl ObjectStorage for S3Storage {
         key: &ObjectKey,
         image: &SpooledImage,
     ) -> Result<StoredImage, StorageError> {
-        let content_type = image.format().mime_type();
         let body = UploadBody::File {
             path: image.file().path().to_owned(),
             offset: 0,
             len: image.len(),
         };
-        if image.len() > MULTIPART_THRESHOLD as u64 {
-            self.put_in_parts(key, content_type, &body).await?;
-        } else {
-            self.upload(key, Some(content_type), body, None).await?;
-        }
-        Ok(StoredImage {
-            url: self.url_of(key).await?,
-            url_is_lasting: self.public_url.is_some(),
-        })
+        self.store(key, image.format().mime_type(), body).await
     }
 
     #[tracing::instrument(skip_all, fields(key = key.as_str(), bucket = self.bucket.name()))]
