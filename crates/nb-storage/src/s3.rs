@@ -5,7 +5,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use base64::Engine as _;
 use bytes::Bytes;
-use futures_util::{Stream, StreamExt as _};
+use futures_util::Stream;
 use nb_domain::generation::{
     FetchedImage, GeneratedImage, ListedObject, ObjectKey, SpooledImage, StorageError, StoredImage,
 };
@@ -255,7 +255,7 @@ pub const MULTIPART_THRESHOLD: usize = 8 * 1024 * 1024;
 const PART_BYTES: usize = 8 * 1024 * 1024;
 
 /// How much of a spooled file is read at once, to checksum a part and to send it.
-const FILE_READ_BYTES: usize = 256 * 1024;
+const FILE_READ_BYTES: usize = 1024 * 1024;
 
 /// What one upload sends: bytes in memory, or a range of a spooled file, read as it is sent
 /// (never held whole).
@@ -317,12 +317,26 @@ impl UploadBody {
         match self {
             Self::Bytes(bytes) => Ok(crc32fast::hash(bytes)),
             Self::File { path, offset, len } => {
-                let mut hasher = crc32fast::Hasher::new();
-                let mut pieces = Box::pin(file_pieces(path.clone(), *offset, *len));
-                while let Some(piece) = pieces.next().await {
-                    hasher.update(&piece.map_err(file_error)?);
-                }
-                Ok(hasher.finalize())
+                // One trip to the blocking pool, one buffer.
+                let (path, offset, len) = (path.clone(), *offset, *len);
+                tokio::task::spawn_blocking(move || -> std::io::Result<u32> {
+                    use std::io::{Read as _, Seek as _};
+                    let mut file = std::fs::File::open(path)?;
+                    file.seek(std::io::SeekFrom::Start(offset))?;
+                    let mut range = file.take(len);
+                    let mut hasher = crc32fast::Hasher::new();
+                    let mut buffer = vec![0; FILE_READ_BYTES];
+                    loop {
+                        let read = range.read(&mut buffer)?;
+                        if read == 0 {
+                            return Ok(hasher.finalize());
+                        }
+                        hasher.update(&buffer[..read]);
+                    }
+                })
+                .await
+                .map_err(|crashed| StorageError::Failed(Box::new(crashed)))?
+                .map_err(file_error)
             }
         }
     }
