@@ -102,9 +102,9 @@ pub(crate) struct AnswerScanner {
     raw: Vec<u8>,
     /// How much room the first image gets up front (from the answer's Content-Length).
     size_hint: usize,
-    /// Decoded image bytes are handed over ([`Self::take_spills`]) whenever this many are
-    /// held; `None`: never (images are held whole).
-    spill_at: Option<usize>,
+    /// Decoded image bytes are handed over ([`Self::take_spills`]) once an image has the first
+    /// of these, then whenever it has the second; `None`: never (images are held whole).
+    spill_at: Option<(usize, usize)>,
     /// Handed-over pieces not taken yet: (the image string's index, its next bytes).
     spills: Vec<(usize, Vec<u8>)>,
     /// The current image string has spilled.
@@ -132,10 +132,11 @@ impl AnswerScanner {
         }
     }
 
-    /// Hands decoded image bytes over in pieces of `bytes` as they are decoded, instead of
-    /// holding each image whole: [`Self::take_spills`] after every [`Self::push`].
-    pub fn spilling_at(mut self, bytes: usize) -> Self {
-        self.spill_at = Some(bytes.max(3));
+    /// Holds an image whole up to `first` bytes; past them, hands it over (everything so far,
+    /// then pieces of `piece`) as it is decoded: [`Self::take_spills`] after every
+    /// [`Self::push`].
+    pub fn spilling(mut self, first: usize, piece: usize) -> Self {
+        self.spill_at = Some((first.max(3), piece.max(3)));
         self
     }
 
@@ -148,10 +149,10 @@ impl AnswerScanner {
     /// Hands the decoded bytes over when there are enough. Whole quads only are decoded, so
     /// what stays is always a whole number of quads' bytes from the string's start.
     fn spill_if_full(&mut self) {
-        if let Some(at) = self.spill_at
-            && self.decoded.len() >= at
+        if let Some((first, piece)) = self.spill_at
+            && self.decoded.len() >= if self.spilled { piece } else { first }
         {
-            let piece = std::mem::replace(&mut self.decoded, Vec::with_capacity(at + at / 2));
+            let piece = std::mem::replace(&mut self.decoded, Vec::with_capacity(piece + piece / 2));
             self.spills.push((self.extracted.0.len(), piece));
             self.spilled = true;
         }
@@ -242,8 +243,10 @@ impl AnswerScanner {
         self.pending_len = 0;
         self.spilled = false;
         let room = std::mem::take(&mut self.size_hint);
-        // Spilling, no more than one piece is ever held.
-        let room = self.spill_at.map_or(room, |at| room.min(at + at / 2));
+        // Spilling, no more than the first bytes (or a piece) are ever held.
+        let room = self
+            .spill_at
+            .map_or(room, |(first, _)| room.min(first + first / 2));
         self.decoded = Vec::with_capacity(room);
     }
 
@@ -438,7 +441,17 @@ mod tests {
     /// The answer fed in pieces of `sizes` (cycled) to a scanner spilling every `at` bytes:
     /// the pieces spilled for string 0, joined, and what the scan left.
     fn spill_in_chunks(body: &[u8], sizes: &[usize], at: usize) -> (Vec<u8>, ScannedAnswer) {
-        let mut scanner = AnswerScanner::new(0).spilling_at(at);
+        spill_in_chunks_after(body, sizes, at, at)
+    }
+
+    /// As [`spill_in_chunks`], holding the first `first` bytes before spilling.
+    fn spill_in_chunks_after(
+        body: &[u8],
+        sizes: &[usize],
+        first: usize,
+        at: usize,
+    ) -> (Vec<u8>, ScannedAnswer) {
+        let mut scanner = AnswerScanner::new(0).spilling(first, at);
         let mut spilled = Vec::new();
         let mut rest = body;
         for &size in sizes.iter().cycle() {
@@ -464,6 +477,9 @@ mod tests {
             for sizes in CHUNKINGS {
                 for at in [3, 64, 1000] {
                     let (spilled, mut scanned) = spill_in_chunks(body.as_bytes(), sizes, at);
+                    let (first_then_pieces, _) =
+                        spill_in_chunks_after(body.as_bytes(), sizes, 2 * at, at);
+                    assert!(spilled.starts_with(&first_then_pieces));
                     let placeholder = format!("{PLACEHOLDER_PREFIX}0");
                     let whole = match scanned.extracted.take(&placeholder) {
                         Some((0, Extracted::SpilledTail(tail))) => [spilled, tail].concat(),

@@ -19,7 +19,7 @@ use crate::answer_scanner::{AnswerScanner, ScannedAnswer};
 use crate::connections::Connections;
 use crate::key_pool::KeyPool;
 use crate::response::{ErrorEnvelope, parse_generate_content, parse_predict};
-use crate::spool::{SPOOL_PIECE_BYTES, SpoolFolder, Spools};
+use crate::spool::{SPOOL_AFTER_BYTES, SPOOL_PIECE_BYTES, SpoolFolder, Spools};
 use crate::vertex::{ServiceAccountTokens, VertexSettings};
 use crate::wire::{GenerateContentRequest, PredictRequest, RequestBody, images_in_order};
 
@@ -581,7 +581,7 @@ async fn read_answer(
         read_body(response, |chunk| scanner.push(chunk)).await?;
         return Ok((scanner.finish(), None));
     };
-    let mut scanner = scanner.spilling_at(SPOOL_PIECE_BYTES);
+    let mut scanner = scanner.spilling(SPOOL_AFTER_BYTES, SPOOL_PIECE_BYTES);
     let mut spools = Spools::new(folder);
     let mut read = 0;
     while let Some(chunk) = next_chunk(&mut response, &mut read).await? {

@@ -29,5 +29,5 @@ pub use client::{
 };
 pub use key_pool::{DEFAULT_REST, KeyPool};
 pub use router::ProviderRouter;
-pub use spool::{SPOOL_PIECE_BYTES, SpoolFolder};
+pub use spool::{SPOOL_AFTER_BYTES, SPOOL_PIECE_BYTES, SpoolFolder};
 pub use vertex::{KeyFileError, ServiceAccountTokens, VertexSettings};

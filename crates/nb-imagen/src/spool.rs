@@ -12,7 +12,11 @@ use std::sync::Arc;
 use bytes::Bytes;
 use nb_domain::generation::{ProviderError, SpoolFile, SpooledImage};
 
-/// How many decoded bytes are held before they are written out.
+/// Images up to this size are held in memory (a 1K image is 1–2 MB: 64 of them are no
+/// trouble, and a spool file would cost a write and a read of each); larger ones (2K and 4K:
+/// 4–20 MB) are spooled.
+pub const SPOOL_AFTER_BYTES: usize = 2 * 1024 * 1024;
+/// How many decoded bytes are held before they are written out, once an image is spooled.
 pub const SPOOL_PIECE_BYTES: usize = 1024 * 1024;
 /// How much of the start of an image is kept in memory: its format and dimensions are read
 /// from it.

@@ -182,7 +182,7 @@ fn files_in(folder: &std::path::Path) -> usize {
 /// or answered) gets it in memory, and an answer that is no image leaves no file.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_large_image_is_spooled_to_a_file_and_the_file_goes_with_it() {
-    let image = png(5 * nb_imagen::SPOOL_PIECE_BYTES / 2);
+    let image = png(nb_imagen::SPOOL_AFTER_BYTES + 5 * nb_imagen::SPOOL_PIECE_BYTES / 2);
     let (base_url, _) = h2c_server(100, 1, answer_with(&image)).await;
     let folder = tempfile::tempdir().unwrap();
     let client = spooling_client(base_url, folder.path());
@@ -208,9 +208,26 @@ async fn a_large_image_is_spooled_to_a_file_and_the_file_goes_with_it() {
     assert_eq!(files_in(folder.path()), 0);
 }
 
+/// An image of a 1K size (up to `SPOOL_AFTER_BYTES`) is held in memory even when it may be
+/// spooled: a file would cost a write and a read for nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_small_image_is_held_in_memory() {
+    let image = png(nb_imagen::SPOOL_AFTER_BYTES - 100);
+    let (base_url, _) = h2c_server(100, 1, answer_with(&image)).await;
+    let folder = tempfile::tempdir().unwrap();
+    let mut spooled = request();
+    spooled.may_spool = true;
+    let provided = spooling_client(base_url, folder.path())
+        .generate(&spooled)
+        .await
+        .unwrap();
+    assert_eq!(provided.image.in_memory().unwrap().bytes().as_ref(), image);
+    assert_eq!(files_in(folder.path()), 0);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_answer_that_is_no_image_leaves_no_spool_file() {
-    let not_an_image = vec![0u8; 3 * nb_imagen::SPOOL_PIECE_BYTES];
+    let not_an_image = vec![0u8; 2 * nb_imagen::SPOOL_AFTER_BYTES];
     let (base_url, _) = h2c_server(100, 1, answer_with(&not_an_image)).await;
     let folder = tempfile::tempdir().unwrap();
     let client = spooling_client(base_url, folder.path());
@@ -224,9 +241,9 @@ async fn an_answer_that_is_no_image_leaves_no_spool_file() {
 /// the spool folder. Needs a small tmpfs, which the test mounts (root; CI runs as root).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_disk_full_while_spooling_fails_the_call_and_leaves_nothing() {
-    let disk = nb_testkit::small_disk::SmallDisk::mount(2 * nb_imagen::SPOOL_PIECE_BYTES)
+    let disk = nb_testkit::small_disk::SmallDisk::mount(3 * nb_imagen::SPOOL_AFTER_BYTES / 2)
         .expect("cannot mount a tmpfs: this test needs root (CI runs as root)");
-    let image = png(5 * nb_imagen::SPOOL_PIECE_BYTES);
+    let image = png(3 * nb_imagen::SPOOL_AFTER_BYTES);
     let (base_url, _) = h2c_server(100, 1, answer_with(&image)).await;
     let client = spooling_client(base_url, disk.path());
     let mut spooled = request();
@@ -234,11 +251,15 @@ async fn a_disk_full_while_spooling_fails_the_call_and_leaves_nothing() {
     assert!(client.generate(&spooled).await.is_err());
     assert_eq!(files_in(disk.path()), 0);
     // Room again (a smaller image): it works.
-    let small = png(nb_imagen::SPOOL_PIECE_BYTES + 10);
+    let small = png(nb_imagen::SPOOL_AFTER_BYTES + 10);
     let (base_url, _) = h2c_server(100, 1, answer_with(&small)).await;
     let provided = spooling_client(base_url, disk.path())
         .generate(&spooled)
         .await
         .unwrap();
+    assert!(
+        matches!(provided.image, nb_domain::generation::ImageData::Spooled(_)),
+        "held in memory"
+    );
     assert_eq!(provided.image.len(), small.len() as u64);
 }
