@@ -47,6 +47,20 @@ pub struct PostgresRateLimiter {
 /// (action and allowance, subject).
 type BatchKey = (String, String);
 
+/// The row `key` is counted in at `rate`: per allowance too, as in memory, so a changed
+/// limit starts afresh.
+fn batch_key(key: &RateLimitKey, rate: PerMinute) -> BatchKey {
+    (
+        format!("{}/{}", key.action.as_str(), rate.get()),
+        key.subject.as_str().to_owned(),
+    )
+}
+
+/// Seconds between two requests of an allowance of `limit` a minute.
+fn interval_of(limit: u32) -> f64 {
+    WINDOW_SECONDS / f64::from(limit)
+}
+
 impl std::fmt::Debug for PostgresRateLimiter {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PostgresRateLimiter")
@@ -182,12 +196,13 @@ impl PostgresRateLimiter {
     /// `returned`.
     async fn decide(
         &self,
-        action: &str,
-        subject: &str,
-        interval: f64,
+        (action, subject): &BatchKey,
+        rate: PerMinute,
         requests: usize,
         returned: u32,
-    ) -> Result<(f64, usize, f64), RepositoryError> {
+    ) -> Result<BatchDecision, RepositoryError> {
+        let limit = rate.get();
+        let interval = interval_of(limit);
         let (action, subject) = (action.to_owned(), subject.to_owned());
         let decided = with_connection!(&self.database, |conn| {
             diesel::sql_query(TAKE)
@@ -202,12 +217,18 @@ impl PostgresRateLimiter {
         })?
         .map_err(query_error)?;
         let granted = usize::try_from(decided.granted).unwrap_or(0).min(requests);
-        Ok((decided.tat, granted, decided.now))
+        Ok(BatchDecision {
+            tat: decided.tat,
+            granted,
+            now: decided.now,
+            interval,
+            limit,
+        })
     }
 
     /// Decides for the subject's waiting requests, batch after batch, until none waits. Runs
     /// as a task of its own: a caller that gives up does not strand the others.
-    async fn drive(self, batch_key: BatchKey, interval: f64, limit: u32) {
+    async fn drive(self, batch_key: BatchKey, rate: PerMinute) {
         loop {
             let waiters = {
                 let mut waiting = self.waiting.lock().unwrap_or_else(PoisonError::into_inner);
@@ -221,19 +242,8 @@ impl PostgresRateLimiter {
                 let take = queue.len().min(MAX_BATCH);
                 queue.drain(..take).collect::<Vec<_>>()
             };
-            let (action, subject) = &batch_key;
-            match self
-                .decide(action, subject, interval, waiters.len(), 0)
-                .await
-            {
-                Ok((tat, granted, now)) => {
-                    let batch = BatchDecision {
-                        tat,
-                        granted,
-                        now,
-                        interval,
-                        limit,
-                    };
+            match self.decide(&batch_key, rate, waiters.len(), 0).await {
+                Ok(batch) => {
                     for (index, waiter) in waiters.into_iter().enumerate() {
                         let _ = waiter.send(Ok(batch.for_request(index)));
                     }
@@ -270,13 +280,7 @@ impl RateLimiter for PostgresRateLimiter {
         key: &RateLimitKey,
         rate: PerMinute,
     ) -> Result<RateDecision, RateLimitError> {
-        let limit = rate.get();
-        let interval = WINDOW_SECONDS / f64::from(limit);
-        // Counted per allowance too, as in memory: a changed limit starts afresh.
-        let batch_key = (
-            format!("{}/{limit}", key.action.as_str()),
-            key.subject.as_str().to_owned(),
-        );
+        let batch_key = batch_key(key, rate);
         let (sender, decision) = oneshot::channel();
         let start_deciding = {
             let mut waiting = self.waiting.lock().unwrap_or_else(PoisonError::into_inner);
@@ -295,7 +299,7 @@ impl RateLimiter for PostgresRateLimiter {
             // On the database's runtime, as every repository call: it outlives the worker
             // whose request happened to start the batch.
             let runtime = self.database.runtime.clone();
-            runtime.spawn(self.clone().drive(batch_key, interval, limit));
+            runtime.spawn(self.clone().drive(batch_key, rate));
         }
         // At most one call's bound, whatever is ahead of this request in its subject's queue
         // (a decision that comes later is dropped: the request was refused, fail closed).
@@ -312,7 +316,7 @@ impl RateLimiter for PostgresRateLimiter {
     }
 
     /// One statement, outside the batches: slices are taken rarely.
-    #[tracing::instrument(skip_all, fields(action = key.action.as_str(), wanted, returned))]
+    #[tracing::instrument(skip_all, fields(action = key.action.as_str(), wanted = wanted, returned = returned))]
     async fn take(
         &self,
         key: &RateLimitKey,
@@ -320,28 +324,12 @@ impl RateLimiter for PostgresRateLimiter {
         wanted: u32,
         returned: u32,
     ) -> Result<Taken, RateLimitError> {
-        let limit = rate.get();
-        let interval = WINDOW_SECONDS / f64::from(limit);
-        let action = format!("{}/{limit}", key.action.as_str());
-        let (tat, granted, now) = self
-            .decide(
-                &action,
-                key.subject.as_str(),
-                interval,
-                wanted as usize,
-                returned,
-            )
+        let batch = self
+            .decide(&batch_key(key, rate), rate, wanted as usize, returned)
             .await?;
-        let batch = BatchDecision {
-            tat,
-            granted,
-            now,
-            interval,
-            limit,
-        };
         Ok(Taken {
-            granted: granted as u32,
-            last: batch.for_request(granted.saturating_sub(1)),
+            granted: batch.granted as u32,
+            last: batch.for_request(batch.granted.saturating_sub(1)),
         })
     }
 

@@ -137,7 +137,7 @@ impl RateLimiter for RedisRateLimiter {
         Ok(self.run_take(key, rate, 1, 0).await?.last)
     }
 
-    #[tracing::instrument(skip_all, fields(action = key.action.as_str(), wanted, returned))]
+    #[tracing::instrument(skip_all, fields(action = key.action.as_str(), wanted = wanted, returned = returned))]
     async fn take(
         &self,
         key: &RateLimitKey,
