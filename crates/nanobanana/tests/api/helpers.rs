@@ -254,6 +254,11 @@ impl TestApp {
     }
 
     /// The user's counted usage: `(api_key_id, day, count)` rows.
+    /// A signed-in user's GET of `path`, its body as JSON.
+    pub async fn get_json(&self, path: &str, token: &str) -> Value {
+        self.get_with(path, token).await.json().await.unwrap()
+    }
+
     pub async fn usage(&self, token: &str) -> Vec<Value> {
         let response = self.get_with("/v1/usage", token).await;
         assert_eq!(response.status(), 200);

@@ -53,10 +53,6 @@ impl TestApp {
         self.send_as(reqwest::Method::POST, path, key, body, &[])
             .await
     }
-
-    async fn get_json(&self, path: &str, token: &str) -> Value {
-        self.get_with(path, token).await.json().await.unwrap()
-    }
 }
 
 /// Micro-dollars of a 6-decimal string.

@@ -738,11 +738,17 @@ async fn a_database_outage_is_503_and_the_service_recovers() {
 }
 
 /// A TCP proxy the test controls: while frozen, it holds every byte either way (connections
-/// stay open, nothing answers), as a database host that hangs.
+/// stay open, nothing answers), as a database host that hangs; while holding commits, it
+/// holds what a client sends from its first `COMMIT` on, as a database that hangs just as a
+/// transaction commits.
 struct FreezableProxy {
     address: std::net::SocketAddr,
     frozen: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    holding_commits: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
+
+/// PostgreSQL's simple-query message for `COMMIT` (how diesel-async commits).
+const COMMIT_MESSAGE: &[u8] = b"Q\0\0\0\x0bCOMMIT\0";
 
 impl FreezableProxy {
     async fn start(upstream: std::net::SocketAddr) -> Self {
@@ -750,29 +756,42 @@ impl FreezableProxy {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let address = listener.local_addr().unwrap();
         let frozen = std::sync::Arc::new(AtomicBool::new(false));
-        let gate = frozen.clone();
+        let holding_commits = std::sync::Arc::new(AtomicBool::new(false));
+        let (gate, commit_gate) = (frozen.clone(), holding_commits.clone());
+        let never = std::sync::Arc::new(AtomicBool::new(false));
         tokio::spawn(async move {
             while let Ok((client, _)) = listener.accept().await {
-                let gate = gate.clone();
+                let (gate, commit_gate, never) = (gate.clone(), commit_gate.clone(), never.clone());
                 tokio::spawn(async move {
                     let Ok(server) = tokio::net::TcpStream::connect(upstream).await else {
                         return;
                     };
                     let (client_read, client_write) = client.into_split();
                     let (server_read, server_write) = server.into_split();
-                    tokio::spawn(Self::pump(client_read, server_write, gate.clone()));
-                    tokio::spawn(Self::pump(server_read, client_write, gate));
+                    tokio::spawn(Self::pump(
+                        client_read,
+                        server_write,
+                        gate.clone(),
+                        commit_gate,
+                    ));
+                    tokio::spawn(Self::pump(server_read, client_write, gate, never));
                 });
             }
         });
-        Self { address, frozen }
+        Self {
+            address,
+            frozen,
+            holding_commits,
+        }
     }
 
     async fn pump(
         mut from: tokio::net::tcp::OwnedReadHalf,
         mut to: tokio::net::tcp::OwnedWriteHalf,
         frozen: std::sync::Arc<std::sync::atomic::AtomicBool>,
+        holding_commits: std::sync::Arc<std::sync::atomic::AtomicBool>,
     ) {
+        use std::sync::atomic::Ordering::SeqCst;
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let mut buffer = vec![0u8; 64 * 1024];
         loop {
@@ -782,7 +801,10 @@ impl FreezableProxy {
             if read == 0 {
                 return;
             }
-            while frozen.load(std::sync::atomic::Ordering::SeqCst) {
+            let commits = buffer[..read]
+                .windows(COMMIT_MESSAGE.len())
+                .any(|window| window == COMMIT_MESSAGE);
+            while frozen.load(SeqCst) || (commits && holding_commits.load(SeqCst)) {
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }
             if to.write_all(&buffer[..read]).await.is_err() {
@@ -795,13 +817,15 @@ impl FreezableProxy {
         self.frozen
             .store(frozen, std::sync::atomic::Ordering::SeqCst);
     }
+
+    fn hold_commits(&self, holding: bool) {
+        self.holding_commits
+            .store(holding, std::sync::atomic::Ordering::SeqCst);
+    }
 }
 
-/// A database host that hangs (connections open, nothing answers): every request gets a
-/// 503 within the documented bound (the pool's acquire timeout plus the statement timeout),
-/// `/readyz` says "not ready" within 2 s, and the service recovers by itself once it answers.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_hung_database_is_503_within_the_bound_and_the_service_recovers() {
+/// An app on a PostgreSQL reached through a [`FreezableProxy`], with a call bound of 4 s.
+async fn app_behind_proxy() -> (TestApp, FreezableProxy) {
     let mut db = nb_db::testing::TestDatabase::postgres().await;
     let nb_db::DatabaseUrl::Postgres(direct) = &db.url else {
         unreachable!("a PostgreSQL test database");
@@ -824,6 +848,15 @@ async fn a_hung_database_is_503_within_the_bound_and_the_service_recovers() {
         config.database.url = Some(proxied.clone());
     })
     .await;
+    (app, proxy)
+}
+
+/// A database host that hangs (connections open, nothing answers): every request gets a
+/// 503 within the documented bound (the pool's acquire timeout plus the statement timeout),
+/// `/readyz` says "not ready" within 2 s, and the service recovers by itself once it answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_database_is_503_within_the_bound_and_the_service_recovers() {
+    let (app, proxy) = app_behind_proxy().await;
     let (token, key) = app.user_with_key("ada@example.com").await;
     assert_eq!(
         app.generate(&key, &json!({"prompt": "before"}))
@@ -878,6 +911,43 @@ async fn a_hung_database_is_503_within_the_bound_and_the_service_recovers() {
         200
     );
     // Usage is what the clients were told succeeded: before and after.
+    assert_eq!(app.usage(&token).await[0]["count"], 2);
+}
+
+/// A database that hangs just as a generation's transaction commits, and answers once its
+/// client was told 503: the commit lands late, and the generation is taken back (its row, its
+/// usage), so that usage is still what the clients were told succeeded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_commit_that_lands_after_its_client_was_answered_503_is_taken_back() {
+    let (app, proxy) = app_behind_proxy().await;
+    let (token, key) = app.user_with_key("ada@example.com").await;
+    let before = app.generate(&key, &json!({"prompt": "before"})).await;
+    assert_eq!(before.status(), 200);
+
+    proxy.hold_commits(true);
+    let held = app.generate(&key, &json!({"prompt": "held"})).await;
+    assert_error(held, 503, "database_unavailable").await;
+    proxy.hold_commits(false);
+
+    eventually_true(
+        "the late commit is taken back",
+        TEN_SECONDS,
+        RECOVERY_POLL,
+        || async {
+            let listed: Value = app.get_json("/v1/generations", &token).await;
+            let prompts: Vec<&str> = listed["generations"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|generation| generation["prompt"].as_str().unwrap())
+                .collect();
+            prompts == ["before"]
+        },
+    )
+    .await;
+    assert_eq!(app.usage(&token).await[0]["count"], 1);
+    let after = app.generate(&key, &json!({"prompt": "after"})).await;
+    assert_eq!(after.status(), 200);
     assert_eq!(app.usage(&token).await[0]["count"], 2);
 }
 

@@ -273,14 +273,28 @@ fn usage_increments(rows: &[GenerationRow]) -> Vec<(String, Date, i64, i64)> {
     increments
 }
 
-/// Writes succeeded generations and their usage in one transaction: all or none.
+/// How a batch's transaction ended when it did not fail.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum BatchWrite {
+    /// Every row and its usage are committed.
+    Committed,
+    /// Rolled back before `COMMIT`: `commit_by` had passed when the statements were done.
+    TooLate,
+}
+
+/// Writes succeeded generations and their usage in one transaction: all or none. The
+/// transaction commits only if its statements are done before `commit_by` (checked just
+/// before `COMMIT`): a database that answers again after a hang does not commit rows whose
+/// callers were told it failed.
 pub(crate) async fn write_successes(
     pool: &ConnectionPool,
-    rows: Vec<GenerationRow>,
-) -> Result<(), RepositoryError> {
+    rows: std::sync::Arc<[GenerationRow]>,
+    commit_by: std::time::Instant,
+) -> Result<BatchWrite, RepositoryError> {
     let increments = usage_increments(&rows);
     let ids: Vec<String> = rows.iter().map(|row| row.id.clone()).collect();
-    match pool {
+    let too_late = move || std::time::Instant::now() >= commit_by;
+    let written = match pool {
         ConnectionPool::Postgres(pool) => {
             let mut conn = pool.get().await.map_err(pool_error)?;
             conn.transaction::<_, diesel::result::Error, _>(async |conn| {
@@ -290,15 +304,17 @@ pub(crate) async fn write_successes(
                         .await?;
                 }
                 diesel::insert_into(generations::table)
-                    .values(&rows)
+                    .values(&rows[..])
                     .execute(conn)
                     .await?;
                 use crate::pool::run_async as run;
                 enqueue_events!(conn, run, &ids);
+                if too_late() {
+                    return Err(diesel::result::Error::RollbackTransaction);
+                }
                 Ok(())
             })
             .await
-            .map_err(query_error)
         }
         ConnectionPool::Sqlite(pool) => {
             let mut conn = pool.get().await.map_err(pool_error)?;
@@ -311,18 +327,97 @@ pub(crate) async fn write_successes(
                         )?;
                     }
                     diesel::RunQueryDsl::execute(
-                        diesel::insert_into(generations::table).values(&rows),
+                        diesel::insert_into(generations::table).values(&rows[..]),
                         conn,
                     )?;
                     use crate::pool::run_sync as run;
                     enqueue_events!(conn, run, &ids);
+                    if too_late() {
+                        return Err(diesel::result::Error::RollbackTransaction);
+                    }
                     Ok(())
                 })
             })
             .await
-            .map_err(query_error)
         }
+    };
+    match written {
+        Ok(()) => Ok(BatchWrite::Committed),
+        Err(diesel::result::Error::RollbackTransaction) => Ok(BatchWrite::TooLate),
+        Err(error) => Err(query_error(error)),
     }
+}
+
+/// Takes back committed successes whose callers were told they failed: their rows, their
+/// pending webhook events and their usage, in one transaction. Rows that are not there (their
+/// transaction did not commit after all) are skipped. Returns how many were taken back.
+pub(crate) async fn undo_successes(
+    pool: &ConnectionPool,
+    rows: Vec<GenerationRow>,
+) -> Result<usize, RepositoryError> {
+    use crate::schema::webhook_deliveries;
+    let ids: Vec<String> = rows.iter().map(|row| row.id.clone()).collect();
+    let removed_rows = move |removed: &[String]| -> Vec<(String, Date, i64, i64)> {
+        let taken_back: Vec<GenerationRow> = rows
+            .iter()
+            .filter(|row| removed.contains(&row.id))
+            .cloned()
+            .collect();
+        usage_increments(&taken_back)
+    };
+    let undone = match pool {
+        ConnectionPool::Postgres(pool) => {
+            let mut conn = pool.get().await.map_err(pool_error)?;
+            conn.transaction::<_, diesel::result::Error, _>(async |conn| {
+                diesel::delete(
+                    webhook_deliveries::table
+                        .filter(webhook_deliveries::generation_id.eq_any(&ids)),
+                )
+                .execute(conn)
+                .await?;
+                let removed: Vec<String> =
+                    diesel::delete(generations::table.filter(generations::id.eq_any(&ids)))
+                        .returning(generations::id)
+                        .get_results(conn)
+                        .await?;
+                for (key_id, day, count, cost) in removed_rows(&removed) {
+                    increment_usage!(&key_id, day, -count, -cost)
+                        .execute(conn)
+                        .await?;
+                }
+                Ok(removed.len())
+            })
+            .await
+        }
+        ConnectionPool::Sqlite(pool) => {
+            let mut conn = pool.get().await.map_err(pool_error)?;
+            conn.spawn_blocking(move |conn| {
+                conn.immediate_transaction(|conn| {
+                    diesel::RunQueryDsl::execute(
+                        diesel::delete(
+                            webhook_deliveries::table
+                                .filter(webhook_deliveries::generation_id.eq_any(&ids)),
+                        ),
+                        conn,
+                    )?;
+                    let removed: Vec<String> = diesel::RunQueryDsl::get_results(
+                        diesel::delete(generations::table.filter(generations::id.eq_any(&ids)))
+                            .returning(generations::id),
+                        conn,
+                    )?;
+                    for (key_id, day, count, cost) in removed_rows(&removed) {
+                        diesel::RunQueryDsl::execute(
+                            increment_usage!(&key_id, day, -count, -cost),
+                            conn,
+                        )?;
+                    }
+                    Ok(removed.len())
+                })
+            })
+            .await
+        }
+    };
+    undone.map_err(query_error)
 }
 
 /// Puts the events of the generations `$ids` (which must be written, with their final

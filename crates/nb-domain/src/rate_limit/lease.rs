@@ -29,12 +29,9 @@ use crate::system::Clock;
 pub const LEASE_LIFETIME: Duration = Duration::from_secs(1);
 /// The most requests' worth one slice holds.
 pub const MAX_SLICE: u32 = 1_000;
-/// The default share of an allowance one slice holds, in percent: none (every request asks
-/// the store). With a slice, a request is let through while the database hangs, and the
-/// success writer can commit a generation whose client was already answered 503 once the
-/// database answers again (seen in the hung-database test); until that is fixed, leasing is
-/// the operator's choice.
-pub const DEFAULT_LEASE_PERCENT: u8 = 0;
+/// The default share of an allowance one slice holds, in percent: allowances under 200 a
+/// minute are still decided per request.
+pub const DEFAULT_LEASE_PERCENT: u8 = 1;
 
 /// How much of an allowance an instance takes at once.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
