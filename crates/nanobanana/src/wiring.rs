@@ -213,6 +213,7 @@ pub fn wire(
             models.clone(),
         )
         .with_max_edit_turns(config.limits.max_edit_turns.get())
+        .with_image_memory_budget(config.limits.max_image_bytes_in_flight.get())
         .with_fallback_limits(config.limits.model_cooldown, config.upstream.deadline),
     );
     let accounts = Arc::new(

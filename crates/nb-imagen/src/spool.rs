@@ -50,9 +50,14 @@ impl SpoolFolder {
 #[derive(Debug)]
 struct TemporaryFile(tempfile::TempPath);
 
+#[async_trait::async_trait]
 impl SpoolFile for TemporaryFile {
     fn path(&self) -> &Path {
         &self.0
+    }
+
+    async fn read(&self) -> std::io::Result<Bytes> {
+        tokio::fs::read(&self.0).await.map(Bytes::from)
     }
 }
 

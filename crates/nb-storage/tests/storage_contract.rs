@@ -498,9 +498,14 @@ fn key_for_name(name: &str, _image: &GeneratedImage) -> bool {
 #[derive(Debug)]
 struct TestSpool(tempfile::TempPath);
 
+#[async_trait::async_trait]
 impl nb_domain::generation::SpoolFile for TestSpool {
     fn path(&self) -> &std::path::Path {
         &self.0
+    }
+
+    async fn read(&self) -> std::io::Result<bytes::Bytes> {
+        tokio::fs::read(&self.0).await.map(bytes::Bytes::from)
     }
 }
 

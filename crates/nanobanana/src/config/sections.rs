@@ -212,6 +212,9 @@ pub struct LimitsSection {
     pub idempotency_ttl_hours: u64,
     /// The longest conversational edit, in turns (the new one included).
     pub max_edit_turns: NonZeroUsize,
+    /// Bytes of images held whole in memory at once: those converted to another format and
+    /// those the answer carries (`b64_json`, streams); more wait for room.
+    pub max_image_bytes_in_flight: NonZeroU64,
     /// How long a model that failed 5 requests in a row is skipped in fallback chains.
     #[serde(rename = "model_cooldown_seconds")]
     #[serde_as(as = "DurationSeconds<u64>")]
@@ -426,6 +429,10 @@ impl Default for LimitsSection {
             idempotency_ttl_hours: 24,
             max_edit_turns: NonZeroUsize::new(nb_domain::generation::DEFAULT_MAX_EDIT_TURNS)
                 .unwrap_or(NonZeroUsize::MIN),
+            max_image_bytes_in_flight: NonZeroU64::new(
+                nb_domain::generation::DEFAULT_MAX_IMAGE_BYTES_IN_FLIGHT,
+            )
+            .unwrap_or(NonZeroU64::MIN),
             max_images_per_request: nb_domain::generation::DEFAULT_MAX_IMAGES_PER_REQUEST,
             model_cooldown: nb_domain::generation::DEFAULT_MODEL_COOLDOWN,
             rate_limits: RateLimitStore::Shared,

@@ -232,6 +232,11 @@ pub const VARIABLES: &[Variable] = &[
     ),
     var("NB_MAX_EDIT_TURNS", "limits.max_edit_turns", Number),
     var(
+        "NB_MAX_IMAGE_BYTES_IN_FLIGHT",
+        "limits.max_image_bytes_in_flight",
+        Number,
+    ),
+    var(
         "NB_MODEL_COOLDOWN_SECONDS",
         "limits.model_cooldown_seconds",
         Number,

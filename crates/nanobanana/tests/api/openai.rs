@@ -978,3 +978,98 @@ async fn a_stream_the_client_leaves_is_still_made_and_counted(app: TestApp) {
     )
     .await;
 }
+
+/// A PNG of `width`×`height` pixels of noise (it does not compress): about 3 bytes a pixel.
+fn noisy_png(width: u32, height: u32) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut encoder = png::Encoder::new(&mut out, width, height);
+    encoder.set_color(png::ColorType::Rgb);
+    encoder.set_depth(png::BitDepth::Eight);
+    let mut writer = encoder.write_header().unwrap();
+    let mut state = 0x2545_f491_4f6c_dd1d_u64;
+    let pixels: Vec<u8> = (0..width as usize * height as usize * 3)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state as u8
+        })
+        .collect();
+    writer.write_image_data(&pixels).unwrap();
+    writer.finish().unwrap();
+    out
+}
+
+/// Images past the spool threshold (2 MiB) go to a spool file as they arrive; those the answer
+/// carries (`b64_json`, streams) or that are converted are read back whole under the memory
+/// budget — here a budget smaller than one image, which is then held alone. Every answer has
+/// the image byte for byte, and no spool file is left.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_images_the_answer_needs_whole_are_read_back_from_their_spool_file() {
+    let app = TestApp::spawn_with(crate::helpers::Backend::Sqlite, |config| {
+        config.limits.max_image_bytes_in_flight = std::num::NonZeroU64::new(1024 * 1024).unwrap();
+    })
+    .await;
+    let (_, key) = app.user_with_key("ada@example.com").await;
+    let large = noisy_png(1100, 1100);
+    assert!(large.len() > 3 * 1024 * 1024, "{}", large.len());
+    let answer = json!({"candidates": [{"content": {"role": "model", "parts": [{"inlineData": {"mimeType": "image/png", "data": base64::engine::general_purpose::STANDARD.encode(&large)}}]}, "finishReason": "STOP", "index": 0}], "modelVersion": MODEL});
+    Mock::given(method("POST"))
+        .and(path_regex(":generateContent$"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(answer))
+        .with_priority(1)
+        .mount(&app.google)
+        .await;
+    let decode = |b64: &Value| {
+        base64::engine::general_purpose::STANDARD
+            .decode(b64.as_str().unwrap())
+            .unwrap()
+    };
+
+    let answered = app
+        .openai_generate(
+            &key,
+            &json!({"prompt": "noise", "response_format": "b64_json", "n": 2}),
+        )
+        .await;
+    assert_eq!(answered.status(), 200);
+    let body: Value = answered.json().await.unwrap();
+    for image in body["data"].as_array().unwrap() {
+        assert!(decode(&image["b64_json"]) == large, "b64_json");
+    }
+
+    let streamed = app
+        .openai_generate(&key, &json!({"prompt": "noise", "stream": true}))
+        .await;
+    let received = events(streamed).await;
+    assert_eq!(received.len(), 1);
+    assert!(decode(&received[0].1["b64_json"]) == large, "stream");
+
+    let converted = app
+        .openai_generate(
+            &key,
+            &json!({"prompt": "noise", "response_format": "b64_json", "output_format": "jpeg"}),
+        )
+        .await;
+    assert_eq!(converted.status(), 200);
+    let body: Value = converted.json().await.unwrap();
+    assert!(decode(&body["data"][0]["b64_json"]).starts_with(b"\xff\xd8\xff"));
+
+    let linked = app.openai_generate(&key, &json!({"prompt": "noise"})).await;
+    let body: Value = linked.json().await.unwrap();
+    let url = body["data"][0]["url"].as_str().unwrap();
+    let stored = app
+        .client
+        .get(url)
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    assert!(stored.as_ref() == large, "stored");
+
+    let spool = app.data_dir.path().join(".spool");
+    let left: Vec<_> = std::fs::read_dir(&spool).unwrap().collect();
+    assert!(left.is_empty(), "spool files left: {left:?}");
+}

@@ -463,9 +463,14 @@ impl fmt::Debug for GeneratedImage {
 /// A file holding an image the provider's answer was decoded into as it arrived, so that a
 /// large image is never held whole in memory. The adapter that wrote it removes it when the
 /// last handle is dropped.
+#[async_trait::async_trait]
 pub trait SpoolFile: Send + Sync + fmt::Debug + 'static {
     /// Where it is. Storage adapters read it from there, or link it into place.
     fn path(&self) -> &std::path::Path;
+
+    /// The whole file, for an answer that needs the image in memory (read under the
+    /// [`ImageMemoryBudget`](crate::generation::memory_budget::ImageMemoryBudget)).
+    async fn read(&self) -> std::io::Result<Bytes>;
 }
 
 /// An image in a [`SpoolFile`]: its first bytes (enough to tell its format and size), and
@@ -785,7 +790,8 @@ pub struct ImageRequest {
     /// AI's `imageOutputOptions`) is asked to; others leave it to the gateway's conversion.
     pub output: Option<OutputEncoding>,
     /// The image may be handed over spooled to a file ([`ImageData::Spooled`]) when it is
-    /// large; otherwise it is held in memory (it is converted, or answered whole).
+    /// large (every generation's: one needed whole is read back under the memory budget);
+    /// otherwise it is held in memory.
     pub may_spool: bool,
 }
 
@@ -1081,8 +1087,8 @@ impl GenerationRequest {
             images,
             history: Vec::new(),
             output: self.output,
-            // A converted or answered image is needed whole.
-            may_spool: self.output.is_none() && !self.image_in_answer,
+            // Read back under the memory budget when the answer needs it whole.
+            may_spool: true,
         }
     }
 }
@@ -1420,6 +1426,10 @@ pub struct Generation {
     pub requested_model: Option<ImageModel>,
     /// In memory when the request said the answer carries it; large ones may be spooled.
     pub image: ImageData,
+    /// What the image holds of the memory budget while it is in memory for the answer (see
+    /// [`ImageMemoryBudget`](crate::generation::memory_budget::ImageMemoryBudget)); given back when the last
+    /// clone of this generation is dropped, once its answer is written.
+    pub held_memory: Option<Arc<crate::generation::memory_budget::HeldImageBytes>>,
     /// Read from the image's header, when it can be.
     pub dimensions: Option<(u32, u32)>,
     pub usage: Option<TokenUsage>,

@@ -15,9 +15,10 @@ use time::OffsetDateTime;
 
 use super::breaker::ModelBreaker;
 use super::catalog::ModelPrice;
-use super::error::{ConversionError, GenerateError, ProviderError};
+use super::error::{ConversionError, GenerateError, ProviderError, StorageError};
+use super::memory_budget::{ImageMemoryBudget, ImageMemoryScope};
 use super::model::{
-    AllowedModels, Generation, GenerationId, GenerationOutcome, GenerationRecord,
+    AllowedModels, GeneratedImage, Generation, GenerationId, GenerationOutcome, GenerationRecord,
     GenerationRequest, GenerationTimings, ImageCount, ImageData, ImageModel, ImageRequest,
     ObjectKey, image_dimensions,
 };
@@ -126,6 +127,8 @@ pub struct GenerationService {
     breaker: Arc<ModelBreaker>,
     /// Fallbacks are tried only while the first model's upstream deadline has not passed.
     upstream_deadline: Duration,
+    /// Bytes of images held whole at once (conversions, images in answers).
+    image_memory: ImageMemoryBudget,
 }
 
 /// Where a generation's outcome is written.
@@ -204,6 +207,21 @@ pub trait Generations: Send + Sync + 'static {
     fn now(&self) -> OffsetDateTime;
 }
 
+/// The image in memory: read from its spool file when it was spooled.
+async fn whole(image: ImageData) -> Result<GeneratedImage, StorageError> {
+    match image {
+        ImageData::InMemory(image) => Ok(image),
+        ImageData::Spooled(spooled) => {
+            let bytes = spooled
+                .file()
+                .read()
+                .await
+                .map_err(|error| StorageError::Unavailable(Box::new(error)))?;
+            GeneratedImage::from_bytes(bytes).map_err(|error| StorageError::Failed(Box::new(error)))
+        }
+    }
+}
+
 impl GenerationService {
     pub fn new(ports: GenerationPorts, models: AllowedModels) -> Self {
         Self {
@@ -212,7 +230,15 @@ impl GenerationService {
             max_edit_turns: DEFAULT_MAX_EDIT_TURNS,
             breaker: Arc::new(ModelBreaker::default()),
             upstream_deadline: Duration::from_secs(120),
+            image_memory: ImageMemoryBudget::default(),
         }
+    }
+
+    /// Images to convert, or that answers carry, are held whole at most `bytes` at once
+    /// (`NB_MAX_IMAGE_BYTES_IN_FLIGHT`); more wait for room.
+    pub fn with_image_memory_budget(mut self, bytes: u64) -> Self {
+        self.image_memory = ImageMemoryBudget::new(bytes);
+        self
     }
 
     /// Fallback chains skip a model for `cooldown` after it failed 5 requests in a row, and
@@ -230,16 +256,30 @@ impl GenerationService {
         self
     }
 
-    #[tracing::instrument(
-        skip_all,
-        fields(generation_id, key_id = %caller.key_id, model = %request.model, size = %request.size, inputs = request.inputs.images().len())
-    )]
     pub(crate) async fn generate(
         &self,
         caller: AuthenticatedApiKey,
         request: GenerationRequest,
         history: &[ConversationTurn],
         via: RecordVia<'_>,
+    ) -> Result<Generation, GenerateError> {
+        let memory = self.image_memory.scope();
+        self.generate_in(caller, request, history, via, &memory)
+            .await
+    }
+
+    /// One image, held in `memory` (its request's scope) while it is needed whole.
+    #[tracing::instrument(
+        skip_all,
+        fields(generation_id, key_id = %caller.key_id, model = %request.model, size = %request.size, inputs = request.inputs.images().len())
+    )]
+    pub(crate) async fn generate_in(
+        &self,
+        caller: AuthenticatedApiKey,
+        request: GenerationRequest,
+        history: &[ConversationTurn],
+        via: RecordVia<'_>,
+        memory: &ImageMemoryScope,
     ) -> Result<Generation, GenerateError> {
         let ports = &self.ports;
         let (id, submitted_at) = match via {
@@ -295,16 +335,34 @@ impl GenerationService {
             }
         };
         // The format asked for, when it is not what the model made.
-        let image = match request
+        let conversion = request
             .output
-            .filter(|output| !encoded_as_asked && output.converts(image.format()))
-        {
+            .filter(|output| !encoded_as_asked && output.converts(image.format()));
+        // An image to convert, or that the answer carries, is needed whole: held in memory
+        // under the budget, read back when it was spooled.
+        let (image, held_memory) = if conversion.is_some() || request.image_in_answer {
+            let held = memory.hold(image.len()).await;
+            match whole(image).await {
+                Ok(image) => (ImageData::InMemory(image), Some(Arc::new(held))),
+                Err(error) => {
+                    let failed = record(
+                        GenerationOutcome::Failed { code: error.code() },
+                        usage,
+                        None,
+                    );
+                    return Err(self.record_failure(failed, error.into(), via).await);
+                }
+            }
+        } else {
+            (image, None)
+        };
+        let image = match conversion {
             Some(output) => {
                 let converted = match image.in_memory() {
                     Some(image) => ports.converter.convert(image, output).await,
-                    // Never: an image to convert is not spooled (`ImageRequest::may_spool`).
+                    // Never: it was made whole above.
                     None => Err(ConversionError(
-                        "the provider spooled an image that was to be converted".into(),
+                        "an image to convert was not in memory".into(),
                     )),
                 };
                 match converted {
@@ -430,6 +488,7 @@ impl GenerationService {
             cost,
             previous: request.previous,
             image,
+            held_memory,
             created_at,
             timings,
         })
@@ -596,9 +655,19 @@ impl GenerationService {
         if let Some(events) = events {
             let _ = events.send(BatchEvent::Started(Standings::of(reserved.as_ref())));
         }
-        // Each image as it is made (in the order they finish).
+        // Each image as it is made (in the order they finish); they are answered together, so
+        // they share a memory scope.
+        let memory = self.image_memory.scope();
         let mut pending: futures_util::stream::FuturesUnordered<_> = (0..count.get())
-            .map(|_| self.generate(caller, request.clone(), &history, RecordVia::History))
+            .map(|_| {
+                self.generate_in(
+                    caller,
+                    request.clone(),
+                    &history,
+                    RecordVia::History,
+                    &memory,
+                )
+            })
             .collect();
         let mut made = Vec::with_capacity(count.get());
         let mut first_failure = None;
@@ -883,8 +952,8 @@ mod tests {
     use crate::api_keys::model::ApiKeyId;
     use crate::generation::error::{ProviderError, StorageError};
     use crate::generation::model::{
-        GeneratedImage, ImageFormat, ImageShape, ImageStyle, InputImages, OutputEncoding,
-        PixelSize, Prompt, ProvidedImage, StoredImage,
+        GeneratedImage, ImageFormat, ImageShape, ImageStyle, InputImages, PixelSize, Prompt,
+        ProvidedImage, StoredImage,
     };
     use crate::generation::ports::{
         MockGenerationRepository, MockImageProvider, MockObjectStorage,
@@ -1078,12 +1147,18 @@ mod tests {
         assert_eq!(generation.created_at, NOW);
     }
 
+    /// A spool file at a path, holding `bytes` (nothing is on disk).
     #[derive(Debug)]
-    struct NamedFile(std::path::PathBuf);
+    struct NamedFile(std::path::PathBuf, Bytes);
 
+    #[async_trait]
     impl crate::generation::model::SpoolFile for NamedFile {
         fn path(&self) -> &std::path::Path {
             &self.0
+        }
+
+        async fn read(&self) -> std::io::Result<Bytes> {
+            Ok(self.1.clone())
         }
     }
 
@@ -1107,7 +1182,7 @@ mod tests {
                 let spooled = crate::generation::model::SpooledImage::new(
                     png_head_640x480(),
                     16_000_000,
-                    Arc::new(NamedFile("/spool/.spool-1".into())),
+                    Arc::new(NamedFile("/spool/.spool-1".into(), Bytes::new())),
                 )
                 .unwrap();
                 Ok(ProvidedImage {
@@ -1151,24 +1226,90 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn an_image_the_answer_carries_or_that_is_converted_is_never_spooled() {
-        for (image_in_answer, output) in [
-            (true, None),
-            (
-                false,
-                Some(OutputEncoding {
-                    format: ImageFormat::Webp,
-                    quality: 80,
-                    quality_asked: true,
-                }),
-            ),
-        ] {
-            let mut asked = request();
-            asked.image_in_answer = image_in_answer;
-            asked.output = output;
-            assert!(!asked.image_request().may_spool);
-        }
-        assert!(request().image_request().may_spool);
+    async fn a_spooled_image_the_answer_carries_is_read_back_under_the_memory_budget() {
+        const MIB: u64 = 1024 * 1024;
+        let mut image = png_head_640x480().to_vec();
+        image.resize(3 * MIB as usize, 0);
+        let image = Bytes::from(image);
+        let file_bytes = image.clone();
+        let mut provider = MockImageProvider::new();
+        provider
+            .expect_generate()
+            .withf(|request| request.may_spool)
+            .times(1)
+            .returning(move |_| {
+                let spooled = crate::generation::model::SpooledImage::new(
+                    file_bytes.slice(..64),
+                    file_bytes.len() as u64,
+                    Arc::new(NamedFile("/spool/.spool-1".into(), file_bytes.clone())),
+                )
+                .unwrap();
+                Ok(ProvidedImage {
+                    image: ImageData::Spooled(spooled),
+                    usage: None,
+                    parts: Vec::new(),
+                    encoded_as_asked: false,
+                })
+            });
+        let mut storage = MockObjectStorage::new();
+        storage.expect_put_spooled().never();
+        storage.expect_put().times(1).returning(|key, _| {
+            Ok(StoredImage {
+                url: format!("https://cdn/{}", key.as_str()),
+                url_is_lasting: true,
+            })
+        });
+        let generations = expecting_one_record(|_| true);
+        let service = service(provider, storage, generations).with_image_memory_budget(8 * MIB);
+        let mut asked = request();
+        asked.image_in_answer = true;
+        let generation = service
+            .generate(CALLER, asked, &[], RecordVia::History)
+            .await
+            .unwrap();
+        assert_eq!(
+            generation.image.in_memory().unwrap().bytes(),
+            &image,
+            "the answer carries the spooled file's bytes"
+        );
+        assert_eq!(generation.held_memory.as_ref().unwrap().bytes(), 3 * MIB);
+        assert_eq!(service.image_memory.available(), 5 * MIB);
+        drop(generation);
+        assert_eq!(service.image_memory.available(), 8 * MIB);
+    }
+
+    #[tokio::test]
+    async fn an_image_stored_from_its_spool_file_holds_no_memory() {
+        let mut provider = MockImageProvider::new();
+        provider.expect_generate().times(1).returning(|_| {
+            let spooled = crate::generation::model::SpooledImage::new(
+                png_head_640x480(),
+                16_000_000,
+                Arc::new(NamedFile("/spool/.spool-1".into(), Bytes::new())),
+            )
+            .unwrap();
+            Ok(ProvidedImage {
+                image: ImageData::Spooled(spooled),
+                usage: None,
+                parts: Vec::new(),
+                encoded_as_asked: false,
+            })
+        });
+        let mut storage = MockObjectStorage::new();
+        storage.expect_put_spooled().times(1).returning(|key, _| {
+            Ok(StoredImage {
+                url: format!("https://cdn/{}", key.as_str()),
+                url_is_lasting: true,
+            })
+        });
+        let service = service(provider, storage, expecting_one_record(|_| true))
+            .with_image_memory_budget(1024 * 1024);
+        let generation = service
+            .generate(CALLER, request(), &[], RecordVia::History)
+            .await
+            .unwrap();
+        assert!(generation.held_memory.is_none());
+        assert_eq!(service.image_memory.available(), 1024 * 1024);
     }
 
     #[tokio::test]
