@@ -526,13 +526,18 @@ async fn jobs_held_by_a_killed_instance_are_finished_by_another() {
         "{answers:?}"
     );
     assert_eq!(database.rows_in("generation_jobs").await, 0);
-    // Each job's event was delivered (at least once), verifiable, under one webhook-id.
+    // Each job's event was delivered (at least once), verifiable, under one webhook-id (the
+    // synchronous generations above have events too: they are not the jobs').
     let verifier = standardwebhooks::Webhook::new(&secret).unwrap();
     let delivered = || async {
         let mut events: std::collections::BTreeMap<String, Vec<Value>> = Default::default();
         for request in receiver.received_requests().await.unwrap() {
             verifier.verify(&request.body, &request.headers).unwrap();
             let body: Value = serde_json::from_slice(&request.body).unwrap();
+            let generation = body["data"]["id"].as_str().unwrap();
+            if !ids.iter().any(|job| job == generation) {
+                continue;
+            }
             events
                 .entry(request.headers["webhook-id"].to_str().unwrap().to_owned())
                 .or_default()
@@ -549,8 +554,6 @@ async fn jobs_held_by_a_killed_instance_are_finished_by_another() {
     .await;
     for (webhook_id, bodies) in delivered().await {
         assert!(bodies.iter().all(|body| *body == bodies[0]), "{webhook_id}");
-        let id = bodies[0]["data"]["id"].as_str().unwrap();
-        assert!(ids.iter().any(|job| job == id));
         assert_eq!(bodies[0]["data"]["status"], "succeeded");
     }
     drop(second);
