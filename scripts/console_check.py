@@ -100,6 +100,14 @@ class Console:
                 continue
             self.console_errors.append(entry["message"])
 
+    def signed_out_chrome(self):
+        """No navigation and no Log out while signed out; focus on the heading, unframed."""
+        assert not self.driver.find_element(By.ID, "nav").is_displayed(), "navigation shown signed out"
+        assert not self.driver.find_element(By.ID, "logout").is_displayed(), "Log out shown signed out"
+        focused = self.driver.execute_script(
+            "const e = document.activeElement; return [e.tagName, getComputedStyle(e).outlineStyle];")
+        assert focused == ["H1", "none"], f"focus: {focused}"
+
     def shoot(self, name):
         """A desktop and a 375 px screenshot of the page as it is."""
         os.makedirs(SHOTS, exist_ok=True)
@@ -153,9 +161,11 @@ def run(binary, fake_google):
         driver = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=options)
         console = Console(driver, base)
 
-        # Sign up (an error first: shown next to its field, in words).
+        # Sign up (an error first: shown next to its field, in words). Signed out, there is no
+        # navigation and no "Log out"; the page's heading has focus, with no frame drawn.
         driver.get(f"{base}/console")
         console.heading("Log in")
+        console.signed_out_chrome()
         console.shoot("login")
         driver.find_element(By.LINK_TEXT, "Create an account").click()
         console.heading("Create an account")
@@ -312,12 +322,30 @@ def run(binary, fake_google):
         console.accept_confirm()
         console.text_in("#webhooks", "No endpoints yet.")
 
-        # Log out: the session is over.
+        # Log out: the session is over, and the navigation is gone.
         driver.find_element(By.CSS_SELECTOR, "#logout").click()
         console.heading("Log in")
+        console.signed_out_chrome()
         status = driver.execute_script(
             "return fetch('/v1/auth/me', {credentials: 'same-origin'}).then(r => r.status)")
         assert status == 401, status
+
+        # An ordinary user (not an operator): no Admin link, and no admin route is asked (it
+        # would answer 403, an error in the browser's console), neither at sign-up nor after a
+        # reload.
+        driver.find_element(By.LINK_TEXT, "Create an account").click()
+        console.heading("Create an account")
+        console.fill("#email", "ordinary@example.com")
+        console.fill("#password", PASSWORD)
+        driver.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+        console.heading("API keys")
+        assert not driver.find_element(By.ID, "nav-admin").is_displayed(), "an Admin link for a user"
+        driver.refresh()
+        console.heading("API keys")
+        assert driver.find_element(By.ID, "nav").is_displayed()
+        assert not driver.find_element(By.ID, "nav-admin").is_displayed()
+        console.go("usage", "Usage")
+        console.go("history", "History")
         console.collect_console()
         assert not console.console_errors, f"browser console: {console.console_errors}"
         print(f"console: the browser flow passed; screenshots in {SHOTS}")

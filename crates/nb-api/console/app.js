@@ -41,9 +41,10 @@ function svg(tag, attributes = {}, ...children) {
 
 function show(title, ...content) {
   const view = document.getElementById("view");
-  view.replaceChildren(h("h1", {}, title), ...content);
+  const heading = h("h1", { tabindex: "-1" }, title);
+  view.replaceChildren(heading, ...content);
   document.title = `${title} · NanoBanana console`;
-  view.focus();
+  heading.focus();
 }
 
 function announce(message) {
@@ -155,7 +156,9 @@ function authPage(kind) {
         showError(form, result, { email: "email", password: "password" });
         return;
       }
-      state.me = result.data.user;
+      // `/v1/auth/me` also says whether the user is an operator.
+      const me = await api("GET", "/v1/auth/me");
+      state.me = me.ok ? me.data : result.data.user;
       await refreshNav();
       location.hash = "#/keys";
     });
@@ -838,10 +841,8 @@ const pages = {
 async function refreshNav() {
   const nav = document.getElementById("nav");
   nav.hidden = !state.me;
-  if (state.me) {
-    const admin = await api("GET", "/v1/admin/users?limit=1");
-    state.isAdmin = admin.ok;
-  }
+  // `/v1/auth/me` says whether the user is an operator: no probing of an admin route.
+  state.isAdmin = Boolean(state.me && state.me.is_admin);
   document.getElementById("nav-admin").hidden = !state.isAdmin;
 }
 

@@ -226,11 +226,23 @@ async fn an_admin_cannot_erase_their_own_account(app: TestApp) {
     assert_eq!(app.get_with("/v1/admin/users", &token).await.status(), 200);
 }
 
+/// What `/v1/auth/me` says of the user's admin rights.
+async fn is_admin(app: &TestApp, token: &str) -> bool {
+    let me: Value = app
+        .get_with("/v1/auth/me", token)
+        .await
+        .json()
+        .await
+        .unwrap();
+    me["is_admin"].as_bool().unwrap()
+}
+
 /// Admin rights stay with the first account that held the email: once it is gone (erased
 /// behind the API's back, as an operator could), a new registration of the same email is
 /// refused the admin routes, until the operator releases the email.
 async fn admin_rights_stay_with_the_first_account_that_held_the_email(app: TestApp) {
     let first = app.signed_up(ADMIN_EMAIL).await;
+    assert!(is_admin(&app, &first).await);
     assert_eq!(app.get_with("/v1/admin/users", &first).await.status(), 200);
     let first_id = user_id(&app, &first).await;
     let tombstone = EmailAddress::tombstone(first_id, uuid::Uuid::now_v7());
@@ -241,6 +253,10 @@ async fn admin_rights_stay_with_the_first_account_that_held_the_email(app: TestA
         .unwrap()
         .unwrap();
     let newcomer = app.signed_up(ADMIN_EMAIL).await;
+    assert!(
+        !is_admin(&app, &newcomer).await,
+        "/v1/auth/me says what the routes do"
+    );
     let refused = app.get_with("/v1/admin/users", &newcomer).await;
     assert_error(refused, 403, "admin_only").await;
     let email = EmailAddress::parse(ADMIN_EMAIL).unwrap();

@@ -2,6 +2,7 @@
 
 use actix_web::{HttpRequest, HttpResponse, web};
 use nb_domain::accounts::{EmailAddress, Password, Session, User};
+use nb_domain::admin::AdminError;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use utoipa::{IntoParams, ToSchema};
@@ -309,15 +310,35 @@ pub(crate) async fn change_password(
     session_answer(&state, &request, user, &session, via_cookie)
 }
 
-/// The signed-in user.
+/// The signed-in user, and whether they are an operator.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct MeResponse {
+    #[serde(flatten)]
+    user: UserResponse,
+    /// Whether the `/v1/admin` routes are open to this user (`NB_ADMIN_EMAILS`).
+    is_admin: bool,
+}
+
+/// The signed-in user, and whether they are an admin.
 #[utoipa::path(get, path = "/v1/auth/me", tag = "accounts", security(("access_token" = [])),
     responses(
-        (status = 200, description = "The user", body = UserResponse),
+        (status = 200, description = "The user", body = MeResponse),
         (status = 401, description = "Missing, invalid or expired access token", body = ErrorBody),
         (status = 403, description = "The account is disabled (`account_disabled`)", body = ErrorBody),
     ))]
-pub(crate) async fn me(SignedInUser(user): SignedInUser) -> web::Json<UserResponse> {
-    web::Json(user.into())
+pub(crate) async fn me(
+    state: web::Data<AppState>,
+    SignedInUser(user): SignedInUser,
+) -> Result<web::Json<MeResponse>, ApiError> {
+    let is_admin = match state.admin.require_admin(&user).await {
+        Ok(()) => true,
+        Err(AdminError::NotAdmin) => false,
+        Err(error) => return Err(error.into()),
+    };
+    Ok(web::Json(MeResponse {
+        user: user.into(),
+        is_admin,
+    }))
 }
 
 #[derive(Deserialize, ToSchema)]
