@@ -190,12 +190,7 @@ async fn a_csrf_token_is_bound_to_its_session(app: TestApp) {
 }
 
 async fn user_id(app: &TestApp, token: &str) -> UserId {
-    let me: Value = app
-        .get_with("/v1/auth/me", token)
-        .await
-        .json()
-        .await
-        .unwrap();
+    let me = app.get_json("/v1/auth/me", token).await;
     UserId(uuid::Uuid::parse_str(me["id"].as_str().unwrap()).unwrap())
 }
 
@@ -228,13 +223,9 @@ async fn an_admin_cannot_erase_their_own_account(app: TestApp) {
 
 /// What `/v1/auth/me` says of the user's admin rights.
 async fn is_admin(app: &TestApp, token: &str) -> bool {
-    let me: Value = app
-        .get_with("/v1/auth/me", token)
-        .await
-        .json()
-        .await
-        .unwrap();
-    me["is_admin"].as_bool().unwrap()
+    app.get_json("/v1/auth/me", token).await["is_admin"]
+        .as_bool()
+        .unwrap()
 }
 
 /// Admin rights stay with the first account that held the email: once it is gone (erased

@@ -1217,12 +1217,16 @@ mod tests {
                 }
             )
         });
-        let generation = service(provider, storage, generations)
+        let service = service(provider, storage, generations).with_image_memory_budget(1 << 20);
+        let generation = service
             .generate(CALLER, request(), &[], RecordVia::History)
             .await
             .unwrap();
         assert_eq!(generation.dimensions, Some((640, 480)));
         assert!(generation.image.in_memory().is_none());
+        // Stored from its file: it holds nothing of the memory budget.
+        assert!(generation.held_memory.is_none());
+        assert_eq!(service.image_memory.available(), 1 << 20);
     }
 
     #[tokio::test]
@@ -1276,40 +1280,6 @@ mod tests {
         assert_eq!(service.image_memory.available(), 5 * MIB);
         drop(generation);
         assert_eq!(service.image_memory.available(), 8 * MIB);
-    }
-
-    #[tokio::test]
-    async fn an_image_stored_from_its_spool_file_holds_no_memory() {
-        let mut provider = MockImageProvider::new();
-        provider.expect_generate().times(1).returning(|_| {
-            let spooled = crate::generation::model::SpooledImage::new(
-                png_head_640x480(),
-                16_000_000,
-                Arc::new(NamedFile("/spool/.spool-1".into(), Bytes::new())),
-            )
-            .unwrap();
-            Ok(ProvidedImage {
-                image: ImageData::Spooled(spooled),
-                usage: None,
-                parts: Vec::new(),
-                encoded_as_asked: false,
-            })
-        });
-        let mut storage = MockObjectStorage::new();
-        storage.expect_put_spooled().times(1).returning(|key, _| {
-            Ok(StoredImage {
-                url: format!("https://cdn/{}", key.as_str()),
-                url_is_lasting: true,
-            })
-        });
-        let service = service(provider, storage, expecting_one_record(|_| true))
-            .with_image_memory_budget(1024 * 1024);
-        let generation = service
-            .generate(CALLER, request(), &[], RecordVia::History)
-            .await
-            .unwrap();
-        assert!(generation.held_memory.is_none());
-        assert_eq!(service.image_memory.available(), 1024 * 1024);
     }
 
     #[tokio::test]
