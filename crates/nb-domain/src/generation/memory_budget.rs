@@ -36,8 +36,8 @@ pub struct ImageMemoryBudget {
 /// Bytes of the budget held by one image; given back when dropped.
 #[derive(Debug)]
 pub struct HeldImageBytes {
-    /// `None` when the image went over the budget.
-    _permit: Option<OwnedSemaphorePermit>,
+    /// Given back when dropped; `None` when the image went over the budget.
+    permit: Option<OwnedSemaphorePermit>,
     bytes: u64,
 }
 
@@ -48,7 +48,7 @@ impl HeldImageBytes {
 
     /// Whether the image is held beyond the budget (see the module's note).
     pub fn over_budget(&self) -> bool {
-        self._permit.is_none()
+        self.permit.is_none()
     }
 }
 
@@ -72,10 +72,7 @@ impl ImageMemoryScope {
         if permit.is_none() {
             metrics::counter!("image_bytes_over_budget_total").increment(bytes);
         }
-        HeldImageBytes {
-            _permit: permit,
-            bytes,
-        }
+        HeldImageBytes { permit, bytes }
     }
 }
 
@@ -107,7 +104,7 @@ impl ImageMemoryBudget {
             .await
             .expect("the budget's semaphore is never closed");
         HeldImageBytes {
-            _permit: Some(permit),
+            permit: Some(permit),
             bytes,
         }
     }

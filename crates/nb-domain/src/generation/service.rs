@@ -1162,6 +1162,22 @@ mod tests {
         }
     }
 
+    /// The provider's answer of an image spooled to `/spool/.spool-1`, which holds `file`.
+    fn spooled_answer(head: Bytes, len: u64, file: Bytes) -> ProvidedImage {
+        let spooled = crate::generation::model::SpooledImage::new(
+            head,
+            len,
+            Arc::new(NamedFile("/spool/.spool-1".into(), file)),
+        )
+        .unwrap();
+        ProvidedImage {
+            image: ImageData::Spooled(spooled),
+            usage: None,
+            parts: Vec::new(),
+            encoded_as_asked: false,
+        }
+    }
+
     /// A PNG header of 640x480 (IHDR), as a spooled image's head.
     fn png_head_640x480() -> Bytes {
         let mut head = b"\x89PNG\r\n\x1a\n\0\0\0\x0dIHDR".to_vec();
@@ -1178,20 +1194,7 @@ mod tests {
             .expect_generate()
             .withf(|request| request.may_spool)
             .times(1)
-            .returning(|_| {
-                let spooled = crate::generation::model::SpooledImage::new(
-                    png_head_640x480(),
-                    16_000_000,
-                    Arc::new(NamedFile("/spool/.spool-1".into(), Bytes::new())),
-                )
-                .unwrap();
-                Ok(ProvidedImage {
-                    image: ImageData::Spooled(spooled),
-                    usage: None,
-                    parts: Vec::new(),
-                    encoded_as_asked: false,
-                })
-            });
+            .returning(|_| Ok(spooled_answer(png_head_640x480(), 16_000_000, Bytes::new())));
         let mut storage = MockObjectStorage::new();
         storage.expect_put().never();
         storage
@@ -1242,18 +1245,12 @@ mod tests {
             .withf(|request| request.may_spool)
             .times(1)
             .returning(move |_| {
-                let spooled = crate::generation::model::SpooledImage::new(
+                let len = file_bytes.len() as u64;
+                Ok(spooled_answer(
                     file_bytes.slice(..64),
-                    file_bytes.len() as u64,
-                    Arc::new(NamedFile("/spool/.spool-1".into(), file_bytes.clone())),
-                )
-                .unwrap();
-                Ok(ProvidedImage {
-                    image: ImageData::Spooled(spooled),
-                    usage: None,
-                    parts: Vec::new(),
-                    encoded_as_asked: false,
-                })
+                    len,
+                    file_bytes.clone(),
+                ))
             });
         let mut storage = MockObjectStorage::new();
         storage.expect_put_spooled().never();
