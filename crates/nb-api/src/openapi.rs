@@ -44,6 +44,7 @@ use crate::routes::{accounts, admin, api_keys, generate, history, images, ops, u
         webhooks::delete,
         webhooks::rotate,
         webhooks::deliveries,
+        webhooks::send_test,
         usage::usage,
         admin::list_users,
         admin::update_user,

@@ -136,6 +136,28 @@ const DUE_POSTGRES: &str = "SELECT endpoint_id, generation_id FROM webhook_deliv
 const DUE_SQLITE: &str = "SELECT endpoint_id, generation_id FROM webhook_deliveries \
      WHERE state = 'pending' AND next_attempt_at <= ?1 ORDER BY next_attempt_at LIMIT ?2";
 
+impl Database {
+    /// The user's endpoint `id`, when it is theirs.
+    async fn endpoint_row(
+        &self,
+        user_id: UserId,
+        id: WebhookId,
+    ) -> Result<Option<EndpointRow>, RepositoryError> {
+        let (user, id) = (user_id.to_string(), id.0.to_string());
+        with_transaction!(self, |conn, run| {
+            run!(
+                webhook_endpoints::table
+                    .find(&id)
+                    .filter(webhook_endpoints::user_id.eq(&user))
+                    .select(EndpointRow::as_select()),
+                get_result,
+                conn
+            )
+            .optional()
+        })
+    }
+}
+
 #[async_trait]
 impl WebhookRepository for Database {
     async fn create_endpoint(&self, new: &NewEndpoint) -> Result<(), RepositoryError> {
@@ -195,19 +217,19 @@ impl WebhookRepository for Database {
         user_id: UserId,
         id: WebhookId,
     ) -> Result<Option<Endpoint>, RepositoryError> {
-        let (user, id) = (user_id.to_string(), id.0.to_string());
-        let row: Option<EndpointRow> = with_transaction!(self, |conn, run| {
-            run!(
-                webhook_endpoints::table
-                    .find(&id)
-                    .filter(webhook_endpoints::user_id.eq(&user))
-                    .select(EndpointRow::as_select()),
-                get_result,
-                conn
-            )
-            .optional()
-        })?;
+        let row = self.endpoint_row(user_id, id).await?;
         row.as_ref().map(EndpointRow::endpoint).transpose()
+    }
+
+    async fn find_endpoint_with_secrets(
+        &self,
+        user_id: UserId,
+        id: WebhookId,
+        now: OffsetDateTime,
+    ) -> Result<Option<(Endpoint, SealedSecrets)>, RepositoryError> {
+        let row = self.endpoint_row(user_id, id).await?;
+        row.map(|row| Ok((row.endpoint()?, row.secrets(to_stored_time(now)))))
+            .transpose()
     }
 
     async fn update_endpoint(

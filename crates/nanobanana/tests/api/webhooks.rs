@@ -261,6 +261,56 @@ async fn a_rotated_secret_signs_beside_the_new_one(app: TestApp) {
     assert_eq!(signatures.split(' ').count(), 2, "{signatures}");
 }
 
+/// "Send test event": one signed `webhook.test` POST now, verifiable with the secret, whatever
+/// events the endpoint takes; its outcome is the answer (a receiver that refuses it too), and
+/// it is neither an outbox delivery nor retried. Another account's endpoint is a 404.
+async fn a_test_event_is_signed_sent_now_and_answered(app: TestApp) {
+    let (token, _) = app.user_with_key("ada@example.com").await;
+    let (other, _) = app.user_with_key("bob@example.com").await;
+    let receiver = receiver(1).await;
+    let response = app
+        .create_webhook(
+            &token,
+            &json!({"url": format!("{}/hook", receiver.uri()), "events": ["generation.canceled"]}),
+        )
+        .await;
+    assert_eq!(response.status(), 201);
+    let created: Value = response.json().await.unwrap();
+    let id = created["id"].as_str().unwrap();
+    let send_test = |token: String| {
+        let request = app
+            .client
+            .post(app.url(&format!("/v1/webhooks/{id}/test")))
+            .bearer_auth(token);
+        async move { request.send().await.unwrap() }
+    };
+    // The receiver answers its first request 500: said so, not retried.
+    let refused = send_test(token.clone()).await;
+    assert_eq!(refused.status(), 200);
+    let refused: Value = refused.json().await.unwrap();
+    assert_eq!(refused["delivered"], false, "{refused}");
+    assert_eq!(refused["status_code"], 500, "{refused}");
+    let delivered = send_test(token.clone()).await;
+    let delivered: Value = delivered.json().await.unwrap();
+    assert_eq!(delivered["delivered"], true, "{delivered}");
+    assert_eq!(delivered["status_code"], 204, "{delivered}");
+    assert!(delivered["duration_ms"].is_u64(), "{delivered}");
+    let events = verified(&receiver, created["secret"].as_str().unwrap()).await;
+    assert_eq!(events.len(), 2, "{events:?}");
+    for (message_id, body) in &events {
+        assert!(message_id.starts_with("msg_test_"), "{message_id}");
+        assert_eq!(body["type"], "webhook.test");
+        assert_eq!(body["data"]["webhook_id"], id);
+        assert!(body["timestamp"].is_string());
+    }
+    assert_ne!(events[0].0, events[1].0, "each test event is a message of its own");
+    assert!(app.webhook_deliveries(&token, id).await.is_empty());
+    let foreign = send_test(other).await;
+    assert_error(foreign, 404, "webhook_not_found").await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(receiver.received_requests().await.unwrap().len(), 2);
+}
+
 async fn an_endpoint_failing_every_attempt_is_marked_failing(app: TestApp) {
     let (token, key) = app.user_with_key("ada@example.com").await;
     let receiver = receiver(100).await;
@@ -414,6 +464,7 @@ crate::configured_on_both_backends!(
     },
     a_rotated_secret_signs_beside_the_new_one => open_targets,
     an_endpoint_failing_every_attempt_is_marked_failing => open_targets,
+    a_test_event_is_signed_sent_now_and_answered => open_targets,
     endpoints_are_the_accounts_own => open_targets,
     targets_inside_the_network_are_refused => |config| config.webhooks.allow_http = true,
     plain_http_needs_the_operator => |_| {},

@@ -59,6 +59,7 @@ routes! {
     "/v1/webhooks/{webhook_id}" => { get => webhooks::get, patch => webhooks::update, delete => webhooks::delete },
     "/v1/webhooks/{webhook_id}/rotate" => { post => webhooks::rotate },
     "/v1/webhooks/{webhook_id}/deliveries" => { get => webhooks::deliveries },
+    "/v1/webhooks/{webhook_id}/test" => { post => webhooks::send_test },
     "/v1/usage" => { get => usage::usage },
     "/v1/admin/users" => { get => admin::list_users },
     "/v1/admin/users/{user_id}" => { patch => admin::update_user },

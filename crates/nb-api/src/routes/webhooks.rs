@@ -3,7 +3,7 @@
 
 use actix_web::{HttpResponse, web};
 use nb_domain::webhooks::{
-    AttemptRecord, Endpoint, EndpointChange, EndpointWithSecret, EventBodies, EventType, WebhookId,
+    AttemptRecord, AttemptResult, Endpoint, EndpointChange, EndpointWithSecret, EventBodies, EventType, WebhookId,
 };
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
@@ -271,6 +271,54 @@ pub(crate) async fn rotate(
         .json(WebhookWithSecretResponse::from(rotated)))
 }
 
+/// How a test event went.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct TestEventResponse {
+    /// The endpoint answered 2xx in time.
+    delivered: bool,
+    /// Its HTTP status, when it answered.
+    status_code: Option<u16>,
+    /// Why it could not be delivered when the endpoint did not answer (or answered with a
+    /// redirect): `timeout`, `connection_failed`, `blocked_address`, `redirect`,
+    /// `dns_failed`, `invalid_url`; `null` when it answered (see `status_code`).
+    error: Option<&'static str>,
+    duration_ms: u64,
+}
+
+impl From<AttemptResult> for TestEventResponse {
+    fn from(result: AttemptResult) -> Self {
+        Self {
+            delivered: result.delivered(),
+            status_code: result.status_code,
+            error: result.error,
+            duration_ms: u64::try_from(result.duration.as_millis()).unwrap_or(u64::MAX),
+        }
+    }
+}
+
+/// Sends a signed `webhook.test` event (`{"type": "webhook.test", "timestamp", "data":
+/// {"webhook_id"}}`) to the endpoint now, whatever events it takes, and answers how it went.
+/// It is not retried and not listed among the deliveries.
+#[utoipa::path(post, path = "/v1/webhooks/{webhook_id}/test", operation_id = "send_webhook_test_event", tag = "webhooks", security(("access_token" = [])),
+    params(("webhook_id" = String, Path, description = "`wh_<uuid>`")),
+    responses(
+        (status = 200, description = "Sent (or tried): whether the endpoint took it", body = TestEventResponse),
+        (status = 401, description = "Missing, invalid or expired access token", body = ErrorBody),
+        (status = 404, description = "No such endpoint of the user's (`webhook_not_found`)", body = ErrorBody),
+        (status = 503, description = "Webhooks are not configured on this server (`webhooks_not_configured`)", body = ErrorBody),
+    ))]
+pub(crate) async fn send_test(
+    state: web::Data<AppState>,
+    SignedInUser(user): SignedInUser,
+    path: web::Path<String>,
+) -> Result<web::Json<TestEventResponse>, ApiError> {
+    let result = state
+        .webhooks
+        .send_test(user.id, webhook_id(&path)?)
+        .await?;
+    Ok(web::Json(result.into()))
+}
+
 #[utoipa::path(get, path = "/v1/webhooks/{webhook_id}/deliveries", operation_id = "list_webhook_deliveries", tag = "webhooks", security(("access_token" = [])),
     params(("webhook_id" = String, Path, description = "`wh_<uuid>`"), PageQuery),
     responses(
@@ -325,6 +373,15 @@ impl EventBodies for JsonEventBodies {
             timestamp: occurred_at,
             data: GenerationResponse::from(generation.clone()),
         };
+        serde_json::to_vec(&body).unwrap_or_default()
+    }
+
+    fn test_body(&self, endpoint: &Endpoint, occurred_at: OffsetDateTime) -> Vec<u8> {
+        let body = serde_json::json!({
+            "type": "webhook.test",
+            "timestamp": occurred_at.format(&time::format_description::well_known::Rfc3339).unwrap_or_default(),
+            "data": {"webhook_id": endpoint.id.to_string()},
+        });
         serde_json::to_vec(&body).unwrap_or_default()
     }
 }

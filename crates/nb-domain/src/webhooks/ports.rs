@@ -6,7 +6,7 @@ use time::OffsetDateTime;
 
 use super::model::{
     AttemptRecord, AttemptResult, DueDelivery, Endpoint, EndpointPatch, EventType, NewEndpoint,
-    NextStep, WebhookId,
+    NextStep, SealedSecrets, WebhookId,
 };
 use crate::accounts::model::UserId;
 use crate::error::RepositoryError;
@@ -30,6 +30,15 @@ pub trait WebhookRepository: Send + Sync + 'static {
         user_id: UserId,
         id: WebhookId,
     ) -> Result<Option<Endpoint>, RepositoryError>;
+
+    /// The endpoint with its secrets that sign at `now` (the previous one only while it has
+    /// not expired). MUST return `Ok(None)` when it is not the user's.
+    async fn find_endpoint_with_secrets(
+        &self,
+        user_id: UserId,
+        id: WebhookId,
+        now: OffsetDateTime,
+    ) -> Result<Option<(Endpoint, SealedSecrets)>, RepositoryError>;
 
     /// `Ok(None)` when it is not the user's.
     async fn update_endpoint(
@@ -126,4 +135,7 @@ pub trait EventBodies: Send + Sync + 'static {
         occurred_at: OffsetDateTime,
         generation: &GenerationView,
     ) -> Vec<u8>;
+
+    /// A test event's body: `{"type": "webhook.test", "timestamp", "data": {"webhook_id"}}`.
+    fn test_body(&self, endpoint: &Endpoint, occurred_at: OffsetDateTime) -> Vec<u8>;
 }

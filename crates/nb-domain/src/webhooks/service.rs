@@ -11,7 +11,7 @@ use super::address::{InvalidWebhookUrl, TargetPolicy, WebhookUrl};
 use super::model::{
     AttemptRecord, AttemptResult, DELIVERY_LEASE, DueDelivery, Endpoint, EndpointPatch,
     EndpointStatus, EventTypes, InvalidEventTypes, NewEndpoint, NextStep, ROTATION_OVERLAP,
-    RetrySchedule, WebhookId,
+    RetrySchedule, SealedSecrets, WebhookId,
 };
 use super::ports::{EventBodies, SecretSealer, WebhookRepository, WebhookSender};
 use super::signing::{WebhookSecret, signature_header};
@@ -94,6 +94,10 @@ pub trait Webhooks: Send + Sync + 'static {
         id: WebhookId,
         page: PageRequest,
     ) -> Result<Page<AttemptRecord>, WebhookError>;
+    /// Sends a signed `webhook.test` event to the endpoint now, whatever events it takes, and
+    /// says how it went. Not kept in the outbox: never retried, not among the deliveries.
+    async fn send_test(&self, user_id: UserId, id: WebhookId)
+    -> Result<AttemptResult, WebhookError>;
 }
 
 /// The ports a [`WebhookService`] works through.
@@ -283,32 +287,42 @@ impl WebhookService {
                 body
             }
         };
-        let sealer = self.sealer().map_err(|_| "not_configured")?;
-        let mut secrets = Vec::with_capacity(2);
-        for sealed in std::iter::once(&delivery.secrets.current).chain(&delivery.secrets.previous) {
-            let opened = sealer.open(sealed).map_err(|error| {
-                tracing::error!(%error, "a webhook secret cannot be opened");
-                "secret_unreadable"
-            })?;
-            secrets.push(WebhookSecret::from_bytes(opened));
-        }
-        let message_id = delivery.message_id();
-        let timestamp = self.ports.clock.now().unix_timestamp();
-        let headers = vec![
-            ("content-type".to_owned(), "application/json".to_owned()),
-            ("user-agent".to_owned(), "NanoBanana-Webhooks/1".to_owned()),
-            (
-                "webhook-signature".to_owned(),
-                signature_header(&secrets, &message_id, timestamp, &body),
-            ),
-            ("webhook-id".to_owned(), message_id),
-            ("webhook-timestamp".to_owned(), timestamp.to_string()),
-        ];
+        let headers = self.signed_headers(&delivery.secrets, delivery.message_id(), &body)?;
         Ok(self
             .ports
             .sender
             .send(delivery.endpoint.url.as_str(), headers, body)
             .await)
+    }
+
+    /// The headers of a signed POST of `body` (Standard Webhooks): signed with every secret
+    /// in `secrets`; `Err` with a reason when a secret cannot be opened.
+    fn signed_headers(
+        &self,
+        secrets: &SealedSecrets,
+        message_id: String,
+        body: &[u8],
+    ) -> Result<Vec<(String, String)>, &'static str> {
+        let sealer = self.sealer().map_err(|_| "not_configured")?;
+        let mut opened_secrets = Vec::with_capacity(2);
+        for sealed in std::iter::once(&secrets.current).chain(&secrets.previous) {
+            let opened = sealer.open(sealed).map_err(|error| {
+                tracing::error!(%error, "a webhook secret cannot be opened");
+                "secret_unreadable"
+            })?;
+            opened_secrets.push(WebhookSecret::from_bytes(opened));
+        }
+        let timestamp = self.ports.clock.now().unix_timestamp();
+        Ok(vec![
+            ("content-type".to_owned(), "application/json".to_owned()),
+            ("user-agent".to_owned(), "NanoBanana-Webhooks/1".to_owned()),
+            (
+                "webhook-signature".to_owned(),
+                signature_header(&opened_secrets, &message_id, timestamp, body),
+            ),
+            ("webhook-id".to_owned(), message_id),
+            ("webhook-timestamp".to_owned(), timestamp.to_string()),
+        ])
     }
 }
 
@@ -426,5 +440,43 @@ impl Webhooks for WebhookService {
             .list_attempts(user_id, id, page)
             .await?
             .ok_or(WebhookError::NotFound)
+    }
+
+    #[tracing::instrument(skip_all, fields(user_id = %user_id, webhook_id = %id))]
+    async fn send_test(
+        &self,
+        user_id: UserId,
+        id: WebhookId,
+    ) -> Result<AttemptResult, WebhookError> {
+        self.sealer()?;
+        let now = self.ports.clock.now();
+        let (endpoint, secrets) = self
+            .ports
+            .webhooks
+            .find_endpoint_with_secrets(user_id, id, now)
+            .await?
+            .ok_or(WebhookError::NotFound)?;
+        let body = self.ports.bodies.test_body(&endpoint, now);
+        let message_id = format!("msg_test_{}", self.ports.ids.new_id().simple());
+        let result = match self.signed_headers(&secrets, message_id, &body) {
+            Ok(headers) => {
+                self.ports
+                    .sender
+                    .send(endpoint.url.as_str(), headers, body)
+                    .await
+            }
+            Err(reason) => AttemptResult {
+                status_code: None,
+                error: Some(reason),
+                duration: Duration::ZERO,
+            },
+        };
+        tracing::info!(
+            delivered = result.delivered(),
+            status = result.status_code,
+            error = result.error,
+            "webhook test event sent"
+        );
+        Ok(result)
     }
 }
