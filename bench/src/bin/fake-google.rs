@@ -5,14 +5,18 @@
 //! It knows the model catalog as Google does: a model the built-in catalog lacks is a 404, an
 //! `imageSize` or `aspectRatio` the model lacks a 400 `INVALID_ARGUMENT`, and `usageMetadata`
 //! counts the output image tokens of the model at the resolution asked. (The image's size is
-//! the one set, in bytes, not Google's pixel size: the benchmark measures payloads.)
+//! the one set, in bytes, not Google's pixel size: the benchmark measures payloads. With
+//! `--google-pixels` the image is instead a flat PNG of Google's pixel size for the ratio and
+//! resolution asked, as the browser test needs.) `GET /last-request` answers what the last
+//! `:generateContent` call sent: its model, `contents` roles, inline images and `imageConfig`.
 //!
 //! It speaks HTTP/1.1 and h2c (HTTP/2 with prior knowledge) on one port, and like Google's
 //! front ends it caps the streams one HTTP/2 connection may have open at once (100 unless
 //! `--max-streams N` says otherwise): a client with a single connection cannot have more
 //! calls in flight than that.
 //!
-//! `cargo run --release -p nb-bench --bin fake-google -- 127.0.0.1:9100 [--max-streams N]`
+//! `cargo run --release -p nb-bench --bin fake-google -- 127.0.0.1:9100 [--max-streams N]
+//! [--google-pixels]`
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -51,6 +55,14 @@ struct Answer {
 #[serde(rename_all = "camelCase", default)]
 struct GenerateRequest {
     generation_config: GenerationConfig,
+    contents: Vec<Content>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct Content {
+    role: String,
+    parts: Vec<serde_json::Value>,
 }
 
 #[derive(Deserialize, Default)]
@@ -139,14 +151,21 @@ fn png_of_size(size: usize) -> Vec<u8> {
 }
 
 fn answer(latency_ms: u64, image_bytes: usize) -> Answer {
-    let png = png_of_size(image_bytes);
-    let data = base64::engine::general_purpose::STANDARD.encode(&png);
+    answer_with(
+        Duration::from_millis(latency_ms),
+        &png_of_size(image_bytes),
+    )
+}
+
+/// An answer carrying `png`, after `latency`.
+fn answer_with(latency: Duration, png: &[u8]) -> Answer {
+    let data = base64::engine::general_purpose::STANDARD.encode(png);
     let image_json = format!(
         r#"{{"candidates": [{{"content": {{"role": "model", "parts": [{{"inlineData": {{"mimeType": "image/png", "data": "{data}"}}}}]}}, "finishReason": "STOP", "index": 0}}], "modelVersion": "fake""#
     );
     Answer {
-        latency: Duration::from_millis(latency_ms),
-        image_bytes,
+        latency,
+        image_bytes: png.len(),
         image_json: image_json.into(),
     }
 }
@@ -166,6 +185,13 @@ fn with_usage(answer: &Answer, model: &str, resolution: Resolution) -> Bytes {
 
 type Current = Arc<RwLock<Arc<Answer>>>;
 
+/// How the fake is run, and what it saw last.
+struct Fake {
+    current: Current,
+    google_pixels: bool,
+    last_request: RwLock<serde_json::Value>,
+}
+
 fn respond(status: StatusCode, content_type: &str, body: Bytes) -> Response<Full<Bytes>> {
     Response::builder()
         .status(status)
@@ -175,7 +201,7 @@ fn respond(status: StatusCode, content_type: &str, body: Bytes) -> Response<Full
 }
 
 async fn handle(
-    current: Current,
+    fake: Arc<Fake>,
     request: Request<Incoming>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
     let path = request.uri().path().to_owned();
@@ -188,8 +214,13 @@ async fn handle(
         let Ok(control) = serde_json::from_slice::<Control>(&body) else {
             return Ok(respond(StatusCode::BAD_REQUEST, "text/plain", Bytes::new()));
         };
-        *current.write().unwrap() = Arc::new(answer(control.latency_ms, control.image_bytes));
+        *fake.current.write().unwrap() =
+            Arc::new(answer(control.latency_ms, control.image_bytes));
         return Ok(respond(StatusCode::NO_CONTENT, "text/plain", Bytes::new()));
+    }
+    if path == "/last-request" {
+        let seen = serde_json::to_vec(&*fake.last_request.read().unwrap()).unwrap();
+        return Ok(respond(StatusCode::OK, "application/json", seen.into()));
     }
     let generates = path.split('/').nth(2) == Some("models") && path.ends_with(":generateContent");
     if !(is_post && generates) {
@@ -231,9 +262,29 @@ async fn handle(
             "Unsupported aspect ratio: {raw}"
         )));
     }
-    let answer = current.read().unwrap().clone();
+    if fake.google_pixels {
+        *fake.last_request.write().unwrap() = serde_json::json!({
+            "model": spec.id,
+            "roles": asked.contents.iter().map(|content| content.role.as_str()).collect::<Vec<_>>(),
+            "inline_images": asked.contents.iter()
+                .flat_map(|content| &content.parts)
+                .filter(|part| part.get("inlineData").is_some())
+                .count(),
+            "aspect_ratio": config.aspect_ratio,
+            "image_size": config.image_size,
+        });
+    }
+    let mut answer = fake.current.read().unwrap().clone();
     if !answer.latency.is_zero() {
         tokio::time::sleep(answer.latency).await;
+    }
+    if fake.google_pixels {
+        let ratio = config.aspect_ratio.as_deref().unwrap_or("1:1");
+        let (width, height) = nb_testkit::google_facts::google_pixel_size(ratio, resolution);
+        answer = Arc::new(answer_with(
+            answer.latency,
+            &nb_testkit::google_facts::flat_png(width, height),
+        ));
     }
     debug_assert!(answer.image_bytes > 0);
     Ok(respond(
@@ -248,8 +299,11 @@ async fn main() -> std::io::Result<()> {
     let mut arguments = std::env::args().skip(1);
     let mut address = "127.0.0.1:9100".to_owned();
     let mut max_streams = DEFAULT_MAX_STREAMS;
+    let mut google_pixels = false;
     while let Some(argument) = arguments.next() {
-        if argument == "--max-streams" {
+        if argument == "--google-pixels" {
+            google_pixels = true;
+        } else if argument == "--max-streams" {
             max_streams = arguments
                 .next()
                 .and_then(|n| n.parse().ok())
@@ -258,7 +312,11 @@ async fn main() -> std::io::Result<()> {
             address = argument;
         }
     }
-    let current: Current = Arc::new(RwLock::new(Arc::new(answer(0, 2048))));
+    let fake = Arc::new(Fake {
+        current: Arc::new(RwLock::new(Arc::new(answer(0, 2048)))),
+        google_pixels,
+        last_request: RwLock::new(serde_json::Value::Null),
+    });
     let socket = tokio::net::TcpSocket::new_v4()?;
     socket.set_reuseaddr(true)?;
     socket.bind(address.parse().expect("an address like 127.0.0.1:9100"))?;
@@ -268,10 +326,9 @@ async fn main() -> std::io::Result<()> {
             continue;
         };
         let _ = stream.set_nodelay(true);
-        let current = current.clone();
+        let fake = fake.clone();
         tokio::spawn(async move {
-            let service =
-                hyper::service::service_fn(move |request| handle(current.clone(), request));
+            let service = hyper::service::service_fn(move |request| handle(fake.clone(), request));
             let mut connection = ConnectionBuilder::new(TokioExecutor::new());
             connection.http2().max_concurrent_streams(max_streams);
             let _ = connection

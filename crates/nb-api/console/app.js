@@ -7,8 +7,6 @@ const STYLES = ["natural", "artistic"];
 const state = {
   me: null,
   isAdmin: false,
-  // The last full key shown, kept in this page's memory only (for the playground).
-  lastKey: "",
   // The generation the playground continues ("Edit this image" in the history), if any.
   continueFrom: null,
 };
@@ -246,7 +244,7 @@ async function keysPage() {
         return;
       }
       budget.value = "";
-      state.lastKey = result.data.key;
+      rememberKey(result.data.id, result.data.key);
       created.replaceChildren(secretPanel(result.data.key));
       name.value = "";
       announce("Key created. Copy it now: you will not see it again.");
@@ -283,7 +281,7 @@ async function renderKeys(list, created) {
         if (!window.confirm(`Replace ${key.prefix}… with a new key? The old one keeps working for 24 hours.`)) return;
         const answer = await api("POST", `/v1/keys/${key.id}/roll`, {});
         if (answer.ok) {
-          state.lastKey = answer.data.key;
+          rememberKey(answer.data.id, answer.data.key);
           created.replaceChildren(secretPanel(answer.data.key));
         }
         announce(answer.ok ? "Key rolled. Copy the new key now." : errorOf(answer).message);
@@ -291,28 +289,75 @@ async function renderKeys(list, created) {
       });
       actions.append(roll, revoke);
     }
+    if (key.is_active) actions.append(keyLimitsEditor(key, () => renderKeys(list, created)));
     return h(
       "tr",
-      {},
-      h("td", {}, h("code", {}, `${key.prefix}…`)),
-      h("td", {}, key.name || "—"),
-      h("td", {}, key.mode),
-      h("td", {}, limitsText(key.limits || {})),
-      h("td", { class: "num spend" }, dollars(micros(key.usage && key.usage.spend_this_month_usd))),
-      h("td", {}, formatDate(key.last_used_at)),
-      h("td", {}, formatDate(key.expires_at)),
-      h("td", {}, key.is_active ? "active" : "revoked"),
-      h("td", {}, actions),
+      { "data-key-id": key.id },
+      labelled("Prefix", h("code", {}, `${key.prefix}…`)),
+      labelled("Name", key.name || "—"),
+      labelled("Mode", key.mode),
+      labelled("Limits", limitsText(key.limits || {}), { class: "limits" }),
+      labelled("Spent this month", dollars(micros(key.usage && key.usage.spend_this_month_usd)), { class: "num spend" }),
+      labelled("Last used", formatDate(key.last_used_at)),
+      labelled("Expires", formatDate(key.expires_at)),
+      labelled("Status", key.is_active ? "active" : "revoked"),
+      labelled("Actions", actions, { class: "actions" }),
     );
   });
   list.replaceChildren(
     h(
       "table",
-      { id: "keys" },
-      h("thead", {}, h("tr", {}, ["Prefix", "Name", "Mode", "Limits", "Spent this month", "Last used", "Expires", "Status", ""].map((title) => h("th", { scope: "col" }, title)))),
+      { id: "keys", class: "cards-narrow" },
+      h("thead", {}, h("tr", {}, ["Prefix", "Name", "Mode", "Limits", "Spent this month", "Last used", "Expires", "Status", "Actions"].map((title) => h("th", { scope: "col" }, title)))),
       h("tbody", {}, rows),
     ),
   );
+}
+
+// A cell that says its column's name, shown beside it where a narrow screen makes the table's
+// rows cards (`table.cards-narrow`).
+function labelled(label, content, attributes = {}) {
+  return h("td", { "data-label": label, ...attributes }, h("div", {}, content));
+}
+
+// Dollars as the server sends them ("50.000000"), shown without trailing zeros.
+function plainDollars(usd) {
+  return usd ? usd.replace(/\.?0+$/, "") : "";
+}
+
+// A key's quotas and budgets, changed in place (`PATCH /v1/keys/{id}`): an empty field
+// removes that limit.
+function keyLimitsEditor(key, saved) {
+  const limits = key.limits || {};
+  const number = (id, label, value) => field(`${id}-${key.id}`, label, h("input", { type: "number", min: 1, step: 1, inputmode: "numeric", value: value ?? "", class: "limit" }));
+  const money = (id, label, value) => field(`${id}-${key.id}`, label, h("input", { type: "text", inputmode: "decimal", value: plainDollars(value), class: "budget" }));
+  const fields = {
+    per_minute: number("per-minute", "Images per minute", limits.per_minute),
+    per_day: number("per-day", "Images per day", limits.per_day),
+    per_month: number("per-month", "Images per month", limits.per_month),
+    budget_usd_per_day: money("budget-day", "$ per day", limits.budget_usd_per_day),
+    budget_usd_per_month: money("budget-month", "$ per month", limits.budget_usd_per_month),
+  };
+  const form = h("form", { class: "limits-editor" }, Object.values(fields), h("p", { class: "error form-error" }), h("button", { type: "submit", class: "secondary" }, "Save limits"));
+  form.addEventListener("submit", (event) => {
+    event.preventDefault();
+    submitting(form, async () => {
+      const patch = {};
+      for (const [name, wrapper] of Object.entries(fields)) {
+        const value = wrapper.querySelector("input").value.trim();
+        patch[name] = value === "" ? null : name.startsWith("budget") ? value : Number(value);
+      }
+      const answer = await api("PATCH", `/v1/keys/${key.id}`, { limits: patch });
+      if (!answer.ok) {
+        const ids = Object.fromEntries(Object.entries(fields).map(([name, wrapper]) => [`limits.${name}`, wrapper.querySelector("input").id]));
+        showError(form, answer, ids);
+        return;
+      }
+      announce(`Limits of ${key.prefix}… saved.`);
+      await saved();
+    });
+  });
+  return h("details", { class: "edit-limits" }, h("summary", {}, "Edit limits"), form);
 }
 
 function lastDays(count) {
@@ -325,59 +370,141 @@ function lastDays(count) {
   return days;
 }
 
-// Bars of one value a day over the last 30 days; `shown` writes a value, `name` says what
-// the chart counts ("images", "spend").
-function chart(counts, { id, name, shown = String, unit = (value) => ` image${value === 1 ? "" : "s"}` }) {
+// A round step for about `ticks` ticks up to `max`: 1, 2 or 5 times a power of ten.
+function niceStep(max, ticks) {
+  const raw = max / ticks;
+  const power = 10 ** Math.floor(Math.log10(raw));
+  return [1, 2, 5, 10].map((factor) => factor * power).find((step) => step >= raw);
+}
+
+// Bars of one value a day over the last 30 days, drawn at the width it is shown at (so its
+// text stays 13 px on a phone): a y-axis with a few ticks, the first, middle and last days
+// under it. `shown` writes a value (a tick, a bar's title), `unit` ends a bar's title, and
+// `whole` says whether values are whole (images) so ticks are too.
+function chart(counts, { id, name, width, shown = String, unit = (value) => ` image${value === 1 ? "" : "s"}`, whole = true }) {
   const days = lastDays(30);
   const values = days.map((day) => counts.get(day) || 0);
-  const max = Math.max(1, ...values);
-  const width = 600;
-  const height = 200;
-  const barWidth = width / days.length;
-  const plot = height - 30;
-  // A label near either end is anchored inside the chart, so that it is never cut off.
-  const anchored = (index, left, right) =>
-    index < 3 ? { x: left, "text-anchor": "start" } : index >= days.length - 3 ? { x: right, "text-anchor": "end" } : { x: (left + right) / 2, "text-anchor": "middle" };
-  const bars = values.map((value, index) => {
-    const barHeight = (value / max) * (plot - 14);
-    const x = index * barWidth + 2;
-    return svg(
+  const height = 220;
+  const right = 8;
+  const top = 12;
+  const plot = height - 28;
+  const peak = Math.max(...values);
+  const step = peak ? Math.max(whole ? 1 : 0, niceStep(peak, 4)) : 1;
+  const max = Math.max(step, Math.ceil(peak / step) * step);
+  const tickValues = [];
+  for (let value = 0; value <= max + step / 2; value += step) tickValues.push(value);
+  // Room for the longest tick label (about 8 px a character at 13 px).
+  const left = 14 + 8 * Math.max(...tickValues.map((value) => shown(value).length));
+  const y = (value) => plot - (value / max) * (plot - top);
+  const barWidth = (width - left - right) / days.length;
+  const ticks = tickValues.map((value) =>
+    svg(
+      "g",
+      { class: "tick" },
+      svg("line", { class: "grid", x1: left, y1: y(value), x2: width - right, y2: y(value) }),
+      svg("text", { x: left - 6, y: y(value) + 4, "text-anchor": "end" }, shown(value)),
+    ),
+  );
+  const bars = values.map((value, index) =>
+    svg(
       "g",
       { "data-day": days[index], "data-count": value },
-      svg("rect", { class: "bar", x, y: plot - barHeight, width: barWidth - 4, height: barHeight }),
-      value ? svg("text", { class: "value", y: plot - barHeight - 3, ...anchored(index, x, x + barWidth - 4) }, shown(value)) : [],
+      svg("rect", { class: "bar", x: left + index * barWidth + 1, y: y(value), width: Math.max(1, barWidth - 2), height: plot - y(value) }),
       svg("title", {}, `${days[index]}: ${shown(value)}${unit(value)}`),
-    );
-  });
-  const labels = [0, 10, 20, 29].map((index) =>
-    svg("text", { y: height - 10, ...anchored(index, index * barWidth + 2, (index + 1) * barWidth - 2) }, days[index].slice(5)),
+    ),
   );
+  // Day labels: the first anchored at its start, the last at its end, so neither is cut off.
+  const labels = [
+    [0, "start", left],
+    [15, "middle", left + 15.5 * barWidth],
+    [29, "end", width - right],
+  ].map(([index, anchor, x]) => svg("text", { class: "day", x, y: height - 8, "text-anchor": anchor }, days[index].slice(5)));
   const total = values.reduce((sum, value) => sum + value, 0);
   return svg(
     "svg",
-    { class: "chart", id, viewBox: `0 0 ${width} ${height}`, role: "img", "aria-label": `${name} per day over the last 30 days: ${shown(total)} in all` },
-    svg("line", { class: "axis", x1: 0, y1: plot, x2: width, y2: plot }),
+    { class: "chart", id, width, height, viewBox: `0 0 ${width} ${height}`, role: "img", "aria-label": `${name} per day over the last 30 days: ${shown(total)} in all` },
+    ticks,
+    svg("line", { class: "axis", x1: left, y1: plot, x2: width - right, y2: plot }),
     bars,
     labels,
   );
 }
 
+// A bar showing `used` of `limit`, labelled in words.
+function progress(label, used, limit, shown = String) {
+  const text = `${label}: ${shown(used)} of ${shown(limit)}`;
+  return h(
+    "div",
+    { class: "progress" },
+    h("span", {}, text),
+    h("progress", { max: String(limit), value: String(Math.min(used, limit)), "aria-label": text }),
+  );
+}
+
+// Each active key's quotas and budgets as progress against its limit.
+function keyLimits(keys) {
+  const limited = keys.filter((key) => key.is_active && key.limits && Object.values(key.limits).some(Boolean));
+  if (!limited.length) return h("p", { class: "muted" }, "None of your keys has a quota or a budget (set them on the Keys page).");
+  return h(
+    "ul",
+    { class: "limits-list", id: "usage-limits" },
+    limited.map((key) => {
+      const usage = key.usage || {};
+      const limits = key.limits;
+      return h(
+        "li",
+        { class: "card" },
+        h("p", {}, h("strong", {}, key.name || "unnamed"), " ", h("code", {}, `${key.prefix}…`)),
+        limits.per_day ? progress("Images today", usage.today || 0, limits.per_day) : null,
+        limits.per_month ? progress("Images this month", usage.this_month || 0, limits.per_month) : null,
+        limits.budget_usd_per_day ? progress("Spent today", micros(usage.spend_today_usd), micros(limits.budget_usd_per_day), dollars) : null,
+        limits.budget_usd_per_month ? progress("Spent this month", micros(usage.spend_this_month_usd), micros(limits.budget_usd_per_month), dollars) : null,
+      );
+    }),
+  );
+}
+
+function usageTable(id, head, rows) {
+  return h(
+    "div",
+    { class: "table-wrap" },
+    h(
+      "table",
+      { id },
+      h("thead", {}, h("tr", {}, head.map(([title, numeric]) => h("th", { scope: "col", class: numeric ? "num" : null }, title)))),
+      h("tbody", {}, rows),
+    ),
+  );
+}
+
+// The chart's width: the page's content box (the charts are drawn again when it changes).
+function chartWidth() {
+  const view = document.getElementById("view");
+  const style = getComputedStyle(view);
+  return Math.max(280, Math.floor(view.clientWidth - parseFloat(style.paddingLeft) - parseFloat(style.paddingRight)));
+}
+
+let usageResize = null;
+
 async function usagePage() {
-  const [byDay, byKey, keys] = await Promise.all([
+  const [byDay, byKey, byModel, keys] = await Promise.all([
     api("GET", "/v1/usage?days=30&group_by=day"),
     api("GET", "/v1/usage?days=30&group_by=key"),
+    api("GET", "/v1/usage?days=30&group_by=model"),
     api("GET", "/v1/keys?limit=100"),
   ]);
-  if (!byDay.ok || !byKey.ok) {
-    show("Usage", h("p", { class: "error" }, errorOf(byDay.ok ? byKey : byDay).message));
+  if (!byDay.ok || !byKey.ok || !byModel.ok) {
+    const failed = [byDay, byKey, byModel].find((answer) => !answer.ok);
+    show("Usage", h("p", { class: "error" }, errorOf(failed).message));
     return;
   }
   const counts = new Map(byDay.data.usage.map((row) => [row.day, row.count]));
   const total = byDay.data.usage.reduce((sum, row) => sum + row.count, 0);
   const spendByDay = new Map(byDay.data.usage.map((row) => [row.day, micros(row.cost_usd)]));
   const spent = byDay.data.usage.reduce((sum, row) => sum + micros(row.cost_usd), 0);
-  const names = new Map(((keys.ok && (keys.data.keys || keys.data.data)) || []).map((key) => [key.id, key]));
-  const rows = byKey.data.usage.map((row) => {
+  const keyList = (keys.ok && (keys.data.keys || keys.data.data)) || [];
+  const names = new Map(keyList.map((key) => [key.id, key]));
+  const keyRows = byKey.data.usage.map((row) => {
     const key = names.get(row.api_key_id);
     return h(
       "tr",
@@ -388,18 +515,54 @@ async function usagePage() {
       h("td", { class: "num" }, dollars(micros(row.cost_usd))),
     );
   });
+  const modelRows = byModel.data.usage.map((row) =>
+    h("tr", {}, h("td", {}, row.model), h("td", { class: "num" }, row.count), h("td", { class: "num" }, dollars(micros(row.cost_usd)))),
+  );
+  // One chart at a time: images or dollars per day.
+  const charts = h("div", { class: "charts" });
+  const images = h("input", { type: "radio", name: "chart-of", value: "images", id: "chart-images", checked: true });
+  const spend = h("input", { type: "radio", name: "chart-of", value: "spend", id: "chart-spend" });
+  const draw = () => {
+    const width = chartWidth();
+    const imagesChart = chart(counts, { id: "usage-chart", name: "Images", width });
+    const spendChart = chart(spendByDay, { id: "spend-chart", name: "Spend", width, shown: dollars, unit: () => "", whole: false });
+    // (An SVG element has no `hidden` property: the attribute is set.)
+    imagesChart.toggleAttribute("hidden", !images.checked);
+    spendChart.toggleAttribute("hidden", !spend.checked);
+    charts.replaceChildren(imagesChart, spendChart);
+  };
+  for (const radio of [images, spend]) radio.addEventListener("change", draw);
+  const toggle = h(
+    "fieldset",
+    { class: "toggle", id: "chart-toggle" },
+    h("legend", {}, "Per day"),
+    h("label", { class: "check" }, images, " Images"),
+    h("label", { class: "check" }, spend, " Dollars"),
+  );
   show(
     "Usage",
-    h("p", {}, h("strong", { id: "usage-total" }, String(total)), ` image${total === 1 ? "" : "s"} in the last 30 days (UTC days).`),
-    chart(counts, { id: "usage-chart", name: "Images" }),
-    h("h2", {}, "Spend"),
-    h("p", {}, h("strong", { id: "spend-total" }, dollars(spent)), " spent in the last 30 days (test keys' images are free)."),
-    chart(spendByDay, { id: "spend-chart", name: "Spend", shown: dollars, unit: () => "" }),
+    h(
+      "div",
+      { class: "totals" },
+      h("p", {}, h("strong", { id: "usage-total" }, String(total)), ` image${total === 1 ? "" : "s"} in the last 30 days (UTC days).`),
+      h("p", {}, h("strong", { id: "spend-total" }, dollars(spent)), " spent in the last 30 days (test keys' images are free)."),
+    ),
+    toggle,
+    charts,
+    h("h2", {}, "Quotas and budgets"),
+    keyLimits(keyList),
     h("h2", {}, "Per key"),
-    rows.length
-      ? h("div", { class: "table-wrap" }, h("table", { id: "usage-keys" }, h("thead", {}, h("tr", {}, h("th", { scope: "col" }, "Key"), h("th", { scope: "col" }, "Name"), h("th", { scope: "col", class: "num" }, "Images"), h("th", { scope: "col", class: "num" }, "Spent"))), h("tbody", {}, rows)))
-      : h("p", { class: "muted" }, "No images yet."),
+    keyRows.length ? usageTable("usage-keys", [["Key"], ["Name"], ["Images", true], ["Spent", true]], keyRows) : h("p", { class: "muted" }, "No images yet."),
+    h("h2", {}, "Per model"),
+    modelRows.length ? usageTable("usage-models", [["Model"], ["Images", true], ["Spent", true]], modelRows) : h("p", { class: "muted" }, "No images yet."),
   );
+  draw();
+  window.removeEventListener("resize", usageResize);
+  usageResize = () => {
+    if (charts.isConnected) draw();
+    else window.removeEventListener("resize", usageResize);
+  };
+  window.addEventListener("resize", usageResize);
 }
 
 function readAsDataUrl(file) {
@@ -411,17 +574,106 @@ function readAsDataUrl(file) {
   });
 }
 
+// ---- API keys the playground may use ----
+//
+// The server never shows a key twice, so the playground keeps the full keys it has seen (made
+// or rolled here, or pasted once) in this tab's sessionStorage, by key id: they survive a
+// reload, never leave the tab, and are gone when it closes or on log out. See docs/console.md
+// for why that is acceptable beside the HttpOnly session cookie.
+
+const KEY_STORE = "nb_playground_keys";
+
+function storedKeys() {
+  try {
+    return JSON.parse(sessionStorage.getItem(KEY_STORE) || "{}");
+  } catch {
+    return {};
+  }
+}
+
+function rememberKey(id, key) {
+  const keys = storedKeys();
+  keys[id] = key;
+  sessionStorage.setItem(KEY_STORE, JSON.stringify(keys));
+}
+
+function forgetKeys() {
+  sessionStorage.removeItem(KEY_STORE);
+}
+
+const IMAGE_TYPES = ["image/png", "image/jpeg", "image/webp"];
+
+// Input images, from the file picker or dropped on the zone; listed with a Remove button each.
+function imagePicker() {
+  const chosen = [];
+  const input = h("input", { type: "file", accept: IMAGE_TYPES.join(","), multiple: true });
+  const list = h("ul", { class: "chosen", id: "chosen-images" });
+  const render = () => {
+    list.replaceChildren(
+      ...chosen.map((file, index) => {
+        const remove = h("button", { type: "button", class: "link" }, "Remove");
+        remove.addEventListener("click", () => {
+          chosen.splice(index, 1);
+          render();
+        });
+        return h("li", {}, `${file.name} (${Math.ceil(file.size / 1024)} KB) `, remove);
+      }),
+    );
+  };
+  const add = (files) => {
+    for (const file of files) if (IMAGE_TYPES.includes(file.type)) chosen.push(file);
+    render();
+  };
+  input.addEventListener("change", () => {
+    add(input.files);
+    input.value = "";
+  });
+  const zone = h("div", { class: "dropzone", id: "dropzone" }, h("p", { class: "muted" }, "Drop PNG, JPEG or WebP images here, or choose files:"), input, list);
+  zone.addEventListener("dragover", (event) => {
+    event.preventDefault();
+    zone.classList.add("over");
+  });
+  zone.addEventListener("dragleave", () => zone.classList.remove("over"));
+  zone.addEventListener("drop", (event) => {
+    event.preventDefault();
+    zone.classList.remove("over");
+    add(event.dataTransfer.files);
+  });
+  return { zone, input, files: () => chosen };
+}
+
+function detailList(entries) {
+  return h("dl", { class: "details" }, entries.flatMap(([term, value]) => [h("dt", {}, term), h("dd", {}, value)]));
+}
+
 async function playgroundPage() {
-  const key = h("input", { type: "password", autocomplete: "off", value: state.lastKey, placeholder: "nb_live_… or nb_test_…" });
+  const keyChoice = h("select", {});
+  const pasted = h("input", { type: "password", autocomplete: "off", placeholder: "nb_live_… or nb_test_…" });
+  const pasteField = field("api-key", "Paste this key once", pasted, "It was shown once, when it was made; this tab keeps it until it closes.");
   const prompt = h("textarea", { required: true });
   const model = h("select", {});
   const ratio = h("select", {});
   const resolution = h("select", {});
   const style = h("select", {}, STYLES.map((value) => h("option", { value }, value)));
-  const images = h("input", { type: "file", accept: "image/png,image/jpeg,image/webp", multiple: true });
-  const result = h("div", { class: "result", id: "result", "aria-live": "polite" });
-  // The models the server offers, with what each can make (the model catalog).
-  const listed = await api("GET", "/v1/models");
+  const images = imagePicker();
+  const result = h("section", { class: "result", id: "result", "aria-live": "polite", "aria-label": "Result" });
+  // The user's active keys, and the models the server offers (the model catalog).
+  const [keysAnswer, listed] = await Promise.all([api("GET", "/v1/keys?limit=100"), api("GET", "/v1/models")]);
+  const keys = ((keysAnswer.ok && (keysAnswer.data.keys || keysAnswer.data.data)) || []).filter((key) => key.is_active);
+  const known = storedKeys();
+  keyChoice.replaceChildren(
+    ...keys.map((key) => h("option", { value: key.id }, `${key.name || "unnamed"} · ${key.prefix}… · ${key.mode}${known[key.id] ? "" : " (paste once)"}`)),
+  );
+  // The newest key this tab holds, else the newest key.
+  const held = keys.find((key) => known[key.id]);
+  if (held) keyChoice.value = held.id;
+  const chosenKey = () => keys.find((key) => key.id === keyChoice.value);
+  const needsPaste = () => {
+    const key = chosenKey();
+    pasteField.hidden = !key || Boolean(storedKeys()[key.id]);
+  };
+  keyChoice.addEventListener("change", needsPaste);
+  needsPaste();
   const models = listed.ok ? (listed.data.data || []).filter((entry) => !entry.retired) : [];
   if (models.length) {
     model.replaceChildren(...models.map((entry) => h("option", { value: entry.id }, entry.id)));
@@ -442,47 +694,66 @@ async function playgroundPage() {
   model.addEventListener("change", offer);
   offer();
   const continuing = h("p", { id: "continuing", class: "muted" });
-  const afresh = h("button", { type: "button" }, "Start afresh");
+  const afresh = h("button", { type: "button", class: "secondary" }, "Start afresh");
   afresh.addEventListener("click", () => {
     state.continueFrom = null;
     continuing.replaceChildren();
   });
-  if (state.continueFrom) {
-    continuing.replaceChildren(`Continuing from ${state.continueFrom}: the earlier prompts and images are sent again. `, afresh);
-  }
+  const continueFrom = (id) => {
+    state.continueFrom = id;
+    continuing.replaceChildren(`Continuing from ${id}: the earlier prompts and images are sent again. `, afresh);
+  };
+  if (state.continueFrom) continueFrom(state.continueFrom);
   const form = h(
     "form",
     { class: "stack" },
-    field("api-key", "API key", key, "Generations are made (and counted) with an API key."),
+    keys.length
+      ? field("key-choice", "API key", keyChoice, "Generations are made (and counted) with one of your keys.")
+      : h("p", { class: "notice" }, "Generations are made with an API key: ", h("a", { href: "#/keys" }, "create one on the Keys page"), " first."),
+    pasteField,
     continuing,
     field("prompt", "Prompt", prompt),
     field("model", "Model", model),
-    field("aspect-ratio", "Aspect ratio", ratio),
-    field("resolution", "Resolution", resolution),
+    h("div", { class: "pair" }, field("aspect-ratio", "Aspect ratio", ratio), field("resolution", "Resolution", resolution)),
     field("style", "Style", style),
-    field("images", "Images to edit (optional)", images),
+    h("div", { class: "field" }, h("span", { class: "label" }, "Images to edit (optional)"), images.zone, h("p", { class: "error", id: "images-error" })),
     h("p", { class: "error form-error" }),
-    h("button", { type: "submit" }, "Generate"),
+    h("button", { type: "submit", disabled: !keys.length }, "Generate"),
   );
+  images.input.id = "images";
+  images.input.setAttribute("aria-label", "Images to edit");
   form.addEventListener("submit", (event) => {
     event.preventDefault();
     submitting(form, async () => {
+      const key = chosenKey();
+      if (!key) return;
+      let secret = storedKeys()[key.id];
+      if (!secret) {
+        const typed = pasted.value.trim();
+        if (!typed.startsWith(key.prefix)) {
+          form.querySelector("#api-key-error").textContent = `Paste the whole key that starts with ${key.prefix}.`;
+          pasted.setAttribute("aria-invalid", "true");
+          pasted.focus();
+          return;
+        }
+        secret = typed;
+      }
       const body = { prompt: prompt.value, style: style.value };
       if (model.value) body.model = model.value;
       if (ratio.value) body.aspect_ratio = ratio.value;
       if (resolution.value) body.resolution = resolution.value;
       if (state.continueFrom) body.previous_generation_id = state.continueFrom;
-      if (images.files.length) body.images = await Promise.all([...images.files].map(readAsDataUrl));
-      if (!key.value.trim()) {
-        form.querySelector("#api-key-error").textContent = "Paste an API key (create one on the Keys page).";
-        key.setAttribute("aria-invalid", "true");
-        key.focus();
-        return;
-      }
+      if (images.files().length) body.images = await Promise.all(images.files().map(readAsDataUrl));
       result.replaceChildren(h("p", {}, "Generating…"));
       const started = performance.now();
-      const answer = await api("POST", "/v1/generate", body, { apiKey: key.value.trim() });
+      const answer = await api("POST", "/v1/generate", body, { apiKey: secret });
       const seconds = ((performance.now() - started) / 1000).toFixed(2);
+      if (answer.status !== 401 && !storedKeys()[key.id]) {
+        // The key was taken: this tab keeps it.
+        rememberKey(key.id, secret);
+        pasted.value = "";
+        needsPaste();
+      }
       if (!answer.ok) {
         result.replaceChildren();
         showError(form, answer, {
@@ -503,20 +774,36 @@ async function playgroundPage() {
       // Continuing is asked for, never assumed: each turn sends every earlier image again.
       const keepEditing = h("button", { type: "button", id: "keep-editing" }, "Edit this image");
       keepEditing.addEventListener("click", () => {
-        state.continueFrom = made.id;
-        continuing.replaceChildren(`Continuing from ${made.id}: the earlier prompts and images are sent again. `, afresh);
+        continueFrom(made.id);
         prompt.value = "";
         prompt.focus();
       });
       result.replaceChildren(
         image,
-        h("p", {}, `Made in ${seconds} s · ${pixels} · ${made.aspect_ratio || "the model's ratio"} · ${made.resolution} · ${made.model} · ${dollars(micros(made.cost_usd))}`),
-        h("p", { class: "row" }, h("a", { href: made.url, target: "_blank", rel: "noopener" }, "Open the image"), keepEditing),
+        h("p", { class: "summary" }, `Made in ${seconds} s.`),
+        detailList([
+          ["Model", made.model],
+          ["Aspect ratio", made.aspect_ratio || "the model's choice"],
+          ["Resolution", made.resolution || "—"],
+          ["Size", `${pixels} px${made.bytes ? `, ${Math.ceil(made.bytes / 1024)} KB` : ""}`],
+          ["Time", `${seconds} s`],
+          ["Cost", dollars(micros(made.cost_usd))],
+        ]),
+        h(
+          "p",
+          { class: "row" },
+          h("a", { href: made.url, download: `${made.id}`, id: "download-image" }, "Download"),
+          h("a", { href: made.url, target: "_blank", rel: "noopener" }, "Open"),
+          keepEditing,
+        ),
       );
+      // Beside the form on a wide screen; below it on a narrow one, so brought into view.
+      if (result.getBoundingClientRect().top > window.innerHeight / 2) result.scrollIntoView({ block: "start" });
       announce(`Image generated in ${seconds} seconds.`);
     });
   });
-  show("Playground", form, result);
+  result.replaceChildren(h("p", { class: "muted" }, "Your image appears here."));
+  show("Playground", h("div", { class: "playground" }, form, result));
 }
 
 // "Edit this image": the playground continues the conversation this generation ends.
@@ -529,21 +816,33 @@ function editButton(generation) {
   return edit;
 }
 
+const STATUSES = ["queued", "running", "succeeded", "failed", "canceled", "deleted"];
+
 async function historyPage() {
   const gallery = h("ul", { class: "gallery", id: "history" });
-  show("History", gallery);
-  await renderHistory(gallery);
+  const keysAnswer = await api("GET", "/v1/keys?limit=100");
+  const keys = (keysAnswer.ok && (keysAnswer.data.keys || keysAnswer.data.data)) || [];
+  const byKey = h("select", {}, h("option", { value: "" }, "All keys"), keys.map((key) => h("option", { value: key.id }, `${key.name || "unnamed"} · ${key.prefix}…`)));
+  const byStatus = h("select", {}, h("option", { value: "" }, "Any status"), STATUSES.map((status) => h("option", { value: status }, status)));
+  const filters = { key: byKey, status: byStatus };
+  for (const select of [byKey, byStatus]) select.addEventListener("change", () => renderHistory(gallery, filters));
+  show(
+    "History",
+    h("form", { class: "filters", id: "history-filters" }, field("filter-key", "Key", byKey), field("filter-status", "Status", byStatus)),
+    gallery,
+  );
+  await renderHistory(gallery, filters);
 }
 
 // While jobs are queued or running, the history is read again every two seconds (as long as it
 // is on the page).
 let historyRefresh = null;
 
-function refreshWhilePending(gallery, generations) {
+function refreshWhilePending(gallery, filters, generations) {
   clearTimeout(historyRefresh);
   if (!generations.some((generation) => generation.status === "queued" || generation.status === "running")) return;
   historyRefresh = setTimeout(async () => {
-    if (gallery.isConnected) await renderHistory(gallery);
+    if (gallery.isConnected) await renderHistory(gallery, filters);
   }, 2000);
 }
 
@@ -554,15 +853,18 @@ const STATUS_TEXT = {
   deleted: "Deleted",
 };
 
-async function renderHistory(gallery) {
-  const result = await api("GET", "/v1/generations?limit=100");
+async function renderHistory(gallery, filters) {
+  const query = new URLSearchParams({ limit: "100" });
+  if (filters.key.value) query.set("key_id", filters.key.value);
+  if (filters.status.value) query.set("status", filters.status.value);
+  const result = await api("GET", `/v1/generations?${query}`);
   if (!result.ok) {
     gallery.replaceChildren(h("li", { class: "error" }, errorOf(result).message));
     return;
   }
   const generations = result.data.generations || [];
   if (!generations.length) {
-    gallery.replaceChildren(h("li", { class: "muted" }, "Nothing generated yet."));
+    gallery.replaceChildren(h("li", { class: "muted" }, filters.key.value || filters.status.value ? "Nothing matches these filters." : "Nothing generated yet."));
     return;
   }
   gallery.replaceChildren(
@@ -572,7 +874,7 @@ async function renderHistory(gallery) {
         if (!window.confirm("Delete this image? The record stays; the image is gone for good.")) return;
         const answer = await api("DELETE", `/v1/generations/${generation.id}`);
         announce(answer.ok ? "Image deleted." : errorOf(answer).message);
-        await renderHistory(gallery);
+        await renderHistory(gallery, filters);
       });
       const picture = generation.url
         ? h("img", { src: generation.url, alt: generation.prompt, loading: "lazy" })
@@ -587,20 +889,21 @@ async function renderHistory(gallery) {
       cancel.addEventListener("click", async () => {
         const answer = await api("POST", `/v1/generations/${generation.id}/cancel`);
         announce(answer.ok ? "Job canceled." : errorOf(answer).message);
-        await renderHistory(gallery);
+        await renderHistory(gallery, filters);
       });
+      const pixels = generation.width && generation.height ? `${generation.width}×${generation.height}` : generation.size;
       return h(
         "li",
-        { class: "card", "data-status": generation.status },
+        { class: "card", "data-status": generation.status, "data-id": generation.id },
         picture,
-        h("p", {}, generation.prompt),
-        h(
-          "p",
-          { class: "muted" },
-          `${generation.width && generation.height ? `${generation.width}×${generation.height}` : generation.size}` +
-            `${generation.resolution ? ` · ${generation.resolution}` : ""}` +
-            `${generation.status === "failed" ? "" : ` · ${dollars(micros(generation.cost_usd))}`} · ${formatDate(generation.created_at)}`,
-        ),
+        h("p", { class: "row spread" }, h("span", { class: "badge", "data-status": generation.status }, generation.status), h("span", { class: "muted" }, formatDate(generation.created_at))),
+        h("p", { class: "prompt" }, generation.prompt),
+        detailList([
+          ["Model", generation.model],
+          ["Resolution", generation.resolution || "—"],
+          ["Size", pixels],
+          ["Cost", generation.status === "failed" ? "—" : dollars(micros(generation.cost_usd))],
+        ]),
         generation.url
           ? h(
               "div",
@@ -616,7 +919,7 @@ async function renderHistory(gallery) {
       );
     }),
   );
-  refreshWhilePending(gallery, generations);
+  refreshWhilePending(gallery, filters, generations);
 }
 
 // ---- Webhooks ----
@@ -686,7 +989,7 @@ async function webhooksPage(created) {
   const checks = EVENTS.map((event) => h("input", { type: "checkbox", value: event, checked: true, id: `event-${event.replace(".", "-")}` }));
   const form = h(
     "form",
-    { id: "new-webhook" },
+    { id: "new-webhook", class: "stack" },
     field("webhook-url", "Endpoint URL", url, "https only; it receives a signed POST for each generation that ends"),
     h(
       "fieldset",
@@ -723,11 +1026,30 @@ async function webhooksPage(created) {
     list.replaceChildren(h("li", { class: "muted" }, "No endpoints yet."));
     return;
   }
+  const loads = [];
   list.replaceChildren(
     ...endpoints.map((endpoint) => {
       const deliveries = h("div", { class: "deliveries-of" });
-      const showDeliveries = h("button", { type: "button", class: "secondary" }, "Deliveries");
-      showDeliveries.addEventListener("click", () => webhookDeliveries(endpoint, deliveries));
+      loads.push(() => webhookDeliveries(endpoint, deliveries));
+      const tested = h("p", { class: "test-result", role: "status" });
+      const sendTest = h("button", { type: "button", class: "secondary" }, "Send test event");
+      sendTest.addEventListener("click", async () => {
+        sendTest.disabled = true;
+        tested.textContent = "Sending a test event…";
+        const answer = await api("POST", `/v1/webhooks/${endpoint.id}/test`);
+        sendTest.disabled = false;
+        if (!answer.ok) {
+          tested.textContent = errorOf(answer).message;
+          return;
+        }
+        const outcome = answer.data;
+        const how = outcome.status_code ? `HTTP ${outcome.status_code}` : outcome.error;
+        tested.dataset.delivered = String(outcome.delivered);
+        tested.textContent = `${outcome.delivered ? "Test event delivered" : "Test event not delivered"}: ${how} in ${outcome.duration_ms} ms.`;
+        announce(tested.textContent);
+      });
+      const refresh = h("button", { type: "button", class: "secondary" }, "Refresh deliveries");
+      refresh.addEventListener("click", () => webhookDeliveries(endpoint, deliveries));
       const rotate = h("button", { type: "button", class: "secondary" }, "Rotate secret");
       rotate.addEventListener("click", async () => {
         if (!window.confirm("Make a new signing secret? The current one keeps signing beside it for 24 hours.")) return;
@@ -749,22 +1071,25 @@ async function webhooksPage(created) {
         { class: "card", "data-status": endpoint.status },
         h("p", { class: "url" }, endpoint.url),
         h("p", { class: "muted" }, `${endpoint.events.join(", ")} · ${endpoint.status}`),
-        h("div", { class: "row" }, showDeliveries, rotate, remove),
+        h("div", { class: "row" }, sendTest, rotate, remove),
+        tested,
+        h("h3", {}, "Recent deliveries"),
         deliveries,
+        refresh,
       );
     }),
   );
+  await Promise.all(loads.map((load) => load()));
 }
 
 // The account's quotas: empty means none.
 function limitsForm(user) {
   const limits = user.limits || {};
   const number = (label, value) =>
-    h("input", { type: "number", min: 1, step: 1, inputmode: "numeric", value: value ?? "", "aria-label": `${label} for ${user.email}`, class: "limit" });
+    h("input", { type: "number", min: 1, step: 1, inputmode: "numeric", value: value ?? "", placeholder: label.replace("Images per ", "images / "), "aria-label": `${label} for ${user.email}`, class: "limit" });
   const perDay = number("Images per day", limits.per_day);
   const perMonth = number("Images per month", limits.per_month);
-  // Dollars as the server sends them ("50.000000"), shown without the trailing zeros.
-  const shownBudget = limits.budget_usd_per_month ? limits.budget_usd_per_month.replace(/\.?0+$/, "") : "";
+  const shownBudget = plainDollars(limits.budget_usd_per_month);
   const budgetPerMonth = h("input", { type: "text", inputmode: "decimal", value: shownBudget, placeholder: "$ / month", "aria-label": `Dollars per month for ${user.email}`, class: "budget" });
   const error = h("p", { class: "error" });
   const form = h("form", { class: "row limits" }, perDay, perMonth, budgetPerMonth, h("button", { type: "submit", class: "secondary" }, "Save"), error);
@@ -791,7 +1116,7 @@ async function adminPage() {
     table.replaceChildren(
       h(
         "table",
-        { id: "users" },
+        { id: "users", class: "cards-narrow" },
         h("thead", {}, h("tr", {}, ["Email", "Today", "This month", "Spent today", "Spent this month", "Limits (images per day / month, $ per month)", "Status", ""].map((title) => h("th", { scope: "col" }, title)))),
         h(
           "tbody",
@@ -807,14 +1132,17 @@ async function adminPage() {
             return h(
               "tr",
               { "data-email": user.email },
-              h("td", {}, user.email),
-              h("td", { class: "num" }, user.usage ? user.usage.today : 0),
-              h("td", { class: "num" }, user.usage ? user.usage.this_month : 0),
-              h("td", { class: "num" }, dollars(micros(user.spend_today_usd))),
-              h("td", { class: "num spend" }, dollars(micros(user.spend_this_month_usd))),
-              h("td", {}, limitsForm(user)),
-              h("td", {}, user.disabled ? "disabled" : "active"),
-              h("td", {}, user.id === (state.me && state.me.id) ? "" : toggle),
+              labelled("Email", user.email),
+              labelled("Today", user.usage ? user.usage.today : 0, { class: "num" }),
+              labelled("This month", user.usage ? user.usage.this_month : 0, { class: "num" }),
+              labelled("Spent today", dollars(micros(user.spend_today_usd)), { class: "num" }),
+              labelled("Spent this month", [
+                dollars(micros(user.spend_this_month_usd)),
+                user.limits && user.limits.budget_usd_per_month ? h("span", { class: "muted budget-of" }, ` of ${dollars(micros(user.limits.budget_usd_per_month))}`) : null,
+              ], { class: "num spend" }),
+              labelled("Limits", limitsForm(user)),
+              labelled("Status", user.disabled ? "disabled" : "active"),
+              labelled("Actions", user.id === (state.me && state.me.id) ? "" : toggle, { class: "actions" }),
             );
           }),
         ),
@@ -867,7 +1195,8 @@ async function start() {
   document.getElementById("logout").addEventListener("click", async () => {
     await api("POST", "/v1/auth/logout");
     state.me = null;
-    state.lastKey = "";
+    state.continueFrom = null;
+    forgetKeys();
     await refreshNav();
     location.hash = "#/login";
     announce("Logged out.");

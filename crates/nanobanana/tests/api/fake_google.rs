@@ -9,66 +9,17 @@
 
 use base64::Engine as _;
 use nb_domain::generation::{AspectRatio, ModelCatalog, Resolution};
+use nb_testkit::google_facts::{flat_png, google_pixel_size};
 use serde_json::{Value, json};
 use wiremock::matchers::{method, path_regex};
 use wiremock::{Mock, Request, Respond, ResponseTemplate};
 
 use crate::helpers::TestApp;
 
-/// Google's pixel sizes at 1K (its documentation's table); 2K doubles each side, 4K
-/// quadruples, 512 halves.
-const ONE_K: [(&str, u32, u32); 10] = [
-    ("1:1", 1024, 1024),
-    ("2:3", 848, 1264),
-    ("3:2", 1264, 848),
-    ("3:4", 896, 1200),
-    ("4:3", 1200, 896),
-    ("4:5", 928, 1152),
-    ("5:4", 1152, 928),
-    ("9:16", 768, 1376),
-    ("16:9", 1376, 768),
-    ("21:9", 1584, 672),
-];
-
 /// Input tokens Google counts per input image.
 pub const TOKENS_PER_INPUT_IMAGE: u64 = 1120;
 /// Thinking tokens the fake reports on the 3.x models.
 pub const THINKING_TOKENS: u64 = 150;
-
-/// The pixel size Google makes for `ratio` at `resolution`.
-pub fn google_pixel_size(ratio: &str, resolution: Resolution) -> (u32, u32) {
-    let (width, height) = ONE_K
-        .iter()
-        .find(|(known, _, _)| *known == ratio)
-        .map(|(_, width, height)| (*width, *height))
-        .unwrap_or_else(|| {
-            // The very wide ratios of 3.1 Flash: the square's area, in steps of 16.
-            let ratio = AspectRatio::parse(ratio).unwrap().ratio();
-            let side = |x: f64| ((x / 16.0).round() * 16.0) as u32;
-            (side(1024.0 * ratio.sqrt()), side(1024.0 / ratio.sqrt()))
-        });
-    match resolution {
-        Resolution::Px512 => (width / 2, height / 2),
-        Resolution::K1 => (width, height),
-        Resolution::K2 => (width * 2, height * 2),
-        Resolution::K4 => (width * 4, height * 4),
-    }
-}
-
-/// A flat one-bit PNG of `width`×`height`.
-pub fn flat_png(width: u32, height: u32) -> Vec<u8> {
-    let mut out = Vec::new();
-    let mut encoder = png::Encoder::new(&mut out, width, height);
-    encoder.set_color(png::ColorType::Grayscale);
-    encoder.set_depth(png::BitDepth::One);
-    let mut writer = encoder.write_header().unwrap();
-    let row = (width as usize).div_ceil(8);
-    writer
-        .write_image_data(&vec![0xff; row * height as usize])
-        .unwrap();
-    writer.finish().unwrap();
-    out
-}
 
 fn invalid_argument(message: String) -> ResponseTemplate {
     ResponseTemplate::new(400).set_body_json(
