@@ -151,10 +151,7 @@ fn png_of_size(size: usize) -> Vec<u8> {
 }
 
 fn answer(latency_ms: u64, image_bytes: usize) -> Answer {
-    answer_with(
-        Duration::from_millis(latency_ms),
-        &png_of_size(image_bytes),
-    )
+    answer_with(Duration::from_millis(latency_ms), &png_of_size(image_bytes))
 }
 
 /// An answer carrying `png`, after `latency`.
@@ -214,8 +211,7 @@ async fn handle(
         let Ok(control) = serde_json::from_slice::<Control>(&body) else {
             return Ok(respond(StatusCode::BAD_REQUEST, "text/plain", Bytes::new()));
         };
-        *fake.current.write().unwrap() =
-            Arc::new(answer(control.latency_ms, control.image_bytes));
+        *fake.current.write().unwrap() = Arc::new(answer(control.latency_ms, control.image_bytes));
         return Ok(respond(StatusCode::NO_CONTENT, "text/plain", Bytes::new()));
     }
     if path == "/last-request" {

@@ -961,7 +961,7 @@ async function webhookDeliveries(endpoint, into) {
           { class: "table-wrap" },
           h(
             "table",
-            { class: "deliveries" },
+            { class: "deliveries cards-narrow" },
             h("thead", {}, h("tr", {}, ["When", "Event", "Attempt", "Result", "Time"].map((title) => h("th", { scope: "col" }, title)))),
             h(
               "tbody",
@@ -970,11 +970,11 @@ async function webhookDeliveries(endpoint, into) {
                 h(
                   "tr",
                   { "data-delivered": String(delivery.delivered) },
-                  h("td", {}, formatDate(delivery.attempted_at)),
-                  h("td", {}, delivery.event),
-                  h("td", { class: "num" }, delivery.attempt),
-                  h("td", {}, delivery.delivered ? `delivered (${delivery.status_code})` : delivery.error || `HTTP ${delivery.status_code}`),
-                  h("td", { class: "num" }, `${delivery.duration_ms} ms`),
+                  labelled("When", formatDate(delivery.attempted_at)),
+                  labelled("Event", delivery.event),
+                  labelled("Attempt", delivery.attempt, { class: "num" }),
+                  labelled("Result", delivery.delivered ? `delivered (${delivery.status_code})` : delivery.error || `HTTP ${delivery.status_code}`),
+                  labelled("Time", `${delivery.duration_ms} ms`, { class: "num" }),
                 ),
               ),
             ),
@@ -1086,7 +1086,7 @@ async function webhooksPage(created) {
 function limitsForm(user) {
   const limits = user.limits || {};
   const number = (label, value) =>
-    h("input", { type: "number", min: 1, step: 1, inputmode: "numeric", value: value ?? "", placeholder: label.replace("Images per ", "images / "), "aria-label": `${label} for ${user.email}`, class: "limit" });
+    h("input", { type: "number", min: 1, step: 1, inputmode: "numeric", value: value ?? "", placeholder: label.replace("Images per ", "/ "), "aria-label": `${label} for ${user.email}`, class: "limit" });
   const perDay = number("Images per day", limits.per_day);
   const perMonth = number("Images per month", limits.per_month);
   const shownBudget = plainDollars(limits.budget_usd_per_month);

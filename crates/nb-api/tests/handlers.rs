@@ -34,6 +34,7 @@ use nb_domain::idempotency::MockIdempotency;
 use nb_domain::rate_limit::{MockThrottling, RateDecision, RateLimitError, ThrottleError};
 use nb_domain::readiness::{MockReadinessCheck, NotReady};
 use nb_domain::system::{MockClock, RandomnessUnavailable};
+use nb_domain::webhooks::{AttemptResult, MockWebhooks, WebhookError};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
@@ -46,6 +47,7 @@ struct Services {
     api_keys: MockApiKeys,
     generations: MockGenerations,
     jobs: MockJobs,
+    webhooks: MockWebhooks,
     throttle: MockThrottling,
     readiness: MockReadinessCheck,
 }
@@ -98,6 +100,7 @@ impl Services {
             api_keys,
             generations,
             jobs: MockJobs::new(),
+            webhooks: MockWebhooks::new(),
             throttle,
             readiness: MockReadinessCheck::new(),
         }
@@ -124,7 +127,7 @@ impl Services {
             generations: Arc::new(self.generations),
             history: Arc::new(MockHistory::new()),
             jobs: Arc::new(self.jobs),
-            webhooks: Arc::new(nb_domain::webhooks::MockWebhooks::new()),
+            webhooks: Arc::new(self.webhooks),
             idempotency: Arc::new(MockIdempotency::new()),
             throttle: Arc::new(self.throttle),
             access_tokens: tokens,
@@ -422,4 +425,46 @@ async fn canceling_a_running_job_is_409_not_cancelable() {
             .unwrap()
             .contains("running")
     );
+}
+
+#[actix_web::test]
+async fn a_webhook_test_event_answers_how_it_went() {
+    let mut services = Services::new();
+    services
+        .webhooks
+        .expect_send_test()
+        .withf(|user, id| *user == UserId(USER) && id.0 == Uuid::from_u128(8))
+        .returning(|_, _| {
+            Ok(AttemptResult {
+                status_code: Some(500),
+                error: None,
+                duration: Duration::from_millis(7),
+            })
+        });
+    let (state, token) = services.into_state();
+    let request = test::TestRequest::post()
+        .uri(&format!("/v1/webhooks/wh_{}/test", Uuid::from_u128(8)))
+        .insert_header(("authorization", format!("Bearer {token}")));
+    let (status, body) = call(state, request).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        body,
+        json!({"delivered": false, "status_code": 500, "error": null, "duration_ms": 7})
+    );
+}
+
+#[actix_web::test]
+async fn a_webhook_test_event_without_webhooks_configured_is_503() {
+    let mut services = Services::new();
+    services
+        .webhooks
+        .expect_send_test()
+        .returning(|_, _| Err(WebhookError::NotConfigured));
+    let (state, token) = services.into_state();
+    let request = test::TestRequest::post()
+        .uri(&format!("/v1/webhooks/wh_{}/test", Uuid::from_u128(8)))
+        .insert_header(("authorization", format!("Bearer {token}")));
+    let (status, body) = call(state, request).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(body["error"]["code"], "webhooks_not_configured");
 }

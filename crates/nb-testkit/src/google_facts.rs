@@ -39,7 +39,9 @@ pub fn google_pixel_size(ratio: &str, resolution: Resolution) -> (u32, u32) {
         .map(|(_, width, height)| (*width, *height))
         .unwrap_or_else(|| {
             // The very wide ratios of 3.1 Flash: the square's area, in steps of 16.
-            let ratio = AspectRatio::parse(ratio).expect("a ratio of the catalog").ratio();
+            let ratio = AspectRatio::parse(ratio)
+                .expect("a ratio of the catalog")
+                .ratio();
             let side = |x: f64| ((x / 16.0).round() * 16.0) as u32;
             (side(1024.0 * ratio.sqrt()), side(1024.0 / ratio.sqrt()))
         });
@@ -67,4 +69,3 @@ pub fn flat_png(width: u32, height: u32) -> Vec<u8> {
     writer.finish().expect("the PNG's end");
     out
 }
-

@@ -303,7 +303,10 @@ async fn a_test_event_is_signed_sent_now_and_answered(app: TestApp) {
         assert_eq!(body["data"]["webhook_id"], id);
         assert!(body["timestamp"].is_string());
     }
-    assert_ne!(events[0].0, events[1].0, "each test event is a message of its own");
+    assert_ne!(
+        events[0].0, events[1].0,
+        "each test event is a message of its own"
+    );
     assert!(app.webhook_deliveries(&token, id).await.is_empty());
     let foreign = send_test(other).await;
     assert_error(foreign, 404, "webhook_not_found").await;

@@ -3,7 +3,8 @@
 
 use actix_web::{HttpResponse, web};
 use nb_domain::webhooks::{
-    AttemptRecord, AttemptResult, Endpoint, EndpointChange, EndpointWithSecret, EventBodies, EventType, WebhookId,
+    AttemptRecord, AttemptResult, Endpoint, EndpointChange, EndpointWithSecret, EventBodies,
+    EventType, WebhookId,
 };
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;

@@ -96,8 +96,11 @@ pub trait Webhooks: Send + Sync + 'static {
     ) -> Result<Page<AttemptRecord>, WebhookError>;
     /// Sends a signed `webhook.test` event to the endpoint now, whatever events it takes, and
     /// says how it went. Not kept in the outbox: never retried, not among the deliveries.
-    async fn send_test(&self, user_id: UserId, id: WebhookId)
-    -> Result<AttemptResult, WebhookError>;
+    async fn send_test(
+        &self,
+        user_id: UserId,
+        id: WebhookId,
+    ) -> Result<AttemptResult, WebhookError>;
 }
 
 /// The ports a [`WebhookService`] works through.
@@ -478,5 +481,165 @@ impl Webhooks for WebhookService {
             "webhook test event sent"
         );
         Ok(result)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::generation::history::HistoryPorts;
+    use crate::generation::ports::{MockHistoryRepository, MockObjectStorage};
+    use crate::system::{MockClock, MockIdGenerator, MockRandomSource};
+    use crate::webhooks::ports::{
+        MockEventBodies, MockSecretSealer, MockWebhookRepository, MockWebhookSender,
+    };
+    use time::OffsetDateTime;
+    use time::macros::datetime;
+    use uuid::Uuid;
+
+    const NOW: OffsetDateTime = datetime!(2026-12-07 12:00 UTC);
+    const ADA: UserId = UserId(Uuid::from_u128(1));
+    const HOOK: WebhookId = WebhookId(Uuid::from_u128(2));
+    const MESSAGE: Uuid = Uuid::from_u128(3);
+
+    fn endpoint() -> Endpoint {
+        Endpoint {
+            id: HOOK,
+            user_id: ADA,
+            url: WebhookUrl::from_stored("https://hooks.example.com/nb".into()),
+            events: EventTypes {
+                succeeded: false,
+                failed: false,
+                canceled: true,
+            },
+            description: None,
+            status: EndpointStatus::Active,
+            created_at: NOW,
+            previous_secret_expires_at: None,
+        }
+    }
+
+    /// The service with its repository and sender; secrets are "sealed" as themselves.
+    fn service(
+        webhooks: MockWebhookRepository,
+        sender: MockWebhookSender,
+        sealed: bool,
+    ) -> WebhookService {
+        let mut clock = MockClock::new();
+        clock.expect_now().return_const(NOW);
+        let clock: Arc<dyn Clock> = Arc::new(clock);
+        let mut ids = MockIdGenerator::new();
+        ids.expect_new_id().return_const(MESSAGE);
+        let mut sealer = MockSecretSealer::new();
+        sealer.expect_open().returning(|sealed| Ok(sealed.to_vec()));
+        let mut bodies = MockEventBodies::new();
+        bodies.expect_test_body().returning(|endpoint, _| {
+            format!("{{\"webhook_id\":\"{}\"}}", endpoint.id).into_bytes()
+        });
+        let history = HistoryService::new(HistoryPorts {
+            generations: Arc::new(MockHistoryRepository::new()),
+            storage: Arc::new(MockObjectStorage::new()),
+            clock: clock.clone(),
+        });
+        WebhookService::new(
+            WebhookPorts {
+                webhooks: Arc::new(webhooks),
+                sender: Arc::new(sender),
+                sealer: sealed.then(|| Arc::new(sealer) as Arc<dyn SecretSealer>),
+                bodies: Arc::new(bodies),
+                history,
+                random: Arc::new(MockRandomSource::new()),
+                clock,
+                ids: Arc::new(ids),
+            },
+            WebhookSettings::default(),
+        )
+    }
+
+    #[tokio::test]
+    async fn a_test_event_is_signed_with_every_secret_sent_now_and_its_outcome_returned() {
+        let mut webhooks = MockWebhookRepository::new();
+        webhooks
+            .expect_find_endpoint_with_secrets()
+            .withf(|user, id, now| *user == ADA && *id == HOOK && *now == NOW)
+            .returning(|_, _, _| {
+                Ok(Some((
+                    endpoint(),
+                    SealedSecrets {
+                        current: b"current secret".to_vec(),
+                        previous: Some(b"previous secret".to_vec()),
+                    },
+                )))
+            });
+        // A test event goes to the endpoint alone, now: nothing enters the outbox.
+        webhooks.expect_claim_due().never();
+        webhooks.expect_record_attempt().never();
+        let mut sender = MockWebhookSender::new();
+        sender
+            .expect_send()
+            .times(1)
+            .withf(|url, headers, body| {
+                let header = |name: &str| {
+                    headers
+                        .iter()
+                        .find(|(key, _)| key == name)
+                        .map(|(_, value)| value.clone())
+                };
+                let id = format!("msg_test_{}", MESSAGE.simple());
+                let expected = [b"current secret".as_slice(), b"previous secret"]
+                    .map(|secret| {
+                        WebhookSecret::from_bytes(secret.to_vec()).sign(
+                            &id,
+                            NOW.unix_timestamp(),
+                            body,
+                        )
+                    })
+                    .join(" ");
+                url == "https://hooks.example.com/nb"
+                    && header("webhook-id") == Some(id)
+                    && header("webhook-signature") == Some(expected)
+                    && header("webhook-timestamp") == Some(NOW.unix_timestamp().to_string())
+                    && body == format!("{{\"webhook_id\":\"{HOOK}\"}}").as_bytes()
+            })
+            .returning(|_, _, _| AttemptResult {
+                status_code: Some(500),
+                error: None,
+                duration: Duration::from_millis(7),
+            });
+        let result = service(webhooks, sender, true)
+            .send_test(ADA, HOOK)
+            .await
+            .unwrap();
+        assert_eq!(result.status_code, Some(500));
+        assert!(!result.delivered());
+        assert_eq!(result.duration, Duration::from_millis(7));
+    }
+
+    #[tokio::test]
+    async fn a_test_event_to_an_endpoint_that_is_not_the_users_is_not_found() {
+        let mut webhooks = MockWebhookRepository::new();
+        webhooks
+            .expect_find_endpoint_with_secrets()
+            .returning(|_, _, _| Ok(None));
+        let mut sender = MockWebhookSender::new();
+        sender.expect_send().never();
+        let refused = service(webhooks, sender, true).send_test(ADA, HOOK).await;
+        assert!(
+            matches!(refused, Err(WebhookError::NotFound)),
+            "{refused:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn without_a_sealing_key_no_test_event_is_sent() {
+        let mut webhooks = MockWebhookRepository::new();
+        webhooks.expect_find_endpoint_with_secrets().never();
+        let mut sender = MockWebhookSender::new();
+        sender.expect_send().never();
+        let refused = service(webhooks, sender, false).send_test(ADA, HOOK).await;
+        assert!(
+            matches!(refused, Err(WebhookError::NotConfigured)),
+            "{refused:?}"
+        );
     }
 }
