@@ -443,7 +443,9 @@ function progress(label, used, limit, shown = String) {
 
 // Each active key's quotas and budgets as progress against its limit.
 function keyLimits(keys) {
-  const limited = keys.filter((key) => key.is_active && key.limits && Object.values(key.limits).some(Boolean));
+  // (A per-minute rate is not a quota: nothing to show progress against.)
+  const counted = ["per_day", "per_month", "budget_usd_per_day", "budget_usd_per_month"];
+  const limited = keys.filter((key) => key.is_active && key.limits && counted.some((name) => key.limits[name]));
   if (!limited.length) return h("p", { class: "muted" }, "None of your keys has a quota or a budget (set them on the Keys page).");
   return h(
     "ul",
