@@ -83,6 +83,12 @@ function errorOf(result) {
   };
 }
 
+// The user's keys (up to 100, newest first): `keys` is empty when the answer is not ok.
+async function listKeys() {
+  const answer = await api("GET", "/v1/keys?limit=100");
+  return { answer, keys: (answer.ok && answer.data.keys) || [] };
+}
+
 // A form whose fields show the API's errors next to themselves.
 function field(id, label, control, hint) {
   const errorId = `${id}-error`;
@@ -189,14 +195,15 @@ function limitsText(limits) {
   return parts.length ? parts.join(", ") : "defaults";
 }
 
-function secretPanel(key) {
-  const input = h("input", { type: "text", readonly: true, value: key, "aria-label": "Your new API key" });
+// A secret shown this once (a new key, a webhook's signing secret), with a Copy button.
+function shownOnce(secret, { id, copyId, label, warning, detail }) {
+  const input = h("input", { type: "text", readonly: true, value: secret, "aria-label": label });
   const copied = h("span", { role: "status", class: "muted" });
-  const copy = h("button", { type: "button", id: "copy-key" }, "Copy");
+  const copy = h("button", { type: "button", id: copyId }, "Copy");
   copy.addEventListener("click", async () => {
     input.select();
     try {
-      await navigator.clipboard.writeText(key);
+      await navigator.clipboard.writeText(secret);
     } catch {
       document.execCommand("copy");
     }
@@ -204,10 +211,20 @@ function secretPanel(key) {
   });
   return h(
     "div",
-    { class: "notice secret", id: "new-key" },
-    h("p", {}, h("strong", {}, "Copy this key now: you will not see it again."), " It is stored only as a hash."),
+    { class: "notice secret", id },
+    h("p", {}, h("strong", {}, warning), ` ${detail}`),
     h("div", { class: "row" }, input, copy, copied),
   );
+}
+
+function secretPanel(key) {
+  return shownOnce(key, {
+    id: "new-key",
+    copyId: "copy-key",
+    label: "Your new API key",
+    warning: "Copy this key now: you will not see it again.",
+    detail: "It is stored only as a hash.",
+  });
 }
 
 async function keysPage() {
@@ -256,12 +273,11 @@ async function keysPage() {
 }
 
 async function renderKeys(list, created) {
-  const result = await api("GET", "/v1/keys?limit=100");
-  if (!result.ok) {
-    list.replaceChildren(h("p", { class: "error" }, errorOf(result).message));
+  const { answer, keys } = await listKeys();
+  if (!answer.ok) {
+    list.replaceChildren(h("p", { class: "error" }, errorOf(answer).message));
     return;
   }
-  const keys = result.data.keys || result.data.data || [];
   if (!keys.length) {
     list.replaceChildren(h("p", { class: "muted" }, "No keys yet."));
     return;
@@ -493,7 +509,7 @@ async function usagePage() {
     api("GET", "/v1/usage?days=30&group_by=day"),
     api("GET", "/v1/usage?days=30&group_by=key"),
     api("GET", "/v1/usage?days=30&group_by=model"),
-    api("GET", "/v1/keys?limit=100"),
+    listKeys(),
   ]);
   if (!byDay.ok || !byKey.ok || !byModel.ok) {
     const failed = [byDay, byKey, byModel].find((answer) => !answer.ok);
@@ -504,7 +520,7 @@ async function usagePage() {
   const total = byDay.data.usage.reduce((sum, row) => sum + row.count, 0);
   const spendByDay = new Map(byDay.data.usage.map((row) => [row.day, micros(row.cost_usd)]));
   const spent = byDay.data.usage.reduce((sum, row) => sum + micros(row.cost_usd), 0);
-  const keyList = (keys.ok && (keys.data.keys || keys.data.data)) || [];
+  const keyList = keys.keys;
   const names = new Map(keyList.map((key) => [key.id, key]));
   const keyRows = byKey.data.usage.map((row) => {
     const key = names.get(row.api_key_id);
@@ -660,8 +676,8 @@ async function playgroundPage() {
   const images = imagePicker();
   const result = h("section", { class: "result", id: "result", "aria-live": "polite", "aria-label": "Result" });
   // The user's active keys, and the models the server offers (the model catalog).
-  const [keysAnswer, listed] = await Promise.all([api("GET", "/v1/keys?limit=100"), api("GET", "/v1/models")]);
-  const keys = ((keysAnswer.ok && (keysAnswer.data.keys || keysAnswer.data.data)) || []).filter((key) => key.is_active);
+  const [mine, listed] = await Promise.all([listKeys(), api("GET", "/v1/models")]);
+  const keys = mine.keys.filter((key) => key.is_active);
   const known = storedKeys();
   keyChoice.replaceChildren(
     ...keys.map((key) => h("option", { value: key.id }, `${key.name || "unnamed"} · ${key.prefix}… · ${key.mode}${known[key.id] ? "" : " (paste once)"}`)),
@@ -822,8 +838,7 @@ const STATUSES = ["queued", "running", "succeeded", "failed", "canceled", "delet
 
 async function historyPage() {
   const gallery = h("ul", { class: "gallery", id: "history" });
-  const keysAnswer = await api("GET", "/v1/keys?limit=100");
-  const keys = (keysAnswer.ok && (keysAnswer.data.keys || keysAnswer.data.data)) || [];
+  const { keys } = await listKeys();
   const byKey = h("select", {}, h("option", { value: "" }, "All keys"), keys.map((key) => h("option", { value: key.id }, `${key.name || "unnamed"} · ${key.prefix}…`)));
   const byStatus = h("select", {}, h("option", { value: "" }, "Any status"), STATUSES.map((status) => h("option", { value: status }, status)));
   const filters = { key: byKey, status: byStatus };
@@ -929,24 +944,13 @@ async function renderHistory(gallery, filters) {
 const EVENTS = ["generation.succeeded", "generation.failed", "generation.canceled"];
 
 function webhookSecretPanel(secret) {
-  const input = h("input", { type: "text", readonly: true, value: secret, "aria-label": "The webhook's signing secret" });
-  const copied = h("span", { role: "status", class: "muted" });
-  const copy = h("button", { type: "button", id: "copy-secret" }, "Copy");
-  copy.addEventListener("click", async () => {
-    input.select();
-    try {
-      await navigator.clipboard.writeText(secret);
-    } catch {
-      document.execCommand("copy");
-    }
-    copied.textContent = "Copied.";
+  return shownOnce(secret, {
+    id: "new-secret",
+    copyId: "copy-secret",
+    label: "The webhook's signing secret",
+    warning: "Copy this signing secret now: you will not see it again.",
+    detail: "Verify each delivery's webhook-signature with it (Standard Webhooks).",
   });
-  return h(
-    "div",
-    { class: "notice secret", id: "new-secret" },
-    h("p", {}, h("strong", {}, "Copy this signing secret now: you will not see it again."), " Verify each delivery's webhook-signature with it (Standard Webhooks)."),
-    h("div", { class: "row" }, input, copy, copied),
-  );
 }
 
 async function webhookDeliveries(endpoint, into) {
