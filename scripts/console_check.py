@@ -352,7 +352,6 @@ def run(binary, fake_google):
         console.text_in("#usage-models", "$0.0672")
         # The key's $5 monthly budget as progress.
         console.text_in("#usage-limits", "Spent this month: $0.0672 of $5.00")
-        console.shoot("usage")
 
         # 2K at 21:9 from the pickers: Google's pixel size for them comes back.
         console.go("playground", "Playground")
@@ -472,6 +471,9 @@ def run(binary, fake_google):
         driver.set_window_size(*DESKTOP)
         time.sleep(0.2)
         assert driver.execute_script("return getComputedStyle(document.querySelector('#keys tbody tr')).display") == "table-row"
+        # Photographed with the key's limits open for editing.
+        console.find(f'#keys tr[data-key-id="{key_id}"] details.edit-limits summary').click()
+        console.find(f"#per-day-{key_id}")
         console.shoot("keys")
 
         # Webhooks: an endpoint, its signing secret shown once with Copy; a test event is
@@ -515,23 +517,8 @@ def run(binary, fake_google):
         console.accept_confirm()
         console.text_in("#webhooks", "No endpoints yet.")
 
-        # Revoke the key: the full key is not shown again, and the key is refused from then on.
-        console.go("keys", "API keys")
-        spent = console.key_spend(key_id)
-        assert not driver.find_elements(By.CSS_SELECTOR, "#new-key")
-        console.find(f'#keys button.danger[data-key="{shown[:12]}"]').click()
-        console.accept_confirm()
-        console.text_in("#keys", "revoked")
-        request = urllib.request.Request(f"{base}/v1/generate", data=json.dumps({"prompt": "x"}).encode(),
-                                         headers={"Authorization": f"Bearer {shown}",
-                                                  "Content-Type": "application/json"}, method="POST")
-        try:
-            urllib.request.urlopen(request)
-            raise AssertionError("a revoked key was accepted")
-        except urllib.error.HTTPError as error:
-            assert error.code == 401, error.code
-
         # Admin (this account is in NB_ADMIN_EMAILS): usage, spend, quotas and budgets.
+        spent = console.key_spend(key_id)
         console.go("admin", "Admin: users")
         console.text_in("#users", EMAIL)
         row = console.find(f'#users tr[data-email="{EMAIL}"]')
@@ -549,6 +536,31 @@ def run(binary, fake_google):
         assert budget == "100", budget
         console.text_in(f'#users tr[data-email="{EMAIL}"]', f"{spent} of $100.00")
         console.shoot("admin")
+
+        # The account's quota and budget the admin set show on its owner's Usage page as
+        # progress, beside the key's.
+        console.go("usage", "Usage")
+        console.text_in("#usage-limits", "Your account (all keys)")
+        console.text_in("#usage-limits", f"Spent this month: {spent} of $100.00")
+        console.text_in("#usage-limits", "of 25")
+        console.text_in("#usage-limits", "Images today: 6 of 50")
+        console.shoot("usage")
+
+        # Revoke the key: the full key is not shown again, and the key is refused from then on.
+        console.go("keys", "API keys")
+        assert not driver.find_elements(By.CSS_SELECTOR, "#new-key")
+        console.find(f'#keys button.danger[data-key="{shown[:12]}"]').click()
+        console.accept_confirm()
+        console.text_in("#keys", "revoked")
+        request = urllib.request.Request(f"{base}/v1/generate", data=json.dumps({"prompt": "x"}).encode(),
+                                         headers={"Authorization": f"Bearer {shown}",
+                                                  "Content-Type": "application/json"}, method="POST")
+        try:
+            urllib.request.urlopen(request)
+            raise AssertionError("a revoked key was accepted")
+        except urllib.error.HTTPError as error:
+            assert error.code == 401, error.code
+
 
         # Log out: the session is over, the tab forgets its keys, and the navigation is gone.
         driver.find_element(By.CSS_SELECTOR, "#logout").click()

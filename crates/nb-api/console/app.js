@@ -457,29 +457,34 @@ function progress(label, used, limit, shown = String) {
   );
 }
 
-// Each active key's quotas and budgets as progress against its limit.
-function keyLimits(keys) {
-  // (A per-minute rate is not a quota: nothing to show progress against.)
-  const counted = ["per_day", "per_month", "budget_usd_per_day", "budget_usd_per_month"];
-  const limited = keys.filter((key) => key.is_active && key.limits && counted.some((name) => key.limits[name]));
-  if (!limited.length) return h("p", { class: "muted" }, "None of your keys has a quota or a budget (set them on the Keys page).");
+// Quotas and budgets that count (a per-minute rate is not one: nothing to show progress of).
+const COUNTED = ["per_day", "per_month", "budget_usd_per_day", "budget_usd_per_month"];
+
+// One card of progress bars: `limits` against `usage` (a key's, or the account's).
+function limitsCard(title, limits, usage) {
   return h(
-    "ul",
-    { class: "limits-list", id: "usage-limits" },
-    limited.map((key) => {
-      const usage = key.usage || {};
-      const limits = key.limits;
-      return h(
-        "li",
-        { class: "card" },
-        h("p", {}, h("strong", {}, key.name || "unnamed"), " ", h("code", {}, `${key.prefix}…`)),
-        limits.per_day ? progress("Images today", usage.today || 0, limits.per_day) : null,
-        limits.per_month ? progress("Images this month", usage.this_month || 0, limits.per_month) : null,
-        limits.budget_usd_per_day ? progress("Spent today", micros(usage.spend_today_usd), micros(limits.budget_usd_per_day), dollars) : null,
-        limits.budget_usd_per_month ? progress("Spent this month", micros(usage.spend_this_month_usd), micros(limits.budget_usd_per_month), dollars) : null,
-      );
-    }),
+    "li",
+    { class: "card" },
+    h("p", {}, title),
+    limits.per_day ? progress("Images today", usage.today || 0, limits.per_day) : null,
+    limits.per_month ? progress("Images this month", usage.this_month || 0, limits.per_month) : null,
+    limits.budget_usd_per_day ? progress("Spent today", micros(usage.spend_today_usd), micros(limits.budget_usd_per_day), dollars) : null,
+    limits.budget_usd_per_month ? progress("Spent this month", micros(usage.spend_this_month_usd), micros(limits.budget_usd_per_month), dollars) : null,
   );
+}
+
+// The account's quotas and budgets (an operator's) and each active key's, as progress.
+function limitsProgress(me, keys) {
+  const limited = (limits) => limits && COUNTED.some((name) => limits[name]);
+  const cards = [];
+  if (me && limited(me.limits)) cards.push(limitsCard(h("strong", {}, "Your account (all keys)"), me.limits, me.usage || {}));
+  for (const key of keys) {
+    if (key.is_active && limited(key.limits)) {
+      cards.push(limitsCard([h("strong", {}, key.name || "unnamed"), " ", h("code", {}, `${key.prefix}…`)], key.limits, key.usage || {}));
+    }
+  }
+  if (!cards.length) return h("p", { class: "muted" }, "No quota or budget applies (set a key's on the Keys page).");
+  return h("ul", { class: "limits-list", id: "usage-limits" }, cards);
 }
 
 function usageTable(id, head, rows) {
@@ -505,11 +510,12 @@ function chartWidth() {
 let usageResize = null;
 
 async function usagePage() {
-  const [byDay, byKey, byModel, keys] = await Promise.all([
+  const [byDay, byKey, byModel, keys, me] = await Promise.all([
     api("GET", "/v1/usage?days=30&group_by=day"),
     api("GET", "/v1/usage?days=30&group_by=key"),
     api("GET", "/v1/usage?days=30&group_by=model"),
     listKeys(),
+    api("GET", "/v1/auth/me"),
   ]);
   if (!byDay.ok || !byKey.ok || !byModel.ok) {
     const failed = [byDay, byKey, byModel].find((answer) => !answer.ok);
@@ -568,7 +574,7 @@ async function usagePage() {
     toggle,
     charts,
     h("h2", {}, "Quotas and budgets"),
-    keyLimits(keyList),
+    limitsProgress(me.ok ? me.data : null, keyList),
     h("h2", {}, "Per key"),
     keyRows.length ? usageTable("usage-keys", [["Key"], ["Name"], ["Images", true], ["Spent", true]], keyRows) : h("p", { class: "muted" }, "No images yet."),
     h("h2", {}, "Per model"),

@@ -125,17 +125,23 @@ macro_rules! after_cursor {
     }};
 }
 
-#[async_trait]
-impl AdminRepository for Database {
-    #[tracing::instrument(skip(self))]
-    async fn list_accounts(
+/// Which accounts [`Database::account_overviews`] reads.
+enum Accounts {
+    /// Newest first, after a cursor's `(created_at, id)`.
+    Page {
+        after: Option<(PrimitiveDateTime, String)>,
+        limit: i64,
+    },
+    One(String),
+}
+
+impl Database {
+    /// Accounts with their settings and what their keys made (and cost) today and this month.
+    async fn account_overviews(
         &self,
-        page: PageRequest,
+        which: Accounts,
         at: OffsetDateTime,
-    ) -> Result<Page<AccountOverview>, RepositoryError> {
-        let after = page
-            .after
-            .map(|cursor| (to_stored_time(cursor.created_at), cursor.id.to_string()));
+    ) -> Result<Vec<AccountOverview>, RepositoryError> {
         let month = QuotaPeriod::Month.starts_on(at);
         let today = QuotaPeriod::Day.starts_on(at);
         let rows = with_connection!(self, |conn| {
@@ -143,9 +149,14 @@ impl AdminRepository for Database {
                 let query = users::table
                     .order((users::created_at.desc(), users::id.desc()))
                     .select(UserRow::as_select())
-                    .limit(i64::from(page.limit) + 1)
                     .into_boxed();
-                let users: Vec<UserRow> = after_cursor!(query, users, after).load(conn).await?;
+                let query = match &which {
+                    Accounts::Page { after, limit } => {
+                        after_cursor!(query, users, after.clone()).limit(*limit)
+                    }
+                    Accounts::One(id) => query.filter(users::id.eq(id.clone())).limit(1),
+                };
+                let users: Vec<UserRow> = query.load(conn).await?;
                 let ids: Vec<String> = users.iter().map(|row| row.id().to_owned()).collect();
                 let usage = usage_daily::table
                     .inner_join(api_keys::table)
@@ -172,7 +183,7 @@ impl AdminRepository for Database {
                 .or_default()
                 .add(count, Usd::from_nanos(cost), day == today);
         }
-        let overviews = users
+        users
             .into_iter()
             .map(|row| {
                 let usage = totals.get(row.id()).copied().unwrap_or_default();
@@ -183,13 +194,48 @@ impl AdminRepository for Database {
                     usage,
                 })
             })
-            .collect::<Result<Vec<_>, RepositoryError>>()?;
+            .collect()
+    }
+}
+
+#[async_trait]
+impl AdminRepository for Database {
+    #[tracing::instrument(skip(self))]
+    async fn list_accounts(
+        &self,
+        page: PageRequest,
+        at: OffsetDateTime,
+    ) -> Result<Page<AccountOverview>, RepositoryError> {
+        let after = page
+            .after
+            .map(|cursor| (to_stored_time(cursor.created_at), cursor.id.to_string()));
+        let overviews = self
+            .account_overviews(
+                Accounts::Page {
+                    after,
+                    limit: i64::from(page.limit) + 1,
+                },
+                at,
+            )
+            .await?;
         Ok(Page::from_overfetch(overviews, page.limit, |overview| {
             Cursor {
                 created_at: overview.user.created_at,
                 id: overview.user.id.0,
             }
         }))
+    }
+
+    #[tracing::instrument(skip(self))]
+    async fn find_account(
+        &self,
+        user_id: UserId,
+        at: OffsetDateTime,
+    ) -> Result<Option<AccountOverview>, RepositoryError> {
+        let mut overviews = self
+            .account_overviews(Accounts::One(user_id.to_string()), at)
+            .await?;
+        Ok(overviews.pop())
     }
 
     #[tracing::instrument(skip(self, changes, entry))]

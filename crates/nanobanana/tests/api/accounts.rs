@@ -39,7 +39,15 @@ async fn register_returns_the_user_and_a_working_token(app: TestApp) {
         .unwrap();
     // The user, and that they are not an operator (the console asks this, not an admin route).
     assert_eq!(me["is_admin"], false);
-    me.as_object_mut().unwrap().remove("is_admin");
+    // A new account's limits (none set) and usage (nothing made yet).
+    assert_eq!(
+        me["usage"],
+        json!({"today": 0, "this_month": 0, "spend_today_usd": "0.000000", "spend_this_month_usd": "0.000000"})
+    );
+    assert!(me["limits"].is_object(), "{me}");
+    for extra in ["is_admin", "limits", "usage"] {
+        me.as_object_mut().unwrap().remove(extra);
+    }
     assert_eq!(me, body["user"]);
 }
 

@@ -333,6 +333,13 @@ async fn an_accounts_budget_is_set_by_admins_and_shown_with_its_spend(app: TestA
     assert_eq!(ada["spend_today_usd"], "0.134400");
     assert_eq!(ada["spend_this_month_usd"], "0.134400");
     assert_eq!(ada["limits"]["budget_usd_per_month"], "0.134400");
+    // The account's owner sees the same in /v1/auth/me (the console's Usage page shows it).
+    let me: Value = app.get_json("/v1/auth/me", &token).await;
+    assert_eq!(me["limits"]["budget_usd_per_month"], "0.134400", "{me}");
+    assert_eq!(me["limits"]["per_day"], Value::Null, "{me}");
+    assert_eq!(me["usage"]["today"], 2, "{me}");
+    assert_eq!(me["usage"]["this_month"], 2, "{me}");
+    assert_eq!(me["usage"]["spend_this_month_usd"], "0.134400", "{me}");
 }
 
 async fn a_dry_run_estimates_and_checks_without_calling_google(app: TestApp) {

@@ -13,9 +13,10 @@ use crate::extract::credentials::{
     SignedInSession, SignedInUser, cleared_session_cookies, session_cookies,
 };
 use crate::extract::json::JsonBody;
+use crate::routes::admin::{AccountLimitsResponse, AccountSettingsResponse};
 use crate::state::AppState;
 use crate::tokens::IssuedAccessToken;
-use crate::views::NO_STORE;
+use crate::views::{NO_STORE, UsageTotals};
 
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -317,9 +318,14 @@ pub(crate) struct MeResponse {
     user: UserResponse,
     /// Whether the `/v1/admin` routes are open to this user (`NB_ADMIN_EMAILS`).
     is_admin: bool,
+    /// The account's quotas and budgets over all its keys, as an operator set them (`null`:
+    /// none).
+    limits: AccountLimitsResponse,
+    /// What all its keys made today and this calendar month (UTC), and what it cost.
+    usage: UsageTotals,
 }
 
-/// The signed-in user, and whether they are an admin.
+/// The signed-in user, whether they are an admin, and their account's limits and usage.
 #[utoipa::path(get, path = "/v1/auth/me", tag = "accounts", security(("access_token" = [])),
     responses(
         (status = 200, description = "The user", body = MeResponse),
@@ -335,9 +341,12 @@ pub(crate) async fn me(
         Err(AdminError::NotAdmin) => false,
         Err(error) => return Err(error.into()),
     };
+    let account = state.admin.own_account(&user).await?;
     Ok(web::Json(MeResponse {
         user: user.into(),
         is_admin,
+        limits: AccountSettingsResponse::from(account.settings).limits,
+        usage: account.usage.into(),
     }))
 }
 

@@ -32,7 +32,7 @@ pub(crate) struct AccountLimitsResponse {
 
 #[derive(Serialize, ToSchema)]
 pub(crate) struct AccountSettingsResponse {
-    limits: AccountLimitsResponse,
+    pub(crate) limits: AccountLimitsResponse,
     disabled: bool,
 }
 

@@ -20,6 +20,13 @@ pub trait AdminRepository: Send + Sync + 'static {
         at: OffsetDateTime,
     ) -> Result<Page<AccountOverview>, RepositoryError>;
 
+    /// One account with its settings and usage at `at`; `Ok(None)` when there is none.
+    async fn find_account(
+        &self,
+        user_id: UserId,
+        at: OffsetDateTime,
+    ) -> Result<Option<AccountOverview>, RepositoryError>;
+
     /// Applies `changes` and writes `entry` (with the settings before and after filled in)
     /// to the audit, in one transaction; when the quotas change, the account's counters for
     /// the periods holding `entry.at` are set from its recorded usage. Returns the settings

@@ -94,6 +94,10 @@ pub trait Administration: Send + Sync + 'static {
 
     /// The audit, newest first.
     async fn audit(&self, actor: &User, page: PageRequest) -> Result<Page<AuditEntry>, AdminError>;
+
+    /// The actor's own account as the operator sees it (its quotas, budgets and usage): open
+    /// to every signed-in user, for their own account only.
+    async fn own_account(&self, actor: &User) -> Result<AccountOverview, AdminError>;
 }
 
 impl AdminService {
@@ -192,6 +196,13 @@ impl Administration for AdminService {
         self.require_admin(actor).await?;
         Ok(self.ports.accounts.list_audit(page).await?)
     }
+    async fn own_account(&self, actor: &User) -> Result<AccountOverview, AdminError> {
+        self.ports
+            .accounts
+            .find_account(actor.id, self.ports.clock.now())
+            .await?
+            .ok_or(AdminError::NotFound)
+    }
 }
 
 #[cfg(test)]
@@ -248,6 +259,41 @@ mod tests {
             },
             AdminEmails::new(vec![EmailAddress::parse("root@example.com").unwrap()]),
         )
+    }
+
+    #[tokio::test]
+    async fn any_user_reads_their_own_account_and_only_theirs() {
+        let ada = user("ada@example.com");
+        let expected = ada.id;
+        let mut accounts = MockAdminRepository::new();
+        accounts
+            .expect_find_account()
+            .withf(move |asked, at| *asked == expected && *at == NOW)
+            .times(1)
+            .returning(|user_id, _| {
+                Ok(Some(AccountOverview {
+                    user: User {
+                        id: user_id,
+                        email: EmailAddress::parse("ada@example.com").unwrap(),
+                        created_at: NOW,
+                        disabled: false,
+                    },
+                    settings: AccountSettings {
+                        limits: PeriodLimits {
+                            per_day: QuotaLimit::new(10),
+                            ..PeriodLimits::default()
+                        },
+                        disabled: false,
+                    },
+                    usage: Default::default(),
+                }))
+            });
+        let own = service(accounts, MockKeyInvalidation::new())
+            .own_account(&ada)
+            .await
+            .unwrap();
+        assert_eq!(own.user.id, ada.id);
+        assert_eq!(own.settings.limits.per_day, QuotaLimit::new(10));
     }
 
     #[tokio::test]
