@@ -258,6 +258,7 @@ async fn handle(
             "Unsupported aspect ratio: {raw}"
         )));
     }
+    let mut answer = fake.current.read().unwrap().clone();
     if fake.google_pixels {
         *fake.last_request.write().unwrap() = serde_json::json!({
             "model": spec.id,
@@ -269,18 +270,15 @@ async fn handle(
             "aspect_ratio": config.aspect_ratio,
             "image_size": config.image_size,
         });
-    }
-    let mut answer = fake.current.read().unwrap().clone();
-    if !answer.latency.is_zero() {
-        tokio::time::sleep(answer.latency).await;
-    }
-    if fake.google_pixels {
         let ratio = config.aspect_ratio.as_deref().unwrap_or("1:1");
         let (width, height) = nb_testkit::google_facts::google_pixel_size(ratio, resolution);
         answer = Arc::new(answer_with(
             answer.latency,
             &nb_testkit::google_facts::flat_png(width, height),
         ));
+    }
+    if !answer.latency.is_zero() {
+        tokio::time::sleep(answer.latency).await;
     }
     debug_assert!(answer.image_bytes > 0);
     Ok(respond(

@@ -6,7 +6,6 @@ const STYLES = ["natural", "artistic"];
 
 const state = {
   me: null,
-  isAdmin: false,
   // The generation the playground continues ("Edit this image" in the history), if any.
   continueFrom: null,
 };
@@ -1182,8 +1181,7 @@ async function refreshNav() {
   const nav = document.getElementById("nav");
   nav.hidden = !state.me;
   // `/v1/auth/me` says whether the user is an operator: no probing of an admin route.
-  state.isAdmin = Boolean(state.me && state.me.is_admin);
-  document.getElementById("nav-admin").hidden = !state.isAdmin;
+  document.getElementById("nav-admin").hidden = !(state.me && state.me.is_admin);
 }
 
 async function route() {

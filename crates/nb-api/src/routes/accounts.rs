@@ -13,7 +13,7 @@ use crate::extract::credentials::{
     SignedInSession, SignedInUser, cleared_session_cookies, session_cookies,
 };
 use crate::extract::json::JsonBody;
-use crate::routes::admin::{AccountLimitsResponse, AccountSettingsResponse};
+use crate::routes::admin::AccountLimitsResponse;
 use crate::state::AppState;
 use crate::tokens::IssuedAccessToken;
 use crate::views::{NO_STORE, UsageTotals};
@@ -345,7 +345,7 @@ pub(crate) async fn me(
     Ok(web::Json(MeResponse {
         user: user.into(),
         is_admin,
-        limits: AccountSettingsResponse::from(account.settings).limits,
+        limits: account.settings.limits.into(),
         usage: account.usage.into(),
     }))
 }

@@ -5,6 +5,7 @@ use actix_web::web;
 use nb_domain::accounts::UserId;
 use nb_domain::admin::{AccountChanges, AccountOverview, AccountSettings, AuditEntry};
 use nb_domain::api_keys::LimitChanges;
+use nb_domain::quota::PeriodLimits;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use utoipa::ToSchema;
@@ -32,19 +33,25 @@ pub(crate) struct AccountLimitsResponse {
 
 #[derive(Serialize, ToSchema)]
 pub(crate) struct AccountSettingsResponse {
-    pub(crate) limits: AccountLimitsResponse,
+    limits: AccountLimitsResponse,
     disabled: bool,
+}
+
+impl From<PeriodLimits> for AccountLimitsResponse {
+    fn from(limits: PeriodLimits) -> Self {
+        Self {
+            per_day: limits.per_day.map(|n| n.get()),
+            per_month: limits.per_month.map(|n| n.get()),
+            budget_usd_per_day: shown(limits.budget_per_day),
+            budget_usd_per_month: shown(limits.budget_per_month),
+        }
+    }
 }
 
 impl From<AccountSettings> for AccountSettingsResponse {
     fn from(settings: AccountSettings) -> Self {
         Self {
-            limits: AccountLimitsResponse {
-                per_day: settings.limits.per_day.map(|n| n.get()),
-                per_month: settings.limits.per_month.map(|n| n.get()),
-                budget_usd_per_day: shown(settings.limits.budget_per_day),
-                budget_usd_per_month: shown(settings.limits.budget_per_month),
-            },
+            limits: settings.limits.into(),
             disabled: settings.disabled,
         }
     }

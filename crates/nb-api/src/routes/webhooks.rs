@@ -354,12 +354,18 @@ pub(crate) async fn deliveries(
 pub struct JsonEventBodies;
 
 #[derive(Serialize)]
-struct EventBody {
+struct EventBody<Data> {
     #[serde(rename = "type")]
     event: &'static str,
     #[serde(with = "time::serde::rfc3339")]
     timestamp: OffsetDateTime,
-    data: GenerationResponse,
+    data: Data,
+}
+
+/// A test event's `data`.
+#[derive(Serialize)]
+struct TestEventData {
+    webhook_id: String,
 }
 
 impl EventBodies for JsonEventBodies {
@@ -378,11 +384,13 @@ impl EventBodies for JsonEventBodies {
     }
 
     fn test_body(&self, endpoint: &Endpoint, occurred_at: OffsetDateTime) -> Vec<u8> {
-        let body = serde_json::json!({
-            "type": "webhook.test",
-            "timestamp": occurred_at.format(&time::format_description::well_known::Rfc3339).unwrap_or_default(),
-            "data": {"webhook_id": endpoint.id.to_string()},
-        });
+        let body = EventBody {
+            event: "webhook.test",
+            timestamp: occurred_at,
+            data: TestEventData {
+                webhook_id: endpoint.id.to_string(),
+            },
+        };
         serde_json::to_vec(&body).unwrap_or_default()
     }
 }

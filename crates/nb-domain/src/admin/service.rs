@@ -196,6 +196,7 @@ impl Administration for AdminService {
         self.require_admin(actor).await?;
         Ok(self.ports.accounts.list_audit(page).await?)
     }
+
     async fn own_account(&self, actor: &User) -> Result<AccountOverview, AdminError> {
         self.ports
             .accounts

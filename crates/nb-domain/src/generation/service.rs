@@ -334,6 +334,8 @@ impl GenerationService {
                     .await);
             }
         };
+        // A failure from here on is recorded with what Google counted (it was paid for).
+        let failed_with = |code| record(GenerationOutcome::Failed { code }, usage, None);
         // The format asked for, when it is not what the model made.
         let conversion = request
             .output
@@ -345,11 +347,7 @@ impl GenerationService {
             match whole(image).await {
                 Ok(image) => (ImageData::InMemory(image), Some(Arc::new(held))),
                 Err(error) => {
-                    let failed = record(
-                        GenerationOutcome::Failed { code: error.code() },
-                        usage,
-                        None,
-                    );
+                    let failed = failed_with(error.code());
                     return Err(self.record_failure(failed, error.into(), via).await);
                 }
             }
@@ -368,13 +366,7 @@ impl GenerationService {
                 match converted {
                     Ok(converted) => ImageData::InMemory(converted),
                     Err(error) => {
-                        let failed = record(
-                            GenerationOutcome::Failed {
-                                code: "conversion_failed",
-                            },
-                            usage,
-                            None,
-                        );
+                        let failed = failed_with("conversion_failed");
                         return Err(self.record_failure(failed, error.into(), via).await);
                     }
                 }
@@ -391,11 +383,7 @@ impl GenerationService {
         let stored = match put {
             Ok(stored) => stored,
             Err(error) => {
-                let failed = record(
-                    GenerationOutcome::Failed { code: error.code() },
-                    usage,
-                    None,
-                );
+                let failed = failed_with(error.code());
                 return Err(self.record_failure(failed, error.into(), via).await);
             }
         };
@@ -406,11 +394,7 @@ impl GenerationService {
             if let Err(error) = ports.storage.put(&input_key, input).await {
                 self.remove_unrecorded(std::iter::once(&key).chain(&input_keys))
                     .await;
-                let failed = record(
-                    GenerationOutcome::Failed { code: error.code() },
-                    usage,
-                    None,
-                );
+                let failed = failed_with(error.code());
                 return Err(self.record_failure(failed, error.into(), via).await);
             }
             input_keys.push(input_key);
