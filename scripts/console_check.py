@@ -148,6 +148,11 @@ class Console:
             "const e = document.activeElement; return [e.tagName, getComputedStyle(e).outlineStyle];")
         assert focused == ["H1", "none"], f"focus: {focused}"
 
+    def texts(self, css):
+        """The text of every element `css` finds, read at once (no element can go stale)."""
+        return self.driver.execute_script(
+            "return [...document.querySelectorAll(arguments[0])].map((e) => e.textContent)", css)
+
     def displayed(self, css):
         return any(element.is_displayed() for element in self.driver.find_elements(By.CSS_SELECTOR, css))
 
@@ -394,7 +399,11 @@ def run(binary, fake_google):
         Select(console.find("#filter-status")).select_by_value("failed")
         console.text_in("#history", "Nothing matches these filters.")
         Select(console.find("#filter-status")).select_by_value("")
+        console.wait.until(lambda _: len(driver.find_elements(By.CSS_SELECTOR, '#history li[data-status="succeeded"]')) == 3)
+        # (The cards are drawn anew for the key's filter: wait until the ones shown are gone.)
+        shown_before = driver.find_element(By.CSS_SELECTOR, "#history li.card")
         Select(console.find("#filter-key")).select_by_value(key_id)
+        console.wait.until(ready.staleness_of(shown_before))
         console.wait.until(lambda _: len(driver.find_elements(By.CSS_SELECTOR, '#history li[data-status="succeeded"]')) == 3)
 
         # "Edit this image" continues it in the playground, which offers the model's ratios,
@@ -434,12 +443,11 @@ def run(binary, fake_google):
             assert answer.status == 202, answer.status
         console.go("keys", "API keys")
         console.go("history", "History")
+        # (Read in one script: the page redraws the cards every 2 s while the job runs.)
         job_card = '#history li[data-status="{}"] .prompt'
-        console.wait.until(lambda _: any(
-            element.text == "a job" for status in ("queued", "running")
-            for element in driver.find_elements(By.CSS_SELECTOR, job_card.format(status))))
-        console.wait.until(lambda _: any(
-            element.text == "a job" for element in driver.find_elements(By.CSS_SELECTOR, job_card.format("succeeded"))))
+        console.wait.until(lambda _: "a job" in console.texts(
+            ", ".join(job_card.format(status) for status in ("queued", "running"))))
+        console.wait.until(lambda _: "a job" in console.texts(job_card.format("succeeded")))
         fake_google_latency(google_port, 0)
 
         # Keys: the spend this month beside each key; limits edited in place (a wrong amount
